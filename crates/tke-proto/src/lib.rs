@@ -1,0 +1,162 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod cert;
+pub mod command;
+pub mod response;
+pub mod transport;
+mod types;
+pub mod vp;
+
+pub use cert::{AdminCertificate, CaCertificate, DeviceCertificate};
+pub use command::{AdminCommand, Command, CommandId, Query, Request, SignedCommand, SignerInfo};
+pub use response::{AdminInfo, ModuleError, RegisterStatus, ResponseBody, SignedResponse, UnitStatus};
+pub use types::{AdminName, Digest32, Nonce, Register, RegisterState, Ski, Threshold, UnitId, UnitType, Vp};
+
+pub use der;
+pub use p256;
+
+use zeroize::Zeroizing;
+
+/// A boxed error from a signer or a backend, carried as a source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Errors of the protocol layer. Each names what was wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtoError {
+    /// Malformed or non-canonical DER (with the position the decoder reports).
+    #[error("malformed DER: {0}")]
+    Der(#[from] der::Error),
+    /// A fixed-length value has the wrong length.
+    #[error("the {what} must be {expected} bytes, not {actual}")]
+    Length {
+        /// What the value is.
+        what: &'static str,
+        /// Expected length.
+        expected: usize,
+        /// Length received.
+        actual: usize,
+    },
+    /// A hex string is not hex.
+    #[error("the {what} is not valid hexadecimal")]
+    Hex {
+        /// What the value is.
+        what: &'static str,
+    },
+    /// An administrator name breaks the rules.
+    #[error("the administrator name {name:?} ({chars} characters) is not valid: {problem}; use 1 to 30 printable characters")]
+    AdminName {
+        /// The name (at most 40 characters of it).
+        name: String,
+        /// Its length in characters.
+        chars: usize,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// A threshold outside 1..=8.
+    #[error("the threshold {value} is out of range: it must be a number between 1 and 8")]
+    Threshold {
+        /// The value received.
+        value: u32,
+    },
+    /// A command input that must be empty was not.
+    #[error("the {command:?} command takes no input")]
+    UnexpectedInput {
+        /// The command.
+        command: CommandId,
+    },
+    /// A certificate failed a check.
+    #[error("invalid certificate: {0}")]
+    Certificate(&'static str),
+    /// A public key is not a P-256 point.
+    #[error("the {what} is not an uncompressed P-256 point")]
+    PublicKey {
+        /// Which key.
+        what: &'static str,
+    },
+    /// A master key transport check failed.
+    #[error("master key transport: {0}")]
+    Transport(&'static str),
+    /// A signer or a device key failed to sign.
+    #[error("signing failed: {source}")]
+    Signing {
+        /// The signer's error.
+        source: BoxError,
+    },
+    /// A response's signature does not verify under the unit's device key.
+    #[error("the response from crypto unit {} is not signed by its device key", unit.uuid())]
+    ResponseSignature {
+        /// The unit asked.
+        unit: UnitId,
+    },
+    /// A response does not answer the request that was sent.
+    #[error("the response from crypto unit {} does not match the request ({what} differs)", unit.uuid())]
+    ResponseBinding {
+        /// The unit asked.
+        unit: UnitId,
+        /// What differs.
+        what: &'static str,
+    },
+    /// A unit reported a status that breaks the protocol's invariants.
+    #[error("crypto unit {} reported an impossible status: {what}", unit.uuid())]
+    InvalidStatus {
+        /// The unit.
+        unit: UnitId,
+        /// The broken invariant.
+        what: &'static str,
+    },
+}
+
+impl From<der::pem::Error> for ProtoError {
+    fn from(e: der::pem::Error) -> Self {
+        Self::Der(e.into())
+    }
+}
+
+/// A 256-bit AES master key value. Zeroized on drop; no `Debug` that shows it; the value
+/// comes out only through [`MasterKey::expose_secret`].
+#[derive(Clone)]
+pub struct MasterKey(Zeroizing<[u8; 32]>);
+
+impl MasterKey {
+    /// A fresh random master key.
+    pub fn random() -> Self {
+        let mut k = Zeroizing::new([0u8; 32]);
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, k.as_mut());
+        Self(k)
+    }
+
+    /// A master key from 32 bytes.
+    ///
+    /// # Errors
+    /// [`ProtoError::Length`] for another length.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, ProtoError> {
+        if bytes.len() != 32 {
+            return Err(ProtoError::Length {
+                what: "master key",
+                expected: 32,
+                actual: bytes.len(),
+            });
+        }
+        let mut k = Zeroizing::new([0u8; 32]);
+        k.copy_from_slice(bytes);
+        Ok(Self(k))
+    }
+
+    /// The key bytes. Use only to hand the key to a cipher.
+    pub fn expose_secret(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Its verification pattern.
+    pub fn vp(&self) -> Vp {
+        vp::of(self)
+    }
+}
+
+impl core::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "MasterKey(vp={}, value=<redacted>)", self.vp())
+    }
+}

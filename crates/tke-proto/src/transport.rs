@@ -1,0 +1,371 @@
+//! Master key transport between two units.
+//!
+//! 1. The target unit makes a single-use P-256 *importer key* and certifies it with its
+//!    device key ([`CertifiedImporter`]).
+//! 2. The source unit (a recovery unit) checks the target's device certificate against
+//!    its fleet CA and the importer's certification, makes an ephemeral P-256 key,
+//!    computes `Z = ECDH(ephemeral, importer)` (the x-coordinate, 32 bytes), derives the
+//!    key-encryption key
+//!
+//!    ```text
+//!    ctx = SHA-256("TKE master key transport v1" ‖ sourceUnitId ‖ targetUnitId
+//!                  ‖ ephemeralPoint(65) ‖ importerPoint(65))
+//!    KEK = AES-256-ECB_Z(ctx[0..16]) ‖ AES-256-ECB_Z(ctx[16..32])
+//!    ```
+//!
+//!    wraps the 32-byte master key with AES key wrap with padding (RFC 5649) under the
+//!    KEK, and signs the [`MkEnvelope`] with its device key ([`SignedEnvelope`]).
+//! 3. The target checks the envelope's signature and the source's device certificate,
+//!    recomputes the KEK with the importer's private key, unwraps, checks the VP, and
+//!    destroys the importer key.
+//!
+//! Every step exists as a PKCS#11 mechanism (`CKM_ECDH1_DERIVE` with `CKD_NULL` into an
+//! AES-256 key, `CKM_AES_ECB_ENCRYPT_DATA`, `CKM_AES_KEY_WRAP_PAD`), so a unit whose
+//! secrets live in a token computes the same values without the key leaving it. The
+//! functions here are the software reference that the soft backend uses.
+
+use aes::cipher::{BlockEncrypt, KeyInit};
+use der::{asn1::OctetString, Decode, Encode, Sequence};
+use p256::{
+    ecdsa::{signature::Verifier, DerSignature, VerifyingKey},
+    elliptic_curve::sec1::ToEncodedPoint,
+    PublicKey,
+};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::{
+    cert::{CaCertificate, DeviceCertificate},
+    vp, BoxError, Digest32, MasterKey, ProtoError, Register, UnitId, Vp,
+};
+
+/// Label that starts the KDF context.
+pub const KDF_LABEL: &[u8] = b"TKE master key transport v1";
+
+/// A 65-byte SEC1 uncompressed P-256 point, checked to be on the curve.
+pub fn point_bytes(key: &PublicKey) -> [u8; 65] {
+    let mut out = [0u8; 65];
+    out.copy_from_slice(key.to_encoded_point(false).as_bytes());
+    out
+}
+
+/// Parses a 65-byte SEC1 uncompressed point.
+///
+/// # Errors
+/// [`ProtoError::PublicKey`] if the bytes are not a P-256 point.
+pub fn parse_point(bytes: &[u8], what: &'static str) -> Result<PublicKey, ProtoError> {
+    if bytes.len() != 65 || bytes[0] != 4 {
+        return Err(ProtoError::PublicKey { what });
+    }
+    PublicKey::from_sec1_bytes(bytes).map_err(|_| ProtoError::PublicKey { what })
+}
+
+/// A single-use importer key of a target unit.
+///
+/// ```asn1
+/// ImporterKey ::= SEQUENCE {
+///   unitId     OCTET STRING (SIZE(16)),  -- the unit holding the private key
+///   keyId      OCTET STRING (SIZE(32)),  -- SHA-256 of the point: names this key
+///   publicKey  OCTET STRING (SIZE(65)) } -- SEC1 uncompressed P-256 point
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Sequence)]
+pub struct ImporterKey {
+    /// The target unit.
+    pub unit_id: UnitId,
+    /// SHA-256 of `public_key`.
+    pub key_id: Digest32,
+    /// The importer's public point.
+    pub public_key: OctetString,
+}
+
+impl ImporterKey {
+    /// Describes the importer key `key` of `unit_id`.
+    ///
+    /// # Errors
+    /// [`ProtoError::Der`] (not expected).
+    pub fn new(unit_id: UnitId, key: &PublicKey) -> Result<Self, ProtoError> {
+        let point = point_bytes(key);
+        Ok(Self {
+            unit_id,
+            key_id: Digest32::sha256(&point),
+            public_key: OctetString::new(point.to_vec())?,
+        })
+    }
+
+    /// The importer's public key, checked against `key_id`.
+    ///
+    /// # Errors
+    /// [`ProtoError::PublicKey`] or [`ProtoError::Transport`] if the id does not match.
+    pub fn key(&self) -> Result<PublicKey, ProtoError> {
+        let key = parse_point(self.public_key.as_bytes(), "importer key")?;
+        if Digest32::sha256(self.public_key.as_bytes()) != self.key_id {
+            return Err(ProtoError::Transport("the importer key id does not match its key"));
+        }
+        Ok(key)
+    }
+}
+
+/// An importer key signed by the target unit's device key.
+///
+/// ```asn1
+/// CertifiedImporter ::= SEQUENCE {
+///   importer   OCTET STRING,   -- DER of ImporterKey
+///   signature  OCTET STRING }  -- ECDSA-Sig-Value by the target's device key
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Sequence)]
+pub struct CertifiedImporter {
+    /// DER of [`ImporterKey`].
+    pub importer: OctetString,
+    /// The target device key's signature over `importer`.
+    pub signature: OctetString,
+}
+
+impl CertifiedImporter {
+    /// Certifies `importer` with a device signing function.
+    ///
+    /// # Errors
+    /// [`ProtoError::Signing`] or [`ProtoError::Der`].
+    pub fn sign(
+        importer: &ImporterKey,
+        sign: impl FnOnce(&[u8]) -> Result<DerSignature, BoxError>,
+    ) -> Result<Self, ProtoError> {
+        let bytes = importer.to_der()?;
+        let sig = sign(&bytes).map_err(|source| ProtoError::Signing { source })?;
+        Ok(Self {
+            importer: OctetString::new(bytes)?,
+            signature: OctetString::new(sig.as_bytes())?,
+        })
+    }
+
+    /// Checks the certification with the target's device certificate and returns the
+    /// importer key description.
+    ///
+    /// # Errors
+    /// [`ProtoError::Transport`] if the signature or the unit id does not match.
+    pub fn verify(&self, target: &DeviceCertificate) -> Result<ImporterKey, ProtoError> {
+        verify_sig(&target.verifying_key(), &self.importer, &self.signature)
+            .map_err(|_| ProtoError::Transport("the importer key is not certified by the target unit"))?;
+        let importer = ImporterKey::from_der(self.importer.as_bytes())?;
+        if importer.unit_id != target.unit_id() {
+            return Err(ProtoError::Transport("the importer key belongs to another unit"));
+        }
+        importer.key()?;
+        Ok(importer)
+    }
+}
+
+fn verify_sig(key: &VerifyingKey, msg: &OctetString, sig: &OctetString) -> Result<(), ProtoError> {
+    let sig = DerSignature::from_bytes(sig.as_bytes())
+        .map_err(|_| ProtoError::Transport("malformed signature"))?;
+    key.verify(msg.as_bytes(), &sig)
+        .map_err(|_| ProtoError::Transport("bad signature"))
+}
+
+/// Input of `exportMk`: which register to export and to whom.
+///
+/// ```asn1
+/// ExportRequest ::= SEQUENCE {
+///   register           Register,           -- current(0) new(1)
+///   targetCertificate  OCTET STRING,       -- DER of the target's device certificate
+///   importer           CertifiedImporter }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Sequence)]
+pub struct ExportRequest {
+    /// The register to export.
+    pub register: Register,
+    /// DER of the target unit's device certificate.
+    pub target_certificate: OctetString,
+    /// The target's certified importer key.
+    pub importer: CertifiedImporter,
+}
+
+/// A wrapped master key on its way from a source unit to a target unit.
+///
+/// ```asn1
+/// MkEnvelope ::= SEQUENCE {
+///   sourceUnitId        OCTET STRING (SIZE(16)),
+///   targetUnitId        OCTET STRING (SIZE(16)),
+///   importerKeyId       OCTET STRING (SIZE(32)),
+///   ephemeralPublicKey  OCTET STRING (SIZE(65)),
+///   wrappedKey          OCTET STRING (SIZE(40)),  -- AES-KWP(KEK, master key)
+///   vp                  OCTET STRING (SIZE(32)) } -- VP of the wrapped key
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Sequence)]
+pub struct MkEnvelope {
+    /// The exporting unit.
+    pub source_unit_id: UnitId,
+    /// The unit that may import it.
+    pub target_unit_id: UnitId,
+    /// The importer key it is wrapped to.
+    pub importer_key_id: Digest32,
+    /// The source's ephemeral ECDH point.
+    pub ephemeral_public_key: OctetString,
+    /// The wrapped master key.
+    pub wrapped_key: OctetString,
+    /// The master key's VP.
+    pub vp: Vp,
+}
+
+/// An envelope signed by the source unit's device key, with that unit's certificate.
+///
+/// ```asn1
+/// SignedEnvelope ::= SEQUENCE {
+///   envelope           OCTET STRING,   -- DER of MkEnvelope
+///   signature          OCTET STRING,   -- ECDSA-Sig-Value by the source's device key
+///   sourceCertificate  OCTET STRING }  -- DER of the source's device certificate
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Sequence)]
+pub struct SignedEnvelope {
+    /// DER of [`MkEnvelope`].
+    pub envelope: OctetString,
+    /// The source device key's signature over `envelope`.
+    pub signature: OctetString,
+    /// DER of the source unit's device certificate.
+    pub source_certificate: OctetString,
+}
+
+impl SignedEnvelope {
+    /// Signs an envelope with the source unit's device key.
+    ///
+    /// # Errors
+    /// [`ProtoError::Signing`] or [`ProtoError::Der`].
+    pub fn sign(
+        envelope: &MkEnvelope,
+        source_certificate: &DeviceCertificate,
+        sign: impl FnOnce(&[u8]) -> Result<DerSignature, BoxError>,
+    ) -> Result<Self, ProtoError> {
+        let bytes = envelope.to_der()?;
+        let sig = sign(&bytes).map_err(|source| ProtoError::Signing { source })?;
+        Ok(Self {
+            envelope: OctetString::new(bytes)?,
+            signature: OctetString::new(sig.as_bytes())?,
+            source_certificate: OctetString::new(source_certificate.der().to_vec())?,
+        })
+    }
+
+    /// Checks the source certificate against the fleet CA and the envelope's signature,
+    /// and returns the envelope and the source certificate.
+    ///
+    /// # Errors
+    /// [`ProtoError::Certificate`] or [`ProtoError::Transport`].
+    pub fn verify(&self, ca: &CaCertificate) -> Result<(MkEnvelope, DeviceCertificate), ProtoError> {
+        let source = DeviceCertificate::verify(self.source_certificate.as_bytes(), ca)?;
+        verify_sig(&source.verifying_key(), &self.envelope, &self.signature)
+            .map_err(|_| ProtoError::Transport("the envelope is not signed by the source unit"))?;
+        let env = MkEnvelope::from_der(self.envelope.as_bytes())?;
+        if env.source_unit_id != source.unit_id() {
+            return Err(ProtoError::Transport("the envelope names another source unit"));
+        }
+        Ok((env, source))
+    }
+}
+
+/// The KDF context hash, binding both units and both public keys.
+pub fn kdf_context(
+    source: &UnitId,
+    target: &UnitId,
+    ephemeral: &[u8; 65],
+    importer: &[u8; 65],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(KDF_LABEL);
+    h.update(source.0);
+    h.update(target.0);
+    h.update(ephemeral);
+    h.update(importer);
+    h.finalize().into()
+}
+
+/// `KEK = AES-256-ECB_Z(ctx)`: two AES blocks of the context under the shared secret.
+pub fn derive_kek(z: &[u8; 32], context: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    let cipher = aes::Aes256::new(z.into());
+    let mut out = Zeroizing::new(*context);
+    for block in out.chunks_exact_mut(16) {
+        cipher.encrypt_block(block.into());
+    }
+    out
+}
+
+/// Wraps a master key under a KEK (RFC 5649, 40 bytes out).
+///
+/// # Errors
+/// [`ProtoError::Transport`] (not expected for a 32-byte key).
+pub fn wrap(kek: &[u8; 32], mk: &MasterKey) -> Result<Vec<u8>, ProtoError> {
+    aes_kw::KekAes256::from(*kek)
+        .wrap_with_padding_vec(mk.expose_secret())
+        .map_err(|_| ProtoError::Transport("key wrap failed"))
+}
+
+/// Unwraps a master key (RFC 5649) and checks it is 32 bytes.
+///
+/// # Errors
+/// [`ProtoError::Transport`] when the integrity check fails or the length is wrong.
+pub fn unwrap(kek: &[u8; 32], wrapped: &[u8]) -> Result<MasterKey, ProtoError> {
+    let v = Zeroizing::new(
+        aes_kw::KekAes256::from(*kek)
+            .unwrap_with_padding_vec(wrapped)
+            .map_err(|_| ProtoError::Transport("the wrapped key fails its integrity check"))?,
+    );
+    MasterKey::from_slice(&v).map_err(|_| ProtoError::Transport("the wrapped key is not 32 bytes"))
+}
+
+/// The software reference of the export side: makes an ephemeral key, derives the KEK
+/// for `importer`, wraps `mk` and returns the envelope (unsigned).
+///
+/// # Errors
+/// [`ProtoError::Transport`] or [`ProtoError::PublicKey`].
+pub fn soft_seal(
+    mk: &MasterKey,
+    source: UnitId,
+    importer: &ImporterKey,
+) -> Result<MkEnvelope, ProtoError> {
+    let importer_key = importer.key()?;
+    let eph = p256::ecdh::EphemeralSecret::random(&mut rand_core::OsRng);
+    let eph_point = point_bytes(&eph.public_key());
+    let shared = eph.diffie_hellman(&importer_key);
+    let mut z = Zeroizing::new([0u8; 32]);
+    z.copy_from_slice(shared.raw_secret_bytes());
+    let ctx = kdf_context(&source, &importer.unit_id, &eph_point, &point_bytes(&importer_key));
+    let kek = derive_kek(&z, &ctx);
+    Ok(MkEnvelope {
+        source_unit_id: source,
+        target_unit_id: importer.unit_id,
+        importer_key_id: importer.key_id,
+        ephemeral_public_key: OctetString::new(eph_point.to_vec())?,
+        wrapped_key: OctetString::new(wrap(&kek, mk)?)?,
+        vp: vp::of(mk),
+    })
+}
+
+/// The software reference of the import side: recomputes the KEK with the importer's
+/// secret, unwraps, and checks the VP.
+///
+/// # Errors
+/// [`ProtoError::Transport`] if the envelope is not for this importer, does not unwrap,
+/// or its VP does not match.
+pub fn soft_open(
+    envelope: &MkEnvelope,
+    importer_secret: &p256::SecretKey,
+) -> Result<MasterKey, ProtoError> {
+    let importer_pub = importer_secret.public_key();
+    let importer_point = point_bytes(&importer_pub);
+    if Digest32::sha256(&importer_point) != envelope.importer_key_id {
+        return Err(ProtoError::Transport("the envelope is wrapped to another importer key"));
+    }
+    let eph = parse_point(envelope.ephemeral_public_key.as_bytes(), "ephemeral key")?;
+    let shared = p256::ecdh::diffie_hellman(importer_secret.to_nonzero_scalar(), eph.as_affine());
+    let mut z = Zeroizing::new([0u8; 32]);
+    z.copy_from_slice(shared.raw_secret_bytes());
+    let ctx = kdf_context(
+        &envelope.source_unit_id,
+        &envelope.target_unit_id,
+        &point_bytes(&eph),
+        &importer_point,
+    );
+    let kek = derive_kek(&z, &ctx);
+    let mk = unwrap(&kek, envelope.wrapped_key.as_bytes())?;
+    if vp::of(&mk) != envelope.vp {
+        return Err(ProtoError::Transport("the unwrapped key does not match the envelope's VP"));
+    }
+    Ok(mk)
+}
