@@ -1,2 +1,13 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+
+mod client;
+pub mod embedded;
+mod error;
+pub mod fanout;
+mod transport;
+
+pub use client::{Client, KnownUnit};
+pub use embedded::{EmbeddedFleet, FleetSpec};
+pub use error::ClientError;
+pub use transport::{InstanceId, Transport, UnitDescriptor};

@@ -17,14 +17,39 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
-/// Writes `bytes` to `path` atomically with mode 0600.
+/// Writes `bytes` to `path` atomically with mode 0600, replacing any existing file.
 ///
 /// # Errors
 /// The I/O error of any step; the target is then unchanged and the temporary file removed.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_via_temp(path, bytes, Install::Replace)
+}
+
+/// Writes `bytes` to a new file `path` atomically with mode 0600; never replaces a file.
+///
+/// The temporary file is hard-linked to `path`, which fails if `path` exists even when
+/// another process creates it at the same moment.
+///
+/// # Errors
+/// [`io::ErrorKind::AlreadyExists`] when `path` exists; the I/O error of any other step.
+/// In every case nothing at `path` is changed and the temporary file is removed.
+pub fn create_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_via_temp(path, bytes, Install::CreateNew)
+}
+
+#[derive(Clone, Copy)]
+enum Install {
+    Replace,
+    CreateNew,
+}
+
+fn write_via_temp(path: &Path, bytes: &[u8], install: Install) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -51,7 +76,15 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, path)?;
+        match install {
+            Install::Replace => fs::rename(&tmp, path)?,
+            Install::CreateNew => {
+                fs::hard_link(&tmp, path)?;
+                // `path` now holds the new file: the write succeeded. A temporary name
+                // that cannot be removed is harmless (listings skip dot files).
+                let _ = fs::remove_file(&tmp);
+            }
+        }
         File::open(dir)?.sync_all()
     })();
     if result.is_err() {
@@ -71,8 +104,27 @@ mod tests {
         write_private(&p, b"one").unwrap();
         write_private(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         // No temporary file is left behind.
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn create_private_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        create_private(&p, b"first").unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let err = create_private(&p, b"second").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        // Neither call leaves a temporary file behind.
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
     }
 

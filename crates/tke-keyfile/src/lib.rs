@@ -2,6 +2,17 @@
 #![forbid(unsafe_code)]
 
 pub mod atomic;
+mod dir;
+mod error;
 mod password;
+mod selection;
+mod sigkey;
 
+pub use dir::{DirOrigin, FilesDir};
+pub use error::{KeyFileError, Result};
 pub use password::Password;
+pub use selection::{Selection, SELECTION_FILE};
+pub use sigkey::{
+    file_stem, SigKeyEntry, SigKeyKind, SigKeyListing, CERT_SUFFIX, KEY_PEM_LABEL, KEY_SUFFIX,
+    SCRYPT_LOG_N, SCRYPT_P, SCRYPT_R,
+};

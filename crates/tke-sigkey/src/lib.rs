@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
 use tke_proto::{
     der::{asn1::OctetString, Encode},
     p256::ecdsa::{signature::Verifier, DerSignature},

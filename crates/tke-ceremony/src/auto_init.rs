@@ -1,0 +1,328 @@
+//! `auto-init`: initialize a service instance with recovery crypto units.
+//!
+//! Plan, then act. [`AutoInit::plan`] queries every unit of the instance and checks every
+//! precondition, reporting all problems at once before anything changes. [`AutoInitPlan::execute`]
+//! then, with per-unit steps running on all units in parallel:
+//!
+//! 1. clears units left half-initialized in imprint mode (unsigned zeroize, as the vendor
+//!    SDK does; a unit in imprint mode holds no master key);
+//! 2. installs every administrator (unsigned in imprint mode);
+//! 3. sets both thresholds, leaving imprint mode, signed by as many administrators as the
+//!    new signature threshold;
+//! 4. generates a random master key in the first recovery unit's current register;
+//! 5. copies it to every other unit: importer key on the target, export from the recovery
+//!    unit (threshold signatures), import, commit (threshold), set immediate;
+//! 6. queries every unit and checks that all hold the same valid current key.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tke_client::{fanout::parallel, Client, ClientError, InstanceId, KnownUnit};
+use tke_proto::{
+    der::{asn1::OctetString, Decode},
+    transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
+    Command, Register, RegisterState, Threshold, UnitType, Vp,
+};
+use tke_sigkey::Signer;
+
+use crate::{CeremonyError, Event, Problem, Progress};
+
+/// What the operator asked for.
+pub struct AutoInit<'a> {
+    /// The instance to initialize.
+    pub instance: InstanceId,
+    /// Signatures required on commands.
+    pub sig_threshold: Threshold,
+    /// Signatures required to remove an administrator.
+    pub rev_threshold: Threshold,
+    /// The administrators to install, in order. The first ones sign.
+    pub admins: Vec<&'a dyn Signer>,
+}
+
+/// A checked plan, ready to run.
+pub struct AutoInitPlan<'a, 'c> {
+    client: &'c Client,
+    request: AutoInit<'a>,
+    units: Vec<&'c KnownUnit>,
+    recovery: &'c KnownUnit,
+    /// Units in imprint mode that already hold administrators (cleared first).
+    to_clear: Vec<&'c KnownUnit>,
+}
+
+/// What an initialization produced.
+#[derive(Clone, Debug)]
+pub struct AutoInitReport {
+    /// The instance.
+    pub instance: InstanceId,
+    /// `CRYPTO UNIT NUM` of every unit initialized.
+    pub units: Vec<usize>,
+    /// `CRYPTO UNIT NUM` of the recovery unit that generated the key.
+    pub generated_in: usize,
+    /// The master key's verification pattern, now in every current register.
+    pub vp: Vp,
+}
+
+const STEP_CLEAR: &str = "Clearing half-initialized crypto units";
+const STEP_ADMINS: &str = "Installing administrators";
+const STEP_THRESHOLDS: &str = "Setting signature thresholds";
+const STEP_GENERATE: &str = "Generating a random master key value";
+const STEP_TRANSFER: &str = "Transferring the master key value";
+
+impl<'a> AutoInit<'a> {
+    /// Checks every precondition against the units' current state and returns a plan.
+    ///
+    /// # Errors
+    /// [`CeremonyError::Problems`] listing every problem found; nothing is changed.
+    pub fn plan<'c>(self, client: &'c Client) -> Result<AutoInitPlan<'a, 'c>, CeremonyError> {
+        let mut problems = Vec::new();
+        let count = self.admins.len();
+        let needed = self.sig_threshold.get().max(self.rev_threshold.get());
+        if count > usize::from(Threshold::MAX) {
+            problems.push(Problem::TooManyAdmins { count });
+        } else if count < usize::from(needed) {
+            problems.push(Problem::TooFewAdmins { count, needed });
+        }
+        for (i, a) in self.admins.iter().enumerate() {
+            if self.admins[..i].iter().any(|b| b.ski() == a.ski()) {
+                problems.push(Problem::DuplicateAdmin {
+                    name: a.name().clone(),
+                    ski: a.ski(),
+                });
+            }
+        }
+        for r in parallel(&self.admins, |a| {
+            tke_sigkey::check_usable(*a).map_err(|source| Problem::UnusableKey {
+                name: a.name().clone(),
+                source,
+            })
+        }) {
+            if let Err(p) = r {
+                problems.push(p);
+            }
+        }
+
+        let (units, recovery, to_clear, unit_problems) = survey(client, &self.instance);
+        problems.extend(unit_problems);
+        match recovery {
+            Some(recovery) if problems.is_empty() => Ok(AutoInitPlan {
+                client,
+                request: self,
+                units,
+                recovery,
+                to_clear,
+            }),
+            _ => Err(CeremonyError::Problems(problems)),
+        }
+    }
+}
+
+/// Queries every unit of `instance`: the instance must exist and have a recovery unit,
+/// and every unit must be in imprint mode. Returns the units, the first recovery unit, the
+/// imprint-mode units that already hold administrators, and the problems found.
+#[allow(clippy::type_complexity)]
+fn survey<'c>(
+    client: &'c Client,
+    instance: &InstanceId,
+) -> (
+    Vec<&'c KnownUnit>,
+    Option<&'c KnownUnit>,
+    Vec<&'c KnownUnit>,
+    Vec<Problem>,
+) {
+    let mut problems = Vec::new();
+    let units = client.instance_units(instance);
+    if units.is_empty() {
+        problems.push(Problem::UnknownInstance {
+            instance: instance.clone(),
+        });
+    }
+    let recovery = units
+        .iter()
+        .find(|u| u.unit_type() == UnitType::Recovery)
+        .copied();
+    if recovery.is_none() && !units.is_empty() {
+        problems.push(Problem::NoRecoveryUnit);
+    }
+    let mut to_clear = Vec::new();
+    for (u, status) in units.iter().zip(parallel(&units, |u| client.query(u))) {
+        match status {
+            Err(source) => problems.push(Problem::Unreachable { num: u.num, source }),
+            Ok(s) if !s.imprint_mode() => problems.push(Problem::NotInImprintMode {
+                num: u.num,
+                unit: u.id(),
+            }),
+            Ok(s) if !s.admins.is_empty() => to_clear.push(*u),
+            Ok(_) => {}
+        }
+    }
+    (units, recovery, to_clear, problems)
+}
+
+/// Checks, before anything is asked of the operator, that `instance` can be initialized:
+/// it exists, has a recovery unit, and every unit is in imprint mode.
+///
+/// # Errors
+/// [`CeremonyError::Problems`] listing every problem.
+pub fn precheck(client: &Client, instance: &InstanceId) -> Result<(), CeremonyError> {
+    let (_, _, _, problems) = survey(client, instance);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CeremonyError::Problems(problems))
+    }
+}
+
+/// Runs `f` on every unit in parallel; collects every failure.
+fn on_all<'c, T: Send>(
+    step: &'static str,
+    units: &[&'c KnownUnit],
+    f: impl Fn(&KnownUnit) -> Result<T, ClientError> + Sync,
+) -> Result<Vec<T>, CeremonyError> {
+    let mut ok = Vec::new();
+    let mut failures = Vec::new();
+    for (u, r) in units.iter().zip(parallel(units, |u| f(u))) {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => failures.push((u.num, e)),
+        }
+    }
+    if failures.is_empty() {
+        Ok(ok)
+    } else {
+        Err(CeremonyError::Step { step, failures })
+    }
+}
+
+impl AutoInitPlan<'_, '_> {
+    /// The units that will be initialized, in `CRYPTO UNIT NUM` order.
+    pub fn units(&self) -> Vec<usize> {
+        self.units.iter().map(|u| u.num).collect()
+    }
+
+    /// Runs the initialization.
+    ///
+    /// # Errors
+    /// [`CeremonyError::Step`] naming the step and every unit that failed. The units then
+    /// hold what the steps before reached; `cryptounit-compare` shows it.
+    pub fn execute(&self, progress: &dyn Progress) -> Result<AutoInitReport, CeremonyError> {
+        let client = self.client;
+        let admins = &self.request.admins;
+        let quorum: Vec<&dyn Signer> =
+            admins[..usize::from(self.request.sig_threshold.get())].to_vec();
+        let one: Vec<&dyn Signer> = admins[..1].to_vec();
+
+        if !self.to_clear.is_empty() {
+            progress.event(&Event::ClearingImprintUnits {
+                units: self.to_clear.len(),
+            });
+            on_all(STEP_CLEAR, &self.to_clear, |u| {
+                client.run(u, &Command::Zeroize, &[])
+            })?;
+        }
+
+        for (i, admin) in admins.iter().enumerate() {
+            progress.event(&Event::InstallingAdmin {
+                index: i + 1,
+                total: admins.len(),
+            });
+            let cmd = Command::AddAdmin(admin.certificate().clone());
+            on_all(STEP_ADMINS, &self.units, |u| client.run(u, &cmd, &[]))?;
+        }
+
+        progress.event(&Event::SettingThresholds);
+        let cmd = Command::SetThresholds {
+            signature: self.request.sig_threshold,
+            revocation: self.request.rev_threshold,
+        };
+        on_all(STEP_THRESHOLDS, &self.units, |u| {
+            client.run(u, &cmd, &quorum)
+        })?;
+
+        progress.event(&Event::GeneratingMasterKey);
+        let r = self.recovery;
+        let out = on_all(STEP_GENERATE, &[r], |u| {
+            client.run(u, &Command::GenerateRandomMk, &one)
+        })?;
+        let vp = out
+            .first()
+            .map(|o| Vp::from_slice(o))
+            .transpose()
+            .map_err(|source| CeremonyError::Output {
+                step: STEP_GENERATE,
+                num: r.num,
+                source,
+            })?
+            .ok_or(CeremonyError::Verification {
+                num: r.num,
+                what: "no verification pattern was returned",
+            })?;
+
+        let targets: Vec<&KnownUnit> = self
+            .units
+            .iter()
+            .copied()
+            .filter(|u| u.id() != r.id())
+            .collect();
+        let done = AtomicUsize::new(0);
+        let total = targets.len();
+        let transfer = |u: &KnownUnit| -> Result<(), ClientError> {
+            let importer_der = client.run(u, &Command::GenerateImporter, &one)?;
+            let importer =
+                CertifiedImporter::from_der(&importer_der).map_err(|e| ClientError::Response {
+                    unit: u.id(),
+                    source: e.into(),
+                })?;
+            let request = ExportRequest {
+                register: Register::Current,
+                target_certificate: OctetString::new(u.certificate.der().to_vec()).map_err(
+                    |e| ClientError::Encoding {
+                        unit: u.id(),
+                        source: e.into(),
+                    },
+                )?,
+                importer,
+            };
+            let env_der = client.run(r, &Command::ExportMk(Box::new(request)), &quorum)?;
+            let envelope =
+                SignedEnvelope::from_der(&env_der).map_err(|e| ClientError::Response {
+                    unit: r.id(),
+                    source: e.into(),
+                })?;
+            client.run(u, &Command::ImportMk(Box::new(envelope)), &one)?;
+            client.run(u, &Command::CommitMk(vp), &quorum)?;
+            client.run(u, &Command::SetImmediate(vp), &one)?;
+            let index = done.fetch_add(1, Ordering::SeqCst) + 1;
+            progress.event(&Event::TransferringMasterKey { index, total });
+            Ok(())
+        };
+        on_all(STEP_TRANSFER, &targets, transfer)?;
+
+        // Final check: every unit out of imprint mode, one valid current key everywhere.
+        let statuses = on_all("Checking the crypto units", &self.units, |u| {
+            client.query(u)
+        })?;
+        for (u, s) in self.units.iter().zip(&statuses) {
+            let fail = |what| Err(CeremonyError::Verification { num: u.num, what });
+            if s.current_register.state != RegisterState::Valid || s.current_register.vp != Some(vp)
+            {
+                return fail("the current master key register does not hold the generated key");
+            }
+            if s.new_register.state != RegisterState::Empty {
+                return fail("the new master key register is not empty");
+            }
+            if s.sig_threshold != self.request.sig_threshold.get()
+                || s.rev_threshold != self.request.rev_threshold.get()
+            {
+                return fail("the thresholds differ from those requested");
+            }
+            if s.admins.len() != admins.len() {
+                return fail("the administrators differ from those requested");
+            }
+        }
+        Ok(AutoInitReport {
+            instance: self.request.instance.clone(),
+            units: self.units(),
+            generated_in: r.num,
+            vp,
+        })
+    }
+}

@@ -1,0 +1,102 @@
+use tke_client::{ClientError, InstanceId};
+use tke_proto::{AdminName, Ski, UnitId};
+use tke_sigkey::SignError;
+
+/// One precondition that does not hold. A ceremony reports every problem at once,
+/// before it touches any unit.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Problem {
+    /// The instance is not in the fleet.
+    #[error("service instance {instance} was not found")]
+    UnknownInstance {
+        /// The instance asked for.
+        instance: InstanceId,
+    },
+    /// The instance has no recovery unit.
+    #[error("The service instance does not contain any recovery crypto units.")]
+    NoRecoveryUnit,
+    /// A unit is not in imprint mode.
+    #[error("crypto unit {num} ({}) is not in imprint mode. Use 'tke cryptounit-compare' to see how the crypto units are configured. If no current master key register is set, zeroize the crypto units with 'tke cryptounit-zeroize' and rerun 'tke auto-init'. Do not zeroize while the instance's key storage holds keys.", unit.uuid())]
+    NotInImprintMode {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+        /// The unit.
+        unit: UnitId,
+    },
+    /// A unit could not be queried.
+    #[error("crypto unit {num} cannot be queried: {source}")]
+    Unreachable {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+        /// Why.
+        source: ClientError,
+    },
+    /// Fewer administrators than a threshold.
+    #[error(
+        "{count} administrators cannot meet a threshold of {needed}: install at least {needed}"
+    )]
+    TooFewAdmins {
+        /// Administrators given.
+        count: usize,
+        /// The larger threshold.
+        needed: u8,
+    },
+    /// More than eight administrators.
+    #[error("{count} administrators were given; a crypto unit holds at most 8")]
+    TooManyAdmins {
+        /// Administrators given.
+        count: usize,
+    },
+    /// The same key given twice.
+    #[error("signature key {name} ({}) was given more than once; each administrator needs its own key", ski.short())]
+    DuplicateAdmin {
+        /// The administrator.
+        name: AdminName,
+        /// Its SKI.
+        ski: Ski,
+    },
+    /// A key cannot sign.
+    #[error("signature key {name} cannot be used: {source}")]
+    UnusableKey {
+        /// The administrator.
+        name: AdminName,
+        /// Why.
+        source: SignError,
+    },
+}
+
+/// A ceremony's failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CeremonyError {
+    /// Preconditions failed; nothing was changed.
+    #[error("{} problem(s) found; no crypto unit was changed:\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Problems(Vec<Problem>),
+    /// A step failed on one or more units after the ceremony started.
+    #[error("{step} failed:\n{}", failures.iter().map(|(n, e)| format!("  - crypto unit {n}: {e}")).collect::<Vec<_>>().join("\n"))]
+    Step {
+        /// The step (the vendor's progress line).
+        step: &'static str,
+        /// `CRYPTO UNIT NUM` and error of each unit that failed.
+        failures: Vec<(usize, ClientError)>,
+    },
+    /// A unit answered with output the ceremony cannot use.
+    #[error("{step}: crypto unit {num} answered with unusable output: {source}")]
+    Output {
+        /// The step.
+        step: &'static str,
+        /// The unit.
+        num: usize,
+        /// Why.
+        source: tke_proto::ProtoError,
+    },
+    /// The final check found units that do not hold the expected state.
+    #[error("the final check failed on crypto unit {num}: {what}")]
+    Verification {
+        /// The unit.
+        num: usize,
+        /// What differs.
+        what: &'static str,
+    },
+}

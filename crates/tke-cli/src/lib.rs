@@ -1,2 +1,0 @@
-#![doc = include_str!("../README.md")]
-#![forbid(unsafe_code)]

@@ -1,0 +1,152 @@
+//! `tke`: the TKE command line. Commands are named and behave as the vendor's TKE CLI.
+//!
+//! Exit codes: 0 success, 1 failure (`FAILED` and the reason on standard error),
+//! 2 usage error, 3 cancelled at a confirmation.
+#![forbid(unsafe_code)]
+
+mod auto_init;
+mod context;
+mod local;
+mod prompt;
+mod secrets;
+mod sigkeys;
+mod table;
+mod units;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The operator declined a confirmation: not a success, not a failure.
+#[derive(Debug)]
+pub struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cancelled by the operator")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
+/// Trusted Key Entry: take ownership of HSM crypto units, install quorum administrators,
+/// and load, rotate and recover the master key.
+///
+/// Without a remote fleet configured, commands use the embedded fleet of emulated crypto
+/// units in <files-dir>/local, created on first use.
+#[derive(Parser, Debug)]
+#[command(name = "tke", version, disable_help_subcommand = true)]
+struct Cli {
+    /// Workstation directory for signature keys, selections and the embedded fleet.
+    /// Default: $CLOUDTKEFILES, else ~/.local/share/tke.
+    #[arg(long, global = true, value_name = "DIR")]
+    files_dir: Option<PathBuf>,
+    /// Output format of read commands.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// TOML file of signature key passwords (`NAME = "password"`), for scripts. Passwords
+    /// are never taken from the command line.
+    #[arg(long, global = true, value_name = "FILE")]
+    secrets: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// List every service instance and its crypto units.
+    Cryptounits,
+    /// Add crypto units to the selection.
+    CryptounitAdd {
+        /// CRYPTO UNIT NUM values (asked for when omitted).
+        nums: Vec<usize>,
+    },
+    /// Remove crypto units from the selection.
+    CryptounitRm {
+        /// CRYPTO UNIT NUM values (asked for when omitted).
+        nums: Vec<usize>,
+    },
+    /// Compare the configuration of the selected crypto units: thresholds,
+    /// administrators, master key registers.
+    CryptounitCompare,
+    /// Initialize a service instance with recovery crypto units: thresholds,
+    /// administrators, and a random master key generated in a recovery unit and copied to
+    /// every other unit.
+    AutoInit(auto_init::Args),
+    /// List the signature keys on this workstation.
+    Sigkeys,
+    /// Create a signature key (P-256) in a password-protected file.
+    SigkeyAdd {
+        /// The administrator name (up to 30 characters; asked for when omitted).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete signature key files.
+    SigkeyRm {
+        /// KEYNUM values (asked for when omitted).
+        nums: Vec<usize>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Select the signature keys that may sign later commands.
+    SigkeySel {
+        /// KEYNUM values (asked for when omitted).
+        nums: Vec<usize>,
+    },
+    /// The embedded fleet of emulated crypto units.
+    #[command(subcommand)]
+    Local(LocalCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum LocalCmd {
+    /// Create the embedded fleet (in <files-dir>/local).
+    Init(local::InitArgs),
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let files = tke_keyfile::FilesDir::resolve(cli.files_dir.as_deref())?;
+    let secrets = cli
+        .secrets
+        .as_deref()
+        .map(secrets::Secrets::load)
+        .transpose()?;
+    let ctx = context::Ctx {
+        files,
+        json: cli.output == Output::Json,
+        secrets,
+        prompt: prompt::Prompter::new(),
+    };
+    match &cli.command {
+        Cmd::Cryptounits => units::cryptounits(&ctx),
+        Cmd::CryptounitAdd { nums } => units::change_selection(&ctx, nums, true),
+        Cmd::CryptounitRm { nums } => units::change_selection(&ctx, nums, false),
+        Cmd::CryptounitCompare => units::compare(&ctx),
+        Cmd::AutoInit(a) => auto_init::run(&ctx, a),
+        Cmd::Sigkeys => sigkeys::sigkeys(&ctx),
+        Cmd::SigkeyAdd { name } => sigkeys::add(&ctx, name.as_deref()),
+        Cmd::SigkeyRm { nums, yes } => sigkeys::rm(&ctx, nums, *yes),
+        Cmd::SigkeySel { nums } => sigkeys::sel(&ctx, nums),
+        Cmd::Local(LocalCmd::Init(a)) => local::init(&ctx, a),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<Cancelled>() => std::process::ExitCode::from(3),
+        Err(e) => {
+            eprintln!("FAILED\n{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

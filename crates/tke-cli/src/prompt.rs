@@ -1,0 +1,117 @@
+//! Prompts: the vendor's `> ` prompts on a terminal, hidden password entry, and, without
+//! a terminal, an error that names the flag that would have answered.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+
+use anyhow::{bail, Context, Result};
+use tke_keyfile::Password;
+
+/// Asks questions when standard input is a terminal; refuses otherwise.
+pub struct Prompter {
+    interactive: bool,
+}
+
+impl Prompter {
+    /// A prompter for this process: interactive when standard input is a terminal.
+    pub fn new() -> Self {
+        Self {
+            interactive: io::stdin().is_terminal(),
+        }
+    }
+
+    /// Whether questions can be asked.
+    pub fn interactive(&self) -> bool {
+        self.interactive
+    }
+
+    fn require(&self, flag: &str) -> Result<()> {
+        if !self.interactive {
+            bail!("no terminal to ask on: give the answer with {flag}");
+        }
+        Ok(())
+    }
+
+    /// Prints `text`, then `> `, and reads one line. `flag` names the option that answers
+    /// the question in scripts.
+    pub fn line(&self, text: &str, flag: &str) -> Result<String> {
+        self.require(flag)?;
+        let mut out = io::stdout().lock();
+        writeln!(out, "{text}")?;
+        write!(out, "> ")?;
+        out.flush()?;
+        drop(out);
+        let mut s = String::new();
+        let n = io::stdin()
+            .lock()
+            .read_line(&mut s)
+            .context("reading the answer")?;
+        if n == 0 {
+            bail!("standard input closed before an answer was given");
+        }
+        Ok(s.trim().to_owned())
+    }
+
+    /// Asks until `parse` accepts the answer, printing its error each time.
+    pub fn ask<T>(&self, text: &str, flag: &str, parse: impl Fn(&str) -> Result<T>) -> Result<T> {
+        loop {
+            let answer = self.line(text, flag)?;
+            match parse(&answer) {
+                Ok(v) => return Ok(v),
+                Err(e) => println!("{e:#}\n"),
+            }
+        }
+    }
+
+    /// A hidden password entry.
+    pub fn password(&self, text: &str, flag: &str) -> Result<Password> {
+        self.require(flag)?;
+        println!("{text}");
+        let p = rpassword::prompt_password("> ").context("reading the password")?;
+        Ok(Password::new(p))
+    }
+
+    /// A new password, entered twice.
+    pub fn new_password(&self, what: &str, flag: &str) -> Result<Password> {
+        loop {
+            let a = self.password(&format!("Enter the password for {what}:"), flag)?;
+            if a.is_empty() {
+                println!("The password must not be empty.\n");
+                continue;
+            }
+            let b = self.password("Re-enter the password to confirm it:", flag)?;
+            if a.expose_secret() == b.expose_secret() {
+                return Ok(a);
+            }
+            println!("The passwords do not match. Try again.\n");
+        }
+    }
+
+    /// A `y/N` confirmation; `yes` answers it in scripts (`--yes`).
+    pub fn confirm(&self, text: &str, yes: bool) -> Result<bool> {
+        if yes {
+            return Ok(true);
+        }
+        let a = self.line(&format!("{text} (y/N)"), "--yes")?;
+        Ok(matches!(a.as_str(), "y" | "Y" | "yes" | "YES" | "Yes"))
+    }
+}
+
+/// Parses a space-separated list of numbers, each in 1..=max.
+pub fn parse_numbers(s: &str, max: usize, what: &str) -> Result<Vec<usize>> {
+    let mut v = Vec::new();
+    for t in s
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+    {
+        let n: usize = t
+            .parse()
+            .with_context(|| format!("{t:?} is not a {what}: enter numbers separated by spaces"))?;
+        if n == 0 || n > max {
+            bail!("{what} {n} does not exist: choose between 1 and {max}");
+        }
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
+    Ok(v)
+}

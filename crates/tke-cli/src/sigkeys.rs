@@ -1,0 +1,219 @@
+//! `sigkeys`, `sigkey-add`, `sigkey-rm`, `sigkey-sel`: signature keys on this workstation.
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::json;
+use tke_keyfile::SigKeyEntry;
+use tke_proto::AdminName;
+use tke_sigkey::Signer as _;
+use tke_sigkey_file::FileSigner;
+
+use crate::{context::Ctx, prompt::parse_numbers, table::Table};
+
+/// Lists signature keys, warning on standard error about files that cannot be read.
+pub fn list(ctx: &Ctx) -> Result<Vec<SigKeyEntry>> {
+    let listing = ctx.files.signature_keys()?;
+    for p in &listing.problems {
+        eprintln!("Warning: {p}");
+    }
+    Ok(listing.entries)
+}
+
+/// Prints the `KEYNUM | DESCRIPTION | SUBJECT KEY IDENTIFIER` table.
+pub fn print_table(entries: &[SigKeyEntry], selected: &[tke_proto::Ski]) {
+    let mut t = Table::new(&[
+        "KEYNUM",
+        "DESCRIPTION",
+        "SUBJECT KEY IDENTIFIER",
+        "KIND",
+        "SELECTED",
+    ]);
+    for (i, e) in entries.iter().enumerate() {
+        t.row(vec![
+            (i + 1).to_string(),
+            e.name.to_string(),
+            e.ski.short(),
+            e.kind.label().to_owned(),
+            selected.contains(&e.ski).to_string(),
+        ]);
+    }
+    print!("{}", t.render());
+}
+
+/// `sigkeys`.
+pub fn sigkeys(ctx: &Ctx) -> Result<()> {
+    let entries = list(ctx)?;
+    let selected = ctx.files.load_selection()?.sigkeys;
+    if ctx.json {
+        let v: Vec<_> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                json!({
+                    "keynum": i + 1,
+                    "name": e.name.as_str(),
+                    "ski": e.ski.to_hex(),
+                    "kind": e.kind.label(),
+                    "selected": selected.contains(&e.ski),
+                    "certificate": e.cert_path.display().to_string(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("Signature key files in {}:\n", ctx.files.path().display());
+    if entries.is_empty() {
+        println!("No signature keys were found. Create one with `tke sigkey-add`.");
+    } else {
+        print_table(&entries, &selected);
+    }
+    Ok(())
+}
+
+/// Creates one new file signature key; the password comes from `--secrets` or is asked
+/// twice on the terminal.
+pub fn create_key(ctx: &Ctx, name: &AdminName) -> Result<FileSigner> {
+    let pw = match ctx.secrets.as_ref().and_then(|s| s.get(name.as_str())) {
+        Some(p) => p.clone(),
+        None => ctx.prompt.new_password(
+            &format!("the new signature key of {name}"),
+            &format!("--secrets FILE (a line `{name} = \"...\"`)"),
+        )?,
+    };
+    FileSigner::generate(&ctx.files, name, &pw)
+        .with_context(|| format!("cannot create a signature key for {name}"))
+}
+
+/// Parses an administrator name, with the vendor's limit stated.
+pub fn parse_name(s: &str) -> Result<AdminName> {
+    Ok(AdminName::new(s)?)
+}
+
+/// `sigkey-add`.
+pub fn add(ctx: &Ctx, name: Option<&str>) -> Result<()> {
+    let name = match name {
+        Some(n) => parse_name(n)?,
+        None => ctx.prompt.ask(
+            "Enter an administrator name to be associated with the signature key (up to 30 characters):",
+            "--name NAME",
+            parse_name,
+        )?,
+    };
+    let signer = create_key(ctx, &name)?;
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"name": name.as_str(), "ski": signer.ski().to_hex(), "key_file": signer.entry().key_path.display().to_string()})
+            )?
+        );
+    } else {
+        println!(
+            "Signature key for {name} ({}) saved in {}.\nKeep its password: without it the key cannot sign, and nothing can recover it.\n",
+            signer.ski().short(),
+            signer.entry().key_path.display()
+        );
+        print_table(&list(ctx)?, &ctx.files.load_selection()?.sigkeys);
+        println!("\nOK");
+    }
+    Ok(())
+}
+
+fn pick_keys(ctx: &Ctx, entries: &[SigKeyEntry], nums: &[usize], what: &str) -> Result<Vec<usize>> {
+    if entries.is_empty() {
+        bail!(
+            "no signature keys were found in {}; create one with `tke sigkey-add`",
+            ctx.files.path().display()
+        );
+    }
+    if nums.is_empty() {
+        print_table(entries, &ctx.files.load_selection()?.sigkeys);
+        println!();
+        return ctx.prompt.ask(
+            &format!("Enter the KEYNUM of the signature keys to {what}, separated by spaces:"),
+            "KEYNUM arguments",
+            |s| {
+                let v = parse_numbers(s, entries.len(), "KEYNUM")?;
+                if v.is_empty() {
+                    bail!("enter at least one KEYNUM");
+                }
+                Ok(v)
+            },
+        );
+    }
+    for &n in nums {
+        if n == 0 || n > entries.len() {
+            bail!("KEYNUM {n} does not exist: there are {} signature keys (see `tke sigkeys`); nothing was changed", entries.len());
+        }
+    }
+    Ok(nums.to_vec())
+}
+
+/// `sigkey-rm`.
+pub fn rm(ctx: &Ctx, nums: &[usize], yes: bool) -> Result<()> {
+    let entries = list(ctx)?;
+    let nums = pick_keys(ctx, &entries, nums, "delete")?;
+    // Warn when a key is installed as an administrator on a known unit: without it, no
+    // signed command (zeroize included) may be possible any more.
+    let installed: Vec<String> = if tke_client::EmbeddedFleet::exists(&ctx.files.local_dir()) {
+        let fleet = ctx.connect()?;
+        let statuses = tke_client::fanout::parallel(fleet.client.units(), |u| {
+            fleet.client.query(u).map(|s| (u.num, s))
+        });
+        let mut v = Vec::new();
+        for &n in &nums {
+            let ski = entries[n - 1].ski;
+            for (num, s) in statuses.iter().flatten() {
+                if s.admins.iter().any(|a| a.ski == ski) {
+                    v.push(format!(
+                        "{} is an administrator of crypto unit {num}",
+                        entries[n - 1].name
+                    ));
+                }
+            }
+        }
+        v
+    } else {
+        Vec::new()
+    };
+    for w in &installed {
+        println!("WARNING: {w}.");
+    }
+    if !installed.is_empty() {
+        println!("Without this signature key, commands that need its signature (zeroize included) may become impossible.");
+    }
+    let names: Vec<String> = nums
+        .iter()
+        .map(|&n| entries[n - 1].name.to_string())
+        .collect();
+    if !ctx.prompt.confirm(
+        &format!(
+            "Delete the signature key file(s) of {}? This cannot be undone.",
+            names.join(", ")
+        ),
+        yes,
+    )? {
+        println!("Cancelled. Nothing was deleted.");
+        return Err(crate::Cancelled.into());
+    }
+    let mut sel = ctx.files.load_selection()?;
+    for &n in &nums {
+        ctx.files.remove_signature_key(&entries[n - 1])?;
+        sel.sigkeys.retain(|s| *s != entries[n - 1].ski);
+    }
+    ctx.files.save_selection(&sel)?;
+    println!("OK");
+    Ok(())
+}
+
+/// `sigkey-sel`: which keys may sign later commands.
+pub fn sel(ctx: &Ctx, nums: &[usize]) -> Result<()> {
+    let entries = list(ctx)?;
+    let nums = pick_keys(ctx, &entries, nums, "select")?;
+    let mut sel = ctx.files.load_selection()?;
+    sel.sigkeys = nums.iter().map(|&n| entries[n - 1].ski).collect();
+    ctx.files.save_selection(&sel)?;
+    print_table(&entries, &sel.sigkeys);
+    println!("\nOK");
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! `cryptounits`, `cryptounit-add`, `cryptounit-rm`, `cryptounit-compare`.
+
+use anyhow::{bail, Result};
+use serde_json::json;
+use tke_client::{fanout::parallel, KnownUnit};
+use tke_proto::{RegisterStatus, UnitStatus};
+
+use crate::{
+    context::{Ctx, Fleet},
+    prompt::parse_numbers,
+    table::{vp_lines, Table},
+};
+
+fn header(fleet: &Fleet) {
+    for d in fleet.client.describe() {
+        println!("Crypto units:   {d}");
+    }
+    println!();
+}
+
+/// Prints the units grouped by instance (`CRYPTO UNIT NUM | SELECTED | TYPE | LOCATION`).
+fn print_units(ctx: &Ctx, fleet: &Fleet) -> Result<()> {
+    let selected = ctx.selected(fleet)?;
+    let is_sel = |u: &KnownUnit| selected.iter().any(|s| s.id() == u.id());
+    if ctx.json {
+        let v: Vec<_> = fleet
+            .client
+            .units()
+            .iter()
+            .map(|u| {
+                json!({
+                    "num": u.num,
+                    "instance": u.instance().0,
+                    "id": u.id().uuid(),
+                    "selected": is_sel(u),
+                    "type": u.unit_type().json_name(),
+                    "location": u.descriptor.location,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    header(fleet);
+    for inst in fleet.client.instances() {
+        println!("SERVICE INSTANCE: {inst}");
+        let mut t = Table::new(&["CRYPTO UNIT NUM", "SELECTED", "TYPE", "LOCATION"]);
+        for u in fleet.client.instance_units(&inst) {
+            t.row(vec![
+                u.num.to_string(),
+                is_sel(u).to_string(),
+                u.unit_type().label().to_owned(),
+                u.descriptor.location.clone(),
+            ]);
+        }
+        println!("{}", t.render());
+    }
+    Ok(())
+}
+
+/// `cryptounits`.
+pub fn cryptounits(ctx: &Ctx) -> Result<()> {
+    let fleet = ctx.connect()?;
+    print_units(ctx, &fleet)
+}
+
+/// `cryptounit-add` / `cryptounit-rm`.
+pub fn change_selection(ctx: &Ctx, nums: &[usize], add: bool) -> Result<()> {
+    let fleet = ctx.connect()?;
+    let max = fleet.client.units().len();
+    let nums = if nums.is_empty() {
+        if !ctx.json {
+            print_units(ctx, &fleet)?;
+        }
+        let verb = if add { "add to" } else { "remove from" };
+        ctx.prompt.ask(
+            &format!(
+                "Enter a list of CRYPTO UNIT NUM to {verb} the selection, separated by spaces:"
+            ),
+            "CRYPTO UNIT NUM arguments",
+            |s| {
+                let v = parse_numbers(s, max, "CRYPTO UNIT NUM")?;
+                if v.is_empty() {
+                    bail!("enter at least one CRYPTO UNIT NUM");
+                }
+                Ok(v)
+            },
+        )?
+    } else {
+        for &n in nums {
+            if n == 0 || n > max {
+                bail!("CRYPTO UNIT NUM {n} does not exist: there are {max} crypto units (see `tke cryptounits`); the selection is unchanged");
+            }
+        }
+        nums.to_vec()
+    };
+    let mut selected = ctx.selected(&fleet)?;
+    for n in nums {
+        let Some(u) = fleet.client.units().iter().find(|u| u.num == n) else {
+            continue;
+        };
+        if add {
+            if !selected.iter().any(|s| s.id() == u.id()) {
+                selected.push(u);
+            }
+        } else {
+            selected.retain(|s| s.id() != u.id());
+        }
+    }
+    selected.sort_by_key(|u| u.num);
+    ctx.save_selected(&selected)?;
+    print_units(ctx, &fleet)?;
+    if !ctx.json {
+        println!("OK");
+    }
+    Ok(())
+}
+
+fn register_json(r: &RegisterStatus) -> serde_json::Value {
+    json!({ "state": r.state.json_name(), "vp": r.vp.map(|v| v.to_hex()) })
+}
+
+/// `cryptounit-compare`: the configuration of every selected unit, side by side.
+pub fn compare(ctx: &Ctx) -> Result<()> {
+    let fleet = ctx.connect()?;
+    let units = ctx.selected(&fleet)?;
+    if units.is_empty() {
+        bail!("no crypto units are selected: select them with `tke cryptounit-add` (see `tke cryptounits`)");
+    }
+    let statuses: Vec<Result<UnitStatus, _>> = parallel(&units, |u| fleet.client.query(u));
+    let mut rows: Vec<(&KnownUnit, UnitStatus)> = Vec::new();
+    for (u, s) in units.iter().zip(statuses) {
+        rows.push((*u, s?));
+    }
+    if ctx.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(u, s)| {
+                json!({
+                    "num": u.num,
+                    "instance": u.instance().0,
+                    "id": u.id().uuid(),
+                    "type": u.unit_type().json_name(),
+                    "location": u.descriptor.location,
+                    "imprint_mode": s.imprint_mode(),
+                    "sig_threshold": s.sig_threshold,
+                    "rev_threshold": s.rev_threshold,
+                    "admins": s.admins.iter().map(|a| json!({"name": a.name.as_str(), "ski": a.ski.to_hex()})).collect::<Vec<_>>(),
+                    "new_mk": register_json(&s.new_register),
+                    "current_mk": register_json(&s.current_register),
+                    "counter": s.counter,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    header(&fleet);
+    let mut instances: Vec<&tke_client::InstanceId> = Vec::new();
+    for (u, _) in &rows {
+        if !instances.contains(&u.instance()) {
+            instances.push(u.instance());
+        }
+    }
+    let section = |title: &str,
+                   headers: &[&'static str],
+                   cells: &dyn Fn(&KnownUnit, &UnitStatus) -> Vec<String>| {
+        println!("{title}");
+        for inst in &instances {
+            println!("SERVICE INSTANCE: {inst}");
+            let mut t = Table::new(headers);
+            for (u, s) in rows.iter().filter(|(u, _)| u.instance() == *inst) {
+                let mut c = vec![u.num.to_string()];
+                c.extend(cells(u, s));
+                t.row(c);
+            }
+            println!("{}", t.render());
+        }
+    };
+    section(
+        "SIGNATURE THRESHOLDS",
+        &[
+            "CRYPTO UNIT NUM",
+            "SIGNATURE THRESHOLD",
+            "REVOCATION SIGNATURE THRESHOLD",
+            "IMPRINT MODE",
+        ],
+        &|_, s| {
+            vec![
+                s.sig_threshold.to_string(),
+                s.rev_threshold.to_string(),
+                s.imprint_mode().to_string(),
+            ]
+        },
+    );
+    section(
+        "ADMINISTRATORS",
+        &["CRYPTO UNIT NUM", "ADMIN NAME", "SUBJECT KEY IDENTIFIER"],
+        &|_, s| {
+            if s.admins.is_empty() {
+                return vec!["(none)".into(), String::new()];
+            }
+            vec![
+                s.admins
+                    .iter()
+                    .map(|a| a.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                s.admins
+                    .iter()
+                    .map(|a| a.ski.to_hex())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ]
+        },
+    );
+    for (title, pick) in [
+        ("NEW MASTER KEY REGISTER", true),
+        ("CURRENT MASTER KEY REGISTER", false),
+    ] {
+        section(
+            title,
+            &["CRYPTO UNIT NUM", "STATUS", "VERIFICATION PATTERN"],
+            &|_, s| {
+                let r = if pick {
+                    s.new_register
+                } else {
+                    s.current_register
+                };
+                vec![r.state.label().to_owned(), vp_lines(r.vp.as_ref())]
+            },
+        );
+    }
+    // A one-line verdict per instance, so drift is visible at a glance.
+    for inst in &instances {
+        let group: Vec<&UnitStatus> = rows
+            .iter()
+            .filter(|(u, _)| u.instance() == *inst)
+            .map(|(_, s)| s)
+            .collect();
+        let same = group.windows(2).all(|w| {
+            let (a, b) = (w[0], w[1]);
+            a.sig_threshold == b.sig_threshold
+                && a.rev_threshold == b.rev_threshold
+                && a.admins == b.admins
+                && a.new_register == b.new_register
+                && a.current_register == b.current_register
+        });
+        if same {
+            println!(
+                "The selected crypto units of service instance {inst} are configured identically."
+            );
+        } else {
+            println!("The selected crypto units of service instance {inst} are NOT configured identically: compare the sections above.");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! `cryptounits`, the selection commands and the `sigkey-*` commands through the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Workstation;
+use serde_json::Value;
+
+#[test]
+fn cryptounits_lists_instances_in_the_vendor_layout() {
+    let w = Workstation::new();
+    w.ok(&[
+        "local",
+        "init",
+        "--instances",
+        "2",
+        "--operational",
+        "3",
+        "--recovery",
+        "2",
+        "--failover",
+        "1",
+    ]);
+    let out = w.ok(&["cryptounits"]);
+    assert_eq!(out.matches("SERVICE INSTANCE: ").count(), 2, "{out}");
+    assert!(out.contains("CRYPTO UNIT NUM   SELECTED   TYPE"), "{out}");
+    for t in ["OPERATIONAL", "RECOVERY", "FAILOVER"] {
+        assert!(out.contains(t));
+    }
+    let v: Value = serde_json::from_str(&w.ok(&["cryptounits", "--output", "json"])).unwrap();
+    let v = v.as_array().unwrap();
+    assert_eq!(v.len(), 12);
+    // One running sequence over all instances: operational, then recovery, then failover.
+    let nums: Vec<u64> = v.iter().map(|u| u["num"].as_u64().unwrap()).collect();
+    assert_eq!(nums, (1..=12).collect::<Vec<_>>());
+    let types: Vec<&str> = v[..6].iter().map(|u| u["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "operational",
+            "operational",
+            "operational",
+            "recovery",
+            "recovery",
+            "failover"
+        ]
+    );
+    assert!(v.iter().all(|u| u["selected"] == Value::Bool(false)));
+    assert!(v[0]["location"].as_str().unwrap().starts_with('['));
+}
+
+#[test]
+fn selection_persists_and_bad_numbers_change_nothing() {
+    let w = Workstation::new();
+    w.ok(&["local", "init"]);
+    w.ok(&["cryptounit-add", "1", "3"]);
+    let sel = |w: &Workstation| -> Vec<u64> {
+        let v: Value = serde_json::from_str(&w.ok(&["cryptounits", "--output", "json"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["selected"] == Value::Bool(true))
+            .map(|u| u["num"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(sel(&w), [1, 3]);
+    w.ok(&["cryptounit-rm", "1"]);
+    assert_eq!(sel(&w), [3]);
+    let before = w.snapshot();
+    let err = w.fails(&["cryptounit-add", "2", "9"]);
+    assert!(err.contains("CRYPTO UNIT NUM 9 does not exist"), "{err}");
+    assert_eq!(before, w.snapshot());
+    // Without numbers and without a terminal, the error names what to give.
+    let err = w.fails(&["cryptounit-add"]);
+    assert!(err.contains("CRYPTO UNIT NUM"), "{err}");
+    assert_eq!(sel(&w), [3]);
+    // compare shows the selected unit only, in imprint mode.
+    let c = w.compare_json();
+    assert_eq!(c.as_array().unwrap().len(), 1);
+    assert_eq!(c[0]["imprint_mode"], Value::Bool(true));
+    assert_eq!(c[0]["sig_threshold"], 0);
+    assert_eq!(c[0]["current_mk"]["state"], "empty");
+}
+
+#[test]
+fn compare_without_selection_says_what_to_do() {
+    let w = Workstation::new();
+    w.ok(&["local", "init"]);
+    let err = w.fails(&["cryptounit-compare"]);
+    assert!(err.contains("cryptounit-add"), "{err}");
+}
+
+#[test]
+fn local_init_twice_is_refused() {
+    let w = Workstation::new();
+    w.ok(&["local", "init"]);
+    let before = w.snapshot();
+    let err = w.fails(&["local", "init"]);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(before, w.snapshot());
+    let w2 = Workstation::new();
+    let err = w2.fails(&["local", "init", "--failover", "3", "--operational", "2"]);
+    assert!(err.contains("failover"), "{err}");
+}
+
+#[test]
+fn sigkey_commands_add_list_select_remove() {
+    let w = Workstation::new();
+    let s = w.secrets(&[("alice", "alice-pw-123"), ("bob", "bob-pw-1234")]);
+    let s = s.to_str().unwrap();
+    w.ok(&["--secrets", s, "sigkey-add", "--name", "alice"]);
+    w.ok(&["--secrets", s, "sigkey-add", "--name", "bob"]);
+    let out = w.ok(&["sigkeys"]);
+    assert!(
+        out.contains("KEYNUM")
+            && out.contains("DESCRIPTION")
+            && out.contains("SUBJECT KEY IDENTIFIER"),
+        "{out}"
+    );
+    assert!(out.contains("alice") && out.contains("..."), "{out}");
+    w.ok(&["sigkey-sel", "2"]);
+    let v: Value = serde_json::from_str(&w.ok(&["sigkeys", "--output", "json"])).unwrap();
+    assert_eq!(v[0]["name"], "alice");
+    assert_eq!(v[0]["kind"], "file");
+    assert_eq!(v[1]["selected"], Value::Bool(true));
+    assert_eq!(v[0]["selected"], Value::Bool(false));
+    // A name over 30 characters is refused, nothing written.
+    let before = w.snapshot();
+    let err = w.fails(&[
+        "--secrets",
+        s,
+        "sigkey-add",
+        "--name",
+        "abcdefghijklmnopqrstuvwxyz01234",
+    ]);
+    assert!(err.contains("30"), "{err}");
+    // A missing password without a terminal names the way to give it.
+    let err = w.fails(&["--secrets", s, "sigkey-add", "--name", "carol"]);
+    assert!(err.contains("--secrets"), "{err}");
+    let err = w.fails(&["sigkey-rm", "5", "--yes"]);
+    assert!(err.contains("KEYNUM 5 does not exist"), "{err}");
+    assert_eq!(before, w.snapshot());
+    // Removal without --yes and without a terminal is refused.
+    let err = w.fails(&["sigkey-rm", "1"]);
+    assert!(err.contains("--yes"), "{err}");
+    w.ok(&["sigkey-rm", "1", "--yes"]);
+    let v: Value = serde_json::from_str(&w.ok(&["sigkeys", "--output", "json"])).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["name"], "bob");
+}

@@ -1,0 +1,103 @@
+//! Helpers shared by the CLI tests: run the real `tke` binary in a private workstation
+//! directory.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+/// A private workstation directory and a secrets file.
+pub struct Workstation {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workstation {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a secrets file (0600) with these passwords and returns its path.
+    pub fn secrets(&self, pairs: &[(&str, &str)]) -> PathBuf {
+        let p = self.dir.path().join("secrets.toml");
+        let text: String = pairs
+            .iter()
+            .map(|(n, pw)| format!("{n} = \"{pw}\"\n"))
+            .collect();
+        fs::write(&p, text).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
+
+    /// A `tke` command with `--files-dir` set and no terminal on stdin.
+    pub fn tke(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tke"));
+        c.arg("--files-dir").arg(self.path());
+        c.env_remove("CLOUDTKEFILES");
+        c.stdin(std::process::Stdio::null());
+        c
+    }
+
+    /// Runs `tke` with these arguments.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.tke().args(args).output().unwrap()
+    }
+
+    /// Runs `tke` and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "tke {args:?} failed: {}\nstdout:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Runs `tke`, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            !o.status.success(),
+            "tke {args:?} should have failed; stdout:\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8(o.stderr).unwrap()
+    }
+
+    /// `cryptounit-compare --output json`.
+    pub fn compare_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["cryptounit-compare", "--output", "json"])).unwrap()
+    }
+
+    /// Every file below the directory with its bytes (to prove nothing changed).
+    pub fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(p: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for e in fs::read_dir(p).unwrap() {
+                let e = e.unwrap();
+                let path = e.path();
+                if path.file_name().is_some_and(|n| n == ".lock") {
+                    continue;
+                }
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push((path.clone(), fs::read(&path).unwrap()));
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(self.path(), &mut v);
+        v.sort();
+        v
+    }
+}

@@ -1,0 +1,279 @@
+//! The client: lists units through its transports, checks their device certificates
+//! against the fleet CA, and runs authenticated queries and signed commands.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tke_proto::{
+    der::{Decode, Encode},
+    CaCertificate, Command, DeviceCertificate, Nonce, Query, Request, ResponseBody, SignedCommand,
+    SignedResponse, UnitId, UnitStatus, UnitType,
+};
+use tke_sigkey::Signer;
+
+use crate::{ClientError, InstanceId, Transport, UnitDescriptor};
+
+/// A unit the client trusts: its device certificate chains to the fleet CA.
+#[derive(Clone, Debug)]
+pub struct KnownUnit {
+    /// The vendor-style `CRYPTO UNIT NUM` (1-based, one sequence over all instances).
+    pub num: usize,
+    /// What the transport listed.
+    pub descriptor: UnitDescriptor,
+    /// The verified device certificate.
+    pub certificate: DeviceCertificate,
+    endpoint: usize,
+}
+
+impl KnownUnit {
+    /// The unit's id.
+    pub fn id(&self) -> UnitId {
+        self.descriptor.unit_id
+    }
+    /// Its type.
+    pub fn unit_type(&self) -> UnitType {
+        self.descriptor.unit_type
+    }
+    /// Its instance.
+    pub fn instance(&self) -> &InstanceId {
+        &self.descriptor.instance
+    }
+}
+
+struct Endpoint {
+    transport: Arc<dyn Transport>,
+}
+
+/// Talks to the units of one or more transports.
+///
+/// Commands to one unit are serialized (a per-unit lock is held from the counter query to
+/// the answer), so callers may drive many units from many threads.
+pub struct Client {
+    endpoints: Vec<Endpoint>,
+    units: Vec<KnownUnit>,
+    locks: HashMap<UnitId, Mutex<()>>,
+}
+
+fn type_rank(t: UnitType) -> u8 {
+    match t {
+        UnitType::Operational => 0,
+        UnitType::Recovery => 1,
+        UnitType::Failover => 2,
+    }
+}
+
+impl Client {
+    /// Connects to each transport, lists its units and checks every device certificate
+    /// against that transport's fleet CA. Units are numbered as the vendor does: by
+    /// instance (in listing order), then operational, recovery, failover.
+    ///
+    /// # Errors
+    /// [`ClientError::Untrusted`] when a certificate does not verify or names another unit;
+    /// the transport's listing error.
+    pub fn connect(
+        endpoints: Vec<(Arc<dyn Transport>, CaCertificate)>,
+    ) -> Result<Self, ClientError> {
+        let mut units = Vec::new();
+        let mut instance_order: Vec<InstanceId> = Vec::new();
+        let mut eps = Vec::new();
+        for (i, (transport, ca)) in endpoints.into_iter().enumerate() {
+            for d in transport.list_units()? {
+                let cert =
+                    DeviceCertificate::verify(&d.device_certificate, &ca).map_err(|source| {
+                        ClientError::Untrusted {
+                            unit: d.unit_id,
+                            source,
+                        }
+                    })?;
+                if cert.unit_id() != d.unit_id {
+                    return Err(ClientError::Untrusted {
+                        unit: d.unit_id,
+                        source: tke_proto::ProtoError::Certificate(
+                            "the device certificate names another unit",
+                        ),
+                    });
+                }
+                if !instance_order.contains(&d.instance) {
+                    instance_order.push(d.instance.clone());
+                }
+                units.push(KnownUnit {
+                    num: 0,
+                    descriptor: d,
+                    certificate: cert,
+                    endpoint: i,
+                });
+            }
+            eps.push(Endpoint { transport });
+        }
+        // Stable: within one instance and type, units keep their listing order.
+        units.sort_by_key(|u| {
+            (
+                instance_order.iter().position(|i| i == u.instance()),
+                type_rank(u.unit_type()),
+            )
+        });
+        for (n, u) in units.iter_mut().enumerate() {
+            u.num = n + 1;
+        }
+        let locks = units.iter().map(|u| (u.id(), Mutex::new(()))).collect();
+        Ok(Self {
+            endpoints: eps,
+            units,
+            locks,
+        })
+    }
+
+    /// Every known unit, in `CRYPTO UNIT NUM` order.
+    pub fn units(&self) -> &[KnownUnit] {
+        &self.units
+    }
+
+    /// The instances, in listing order.
+    pub fn instances(&self) -> Vec<InstanceId> {
+        let mut v: Vec<InstanceId> = Vec::new();
+        for u in &self.units {
+            if !v.contains(u.instance()) {
+                v.push(u.instance().clone());
+            }
+        }
+        v
+    }
+
+    /// The units of one instance.
+    pub fn instance_units(&self, instance: &InstanceId) -> Vec<&KnownUnit> {
+        self.units
+            .iter()
+            .filter(|u| u.instance() == instance)
+            .collect()
+    }
+
+    /// Looks a unit up by id.
+    pub fn unit(&self, id: &UnitId) -> Option<&KnownUnit> {
+        self.units.iter().find(|u| u.id() == *id)
+    }
+
+    /// Descriptions of the transports, for context headers.
+    pub fn describe(&self) -> Vec<String> {
+        self.endpoints
+            .iter()
+            .map(|e| e.transport.describe())
+            .collect()
+    }
+
+    fn exchange(&self, unit: &KnownUnit, request: &Request) -> Result<ResponseBody, ClientError> {
+        let der = request.to_der().map_err(|e| ClientError::Encoding {
+            unit: unit.id(),
+            source: e.into(),
+        })?;
+        let transport = &self.endpoints[unit.endpoint].transport;
+        let answer = transport.exchange(&unit.id(), &der)?;
+        let response = SignedResponse::from_der(&answer).map_err(|e| ClientError::Response {
+            unit: unit.id(),
+            source: e.into(),
+        })?;
+        response
+            .verify(&unit.certificate.verifying_key(), &unit.id(), &der)
+            .map_err(|source| ClientError::Response {
+                unit: unit.id(),
+                source,
+            })
+    }
+
+    /// Asks a unit for its status. The answer is signed by the unit's device key and bound
+    /// to a fresh nonce.
+    ///
+    /// # Errors
+    /// [`ClientError::Response`] if the answer is not authentic or malformed;
+    /// [`ClientError::Module`] if the unit refuses.
+    pub fn query(&self, unit: &KnownUnit) -> Result<UnitStatus, ClientError> {
+        let body = self.exchange(
+            unit,
+            &Request::Query(Query {
+                unit_id: unit.id(),
+                nonce: Nonce::random(),
+            }),
+        )?;
+        if let Some(error) = body.error() {
+            return Err(ClientError::QueryRefused {
+                unit: unit.id(),
+                error,
+            });
+        }
+        UnitStatus::decode_checked(body.output.as_bytes()).map_err(|source| ClientError::Response {
+            unit: unit.id(),
+            source,
+        })
+    }
+
+    /// Sends an already signed command and returns the unit's output.
+    ///
+    /// # Errors
+    /// [`ClientError::Module`] when the unit refuses it; [`ClientError::Response`] when the
+    /// answer is not authentic.
+    pub fn submit(
+        &self,
+        unit: &KnownUnit,
+        command: &SignedCommand,
+    ) -> Result<Vec<u8>, ClientError> {
+        let id = command
+            .admin_command()
+            .map(|c| c.command)
+            .map_err(|source| ClientError::Encoding {
+                unit: unit.id(),
+                source,
+            })?;
+        let body = self.exchange(unit, &Request::Command(command.clone()))?;
+        match body.error() {
+            Some(error) => Err(ClientError::Module {
+                unit: unit.id(),
+                command: id,
+                error,
+            }),
+            None => Ok(body.output.as_bytes().to_vec()),
+        }
+    }
+
+    /// Runs a command on a unit: reads its counter (an authenticated query), builds the
+    /// command for the next counter value, has every signer sign it, submits it and
+    /// returns the output. The unit's lock is held throughout, so concurrent callers never
+    /// race for a counter value.
+    ///
+    /// # Errors
+    /// As [`Self::query`] and [`Self::submit`], plus [`ClientError::Signing`].
+    pub fn run(
+        &self,
+        unit: &KnownUnit,
+        command: &Command,
+        signers: &[&dyn Signer],
+    ) -> Result<Vec<u8>, ClientError> {
+        let lock = self
+            .locks
+            .get(&unit.id())
+            .ok_or(ClientError::UnknownUnit { unit: unit.id() })?;
+        // A poisoned lock only means another thread panicked mid-command; the unit itself
+        // is the authority on its state, so carry on.
+        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let status = self.query(unit)?;
+        let wire = command
+            .to_wire(unit.id(), status.counter.wrapping_add(1))
+            .map_err(|source| ClientError::Encoding {
+                unit: unit.id(),
+                source,
+            })?;
+        let signed = if signers.is_empty() {
+            SignedCommand::unsigned(&wire).map_err(|source| ClientError::Encoding {
+                unit: unit.id(),
+                source,
+            })?
+        } else {
+            tke_sigkey::sign_command(&wire, signers).map_err(|source| ClientError::Signing {
+                unit: unit.id(),
+                command: command.id(),
+                source,
+            })?
+        };
+        self.submit(unit, &signed)
+    }
+}

@@ -1,0 +1,401 @@
+//! The embedded fleet: service instances of soft-backend units that run in-process, in a
+//! directory of the workstation (`<files-dir>/local` by default), behind the same
+//! [`Transport`] trait as a network fleet.
+//!
+//! Layout:
+//! ```text
+//! <fleet>/fleet.json        instances and their units (id, type, location)
+//! <fleet>/ca.pem            the fleet CA certificate (clients pin it)
+//! <fleet>/ca.key.pem        the fleet CA key (PKCS#8, 0600): issues device certificates
+//! <fleet>/units/<uuid>/     one directory per unit (see tke-unit)
+//! <fleet>/.lock             held while a process uses the fleet
+//! ```
+
+use std::{
+    collections::HashMap,
+    fs::{self, File},
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use p256::{
+    ecdsa::{signature::Signer as _, DerSignature, Signature, SigningKey},
+    pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding},
+    PublicKey,
+};
+use serde::{Deserialize, Serialize};
+use tke_keyfile::atomic;
+use tke_proto::{CaCertificate, DeviceCertificate, UnitId, UnitType};
+use tke_unit::Unit;
+
+use crate::{ClientError, InstanceId, Transport, UnitDescriptor};
+
+/// How many units of each type each instance of a new fleet gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FleetSpec {
+    /// Number of service instances (1 to 16).
+    pub instances: u32,
+    /// Operational units per instance (1 to 6).
+    pub operational: u32,
+    /// Recovery units per instance (0 to 2).
+    pub recovery: u32,
+    /// Failover units per instance (0 to 3, at most the operational count).
+    pub failover: u32,
+}
+
+impl Default for FleetSpec {
+    /// The default fleet: one instance of 2 operational and 2 recovery units.
+    fn default() -> Self {
+        Self {
+            instances: 1,
+            operational: 2,
+            recovery: 2,
+            failover: 0,
+        }
+    }
+}
+
+impl FleetSpec {
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    /// [`ClientError::FleetSpec`] naming the first value out of range.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        let what = if !(1..=16).contains(&self.instances) {
+            "the number of instances must be between 1 and 16"
+        } else if !(1..=6).contains(&self.operational) {
+            "the number of operational units must be between 1 and 6"
+        } else if self.recovery > 2 {
+            "the number of recovery units must be between 0 and 2"
+        } else if self.failover > 3 || self.failover > self.operational {
+            "the number of failover units must be between 0 and 3 and at most the number of operational units"
+        } else {
+            return Ok(());
+        };
+        Err(ClientError::FleetSpec { what })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct FleetFile {
+    version: u32,
+    name: String,
+    instances: Vec<InstanceEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct InstanceEntry {
+    id: InstanceId,
+    units: Vec<UnitEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct UnitEntry {
+    id: String,
+    #[serde(rename = "type")]
+    unit_type: String,
+    location: String,
+}
+
+/// An open embedded fleet. Holds the fleet's lock for its lifetime, so two `tke`
+/// processes never drive the same units at once.
+pub struct EmbeddedFleet {
+    dir: PathBuf,
+    ca: CaCertificate,
+    listing: Vec<UnitDescriptor>,
+    units: HashMap<UnitId, Mutex<Unit>>,
+    _lock: File,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+    move |source| ClientError::FleetIo {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn parse_type(s: &str) -> Option<UnitType> {
+    match s {
+        "operational" => Some(UnitType::Operational),
+        "recovery" => Some(UnitType::Recovery),
+        "failover" => Some(UnitType::Failover),
+        _ => None,
+    }
+}
+
+fn lock(dir: &Path) -> Result<File, ClientError> {
+    let path = dir.join(".lock");
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(ClientError::FleetBusy {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+        }
+    }
+}
+
+fn location(region: &str, zone: u32, module: u32, domain: u32) -> String {
+    format!("[{region}].[AZ{zone}-CS{module}].[{module:02}].[{domain:02}]")
+}
+
+impl EmbeddedFleet {
+    /// Whether `dir` holds a fleet.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join("fleet.json").is_file()
+    }
+
+    /// Creates a fleet in `dir`: a fleet CA, then every unit in imprint mode. The fleet is
+    /// built in a temporary directory beside `dir` and renamed into place, so a failure
+    /// leaves nothing half-made.
+    ///
+    /// # Errors
+    /// [`ClientError::FleetExists`] if `dir` already holds a fleet; spec, I/O and unit errors.
+    pub fn create(dir: &Path, spec: FleetSpec) -> Result<Self, ClientError> {
+        spec.validate()?;
+        if Self::exists(dir)
+            || dir.exists()
+                && fs::read_dir(dir)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+        {
+            return Err(ClientError::FleetExists {
+                path: dir.to_path_buf(),
+            });
+        }
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
+        atomic::create_private_dir(parent).map_err(io_err(parent))?;
+        let tmp = parent.join(format!(".fleet-tmp-{}", UnitId::random().to_hex()));
+        let result = Self::build(&tmp, spec).and_then(|()| {
+            if dir.exists() {
+                // An empty directory (checked above) may be replaced.
+                fs::remove_dir(dir).map_err(io_err(dir))?;
+            }
+            fs::rename(&tmp, dir).map_err(io_err(dir))
+        });
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        Self::open(dir)
+    }
+
+    fn build(dir: &Path, spec: FleetSpec) -> Result<(), ClientError> {
+        atomic::create_private_dir(dir).map_err(io_err(dir))?;
+        let ca_key = SigningKey::random(&mut rand_core::OsRng);
+        let name = format!("local-{}", &UnitId::random().to_hex()[..8]);
+        let sign_ca = |k: &SigningKey| {
+            let k = k.clone();
+            Box::new(
+                move |m: &[u8]| -> Result<DerSignature, tke_proto::BoxError> {
+                    let s: Signature = k.sign(m);
+                    Ok(s.to_der())
+                },
+            )
+        };
+        let ca = CaCertificate::build(
+            &name,
+            &PublicKey::from(ca_key.verifying_key()),
+            sign_ca(&ca_key),
+        )
+        .map_err(|source| ClientError::FleetCa {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let key_path = dir.join("ca.key.pem");
+        let pem = ca_key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|_| ClientError::FleetCorrupt {
+                path: key_path.clone(),
+                what: "cannot encode the CA key",
+            })?;
+        atomic::write_private(&key_path, pem.as_bytes()).map_err(io_err(&key_path))?;
+        let ca_path = dir.join("ca.pem");
+        let ca_pem = ca.to_pem().map_err(|_| ClientError::FleetCorrupt {
+            path: ca_path.clone(),
+            what: "cannot encode the CA certificate",
+        })?;
+        atomic::write_private(&ca_path, ca_pem.as_bytes()).map_err(io_err(&ca_path))?;
+
+        let mut instances = Vec::new();
+        let mut domain = 0;
+        for _ in 0..spec.instances {
+            let mut units = Vec::new();
+            let plan = (0..spec.operational)
+                .map(|i| (UnitType::Operational, "local", i + 1, i + 1))
+                .chain((0..spec.recovery).map(|i| {
+                    // One recovery unit in the region, one in its disaster-recovery region.
+                    let region = if i == 0 { "local" } else { "local-dr" };
+                    (UnitType::Recovery, region, 1, 9)
+                }))
+                .chain(
+                    (0..spec.failover)
+                        .map(|i| (UnitType::Failover, "local-failover", i + 1, i + 1)),
+                );
+            for (unit_type, region, zone, module) in plan {
+                domain += 1;
+                let id = UnitId::random();
+                let unit_dir = dir.join("units").join(id.uuid());
+                let mut issue =
+                    |key: &PublicKey| DeviceCertificate::issue(&ca, &id, key, sign_ca(&ca_key));
+                Unit::create_soft(&unit_dir, id, unit_type, &ca, &mut issue).map_err(|source| {
+                    ClientError::Unit {
+                        path: unit_dir.clone(),
+                        source,
+                    }
+                })?;
+                units.push(UnitEntry {
+                    id: id.uuid(),
+                    unit_type: unit_type.json_name().to_owned(),
+                    location: location(region, zone, module, domain),
+                });
+            }
+            let id = UnitId::random().uuid();
+            instances.push(InstanceEntry {
+                id: InstanceId(id),
+                units,
+            });
+        }
+        let file = FleetFile {
+            version: 1,
+            name,
+            instances,
+        };
+        let path = dir.join("fleet.json");
+        let json = serde_json::to_vec_pretty(&file).map_err(|_| ClientError::FleetCorrupt {
+            path: path.clone(),
+            what: "cannot encode the fleet file",
+        })?;
+        atomic::write_private(&path, &json).map_err(io_err(&path))
+    }
+
+    /// Opens the fleet in `dir` and every unit in it.
+    ///
+    /// # Errors
+    /// [`ClientError::FleetMissing`], [`ClientError::FleetCorrupt`], [`ClientError::FleetBusy`],
+    /// unit errors.
+    pub fn open(dir: &Path) -> Result<Self, ClientError> {
+        if !Self::exists(dir) {
+            return Err(ClientError::FleetMissing {
+                path: dir.to_path_buf(),
+            });
+        }
+        let lock = lock(dir)?;
+        let path = dir.join("fleet.json");
+        let bytes = fs::read(&path).map_err(io_err(&path))?;
+        let file: FleetFile =
+            serde_json::from_slice(&bytes).map_err(|_| ClientError::FleetCorrupt {
+                path: path.clone(),
+                what: "not a valid fleet.json",
+            })?;
+        if file.version != 1 {
+            return Err(ClientError::FleetCorrupt {
+                path,
+                what: "unsupported fleet.json version",
+            });
+        }
+        let ca_path = dir.join("ca.pem");
+        let ca_pem = fs::read_to_string(&ca_path).map_err(io_err(&ca_path))?;
+        let ca = CaCertificate::from_pem(&ca_pem).map_err(|_| ClientError::FleetCorrupt {
+            path: ca_path.clone(),
+            what: "not a TKE fleet CA certificate",
+        })?;
+        let mut listing = Vec::new();
+        let mut units = HashMap::new();
+        for inst in file.instances {
+            for u in inst.units {
+                let corrupt = |what| ClientError::FleetCorrupt {
+                    path: dir.join("fleet.json"),
+                    what,
+                };
+                let id =
+                    UnitId::from_uuid(&u.id).map_err(|_| corrupt("a unit id is not a UUID"))?;
+                let unit_type =
+                    parse_type(&u.unit_type).ok_or_else(|| corrupt("unknown unit type"))?;
+                let unit_dir = dir.join("units").join(id.uuid());
+                let unit = Unit::open(&unit_dir).map_err(|source| ClientError::Unit {
+                    path: unit_dir.clone(),
+                    source,
+                })?;
+                if unit.id() != id || unit.unit_type() != unit_type {
+                    return Err(corrupt("a unit directory does not match fleet.json"));
+                }
+                listing.push(UnitDescriptor {
+                    instance: inst.id.clone(),
+                    unit_id: id,
+                    unit_type,
+                    location: u.location,
+                    device_certificate: unit.device_certificate().der().to_vec(),
+                });
+                units.insert(id, Mutex::new(unit));
+            }
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            ca,
+            listing,
+            units,
+            _lock: lock,
+        })
+    }
+
+    /// The fleet CA certificate, which clients pin.
+    pub fn ca(&self) -> &CaCertificate {
+        &self.ca
+    }
+
+    /// The fleet directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Loads the fleet CA private key (for tools that add units later).
+    ///
+    /// # Errors
+    /// [`ClientError::FleetIo`] or [`ClientError::FleetCorrupt`].
+    pub fn ca_key(&self) -> Result<SigningKey, ClientError> {
+        let path = self.dir.join("ca.key.pem");
+        let pem = zeroize::Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
+        SigningKey::from_pkcs8_pem(&pem).map_err(|_| ClientError::FleetCorrupt {
+            path,
+            what: "not a PKCS#8 P-256 key",
+        })
+    }
+}
+
+impl Transport for EmbeddedFleet {
+    fn describe(&self) -> String {
+        format!("embedded fleet {}", self.dir.display())
+    }
+
+    fn list_units(&self) -> Result<Vec<UnitDescriptor>, ClientError> {
+        Ok(self.listing.clone())
+    }
+
+    fn exchange(&self, unit: &UnitId, request_der: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let u = self
+            .units
+            .get(unit)
+            .ok_or(ClientError::UnknownUnit { unit: *unit })?;
+        // Commands to one unit run one at a time, as on a real unit.
+        let mut guard = u.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(guard.handle(request_der))
+    }
+}

@@ -1,0 +1,133 @@
+use std::path::PathBuf;
+
+use tke_proto::{CommandId, ModuleError, ProtoError, UnitId};
+
+/// Errors talking to units. Each names the unit (and, for commands, the command).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// A unit reported a module error.
+    #[error("crypto unit {} refused {command:?}: {error}", unit.uuid())]
+    Module {
+        /// The unit.
+        unit: UnitId,
+        /// The command refused.
+        command: CommandId,
+        /// Its codes.
+        error: ModuleError,
+    },
+    /// A unit refused a status query.
+    #[error("crypto unit {} refused the status query: {error}", unit.uuid())]
+    QueryRefused {
+        /// The unit.
+        unit: UnitId,
+        /// Its codes.
+        error: ModuleError,
+    },
+    /// A unit's answer could not be authenticated or decoded.
+    #[error("crypto unit {}: {source}", unit.uuid())]
+    Response {
+        /// The unit.
+        unit: UnitId,
+        /// What failed.
+        source: ProtoError,
+    },
+    /// A unit's device certificate does not chain to the fleet CA or names another unit.
+    #[error("crypto unit {} is not trusted: {source}", unit.uuid())]
+    Untrusted {
+        /// The unit.
+        unit: UnitId,
+        /// Why.
+        source: ProtoError,
+    },
+    /// The unit is not known to any transport.
+    #[error("crypto unit {} is not known to this workstation's fleet", unit.uuid())]
+    UnknownUnit {
+        /// The unit.
+        unit: UnitId,
+    },
+    /// A command could not be built or signed.
+    #[error("cannot sign the {command:?} command for crypto unit {}: {source}", unit.uuid())]
+    Signing {
+        /// The unit.
+        unit: UnitId,
+        /// The command.
+        command: CommandId,
+        /// Why.
+        source: tke_sigkey::SignError,
+    },
+    /// A command could not be encoded.
+    #[error("cannot encode a request for crypto unit {}: {source}", unit.uuid())]
+    Encoding {
+        /// The unit.
+        unit: UnitId,
+        /// Why.
+        source: ProtoError,
+    },
+    /// `tke local init` on a directory that already holds a fleet.
+    #[error("an embedded fleet already exists at {}; use it as it is, or remove that directory to start again (this destroys every unit in it)", path.display())]
+    FleetExists {
+        /// The fleet directory.
+        path: PathBuf,
+    },
+    /// No fleet where one was expected.
+    #[error("no embedded fleet at {}; create one with `tke local init`", path.display())]
+    FleetMissing {
+        /// The fleet directory.
+        path: PathBuf,
+    },
+    /// A fleet specification out of range.
+    #[error("invalid fleet layout: {what}")]
+    FleetSpec {
+        /// What is out of range.
+        what: &'static str,
+    },
+    /// Reading or writing a fleet file failed.
+    #[error("embedded fleet file {}: {source}", path.display())]
+    FleetIo {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A fleet file is damaged.
+    #[error("embedded fleet file {} is damaged: {what}", path.display())]
+    FleetCorrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// The fleet CA could not be made.
+    #[error("cannot make the fleet CA in {}: {source}", path.display())]
+    FleetCa {
+        /// The fleet directory.
+        path: PathBuf,
+        /// Why.
+        source: ProtoError,
+    },
+    /// Another process holds the fleet.
+    #[error("the embedded fleet at {} is in use by another tke process; wait for it to finish and retry", path.display())]
+    FleetBusy {
+        /// The fleet directory.
+        path: PathBuf,
+    },
+    /// An embedded unit could not be opened or created.
+    #[error("embedded crypto unit in {}: {source}", path.display())]
+    Unit {
+        /// The unit directory.
+        path: PathBuf,
+        /// Why.
+        source: tke_unit::UnitError,
+    },
+    /// A transport failure (network, server).
+    #[error("cannot reach crypto unit {} through {endpoint}: {source}", unit.uuid())]
+    Transport {
+        /// The unit.
+        unit: UnitId,
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        source: tke_proto::BoxError,
+    },
+}

@@ -1,0 +1,54 @@
+//! The transport trait: how bytes reach a unit. The embedded fleet implements it
+//! in-process; a network transport implements it over HTTPS.
+
+use crate::ClientError;
+use tke_proto::{UnitId, UnitType};
+
+/// A service instance's id (a UUID string).
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct InstanceId(pub String);
+
+impl core::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A unit as a transport lists it. Nothing here is trusted until the client has checked
+/// the device certificate against the fleet CA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitDescriptor {
+    /// The service instance the unit belongs to.
+    pub instance: InstanceId,
+    /// The unit's id.
+    pub unit_id: UnitId,
+    /// Its type.
+    pub unit_type: UnitType,
+    /// The vendor-style location, `[region].[zone].[module].[domain]`.
+    pub location: String,
+    /// DER of its device certificate.
+    pub device_certificate: Vec<u8>,
+}
+
+/// Carries requests to units and their answers back. Implementations only move bytes;
+/// all checks happen in [`crate::Client`].
+pub trait Transport: Send + Sync {
+    /// A short description for messages and context headers (e.g. the fleet's path).
+    fn describe(&self) -> String;
+
+    /// Lists the units reachable through this transport.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the listing fails.
+    fn list_units(&self) -> Result<Vec<UnitDescriptor>, ClientError>;
+
+    /// Sends the DER of a `tke_proto::Request` to a unit and returns the DER of its
+    /// `SignedResponse`.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the unit cannot be reached.
+    fn exchange(&self, unit: &UnitId, request_der: &[u8]) -> Result<Vec<u8>, ClientError>;
+}
