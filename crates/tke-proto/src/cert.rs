@@ -19,7 +19,9 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::{
     attr::AttributeTypeAndValue,
     ext::{
-        pkix::{BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier},
+        pkix::{
+            AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+        },
         Extension,
     },
     name::{Name, RdnSequence, RelativeDistinguishedName},
@@ -40,6 +42,7 @@ const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840
 const OID_SKI: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
 const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+const OID_AKI: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.35");
 
 /// The organizational unit of administrator certificates, as the vendor's.
 pub const ADMIN_OU: &str = "TKE Administration";
@@ -94,7 +97,9 @@ fn read_name(n: &Name) -> Result<(String, String), ProtoError> {
 fn validity() -> Result<Validity, ProtoError> {
     // The vendor's fixed validity: administrator keys do not expire on their own.
     Ok(Validity {
-        not_before: Time::UtcTime(UtcTime::from_date_time(DateTime::new(2000, 1, 1, 0, 0, 0)?)?),
+        not_before: Time::UtcTime(UtcTime::from_date_time(DateTime::new(
+            2000, 1, 1, 0, 0, 0,
+        )?)?),
         not_after: Time::GeneralTime(GeneralizedTime::from_date_time(DateTime::new(
             2100, 12, 31, 23, 59, 59,
         )?)),
@@ -112,7 +117,25 @@ fn ski_ext(ski: &Ski) -> Result<Extension, ProtoError> {
     Ok(Extension {
         extn_id: OID_SKI,
         critical: false,
-        extn_value: OctetString::new(SubjectKeyIdentifier(OctetString::new(ski.0.to_vec())?).to_der()?)?,
+        extn_value: OctetString::new(
+            SubjectKeyIdentifier(OctetString::new(ski.0.to_vec())?).to_der()?,
+        )?,
+    })
+}
+
+/// The authorityKeyIdentifier of a certificate issued by the key whose key identifier
+/// is `issuer_key_id` (RFC 5280 §4.2.1.1: required in every certificate that is not
+/// self-signed; verifiers match it against the issuer's subjectKeyIdentifier).
+fn aki_ext(issuer_key_id: &[u8]) -> Result<Extension, ProtoError> {
+    let aki = AuthorityKeyIdentifier {
+        key_identifier: Some(OctetString::new(issuer_key_id.to_vec())?),
+        authority_cert_issuer: None,
+        authority_cert_serial_number: None,
+    };
+    Ok(Extension {
+        extn_id: OID_AKI,
+        critical: false,
+        extn_value: OctetString::new(aki.to_der()?)?,
     })
 }
 
@@ -183,7 +206,7 @@ fn parse_and_verify(
     Ok((cert, key))
 }
 
-fn extension<'c>(cert: &'c Certificate, oid: ObjectIdentifier) -> Option<&'c Extension> {
+fn extension(cert: &Certificate, oid: ObjectIdentifier) -> Option<&Extension> {
     cert.tbs_certificate
         .extensions
         .as_ref()
@@ -279,7 +302,9 @@ impl AdminCertificate {
     pub fn from_pem(pem: &str) -> Result<Self, ProtoError> {
         let (label, der) = der::pem::decode_vec(pem.as_bytes())?;
         if label != "CERTIFICATE" {
-            return Err(ProtoError::Certificate("the PEM block is not a CERTIFICATE"));
+            return Err(ProtoError::Certificate(
+                "the PEM block is not a CERTIFICATE",
+            ));
         }
         Self::from_der(&der)
     }
@@ -332,7 +357,11 @@ impl CaCertificate {
     ///
     /// # Errors
     /// [`ProtoError::Signing`] when `sign` fails, [`ProtoError::Der`] on encoding errors.
-    pub fn build(name: &str, public_key: &PublicKey, sign: Box<SignFn<'_>>) -> Result<Self, ProtoError> {
+    pub fn build(
+        name: &str,
+        public_key: &PublicKey,
+        sign: Box<SignFn<'_>>,
+    ) -> Result<Self, ProtoError> {
         let n = self::name(name, CA_OU)?;
         let ski = Ski::of_public_key(public_key);
         let der = build(
@@ -398,7 +427,11 @@ impl CaCertificate {
     /// # Errors
     /// [`ProtoError::Der`] (not expected).
     pub fn to_pem(&self) -> Result<String, ProtoError> {
-        Ok(der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &self.der)?)
+        Ok(der::pem::encode_string(
+            "CERTIFICATE",
+            der::pem::LineEnding::LF,
+            &self.der,
+        )?)
     }
 
     /// The DER bytes.
@@ -413,10 +446,28 @@ impl CaCertificate {
     pub fn verifying_key(&self) -> VerifyingKey {
         VerifyingKey::from(&self.public_key)
     }
+
+    /// The CA's subject name and key identifier as its certificate states them: what a
+    /// certificate it issues must carry as issuer and authorityKeyIdentifier. The key
+    /// identifier is the subjectKeyIdentifier extension when there is one (ours always
+    /// have it: SHA-256 of the point), else SHA-256 of the point.
+    fn issuer_fields(&self) -> Result<(Name, Vec<u8>), ProtoError> {
+        let cert = Certificate::from_der(&self.der)?;
+        let key_id = match extension(&cert, OID_SKI) {
+            Some(ext) => SubjectKeyIdentifier::from_der(ext.extn_value.as_bytes())?
+                .0
+                .as_bytes()
+                .to_vec(),
+            None => Ski::of_public_key(&self.public_key).0.to_vec(),
+        };
+        Ok((cert.tbs_certificate.subject, key_id))
+    }
 }
 
 /// A crypto unit's device certificate, issued by its fleet CA:
-/// `OU=TKE crypto unit, CN=<unit uuid>`. Its key signs every response of the unit.
+/// `OU=TKE crypto unit, CN=<unit uuid>`, issuer = the CA certificate's subject (byte for
+/// byte), SubjectKeyIdentifier = SHA-256 of the device point, AuthorityKeyIdentifier =
+/// the CA's key identifier. Its key signs every response of the unit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceCertificate {
     der: Vec<u8>,
@@ -438,12 +489,16 @@ impl DeviceCertificate {
         sign: Box<SignFn<'_>>,
     ) -> Result<Self, ProtoError> {
         let ski = Ski::of_public_key(device_key);
+        // Name the issuer exactly as the CA certificate names itself (its subject, byte
+        // for byte, and its key identifier), so that any X.509 verifier builds the chain
+        // even for a CA certificate made by another tool.
+        let (issuer, issuer_key_id) = ca.issuer_fields()?;
         let der = build(
             Template {
                 subject: self::name(&unit_id.uuid(), DEVICE_OU)?,
-                issuer: self::name(ca.name(), CA_OU)?,
+                issuer,
                 key: device_key,
-                extensions: vec![ski_ext(&ski)?],
+                extensions: vec![ski_ext(&ski)?, aki_ext(&issuer_key_id)?],
             },
             sign,
         )?;
@@ -456,18 +511,21 @@ impl DeviceCertificate {
     /// [`ProtoError::Certificate`] (including "not issued by this fleet's CA") or
     /// [`ProtoError::Der`].
     pub fn verify(der_bytes: &[u8], ca: &CaCertificate) -> Result<Self, ProtoError> {
-        let (cert, key) = parse_and_verify(der_bytes, Some(&ca.verifying_key())).map_err(|e| {
-            match e {
+        let (cert, key) =
+            parse_and_verify(der_bytes, Some(&ca.verifying_key())).map_err(|e| match e {
                 ProtoError::Certificate("the signature does not verify") => {
-                    ProtoError::Certificate("the device certificate was not issued by this fleet's CA")
+                    ProtoError::Certificate(
+                        "the device certificate was not issued by this fleet's CA",
+                    )
                 }
                 other => other,
-            }
-        })?;
+            })?;
         let (cn, ou) = read_name(&cert.tbs_certificate.subject)?;
-        let (issuer_cn, _) = read_name(&cert.tbs_certificate.issuer)?;
-        if ou != DEVICE_OU || issuer_cn != ca.name() {
-            return Err(ProtoError::Certificate("not a TKE crypto unit certificate of this fleet"));
+        let (ca_subject, _) = ca.issuer_fields()?;
+        if ou != DEVICE_OU || cert.tbs_certificate.issuer != ca_subject {
+            return Err(ProtoError::Certificate(
+                "not a TKE crypto unit certificate of this fleet",
+            ));
         }
         let unit_id = UnitId::from_uuid(&cn)?;
         check_ski(&cert, &key)?;
@@ -483,7 +541,11 @@ impl DeviceCertificate {
     /// # Errors
     /// [`ProtoError::Der`] (not expected).
     pub fn to_pem(&self) -> Result<String, ProtoError> {
-        Ok(der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &self.der)?)
+        Ok(der::pem::encode_string(
+            "CERTIFICATE",
+            der::pem::LineEnding::LF,
+            &self.der,
+        )?)
     }
 
     /// The DER bytes.
@@ -499,4 +561,3 @@ impl DeviceCertificate {
         VerifyingKey::from(&self.public_key)
     }
 }
-

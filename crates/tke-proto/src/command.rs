@@ -4,9 +4,7 @@
 //! bytes travel inside [`SignedCommand`] as an OCTET STRING, so the unit verifies the
 //! signatures over exactly what was signed and only then decodes it.
 
-use der::{
-    asn1::OctetString, Choice, Decode, Encode, Enumerated, Sequence,
-};
+use der::{asn1::OctetString, Choice, Decode, Encode, Enumerated, Sequence};
 
 use crate::{
     cert::AdminCertificate,

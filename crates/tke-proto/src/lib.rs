@@ -10,8 +10,12 @@ pub mod vp;
 
 pub use cert::{AdminCertificate, CaCertificate, DeviceCertificate};
 pub use command::{AdminCommand, Command, CommandId, Query, Request, SignedCommand, SignerInfo};
-pub use response::{AdminInfo, ModuleError, RegisterStatus, ResponseBody, SignedResponse, UnitStatus};
-pub use types::{AdminName, Digest32, Nonce, Register, RegisterState, Ski, Threshold, UnitId, UnitType, Vp};
+pub use response::{
+    AdminInfo, ModuleError, RegisterStatus, ResponseBody, SignedResponse, UnitStatus,
+};
+pub use types::{
+    AdminName, Digest32, Nonce, Register, RegisterState, Ski, Threshold, UnitId, UnitType, Vp,
+};
 
 pub use der;
 pub use p256;

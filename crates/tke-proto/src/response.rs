@@ -198,7 +198,12 @@ impl UnitStatus {
     /// broken invariant.
     pub fn decode_checked(bytes: &[u8]) -> Result<Self, ProtoError> {
         let s = Self::from_der(bytes)?;
-        let bad = |what| Err(ProtoError::InvalidStatus { unit: s.unit_id, what });
+        let bad = |what| {
+            Err(ProtoError::InvalidStatus {
+                unit: s.unit_id,
+                what,
+            })
+        };
         if s.sig_threshold > 8 || s.rev_threshold > 8 {
             return bad("threshold above 8");
         }
@@ -279,7 +284,9 @@ impl ModuleError {
             (80, 131) => "Master key export is not permitted on this crypto unit.",
             (80, _) => "The crypto unit's attributes forbid this command.",
             (96, _) => "Key or certificate not found.",
-            (101, 48) => "The verification pattern of the key being committed or activated does not match.",
+            (101, 48) => {
+                "The verification pattern of the key being committed or activated does not match."
+            }
             (102, 1) => "The new master key value equals the current value.",
             (102, _) => "The master key register is not in the state this command needs.",
             (163, _) => "Invalid transaction counter.",
@@ -289,7 +296,9 @@ impl ModuleError {
             (208, _) => "Not enough signatures.",
             (209, 57) => "The signature threshold is larger than the number of administrators.",
             (209, 58) => "The revocation threshold is larger than the number of administrators.",
-            (209, 66) => "Removing this administrator would leave fewer administrators than a threshold.",
+            (209, 66) => {
+                "Removing this administrator would leave fewer administrators than a threshold."
+            }
             (209, _) => "Inconsistent attribute settings.",
             (256, _) => "The administrator already exists.",
             (257, _) => "An unauthorized administrator signed the command.",

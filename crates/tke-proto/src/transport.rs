@@ -99,7 +99,9 @@ impl ImporterKey {
     pub fn key(&self) -> Result<PublicKey, ProtoError> {
         let key = parse_point(self.public_key.as_bytes(), "importer key")?;
         if Digest32::sha256(self.public_key.as_bytes()) != self.key_id {
-            return Err(ProtoError::Transport("the importer key id does not match its key"));
+            return Err(ProtoError::Transport(
+                "the importer key id does not match its key",
+            ));
         }
         Ok(key)
     }
@@ -143,11 +145,14 @@ impl CertifiedImporter {
     /// # Errors
     /// [`ProtoError::Transport`] if the signature or the unit id does not match.
     pub fn verify(&self, target: &DeviceCertificate) -> Result<ImporterKey, ProtoError> {
-        verify_sig(&target.verifying_key(), &self.importer, &self.signature)
-            .map_err(|_| ProtoError::Transport("the importer key is not certified by the target unit"))?;
+        verify_sig(&target.verifying_key(), &self.importer, &self.signature).map_err(|_| {
+            ProtoError::Transport("the importer key is not certified by the target unit")
+        })?;
         let importer = ImporterKey::from_der(self.importer.as_bytes())?;
         if importer.unit_id != target.unit_id() {
-            return Err(ProtoError::Transport("the importer key belongs to another unit"));
+            return Err(ProtoError::Transport(
+                "the importer key belongs to another unit",
+            ));
         }
         importer.key()?;
         Ok(importer)
@@ -248,13 +253,18 @@ impl SignedEnvelope {
     ///
     /// # Errors
     /// [`ProtoError::Certificate`] or [`ProtoError::Transport`].
-    pub fn verify(&self, ca: &CaCertificate) -> Result<(MkEnvelope, DeviceCertificate), ProtoError> {
+    pub fn verify(
+        &self,
+        ca: &CaCertificate,
+    ) -> Result<(MkEnvelope, DeviceCertificate), ProtoError> {
         let source = DeviceCertificate::verify(self.source_certificate.as_bytes(), ca)?;
         verify_sig(&source.verifying_key(), &self.envelope, &self.signature)
             .map_err(|_| ProtoError::Transport("the envelope is not signed by the source unit"))?;
         let env = MkEnvelope::from_der(self.envelope.as_bytes())?;
         if env.source_unit_id != source.unit_id() {
-            return Err(ProtoError::Transport("the envelope names another source unit"));
+            return Err(ProtoError::Transport(
+                "the envelope names another source unit",
+            ));
         }
         Ok((env, source))
     }
@@ -325,7 +335,12 @@ pub fn soft_seal(
     let shared = eph.diffie_hellman(&importer_key);
     let mut z = Zeroizing::new([0u8; 32]);
     z.copy_from_slice(shared.raw_secret_bytes());
-    let ctx = kdf_context(&source, &importer.unit_id, &eph_point, &point_bytes(&importer_key));
+    let ctx = kdf_context(
+        &source,
+        &importer.unit_id,
+        &eph_point,
+        &point_bytes(&importer_key),
+    );
     let kek = derive_kek(&z, &ctx);
     Ok(MkEnvelope {
         source_unit_id: source,
@@ -350,7 +365,9 @@ pub fn soft_open(
     let importer_pub = importer_secret.public_key();
     let importer_point = point_bytes(&importer_pub);
     if Digest32::sha256(&importer_point) != envelope.importer_key_id {
-        return Err(ProtoError::Transport("the envelope is wrapped to another importer key"));
+        return Err(ProtoError::Transport(
+            "the envelope is wrapped to another importer key",
+        ));
     }
     let eph = parse_point(envelope.ephemeral_public_key.as_bytes(), "ephemeral key")?;
     let shared = p256::ecdh::diffie_hellman(importer_secret.to_nonzero_scalar(), eph.as_affine());
@@ -365,7 +382,9 @@ pub fn soft_open(
     let kek = derive_kek(&z, &ctx);
     let mk = unwrap(&kek, envelope.wrapped_key.as_bytes())?;
     if vp::of(&mk) != envelope.vp {
-        return Err(ProtoError::Transport("the unwrapped key does not match the envelope's VP"));
+        return Err(ProtoError::Transport(
+            "the unwrapped key does not match the envelope's VP",
+        ));
     }
     Ok(mk)
 }

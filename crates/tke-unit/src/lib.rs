@@ -1,2 +1,426 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+
+mod backend;
+mod error;
+mod machine;
+mod soft;
+mod state;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use tke_keyfile::atomic;
+use tke_proto::{
+    p256::{ecdsa::VerifyingKey, PublicKey},
+    CaCertificate, DeviceCertificate, ProtoError, UnitId, UnitStatus, UnitType,
+};
+
+pub use backend::{Backend, BackendError, KeyHandle, LiveSecrets};
+pub use error::UnitError;
+pub use soft::{SoftBackend, SECRETS_FILE};
+pub use state::{CA_FILE, DEVICE_FILE, STATE_FILE};
+
+/// One crypto unit: its state, its certificates and the backend holding its secrets.
+///
+/// A strict emulator: [`Unit::handle`] takes the DER of a [`tke_proto::Request`] and
+/// makes every check a real unit makes (see the crate docs). One process at a time may
+/// have a unit directory open.
+pub struct Unit {
+    dir: PathBuf,
+    backend: Box<dyn Backend>,
+    state: state::State,
+    ca: CaCertificate,
+    device_cert: DeviceCertificate,
+}
+
+// The client keeps units behind a `Mutex` and drives them from several threads.
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    assert_send::<Unit>();
+};
+
+impl core::fmt::Debug for Unit {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Unit")
+            .field("dir", &self.dir)
+            .field("unit_id", &self.state.unit_id.uuid())
+            .field("unit_type", &self.state.unit_type)
+            .field("counter", &self.state.counter)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A function that makes a backend for a new unit in its directory.
+pub type MakeBackend<'a> = dyn FnOnce(&Path, UnitId) -> Result<Box<dyn Backend>, BackendError> + 'a;
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> UnitError {
+    let path = path.to_owned();
+    move |source| UnitError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+impl Unit {
+    /// Creates a new unit in imprint mode in `dir` (created if missing, must be empty or
+    /// absent) with a [`SoftBackend`]: the backend makes the device key; `issue` turns
+    /// the device public key into the device certificate signed by the fleet CA (the
+    /// caller holds the CA key); writes everything.
+    ///
+    /// # Errors
+    /// [`UnitError::DirectoryNotEmpty`], [`UnitError::Io`], [`UnitError::Issue`] /
+    /// [`UnitError::IssuedCertificate`] when `issue` fails or certifies something else,
+    /// [`UnitError::Backend`]. On error, nothing is left in `dir`.
+    pub fn create_soft(
+        dir: &Path,
+        unit_id: UnitId,
+        unit_type: UnitType,
+        ca: &CaCertificate,
+        issue: &mut dyn FnMut(&PublicKey) -> Result<DeviceCertificate, ProtoError>,
+    ) -> Result<Unit, UnitError> {
+        Self::create(
+            dir,
+            unit_id,
+            unit_type,
+            ca,
+            Box::new(|dir, id| Ok(Box::new(SoftBackend::create(dir, id)?) as Box<dyn Backend>)),
+            issue,
+        )
+    }
+
+    /// Creates a new unit with the backend `make_backend` returns (called once `dir`
+    /// exists and is empty). See [`Unit::create_soft`].
+    ///
+    /// # Errors
+    /// As [`Unit::create_soft`].
+    pub fn create(
+        dir: &Path,
+        unit_id: UnitId,
+        unit_type: UnitType,
+        ca: &CaCertificate,
+        make_backend: Box<MakeBackend<'_>>,
+        issue: &mut dyn FnMut(&PublicKey) -> Result<DeviceCertificate, ProtoError>,
+    ) -> Result<Unit, UnitError> {
+        let existed = dir.exists();
+        if existed {
+            let empty = dir.is_dir()
+                && fs::read_dir(dir)
+                    .map_err(io_err("read", dir))?
+                    .next()
+                    .is_none();
+            if !empty {
+                return Err(UnitError::DirectoryNotEmpty {
+                    dir: dir.to_owned(),
+                });
+            }
+        }
+        atomic::create_private_dir(dir).map_err(io_err("create", dir))?;
+        let result = Self::create_in(dir, unit_id, unit_type, ca, make_backend, issue);
+        if result.is_err() {
+            // The directory was empty: whatever is in it now is ours.
+            if let Ok(entries) = fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_file()) {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+            if !existed {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+        result
+    }
+
+    fn create_in(
+        dir: &Path,
+        unit_id: UnitId,
+        unit_type: UnitType,
+        ca: &CaCertificate,
+        make_backend: Box<MakeBackend<'_>>,
+        issue: &mut dyn FnMut(&PublicKey) -> Result<DeviceCertificate, ProtoError>,
+    ) -> Result<Unit, UnitError> {
+        let backend = make_backend(dir, unit_id).map_err(|source| UnitError::Backend {
+            unit: unit_id,
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let device_key = backend.device_public_key();
+        let issued = issue(&device_key).map_err(|source| UnitError::Issue {
+            unit: unit_id,
+            source,
+        })?;
+        // Trust nothing the callback returns: it must chain to `ca`, name this unit and
+        // certify this device key.
+        let device_cert =
+            DeviceCertificate::verify(issued.der(), ca).map_err(|source| UnitError::Issue {
+                unit: unit_id,
+                source,
+            })?;
+        if device_cert.unit_id() != unit_id {
+            return Err(UnitError::IssuedCertificate {
+                unit: unit_id,
+                what: "names another unit",
+            });
+        }
+        if device_cert.verifying_key() != VerifyingKey::from(&device_key) {
+            return Err(UnitError::IssuedCertificate {
+                unit: unit_id,
+                what: "certifies another key than the unit's device key",
+            });
+        }
+        let pem = |r: Result<String, ProtoError>| {
+            r.map_err(|source| UnitError::Issue {
+                unit: unit_id,
+                source,
+            })
+        };
+        let ca_path = dir.join(CA_FILE);
+        atomic::write_private(&ca_path, pem(ca.to_pem())?.as_bytes())
+            .map_err(io_err("write", &ca_path))?;
+        let dev_path = dir.join(DEVICE_FILE);
+        atomic::write_private(&dev_path, pem(device_cert.to_pem())?.as_bytes())
+            .map_err(io_err("write", &dev_path))?;
+        // The state file last: its presence marks a complete unit.
+        let state = state::State::new(unit_id, unit_type, backend.kind());
+        let unit = Unit {
+            dir: dir.to_owned(),
+            backend,
+            state,
+            ca: ca.clone(),
+            device_cert,
+        };
+        unit.write_state()?;
+        Ok(unit)
+    }
+
+    /// Opens an existing unit directory (any backend recorded in it; today: soft).
+    ///
+    /// Leftover temporary files of an interrupted write are removed, every register's
+    /// reference is checked against the backend, and secrets no register refers to
+    /// (left by a crash between the backend's write and the state's) are destroyed.
+    ///
+    /// # Errors
+    /// [`UnitError::NotAUnit`] for a missing directory or one without a state file;
+    /// [`UnitError::StateSyntax`] / [`UnitError::CorruptState`] / [`UnitError::Certificate`]
+    /// for damaged files; [`UnitError::ForeignCertificate`] / [`UnitError::Backend`]
+    /// (with [`BackendError::Foreign`]) for files of another unit;
+    /// [`UnitError::Inconsistent`] when the state refers to secrets the backend lacks.
+    pub fn open(dir: &Path) -> Result<Unit, UnitError> {
+        let (state, ca, device_cert) = Self::read_files(dir)?;
+        let backend: Box<dyn Backend> = match state.backend.as_str() {
+            "soft" => Box::new(SoftBackend::open(dir, state.unit_id).map_err(|source| {
+                UnitError::Backend {
+                    unit: state.unit_id,
+                    dir: dir.to_owned(),
+                    source,
+                }
+            })?),
+            _ => {
+                return Err(UnitError::BackendKind {
+                    path: dir.join(STATE_FILE),
+                    recorded: state.backend,
+                    problem: "is unknown to this build",
+                })
+            }
+        };
+        Self::assemble(dir, state, ca, device_cert, backend)
+    }
+
+    /// Opens an existing unit directory with a backend opened by the caller (for
+    /// backends that need parameters, such as a token PIN). The backend's kind must be
+    /// the one recorded in the directory.
+    ///
+    /// # Errors
+    /// As [`Unit::open`], plus [`UnitError::BackendKind`] when the kinds differ.
+    pub fn open_with_backend(dir: &Path, backend: Box<dyn Backend>) -> Result<Unit, UnitError> {
+        let (state, ca, device_cert) = Self::read_files(dir)?;
+        if state.backend != backend.kind() {
+            return Err(UnitError::BackendKind {
+                path: dir.join(STATE_FILE),
+                recorded: state.backend,
+                problem: "differs from the backend given",
+            });
+        }
+        Self::assemble(dir, state, ca, device_cert, backend)
+    }
+
+    fn read_files(
+        dir: &Path,
+    ) -> Result<(state::State, CaCertificate, DeviceCertificate), UnitError> {
+        let state_path = dir.join(STATE_FILE);
+        if !state_path.is_file() {
+            return Err(UnitError::NotAUnit {
+                dir: dir.to_owned(),
+                file: state_path,
+            });
+        }
+        remove_stale_temporaries(dir);
+        let bytes = fs::read(&state_path).map_err(io_err("read", &state_path))?;
+        let state = state::State::from_json(&bytes, &state_path)?;
+
+        let ca_path = dir.join(CA_FILE);
+        let ca_pem = fs::read_to_string(&ca_path).map_err(io_err("read", &ca_path))?;
+        let ca = CaCertificate::from_pem(&ca_pem).map_err(|source| UnitError::Certificate {
+            path: ca_path.clone(),
+            source,
+        })?;
+
+        let dev_path = dir.join(DEVICE_FILE);
+        let dev_pem = fs::read_to_string(&dev_path).map_err(io_err("read", &dev_path))?;
+        let cert_err = |source| UnitError::Certificate {
+            path: dev_path.clone(),
+            source,
+        };
+        let (_, dev_der) = tke_proto::der::pem::decode_vec(dev_pem.as_bytes())
+            .map_err(|e| cert_err(ProtoError::from(e)))?;
+        let device_cert = DeviceCertificate::verify(&dev_der, &ca).map_err(cert_err)?;
+        if device_cert.unit_id() != state.unit_id {
+            return Err(UnitError::ForeignCertificate {
+                path: dev_path,
+                expected: state.unit_id,
+                found: device_cert.unit_id(),
+            });
+        }
+        Ok((state, ca, device_cert))
+    }
+
+    /// Checks the backend against the state and certificate, then destroys orphans.
+    fn assemble(
+        dir: &Path,
+        state: state::State,
+        ca: CaCertificate,
+        device_cert: DeviceCertificate,
+        mut backend: Box<dyn Backend>,
+    ) -> Result<Unit, UnitError> {
+        let unit = state.unit_id;
+        let backend_err = |source| UnitError::Backend {
+            unit,
+            dir: dir.to_owned(),
+            source,
+        };
+        if device_cert.verifying_key() != VerifyingKey::from(&backend.device_public_key()) {
+            return Err(UnitError::DeviceKeyMismatch {
+                unit,
+                path: dir.join(DEVICE_FILE),
+                backend: backend.kind(),
+            });
+        }
+        let inconsistent = |what| UnitError::Inconsistent {
+            unit,
+            dir: dir.to_owned(),
+            path: dir.join(STATE_FILE),
+            what,
+        };
+        let registers = [
+            (
+                state.current.slot(),
+                "the backend lacks the current register's key",
+                "the current register's key has another verification pattern than recorded",
+            ),
+            (
+                state.new.slot(),
+                "the backend lacks the new register's key",
+                "the new register's key has another verification pattern than recorded",
+            ),
+        ];
+        for (slot, missing, other_vp) in registers {
+            let Some(slot) = slot else { continue };
+            match backend.master_key_vp(&slot.key) {
+                Ok(vp) if vp == slot.vp => {}
+                Ok(_) => return Err(inconsistent(other_vp)),
+                Err(BackendError::UnknownMasterKey { .. }) => return Err(inconsistent(missing)),
+                Err(e) => return Err(backend_err(e)),
+            }
+        }
+        if let Some(id) = state.importer {
+            if !backend.has_importer(&id).map_err(backend_err)? {
+                return Err(inconsistent("the backend lacks the pending importer key"));
+            }
+        }
+        backend.retain(&state.live()).map_err(backend_err)?;
+        Ok(Unit {
+            dir: dir.to_owned(),
+            backend,
+            state,
+            ca,
+            device_cert,
+        })
+    }
+
+    fn write_state(&self) -> Result<(), UnitError> {
+        let path = self.dir.join(STATE_FILE);
+        let bytes = self
+            .state
+            .to_json()
+            .map_err(|source| UnitError::StateSyntax {
+                path: path.clone(),
+                source,
+            })?;
+        atomic::write_private(&path, &bytes).map_err(io_err("write", &path))
+    }
+
+    /// The unit's id.
+    pub fn id(&self) -> UnitId {
+        self.state.unit_id
+    }
+
+    /// The unit's type.
+    pub fn unit_type(&self) -> UnitType {
+        self.state.unit_type
+    }
+
+    /// The unit's device certificate.
+    pub fn device_certificate(&self) -> &DeviceCertificate {
+        &self.device_cert
+    }
+
+    /// The fleet CA certificate the unit trusts.
+    pub fn ca_certificate(&self) -> &CaCertificate {
+        &self.ca
+    }
+
+    /// The unit's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Executes one request (DER of [`tke_proto::Request`]) and returns the DER of a
+    /// [`tke_proto::SignedResponse`], signed by the device key. Never panics; malformed
+    /// input gets a signed error response (rc 32) whose request hash is SHA-256 of the
+    /// raw bytes. State changes are written before the answer is returned.
+    pub fn handle(&mut self, request_der: &[u8]) -> Vec<u8> {
+        self.handle_request(request_der)
+    }
+
+    /// The current status (same as a query's answer), for tests and tools.
+    pub fn status(&self) -> UnitStatus {
+        self.state.status()
+    }
+}
+
+/// Removes the temporary files an interrupted atomic write leaves
+/// (`.<name>.tmp-<random>`, for the unit's own files only).
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let stale = [STATE_FILE, CA_FILE, DEVICE_FILE, SECRETS_FILE]
+            .iter()
+            .any(|f| name.starts_with(&format!(".{f}.tmp-")));
+        if stale && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests;

@@ -1,0 +1,260 @@
+//! The [`Backend`] trait: where a unit's secrets live and every operation that touches
+//! them.
+//!
+//! # What a backend holds
+//!
+//! * the **device key** (P-256), made when the unit is created, never destroyed;
+//! * **master key objects** (AES-256), each named by a random [`KeyHandle`];
+//! * **importer keys** (P-256, single use), each named by its key id (SHA-256 of its
+//!   public point, as in [`tke_proto::transport::ImporterKey`]).
+//!
+//! # What the unit holds
+//!
+//! The registers are the unit's *non-secret* state (its state file): for each register,
+//! its [`tke_proto::RegisterState`], the verification pattern and the [`KeyHandle`] of the
+//! master key object it refers to; and the key id of the pending importer, if any. A
+//! backend knows nothing of registers, thresholds or counters.
+//!
+//! # How the register operations map to the trait
+//!
+//! | Unit operation | Backend calls, in this order |
+//! | --- | --- |
+//! | random generation | [`Backend::generate_master_key`], then the unit writes its state |
+//! | importer generation | [`Backend::generate_importer`], then state, then [`Backend::retain`] (destroys the old importer) |
+//! | export | [`Backend::seal`] (ECDH + KDF + wrap), then [`Backend::sign`] over the envelope |
+//! | import | [`Backend::import`] (ECDH + KDF + unwrap, stores a new object), then state, then [`Backend::retain`] (destroys the importer) |
+//! | commit | state only (the VP was computed when the object was made) |
+//! | set immediate (promotion new → current) | state (current := the new register's handle, new := empty), then [`Backend::retain`] (destroys the old current object) |
+//! | clear new / clear current | state, then [`Backend::retain`] |
+//! | zeroize | state, then [`Backend::zeroize`] |
+//! | every response | [`Backend::sign`] with the device key |
+//!
+//! # Crash safety
+//!
+//! The backend persists each of its own changes atomically before returning. The unit
+//! then follows one rule: **a secret is created before the state refers to it, and
+//! destroyed only after the state has stopped referring to it.** A crash between the two
+//! writes therefore leaves at worst an *orphan* — a secret that no register refers to —
+//! and never a register that claims a value the backend lacks; an acknowledged master key
+//! is never lost. [`crate::Unit::open`] checks every reference and destroys orphans
+//! ([`Backend::retain`]).
+
+use core::fmt;
+use std::path::PathBuf;
+
+use tke_proto::{
+    p256::{ecdsa::DerSignature, PublicKey},
+    transport::{ImporterKey, MkEnvelope},
+    Digest32, ProtoError, UnitId, Vp,
+};
+
+/// Names one master key object in a backend: 16 random bytes, shown as hex. Not secret:
+/// it says where a value is, not what it is (a PKCS#11 backend uses it as `CKA_ID`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyHandle(pub [u8; 16]);
+
+impl KeyHandle {
+    /// A fresh random handle.
+    pub fn random() -> Self {
+        let mut b = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+        Self(b)
+    }
+
+    /// Parses 32 hex digits.
+    ///
+    /// # Errors
+    /// [`ProtoError::Hex`] or [`ProtoError::Length`].
+    pub fn from_hex(s: &str) -> Result<Self, ProtoError> {
+        let bytes = hex::decode(s).map_err(|_| ProtoError::Hex { what: "key handle" })?;
+        let arr: [u8; 16] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| ProtoError::Length {
+                what: "key handle",
+                expected: 16,
+                actual: bytes.len(),
+            })?;
+        Ok(Self(arr))
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for KeyHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHandle({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for KeyHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// The secrets the unit's state refers to; [`Backend::retain`] destroys every other
+/// master key object and importer key (never the device key).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveSecrets {
+    /// Master key objects referred to by a register.
+    pub master_keys: Vec<KeyHandle>,
+    /// The pending importer key, if any.
+    pub importer: Option<Digest32>,
+}
+
+/// Errors of a backend. Each names the file or object concerned; none carries secret
+/// material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// Reading or writing a file failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("read", "write", "create").
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A secrets file is not valid DER.
+    #[error("{} is corrupt: {source}", path.display())]
+    Der {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error (with the byte position).
+        source: tke_proto::der::Error,
+    },
+    /// A secrets file decodes but holds an invalid value.
+    #[error("{} is corrupt: {what}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// The secrets belong to another unit.
+    #[error("{} holds the secrets of crypto unit {}, not of {}", path.display(), found.uuid(), expected.uuid())]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// The unit expected.
+        expected: UnitId,
+        /// The unit the file names.
+        found: UnitId,
+    },
+    /// No master key object has this handle.
+    #[error("the backend holds no master key with handle {handle}")]
+    UnknownMasterKey {
+        /// The handle asked for.
+        handle: KeyHandle,
+    },
+    /// No importer key has this key id.
+    #[error("the backend holds no importer key with key id {key_id}")]
+    UnknownImporter {
+        /// The key id asked for.
+        key_id: Digest32,
+    },
+    /// A transport input was refused (the envelope does not unwrap with this importer,
+    /// or its value does not match its VP). The unit answers "invalid data".
+    #[error("the master key envelope was refused: {0}")]
+    Rejected(#[source] ProtoError),
+    /// A cryptographic operation failed inside the backend.
+    #[error("cryptographic operation failed: {0}")]
+    Crypto(#[source] ProtoError),
+}
+
+/// Where a unit's secrets live, and every operation that touches them.
+///
+/// Implementations: [`crate::SoftBackend`] (a file in the unit directory); a PKCS#11
+/// backend keeps the same objects as token objects and computes the same values with
+/// token mechanisms. Each method that changes the backend persists the change atomically
+/// before it returns (see the module docs for the crash-safety rule the unit follows).
+///
+/// `Debug` is required and must never show secret material.
+pub trait Backend: Send + fmt::Debug {
+    /// A short name recorded in the unit's state file (`"soft"`), used by
+    /// [`crate::Unit::open`] to choose the backend.
+    fn kind(&self) -> &'static str;
+
+    /// The device public key (its certificate is issued when the unit is created).
+    fn device_public_key(&self) -> PublicKey;
+
+    /// Signs `message` with the device key: ECDSA P-256 over SHA-256, DER signature.
+    ///
+    /// # Errors
+    /// The backend's error when the key cannot be used.
+    fn sign(&self, message: &[u8]) -> Result<DerSignature, BackendError>;
+
+    /// Generates a random AES-256 master key in a new object and returns its handle and
+    /// verification pattern ([`tke_proto::vp`]).
+    ///
+    /// # Errors
+    /// The backend's error; nothing is stored then.
+    fn generate_master_key(&mut self) -> Result<(KeyHandle, Vp), BackendError>;
+
+    /// Recomputes the verification pattern of a stored master key.
+    ///
+    /// # Errors
+    /// [`BackendError::UnknownMasterKey`] if no object has this handle.
+    fn master_key_vp(&self, handle: &KeyHandle) -> Result<Vp, BackendError>;
+
+    /// Generates a P-256 importer key and returns its public key (its key id is
+    /// SHA-256 of the 65-byte point). Other importer keys stay until [`Self::retain`].
+    ///
+    /// # Errors
+    /// The backend's error; nothing is stored then.
+    fn generate_importer(&mut self) -> Result<PublicKey, BackendError>;
+
+    /// Whether an importer key with this key id is stored.
+    ///
+    /// # Errors
+    /// The backend's error when it cannot look.
+    fn has_importer(&self, key_id: &Digest32) -> Result<bool, BackendError>;
+
+    /// The export side of master key transport: ECDH between a fresh ephemeral key and
+    /// `importer`, the KDF of [`tke_proto::transport`], AES key wrap of the master key
+    /// `handle`. Returns the unsigned envelope from `source`.
+    ///
+    /// # Errors
+    /// [`BackendError::UnknownMasterKey`], or [`BackendError::Crypto`].
+    fn seal(
+        &self,
+        handle: &KeyHandle,
+        source: UnitId,
+        importer: &ImporterKey,
+    ) -> Result<MkEnvelope, BackendError>;
+
+    /// The import side: ECDH with the importer key `importer`, KDF, unwrap, VP check;
+    /// stores the value in a new master key object and returns its handle and VP. Does
+    /// not destroy the importer key (the unit does, through [`Self::retain`], once its
+    /// state no longer refers to it).
+    ///
+    /// # Errors
+    /// [`BackendError::UnknownImporter`]; [`BackendError::Rejected`] when the envelope
+    /// does not open with this importer key.
+    fn import(
+        &mut self,
+        importer: &Digest32,
+        envelope: &MkEnvelope,
+    ) -> Result<(KeyHandle, Vp), BackendError>;
+
+    /// Destroys every master key object and importer key not listed in `live` (the
+    /// device key stays). Clearing, promotion and importer consumption end here.
+    ///
+    /// # Errors
+    /// The backend's error; the destroyed set is then unspecified but `live` is kept.
+    fn retain(&mut self, live: &LiveSecrets) -> Result<(), BackendError>;
+
+    /// Destroys every master key object and importer key (the device key stays).
+    ///
+    /// # Errors
+    /// As [`Self::retain`].
+    fn zeroize(&mut self) -> Result<(), BackendError> {
+        self.retain(&LiveSecrets::default())
+    }
+}

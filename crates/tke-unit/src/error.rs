@@ -1,0 +1,130 @@
+//! Errors of creating and opening units. (Errors while executing a request are not Rust
+//! errors: they are module return codes in the signed response.)
+
+use std::path::PathBuf;
+
+use tke_proto::{ProtoError, UnitId};
+
+use crate::backend::BackendError;
+
+/// Why a unit could not be created or opened. Each names the unit, directory or file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnitError {
+    /// A new unit needs an empty or absent directory.
+    #[error("cannot create a crypto unit in {}: the directory is not empty (or not a directory)", dir.display())]
+    DirectoryNotEmpty {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The directory holds no unit (or does not exist).
+    #[error("{} is not a crypto unit directory: {} is missing", dir.display(), file.display())]
+    NotAUnit {
+        /// The directory.
+        dir: PathBuf,
+        /// The file that is missing.
+        file: PathBuf,
+    },
+    /// Reading, writing or creating a file failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The state file is not valid JSON of the expected shape.
+    #[error("the crypto unit state file {} is corrupt: {source}", path.display())]
+    StateSyntax {
+        /// The state file.
+        path: PathBuf,
+        /// The parser's error (with line and column).
+        source: serde_json::Error,
+    },
+    /// The state file parses but holds an invalid value.
+    #[error("the crypto unit state file {} is corrupt: {what}", path.display())]
+    CorruptState {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A certificate file is invalid or does not chain to the unit's fleet CA.
+    #[error("the certificate in {} is not valid: {source}", path.display())]
+    Certificate {
+        /// The certificate file.
+        path: PathBuf,
+        /// What failed.
+        source: ProtoError,
+    },
+    /// The device certificate names another unit than the state file.
+    #[error("{} is the device certificate of crypto unit {}, not of {}", path.display(), found.uuid(), expected.uuid())]
+    ForeignCertificate {
+        /// The certificate file.
+        path: PathBuf,
+        /// The unit of the state file.
+        expected: UnitId,
+        /// The unit the certificate names.
+        found: UnitId,
+    },
+    /// The device certificate's key is not the backend's device key.
+    #[error("the device certificate {} of crypto unit {} does not certify the device key held by its {backend} backend", path.display(), unit.uuid())]
+    DeviceKeyMismatch {
+        /// The unit.
+        unit: UnitId,
+        /// The certificate file.
+        path: PathBuf,
+        /// The backend kind.
+        backend: &'static str,
+    },
+    /// The caller's `issue` function failed or returned an unusable certificate.
+    #[error("issuing the device certificate of crypto unit {} failed: {source}", unit.uuid())]
+    Issue {
+        /// The unit being created.
+        unit: UnitId,
+        /// The error.
+        source: ProtoError,
+    },
+    /// The issued certificate does not fit the unit being created.
+    #[error("the device certificate issued for crypto unit {} {what}", unit.uuid())]
+    IssuedCertificate {
+        /// The unit being created.
+        unit: UnitId,
+        /// What is wrong ("names another unit", "certifies another key").
+        what: &'static str,
+    },
+    /// The state file records a backend this build does not know, or not the one given.
+    #[error("the crypto unit state file {} records the backend {recorded:?}, which {problem}", path.display())]
+    BackendKind {
+        /// The state file.
+        path: PathBuf,
+        /// The backend kind recorded.
+        recorded: String,
+        /// Why it cannot be used ("is unknown", "needs parameters: use Unit::open_with_backend", "differs from the backend given").
+        problem: &'static str,
+    },
+    /// The backend failed.
+    #[error("the secrets backend of crypto unit {} in {} failed: {source}", unit.uuid(), dir.display())]
+    Backend {
+        /// The unit.
+        unit: UnitId,
+        /// Its directory.
+        dir: PathBuf,
+        /// The backend's error.
+        source: BackendError,
+    },
+    /// The state refers to a secret the backend lacks, or with another VP.
+    #[error("crypto unit {} in {} is inconsistent: {what} (state file {})", unit.uuid(), dir.display(), path.display())]
+    Inconsistent {
+        /// The unit.
+        unit: UnitId,
+        /// Its directory.
+        dir: PathBuf,
+        /// The state file.
+        path: PathBuf,
+        /// What does not match.
+        what: &'static str,
+    },
+}

@@ -1,0 +1,423 @@
+//! Request execution: decoding, authorization, the register state machine, responses.
+
+use std::collections::BTreeSet;
+
+use der::{asn1::OctetString, Decode, Encode};
+use tke_proto::{
+    command::ThresholdsInput,
+    p256::ecdsa::{signature::Verifier, DerSignature},
+    transport::{CertifiedImporter, ExportRequest, ImporterKey, SignedEnvelope},
+    AdminCertificate, AdminCommand, Command, CommandId, DeviceCertificate, Digest32, ModuleError,
+    ProtoError, Query, Register, Request, ResponseBody, SignedCommand, SignedResponse, SignerInfo,
+    Ski, Threshold, UnitType, Vp,
+};
+
+use crate::{
+    backend::BackendError,
+    state::{CurrentRegister, NewRegister, Slot, State, MAX_ADMINS},
+    Unit,
+};
+
+/// More signer infos than this are refused (33) before any signature is verified: a
+/// unit has at most 8 administrators.
+pub(crate) const MAX_SIGNER_INFOS: usize = 16;
+
+type Outcome = Result<Vec<u8>, ModuleError>;
+
+const SIG_THRESHOLD_ZERO: ModuleError = ModuleError::new(209, 76);
+const REV_THRESHOLD_ZERO: ModuleError = ModuleError::new(209, 77);
+
+/// A backend failure as a module error: a refused envelope is invalid data; anything
+/// else is an internal error of the unit.
+fn backend_failure(e: BackendError) -> ModuleError {
+    match e {
+        BackendError::Rejected(_) => ModuleError::INVALID_DATA,
+        _ => ModuleError::INTERNAL,
+    }
+}
+
+fn boxed(e: BackendError) -> tke_proto::BoxError {
+    Box::new(e)
+}
+
+/// Decodes the typed command, mapping each decoding failure to its module error.
+fn decode_command(id: CommandId, input: &[u8]) -> Result<Command, ModuleError> {
+    Command::from_wire(id, input).map_err(|e| match e {
+        ProtoError::UnexpectedInput { .. } => ModuleError::UNEXPECTED_ARGUMENTS,
+        ProtoError::Threshold { .. } => match ThresholdsInput::from_der(input) {
+            Ok(t) if t.signature == 0 => SIG_THRESHOLD_ZERO,
+            Ok(t) if t.revocation == 0 => REV_THRESHOLD_ZERO,
+            Ok(t) if Threshold::new(t.signature.into()).is_err() => {
+                ModuleError::SIG_THRESHOLD_ABOVE_ADMINS
+            }
+            Ok(_) => ModuleError::REV_THRESHOLD_ABOVE_ADMINS,
+            Err(_) => ModuleError::INVALID_DATA,
+        },
+        _ => ModuleError::INVALID_DATA,
+    })
+}
+
+impl Unit {
+    pub(crate) fn handle_request(&mut self, request_der: &[u8]) -> Vec<u8> {
+        let request_hash = Digest32::sha256(request_der);
+        let outcome = match Request::from_der(request_der) {
+            Err(_) => Err(ModuleError::INVALID_DATA),
+            Ok(Request::Query(q)) => self.query(&q),
+            Ok(Request::Command(c)) => self.command(&c),
+        };
+        self.respond(request_hash, outcome)
+    }
+
+    fn query(&self, q: &Query) -> Outcome {
+        if q.unit_id != self.state.unit_id {
+            return Err(ModuleError::INVALID_UNIT);
+        }
+        self.state
+            .status()
+            .to_der()
+            .map_err(|_| ModuleError::INTERNAL)
+    }
+
+    /// Signs the response. If the device key cannot sign, the response carries an empty
+    /// signature, which every client rejects; if even encoding fails, the answer is empty.
+    fn respond(&self, request_hash: Digest32, outcome: Outcome) -> Vec<u8> {
+        let body = |outcome: Outcome| -> der::Result<ResponseBody> {
+            let (err, output) = match outcome {
+                Ok(output) => (None, output),
+                Err(e) => (Some(e), Vec::new()),
+            };
+            Ok(ResponseBody {
+                unit_id: self.state.unit_id,
+                counter: self.state.counter,
+                request_hash,
+                return_code: err.map_or(0, |e| e.rc),
+                reason_code: err.map_or(0, |e| e.reason),
+                output: OctetString::new(output)?,
+            })
+        };
+        let Ok(body) = body(outcome).or_else(|_| body(Err(ModuleError::INTERNAL))) else {
+            return Vec::new();
+        };
+        let signed = SignedResponse::sign(&body, |bytes| {
+            self.backend
+                .sign(bytes)
+                .map_err(|e| ProtoError::Signing { source: boxed(e) })
+        });
+        match signed {
+            Ok(s) => s.to_der().unwrap_or_default(),
+            Err(_) => body
+                .to_der()
+                .and_then(|b| {
+                    SignedResponse {
+                        body: OctetString::new(b)?,
+                        signature: OctetString::new(Vec::new())?,
+                    }
+                    .to_der()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    fn command(&mut self, signed: &SignedCommand) -> Outcome {
+        let command = self.authorize(signed)?;
+        self.execute(&command)
+    }
+
+    /// Every check that comes before the counter is consumed: decoding, unit id, counter,
+    /// signatures, imprint mode, signature count. Changes nothing.
+    fn authorize(&self, signed: &SignedCommand) -> Result<Command, ModuleError> {
+        let wire = AdminCommand::from_der(signed.command.as_bytes())
+            .map_err(|_| ModuleError::INVALID_DATA)?;
+        if wire.unit_id != self.state.unit_id {
+            return Err(ModuleError::INVALID_UNIT);
+        }
+        if self.state.counter.checked_add(1) != Some(wire.counter) {
+            return Err(ModuleError::INVALID_COUNTER);
+        }
+        if signed.signer_infos.len() > MAX_SIGNER_INFOS {
+            return Err(ModuleError::UNEXPECTED_ARGUMENTS);
+        }
+        // Signatures first, over the exact bytes, and only then the typed input.
+        let signers = self.check_signatures(signed.command.as_bytes(), &signed.signer_infos)?;
+        let command = decode_command(wire.command, wire.input.as_bytes())?;
+        if signers.len() < self.required_signatures(&command)? {
+            return Err(ModuleError::NOT_ENOUGH_SIGNATURES);
+        }
+        Ok(command)
+    }
+
+    /// Checks every signer info and returns the distinct administrators who signed.
+    fn check_signatures(
+        &self,
+        message: &[u8],
+        infos: &[SignerInfo],
+    ) -> Result<BTreeSet<Ski>, ModuleError> {
+        let mut signers = BTreeSet::new();
+        for info in infos {
+            let admin = self
+                .state
+                .admin(&info.ski)
+                .ok_or(ModuleError::UNAUTHORIZED_SIGNER)?;
+            let sig = DerSignature::from_bytes(info.signature.as_bytes())
+                .map_err(|_| ModuleError::MALFORMED_SIGNATURE)?;
+            admin
+                .verifying_key()
+                .verify(message, &sig)
+                .map_err(|_| ModuleError::INVALID_SIGNATURE)?;
+            signers.insert(info.ski);
+        }
+        Ok(signers)
+    }
+
+    /// How many distinct administrator signatures `command` needs now (§1.6 of the domain
+    /// reference); master key commands are refused in imprint mode.
+    fn required_signatures(&self, command: &Command) -> Result<usize, ModuleError> {
+        let s = &self.state;
+        let sig = usize::from(s.sig_threshold);
+        let rev = usize::from(s.rev_threshold);
+        Ok(match (command, s.imprint_mode()) {
+            (Command::AddAdmin(_) | Command::RemoveAdmin(_) | Command::Zeroize, true) => 0,
+            (Command::SetThresholds { signature, .. }, true) => usize::from(signature.get()),
+            (_, true) => return Err(ModuleError::IMPRINT_MODE),
+            (
+                Command::AddAdmin(_)
+                | Command::SetThresholds { .. }
+                | Command::CommitMk(_)
+                | Command::ExportMk(_),
+                false,
+            ) => sig,
+            (Command::RemoveAdmin(_), false) => rev,
+            (
+                Command::GenerateImporter
+                | Command::GenerateRandomMk
+                | Command::ImportMk(_)
+                | Command::SetImmediate(_)
+                | Command::ClearNew
+                | Command::ClearCurrent
+                | Command::Zeroize,
+                false,
+            ) => 1,
+        })
+    }
+
+    /// Runs an authorized command. The counter is consumed whatever the outcome: the new
+    /// state (counter + 1, and the command's effects if it succeeded) is written before
+    /// the answer, then the backend destroys what the state no longer refers to.
+    fn execute(&mut self, command: &Command) -> Outcome {
+        let mut next = self.state.clone();
+        next.counter = self.state.counter.saturating_add(1);
+        let outcome = self.run(command, &mut next);
+        if self.persist(&next).is_err() {
+            // Nothing changed on disk: keep the old state, and destroy any secret the
+            // backend made for the command (an orphan now).
+            let _ = self.backend.retain(&self.state.live());
+            return Err(ModuleError::INTERNAL);
+        }
+        self.state = next;
+        // A failure here leaves orphans, destroyed by the next command or open.
+        let _ = if matches!(command, Command::Zeroize) {
+            self.backend.zeroize()
+        } else {
+            self.backend.retain(&self.state.live())
+        };
+        outcome
+    }
+
+    /// The command's effect on `next`. On error, `next` keeps its registers, admins and
+    /// thresholds (only the counter and, for an import that reached it, the importer
+    /// change).
+    fn run(&mut self, command: &Command, next: &mut State) -> Outcome {
+        match command {
+            Command::AddAdmin(cert) => add_admin(next, cert),
+            Command::RemoveAdmin(ski) => remove_admin(next, ski),
+            Command::SetThresholds {
+                signature,
+                revocation,
+            } => set_thresholds(next, *signature, *revocation),
+            Command::GenerateImporter => self.generate_importer(next),
+            Command::GenerateRandomMk => self.generate_random(next),
+            Command::ExportMk(req) => self.export(req),
+            Command::ImportMk(env) => self.import(next, env),
+            Command::CommitMk(vp) => commit(next, vp),
+            Command::SetImmediate(vp) => set_immediate(next, vp),
+            Command::ClearNew => {
+                next.new = NewRegister::Empty;
+                Ok(Vec::new())
+            }
+            Command::ClearCurrent => {
+                next.current = CurrentRegister::Empty;
+                Ok(Vec::new())
+            }
+            Command::Zeroize => {
+                next.admins.clear();
+                next.sig_threshold = 0;
+                next.rev_threshold = 0;
+                next.new = NewRegister::Empty;
+                next.current = CurrentRegister::Empty;
+                next.importer = None;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn generate_importer(&mut self, next: &mut State) -> Outcome {
+        let public = self.backend.generate_importer().map_err(backend_failure)?;
+        let importer =
+            ImporterKey::new(self.state.unit_id, &public).map_err(|_| ModuleError::INTERNAL)?;
+        let backend = &self.backend;
+        let certified = CertifiedImporter::sign(&importer, |b| backend.sign(b).map_err(boxed))
+            .and_then(|c| Ok(c.to_der()?))
+            .map_err(|_| ModuleError::INTERNAL)?;
+        next.importer = Some(importer.key_id);
+        Ok(certified)
+    }
+
+    fn generate_random(&mut self, next: &mut State) -> Outcome {
+        if self.state.unit_type != UnitType::Recovery {
+            return Err(ModuleError::RANDOM_FORBIDDEN);
+        }
+        let into_current = match (next.current, next.new) {
+            (CurrentRegister::Empty, _) => true,
+            (_, NewRegister::Empty) => false,
+            _ => return Err(ModuleError::REGISTER_STATE),
+        };
+        let (key, vp) = self
+            .backend
+            .generate_master_key()
+            .map_err(backend_failure)?;
+        let slot = Slot { vp, key };
+        if into_current {
+            next.current = CurrentRegister::Valid(slot);
+        } else {
+            next.new = NewRegister::Uncommitted(slot);
+        }
+        Ok(vp.0.to_vec())
+    }
+
+    fn export(&self, req: &ExportRequest) -> Outcome {
+        if !self.state.unit_type.may_export() {
+            return Err(ModuleError::EXPORT_FORBIDDEN);
+        }
+        let target = DeviceCertificate::verify(req.target_certificate.as_bytes(), &self.ca)
+            .map_err(|_| ModuleError::INVALID_IMPORTER)?;
+        let importer = req
+            .importer
+            .verify(&target)
+            .map_err(|_| ModuleError::INVALID_IMPORTER)?;
+        if target.unit_id() == self.state.unit_id {
+            return Err(ModuleError::INVALID_IMPORTER);
+        }
+        let slot = match req.register {
+            Register::Current => self.state.current.slot(),
+            Register::New => self.state.new.slot(),
+        }
+        .ok_or(ModuleError::REGISTER_STATE)?;
+        let envelope = self
+            .backend
+            .seal(&slot.key, self.state.unit_id, &importer)
+            .map_err(backend_failure)?;
+        let backend = &self.backend;
+        SignedEnvelope::sign(&envelope, &self.device_cert, |b| {
+            backend.sign(b).map_err(boxed)
+        })
+        .and_then(|e| Ok(e.to_der()?))
+        .map_err(|_| ModuleError::INTERNAL)
+    }
+
+    fn import(&mut self, next: &mut State, signed: &SignedEnvelope) -> Outcome {
+        let (envelope, _source) = signed
+            .verify(&self.ca)
+            .map_err(|_| ModuleError::INVALID_IMPORTER)?;
+        if envelope.target_unit_id != self.state.unit_id {
+            return Err(ModuleError::INVALID_UNIT);
+        }
+        if next.importer != Some(envelope.importer_key_id) {
+            return Err(ModuleError::NOT_FOUND);
+        }
+        // The attempt reached the importer key: it is used up, whatever follows.
+        next.importer = None;
+        if next.new != NewRegister::Empty {
+            return Err(ModuleError::REGISTER_STATE);
+        }
+        let (key, vp) = self
+            .backend
+            .import(&envelope.importer_key_id, &envelope)
+            .map_err(backend_failure)?;
+        if next.current.slot().is_some_and(|s| s.vp == vp) {
+            // The new object is an orphan; `execute` destroys it.
+            return Err(ModuleError::SAME_VALUE);
+        }
+        next.new = NewRegister::Uncommitted(Slot { vp, key });
+        Ok(vp.0.to_vec())
+    }
+
+    fn persist(&self, state: &State) -> Result<(), ()> {
+        let bytes = state.to_json().map_err(|_| ())?;
+        tke_keyfile::atomic::write_private(&self.dir.join(crate::state::STATE_FILE), &bytes)
+            .map_err(|_| ())
+    }
+}
+
+fn add_admin(next: &mut State, cert: &AdminCertificate) -> Outcome {
+    if next.admin(&cert.ski()).is_some() {
+        return Err(ModuleError::ADMIN_EXISTS);
+    }
+    if next.admins.len() >= MAX_ADMINS {
+        return Err(ModuleError::TOO_MANY_ADMINS);
+    }
+    next.admins.push(cert.clone());
+    Ok(Vec::new())
+}
+
+fn remove_admin(next: &mut State, ski: &Ski) -> Outcome {
+    let pos = next
+        .admins
+        .iter()
+        .position(|a| a.ski() == *ski)
+        .ok_or(ModuleError::ADMIN_NOT_FOUND)?;
+    let remaining = next.admins.len() - 1;
+    if !next.imprint_mode()
+        && (remaining < usize::from(next.sig_threshold)
+            || remaining < usize::from(next.rev_threshold))
+    {
+        return Err(ModuleError::REMOVAL_BELOW_THRESHOLD);
+    }
+    next.admins.remove(pos);
+    Ok(Vec::new())
+}
+
+fn set_thresholds(next: &mut State, signature: Threshold, revocation: Threshold) -> Outcome {
+    let admins = next.admins.len();
+    if usize::from(signature.get()) > admins {
+        return Err(ModuleError::SIG_THRESHOLD_ABOVE_ADMINS);
+    }
+    if usize::from(revocation.get()) > admins {
+        return Err(ModuleError::REV_THRESHOLD_ABOVE_ADMINS);
+    }
+    next.sig_threshold = signature.get();
+    next.rev_threshold = revocation.get();
+    Ok(Vec::new())
+}
+
+fn commit(next: &mut State, vp: &Vp) -> Outcome {
+    match next.new {
+        NewRegister::Uncommitted(s) if s.vp == *vp => {
+            next.new = NewRegister::Committed(s);
+            Ok(Vec::new())
+        }
+        NewRegister::Uncommitted(_) => Err(ModuleError::VP_MISMATCH),
+        _ => Err(ModuleError::REGISTER_STATE),
+    }
+}
+
+fn set_immediate(next: &mut State, vp: &Vp) -> Outcome {
+    match next.new {
+        NewRegister::Committed(s) if s.vp == *vp => {
+            next.current = CurrentRegister::Valid(s);
+            next.new = NewRegister::Empty;
+            Ok(Vec::new())
+        }
+        NewRegister::Committed(_) => Err(ModuleError::VP_MISMATCH),
+        _ => Err(ModuleError::REGISTER_STATE),
+    }
+}

@@ -1,0 +1,1424 @@
+//! The behaviour suite every backend runs. Each body takes a [`UnitFactory`]; the
+//! `backend_suite!` macro turns the list into one `#[test]` per body for a backend.
+
+use tempfile::TempDir;
+use tke_proto::{
+    command::ThresholdsInput,
+    der::{asn1::OctetString, Decode, Encode},
+    transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
+    AdminCommand, Command, CommandId, ModuleError, Nonce, Query, Register, RegisterState,
+    RegisterStatus, Request, SignedCommand, SignerInfo, Threshold, UnitId, UnitStatus, UnitType,
+    Vp,
+};
+use tke_unit::Unit;
+
+use crate::support::*;
+
+/// Expands to one `#[test]` per shared body, for the factory given.
+macro_rules! backend_suite {
+    ($factory:expr) => {
+        backend_suite!(@each $factory;
+            happy_path,
+            query_changes_nothing,
+            query_for_another_unit,
+            signed_by_non_administrator,
+            too_few_signatures,
+            same_administrator_twice_counts_once,
+            replayed_command,
+            command_for_another_unit,
+            byte_changed_after_signing,
+            malformed_signature,
+            malformed_requests,
+            thresholds_out_of_range,
+            unexpected_input,
+            ninth_administrator,
+            duplicate_administrator,
+            leaving_imprint_mode_needs_new_threshold,
+            thresholds_above_admin_count,
+            remove_administrator_rules,
+            export_from_operational_unit,
+            random_on_operational_unit,
+            master_key_commands_in_imprint_mode,
+            commit_with_wrong_vp,
+            set_immediate_needs_committed,
+            random_fills_current_then_new,
+            import_wrapped_to_another_unit,
+            import_tampered_envelope,
+            import_without_pending_importer,
+            import_same_value_as_current,
+            import_into_full_new_register,
+            export_checks_target,
+            clear_registers,
+            zeroize_keeps_counter,
+            state_survives_reopen,
+            fuzzed_requests_never_panic,
+        );
+    };
+    (@each $factory:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                suite::$name(&$factory);
+            }
+        )*
+    };
+}
+pub(crate) use backend_suite;
+
+/// A temp directory, a fleet CA and administrators.
+pub struct World {
+    pub dir: TempDir,
+    pub fleet: Fleet,
+    pub admins: Vec<TestAdmin>,
+}
+
+impl World {
+    pub fn new(admins: usize) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            fleet: Fleet::new("test fleet"),
+            admins: support_admins(admins),
+        }
+    }
+
+    pub fn unit(&self, f: &dyn UnitFactory, name: &str, ty: UnitType) -> Unit {
+        f.create(
+            &self.dir.path().join(name),
+            UnitId::random(),
+            ty,
+            &self.fleet,
+        )
+    }
+
+    /// A unit with all administrators installed and thresholds 2/2.
+    pub fn ready(&self, f: &dyn UnitFactory, name: &str, ty: UnitType) -> Unit {
+        let mut u = self.unit(f, name, ty);
+        init(&mut u, &self.fleet.ca, &self.admins, 2, 2);
+        u
+    }
+
+    pub fn a(&self, i: usize) -> &TestAdmin {
+        &self.admins[i]
+    }
+}
+
+fn support_admins(n: usize) -> Vec<TestAdmin> {
+    admins(n)
+}
+
+fn vp_of(out: &[u8]) -> Vp {
+    Vp::from_slice(out).unwrap()
+}
+
+/// The status `before` with the counter consumed or not.
+#[track_caller]
+fn assert_unchanged(unit: &Unit, before: &UnitStatus, consumed: bool) {
+    let mut expected = before.clone();
+    if consumed {
+        expected.counter += 1;
+    }
+    assert_eq!(unit.status(), expected);
+}
+
+fn valid(vp: Vp) -> RegisterStatus {
+    RegisterStatus {
+        state: RegisterState::Valid,
+        vp: Some(vp),
+    }
+}
+
+fn full(state: RegisterState, vp: Vp) -> RegisterStatus {
+    RegisterStatus {
+        state,
+        vp: Some(vp),
+    }
+}
+
+/// The target makes an importer; returns the export request for `register` to it.
+fn export_request(w: &World, target: &mut Unit, register: Register) -> ExportRequest {
+    let out = ok(run(
+        target,
+        &w.fleet.ca,
+        &Command::GenerateImporter,
+        &[w.a(0)],
+    ));
+    let importer = CertifiedImporter::from_der(&out).unwrap();
+    importer.verify(target.device_certificate()).unwrap();
+    ExportRequest {
+        register,
+        target_certificate: OctetString::new(target.device_certificate().der().to_vec()).unwrap(),
+        importer,
+    }
+}
+
+/// Exports `register` of `source` to a fresh importer of `target`.
+fn export_to(
+    w: &World,
+    source: &mut Unit,
+    target: &mut Unit,
+    register: Register,
+) -> SignedEnvelope {
+    let req = export_request(w, target, register);
+    let out = ok(run(
+        source,
+        &w.fleet.ca,
+        &Command::ExportMk(Box::new(req)),
+        &[w.a(0), w.a(1)],
+    ));
+    SignedEnvelope::from_der(&out).unwrap()
+}
+
+/// Moves the current master key of `source` into `target`'s current register.
+fn load(w: &World, source: &mut Unit, target: &mut Unit) -> Vp {
+    let ca = &w.fleet.ca;
+    let env = export_to(w, source, target, Register::Current);
+    let vp = vp_of(&ok(run(
+        target,
+        ca,
+        &Command::ImportMk(Box::new(env)),
+        &[w.a(2)],
+    )));
+    ok(run(target, ca, &Command::CommitMk(vp), &[w.a(0), w.a(1)]));
+    ok(run(target, ca, &Command::SetImmediate(vp), &[w.a(1)]));
+    vp
+}
+
+pub fn happy_path(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let (a1, a2, a3) = (w.a(0), w.a(1), w.a(2));
+    let mut rec = w.unit(f, "recovery", UnitType::Recovery);
+    let mut op = w.unit(f, "operational", UnitType::Operational);
+    for u in [&mut rec, &mut op] {
+        assert!(query(u, ca).imprint_mode());
+        for a in &w.admins {
+            ok(run(u, ca, &Command::AddAdmin(a.cert()), &[]));
+        }
+        let two = Threshold::new(2).unwrap();
+        ok(run(
+            u,
+            ca,
+            &Command::SetThresholds {
+                signature: two,
+                revocation: two,
+            },
+            &[a1, a2],
+        ));
+        let s = query(u, ca);
+        assert_eq!(
+            (s.sig_threshold, s.rev_threshold, s.admins.len(), s.counter),
+            (2, 2, 3, 4)
+        );
+    }
+
+    let vp = vp_of(&ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[a1])));
+    let s = query(&mut rec, ca);
+    assert_eq!(s.current_register, valid(vp));
+    assert_eq!(s.new_register, RegisterStatus::EMPTY);
+
+    let out = ok(run(&mut op, ca, &Command::GenerateImporter, &[a1]));
+    let importer = CertifiedImporter::from_der(&out).unwrap();
+    let key = importer.verify(op.device_certificate()).unwrap();
+    assert_eq!(key.unit_id, op.id());
+    assert!(query(&mut op, ca).importer_pending);
+
+    let req = ExportRequest {
+        register: Register::Current,
+        target_certificate: OctetString::new(op.device_certificate().der().to_vec()).unwrap(),
+        importer,
+    };
+    let out = ok(run(
+        &mut rec,
+        ca,
+        &Command::ExportMk(Box::new(req)),
+        &[a1, a2],
+    ));
+    let env = SignedEnvelope::from_der(&out).unwrap();
+    let (inner, source) = env.verify(ca).unwrap();
+    assert_eq!(source.unit_id(), rec.id());
+    assert_eq!((inner.target_unit_id, inner.vp), (op.id(), vp));
+
+    assert_eq!(
+        vp_of(&ok(run(
+            &mut op,
+            ca,
+            &Command::ImportMk(Box::new(env)),
+            &[a3]
+        ))),
+        vp
+    );
+    let s = query(&mut op, ca);
+    assert_eq!(s.new_register, full(RegisterState::FullUncommitted, vp));
+    assert!(!s.importer_pending, "the importer key is single-use");
+
+    ok(run(&mut op, ca, &Command::CommitMk(vp), &[a1, a2]));
+    assert_eq!(
+        query(&mut op, ca).new_register,
+        full(RegisterState::FullCommitted, vp)
+    );
+    ok(run(&mut op, ca, &Command::SetImmediate(vp), &[a2]));
+
+    for u in [&mut rec, &mut op] {
+        let s = query(u, ca);
+        assert_eq!(s.current_register, valid(vp));
+        assert_eq!(s.new_register, RegisterStatus::EMPTY);
+    }
+}
+
+pub fn query_changes_nothing(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let mut u = w.ready(f, "u", UnitType::Recovery);
+    let before = u.status();
+    for _ in 0..3 {
+        assert_eq!(query(&mut u, &w.fleet.ca), before);
+    }
+    assert_eq!(f.reopen(u.dir()).status(), before);
+}
+
+pub fn query_for_another_unit(f: &dyn UnitFactory) {
+    let w = World::new(1);
+    let mut u = w.unit(f, "u", UnitType::Operational);
+    let q = Request::Query(Query {
+        unit_id: UnitId::random(),
+        nonce: Nonce::random(),
+    });
+    fails(&send(&mut u, &w.fleet.ca, &q), ModuleError::INVALID_UNIT);
+}
+
+pub fn signed_by_non_administrator(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mallory = TestAdmin::new("mallory");
+    let newcomer = TestAdmin::new("newcomer");
+    // In imprint mode too, every signature present must come from an installed admin.
+    let mut u = w.unit(f, "imprint", UnitType::Recovery);
+    let before = u.status();
+    fails(
+        &run(&mut u, ca, &Command::AddAdmin(newcomer.cert()), &[&mallory]),
+        ModuleError::UNAUTHORIZED_SIGNER,
+    );
+    assert_unchanged(&u, &before, false);
+
+    let mut u = w.ready(f, "u", UnitType::Recovery);
+    let before = u.status();
+    let body = run(
+        &mut u,
+        ca,
+        &Command::AddAdmin(newcomer.cert()),
+        &[w.a(0), &mallory],
+    );
+    fails(&body, ModuleError::UNAUTHORIZED_SIGNER);
+    assert_unchanged(&u, &before, false);
+}
+
+pub fn too_few_signatures(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut u = w.ready(f, "u", UnitType::Recovery);
+    let before = u.status();
+    let newcomer = TestAdmin::new("newcomer");
+    fails(
+        &run(&mut u, ca, &Command::AddAdmin(newcomer.cert()), &[w.a(0)]),
+        ModuleError::NOT_ENOUGH_SIGNATURES,
+    );
+    fails(
+        &run(&mut u, ca, &Command::GenerateRandomMk, &[]),
+        ModuleError::NOT_ENOUGH_SIGNATURES,
+    );
+    fails(
+        &run(
+            &mut u,
+            ca,
+            &Command::RemoveAdmin(w.a(2).cert().ski()),
+            &[w.a(1)],
+        ),
+        ModuleError::NOT_ENOUGH_SIGNATURES,
+    );
+    assert_unchanged(&u, &before, false);
+}
+
+pub fn same_administrator_twice_counts_once(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut u = w.ready(f, "u", UnitType::Recovery);
+    let before = u.status();
+    let newcomer = TestAdmin::new("newcomer");
+    let mut signed = signed_command(
+        u.id(),
+        before.counter + 1,
+        &Command::AddAdmin(newcomer.cert()),
+        &[w.a(0)],
+    );
+    let dup: SignerInfo = signed.signer_infos[0].clone();
+    signed.signer_infos.push(dup);
+    fails(
+        &send(&mut u, ca, &Request::Command(signed)),
+        ModuleError::NOT_ENOUGH_SIGNATURES,
+    );
+    assert_unchanged(&u, &before, false);
+}
+
+pub fn replayed_command(f: &dyn UnitFactory) {
+    let w = World::new(4);
+    let ca = &w.fleet.ca;
+    let mut u = w.unit(f, "u", UnitType::Recovery);
+    init(&mut u, ca, &w.admins[..3], 2, 2);
+    let cmd = signed_command(
+        u.id(),
+        u.status().counter + 1,
+        &Command::AddAdmin(w.a(3).cert()),
+        &[w.a(0), w.a(1)],
+    );
+    let req = Request::Command(cmd);
+    ok(send(&mut u, ca, &req));
+    let after = u.status();
+    fails(&send(&mut u, ca, &req), ModuleError::INVALID_COUNTER);
+    assert_unchanged(&u, &after, false);
+    // A command for a later counter is refused too.
+    let later = run_at(&mut u, ca, &Command::ClearNew, after.counter + 2, &[w.a(0)]);
+    fails(&later, ModuleError::INVALID_COUNTER);
+    let earlier = run_at(&mut u, ca, &Command::ClearNew, after.counter, &[w.a(0)]);
+    fails(&earlier, ModuleError::INVALID_COUNTER);
+    assert_unchanged(&u, &after, false);
+}
+
+pub fn command_for_another_unit(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut u = w.ready(f, "u", UnitType::Recovery);
+    let mut other = w.ready(f, "other", UnitType::Recovery);
+    let before = u.status();
+    assert_eq!(before.counter, other.status().counter);
+    // Same counter, same signers, but addressed to the other unit.
+    let cmd = signed_command(
+        other.id(),
+        before.counter + 1,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    );
+    fails(
+        &send(&mut u, ca, &Request::Command(cmd.clone())),
+        ModuleError::INVALID_UNIT,
+    );
+    assert_unchanged(&u, &before, false);
+    ok(send(&mut other, ca, &Request::Command(cmd)));
+}
+
+pub fn byte_changed_after_signing(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut u = w.ready(f, "u", UnitType::Recovery);
+    let before = u.status();
+    let two = Threshold::new(2).unwrap();
+    let mut signed = signed_command(
+        u.id(),
+        before.counter + 1,
+        &Command::SetThresholds {
+            signature: two,
+            revocation: two,
+        },
+        &[w.a(0), w.a(1)],
+    );
+    // The last byte is the revocation threshold: 2 → 3, still a valid command.
+    let mut bytes = signed.command.as_bytes().to_vec();
+    let last = bytes.len() - 1;
+    assert_eq!(bytes[last], 2);
+    bytes[last] = 3;
+    signed.command = OctetString::new(bytes).unwrap();
+    fails(
+        &send(&mut u, ca, &Request::Command(signed)),
+        ModuleError::INVALID_SIGNATURE,
+    );
+    assert_unchanged(&u, &before, false);
+}
+
+pub fn malformed_signature(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut u = w.ready(f, "u", UnitType::Recovery);
+    let before = u.status();
+    let mut signed = signed_command(
+        u.id(),
+        before.counter + 1,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    );
+    signed.signer_infos[0].signature = OctetString::new(b"not a signature".to_vec()).unwrap();
+    fails(
+        &send(&mut u, ca, &Request::Command(signed)),
+        ModuleError::MALFORMED_SIGNATURE,
+    );
+    assert_unchanged(&u, &before, false);
+}
+
+pub fn malformed_requests(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut u = w.ready(f, "u", UnitType::Recovery);
+    let before = u.status();
+    let valid = Request::Command(signed_command(
+        u.id(),
+        before.counter + 1,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    ))
+    .to_der()
+    .unwrap();
+    let mut trailing = valid.clone();
+    trailing.push(0);
+    let mut bad_inner = Request::Command(SignedCommand {
+        command: OctetString::new(b"\x30\x00".to_vec()).unwrap(),
+        signer_infos: Vec::new(),
+    })
+    .to_der()
+    .unwrap();
+    let inputs: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![0],
+        vec![0xff; 64],
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        valid[..valid.len() / 2].to_vec(),
+        valid[..valid.len() - 1].to_vec(),
+        trailing,
+        std::mem::take(&mut bad_inner),
+    ];
+    for input in &inputs {
+        fails(&send_raw(&mut u, ca, input), ModuleError::INVALID_DATA);
+        assert_unchanged(&u, &before, false);
+    }
+    // The intact request still works.
+    ok(send_raw(&mut u, ca, &valid));
+}
+
+fn thresholds_command(unit: &Unit, signature: u8, revocation: u8) -> Request {
+    let input = ThresholdsInput {
+        signature,
+        revocation,
+    }
+    .to_der()
+    .unwrap();
+    let wire = AdminCommand {
+        unit_id: unit.id(),
+        counter: unit.status().counter + 1,
+        command: CommandId::SetThresholds,
+        input: OctetString::new(input).unwrap(),
+    };
+    Request::Command(SignedCommand::unsigned(&wire).unwrap())
+}
+
+pub fn thresholds_out_of_range(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut u = w.unit(f, "u", UnitType::Recovery);
+    for a in &w.admins {
+        ok(run(&mut u, ca, &Command::AddAdmin(a.cert()), &[]));
+    }
+    let before = u.status();
+    for (sig, rev, expected) in [
+        (0, 2, ModuleError::new(209, 76)),
+        (2, 0, ModuleError::new(209, 77)),
+        (0, 0, ModuleError::new(209, 76)),
+        (9, 2, ModuleError::SIG_THRESHOLD_ABOVE_ADMINS),
+        (2, 9, ModuleError::REV_THRESHOLD_ABOVE_ADMINS),
+        (255, 255, ModuleError::SIG_THRESHOLD_ABOVE_ADMINS),
+    ] {
+        let req = thresholds_command(&u, sig, rev);
+        fails(&send(&mut u, ca, &req), expected);
+        assert_unchanged(&u, &before, false);
+    }
+}
+
+pub fn unexpected_input(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut u = w.ready(f, "u", UnitType::Recovery);
+    let before = u.status();
+    let wire = AdminCommand {
+        unit_id: u.id(),
+        counter: before.counter + 1,
+        command: CommandId::GenerateRandomMk,
+        input: OctetString::new(b"x".to_vec()).unwrap(),
+    };
+    let signed = tke_sigkey::sign_command(&wire, &[w.a(0) as &dyn tke_sigkey::Signer]).unwrap();
+    fails(
+        &send(&mut u, ca, &Request::Command(signed)),
+        ModuleError::UNEXPECTED_ARGUMENTS,
+    );
+    // A commit whose VP is not 32 bytes.
+    let wire = AdminCommand {
+        command: CommandId::CommitMk,
+        input: OctetString::new(vec![1; 31]).unwrap(),
+        ..wire
+    };
+    let signed =
+        tke_sigkey::sign_command(&wire, &[w.a(0) as &dyn tke_sigkey::Signer, w.a(1)]).unwrap();
+    fails(
+        &send(&mut u, ca, &Request::Command(signed)),
+        ModuleError::INVALID_DATA,
+    );
+    assert_unchanged(&u, &before, false);
+}
+
+pub fn ninth_administrator(f: &dyn UnitFactory) {
+    let w = World::new(9);
+    let ca = &w.fleet.ca;
+    let mut u = w.unit(f, "u", UnitType::Recovery);
+    for a in &w.admins[..8] {
+        ok(run(&mut u, ca, &Command::AddAdmin(a.cert()), &[]));
+    }
+    let before = u.status();
+    assert_eq!(before.admins.len(), 8);
+    fails(
+        &run(&mut u, ca, &Command::AddAdmin(w.a(8).cert()), &[]),
+        ModuleError::TOO_MANY_ADMINS,
+    );
+    assert_unchanged(&u, &before, true);
+}
+
+pub fn duplicate_administrator(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut u = w.unit(f, "u", UnitType::Recovery);
+    ok(run(&mut u, ca, &Command::AddAdmin(w.a(0).cert()), &[]));
+    let before = u.status();
+    fails(
+        &run(&mut u, ca, &Command::AddAdmin(w.a(0).cert()), &[]),
+        ModuleError::ADMIN_EXISTS,
+    );
+    assert_unchanged(&u, &before, true);
+    // Out of imprint mode as well.
+    let mut u = w.ready(f, "ready", UnitType::Recovery);
+    let before = u.status();
+    fails(
+        &run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(w.a(2).cert()),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::ADMIN_EXISTS,
+    );
+    assert_unchanged(&u, &before, true);
+}
+
+pub fn leaving_imprint_mode_needs_new_threshold(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut u = w.unit(f, "u", UnitType::Recovery);
+    for a in &w.admins {
+        ok(run(&mut u, ca, &Command::AddAdmin(a.cert()), &[]));
+    }
+    let before = u.status();
+    let cmd = Command::SetThresholds {
+        signature: Threshold::new(3).unwrap(),
+        revocation: Threshold::new(1).unwrap(),
+    };
+    fails(
+        &run(&mut u, ca, &cmd, &[w.a(0), w.a(1)]),
+        ModuleError::NOT_ENOUGH_SIGNATURES,
+    );
+    fails(
+        &run(&mut u, ca, &cmd, &[]),
+        ModuleError::NOT_ENOUGH_SIGNATURES,
+    );
+    assert_unchanged(&u, &before, false);
+    assert!(u.status().imprint_mode());
+    ok(run(&mut u, ca, &cmd, &[w.a(0), w.a(1), w.a(2)]));
+    assert_eq!((u.status().sig_threshold, u.status().rev_threshold), (3, 1));
+}
+
+pub fn thresholds_above_admin_count(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let t = |n| Threshold::new(n).unwrap();
+    // Leaving imprint mode: revocation 3 with 2 admins.
+    let mut u = w.unit(f, "imprint", UnitType::Recovery);
+    for a in &w.admins[..2] {
+        ok(run(&mut u, ca, &Command::AddAdmin(a.cert()), &[]));
+    }
+    let before = u.status();
+    let cmd = Command::SetThresholds {
+        signature: t(2),
+        revocation: t(3),
+    };
+    fails(
+        &run(&mut u, ca, &cmd, &[w.a(0), w.a(1)]),
+        ModuleError::REV_THRESHOLD_ABOVE_ADMINS,
+    );
+    assert_unchanged(&u, &before, true);
+    // Out of imprint mode: signature 4 with 3 admins.
+    let mut u = w.ready(f, "ready", UnitType::Recovery);
+    let before = u.status();
+    let cmd = Command::SetThresholds {
+        signature: t(4),
+        revocation: t(2),
+    };
+    fails(
+        &run(&mut u, ca, &cmd, &[w.a(0), w.a(1)]),
+        ModuleError::SIG_THRESHOLD_ABOVE_ADMINS,
+    );
+    assert_unchanged(&u, &before, true);
+    // Out of imprint mode the current threshold signs a change.
+    let cmd = Command::SetThresholds {
+        signature: t(3),
+        revocation: t(1),
+    };
+    fails(
+        &run(&mut u, ca, &cmd, &[w.a(0)]),
+        ModuleError::NOT_ENOUGH_SIGNATURES,
+    );
+    ok(run(&mut u, ca, &cmd, &[w.a(0), w.a(1)]));
+}
+
+pub fn remove_administrator_rules(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    // Imprint mode: unsigned.
+    let mut u = w.unit(f, "imprint", UnitType::Operational);
+    ok(run(&mut u, ca, &Command::AddAdmin(w.a(0).cert()), &[]));
+    ok(run(
+        &mut u,
+        ca,
+        &Command::RemoveAdmin(w.a(0).cert().ski()),
+        &[],
+    ));
+    assert!(u.status().admins.is_empty());
+
+    let mut u = w.ready(f, "ready", UnitType::Operational);
+    let before = u.status();
+    let stranger = TestAdmin::new("stranger").cert().ski();
+    fails(
+        &run(
+            &mut u,
+            ca,
+            &Command::RemoveAdmin(stranger),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::ADMIN_NOT_FOUND,
+    );
+    assert_unchanged(&u, &before, true);
+    ok(run(
+        &mut u,
+        ca,
+        &Command::RemoveAdmin(w.a(2).cert().ski()),
+        &[w.a(0), w.a(1)],
+    ));
+    assert_eq!(u.status().admins.len(), 2);
+    let before = u.status();
+    fails(
+        &run(
+            &mut u,
+            ca,
+            &Command::RemoveAdmin(w.a(1).cert().ski()),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::REMOVAL_BELOW_THRESHOLD,
+    );
+    assert_unchanged(&u, &before, true);
+}
+
+pub fn export_from_operational_unit(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    let mut other = w.ready(f, "other", UnitType::Operational);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    load(&w, &mut rec, &mut op);
+    for ty in [UnitType::Operational, UnitType::Failover] {
+        let mut src = if ty == UnitType::Operational {
+            None
+        } else {
+            let mut fo = w.ready(f, "failover", UnitType::Failover);
+            load(&w, &mut rec, &mut fo);
+            Some(fo)
+        };
+        let src = src.as_mut().unwrap_or(&mut op);
+        let req = export_request(&w, &mut other, Register::Current);
+        let before = src.status();
+        fails(
+            &run(
+                src,
+                ca,
+                &Command::ExportMk(Box::new(req)),
+                &[w.a(0), w.a(1)],
+            ),
+            ModuleError::EXPORT_FORBIDDEN,
+        );
+        assert_unchanged(src, &before, true);
+    }
+}
+
+pub fn random_on_operational_unit(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    for ty in [UnitType::Operational, UnitType::Failover] {
+        let mut u = w.ready(f, ty.json_name(), ty);
+        let before = u.status();
+        fails(
+            &run(&mut u, ca, &Command::GenerateRandomMk, &[w.a(0)]),
+            ModuleError::RANDOM_FORBIDDEN,
+        );
+        assert_unchanged(&u, &before, true);
+    }
+}
+
+pub fn master_key_commands_in_imprint_mode(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut u = w.unit(f, "u", UnitType::Recovery);
+    let mut target = w.ready(f, "target", UnitType::Operational);
+    for a in &w.admins {
+        ok(run(&mut u, ca, &Command::AddAdmin(a.cert()), &[]));
+    }
+    let req = export_request(&w, &mut target, Register::Current);
+    let dummy_env = SignedEnvelope {
+        envelope: OctetString::new(vec![1]).unwrap(),
+        signature: OctetString::new(vec![2]).unwrap(),
+        source_certificate: OctetString::new(vec![3]).unwrap(),
+    };
+    let vp = Vp([7; 32]);
+    let before = u.status();
+    for cmd in [
+        Command::GenerateImporter,
+        Command::GenerateRandomMk,
+        Command::ExportMk(Box::new(req)),
+        Command::ImportMk(Box::new(dummy_env)),
+        Command::CommitMk(vp),
+        Command::SetImmediate(vp),
+        Command::ClearNew,
+        Command::ClearCurrent,
+    ] {
+        for signers in [&[][..], &[w.a(0), w.a(1), w.a(2)][..]] {
+            fails(&run(&mut u, ca, &cmd, signers), ModuleError::IMPRINT_MODE);
+            assert_unchanged(&u, &before, false);
+        }
+    }
+}
+
+pub fn commit_with_wrong_vp(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    let vp = vp_of(&ok(run(
+        &mut rec,
+        ca,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    )));
+    let env = export_to(&w, &mut rec, &mut op, Register::Current);
+    ok(run(
+        &mut op,
+        ca,
+        &Command::ImportMk(Box::new(env)),
+        &[w.a(0)],
+    ));
+    let before = op.status();
+    fails(
+        &run(
+            &mut op,
+            ca,
+            &Command::CommitMk(Vp([0; 32])),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::VP_MISMATCH,
+    );
+    assert_unchanged(&op, &before, true);
+    assert_eq!(
+        op.status().new_register,
+        full(RegisterState::FullUncommitted, vp)
+    );
+    ok(run(&mut op, ca, &Command::CommitMk(vp), &[w.a(0), w.a(1)]));
+    let before = op.status();
+    fails(
+        &run(&mut op, ca, &Command::SetImmediate(Vp([0; 32])), &[w.a(0)]),
+        ModuleError::VP_MISMATCH,
+    );
+    assert_unchanged(&op, &before, true);
+    // Committing twice is a register-state error.
+    fails(
+        &run(&mut op, ca, &Command::CommitMk(vp), &[w.a(0), w.a(1)]),
+        ModuleError::REGISTER_STATE,
+    );
+}
+
+pub fn set_immediate_needs_committed(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let before = rec.status();
+    fails(
+        &run(&mut rec, ca, &Command::SetImmediate(Vp([1; 32])), &[w.a(0)]),
+        ModuleError::REGISTER_STATE,
+    );
+    fails(
+        &run(
+            &mut rec,
+            ca,
+            &Command::CommitMk(Vp([1; 32])),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::REGISTER_STATE,
+    );
+    let mut expected = before.clone();
+    expected.counter += 2;
+    assert_eq!(rec.status(), expected);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let vp2 = vp_of(&ok(run(
+        &mut rec,
+        ca,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    )));
+    let before = rec.status();
+    fails(
+        &run(&mut rec, ca, &Command::SetImmediate(vp2), &[w.a(0)]),
+        ModuleError::REGISTER_STATE,
+    );
+    assert_unchanged(&rec, &before, true);
+}
+
+pub fn random_fills_current_then_new(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let vp1 = vp_of(&ok(run(
+        &mut rec,
+        ca,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    )));
+    let vp2 = vp_of(&ok(run(
+        &mut rec,
+        ca,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    )));
+    assert_ne!(vp1, vp2);
+    let s = rec.status();
+    assert_eq!(s.current_register, valid(vp1));
+    assert_eq!(s.new_register, full(RegisterState::FullUncommitted, vp2));
+    fails(
+        &run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]),
+        ModuleError::REGISTER_STATE,
+    );
+    assert_unchanged(&rec, &s, true);
+    // Rotation inside the recovery unit: commit, set immediate.
+    ok(run(
+        &mut rec,
+        ca,
+        &Command::CommitMk(vp2),
+        &[w.a(0), w.a(1)],
+    ));
+    ok(run(&mut rec, ca, &Command::SetImmediate(vp2), &[w.a(1)]));
+    let s = rec.status();
+    assert_eq!(
+        (s.current_register, s.new_register),
+        (valid(vp2), RegisterStatus::EMPTY)
+    );
+    // The promoted key is really there: it can be exported.
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    assert_eq!(load(&w, &mut rec, &mut op), vp2);
+}
+
+pub fn import_wrapped_to_another_unit(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op1 = w.ready(f, "op1", UnitType::Operational);
+    let mut op2 = w.ready(f, "op2", UnitType::Operational);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    ok(run(&mut op1, ca, &Command::GenerateImporter, &[w.a(0)]));
+    let env = export_to(&w, &mut rec, &mut op2, Register::Current);
+    let before = op1.status();
+    assert!(before.importer_pending);
+    fails(
+        &run(
+            &mut op1,
+            ca,
+            &Command::ImportMk(Box::new(env.clone())),
+            &[w.a(0)],
+        ),
+        ModuleError::INVALID_UNIT,
+    );
+    assert_unchanged(&op1, &before, true);
+    // The envelope still works where it was meant to go.
+    ok(run(
+        &mut op2,
+        ca,
+        &Command::ImportMk(Box::new(env)),
+        &[w.a(0)],
+    ));
+    // A unit of another fleet refuses it: its source does not chain to that CA.
+    let w2 = World::new(3);
+    let mut foreign = w2.ready(f, "foreign", UnitType::Operational);
+    let env = export_to(&w, &mut rec, &mut op1, Register::Current);
+    let before = foreign.status();
+    fails(
+        &run(
+            &mut foreign,
+            &w2.fleet.ca,
+            &Command::ImportMk(Box::new(env)),
+            &[w2.a(0)],
+        ),
+        ModuleError::INVALID_IMPORTER,
+    );
+    assert_unchanged(&foreign, &before, true);
+}
+
+pub fn import_tampered_envelope(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let env = export_to(&w, &mut rec, &mut op, Register::Current);
+    let before = op.status();
+    // One byte of the wrapped key, or of the signature, or another certificate.
+    let mut tampered = Vec::new();
+    let mut e = env.clone();
+    let mut b = e.envelope.as_bytes().to_vec();
+    let n = b.len();
+    b[n - 40] ^= 1;
+    e.envelope = OctetString::new(b).unwrap();
+    tampered.push(e);
+    let mut e = env.clone();
+    let mut b = e.signature.as_bytes().to_vec();
+    let n = b.len();
+    b[n - 1] ^= 1;
+    e.signature = OctetString::new(b).unwrap();
+    tampered.push(e);
+    let mut e = env.clone();
+    e.source_certificate = OctetString::new(op.device_certificate().der().to_vec()).unwrap();
+    tampered.push(e);
+    for (i, e) in tampered.into_iter().enumerate() {
+        fails(
+            &run(&mut op, ca, &Command::ImportMk(Box::new(e)), &[w.a(0)]),
+            ModuleError::INVALID_IMPORTER,
+        );
+        let mut expected = before.clone();
+        expected.counter += i as u64 + 1;
+        assert_eq!(op.status(), expected, "the importer key stays pending");
+    }
+    ok(run(
+        &mut op,
+        ca,
+        &Command::ImportMk(Box::new(env)),
+        &[w.a(0)],
+    ));
+}
+
+pub fn import_without_pending_importer(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    // Wrapped to an importer that a newer one replaced.
+    let old = export_to(&w, &mut rec, &mut op, Register::Current);
+    ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
+    let before = op.status();
+    fails(
+        &run(&mut op, ca, &Command::ImportMk(Box::new(old)), &[w.a(0)]),
+        ModuleError::NOT_FOUND,
+    );
+    assert_unchanged(&op, &before, true);
+    // Single use: the same envelope twice.
+    let env = export_to(&w, &mut rec, &mut op, Register::Current);
+    let vp = vp_of(&ok(run(
+        &mut op,
+        ca,
+        &Command::ImportMk(Box::new(env.clone())),
+        &[w.a(0)],
+    )));
+    ok(run(&mut op, ca, &Command::ClearNew, &[w.a(0)]));
+    let before = op.status();
+    assert!(!before.importer_pending);
+    fails(
+        &run(&mut op, ca, &Command::ImportMk(Box::new(env)), &[w.a(0)]),
+        ModuleError::NOT_FOUND,
+    );
+    assert_unchanged(&op, &before, true);
+    assert_eq!(before.new_register, RegisterStatus::EMPTY, "{vp}");
+}
+
+pub fn import_same_value_as_current(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    load(&w, &mut rec, &mut op);
+    let env = export_to(&w, &mut rec, &mut op, Register::Current);
+    let mut before = op.status();
+    fails(
+        &run(&mut op, ca, &Command::ImportMk(Box::new(env)), &[w.a(0)]),
+        ModuleError::SAME_VALUE,
+    );
+    before.importer_pending = false;
+    assert_unchanged(&op, &before, true);
+}
+
+pub fn import_into_full_new_register(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let env = export_to(&w, &mut rec, &mut op, Register::Current);
+    ok(run(
+        &mut op,
+        ca,
+        &Command::ImportMk(Box::new(env)),
+        &[w.a(0)],
+    ));
+    // The new register of the recovery unit can be exported too.
+    let env = export_to(&w, &mut rec, &mut op, Register::New);
+    let mut before = op.status();
+    fails(
+        &run(&mut op, ca, &Command::ImportMk(Box::new(env)), &[w.a(0)]),
+        ModuleError::REGISTER_STATE,
+    );
+    before.importer_pending = false;
+    assert_unchanged(&op, &before, true);
+}
+
+pub fn export_checks_target(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    let mut op2 = w.ready(f, "op2", UnitType::Operational);
+    // Nothing to export yet.
+    let req = export_request(&w, &mut op, Register::Current);
+    let before = rec.status();
+    fails(
+        &run(
+            &mut rec,
+            ca,
+            &Command::ExportMk(Box::new(req.clone())),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::REGISTER_STATE,
+    );
+    assert_unchanged(&rec, &before, true);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let new_req = ExportRequest {
+        register: Register::New,
+        ..req.clone()
+    };
+    fails(
+        &run(
+            &mut rec,
+            ca,
+            &Command::ExportMk(Box::new(new_req)),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::REGISTER_STATE,
+    );
+    fails(
+        &run(
+            &mut rec,
+            ca,
+            &Command::ExportMk(Box::new(req.clone())),
+            &[w.a(0)],
+        ),
+        ModuleError::NOT_ENOUGH_SIGNATURES,
+    );
+
+    // The importer certified by another unit than the certificate names.
+    let other = export_request(&w, &mut op2, Register::Current);
+    let mixed = ExportRequest {
+        importer: other.importer.clone(),
+        ..req.clone()
+    };
+    // A target outside the fleet.
+    let w2 = World::new(3);
+    let mut foreign = w2.ready(f, "foreign", UnitType::Operational);
+    let foreign_req = {
+        let out = ok(run(
+            &mut foreign,
+            &w2.fleet.ca,
+            &Command::GenerateImporter,
+            &[w2.a(0)],
+        ));
+        ExportRequest {
+            register: Register::Current,
+            target_certificate: OctetString::new(foreign.device_certificate().der().to_vec())
+                .unwrap(),
+            importer: CertifiedImporter::from_der(&out).unwrap(),
+        }
+    };
+    // The recovery unit itself as the target.
+    let own = {
+        let mut r = ExportRequest { ..req.clone() };
+        r.target_certificate = OctetString::new(rec.device_certificate().der().to_vec()).unwrap();
+        r
+    };
+    let before = rec.status();
+    let mut n = 0;
+    for bad in [mixed, foreign_req, own] {
+        fails(
+            &run(
+                &mut rec,
+                ca,
+                &Command::ExportMk(Box::new(bad)),
+                &[w.a(0), w.a(1)],
+            ),
+            ModuleError::INVALID_IMPORTER,
+        );
+        n += 1;
+    }
+    let mut expected = before;
+    expected.counter += n;
+    assert_eq!(rec.status(), expected);
+    ok(run(
+        &mut rec,
+        ca,
+        &Command::ExportMk(Box::new(req)),
+        &[w.a(0), w.a(1)],
+    ));
+}
+
+pub fn clear_registers(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let vp2 = vp_of(&ok(run(
+        &mut rec,
+        ca,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    )));
+    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0)]));
+    let s = rec.status();
+    assert_eq!(s.current_register, RegisterStatus::EMPTY);
+    assert_eq!(s.new_register, full(RegisterState::FullUncommitted, vp2));
+    ok(run(&mut rec, ca, &Command::ClearNew, &[w.a(0)]));
+    assert_eq!(rec.status().new_register, RegisterStatus::EMPTY);
+    // Clearing an empty register is harmless.
+    ok(run(&mut rec, ca, &Command::ClearNew, &[w.a(0)]));
+    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0)]));
+    let s = rec.status();
+    let reopened = f.reopen(rec.dir());
+    assert_eq!(reopened.status(), s);
+}
+
+pub fn zeroize_keeps_counter(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.unit(f, "rec", UnitType::Recovery);
+    let first = signed_command(rec.id(), 1, &Command::AddAdmin(w.a(0).cert()), &[]);
+    ok(send(&mut rec, ca, &Request::Command(first.clone())));
+    for a in &w.admins[1..] {
+        ok(run(&mut rec, ca, &Command::AddAdmin(a.cert()), &[]));
+    }
+    let two = Threshold::new(2).unwrap();
+    ok(run(
+        &mut rec,
+        ca,
+        &Command::SetThresholds {
+            signature: two,
+            revocation: two,
+        },
+        &[w.a(0), w.a(1)],
+    ));
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    ok(run(&mut rec, ca, &Command::GenerateImporter, &[w.a(0)]));
+    let counter = rec.status().counter;
+    ok(run(&mut rec, ca, &Command::Zeroize, &[w.a(2)]));
+    let s = query(&mut rec, ca);
+    assert_eq!(
+        s,
+        UnitStatus {
+            unit_id: rec.id(),
+            unit_type: UnitType::Recovery,
+            counter: counter + 1,
+            sig_threshold: 0,
+            rev_threshold: 0,
+            admins: Vec::new(),
+            new_register: RegisterStatus::EMPTY,
+            current_register: RegisterStatus::EMPTY,
+            importer_pending: false,
+        }
+    );
+    // Old commands stay unreplayable.
+    fails(
+        &send(&mut rec, ca, &Request::Command(first)),
+        ModuleError::INVALID_COUNTER,
+    );
+    // Zeroize in imprint mode needs no signature, and the unit can be set up again.
+    ok(run(&mut rec, ca, &Command::Zeroize, &[]));
+    init(&mut rec, ca, &w.admins, 2, 2);
+    assert_eq!(f.reopen(rec.dir()).status(), rec.status());
+}
+
+pub fn state_survives_reopen(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let rec_dir;
+    let op_dir;
+    let status;
+    let env;
+    {
+        let mut rec = w.ready(f, "rec", UnitType::Recovery);
+        let mut op = w.ready(f, "op", UnitType::Operational);
+        ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+        ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+        env = export_to(&w, &mut rec, &mut op, Register::New);
+        rec_dir = rec.dir().to_owned();
+        op_dir = op.dir().to_owned();
+        status = (rec.status(), op.status());
+        assert!(status.1.importer_pending);
+    }
+    let mut rec = f.reopen(&rec_dir);
+    let mut op = f.reopen(&op_dir);
+    assert_eq!((rec.status(), op.status()), status);
+    assert_eq!(query(&mut rec, ca), status.0);
+    assert_eq!(rec.unit_type(), UnitType::Recovery);
+    assert_eq!(rec.ca_certificate(), ca);
+    // The secrets came back too: the pending importer opens the envelope, and the
+    // reopened recovery unit exports its current key.
+    let vp = vp_of(&ok(run(
+        &mut op,
+        ca,
+        &Command::ImportMk(Box::new(env)),
+        &[w.a(0)],
+    )));
+    assert_eq!(Some(vp), status.0.new_register.vp);
+    ok(run(&mut op, ca, &Command::CommitMk(vp), &[w.a(0), w.a(1)]));
+    ok(run(&mut op, ca, &Command::SetImmediate(vp), &[w.a(0)]));
+    let mut op2 = w.ready(f, "op2", UnitType::Operational);
+    assert_eq!(
+        Some(load(&w, &mut rec, &mut op2)),
+        status.0.current_register.vp
+    );
+    let s = op.status();
+    drop(op);
+    assert_eq!(f.reopen(&op_dir).status(), s);
+}
+
+/// A small deterministic PRNG (xorshift64*), so a failure reproduces.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+pub fn fuzzed_requests_never_panic(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let req = export_request(&w, &mut op, Register::Current);
+    let c = rec.status().counter + 1;
+    let env = {
+        let cmd = Command::ExportMk(Box::new(req.clone()));
+        let out = ok(run(&mut rec, ca, &cmd, &[w.a(0), w.a(1)]));
+        SignedEnvelope::from_der(&out).unwrap()
+    };
+    let id = rec.id();
+    let seeds: Vec<Vec<u8>> = [
+        Request::Query(Query {
+            unit_id: id,
+            nonce: Nonce::random(),
+        }),
+        Request::Command(signed_command(
+            id,
+            c + 1,
+            &Command::GenerateRandomMk,
+            &[w.a(0)],
+        )),
+        Request::Command(signed_command(
+            id,
+            c + 1,
+            &Command::ExportMk(Box::new(req)),
+            &[w.a(0), w.a(1)],
+        )),
+        Request::Command(signed_command(
+            id,
+            c + 1,
+            &Command::ImportMk(Box::new(env)),
+            &[w.a(0)],
+        )),
+        Request::Command(signed_command(
+            id,
+            c + 1,
+            &Command::AddAdmin(TestAdmin::new("x").cert()),
+            &[w.a(0), w.a(1)],
+        )),
+        Request::Command(signed_command(
+            id,
+            c + 1,
+            &Command::SetThresholds {
+                signature: Threshold::new(2).unwrap(),
+                revocation: Threshold::new(3).unwrap(),
+            },
+            &[w.a(0), w.a(1), w.a(2)],
+        )),
+    ]
+    .iter()
+    .map(|r| r.to_der().unwrap())
+    .collect();
+    let mut rng = Rng(0x7ce1_2024_5eed_0001);
+    let mut codes = std::collections::BTreeSet::new();
+    for i in 0..3000 {
+        let mut input = seeds[rng.below(seeds.len())].clone();
+        match i % 6 {
+            0 => {
+                for _ in 0..=rng.below(4) {
+                    let p = rng.below(input.len());
+                    input[p] ^= 1 << rng.below(8);
+                }
+            }
+            1 => {
+                let p = rng.below(input.len());
+                input[p] = rng.next() as u8;
+            }
+            2 => input.truncate(rng.below(input.len())),
+            3 => {
+                let p = rng.below(input.len());
+                let extra: Vec<u8> = (0..=rng.below(8)).map(|_| rng.next() as u8).collect();
+                input.splice(p..p, extra);
+            }
+            4 => {
+                let other = &seeds[rng.below(seeds.len())];
+                let (a, b) = (rng.below(input.len()), rng.below(other.len()));
+                input.truncate(a);
+                input.extend_from_slice(&other[b..]);
+            }
+            _ => input = (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
+        }
+        let target = if i % 2 == 0 { &mut rec } else { &mut op };
+        // `send_raw` asserts that the answer is signed, bound to the input and carries
+        // the counter.
+        let body = send_raw(target, ca, &input);
+        codes.insert(body.return_code);
+        if body.return_code == 0 {
+            assert!(body.output.as_bytes().len() < 10_000);
+        }
+    }
+    // The mutations reached past the decoder into the checks behind it.
+    for rc in [3, 32, 163, 192] {
+        assert!(
+            codes.contains(&rc),
+            "return code {rc} never seen: {codes:?}"
+        );
+    }
+    // Both units are still consistent on disk.
+    for u in [&rec, &op] {
+        assert_eq!(f.reopen(u.dir()).status(), u.status());
+    }
+}
