@@ -15,6 +15,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     fi
 fi
 
-cargo build --workspace --all-targets --locked 2>/dev/null || cargo build --workspace --all-targets
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -172,9 +172,9 @@ pub fn precheck(client: &Client, instance: &InstanceId) -> Result<(), CeremonyEr
 }
 
 /// Runs `f` on every unit in parallel; collects every failure.
-fn on_all<'c, T: Send>(
+fn on_all<T: Send>(
     step: &'static str,
-    units: &[&'c KnownUnit],
+    units: &[&KnownUnit],
     f: impl Fn(&KnownUnit) -> Result<T, ClientError> + Sync,
 ) -> Result<Vec<T>, CeremonyError> {
     let mut ok = Vec::new();

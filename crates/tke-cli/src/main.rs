@@ -40,7 +40,7 @@ enum Output {
 /// and load, rotate and recover the master key.
 ///
 /// Without a remote fleet configured, commands use the embedded fleet of emulated crypto
-/// units in <files-dir>/local, created on first use.
+/// units in FILES_DIR/local, created on first use.
 #[derive(Parser, Debug)]
 #[command(name = "tke", version, disable_help_subcommand = true)]
 struct Cli {
@@ -108,7 +108,7 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum LocalCmd {
-    /// Create the embedded fleet (in <files-dir>/local).
+    /// Create the embedded fleet (in FILES_DIR/local).
     Init(local::InitArgs),
 }
 

@@ -258,7 +258,7 @@ impl EmbeddedFleet {
                 Unit::create_soft(&unit_dir, id, unit_type, &ca, &mut issue).map_err(|source| {
                     ClientError::Unit {
                         path: unit_dir.clone(),
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
                 units.push(UnitEntry {
@@ -332,7 +332,7 @@ impl EmbeddedFleet {
                 let unit_dir = dir.join("units").join(id.uuid());
                 let unit = Unit::open(&unit_dir).map_err(|source| ClientError::Unit {
                     path: unit_dir.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 if unit.id() != id || unit.unit_type() != unit_type {
                     return Err(corrupt("a unit directory does not match fleet.json"));

@@ -118,7 +118,7 @@ pub enum ClientError {
         /// The unit directory.
         path: PathBuf,
         /// Why.
-        source: tke_unit::UnitError,
+        source: Box<tke_unit::UnitError>,
     },
     /// A transport failure (network, server).
     #[error("cannot reach crypto unit {} through {endpoint}: {source}", unit.uuid())]

@@ -88,7 +88,7 @@ pub enum Command {
         /// Revocation signature threshold.
         revocation: Threshold,
     },
-    /// Make a single-use importer key. No input; output: [`CertifiedImporter`].
+    /// Make a single-use importer key. No input; output: [`crate::transport::CertifiedImporter`].
     GenerateImporter,
     /// Generate a random master key (current register if empty, else new). No input;
     /// output: the VP.

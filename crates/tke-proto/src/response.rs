@@ -190,8 +190,8 @@ impl UnitStatus {
 
     /// Decodes and checks the invariants a well-behaved unit keeps (so a client can
     /// trust the fields inside): thresholds ≤ 8 and both 0 or both set; at most 8
-    /// administrators; register states legal for their register; VP present exactly
-    /// when the register is full.
+    /// distinct administrators, at least as many as either threshold; register states
+    /// legal for their register; VP present exactly when the register is full.
     ///
     /// # Errors
     /// [`ProtoError::Der`] for malformed bytes, [`ProtoError::InvalidStatus`] for a
@@ -212,6 +212,14 @@ impl UnitStatus {
         }
         if s.admins.len() > 8 {
             return bad("more than 8 administrators");
+        }
+        if usize::from(s.sig_threshold.max(s.rev_threshold)) > s.admins.len() {
+            return bad("a threshold above the number of administrators");
+        }
+        for (i, a) in s.admins.iter().enumerate() {
+            if s.admins[..i].iter().any(|b| b.ski == a.ski) {
+                return bad("the same administrator listed twice");
+            }
         }
         if matches!(s.new_register.state, RegisterState::Valid) {
             return bad("new register in state Valid");

@@ -20,7 +20,9 @@
 //!    destroys the importer key.
 //!
 //! Every step exists as a PKCS#11 mechanism (`CKM_ECDH1_DERIVE` with `CKD_NULL` into an
-//! AES-256 key, `CKM_AES_ECB_ENCRYPT_DATA`, `CKM_AES_KEY_WRAP_PAD`), so a unit whose
+//! AES-256 key, `CKM_AES_ECB_ENCRYPT_DATA`, and RFC 5649 key wrap — `CKM_AES_KEY_WRAP_KWP`
+//! in PKCS#11 3.x, offered as `CKM_AES_KEY_WRAP_PAD` by SoftHSM2; use whichever computes
+//! RFC 5649 on the token, proven with the known-answer vectors of the tests), so a unit whose
 //! secrets live in a token computes the same values without the key leaving it. The
 //! functions here are the software reference that the soft backend uses.
 
@@ -286,14 +288,30 @@ pub fn kdf_context(
     h.finalize().into()
 }
 
+/// A key-encryption key. Zeroized on drop; its `Debug` never shows it.
+pub struct Kek(Zeroizing<[u8; 32]>);
+
+impl Kek {
+    /// The key bytes, to hand to [`wrap`] or [`unwrap`].
+    pub fn expose_secret(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl core::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Kek(<redacted>)")
+    }
+}
+
 /// `KEK = AES-256-ECB_Z(ctx)`: two AES blocks of the context under the shared secret.
-pub fn derive_kek(z: &[u8; 32], context: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+pub fn derive_kek(z: &[u8; 32], context: &[u8; 32]) -> Kek {
     let cipher = aes::Aes256::new(z.into());
     let mut out = Zeroizing::new(*context);
     for block in out.chunks_exact_mut(16) {
         cipher.encrypt_block(block.into());
     }
-    out
+    Kek(out)
 }
 
 /// Wraps a master key under a KEK (RFC 5649, 40 bytes out).
@@ -311,6 +329,11 @@ pub fn wrap(kek: &[u8; 32], mk: &MasterKey) -> Result<Vec<u8>, ProtoError> {
 /// # Errors
 /// [`ProtoError::Transport`] when the integrity check fails or the length is wrong.
 pub fn unwrap(kek: &[u8; 32], wrapped: &[u8]) -> Result<MasterKey, ProtoError> {
+    // A 32-byte key wraps to exactly 40 bytes. Checking first also keeps odd lengths away
+    // from aes-kw 0.2, which panics on some short inputs.
+    if wrapped.len() != 40 {
+        return Err(ProtoError::Transport("the wrapped key is not 40 bytes"));
+    }
     let v = Zeroizing::new(
         aes_kw::KekAes256::from(*kek)
             .unwrap_with_padding_vec(wrapped)
@@ -347,7 +370,7 @@ pub fn soft_seal(
         target_unit_id: importer.unit_id,
         importer_key_id: importer.key_id,
         ephemeral_public_key: OctetString::new(eph_point.to_vec())?,
-        wrapped_key: OctetString::new(wrap(&kek, mk)?)?,
+        wrapped_key: OctetString::new(wrap(kek.expose_secret(), mk)?)?,
         vp: vp::of(mk),
     })
 }
@@ -380,7 +403,7 @@ pub fn soft_open(
         &importer_point,
     );
     let kek = derive_kek(&z, &ctx);
-    let mk = unwrap(&kek, envelope.wrapped_key.as_bytes())?;
+    let mk = unwrap(kek.expose_secret(), envelope.wrapped_key.as_bytes())?;
     if vp::of(&mk) != envelope.vp {
         return Err(ProtoError::Transport(
             "the unwrapped key does not match the envelope's VP",

@@ -250,6 +250,12 @@ fn unit_status_invariants() {
     });
     broken.push(("more than 8 administrators", s));
     let mut s = good_status();
+    s.admins.truncate(1);
+    broken.push(("a threshold above the number of administrators", s));
+    let mut s = good_status();
+    s.admins[1].ski = s.admins[0].ski;
+    broken.push(("the same administrator listed twice", s));
+    let mut s = good_status();
     s.new_register.state = RegisterState::Valid;
     broken.push(("new register in state Valid", s));
     for state in [RegisterState::FullUncommitted, RegisterState::FullCommitted] {

@@ -6,7 +6,7 @@ use der::{asn1::OctetString, Decode, Encode};
 use tke_proto::{
     command::ThresholdsInput,
     p256::ecdsa::{signature::Verifier, DerSignature},
-    transport::{CertifiedImporter, ExportRequest, ImporterKey, SignedEnvelope},
+    transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
     AdminCertificate, AdminCommand, Command, CommandId, DeviceCertificate, Digest32, ModuleError,
     ProtoError, Query, Register, Request, ResponseBody, SignedCommand, SignedResponse, SignerInfo,
     Ski, Threshold, UnitType, Vp,
@@ -339,6 +339,9 @@ impl Unit {
         if next.new != NewRegister::Empty {
             return Err(ModuleError::REGISTER_STATE);
         }
+        if !envelope_shape_ok(&envelope) {
+            return Err(ModuleError::INVALID_DATA);
+        }
         let (key, vp) = self
             .backend
             .import(&envelope.importer_key_id, &envelope)
@@ -356,6 +359,15 @@ impl Unit {
         tke_keyfile::atomic::write_private(&self.dir.join(crate::state::STATE_FILE), &bytes)
             .map_err(|_| ())
     }
+}
+
+/// The fixed sizes `MkEnvelope` documents (65-byte point, 40-byte wrapped key), which its
+/// decoder does not enforce. Checked before any backend sees the envelope: the AES key
+/// wrap of `aes-kw` 0.2.1 panics (integer underflow) on an 8-byte input that starts with
+/// the RFC 5649 prefix.
+pub(crate) fn envelope_shape_ok(envelope: &MkEnvelope) -> bool {
+    envelope.ephemeral_public_key.as_bytes().len() == 65
+        && envelope.wrapped_key.as_bytes().len() == 40
 }
 
 fn add_admin(next: &mut State, cert: &AdminCertificate) -> Outcome {

@@ -352,6 +352,11 @@ impl Backend for SoftBackend {
             .importers
             .get(importer)
             .ok_or(BackendError::UnknownImporter { key_id: *importer })?;
+        if !crate::machine::envelope_shape_ok(envelope) {
+            return Err(BackendError::Rejected(tke_proto::ProtoError::Transport(
+                "the envelope's ephemeral key or wrapped key has the wrong size",
+            )));
+        }
         let key = transport::soft_open(envelope, secret).map_err(BackendError::Rejected)?;
         let vp = key.vp();
         let mut handle = KeyHandle::random();
@@ -445,12 +450,30 @@ mod tests {
         let e = SoftBackend::open(d.path(), id).unwrap_err();
         assert!(e.to_string().contains(SECRETS_FILE), "{e}");
     }
-}
-#[cfg(test)]
-mod probe {
+
     #[test]
-    fn probe_unwrap() {
-        let r = std::panic::catch_unwind(|| tke_proto::transport::unwrap(&[0; 32], &[0xA6, 0x59, 0x59, 0xA6, 0, 0, 0, 0]).is_err());
-        println!("PROBE {:?}", r.is_err());
+    fn short_wrapped_key_is_refused_without_panic() {
+        let d = tempfile::tempdir().unwrap();
+        let id = UnitId::random();
+        let mut b = SoftBackend::create(d.path(), id).unwrap();
+        let importer = b.generate_importer().unwrap();
+        let key_id = importer_key_id(&importer);
+        let envelope = MkEnvelope {
+            source_unit_id: UnitId::random(),
+            target_unit_id: id,
+            importer_key_id: key_id,
+            ephemeral_public_key: der::asn1::OctetString::new(
+                transport::point_bytes(&importer).to_vec(),
+            )
+            .unwrap(),
+            // The RFC 5649 prefix and a zero length: aes-kw 0.2.1 underflows on it.
+            wrapped_key: der::asn1::OctetString::new(vec![0xA6, 0x59, 0x59, 0xA6, 0, 0, 0, 0])
+                .unwrap(),
+            vp: Vp([0; 32]),
+        };
+        assert!(matches!(
+            b.import(&key_id, &envelope),
+            Err(BackendError::Rejected(_))
+        ));
     }
 }

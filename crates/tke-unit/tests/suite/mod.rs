@@ -47,6 +47,7 @@ macro_rules! backend_suite {
             import_without_pending_importer,
             import_same_value_as_current,
             import_into_full_new_register,
+            import_malformed_envelope_from_fleet_member,
             export_checks_target,
             clear_registers,
             zeroize_keeps_counter,
@@ -1083,6 +1084,56 @@ pub fn import_into_full_new_register(f: &dyn UnitFactory) {
     );
     before.importer_pending = false;
     assert_unchanged(&op, &before, true);
+}
+
+/// A fleet member that signs whatever it likes (the test holds the CA key).
+pub fn import_malformed_envelope_from_fleet_member(f: &dyn UnitFactory) {
+    use tke_proto::p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
+    use tke_proto::transport::{point_bytes, MkEnvelope};
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    let rogue_key = SigningKey::random(&mut rand_core::OsRng);
+    let rogue_id = UnitId::random();
+    let rogue_cert = w
+        .fleet
+        .issue(rogue_id, &rogue_key.verifying_key().into())
+        .unwrap();
+    let point = point_bytes(&rogue_key.verifying_key().into());
+    for wrapped in [
+        // The RFC 5649 prefix with no key: the shape a buggy unwrap panics on.
+        vec![0xA6, 0x59, 0x59, 0xA6, 0, 0, 0, 0],
+        Vec::new(),
+        vec![0; 39],
+        // Right size, but not wrapped under the importer's key.
+        vec![0x5a; 40],
+    ] {
+        let out = ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
+        let importer = CertifiedImporter::from_der(&out)
+            .unwrap()
+            .verify(op.device_certificate())
+            .unwrap();
+        let envelope = MkEnvelope {
+            source_unit_id: rogue_id,
+            target_unit_id: op.id(),
+            importer_key_id: importer.key_id,
+            ephemeral_public_key: OctetString::new(point.to_vec()).unwrap(),
+            wrapped_key: OctetString::new(wrapped).unwrap(),
+            vp: Vp([1; 32]),
+        };
+        let signed = SignedEnvelope::sign(&envelope, &rogue_cert, |b| {
+            let s: Signature = rogue_key.sign(b);
+            Ok(s.to_der())
+        })
+        .unwrap();
+        let mut before = op.status();
+        fails(
+            &run(&mut op, ca, &Command::ImportMk(Box::new(signed)), &[w.a(0)]),
+            ModuleError::INVALID_DATA,
+        );
+        before.importer_pending = false;
+        assert_unchanged(&op, &before, true);
+    }
 }
 
 pub fn export_checks_target(f: &dyn UnitFactory) {

@@ -1,6 +1,6 @@
 //! Helpers shared by the CLI tests: run the real `tke` binary in a private workstation
 //! directory.
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, missing_docs)]
 
 use std::{
     fs,
@@ -15,6 +15,7 @@ pub struct Workstation {
 }
 
 impl Workstation {
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
