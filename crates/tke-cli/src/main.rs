@@ -104,6 +104,12 @@ enum Cmd {
     /// The embedded fleet of emulated crypto units.
     #[command(subcommand)]
     Local(LocalCmd),
+    /// Show help for tke or for one command (`tke help auto-init`).
+    #[command(visible_alias = "h")]
+    Help {
+        /// The command to explain.
+        command: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,7 +118,24 @@ enum LocalCmd {
     Init(local::InitArgs),
 }
 
+fn help(path: &[String]) -> Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut cur = &mut cmd;
+    for name in path {
+        cur = match cur.find_subcommand_mut(name) {
+            Some(c) => c,
+            None => anyhow::bail!("there is no command {name:?}: `tke help` lists them"),
+        };
+    }
+    cur.print_long_help()?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
+    if let Cmd::Help { command } = &cli.command {
+        return help(command);
+    }
     let files = tke_keyfile::FilesDir::resolve(cli.files_dir.as_deref())?;
     let secrets = cli
         .secrets
@@ -136,6 +159,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::SigkeyRm { nums, yes } => sigkeys::rm(&ctx, nums, *yes),
         Cmd::SigkeySel { nums } => sigkeys::sel(&ctx, nums),
         Cmd::Local(LocalCmd::Init(a)) => local::init(&ctx, a),
+        Cmd::Help { command } => help(command),
     }
 }
 

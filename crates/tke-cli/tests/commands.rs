@@ -148,3 +148,26 @@ fn sigkey_commands_add_list_select_remove() {
     assert_eq!(v.as_array().unwrap().len(), 1);
     assert_eq!(v[0]["name"], "bob");
 }
+
+#[test]
+fn help_and_h_explain_commands() {
+    let w = Workstation::new();
+    let out = w.ok(&["help"]);
+    for c in [
+        "auto-init",
+        "cryptounit-compare",
+        "sigkey-add",
+        "cryptounits",
+    ] {
+        assert!(out.contains(c), "{out}");
+    }
+    let out = w.ok(&["h", "auto-init"]);
+    assert!(
+        out.contains("--sig-threshold") && out.contains("--new-admin"),
+        "{out}"
+    );
+    let err = w.fails(&["help", "no-such-command"]);
+    assert!(err.contains("no-such-command"), "{err}");
+    // Help needs no workstation directory.
+    assert!(!w.path().join("local").exists());
+}
