@@ -206,6 +206,26 @@ fn parse_and_verify(
     Ok((cert, key))
 }
 
+/// PEM `CERTIFICATE` block of a DER certificate.
+fn cert_pem(der_bytes: &[u8]) -> Result<String, ProtoError> {
+    Ok(der::pem::encode_string(
+        "CERTIFICATE",
+        der::pem::LineEnding::LF,
+        der_bytes,
+    )?)
+}
+
+/// The DER inside a PEM `CERTIFICATE` block.
+fn cert_der(pem: &str) -> Result<Vec<u8>, ProtoError> {
+    let (label, der) = der::pem::decode_vec(pem.as_bytes())?;
+    if label != "CERTIFICATE" {
+        return Err(ProtoError::Certificate(
+            "the PEM block is not a CERTIFICATE",
+        ));
+    }
+    Ok(der)
+}
+
 fn extension(cert: &Certificate, oid: ObjectIdentifier) -> Option<&Extension> {
     cert.tbs_certificate
         .extensions
@@ -300,13 +320,7 @@ impl AdminCertificate {
     /// # Errors
     /// As [`Self::from_der`], plus [`ProtoError::Der`] for bad PEM.
     pub fn from_pem(pem: &str) -> Result<Self, ProtoError> {
-        let (label, der) = der::pem::decode_vec(pem.as_bytes())?;
-        if label != "CERTIFICATE" {
-            return Err(ProtoError::Certificate(
-                "the PEM block is not a CERTIFICATE",
-            ));
-        }
-        Self::from_der(&der)
+        Self::from_der(&cert_der(pem)?)
     }
 
     /// PEM encoding.
@@ -314,11 +328,7 @@ impl AdminCertificate {
     /// # Errors
     /// [`ProtoError::Der`] (not expected for a certificate we parsed).
     pub fn to_pem(&self) -> Result<String, ProtoError> {
-        Ok(der::pem::encode_string(
-            "CERTIFICATE",
-            der::pem::LineEnding::LF,
-            &self.der,
-        )?)
+        cert_pem(&self.der)
     }
 
     /// The DER bytes.
@@ -418,8 +428,7 @@ impl CaCertificate {
     /// # Errors
     /// As [`Self::from_der`].
     pub fn from_pem(pem: &str) -> Result<Self, ProtoError> {
-        let (_, der) = der::pem::decode_vec(pem.as_bytes())?;
-        Self::from_der(&der)
+        Self::from_der(&cert_der(pem)?)
     }
 
     /// PEM encoding.
@@ -427,11 +436,7 @@ impl CaCertificate {
     /// # Errors
     /// [`ProtoError::Der`] (not expected).
     pub fn to_pem(&self) -> Result<String, ProtoError> {
-        Ok(der::pem::encode_string(
-            "CERTIFICATE",
-            der::pem::LineEnding::LF,
-            &self.der,
-        )?)
+        cert_pem(&self.der)
     }
 
     /// The DER bytes.
@@ -541,11 +546,7 @@ impl DeviceCertificate {
     /// # Errors
     /// [`ProtoError::Der`] (not expected).
     pub fn to_pem(&self) -> Result<String, ProtoError> {
-        Ok(der::pem::encode_string(
-            "CERTIFICATE",
-            der::pem::LineEnding::LF,
-            &self.der,
-        )?)
+        cert_pem(&self.der)
     }
 
     /// The DER bytes.
