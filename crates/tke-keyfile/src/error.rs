@@ -151,8 +151,77 @@ pub enum KeyFileError {
         cert_path: PathBuf,
     },
 
-    /// A certificate file has no signature key file beside it.
-    #[error("the certificate file {} has no signature key file {}", cert_path.display(), key_path.display())]
+    /// A stem has both a key file and a reference file: which one holds the key is
+    /// unclear, so neither is listed.
+    #[error(
+        "{} and {} both claim the same signature key; remove the one that is wrong",
+        key_path.display(), ref_path.display()
+    )]
+    AmbiguousKey {
+        /// The key file.
+        key_path: PathBuf,
+        /// The reference file.
+        ref_path: PathBuf,
+    },
+
+    /// A reference file is not valid TOML, or has unknown or missing fields.
+    #[error("the signature key reference file {} is malformed: {source}", path.display())]
+    ReferenceToml {
+        /// The reference file.
+        path: PathBuf,
+        /// The TOML error, with its position (reference files hold no secret).
+        source: toml::de::Error,
+    },
+
+    /// A reference file breaks its format in a way we detect ourselves.
+    #[error("the signature key reference file {} is malformed: {problem}", path.display())]
+    MalformedReference {
+        /// The reference file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+
+    /// A reference file names a kind of token this version does not know.
+    #[error(
+        "the signature key reference file {} is for a {kind:?} key, which this version of \
+         TKE does not know (it knows \"yubikey\")",
+        path.display()
+    )]
+    UnknownReferenceKind {
+        /// The reference file.
+        path: PathBuf,
+        /// The `kind` it names.
+        kind: String,
+    },
+
+    /// A PIV slot that does not hold keys.
+    #[error("PIV slot {slot:02x} does not hold keys; use 9a, 9c, 9d, 9e, or 82 to 95")]
+    BadSlot {
+        /// The slot.
+        slot: u8,
+    },
+
+    /// The key is held on a token, not in a file: its provider opens it.
+    #[error(
+        "the signature key of administrator {name} is on a {kind} (see {}), not in a \
+         password-protected file",
+        path.display()
+    )]
+    KeyOnToken {
+        /// The administrator.
+        name: AdminName,
+        /// The token kind's label.
+        kind: &'static str,
+        /// Its reference file.
+        path: PathBuf,
+    },
+
+    /// A certificate file has no signature key file (nor reference file) beside it.
+    #[error(
+        "the certificate file {} has no signature key file {} (nor a reference file to a key on a token)",
+        cert_path.display(), key_path.display()
+    )]
     MissingKey {
         /// The certificate file.
         cert_path: PathBuf,

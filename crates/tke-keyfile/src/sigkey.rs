@@ -26,6 +26,8 @@ use crate::{atomic, error::io_err, FilesDir, KeyFileError, Password, Result};
 pub const KEY_SUFFIX: &str = ".key.pem";
 /// The suffix of a signature key's certificate file.
 pub const CERT_SUFFIX: &str = ".crt.pem";
+/// The suffix of the reference file of a signature key held on a token (no secret in it).
+pub const REF_SUFFIX: &str = ".ref.toml";
 /// The PEM label of the private key file.
 pub const KEY_PEM_LABEL: &str = "ENCRYPTED PRIVATE KEY";
 
@@ -45,20 +47,52 @@ const MAX_SCRYPT_P: u16 = 16;
 /// Largest PBKDF2 iteration count accepted when reading.
 const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 
-/// Where a signature key lives. Only files today; keys on tokens will be listed here too.
+/// Where a signature key lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SigKeyKind {
     /// An encrypted key file and its certificate file in the workstation directory.
     File,
+    /// A key in a YubiKey PIV slot: `<stem>.ref.toml` (`kind = "yubikey"`) says which,
+    /// beside the certificate file.
+    YubiKey(YubiKeyRef),
 }
 
 impl SigKeyKind {
-    /// Lower-case label for tables and JSON (`file`).
+    /// Lower-case label for tables and JSON (`file`, `yubikey`); also the `kind` of a
+    /// reference file.
     pub fn label(self) -> &'static str {
         match self {
             Self::File => "file",
+            Self::YubiKey(_) => "yubikey",
         }
+    }
+}
+
+/// Which YubiKey, and which PIV slot of it, holds a signature key. No secret: the PIN is
+/// asked for when the key signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct YubiKeyRef {
+    /// The YubiKey's serial number.
+    pub serial: u32,
+    /// The PIV slot: `0x9a`, `0x9c`, `0x9d`, `0x9e`, or a retired slot `0x82`..=`0x95`.
+    pub slot: u8,
+}
+
+impl YubiKeyRef {
+    /// Whether `slot` is a PIV slot that holds an asymmetric key.
+    pub fn is_key_slot(slot: u8) -> bool {
+        matches!(slot, 0x9a | 0x9c | 0x9d | 0x9e | 0x82..=0x95)
+    }
+
+    /// The reference file's TOML.
+    fn to_toml(self) -> String {
+        format!(
+            "# A TKE signature key held on a YubiKey (PIV). No secret is stored here:\n\
+             # the key never leaves the YubiKey, and its PIN is asked for when it signs.\n\
+             kind = \"yubikey\"\nserial = {}\nslot = \"{:02x}\"\n",
+            self.serial, self.slot
+        )
     }
 }
 
@@ -78,19 +112,25 @@ pub struct SigKeyEntry {
     pub certificate: AdminCertificate,
     /// Where the key lives.
     pub kind: SigKeyKind,
-    /// The encrypted private key file (`<stem>.key.pem`).
+    /// The encrypted private key file (`<stem>.key.pem`), or for a key held on a token,
+    /// its reference file (`<stem>.ref.toml`).
     pub key_path: PathBuf,
     /// The certificate file (`<stem>.crt.pem`).
     pub cert_path: PathBuf,
 }
 
 impl SigKeyEntry {
-    fn new(certificate: AdminCertificate, key_path: PathBuf, cert_path: PathBuf) -> Self {
+    fn new(
+        certificate: AdminCertificate,
+        kind: SigKeyKind,
+        key_path: PathBuf,
+        cert_path: PathBuf,
+    ) -> Self {
         Self {
             name: certificate.name().clone(),
             ski: certificate.ski(),
             certificate,
-            kind: SigKeyKind::File,
+            kind,
             key_path,
             cert_path,
         }
@@ -104,8 +144,16 @@ impl SigKeyEntry {
     /// encrypted data: with AES-CBC the two look alike); [`KeyFileError::MalformedKeyFile`]
     /// or [`KeyFileError::KeyFileEncoding`] for a truncated, edited or foreign file;
     /// [`KeyFileError::KeyMismatch`] when the key is not the certificate's;
-    /// [`KeyFileError::Io`] when the file cannot be read.
+    /// [`KeyFileError::Io`] when the file cannot be read; [`KeyFileError::KeyOnToken`]
+    /// for a key that is not in a file.
     pub fn decrypt(&self, password: &Password) -> Result<SecretKey> {
+        if self.kind != SigKeyKind::File {
+            return Err(KeyFileError::KeyOnToken {
+                name: self.name.clone(),
+                kind: self.kind.label(),
+                path: self.key_path.clone(),
+            });
+        }
         let der = read_key_file(&self.key_path)?;
         let secret = decrypt_key(&self.key_path, &self.name, &der, password)?;
         if secret.public_key() != *self.certificate.public_key() {
@@ -177,10 +225,11 @@ pub fn file_stem(name: &AdminName, ski: &Ski) -> String {
 }
 
 impl FilesDir {
-    /// Lists the signature keys: every `<stem>.key.pem` / `<stem>.crt.pem` pair. Each
-    /// certificate is parsed and verified and each key file's structure checked (without
-    /// decrypting it); a file that fails is reported in [`SigKeyListing::problems`].
-    /// Hidden files and other files are ignored.
+    /// Lists the signature keys: every `<stem>.key.pem` / `<stem>.crt.pem` pair, and every
+    /// `<stem>.ref.toml` / `<stem>.crt.pem` pair (a key held on a token). Each certificate
+    /// is parsed and verified, each key file's structure checked (without decrypting it)
+    /// and each reference file parsed; a file that fails is reported in
+    /// [`SigKeyListing::problems`]. Hidden files and other files are ignored.
     ///
     /// # Errors
     /// [`KeyFileError::Io`] only when the directory itself cannot be listed.
@@ -188,6 +237,7 @@ impl FilesDir {
         #[derive(Default)]
         struct Pair {
             key: bool,
+            reference: bool,
             cert: bool,
         }
         let mut stems: BTreeMap<String, Pair> = BTreeMap::new();
@@ -203,6 +253,8 @@ impl FilesDir {
             }
             if let Some(stem) = file_name.strip_suffix(KEY_SUFFIX) {
                 stems.entry(stem.to_owned()).or_default().key = true;
+            } else if let Some(stem) = file_name.strip_suffix(REF_SUFFIX) {
+                stems.entry(stem.to_owned()).or_default().reference = true;
             } else if let Some(stem) = file_name.strip_suffix(CERT_SUFFIX) {
                 stems.entry(stem.to_owned()).or_default().cert = true;
             }
@@ -212,13 +264,20 @@ impl FilesDir {
         for (stem, pair) in stems {
             let key_path = self.path().join(format!("{stem}{KEY_SUFFIX}"));
             let cert_path = self.path().join(format!("{stem}{CERT_SUFFIX}"));
-            let loaded = match (pair.key, pair.cert) {
-                (true, true) => load_entry(key_path, cert_path),
-                (true, false) => Err(KeyFileError::MissingCertificate {
+            let ref_path = self.path().join(format!("{stem}{REF_SUFFIX}"));
+            let loaded = match (pair.key, pair.reference, pair.cert) {
+                (true, true, _) => Err(KeyFileError::AmbiguousKey { key_path, ref_path }),
+                (true, false, true) => load_entry(key_path, cert_path),
+                (false, true, true) => load_reference(ref_path, cert_path),
+                (true, false, false) => Err(KeyFileError::MissingCertificate {
                     key_path,
                     cert_path,
                 }),
-                (false, _) => Err(KeyFileError::MissingKey {
+                (false, true, false) => Err(KeyFileError::MissingCertificate {
+                    key_path: ref_path,
+                    cert_path,
+                }),
+                (false, false, _) => Err(KeyFileError::MissingKey {
                     cert_path,
                     key_path,
                 }),
@@ -303,10 +362,68 @@ impl FilesDir {
             let _ = fs::remove_file(&key_path);
             return Err(e);
         }
-        Ok(SigKeyEntry::new(cert.clone(), key_path, cert_path))
+        Ok(SigKeyEntry::new(
+            cert.clone(),
+            SigKeyKind::File,
+            key_path,
+            cert_path,
+        ))
     }
 
-    /// Removes both files of a signature key. A file already gone is not an error.
+    /// Records a signature key held on a YubiKey: `<stem>.ref.toml` (`kind = "yubikey"`,
+    /// the serial number and the slot; no secret) and `<stem>.crt.pem` (the certificate),
+    /// both 0600, each written atomically. Existing files are never overwritten. The
+    /// caller has checked that the key in the slot is the certificate's.
+    ///
+    /// # Errors
+    /// [`KeyFileError::WrongCertificate`] when `cert` names another administrator;
+    /// [`KeyFileError::BadSlot`]; [`KeyFileError::AlreadyExists`]; [`KeyFileError::Io`].
+    /// On error no file is left behind.
+    pub fn write_yubikey_reference(
+        &self,
+        name: &AdminName,
+        cert: &AdminCertificate,
+        reference: YubiKeyRef,
+    ) -> Result<SigKeyEntry> {
+        if cert.name() != name {
+            return Err(KeyFileError::WrongCertificate {
+                name: name.clone(),
+                problem: "names another administrator",
+            });
+        }
+        if !YubiKeyRef::is_key_slot(reference.slot) {
+            return Err(KeyFileError::BadSlot {
+                slot: reference.slot,
+            });
+        }
+        let stem = file_stem(name, &cert.ski());
+        let key_path = self.path().join(format!("{stem}{KEY_SUFFIX}"));
+        let ref_path = self.path().join(format!("{stem}{REF_SUFFIX}"));
+        let cert_path = self.path().join(format!("{stem}{CERT_SUFFIX}"));
+        for path in [&key_path, &ref_path, &cert_path] {
+            if fs::symlink_metadata(path).is_ok() {
+                return Err(KeyFileError::AlreadyExists { path: path.clone() });
+            }
+        }
+        let cert_pem = cert.to_pem().map_err(|source| KeyFileError::Certificate {
+            path: cert_path.clone(),
+            source,
+        })?;
+        create_new(&ref_path, reference.to_toml().as_bytes())?;
+        if let Err(e) = create_new(&cert_path, cert_pem.as_bytes()) {
+            let _ = fs::remove_file(&ref_path);
+            return Err(e);
+        }
+        Ok(SigKeyEntry::new(
+            cert.clone(),
+            SigKeyKind::YubiKey(reference),
+            ref_path,
+            cert_path,
+        ))
+    }
+
+    /// Removes both files of a signature key (for a key on a token: its reference and
+    /// certificate files; the key itself stays on the token). A file already gone is not an error.
     ///
     /// # Errors
     /// [`KeyFileError::Io`] when a file cannot be removed.
@@ -337,18 +454,83 @@ fn create_new(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn load_entry(key_path: PathBuf, cert_path: PathBuf) -> Result<SigKeyEntry> {
-    let bytes = fs::read(&cert_path).map_err(io_err("read", &cert_path))?;
-    let certificate =
-        AdminCertificate::from_pem(&String::from_utf8_lossy(&bytes)).map_err(|source| {
-            KeyFileError::Certificate {
-                path: cert_path.clone(),
-                source,
-            }
-        })?;
+    let certificate = load_certificate(&cert_path)?;
     // Check the key file's structure now, so that `sigkeys` shows a damaged key file
     // before anyone types a password for it.
     read_key_file(&key_path)?;
-    Ok(SigKeyEntry::new(certificate, key_path, cert_path))
+    Ok(SigKeyEntry::new(
+        certificate,
+        SigKeyKind::File,
+        key_path,
+        cert_path,
+    ))
+}
+
+fn load_certificate(cert_path: &Path) -> Result<AdminCertificate> {
+    let bytes = fs::read(cert_path).map_err(io_err("read", cert_path))?;
+    AdminCertificate::from_pem(&String::from_utf8_lossy(&bytes)).map_err(|source| {
+        KeyFileError::Certificate {
+            path: cert_path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// The fields of a YubiKey reference file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct YubiKeyRefToml {
+    #[allow(dead_code)]
+    kind: String,
+    serial: u32,
+    slot: String,
+}
+
+fn parse_reference(path: &Path, text: &str) -> Result<SigKeyKind> {
+    let bad = |problem| KeyFileError::MalformedReference {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let table: toml::Table = toml::from_str(text).map_err(|source| KeyFileError::ReferenceToml {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match table.get("kind").and_then(toml::Value::as_str) {
+        Some("yubikey") => {}
+        Some(other) => {
+            return Err(KeyFileError::UnknownReferenceKind {
+                path: path.to_path_buf(),
+                kind: other.to_owned(),
+            })
+        }
+        None => return Err(bad("it has no `kind = \"...\"` line")),
+    }
+    let r: YubiKeyRefToml =
+        table
+            .try_into()
+            .map_err(|source| KeyFileError::ReferenceToml {
+                path: path.to_path_buf(),
+                source,
+            })?;
+    let slot = match u8::from_str_radix(&r.slot, 16) {
+        Ok(s) if r.slot.len() == 2 && YubiKeyRef::is_key_slot(s) => s,
+        _ => {
+            return Err(bad(
+                "its slot is not a PIV key slot (9a, 9c, 9d, 9e, or 82 to 95, in hex)",
+            ))
+        }
+    };
+    Ok(SigKeyKind::YubiKey(YubiKeyRef {
+        serial: r.serial,
+        slot,
+    }))
+}
+
+fn load_reference(ref_path: PathBuf, cert_path: PathBuf) -> Result<SigKeyEntry> {
+    let certificate = load_certificate(&cert_path)?;
+    let text = fs::read_to_string(&ref_path).map_err(io_err("read", &ref_path))?;
+    let kind = parse_reference(&ref_path, &text)?;
+    Ok(SigKeyEntry::new(certificate, kind, ref_path, cert_path))
 }
 
 fn encrypt_key(
@@ -517,6 +699,35 @@ fn malformed(path: &Path, problem: &'static str) -> KeyFileError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reference_files_parse_strictly() {
+        let p = Path::new("x.ref.toml");
+        let r = YubiKeyRef {
+            serial: 12345678,
+            slot: 0x9c,
+        };
+        assert_eq!(
+            parse_reference(p, &r.to_toml()).unwrap(),
+            SigKeyKind::YubiKey(r)
+        );
+        let retired = "kind = \"yubikey\"\nserial = 1\nslot = \"95\"\n";
+        assert!(parse_reference(p, retired).is_ok());
+        for (text, what) in [
+            ("kind = \"yubikey\"\nserial = 1\nslot = \"9b\"\n", "PIV key slot"),
+            ("kind = \"yubikey\"\nserial = 1\nslot = \"9C0\"\n", "PIV key slot"),
+            ("kind = \"yubikey\"\nserial = -1\nslot = \"9c\"\n", "serial"),
+            ("kind = \"yubikey\"\nslot = \"9c\"\n", "serial"),
+            ("kind = \"yubikey\"\nserial = 1\nslot = \"9c\"\npin = \"1\"\n", "pin"),
+            ("serial = 1\nslot = \"9c\"\n", "no `kind"),
+            ("kind = \"pkcs11\"\n", "pkcs11"),
+            ("kind = ", "TOML parse error"),
+        ] {
+            let err = parse_reference(p, text).unwrap_err().to_string();
+            assert!(err.contains("x.ref.toml"), "{err}");
+            assert!(err.contains(what), "{what:?} not in: {err}");
+        }
+    }
 
     #[test]
     fn file_stem_is_sanitized() {
