@@ -491,10 +491,11 @@ fn parse_reference(path: &Path, text: &str) -> Result<SigKeyKind> {
         path: path.to_path_buf(),
         problem,
     };
-    let table: toml::Table = toml::from_str(text).map_err(|source| KeyFileError::ReferenceToml {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let table: toml::Table =
+        toml::from_str(text).map_err(|source| KeyFileError::ReferenceToml {
+            path: path.to_path_buf(),
+            source,
+        })?;
     match table.get("kind").and_then(toml::Value::as_str) {
         Some("yubikey") => {}
         Some(other) => {
@@ -505,13 +506,12 @@ fn parse_reference(path: &Path, text: &str) -> Result<SigKeyKind> {
         }
         None => return Err(bad("it has no `kind = \"...\"` line")),
     }
-    let r: YubiKeyRefToml =
-        table
-            .try_into()
-            .map_err(|source| KeyFileError::ReferenceToml {
-                path: path.to_path_buf(),
-                source,
-            })?;
+    let r: YubiKeyRefToml = table
+        .try_into()
+        .map_err(|source| KeyFileError::ReferenceToml {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let slot = match u8::from_str_radix(&r.slot, 16) {
         Ok(s) if r.slot.len() == 2 && YubiKeyRef::is_key_slot(s) => s,
         _ => {
@@ -714,11 +714,20 @@ mod tests {
         let retired = "kind = \"yubikey\"\nserial = 1\nslot = \"95\"\n";
         assert!(parse_reference(p, retired).is_ok());
         for (text, what) in [
-            ("kind = \"yubikey\"\nserial = 1\nslot = \"9b\"\n", "PIV key slot"),
-            ("kind = \"yubikey\"\nserial = 1\nslot = \"9C0\"\n", "PIV key slot"),
+            (
+                "kind = \"yubikey\"\nserial = 1\nslot = \"9b\"\n",
+                "PIV key slot",
+            ),
+            (
+                "kind = \"yubikey\"\nserial = 1\nslot = \"9C0\"\n",
+                "PIV key slot",
+            ),
             ("kind = \"yubikey\"\nserial = -1\nslot = \"9c\"\n", "serial"),
             ("kind = \"yubikey\"\nslot = \"9c\"\n", "serial"),
-            ("kind = \"yubikey\"\nserial = 1\nslot = \"9c\"\npin = \"1\"\n", "pin"),
+            (
+                "kind = \"yubikey\"\nserial = 1\nslot = \"9c\"\npin = \"1\"\n",
+                "pin",
+            ),
             ("serial = 1\nslot = \"9c\"\n", "no `kind"),
             ("kind = \"pkcs11\"\n", "pkcs11"),
             ("kind = ", "TOML parse error"),

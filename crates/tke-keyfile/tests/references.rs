@@ -83,7 +83,11 @@ fn a_bad_reference_is_reported_and_hides_nothing_else() {
             },
         )
         .unwrap();
-    fs::write(&a.key_path, "kind = \"yubikey\"\nserial = 1\nslot = \"9b\"\n").unwrap();
+    fs::write(
+        &a.key_path,
+        "kind = \"yubikey\"\nserial = 1\nslot = \"9b\"\n",
+    )
+    .unwrap();
     let listing = dir.signature_keys().unwrap();
     assert_eq!(listing.entries, vec![b]);
     assert_eq!(listing.problems.len(), 1);
@@ -97,7 +101,8 @@ fn a_bad_reference_is_reported_and_hides_nothing_else() {
     let listing = dir.signature_keys().unwrap();
     let msgs: Vec<String> = listing.problems.iter().map(ToString::to_string).collect();
     assert!(
-        msgs.iter().any(|m| m.contains("both claim the same signature key")),
+        msgs.iter()
+            .any(|m| m.contains("both claim the same signature key")),
         "{msgs:?}"
     );
 }
@@ -116,7 +121,10 @@ fn reference_for_a_slot_that_holds_no_key_is_refused() {
             },
         )
         .unwrap_err();
-    assert!(matches!(err, KeyFileError::BadSlot { slot: 0x9b }), "{err:?}");
+    assert!(
+        matches!(err, KeyFileError::BadSlot { slot: 0x9b }),
+        "{err:?}"
+    );
     let (other, _, _) = admin("erin");
     let err = dir.write_yubikey_reference(&other, &cert, R).unwrap_err();
     assert!(
