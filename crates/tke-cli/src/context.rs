@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use tke_client::{Client, EmbeddedFleet, FleetSpec, KnownUnit, Transport};
-use tke_keyfile::{FilesDir, Password, SigKeyEntry};
+use tke_keyfile::{FilesDir, Password, SigKeyEntry, SigKeyKind};
+use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
 
 use crate::{prompt::Prompter, secrets::Secrets};
@@ -107,6 +108,15 @@ impl Ctx {
                         .with_context(|| format!("cannot open the signature key of {name}"))
                 }
             }
+        }
+    }
+
+    /// Opens any listed signature key: a key file with its password, a key on a YubiKey
+    /// with its PIN (both from `--secrets`, else a hidden prompt).
+    pub fn open_signer(&self, entry: &SigKeyEntry) -> Result<Box<dyn Signer>> {
+        match entry.kind {
+            SigKeyKind::YubiKey(r) => Ok(Box::new(crate::yubikey::open(self, entry, &r)?)),
+            _ => Ok(Box::new(self.open_key(entry)?)),
         }
     }
 }

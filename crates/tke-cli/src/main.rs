@@ -2,16 +2,21 @@
 //!
 //! Exit codes: 0 success, 1 failure (`FAILED` and the reason on standard error),
 //! 2 usage error, 3 cancelled at a confirmation.
+//!
+//! `TKE_LOG=error|warn|info|debug|trace` writes diagnostics to standard error; they never
+//! hold a password, PIN or key.
 #![forbid(unsafe_code)]
 
 mod auto_init;
 mod context;
 mod local;
+mod logging;
 mod prompt;
 mod secrets;
 mod sigkeys;
 mod table;
 mod units;
+mod yubikey;
 
 use std::path::PathBuf;
 
@@ -51,8 +56,9 @@ struct Cli {
     /// Output format of read commands.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// TOML file of signature key passwords (`NAME = "password"`), for scripts. Passwords
-    /// are never taken from the command line.
+    /// TOML file of signature key passwords and YubiKey PINs (`NAME = "password or PIN"`),
+    /// and YubiKey management keys (`"management-key-SERIAL" = "hex"`), for scripts.
+    /// Secrets are never taken from the command line.
     #[arg(long, global = true, value_name = "FILE")]
     secrets: Option<PathBuf>,
     #[command(subcommand)]
@@ -82,11 +88,14 @@ enum Cmd {
     AutoInit(auto_init::Args),
     /// List the signature keys on this workstation.
     Sigkeys,
-    /// Create a signature key (P-256) in a password-protected file.
+    /// Create a signature key (P-256) in a password-protected file, or on a YubiKey
+    /// (--yubikey).
     SigkeyAdd {
         /// The administrator name (up to 30 characters; asked for when omitted).
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        yubikey: yubikey::AddArgs,
     },
     /// Delete signature key files.
     SigkeyRm {
@@ -155,7 +164,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitCompare => units::compare(&ctx),
         Cmd::AutoInit(a) => auto_init::run(&ctx, a),
         Cmd::Sigkeys => sigkeys::sigkeys(&ctx),
-        Cmd::SigkeyAdd { name } => sigkeys::add(&ctx, name.as_deref()),
+        Cmd::SigkeyAdd { name, yubikey } => sigkeys::add(&ctx, name.as_deref(), yubikey),
         Cmd::SigkeyRm { nums, yes } => sigkeys::rm(&ctx, nums, *yes),
         Cmd::SigkeySel { nums } => sigkeys::sel(&ctx, nums),
         Cmd::Local(LocalCmd::Init(a)) => local::init(&ctx, a),
@@ -164,6 +173,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    logging::init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

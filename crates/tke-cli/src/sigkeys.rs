@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use serde_json::json;
-use tke_keyfile::SigKeyEntry;
+use tke_keyfile::{SigKeyEntry, SigKeyKind};
 use tke_proto::AdminName;
 use tke_sigkey::Signer as _;
 use tke_sigkey_file::FileSigner;
@@ -48,14 +48,19 @@ pub fn sigkeys(ctx: &Ctx) -> Result<()> {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                json!({
+                let mut v = json!({
                     "keynum": i + 1,
                     "name": e.name.as_str(),
                     "ski": e.ski.to_hex(),
                     "kind": e.kind.label(),
                     "selected": selected.contains(&e.ski),
                     "certificate": e.cert_path.display().to_string(),
-                })
+                });
+                if let SigKeyKind::YubiKey(r) = e.kind {
+                    v["serial"] = json!(r.serial);
+                    v["slot"] = json!(format!("{:02x}", r.slot));
+                }
+                v
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -90,7 +95,7 @@ pub fn parse_name(s: &str) -> Result<AdminName> {
 }
 
 /// `sigkey-add`.
-pub fn add(ctx: &Ctx, name: Option<&str>) -> Result<()> {
+pub fn add(ctx: &Ctx, name: Option<&str>, yubikey: &crate::yubikey::AddArgs) -> Result<()> {
     let name = match name {
         Some(n) => parse_name(n)?,
         None => ctx.prompt.ask(
@@ -99,6 +104,9 @@ pub fn add(ctx: &Ctx, name: Option<&str>) -> Result<()> {
             parse_name,
         )?,
     };
+    if yubikey.yubikey {
+        return crate::yubikey::add(ctx, &name, yubikey);
+    }
     let signer = create_key(ctx, &name)?;
     if ctx.json {
         println!(
@@ -200,6 +208,12 @@ pub fn rm(ctx: &Ctx, nums: &[usize], yes: bool) -> Result<()> {
     for &n in &nums {
         ctx.files.remove_signature_key(&entries[n - 1])?;
         sel.sigkeys.retain(|s| *s != entries[n - 1].ski);
+        if let SigKeyKind::YubiKey(r) = entries[n - 1].kind {
+            println!(
+                "The key of {} stays in slot {:02x} of YubiKey {}: only this workstation's reference was deleted.",
+                entries[n - 1].name, r.slot, r.serial
+            );
+        }
     }
     ctx.files.save_selection(&sel)?;
     println!("OK");

@@ -49,7 +49,7 @@ impl AdminSession {
     /// Connects to the YubiKey's reader (shared, T=1).
     pub(crate) fn connect(info: &CardInfo) -> Result<Self, YubiKeyError> {
         let ctx = pcsc::Context::establish(pcsc::Scope::System)
-            .map_err(|source| YubiKeyError::PcscUnavailable { source })?;
+            .map_err(|reason| YubiKeyError::PcscUnavailable { reason })?;
         let name =
             std::ffi::CString::new(info.reader.as_str()).map_err(|_| YubiKeyError::Malformed {
                 serial: info.serial,
@@ -92,10 +92,10 @@ fn pcsc_err(info: &CardInfo, operation: &'static str, e: pcsc::Error) -> YubiKey
                 serial: info.serial,
             }
         }
-        source => YubiKeyError::Pcsc {
+        reason => YubiKeyError::Pcsc {
             serial: info.serial,
             operation,
-            source,
+            reason,
         },
     }
 }

@@ -30,10 +30,10 @@ fn scan() -> Result<Scan, YubiKeyError> {
                     readers: 0,
                 })
             }
-            Some(source) => return Err(YubiKeyError::PcscUnavailable { source }),
+            Some(reason) => return Err(YubiKeyError::PcscUnavailable { reason }),
             None => {
                 return Err(YubiKeyError::PcscUnavailable {
-                    source: pcsc::Error::NoService,
+                    reason: pcsc::Error::NoService,
                 })
             }
         },
@@ -48,10 +48,10 @@ fn scan() -> Result<Scan, YubiKeyError> {
                     readers: 0,
                 })
             }
-            Some(source) => return Err(YubiKeyError::PcscUnavailable { source }),
+            Some(reason) => return Err(YubiKeyError::PcscUnavailable { reason }),
             None => {
                 return Err(YubiKeyError::PcscUnavailable {
-                    source: pcsc::Error::NoService,
+                    reason: pcsc::Error::NoService,
                 })
             }
         },

@@ -11,6 +11,7 @@ use yubikey::YubiKey;
 use crate::{
     admin::AdminSession,
     device,
+    error::from_yubikey,
     signer::{slot_metadata, Session},
     tlv, CardInfo, ManagementKeySource, MgmAlgorithm, Pin, PinPolicy, Slot, TouchPolicy,
     TouchPrompt, YubiKeyError, YubiKeySigner,
@@ -81,6 +82,7 @@ pub struct Enrollment {
     slot: Slot,
     content: SlotContent,
     management: ManagementKeyInfo,
+    pin_is_default: Option<bool>,
 }
 
 /// What registering an existing key did to the card.
@@ -156,23 +158,29 @@ impl Enrollment {
                 certificate,
             }
         };
-        let management = {
+        let (management, pin_is_default) = {
             let mut admin = AdminSession::connect(&card)?;
             let phase = admin.phase()?;
-            let algorithm = phase.management_algorithm()?;
-            let is_default = if card.has_metadata() {
-                phase
-                    .metadata(0x9b)?
-                    .and_then(|m| tlv::find(&m, 0x05).map(|v| v == [1]))
-            } else {
-                None
+            let default_of = |slot| -> Result<Option<bool>, YubiKeyError> {
+                if !card.has_metadata() {
+                    return Ok(None);
+                }
+                Ok(phase
+                    .metadata(slot)?
+                    .and_then(|m| tlv::find(&m, 0x05).map(|v| v == [1])))
             };
+            let algorithm = phase.management_algorithm()?;
+            let is_default = default_of(0x9b)?;
             let pin_protected = phase.admin_flags()? & 0x02 != 0;
-            ManagementKeyInfo {
-                algorithm,
-                is_default,
-                pin_protected,
-            }
+            let pin_is_default = default_of(0x80)?;
+            (
+                ManagementKeyInfo {
+                    algorithm,
+                    is_default,
+                    pin_protected,
+                },
+                pin_is_default,
+            )
         };
         Ok(Self {
             yk,
@@ -180,6 +188,7 @@ impl Enrollment {
             slot,
             content,
             management,
+            pin_is_default,
         })
     }
 
@@ -203,6 +212,33 @@ impl Enrollment {
         self.management
     }
 
+    /// Verifies `pin` (so that a wrong PIN can be asked again before anything changes).
+    ///
+    /// # Errors
+    /// [`YubiKeyError::WrongPin`] with the tries left, [`YubiKeyError::PinBlocked`], card
+    /// failures.
+    pub fn verify_pin(&mut self, pin: &Pin) -> Result<(), YubiKeyError> {
+        let serial = self.card.serial;
+        let result = match self.yk.verify_pin(pin.expose_secret()) {
+            // Another program (or another handle of ours) reset the card: open it again.
+            Err(yubikey::Error::PcscError {
+                inner: Some(pcsc::Error::ResetCard),
+            }) => {
+                let (yk, _) = device::open(Some(serial))?;
+                let stale = std::mem::replace(&mut self.yk, yk);
+                let _ = stale.disconnect(pcsc::Disposition::LeaveCard);
+                self.yk.verify_pin(pin.expose_secret())
+            }
+            other => other,
+        };
+        result.map_err(from_yubikey(serial, &self.card.reader, "verifying the PIN"))
+    }
+
+    /// Whether the PIN is still the factory default `123456` (firmware 5.3 and later).
+    pub fn pin_is_default(&self) -> Option<bool> {
+        self.pin_is_default
+    }
+
     /// Generates a new P-256 key in the slot with these policies, makes the administrator
     /// certificate (signed on the card: PIN, and a touch if the policy asks), writes it
     /// to the slot, and returns the signer.
@@ -217,7 +253,7 @@ impl Enrollment {
     /// generated but its certificate could not be made or written.
     #[allow(clippy::too_many_arguments)]
     pub fn generate(
-        self,
+        mut self,
         name: &AdminName,
         pin: Pin,
         management_key: &ManagementKeySource,
@@ -236,6 +272,8 @@ impl Enrollment {
             }
             _ => {}
         }
+        // The PIN first: a wrong one must not cost the key that is in the slot.
+        self.verify_pin(&pin)?;
         let mut admin = AdminSession::connect(&self.card)?;
         let public = {
             let phase = admin.phase()?;
@@ -243,10 +281,10 @@ impl Enrollment {
             log::debug!("YubiKey {serial}: generating a P-256 key in slot {slot}");
             phase.generate(slot, pin_policy, touch_policy)?
         };
-        let after = |source: YubiKeyError| YubiKeyError::AfterGeneration {
+        let after = |cause: YubiKeyError| YubiKeyError::AfterGeneration {
             serial,
             slot,
-            source: Box::new(source),
+            cause: Box::new(cause),
         };
         let mut session = Session::new(
             self.yk,
@@ -278,7 +316,7 @@ impl Enrollment {
     /// [`YubiKeyError::PublicKeyUnknown`], [`YubiKeyError::OtherAdministrator`],
     /// [`YubiKeyError::SlotCertificateOccupied`], PIN and management-key errors.
     pub fn register_existing(
-        self,
+        mut self,
         name: &AdminName,
         pin: Pin,
         management_key: &ManagementKeySource,
@@ -295,6 +333,7 @@ impl Enrollment {
                 certificate,
             } => (*public, *policy, certificate.clone()),
         };
+        self.verify_pin(&pin)?;
         if self.card.has_metadata() && public.is_none() {
             // The metadata named another algorithm.
             let mut yk = self.yk;
@@ -376,9 +415,9 @@ fn certify(
     match (built, failure) {
         (Ok(c), _) => Ok(c),
         (Err(_), Some(e)) => Err(e),
-        (Err(source), None) => Err(YubiKeyError::Certificate {
+        (Err(reason), None) => Err(YubiKeyError::Certificate {
             name: name.clone(),
-            source,
+            reason,
         }),
     }
 }

@@ -1,5 +1,6 @@
 //! Errors of YubiKey signers. Each says which YubiKey and what to do; none holds a PIN or
-//! a management key.
+//! a management key. Underlying errors are part of the message (field `reason`), so that
+//! a chain printer does not show them twice.
 
 use tke_proto::{AdminName, ProtoError};
 
@@ -11,12 +12,12 @@ use crate::{MgmAlgorithm, Serials, Slot};
 pub enum YubiKeyError {
     /// The PC/SC service does not answer.
     #[error(
-        "the smart-card service (pcscd) is not available ({source}): start it \
+        "the smart-card service (pcscd) is not available ({reason}): start it \
          (`systemctl start pcscd`, or run `pcscd` as root) and retry"
     )]
     PcscUnavailable {
-        /// The PC/SC error.
-        source: pcsc::Error,
+        /// The PC/SC error (part of the message, so not also a `source()`).
+        reason: pcsc::Error,
     },
 
     /// No YubiKey is attached (or none answers as a PIV card).
@@ -207,7 +208,7 @@ pub enum YubiKeyError {
     /// old one is gone) without its administrator certificate.
     #[error(
         "slot {slot} of YubiKey {serial} now holds a new key, but its administrator \
-         certificate could not be made or written: {source}. Once that is solved, register \
+         certificate could not be made or written: {cause}. Once that is solved, register \
          the key that is in the slot (it is not recorded on this workstation yet)"
     )]
     AfterGeneration {
@@ -215,8 +216,8 @@ pub enum YubiKeyError {
         serial: u32,
         /// The slot.
         slot: Slot,
-        /// What failed.
-        source: Box<YubiKeyError>,
+        /// What failed (part of the message).
+        cause: Box<YubiKeyError>,
     },
 
     /// The card timed out waiting for a touch.
@@ -292,34 +293,34 @@ pub enum YubiKeyError {
     },
 
     /// The administrator certificate could not be made.
-    #[error("cannot make the administrator certificate for {name}: {source}")]
+    #[error("cannot make the administrator certificate for {name}: {reason}")]
     Certificate {
         /// The administrator.
         name: AdminName,
-        /// The protocol layer's error.
-        source: ProtoError,
+        /// The protocol layer's error (part of the message).
+        reason: ProtoError,
     },
 
     /// A `yubikey` crate operation failed.
-    #[error("YubiKey {serial}: {operation} failed: {source}")]
+    #[error("YubiKey {serial}: {operation} failed: {reason}")]
     Card {
         /// The serial number.
         serial: u32,
         /// What was being done.
         operation: &'static str,
-        /// The `yubikey` error.
-        source: yubikey::Error,
+        /// The `yubikey` error (part of the message).
+        reason: yubikey::Error,
     },
 
     /// A PC/SC operation failed.
-    #[error("YubiKey {serial}: {operation} failed: {source}")]
+    #[error("YubiKey {serial}: {operation} failed: {reason}")]
     Pcsc {
         /// The serial number.
         serial: u32,
         /// What was being done.
         operation: &'static str,
-        /// The PC/SC error.
-        source: pcsc::Error,
+        /// The PC/SC error (part of the message).
+        reason: pcsc::Error,
     },
 
     /// The card answered a command with an unexpected status or data.
@@ -374,10 +375,10 @@ pub(crate) fn from_yubikey<'a>(
         } => YubiKeyError::ReaderBusy {
             readers: vec![reader.to_owned()],
         },
-        source => YubiKeyError::Card {
+        reason => YubiKeyError::Card {
             serial,
             operation,
-            source,
+            reason,
         },
     }
 }

@@ -21,8 +21,9 @@ use crate::{
 /// shows the message). Called before every signature whose key's touch policy is not
 /// "never"; with a cached touch policy the YubiKey may not actually wait.
 pub trait TouchPrompt: Send + Sync {
-    /// The YubiKey `card` is about to sign with `slot` and may blink for a touch.
-    fn touch(&self, card: &CardInfo, slot: Slot);
+    /// The YubiKey `card` is about to sign with `slot`, whose key has touch policy
+    /// `policy` (always or cached), and may blink for a touch.
+    fn touch(&self, card: &CardInfo, slot: Slot, policy: TouchPolicy);
 }
 
 /// A [`TouchPrompt`] that shows nothing.
@@ -30,7 +31,7 @@ pub trait TouchPrompt: Send + Sync {
 pub struct NoTouchPrompt;
 
 impl TouchPrompt for NoTouchPrompt {
-    fn touch(&self, _card: &CardInfo, _slot: Slot) {}
+    fn touch(&self, _card: &CardInfo, _slot: Slot, _policy: TouchPolicy) {}
 }
 
 /// What a slot's key is, as far as the card says.
@@ -171,8 +172,8 @@ impl Session {
             }
         }
         let touch = self.policy.map(|p| p.1);
-        if matches!(touch, Some(TouchPolicy::Always | TouchPolicy::Cached)) {
-            self.prompt.touch(&self.card, slot);
+        if let Some(policy @ (TouchPolicy::Always | TouchPolicy::Cached)) = touch {
+            self.prompt.touch(&self.card, slot, policy);
         }
         log::debug!("YubiKey {serial}: signing a digest with slot {slot}");
         let sig = match piv::sign_data(&mut self.yk, digest, AlgorithmId::EccP256, slot.slot_id()) {

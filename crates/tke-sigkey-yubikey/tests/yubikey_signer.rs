@@ -99,7 +99,10 @@ fn enrolment_writes_the_certificate_to_the_slot_with_the_policies_asked() {
             ..
         } => {
             assert_eq!(*policy, Some((PinPolicy::Always, TouchPolicy::Cached)));
-            assert_eq!(*certificate, SlotCertificate::Admin(Box::new(e.certificate.clone())));
+            assert_eq!(
+                *certificate,
+                SlotCertificate::Admin(Box::new(e.certificate.clone()))
+            );
         }
         other => panic!("{other:?}"),
     }

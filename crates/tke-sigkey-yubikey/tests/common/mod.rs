@@ -28,7 +28,7 @@ pub fn pin(p: &str) -> Pin {
 pub struct Touches(pub AtomicUsize);
 
 impl TouchPrompt for Touches {
-    fn touch(&self, _card: &CardInfo, _slot: Slot) {
+    fn touch(&self, _card: &CardInfo, _slot: Slot, _policy: TouchPolicy) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
