@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: the README's test command, and what CI runs.
-# Installs the system components the tests need when they are missing (ci/setup.sh).
+# Installs the system components the tests need when they are missing (ci/setup.sh),
+# starts pcscd for the run when none runs (ci/pcsc.sh; stopped again at the end), and
+# checks that yubico-piv-tool sees the virtual YubiKey before the tests use it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ci/setup.sh
+. ci/pcsc.sh
+pcsc_start
+pcsc_smoke
 cargo test --workspace --all-targets
 cargo test --workspace --doc
