@@ -333,7 +333,15 @@ pub fn add(ctx: &Ctx, name: &AdminName, args: &AddArgs) -> Result<()> {
         }
         match certificate {
             SlotCertificate::Admin(a) if public.is_some_and(|p| p == *a.public_key()) => {
-                keeps_certificate = a.name() == name;
+                if a.name() != name {
+                    return Err(hint(YubiKeyError::OtherAdministrator {
+                        serial: card.serial,
+                        slot,
+                        found: a.name().clone(),
+                        wanted: name.clone(),
+                    }));
+                }
+                keeps_certificate = true;
             }
             SlotCertificate::Other { subject } => {
                 overwrite = confirm_overwrite(

@@ -433,3 +433,56 @@ fn interactive_pin_prompt_and_declined_overwrite() {
         "the key stayed"
     );
 }
+
+#[test]
+fn a_management_key_from_the_secrets_file_is_used_and_never_logged() {
+    let bench = Bench::acquire();
+    // An AES-256 management key of the operator's choosing.
+    let key: Vec<u8> = (0..32u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut c = card(11110041);
+    c.set_management_key(
+        tke_piv_vcard::MgmKey::new(tke_piv_vcard::MgmAlgorithm::Aes256, &key).unwrap(),
+    );
+    let _card = bench.insert(0, c);
+    let w = Workstation::new();
+    let entry = "\"management-key-11110041\"";
+    let secrets = w.secrets(&[("mgm", YUKI_PIN), (entry, hex.as_str())]);
+    let o = run_with_env(
+        &w,
+        &[("TKE_LOG", "trace")],
+        &[
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "sigkey-add",
+            "--yubikey",
+            "--name",
+            "mgm",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("Management key: AES-256, the key given."),
+        "{out}"
+    );
+    let log = stderr(&o);
+    assert!(log.contains("[DEBUG"), "logging is on");
+    let decimal = key.iter().map(u8::to_string).collect::<Vec<_>>().join(", ");
+    for f in [
+        hex.clone(),
+        hex.to_uppercase(),
+        decimal,
+        hex[..16].to_owned(),
+    ]
+    .into_iter()
+    .chain(forms(YUKI_PIN))
+    {
+        assert!(
+            !log.contains(&f) && !out.contains(&f),
+            "a secret ({f}) was shown"
+        );
+    }
+}

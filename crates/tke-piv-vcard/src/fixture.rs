@@ -74,7 +74,6 @@ impl Bench {
     /// # Panics
     /// When pcscd or vpcd is missing, pcscd cannot be started, or a reader holds a card
     /// that is not ours: each with a message saying what to do.
-    #[allow(clippy::panic)]
     pub fn acquire() -> Self {
         let Some(pcscd) = pcscd_binary() else {
             panic!("pcscd is not installed: {SETUP}");
@@ -100,12 +99,12 @@ impl Bench {
             Some(c) => c,
             None => {
                 start_pcscd(&pcscd);
-                wait_for("pcscd to accept clients", establish)
+                wait_for(establish)
                     .unwrap_or_else(|| panic!("pcscd was started but does not accept clients"))
             }
         };
         let bench = Self { _lock: lock, ctx };
-        let have = wait_for("vpcd's readers", || {
+        let have = wait_for(|| {
             let names = bench.ctx.list_readers_owned().ok()?;
             READER_NAMES
                 .iter()
@@ -185,16 +184,13 @@ impl Bench {
     ///
     /// # Panics
     /// When the reader cannot be reached or never sees the card.
-    #[allow(clippy::panic)]
     pub fn insert(&self, index: usize, mut card: Card) -> Inserted<'_> {
         let Some(&reader) = READER_NAMES.get(index) else {
             panic!("there are two virtual readers: 0 and 1, not {index}");
         };
         let port = vpcd::VPCD_PORT + index as u16;
-        let stream = wait_for("vpcd's port", || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        })
-        .unwrap_or_else(|| panic!("cannot connect to vpcd on 127.0.0.1:{port}: {SETUP}"));
+        let stream = wait_for(|| TcpStream::connect(("127.0.0.1", port)).ok())
+            .unwrap_or_else(|| panic!("cannot connect to vpcd on 127.0.0.1:{port}: {SETUP}"));
         let serial = card.serial();
         let mut serving = stream
             .try_clone()
@@ -231,7 +227,7 @@ fn start_pcscd(pcscd: &Path) {
     }
 }
 
-fn wait_for<T>(_what: &str, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(v) = f() {
@@ -277,7 +273,6 @@ impl Inserted<'_> {
     ///
     /// # Panics
     /// When the card's thread panicked.
-    #[allow(clippy::panic)]
     pub fn remove(mut self) -> Card {
         self.take()
             .unwrap_or_else(|| panic!("the virtual card {} was already removed", self.serial))
