@@ -6,7 +6,7 @@ use tke_keyfile::{SigKeyEntry, SigKeyKind};
 use tke_proto::AdminName;
 use tke_sigkey::Signer as _;
 use tke_sigkey_file::FileSigner;
-use tke_sigkey_pkcs11::{Pkcs11Uri, TokenSession};
+use tke_sigkey_pkcs11::{Pkcs11Error, Pkcs11Uri, TokenSession};
 
 use crate::{context::Ctx, prompt::parse_numbers, table::Table};
 
@@ -102,9 +102,23 @@ fn add_token_key(ctx: &Ctx, name: &AdminName, uri_text: &str) -> Result<()> {
     if uri.object().is_none() && uri.id().is_none() {
         bail!("--pkcs11: the URI names no key: add `object=LABEL` (the key's label on the token)");
     }
-    let (pin, _) = ctx.token_pin(name.as_str(), &uri)?;
-    let session = TokenSession::open(&uri, &pin)
-        .with_context(|| format!("cannot add a signature key for {name} on a PKCS#11 token"))?;
+    // A PIN typed on a terminal is asked again after a wrong one, at most three times.
+    let mut tries = 0;
+    let session = loop {
+        let (pin, asked) = ctx.token_pin(name.as_str(), &uri)?;
+        match TokenSession::open(&uri, &pin) {
+            Ok(s) => break s,
+            Err(e @ Pkcs11Error::WrongPin { .. }) if asked && tries < 2 => {
+                println!("{e}\n");
+                tries += 1;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot add a signature key for {name} on a PKCS#11 token")
+                })
+            }
+        }
+    };
     let token = session.token().clone();
     let registered = session.has_key_pair()?;
     let signer = if registered {
