@@ -516,8 +516,10 @@ fn the_pin_prompt_names_the_token_and_key_and_rm_leaves_the_token_alone() {
     p.exp_string("> ").unwrap();
     // A wrong PIN is explained, and the PIN asked again.
     p.send_line("not-the-pin").unwrap();
-    p.exp_string("wrong PIN for token \"admins\" (serial ").unwrap();
-    p.exp_string("Enter the user PIN of PKCS#11 token \"admins\"").unwrap();
+    p.exp_string("wrong PIN for token \"admins\" (serial ")
+        .unwrap();
+    p.exp_string("Enter the user PIN of PKCS#11 token \"admins\"")
+        .unwrap();
     p.exp_string("> ").unwrap();
     p.send_line(&pin).unwrap();
     p.exp_string("generated on token \"admins\"").unwrap();

@@ -384,6 +384,16 @@ mod tests {
             tries: PinTries::FinalTry,
         };
         assert!(e.to_string().contains("1 try left"), "{e}");
+        let e = Pkcs11Error::MechanismMissing {
+            module: module.clone(),
+            token: token.clone(),
+            mechanism: "CKM_EC_KEY_PAIR_GEN",
+            purpose: "generate a P-256 key pair",
+        };
+        assert_eq!(
+            e.to_string(),
+            "token \"admins\" (serial 0042) (PKCS#11 module /opt/hsm/lib.so) does not offer CKM_EC_KEY_PAIR_GEN, which is needed to generate a P-256 key pair"
+        );
         let e = Pkcs11Error::Token {
             module,
             token,
