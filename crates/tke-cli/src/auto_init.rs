@@ -8,7 +8,6 @@ use serde_json::json;
 use tke_ceremony::{AutoInit, Event, Progress};
 use tke_proto::Threshold;
 use tke_sigkey::Signer;
-use tke_sigkey_file::FileSigner;
 
 use crate::{
     context::Ctx,
@@ -241,7 +240,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             },
         )?
     };
-    let mut signers: Vec<FileSigner> = Vec::new();
+    let mut signers: Vec<Box<dyn Signer>> = Vec::new();
     for n in &chosen {
         signers.push(ctx.open_key(&entries[n - 1])?);
     }
@@ -299,12 +298,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         return Err(crate::Cancelled.into());
     }
     for n in &new_names {
-        signers.push(create_key(ctx, n)?);
+        signers.push(Box::new(create_key(ctx, n)?));
     }
     say("");
 
     // 6. Plan (every check, before any change), then act.
-    let admins: Vec<&dyn Signer> = signers.iter().map(|s| s as &dyn Signer).collect();
+    let admins: Vec<&dyn Signer> = signers.iter().map(|s| s.as_ref()).collect();
     let plan = AutoInit {
         instance: instance.clone(),
         sig_threshold: sig,

@@ -51,8 +51,9 @@ struct Cli {
     /// Output format of read commands.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// TOML file of signature key passwords (`NAME = "password"`), for scripts. Passwords
-    /// are never taken from the command line.
+    /// TOML file of signature key passwords and token PINs (`NAME = "secret"`, by
+    /// administrator name), for scripts. Passwords and PINs are never taken from the
+    /// command line.
     #[arg(long, global = true, value_name = "FILE")]
     secrets: Option<PathBuf>,
     #[command(subcommand)]
@@ -82,11 +83,20 @@ enum Cmd {
     AutoInit(auto_init::Args),
     /// List the signature keys on this workstation.
     Sigkeys,
-    /// Create a signature key (P-256) in a password-protected file.
+    /// Create a signature key (P-256) in a password-protected file, or on a PKCS#11
+    /// token with --pkcs11.
     SigkeyAdd {
         /// The administrator name (up to 30 characters; asked for when omitted).
         #[arg(long)]
         name: Option<String>,
+        /// Generate the key on the PKCS#11 token this RFC 7512 URI names, e.g.
+        /// `pkcs11:token=LABEL;object=KEYLABEL?module-path=/path/to/module.so` — or, if
+        /// the URI names a key pair already on the token, register that one. The user PIN
+        /// comes from --secrets (`NAME = "PIN"`), the URI's `pin-source=file:/path`, or a
+        /// hidden prompt; `pin-value` is refused. The workstation keeps only the URI and
+        /// the certificate.
+        #[arg(long, value_name = "URI")]
+        pkcs11: Option<String>,
     },
     /// Delete signature key files.
     SigkeyRm {
@@ -155,7 +165,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitCompare => units::compare(&ctx),
         Cmd::AutoInit(a) => auto_init::run(&ctx, a),
         Cmd::Sigkeys => sigkeys::sigkeys(&ctx),
-        Cmd::SigkeyAdd { name } => sigkeys::add(&ctx, name.as_deref()),
+        Cmd::SigkeyAdd { name, pkcs11 } => sigkeys::add(&ctx, name.as_deref(), pkcs11.as_deref()),
         Cmd::SigkeyRm { nums, yes } => sigkeys::rm(&ctx, nums, *yes),
         Cmd::SigkeySel { nums } => sigkeys::sel(&ctx, nums),
         Cmd::Local(LocalCmd::Init(a)) => local::init(&ctx, a),

@@ -142,17 +142,17 @@ pub enum KeyFileError {
         cert_path: PathBuf,
     },
 
-    /// A signature key file has no certificate file beside it.
+    /// A signature key file (or token reference file) has no certificate file beside it.
     #[error("the signature key file {} has no certificate file {}", key_path.display(), cert_path.display())]
     MissingCertificate {
-        /// The key file.
+        /// The key file (or reference file).
         key_path: PathBuf,
         /// The certificate file expected.
         cert_path: PathBuf,
     },
 
-    /// A certificate file has no signature key file beside it.
-    #[error("the certificate file {} has no signature key file {}", cert_path.display(), key_path.display())]
+    /// A certificate file has no signature key file (nor token reference file) beside it.
+    #[error("the certificate file {} has no signature key file {} (nor a token reference file)", cert_path.display(), key_path.display())]
     MissingKey {
         /// The certificate file.
         cert_path: PathBuf,
@@ -172,6 +172,61 @@ pub enum KeyFileError {
         path: PathBuf,
         /// The certificate file listed.
         first: PathBuf,
+    },
+
+    /// A signature key is on a token: there is no key file to decrypt.
+    #[error("the signature key of {name} is a {kind} key ({}): it is opened through its token, not decrypted", path.display())]
+    NotAKeyFile {
+        /// The administrator.
+        name: AdminName,
+        /// Where the key lives (`pkcs11`).
+        kind: &'static str,
+        /// Its reference file.
+        path: PathBuf,
+    },
+
+    /// A stem has both a key file and a token reference file; neither is listed.
+    #[error(
+        "{} and {} name the same signature key both as a key file and as a key on a token; \
+         remove the one that is wrong",
+        key_path.display(), ref_path.display()
+    )]
+    KeyAndReference {
+        /// The key file.
+        key_path: PathBuf,
+        /// The reference file.
+        ref_path: PathBuf,
+    },
+
+    /// A reference file breaks its format.
+    #[error("the signature key reference file {} is malformed: {problem}", path.display())]
+    MalformedReference {
+        /// The reference file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+
+    /// A reference file is not TOML of the expected shape.
+    #[error(
+        "the signature key reference file {} is malformed: it must hold `kind = \"pkcs11\"` and \
+         `uri = \"pkcs11:...\"` only: {source}",
+        path.display()
+    )]
+    ReferenceToml {
+        /// The reference file.
+        path: PathBuf,
+        /// The TOML error, with its position (a reference file holds no secret).
+        source: toml::de::Error,
+    },
+
+    /// The URI given to record a key on a token is refused.
+    #[error("cannot record the token key of administrator {name}: {problem}")]
+    InvalidTokenUri {
+        /// The administrator.
+        name: AdminName,
+        /// What is wrong.
+        problem: &'static str,
     },
 
     /// A key could not be encrypted or encoded.

@@ -14,5 +14,5 @@ pub use password::Password;
 pub use selection::{Selection, SELECTION_FILE};
 pub use sigkey::{
     file_stem, SigKeyEntry, SigKeyKind, SigKeyListing, CERT_SUFFIX, KEY_PEM_LABEL, KEY_SUFFIX,
-    SCRYPT_LOG_N, SCRYPT_P, SCRYPT_R,
+    REF_SUFFIX, SCRYPT_LOG_N, SCRYPT_P, SCRYPT_R,
 };

@@ -1,5 +1,6 @@
 //! Signature key files: an encrypted PKCS#8 private key and the administrator certificate,
-//! side by side in the workstation directory.
+//! side by side in the workstation directory; or, for a key on a PKCS#11 token, a reference
+//! file naming it and the certificate.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -26,6 +27,8 @@ use crate::{atomic, error::io_err, FilesDir, KeyFileError, Password, Result};
 pub const KEY_SUFFIX: &str = ".key.pem";
 /// The suffix of a signature key's certificate file.
 pub const CERT_SUFFIX: &str = ".crt.pem";
+/// The suffix of the reference file of a signature key on a token.
+pub const REF_SUFFIX: &str = ".ref.toml";
 /// The PEM label of the private key file.
 pub const KEY_PEM_LABEL: &str = "ENCRYPTED PRIVATE KEY";
 
@@ -45,21 +48,56 @@ const MAX_SCRYPT_P: u16 = 16;
 /// Largest PBKDF2 iteration count accepted when reading.
 const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 
-/// Where a signature key lives. Only files today; keys on tokens will be listed here too.
+/// Where a signature key lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SigKeyKind {
     /// An encrypted key file and its certificate file in the workstation directory.
     File,
+    /// A key on a PKCS#11 token: the workstation holds a reference file (its PKCS#11 URI,
+    /// no secret) and the certificate file.
+    Pkcs11,
 }
 
 impl SigKeyKind {
-    /// Lower-case label for tables and JSON (`file`).
+    /// Lower-case label for tables and JSON (`file`, `pkcs11`).
     pub fn label(self) -> &'static str {
         match self {
             Self::File => "file",
+            Self::Pkcs11 => "pkcs11",
         }
     }
+}
+
+/// The content of a reference file (`<stem>.ref.toml`):
+///
+/// ```toml
+/// kind = "pkcs11"
+/// uri = "pkcs11:token=admins;object=alice;id=%01%02?module-path=/usr/lib/softhsm/libsofthsm2.so"
+/// ```
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reference {
+    kind: String,
+    uri: String,
+}
+
+/// Checks that a reference names a PKCS#11 URI and holds no PIN.
+fn check_token_uri(uri: &str) -> core::result::Result<(), &'static str> {
+    let scheme = uri
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("pkcs11:"));
+    if !scheme {
+        return Err("its uri is not a PKCS#11 URI (pkcs11:...)");
+    }
+    let query = uri.split_once('?').map_or("", |(_, q)| q);
+    if query
+        .split('&')
+        .any(|a| a == "pin-value" || a.starts_with("pin-value="))
+    {
+        return Err("its uri holds a PIN (pin-value); PINs are never stored");
+    }
+    Ok(())
 }
 
 /// One signature key of the workstation: the administrator certificate and where its
@@ -78,10 +116,14 @@ pub struct SigKeyEntry {
     pub certificate: AdminCertificate,
     /// Where the key lives.
     pub kind: SigKeyKind,
-    /// The encrypted private key file (`<stem>.key.pem`).
+    /// For a file key, the encrypted private key file (`<stem>.key.pem`); for a key on a
+    /// token, the reference file (`<stem>.ref.toml`).
     pub key_path: PathBuf,
     /// The certificate file (`<stem>.crt.pem`).
     pub cert_path: PathBuf,
+    /// For a key on a PKCS#11 token, its PKCS#11 URI (RFC 7512) as the reference file
+    /// holds it: module, token and key, never a PIN. `None` for a file key.
+    pub token_uri: Option<String>,
 }
 
 impl SigKeyEntry {
@@ -93,6 +135,20 @@ impl SigKeyEntry {
             kind: SigKeyKind::File,
             key_path,
             cert_path,
+            token_uri: None,
+        }
+    }
+
+    fn new_token(
+        certificate: AdminCertificate,
+        ref_path: PathBuf,
+        cert_path: PathBuf,
+        uri: String,
+    ) -> Self {
+        Self {
+            kind: SigKeyKind::Pkcs11,
+            token_uri: Some(uri),
+            ..Self::new(certificate, ref_path, cert_path)
         }
     }
 
@@ -100,12 +156,20 @@ impl SigKeyEntry {
     /// Never modifies the files. The returned key is zeroized when dropped.
     ///
     /// # Errors
+    /// [`KeyFileError::NotAKeyFile`] for a key on a token (its provider opens it);
     /// [`KeyFileError::WrongPassword`] when decryption fails (wrong password, or altered
     /// encrypted data: with AES-CBC the two look alike); [`KeyFileError::MalformedKeyFile`]
     /// or [`KeyFileError::KeyFileEncoding`] for a truncated, edited or foreign file;
     /// [`KeyFileError::KeyMismatch`] when the key is not the certificate's;
     /// [`KeyFileError::Io`] when the file cannot be read.
     pub fn decrypt(&self, password: &Password) -> Result<SecretKey> {
+        if self.kind != SigKeyKind::File {
+            return Err(KeyFileError::NotAKeyFile {
+                name: self.name.clone(),
+                kind: self.kind.label(),
+                path: self.key_path.clone(),
+            });
+        }
         let der = read_key_file(&self.key_path)?;
         let secret = decrypt_key(&self.key_path, &self.name, &der, password)?;
         if secret.public_key() != *self.certificate.public_key() {
@@ -177,10 +241,11 @@ pub fn file_stem(name: &AdminName, ski: &Ski) -> String {
 }
 
 impl FilesDir {
-    /// Lists the signature keys: every `<stem>.key.pem` / `<stem>.crt.pem` pair. Each
-    /// certificate is parsed and verified and each key file's structure checked (without
-    /// decrypting it); a file that fails is reported in [`SigKeyListing::problems`].
-    /// Hidden files and other files are ignored.
+    /// Lists the signature keys: every `<stem>.key.pem` / `<stem>.crt.pem` pair (file
+    /// keys) and every `<stem>.ref.toml` / `<stem>.crt.pem` pair (keys on PKCS#11 tokens).
+    /// Each certificate is parsed and verified, each key file's structure checked (without
+    /// decrypting it) and each reference file read; a file that fails is reported in
+    /// [`SigKeyListing::problems`]. Hidden files and other files are ignored.
     ///
     /// # Errors
     /// [`KeyFileError::Io`] only when the directory itself cannot be listed.
@@ -189,6 +254,7 @@ impl FilesDir {
         struct Pair {
             key: bool,
             cert: bool,
+            reference: bool,
         }
         let mut stems: BTreeMap<String, Pair> = BTreeMap::new();
         for dirent in fs::read_dir(self.path()).map_err(io_err("list", self.path()))? {
@@ -205,6 +271,8 @@ impl FilesDir {
                 stems.entry(stem.to_owned()).or_default().key = true;
             } else if let Some(stem) = file_name.strip_suffix(CERT_SUFFIX) {
                 stems.entry(stem.to_owned()).or_default().cert = true;
+            } else if let Some(stem) = file_name.strip_suffix(REF_SUFFIX) {
+                stems.entry(stem.to_owned()).or_default().reference = true;
             }
         }
 
@@ -212,13 +280,20 @@ impl FilesDir {
         for (stem, pair) in stems {
             let key_path = self.path().join(format!("{stem}{KEY_SUFFIX}"));
             let cert_path = self.path().join(format!("{stem}{CERT_SUFFIX}"));
-            let loaded = match (pair.key, pair.cert) {
-                (true, true) => load_entry(key_path, cert_path),
-                (true, false) => Err(KeyFileError::MissingCertificate {
+            let ref_path = self.path().join(format!("{stem}{REF_SUFFIX}"));
+            let loaded = match (pair.key, pair.reference, pair.cert) {
+                (true, true, _) => Err(KeyFileError::KeyAndReference { key_path, ref_path }),
+                (true, false, true) => load_entry(key_path, cert_path),
+                (false, true, true) => load_reference(ref_path, cert_path),
+                (true, false, false) => Err(KeyFileError::MissingCertificate {
                     key_path,
                     cert_path,
                 }),
-                (false, _) => Err(KeyFileError::MissingKey {
+                (false, true, false) => Err(KeyFileError::MissingCertificate {
+                    key_path: ref_path,
+                    cert_path,
+                }),
+                (false, false, _) => Err(KeyFileError::MissingKey {
                     cert_path,
                     key_path,
                 }),
@@ -306,7 +381,9 @@ impl FilesDir {
         Ok(SigKeyEntry::new(cert.clone(), key_path, cert_path))
     }
 
-    /// Removes both files of a signature key. A file already gone is not an error.
+    /// Removes both files of a signature key: the key file or, for a key on a token, the
+    /// reference file, and the certificate file. A key on a token is left on the token:
+    /// nothing here touches a token. A file already gone is not an error.
     ///
     /// # Errors
     /// [`KeyFileError::Io`] when a file cannot be removed.
@@ -324,6 +401,56 @@ impl FilesDir {
     }
 }
 
+impl FilesDir {
+    /// Records a signature key held on a PKCS#11 token: `<stem>.ref.toml` (`kind =
+    /// "pkcs11"`, `uri = "<uri>"`: no secret) and `<stem>.crt.pem` (the certificate), both
+    /// 0600, each written atomically. Existing files are never overwritten. See
+    /// [`file_stem`].
+    ///
+    /// # Errors
+    /// [`KeyFileError::InvalidTokenUri`] when `uri` is not a PKCS#11 URI or holds a PIN
+    /// (`pin-value`); [`KeyFileError::AlreadyExists`]; [`KeyFileError::Io`]. On error no
+    /// file is left behind.
+    pub fn write_token_reference(&self, cert: &AdminCertificate, uri: &str) -> Result<SigKeyEntry> {
+        let name = cert.name();
+        check_token_uri(uri).map_err(|problem| KeyFileError::InvalidTokenUri {
+            name: name.clone(),
+            problem,
+        })?;
+        let stem = file_stem(name, &cert.ski());
+        let key_path = self.path().join(format!("{stem}{KEY_SUFFIX}"));
+        let ref_path = self.path().join(format!("{stem}{REF_SUFFIX}"));
+        let cert_path = self.path().join(format!("{stem}{CERT_SUFFIX}"));
+        for path in [&key_path, &ref_path, &cert_path] {
+            if fs::symlink_metadata(path).is_ok() {
+                return Err(KeyFileError::AlreadyExists { path: path.clone() });
+            }
+        }
+        let reference = Reference {
+            kind: SigKeyKind::Pkcs11.label().to_owned(),
+            uri: uri.to_owned(),
+        };
+        // Two plain strings always serialize.
+        let text = toml::to_string(&reference).unwrap_or_default();
+        let cert_pem = cert.to_pem().map_err(|source| KeyFileError::Certificate {
+            path: cert_path.clone(),
+            source,
+        })?;
+        create_new(&ref_path, text.as_bytes())?;
+        if let Err(e) = create_new(&cert_path, cert_pem.as_bytes()) {
+            // No reference without its certificate: undo the first write.
+            let _ = fs::remove_file(&ref_path);
+            return Err(e);
+        }
+        Ok(SigKeyEntry::new_token(
+            cert.clone(),
+            ref_path,
+            cert_path,
+            uri.to_owned(),
+        ))
+    }
+}
+
 fn create_new(path: &Path, bytes: &[u8]) -> Result<()> {
     atomic::create_private(path, bytes).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
@@ -336,15 +463,43 @@ fn create_new(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-fn load_entry(key_path: PathBuf, cert_path: PathBuf) -> Result<SigKeyEntry> {
-    let bytes = fs::read(&cert_path).map_err(io_err("read", &cert_path))?;
-    let certificate =
-        AdminCertificate::from_pem(&String::from_utf8_lossy(&bytes)).map_err(|source| {
-            KeyFileError::Certificate {
-                path: cert_path.clone(),
-                source,
-            }
+fn read_certificate(cert_path: &Path) -> Result<AdminCertificate> {
+    let bytes = fs::read(cert_path).map_err(io_err("read", cert_path))?;
+    AdminCertificate::from_pem(&String::from_utf8_lossy(&bytes)).map_err(|source| {
+        KeyFileError::Certificate {
+            path: cert_path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+fn load_reference(ref_path: PathBuf, cert_path: PathBuf) -> Result<SigKeyEntry> {
+    let certificate = read_certificate(&cert_path)?;
+    let bytes = fs::read(&ref_path).map_err(io_err("read", &ref_path))?;
+    let malformed_ref = |problem| KeyFileError::MalformedReference {
+        path: ref_path.clone(),
+        problem,
+    };
+    let text = core::str::from_utf8(&bytes).map_err(|_| malformed_ref("it is not UTF-8 text"))?;
+    let reference: Reference =
+        toml::from_str(text).map_err(|source| KeyFileError::ReferenceToml {
+            path: ref_path.clone(),
+            source,
         })?;
+    if reference.kind != SigKeyKind::Pkcs11.label() {
+        return Err(malformed_ref("its kind is not \"pkcs11\""));
+    }
+    check_token_uri(&reference.uri).map_err(malformed_ref)?;
+    Ok(SigKeyEntry::new_token(
+        certificate,
+        ref_path,
+        cert_path,
+        reference.uri,
+    ))
+}
+
+fn load_entry(key_path: PathBuf, cert_path: PathBuf) -> Result<SigKeyEntry> {
+    let certificate = read_certificate(&cert_path)?;
     // Check the key file's structure now, so that `sigkeys` shows a damaged key file
     // before anyone types a password for it.
     read_key_file(&key_path)?;
