@@ -104,6 +104,9 @@ pub fn read_head(
             let mut headers = [httparse::EMPTY_HEADER; 48];
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(buf) {
+                Ok(httparse::Status::Complete(used)) if used > max => {
+                    return Err(ReadError::HeadTooLarge)
+                }
                 Ok(httparse::Status::Complete(used)) => {
                     let head = RequestHead {
                         method: req.method.unwrap_or_default().to_owned(),
