@@ -418,11 +418,10 @@ impl HttpsTransport {
     /// [`HttpsError::Url`] for a bad URL, [`HttpsError::CaUnusable`].
     pub fn new(name: &str, url: &str, ca: &CaCertificate, key: ApiKey) -> Result<Self, HttpsError> {
         let (host, port) = parse_url(url)?;
-        let server_name =
-            ServerName::try_from(host.clone()).map_err(|_| HttpsError::Url {
-                url: url.to_owned(),
-                what: "the host is neither a DNS name nor an IP address",
-            })?;
+        let server_name = ServerName::try_from(host.clone()).map_err(|_| HttpsError::Url {
+            url: url.to_owned(),
+            what: "the host is neither a DNS name nor an IP address",
+        })?;
         let mut roots = RootCertStore::empty();
         roots
             .add(CertificateDer::from(ca.der().to_vec()))
@@ -515,11 +514,12 @@ impl HttpsTransport {
             .map_err(io)?;
         tcp.set_write_timeout(Some(self.options.io_timeout))
             .map_err(io)?;
-        let conn = ClientConnection::new(self.tls.clone(), self.server_name.clone())
-            .map_err(|source| HttpsError::Tls {
+        let conn = ClientConnection::new(self.tls.clone(), self.server_name.clone()).map_err(
+            |source| HttpsError::Tls {
                 phase: Phase::Connecting,
                 source,
-            })?;
+            },
+        )?;
         let mut stream = StreamOwned::new(conn, tcp);
         // Handshake now, so that an untrusted server is refused before anything is sent.
         while stream.conn.is_handshaking() {
@@ -615,7 +615,8 @@ impl HttpsTransport {
                         } else if h.name.eq_ignore_ascii_case("connection") {
                             close = v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
                         } else if h.name.eq_ignore_ascii_case("content-type") {
-                            content_type = v.split(';').next().unwrap_or_default().trim().to_owned();
+                            content_type =
+                                v.split(';').next().unwrap_or_default().trim().to_owned();
                         }
                     }
                     let length = length.ok_or(HttpsError::BadAnswer {
@@ -714,7 +715,11 @@ impl HttpsTransport {
         body: Option<&[u8]>,
         idempotent: bool,
     ) -> Result<Answer, HttpsError> {
-        let fresh = if idempotent { QUERY_REUSE } else { COMMAND_REUSE };
+        let fresh = if idempotent {
+            QUERY_REUSE
+        } else {
+            COMMAND_REUSE
+        };
         let (mut stream, reused) = match self.pooled(fresh) {
             Some(s) => (s, true),
             None => (self.connect()?, false),
@@ -879,7 +884,10 @@ mod tests {
             parse_url("https://unitd.example/").unwrap(),
             ("unitd.example".into(), 443)
         );
-        assert_eq!(parse_url("https://[::1]:8443").unwrap(), ("::1".into(), 8443));
+        assert_eq!(
+            parse_url("https://[::1]:8443").unwrap(),
+            ("::1".into(), 8443)
+        );
         for bad in [
             "http://127.0.0.1:1",
             "https://",

@@ -160,7 +160,14 @@ mod tests {
             Route::parse("/v1/tke/a/hsms/b/command"),
             Some(Route::Exchange("a", "b", Kind::Command))
         );
-        for bad in ["/", "/v1", "/v1/", "/v1/tke//hsms", "/v2/health", "/v1/tke/a/hsms/b"] {
+        for bad in [
+            "/",
+            "/v1",
+            "/v1/",
+            "/v1/tke//hsms",
+            "/v2/health",
+            "/v1/tke/a/hsms/b",
+        ] {
             assert_eq!(Route::parse(bad), None, "{bad}");
         }
     }

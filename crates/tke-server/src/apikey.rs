@@ -149,7 +149,11 @@ mod tests {
         let k = ApiKey::generate();
         let secret = k.expose_secret().to_owned();
         assert!(ApiKey::well_formed(&secret).is_ok());
-        for shown in [format!("{k:?}"), format!("{:?}", k.hash()), k.hash().to_hex()] {
+        for shown in [
+            format!("{k:?}"),
+            format!("{:?}", k.hash()),
+            k.hash().to_hex(),
+        ] {
             assert!(!shown.contains(&secret[KEY_PREFIX.len()..]), "{shown}");
             assert!(!shown.contains(&secret[KEY_PREFIX.len()..KEY_PREFIX.len() + 16]));
         }
@@ -161,7 +165,10 @@ mod tests {
         let p = d.path().join("api-key");
         let k = ApiKey::generate();
         k.write_new_file(&p).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(k.write_new_file(&p).is_err(), "never overwritten");
         let back = ApiKey::read_file(&p).unwrap();
         assert!(back.hash().matches(&k.hash()));

@@ -251,7 +251,10 @@ impl Config {
             .map_err(|_| bad("listen is not ADDR:PORT", file.listen.clone()))?;
         let l = file.limits;
         if l.workers == 0 || l.workers > 1024 {
-            return Err(bad("limits.workers must be 1 to 1024", l.workers.to_string()));
+            return Err(bad(
+                "limits.workers must be 1 to 1024",
+                l.workers.to_string(),
+            ));
         }
         if l.max_body_bytes == 0 || l.max_body_bytes > 16 << 20 {
             return Err(bad(
@@ -280,7 +283,10 @@ impl Config {
         let mut seen = HashSet::new();
         for inst in &file.instances {
             if !is_uuid(&inst.id) {
-                return Err(bad("an instance id is not a lower-case UUID", inst.id.clone()));
+                return Err(bad(
+                    "an instance id is not a lower-case UUID",
+                    inst.id.clone(),
+                ));
             }
             if instances.contains(&inst.id) {
                 return Err(bad("an instance is listed twice", inst.id.clone()));

@@ -146,13 +146,11 @@ pub fn read_head(
                 }
                 buf.extend_from_slice(&chunk[..k]);
             }
-            Err(e) if would_block(&e) || e.kind() == ErrorKind::Interrupted => {
-                match deadline {
-                    None if idle() => return Err(ReadError::Idle),
-                    Some(d) if Instant::now() >= d => return Err(ReadError::Timeout),
-                    _ => {}
-                }
-            }
+            Err(e) if would_block(&e) || e.kind() == ErrorKind::Interrupted => match deadline {
+                None if idle() => return Err(ReadError::Idle),
+                Some(d) if Instant::now() >= d => return Err(ReadError::Timeout),
+                _ => {}
+            },
             Err(e) if buf.is_empty() && closed(&e) => return Err(ReadError::Idle),
             Err(e) => return Err(ReadError::Io(e)),
         }
@@ -282,7 +280,13 @@ mod tests {
         let mut buf = Vec::new();
         let long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(5000));
         assert!(matches!(
-            read_head(&mut long.as_bytes(), &mut buf, 1024, Duration::from_secs(1), &|| false),
+            read_head(
+                &mut long.as_bytes(),
+                &mut buf,
+                1024,
+                Duration::from_secs(1),
+                &|| false
+            ),
             Err(ReadError::HeadTooLarge)
         ));
         let mut buf = Vec::new();
@@ -298,7 +302,13 @@ mod tests {
         ));
         let mut buf = Vec::new();
         assert!(matches!(
-            read_head(&mut &b""[..], &mut buf, 1024, Duration::from_secs(1), &|| false),
+            read_head(
+                &mut &b""[..],
+                &mut buf,
+                1024,
+                Duration::from_secs(1),
+                &|| false
+            ),
             Err(ReadError::Idle)
         ));
     }

@@ -116,9 +116,11 @@ fn layout(what: &'static str) -> ServerError {
 
 impl InitOptions {
     fn instance_count(&self) -> Result<u32, ServerError> {
-        let n = self
-            .instances
-            .unwrap_or(u32::try_from(self.instance_ids.len()).unwrap_or(u32::MAX).max(1));
+        let n = self.instances.unwrap_or(
+            u32::try_from(self.instance_ids.len())
+                .unwrap_or(u32::MAX)
+                .max(1),
+        );
         if !(1..=16).contains(&n) {
             return Err(layout("the number of instances must be between 1 and 16"));
         }
@@ -128,13 +130,19 @@ impl InitOptions {
             ));
         }
         if self.operational > 6 {
-            return Err(layout("the number of operational units must be between 0 and 6"));
+            return Err(layout(
+                "the number of operational units must be between 0 and 6",
+            ));
         }
         if self.recovery > 2 {
-            return Err(layout("the number of recovery units must be between 0 and 2"));
+            return Err(layout(
+                "the number of recovery units must be between 0 and 2",
+            ));
         }
         if self.failover > 3 {
-            return Err(layout("the number of failover units must be between 0 and 3"));
+            return Err(layout(
+                "the number of failover units must be between 0 and 3",
+            ));
         }
         if self.operational + self.recovery + self.failover == 0 {
             return Err(layout("a server must host at least one crypto unit"));
@@ -203,10 +211,12 @@ pub fn endpoint(listen: &SocketAddr) -> String {
 
 fn ca_signer(key: &SigningKey) -> Box<tke_proto::cert::SignFn<'static>> {
     let key = key.clone();
-    Box::new(move |m: &[u8]| -> Result<DerSignature, tke_proto::BoxError> {
-        let s: Signature = key.try_sign(m)?;
-        Ok(s.to_der())
-    })
+    Box::new(
+        move |m: &[u8]| -> Result<DerSignature, tke_proto::BoxError> {
+            let s: Signature = key.try_sign(m)?;
+            Ok(s.to_der())
+        },
+    )
 }
 
 /// Loads an existing fleet CA from `dir` (`ca.pem` and `ca.key.pem`), checking that the
@@ -222,9 +232,8 @@ pub fn load_ca(dir: &Path) -> Result<(CaCertificate, SigningKey), ServerError> {
         path: cert_path.clone(),
         source,
     })?;
-    let key_pem = zeroize::Zeroizing::new(
-        fs::read_to_string(&key_path).map_err(io_err("read", &key_path))?,
-    );
+    let key_pem =
+        zeroize::Zeroizing::new(fs::read_to_string(&key_path).map_err(io_err("read", &key_path))?);
     let key = SigningKey::from_pkcs8_pem(&key_pem).map_err(|_| ServerError::BadFile {
         path: key_path.clone(),
         what: "not a PKCS#8 P-256 private key",
@@ -250,8 +259,7 @@ fn write_key_pem(path: &Path, secret: &SecretKey) -> Result<(), ServerError> {
 
 fn pem_cert(der_bytes: &[u8]) -> String {
     // A CERTIFICATE label and base64 lines: `der` does the encoding.
-    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der_bytes)
-        .unwrap_or_default()
+    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der_bytes).unwrap_or_default()
 }
 
 fn check_target(dir: &Path) -> Result<(), ServerError> {
@@ -342,11 +350,12 @@ fn build(
             let secret = SecretKey::random(&mut rand_core::OsRng);
             let key = SigningKey::from(&secret);
             let name = format!("unitd-{}", &UnitId::random().to_hex()[..8]);
-            let ca = CaCertificate::build(&name, &secret.public_key(), ca_signer(&key))
-                .map_err(|source| ServerError::Certificate {
+            let ca = CaCertificate::build(&name, &secret.public_key(), ca_signer(&key)).map_err(
+                |source| ServerError::Certificate {
                     path: dir.join("ca.pem"),
                     source,
-                })?;
+                },
+            )?;
             write_key_pem(&tmp.join("ca.key.pem"), &secret)?;
             (ca, key, true)
         }
@@ -363,8 +372,8 @@ fn build(
     atomic::create_private_dir(&tls_dir).map_err(io_err("create", &tls_dir))?;
     let tls_secret = SecretKey::random(&mut rand_core::OsRng);
     let names = tls_names(&opts.listen, &opts.tls_names);
-    let tls_der = tlscert::issue(&ca, &ca_key, &tls_secret.public_key(), &names).map_err(
-        |e| match e {
+    let tls_der =
+        tlscert::issue(&ca, &ca_key, &tls_secret.public_key(), &names).map_err(|e| match e {
             tlscert::TlsCertError::BadName { .. } | tlscert::TlsCertError::NoName => {
                 ServerError::Layout {
                     what: "a --tls-name is neither an IP address nor a DNS name",
@@ -374,8 +383,7 @@ fn build(
                 path: dir.join("tls/server.pem"),
                 what: "cannot encode the TLS certificate",
             },
-        },
-    )?;
+        })?;
     write_key_pem(&tls_dir.join("server.key.pem"), &tls_secret)?;
     atomic::write_private(&tls_dir.join("server.pem"), pem_cert(&tls_der).as_bytes())
         .map_err(io_err("write", &tls_dir.join("server.pem")))?;
@@ -392,16 +400,21 @@ fn build(
             .cloned()
             .unwrap_or_else(|| UnitId::random().uuid());
         let plan = std::iter::repeat_n(UnitType::Operational, opts.operational as usize)
-            .chain(std::iter::repeat_n(UnitType::Recovery, opts.recovery as usize))
-            .chain(std::iter::repeat_n(UnitType::Failover, opts.failover as usize));
+            .chain(std::iter::repeat_n(
+                UnitType::Recovery,
+                opts.recovery as usize,
+            ))
+            .chain(std::iter::repeat_n(
+                UnitType::Failover,
+                opts.failover as usize,
+            ));
         let mut units = Vec::new();
         for unit_type in plan {
             domain += 1;
             let unit_id = UnitId::random();
             let unit_dir = tmp.join("units").join(unit_id.uuid());
-            let mut issue = |key: &PublicKey| {
-                DeviceCertificate::issue(&ca, &unit_id, key, ca_signer(&ca_key))
-            };
+            let mut issue =
+                |key: &PublicKey| DeviceCertificate::issue(&ca, &unit_id, key, ca_signer(&ca_key));
             Unit::create_soft(&unit_dir, unit_id, unit_type, &ca, &mut issue).map_err(
                 |source| ServerError::Unit {
                     unit: unit_id,

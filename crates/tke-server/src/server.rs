@@ -31,9 +31,8 @@ use rustls::{
 };
 use serde_json::json;
 use tke_proto::{
-    der::Decode,
-    AdminCommand, CaCertificate, DeviceCertificate, Request, ResponseBody, SignedResponse, UnitId,
-    UnitType,
+    der::Decode, AdminCommand, CaCertificate, DeviceCertificate, Request, ResponseBody,
+    SignedResponse, UnitId, UnitType,
 };
 use tke_unit::Unit;
 use tracing::{debug, info, warn};
@@ -129,9 +128,8 @@ fn lock_units(dir: &std::path::Path) -> Result<File, ServerError> {
 }
 
 fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).map_err(io_err("read", path))?,
-    );
+    let text =
+        zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(io_err("read", path))?);
     let (_, der_bytes) =
         tke_proto::der::pem::decode_vec(text.as_bytes()).map_err(|_| ServerError::BadFile {
             path: path.to_path_buf(),
@@ -277,14 +275,10 @@ impl Server {
             .order
             .iter()
             .filter_map(|id| {
-                shared.units.get(id).map(|u| {
-                    format!(
-                        "{}:{}:{}",
-                        u.unit_type.json_name(),
-                        id.uuid(),
-                        u.location
-                    )
-                })
+                shared
+                    .units
+                    .get(id)
+                    .map(|u| format!("{}:{}:{}", u.unit_type.json_name(), id.uuid(), u.location))
             })
             .collect();
         info!(
@@ -598,14 +592,22 @@ fn route(
         return Err(ApiError::new(
             404,
             "not_found",
-            format!("There is no resource {}; see docs/protocol.md §16.", head.path),
+            format!(
+                "There is no resource {}; see docs/protocol.md §16.",
+                head.path
+            ),
         ));
     };
     if head.method != route.method() {
         return Err(ApiError::new(
             405,
             "method_not_allowed",
-            format!("{} takes {}, not {}.", head.path, route.method(), head.method),
+            format!(
+                "{} takes {}, not {}.",
+                head.path,
+                route.method(),
+                head.method
+            ),
         )
         .with_header("Allow", route.method()));
     }
@@ -702,7 +704,17 @@ fn route(
             let (id, hosted) = unit_of(i, u)?;
             log.unit = Some(id.uuid());
             log.kind = Some(kind.name());
-            exchange(shared, head, stream, buf, read_timeout, log, id, hosted, kind)
+            exchange(
+                shared,
+                head,
+                stream,
+                buf,
+                read_timeout,
+                log,
+                id,
+                hosted,
+                kind,
+            )
         }
     }
 }
@@ -804,16 +816,15 @@ fn exchange(
     } else {
         (already, Vec::new())
     };
-    let body = http::read_body(stream, body, len, Instant::now() + read_timeout).map_err(|e| {
-        match e {
+    let body =
+        http::read_body(stream, body, len, Instant::now() + read_timeout).map_err(|e| match e {
             ReadError::Timeout => ApiError::new(
                 408,
                 "request_timeout",
                 "The request body did not arrive in time.",
             ),
             _ => ApiError::new(400, "bad_http", "The request body ended early."),
-        }
-    })?;
+        })?;
     *buf = rest;
     log.body_read = true;
     let request = Request::from_der(&body).map_err(|e| {

@@ -86,7 +86,9 @@ fn general_name(name: &str) -> Result<GeneralName, TlsCertError> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if !ok {
         return Err(TlsCertError::BadName {

@@ -15,12 +15,12 @@ use std::{
 };
 
 use common::*;
-use tke_sigkey::Signer as _;
 use tke_client::{ClientError, HttpsError, Transport, UnitDescriptor};
 use tke_proto::{
     der::{Decode, Encode},
     Command, ModuleError, Nonce, Query, Request, SignedResponse, Threshold, UnitId,
 };
+use tke_sigkey::Signer as _;
 
 #[test]
 fn init_writes_what_a_client_needs_and_the_server_lists_its_units() {
@@ -50,7 +50,10 @@ fn init_writes_what_a_client_needs_and_the_server_lists_its_units() {
         assert!(out.contains(&line), "missing {line:?} in:\n{out}");
     }
     for private in ["api-key", "ca.key.pem", "tls/server.key.pem", "unitd.toml"] {
-        let mode = fs::metadata(dir.join(private)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.join(private))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "{private} is readable by others");
     }
     // The configuration holds the key's hash, never the key.
@@ -76,7 +79,11 @@ fn init_writes_what_a_client_needs_and_the_server_lists_its_units() {
     let inst = instance_ids(&dir)[0].clone();
     for u in units {
         assert_eq!(u.instance().0, inst);
-        assert!(u.descriptor.location.starts_with("[zone-a]."), "{}", u.descriptor.location);
+        assert!(
+            u.descriptor.location.starts_with("[zone-a]."),
+            "{}",
+            u.descriptor.location
+        );
         assert!(client.query(u).unwrap().imprint_mode());
     }
     // The start-up line names the address and every unit.
@@ -190,7 +197,10 @@ fn api_keys_open_one_instance_only() {
         )
     };
     let r = post(format!("/v1/tke/{}/hsms/{u2}/query", ids[1]));
-    assert_eq!((r.status, r.json()["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (403, Some("forbidden"))
+    );
     // ... and through its own instance's path, the unit is not found there.
     let r = post(format!("/v1/tke/{}/hsms/{u2}/query", ids[0]));
     assert_eq!(
@@ -204,11 +214,12 @@ fn api_keys_open_one_instance_only() {
         .unwrap_err();
     match err {
         ClientError::Network {
-            source: HttpsError::Status {
-                status: 403,
-                ref code,
-                ..
-            },
+            source:
+                HttpsError::Status {
+                    status: 403,
+                    ref code,
+                    ..
+                },
             ..
         } => assert_eq!(code, "forbidden"),
         other => panic!("{other:?}"),
@@ -394,7 +405,12 @@ fn bad_requests_get_a_json_4xx_and_the_server_keeps_serving() {
     ];
     for (name, bytes, status, code) in cases {
         let r = raw(port, &ca, &bytes);
-        assert_eq!(r.status, status, "{name}: {:?}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            status,
+            "{name}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
         assert_eq!(r.header("content-type"), Some("application/json"), "{name}");
         let j = r.json();
         assert_eq!(j["code"], code, "{name}");
@@ -407,10 +423,7 @@ fn bad_requests_get_a_json_4xx_and_the_server_keeps_serving() {
             assert_eq!(r.header("allow"), Some("POST"));
         }
         // The server keeps serving.
-        assert!(
-            client.query(unit).unwrap().imprint_mode(),
-            "after {name}"
-        );
+        assert!(client.query(unit).unwrap().imprint_mode(), "after {name}");
     }
 }
 
@@ -561,7 +574,10 @@ fn sigterm_lets_commands_in_progress_finish_and_every_answered_command_is_on_dis
         assert!(status.success(), "graceful stop exits 0: {status}");
     });
     let logs = server.logs();
-    assert!(logs.contains("signal received: stopping gracefully"), "{logs}");
+    assert!(
+        logs.contains("signal received: stopping gracefully"),
+        "{logs}"
+    );
     assert!(logs.contains("tke-unitd stopped"), "{logs}");
     drop(server);
 

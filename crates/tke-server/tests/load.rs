@@ -111,7 +111,12 @@ fn a_thousand_concurrent_queries_and_a_hundred_signed_commands_are_all_answered(
     });
     let elapsed = started.elapsed();
     let failures = failures.into_inner().unwrap();
-    assert!(failures.is_empty(), "{} failures: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failures: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     // Counters: exactly one step per command on each unit.
     for (u, b) in client.units().iter().zip(&before) {
         assert_eq!(

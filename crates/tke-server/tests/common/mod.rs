@@ -104,7 +104,10 @@ impl ServerProc {
                 return;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("tke-unitd exited ({status}) before {what:?}:\n{}", self.logs());
+                panic!(
+                    "tke-unitd exited ({status}) before {what:?}:\n{}",
+                    self.logs()
+                );
             }
             assert!(
                 start.elapsed() < limit,
@@ -167,11 +170,8 @@ pub fn transport(url: &str, ca: &CaCertificate, key_file: &Path) -> HttpsTranspo
 /// A client over one server, with its default key.
 pub fn client(server: &ServerProc) -> Client {
     let ca = ca_of(&server.dir);
-    let t: Arc<dyn Transport> = Arc::new(transport(
-        &server.url(),
-        &ca,
-        &server.dir.join("api-key"),
-    ));
+    let t: Arc<dyn Transport> =
+        Arc::new(transport(&server.url(), &ca, &server.dir.join("api-key")));
     Client::connect(vec![(t, ca)]).unwrap()
 }
 
@@ -306,7 +306,10 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) 
 }
 
 pub fn key(dir: &Path, name: &str) -> String {
-    fs::read_to_string(dir.join(name)).unwrap().trim().to_owned()
+    fs::read_to_string(dir.join(name))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 pub fn instance_ids(dir: &Path) -> Vec<String> {
