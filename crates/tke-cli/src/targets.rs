@@ -386,7 +386,7 @@ fn network(e: &ClientError) -> Option<(&str, &str, Option<UnitId>, &HttpsError)>
             url,
             unit,
             source,
-        } => Some((target, url, *unit, source)),
+        } => Some((target, url, *unit, source.as_ref())),
         _ => None,
     }
 }

@@ -219,7 +219,7 @@ fn add_targets(w: &Workstation, servers: &[Server]) {
     }
 }
 
-fn auto_init_args<'a>(secrets: &'a str, new: bool) -> Vec<&'a str> {
+fn auto_init_args(secrets: &str, new: bool) -> Vec<&str> {
     let flag = if new { "--new-admin" } else { "--admin" };
     vec![
         "--secrets",

@@ -140,6 +140,6 @@ pub enum ClientError {
         /// The unit addressed, if any.
         unit: Option<UnitId>,
         /// What failed.
-        source: crate::https::HttpsError,
+        source: Box<crate::https::HttpsError>,
     },
 }

@@ -480,7 +480,7 @@ impl HttpsTransport {
             target: self.name.clone(),
             url: self.url.clone(),
             unit,
-            source,
+            source: Box::new(source),
         }
     }
 
