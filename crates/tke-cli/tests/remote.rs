@@ -305,6 +305,12 @@ fn auto_init_of_one_instance_spread_over_three_servers() {
     assert!(table.contains("configured identically"), "{table}");
     assert_eq!(table.matches("API endpoint:").count(), 3, "{table}");
 
+    // The selection works across servers (units are kept by id).
+    w.ok(&["cryptounit-rm", "5"]);
+    assert_eq!(w.compare_json().as_array().unwrap().len(), 4);
+    w.ok(&["cryptounit-add", "5"]);
+    assert_one_valid_key(&w.compare_json(), 5);
+
     // Dropping a target drops its units.
     w.ok(&["target", "rm", "dr"]);
     let units: Value = serde_json::from_str(&w.ok(&["cryptounits", "--output", "json"])).unwrap();

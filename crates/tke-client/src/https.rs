@@ -404,6 +404,7 @@ struct UnitEntry {
 }
 
 /// An answer: status, content type and body.
+#[derive(Debug)]
 struct Answer {
     status: u16,
     content_type: String,
@@ -899,6 +900,82 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A TCP server that accepts connections and closes them at once, counting them.
+    fn slammer() -> (
+        u16,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let count = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (count.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((conn, _)) => {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        drop(conn);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        (port, count, stop)
+    }
+
+    fn test_ca() -> CaCertificate {
+        use tke_proto::p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
+        let key = SigningKey::random(&mut rand_core::OsRng);
+        let k = key.clone();
+        CaCertificate::build(
+            "test",
+            &tke_proto::p256::PublicKey::from(key.verifying_key()),
+            Box::new(move |m: &[u8]| {
+                let s: Signature = k.sign(m);
+                Ok(s.to_der())
+            }),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn queries_are_retried_and_commands_never() {
+        use std::sync::atomic::Ordering;
+        let (port, count, stop) = slammer();
+        let t = HttpsTransport::new(
+            "t",
+            &format!("https://127.0.0.1:{port}"),
+            &test_ca(),
+            ApiKey(Zeroizing::new("k".into())),
+        )
+        .unwrap()
+        .with_options(HttpsOptions {
+            query_retries: 2,
+            retry_backoff: Duration::from_millis(10),
+            ..HttpsOptions::default()
+        });
+        let q = t.request("POST", "/q", Some(&[0xa0]), true).unwrap_err();
+        assert!(q.retryable(), "{q}");
+        assert!(!q.may_have_reached_server(), "nothing was sent: {q}");
+        let tried = count.load(Ordering::SeqCst);
+        assert_eq!(tried, 3, "a query is tried 1 + 2 times");
+        let c = t.request("POST", "/c", Some(&[0xa1]), false).unwrap_err();
+        assert!(
+            matches!(c, HttpsError::Io { .. } | HttpsError::Tls { .. }),
+            "{c}"
+        );
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            tried + 1,
+            "a command is tried once"
+        );
+        stop.store(true, Ordering::SeqCst);
     }
 
     #[test]

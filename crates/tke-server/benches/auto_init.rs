@@ -98,6 +98,9 @@ fn main() {
     let (m2, m8) = (median(t2.clone()), median(t8.clone()));
     let ratio = m8.as_secs_f64() / m2.as_secs_f64();
     println!("auto-init over loopback HTTPS, 3 administrators, thresholds 2/2, {reps} run(s) each");
+    if !full {
+        println!("  (smoke run under `cargo test`, not a measurement: use `cargo bench`)");
+    }
     println!(
         "  2 units: median {:>8.1} ms  (runs: {:?})",
         m2.as_secs_f64() * 1000.0,

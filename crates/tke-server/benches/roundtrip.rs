@@ -80,6 +80,9 @@ fn main() {
         query.push(t.elapsed());
     }
     println!("loopback HTTPS, {n} samples each (tke-unitd, one unit, soft backend)");
+    if !full {
+        println!("  (smoke run under `cargo test`, not a measurement: use `cargo bench`)");
+    }
     for (name, v) in [
         ("signed command: query + sign + submit", run),
         ("signed command: submit only", submit),
