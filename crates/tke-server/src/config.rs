@@ -11,7 +11,7 @@
 //! [limits]                              # every field optional; these are the defaults
 //! max_body_bytes = 65536
 //! max_header_bytes = 8192
-//! read_timeout_secs = 10                # to read a whole request, TLS handshake included
+//! read_timeout_secs = 10                # to read a whole request (the first: with the TLS handshake)
 //! write_timeout_secs = 10
 //! keep_alive_secs = 5
 //! workers = 32
@@ -82,7 +82,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest request head (request line and headers; 431 above).
     pub max_header_bytes: usize,
-    /// Time allowed to receive one whole request, TLS handshake included (408 after).
+    /// Time allowed to receive one whole request, counted from the connection for the
+    /// first request (TLS handshake included), from its first byte for later ones (408
+    /// after).
     pub read_timeout_secs: u64,
     /// Time allowed to send one response.
     pub write_timeout_secs: u64,

@@ -83,10 +83,13 @@ fn closed(e: &io::Error) -> bool {
     )
 }
 
-/// Reads a request head into `buf` (which may already hold bytes of it). `idle` is asked,
-/// while no byte has arrived, whether to give up waiting (keep-alive expired, server
-/// stopping); `deadline` bounds the whole head once its first byte has arrived.
-/// Returns the head and the number of bytes of `buf` it used.
+/// Reads a request head into `buf` (which may already hold bytes of it).
+///
+/// The request must be complete by its *deadline*: `read_timeout` after `started` when
+/// given (a new connection: the TLS handshake counts), else after its first byte. Before
+/// that first byte, `idle` is asked whether to stop waiting (keep-alive expired, server
+/// stopping). Returns the head, the number of bytes of `buf` it used, and the deadline,
+/// which also bounds the body.
 ///
 /// # Errors
 /// [`ReadError`].
@@ -95,9 +98,12 @@ pub fn read_head(
     buf: &mut Vec<u8>,
     max: usize,
     read_timeout: std::time::Duration,
+    started: Option<Instant>,
     idle: &dyn Fn() -> bool,
-) -> Result<(RequestHead, usize), ReadError> {
-    let mut deadline: Option<Instant> = (!buf.is_empty()).then(|| Instant::now() + read_timeout);
+) -> Result<(RequestHead, usize, Instant), ReadError> {
+    let mut deadline: Option<Instant> = started
+        .or_else(|| (!buf.is_empty()).then(Instant::now))
+        .map(|t| t + read_timeout);
     let mut chunk = [0u8; 4096];
     loop {
         if !buf.is_empty() {
@@ -124,7 +130,8 @@ pub fn read_head(
                             .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
                             .collect(),
                     };
-                    return Ok((head, used));
+                    let deadline = deadline.unwrap_or_else(|| Instant::now() + read_timeout);
+                    return Ok((head, used, deadline));
                 }
                 Ok(httparse::Status::Partial) => {
                     if buf.len() > max {
@@ -136,7 +143,10 @@ pub fn read_head(
             }
         }
         match stream.read(&mut chunk) {
-            Ok(0) if buf.is_empty() => return Err(ReadError::Idle),
+            Ok(0) if buf.is_empty() && started.is_none() => return Err(ReadError::Idle),
+            Ok(0) if buf.is_empty() => {
+                return Err(ReadError::Io(io::Error::from(ErrorKind::UnexpectedEof)))
+            }
             Ok(0) => {
                 return Err(ReadError::Io(io::Error::from(ErrorKind::UnexpectedEof)));
             }
@@ -260,11 +270,12 @@ mod tests {
     fn parses_a_head_and_leaves_the_body() {
         let raw = b"POST /v1/x?y=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
         let mut buf = Vec::new();
-        let (head, used) = read_head(
+        let (head, used, _) = read_head(
             &mut &raw[..],
             &mut buf,
             1024,
             Duration::from_secs(1),
+            None,
             &|| false,
         )
         .unwrap();
@@ -285,6 +296,7 @@ mod tests {
                 &mut buf,
                 1024,
                 Duration::from_secs(1),
+                None,
                 &|| false
             ),
             Err(ReadError::HeadTooLarge)
@@ -296,6 +308,7 @@ mod tests {
                 &mut buf,
                 1024,
                 Duration::from_secs(1),
+                None,
                 &|| false
             ),
             Err(ReadError::Malformed)
@@ -307,6 +320,7 @@ mod tests {
                 &mut buf,
                 1024,
                 Duration::from_secs(1),
+                None,
                 &|| false
             ),
             Err(ReadError::Idle)

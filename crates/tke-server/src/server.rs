@@ -4,8 +4,9 @@
 //! * Every unit sits behind its own lock, so requests to one unit execute one at a time
 //!   (a command whose counter is not the unit's next is refused by the unit with 163, so
 //!   commands execute in counter order), while different units work in parallel.
-//! * Deadlines: a whole request (TLS handshake included) must arrive within
-//!   `read_timeout_secs`, a response must leave within `write_timeout_secs`, an idle
+//! * Deadlines: a whole request must arrive within `read_timeout_secs` (counted from the
+//!   connection for its first request, TLS handshake included, and from the first byte
+//!   for later ones), a response must leave within `write_timeout_secs`, an idle
 //!   keep-alive connection is closed after `keep_alive_secs` — sooner when connections
 //!   are waiting for a worker, or when the server is stopping.
 //! * Stopping ([`ShutdownHandle::shutdown`], on SIGTERM/SIGINT in `tke-unitd`): the
@@ -420,26 +421,26 @@ fn serve_connection(shared: &Shared, p: Pending) {
     let mut stream = StreamOwned::new(conn, tcp);
     let mut buf: Vec<u8> = Vec::new();
     let mut served = 0usize;
-    let mut idle_since = Instant::now();
+    let connected = Instant::now();
+    let mut idle_since = connected;
     loop {
         let keep_alive = Duration::from_secs(limits.keep_alive_secs);
         let idle = || {
             let waited = idle_since.elapsed();
             shared.stopping.load(Ordering::SeqCst)
-                || if served == 0 {
-                    waited >= read_timeout
-                } else {
-                    waited >= keep_alive || (waited >= YIELD_AFTER && queue_waiting(shared))
-                }
+                || (served > 0
+                    && (waited >= keep_alive || (waited >= YIELD_AFTER && queue_waiting(shared))))
         };
+        // The first request's deadline counts from the connection (TLS handshake included).
         let head = http::read_head(
             &mut stream,
             &mut buf,
             limits.max_header_bytes,
             read_timeout,
+            (served == 0).then_some(connected),
             &idle,
         );
-        let (head, used) = match head {
+        let (head, used, deadline) = match head {
             Ok(h) => h,
             Err(e) => {
                 let answer = match e {
@@ -481,7 +482,7 @@ fn serve_connection(shared: &Shared, p: Pending) {
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
         let mut log = LogLine::default();
-        let mut response = handle(shared, &head, &mut stream, &mut buf, read_timeout, &mut log);
+        let mut response = handle(shared, &head, &mut stream, &mut buf, deadline, &mut log);
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         served += 1;
         if !head.keep_alive()
@@ -561,13 +562,13 @@ fn handle(
     head: &http::RequestHead,
     stream: &mut StreamOwned<ServerConnection, TcpStream>,
     buf: &mut Vec<u8>,
-    read_timeout: Duration,
+    deadline: Instant,
     log: &mut LogLine,
 ) -> Response {
     // Any body we do not read leaves the connection unusable: close it after answering.
     let has_body = head.header("transfer-encoding").is_some()
         || content_length(head).map_or(true, |n| n.unwrap_or(0) > 0);
-    let mut r = match route(shared, head, stream, buf, read_timeout, log) {
+    let mut r = match route(shared, head, stream, buf, deadline, log) {
         Ok(r) => r,
         Err(e) => {
             log.code = Some(e.code);
@@ -585,7 +586,7 @@ fn route(
     head: &http::RequestHead,
     stream: &mut StreamOwned<ServerConnection, TcpStream>,
     buf: &mut Vec<u8>,
-    read_timeout: Duration,
+    deadline: Instant,
     log: &mut LogLine,
 ) -> Result<Response, ApiError> {
     let Some(route) = Route::parse(&head.path) else {
@@ -704,17 +705,7 @@ fn route(
             let (id, hosted) = unit_of(i, u)?;
             log.unit = Some(id.uuid());
             log.kind = Some(kind.name());
-            exchange(
-                shared,
-                head,
-                stream,
-                buf,
-                read_timeout,
-                log,
-                id,
-                hosted,
-                kind,
-            )
+            exchange(shared, head, stream, buf, deadline, log, id, hosted, kind)
         }
     }
 }
@@ -764,7 +755,7 @@ fn exchange(
     head: &http::RequestHead,
     stream: &mut StreamOwned<ServerConnection, TcpStream>,
     buf: &mut Vec<u8>,
-    read_timeout: Duration,
+    deadline: Instant,
     log: &mut LogLine,
     id: UnitId,
     hosted: &HostedUnit,
@@ -816,15 +807,14 @@ fn exchange(
     } else {
         (already, Vec::new())
     };
-    let body =
-        http::read_body(stream, body, len, Instant::now() + read_timeout).map_err(|e| match e {
-            ReadError::Timeout => ApiError::new(
-                408,
-                "request_timeout",
-                "The request body did not arrive in time.",
-            ),
-            _ => ApiError::new(400, "bad_http", "The request body ended early."),
-        })?;
+    let body = http::read_body(stream, body, len, deadline).map_err(|e| match e {
+        ReadError::Timeout => ApiError::new(
+            408,
+            "request_timeout",
+            "The request body did not arrive in time.",
+        ),
+        _ => ApiError::new(400, "bad_http", "The request body ended early."),
+    })?;
     *buf = rest;
     log.body_read = true;
     let request = Request::from_der(&body).map_err(|e| {

@@ -589,3 +589,37 @@ fn sigterm_lets_commands_in_progress_finish_and_every_answered_command_is_on_dis
         );
     }
 }
+
+#[test]
+fn slow_clients_are_cut_off_by_the_read_deadline() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("srv");
+    let port = free_port();
+    init(&dir, port, &["--operational", "1", "--recovery", "0"]);
+    let config = dir.join("unitd.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        text.replace("read_timeout_secs = 10", "read_timeout_secs = 1"),
+    )
+    .unwrap();
+    let server = ServerProc::start(&dir, port);
+    let ca = ca_of(&dir);
+    // A head that never ends: 408 after the deadline, with a JSON error.
+    let started = std::time::Instant::now();
+    let r = raw(port, &ca, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n");
+    assert_eq!(r.status, 408);
+    assert_eq!(r.json()["code"], "request_timeout");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A connection that never even starts TLS is closed.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut rest = Vec::new();
+    let ended = std::io::Read::read_to_end(&mut tcp, &mut rest);
+    assert!(
+        ended.is_ok() && rest.len() < 64,
+        "the server closes an idle connection (at most a TLS alert first): {ended:?}"
+    );
+    // And the server keeps serving.
+    assert!(client(&server).query(&client(&server).units()[0]).is_ok());
+}
