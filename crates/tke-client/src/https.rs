@@ -988,7 +988,10 @@ mod tests {
         assert!(!format!("{k:?}").contains("0123456789"));
         let t = HttpsTransport::new("t", "https://127.0.0.1:1", &test_ca(), k).unwrap();
         let shown = format!("{t:?}");
-        assert!(shown.contains("127.0.0.1") && !shown.contains("0123456789"), "{shown}");
+        assert!(
+            shown.contains("127.0.0.1") && !shown.contains("0123456789"),
+            "{shown}"
+        );
         fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
         assert!(matches!(
             ApiKey::from_file(&p),
