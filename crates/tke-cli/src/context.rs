@@ -31,9 +31,15 @@ pub struct Fleet {
 }
 
 impl Ctx {
-    /// Opens the embedded fleet, creating the default one on first use (with a notice on
-    /// standard error), and connects a client to it.
+    /// Connects a client to the targets (`tke target add`, or `TKE_TARGETS`): the units of
+    /// every tke-unitd server, numbered over all of them. With no target, opens the
+    /// embedded fleet, creating the default one on first use (with a notice on standard
+    /// error).
     pub fn connect(&self) -> Result<Fleet> {
+        let (targets, _) = crate::targets::active(&self.files)?;
+        if !targets.is_empty() {
+            return crate::targets::connect(&targets);
+        }
         let dir = self.files.local_dir();
         let fleet = if EmbeddedFleet::exists(&dir) {
             EmbeddedFleet::open(&dir)?

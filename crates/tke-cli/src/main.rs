@@ -11,7 +11,9 @@ mod prompt;
 mod secrets;
 mod sigkeys;
 mod table;
+mod targets;
 mod units;
+mod zeroize;
 
 use std::path::PathBuf;
 
@@ -39,8 +41,9 @@ enum Output {
 /// Trusted Key Entry: take ownership of HSM crypto units, install quorum administrators,
 /// and load, rotate and recover the master key.
 ///
-/// Without a remote fleet configured, commands use the embedded fleet of emulated crypto
-/// units in FILES_DIR/local, created on first use.
+/// Crypto units are those of the tke-unitd servers added with `tke target add` (or named
+/// by TKE_TARGETS, with TKE_CA_FILE and TKE_API_KEY_FILE). Without a target, commands use
+/// the embedded fleet of emulated crypto units in FILES_DIR/local, created on first use.
 #[derive(Parser, Debug)]
 #[command(name = "tke", version, disable_help_subcommand = true)]
 struct Cli {
@@ -77,6 +80,9 @@ enum Cmd {
     /// Compare the configuration of the selected crypto units: thresholds,
     /// administrators, master key registers.
     CryptounitCompare,
+    /// Return the selected crypto units to imprint mode: administrators, thresholds and
+    /// both master key registers are cleared.
+    CryptounitZeroize(zeroize::Args),
     /// Initialize a service instance with recovery crypto units: thresholds,
     /// administrators, and a random master key generated in a recovery unit and copied to
     /// every other unit.
@@ -114,6 +120,9 @@ enum Cmd {
     /// The embedded fleet of emulated crypto units.
     #[command(subcommand)]
     Local(LocalCmd),
+    /// The tke-unitd servers (targets) whose crypto units commands use.
+    #[command(subcommand)]
+    Target(TargetCmd),
     /// Show help for tke or for one command (`tke help auto-init`).
     #[command(visible_alias = "h")]
     Help {
@@ -126,6 +135,19 @@ enum Cmd {
 enum LocalCmd {
     /// Create the embedded fleet (in FILES_DIR/local).
     Init(local::InitArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum TargetCmd {
+    /// Add a tke-unitd server: its URL, the fleet CA that certifies it, and the API key.
+    Add(targets::AddArgs),
+    /// List the targets.
+    List,
+    /// Remove a target (its files are left alone).
+    Rm {
+        /// The target's name.
+        name: String,
+    },
 }
 
 fn help(path: &[String]) -> Result<()> {
@@ -163,23 +185,33 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitAdd { nums } => units::change_selection(&ctx, nums, true),
         Cmd::CryptounitRm { nums } => units::change_selection(&ctx, nums, false),
         Cmd::CryptounitCompare => units::compare(&ctx),
+        Cmd::CryptounitZeroize(a) => zeroize::run(&ctx, a),
         Cmd::AutoInit(a) => auto_init::run(&ctx, a),
         Cmd::Sigkeys => sigkeys::sigkeys(&ctx),
         Cmd::SigkeyAdd { name, pkcs11 } => sigkeys::add(&ctx, name.as_deref(), pkcs11.as_deref()),
         Cmd::SigkeyRm { nums, yes } => sigkeys::rm(&ctx, nums, *yes),
         Cmd::SigkeySel { nums } => sigkeys::sel(&ctx, nums),
         Cmd::Local(LocalCmd::Init(a)) => local::init(&ctx, a),
+        Cmd::Target(TargetCmd::Add(a)) => targets::add(&ctx, a),
+        Cmd::Target(TargetCmd::List) => targets::list(&ctx),
+        Cmd::Target(TargetCmd::Rm { name }) => targets::rm(&ctx, name),
         Cmd::Help { command } => help(command),
     }
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let files_dir = cli.files_dir.clone();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if e.is::<Cancelled>() => std::process::ExitCode::from(3),
         Err(e) => {
-            eprintln!("FAILED\n{e:#}");
+            // Network failures get the vendor's explanation (status code, message, advice).
+            let files = tke_keyfile::FilesDir::resolve(files_dir.as_deref()).ok();
+            match targets::explain(&e, files.as_ref()) {
+                Some(text) => eprintln!("FAILED\n{text}"),
+                None => eprintln!("FAILED\n{e:#}"),
+            }
             std::process::ExitCode::FAILURE
         }
     }
