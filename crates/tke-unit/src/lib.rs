@@ -22,7 +22,7 @@ use tke_proto::{
 
 pub use backend::{Backend, BackendError, KeyHandle, LiveSecrets};
 pub use error::UnitError;
-pub use pkcs11::{Pkcs11Backend, Pkcs11Config, PKCS11_FILE};
+pub use pkcs11::{Pkcs11Backend, Pkcs11Config, TokenRef, WrapMechanism, PKCS11_FILE};
 pub use soft::{SoftBackend, SECRETS_FILE};
 pub use state::{CA_FILE, DEVICE_FILE, STATE_FILE};
 

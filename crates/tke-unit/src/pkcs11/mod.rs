@@ -330,6 +330,10 @@ fn ec_private_template(label: &str, token: bool) -> Vec<Attribute> {
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
+        // SoftHSM2 lets EC private keys decrypt and unwrap unless told otherwise.
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::SignRecover(false),
         Attribute::Label(label.as_bytes().to_vec()),
     ]
 }
@@ -339,6 +343,8 @@ fn ec_public_template(label: &str, token: bool) -> Vec<Attribute> {
         Attribute::Token(token),
         Attribute::Private(token),
         Attribute::EcParams(P256_PARAMS.to_vec()),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
         Attribute::Label(label.as_bytes().to_vec()),
     ]
 }
