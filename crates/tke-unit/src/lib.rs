@@ -464,6 +464,42 @@ impl Unit {
         self.handle_request(request_der)
     }
 
+    /// Destroys the unit: every secret of its backend, the device key included (a token's
+    /// objects are destroyed; the token itself stays, free for another unit), then the
+    /// unit's own files in its directory, and the directory if it is left empty. For a unit
+    /// that must not survive, such as one of a fleet whose creation failed.
+    ///
+    /// # Errors
+    /// [`UnitError::Backend`] when the backend cannot destroy its secrets (the files are
+    /// then kept, so that the unit can be opened and discarded again);
+    /// [`UnitError::Io`] for a file that cannot be removed.
+    pub fn discard(mut self) -> Result<(), UnitError> {
+        let unit = self.state.unit_id;
+        self.backend
+            .discard()
+            .map_err(|source| UnitError::Backend {
+                unit,
+                dir: self.dir.clone(),
+                source,
+            })?;
+        for name in [STATE_FILE, CA_FILE, DEVICE_FILE, SECRETS_FILE, PKCS11_FILE] {
+            let path = self.dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(UnitError::Io {
+                        action: "remove",
+                        path,
+                        source,
+                    })
+                }
+            }
+        }
+        let _ = fs::remove_dir(&self.dir);
+        Ok(())
+    }
+
     /// The current status (same as a query's answer), for tests and tools.
     pub fn status(&self) -> UnitStatus {
         self.state.status()
