@@ -800,6 +800,42 @@ pub struct Pkcs11Backend {
     tok: Tok,
     device: ObjectHandle,
     device_public: PublicKey,
+    /// The master key and importer objects of the token, listed when the backend opens
+    /// and kept up to date by every change it makes, so that no command searches the
+    /// token (only this unit, holding its directory's lock, uses its token).
+    objects: Vec<Known>,
+}
+
+/// The kinds of object the unit makes and destroys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    MasterKey,
+    ImporterPrivate,
+    ImporterPublic,
+}
+
+impl Kind {
+    const ALL: [(Kind, ObjectClass, &'static str); 3] = [
+        (Kind::MasterKey, ObjectClass::SECRET_KEY, LABEL_MASTER_KEY),
+        (
+            Kind::ImporterPrivate,
+            ObjectClass::PRIVATE_KEY,
+            LABEL_IMPORTER,
+        ),
+        (
+            Kind::ImporterPublic,
+            ObjectClass::PUBLIC_KEY,
+            LABEL_IMPORTER,
+        ),
+    ];
+}
+
+/// An object of the token: its kind, `CKA_ID` and handle.
+#[derive(Clone, Debug)]
+struct Known {
+    kind: Kind,
+    id: Vec<u8>,
+    handle: ObjectHandle,
 }
 
 impl fmt::Debug for Pkcs11Backend {
@@ -819,6 +855,15 @@ impl fmt::Debug for Pkcs11Backend {
             )
             .field("wrap", &self.tok.caps.wrap)
             .field("trusted_wrap", &self.tok.caps.trusted)
+            .field(
+                "master_keys",
+                &self
+                    .objects
+                    .iter()
+                    .filter(|o| o.kind == Kind::MasterKey)
+                    .map(|o| hex::encode(&o.id))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -945,6 +990,7 @@ impl Pkcs11Backend {
                 tok,
                 device: priv_h,
                 device_public,
+                objects: Vec::new(),
             }),
             Err(e) => {
                 let _ = tok.session.destroy_object(priv_h);
@@ -988,6 +1034,13 @@ impl Pkcs11Backend {
         let point = tok.point(public)?;
         let device_public =
             transport::parse_point(&point, "device key").map_err(BackendError::Crypto)?;
+        let mut objects = Vec::new();
+        for (kind, class, label) in Kind::ALL {
+            for handle in tok.find(class, label, None)? {
+                let id = tok.id_of(handle)?.unwrap_or_default();
+                objects.push(Known { kind, id, handle });
+            }
+        }
         Ok(Self {
             config,
             unit_id,
@@ -995,6 +1048,7 @@ impl Pkcs11Backend {
             tok,
             device,
             device_public,
+            objects,
         })
     }
 
@@ -1014,22 +1068,24 @@ impl Pkcs11Backend {
         self.tok.caps.trusted
     }
 
+    fn known(&self, kind: Kind, id: &[u8]) -> Option<ObjectHandle> {
+        self.objects
+            .iter()
+            .find(|o| o.kind == kind && o.id == id)
+            .map(|o| o.handle)
+    }
+
     fn master_key(&self, handle: &KeyHandle) -> Result<ObjectHandle, BackendError> {
-        self.tok
-            .find_one(ObjectClass::SECRET_KEY, LABEL_MASTER_KEY, &handle.0)?
+        self.known(Kind::MasterKey, &handle.0)
             .ok_or(BackendError::UnknownMasterKey { handle: *handle })
     }
 
     /// A handle no master key object has.
-    fn fresh_handle(&self) -> Result<KeyHandle, BackendError> {
+    fn fresh_handle(&self) -> KeyHandle {
         loop {
             let h = KeyHandle::random();
-            if self
-                .tok
-                .find_one(ObjectClass::SECRET_KEY, LABEL_MASTER_KEY, &h.0)?
-                .is_none()
-            {
-                return Ok(h);
+            if self.known(Kind::MasterKey, &h.0).is_none() {
+                return h;
             }
         }
     }
@@ -1063,12 +1119,10 @@ impl Pkcs11Backend {
 
     fn importer(&self, key_id: &Digest32) -> Result<(ObjectHandle, [u8; 65]), BackendError> {
         let private = self
-            .tok
-            .find_one(ObjectClass::PRIVATE_KEY, LABEL_IMPORTER, key_id.as_bytes())?
+            .known(Kind::ImporterPrivate, key_id.as_bytes())
             .ok_or(BackendError::UnknownImporter { key_id: *key_id })?;
         let public = self
-            .tok
-            .find_one(ObjectClass::PUBLIC_KEY, LABEL_IMPORTER, key_id.as_bytes())?
+            .known(Kind::ImporterPublic, key_id.as_bytes())
             .ok_or_else(|| {
                 self.tok
                     .content("holds an importer private key but not its public key")
@@ -1082,25 +1136,24 @@ impl Pkcs11Backend {
         Ok((private, point))
     }
 
-    /// Destroys the objects of `kinds` whose `CKA_ID` `keep` refuses; returns the first error.
-    fn destroy_unless(
-        &self,
-        kinds: &[(ObjectClass, &str)],
-        keep: impl Fn(&[u8]) -> bool,
-    ) -> Result<(), BackendError> {
+    /// Destroys the known objects `keep` refuses; returns the first error (the objects
+    /// that could not be destroyed stay known).
+    fn destroy_unless(&mut self, keep: impl Fn(&Known) -> bool) -> Result<(), BackendError> {
         let mut first = None;
-        for (class, label) in kinds {
-            for object in self.tok.find(*class, label, None)? {
-                let id = self.tok.id_of(object)?.unwrap_or_default();
-                if keep(&id) {
-                    continue;
-                }
-                if let Err(e) = self.tok.session.destroy_object(object) {
-                    first.get_or_insert(self.tok.err("destroy an object")(e));
+        let session = &self.tok.session;
+        self.objects.retain(|o| {
+            if keep(o) {
+                return true;
+            }
+            match session.destroy_object(o.handle) {
+                Ok(()) => false,
+                Err(e) => {
+                    first.get_or_insert(e);
+                    true
                 }
             }
-        }
-        first.map_or(Ok(()), Err)
+        });
+        first.map_or(Ok(()), |e| Err(self.tok.err("destroy an object")(e)))
     }
 }
 
@@ -1128,7 +1181,7 @@ impl Backend for Pkcs11Backend {
     }
 
     fn generate_master_key(&mut self) -> Result<(KeyHandle, Vp), BackendError> {
-        let handle = self.fresh_handle()?;
+        let handle = self.fresh_handle();
         let mut template = self.master_key_template(&handle);
         template.push(Attribute::ValueLen(32.into()));
         let key = self
@@ -1137,7 +1190,14 @@ impl Backend for Pkcs11Backend {
             .generate_key(&Mechanism::AesKeyGen, &template)
             .map_err(self.tok.err("generate a master key (CKM_AES_KEY_GEN)"))?;
         match self.tok.vp_of(key) {
-            Ok(vp) => Ok((handle, vp)),
+            Ok(vp) => {
+                self.objects.push(Known {
+                    kind: Kind::MasterKey,
+                    id: handle.0.to_vec(),
+                    handle: key,
+                });
+                Ok((handle, vp))
+            }
             Err(e) => {
                 let _ = self.tok.session.destroy_object(key);
                 Err(e)
@@ -1156,26 +1216,44 @@ impl Backend for Pkcs11Backend {
             .key_pair(LABEL_IMPORTER, true, Attribute::Derive(true))?;
         let made = (|| {
             let point = self.tok.point(public)?;
-            let id = Attribute::Id(Digest32::sha256(&point).as_bytes().to_vec());
+            let id = Digest32::sha256(&point).as_bytes().to_vec();
             for object in [private, public] {
                 self.tok
                     .session
-                    .update_attributes(object, std::slice::from_ref(&id))
+                    .update_attributes(object, &[Attribute::Id(id.clone())])
                     .map_err(self.tok.err("name the importer key (CKA_ID)"))?;
             }
-            transport::parse_point(&point, "importer key").map_err(BackendError::Crypto)
+            let key =
+                transport::parse_point(&point, "importer key").map_err(BackendError::Crypto)?;
+            Ok((key, id))
         })();
-        if made.is_err() {
-            let _ = self.tok.session.destroy_object(private);
-            let _ = self.tok.session.destroy_object(public);
+        match made {
+            Ok((key, id)) => {
+                self.objects.extend([
+                    Known {
+                        kind: Kind::ImporterPrivate,
+                        id: id.clone(),
+                        handle: private,
+                    },
+                    Known {
+                        kind: Kind::ImporterPublic,
+                        id,
+                        handle: public,
+                    },
+                ]);
+                Ok(key)
+            }
+            Err(e) => {
+                let _ = self.tok.session.destroy_object(private);
+                let _ = self.tok.session.destroy_object(public);
+                Err(e)
+            }
         }
-        made
     }
 
     fn has_importer(&self, key_id: &Digest32) -> Result<bool, BackendError> {
         Ok(self
-            .tok
-            .find_one(ObjectClass::PRIVATE_KEY, LABEL_IMPORTER, key_id.as_bytes())?
+            .known(Kind::ImporterPrivate, key_id.as_bytes())
             .is_some())
     }
 
@@ -1195,34 +1273,36 @@ impl Backend for Pkcs11Backend {
         envelope: &MkEnvelope,
     ) -> Result<(KeyHandle, Vp), BackendError> {
         let (private, point) = self.importer(importer)?;
-        let handle = self.fresh_handle()?;
+        let handle = self.fresh_handle();
         let template = self.master_key_template(&handle);
-        let (_, vp) = self.tok.open(private, &point, envelope, &template)?;
+        let (key, vp) = self.tok.open(private, &point, envelope, &template)?;
+        self.objects.push(Known {
+            kind: Kind::MasterKey,
+            id: handle.0.to_vec(),
+            handle: key,
+        });
         Ok((handle, vp))
     }
 
     fn retain(&mut self, live: &LiveSecrets) -> Result<(), BackendError> {
-        let masters = self.destroy_unless(&[(ObjectClass::SECRET_KEY, LABEL_MASTER_KEY)], |id| {
-            live.master_keys.iter().any(|h| h.0 == id)
-        });
-        let importers = self.destroy_unless(
-            &[
-                (ObjectClass::PRIVATE_KEY, LABEL_IMPORTER),
-                (ObjectClass::PUBLIC_KEY, LABEL_IMPORTER),
-            ],
-            |id| live.importer.is_some_and(|k| k.as_bytes() == id),
-        );
-        masters.and(importers)
+        self.destroy_unless(|o| match o.kind {
+            Kind::MasterKey => live.master_keys.iter().any(|h| h.0 == o.id.as_slice()),
+            Kind::ImporterPrivate | Kind::ImporterPublic => live
+                .importer
+                .is_some_and(|k| k.as_bytes() == o.id.as_slice()),
+        })
     }
 
     fn discard(&mut self) -> Result<(), BackendError> {
         self.retain(&LiveSecrets::default())?;
-        self.destroy_unless(
-            &[
-                (ObjectClass::PRIVATE_KEY, LABEL_DEVICE),
-                (ObjectClass::PUBLIC_KEY, LABEL_DEVICE),
-            ],
-            |id| id != self.unit_id.0,
-        )
+        let mut first = None;
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            for object in self.tok.find(class, LABEL_DEVICE, Some(&self.unit_id.0))? {
+                if let Err(e) = self.tok.session.destroy_object(object) {
+                    first.get_or_insert(self.tok.err("destroy the device key")(e));
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 }
