@@ -568,3 +568,64 @@ impl Transport for EmbeddedFleet {
         Ok(guard.handle(request_der))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn placement(units: Pkcs11Units, tokens: &[&str]) -> Pkcs11Placement {
+        Pkcs11Placement {
+            module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+            units,
+            tokens: tokens.iter().map(|t| (*t).to_owned()).collect(),
+            pin_file: PathBuf::from("/srv/tokens/{label}.pin"),
+        }
+    }
+
+    #[test]
+    fn placement_counts_and_checks_tokens() {
+        let spec = FleetSpec {
+            instances: 2,
+            operational: 2,
+            recovery: 1,
+            failover: 1,
+        };
+        assert_eq!(placement(Pkcs11Units::All, &[]).units_placed(&spec), 8);
+        assert_eq!(
+            placement(Pkcs11Units::Operational, &[]).units_placed(&spec),
+            6
+        );
+        assert_eq!(placement(Pkcs11Units::Recovery, &[]).units_placed(&spec), 2);
+        assert!(placement(Pkcs11Units::Recovery, &["a", "b"])
+            .validate(&spec)
+            .is_ok());
+        for bad in [&["a"][..], &["a", "a"], &["a", ""], &["a", "b", "c"]] {
+            let e = placement(Pkcs11Units::Recovery, bad).validate(&spec);
+            assert!(matches!(e, Err(ClientError::FleetSpec { .. })), "{bad:?}");
+        }
+        let p = placement(Pkcs11Units::All, &["op-1"]);
+        assert_eq!(
+            p.pin_file_for("op-1"),
+            PathBuf::from("/srv/tokens/op-1.pin")
+        );
+        assert_eq!(p.config_for("op-1").token_label, "op-1");
+    }
+
+    #[test]
+    fn a_bad_placement_makes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("fleet");
+        let e = EmbeddedFleet::create_with(
+            &dir,
+            FleetSpec::default(),
+            &Placement::pkcs11(placement(Pkcs11Units::All, &["only-one"])),
+        );
+        assert!(matches!(e, Err(ClientError::FleetSpec { .. })));
+        assert!(!dir.exists());
+        // The soft default still works as before.
+        let fleet = EmbeddedFleet::create(&dir, FleetSpec::default()).unwrap();
+        assert_eq!(fleet.list_units().unwrap().len(), 4);
+    }
+}

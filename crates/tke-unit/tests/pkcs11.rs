@@ -262,6 +262,7 @@ fn opensc_sees_a_sensitive_unextractable_master_key() {
     let flags = access(&op_text);
     assert!(flags.contains(&"sensitive".to_owned()), "{flags:?}");
     assert!(!flags.contains(&"extractable".to_owned()), "{flags:?}");
+    assert_eq!(flags, ["sensitive"], "{op_text}");
     // The recovery unit's key may leave, wrapped: OpenSC shows it extractable.
     let rec_text = listing(&rec);
     assert!(
@@ -269,8 +270,11 @@ fn opensc_sees_a_sensitive_unextractable_master_key() {
         "{rec_text}"
     );
     let flags = access(&rec_text);
-    assert!(flags.contains(&"sensitive".to_owned()), "{flags:?}");
-    assert!(flags.contains(&"extractable".to_owned()), "{flags:?}");
+    assert_eq!(
+        flags,
+        ["sensitive", "always sensitive", "extractable", "local"],
+        "{rec_text}"
+    );
     // The device key signs, and does nothing else.
     let device = op_text
         .split("Private Key Object")
