@@ -197,13 +197,17 @@ fn bench(c: &mut Criterion) {
     let tokens = d.path().join("tokens");
     let labels: Vec<String> = (0..=TARGETS).map(|i| format!("bench-{i}")).collect();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../softhsm-config/make-tokens.sh");
-    let ok = Process::new("bash")
+    let made = Process::new("bash")
         .arg(script)
         .arg(&tokens)
         .args(&labels)
-        .status()
+        .output()
         .unwrap();
-    assert!(ok.success(), "softhsm-config/make-tokens.sh failed");
+    assert!(
+        made.status.success(),
+        "softhsm-config/make-tokens.sh failed: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     // Single-threaded here, before anything reads it.
     std::env::set_var("SOFTHSM2_CONF", tokens.join("softhsm2.conf"));
 

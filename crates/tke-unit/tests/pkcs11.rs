@@ -300,6 +300,28 @@ fn the_chosen_wrap_mechanism_computes_rfc5649() {
     assert_eq!(backend.wrap_mechanism(), WrapMechanism::Pad);
     assert!(!backend.trusted_wrap());
     let s = session(&config);
+    // Why: SoftHSM2 lets only the security officer make CKA_TRUSTED keys.
+    let trusted = s.generate_key(
+        &Mechanism::AesKeyGen,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+            Attribute::Wrap(true),
+            Attribute::Trusted(true),
+        ],
+    );
+    assert!(
+        matches!(
+            trusted,
+            Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::AttributeReadOnly,
+                _
+            ))
+        ),
+        "{trusted:?}"
+    );
     let kek: Vec<u8> = (0u8..32).collect();
     let secret = |value: &[u8], usage: Attribute| {
         s.create_object(&[

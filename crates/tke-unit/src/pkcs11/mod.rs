@@ -64,9 +64,11 @@
 //!
 //! Token objects are persistent as soon as the call that creates them returns, so the
 //! backend follows the unit's rule as it is: objects are created before the state refers to
-//! them and destroyed after. [`Backend::retain`] destroys master key and importer objects
-//! the state does not name, including any half-made one (an importer whose `CKA_ID` was
-//! never set).
+//! them and destroyed after. When the backend opens, it lists the token's master key and
+//! importer objects once, and keeps that list up to date with its own changes (only the
+//! unit, which holds its directory's lock, uses its token), so commands search nothing.
+//! [`Backend::retain`] destroys the objects of the list the state does not name, including
+//! any half-made one (an importer whose `CKA_ID` was never set).
 
 mod mechanism;
 mod token;
