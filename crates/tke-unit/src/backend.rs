@@ -175,11 +175,19 @@ pub enum BackendError {
         /// The parser's error (with line and column).
         source: serde_json::Error,
     },
+    /// The PKCS#11 module file cannot be found or read.
+    #[error("cannot open the PKCS#11 module {} (for token {:?}): {source}", token.module().display(), token.label())]
+    Pkcs11ModuleMissing {
+        /// The token the module was to reach.
+        token: TokenRef,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The PKCS#11 module cannot be loaded or initialized.
-    #[error("cannot load the PKCS#11 module {}: {source}", module.display())]
+    #[error("cannot load the PKCS#11 module {} (for token {:?}): {source}", token.module().display(), token.label())]
     Pkcs11Module {
-        /// The module's path.
-        module: PathBuf,
+        /// The token the module was to reach.
+        token: TokenRef,
         /// What failed (loading the library, or `C_Initialize`).
         source: cryptoki::error::Error,
     },

@@ -495,13 +495,19 @@ fn token_errors_name_the_token_and_the_module() {
     // A module path that does not exist, or a file that is not a PKCS#11 module.
     let config = Pkcs11Config::new("/nonexistent/libpkcs11.so", &label, &right_pin);
     let msg = create_err(&config).0.to_string();
-    assert!(msg.contains("/nonexistent/libpkcs11.so"), "{msg}");
+    assert!(
+        msg.contains("cannot open the PKCS#11 module /nonexistent/libpkcs11.so")
+            && msg.contains(&format!("{label:?}")),
+        "{msg}"
+    );
     let not_a_module = d.path().join("not-a-module.so");
     fs::write(&not_a_module, b"not a shared library").unwrap();
     let config = Pkcs11Config::new(&not_a_module, &label, &right_pin);
     let msg = create_err(&config).0.to_string();
     assert!(
-        msg.contains("cannot load the PKCS#11 module") && msg.contains("not-a-module.so"),
+        msg.contains("cannot load the PKCS#11 module")
+            && msg.contains("not-a-module.so")
+            && msg.contains(&format!("{label:?}")),
         "{msg}"
     );
 

@@ -882,7 +882,7 @@ impl Pkcs11Backend {
                 token: token.clone(),
                 what: problem,
             })?;
-        let ctx = token::context(&config.module)?;
+        let ctx = token::context(&token)?;
         let (slot, serial) = token::find_slot(&ctx, &token)?;
         let session = token::login(&ctx, slot, &config.pin_file, &token)?;
         let placeholder = Capabilities {
@@ -938,7 +938,8 @@ impl Pkcs11Backend {
     /// The token must hold no TKE object: one token per unit.
     ///
     /// # Errors
-    /// [`BackendError::Pkcs11Module`], [`BackendError::TokenNotFound`] /
+    /// [`BackendError::Pkcs11ModuleMissing`] / [`BackendError::Pkcs11Module`],
+    /// [`BackendError::TokenNotFound`] /
     /// [`BackendError::TokenAmbiguous`], PIN errors ([`BackendError::PinFile`],
     /// [`BackendError::PinFileIo`], [`BackendError::PinRefused`]), mechanism errors
     /// ([`BackendError::MechanismMissing`], [`BackendError::MechanismMismatch`]),

@@ -40,11 +40,11 @@ fn modules() -> std::sync::MutexGuard<'static, Vec<Module>> {
     MODULES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The context of the module at `path`, loading and initializing it on first use.
-pub(crate) fn context(path: &Path) -> Result<Pkcs11, BackendError> {
-    let canonical = fs::canonicalize(path).map_err(|source| BackendError::Io {
-        action: "open the PKCS#11 module",
-        path: path.to_owned(),
+/// The context of the module of `token`, loading and initializing it on first use.
+pub(crate) fn context(token: &TokenRef) -> Result<Pkcs11, BackendError> {
+    let path = token.module();
+    let canonical = fs::canonicalize(path).map_err(|source| BackendError::Pkcs11ModuleMissing {
+        token: token.clone(),
         source,
     })?;
     let mut all = modules();
@@ -52,7 +52,7 @@ pub(crate) fn context(path: &Path) -> Result<Pkcs11, BackendError> {
         return Ok(m.ctx.clone());
     }
     let load_err = |source| BackendError::Pkcs11Module {
-        module: path.to_owned(),
+        token: token.clone(),
         source,
     };
     let ctx = Pkcs11::new(&canonical).map_err(load_err)?;
