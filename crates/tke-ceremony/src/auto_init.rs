@@ -10,8 +10,9 @@
 //! 3. sets both thresholds, leaving imprint mode, signed by as many administrators as the
 //!    new signature threshold;
 //! 4. generates a random master key in the first recovery unit's current register;
-//! 5. copies it to every other unit: importer key on the target, export from the recovery
-//!    unit (threshold signatures), import, commit (threshold), set immediate;
+//! 5. copies it to every other unit: importer key on the target, export from a recovery
+//!    unit (threshold signatures), import, commit (threshold), set immediate — the second
+//!    recovery unit first, so that both recovery units can then export in parallel;
 //! 6. queries every unit and checks that all hold the same valid current key.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -264,7 +265,9 @@ impl AutoInitPlan<'_, '_> {
             .collect();
         let done = AtomicUsize::new(0);
         let total = targets.len();
-        let transfer = |u: &KnownUnit| -> Result<(), ClientError> {
+        // Copies the key from `source` (a recovery unit whose current register holds it)
+        // into `u`.
+        let transfer = |u: &KnownUnit, source: &KnownUnit| -> Result<(), ClientError> {
             let importer_der = client.run(u, &Command::GenerateImporter, &one)?;
             let importer =
                 CertifiedImporter::from_der(&importer_der).map_err(|e| ClientError::Response {
@@ -281,10 +284,10 @@ impl AutoInitPlan<'_, '_> {
                 )?,
                 importer,
             };
-            let env_der = client.run(r, &Command::ExportMk(Box::new(request)), &quorum)?;
+            let env_der = client.run(source, &Command::ExportMk(Box::new(request)), &quorum)?;
             let envelope =
                 SignedEnvelope::from_der(&env_der).map_err(|e| ClientError::Response {
-                    unit: r.id(),
+                    unit: source.id(),
                     source: e.into(),
                 })?;
             client.run(u, &Command::ImportMk(Box::new(envelope)), &one)?;
@@ -294,7 +297,39 @@ impl AutoInitPlan<'_, '_> {
             progress.event(&Event::TransferringMasterKey { index, total });
             Ok(())
         };
-        on_all(STEP_TRANSFER, &targets, transfer)?;
+        // Exports from one unit run one at a time (each takes its next counter). With a
+        // second recovery unit, give it the key first, then let both recovery units
+        // export to the rest, so large instances do not queue behind a single unit.
+        let mut sources = vec![r];
+        let mut rest = targets.clone();
+        if let Some(pos) = rest
+            .iter()
+            .position(|u| u.unit_type() == UnitType::Recovery)
+        {
+            let second = rest.remove(pos);
+            on_all(STEP_TRANSFER, &[second], |u| transfer(u, r))?;
+            sources.push(second);
+        }
+        let jobs: Vec<(&KnownUnit, &KnownUnit)> = rest
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (*u, sources[i % sources.len()]))
+            .collect();
+        let mut failures = Vec::new();
+        for ((u, _), res) in jobs
+            .iter()
+            .zip(parallel(&jobs, |(u, src)| transfer(u, src)))
+        {
+            if let Err(e) = res {
+                failures.push((u.num, e));
+            }
+        }
+        if !failures.is_empty() {
+            return Err(CeremonyError::Step {
+                step: STEP_TRANSFER,
+                failures,
+            });
+        }
 
         // Final check: every unit out of imprint mode, one valid current key everywhere.
         let statuses = on_all("Checking the crypto units", &self.units, |u| {

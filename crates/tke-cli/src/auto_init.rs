@@ -311,10 +311,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         admins,
     }
     .plan(client)?;
-    let report = plan.execute(&Printer { quiet })?;
-
-    // The vendor's auto-init leaves the whole instance selected.
+    // The vendor's auto-init selects the whole instance. Do it before acting, so that
+    // after an interrupted run `cryptounit-compare` and `cryptounit-zeroize` address
+    // exactly the units it touched.
     ctx.save_selected(&units)?;
+    let report = plan.execute(&Printer { quiet })?;
 
     if ctx.json {
         println!(

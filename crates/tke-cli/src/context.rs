@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use tke_client::{Client, EmbeddedFleet, FleetSpec, KnownUnit, Transport};
 use tke_keyfile::{FilesDir, Password, SigKeyEntry, SigKeyKind};
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
+use tke_sigkey_pkcs11::{Pin, Pkcs11Error, Pkcs11Signer, Pkcs11Uri};
 
 use crate::{prompt::Prompter, secrets::Secrets};
 
@@ -30,9 +31,15 @@ pub struct Fleet {
 }
 
 impl Ctx {
-    /// Opens the embedded fleet, creating the default one on first use (with a notice on
-    /// standard error), and connects a client to it.
+    /// Connects a client to the targets (`tke target add`, or `TKE_TARGETS`): the units of
+    /// every tke-unitd server, numbered over all of them. With no target, opens the
+    /// embedded fleet, creating the default one on first use (with a notice on standard
+    /// error).
     pub fn connect(&self) -> Result<Fleet> {
+        let (targets, _) = crate::targets::active(&self.files)?;
+        if !targets.is_empty() {
+            return crate::targets::connect(&targets);
+        }
         let dir = self.files.local_dir();
         let fleet = if EmbeddedFleet::exists(&dir) {
             EmbeddedFleet::open(&dir)?
@@ -86,9 +93,77 @@ impl Ctx {
         )
     }
 
+    /// Opens any listed signature key, wherever it is: a key file with its password, a key
+    /// on a PKCS#11 token with the token's PIN, a key on a YubiKey with its PIN (each from
+    /// `--secrets`, else a hidden prompt; a PKCS#11 PIN also from the URI's `pin-source`).
+    pub fn open_signer(&self, entry: &SigKeyEntry) -> Result<Box<dyn Signer>> {
+        match entry.kind {
+            SigKeyKind::File => Ok(Box::new(self.open_file_key(entry)?)),
+            SigKeyKind::Pkcs11 => Ok(Box::new(self.open_token_key(entry)?)),
+            SigKeyKind::YubiKey(r) => Ok(Box::new(crate::yubikey::open(self, entry, &r)?)),
+            other => bail!(
+                "the signature key of {} is a {} key, which this version of tke cannot open",
+                entry.name,
+                other.label()
+            ),
+        }
+    }
+
+    /// The user PIN of the token holding the key of administrator `name`: from
+    /// `--secrets` (by administrator name), else the URI's `pin-source` file, else a
+    /// hidden prompt that names the token and the key. Says whether it was asked for.
+    pub fn token_pin(&self, name: &str, uri: &Pkcs11Uri) -> Result<(Pin, bool)> {
+        if let Some(p) = self.secrets.as_ref().and_then(|s| s.get(name)) {
+            return Ok((Pin::new(p.expose_secret()), false));
+        }
+        if let Some(path) = uri.pin_source() {
+            let pin = Pin::from_file(path)
+                .with_context(|| format!("cannot read the PIN for the signature key of {name}"))?;
+            return Ok((pin, false));
+        }
+        let pw = self.prompt.password(
+            &format!(
+                "Enter the user PIN of PKCS#11 {} for the signature key of {name} ({}):",
+                uri.token_description(),
+                uri.key_description()
+            ),
+            &format!("--secrets FILE (a line `{name} = \"PIN\"`) or pin-source=file:PATH in the key's URI"),
+        )?;
+        Ok((Pin::new(pw.expose_secret()), true))
+    }
+
+    /// Opens a signature key on a PKCS#11 token, asking again (up to three times) after a
+    /// wrong PIN typed on a terminal.
+    pub fn open_token_key(&self, entry: &SigKeyEntry) -> Result<Pkcs11Signer> {
+        let name = entry.name.as_str();
+        let text = entry.token_uri.as_deref().unwrap_or_default();
+        let uri = Pkcs11Uri::parse(text).with_context(|| {
+            format!(
+                "the reference file {} of the signature key of {name} holds an invalid PKCS#11 URI",
+                entry.key_path.display()
+            )
+        })?;
+        let mut tries = 0;
+        loop {
+            let (pin, asked) = self.token_pin(name, &uri)?;
+            match Pkcs11Signer::open(&uri, &entry.certificate, &pin) {
+                Ok(s) => return Ok(s),
+                Err(e @ Pkcs11Error::WrongPin { .. }) if asked && tries < 2 => {
+                    println!("{e}\n");
+                    tries += 1;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot open the signature key of {name} on its PKCS#11 token")
+                    })
+                }
+            }
+        }
+    }
+
     /// Opens a signature key file, asking again (up to three times) after a wrong
     /// password on a terminal.
-    pub fn open_key(&self, entry: &SigKeyEntry) -> Result<FileSigner> {
+    pub fn open_file_key(&self, entry: &SigKeyEntry) -> Result<FileSigner> {
         let name = entry.name.as_str();
         let mut tries = 0;
         loop {
@@ -108,15 +183,6 @@ impl Ctx {
                         .with_context(|| format!("cannot open the signature key of {name}"))
                 }
             }
-        }
-    }
-
-    /// Opens any listed signature key: a key file with its password, a key on a YubiKey
-    /// with its PIN (both from `--secrets`, else a hidden prompt).
-    pub fn open_signer(&self, entry: &SigKeyEntry) -> Result<Box<dyn Signer>> {
-        match entry.kind {
-            SigKeyKind::YubiKey(r) => Ok(Box::new(crate::yubikey::open(self, entry, &r)?)),
-            _ => Ok(Box::new(self.open_key(entry)?)),
         }
     }
 }

@@ -15,8 +15,10 @@ mod prompt;
 mod secrets;
 mod sigkeys;
 mod table;
+mod targets;
 mod units;
 mod yubikey;
+mod zeroize;
 
 use std::path::PathBuf;
 
@@ -44,8 +46,9 @@ enum Output {
 /// Trusted Key Entry: take ownership of HSM crypto units, install quorum administrators,
 /// and load, rotate and recover the master key.
 ///
-/// Without a remote fleet configured, commands use the embedded fleet of emulated crypto
-/// units in FILES_DIR/local, created on first use.
+/// Crypto units are those of the tke-unitd servers added with `tke target add` (or named
+/// by TKE_TARGETS, with TKE_CA_FILE and TKE_API_KEY_FILE). Without a target, commands use
+/// the embedded fleet of emulated crypto units in FILES_DIR/local, created on first use.
 #[derive(Parser, Debug)]
 #[command(name = "tke", version, disable_help_subcommand = true)]
 struct Cli {
@@ -56,9 +59,10 @@ struct Cli {
     /// Output format of read commands.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// TOML file of signature key passwords and YubiKey PINs (`NAME = "password or PIN"`),
-    /// and YubiKey management keys (`"management-key-SERIAL" = "hex"`), for scripts.
-    /// Secrets are never taken from the command line.
+    /// TOML file of signature key passwords and token PINs (PKCS#11 token or YubiKey)
+    /// (`NAME = "password or PIN"`, by administrator name), and YubiKey management keys
+    /// (`"management-key-SERIAL" = "hex"`), for scripts. Secrets are never taken from the
+    /// command line.
     #[arg(long, global = true, value_name = "FILE")]
     secrets: Option<PathBuf>,
     #[command(subcommand)]
@@ -82,18 +86,36 @@ enum Cmd {
     /// Compare the configuration of the selected crypto units: thresholds,
     /// administrators, master key registers.
     CryptounitCompare,
+    /// Return the selected crypto units to imprint mode: administrators, thresholds and
+    /// both master key registers are cleared.
+    CryptounitZeroize(zeroize::Args),
     /// Initialize a service instance with recovery crypto units: thresholds,
     /// administrators, and a random master key generated in a recovery unit and copied to
     /// every other unit.
     AutoInit(auto_init::Args),
     /// List the signature keys on this workstation.
     Sigkeys,
-    /// Create a signature key (P-256) in a password-protected file, or on a YubiKey
-    /// (--yubikey).
+    /// Create a signature key (P-256) in a password-protected file, on a PKCS#11 token
+    /// (--pkcs11), or on a YubiKey (--yubikey).
     SigkeyAdd {
         /// The administrator name (up to 30 characters; asked for when omitted).
         #[arg(long)]
         name: Option<String>,
+        /// Generate the key on the PKCS#11 token this RFC 7512 URI names, e.g.
+        /// `pkcs11:token=LABEL;object=KEYLABEL?module-path=/path/to/module.so` — or, if
+        /// the URI names a key pair already on the token, register that one. The user PIN
+        /// comes from --secrets (`NAME = "PIN"`), the URI's `pin-source=file:/path`, or a
+        /// hidden prompt; `pin-value` is refused. The workstation keeps only the URI and
+        /// the certificate. Not with --yubikey (nor its options).
+        #[arg(
+            long,
+            value_name = "URI",
+            conflicts_with_all = [
+                "yubikey", "serial", "slot", "pin_policy", "touch_policy",
+                "management_key", "existing", "overwrite_slot",
+            ]
+        )]
+        pkcs11: Option<String>,
         #[command(flatten)]
         yubikey: yubikey::AddArgs,
     },
@@ -113,6 +135,9 @@ enum Cmd {
     /// The embedded fleet of emulated crypto units.
     #[command(subcommand)]
     Local(LocalCmd),
+    /// The tke-unitd servers (targets) whose crypto units commands use.
+    #[command(subcommand)]
+    Target(TargetCmd),
     /// Show help for tke or for one command (`tke help auto-init`).
     #[command(visible_alias = "h")]
     Help {
@@ -125,6 +150,19 @@ enum Cmd {
 enum LocalCmd {
     /// Create the embedded fleet (in FILES_DIR/local).
     Init(local::InitArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum TargetCmd {
+    /// Add a tke-unitd server: its URL, the fleet CA that certifies it, and the API key.
+    Add(targets::AddArgs),
+    /// List the targets.
+    List,
+    /// Remove a target (its files are left alone).
+    Rm {
+        /// The target's name.
+        name: String,
+    },
 }
 
 fn help(path: &[String]) -> Result<()> {
@@ -162,12 +200,20 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitAdd { nums } => units::change_selection(&ctx, nums, true),
         Cmd::CryptounitRm { nums } => units::change_selection(&ctx, nums, false),
         Cmd::CryptounitCompare => units::compare(&ctx),
+        Cmd::CryptounitZeroize(a) => zeroize::run(&ctx, a),
         Cmd::AutoInit(a) => auto_init::run(&ctx, a),
         Cmd::Sigkeys => sigkeys::sigkeys(&ctx),
-        Cmd::SigkeyAdd { name, yubikey } => sigkeys::add(&ctx, name.as_deref(), yubikey),
+        Cmd::SigkeyAdd {
+            name,
+            pkcs11,
+            yubikey,
+        } => sigkeys::add(&ctx, name.as_deref(), pkcs11.as_deref(), yubikey),
         Cmd::SigkeyRm { nums, yes } => sigkeys::rm(&ctx, nums, *yes),
         Cmd::SigkeySel { nums } => sigkeys::sel(&ctx, nums),
         Cmd::Local(LocalCmd::Init(a)) => local::init(&ctx, a),
+        Cmd::Target(TargetCmd::Add(a)) => targets::add(&ctx, a),
+        Cmd::Target(TargetCmd::List) => targets::list(&ctx),
+        Cmd::Target(TargetCmd::Rm { name }) => targets::rm(&ctx, name),
         Cmd::Help { command } => help(command),
     }
 }
@@ -175,11 +221,17 @@ fn run(cli: Cli) -> Result<()> {
 fn main() -> std::process::ExitCode {
     logging::init();
     let cli = Cli::parse();
+    let files_dir = cli.files_dir.clone();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if e.is::<Cancelled>() => std::process::ExitCode::from(3),
         Err(e) => {
-            eprintln!("FAILED\n{e:#}");
+            // Network failures get the vendor's explanation (status code, message, advice).
+            let files = tke_keyfile::FilesDir::resolve(files_dir.as_deref()).ok();
+            match targets::explain(&e, files.as_ref()) {
+                Some(text) => eprintln!("FAILED\n{text}"),
+                None => eprintln!("FAILED\n{e:#}"),
+            }
             std::process::ExitCode::FAILURE
         }
     }

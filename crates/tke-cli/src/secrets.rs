@@ -1,6 +1,7 @@
-//! `--secrets FILE`: passwords for scripted runs, never on the command line.
+//! `--secrets FILE`: passwords and PINs for scripted runs, never on the command line.
 //!
-//! A TOML file of `NAME = "password"` lines, one per signature key (by administrator name).
+//! A TOML file of `NAME = "secret"` lines, one per signature key (by administrator name):
+//! the password of a key file, or the user PIN of the token that holds a PKCS#11 key.
 
 use std::{collections::BTreeMap, fs, os::unix::fs::PermissionsExt, path::Path};
 
@@ -55,7 +56,7 @@ impl Secrets {
         Ok(Self { by_name })
     }
 
-    /// The password for a signature key, by administrator name.
+    /// The password (or token PIN) for a signature key, by administrator name.
     pub fn get(&self, name: &str) -> Option<&Password> {
         self.by_name.get(name)
     }

@@ -6,6 +6,7 @@ use tke_keyfile::{SigKeyEntry, SigKeyKind};
 use tke_proto::AdminName;
 use tke_sigkey::Signer as _;
 use tke_sigkey_file::FileSigner;
+use tke_sigkey_pkcs11::{Pkcs11Error, Pkcs11Uri, TokenSession};
 
 use crate::{context::Ctx, prompt::parse_numbers, table::Table};
 
@@ -60,6 +61,9 @@ pub fn sigkeys(ctx: &Ctx) -> Result<()> {
                     v["serial"] = json!(r.serial);
                     v["slot"] = json!(format!("{:02x}", r.slot));
                 }
+                if let Some(uri) = &e.token_uri {
+                    v["uri"] = json!(uri);
+                }
                 v
             })
             .collect();
@@ -94,8 +98,101 @@ pub fn parse_name(s: &str) -> Result<AdminName> {
     Ok(AdminName::new(s)?)
 }
 
-/// `sigkey-add`.
-pub fn add(ctx: &Ctx, name: Option<&str>, yubikey: &crate::yubikey::AddArgs) -> Result<()> {
+/// `sigkey-add --pkcs11 URI`: generates the key on the token, or registers the key pair
+/// the URI names if it is there already (saying so first), then records the URI and the
+/// certificate in the workstation directory.
+fn add_token_key(ctx: &Ctx, name: &AdminName, uri_text: &str) -> Result<()> {
+    let uri = Pkcs11Uri::parse(uri_text).context("--pkcs11")?;
+    if uri.object().is_none() && uri.id().is_none() {
+        bail!("--pkcs11: the URI names no key: add `object=LABEL` (the key's label on the token)");
+    }
+    // A PIN typed on a terminal is asked again after a wrong one, at most three times.
+    let mut tries = 0;
+    let session = loop {
+        let (pin, asked) = ctx.token_pin(name.as_str(), &uri)?;
+        match TokenSession::open(&uri, &pin) {
+            Ok(s) => break s,
+            Err(e @ Pkcs11Error::WrongPin { .. }) if asked && tries < 2 => {
+                println!("{e}\n");
+                tries += 1;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot add a signature key for {name} on a PKCS#11 token")
+                })
+            }
+        }
+    };
+    let token = session.token().clone();
+    let registered = session.has_key_pair()?;
+    let signer = if registered {
+        let notice = format!(
+            "A key pair ({}) is already on {token}: registering it as the signature key of {name}. No new key is generated.",
+            uri.key_description()
+        );
+        if ctx.json {
+            eprintln!("{notice}");
+        } else {
+            println!("{notice}\n");
+        }
+        session
+            .register(name)
+            .with_context(|| format!("cannot register the key pair on {token} for {name}"))?
+    } else {
+        session
+            .generate(name)
+            .with_context(|| format!("cannot generate a signature key for {name} on {token}"))?
+    };
+    if let Some(e) = ctx.files.signature_keys()?.by_ski(&signer.ski()) {
+        bail!(
+            "the key {} on {token} is already recorded in this workstation as the signature key of {} ({}); nothing was changed",
+            uri.key_description(),
+            e.name,
+            e.key_path.display()
+        );
+    }
+    let entry = ctx
+        .files
+        .write_token_reference(signer.certificate(), &signer.uri().to_string())
+        .with_context(|| {
+            format!(
+                "the key of {name} is on {token}, but the workstation could not record it; run \
+                 the same `tke sigkey-add --pkcs11` again to register it"
+            )
+        })?;
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "name": name.as_str(),
+                "ski": signer.ski().to_hex(),
+                "kind": SigKeyKind::Pkcs11.label(),
+                "uri": signer.uri().to_string(),
+                "registered": registered,
+                "reference_file": entry.key_path.display().to_string(),
+            }))?
+        );
+    } else {
+        println!(
+            "Signature key for {name} ({}) {} {token}, recorded in {}.\nThe key never leaves the token; the token's PIN is needed to sign with it.\n",
+            signer.ski().short(),
+            if registered { "registered on" } else { "generated on" },
+            entry.key_path.display()
+        );
+        print_table(&list(ctx)?, &ctx.files.load_selection()?.sigkeys);
+        println!("\nOK");
+    }
+    Ok(())
+}
+
+/// `sigkey-add`: a file key, or with `pkcs11` a key on a PKCS#11 token, or with
+/// `--yubikey` a key on a YubiKey (clap makes the two exclusive).
+pub fn add(
+    ctx: &Ctx,
+    name: Option<&str>,
+    pkcs11: Option<&str>,
+    yubikey: &crate::yubikey::AddArgs,
+) -> Result<()> {
     let name = match name {
         Some(n) => parse_name(n)?,
         None => ctx.prompt.ask(
@@ -104,6 +201,9 @@ pub fn add(ctx: &Ctx, name: Option<&str>, yubikey: &crate::yubikey::AddArgs) -> 
             parse_name,
         )?,
     };
+    if let Some(uri) = pkcs11 {
+        return add_token_key(ctx, &name, uri);
+    }
     if yubikey.yubikey {
         return crate::yubikey::add(ctx, &name, yubikey);
     }
@@ -194,13 +294,25 @@ pub fn rm(ctx: &Ctx, nums: &[usize], yes: bool) -> Result<()> {
         .iter()
         .map(|&n| entries[n - 1].name.to_string())
         .collect();
-    if !ctx.prompt.confirm(
-        &format!(
+    let on_tokens: Vec<String> = nums
+        .iter()
+        .map(|&n| &entries[n - 1])
+        .filter(|e| e.kind == SigKeyKind::Pkcs11)
+        .map(|e| e.name.to_string())
+        .collect();
+    let question = if on_tokens.is_empty() {
+        format!(
             "Delete the signature key file(s) of {}? This cannot be undone.",
             names.join(", ")
-        ),
-        yes,
-    )? {
+        )
+    } else {
+        format!(
+            "Delete the signature key file(s) of {}? The key(s) of {} stay on their PKCS#11 token(s): only their reference and certificate files are deleted from this workstation, and no token is touched.",
+            names.join(", "),
+            on_tokens.join(", ")
+        )
+    };
+    if !ctx.prompt.confirm(&question, yes)? {
         println!("Cancelled. Nothing was deleted.");
         return Err(crate::Cancelled.into());
     }
@@ -216,6 +328,9 @@ pub fn rm(ctx: &Ctx, nums: &[usize], yes: bool) -> Result<()> {
         }
     }
     ctx.files.save_selection(&sel)?;
+    for n in &on_tokens {
+        println!("The key of {n} is still on its PKCS#11 token; only this workstation's reference to it was deleted.");
+    }
     println!("OK");
     Ok(())
 }

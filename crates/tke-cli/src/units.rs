@@ -11,9 +11,10 @@ use crate::{
     table::{vp_lines, Table},
 };
 
-fn header(fleet: &Fleet) {
+/// The context header: the endpoints (targets) the units were listed from.
+pub fn header(fleet: &Fleet) {
     for d in fleet.client.describe() {
-        println!("Crypto units:   {d}");
+        println!("API endpoint:   {d}");
     }
     println!();
 }

@@ -8,8 +8,8 @@ use std::{
 
 use tke_proto::{
     der::{Decode, Encode},
-    CaCertificate, Command, DeviceCertificate, Nonce, Query, Request, ResponseBody, SignedCommand,
-    SignedResponse, UnitId, UnitStatus, UnitType,
+    CaCertificate, Command, DeviceCertificate, ModuleError, Nonce, Query, Request, ResponseBody,
+    SignedCommand, SignedResponse, UnitId, UnitStatus, UnitType,
 };
 use tke_sigkey::Signer;
 
@@ -53,7 +53,9 @@ struct Endpoint {
 pub struct Client {
     endpoints: Vec<Endpoint>,
     units: Vec<KnownUnit>,
-    locks: HashMap<UnitId, Mutex<()>>,
+    /// Per unit: held from counter choice to answer; holds the last counter the unit
+    /// reported in an authenticated answer to one of our commands.
+    locks: HashMap<UnitId, Mutex<Option<u64>>>,
 }
 
 fn type_rank(t: UnitType) -> u8 {
@@ -117,7 +119,7 @@ impl Client {
         for (n, u) in units.iter_mut().enumerate() {
             u.num = n + 1;
         }
-        let locks = units.iter().map(|u| (u.id(), Mutex::new(()))).collect();
+        let locks = units.iter().map(|u| (u.id(), Mutex::new(None))).collect();
         Ok(Self {
             endpoints: eps,
             units,
@@ -235,10 +237,13 @@ impl Client {
         }
     }
 
-    /// Runs a command on a unit: reads its counter (an authenticated query), builds the
-    /// command for the next counter value, has every signer sign it, submits it and
-    /// returns the output. The unit's lock is held throughout, so concurrent callers never
-    /// race for a counter value.
+    /// Runs a command on a unit: builds it for the unit's next counter value, has every
+    /// signer sign it, submits it and returns the output. The counter comes from the
+    /// unit's last authenticated answer to this client, or from an authenticated query
+    /// the first time; if another client used the unit meanwhile (the unit refuses the
+    /// counter, 163, and so ran nothing), the counter is read again and the command is
+    /// signed and sent once more. The unit's lock is held throughout, so concurrent
+    /// callers never race for a counter value.
     ///
     /// # Errors
     /// As [`Self::query`] and [`Self::submit`], plus [`ClientError::Signing`].
@@ -254,26 +259,56 @@ impl Client {
             .ok_or(ClientError::UnknownUnit { unit: unit.id() })?;
         // A poisoned lock only means another thread panicked mid-command; the unit itself
         // is the authority on its state, so carry on.
-        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let status = self.query(unit)?;
+        let mut known = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut counter, mut fresh) = match *known {
+            Some(c) => (c, false),
+            None => (self.query(unit)?.counter, true),
+        };
+        loop {
+            let signed = self.sign(unit, command, counter.wrapping_add(1), signers)?;
+            let body = self.exchange(unit, &Request::Command(signed))?;
+            *known = Some(body.counter);
+            match body.error() {
+                Some(error) if error == ModuleError::INVALID_COUNTER && !fresh => {
+                    counter = self.query(unit)?.counter;
+                    fresh = true;
+                }
+                Some(error) => {
+                    return Err(ClientError::Module {
+                        unit: unit.id(),
+                        command: command.id(),
+                        error,
+                    })
+                }
+                None => return Ok(body.output.as_bytes().to_vec()),
+            }
+        }
+    }
+
+    fn sign(
+        &self,
+        unit: &KnownUnit,
+        command: &Command,
+        counter: u64,
+        signers: &[&dyn Signer],
+    ) -> Result<SignedCommand, ClientError> {
         let wire = command
-            .to_wire(unit.id(), status.counter.wrapping_add(1))
+            .to_wire(unit.id(), counter)
             .map_err(|source| ClientError::Encoding {
                 unit: unit.id(),
                 source,
             })?;
-        let signed = if signers.is_empty() {
+        if signers.is_empty() {
             SignedCommand::unsigned(&wire).map_err(|source| ClientError::Encoding {
                 unit: unit.id(),
                 source,
-            })?
+            })
         } else {
             tke_sigkey::sign_command(&wire, signers).map_err(|source| ClientError::Signing {
                 unit: unit.id(),
                 command: command.id(),
                 source,
-            })?
-        };
-        self.submit(unit, &signed)
+            })
+        }
     }
 }

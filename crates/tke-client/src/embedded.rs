@@ -1,6 +1,7 @@
-//! The embedded fleet: service instances of soft-backend units that run in-process, in a
-//! directory of the workstation (`<files-dir>/local` by default), behind the same
-//! [`Transport`] trait as a network fleet.
+//! The embedded fleet: service instances of units that run in-process, in a directory of
+//! the workstation (`<files-dir>/local` by default), behind the same [`Transport`] trait as
+//! a network fleet. Units keep their secrets in the soft backend, or in PKCS#11 tokens (one
+//! token per unit, [`Placement`]); a fleet may mix both.
 //!
 //! Layout:
 //! ```text
@@ -27,7 +28,7 @@ use p256::{
 use serde::{Deserialize, Serialize};
 use tke_keyfile::atomic;
 use tke_proto::{CaCertificate, DeviceCertificate, UnitId, UnitType};
-use tke_unit::Unit;
+use tke_unit::{Pkcs11Config, Unit};
 
 use crate::{ClientError, InstanceId, Transport, UnitDescriptor};
 
@@ -74,6 +75,111 @@ impl FleetSpec {
             return Ok(());
         };
         Err(ClientError::FleetSpec { what })
+    }
+}
+
+/// Which units of a new fleet are placed on PKCS#11 tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pkcs11Units {
+    /// Every unit.
+    #[default]
+    All,
+    /// Operational and failover units (recovery units stay soft).
+    Operational,
+    /// Recovery units only.
+    Recovery,
+}
+
+impl Pkcs11Units {
+    /// Whether a unit of this type goes on a token.
+    pub fn selects(self, unit_type: UnitType) -> bool {
+        match self {
+            Self::All => true,
+            Self::Operational => unit_type != UnitType::Recovery,
+            Self::Recovery => unit_type == UnitType::Recovery,
+        }
+    }
+}
+
+/// Units on PKCS#11 tokens: the module, which units, and one token label per such unit,
+/// taken in creation order (per instance: operational, recovery, then failover units).
+/// The tokens exist already (e.g. made by `softhsm-config/make-tokens.sh`) and hold no
+/// TKE objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pkcs11Placement {
+    /// The PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    /// Which units go on tokens.
+    pub units: Pkcs11Units,
+    /// One token label per unit placed, in creation order.
+    pub tokens: Vec<String>,
+    /// The user PIN file of the tokens; `{label}` in it stands for each token's label
+    /// (`make-tokens.sh` writes `<dir>/<label>.pin`).
+    pub pin_file: PathBuf,
+}
+
+impl Pkcs11Placement {
+    /// The PIN file of the token `label`.
+    pub fn pin_file_for(&self, label: &str) -> PathBuf {
+        PathBuf::from(self.pin_file.to_string_lossy().replace("{label}", label))
+    }
+
+    /// The configuration of the unit on token `label`.
+    pub fn config_for(&self, label: &str) -> Pkcs11Config {
+        Pkcs11Config::new(self.module.clone(), label, self.pin_file_for(label))
+    }
+
+    /// How many units of `spec` this placement puts on tokens.
+    pub fn units_placed(&self, spec: &FleetSpec) -> usize {
+        let per_instance = [
+            (UnitType::Operational, spec.operational),
+            (UnitType::Recovery, spec.recovery),
+            (UnitType::Failover, spec.failover),
+        ]
+        .into_iter()
+        .filter(|(t, _)| self.units.selects(*t))
+        .map(|(_, n)| n as usize)
+        .sum::<usize>();
+        per_instance * spec.instances as usize
+    }
+
+    /// Checks the placement against `spec`: one distinct label per unit placed.
+    ///
+    /// # Errors
+    /// [`ClientError::FleetSpec`].
+    pub fn validate(&self, spec: &FleetSpec) -> Result<(), ClientError> {
+        let what = if self.tokens.len() != self.units_placed(spec) {
+            "the number of PKCS#11 token labels must equal the number of units placed on tokens"
+        } else if self.tokens.iter().any(|t| t.is_empty() || t.len() > 32) {
+            "a PKCS#11 token label must be 1 to 32 bytes"
+        } else if (1..self.tokens.len()).any(|i| self.tokens[..i].contains(&self.tokens[i])) {
+            "each unit needs a PKCS#11 token of its own: a token label is given twice"
+        } else {
+            return Ok(());
+        };
+        Err(ClientError::FleetSpec { what })
+    }
+}
+
+/// Where the units of a new fleet keep their secrets: the soft backend (the default), or
+/// PKCS#11 tokens for some or all of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Units on PKCS#11 tokens; `None`: every unit soft.
+    pub pkcs11: Option<Pkcs11Placement>,
+}
+
+impl Placement {
+    /// Every unit on the soft backend.
+    pub fn soft() -> Self {
+        Self::default()
+    }
+
+    /// The units `placement` selects on PKCS#11 tokens, the others soft.
+    pub fn pkcs11(placement: Pkcs11Placement) -> Self {
+        Self {
+            pkcs11: Some(placement),
+        }
     }
 }
 
@@ -159,14 +265,34 @@ impl EmbeddedFleet {
         dir.join("fleet.json").is_file()
     }
 
-    /// Creates a fleet in `dir`: a fleet CA, then every unit in imprint mode. The fleet is
-    /// built in a temporary directory beside `dir` and renamed into place, so a failure
-    /// leaves nothing half-made.
+    /// Creates a fleet in `dir`: a fleet CA, then every unit in imprint mode, all on the
+    /// soft backend. The fleet is built in a temporary directory beside `dir` and renamed
+    /// into place, so a failure leaves nothing half-made.
     ///
     /// # Errors
     /// [`ClientError::FleetExists`] if `dir` already holds a fleet; spec, I/O and unit errors.
     pub fn create(dir: &Path, spec: FleetSpec) -> Result<Self, ClientError> {
+        Self::create_with(dir, spec, &Placement::soft())
+    }
+
+    /// Creates a fleet as [`EmbeddedFleet::create`] does, with its units placed as
+    /// `placement` says (some or all on PKCS#11 tokens). Everything is checked before any
+    /// unit is made; if a unit cannot be made, the units made before it are destroyed
+    /// (their tokens are left empty, ready for another try).
+    ///
+    /// # Errors
+    /// As [`EmbeddedFleet::create`]; [`ClientError::FleetSpec`] for a placement that does
+    /// not fit `spec`; [`ClientError::Unit`] naming the token (label and module) that
+    /// could not be used.
+    pub fn create_with(
+        dir: &Path,
+        spec: FleetSpec,
+        placement: &Placement,
+    ) -> Result<Self, ClientError> {
         spec.validate()?;
+        if let Some(p) = &placement.pkcs11 {
+            p.validate(&spec)?;
+        }
         if Self::exists(dir)
             || dir.exists()
                 && fs::read_dir(dir)
@@ -183,7 +309,7 @@ impl EmbeddedFleet {
             .unwrap_or_else(|| Path::new("."));
         atomic::create_private_dir(parent).map_err(io_err(parent))?;
         let tmp = parent.join(format!(".fleet-tmp-{}", UnitId::random().to_hex()));
-        let result = Self::build(&tmp, spec).and_then(|()| {
+        let result = Self::build(&tmp, spec, placement).and_then(|()| {
             if dir.exists() {
                 // An empty directory (checked above) may be replaced.
                 fs::remove_dir(dir).map_err(io_err(dir))?;
@@ -197,8 +323,32 @@ impl EmbeddedFleet {
         Self::open(dir)
     }
 
-    fn build(dir: &Path, spec: FleetSpec) -> Result<(), ClientError> {
+    fn build(dir: &Path, spec: FleetSpec, placement: &Placement) -> Result<(), ClientError> {
         atomic::create_private_dir(dir).map_err(io_err(dir))?;
+        // Units are discarded unless the fleet is complete: a token keeps its objects
+        // otherwise, and could not be used again.
+        let mut made: Vec<Unit> = Vec::new();
+        let result = Self::build_units(dir, spec, placement, &mut made);
+        if result.is_err() {
+            for unit in made {
+                let _ = unit.discard();
+            }
+        }
+        result
+    }
+
+    fn build_units(
+        dir: &Path,
+        spec: FleetSpec,
+        placement: &Placement,
+        made: &mut Vec<Unit>,
+    ) -> Result<(), ClientError> {
+        let mut tokens = placement
+            .pkcs11
+            .as_ref()
+            .map(|p| p.tokens.iter())
+            .into_iter()
+            .flatten();
         let ca_key = SigningKey::random(&mut rand_core::OsRng);
         let name = format!("local-{}", &UnitId::random().to_hex()[..8]);
         let sign_ca = |k: &SigningKey| {
@@ -255,12 +405,31 @@ impl EmbeddedFleet {
                 let unit_dir = dir.join("units").join(id.uuid());
                 let mut issue =
                     |key: &PublicKey| DeviceCertificate::issue(&ca, &id, key, sign_ca(&ca_key));
-                Unit::create_soft(&unit_dir, id, unit_type, &ca, &mut issue).map_err(|source| {
-                    ClientError::Unit {
-                        path: unit_dir.clone(),
-                        source: Box::new(source),
+                let on_token = placement
+                    .pkcs11
+                    .as_ref()
+                    .filter(|p| p.units.selects(unit_type));
+                let unit = match on_token {
+                    Some(p) => {
+                        let label = tokens.next().ok_or(ClientError::FleetSpec {
+                            what: "the number of PKCS#11 token labels must equal the number of units placed on tokens",
+                        })?;
+                        Unit::create_pkcs11(
+                            &unit_dir,
+                            id,
+                            unit_type,
+                            &ca,
+                            &p.config_for(label),
+                            &mut issue,
+                        )
                     }
+                    None => Unit::create_soft(&unit_dir, id, unit_type, &ca, &mut issue),
+                }
+                .map_err(|source| ClientError::Unit {
+                    path: unit_dir.clone(),
+                    source: Box::new(source),
                 })?;
+                made.push(unit);
                 units.push(UnitEntry {
                     id: id.uuid(),
                     unit_type: unit_type.json_name().to_owned(),
@@ -397,5 +566,66 @@ impl Transport for EmbeddedFleet {
         // Commands to one unit run one at a time, as on a real unit.
         let mut guard = u.lock().unwrap_or_else(|p| p.into_inner());
         Ok(guard.handle(request_der))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn placement(units: Pkcs11Units, tokens: &[&str]) -> Pkcs11Placement {
+        Pkcs11Placement {
+            module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+            units,
+            tokens: tokens.iter().map(|t| (*t).to_owned()).collect(),
+            pin_file: PathBuf::from("/srv/tokens/{label}.pin"),
+        }
+    }
+
+    #[test]
+    fn placement_counts_and_checks_tokens() {
+        let spec = FleetSpec {
+            instances: 2,
+            operational: 2,
+            recovery: 1,
+            failover: 1,
+        };
+        assert_eq!(placement(Pkcs11Units::All, &[]).units_placed(&spec), 8);
+        assert_eq!(
+            placement(Pkcs11Units::Operational, &[]).units_placed(&spec),
+            6
+        );
+        assert_eq!(placement(Pkcs11Units::Recovery, &[]).units_placed(&spec), 2);
+        assert!(placement(Pkcs11Units::Recovery, &["a", "b"])
+            .validate(&spec)
+            .is_ok());
+        for bad in [&["a"][..], &["a", "a"], &["a", ""], &["a", "b", "c"]] {
+            let e = placement(Pkcs11Units::Recovery, bad).validate(&spec);
+            assert!(matches!(e, Err(ClientError::FleetSpec { .. })), "{bad:?}");
+        }
+        let p = placement(Pkcs11Units::All, &["op-1"]);
+        assert_eq!(
+            p.pin_file_for("op-1"),
+            PathBuf::from("/srv/tokens/op-1.pin")
+        );
+        assert_eq!(p.config_for("op-1").token_label, "op-1");
+    }
+
+    #[test]
+    fn a_bad_placement_makes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("fleet");
+        let e = EmbeddedFleet::create_with(
+            &dir,
+            FleetSpec::default(),
+            &Placement::pkcs11(placement(Pkcs11Units::All, &["only-one"])),
+        );
+        assert!(matches!(e, Err(ClientError::FleetSpec { .. })));
+        assert!(!dir.exists());
+        // The soft default still works as before.
+        let fleet = EmbeddedFleet::create(&dir, FleetSpec::default()).unwrap();
+        assert_eq!(fleet.list_units().unwrap().len(), 4);
     }
 }

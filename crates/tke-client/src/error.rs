@@ -130,4 +130,16 @@ pub enum ClientError {
         /// Why.
         source: tke_proto::BoxError,
     },
+    /// An HTTPS target failed: listing its units, or carrying a request to one of them.
+    #[error("target {target} ({url}){}: {source}", unit.map(|u| format!(", crypto unit {}", u.uuid())).unwrap_or_default())]
+    Network {
+        /// The target's name.
+        target: String,
+        /// Its URL.
+        url: String,
+        /// The unit addressed, if any.
+        unit: Option<UnitId>,
+        /// What failed.
+        source: Box<crate::https::HttpsError>,
+    },
 }

@@ -5,9 +5,11 @@ mod client;
 pub mod embedded;
 mod error;
 pub mod fanout;
+pub mod https;
 mod transport;
 
 pub use client::{Client, KnownUnit};
 pub use embedded::{EmbeddedFleet, FleetSpec};
 pub use error::ClientError;
+pub use https::{ApiKey, HttpsError, HttpsOptions, HttpsTransport};
 pub use transport::{InstanceId, Transport, UnitDescriptor};

@@ -142,10 +142,10 @@ pub enum KeyFileError {
         cert_path: PathBuf,
     },
 
-    /// A signature key file has no certificate file beside it.
+    /// A signature key file (or token reference file) has no certificate file beside it.
     #[error("the signature key file {} has no certificate file {}", key_path.display(), cert_path.display())]
     MissingCertificate {
-        /// The key file.
+        /// The key file (or reference file).
         key_path: PathBuf,
         /// The certificate file expected.
         cert_path: PathBuf,
@@ -154,10 +154,11 @@ pub enum KeyFileError {
     /// A stem has both a key file and a reference file: which one holds the key is
     /// unclear, so neither is listed.
     #[error(
-        "{} and {} both claim the same signature key; remove the one that is wrong",
+        "{} and {} both claim the same signature key (as a key file and as a key on a \
+         token); remove the one that is wrong",
         key_path.display(), ref_path.display()
     )]
-    AmbiguousKey {
+    KeyAndReference {
         /// The key file.
         key_path: PathBuf,
         /// The reference file.
@@ -165,7 +166,11 @@ pub enum KeyFileError {
     },
 
     /// A reference file is not valid TOML, or has unknown or missing fields.
-    #[error("the signature key reference file {} is malformed: {source}", path.display())]
+    #[error(
+        "the signature key reference file {} is malformed: it must hold `kind = \"pkcs11\"` \
+         and `uri = \"pkcs11:...\"`, or `kind = \"yubikey\"`, `serial` and `slot`, only: {source}",
+        path.display()
+    )]
     ReferenceToml {
         /// The reference file.
         path: PathBuf,
@@ -185,7 +190,7 @@ pub enum KeyFileError {
     /// A reference file names a kind of token this version does not know.
     #[error(
         "the signature key reference file {} is for a {kind:?} key, which this version of \
-         TKE does not know (it knows \"yubikey\")",
+         TKE does not know (it knows \"pkcs11\" and \"yubikey\")",
         path.display()
     )]
     UnknownReferenceKind {
@@ -202,7 +207,27 @@ pub enum KeyFileError {
         slot: u8,
     },
 
-    /// The key is held on a token, not in a file: its provider opens it.
+    /// A PKCS#11 signature key is on a token: there is no key file to decrypt.
+    #[error("the signature key of {name} is a {kind} key ({}): it is opened through its token, not decrypted", path.display())]
+    NotAKeyFile {
+        /// The administrator.
+        name: AdminName,
+        /// Where the key lives (`pkcs11`).
+        kind: &'static str,
+        /// Its reference file.
+        path: PathBuf,
+    },
+
+    /// The URI given to record a key on a PKCS#11 token is refused.
+    #[error("cannot record the token key of administrator {name}: {problem}")]
+    InvalidTokenUri {
+        /// The administrator.
+        name: AdminName,
+        /// What is wrong.
+        problem: &'static str,
+    },
+
+    /// A YubiKey signature key is held on the YubiKey, not in a file: its provider opens it.
     #[error(
         "the signature key of administrator {name} is on a {kind} (see {}), not in a \
          password-protected file",

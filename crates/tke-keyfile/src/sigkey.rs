@@ -1,5 +1,6 @@
 //! Signature key files: an encrypted PKCS#8 private key and the administrator certificate,
-//! side by side in the workstation directory.
+//! side by side in the workstation directory; or, for a key held on a token (a PKCS#11
+//! token or a YubiKey), a reference file naming it and the certificate.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -53,17 +54,21 @@ const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 pub enum SigKeyKind {
     /// An encrypted key file and its certificate file in the workstation directory.
     File,
+    /// A key on a PKCS#11 token: `<stem>.ref.toml` (`kind = "pkcs11"`) holds its PKCS#11
+    /// URI (no secret), beside the certificate file; [`SigKeyEntry::token_uri`] is that URI.
+    Pkcs11,
     /// A key in a YubiKey PIV slot: `<stem>.ref.toml` (`kind = "yubikey"`) says which,
     /// beside the certificate file.
     YubiKey(YubiKeyRef),
 }
 
 impl SigKeyKind {
-    /// Lower-case label for tables and JSON (`file`, `yubikey`); also the `kind` of a
-    /// reference file.
+    /// Lower-case label for tables and JSON (`file`, `pkcs11`, `yubikey`); also the `kind`
+    /// of a reference file.
     pub fn label(self) -> &'static str {
         match self {
             Self::File => "file",
+            Self::Pkcs11 => "pkcs11",
             Self::YubiKey(_) => "yubikey",
         }
     }
@@ -96,6 +101,37 @@ impl YubiKeyRef {
     }
 }
 
+/// The content of a PKCS#11 reference file (`<stem>.ref.toml`):
+///
+/// ```toml
+/// kind = "pkcs11"
+/// uri = "pkcs11:token=admins;object=alice;id=%01%02?module-path=/usr/lib/softhsm/libsofthsm2.so"
+/// ```
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pkcs11RefToml {
+    kind: String,
+    uri: String,
+}
+
+/// Checks that a reference names a PKCS#11 URI and holds no PIN.
+fn check_token_uri(uri: &str) -> core::result::Result<(), &'static str> {
+    let scheme = uri
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("pkcs11:"));
+    if !scheme {
+        return Err("its uri is not a PKCS#11 URI (pkcs11:...)");
+    }
+    let query = uri.split_once('?').map_or("", |(_, q)| q);
+    if query
+        .split('&')
+        .any(|a| a == "pin-value" || a.starts_with("pin-value="))
+    {
+        return Err("its uri holds a PIN (pin-value); PINs are never stored");
+    }
+    Ok(())
+}
+
 /// One signature key of the workstation: the administrator certificate and where its
 /// private key is. The private key is read only by [`SigKeyEntry::decrypt`].
 ///
@@ -117,6 +153,9 @@ pub struct SigKeyEntry {
     pub key_path: PathBuf,
     /// The certificate file (`<stem>.crt.pem`).
     pub cert_path: PathBuf,
+    /// For a key on a PKCS#11 token, its PKCS#11 URI (RFC 7512) as the reference file
+    /// holds it: module, token and key, never a PIN. `None` for other kinds.
+    pub token_uri: Option<String>,
 }
 
 impl SigKeyEntry {
@@ -133,6 +172,19 @@ impl SigKeyEntry {
             kind,
             key_path,
             cert_path,
+            token_uri: None,
+        }
+    }
+
+    fn new_pkcs11(
+        certificate: AdminCertificate,
+        ref_path: PathBuf,
+        cert_path: PathBuf,
+        uri: String,
+    ) -> Self {
+        Self {
+            token_uri: Some(uri),
+            ..Self::new(certificate, SigKeyKind::Pkcs11, ref_path, cert_path)
         }
     }
 
@@ -144,15 +196,26 @@ impl SigKeyEntry {
     /// encrypted data: with AES-CBC the two look alike); [`KeyFileError::MalformedKeyFile`]
     /// or [`KeyFileError::KeyFileEncoding`] for a truncated, edited or foreign file;
     /// [`KeyFileError::KeyMismatch`] when the key is not the certificate's;
-    /// [`KeyFileError::Io`] when the file cannot be read; [`KeyFileError::KeyOnToken`]
-    /// for a key that is not in a file.
+    /// [`KeyFileError::Io`] when the file cannot be read; for a key that is not in a file,
+    /// [`KeyFileError::NotAKeyFile`] (PKCS#11 token) or [`KeyFileError::KeyOnToken`]
+    /// (YubiKey): its provider opens it.
     pub fn decrypt(&self, password: &Password) -> Result<SecretKey> {
-        if self.kind != SigKeyKind::File {
-            return Err(KeyFileError::KeyOnToken {
-                name: self.name.clone(),
-                kind: self.kind.label(),
-                path: self.key_path.clone(),
-            });
+        match self.kind {
+            SigKeyKind::File => {}
+            SigKeyKind::Pkcs11 => {
+                return Err(KeyFileError::NotAKeyFile {
+                    name: self.name.clone(),
+                    kind: self.kind.label(),
+                    path: self.key_path.clone(),
+                })
+            }
+            SigKeyKind::YubiKey(_) => {
+                return Err(KeyFileError::KeyOnToken {
+                    name: self.name.clone(),
+                    kind: self.kind.label(),
+                    path: self.key_path.clone(),
+                })
+            }
         }
         let der = read_key_file(&self.key_path)?;
         let secret = decrypt_key(&self.key_path, &self.name, &der, password)?;
@@ -225,10 +288,11 @@ pub fn file_stem(name: &AdminName, ski: &Ski) -> String {
 }
 
 impl FilesDir {
-    /// Lists the signature keys: every `<stem>.key.pem` / `<stem>.crt.pem` pair, and every
-    /// `<stem>.ref.toml` / `<stem>.crt.pem` pair (a key held on a token). Each certificate
-    /// is parsed and verified, each key file's structure checked (without decrypting it)
-    /// and each reference file parsed; a file that fails is reported in
+    /// Lists the signature keys: every `<stem>.key.pem` / `<stem>.crt.pem` pair (file
+    /// keys), and every `<stem>.ref.toml` / `<stem>.crt.pem` pair (a key held on a PKCS#11
+    /// token or a YubiKey, by the reference file's `kind`). Each certificate is parsed and
+    /// verified, each key file's structure checked (without decrypting it) and each
+    /// reference file parsed; a file that fails is reported in
     /// [`SigKeyListing::problems`]. Hidden files and other files are ignored.
     ///
     /// # Errors
@@ -266,7 +330,7 @@ impl FilesDir {
             let cert_path = self.path().join(format!("{stem}{CERT_SUFFIX}"));
             let ref_path = self.path().join(format!("{stem}{REF_SUFFIX}"));
             let loaded = match (pair.key, pair.reference, pair.cert) {
-                (true, true, _) => Err(KeyFileError::AmbiguousKey { key_path, ref_path }),
+                (true, true, _) => Err(KeyFileError::KeyAndReference { key_path, ref_path }),
                 (true, false, true) => load_entry(key_path, cert_path),
                 (false, true, true) => load_reference(ref_path, cert_path),
                 (true, false, false) => Err(KeyFileError::MissingCertificate {
@@ -441,6 +505,56 @@ impl FilesDir {
     }
 }
 
+impl FilesDir {
+    /// Records a signature key held on a PKCS#11 token: `<stem>.ref.toml` (`kind =
+    /// "pkcs11"`, `uri = "<uri>"`: no secret) and `<stem>.crt.pem` (the certificate), both
+    /// 0600, each written atomically. Existing files are never overwritten. See
+    /// [`file_stem`].
+    ///
+    /// # Errors
+    /// [`KeyFileError::InvalidTokenUri`] when `uri` is not a PKCS#11 URI or holds a PIN
+    /// (`pin-value`); [`KeyFileError::AlreadyExists`]; [`KeyFileError::Io`]. On error no
+    /// file is left behind.
+    pub fn write_token_reference(&self, cert: &AdminCertificate, uri: &str) -> Result<SigKeyEntry> {
+        let name = cert.name();
+        check_token_uri(uri).map_err(|problem| KeyFileError::InvalidTokenUri {
+            name: name.clone(),
+            problem,
+        })?;
+        let stem = file_stem(name, &cert.ski());
+        let key_path = self.path().join(format!("{stem}{KEY_SUFFIX}"));
+        let ref_path = self.path().join(format!("{stem}{REF_SUFFIX}"));
+        let cert_path = self.path().join(format!("{stem}{CERT_SUFFIX}"));
+        for path in [&key_path, &ref_path, &cert_path] {
+            if fs::symlink_metadata(path).is_ok() {
+                return Err(KeyFileError::AlreadyExists { path: path.clone() });
+            }
+        }
+        let reference = Pkcs11RefToml {
+            kind: SigKeyKind::Pkcs11.label().to_owned(),
+            uri: uri.to_owned(),
+        };
+        // Two plain strings always serialize.
+        let text = toml::to_string(&reference).unwrap_or_default();
+        let cert_pem = cert.to_pem().map_err(|source| KeyFileError::Certificate {
+            path: cert_path.clone(),
+            source,
+        })?;
+        create_new(&ref_path, text.as_bytes())?;
+        if let Err(e) = create_new(&cert_path, cert_pem.as_bytes()) {
+            // No reference without its certificate: undo the first write.
+            let _ = fs::remove_file(&ref_path);
+            return Err(e);
+        }
+        Ok(SigKeyEntry::new_pkcs11(
+            cert.clone(),
+            ref_path,
+            cert_path,
+            uri.to_owned(),
+        ))
+    }
+}
+
 fn create_new(path: &Path, bytes: &[u8]) -> Result<()> {
     atomic::create_private(path, bytes).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
@@ -486,7 +600,9 @@ struct YubiKeyRefToml {
     slot: String,
 }
 
-fn parse_reference(path: &Path, text: &str) -> Result<SigKeyKind> {
+/// Parses a reference file, dispatched on its `kind`: the key's kind and, for a PKCS#11
+/// key, its URI.
+fn parse_reference_with_uri(path: &Path, text: &str) -> Result<(SigKeyKind, Option<String>)> {
     let bad = |problem| KeyFileError::MalformedReference {
         path: path.to_path_buf(),
         problem,
@@ -497,7 +613,28 @@ fn parse_reference(path: &Path, text: &str) -> Result<SigKeyKind> {
             source,
         })?;
     match table.get("kind").and_then(toml::Value::as_str) {
+        Some("yubikey") if table.contains_key("uri") => {
+            return Err(bad(
+                "its kind is not \"pkcs11\", yet it has a `uri` (a PKCS#11 key's field)",
+            ))
+        }
         Some("yubikey") => {}
+        Some("pkcs11") if table.contains_key("serial") || table.contains_key("slot") => {
+            return Err(bad(
+                "its kind is not \"yubikey\", yet it has a `serial` or `slot` (a YubiKey key's fields)",
+            ))
+        }
+        Some("pkcs11") => {
+            let r: Pkcs11RefToml =
+                table
+                    .try_into()
+                    .map_err(|source| KeyFileError::ReferenceToml {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+            check_token_uri(&r.uri).map_err(bad)?;
+            return Ok((SigKeyKind::Pkcs11, Some(r.uri)));
+        }
         Some(other) => {
             return Err(KeyFileError::UnknownReferenceKind {
                 path: path.to_path_buf(),
@@ -520,17 +657,25 @@ fn parse_reference(path: &Path, text: &str) -> Result<SigKeyKind> {
             ))
         }
     };
-    Ok(SigKeyKind::YubiKey(YubiKeyRef {
+    let kind = SigKeyKind::YubiKey(YubiKeyRef {
         serial: r.serial,
         slot,
-    }))
+    });
+    Ok((kind, None))
 }
 
 fn load_reference(ref_path: PathBuf, cert_path: PathBuf) -> Result<SigKeyEntry> {
     let certificate = load_certificate(&cert_path)?;
-    let text = fs::read_to_string(&ref_path).map_err(io_err("read", &ref_path))?;
-    let kind = parse_reference(&ref_path, &text)?;
-    Ok(SigKeyEntry::new(certificate, kind, ref_path, cert_path))
+    let bytes = fs::read(&ref_path).map_err(io_err("read", &ref_path))?;
+    let text = core::str::from_utf8(&bytes).map_err(|_| KeyFileError::MalformedReference {
+        path: ref_path.clone(),
+        problem: "it is not UTF-8 text",
+    })?;
+    let (kind, token_uri) = parse_reference_with_uri(&ref_path, text)?;
+    Ok(SigKeyEntry {
+        token_uri,
+        ..SigKeyEntry::new(certificate, kind, ref_path, cert_path)
+    })
 }
 
 fn encrypt_key(
@@ -699,6 +844,10 @@ fn malformed(path: &Path, problem: &'static str) -> KeyFileError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_reference(path: &Path, text: &str) -> Result<SigKeyKind> {
+        parse_reference_with_uri(path, text).map(|(kind, _)| kind)
+    }
 
     #[test]
     fn reference_files_parse_strictly() {

@@ -42,6 +42,7 @@
 use core::fmt;
 use std::path::PathBuf;
 
+use crate::pkcs11::TokenRef;
 use tke_proto::{
     p256::{ecdsa::DerSignature, PublicKey},
     transport::{ImporterKey, MkEnvelope},
@@ -166,18 +167,132 @@ pub enum BackendError {
     /// A cryptographic operation failed inside the backend.
     #[error("cryptographic operation failed: {0}")]
     Crypto(#[source] ProtoError),
+    /// A configuration file is not valid JSON of the expected shape.
+    #[error("{} is corrupt: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error (with line and column).
+        source: serde_json::Error,
+    },
+    /// The PKCS#11 module file cannot be found or read.
+    #[error("cannot open the PKCS#11 module {} (for token {:?}): {source}", token.module().display(), token.label())]
+    Pkcs11ModuleMissing {
+        /// The token the module was to reach.
+        token: TokenRef,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The PKCS#11 module cannot be loaded or initialized.
+    #[error("cannot load the PKCS#11 module {} (for token {:?}): {source}", token.module().display(), token.label())]
+    Pkcs11Module {
+        /// The token the module was to reach.
+        token: TokenRef,
+        /// What failed (loading the library, or `C_Initialize`).
+        source: cryptoki::error::Error,
+    },
+    /// No initialized token carries the label.
+    #[error("{token} was not found (labels of the tokens present: {})", if present.is_empty() { "none".to_owned() } else { present.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>().join(", ") })]
+    TokenNotFound {
+        /// The token looked for.
+        token: TokenRef,
+        /// The labels of the initialized tokens the module shows.
+        present: Vec<String>,
+    },
+    /// More than one token carries the label.
+    #[error("{token} is ambiguous: {count} tokens carry this label (labels must be unique)")]
+    TokenAmbiguous {
+        /// The token looked for.
+        token: TokenRef,
+        /// How many tokens carry the label.
+        count: usize,
+    },
+    /// The PIN file cannot be read.
+    #[error("cannot read the PIN file {} of {token}: {source}", path.display())]
+    PinFileIo {
+        /// The PIN file.
+        path: PathBuf,
+        /// The token the PIN is for.
+        token: TokenRef,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The PIN file is unusable (never shows the PIN).
+    #[error("the PIN file {} of {token} {problem}", path.display())]
+    PinFile {
+        /// The PIN file.
+        path: PathBuf,
+        /// The token the PIN is for.
+        token: TokenRef,
+        /// What is wrong ("is empty", "is readable by other users: make it mode 0600").
+        problem: &'static str,
+    },
+    /// The token refused the PIN of the PIN file.
+    #[error("{token} refused the PIN in {}: {problem}", path.display())]
+    PinRefused {
+        /// The PIN file.
+        path: PathBuf,
+        /// The token.
+        token: TokenRef,
+        /// Why, with what the token says of the tries left.
+        problem: &'static str,
+    },
+    /// A token operation failed.
+    #[error("{token}: cannot {action}: {source}")]
+    Token {
+        /// The token.
+        token: TokenRef,
+        /// What was being done ("generate the device key", "wrap the master key").
+        action: &'static str,
+        /// The PKCS#11 error.
+        source: cryptoki::error::Error,
+    },
+    /// The token lacks mechanisms the backend needs.
+    #[error("{token} lacks the mechanisms {}", missing.join(", "))]
+    MechanismMissing {
+        /// The token.
+        token: TokenRef,
+        /// The mechanisms it lacks.
+        missing: Vec<&'static str>,
+    },
+    /// A token mechanism computes something else than the protocol's software reference.
+    #[error("{token}: {problem}")]
+    MechanismMismatch {
+        /// The token.
+        token: TokenRef,
+        /// What differs.
+        problem: &'static str,
+    },
+    /// The token's objects do not fit this unit.
+    #[error("{token} {what}")]
+    TokenContent {
+        /// The token.
+        token: TokenRef,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// The token holds another unit's device key.
+    #[error("{token} holds the device key of crypto unit {}, not of {}", found.uuid(), expected.uuid())]
+    ForeignToken {
+        /// The token.
+        token: TokenRef,
+        /// The unit expected.
+        expected: UnitId,
+        /// The unit its device key names.
+        found: UnitId,
+    },
 }
 
 /// Where a unit's secrets live, and every operation that touches them.
 ///
-/// Implementations: [`crate::SoftBackend`] (a file in the unit directory); a PKCS#11
-/// backend keeps the same objects as token objects and computes the same values with
-/// token mechanisms. Each method that changes the backend persists the change atomically
+/// Implementations: [`crate::SoftBackend`] (a file in the unit directory) and
+/// [`crate::Pkcs11Backend`], which keeps the same objects as token objects and computes
+/// the same values with token mechanisms. Each method that changes the backend persists the change atomically
 /// before it returns (see the module docs for the crash-safety rule the unit follows).
 ///
 /// `Debug` is required and must never show secret material.
 pub trait Backend: Send + fmt::Debug {
-    /// A short name recorded in the unit's state file (`"soft"`), used by
+    /// A short name recorded in the unit's state file (`"soft"`, `"pkcs11"`), used by
     /// [`crate::Unit::open`] to choose the backend.
     fn kind(&self) -> &'static str;
 
@@ -256,5 +371,16 @@ pub trait Backend: Send + fmt::Debug {
     /// As [`Self::retain`].
     fn zeroize(&mut self) -> Result<(), BackendError> {
         self.retain(&LiveSecrets::default())
+    }
+
+    /// Destroys everything the backend made, the device key included, when the unit it
+    /// was made for could not be created. Secrets kept in the unit's directory go with
+    /// the directory's files (the default does nothing); a token's objects must be
+    /// destroyed here, so that the token can be used again.
+    ///
+    /// # Errors
+    /// The backend's error; the caller reports the creation's own error anyway.
+    fn discard(&mut self) -> Result<(), BackendError> {
+        Ok(())
     }
 }

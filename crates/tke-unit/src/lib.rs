@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `pkcs11::mechanism::standard` allows it for one transmute.
+#![deny(unsafe_code)]
 
 mod backend;
 mod error;
 mod machine;
+pub mod pkcs11;
 mod soft;
 mod state;
 
@@ -20,6 +22,7 @@ use tke_proto::{
 
 pub use backend::{Backend, BackendError, KeyHandle, LiveSecrets};
 pub use error::UnitError;
+pub use pkcs11::{Pkcs11Backend, Pkcs11Config, TokenRef, WrapMechanism, PKCS11_FILE};
 pub use soft::{SoftBackend, SECRETS_FILE};
 pub use state::{CA_FILE, DEVICE_FILE, STATE_FILE};
 
@@ -93,6 +96,35 @@ impl Unit {
         )
     }
 
+    /// Creates a new unit in `dir` whose secrets live in the PKCS#11 token of `config`
+    /// ([`Pkcs11Backend`]); `config` is recorded in `dir` so that [`Unit::open`] reopens
+    /// the unit. The token must hold no TKE objects yet (one token per unit). See
+    /// [`Unit::create_soft`].
+    ///
+    /// # Errors
+    /// As [`Unit::create_soft`]; token errors are [`UnitError::Backend`] and name the token
+    /// label and the module path. On error, nothing is left in `dir` nor on the token.
+    pub fn create_pkcs11(
+        dir: &Path,
+        unit_id: UnitId,
+        unit_type: UnitType,
+        ca: &CaCertificate,
+        config: &Pkcs11Config,
+        issue: &mut dyn FnMut(&PublicKey) -> Result<DeviceCertificate, ProtoError>,
+    ) -> Result<Unit, UnitError> {
+        Self::create(
+            dir,
+            unit_id,
+            unit_type,
+            ca,
+            Box::new(|dir, id| {
+                Ok(Box::new(Pkcs11Backend::create(dir, id, unit_type, config)?)
+                    as Box<dyn Backend>)
+            }),
+            issue,
+        )
+    }
+
     /// Creates a new unit with the backend `make_backend` returns (called once `dir`
     /// exists and is empty). See [`Unit::create_soft`].
     ///
@@ -145,11 +177,45 @@ impl Unit {
         make_backend: Box<MakeBackend<'_>>,
         issue: &mut dyn FnMut(&PublicKey) -> Result<DeviceCertificate, ProtoError>,
     ) -> Result<Unit, UnitError> {
-        let backend = make_backend(dir, unit_id).map_err(|source| UnitError::Backend {
+        let mut backend = make_backend(dir, unit_id).map_err(|source| UnitError::Backend {
             unit: unit_id,
             dir: dir.to_owned(),
             source,
         })?;
+        let result = Self::certify(dir, unit_id, ca, backend.as_ref(), issue);
+        let device_cert = match result {
+            Ok(cert) => cert,
+            Err(e) => {
+                // The unit does not exist: what the backend made goes (its files with the
+                // directory's, a token's objects here).
+                let _ = backend.discard();
+                return Err(e);
+            }
+        };
+        // The state file last: its presence marks a complete unit.
+        let state = state::State::new(unit_id, unit_type, backend.kind());
+        let mut unit = Unit {
+            dir: dir.to_owned(),
+            backend,
+            state,
+            ca: ca.clone(),
+            device_cert,
+        };
+        if let Err(e) = unit.write_state() {
+            let _ = unit.backend.discard();
+            return Err(e);
+        }
+        Ok(unit)
+    }
+
+    /// Has the device key certified and writes the certificates.
+    fn certify(
+        dir: &Path,
+        unit_id: UnitId,
+        ca: &CaCertificate,
+        backend: &dyn Backend,
+        issue: &mut dyn FnMut(&PublicKey) -> Result<DeviceCertificate, ProtoError>,
+    ) -> Result<DeviceCertificate, UnitError> {
         let device_key = backend.device_public_key();
         let issued = issue(&device_key).map_err(|source| UnitError::Issue {
             unit: unit_id,
@@ -186,20 +252,11 @@ impl Unit {
         let dev_path = dir.join(DEVICE_FILE);
         atomic::write_private(&dev_path, pem(device_cert.to_pem())?.as_bytes())
             .map_err(io_err("write", &dev_path))?;
-        // The state file last: its presence marks a complete unit.
-        let state = state::State::new(unit_id, unit_type, backend.kind());
-        let unit = Unit {
-            dir: dir.to_owned(),
-            backend,
-            state,
-            ca: ca.clone(),
-            device_cert,
-        };
-        unit.write_state()?;
-        Ok(unit)
+        Ok(device_cert)
     }
 
-    /// Opens an existing unit directory (any backend recorded in it; today: soft).
+    /// Opens an existing unit directory with the backend recorded in it: soft, or PKCS#11
+    /// (the token, module and PIN file recorded in [`PKCS11_FILE`]).
     ///
     /// Leftover temporary files of an interrupted write are removed, every register's
     /// reference is checked against the backend, and secrets no register refers to
@@ -221,6 +278,15 @@ impl Unit {
                     source,
                 }
             })?),
+            "pkcs11" => Box::new(
+                Pkcs11Backend::open(dir, state.unit_id, state.unit_type).map_err(|source| {
+                    UnitError::Backend {
+                        unit: state.unit_id,
+                        dir: dir.to_owned(),
+                        source,
+                    }
+                })?,
+            ),
             _ => {
                 return Err(UnitError::BackendKind {
                     path: dir.join(STATE_FILE),
@@ -398,6 +464,42 @@ impl Unit {
         self.handle_request(request_der)
     }
 
+    /// Destroys the unit: every secret of its backend, the device key included (a token's
+    /// objects are destroyed; the token itself stays, free for another unit), then the
+    /// unit's own files in its directory, and the directory if it is left empty. For a unit
+    /// that must not survive, such as one of a fleet whose creation failed.
+    ///
+    /// # Errors
+    /// [`UnitError::Backend`] when the backend cannot destroy its secrets (the files are
+    /// then kept, so that the unit can be opened and discarded again);
+    /// [`UnitError::Io`] for a file that cannot be removed.
+    pub fn discard(mut self) -> Result<(), UnitError> {
+        let unit = self.state.unit_id;
+        self.backend
+            .discard()
+            .map_err(|source| UnitError::Backend {
+                unit,
+                dir: self.dir.clone(),
+                source,
+            })?;
+        for name in [STATE_FILE, CA_FILE, DEVICE_FILE, SECRETS_FILE, PKCS11_FILE] {
+            let path = self.dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(UnitError::Io {
+                        action: "remove",
+                        path,
+                        source,
+                    })
+                }
+            }
+        }
+        let _ = fs::remove_dir(&self.dir);
+        Ok(())
+    }
+
     /// The current status (same as a query's answer), for tests and tools.
     pub fn status(&self) -> UnitStatus {
         self.state.status()
@@ -413,7 +515,7 @@ fn remove_stale_temporaries(dir: &Path) {
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        let stale = [STATE_FILE, CA_FILE, DEVICE_FILE, SECRETS_FILE]
+        let stale = [STATE_FILE, CA_FILE, DEVICE_FILE, SECRETS_FILE, PKCS11_FILE]
             .iter()
             .any(|f| name.starts_with(&format!(".{f}.tmp-")));
         if stale && e.file_type().is_ok_and(|t| t.is_file()) {

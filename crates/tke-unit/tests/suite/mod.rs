@@ -48,6 +48,7 @@ macro_rules! backend_suite {
             import_same_value_as_current,
             import_into_full_new_register,
             import_malformed_envelope_from_fleet_member,
+            import_wrong_length_key_from_fleet_member,
             export_checks_target,
             clear_registers,
             zeroize_keeps_counter,
@@ -1134,6 +1135,68 @@ pub fn import_malformed_envelope_from_fleet_member(f: &dyn UnitFactory) {
         before.importer_pending = false;
         assert_unchanged(&op, &before, true);
     }
+}
+
+/// A fleet member that wraps, correctly, a value of another length than 32 bytes: a
+/// 40-byte RFC 5649 envelope holds 25 to 32 bytes.
+pub fn import_wrong_length_key_from_fleet_member(f: &dyn UnitFactory) {
+    use tke_proto::p256::{
+        ecdh::EphemeralSecret,
+        ecdsa::{signature::Signer as _, Signature, SigningKey},
+    };
+    use tke_proto::transport::{derive_kek, kdf_context, point_bytes, MkEnvelope};
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    let rogue_key = SigningKey::random(&mut rand_core::OsRng);
+    let rogue_id = UnitId::random();
+    let rogue_cert = w
+        .fleet
+        .issue(rogue_id, &rogue_key.verifying_key().into())
+        .unwrap();
+    for len in [25usize, 31] {
+        let out = ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
+        let importer = CertifiedImporter::from_der(&out)
+            .unwrap()
+            .verify(op.device_certificate())
+            .unwrap();
+        let importer_key = importer.key().unwrap();
+        let eph = EphemeralSecret::random(&mut rand_core::OsRng);
+        let eph_point = point_bytes(&eph.public_key());
+        let mut z = [0u8; 32];
+        z.copy_from_slice(eph.diffie_hellman(&importer_key).raw_secret_bytes());
+        let ctx = kdf_context(&rogue_id, &op.id(), &eph_point, &point_bytes(&importer_key));
+        let kek = derive_kek(&z, &ctx);
+        let wrapped = aes_kw::KekAes256::from(*kek.expose_secret())
+            .wrap_with_padding_vec(&vec![0x42; len])
+            .unwrap();
+        assert_eq!(wrapped.len(), 40);
+        let envelope = MkEnvelope {
+            source_unit_id: rogue_id,
+            target_unit_id: op.id(),
+            importer_key_id: importer.key_id,
+            ephemeral_public_key: OctetString::new(eph_point.to_vec()).unwrap(),
+            wrapped_key: OctetString::new(wrapped).unwrap(),
+            vp: Vp([1; 32]),
+        };
+        let signed = SignedEnvelope::sign(&envelope, &rogue_cert, |b| {
+            let s: Signature = rogue_key.sign(b);
+            Ok(s.to_der())
+        })
+        .unwrap();
+        let mut before = op.status();
+        fails(
+            &run(&mut op, ca, &Command::ImportMk(Box::new(signed)), &[w.a(0)]),
+            ModuleError::INVALID_DATA,
+        );
+        before.importer_pending = false;
+        assert_unchanged(&op, &before, true);
+    }
+    // The unit still imports a good key afterwards.
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let vp = load(&w, &mut rec, &mut op);
+    assert_eq!(op.status().current_register, valid(vp));
 }
 
 pub fn export_checks_target(f: &dyn UnitFactory) {

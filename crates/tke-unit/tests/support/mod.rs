@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod softhsm;
+
 use std::path::Path;
 
 use tke_proto::{
@@ -17,7 +19,7 @@ use tke_proto::{
     UnitType,
 };
 use tke_sigkey::{sign_command, SignError, Signer, SignerKind};
-use tke_unit::Unit;
+use tke_unit::{Pkcs11Config, Unit};
 
 /// An administrator whose key is in memory.
 pub struct TestAdmin {
@@ -129,6 +131,39 @@ impl UnitFactory for SoftFactory {
             fleet.issue(unit_id, pk)
         })
         .unwrap()
+    }
+    fn reopen(&self, dir: &Path) -> Unit {
+        Unit::open(dir).unwrap()
+    }
+}
+
+/// The PKCS#11 backend on SoftHSM2: each unit gets a token of its own from the test
+/// binary's pool ([`softhsm::pool`]).
+pub struct Pkcs11Factory;
+
+impl Pkcs11Factory {
+    /// Creates a unit on the token of `config`.
+    pub fn create_on(
+        dir: &Path,
+        unit_id: UnitId,
+        unit_type: UnitType,
+        fleet: &Fleet,
+        config: &Pkcs11Config,
+    ) -> Unit {
+        Unit::create_pkcs11(dir, unit_id, unit_type, &fleet.ca, config, &mut |pk| {
+            fleet.issue(unit_id, pk)
+        })
+        .unwrap()
+    }
+}
+
+impl UnitFactory for Pkcs11Factory {
+    fn name(&self) -> &'static str {
+        "pkcs11"
+    }
+    fn create(&self, dir: &Path, unit_id: UnitId, unit_type: UnitType, fleet: &Fleet) -> Unit {
+        let config = softhsm::pool().config();
+        Self::create_on(dir, unit_id, unit_type, fleet, &config)
     }
     fn reopen(&self, dir: &Path) -> Unit {
         Unit::open(dir).unwrap()

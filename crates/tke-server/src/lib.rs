@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod apikey;
+pub mod config;
+mod error;
+pub mod http;
+pub mod init;
+pub mod server;
+pub mod tlscert;
+
+pub use config::Config;
+pub use error::ServerError;
+pub use init::{init, InitOptions, InitReport};
+pub use server::{Server, ShutdownHandle};

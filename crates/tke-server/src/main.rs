@@ -1,0 +1,246 @@
+//! `tke-unitd`: serves TKE crypto units over HTTPS.
+//!
+//! Exit codes: 0 success (and a graceful stop), 1 failure, 2 usage error.
+#![forbid(unsafe_code)]
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use signal_hook::{
+    consts::{SIGINT, SIGTERM},
+    iterator::Signals,
+};
+use tke_server::{config::CONFIG_FILE, Config, InitOptions, Server};
+
+/// Serves TKE crypto units of one or more service instances over HTTPS.
+#[derive(Parser, Debug)]
+#[command(name = "tke-unitd", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    /// `key=value` text lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create the crypto units this server hosts, their device certificates, a TLS
+    /// certificate and the API keys, and write DIR/unitd.toml.
+    Init(InitArgs),
+    /// Serve the units of a configuration until SIGTERM or SIGINT.
+    Serve {
+        /// The configuration file (DIR/unitd.toml).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log format (on standard error).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// Least severe level logged. `info` logs one line per request.
+        #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+        log_level: LogLevel,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct InitArgs {
+    /// The server's directory (created; must be absent or empty).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Service instances (1-16). Default: the number of --instance-id values, else 1.
+    #[arg(long, value_name = "N")]
+    instances: Option<u32>,
+    /// Operational crypto units per instance on this server (0-6).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    operational: u32,
+    /// Recovery crypto units per instance on this server (0-2).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    recovery: u32,
+    /// Failover crypto units per instance on this server (0-3).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    failover: u32,
+    /// The zone named in the units' locations.
+    #[arg(long, default_value = "zone-1", value_name = "NAME")]
+    zone: String,
+    /// Issue the certificates from this existing fleet CA (a directory with ca.pem and
+    /// ca.key.pem, such as another server's directory) instead of making a new CA.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR:PORT")]
+    listen: SocketAddr,
+    /// Add the units to this existing service instance (repeatable, one per instance),
+    /// or `@FILE` to read the ids from a file such as another server's DIR/instance-id.
+    #[arg(long = "instance-id", value_name = "UUID|@FILE")]
+    instance_ids: Vec<String>,
+    /// The instance's API key file: reused when it exists (servers of one instance then
+    /// share one key), created otherwise. Default: DIR/api-key.
+    #[arg(long, value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
+    /// An extra DNS name or IP address for the TLS certificate (repeatable).
+    #[arg(long = "tls-name", value_name = "NAME")]
+    tls_names: Vec<String>,
+}
+
+fn init(a: InitArgs) -> Result<()> {
+    let mut ids = Vec::new();
+    for v in &a.instance_ids {
+        match v.strip_prefix('@') {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the instance ids in {path}"))?;
+                ids.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            None => ids.push(v.clone()),
+        }
+    }
+    let opts = InitOptions {
+        dir: a.dir,
+        instances: a.instances,
+        operational: a.operational,
+        recovery: a.recovery,
+        failover: a.failover,
+        zone: a.zone,
+        ca_dir: a.ca_dir,
+        listen: a.listen,
+        instance_ids: ids,
+        api_key_file: a.api_key_file,
+        tls_names: a.tls_names,
+    };
+    let r = tke_server::init(&opts)?;
+    let mut instances: Vec<&str> = Vec::new();
+    for u in &r.units {
+        if !instances.contains(&u.instance.as_str()) {
+            instances.push(&u.instance);
+        }
+    }
+    for inst in &instances {
+        println!("SERVICE INSTANCE: {inst}");
+        for u in r.units.iter().filter(|u| u.instance == *inst) {
+            println!(
+                "  {:<12} {}   {}",
+                u.unit_type.label(),
+                u.id.uuid(),
+                u.location
+            );
+        }
+    }
+    println!();
+    println!("Configuration:    {}", r.config.display());
+    println!(
+        "CA file:          {}{}",
+        r.ca.display(),
+        if r.new_ca {
+            " (a new fleet CA; its key is ca.key.pem beside it)"
+        } else {
+            ""
+        }
+    );
+    for k in &r.api_keys {
+        println!(
+            "API key file:     {} (service instance {}{})",
+            k.path.display(),
+            k.instance,
+            if k.created { "" } else { ", reused" }
+        );
+    }
+    println!("Instance id file: {}", r.instance_id_file.display());
+    println!("Endpoint:         {}", r.endpoint);
+    println!();
+    println!(
+        "Start the server:  tke-unitd serve --config {}",
+        r.config.display()
+    );
+    if let Some(k) = r.api_keys.first() {
+        println!(
+            "Add it to tke:     tke target add NAME {} --ca {} --api-key-file {}",
+            r.endpoint,
+            r.ca.display(),
+            k.path.display()
+        );
+    }
+    Ok(())
+}
+
+fn serve(config: PathBuf, format: LogFormat, level: LogLevel) -> Result<()> {
+    let level = match level {
+        LogLevel::Error => tracing::Level::ERROR,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Debug => tracing::Level::DEBUG,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(false);
+    if format == LogFormat::Json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let path = if config.is_dir() {
+        config.join(CONFIG_FILE)
+    } else {
+        config
+    };
+    let cfg = Config::load(&path)?;
+    let server = Server::open(&cfg)?;
+    let stop = server.shutdown_handle();
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|source| tke_server::ServerError::Signals { source })?;
+    std::thread::Builder::new()
+        .name("unitd-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                if stop.is_stopping() {
+                    tracing::warn!(signal = name, "second signal: exiting now");
+                    std::process::exit(130);
+                }
+                tracing::info!(signal = name, "signal received: stopping gracefully");
+                stop.shutdown();
+            }
+        })
+        .context("cannot start the signal thread")?;
+    server.run();
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Init(a) => init(a),
+        Cmd::Serve {
+            config,
+            log_format,
+            log_level,
+        } => serve(config, log_format, log_level),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("FAILED\n{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
