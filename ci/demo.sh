@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+ci/setup.sh --build   # libpcsclite for the YubiKey signer, installed when missing
 cargo build -q -p tke-cli
 tke="$PWD/target/debug/tke"
 dir="${TKE_DEMO_DIR:-$(mktemp -d -t tke-demo.XXXXXX)}"

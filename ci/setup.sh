@@ -7,7 +7,13 @@ set -euo pipefail
 
 has() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
+# `ci/setup.sh --build` installs only what building `tke` needs (the `pcsc` crate links
+# to libpcsclite); without it, everything the tests use.
 need=()
+if [ "${1:-}" = "--build" ]; then
+    has pkg-config || need+=(pkg-config)
+    { has pkg-config && pkg-config --exists libpcsclite; } || need+=(libpcsclite-dev)
+else
 has openssl || need+=(openssl)
 has softhsm2-util || need+=(softhsm2)
 has pkcs11-tool || need+=(opensc)
@@ -18,6 +24,7 @@ grep -qls libifdvpcd /etc/reader.conf.d/* 2>/dev/null || need+=(vsmartcard-vpcd)
 has yubico-piv-tool || need+=(yubico-piv-tool)
 has pkg-config || need+=(pkg-config)
 { has pkg-config && pkg-config --exists libpcsclite; } || need+=(libpcsclite-dev)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
