@@ -9,16 +9,18 @@
 //! 2. installs every administrator (unsigned in imprint mode);
 //! 3. sets both thresholds, leaving imprint mode, signed by as many administrators as the
 //!    new signature threshold;
-//! 4. generates a random master key in the first recovery unit's current register;
-//! 5. copies it to every other unit: importer key on the target, export from a recovery
-//!    unit (threshold signatures), import, commit (threshold), set immediate — the second
-//!    recovery unit first, so that both recovery units can then export in parallel;
+//! 4. generates a random master key in the first recovery unit's current register and,
+//!    at the same time, an importer key on every other unit;
+//! 5. exports the key from the recovery unit to all other units with one command
+//!    (`exportMkBatch`, threshold signatures; one per 16 targets), then on every target:
+//!    import, commit (threshold), set immediate;
 //! 6. queries every unit and checks that all hold the same valid current key.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tke_client::{fanout::parallel, Client, ClientError, InstanceId, KnownUnit};
 use tke_proto::{
+    command::MAX_EXPORT_TARGETS,
     der::{asn1::OctetString, Decode},
     transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
     Command, Register, RegisterState, Threshold, UnitType, Vp,
@@ -238,88 +240,95 @@ impl AutoInitPlan<'_, '_> {
             client.run(u, &cmd, &quorum)
         })?;
 
+        // The recovery unit generates the key while every other unit makes its importer
+        // key: different units, so one parallel step.
         progress.event(&Event::GeneratingMasterKey);
         let r = self.recovery;
-        let out = on_all(STEP_GENERATE, &[r], |u| {
-            client.run(u, &Command::GenerateRandomMk, &one)
-        })?;
-        let vp = out
-            .first()
-            .map(|o| Vp::from_slice(o))
-            .transpose()
-            .map_err(|source| CeremonyError::Output {
-                step: STEP_GENERATE,
-                num: r.num,
-                source,
-            })?
-            .ok_or(CeremonyError::Verification {
-                num: r.num,
-                what: "no verification pattern was returned",
-            })?;
-
         let targets: Vec<&KnownUnit> = self
             .units
             .iter()
             .copied()
             .filter(|u| u.id() != r.id())
             .collect();
+        let out = on_all(STEP_GENERATE, &self.units, |u| {
+            let command = if u.id() == r.id() {
+                Command::GenerateRandomMk
+            } else {
+                Command::GenerateImporter
+            };
+            client.run(u, &command, &one)
+        })?;
+        let mut vp = None;
+        let mut importers = Vec::new();
+        for (u, der) in self.units.iter().zip(&out) {
+            if u.id() == r.id() {
+                vp = Some(Vp::from_slice(der).map_err(|source| CeremonyError::Output {
+                    step: STEP_GENERATE,
+                    num: u.num,
+                    source,
+                })?);
+            } else {
+                let importer =
+                    CertifiedImporter::from_der(der).map_err(|e| CeremonyError::Output {
+                        step: STEP_GENERATE,
+                        num: u.num,
+                        source: e.into(),
+                    })?;
+                importers.push(ExportRequest {
+                    register: Register::Current,
+                    target_certificate: OctetString::new(u.certificate.der().to_vec()).map_err(
+                        |e| CeremonyError::Output {
+                            step: STEP_GENERATE,
+                            num: u.num,
+                            source: e.into(),
+                        },
+                    )?,
+                    importer,
+                });
+            }
+        }
+        let vp = vp.ok_or(CeremonyError::Verification {
+            num: r.num,
+            what: "no verification pattern was returned",
+        })?;
+
+        // One quorum-signed export per batch of targets (one batch up to 16 units), so
+        // the recovery unit answers once however many units wait for the key.
+        let mut envelopes = Vec::with_capacity(targets.len());
+        for batch in importers.chunks(MAX_EXPORT_TARGETS) {
+            let out = on_all(STEP_TRANSFER, &[r], |u| {
+                client.run(u, &Command::ExportMkBatch(batch.to_vec()), &quorum)
+            })?;
+            let batch_out = out
+                .first()
+                .map(|der| Vec::<SignedEnvelope>::from_der(der))
+                .transpose()
+                .map_err(|e| CeremonyError::Output {
+                    step: STEP_TRANSFER,
+                    num: r.num,
+                    source: e.into(),
+                })?
+                .filter(|e| e.len() == batch.len())
+                .ok_or(CeremonyError::Verification {
+                    num: r.num,
+                    what: "the export did not return one envelope per target",
+                })?;
+            envelopes.extend(batch_out);
+        }
+
         let done = AtomicUsize::new(0);
         let total = targets.len();
-        // Copies the key from `source` (a recovery unit whose current register holds it)
-        // into `u`.
-        let transfer = |u: &KnownUnit, source: &KnownUnit| -> Result<(), ClientError> {
-            let importer_der = client.run(u, &Command::GenerateImporter, &one)?;
-            let importer =
-                CertifiedImporter::from_der(&importer_der).map_err(|e| ClientError::Response {
-                    unit: u.id(),
-                    source: e.into(),
-                })?;
-            let request = ExportRequest {
-                register: Register::Current,
-                target_certificate: OctetString::new(u.certificate.der().to_vec()).map_err(
-                    |e| ClientError::Encoding {
-                        unit: u.id(),
-                        source: e.into(),
-                    },
-                )?,
-                importer,
-            };
-            let env_der = client.run(source, &Command::ExportMk(Box::new(request)), &quorum)?;
-            let envelope =
-                SignedEnvelope::from_der(&env_der).map_err(|e| ClientError::Response {
-                    unit: source.id(),
-                    source: e.into(),
-                })?;
-            client.run(u, &Command::ImportMk(Box::new(envelope)), &one)?;
+        let jobs: Vec<(&KnownUnit, SignedEnvelope)> =
+            targets.iter().copied().zip(envelopes).collect();
+        let mut failures = Vec::new();
+        for ((u, _), res) in jobs.iter().zip(parallel(&jobs, |(u, envelope)| {
+            client.run(u, &Command::ImportMk(Box::new(envelope.clone())), &one)?;
             client.run(u, &Command::CommitMk(vp), &quorum)?;
             client.run(u, &Command::SetImmediate(vp), &one)?;
             let index = done.fetch_add(1, Ordering::SeqCst) + 1;
             progress.event(&Event::TransferringMasterKey { index, total });
-            Ok(())
-        };
-        // Exports from one unit run one at a time (each takes its next counter). With a
-        // second recovery unit, give it the key first, then let both recovery units
-        // export to the rest, so large instances do not queue behind a single unit.
-        let mut sources = vec![r];
-        let mut rest = targets.clone();
-        if let Some(pos) = rest
-            .iter()
-            .position(|u| u.unit_type() == UnitType::Recovery)
-        {
-            let second = rest.remove(pos);
-            on_all(STEP_TRANSFER, &[second], |u| transfer(u, r))?;
-            sources.push(second);
-        }
-        let jobs: Vec<(&KnownUnit, &KnownUnit)> = rest
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (*u, sources[i % sources.len()]))
-            .collect();
-        let mut failures = Vec::new();
-        for ((u, _), res) in jobs
-            .iter()
-            .zip(parallel(&jobs, |(u, src)| transfer(u, src)))
-        {
+            Ok::<(), ClientError>(())
+        })) {
             if let Err(e) = res {
                 failures.push((u.num, e));
             }

@@ -427,7 +427,7 @@ impl HttpsTransport {
         roots
             .add(CertificateDer::from(ca.der().to_vec()))
             .map_err(|source| HttpsError::CaUnusable { source })?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|source| HttpsError::CaUnusable { source })?

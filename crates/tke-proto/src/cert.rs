@@ -11,7 +11,7 @@ use der::{
     Any, DateTime, Decode, Encode, Tag,
 };
 use p256::{
-    ecdsa::{signature::Verifier, DerSignature, VerifyingKey},
+    ecdsa::{DerSignature, VerifyingKey},
     pkcs8::{DecodePublicKey, EncodePublicKey},
     PublicKey,
 };
@@ -200,8 +200,7 @@ fn parse_and_verify(
         .ok_or(ProtoError::Certificate("the signature has unused bits"))?;
     let sig = DerSignature::from_bytes(sig_bytes)
         .map_err(|_| ProtoError::Certificate("the signature is not a DER ECDSA signature"))?;
-    verifier
-        .verify(&tbs.to_der()?, &sig)
+    crate::ecdsa_p256::verify(verifier, &tbs.to_der()?, &sig)
         .map_err(|_| ProtoError::Certificate("the signature does not verify"))?;
     Ok((cert, key))
 }

@@ -19,8 +19,14 @@ use crate::{
 /// CommandId ::= ENUMERATED {
 ///   addAdmin(2), removeAdmin(4), setThresholds(8), generateImporter(9),
 ///   generateRandomMk(10), exportMk(11), importMk(12), commitMk(13),
-///   setImmediate(14), zeroize(16), clearCurrent(27), clearNew(28) }
+///   setImmediate(14), zeroize(16), clearCurrent(27), clearNew(28),
+///   exportMkBatch(64) }
 /// ```
+///
+/// `exportMkBatch` has no vendor counterpart: one quorum approval exports to up to
+/// [`MAX_EXPORT_TARGETS`] units at once, so that a source unit is not the queue every
+/// target of a large instance waits in, and administrators sign once instead of once per
+/// target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Enumerated)]
 #[repr(u32)]
 #[allow(missing_docs)]
@@ -37,7 +43,11 @@ pub enum CommandId {
     Zeroize = 0x10,
     ClearCurrent = 0x1B,
     ClearNew = 0x1C,
+    ExportMkBatch = 0x40,
 }
+
+/// The most targets one `exportMkBatch` command names.
+pub const MAX_EXPORT_TARGETS: usize = 16;
 
 /// The part of a command that administrators sign.
 ///
@@ -96,6 +106,10 @@ pub enum Command {
     /// Export a register's value wrapped to another unit's importer key. Input:
     /// [`ExportRequest`]; output: [`SignedEnvelope`].
     ExportMk(Box<ExportRequest>),
+    /// Export to several units at once (1 to [`MAX_EXPORT_TARGETS`]), all or nothing.
+    /// Input: `SEQUENCE SIZE (1..16) OF ExportRequest`; output:
+    /// `SEQUENCE OF SignedEnvelope`, one per request, in the same order.
+    ExportMkBatch(Vec<ExportRequest>),
     /// Import a master key into the new register. Input: [`SignedEnvelope`]; output: the VP.
     ImportMk(Box<SignedEnvelope>),
     /// Commit the new register. Input: its expected VP.
@@ -120,6 +134,7 @@ impl Command {
             Self::GenerateImporter => CommandId::GenerateImporter,
             Self::GenerateRandomMk => CommandId::GenerateRandomMk,
             Self::ExportMk(_) => CommandId::ExportMk,
+            Self::ExportMkBatch(_) => CommandId::ExportMkBatch,
             Self::ImportMk(_) => CommandId::ImportMk,
             Self::CommitMk(_) => CommandId::CommitMk,
             Self::SetImmediate(_) => CommandId::SetImmediate,
@@ -146,6 +161,7 @@ impl Command {
             }
             .to_der()?,
             Self::ExportMk(req) => req.to_der()?,
+            Self::ExportMkBatch(reqs) => reqs.to_der()?,
             Self::ImportMk(env) => env.to_der()?,
             Self::CommitMk(vp) | Self::SetImmediate(vp) => vp.0.to_vec(),
             Self::GenerateImporter
@@ -195,6 +211,13 @@ impl Command {
             CommandId::GenerateImporter => empty(Self::GenerateImporter),
             CommandId::GenerateRandomMk => empty(Self::GenerateRandomMk),
             CommandId::ExportMk => Ok(Self::ExportMk(Box::new(ExportRequest::from_der(input)?))),
+            CommandId::ExportMkBatch => {
+                let reqs = Vec::<ExportRequest>::from_der(input)?;
+                if reqs.is_empty() || reqs.len() > MAX_EXPORT_TARGETS {
+                    return Err(ProtoError::ExportTargets { count: reqs.len() });
+                }
+                Ok(Self::ExportMkBatch(reqs))
+            }
             CommandId::ImportMk => Ok(Self::ImportMk(Box::new(SignedEnvelope::from_der(input)?))),
             CommandId::CommitMk => Ok(Self::CommitMk(Vp::from_slice(input)?)),
             CommandId::SetImmediate => Ok(Self::SetImmediate(Vp::from_slice(input)?)),
@@ -208,6 +231,12 @@ impl Command {
     pub fn register(&self) -> Option<Register> {
         match self {
             Self::ExportMk(req) => Some(req.register),
+            Self::ExportMkBatch(reqs) => match reqs.first() {
+                Some(first) if reqs.iter().all(|r| r.register == first.register) => {
+                    Some(first.register)
+                }
+                _ => None,
+            },
             Self::ImportMk(_) | Self::CommitMk(_) | Self::ClearNew => Some(Register::New),
             Self::SetImmediate(_) | Self::ClearCurrent => Some(Register::Current),
             _ => None,

@@ -3,6 +3,7 @@
 
 pub mod cert;
 pub mod command;
+pub mod ecdsa_p256;
 pub mod response;
 pub mod transport;
 mod types;
@@ -69,6 +70,12 @@ pub enum ProtoError {
     UnexpectedInput {
         /// The command.
         command: CommandId,
+    },
+    /// An `exportMkBatch` names no target or too many.
+    #[error("an export batch names {count} targets; it must name 1 to {max}", max = command::MAX_EXPORT_TARGETS)]
+    ExportTargets {
+        /// How many it named.
+        count: usize,
     },
     /// A certificate failed a check.
     #[error("invalid certificate: {0}")]

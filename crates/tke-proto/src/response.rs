@@ -2,7 +2,7 @@
 //! bound to the request it answers.
 
 use der::{asn1::OctetString, Decode, Encode, Sequence};
-use p256::ecdsa::{signature::Verifier, DerSignature, VerifyingKey};
+use p256::ecdsa::{DerSignature, VerifyingKey};
 
 use crate::{AdminName, Digest32, ProtoError, RegisterState, Ski, UnitId, UnitType, Vp};
 
@@ -73,8 +73,7 @@ impl SignedResponse {
     ) -> Result<ResponseBody, ProtoError> {
         let sig = DerSignature::from_bytes(self.signature.as_bytes())
             .map_err(|_| ProtoError::ResponseSignature { unit: *unit_id })?;
-        device_key
-            .verify(self.body.as_bytes(), &sig)
+        crate::ecdsa_p256::verify(device_key, self.body.as_bytes(), &sig)
             .map_err(|_| ProtoError::ResponseSignature { unit: *unit_id })?;
         let body = ResponseBody::from_der(self.body.as_bytes())?;
         if body.unit_id != *unit_id {

@@ -29,7 +29,7 @@
 use aes::cipher::{BlockEncrypt, KeyInit};
 use der::{asn1::OctetString, Decode, Encode, Sequence};
 use p256::{
-    ecdsa::{signature::Verifier, DerSignature, VerifyingKey},
+    ecdsa::{DerSignature, VerifyingKey},
     elliptic_curve::sec1::ToEncodedPoint,
     PublicKey,
 };
@@ -164,7 +164,7 @@ impl CertifiedImporter {
 fn verify_sig(key: &VerifyingKey, msg: &OctetString, sig: &OctetString) -> Result<(), ProtoError> {
     let sig = DerSignature::from_bytes(sig.as_bytes())
         .map_err(|_| ProtoError::Transport("malformed signature"))?;
-    key.verify(msg.as_bytes(), &sig)
+    crate::ecdsa_p256::verify(key, msg.as_bytes(), &sig)
         .map_err(|_| ProtoError::Transport("bad signature"))
 }
 

@@ -434,6 +434,51 @@ fn der_inputs_refuse_trailing_bytes() {
         target_certificate: OctetString::new(fleet.b.cert.der().to_vec()).unwrap(),
         importer: certified,
     };
+    // ExportMkBatch: a SEQUENCE OF ExportRequest, 1 to 16 of them.
+    let batch = Command::ExportMkBatch(vec![req.clone(), req.clone()]);
+    assert_eq!(batch.register(), Some(Register::Current));
+    let input = batch.input_bytes().unwrap();
+    assert_eq!(input[0], 0x30, "a SEQUENCE OF");
+    assert_eq!(
+        Command::from_wire(CommandId::ExportMkBatch, &input).unwrap(),
+        batch
+    );
+    let trailing = [input, vec![0]].concat();
+    assert!(matches!(
+        Command::from_wire(CommandId::ExportMkBatch, &trailing),
+        Err(ProtoError::Der(_))
+    ));
+    for count in [0, 17] {
+        let input = Command::ExportMkBatch(vec![req.clone(); count])
+            .input_bytes()
+            .unwrap();
+        assert!(matches!(
+            Command::from_wire(CommandId::ExportMkBatch, &input),
+            Err(ProtoError::ExportTargets { count: c }) if c == count
+        ));
+    }
+    let sixteen = Command::ExportMkBatch(vec![req.clone(); 16]);
+    let input = sixteen.input_bytes().unwrap();
+    assert_eq!(
+        Command::from_wire(CommandId::ExportMkBatch, &input).unwrap(),
+        sixteen
+    );
+    // Requests for different registers: the batch names no single register.
+    let mixed = Command::ExportMkBatch(vec![
+        req.clone(),
+        ExportRequest {
+            register: Register::New,
+            ..req.clone()
+        },
+    ]);
+    assert_eq!(mixed.register(), None);
+    // A single request in a batch is the ExportRequest inside a SEQUENCE.
+    let one = Command::ExportMkBatch(vec![req.clone()])
+        .input_bytes()
+        .unwrap();
+    let single = req.to_der().unwrap();
+    assert_eq!(&one[one.len() - single.len()..], &single[..]);
+
     let cmd = Command::ExportMk(Box::new(req));
     assert_eq!(cmd.register(), Some(Register::Current));
     let input = cmd.input_bytes().unwrap();

@@ -37,7 +37,35 @@ impl Progress for Steps {
 use tke_proto::Threshold;
 use tke_sigkey::Signer;
 
-fn one_run(admins: &[MemSigner], layout: &[&str]) -> Duration {
+/// CPU time used so far by this process (every thread, also those that ended).
+fn own_cpu() -> Duration {
+    cpu_time::ProcessTime::now().as_duration()
+}
+
+/// CPU time used so far by the threads of process `pid` (tke-unitd's threads live as long
+/// as the server, so summing them is exact).
+fn server_cpu(pid: u32) -> Duration {
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(t.unwrap().path().join("schedstat")).unwrap();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    }
+    Duration::from_nanos(ns)
+}
+
+/// Wall time, client CPU and server CPU of one auto-init.
+struct Run {
+    wall: Duration,
+    client_cpu: Duration,
+    server_cpu: Duration,
+}
+
+fn one_run(admins: &[MemSigner], layout: &[&str]) -> Run {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("srv");
     let port = free_port();
@@ -46,6 +74,7 @@ fn one_run(admins: &[MemSigner], layout: &[&str]) -> Duration {
     let client = client(&server);
     let instance = client.instances()[0].clone();
     let signers: Vec<&dyn Signer> = admins.iter().map(|a| a as &dyn Signer).collect();
+    let (cpu0, srv0) = (own_cpu(), server_cpu(server.child.id()));
     let t = Instant::now();
     let steps = Steps {
         start: t,
@@ -62,6 +91,7 @@ fn one_run(admins: &[MemSigner], layout: &[&str]) -> Duration {
     .execute(&steps)
     .unwrap();
     let elapsed = t.elapsed();
+    let (cpu1, srv1) = (own_cpu(), server_cpu(server.child.id()));
     if std::env::var_os("TKE_BENCH_STEPS").is_some() {
         for (name, at) in steps.seen.into_inner().unwrap() {
             eprintln!(
@@ -72,12 +102,21 @@ fn one_run(admins: &[MemSigner], layout: &[&str]) -> Duration {
         }
     }
     assert_eq!(report.units.len(), client.units().len());
-    elapsed
+    Run {
+        wall: elapsed,
+        client_cpu: cpu1 - cpu0,
+        server_cpu: srv1 - srv0,
+    }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+fn median(v: &[Run], f: impl Fn(&Run) -> Duration) -> Duration {
+    let mut v: Vec<Duration> = v.iter().map(f).collect();
     v.sort();
     v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 fn main() {
@@ -95,22 +134,22 @@ fn main() {
         t2.push(one_run(&admins, &two));
         t8.push(one_run(&admins, &eight));
     }
-    let (m2, m8) = (median(t2.clone()), median(t8.clone()));
+    let (m2, m8) = (median(&t2, |r| r.wall), median(&t8, |r| r.wall));
     let ratio = m8.as_secs_f64() / m2.as_secs_f64();
     println!("auto-init over loopback HTTPS, 3 administrators, thresholds 2/2, {reps} run(s) each");
     if !full {
         println!("  (smoke run under `cargo test`, not a measurement: use `cargo bench`)");
     }
-    println!(
-        "  2 units: median {:>8.1} ms  (runs: {:?})",
-        m2.as_secs_f64() * 1000.0,
-        t2
-    );
-    println!(
-        "  8 units: median {:>8.1} ms  (runs: {:?})",
-        m8.as_secs_f64() * 1000.0,
-        t8
-    );
+    for (n, runs, m) in [(2, &t2, m2), (8, &t8, m8)] {
+        let walls: Vec<String> = runs.iter().map(|r| format!("{:.1}", ms(r.wall))).collect();
+        println!(
+            "  {n} units: median {:>6.1} ms wall (runs: {} ms); CPU: client {:.1} ms, server {:.1} ms",
+            ms(m),
+            walls.join(", "),
+            ms(median(runs, |r| r.client_cpu)),
+            ms(median(runs, |r| r.server_cpu)),
+        );
+    }
     println!(
         "  ratio 8/2 = {ratio:.2}; target <= 1.5 ... {}",
         if ratio <= 1.5 { "met" } else { "NOT MET" }

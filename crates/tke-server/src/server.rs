@@ -146,7 +146,7 @@ fn tls_config(cfg: &Config) -> Result<rustls::ServerConfig, ServerError> {
         path: cfg.tls_certificate.clone(),
         source,
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut c = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?

@@ -5,6 +5,7 @@ use core::fmt;
 
 use tke_keyfile::{FilesDir, KeyFileError, Password, SigKeyEntry};
 use tke_proto::{
+    ecdsa_p256::EcdsaKey,
     p256::{
         ecdsa::{signature::Signer as _, DerSignature, Signature, SigningKey},
         SecretKey,
@@ -28,6 +29,14 @@ pub enum FileSignerError {
         /// The protocol layer's error.
         source: ProtoError,
     },
+    /// The key was read but cannot be used for signing.
+    #[error("the signature key of {name} cannot sign: {source}")]
+    Key {
+        /// The administrator.
+        name: AdminName,
+        /// Why.
+        source: tke_proto::ecdsa_p256::SigningFailed,
+    },
 }
 
 /// An administrator signature key held in a password-protected key file, opened.
@@ -35,7 +44,8 @@ pub enum FileSignerError {
 /// The private key is in memory only while the `FileSigner` lives and is zeroized when it
 /// is dropped. `Debug` shows the administrator's name and SKI, never the key.
 pub struct FileSigner {
-    key: SigningKey,
+    /// Signs through aws-lc (see `tke_proto::ecdsa_p256`).
+    key: EcdsaKey,
     entry: SigKeyEntry,
 }
 
@@ -71,7 +81,10 @@ impl FileSigner {
             source,
         })?;
         let entry = dir.write_signature_key(name, &secret, &certificate, password)?;
-        Ok(Self { key, entry })
+        Ok(Self {
+            key: fast_key(key, name)?,
+            entry,
+        })
     }
 
     /// Opens a listed signature key with its password.
@@ -82,7 +95,7 @@ impl FileSigner {
     pub fn open(entry: &SigKeyEntry, password: &Password) -> Result<Self, FileSignerError> {
         let secret = entry.decrypt(password)?;
         Ok(Self {
-            key: SigningKey::from(&secret),
+            key: fast_key(SigningKey::from(&secret), &entry.name)?,
             entry: entry.clone(),
         })
     }
@@ -103,22 +116,26 @@ impl Signer for FileSigner {
     }
 
     fn sign(&self, message: &[u8]) -> Result<DerSignature, SignError> {
-        let sig: Signature = self
-            .key
-            .try_sign(message)
-            .map_err(|e| SignError::Provider {
-                name: self.name().clone(),
-                ski: self.ski(),
-                source: Box::new(e),
-            })?;
-        Ok(sig.to_der())
+        self.key.sign(message).map_err(|e| SignError::Provider {
+            name: self.name().clone(),
+            ski: self.ski(),
+            source: Box::new(e),
+        })
     }
 }
 
-// The key is wiped when the signer is dropped: `SigningKey` zeroizes itself.
+/// `key` wrapped to sign through aws-lc (which accepts every valid P-256 key).
+fn fast_key(key: SigningKey, name: &AdminName) -> Result<EcdsaKey, FileSignerError> {
+    EcdsaKey::new(key).map_err(|source| FileSignerError::Key {
+        name: name.clone(),
+        source,
+    })
+}
+
+// The key is wiped when the signer is dropped: `EcdsaKey` zeroizes itself.
 const _: fn() = {
     fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
-    zeroized_on_drop::<SigningKey>
+    zeroized_on_drop::<EcdsaKey>
 };
 
 impl fmt::Debug for FileSigner {

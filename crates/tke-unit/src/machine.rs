@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use der::{asn1::OctetString, Decode, Encode};
 use tke_proto::{
     command::ThresholdsInput,
-    p256::ecdsa::{signature::Verifier, DerSignature},
+    p256::ecdsa::DerSignature,
     transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
     AdminCertificate, AdminCommand, Command, CommandId, DeviceCertificate, Digest32, ModuleError,
     ProtoError, Query, Register, Request, ResponseBody, SignedCommand, SignedResponse, SignerInfo,
@@ -160,9 +160,7 @@ impl Unit {
                 .ok_or(ModuleError::UNAUTHORIZED_SIGNER)?;
             let sig = DerSignature::from_bytes(info.signature.as_bytes())
                 .map_err(|_| ModuleError::MALFORMED_SIGNATURE)?;
-            admin
-                .verifying_key()
-                .verify(message, &sig)
+            tke_proto::ecdsa_p256::verify(&admin.verifying_key(), message, &sig)
                 .map_err(|_| ModuleError::INVALID_SIGNATURE)?;
             signers.insert(info.ski);
         }
@@ -183,7 +181,8 @@ impl Unit {
                 Command::AddAdmin(_)
                 | Command::SetThresholds { .. }
                 | Command::CommitMk(_)
-                | Command::ExportMk(_),
+                | Command::ExportMk(_)
+                | Command::ExportMkBatch(_),
                 false,
             ) => sig,
             (Command::RemoveAdmin(_), false) => rev,
@@ -236,7 +235,15 @@ impl Unit {
             } => set_thresholds(next, *signature, *revocation),
             Command::GenerateImporter => self.generate_importer(next),
             Command::GenerateRandomMk => self.generate_random(next),
-            Command::ExportMk(req) => self.export(req),
+            Command::ExportMk(req) => self
+                .export(req)
+                .and_then(|e| e.to_der().map_err(|_| ModuleError::INTERNAL)),
+            // All or nothing: the first refused target fails the command.
+            Command::ExportMkBatch(reqs) => reqs
+                .iter()
+                .map(|r| self.export(r))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|es| es.to_der().map_err(|_| ModuleError::INTERNAL)),
             Command::ImportMk(env) => self.import(next, env),
             Command::CommitMk(vp) => commit(next, vp),
             Command::SetImmediate(vp) => set_immediate(next, vp),
@@ -294,7 +301,7 @@ impl Unit {
         Ok(vp.0.to_vec())
     }
 
-    fn export(&self, req: &ExportRequest) -> Outcome {
+    fn export(&self, req: &ExportRequest) -> Result<SignedEnvelope, ModuleError> {
         if !self.state.unit_type.may_export() {
             return Err(ModuleError::EXPORT_FORBIDDEN);
         }
@@ -320,7 +327,6 @@ impl Unit {
         SignedEnvelope::sign(&envelope, &self.device_cert, |b| {
             backend.sign(b).map_err(boxed)
         })
-        .and_then(|e| Ok(e.to_der()?))
         .map_err(|_| ModuleError::INTERNAL)
     }
 

@@ -55,7 +55,7 @@ fn debug_and_errors_show_no_secret() {
     // A second instance over the same file, to read the secrets out.
     let soft = SoftBackend::open(&dir, id).unwrap();
     let mut secrets: Vec<Vec<u8>> = vec![
-        soft.device.to_bytes().to_vec(),
+        soft.device.signing_key().to_bytes().to_vec(),
         soft.master_keys[&handle].expose_secret().to_vec(),
     ];
     secrets.extend(soft.importers.values().map(|k| k.to_bytes().to_vec()));

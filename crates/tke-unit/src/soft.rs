@@ -12,8 +12,9 @@ use std::{
 use der::{asn1::OctetStringRef, Decode, Encode, Sequence};
 use tke_keyfile::atomic;
 use tke_proto::{
+    ecdsa_p256::EcdsaKey,
     p256::{
-        ecdsa::{signature::Signer as _, DerSignature, Signature, SigningKey},
+        ecdsa::{DerSignature, SigningKey},
         PublicKey, SecretKey,
     },
     transport::{self, ImporterKey, MkEnvelope},
@@ -78,7 +79,8 @@ fn importer_key_id(public: &PublicKey) -> Digest32 {
 pub struct SoftBackend {
     path: PathBuf,
     unit_id: UnitId,
-    pub(crate) device: SigningKey,
+    /// Signs every answer, so it signs through aws-lc (see `tke_proto::ecdsa_p256`).
+    pub(crate) device: EcdsaKey,
     pub(crate) master_keys: BTreeMap<KeyHandle, MasterKey>,
     pub(crate) importers: BTreeMap<Digest32, SecretKey>,
 }
@@ -129,7 +131,7 @@ impl SoftBackend {
         let backend = Self {
             path,
             unit_id,
-            device: SigningKey::random(&mut rand_core::OsRng),
+            device: EcdsaKey::random(),
             master_keys: BTreeMap::new(),
             importers: BTreeMap::new(),
         };
@@ -172,7 +174,8 @@ impl SoftBackend {
             return Err(corrupt("the device key is not 32 bytes"));
         }
         let device = SigningKey::from_slice(file.device_key.as_bytes())
-            .map_err(|_| corrupt("the device key is not a P-256 private key"))?;
+            .map_err(|_| corrupt("the device key is not a P-256 private key"))
+            .and_then(|k| EcdsaKey::new(k).map_err(|_| corrupt("the device key cannot sign")))?;
         let mut master_keys = BTreeMap::new();
         for s in &file.master_keys {
             let handle = KeyHandle(
@@ -240,7 +243,7 @@ impl SoftBackend {
         master_keys: &BTreeMap<KeyHandle, MasterKey>,
         importers: &BTreeMap<Digest32, SecretKey>,
     ) -> der::Result<Zeroizing<Vec<u8>>> {
-        let device = scalar_bytes(self.device.to_bytes());
+        let device = scalar_bytes(self.device.signing_key().to_bytes());
         let importer_scalars: Vec<(Digest32, Zeroizing<[u8; 32]>)> = importers
             .iter()
             .map(|(id, k)| (*id, scalar_bytes(k.to_bytes())))
@@ -287,12 +290,11 @@ impl Backend for SoftBackend {
     }
 
     fn sign(&self, message: &[u8]) -> Result<DerSignature, BackendError> {
-        let sig: Signature = self.device.try_sign(message).map_err(|_| {
+        self.device.sign(message).map_err(|_| {
             BackendError::Crypto(tke_proto::ProtoError::Transport(
                 "the device key failed to sign",
             ))
-        })?;
-        Ok(sig.to_der())
+        })
     }
 
     fn generate_master_key(&mut self) -> Result<(KeyHandle, Vp), BackendError> {

@@ -177,7 +177,8 @@ pub fn client(server: &ServerProc) -> Client {
 
 /// An administrator whose key is in memory (tests only).
 pub struct MemSigner {
-    key: SigningKey,
+    /// Signs through aws-lc, as the file signer does.
+    key: tke_proto::ecdsa_p256::EcdsaKey,
     cert: AdminCertificate,
 }
 
@@ -194,7 +195,10 @@ impl MemSigner {
             }),
         )
         .unwrap();
-        Self { key, cert }
+        Self {
+            key: tke_proto::ecdsa_p256::EcdsaKey::new(key).unwrap(),
+            cert,
+        }
     }
 }
 
@@ -206,8 +210,7 @@ impl Signer for MemSigner {
         SignerKind::File
     }
     fn sign(&self, message: &[u8]) -> Result<DerSignature, SignError> {
-        let s: Signature = self.key.sign(message);
-        Ok(s.to_der())
+        Ok(self.key.sign(message).unwrap())
     }
 }
 
@@ -239,7 +242,7 @@ pub fn raw(port: u16, ca: &CaCertificate, bytes: &[u8]) -> Raw {
         .add(rustls::pki_types::CertificateDer::from(ca.der().to_vec()))
         .unwrap();
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_protocol_versions(&[&rustls::version::TLS13])
     .unwrap()

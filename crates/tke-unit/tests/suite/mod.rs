@@ -50,6 +50,7 @@ macro_rules! backend_suite {
             import_malformed_envelope_from_fleet_member,
             import_wrong_length_key_from_fleet_member,
             export_checks_target,
+            export_batch,
             clear_registers,
             zeroize_keeps_counter,
             state_survives_reopen,
@@ -1294,6 +1295,85 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
         &Command::ExportMk(Box::new(req)),
         &[w.a(0), w.a(1)],
     ));
+}
+
+/// `exportMkBatch`: one quorum-signed command seals the key for several targets, in
+/// order; it is all or nothing, recovery only, and takes 1 to 16 requests.
+pub fn export_batch(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let quorum = [w.a(0), w.a(1)];
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    let mut op2 = w.ready(f, "op2", UnitType::Operational);
+    let mut fo = w.ready(f, "fo", UnitType::Failover);
+    let vp = vp_of(&ok(run(
+        &mut rec,
+        ca,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    )));
+    let reqs = vec![
+        export_request(&w, &mut op, Register::Current),
+        export_request(&w, &mut op2, Register::Current),
+        export_request(&w, &mut fo, Register::Current),
+    ];
+    let batch = |r: Vec<ExportRequest>| Command::ExportMkBatch(r);
+
+    // Refusals first; none of them seals anything.
+    let before = rec.status();
+    fails(
+        &run(&mut rec, ca, &batch(reqs.clone()), &[w.a(0)]),
+        ModuleError::NOT_ENOUGH_SIGNATURES,
+    );
+    assert_unchanged(&rec, &before, false);
+    // No target, or more than 16: malformed input, refused before the counter.
+    for bad in [vec![], vec![reqs[0].clone(); 17]] {
+        fails(
+            &run(&mut rec, ca, &batch(bad), &quorum),
+            ModuleError::INVALID_DATA,
+        );
+        assert_unchanged(&rec, &before, false);
+    }
+    // One bad request (the source itself as a target) fails the whole batch.
+    let mut own = reqs[1].clone();
+    own.target_certificate = OctetString::new(rec.device_certificate().der().to_vec()).unwrap();
+    fails(
+        &run(&mut rec, ca, &batch(vec![reqs[0].clone(), own]), &quorum),
+        ModuleError::INVALID_IMPORTER,
+    );
+    assert_unchanged(&rec, &before, true);
+    // Operational and failover units never export, batched or not.
+    for src in [&mut op, &mut fo] {
+        let before = src.status();
+        fails(
+            &run(src, ca, &batch(vec![reqs[1].clone()]), &quorum),
+            ModuleError::EXPORT_FORBIDDEN,
+        );
+        assert_unchanged(src, &before, true);
+    }
+
+    // The good batch: one envelope per request, in order, each for its own target.
+    let out = ok(run(&mut rec, ca, &batch(reqs), &quorum));
+    let envelopes = Vec::<SignedEnvelope>::from_der(&out).unwrap();
+    assert_eq!(envelopes.len(), 3);
+    for (target, env) in [&mut op, &mut op2, &mut fo].into_iter().zip(envelopes) {
+        let (inner, source) = env.verify(ca).unwrap();
+        assert_eq!(
+            (inner.target_unit_id, source.unit_id()),
+            (target.id(), rec.id())
+        );
+        let got = vp_of(&ok(run(
+            target,
+            ca,
+            &Command::ImportMk(Box::new(env)),
+            &[w.a(2)],
+        )));
+        assert_eq!(got, vp);
+        ok(run(target, ca, &Command::CommitMk(vp), &quorum));
+        ok(run(target, ca, &Command::SetImmediate(vp), &[w.a(1)]));
+        assert_eq!(target.status().current_register, valid(vp));
+    }
 }
 
 pub fn clear_registers(f: &dyn UnitFactory) {
