@@ -3,6 +3,7 @@
 
 pub mod cert;
 pub mod command;
+pub mod ecdh_p256;
 pub mod ecdsa_p256;
 pub mod response;
 pub mod transport;

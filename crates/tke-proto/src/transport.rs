@@ -342,6 +342,8 @@ pub fn unwrap(kek: &[u8; 32], wrapped: &[u8]) -> Result<MasterKey, ProtoError> {
     MasterKey::from_slice(&v).map_err(|_| ProtoError::Transport("the wrapped key is not 32 bytes"))
 }
 
+const ECDH: &str = "the P-256 key agreement failed";
+
 /// The software reference of the export side: makes an ephemeral key, derives the KEK
 /// for `importer`, wraps `mk` and returns the envelope (unsigned).
 ///
@@ -353,11 +355,11 @@ pub fn soft_seal(
     importer: &ImporterKey,
 ) -> Result<MkEnvelope, ProtoError> {
     let importer_key = importer.key()?;
-    let eph = p256::ecdh::EphemeralSecret::random(&mut rand_core::OsRng);
-    let eph_point = point_bytes(&eph.public_key());
-    let shared = eph.diffie_hellman(&importer_key);
-    let mut z = Zeroizing::new([0u8; 32]);
-    z.copy_from_slice(shared.raw_secret_bytes());
+    let (eph, _) = crate::ecdh_p256::generate().map_err(|_| ProtoError::Transport(ECDH))?;
+    let (eph_public, z) =
+        crate::ecdh_p256::agree(&eph, &importer_key).map_err(|_| ProtoError::Transport(ECDH))?;
+    drop(eph);
+    let eph_point = point_bytes(&eph_public);
     let ctx = kdf_context(
         &source,
         &importer.unit_id,
@@ -385,17 +387,15 @@ pub fn soft_open(
     envelope: &MkEnvelope,
     importer_secret: &p256::SecretKey,
 ) -> Result<MasterKey, ProtoError> {
-    let importer_pub = importer_secret.public_key();
+    let eph = parse_point(envelope.ephemeral_public_key.as_bytes(), "ephemeral key")?;
+    let (importer_pub, z) =
+        crate::ecdh_p256::agree(importer_secret, &eph).map_err(|_| ProtoError::Transport(ECDH))?;
     let importer_point = point_bytes(&importer_pub);
     if Digest32::sha256(&importer_point) != envelope.importer_key_id {
         return Err(ProtoError::Transport(
             "the envelope is wrapped to another importer key",
         ));
     }
-    let eph = parse_point(envelope.ephemeral_public_key.as_bytes(), "ephemeral key")?;
-    let shared = p256::ecdh::diffie_hellman(importer_secret.to_nonzero_scalar(), eph.as_affine());
-    let mut z = Zeroizing::new([0u8; 32]);
-    z.copy_from_slice(shared.raw_secret_bytes());
     let ctx = kdf_context(
         &envelope.source_unit_id,
         &envelope.target_unit_id,

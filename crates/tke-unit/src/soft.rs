@@ -319,8 +319,11 @@ impl Backend for SoftBackend {
     }
 
     fn generate_importer(&mut self) -> Result<PublicKey, BackendError> {
-        let secret = SecretKey::random(&mut rand_core::OsRng);
-        let public = secret.public_key();
+        let (secret, public) = tke_proto::ecdh_p256::generate().map_err(|_| {
+            BackendError::Crypto(tke_proto::ProtoError::Transport(
+                "the importer key could not be generated",
+            ))
+        })?;
         let mut next = self.importers.clone();
         next.insert(importer_key_id(&public), secret);
         self.write(&self.master_keys, &next)?;
