@@ -6,7 +6,7 @@ pub mod conformance;
 
 use tke_proto::{
     der::{asn1::OctetString, Encode},
-    p256::ecdsa::{signature::Verifier, DerSignature},
+    p256::ecdsa::DerSignature,
     AdminCertificate, AdminCommand, AdminName, BoxError, SignedCommand, SignerInfo, Ski,
 };
 
@@ -106,10 +106,7 @@ pub trait Signer: Send + Sync {
 pub fn check_usable(signer: &dyn Signer) -> Result<(), SignError> {
     const PROBE: &[u8] = b"TKE signature key check";
     let sig = signer.sign(PROBE)?;
-    signer
-        .certificate()
-        .verifying_key()
-        .verify(PROBE, &sig)
+    tke_proto::ecdsa_p256::verify(&signer.certificate().verifying_key(), PROBE, &sig)
         .map_err(|_| SignError::KeyMismatch {
             name: signer.name().clone(),
             ski: signer.ski(),
