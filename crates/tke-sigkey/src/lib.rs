@@ -106,11 +106,12 @@ pub trait Signer: Send + Sync {
 pub fn check_usable(signer: &dyn Signer) -> Result<(), SignError> {
     const PROBE: &[u8] = b"TKE signature key check";
     let sig = signer.sign(PROBE)?;
-    tke_proto::ecdsa_p256::verify(&signer.certificate().verifying_key(), PROBE, &sig)
-        .map_err(|_| SignError::KeyMismatch {
+    tke_proto::ecdsa_p256::verify(&signer.certificate().verifying_key(), PROBE, &sig).map_err(
+        |_| SignError::KeyMismatch {
             name: signer.name().clone(),
             ski: signer.ski(),
-        })
+        },
+    )
 }
 
 /// Signs a command with every signer given, in order, and returns the signed command.
