@@ -244,12 +244,6 @@ impl AutoInitPlan<'_, '_> {
         // key: different units, so one parallel step.
         progress.event(&Event::GeneratingMasterKey);
         let r = self.recovery;
-        let targets: Vec<&KnownUnit> = self
-            .units
-            .iter()
-            .copied()
-            .filter(|u| u.id() != r.id())
-            .collect();
         let out = on_all(STEP_GENERATE, &self.units, |u| {
             let command = if u.id() == r.id() {
                 Command::GenerateRandomMk
@@ -259,32 +253,24 @@ impl AutoInitPlan<'_, '_> {
             client.run(u, &command, &one)
         })?;
         let mut vp = None;
+        let mut targets: Vec<&KnownUnit> = Vec::new();
         let mut importers = Vec::new();
         for (u, der) in self.units.iter().zip(&out) {
+            let unusable = |source: tke_proto::ProtoError| CeremonyError::Output {
+                step: STEP_GENERATE,
+                num: u.num,
+                source,
+            };
             if u.id() == r.id() {
-                vp = Some(Vp::from_slice(der).map_err(|source| CeremonyError::Output {
-                    step: STEP_GENERATE,
-                    num: u.num,
-                    source,
-                })?);
+                vp = Some(Vp::from_slice(der).map_err(unusable)?);
             } else {
-                let importer =
-                    CertifiedImporter::from_der(der).map_err(|e| CeremonyError::Output {
-                        step: STEP_GENERATE,
-                        num: u.num,
-                        source: e.into(),
-                    })?;
                 importers.push(ExportRequest {
                     register: Register::Current,
-                    target_certificate: OctetString::new(u.certificate.der().to_vec()).map_err(
-                        |e| CeremonyError::Output {
-                            step: STEP_GENERATE,
-                            num: u.num,
-                            source: e.into(),
-                        },
-                    )?,
-                    importer,
+                    target_certificate: OctetString::new(u.certificate.der().to_vec())
+                        .map_err(|e| unusable(e.into()))?,
+                    importer: CertifiedImporter::from_der(der).map_err(|e| unusable(e.into()))?,
                 });
+                targets.push(u);
             }
         }
         let vp = vp.ok_or(CeremonyError::Verification {

@@ -21,7 +21,7 @@ use aws_lc_rs::{
     encoding::AsBigEndian,
 };
 use p256::{elliptic_curve::sec1::ToEncodedPoint, PublicKey, SecretKey};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 /// aws-lc refused a key or failed (not expected for valid P-256 keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,9 +29,7 @@ use zeroize::{Zeroize, Zeroizing};
 pub struct EcdhFailed(&'static str);
 
 fn private_key(secret: &SecretKey) -> Result<PrivateKey, EcdhFailed> {
-    let mut field = secret.to_bytes();
-    let scalar = Zeroizing::new(<[u8; 32]>::from(field));
-    field.as_mut_slice().zeroize();
+    let scalar = crate::scalar_bytes(secret.to_bytes());
     PrivateKey::from_private_key(&ECDH_P256, scalar.as_slice())
         .map_err(|_| EcdhFailed("aws-lc refused the private key"))
 }
@@ -67,11 +65,28 @@ pub fn agree(
     secret: &SecretKey,
     peer: &PublicKey,
 ) -> Result<(PublicKey, Zeroizing<[u8; 32]>), EcdhFailed> {
-    let key = private_key(secret)?;
-    let own = public_of(&key)?;
+    agree_with(&private_key(secret)?, peer)
+}
+
+/// ECDH with a fresh ephemeral key that never leaves aws-lc: returns the ephemeral public
+/// key and the x-coordinate of `e · peer`, zeroized on drop.
+///
+/// # Errors
+/// [`EcdhFailed`] if aws-lc refuses the peer's key or fails (not expected).
+pub fn agree_ephemeral(peer: &PublicKey) -> Result<(PublicKey, Zeroizing<[u8; 32]>), EcdhFailed> {
+    let key =
+        PrivateKey::generate(&ECDH_P256).map_err(|_| EcdhFailed("aws-lc cannot generate a key"))?;
+    agree_with(&key, peer)
+}
+
+fn agree_with(
+    key: &PrivateKey,
+    peer: &PublicKey,
+) -> Result<(PublicKey, Zeroizing<[u8; 32]>), EcdhFailed> {
+    let own = public_of(key)?;
     let point = peer.to_encoded_point(false);
     let z = agreement::agree(
-        &key,
+        key,
         UnparsedPublicKey::new(&ECDH_P256, point.as_bytes()),
         EcdhFailed("aws-lc refused the peer's public key"),
         |z| {
@@ -100,5 +115,13 @@ mod tests {
         assert_eq!(b_pub, b.public_key());
         let reference = p256::ecdh::diffie_hellman(b.to_nonzero_scalar(), a_pub.as_affine());
         assert_eq!(&z[..], reference.raw_secret_bytes().as_slice());
+    }
+
+    #[test]
+    fn ephemeral_agreement_matches_the_peer_side() {
+        let (b, b_pub) = generate().unwrap();
+        let (e_pub, z1) = agree_ephemeral(&b_pub).unwrap();
+        let (_, z2) = agree(&b, &e_pub).unwrap();
+        assert_eq!(*z1, *z2);
     }
 }

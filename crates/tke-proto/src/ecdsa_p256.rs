@@ -25,7 +25,6 @@ use aws_lc_rs::{
     },
 };
 use p256::ecdsa::{DerSignature, SigningKey, VerifyingKey};
-use zeroize::{Zeroize, Zeroizing};
 
 /// A signature that does not verify under the key it was checked with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -80,9 +79,7 @@ impl EcdsaKey {
     /// [`SigningFailed`] if aws-lc refuses the key (not expected for a valid key).
     pub fn new(key: SigningKey) -> Result<Self, SigningFailed> {
         let public = *key.verifying_key();
-        let mut field = key.to_bytes();
-        let scalar = Zeroizing::new(<[u8; 32]>::from(field));
-        field.as_mut_slice().zeroize();
+        let scalar = crate::scalar_bytes(key.to_bytes());
         let point = public.to_encoded_point(false);
         let pair = EcdsaKeyPair::from_private_key_and_public_key(
             &ECDSA_P256_SHA256_ASN1_SIGNING,

@@ -126,6 +126,14 @@ impl From<der::pem::Error> for ProtoError {
     }
 }
 
+/// Copies a P-256 private scalar into a zeroizing array and wipes the copy it came in, for
+/// handing keys to aws-lc ([`ecdsa_p256`], [`ecdh_p256`]).
+pub(crate) fn scalar_bytes(mut field: p256::FieldBytes) -> Zeroizing<[u8; 32]> {
+    let scalar = Zeroizing::new(<[u8; 32]>::from(field));
+    zeroize::Zeroize::zeroize(field.as_mut_slice());
+    scalar
+}
+
 /// A 256-bit AES master key value. Zeroized on drop; no `Debug` that shows it; the value
 /// comes out only through [`MasterKey::expose_secret`].
 #[derive(Clone)]

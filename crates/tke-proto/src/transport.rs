@@ -355,10 +355,8 @@ pub fn soft_seal(
     importer: &ImporterKey,
 ) -> Result<MkEnvelope, ProtoError> {
     let importer_key = importer.key()?;
-    let (eph, _) = crate::ecdh_p256::generate().map_err(|_| ProtoError::Transport(ECDH))?;
-    let (eph_public, z) =
-        crate::ecdh_p256::agree(&eph, &importer_key).map_err(|_| ProtoError::Transport(ECDH))?;
-    drop(eph);
+    let (eph_public, z) = crate::ecdh_p256::agree_ephemeral(&importer_key)
+        .map_err(|_| ProtoError::Transport(ECDH))?;
     let eph_point = point_bytes(&eph_public);
     let ctx = kdf_context(
         &source,
