@@ -658,7 +658,12 @@ fn an_unwrapped_value_of_another_length_is_refused_as_such() {
     };
     let e = b.import(&importer.key_id, &envelope).unwrap_err();
     assert!(
-        matches!(&e, BackendError::Rejected(ProtoError::Transport(m)) if m.contains("not 32 bytes")),
+        matches!(
+            &e,
+            BackendError::Rejected(ProtoError::Transport(
+                tke_proto::TransportError::UnwrappedKeyLength
+            ))
+        ),
         "{e:?}"
     );
     // Nothing was left on the token.

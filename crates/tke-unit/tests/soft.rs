@@ -331,7 +331,11 @@ fn create_refuses_and_cleans_up() {
     let cases: Vec<(&str, Issue<'_>)> = vec![
         (
             "fails",
-            Box::new(|_| Err(ProtoError::Certificate("the CA is offline"))),
+            Box::new(|_| {
+                Err(ProtoError::Signing {
+                    source: "the CA is offline".into(),
+                })
+            }),
         ),
         (
             "other-unit",
@@ -360,7 +364,9 @@ fn create_refuses_and_cleans_up() {
     let empty = d.path().join("empty");
     fs::create_dir(&empty).unwrap();
     Unit::create_soft(&empty, id, UnitType::Recovery, &fleet.ca, &mut |_| {
-        Err(ProtoError::Certificate("no"))
+        Err(ProtoError::Signing {
+            source: "no".into(),
+        })
     })
     .unwrap_err();
     assert!(file_names(&empty).is_empty());
