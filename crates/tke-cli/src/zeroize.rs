@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use tke_client::{fanout::parallel, KnownUnit};
 use tke_keyfile::SigKeyEntry;
-use tke_proto::{Command, RegisterState, UnitStatus};
+use tke_proto::{Command, ErrorChain, RegisterState, UnitStatus};
 use tke_sigkey::Signer;
 
 use crate::{context::Ctx, sigkeys::list, table::Table, units::header};
@@ -44,7 +44,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     for (u, s) in units.iter().zip(parallel(&units, |u| client.query(u))) {
         match s {
             Ok(s) => rows.push((*u, s)),
-            Err(e) => problems.push(format!("crypto unit {} cannot be queried: {e}", u.num)),
+            Err(e) => problems.push(format!(
+                "crypto unit {} cannot be queried: {}",
+                u.num,
+                ErrorChain(&e)
+            )),
         }
     }
 
@@ -190,7 +194,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let mut failures = Vec::new();
     for ((u, _), r) in jobs.iter().zip(results) {
         if let Err(e) = r {
-            failures.push(format!("  - crypto unit {}: {e}", u.num));
+            failures.push(format!("  - crypto unit {}: {}", u.num, ErrorChain(&e)));
         }
     }
     if !failures.is_empty() {

@@ -113,7 +113,7 @@ pub struct LiveSecrets {
 #[non_exhaustive]
 pub enum BackendError {
     /// Reading or writing a file failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done ("read", "write", "create").
         action: &'static str,
@@ -123,7 +123,7 @@ pub enum BackendError {
         source: std::io::Error,
     },
     /// A secrets file is not valid DER.
-    #[error("{} is corrupt: {source}", path.display())]
+    #[error("{} is corrupt", path.display())]
     Der {
         /// The file.
         path: PathBuf,
@@ -162,13 +162,13 @@ pub enum BackendError {
     },
     /// A transport input was refused (the envelope does not unwrap with this importer,
     /// or its value does not match its VP). The unit answers "invalid data".
-    #[error("the master key envelope was refused: {0}")]
+    #[error("the master key envelope was refused")]
     Rejected(#[source] ProtoError),
     /// A cryptographic operation failed inside the backend.
-    #[error("cryptographic operation failed: {0}")]
+    #[error("cryptographic operation failed")]
     Crypto(#[source] ProtoError),
     /// A configuration file is not valid JSON of the expected shape.
-    #[error("{} is corrupt: {source}", path.display())]
+    #[error("{} is corrupt", path.display())]
     Json {
         /// The file.
         path: PathBuf,
@@ -176,7 +176,7 @@ pub enum BackendError {
         source: serde_json::Error,
     },
     /// The PKCS#11 module file cannot be found or read.
-    #[error("cannot open the PKCS#11 module {} (for token {:?}): {source}", token.module().display(), token.label())]
+    #[error("cannot open the PKCS#11 module {} (for token {:?})", token.module().display(), token.label())]
     Pkcs11ModuleMissing {
         /// The token the module was to reach.
         token: TokenRef,
@@ -184,7 +184,7 @@ pub enum BackendError {
         source: std::io::Error,
     },
     /// The PKCS#11 module cannot be loaded or initialized.
-    #[error("cannot load the PKCS#11 module {} (for token {:?}): {source}", token.module().display(), token.label())]
+    #[error("cannot load the PKCS#11 module {} (for token {:?})", token.module().display(), token.label())]
     Pkcs11Module {
         /// The token the module was to reach.
         token: TokenRef,
@@ -208,7 +208,7 @@ pub enum BackendError {
         count: usize,
     },
     /// The PIN file cannot be read.
-    #[error("cannot read the PIN file {} of {token}: {source}", path.display())]
+    #[error("cannot read the PIN file {} of {token}", path.display())]
     PinFileIo {
         /// The PIN file.
         path: PathBuf,
@@ -238,7 +238,7 @@ pub enum BackendError {
         problem: &'static str,
     },
     /// A token operation failed.
-    #[error("{token}: cannot {action}: {source}")]
+    #[error("{token}: cannot {action}")]
     Token {
         /// The token.
         token: TokenRef,

@@ -441,7 +441,8 @@ fn token_errors_name_the_token_and_the_module() {
     let pool = softhsm::pool();
     let d = tempfile::tempdir().unwrap();
     let names = |e: &UnitError, config: &Pkcs11Config| {
-        let msg = e.to_string();
+        // The unit's error and its causes, as a printer shows them.
+        let msg = tke_proto::ErrorChain(e).to_string();
         assert!(
             msg.contains(&format!("{:?}", config.token_label)) && msg.contains(MODULE),
             "{msg}"
@@ -494,7 +495,7 @@ fn token_errors_name_the_token_and_the_module() {
 
     // A module path that does not exist, or a file that is not a PKCS#11 module.
     let config = Pkcs11Config::new("/nonexistent/libpkcs11.so", &label, &right_pin);
-    let msg = create_err(&config).0.to_string();
+    let msg = tke_proto::ErrorChain(&create_err(&config).0).to_string();
     assert!(
         msg.contains("cannot open the PKCS#11 module /nonexistent/libpkcs11.so")
             && msg.contains(&format!("{label:?}")),
@@ -503,7 +504,7 @@ fn token_errors_name_the_token_and_the_module() {
     let not_a_module = d.path().join("not-a-module.so");
     fs::write(&not_a_module, b"not a shared library").unwrap();
     let config = Pkcs11Config::new(&not_a_module, &label, &right_pin);
-    let msg = create_err(&config).0.to_string();
+    let msg = tke_proto::ErrorChain(&create_err(&config).0).to_string();
     assert!(
         msg.contains("cannot load the PKCS#11 module")
             && msg.contains("not-a-module.so")
@@ -550,9 +551,10 @@ fn open_names_what_is_wrong_with_the_token() {
     fs::copy(b_dir.join(PKCS11_FILE), d.join(PKCS11_FILE)).unwrap();
     let e = Unit::open(&d).unwrap_err();
     assert!(
-        e.to_string()
+        tke_proto::ErrorChain(&e)
+            .to_string()
             .contains("holds the device key of crypto unit"),
-        "{e}"
+        "{e:?}"
     );
     // A wrong PIN recorded for a token nobody is logged in to now.
     let config = Pkcs11Config::read(&a_dir).unwrap();
@@ -567,7 +569,7 @@ fn open_names_what_is_wrong_with_the_token() {
     )
     .unwrap();
     let e = Unit::open(&a_dir).unwrap_err();
-    let msg = e.to_string();
+    let msg = tke_proto::ErrorChain(&e).to_string();
     assert!(
         msg.contains("PIN is incorrect")
             && msg.contains(&config.token_label)
@@ -578,7 +580,10 @@ fn open_names_what_is_wrong_with_the_token() {
     // A corrupt configuration file is named.
     fs::write(b_dir.join(PKCS11_FILE), b"{\"format\": 1").unwrap();
     let e = Unit::open(&b_dir).unwrap_err();
-    assert!(e.to_string().contains(PKCS11_FILE), "{e}");
+    assert!(
+        tke_proto::ErrorChain(&e).to_string().contains(PKCS11_FILE),
+        "{e:?}"
+    );
     assert!(Unit::open(&a_dir).is_ok());
 }
 

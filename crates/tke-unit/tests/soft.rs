@@ -217,7 +217,8 @@ fn open_names_what_is_wrong() {
         d
     };
     let shows = |e: &UnitError, path: &Path| {
-        let msg = e.to_string();
+        // The unit's error and its causes, as a printer shows them.
+        let msg = tke_proto::ErrorChain(e).to_string();
         assert!(
             msg.contains(&path.display().to_string()),
             "{msg} does not name {}",
@@ -267,8 +268,10 @@ fn open_names_what_is_wrong() {
     fs::copy(b_dir.join(SECRETS_FILE), d.join(SECRETS_FILE)).unwrap();
     let e = open_err(&d);
     assert!(
-        e.to_string().contains("holds the secrets of crypto unit"),
-        "{e}"
+        tke_proto::ErrorChain(&e)
+            .to_string()
+            .contains("holds the secrets of crypto unit"),
+        "{e:?}"
     );
     shows(&e, &d.join(SECRETS_FILE));
     let d = copy("foreign-device");
