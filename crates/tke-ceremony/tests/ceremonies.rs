@@ -163,6 +163,19 @@ fn zeroize_plan_reports_every_problem_at_once_and_changes_nothing() {
 
     // Nothing changed: same state, same counter on every unit.
     assert_eq!(w.statuses(), before);
+
+    // No unit at all is a problem too, not an empty success.
+    let err = Zeroize {
+        units: Vec::new(),
+        keys: vec![info(&w.alice)],
+    }
+    .plan(&w.client)
+    .err()
+    .expect("a plan without units must be refused");
+    assert!(
+        matches!(&err, CeremonyError::Problems(p) if matches!(p.as_slice(), [Problem::NoUnits])),
+        "{err}"
+    );
 }
 
 #[test]
