@@ -100,13 +100,9 @@ fn ok(w: &Workstation, t: &Tokens, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-fn fails(w: &Workstation, t: &Tokens, args: &[&str]) -> String {
+fn fails(w: &Workstation, t: &Tokens, args: &[&str], code: i32) -> String {
     let o = run(w, t, args);
-    assert!(
-        !o.status.success(),
-        "tke {args:?} should have failed; stdout:\n{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    common::assert_failed(&o, code, args);
     String::from_utf8(o.stderr).unwrap()
 }
 
@@ -213,6 +209,7 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
             "--name",
             "tokadmin",
         ],
+        1,
     );
     assert!(err.contains("already recorded"), "{err}");
     assert_eq!(before, w.snapshot());
@@ -392,6 +389,7 @@ fn a_wrong_pin_fails_clearly_and_changes_nothing() {
             "--name",
             "tokadmin",
         ],
+        1,
     );
     assert!(
         err.contains("wrong PIN for token \"admins\" (serial "),
@@ -442,6 +440,7 @@ fn a_wrong_pin_fails_clearly_and_changes_nothing() {
             "tokadmin",
             "--yes",
         ],
+        1,
     );
     assert!(
         err.contains("cannot open the signature key of tokadmin on its PKCS#11 token"),
@@ -492,6 +491,7 @@ fn bad_uris_are_refused_before_anything_is_written() {
                 "--name",
                 "tokadmin",
             ],
+            1,
         );
         assert!(err.contains(want), "{uri}: {err}");
         assert!(!err.contains("777999"), "{err}");

@@ -82,13 +82,9 @@ impl Tokens {
         String::from_utf8(o.stdout).unwrap()
     }
 
-    fn fails(&self, w: &Workstation, args: &[&str]) -> String {
+    fn fails(&self, w: &Workstation, args: &[&str], code: i32) -> String {
         let o = self.run(w, args);
-        assert!(
-            !o.status.success(),
-            "tke {args:?} should have failed; stdout:\n{}",
-            String::from_utf8_lossy(&o.stdout)
-        );
+        common::assert_failed(&o, code, args);
         String::from_utf8(o.stderr).unwrap()
     }
 }
@@ -239,7 +235,7 @@ fn placement_errors_are_clear_and_leave_the_tokens_usable() {
     let run = |labels: &str, units: &str| {
         let mut args = base.to_vec();
         args.extend(init_args(&pin, labels, units));
-        t.fails(&w, &args)
+        t.fails(&w, &args, 1)
     };
     // One label too few: said before anything is made.
     let err = run("good-1", "all");
@@ -266,14 +262,14 @@ fn placement_errors_are_clear_and_leave_the_tokens_usable() {
     fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut args = base.to_vec();
     args.extend(init_args(wrong.to_str().unwrap(), "good-1,good-2", "all"));
-    let err = t.fails(&w, &args);
+    let err = t.fails(&w, &args, 1);
     assert!(
         err.contains("PIN is incorrect") && err.contains("\"good-1\"") && err.contains(MODULE),
         "{err}"
     );
     assert!(!err.contains("0000"), "{err}");
     // --pkcs11-tokens without a module is refused by the argument parser.
-    let err = w.fails(&["local", "init", "--pkcs11-tokens", "good-1"]);
+    let err = w.fails(&["local", "init", "--pkcs11-tokens", "good-1"], 2);
     assert!(err.contains("--pkcs11-module"), "{err}");
     // The tokens were left empty: the same init now succeeds.
     let mut args = base.to_vec();

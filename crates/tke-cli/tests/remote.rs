@@ -315,7 +315,7 @@ fn auto_init_of_one_instance_spread_over_three_servers() {
     w.ok(&["target", "rm", "dr"]);
     let units: Value = serde_json::from_str(&w.ok(&["cryptounits", "--output", "json"])).unwrap();
     assert_eq!(units.as_array().unwrap().len(), 3);
-    let err = w.fails(&["target", "rm", "dr"]);
+    let err = w.fails(&["target", "rm", "dr"], 1);
     assert!(err.contains("no target named"), "{err}");
 }
 
@@ -441,7 +441,7 @@ fn a_server_killed_during_auto_init_is_reported_truthfully_and_the_operator_fini
     }
 
     // auto-init refuses a half-initialized instance and says what to do ...
-    let err = w.fails(&auto_init_args(s, false));
+    let err = w.fails(&auto_init_args(s, false), 1);
     assert!(err.contains("not in imprint mode"), "{err}");
     assert!(err.contains("cryptounit-zeroize"), "{err}");
     // ... which is: zeroize (one administrator's signature), then run it again with the
@@ -497,7 +497,7 @@ fn refusals_say_what_is_wrong() {
         args[3] = &url;
         args.extend(extra);
         w.ok(&args);
-        let err = w.fails(&["cryptounits"]);
+        let err = w.fails(&["cryptounits"], 1);
         for e in expect {
             assert!(err.contains(e), "{name}: missing {e:?} in:\n{err}");
         }
@@ -542,30 +542,36 @@ fn refusals_say_what_is_wrong() {
     );
     // Missing or unprotected key files are refused when the target is added.
     let missing = root.path().join("no-such-key");
-    let err = w.fails(&[
-        "target",
-        "add",
-        "x",
-        &two.url(),
-        "--ca",
-        &ca,
-        "--api-key-file",
-        missing.to_str().unwrap(),
-    ]);
+    let err = w.fails(
+        &[
+            "target",
+            "add",
+            "x",
+            &two.url(),
+            "--ca",
+            &ca,
+            "--api-key-file",
+            missing.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("cannot read the API key file"), "{err}");
     let open = root.path().join("open-key");
     fs::copy(&key1, &open).unwrap();
     fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
-    let err = w.fails(&[
-        "target",
-        "add",
-        "x",
-        &two.url(),
-        "--ca",
-        &ca,
-        "--api-key-file",
-        open.to_str().unwrap(),
-    ]);
+    let err = w.fails(
+        &[
+            "target",
+            "add",
+            "x",
+            &two.url(),
+            "--ca",
+            &ca,
+            "--api-key-file",
+            open.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("chmod 600"), "{err}");
     assert!(w.ok(&["target", "list"]).contains("No targets"));
 
@@ -581,7 +587,7 @@ fn refusals_say_what_is_wrong() {
         &key1,
     ]);
     two.kill();
-    let err = w.fails(&["cryptounits"]);
+    let err = w.fails(&["cryptounits"], 1);
     assert!(err.contains("Cannot connect"), "{err}");
     assert!(err.contains("tke-unitd is running"), "{err}");
     w.ok(&["target", "rm", "down"]);
@@ -597,7 +603,7 @@ fn refusals_say_what_is_wrong() {
     };
     let url = two.url();
     let o = env_run(&[("TKE_TARGETS", &url)], &["cryptounits"]);
-    assert!(!o.status.success());
+    common::assert_failed(&o, 1, &["cryptounits"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("TKE_CA_FILE"));
     let vars = [
         ("TKE_TARGETS", url.as_str()),
