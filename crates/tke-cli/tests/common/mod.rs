@@ -9,6 +9,8 @@ use std::{
     process::{Command, Output},
 };
 
+pub mod unitd;
+
 /// Asserts that a run of `tke` failed with exit code `code`: 1 failure (`FAILED` and the
 /// reason on standard error), 2 usage error, 3 cancelled at a confirmation.
 pub fn assert_failed(o: &Output, code: i32, args: &[&str]) {
