@@ -9,6 +9,7 @@ use std::{
     process::{Command, Output},
 };
 
+pub mod snap;
 pub mod unitd;
 
 /// Asserts that a run of `tke` failed with exit code `code`: 1 failure (`FAILED` and the
@@ -92,6 +93,15 @@ impl Workstation {
         let o = self.run(args);
         assert_failed(&o, code, args);
         String::from_utf8(o.stderr).unwrap()
+    }
+
+    /// Runs `tke`, asserts its exit code and the snapshot `name` of what it showed (the
+    /// workstation directory shows as `[WS]`, `paths` as their labels).
+    pub fn check(&self, name: &str, args: &[&str], code: i32, paths: &[(&Path, &str)]) {
+        let o = self.run(args);
+        let mut all = vec![(self.path(), "[WS]")];
+        all.extend_from_slice(paths);
+        snap::assert_run(name, &o, code, &all);
     }
 
     /// `cryptounit-compare --output json`.
