@@ -1,0 +1,694 @@
+//! Every error path of `tke` on the embedded fleet, through the real binary: the exit
+//! code asserted (0 success, 1 failure, 2 usage error, 3 cancelled at a confirmation) and
+//! what the operator reads committed as a snapshot in `tests/snapshots/`, so that a change
+//! of wording is a reviewed diff. Remote fleets (`tke-unitd`, targets) are in
+//! `errors_remote.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{fs, os::unix::fs::PermissionsExt};
+
+use common::{snap, Workstation};
+use rexpect::{process::wait::WaitStatus, session::spawn_command};
+
+const PW: &[(&str, &str)] = &[("alice", "alice-password-1"), ("bob", "bob-password-22")];
+
+/// Writes `text` to `name` in the workstation directory, mode 0600; returns its path.
+fn private_file(w: &Workstation, name: &str, text: &str) -> String {
+    let p = w.path().join(name);
+    fs::write(&p, text).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+/// The key file (`.key.pem`) of the only signature key of `name`.
+fn key_file(w: &Workstation, name: &str) -> std::path::PathBuf {
+    let files: Vec<_> = fs::read_dir(w.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let f = p.file_name().unwrap().to_str().unwrap();
+            f.starts_with(&format!("{name}-")) && f.ends_with(".key.pem")
+        })
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+/// A workstation with the default embedded fleet and file keys for alice and bob; returns
+/// it with the path of its secrets file.
+fn with_keys() -> (Workstation, String) {
+    let w = Workstation::new();
+    w.ok(&["local", "init"]);
+    let s = w.secrets(PW);
+    let s = s.to_str().unwrap().to_owned();
+    for (name, _) in PW {
+        w.ok(&["--secrets", &s, "sigkey-add", "--name", name]);
+    }
+    (w, s)
+}
+
+#[test]
+fn usage_errors_exit_2_and_touch_nothing() {
+    let w = Workstation::new();
+    let cases: &[(&str, &[&str])] = &[
+        ("usage_no_command", &[]),
+        ("usage_unknown_command", &["frobnicate"]),
+        ("usage_unknown_flag", &["cryptounits", "--bogus"]),
+        ("usage_missing_argument", &["target", "add", "only-a-name"]),
+        ("usage_not_a_number", &["cryptounit-add", "two"]),
+        (
+            "usage_negative_threshold",
+            &["auto-init", "--sig-threshold", "-1"],
+        ),
+        (
+            "usage_unknown_output_format",
+            &["--output", "yaml", "sigkeys"],
+        ),
+        (
+            "usage_pkcs11_and_yubikey",
+            &["sigkey-add", "--pkcs11", "pkcs11:token=a", "--yubikey"],
+        ),
+        (
+            "usage_pkcs11_tokens_without_module",
+            &["local", "init", "--pkcs11-tokens", "a"],
+        ),
+        (
+            "usage_unknown_pkcs11_units",
+            &[
+                "local",
+                "init",
+                "--pkcs11-module",
+                "/m.so",
+                "--pkcs11-tokens",
+                "a",
+                "--pkcs11-pin-file",
+                "/p",
+                "--pkcs11-units",
+                "some",
+            ],
+        ),
+    ];
+    for (name, args) in cases {
+        w.check(name, args, 2, &[]);
+    }
+    assert!(w.snapshot().is_empty(), "a usage error wrote files");
+}
+
+#[test]
+fn success_exits_0() {
+    let w = Workstation::new();
+    w.check("ok_version", &["--version"], 0, &[]);
+    w.check("ok_sigkeys_none", &["sigkeys"], 0, &[]);
+    w.check("ok_target_list_none", &["target", "list"], 0, &[]);
+    // An unknown command to explain is a failure of `help`, not a usage error.
+    w.check("help_unknown_command", &["help", "no-such-command"], 1, &[]);
+}
+
+#[test]
+fn secrets_file_errors() {
+    let w = Workstation::new();
+    let missing = w.path().join("no-such-secrets.toml");
+    w.check(
+        "secrets_missing",
+        &["--secrets", missing.to_str().unwrap(), "sigkeys"],
+        1,
+        &[],
+    );
+    let open = w.secrets(PW);
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
+    w.check(
+        "secrets_readable_by_others",
+        &["--secrets", open.to_str().unwrap(), "sigkeys"],
+        1,
+        &[],
+    );
+    // The TOML error would quote the line, password included: only its position is shown.
+    let bad = private_file(&w, "bad.toml", "alice = \"secret-pw-in-a-broken-line\n");
+    w.check("secrets_not_toml", &["--secrets", &bad, "sigkeys"], 1, &[]);
+    let number = private_file(&w, "number.toml", "alice = 1234\n");
+    w.check(
+        "secrets_value_not_a_string",
+        &["--secrets", &number, "sigkeys"],
+        1,
+        &[],
+    );
+}
+
+#[test]
+fn without_a_terminal_the_error_names_the_flag() {
+    let w = Workstation::new();
+    w.ok(&["local", "init", "--instances", "2"]);
+    let s = w.secrets(PW);
+    let s = s.to_str().unwrap();
+    w.ok(&["--secrets", s, "sigkey-add", "--name", "alice"]);
+    let thresholds = ["--sig-threshold", "1", "--rev-threshold", "1"];
+    let auto_init = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["auto-init", "--instance", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("no_terminal_cryptounit_add", vec!["cryptounit-add".into()]),
+        ("no_terminal_cryptounit_rm", vec!["cryptounit-rm".into()]),
+        ("no_terminal_sigkey_add_name", vec!["sigkey-add".into()]),
+        (
+            "no_terminal_sigkey_add_password",
+            ["sigkey-add", "--name", "carol"].map(String::from).to_vec(),
+        ),
+        ("no_terminal_sigkey_sel", vec!["sigkey-sel".into()]),
+        ("no_terminal_sigkey_rm", vec!["sigkey-rm".into()]),
+        (
+            "no_terminal_sigkey_rm_confirmation",
+            ["sigkey-rm", "1"].map(String::from).to_vec(),
+        ),
+        ("no_terminal_auto_init_instance", vec!["auto-init".into()]),
+        ("no_terminal_auto_init_sig_threshold", auto_init(&[])),
+        (
+            "no_terminal_auto_init_rev_threshold",
+            auto_init(&["--sig-threshold", "1"]),
+        ),
+        ("no_terminal_auto_init_admins", auto_init(&thresholds)),
+        (
+            "no_terminal_auto_init_confirmation",
+            auto_init(&[&thresholds[..], &["--admin", "alice"]].concat()),
+        ),
+        (
+            "no_terminal_auto_init_key_password",
+            auto_init(&[&thresholds[..], &["--admin", "alice", "--yes"]].concat()),
+        ),
+        (
+            "no_terminal_auto_init_new_key_password",
+            auto_init(&[&thresholds[..], &["--new-admin", "dora", "--yes"]].concat()),
+        ),
+    ];
+    let before = w.snapshot();
+    for (name, args) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        w.check(name, &args, 1, &[]);
+    }
+    assert_eq!(before, w.snapshot(), "a refused command changed files");
+    w.ok(&["cryptounit-add", "1"]);
+    w.check(
+        "no_terminal_zeroize_confirmation",
+        &["cryptounit-zeroize"],
+        1,
+        &[],
+    );
+}
+
+#[test]
+fn numbers_that_do_not_exist_and_empty_selections() {
+    let w = Workstation::new();
+    // The first command that needs crypto units creates the default fleet (a notice on
+    // standard error).
+    w.check("nothing_selected_compare", &["cryptounit-compare"], 1, &[]);
+    w.check(
+        "nothing_selected_zeroize",
+        &["cryptounit-zeroize", "--yes"],
+        1,
+        &[],
+    );
+    w.check("unit_num_too_large", &["cryptounit-add", "2", "9"], 1, &[]);
+    w.check("unit_num_zero", &["cryptounit-rm", "0"], 1, &[]);
+    w.check("no_signature_keys_sel", &["sigkey-sel", "1"], 1, &[]);
+    w.check("no_signature_keys_rm", &["sigkey-rm", "1", "--yes"], 1, &[]);
+    let s = w.secrets(PW);
+    w.ok(&[
+        "--secrets",
+        s.to_str().unwrap(),
+        "sigkey-add",
+        "--name",
+        "alice",
+    ]);
+    w.check("keynum_too_large_sel", &["sigkey-sel", "3"], 1, &[]);
+    w.check("keynum_too_large_rm", &["sigkey-rm", "0", "--yes"], 1, &[]);
+}
+
+#[test]
+fn local_init_errors() {
+    let w = Workstation::new();
+    w.ok(&["local", "init"]);
+    w.check("local_init_twice", &["local", "init"], 1, &[]);
+    let fresh = Workstation::new();
+    let spec_cases: &[(&str, &[&str])] = &[
+        (
+            "local_init_more_failover_than_operational",
+            &["--failover", "3", "--operational", "2"],
+        ),
+        ("local_init_no_instance", &["--instances", "0"]),
+        ("local_init_too_many_instances", &["--instances", "17"]),
+        ("local_init_too_many_operational", &["--operational", "7"]),
+        ("local_init_too_many_recovery", &["--recovery", "3"]),
+    ];
+    let pin = private_file(&fresh, "token.pin", "1234");
+    let module_cases: &[(&str, &[&str])] = &[
+        (
+            "local_init_token_count",
+            &[
+                "--operational",
+                "1",
+                "--recovery",
+                "1",
+                "--pkcs11-module",
+                "/nonexistent/libnone.so",
+                "--pkcs11-tokens",
+                "a",
+                "--pkcs11-pin-file",
+                &pin,
+            ],
+        ),
+        (
+            "local_init_module_missing",
+            &[
+                "--operational",
+                "1",
+                "--recovery",
+                "0",
+                "--pkcs11-module",
+                "/nonexistent/libnone.so",
+                "--pkcs11-tokens",
+                "a",
+                "--pkcs11-pin-file",
+                &pin,
+            ],
+        ),
+    ];
+    for (name, extra) in spec_cases.iter().chain(module_cases) {
+        let args = [&["local", "init"][..], extra].concat();
+        fresh.check(name, &args, 1, &[]);
+    }
+    assert!(!fresh.path().join("local").exists());
+}
+
+#[test]
+fn sigkey_add_errors() {
+    let w = Workstation::new();
+    let s = w.secrets(&[("alice", "alice-password-1"), ("tokadmin", "1234")]);
+    let s = s.to_str().unwrap();
+    fn with<'a>(s: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        [&["--secrets", s, "sigkey-add"][..], extra].concat()
+    }
+    let add = |extra: &[&'static str]| with(s, extra);
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "sigkey_add_name_too_long",
+            add(&["--name", "abcdefghijklmnopqrstuvwxyz01234"]),
+        ),
+        ("sigkey_add_name_empty", add(&["--name", ""])),
+        ("sigkey_add_name_leading_space", add(&["--name", " alice"])),
+        (
+            "sigkey_add_pkcs11_not_a_uri",
+            add(&["--pkcs11", "token=a;object=b", "--name", "tokadmin"]),
+        ),
+        (
+            "sigkey_add_pkcs11_no_object",
+            add(&[
+                "--pkcs11",
+                "pkcs11:token=a?module-path=/nonexistent/libnone.so",
+                "--name",
+                "tokadmin",
+            ]),
+        ),
+        (
+            "sigkey_add_pkcs11_pin_value",
+            add(&[
+                "--pkcs11",
+                "pkcs11:token=a;object=b?module-path=/nonexistent/libnone.so&pin-value=1234",
+                "--name",
+                "tokadmin",
+            ]),
+        ),
+        (
+            "sigkey_add_pkcs11_module_missing",
+            add(&[
+                "--pkcs11",
+                "pkcs11:token=a;object=b?module-path=/nonexistent/libnone.so",
+                "--name",
+                "tokadmin",
+            ]),
+        ),
+        (
+            "sigkey_add_pkcs11_pin_source_missing",
+            vec![
+                "sigkey-add",
+                "--pkcs11",
+                "pkcs11:token=a;object=b?module-path=/nonexistent/libnone.so&pin-source=file:/nonexistent/token.pin",
+                "--name",
+                "tokadmin",
+            ],
+        ),
+    ];
+    for (name, args) in &cases {
+        w.check(name, args, 1, &[]);
+    }
+    assert_eq!(
+        w.snapshot().len(),
+        1,
+        "only the secrets file is in the workstation"
+    );
+}
+
+#[test]
+fn auto_init_refusals() {
+    let (w, s) = with_keys();
+    let run = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["--secrets", &s, "auto-init"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        v.extend(extra.iter().map(|a| a.to_string()));
+        v
+    };
+    let nine: Vec<&str> = (1..=9)
+        .flat_map(|i| {
+            [
+                "--new-admin",
+                ["a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9"][i - 1],
+            ]
+        })
+        .collect();
+    let t11 = ["--sig-threshold", "1", "--rev-threshold", "1"];
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "auto_init_sig_threshold_zero",
+            run(&[
+                "--sig-threshold",
+                "0",
+                "--rev-threshold",
+                "1",
+                "--admin",
+                "alice",
+            ]),
+        ),
+        (
+            "auto_init_sig_threshold_nine",
+            run(&[
+                "--sig-threshold",
+                "9",
+                "--rev-threshold",
+                "1",
+                "--admin",
+                "alice",
+            ]),
+        ),
+        (
+            "auto_init_rev_threshold_nine",
+            run(&[
+                "--sig-threshold",
+                "1",
+                "--rev-threshold",
+                "9",
+                "--admin",
+                "alice",
+            ]),
+        ),
+        (
+            "auto_init_too_many_admins",
+            run(&[&t11[..], &nine].concat()),
+        ),
+        (
+            "auto_init_too_few_admins",
+            run(&[
+                "--sig-threshold",
+                "2",
+                "--rev-threshold",
+                "2",
+                "--admin",
+                "alice",
+            ]),
+        ),
+        (
+            "auto_init_instance_does_not_exist",
+            run(&[&["--instance", "3"][..], &t11, &["--admin", "alice"]].concat()),
+        ),
+        (
+            "auto_init_unknown_admin",
+            run(&[&t11[..], &["--admin", "zed"]].concat()),
+        ),
+        (
+            "auto_init_new_admin_exists",
+            run(&[&t11[..], &["--new-admin", "alice"]].concat()),
+        ),
+        (
+            "auto_init_new_admin_twice",
+            run(&[&t11[..], &["--new-admin", "dora", "--new-admin", "dora"]].concat()),
+        ),
+        (
+            "auto_init_new_admin_invalid_name",
+            run(&[
+                &t11[..],
+                &["--new-admin", "abcdefghijklmnopqrstuvwxyz01234"],
+            ]
+            .concat()),
+        ),
+    ];
+    let before = w.snapshot();
+    for (name, args) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        w.check(name, &args, 1, &[]);
+    }
+    assert_eq!(before, w.snapshot(), "a refused auto-init changed files");
+
+    // A successful run, then a second one: the units are no longer in imprint mode.
+    let ok = run(&[&t11[..], &["--admin", "alice", "--yes"]].concat());
+    let ok: Vec<&str> = ok.iter().map(String::as_str).collect();
+    w.check("ok_auto_init", &ok, 0, &[]);
+    w.check("auto_init_not_in_imprint_mode", &ok, 1, &[]);
+}
+
+#[test]
+fn wrong_password_and_damaged_or_missing_key_files() {
+    let (w, _) = with_keys();
+    let t11 = ["--sig-threshold", "1", "--rev-threshold", "1"];
+    let wrong = private_file(
+        &w,
+        "wrong.toml",
+        "alice = \"not-the-password\"\nbob = \"x\"\n",
+    );
+    let with = |secrets: &str, admin: &str| -> Vec<String> {
+        [
+            &["--secrets", secrets, "auto-init"][..],
+            &t11,
+            &["--admin", admin, "--yes"],
+        ]
+        .concat()
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let check = |name: &str, args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        w.check(name, &args, 1, &[]);
+    };
+    check("wrong_password", with(&wrong, "alice"));
+
+    // Alice's key file altered: the last byte of the next-to-last AES-CBC block of its
+    // encrypted data (the end of the DER) is flipped, which breaks the padding of the
+    // last block whatever the random salt and IV.
+    let good = w.secrets(PW);
+    let good = good.to_str().unwrap();
+    let alice = key_file(&w, "alice");
+    let pem = fs::read_to_string(&alice).unwrap();
+    let (label, mut der) = der::pem::decode_vec(pem.as_bytes()).unwrap();
+    let n = der.len();
+    der[n - 17] ^= 0x80;
+    let altered = der::pem::encode_string(label, der::pem::LineEnding::LF, &der).unwrap();
+    fs::write(&alice, altered).unwrap();
+    check("key_file_altered", with(good, "alice"));
+    // Edited so that it is no longer a key file.
+    fs::write(&alice, pem.replacen("MI", "XX", 1)).unwrap();
+    check("key_file_malformed", with(good, "alice"));
+    // Truncated to nothing.
+    fs::write(&alice, "").unwrap();
+    check("key_file_empty", with(good, "alice"));
+    fs::write(&alice, &pem).unwrap();
+
+    // Bob's key file gone: the listing warns (exit 0), and the key cannot be named.
+    fs::remove_file(key_file(&w, "bob")).unwrap();
+    w.check(
+        "ok_sigkeys_warns_about_a_missing_key_file",
+        &["sigkeys"],
+        0,
+        &[],
+    );
+    check("key_file_missing", with(good, "bob"));
+}
+
+#[test]
+fn several_keys_of_one_name() {
+    let (w, s) = with_keys();
+    let again = w.run(&["--secrets", &s, "sigkey-add", "--name", "alice"]);
+    snap::assert_run(
+        "sigkey_add_name_again",
+        &again,
+        again.status.code().unwrap(),
+        &[(w.path(), "[WS]")],
+    );
+    if again.status.success() {
+        w.check(
+            "auto_init_admin_name_ambiguous",
+            &[
+                "--secrets",
+                &s,
+                "auto-init",
+                "--sig-threshold",
+                "1",
+                "--rev-threshold",
+                "1",
+                "--admin",
+                "alice",
+                "--yes",
+            ],
+            1,
+            &[],
+        );
+    }
+}
+
+#[test]
+fn zeroize_refusals() {
+    let (w, s) = with_keys();
+    w.ok(&[
+        "--secrets",
+        &s,
+        "auto-init",
+        "--sig-threshold",
+        "1",
+        "--rev-threshold",
+        "1",
+        "--admin",
+        "alice",
+        "--yes",
+    ]);
+    w.check(
+        "zeroize_unknown_admin",
+        &[
+            "--secrets",
+            &s,
+            "cryptounit-zeroize",
+            "--admin",
+            "zed",
+            "--yes",
+        ],
+        1,
+        &[],
+    );
+    let wrong = private_file(&w, "wrong.toml", "alice = \"not-the-password\"\n");
+    w.check(
+        "zeroize_wrong_password",
+        &["--secrets", &wrong, "cryptounit-zeroize", "--yes"],
+        1,
+        &[],
+    );
+    // Bob is on the workstation but not installed on the units.
+    w.check(
+        "zeroize_admin_not_installed",
+        &[
+            "--secrets",
+            &s,
+            "cryptounit-zeroize",
+            "--admin",
+            "bob",
+            "--yes",
+        ],
+        1,
+        &[],
+    );
+    // Without alice's key no key on the workstation may sign for the units.
+    w.ok(&["sigkey-rm", "1", "--yes"]);
+    w.check(
+        "zeroize_no_usable_key",
+        &["--secrets", &s, "cryptounit-zeroize", "--yes"],
+        1,
+        &[],
+    );
+}
+
+/// Runs `tke` on a pseudo-terminal, answers `answer` at the first `(y/N)` question (or
+/// closes standard input with `None`), and returns the terminal's text (without carriage
+/// returns) and the exit code.
+fn on_terminal(w: &Workstation, args: &[&str], at: &str, answer: Option<&str>) -> (String, i32) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tke"));
+    c.arg("--files-dir").arg(w.path()).args(args);
+    c.env_remove("CLOUDTKEFILES");
+    let mut p = spawn_command(c, Some(60_000)).unwrap();
+    let mut text = p.exp_string(at).unwrap();
+    text.push_str(at);
+    match answer {
+        Some(a) => {
+            p.send_line(a).unwrap();
+        }
+        // Ctrl-D at the start of a line: the terminal reports end of input.
+        None => p.send_control('d').unwrap(),
+    }
+    text.push_str(&p.exp_eof().unwrap());
+    let code = match p.process.wait().unwrap() {
+        WaitStatus::Exited(_, code) => code,
+        other => panic!("tke {args:?} ended with {other:?}"),
+    };
+    (text.replace('\r', ""), code)
+}
+
+fn check_terminal(
+    w: &Workstation,
+    name: &str,
+    args: &[&str],
+    at: &str,
+    answer: Option<&str>,
+    code: i32,
+) {
+    let before = w.snapshot();
+    let (text, got) = on_terminal(w, args, at, answer);
+    assert_eq!(got, code, "{name}: exit code\n{text}");
+    let text = snap::redact_paths(&text, &[(w.path(), "[WS]")]);
+    snap::assert_snapshot(name, &format!("exit code: {got}\n--- terminal\n{text}"));
+    assert_eq!(before, w.snapshot(), "{name}: files changed");
+}
+
+#[test]
+fn declining_a_confirmation_exits_3_and_changes_nothing() {
+    let (w, s) = with_keys();
+    let auto_init = [
+        "--secrets",
+        &s,
+        "auto-init",
+        "--sig-threshold",
+        "1",
+        "--rev-threshold",
+        "1",
+        "--admin",
+        "alice",
+    ];
+    check_terminal(&w, "cancelled_auto_init", &auto_init, "(y/N)", Some("n"), 3);
+    check_terminal(
+        &w,
+        "cancelled_sigkey_rm",
+        &["sigkey-rm", "2"],
+        "(y/N)",
+        Some("no"),
+        3,
+    );
+    w.ok(&["cryptounit-add", "1", "2"]);
+    check_terminal(
+        &w,
+        "cancelled_zeroize",
+        &["cryptounit-zeroize"],
+        "(y/N)",
+        Some(""),
+        3,
+    );
+    // End of input instead of an answer is a failure, not a cancellation.
+    check_terminal(
+        &w,
+        "stdin_closed_at_a_question",
+        &["cryptounit-add"],
+        "> ",
+        None,
+        1,
+    );
+}
