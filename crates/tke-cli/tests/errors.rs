@@ -276,6 +276,36 @@ fn local_init_errors() {
             ],
         ),
         (
+            "local_init_token_twice",
+            &[
+                "--operational",
+                "1",
+                "--recovery",
+                "1",
+                "--pkcs11-module",
+                "/nonexistent/libnone.so",
+                "--pkcs11-tokens",
+                "a,a",
+                "--pkcs11-pin-file",
+                &pin,
+            ],
+        ),
+        (
+            "local_init_token_label_too_long",
+            &[
+                "--operational",
+                "1",
+                "--recovery",
+                "0",
+                "--pkcs11-module",
+                "/nonexistent/libnone.so",
+                "--pkcs11-tokens",
+                "a-token-label-of-thirty-three-chr",
+                "--pkcs11-pin-file",
+                &pin,
+            ],
+        ),
+        (
             "local_init_module_missing",
             &[
                 "--operational",
@@ -582,22 +612,62 @@ fn zeroize_refusals() {
     );
 }
 
-/// Runs `tke` on a pseudo-terminal, answers `answer` at the first `(y/N)` question (or
-/// closes standard input with `None`), and returns the terminal's text (without carriage
-/// returns) and the exit code.
-fn on_terminal(w: &Workstation, args: &[&str], at: &str, answer: Option<&str>) -> (String, i32) {
+#[test]
+fn a_key_on_a_token_that_cannot_be_opened() {
+    let (w, s) = with_keys();
+    // Alice's key recorded as a key on a PKCS#11 token whose module is not installed.
+    let key = key_file(&w, "alice");
+    let stem = key.file_name().unwrap().to_str().unwrap();
+    let reference = stem.replace(".key.pem", ".ref.toml");
+    fs::remove_file(&key).unwrap();
+    let uri = "pkcs11:token=admins;object=alice?module-path=/nonexistent/libnone.so";
+    private_file(
+        &w,
+        &reference,
+        &format!("kind = \"pkcs11\"\nuri = \"{uri}\"\n"),
+    );
+    w.check(
+        "token_key_module_missing",
+        &auto_init_as(&s, "alice", &["--yes"]),
+        1,
+        &[],
+    );
+    // Its PIN from a pin-source file that is not there (and not in --secrets).
+    private_file(
+        &w,
+        &reference,
+        &format!("kind = \"pkcs11\"\nuri = \"{uri}&pin-source=file:/nonexistent/alice.pin\"\n"),
+    );
+    let no_secrets = [&["auto-init"][..], &T11, &["--admin", "alice", "--yes"]].concat();
+    w.check("token_key_pin_source_missing", &no_secrets, 1, &[]);
+}
+
+/// One exchange on the terminal: wait for `.0`, then type `.1` and Enter, or with `None`
+/// end the input (Ctrl-D).
+type Step<'a> = (&'a str, Option<&'a str>);
+
+/// Runs `tke` on a pseudo-terminal through `steps`, and returns the terminal's text (what
+/// `tke` wrote and each answer typed, without carriage returns) and the exit code.
+fn on_terminal(w: &Workstation, args: &[&str], steps: &[Step]) -> (String, i32) {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tke"));
     c.arg("--files-dir").arg(w.path()).args(args);
     c.env_remove("CLOUDTKEFILES");
     let mut p = spawn_command(c, Some(60_000)).unwrap();
-    let mut text = p.exp_string(at).unwrap();
-    text.push_str(at);
-    match answer {
-        Some(a) => {
-            p.send_line(a).unwrap();
+    let mut text = String::new();
+    for (at, answer) in steps {
+        text.push_str(&p.exp_string(at).unwrap());
+        text.push_str(at);
+        match answer {
+            Some(a) => {
+                p.send_line(a).unwrap();
+                // The terminal does not echo (rexpect turns echo off): show the answer as
+                // the operator would see it.
+                text.push_str(a);
+                text.push('\n');
+            }
+            // Ctrl-D at the start of a line: the terminal reports end of input.
+            None => p.send_control('d').unwrap(),
         }
-        // Ctrl-D at the start of a line: the terminal reports end of input.
-        None => p.send_control('d').unwrap(),
     }
     text.push_str(&p.exp_eof().unwrap());
     let code = match p.process.wait().unwrap() {
@@ -607,16 +677,11 @@ fn on_terminal(w: &Workstation, args: &[&str], at: &str, answer: Option<&str>) -
     (text.replace('\r', ""), code)
 }
 
-fn check_terminal(
-    w: &Workstation,
-    name: &str,
-    args: &[&str],
-    at: &str,
-    answer: Option<&str>,
-    code: i32,
-) {
+/// Runs `tke` on a pseudo-terminal, asserts its exit code, the snapshot `name` of the
+/// terminal, and that no file changed.
+fn check_terminal(w: &Workstation, name: &str, args: &[&str], steps: &[Step], code: i32) {
     let before = w.snapshot();
-    let (text, got) = on_terminal(w, args, at, answer);
+    let (text, got) = on_terminal(w, args, steps);
     assert_eq!(got, code, "{name}: exit code\n{text}");
     let text = snap::redact_paths(&text, &[(w.path(), "[WS]")]);
     snap::assert_snapshot(name, &format!("exit code: {got}\n--- terminal\n{text}"));
@@ -627,13 +692,13 @@ fn check_terminal(
 fn declining_a_confirmation_exits_3_and_changes_nothing() {
     let (w, s) = with_keys();
     let auto_init = auto_init_as(&s, "alice", &[]);
-    check_terminal(&w, "cancelled_auto_init", &auto_init, "(y/N)", Some("n"), 3);
+    let yes_no = |answer| [("> ", Some(answer))];
+    check_terminal(&w, "cancelled_auto_init", &auto_init, &yes_no("n"), 3);
     check_terminal(
         &w,
         "cancelled_sigkey_rm",
         &["sigkey-rm", "2"],
-        "(y/N)",
-        Some("no"),
+        &yes_no("no"),
         3,
     );
     w.ok(&["cryptounit-add", "1", "2"]);
@@ -641,8 +706,7 @@ fn declining_a_confirmation_exits_3_and_changes_nothing() {
         &w,
         "cancelled_zeroize",
         &["cryptounit-zeroize"],
-        "(y/N)",
-        Some(""),
+        &yes_no(""),
         3,
     );
     // End of input instead of an answer is a failure, not a cancellation.
@@ -650,8 +714,61 @@ fn declining_a_confirmation_exits_3_and_changes_nothing() {
         &w,
         "stdin_closed_at_a_question",
         &["cryptounit-add"],
-        "> ",
-        None,
+        &[("> ", None)],
+        1,
+    );
+}
+
+#[test]
+fn prompts_explain_a_bad_answer_and_ask_again() {
+    let w = Workstation::new();
+    w.ok(&["local", "init", "--instances", "2"]);
+    let s = w.secrets(PW);
+    let s = s.to_str().unwrap();
+    for (name, _) in PW {
+        w.ok(&["--secrets", s, "sigkey-add", "--name", name]);
+    }
+    check_terminal(
+        &w,
+        "prompt_bad_crypto_unit_nums",
+        &["cryptounit-add"],
+        &[
+            ("> ", Some("one")),
+            ("> ", Some("9")),
+            ("> ", Some("")),
+            ("> ", None),
+        ],
+        1,
+    );
+    check_terminal(
+        &w,
+        "prompt_bad_keynums",
+        &["sigkey-sel"],
+        &[("> ", Some("0")), ("> ", Some(" ")), ("> ", None)],
+        1,
+    );
+    check_terminal(
+        &w,
+        "prompt_bad_auto_init_answers",
+        &["--secrets", s, "auto-init"],
+        &[
+            // The instance.
+            ("> ", Some("1 2")),
+            ("> ", Some("1")),
+            // The thresholds.
+            ("> ", Some("x")),
+            ("> ", Some("9")),
+            ("> ", Some("1")),
+            ("> ", Some("1")),
+            // How many administrators.
+            ("> ", Some("x")),
+            ("> ", Some("9")),
+            ("> ", Some("1")),
+            // Which existing keys.
+            ("> ", Some("1 2")),
+            ("> ", Some("3")),
+            ("> ", None),
+        ],
         1,
     );
 }

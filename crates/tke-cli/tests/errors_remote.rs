@@ -124,6 +124,9 @@ fn targets_that_cannot_be_added_or_read() {
         &labels,
     );
     fs::remove_file(&file).unwrap();
+    fs::create_dir(&file).unwrap();
+    w.check("targets_file_unreadable", &["target", "list"], 1, &labels);
+    fs::remove_dir(&file).unwrap();
 
     // TKE_TARGETS for automation.
     check_env(
