@@ -642,9 +642,19 @@ fn a_key_on_a_token_that_cannot_be_opened() {
     w.check("token_key_pin_source_missing", &no_secrets, 1, &[]);
 }
 
-/// One exchange on the terminal: wait for `.0`, then type `.1` and Enter, or with `None`
-/// end the input (Ctrl-D).
-type Step<'a> = (&'a str, Option<&'a str>);
+/// What the operator types at a prompt.
+enum Answer<'a> {
+    /// A line, shown in the transcript.
+    Line(&'a str),
+    /// A line typed at a hidden entry: shown as `[hidden]`.
+    Hidden(&'a str),
+    /// End of input (Ctrl-D at the start of a line).
+    End,
+}
+use Answer::{End, Hidden, Line};
+
+/// One exchange on the terminal: wait for `.0`, then answer `.1`.
+type Step<'a> = (&'a str, Answer<'a>);
 
 /// Runs `tke` on a pseudo-terminal through `steps`, and returns the terminal's text (what
 /// `tke` wrote and each answer typed, without carriage returns) and the exit code.
@@ -657,16 +667,20 @@ fn on_terminal(w: &Workstation, args: &[&str], steps: &[Step]) -> (String, i32) 
     for (at, answer) in steps {
         text.push_str(&p.exp_string(at).unwrap());
         text.push_str(at);
+        // The terminal does not echo (rexpect turns echo off): the transcript shows each
+        // answer as the operator would see it.
         match answer {
-            Some(a) => {
+            Line(a) => {
                 p.send_line(a).unwrap();
-                // The terminal does not echo (rexpect turns echo off): show the answer as
-                // the operator would see it.
                 text.push_str(a);
                 text.push('\n');
             }
-            // Ctrl-D at the start of a line: the terminal reports end of input.
-            None => p.send_control('d').unwrap(),
+            Hidden(a) => {
+                p.send_line(a).unwrap();
+                // The new line is rpassword's.
+                text.push_str("[hidden]");
+            }
+            End => p.send_control('d').unwrap(),
         }
     }
     text.push_str(&p.exp_eof().unwrap());
@@ -692,7 +706,7 @@ fn check_terminal(w: &Workstation, name: &str, args: &[&str], steps: &[Step], co
 fn declining_a_confirmation_exits_3_and_changes_nothing() {
     let (w, s) = with_keys();
     let auto_init = auto_init_as(&s, "alice", &[]);
-    let yes_no = |answer| [("> ", Some(answer))];
+    let yes_no = |answer| [("> ", Line(answer))];
     check_terminal(&w, "cancelled_auto_init", &auto_init, &yes_no("n"), 3);
     check_terminal(
         &w,
@@ -714,7 +728,7 @@ fn declining_a_confirmation_exits_3_and_changes_nothing() {
         &w,
         "stdin_closed_at_a_question",
         &["cryptounit-add"],
-        &[("> ", None)],
+        &[("> ", End)],
         1,
     );
 }
@@ -733,10 +747,10 @@ fn prompts_explain_a_bad_answer_and_ask_again() {
         "prompt_bad_crypto_unit_nums",
         &["cryptounit-add"],
         &[
-            ("> ", Some("one")),
-            ("> ", Some("9")),
-            ("> ", Some("")),
-            ("> ", None),
+            ("> ", Line("one")),
+            ("> ", Line("9")),
+            ("> ", Line("")),
+            ("> ", End),
         ],
         1,
     );
@@ -744,7 +758,7 @@ fn prompts_explain_a_bad_answer_and_ask_again() {
         &w,
         "prompt_bad_keynums",
         &["sigkey-sel"],
-        &[("> ", Some("0")), ("> ", Some(" ")), ("> ", None)],
+        &[("> ", Line("0")), ("> ", Line(" ")), ("> ", End)],
         1,
     );
     check_terminal(
@@ -753,21 +767,52 @@ fn prompts_explain_a_bad_answer_and_ask_again() {
         &["--secrets", s, "auto-init"],
         &[
             // The instance.
-            ("> ", Some("1 2")),
-            ("> ", Some("1")),
+            ("> ", Line("1 2")),
+            ("> ", Line("1")),
             // The thresholds.
-            ("> ", Some("x")),
-            ("> ", Some("9")),
-            ("> ", Some("1")),
-            ("> ", Some("1")),
+            ("> ", Line("x")),
+            ("> ", Line("9")),
+            ("> ", Line("1")),
+            ("> ", Line("1")),
             // How many administrators.
-            ("> ", Some("x")),
-            ("> ", Some("9")),
-            ("> ", Some("1")),
+            ("> ", Line("x")),
+            ("> ", Line("9")),
+            ("> ", Line("1")),
             // Which existing keys.
-            ("> ", Some("1 2")),
-            ("> ", Some("3")),
-            ("> ", None),
+            ("> ", Line("1 2")),
+            ("> ", Line("3")),
+            ("> ", End),
+        ],
+        1,
+    );
+}
+
+#[test]
+fn passwords_on_a_terminal() {
+    let (w, _) = with_keys();
+    // A wrong password is explained and asked again, three times in all.
+    let open = [&["auto-init"][..], &T11, &["--admin", "alice", "--yes"]].concat();
+    check_terminal(
+        &w,
+        "prompt_wrong_password_three_times",
+        &open,
+        &[
+            ("> ", Hidden("wrong-1")),
+            ("> ", Hidden("wrong-2")),
+            ("> ", Hidden("wrong-3")),
+        ],
+        1,
+    );
+    // A new password must not be empty and is entered twice.
+    check_terminal(
+        &w,
+        "prompt_new_password",
+        &["sigkey-add", "--name", "carol"],
+        &[
+            ("> ", Hidden("")),
+            ("> ", Hidden("carol-password-1")),
+            ("> ", Hidden("carol-password-2")),
+            ("> ", End),
         ],
         1,
     );
