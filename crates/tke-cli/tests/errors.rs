@@ -9,8 +9,13 @@ mod common;
 
 use std::{fs, os::unix::fs::PermissionsExt};
 
-use common::{snap, Workstation};
-use rexpect::{process::wait::WaitStatus, session::spawn_command};
+use common::{
+    terminal::{
+        check_steps as check_terminal,
+        Answer::{End, Hidden, Line},
+    },
+    Workstation,
+};
 
 const PW: &[(&str, &str)] = &[("alice", "alice-password-1"), ("bob", "bob-password-22")];
 
@@ -640,66 +645,6 @@ fn a_key_on_a_token_that_cannot_be_opened() {
     );
     let no_secrets = [&["auto-init"][..], &T11, &["--admin", "alice", "--yes"]].concat();
     w.check("token_key_pin_source_missing", &no_secrets, 1, &[]);
-}
-
-/// What the operator types at a prompt.
-enum Answer<'a> {
-    /// A line, shown in the transcript.
-    Line(&'a str),
-    /// A line typed at a hidden entry: shown as `[hidden]`.
-    Hidden(&'a str),
-    /// End of input (Ctrl-D at the start of a line).
-    End,
-}
-use Answer::{End, Hidden, Line};
-
-/// One exchange on the terminal: wait for `.0`, then answer `.1`.
-type Step<'a> = (&'a str, Answer<'a>);
-
-/// Runs `tke` on a pseudo-terminal through `steps`, and returns the terminal's text (what
-/// `tke` wrote and each answer typed, without carriage returns) and the exit code.
-fn on_terminal(w: &Workstation, args: &[&str], steps: &[Step]) -> (String, i32) {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tke"));
-    c.arg("--files-dir").arg(w.path()).args(args);
-    c.env_remove("CLOUDTKEFILES");
-    let mut p = spawn_command(c, Some(60_000)).unwrap();
-    let mut text = String::new();
-    for (at, answer) in steps {
-        text.push_str(&p.exp_string(at).unwrap());
-        text.push_str(at);
-        // The terminal does not echo (rexpect turns echo off): the transcript shows each
-        // answer as the operator would see it.
-        match answer {
-            Line(a) => {
-                p.send_line(a).unwrap();
-                text.push_str(a);
-                text.push('\n');
-            }
-            Hidden(a) => {
-                p.send_line(a).unwrap();
-                // The new line is rpassword's.
-                text.push_str("[hidden]");
-            }
-            End => p.send_control('d').unwrap(),
-        }
-    }
-    text.push_str(&p.exp_eof().unwrap());
-    let code = match p.process.wait().unwrap() {
-        WaitStatus::Exited(_, code) => code,
-        other => panic!("tke {args:?} ended with {other:?}"),
-    };
-    (text.replace('\r', ""), code)
-}
-
-/// Runs `tke` on a pseudo-terminal, asserts its exit code, the snapshot `name` of the
-/// terminal, and that no file changed.
-fn check_terminal(w: &Workstation, name: &str, args: &[&str], steps: &[Step], code: i32) {
-    let before = w.snapshot();
-    let (text, got) = on_terminal(w, args, steps);
-    assert_eq!(got, code, "{name}: exit code\n{text}");
-    let text = snap::redact_paths(&text, &[(w.path(), "[WS]")]);
-    snap::assert_snapshot(name, &format!("exit code: {got}\n--- terminal\n{text}"));
-    assert_eq!(before, w.snapshot(), "{name}: files changed");
 }
 
 #[test]

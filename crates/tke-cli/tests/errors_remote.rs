@@ -10,6 +10,7 @@ use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
 use common::{
     snap,
+    terminal::{Answer::Line, Terminal},
     unitd::{free_port, Server},
     Workstation,
 };
@@ -254,4 +255,73 @@ fn servers_down_or_refusing() {
         1,
         &labels,
     );
+}
+
+/// One instance on two servers: `a` (one operational, one recovery unit) and `b` (one
+/// operational unit), both targets of a workstation with a key for alice.
+fn two_servers(root: &Path) -> (Server, Server, Workstation, String) {
+    let mut a = Server::init(root, "a", &["--operational", "1", "--recovery", "1"]);
+    let mut b = Server::init(
+        root,
+        "b",
+        &[
+            "--operational",
+            "1",
+            "--recovery",
+            "0",
+            "--ca-dir",
+            "a",
+            "--instance-id",
+            "@a/instance-id",
+            "--api-key-file",
+            "a/api-key",
+        ],
+    );
+    a.start();
+    b.start();
+    let w = Workstation::new();
+    let (ca, key) = (a.path("ca.pem"), a.path("api-key"));
+    for s in [&a, &b] {
+        w.ok(&add(s.name, &s.url(), &ca, &key, &[]));
+    }
+    let secrets = w.secrets(&[("alice", "alice-password-1")]);
+    let secrets = secrets.to_str().unwrap().to_owned();
+    w.ok(&["--secrets", &secrets, "sigkey-add", "--name", "alice"]);
+    (a, b, w, secrets)
+}
+
+#[test]
+fn a_server_lost_while_the_operator_confirms() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let (_a, mut b, w, s) = two_servers(r);
+    let labels = [(w.path(), "[WS]"), (r, "[ROOT]")];
+    let auto_init = [
+        "--secrets",
+        &s,
+        "auto-init",
+        "--sig-threshold",
+        "1",
+        "--rev-threshold",
+        "1",
+        "--admin",
+        "alice",
+    ];
+    // auto-init checked every unit before the question; the plan finds one unreachable.
+    let mut t = Terminal::spawn(&w, &auto_init);
+    t.expect("> ");
+    b.stop();
+    t.answer(&Line("y"));
+    t.check("server_lost_before_auto_init", 1, &labels);
+
+    // The same with the server back: initialized. Then zeroize loses it at its question:
+    // the other units are zeroized, the lost one is named.
+    b.start();
+    let yes = [&auto_init[..], &["--yes"]].concat();
+    w.ok(&yes);
+    let mut t = Terminal::spawn(&w, &["--secrets", &s, "cryptounit-zeroize"]);
+    t.expect("> ");
+    b.stop();
+    t.answer(&Line("y"));
+    t.check("server_lost_before_zeroize", 1, &labels);
 }

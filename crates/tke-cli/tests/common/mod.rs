@@ -10,6 +10,7 @@ use std::{
 };
 
 pub mod snap;
+pub mod terminal;
 pub mod unitd;
 
 /// Asserts that a run of `tke` failed with exit code `code`: 1 failure (`FAILED` and the
