@@ -8,20 +8,13 @@
 
 mod common;
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::path::Path;
 
-use common::Workstation;
+use common::{unitd::Server, Workstation};
 
-/// Runs `tke`, asserts it failed with exit code 1 and `FAILED`, and returns stderr.
+/// Runs `tke`, asserts it failed (exit code 1, `FAILED`), and returns stderr.
 fn failure(w: &Workstation, args: &[&str]) -> String {
-    let o = w.run(args);
-    let err = String::from_utf8(o.stderr).unwrap();
-    assert_eq!(o.status.code(), Some(1), "tke {args:?}: {err}");
+    let err = w.fails(args, 1);
     assert!(err.starts_with("FAILED\n"), "{err}");
     err
 }
@@ -111,90 +104,9 @@ fn wrong_key_file_password() {
     );
 }
 
-fn unitd() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_tke")).with_file_name("tke-unitd");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `cargo build -p tke-server`",
-        p.display()
-    );
-    p
-}
-
-/// A `tke-unitd` with one operational unit, and its process once started (killed when
-/// dropped).
-struct Server {
-    dir: PathBuf,
-    url: String,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn init(root: &Path, name: &str) -> Self {
-        let dir = root.join(name);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let out = Command::new(unitd())
-            .arg("init")
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--operational", "1", "--recovery", "0"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self {
-            dir,
-            url: format!("https://127.0.0.1:{port}"),
-            child: None,
-        }
-    }
-
-    fn start(&mut self) {
-        let log = self.dir.join("unitd.log");
-        self.child = Some(
-            Command::new(unitd())
-                .args(["serve", "--config"])
-                .arg(self.dir.join("unitd.toml"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        let start = Instant::now();
-        while !fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("tke-unitd listening on")
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "tke-unitd did not start:\n{}",
-                fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.dir.join(name).to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// A `tke-unitd` with one operational unit (not started).
+fn server(root: &Path, name: &'static str) -> Server {
+    Server::init(root, name, &["--operational", "1", "--recovery", "0"])
 }
 
 fn add_target(w: &Workstation, name: &str, url: &str, ca: &str, key: &str) {
@@ -214,14 +126,14 @@ fn add_target(w: &Workstation, name: &str, url: &str, ca: &str, key: &str) {
 fn server_down() {
     let root = tempfile::tempdir().unwrap();
     // Initialized, never started: nothing listens on its port.
-    let down = Server::init(root.path(), "down");
+    let down = server(root.path(), "down");
     let w = Workstation::new();
     add_target(
         &w,
         "down",
-        &down.url,
-        &down.file("ca.pem"),
-        &down.file("api-key"),
+        &down.url(),
+        &down.path("ca.pem"),
+        &down.path("api-key"),
     );
     let err = failure(&w, &["cryptounits"]);
     each_once(
@@ -233,16 +145,16 @@ fn server_down() {
 #[test]
 fn wrong_ca() {
     let root = tempfile::tempdir().unwrap();
-    let mut server = Server::init(root.path(), "server");
-    let other = Server::init(root.path(), "other");
-    server.start();
+    let mut unitd = server(root.path(), "server");
+    let other = server(root.path(), "other");
+    unitd.start();
     let w = Workstation::new();
     add_target(
         &w,
         "wrong-ca",
-        &server.url,
-        &other.file("ca.pem"),
-        &server.file("api-key"),
+        &unitd.url(),
+        &other.path("ca.pem"),
+        &unitd.path("api-key"),
     );
     let err = failure(&w, &["cryptounits"]);
     each_once(

@@ -131,7 +131,7 @@ pub enum ClientError {
         source: tke_proto::BoxError,
     },
     /// An HTTPS target failed: listing its units, or carrying a request to one of them.
-    #[error("target {target} ({url}){}: {source}", unit.map(|u| format!(", crypto unit {}", u.uuid())).unwrap_or_default())]
+    #[error("target {target} ({url}){}", unit.map(|u| format!(", crypto unit {}", u.uuid())).unwrap_or_default())]
     Network {
         /// The target's name.
         target: String,
