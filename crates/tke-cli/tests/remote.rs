@@ -2,7 +2,8 @@
 //! instance spread over three servers, a server killed in the middle of `auto-init`, and
 //! the refusals an operator may meet.
 //!
-//! `tke-unitd` is found next to the `tke` binary: `cargo test --workspace` builds both.
+//! `tke-unitd` is found next to the `tke` binary (`tke_test_support::server`): `cargo test
+//! --workspace` builds both.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -12,12 +13,12 @@ use std::{
     io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Stdio,
 };
 
 use common::Workstation;
 use serde_json::Value;
+use tke_test_support::{server, ServerProc};
 
 const PW: &[(&str, &str)] = &[
     ("alice", "alice-password-1"),
@@ -25,64 +26,24 @@ const PW: &[(&str, &str)] = &[
     ("carol", "carol-password-333"),
 ];
 
-fn unitd() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_tke")).with_file_name("tke-unitd");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `cargo build -p tke-server` (`cargo test --workspace` does)",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `tke-unitd` directory and, while running, its process (SIGKILLed when dropped).
 struct Server {
     name: &'static str,
     dir: PathBuf,
     port: u16,
-    child: Option<Child>,
-    starts: usize,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    process: Option<ServerProc>,
 }
 
 impl Server {
     fn init(root: &Path, name: &'static str, args: &[&str]) -> Self {
         let dir = root.join(name);
-        let port = free_port();
-        let out = Command::new(unitd())
-            .arg("init")
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(args)
-            .current_dir(root)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tke-unitd init {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let port = server::free_port();
+        server::init(&dir, port, args);
         Self {
             name,
             dir,
             port,
-            child: None,
-            starts: 0,
+            process: None,
         }
     }
 
@@ -90,72 +51,19 @@ impl Server {
         format!("https://127.0.0.1:{}", self.port)
     }
 
-    fn log(&self) -> PathBuf {
-        self.dir.join(format!("unitd-{}.log", self.starts))
-    }
-
     fn start(&mut self) {
-        self.starts += 1;
-        let log = self.log();
-        let child = Command::new(unitd())
-            .args(["serve", "--config"])
-            .arg(self.dir.join("unitd.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let start = Instant::now();
-        loop {
-            if fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("tke-unitd listening on")
-            {
-                return;
-            }
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "tke-unitd {} exited ({s}):\n{}",
-                    self.name,
-                    fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{} did not start",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process = Some(ServerProc::start(&self.dir, self.port));
     }
 
     /// SIGKILL: no chance to finish anything.
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process = None;
     }
 
     /// SIGTERM and wait for the graceful stop.
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let ok = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status()
-                .unwrap();
-            assert!(ok.success());
-            let start = Instant::now();
-            while c.try_wait().unwrap().is_none() {
-                assert!(
-                    start.elapsed() < Duration::from_secs(30),
-                    "{} did not stop",
-                    self.name
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(p) = self.process.take() {
+            p.stop();
         }
     }
 

@@ -54,9 +54,10 @@ pub fn module() -> PathBuf {
     m
 }
 
-/// [`module`] as text, for URIs, command lines and messages.
-pub fn module_text() -> String {
-    module().display().to_string()
+/// [`module`] as text, for URIs, command lines and messages (read once per process).
+pub fn module_text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| module().display().to_string())
 }
 
 /// `softhsm-config/make-tokens.sh` of the workspace.
