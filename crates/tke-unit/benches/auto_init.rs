@@ -17,7 +17,6 @@
 use std::{
     hint::black_box,
     path::Path,
-    process::Command as Process,
     time::{Duration, Instant},
 };
 
@@ -33,9 +32,9 @@ use tke_proto::{
     ResponseBody, SignedResponse, Threshold, UnitId, UnitType, Vp,
 };
 use tke_sigkey::{sign_command, SignError, Signer, SignerKind};
+use tke_test_support::{softhsm, Tokens};
 use tke_unit::{Pkcs11Config, Unit};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const TARGETS: usize = 3;
 
 struct Admin {
@@ -189,27 +188,11 @@ fn bench(c: &mut Criterion) {
     let fleet = Fleet::new();
     let d = tempfile::tempdir().unwrap();
 
-    // SoftHSM2 tokens, made before the module is loaded (it lists tokens once).
-    assert!(
-        Path::new(MODULE).is_file(),
-        "SoftHSM2 is missing ({MODULE}): run ci/setup.sh"
-    );
-    let tokens = d.path().join("tokens");
+    // SoftHSM2 tokens, made before the module is loaded (it lists tokens once); set
+    // while this process is single-threaded, before anything reads it.
     let labels: Vec<String> = (0..=TARGETS).map(|i| format!("bench-{i}")).collect();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../softhsm-config/make-tokens.sh");
-    let made = Process::new("bash")
-        .arg(script)
-        .arg(&tokens)
-        .args(&labels)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "softhsm-config/make-tokens.sh failed: {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    // Single-threaded here, before anything reads it.
-    std::env::set_var("SOFTHSM2_CONF", tokens.join("softhsm2.conf"));
+    let tokens = Tokens::make(&d.path().join("tokens"), &labels);
+    tokens.set_conf_for_this_process();
 
     let mut soft = fleet.units(&d.path().join("soft"), |dir, id, ty| {
         Unit::create_soft(dir, id, ty, &fleet.ca, &mut |pk| fleet.issue(id, pk)).unwrap()
@@ -217,7 +200,7 @@ fn bench(c: &mut Criterion) {
     let mut next = labels.iter();
     let mut hsm = fleet.units(&d.path().join("pkcs11"), |dir, id, ty| {
         let label = next.next().unwrap();
-        let config = Pkcs11Config::new(MODULE, label, tokens.join(format!("{label}.pin")));
+        let config = Pkcs11Config::new(softhsm::module_text(), label, tokens.pin_path(label));
         Unit::create_pkcs11(dir, id, ty, &fleet.ca, &config, &mut |pk| {
             fleet.issue(id, pk)
         })
