@@ -24,54 +24,23 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tke_proto::{
     der::{asn1::OctetString, Decode, Encode},
     p256::{
-        ecdsa::{signature::Signer as _, DerSignature, Signature, SigningKey},
+        ecdsa::{signature::Signer as _, Signature, SigningKey},
         PublicKey,
     },
     transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
-    AdminCertificate, AdminName, CaCertificate, Command, DeviceCertificate, Register, Request,
-    ResponseBody, SignedResponse, Threshold, UnitId, UnitType, Vp,
+    CaCertificate, Command, DeviceCertificate, Register, Request, ResponseBody, SignedResponse,
+    Threshold, UnitId, UnitType, Vp,
 };
-use tke_sigkey::{sign_command, SignError, Signer, SignerKind};
-use tke_test_support::{softhsm, Tokens};
+use tke_sigkey::{sign_command, Signer};
+use tke_test_support::{softhsm, MemSigner, Tokens};
 use tke_unit::{Pkcs11Config, Unit};
 
 const TARGETS: usize = 3;
 
-struct Admin {
-    key: SigningKey,
-    cert: AdminCertificate,
-}
-
-impl Admin {
-    fn new(name: &str) -> Self {
-        let key = SigningKey::random(&mut rand_core::OsRng);
-        let k = key.clone();
-        let cert = AdminCertificate::build(
-            &AdminName::new(name).unwrap(),
-            &PublicKey::from(key.verifying_key()),
-            Box::new(move |m| Ok(Signature::to_der(&k.sign(m)))),
-        )
-        .unwrap();
-        Self { key, cert }
-    }
-}
-
-impl Signer for Admin {
-    fn certificate(&self) -> &AdminCertificate {
-        &self.cert
-    }
-    fn kind(&self) -> SignerKind {
-        SignerKind::File
-    }
-    fn sign(&self, msg: &[u8]) -> Result<DerSignature, SignError> {
-        Ok(Signature::to_der(&self.key.sign(msg)))
-    }
-}
-
 struct Fleet {
     ca_key: SigningKey,
     ca: CaCertificate,
-    admins: Vec<Admin>,
+    admins: Vec<MemSigner>,
 }
 
 impl Fleet {
@@ -84,7 +53,9 @@ impl Fleet {
             Box::new(move |m| Ok(Signature::to_der(&k.sign(m)))),
         )
         .unwrap();
-        let admins = (1..=3).map(|i| Admin::new(&format!("admin{i}"))).collect();
+        let admins = (1..=3)
+            .map(|i| MemSigner::new(&format!("admin{i}")))
+            .collect();
         Self { ca_key, ca, admins }
     }
 
@@ -127,7 +98,7 @@ impl Fleet {
     fn auto_init(&self, units: &mut [Unit]) -> Vp {
         for u in units.iter_mut() {
             for a in &self.admins {
-                self.run(u, &Command::AddAdmin(a.cert.clone()), 0);
+                self.run(u, &Command::AddAdmin(a.certificate().clone()), 0);
             }
             let two = Threshold::new(2).unwrap();
             self.run(
