@@ -681,7 +681,10 @@ fn helpers_fail_clearly_when_softhsm2_is_missing() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("TKE_SOFTHSM2_MODULE", "/nonexistent/libsofthsm2.so")
+        .env(
+            tke_test_support::softhsm::MODULE_ENV,
+            "/nonexistent/libsofthsm2.so",
+        )
         .env("TKE_PKCS11_MISSING_MODULE_CHILD", "1")
         .output()
         .unwrap();

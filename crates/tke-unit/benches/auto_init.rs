@@ -17,7 +17,6 @@
 use std::{
     hint::black_box,
     path::Path,
-    process::Command as Process,
     time::{Duration, Instant},
 };
 
@@ -25,54 +24,23 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tke_proto::{
     der::{asn1::OctetString, Decode, Encode},
     p256::{
-        ecdsa::{signature::Signer as _, DerSignature, Signature, SigningKey},
+        ecdsa::{signature::Signer as _, Signature, SigningKey},
         PublicKey,
     },
     transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
-    AdminCertificate, AdminName, CaCertificate, Command, DeviceCertificate, Register, Request,
-    ResponseBody, SignedResponse, Threshold, UnitId, UnitType, Vp,
+    CaCertificate, Command, DeviceCertificate, Register, Request, ResponseBody, SignedResponse,
+    Threshold, UnitId, UnitType, Vp,
 };
-use tke_sigkey::{sign_command, SignError, Signer, SignerKind};
+use tke_sigkey::{sign_command, Signer};
+use tke_test_support::{softhsm, MemSigner, Tokens};
 use tke_unit::{Pkcs11Config, Unit};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const TARGETS: usize = 3;
-
-struct Admin {
-    key: SigningKey,
-    cert: AdminCertificate,
-}
-
-impl Admin {
-    fn new(name: &str) -> Self {
-        let key = SigningKey::random(&mut rand_core::OsRng);
-        let k = key.clone();
-        let cert = AdminCertificate::build(
-            &AdminName::new(name).unwrap(),
-            &PublicKey::from(key.verifying_key()),
-            Box::new(move |m| Ok(Signature::to_der(&k.sign(m)))),
-        )
-        .unwrap();
-        Self { key, cert }
-    }
-}
-
-impl Signer for Admin {
-    fn certificate(&self) -> &AdminCertificate {
-        &self.cert
-    }
-    fn kind(&self) -> SignerKind {
-        SignerKind::File
-    }
-    fn sign(&self, msg: &[u8]) -> Result<DerSignature, SignError> {
-        Ok(Signature::to_der(&self.key.sign(msg)))
-    }
-}
 
 struct Fleet {
     ca_key: SigningKey,
     ca: CaCertificate,
-    admins: Vec<Admin>,
+    admins: Vec<MemSigner>,
 }
 
 impl Fleet {
@@ -85,7 +53,9 @@ impl Fleet {
             Box::new(move |m| Ok(Signature::to_der(&k.sign(m)))),
         )
         .unwrap();
-        let admins = (1..=3).map(|i| Admin::new(&format!("admin{i}"))).collect();
+        let admins = (1..=3)
+            .map(|i| MemSigner::new(&format!("admin{i}")))
+            .collect();
         Self { ca_key, ca, admins }
     }
 
@@ -128,7 +98,7 @@ impl Fleet {
     fn auto_init(&self, units: &mut [Unit]) -> Vp {
         for u in units.iter_mut() {
             for a in &self.admins {
-                self.run(u, &Command::AddAdmin(a.cert.clone()), 0);
+                self.run(u, &Command::AddAdmin(a.certificate().clone()), 0);
             }
             let two = Threshold::new(2).unwrap();
             self.run(
@@ -189,27 +159,11 @@ fn bench(c: &mut Criterion) {
     let fleet = Fleet::new();
     let d = tempfile::tempdir().unwrap();
 
-    // SoftHSM2 tokens, made before the module is loaded (it lists tokens once).
-    assert!(
-        Path::new(MODULE).is_file(),
-        "SoftHSM2 is missing ({MODULE}): run ci/setup.sh"
-    );
-    let tokens = d.path().join("tokens");
+    // SoftHSM2 tokens, made before the module is loaded (it lists tokens once); set
+    // while this process is single-threaded, before anything reads it.
     let labels: Vec<String> = (0..=TARGETS).map(|i| format!("bench-{i}")).collect();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../softhsm-config/make-tokens.sh");
-    let made = Process::new("bash")
-        .arg(script)
-        .arg(&tokens)
-        .args(&labels)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "softhsm-config/make-tokens.sh failed: {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    // Single-threaded here, before anything reads it.
-    std::env::set_var("SOFTHSM2_CONF", tokens.join("softhsm2.conf"));
+    let tokens = Tokens::make(&d.path().join("tokens"), &labels);
+    tokens.set_conf_for_this_process();
 
     let mut soft = fleet.units(&d.path().join("soft"), |dir, id, ty| {
         Unit::create_soft(dir, id, ty, &fleet.ca, &mut |pk| fleet.issue(id, pk)).unwrap()
@@ -217,7 +171,7 @@ fn bench(c: &mut Criterion) {
     let mut next = labels.iter();
     let mut hsm = fleet.units(&d.path().join("pkcs11"), |dir, id, ty| {
         let label = next.next().unwrap();
-        let config = Pkcs11Config::new(MODULE, label, tokens.join(format!("{label}.pin")));
+        let config = Pkcs11Config::new(softhsm::module_text(), label, tokens.pin_path(label));
         Unit::create_pkcs11(dir, id, ty, &fleet.ca, &config, &mut |pk| {
             fleet.issue(id, pk)
         })

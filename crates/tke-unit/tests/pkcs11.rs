@@ -26,7 +26,7 @@ use cryptoki::{
 use suite::World;
 use support::{
     ok, run,
-    softhsm::{self, MODULE},
+    softhsm::{self, module},
     Fleet, SoftFactory, UnitFactory,
 };
 use tke_proto::{
@@ -42,7 +42,7 @@ use tke_unit::{
 /// A logged-in session on a unit's token, from outside the backend (as an auditor).
 fn session(config: &Pkcs11Config) -> Session {
     softhsm::pool();
-    let ctx = Pkcs11::new(MODULE).unwrap();
+    let ctx = Pkcs11::new(module()).unwrap();
     let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
     let slot = ctx
         .get_slots_with_token()
@@ -231,7 +231,7 @@ fn opensc_sees_a_sensitive_unextractable_master_key() {
         let config = Pkcs11Config::read(u.dir()).unwrap();
         let pin = fs::read_to_string(&config.pin_file).unwrap();
         let out = Process::new("pkcs11-tool")
-            .args(["--module", MODULE, "--token-label", &config.token_label])
+            .args(["--module", module(), "--token-label", &config.token_label])
             .args(["--login", "--pin", &pin, "--list-objects"])
             .output()
             .expect("pkcs11-tool (OpenSC) is missing: run ci/setup.sh");
@@ -443,7 +443,7 @@ fn token_errors_name_the_token_and_the_module() {
     let names = |e: &UnitError, config: &Pkcs11Config| {
         let msg = e.to_string();
         assert!(
-            msg.contains(&format!("{:?}", config.token_label)) && msg.contains(MODULE),
+            msg.contains(&format!("{:?}", config.token_label)) && msg.contains(module()),
             "{msg}"
         );
         msg
@@ -453,7 +453,7 @@ fn token_errors_name_the_token_and_the_module() {
     let (label, right_pin) = pool.take();
     let wrong = d.path().join("wrong.pin");
     write_pin(&wrong, "not-the-pin");
-    let config = Pkcs11Config::new(MODULE, &label, &wrong);
+    let config = Pkcs11Config::new(module(), &label, &wrong);
     let (e, _, _) = create_err(&config);
     let msg = names(&e, &config);
     assert!(
@@ -473,18 +473,18 @@ fn token_errors_name_the_token_and_the_module() {
     let loose = d.path().join("loose.pin");
     fs::copy(&right_pin, &loose).unwrap();
     fs::set_permissions(&loose, fs::Permissions::from_mode(0o644)).unwrap();
-    let config = Pkcs11Config::new(MODULE, &label, &loose);
+    let config = Pkcs11Config::new(module(), &label, &loose);
     let msg = names(&create_err(&config).0, &config);
     assert!(msg.contains("mode 0600"), "{msg}");
     let empty = d.path().join("empty.pin");
     write_pin(&empty, "");
-    let config = Pkcs11Config::new(MODULE, &label, &empty);
+    let config = Pkcs11Config::new(module(), &label, &empty);
     assert!(names(&create_err(&config).0, &config).contains("is empty"));
-    let config = Pkcs11Config::new(MODULE, &label, d.path().join("missing.pin"));
+    let config = Pkcs11Config::new(module(), &label, d.path().join("missing.pin"));
     assert!(names(&create_err(&config).0, &config).contains("missing.pin"));
 
     // No token with this label.
-    let config = Pkcs11Config::new(MODULE, "no-such-token", &right_pin);
+    let config = Pkcs11Config::new(module(), "no-such-token", &right_pin);
     let (e, _, _) = create_err(&config);
     let msg = names(&e, &config);
     assert!(
@@ -514,7 +514,7 @@ fn token_errors_name_the_token_and_the_module() {
     // After all that, the token is untouched and usable.
     let fleet = Fleet::new("fleet");
     let id = UnitId::random();
-    let config = Pkcs11Config::new(MODULE, &label, &right_pin);
+    let config = Pkcs11Config::new(module(), &label, &right_pin);
     let dir = d.path().join("good");
     let u = Unit::create_pkcs11(
         &dir,
@@ -571,7 +571,7 @@ fn open_names_what_is_wrong_with_the_token() {
     assert!(
         msg.contains("PIN is incorrect")
             && msg.contains(&config.token_label)
-            && msg.contains(MODULE),
+            && msg.contains(module()),
         "{msg}"
     );
     fs::write(a_dir.join(PKCS11_FILE), &text).unwrap();
