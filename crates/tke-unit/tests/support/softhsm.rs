@@ -27,7 +27,7 @@ use tke_unit::Pkcs11Config;
 pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 /// Tokens made for one test binary; a test that runs out says so.
-pub const POOL_SIZE: usize = 104;
+pub const POOL_SIZE: usize = 184;
 
 /// How many `make-tokens.sh` run at once (each into a directory of its own, merged after).
 const SHARDS: usize = 4;
