@@ -101,3 +101,50 @@ fn debug_and_errors_show_no_secret() {
     assert!(outputs[2].contains(&handle.to_hex()) && outputs[2].contains(&vp.to_hex()));
     assert!(outputs[0].contains("redacted"));
 }
+
+#[test]
+fn secrets_in_memory_are_not_shown_either() {
+    let ca_key = SigningKey::random(&mut rand_core::OsRng);
+    let ca = CaCertificate::build(
+        "fleet",
+        &tke_proto::p256::PublicKey::from(ca_key.verifying_key()),
+        sign_with(&ca_key),
+    )
+    .unwrap();
+    let id = UnitId::random();
+    let memory = crate::MemorySecrets::new();
+    let mut unit = Unit::create_from_parts(
+        Box::new(crate::MemoryStore::new()),
+        Box::new(SoftBackend::create_in_memory(&memory, id).unwrap()),
+        id,
+        UnitType::Recovery,
+        &ca,
+        &mut |pk| DeviceCertificate::issue(&ca, &id, pk, sign_with(&ca_key)),
+    )
+    .unwrap();
+    let (handle, _) = unit.backend.generate_master_key().unwrap();
+    unit.backend.generate_importer().unwrap();
+
+    // A second instance over the same memory, to read the secrets out.
+    let soft = SoftBackend::open_in_memory(&memory, id).unwrap();
+    let mut secrets: Vec<Vec<u8>> = vec![
+        soft.device.signing_key().to_bytes().to_vec(),
+        soft.master_keys[&handle].expose_secret().to_vec(),
+    ];
+    secrets.extend(soft.importers.values().map(|k| k.to_bytes().to_vec()));
+    assert_eq!(secrets.len(), 3);
+
+    let outputs = [
+        format!("{unit:#?}"),
+        format!("{soft:#?}"),
+        format!("{memory:#?}"),
+    ];
+    for text in &outputs {
+        for secret in &secrets {
+            for r in renderings(secret) {
+                assert!(!text.contains(&r), "secret rendering {r:?} found in {text}");
+            }
+        }
+    }
+    assert!(outputs[2].contains("bytes"), "{}", outputs[2]);
+}

@@ -537,6 +537,31 @@ mod tests {
     }
 
     #[test]
+    fn round_trips_through_memory_and_discard_empties_it() {
+        let memory = MemorySecrets::new();
+        let id = UnitId::random();
+        let not_yet = SoftBackend::open_in_memory(&memory, id).unwrap_err();
+        assert!(
+            matches!(&not_yet, BackendError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        );
+        let mut b = SoftBackend::create_in_memory(&memory, id).unwrap();
+        let (h, vp) = b.generate_master_key().unwrap();
+        let imp = b.generate_importer().unwrap();
+        let b2 = SoftBackend::open_in_memory(&memory, id).unwrap();
+        assert_eq!(b2.master_key_vp(&h).unwrap(), vp);
+        assert!(b2.has_importer(&importer_key_id(&imp)).unwrap());
+        assert_eq!(b2.device_public_key(), b.device_public_key());
+        assert!(matches!(
+            SoftBackend::open_in_memory(&memory, UnitId::random()),
+            Err(BackendError::Foreign { .. })
+        ));
+        // Secrets in memory are never overwritten either.
+        assert!(SoftBackend::create_in_memory(&memory, id).is_err());
+        b.discard().unwrap();
+        assert!(SoftBackend::open_in_memory(&memory, id).is_err());
+    }
+
+    #[test]
     fn retain_destroys_the_rest() {
         let d = tempfile::tempdir().unwrap();
         let id = UnitId::random();
