@@ -523,8 +523,13 @@ fn a_unit_that_cannot_save_its_state_answers_an_internal_error_and_the_log_says_
     let unit_dir = dir.join("units").join(u.id().uuid());
     fs::rename(&unit_dir, dir.join("units").join("moved-away")).unwrap();
     let alice = MemSigner::new("alice");
-    let refused = client.run(u, &Command::AddAdmin(alice.certificate().clone()), &[]);
-    assert!(refused.is_err(), "{refused:?}");
+    let refused = client
+        .run(u, &Command::AddAdmin(alice.certificate().clone()), &[])
+        .unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Module { error, .. } if *error == ModuleError::INTERNAL),
+        "{refused:?}"
+    );
     assert_eq!(client.query(u).unwrap(), before, "the unit kept its state");
     let logs = server.logs();
     let line = logs

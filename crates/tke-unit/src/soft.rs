@@ -540,9 +540,13 @@ mod tests {
     fn round_trips_through_memory_and_discard_empties_it() {
         let memory = MemorySecrets::new();
         let id = UnitId::random();
-        let not_yet = SoftBackend::open_in_memory(&memory, id).unwrap_err();
-        assert!(
-            matches!(&not_yet, BackendError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        let kind = |r: Result<SoftBackend, BackendError>| match r {
+            Err(BackendError::Io { source, .. }) => source.kind(),
+            other => panic!("an I/O error expected: {other:?}"),
+        };
+        assert_eq!(
+            kind(SoftBackend::open_in_memory(&memory, id)),
+            io::ErrorKind::NotFound
         );
         let mut b = SoftBackend::create_in_memory(&memory, id).unwrap();
         let (h, vp) = b.generate_master_key().unwrap();
@@ -556,9 +560,15 @@ mod tests {
             Err(BackendError::Foreign { .. })
         ));
         // Secrets in memory are never overwritten either.
-        assert!(SoftBackend::create_in_memory(&memory, id).is_err());
+        assert_eq!(
+            kind(SoftBackend::create_in_memory(&memory, id)),
+            io::ErrorKind::AlreadyExists
+        );
         b.discard().unwrap();
-        assert!(SoftBackend::open_in_memory(&memory, id).is_err());
+        assert_eq!(
+            kind(SoftBackend::open_in_memory(&memory, id)),
+            io::ErrorKind::NotFound
+        );
     }
 
     #[test]
