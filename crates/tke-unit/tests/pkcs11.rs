@@ -22,6 +22,29 @@ mod memory_store {
     fn save_failure_is_reported() {
         suite::save_failure_is_reported(&MemoryFactory::token());
     }
+
+    #[test]
+    fn a_failed_save_leaves_no_new_master_key_on_the_token() {
+        use crate::{objects, session, support::*, World};
+        use tke_proto::{Command, ModuleError, UnitType};
+
+        let f = MemoryFactory::token();
+        let w = World::new(3);
+        let ca = &w.fleet.ca;
+        let mut rec = w.ready(&f, "rec", UnitType::Recovery);
+        ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+        let s = session(&f.token_config(&w.path("rec")));
+        let before = objects(&s, "tke-master-key");
+        assert_eq!(before.len(), 1);
+        f.fail_saves(&w.path("rec"), true);
+        // The command makes its master key object before it saves the state: that object
+        // goes when the save fails, as the state never referred to it.
+        fails(
+            &run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]),
+            ModuleError::INTERNAL,
+        );
+        assert_eq!(objects(&s, "tke-master-key"), before);
+    }
 }
 
 use std::{

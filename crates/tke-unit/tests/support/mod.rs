@@ -236,6 +236,11 @@ impl MemoryFactory {
             .store(fail, Ordering::SeqCst);
     }
 
+    /// The token configuration of the unit created under `dir` (secrets on a token).
+    pub fn token_config(&self, dir: &Path) -> Pkcs11Config {
+        self.units.lock().unwrap()[dir].token.clone().unwrap()
+    }
+
     /// The record the state store of the unit created under `dir` holds.
     pub fn saved(&self, dir: &Path) -> Option<Vec<u8>> {
         self.units.lock().unwrap()[dir].store.load().unwrap()
