@@ -951,6 +951,29 @@ impl Pkcs11Backend {
         unit_type: UnitType,
         config: &Pkcs11Config,
     ) -> Result<Self, BackendError> {
+        Self::make(Some(dir), unit_id, unit_type, config)
+    }
+
+    /// As [`Pkcs11Backend::create`], but records `config` nowhere: for a unit made from
+    /// parts ([`crate::Unit::create_from_parts`]), whose host keeps the configuration and
+    /// reopens the token with [`Pkcs11Backend::open_on_token`].
+    ///
+    /// # Errors
+    /// As [`Pkcs11Backend::create`].
+    pub fn create_on_token(
+        config: &Pkcs11Config,
+        unit_id: UnitId,
+        unit_type: UnitType,
+    ) -> Result<Self, BackendError> {
+        Self::make(None, unit_id, unit_type, config)
+    }
+
+    fn make(
+        dir: Option<&Path>,
+        unit_id: UnitId,
+        unit_type: UnitType,
+        config: &Pkcs11Config,
+    ) -> Result<Self, BackendError> {
         let config = config.absolute()?;
         let tok = Self::connect(&config)?;
         for (class, label) in [
@@ -982,7 +1005,9 @@ impl Pkcs11Backend {
             let point = tok.point(pub_h)?;
             let device_public =
                 transport::parse_point(&point, "device key").map_err(BackendError::Crypto)?;
-            config.write(dir)?;
+            if let Some(dir) = dir {
+                config.write(dir)?;
+            }
             Ok(device_public)
         })();
         match made {
@@ -1010,7 +1035,27 @@ impl Pkcs11Backend {
     /// [`BackendError::TokenContent`] when the token holds no device key and
     /// [`BackendError::ForeignToken`] when it holds another unit's.
     pub fn open(dir: &Path, unit_id: UnitId, unit_type: UnitType) -> Result<Self, BackendError> {
-        let config = Pkcs11Config::read(dir)?;
+        Self::open_config(Pkcs11Config::read(dir)?, unit_id, unit_type)
+    }
+
+    /// Opens the token of `config` for the unit `unit_id` of type `unit_type` (made with
+    /// [`Pkcs11Backend::create_on_token`]).
+    ///
+    /// # Errors
+    /// As [`Pkcs11Backend::open`].
+    pub fn open_on_token(
+        config: &Pkcs11Config,
+        unit_id: UnitId,
+        unit_type: UnitType,
+    ) -> Result<Self, BackendError> {
+        Self::open_config(config.absolute()?, unit_id, unit_type)
+    }
+
+    fn open_config(
+        config: Pkcs11Config,
+        unit_id: UnitId,
+        unit_type: UnitType,
+    ) -> Result<Self, BackendError> {
         let tok = Self::connect(&config)?;
         let devices = tok.find(ObjectClass::PRIVATE_KEY, LABEL_DEVICE, None)?;
         let device = match devices.as_slice() {
