@@ -2,7 +2,8 @@
 # Runs every test of the workspace: the README's test command, and what CI runs.
 # Installs the system components the tests need when they are missing (ci/setup.sh),
 # starts pcscd for the run when none runs (ci/pcsc.sh; stopped again at the end), and
-# checks that yubico-piv-tool sees the virtual YubiKey before the tests use it.
+# checks that yubico-piv-tool sees the virtual YubiKey before the tests use it. Then runs
+# the tke-ceremony examples (ceremonies driven by the library crates alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,3 +13,6 @@ pcsc_start
 pcsc_smoke
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+# The ceremonies run from a program that uses the library crates alone.
+cargo run -q -p tke-ceremony --example auto_init
+cargo run -q -p tke-ceremony --example zeroize

@@ -27,7 +27,7 @@ use tke_proto::{
 };
 use tke_sigkey::Signer;
 
-use crate::{CeremonyError, Event, Problem, Progress};
+use crate::{on_all, CeremonyError, Event, Problem, Progress};
 
 /// What the operator asked for.
 pub struct AutoInit<'a> {
@@ -174,39 +174,18 @@ pub fn precheck(client: &Client, instance: &InstanceId) -> Result<(), CeremonyEr
     }
 }
 
-/// Runs `f` on every unit in parallel; collects every failure.
-fn on_all<T: Send>(
-    step: &'static str,
-    units: &[&KnownUnit],
-    f: impl Fn(&KnownUnit) -> Result<T, ClientError> + Sync,
-) -> Result<Vec<T>, CeremonyError> {
-    let mut ok = Vec::new();
-    let mut failures = Vec::new();
-    for (u, r) in units.iter().zip(parallel(units, |u| f(u))) {
-        match r {
-            Ok(v) => ok.push(v),
-            Err(e) => failures.push((u.num, e)),
-        }
-    }
-    if failures.is_empty() {
-        Ok(ok)
-    } else {
-        Err(CeremonyError::Step { step, failures })
-    }
-}
-
 impl AutoInitPlan<'_, '_> {
     /// The units that will be initialized, in `CRYPTO UNIT NUM` order.
     pub fn units(&self) -> Vec<usize> {
         self.units.iter().map(|u| u.num).collect()
     }
 
-    /// Runs the initialization.
+    /// Runs the initialization. The plan is consumed: an initialization runs once.
     ///
     /// # Errors
     /// [`CeremonyError::Step`] naming the step and every unit that failed. The units then
     /// hold what the steps before reached; `cryptounit-compare` shows it.
-    pub fn execute(&self, progress: &dyn Progress) -> Result<AutoInitReport, CeremonyError> {
+    pub fn execute(self, progress: &dyn Progress) -> Result<AutoInitReport, CeremonyError> {
         let client = self.client;
         let admins = &self.request.admins;
         let quorum: Vec<&dyn Signer> =

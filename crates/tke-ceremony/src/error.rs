@@ -64,6 +64,20 @@ pub enum Problem {
         /// Why.
         source: SignError,
     },
+    /// No unit was given.
+    #[error("no crypto units were given")]
+    NoUnits,
+    /// A unit out of imprint mode on which none of the given keys is installed: it would
+    /// refuse an unsigned or foreign-signed zeroize.
+    #[error("crypto unit {num} is out of imprint mode and none of the usable signature keys on this workstation is installed on it (installed administrators: {}); zeroizing it needs the signature of one of them", installed.iter().map(AdminName::as_str).collect::<Vec<_>>().join(", "))]
+    NoInstalledKey {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+        /// The unit.
+        unit: UnitId,
+        /// The administrators installed on it.
+        installed: Vec<AdminName>,
+    },
 }
 
 /// A ceremony's failure.
@@ -90,6 +104,14 @@ pub enum CeremonyError {
         num: usize,
         /// Why.
         source: tke_proto::ProtoError,
+    },
+    /// A key the plan needs to sign with was not given; nothing was changed.
+    #[error("the signature key of {name} ({}) is needed but was not given; no crypto unit was changed", ski.short())]
+    SignerMissing {
+        /// The administrator.
+        name: AdminName,
+        /// The key's SKI.
+        ski: Ski,
     },
     /// The final check found units that do not hold the expected state.
     #[error("the final check failed on crypto unit {num}: {what}")]

@@ -1,11 +1,19 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+use tke_client::{fanout::parallel, ClientError, KnownUnit};
+
 pub mod auto_init;
+pub mod compare;
 mod error;
+pub mod installed;
+pub mod zeroize;
 
 pub use auto_init::{AutoInit, AutoInitPlan, AutoInitReport};
+pub use compare::{Aspect, CompareReport};
 pub use error::{CeremonyError, Problem};
+pub use installed::{Installation, InstalledKeys, Unreachable};
+pub use zeroize::{Zeroize, ZeroizePlan, ZeroizeReport, ZeroizeTarget};
 
 /// A milestone of a ceremony, reported as it happens. The CLI prints the vendor's lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,4 +55,25 @@ pub struct Silent;
 
 impl Progress for Silent {
     fn event(&self, _: &Event) {}
+}
+
+/// Runs `f` on every unit in parallel; collects every failure.
+fn on_all<T: Send>(
+    step: &'static str,
+    units: &[&KnownUnit],
+    f: impl Fn(&KnownUnit) -> Result<T, ClientError> + Sync,
+) -> Result<Vec<T>, CeremonyError> {
+    let mut ok = Vec::new();
+    let mut failures = Vec::new();
+    for (u, r) in units.iter().zip(parallel(units, |u| f(u))) {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => failures.push((u.num, e)),
+        }
+    }
+    if failures.is_empty() {
+        Ok(ok)
+    } else {
+        Err(CeremonyError::Step { step, failures })
+    }
 }

@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Context as _, Result};
 use serde_json::json;
+use tke_ceremony::InstalledKeys;
 use tke_keyfile::{SigKeyEntry, SigKeyKind};
-use tke_proto::AdminName;
+use tke_proto::{AdminInfo, AdminName};
 use tke_sigkey::Signer as _;
 use tke_sigkey_file::FileSigner;
 use tke_sigkey_pkcs11::{tke_pkcs11, Pkcs11Error, Pkcs11Uri, TokenSession};
@@ -17,6 +18,14 @@ pub fn list(ctx: &Ctx) -> Result<Vec<SigKeyEntry>> {
         eprintln!("Warning: {p}");
     }
     Ok(listing.entries)
+}
+
+/// A key as the ceremonies know it: by administrator name and SKI.
+pub fn admin_info(e: &SigKeyEntry) -> AdminInfo {
+    AdminInfo {
+        ski: e.ski,
+        name: e.name.clone(),
+    }
 }
 
 /// Prints the `KEYNUM | DESCRIPTION | SUBJECT KEY IDENTIFIER` table.
@@ -263,34 +272,28 @@ fn pick_keys(ctx: &Ctx, entries: &[SigKeyEntry], nums: &[usize], what: &str) -> 
 pub fn rm(ctx: &Ctx, nums: &[usize], yes: bool) -> Result<()> {
     let entries = list(ctx)?;
     let nums = pick_keys(ctx, &entries, nums, "delete")?;
-    // Warn when a key is installed as an administrator on a known unit: without it, no
-    // signed command (zeroize included) may be possible any more.
-    let installed: Vec<String> = if tke_client::EmbeddedFleet::exists(&ctx.files.local_dir()) {
+    // Warn when a key is installed as an administrator on a known unit, or may be on a
+    // unit that cannot be asked: without it, no signed command (zeroize included) may be
+    // possible any more.
+    if tke_client::EmbeddedFleet::exists(&ctx.files.local_dir()) {
         let fleet = ctx.connect()?;
-        let statuses = tke_client::fanout::parallel(fleet.client.units(), |u| {
-            fleet.client.query(u).map(|s| (u.num, s))
-        });
-        let mut v = Vec::new();
-        for &n in &nums {
-            let ski = entries[n - 1].ski;
-            for (num, s) in statuses.iter().flatten() {
-                if s.admins.iter().any(|a| a.ski == ski) {
-                    v.push(format!(
-                        "{} is an administrator of crypto unit {num}",
-                        entries[n - 1].name
-                    ));
-                }
-            }
+        let keys: Vec<AdminInfo> = nums.iter().map(|&n| admin_info(&entries[n - 1])).collect();
+        let found = InstalledKeys::find(&fleet.client, &keys);
+        for i in &found.installed {
+            println!(
+                "WARNING: {} is an administrator of crypto unit {}.",
+                i.key.name, i.num
+            );
         }
-        v
-    } else {
-        Vec::new()
-    };
-    for w in &installed {
-        println!("WARNING: {w}.");
-    }
-    if !installed.is_empty() {
-        println!("Without this signature key, commands that need its signature (zeroize included) may become impossible.");
+        for u in &found.unreachable {
+            println!(
+                "WARNING: crypto unit {} cannot be queried, so whether these signature keys are installed on it is unknown: {}.",
+                u.num, u.source
+            );
+        }
+        if !found.installed.is_empty() || !found.unreachable.is_empty() {
+            println!("Without this signature key, commands that need its signature (zeroize included) may become impossible.");
+        }
     }
     let names: Vec<String> = nums
         .iter()

@@ -187,17 +187,13 @@ pub fn connect(targets: &[Target]) -> Result<Fleet> {
         let ca = read_ca(&t.ca)?;
         endpoints.push((Arc::new(tr), ca));
     }
-    let client = Client::connect(endpoints)?;
-    let mut seen: Vec<UnitId> = Vec::new();
-    for u in client.units() {
-        if seen.contains(&u.id()) {
-            bail!(
-                "crypto unit {} is listed by more than one target: remove the duplicate target with `tke target rm` (see `tke target list`)",
-                u.id().uuid()
-            );
-        }
-        seen.push(u.id());
-    }
+    let client = match Client::connect(endpoints) {
+        Err(ClientError::DuplicateUnit { unit, .. }) => bail!(
+            "crypto unit {} is listed by more than one target: remove the duplicate target with `tke target rm` (see `tke target list`)",
+            unit.uuid()
+        ),
+        other => other?,
+    };
     Ok(Fleet { client })
 }
 

@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use tke_client::{fanout::parallel, KnownUnit};
+use tke_ceremony::CompareReport;
+use tke_client::KnownUnit;
 use tke_proto::{RegisterStatus, UnitStatus};
 
 use crate::{
@@ -121,18 +122,16 @@ fn register_json(r: &RegisterStatus) -> serde_json::Value {
     json!({ "state": r.state.json_name(), "vp": r.vp.map(|v| v.to_hex()) })
 }
 
-/// `cryptounit-compare`: the configuration of every selected unit, side by side.
+/// `cryptounit-compare`: the configuration of every selected unit, side by side, and the
+/// verdict of [`CompareReport`] per instance.
 pub fn compare(ctx: &Ctx) -> Result<()> {
     let fleet = ctx.connect()?;
     let units = ctx.selected(&fleet)?;
     if units.is_empty() {
         bail!("no crypto units are selected: select them with `tke cryptounit-add` (see `tke cryptounits`)");
     }
-    let statuses: Vec<Result<UnitStatus, _>> = parallel(&units, |u| fleet.client.query(u));
-    let mut rows: Vec<(&KnownUnit, UnitStatus)> = Vec::new();
-    for (u, s) in units.iter().zip(statuses) {
-        rows.push((*u, s?));
-    }
+    let report = CompareReport::query(&fleet.client, &units)?;
+    let rows = report.units();
     if ctx.json {
         let v: Vec<_> = rows
             .iter()
@@ -157,12 +156,7 @@ pub fn compare(ctx: &Ctx) -> Result<()> {
         return Ok(());
     }
     header(&fleet);
-    let mut instances: Vec<&tke_client::InstanceId> = Vec::new();
-    for (u, _) in &rows {
-        if !instances.contains(&u.instance()) {
-            instances.push(u.instance());
-        }
-    }
+    let instances = report.instances();
     let section = |title: &str,
                    headers: &[&'static str],
                    cells: &dyn Fn(&KnownUnit, &UnitStatus) -> Vec<String>| {
@@ -170,7 +164,7 @@ pub fn compare(ctx: &Ctx) -> Result<()> {
         for inst in &instances {
             println!("SERVICE INSTANCE: {inst}");
             let mut t = Table::new(headers);
-            for (u, s) in rows.iter().filter(|(u, _)| u.instance() == *inst) {
+            for (u, s) in report.instance_units(inst) {
                 let mut c = vec![u.num.to_string()];
                 c.extend(cells(u, s));
                 t.row(c);
@@ -234,20 +228,7 @@ pub fn compare(ctx: &Ctx) -> Result<()> {
     }
     // A one-line verdict per instance, so drift is visible at a glance.
     for inst in &instances {
-        let group: Vec<&UnitStatus> = rows
-            .iter()
-            .filter(|(u, _)| u.instance() == *inst)
-            .map(|(_, s)| s)
-            .collect();
-        let same = group.windows(2).all(|w| {
-            let (a, b) = (w[0], w[1]);
-            a.sig_threshold == b.sig_threshold
-                && a.rev_threshold == b.rev_threshold
-                && a.admins == b.admins
-                && a.new_register == b.new_register
-                && a.current_register == b.current_register
-        });
-        if same {
+        if report.identical(inst) {
             println!(
                 "The selected crypto units of service instance {inst} are configured identically."
             );

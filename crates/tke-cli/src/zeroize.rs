@@ -2,21 +2,27 @@
 //!
 //! As the vendor's: a confirmation, then **one** signature-key password — a unit out of
 //! imprint mode zeroizes with the signature of one installed administrator; a unit in
-//! imprint mode needs none. Every check (units reachable, a usable key for every unit)
-//! runs before the question, so a refusal changes nothing.
+//! imprint mode needs none. The ceremony is [`tke_ceremony::Zeroize`]: its plan runs every
+//! check (units reachable, a usable key for every unit) before the question, so a refusal
+//! changes nothing. This module chooses the keys, prints the plan, asks, opens the keys
+//! the plan needs and prints the result.
 //!
-//! Safety (DESIGN rule 4): zeroize must be refused while the instance's key storage holds
-//! keys unless forced with a typed confirmation. These fleets have no key storage yet, so
-//! the confirmation names what is destroyed — in particular any current master key.
+//! Zeroizing destroys any current master key; these fleets have no key storage yet, so
+//! the confirmation names what is destroyed.
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use tke_client::{fanout::parallel, KnownUnit};
+use tke_ceremony::{CeremonyError, Zeroize};
 use tke_keyfile::SigKeyEntry;
-use tke_proto::{Command, RegisterState, UnitStatus};
+use tke_proto::RegisterState;
 use tke_sigkey::Signer;
 
-use crate::{context::Ctx, sigkeys::list, table::Table, units::header};
+use crate::{
+    context::Ctx,
+    sigkeys::{admin_info, list},
+    table::Table,
+    units::header,
+};
 
 /// The answers `cryptounit-zeroize` takes as flags.
 #[derive(clap::Args, Debug)]
@@ -39,16 +45,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     if units.is_empty() {
         bail!("no crypto units are selected: select them with `tke cryptounit-add` (see `tke cryptounits`)");
     }
-    let mut rows: Vec<(&KnownUnit, UnitStatus)> = Vec::new();
-    let mut problems = Vec::new();
-    for (u, s) in units.iter().zip(parallel(&units, |u| client.query(u))) {
-        match s {
-            Ok(s) => rows.push((*u, s)),
-            Err(e) => problems.push(format!("crypto unit {} cannot be queried: {e}", u.num)),
-        }
-    }
 
-    // Which key signs for each unit out of imprint mode.
+    // The keys that may sign, in order of preference.
     let entries = list(ctx)?;
     let selection = ctx.files.load_selection()?.sigkeys;
     let mut preference: Vec<&SigKeyEntry> = match &args.admin {
@@ -71,39 +69,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             }
         }
     }
-    let mut signer_of: Vec<Option<usize>> = Vec::new();
-    for (u, s) in &rows {
-        if s.imprint_mode() {
-            signer_of.push(None);
-            continue;
-        }
-        match preference
-            .iter()
-            .position(|e| s.admins.iter().any(|a| a.ski == e.ski))
-        {
-            Some(i) => signer_of.push(Some(i)),
-            None => {
-                let installed: Vec<String> = s.admins.iter().map(|a| a.name.to_string()).collect();
-                problems.push(format!(
-                    "crypto unit {} is out of imprint mode and none of the usable signature keys on this workstation is installed on it (installed administrators: {}); zeroizing it needs the signature of one of them",
-                    u.num,
-                    installed.join(", ")
-                ));
-                signer_of.push(None);
-            }
-        }
+    let plan = Zeroize {
+        units,
+        keys: preference.iter().map(|e| admin_info(e)).collect(),
     }
-    if !problems.is_empty() {
-        bail!(
-            "{} problem(s) found; no crypto unit was changed:\n{}",
-            problems.len(),
-            problems
-                .iter()
-                .map(|p| format!("  - {p}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    .plan(client)?;
 
     if !ctx.json {
         header(&fleet);
@@ -115,30 +85,35 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             "CURRENT MASTER KEY REGISTER",
             "SIGNED BY",
         ]);
-        for ((u, s), k) in rows.iter().zip(&signer_of) {
+        for z in plan.targets() {
+            let s = &z.status;
             t.row(vec![
-                u.num.to_string(),
-                u.unit_type().label().to_owned(),
+                z.unit.num.to_string(),
+                z.unit.unit_type().label().to_owned(),
                 s.imprint_mode().to_string(),
                 s.admins.len().to_string(),
                 s.current_register.state.label().to_owned(),
-                k.map(|i| preference[i].name.to_string())
+                z.signer
+                    .as_ref()
+                    .map(|k| k.name.to_string())
                     .unwrap_or_else(|| "(no signature needed)".into()),
             ]);
         }
         print!("{}", t.render());
-        let holding: Vec<String> = rows
+        let holding: Vec<String> = plan
+            .targets()
             .iter()
-            .filter(|(_, s)| s.current_register.state == RegisterState::Valid)
-            .map(|(u, s)| {
-                let vp = s
+            .filter(|z| z.status.current_register.state == RegisterState::Valid)
+            .map(|z| {
+                let vp = z
+                    .status
                     .current_register
                     .vp
                     .map(|v| v.to_hex())
                     .unwrap_or_default();
                 format!(
                     "{} (verification pattern {}...)",
-                    u.num,
+                    z.unit.num,
                     &vp[..vp.len().min(16)]
                 )
             })
@@ -154,7 +129,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     if !ctx.prompt.confirm(
         &format!(
             "Zeroize {} crypto unit(s)? Administrators, signature thresholds and both master key registers are cleared; this cannot be undone.",
-            rows.len()
+            plan.targets().len()
         ),
         args.yes,
     )? {
@@ -163,48 +138,30 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
 
     // Open each key needed once (one password per key).
-    let mut needed: Vec<usize> = signer_of.iter().flatten().copied().collect();
-    needed.sort_unstable();
-    needed.dedup();
-    let mut opened = Vec::new();
-    for i in &needed {
-        opened.push((*i, ctx.open_signer(preference[*i])?));
-    }
-    let jobs: Vec<(&KnownUnit, Option<&dyn Signer>)> = rows
-        .iter()
-        .zip(&signer_of)
-        .map(|((u, _), k)| {
-            let signer = k.and_then(|i| {
-                opened
-                    .iter()
-                    .find(|(j, _)| *j == i)
-                    .map(|(_, s)| s.as_ref())
-            });
-            (*u, signer)
-        })
-        .collect();
-    let results = parallel(&jobs, |(u, signer)| {
-        let signers: Vec<&dyn Signer> = signer.iter().copied().collect();
-        client.run(u, &Command::Zeroize, &signers)
-    });
-    let mut failures = Vec::new();
-    for ((u, _), r) in jobs.iter().zip(results) {
-        if let Err(e) = r {
-            failures.push(format!("  - crypto unit {}: {e}", u.num));
+    let mut opened: Vec<Box<dyn Signer>> = Vec::new();
+    for k in plan.keys_needed() {
+        if let Some(e) = preference.iter().find(|e| e.ski == k.ski) {
+            opened.push(ctx.open_signer(e)?);
         }
     }
-    if !failures.is_empty() {
-        bail!(
+    let signers: Vec<&dyn Signer> = opened.iter().map(|s| s.as_ref()).collect();
+    let report = match plan.execute(&signers) {
+        Err(CeremonyError::Step { failures, .. }) => bail!(
             "zeroize failed on {} crypto unit(s); the others were zeroized. Check with `tke cryptounit-compare`:\n{}",
             failures.len(),
-            failures.join("\n")
-        );
-    }
+            failures
+                .iter()
+                .map(|(num, e)| format!("  - crypto unit {num}: {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        other => other?,
+    };
     if ctx.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
-                "zeroized": rows.iter().map(|(u, _)| u.num).collect::<Vec<_>>(),
+                "zeroized": report.units,
             }))?
         );
     } else {

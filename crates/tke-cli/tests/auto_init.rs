@@ -99,20 +99,23 @@ fn scripted_auto_init_of_six_units_leaves_one_valid_master_key_everywhere() {
 
     // A second auto-init is refused with the vendor's advice, and changes nothing.
     let before = w.snapshot();
-    let err = w.fails(&[
-        "--secrets",
-        secrets.to_str().unwrap(),
-        "auto-init",
-        "--sig-threshold",
-        "2",
-        "--rev-threshold",
-        "2",
-        "--admin",
-        "alice",
-        "--admin",
-        "bob",
-        "--yes",
-    ]);
+    let err = w.fails(
+        &[
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "auto-init",
+            "--sig-threshold",
+            "2",
+            "--rev-threshold",
+            "2",
+            "--admin",
+            "alice",
+            "--admin",
+            "bob",
+            "--yes",
+        ],
+        1,
+    );
     assert!(err.contains("not in imprint mode"), "{err}");
     assert!(err.contains("cryptounit-compare"), "{err}");
     assert_eq!(before, w.snapshot());
@@ -275,7 +278,7 @@ fn bad_answers_are_refused_and_change_nothing() {
     for (extra, expect) in cases {
         let mut args: Vec<&str> = base.to_vec();
         args.extend(extra.iter());
-        let err = w.fails(&args);
+        let err = w.fails(&args, 1);
         assert!(err.contains("FAILED"), "{err}");
         assert!(
             err.contains(expect),
@@ -299,18 +302,21 @@ fn wrong_password_fails_and_leaves_the_key_file_unchanged() {
     ]);
     let before = w.snapshot();
     let bad = w.secrets(&[("alice", "not-the-password")]);
-    let err = w.fails(&[
-        "--secrets",
-        bad.to_str().unwrap(),
-        "auto-init",
-        "--sig-threshold",
-        "1",
-        "--rev-threshold",
-        "1",
-        "--admin",
-        "alice",
-        "--yes",
-    ]);
+    let err = w.fails(
+        &[
+            "--secrets",
+            bad.to_str().unwrap(),
+            "auto-init",
+            "--sig-threshold",
+            "1",
+            "--rev-threshold",
+            "1",
+            "--admin",
+            "alice",
+            "--yes",
+        ],
+        1,
+    );
     assert!(err.to_lowercase().contains("wrong password"), "{err}");
     let after = w.snapshot();
     // Only the secrets file we rewrote differs.
@@ -328,12 +334,15 @@ fn secrets_file_readable_by_others_is_refused() {
     let w = Workstation::new();
     let s = w.secrets(PW);
     std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = w.fails(&[
-        "--secrets",
-        s.to_str().unwrap(),
-        "sigkey-add",
-        "--name",
-        "alice",
-    ]);
+    let err = w.fails(
+        &[
+            "--secrets",
+            s.to_str().unwrap(),
+            "sigkey-add",
+            "--name",
+            "alice",
+        ],
+        1,
+    );
     assert!(err.contains("chmod 600"), "{err}");
 }

@@ -67,11 +67,11 @@ fn selection_persists_and_bad_numbers_change_nothing() {
     w.ok(&["cryptounit-rm", "1"]);
     assert_eq!(sel(&w), [3]);
     let before = w.snapshot();
-    let err = w.fails(&["cryptounit-add", "2", "9"]);
+    let err = w.fails(&["cryptounit-add", "2", "9"], 1);
     assert!(err.contains("CRYPTO UNIT NUM 9 does not exist"), "{err}");
     assert_eq!(before, w.snapshot());
     // Without numbers and without a terminal, the error names what to give.
-    let err = w.fails(&["cryptounit-add"]);
+    let err = w.fails(&["cryptounit-add"], 1);
     assert!(err.contains("CRYPTO UNIT NUM"), "{err}");
     assert_eq!(sel(&w), [3]);
     // compare shows the selected unit only, in imprint mode.
@@ -86,7 +86,7 @@ fn selection_persists_and_bad_numbers_change_nothing() {
 fn compare_without_selection_says_what_to_do() {
     let w = Workstation::new();
     w.ok(&["local", "init"]);
-    let err = w.fails(&["cryptounit-compare"]);
+    let err = w.fails(&["cryptounit-compare"], 1);
     assert!(err.contains("cryptounit-add"), "{err}");
 }
 
@@ -95,11 +95,14 @@ fn local_init_twice_is_refused() {
     let w = Workstation::new();
     w.ok(&["local", "init"]);
     let before = w.snapshot();
-    let err = w.fails(&["local", "init"]);
+    let err = w.fails(&["local", "init"], 1);
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(before, w.snapshot());
     let w2 = Workstation::new();
-    let err = w2.fails(&["local", "init", "--failover", "3", "--operational", "2"]);
+    let err = w2.fails(
+        &["local", "init", "--failover", "3", "--operational", "2"],
+        1,
+    );
     assert!(err.contains("failover"), "{err}");
 }
 
@@ -126,22 +129,25 @@ fn sigkey_commands_add_list_select_remove() {
     assert_eq!(v[0]["selected"], Value::Bool(false));
     // A name over 30 characters is refused, nothing written.
     let before = w.snapshot();
-    let err = w.fails(&[
-        "--secrets",
-        s,
-        "sigkey-add",
-        "--name",
-        "abcdefghijklmnopqrstuvwxyz01234",
-    ]);
+    let err = w.fails(
+        &[
+            "--secrets",
+            s,
+            "sigkey-add",
+            "--name",
+            "abcdefghijklmnopqrstuvwxyz01234",
+        ],
+        1,
+    );
     assert!(err.contains("30"), "{err}");
     // A missing password without a terminal names the way to give it.
-    let err = w.fails(&["--secrets", s, "sigkey-add", "--name", "carol"]);
+    let err = w.fails(&["--secrets", s, "sigkey-add", "--name", "carol"], 1);
     assert!(err.contains("--secrets"), "{err}");
-    let err = w.fails(&["sigkey-rm", "5", "--yes"]);
+    let err = w.fails(&["sigkey-rm", "5", "--yes"], 1);
     assert!(err.contains("KEYNUM 5 does not exist"), "{err}");
     assert_eq!(before, w.snapshot());
     // Removal without --yes and without a terminal is refused.
-    let err = w.fails(&["sigkey-rm", "1"]);
+    let err = w.fails(&["sigkey-rm", "1"], 1);
     assert!(err.contains("--yes"), "{err}");
     w.ok(&["sigkey-rm", "1", "--yes"]);
     let v: Value = serde_json::from_str(&w.ok(&["sigkeys", "--output", "json"])).unwrap();
@@ -166,7 +172,7 @@ fn help_and_h_explain_commands() {
         out.contains("--sig-threshold") && out.contains("--new-admin"),
         "{out}"
     );
-    let err = w.fails(&["help", "no-such-command"]);
+    let err = w.fails(&["help", "no-such-command"], 1);
     assert!(err.contains("no-such-command"), "{err}");
     // Help needs no workstation directory.
     assert!(!w.path().join("local").exists());

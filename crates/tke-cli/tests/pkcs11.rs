@@ -14,7 +14,7 @@ use std::{
     process::{Command, Output},
 };
 
-use common::Workstation;
+use common::{snap, Workstation};
 use rexpect::session::spawn_command;
 use serde_json::Value;
 
@@ -100,13 +100,12 @@ fn ok(w: &Workstation, t: &Tokens, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-fn fails(w: &Workstation, t: &Tokens, args: &[&str]) -> String {
+/// Runs `tke`, asserts its exit code and the snapshot `name` of what it showed (the token
+/// directory shows as `[TOKENS]`); returns stderr.
+fn fails(w: &Workstation, t: &Tokens, name: &str, args: &[&str], code: i32) -> String {
     let o = run(w, t, args);
-    assert!(
-        !o.status.success(),
-        "tke {args:?} should have failed; stdout:\n{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    common::assert_failed(&o, code, args);
+    snap::assert_run(name, &o, code, &[(w.path(), "[WS]"), (&t.dir, "[TOKENS]")]);
     String::from_utf8(o.stderr).unwrap()
 }
 
@@ -204,6 +203,7 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
     let err = fails(
         &w,
         &t,
+        "pkcs11_key_already_recorded",
         &[
             "--secrets",
             s,
@@ -213,6 +213,7 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
             "--name",
             "tokadmin",
         ],
+        1,
     );
     assert!(err.contains("already recorded"), "{err}");
     assert_eq!(before, w.snapshot());
@@ -383,6 +384,7 @@ fn a_wrong_pin_fails_clearly_and_changes_nothing() {
     let err = fails(
         &w,
         &t,
+        "pkcs11_wrong_pin_at_sigkey_add",
         &[
             "--secrets",
             s,
@@ -392,6 +394,7 @@ fn a_wrong_pin_fails_clearly_and_changes_nothing() {
             "--name",
             "tokadmin",
         ],
+        1,
     );
     assert!(
         err.contains("wrong PIN for token \"admins\" (serial "),
@@ -428,6 +431,7 @@ fn a_wrong_pin_fails_clearly_and_changes_nothing() {
     let err = fails(
         &w,
         &t,
+        "pkcs11_wrong_pin_at_auto_init",
         &[
             "--secrets",
             bad.to_str().unwrap(),
@@ -442,6 +446,7 @@ fn a_wrong_pin_fails_clearly_and_changes_nothing() {
             "tokadmin",
             "--yes",
         ],
+        1,
     );
     assert!(
         err.contains("cannot open the signature key of tokadmin on its PKCS#11 token"),
@@ -462,27 +467,36 @@ fn bad_uris_are_refused_before_anything_is_written() {
     let before = w.snapshot();
     let cases = [
         (
+            "pkcs11_uri_pin_value",
             format!("{}&pin-value=777999", t.uri("admins", "tokadmin")),
             "pin-value",
         ),
         (
+            "pkcs11_uri_module_missing",
             "pkcs11:token=admins;object=k?module-path=/nonexistent/lib.so".to_owned(),
             "cannot load the PKCS#11 module /nonexistent/lib.so",
         ),
-        (t.uri("nosuch", "k"), "token \"nosuch\" was not found"),
         (
+            "pkcs11_uri_token_not_found",
+            t.uri("nosuch", "k"),
+            "token \"nosuch\" was not found",
+        ),
+        (
+            "pkcs11_uri_no_key",
             format!("pkcs11:token=admins?module-path={MODULE}"),
             "names no key",
         ),
         (
+            "pkcs11_uri_slot_id",
             "pkcs11:slot-id=1;object=k".to_owned(),
             "never by slot number",
         ),
     ];
-    for (uri, want) in &cases {
+    for (name, uri, want) in &cases {
         let err = fails(
             &w,
             &t,
+            name,
             &[
                 "--secrets",
                 s,
@@ -492,6 +506,7 @@ fn bad_uris_are_refused_before_anything_is_written() {
                 "--name",
                 "tokadmin",
             ],
+            1,
         );
         assert!(err.contains(want), "{uri}: {err}");
         assert!(!err.contains("777999"), "{err}");

@@ -14,7 +14,7 @@ use std::{
     process::{Command, Output},
 };
 
-use common::Workstation;
+use common::{snap, Workstation};
 use serde_json::Value;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -82,12 +82,20 @@ impl Tokens {
         String::from_utf8(o.stdout).unwrap()
     }
 
-    fn fails(&self, w: &Workstation, args: &[&str]) -> String {
-        let o = self.run(w, args);
-        assert!(
-            !o.status.success(),
-            "tke {args:?} should have failed; stdout:\n{}",
-            String::from_utf8_lossy(&o.stdout)
+    /// Runs `tke`, asserts its exit code and the snapshot `name` of what it showed (the
+    /// token directory shows as `[TOKENS]`); returns stderr.
+    fn fails(&self, w: &Workstation, name: &str, args: &[&str], code: i32) -> String {
+        let mut o = self.run(w, args);
+        common::assert_failed(&o, code, args);
+        // SoftHSM lists its tokens in an order of its own (by random directory names).
+        o.stderr = String::from_utf8_lossy(&o.stderr)
+            .replace("\"good-2\", \"good-1\"", "\"good-1\", \"good-2\"")
+            .into_bytes();
+        snap::assert_run(
+            name,
+            &o,
+            code,
+            &[(&self.dir, "[TOKENS]"), (w.path(), "[WS]")],
         );
         String::from_utf8(o.stderr).unwrap()
     }
@@ -236,13 +244,13 @@ fn placement_errors_are_clear_and_leave_the_tokens_usable() {
     let t = Tokens::new(&w, &["good-1", "good-2"]);
     let pin = t.pin_pattern();
     let base = ["local", "init", "--operational", "1", "--recovery", "1"];
-    let run = |labels: &str, units: &str| {
+    let run = |name: &str, labels: &str, units: &str| {
         let mut args = base.to_vec();
         args.extend(init_args(&pin, labels, units));
-        t.fails(&w, &args)
+        t.fails(&w, name, &args, 1)
     };
     // One label too few: said before anything is made.
-    let err = run("good-1", "all");
+    let err = run("pkcs11_units_token_count", "good-1", "all");
     assert!(
         err.contains("names 1 token(s)") && err.contains("places 2"),
         "{err}"
@@ -250,7 +258,11 @@ fn placement_errors_are_clear_and_leave_the_tokens_usable() {
     assert!(!w.path().join("local").exists());
     // A token that does not exist, after one that does: the message names the label and
     // the module, and the unit made on the first token is destroyed.
-    let err = run("good-1,no-such-token", "all");
+    let err = run(
+        "pkcs11_units_token_not_found",
+        "good-1,no-such-token",
+        "all",
+    );
     assert!(
         err.contains("\"no-such-token\"") && err.contains(MODULE),
         "{err}"
@@ -266,14 +278,14 @@ fn placement_errors_are_clear_and_leave_the_tokens_usable() {
     fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut args = base.to_vec();
     args.extend(init_args(wrong.to_str().unwrap(), "good-1,good-2", "all"));
-    let err = t.fails(&w, &args);
+    let err = t.fails(&w, "pkcs11_units_wrong_pin", &args, 1);
     assert!(
         err.contains("PIN is incorrect") && err.contains("\"good-1\"") && err.contains(MODULE),
         "{err}"
     );
     assert!(!err.contains("0000"), "{err}");
     // --pkcs11-tokens without a module is refused by the argument parser.
-    let err = w.fails(&["local", "init", "--pkcs11-tokens", "good-1"]);
+    let err = w.fails(&["local", "init", "--pkcs11-tokens", "good-1"], 2);
     assert!(err.contains("--pkcs11-module"), "{err}");
     // The tokens were left empty: the same init now succeeds.
     let mut args = base.to_vec();

@@ -1,8 +1,6 @@
 //! `tke` against remote fleets: real `tke-unitd` processes on loopback, one service
 //! instance spread over three servers, a server killed in the middle of `auto-init`, and
 //! the refusals an operator may meet.
-//!
-//! `tke-unitd` is found next to the `tke` binary: `cargo test --workspace` builds both.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -11,12 +9,11 @@ use std::{
     fs,
     io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    path::Path,
+    process::Stdio,
 };
 
-use common::Workstation;
+use common::{unitd::Server, Workstation};
 use serde_json::Value;
 
 const PW: &[(&str, &str)] = &[
@@ -24,145 +21,6 @@ const PW: &[(&str, &str)] = &[
     ("bob", "bob-password-22"),
     ("carol", "carol-password-333"),
 ];
-
-fn unitd() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_tke")).with_file_name("tke-unitd");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `cargo build -p tke-server` (`cargo test --workspace` does)",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `tke-unitd` directory and, while running, its process (SIGKILLed when dropped).
-struct Server {
-    name: &'static str,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    starts: usize,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl Server {
-    fn init(root: &Path, name: &'static str, args: &[&str]) -> Self {
-        let dir = root.join(name);
-        let port = free_port();
-        let out = Command::new(unitd())
-            .arg("init")
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(args)
-            .current_dir(root)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tke-unitd init {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self {
-            name,
-            dir,
-            port,
-            child: None,
-            starts: 0,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.join(format!("unitd-{}.log", self.starts))
-    }
-
-    fn start(&mut self) {
-        self.starts += 1;
-        let log = self.log();
-        let child = Command::new(unitd())
-            .args(["serve", "--config"])
-            .arg(self.dir.join("unitd.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let start = Instant::now();
-        loop {
-            if fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("tke-unitd listening on")
-            {
-                return;
-            }
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "tke-unitd {} exited ({s}):\n{}",
-                    self.name,
-                    fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{} did not start",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no chance to finish anything.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait for the graceful stop.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let ok = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status()
-                .unwrap();
-            assert!(ok.success());
-            let start = Instant::now();
-            while c.try_wait().unwrap().is_none() {
-                assert!(
-                    start.elapsed() < Duration::from_secs(30),
-                    "{} did not stop",
-                    self.name
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).to_str().unwrap().to_owned()
-    }
-}
 
 /// One service instance on three servers: zone A (operational), zone B (operational +
 /// failover), DR (the two recovery units). One fleet CA, one instance id, one API key.
@@ -315,7 +173,7 @@ fn auto_init_of_one_instance_spread_over_three_servers() {
     w.ok(&["target", "rm", "dr"]);
     let units: Value = serde_json::from_str(&w.ok(&["cryptounits", "--output", "json"])).unwrap();
     assert_eq!(units.as_array().unwrap().len(), 3);
-    let err = w.fails(&["target", "rm", "dr"]);
+    let err = w.fails(&["target", "rm", "dr"], 1);
     assert!(err.contains("no target named"), "{err}");
 }
 
@@ -441,7 +299,7 @@ fn a_server_killed_during_auto_init_is_reported_truthfully_and_the_operator_fini
     }
 
     // auto-init refuses a half-initialized instance and says what to do ...
-    let err = w.fails(&auto_init_args(s, false));
+    let err = w.fails(&auto_init_args(s, false), 1);
     assert!(err.contains("not in imprint mode"), "{err}");
     assert!(err.contains("cryptounit-zeroize"), "{err}");
     // ... which is: zeroize (one administrator's signature), then run it again with the
@@ -497,7 +355,7 @@ fn refusals_say_what_is_wrong() {
         args[3] = &url;
         args.extend(extra);
         w.ok(&args);
-        let err = w.fails(&["cryptounits"]);
+        let err = w.fails(&["cryptounits"], 1);
         for e in expect {
             assert!(err.contains(e), "{name}: missing {e:?} in:\n{err}");
         }
@@ -542,30 +400,36 @@ fn refusals_say_what_is_wrong() {
     );
     // Missing or unprotected key files are refused when the target is added.
     let missing = root.path().join("no-such-key");
-    let err = w.fails(&[
-        "target",
-        "add",
-        "x",
-        &two.url(),
-        "--ca",
-        &ca,
-        "--api-key-file",
-        missing.to_str().unwrap(),
-    ]);
+    let err = w.fails(
+        &[
+            "target",
+            "add",
+            "x",
+            &two.url(),
+            "--ca",
+            &ca,
+            "--api-key-file",
+            missing.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("cannot read the API key file"), "{err}");
     let open = root.path().join("open-key");
     fs::copy(&key1, &open).unwrap();
     fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
-    let err = w.fails(&[
-        "target",
-        "add",
-        "x",
-        &two.url(),
-        "--ca",
-        &ca,
-        "--api-key-file",
-        open.to_str().unwrap(),
-    ]);
+    let err = w.fails(
+        &[
+            "target",
+            "add",
+            "x",
+            &two.url(),
+            "--ca",
+            &ca,
+            "--api-key-file",
+            open.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("chmod 600"), "{err}");
     assert!(w.ok(&["target", "list"]).contains("No targets"));
 
@@ -581,7 +445,7 @@ fn refusals_say_what_is_wrong() {
         &key1,
     ]);
     two.kill();
-    let err = w.fails(&["cryptounits"]);
+    let err = w.fails(&["cryptounits"], 1);
     assert!(err.contains("Cannot connect"), "{err}");
     assert!(err.contains("tke-unitd is running"), "{err}");
     w.ok(&["target", "rm", "down"]);
@@ -597,7 +461,7 @@ fn refusals_say_what_is_wrong() {
     };
     let url = two.url();
     let o = env_run(&[("TKE_TARGETS", &url)], &["cryptounits"]);
-    assert!(!o.status.success());
+    common::assert_failed(&o, 1, &["cryptounits"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("TKE_CA_FILE"));
     let vars = [
         ("TKE_TARGETS", url.as_str()),

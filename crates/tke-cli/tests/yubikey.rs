@@ -226,7 +226,7 @@ fn wrong_then_blocked_pin_are_clear_errors_and_change_nothing() {
         "--yes",
     ];
     let before = w.snapshot();
-    let err = w.fails(&args);
+    let err = w.fails(&args, 1);
     assert!(
         err.contains("wrong PIN for YubiKey 11110002: 2 tries left before the PIN is blocked"),
         "{err}"
@@ -240,8 +240,8 @@ fn wrong_then_blocked_pin_are_clear_errors_and_change_nothing() {
         before,
         "nothing changed on the workstation or the units"
     );
-    assert!(w.fails(&args).contains("1 try left"));
-    let err = w.fails(&args);
+    assert!(w.fails(&args, 1).contains("1 try left"));
+    let err = w.fails(&args, 1);
     assert!(
         err.contains("the PIN of YubiKey 11110002 is blocked"),
         "{err}"
@@ -266,7 +266,7 @@ fn no_card_two_cards_and_an_occupied_slot_are_clear_errors_and_change_nothing() 
     let before = w.snapshot();
 
     // No card.
-    let err = w.fails(&add);
+    let err = w.fails(&add, 1);
     assert!(err.starts_with("FAILED\nno YubiKey was found"), "{err}");
     assert!(err.contains("insert the YubiKey"), "{err}");
     assert_eq!(w.snapshot(), before);
@@ -274,14 +274,14 @@ fn no_card_two_cards_and_an_occupied_slot_are_clear_errors_and_change_nothing() 
     // Two cards and no --serial.
     let a = bench.insert(0, card(11110011));
     let b = bench.insert(1, card(11110012));
-    let err = w.fails(&add);
+    let err = w.fails(&add, 1);
     assert!(
         err.contains("several YubiKeys are attached (serial numbers 11110011, 11110012)"),
         "{err}"
     );
     assert!(err.contains("--serial"), "{err}");
     assert_eq!(w.snapshot(), before);
-    let err = w.fails(&[&add[..], &["--serial", "999"]].concat());
+    let err = w.fails(&[&add[..], &["--serial", "999"]].concat(), 1);
     assert!(
         err.contains("YubiKey 999 is not attached (YubiKeys attached: 11110011, 11110012)"),
         "{err}"
@@ -296,7 +296,7 @@ fn no_card_two_cards_and_an_occupied_slot_are_clear_errors_and_change_nothing() 
     let c_before = c.to_json();
     assert_ne!(c_before, b_before);
     let inserted = bench.insert(0, c);
-    let err = w.fails(&add);
+    let err = w.fails(&add, 1);
     assert!(
         err.contains("slot 9c of YubiKey 11110012 already holds a key; nothing was changed"),
         "{err}"

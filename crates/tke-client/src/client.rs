@@ -73,7 +73,8 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Untrusted`] when a certificate does not verify or names another unit;
-    /// the transport's listing error.
+    /// [`ClientError::DuplicateUnit`] when two transports list the same unit; the
+    /// transport's listing error.
     pub fn connect(
         endpoints: Vec<(Arc<dyn Transport>, CaCertificate)>,
     ) -> Result<Self, ClientError> {
@@ -116,6 +117,17 @@ impl Client {
                 type_rank(u.unit_type()),
             )
         });
+        // In number order, so that the unit named is the one a reader of the numbered
+        // listing would meet twice first.
+        for (i, u) in units.iter().enumerate() {
+            if let Some(first) = units[..i].iter().find(|v| v.id() == u.id()) {
+                return Err(ClientError::DuplicateUnit {
+                    unit: u.id(),
+                    first: eps[first.endpoint].transport.describe(),
+                    second: eps[u.endpoint].transport.describe(),
+                });
+            }
+        }
         for (n, u) in units.iter_mut().enumerate() {
             u.num = n + 1;
         }

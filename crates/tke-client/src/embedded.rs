@@ -14,10 +14,10 @@
 
 use std::{
     collections::HashMap,
-    fs::{self, File},
+    fs,
     path::{Path, PathBuf},
     sync::Mutex,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use p256::{
@@ -211,7 +211,7 @@ pub struct EmbeddedFleet {
     ca: CaCertificate,
     listing: Vec<UnitDescriptor>,
     units: HashMap<UnitId, Mutex<Unit>>,
-    _lock: File,
+    _lock: tke_fs::DirLock,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
@@ -230,29 +230,16 @@ fn parse_type(s: &str) -> Option<UnitType> {
     }
 }
 
-fn lock(dir: &Path) -> Result<File, ClientError> {
-    let path = dir.join(".lock");
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match f.try_lock() {
-            Ok(()) => return Ok(f),
-            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(ClientError::FleetBusy {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
-        }
-    }
+/// How long a command waits for another `tke` process to finish with the fleet.
+const FLEET_WAIT: Duration = Duration::from_secs(30);
+
+fn lock(dir: &Path) -> Result<tke_fs::DirLock, ClientError> {
+    tke_fs::DirLock::acquire(dir, FLEET_WAIT).map_err(|e| match e {
+        tke_fs::LockError::Busy { .. } => ClientError::FleetBusy {
+            path: dir.to_path_buf(),
+        },
+        tke_fs::LockError::Io { lock, source } => io_err(&lock)(source),
+    })
 }
 
 fn location(region: &str, zone: u32, module: u32, domain: u32) -> String {

@@ -142,4 +142,15 @@ pub enum ClientError {
         /// What failed.
         source: Box<crate::https::HttpsError>,
     },
+    /// Two transports list the same unit: commands to it could reach it by either way,
+    /// so the client refuses to number it twice.
+    #[error("crypto unit {} is listed by two transports: {first} and {second}", unit.uuid())]
+    DuplicateUnit {
+        /// The unit.
+        unit: UnitId,
+        /// The transport that listed it first ([`crate::Transport::describe`]).
+        first: String,
+        /// The transport that listed it again.
+        second: String,
+    },
 }

@@ -1,7 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
-pub mod atomic;
+// Transitional: the atomic writes moved to `tke-fs`.
+pub use tke_fs::atomic;
 mod dir;
 mod error;
 mod password;

@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Golden DER vectors for every protocol message (STYLE rule 5).
+//! Golden DER vectors for every protocol message (strict DER, known answers that round-trip).
 //!
 //! Each vector is written out field by field from the ASN.1 in the type's rustdoc, with
 //! the tag-length-value of every field on its own line, so that it does not depend on

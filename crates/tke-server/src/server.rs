@@ -16,7 +16,6 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    fs::File,
     io::{self, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     sync::{
@@ -86,7 +85,7 @@ struct Shared {
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
-    _lock: File,
+    _lock: tke_fs::DirLock,
 }
 
 /// Stops a running server from another thread (a signal handler's).
@@ -109,23 +108,11 @@ impl ShutdownHandle {
     }
 }
 
-fn lock_units(dir: &std::path::Path) -> Result<File, ServerError> {
-    tke_keyfile::atomic::create_private_dir(dir).map_err(io_err("create", dir))?;
-    let path = dir.join(".lock");
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::Busy {
-            dir: dir.to_path_buf(),
-            lock: path,
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", &path)(e)),
-    }
+fn lock_units(dir: &std::path::Path) -> Result<tke_fs::DirLock, ServerError> {
+    tke_fs::DirLock::try_acquire(dir).map_err(|e| match e {
+        tke_fs::LockError::Busy { dir, lock } => ServerError::Busy { dir, lock },
+        tke_fs::LockError::Io { lock, source } => io_err("lock", &lock)(source),
+    })
 }
 
 fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, ServerError> {

@@ -9,6 +9,30 @@ use std::{
     process::{Command, Output},
 };
 
+pub mod snap;
+pub mod terminal;
+pub mod unitd;
+
+/// Asserts that a run of `tke` failed with exit code `code`: 1 failure (`FAILED` and the
+/// reason on standard error), 2 usage error, 3 cancelled at a confirmation.
+pub fn assert_failed(o: &Output, code: i32, args: &[&str]) {
+    assert_ne!(code, 0, "a failure has a non-zero exit code");
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "tke {args:?}: expected exit code {code}\nstderr:\n{}\nstdout:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    if code == 1 {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.contains("FAILED\n"),
+            "tke {args:?}: no FAILED in:\n{stderr}"
+        );
+    }
+}
+
 /// A private workstation directory and a secrets file.
 pub struct Workstation {
     pub dir: tempfile::TempDir,
@@ -64,15 +88,21 @@ impl Workstation {
         String::from_utf8(o.stdout).unwrap()
     }
 
-    /// Runs `tke`, asserts failure, returns stderr.
-    pub fn fails(&self, args: &[&str]) -> String {
+    /// Runs `tke`, asserts that it exits with `code` (1 failure, 2 usage error, 3
+    /// cancelled), returns stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
         let o = self.run(args);
-        assert!(
-            !o.status.success(),
-            "tke {args:?} should have failed; stdout:\n{}",
-            String::from_utf8_lossy(&o.stdout)
-        );
+        assert_failed(&o, code, args);
         String::from_utf8(o.stderr).unwrap()
+    }
+
+    /// Runs `tke`, asserts its exit code and the snapshot `name` of what it showed (the
+    /// workstation directory shows as `[WS]`, `paths` as their labels).
+    pub fn check(&self, name: &str, args: &[&str], code: i32, paths: &[(&Path, &str)]) {
+        let o = self.run(args);
+        let mut all = vec![(self.path(), "[WS]")];
+        all.extend_from_slice(paths);
+        snap::assert_run(name, &o, code, &all);
     }
 
     /// `cryptounit-compare --output json`.

@@ -1,0 +1,179 @@
+//! Zeroize: return crypto units to imprint mode.
+//!
+//! Plan, then act. [`Zeroize::plan`] queries every unit and picks, for each unit out of
+//! imprint mode, the first of the given signature keys that is installed on it: such a
+//! unit zeroizes with the signature of one installed administrator, while a unit in
+//! imprint mode needs none. Every problem is reported at once, before anything changes.
+//!
+//! Between plan and act the caller shows the plan, asks for confirmation and opens the
+//! keys the plan needs ([`ZeroizePlan::keys_needed`]): passwords and PINs are the caller's
+//! business, never the library's. [`ZeroizePlan::execute`] then consumes the plan and
+//! zeroizes every unit in parallel.
+//!
+//! Zeroizing destroys both master key registers: callers show which units hold a current
+//! master key ([`ZeroizeTarget::status`]) before they confirm.
+
+use tke_client::{fanout::parallel, Client, KnownUnit};
+use tke_proto::{AdminInfo, Command, UnitStatus};
+use tke_sigkey::Signer;
+
+use crate::{on_all, CeremonyError, Problem};
+
+const STEP_ZEROIZE: &str = "Zeroizing crypto units";
+
+/// What the operator asked for.
+pub struct Zeroize<'c> {
+    /// The units to zeroize.
+    pub units: Vec<&'c KnownUnit>,
+    /// The signature keys that may sign, by administrator name and SKI, in order of
+    /// preference: each unit out of imprint mode is signed for by the first one installed
+    /// on it.
+    pub keys: Vec<AdminInfo>,
+}
+
+/// One unit of a [`ZeroizePlan`].
+#[derive(Clone, Debug)]
+pub struct ZeroizeTarget<'c> {
+    /// The unit.
+    pub unit: &'c KnownUnit,
+    /// Its state when the plan was made.
+    pub status: UnitStatus,
+    /// The key that signs its zeroize; `None` for a unit in imprint mode, which needs no
+    /// signature.
+    pub signer: Option<AdminInfo>,
+}
+
+/// A checked plan, ready to run once.
+pub struct ZeroizePlan<'c> {
+    client: &'c Client,
+    keys: Vec<AdminInfo>,
+    targets: Vec<ZeroizeTarget<'c>>,
+}
+
+/// What a zeroize did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZeroizeReport {
+    /// `CRYPTO UNIT NUM` of every unit zeroized, in the order given.
+    pub units: Vec<usize>,
+}
+
+impl<'c> Zeroize<'c> {
+    /// Queries every unit and picks the key that signs for each. Nothing is changed.
+    ///
+    /// # Errors
+    /// [`CeremonyError::Problems`] listing every problem found: no unit given
+    /// ([`Problem::NoUnits`]), units that cannot be queried ([`Problem::Unreachable`]),
+    /// then units out of imprint mode on which none of the keys is installed
+    /// ([`Problem::NoInstalledKey`]).
+    pub fn plan(self, client: &'c Client) -> Result<ZeroizePlan<'c>, CeremonyError> {
+        let mut problems = Vec::new();
+        if self.units.is_empty() {
+            problems.push(Problem::NoUnits);
+        }
+        let mut reachable = Vec::new();
+        for (u, s) in self
+            .units
+            .iter()
+            .zip(parallel(&self.units, |u| client.query(u)))
+        {
+            match s {
+                Ok(status) => reachable.push((*u, status)),
+                Err(source) => problems.push(Problem::Unreachable { num: u.num, source }),
+            }
+        }
+        let mut targets = Vec::with_capacity(reachable.len());
+        for (unit, status) in reachable {
+            let signer = if status.imprint_mode() {
+                None
+            } else {
+                let installed = self
+                    .keys
+                    .iter()
+                    .find(|k| status.admins.iter().any(|a| a.ski == k.ski));
+                if installed.is_none() {
+                    problems.push(Problem::NoInstalledKey {
+                        num: unit.num,
+                        unit: unit.id(),
+                        installed: status.admins.iter().map(|a| a.name.clone()).collect(),
+                    });
+                }
+                installed.cloned()
+            };
+            targets.push(ZeroizeTarget {
+                unit,
+                status,
+                signer,
+            });
+        }
+        if problems.is_empty() {
+            Ok(ZeroizePlan {
+                client,
+                keys: self.keys,
+                targets,
+            })
+        } else {
+            Err(CeremonyError::Problems(problems))
+        }
+    }
+}
+
+impl<'c> ZeroizePlan<'c> {
+    /// The units, in the order given, with their state and the key that signs for each.
+    pub fn targets(&self) -> &[ZeroizeTarget<'c>] {
+        &self.targets
+    }
+
+    /// The keys [`Self::execute`] needs, each once, in the order of preference given.
+    pub fn keys_needed(&self) -> Vec<&AdminInfo> {
+        let mut needed: Vec<&AdminInfo> = Vec::new();
+        for k in &self.keys {
+            let used = self
+                .targets
+                .iter()
+                .any(|t| t.signer.as_ref().is_some_and(|s| s.ski == k.ski));
+            if used && !needed.iter().any(|n| n.ski == k.ski) {
+                needed.push(k);
+            }
+        }
+        needed
+    }
+
+    /// Zeroizes every unit, in parallel, each signed by its key from `signers` (matched
+    /// by SKI). The plan is consumed: a zeroize runs once.
+    ///
+    /// # Errors
+    /// [`CeremonyError::SignerMissing`] when a key the plan needs is not in `signers`
+    /// (nothing is changed); [`CeremonyError::Step`] naming every unit that failed (the
+    /// others were zeroized).
+    pub fn execute(self, signers: &[&dyn Signer]) -> Result<ZeroizeReport, CeremonyError> {
+        for k in self.keys_needed() {
+            if !signers.iter().any(|s| s.ski() == k.ski) {
+                return Err(CeremonyError::SignerMissing {
+                    name: k.name.clone(),
+                    ski: k.ski,
+                });
+            }
+        }
+        let signer_of = |t: &ZeroizeTarget<'_>| -> Vec<&dyn Signer> {
+            t.signer
+                .as_ref()
+                .and_then(|k| signers.iter().find(|s| s.ski() == k.ski))
+                .map(|s| vec![*s])
+                .unwrap_or_default()
+        };
+        let client = self.client;
+        let units: Vec<&KnownUnit> = self.targets.iter().map(|t| t.unit).collect();
+        on_all(STEP_ZEROIZE, &units, |u| {
+            let signers = self
+                .targets
+                .iter()
+                .find(|t| t.unit.id() == u.id())
+                .map(signer_of)
+                .unwrap_or_default();
+            client.run(u, &Command::Zeroize, &signers)
+        })?;
+        Ok(ZeroizeReport {
+            units: units.iter().map(|u| u.num).collect(),
+        })
+    }
+}

@@ -1,0 +1,295 @@
+//! Zeroize, compare and the installed-key check, on an embedded fleet driven through the
+//! library alone. One unit can be made unreachable: its transport lists it but carries
+//! nothing to it, as a server whose unit went away.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use tke_ceremony::{
+    Aspect, AutoInit, CeremonyError, CompareReport, InstalledKeys, Problem, Silent, Zeroize,
+};
+use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, Transport, UnitDescriptor};
+use tke_keyfile::{FilesDir, Password};
+use tke_proto::{AdminInfo, AdminName, Command, Threshold, UnitId, UnitStatus};
+use tke_sigkey::Signer;
+use tke_sigkey_file::FileSigner;
+
+/// The fleet's transport, with some units cut off: listed, but unreachable.
+struct Unplugged {
+    inner: Arc<dyn Transport>,
+    cut: Vec<UnitId>,
+}
+
+impl Transport for Unplugged {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn list_units(&self) -> Result<Vec<UnitDescriptor>, ClientError> {
+        self.inner.list_units()
+    }
+    fn exchange(&self, unit: &UnitId, request_der: &[u8]) -> Result<Vec<u8>, ClientError> {
+        if self.cut.contains(unit) {
+            return Err(ClientError::Transport {
+                unit: *unit,
+                endpoint: self.describe(),
+                source: "connection refused".into(),
+            });
+        }
+        self.inner.exchange(unit, request_der)
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    fleet: Arc<dyn Transport>,
+    ca: tke_proto::CaCertificate,
+    client: Client,
+    alice: FileSigner,
+    bob: FileSigner,
+    carol: FileSigner,
+}
+
+impl World {
+    /// The default fleet (2 operational + 2 recovery units), initialized by alice and bob
+    /// with thresholds 2/1; carol has a key but is installed nowhere.
+    fn initialized() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FilesDir::resolve(Some(dir.path())).unwrap();
+        let fleet = EmbeddedFleet::create(&files.local_dir(), FleetSpec::default()).unwrap();
+        let ca = fleet.ca().clone();
+        let fleet: Arc<dyn Transport> = Arc::new(fleet);
+        let client = Client::connect(vec![(fleet.clone(), ca.clone())]).unwrap();
+        let key = |n: &str| {
+            FileSigner::generate(&files, &AdminName::new(n).unwrap(), &Password::new("pw")).unwrap()
+        };
+        let (alice, bob, carol) = (key("alice"), key("bob"), key("carol"));
+        AutoInit {
+            instance: client.instances()[0].clone(),
+            sig_threshold: Threshold::new(2).unwrap(),
+            rev_threshold: Threshold::new(1).unwrap(),
+            admins: vec![&alice as &dyn Signer, &bob],
+        }
+        .plan(&client)
+        .unwrap()
+        .execute(&Silent)
+        .unwrap();
+        Self {
+            _dir: dir,
+            fleet,
+            ca,
+            client,
+            alice,
+            bob,
+            carol,
+        }
+    }
+
+    /// A second client on the same fleet whose unit `num` cannot be reached.
+    fn client_without(&self, num: usize) -> Client {
+        let cut = vec![self.client.units()[num - 1].id()];
+        let t: Arc<dyn Transport> = Arc::new(Unplugged {
+            inner: self.fleet.clone(),
+            cut,
+        });
+        Client::connect(vec![(t, self.ca.clone())]).unwrap()
+    }
+
+    fn statuses(&self) -> Vec<UnitStatus> {
+        self.client
+            .units()
+            .iter()
+            .map(|u| self.client.query(u).unwrap())
+            .collect()
+    }
+
+    /// Zeroizes unit `num` alone, signed by alice.
+    fn zeroize_one(&self, num: usize) {
+        let u = &self.client.units()[num - 1];
+        self.client
+            .run(u, &Command::Zeroize, &[&self.alice as &dyn Signer])
+            .unwrap();
+    }
+}
+
+fn info(s: &FileSigner) -> AdminInfo {
+    AdminInfo {
+        ski: s.ski(),
+        name: s.name().clone(),
+    }
+}
+
+#[test]
+fn zeroize_plan_reports_every_problem_at_once_and_changes_nothing() {
+    let w = World::initialized();
+    // Unit 4 back in imprint mode: it needs no signature, so it is no problem.
+    w.zeroize_one(4);
+    let before = w.statuses();
+
+    // Unit 2 unreachable; carol, the only key offered, is installed on no unit.
+    let client = w.client_without(2);
+    let err = Zeroize {
+        units: client.units().iter().collect(),
+        keys: vec![info(&w.carol)],
+    }
+    .plan(&client)
+    .err()
+    .expect("the plan must be refused");
+    let CeremonyError::Problems(problems) = &err else {
+        panic!("refused for another reason: {err}");
+    };
+    assert_eq!(problems.len(), 3, "{err}");
+    assert!(
+        matches!(&problems[0], Problem::Unreachable { num: 2, source: ClientError::Transport { unit, .. } } if *unit == client.units()[1].id()),
+        "{err}"
+    );
+    for (p, num) in problems[1..].iter().zip([1, 3]) {
+        match p {
+            Problem::NoInstalledKey {
+                num: n,
+                unit,
+                installed,
+            } => {
+                assert_eq!(*n, num);
+                assert_eq!(*unit, client.units()[num - 1].id());
+                let names: Vec<&str> = installed.iter().map(AdminName::as_str).collect();
+                assert_eq!(names, ["alice", "bob"]);
+            }
+            other => panic!("unit {num}: unexpected problem {other}"),
+        }
+    }
+    assert!(err.to_string().starts_with(
+        "3 problem(s) found; no crypto unit was changed:\n  - crypto unit 2 cannot be queried: "
+    ));
+
+    // Nothing changed: same state, same counter on every unit.
+    assert_eq!(w.statuses(), before);
+
+    // No unit at all is a problem too, not an empty success.
+    let err = Zeroize {
+        units: Vec::new(),
+        keys: vec![info(&w.alice)],
+    }
+    .plan(&w.client)
+    .err()
+    .expect("a plan without units must be refused");
+    assert!(
+        matches!(&err, CeremonyError::Problems(p) if matches!(p.as_slice(), [Problem::NoUnits])),
+        "{err}"
+    );
+}
+
+#[test]
+fn zeroize_signs_each_unit_with_the_first_installed_key_and_runs_once() {
+    let w = World::initialized();
+    w.zeroize_one(4);
+    let units: Vec<_> = w.client.units().iter().collect();
+    let keys = vec![info(&w.carol), info(&w.bob), info(&w.alice)];
+
+    let plan = Zeroize {
+        units: units.clone(),
+        keys: keys.clone(),
+    }
+    .plan(&w.client)
+    .unwrap();
+    let signed_by: Vec<Option<&str>> = plan
+        .targets()
+        .iter()
+        .map(|t| t.signer.as_ref().map(|k| k.name.as_str()))
+        .collect();
+    assert_eq!(signed_by, [Some("bob"), Some("bob"), Some("bob"), None]);
+    let needed: Vec<&str> = plan.keys_needed().iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(needed, ["bob"]);
+
+    // Without bob's key the plan refuses before touching any unit.
+    let before = w.statuses();
+    let err = plan.execute(&[&w.alice as &dyn Signer]).unwrap_err();
+    assert!(
+        matches!(&err, CeremonyError::SignerMissing { name, ski } if name.as_str() == "bob" && *ski == w.bob.ski()),
+        "{err}"
+    );
+    assert_eq!(w.statuses(), before);
+
+    // With it, every unit is back in imprint mode, empty.
+    let report = Zeroize { units, keys }
+        .plan(&w.client)
+        .unwrap()
+        .execute(&[&w.bob as &dyn Signer])
+        .unwrap();
+    assert_eq!(report.units, [1, 2, 3, 4]);
+    for s in w.statuses() {
+        assert!(s.imprint_mode());
+        assert!(s.admins.is_empty());
+        assert_eq!(s.current_register.vp, None);
+    }
+}
+
+#[test]
+fn compare_report_tells_identical_units_from_differing_ones() {
+    let w = World::initialized();
+    let instance = w.client.instances()[0].clone();
+    let all: Vec<_> = w.client.units().iter().collect();
+
+    let report = CompareReport::query(&w.client, &all).unwrap();
+    assert_eq!(report.units().len(), 4);
+    assert_eq!(report.instances(), [&instance]);
+    assert!(report.identical(&instance));
+    assert_eq!(report.differences(&instance), []);
+
+    // Unit 3 zeroized: no administrators, thresholds 0, no current key; the new register
+    // is empty everywhere, so it still agrees.
+    w.zeroize_one(3);
+    let report = CompareReport::query(&w.client, &all).unwrap();
+    assert!(!report.identical(&instance));
+    assert_eq!(
+        report.differences(&instance),
+        [
+            Aspect::SignatureThreshold,
+            Aspect::RevocationThreshold,
+            Aspect::Administrators,
+            Aspect::CurrentRegister,
+        ]
+    );
+    // The other three still agree among themselves.
+    let rest: Vec<_> = all.iter().copied().filter(|u| u.num != 3).collect();
+    assert!(CompareReport::query(&w.client, &rest)
+        .unwrap()
+        .identical(&instance));
+
+    // A unit that cannot be queried fails the report instead of being left out of it.
+    let client = w.client_without(2);
+    let units: Vec<_> = client.units().iter().collect();
+    let err = CompareReport::query(&client, &units).unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Transport { unit, .. } if *unit == client.units()[1].id()),
+        "{err}"
+    );
+}
+
+#[test]
+fn installed_keys_lists_unreachable_units_instead_of_dropping_them() {
+    let w = World::initialized();
+    w.zeroize_one(4);
+    let client = w.client_without(2);
+
+    let found = InstalledKeys::find(&client, &[info(&w.carol), info(&w.alice)]);
+    let at: Vec<(&str, usize)> = found
+        .installed
+        .iter()
+        .map(|i| (i.key.name.as_str(), i.num))
+        .collect();
+    // alice is on units 1 and 3 (4 was zeroized; 2 cannot be asked); carol nowhere.
+    assert_eq!(at, [("alice", 1), ("alice", 3)]);
+    for i in &found.installed {
+        assert_eq!(i.unit, client.units()[i.num - 1].id());
+    }
+    assert_eq!(found.unreachable.len(), 1);
+    let u = &found.unreachable[0];
+    assert_eq!((u.num, u.unit), (2, client.units()[1].id()));
+    assert!(matches!(u.source, ClientError::Transport { .. }));
+
+    // With every unit reachable nothing is unreachable and unit 2 is found.
+    let found = InstalledKeys::find(&w.client, &[info(&w.alice)]);
+    assert!(found.unreachable.is_empty());
+    let nums: Vec<usize> = found.installed.iter().map(|i| i.num).collect();
+    assert_eq!(nums, [1, 2, 3]);
+}
