@@ -144,9 +144,15 @@ impl Module {
     ///
     /// # Errors
     /// [`Error::TokenNotFound`] (listing the tokens present) or [`Error::AmbiguousToken`]
-    /// (listing the candidates); [`Error::Module`] when the module cannot list them.
+    /// (listing the candidates), each list sorted by label and serial; [`Error::Module`]
+    /// when the module cannot list them.
     pub fn find_token(&self, wanted: &TokenQuery) -> Result<Token, Error> {
-        let tokens = self.tokens()?;
+        let mut tokens = self.tokens()?;
+        // Slot order follows the module's own (SoftHSM2: its directory listing); messages
+        // list tokens by label and serial, the same way every time.
+        tokens.sort_by(|a, b| {
+            (&a.name().label, &a.name().serial).cmp(&(&b.name().label, &b.name().serial))
+        });
         let present = TokenList(tokens.iter().map(|t| t.name().clone()).collect());
         let mut matches: Vec<Token> = tokens.into_iter().filter(|t| t.matches(wanted)).collect();
         match matches.len() {

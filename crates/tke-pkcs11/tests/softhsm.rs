@@ -168,6 +168,12 @@ fn a_missing_token_is_named_with_the_tokens_present() {
     assert_eq!(wanted, &TokenQuery::label("no-such-token"));
     let by_label = m.find_token(&TokenQuery::label("by-label")).unwrap();
     assert!(present.0.contains(by_label.name()), "{present}");
+    // Sorted by label and serial, whatever the slot order: messages read the same each time.
+    let key = |t: &TokenName| (t.label.clone(), t.serial.clone());
+    let mut sorted = present.0.clone();
+    sorted.sort_by_key(key);
+    assert_eq!(present.0, sorted);
+    assert_eq!(present.0.len(), LABELS.len());
     let msg = e.to_string();
     assert!(
         msg.starts_with(&format!(
