@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
-// Denied, not forbidden: `pkcs11::mechanism::standard` allows it for one transmute.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod answer;
 mod backend;

@@ -54,18 +54,18 @@ use std::{
     process::Command as Process,
 };
 
-use cryptoki::{
-    context::{CInitializeArgs, CInitializeFlags, Pkcs11},
-    mechanism::Mechanism,
-    object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle},
-    session::{Session, UserType},
-    types::AuthPin,
-};
 use suite::World;
 use support::{
     ok, run,
     softhsm::{self, module},
     Fleet, SoftFactory, UnitFactory,
+};
+use tke_pkcs11::cryptoki::{
+    context::{CInitializeArgs, CInitializeFlags, Pkcs11},
+    mechanism::Mechanism,
+    object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle},
+    session::{Session, UserType},
+    types::AuthPin,
 };
 use tke_proto::{
     der::{asn1::OctetString, Decode},
@@ -76,6 +76,18 @@ use tke_unit::{
     Backend, BackendError, Pkcs11Backend, Pkcs11Config, Unit, UnitError, WrapMechanism, CA_FILE,
     DEVICE_FILE, PKCS11_FILE, SECRETS_FILE, STATE_FILE,
 };
+
+/// The error and every cause below it, as a printer walking `source()` shows them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
 
 /// A logged-in session on a unit's token, from outside the backend (as an auditor).
 fn session(config: &Pkcs11Config) -> Session {
@@ -358,8 +370,8 @@ fn the_chosen_wrap_mechanism_computes_rfc5649() {
     assert!(
         matches!(
             trusted,
-            Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::AttributeReadOnly,
+            Err(tke_pkcs11::cryptoki::error::Error::Pkcs11(
+                tke_pkcs11::cryptoki::error::RvError::AttributeReadOnly,
                 _
             ))
         ),
@@ -484,7 +496,7 @@ fn token_errors_name_the_token_and_the_module() {
     let pool = softhsm::pool();
     let d = tempfile::tempdir().unwrap();
     let names = |e: &UnitError, config: &Pkcs11Config| {
-        let msg = e.to_string();
+        let msg = chain(e);
         assert!(
             msg.contains(&format!("{:?}", config.token_label)) && msg.contains(module()),
             "{msg}"
@@ -504,13 +516,17 @@ fn token_errors_name_the_token_and_the_module() {
         "{msg}"
     );
     assert!(!msg.contains("not-the-pin"), "{msg}");
-    assert!(matches!(
-        e,
-        UnitError::Backend {
-            source: BackendError::PinRefused { .. },
-            ..
-        }
-    ));
+    let UnitError::Backend {
+        source: BackendError::Pkcs11 { source, .. },
+        ..
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert!(
+        matches!(**source, tke_pkcs11::Error::WrongPin { .. }),
+        "{e:?}"
+    );
 
     // The PIN file is world-readable, empty, or missing.
     let loose = d.path().join("loose.pin");
@@ -537,16 +553,16 @@ fn token_errors_name_the_token_and_the_module() {
 
     // A module path that does not exist, or a file that is not a PKCS#11 module.
     let config = Pkcs11Config::new("/nonexistent/libpkcs11.so", &label, &right_pin);
-    let msg = create_err(&config).0.to_string();
+    let msg = chain(&create_err(&config).0);
     assert!(
-        msg.contains("cannot open the PKCS#11 module /nonexistent/libpkcs11.so")
+        msg.contains("cannot load the PKCS#11 module /nonexistent/libpkcs11.so")
             && msg.contains(&format!("{label:?}")),
         "{msg}"
     );
     let not_a_module = d.path().join("not-a-module.so");
     fs::write(&not_a_module, b"not a shared library").unwrap();
     let config = Pkcs11Config::new(&not_a_module, &label, &right_pin);
-    let msg = create_err(&config).0.to_string();
+    let msg = chain(&create_err(&config).0);
     assert!(
         msg.contains("cannot load the PKCS#11 module")
             && msg.contains("not-a-module.so")
@@ -610,7 +626,7 @@ fn open_names_what_is_wrong_with_the_token() {
     )
     .unwrap();
     let e = Unit::open(&a_dir).unwrap_err();
-    let msg = e.to_string();
+    let msg = chain(&e);
     assert!(
         msg.contains("PIN is incorrect")
             && msg.contains(&config.token_label)
