@@ -1,7 +1,7 @@
 //! Administrator keys on a PKCS#11 token (SoftHSM2 through its real module) through the
 //! real `tke` binary: `sigkey-add --pkcs11`, `sigkeys`, `sigkey-rm`, and an `auto-init`
-//! with one file key and one token key. Each test makes its own token directory with
-//! softhsm-config/make-tokens.sh and gives `tke` its `SOFTHSM2_CONF`; this process never
+//! with one file key and one token key. Each test makes its own token directory (the
+//! `tke-test-support` fixture) and gives `tke` its `SOFTHSM2_CONF`; this process never
 //! loads the module. SoftHSM2 and OpenSC are required (ci/setup.sh): never skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,76 +10,13 @@ mod common;
 use std::{
     fs,
     os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
     process::{Command, Output},
 };
 
 use common::{snap, Workstation};
 use rexpect::session::spawn_command;
 use serde_json::Value;
-
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
-/// A private SoftHSM2 token directory.
-struct Tokens {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Tokens {
-    fn new(labels: &[&str]) -> Self {
-        assert!(
-            Path::new(MODULE).exists(),
-            "the SoftHSM2 module {MODULE} is missing: install SoftHSM2 with ci/setup.sh"
-        );
-        let tmp = tempfile::tempdir().unwrap();
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../softhsm-config/make-tokens.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(tmp.path())
-            .args(labels)
-            .env_remove("TKE_TEST_PIN")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "make-tokens.sh failed (install SoftHSM2 with ci/setup.sh): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dir = fs::canonicalize(tmp.path()).unwrap();
-        Self { _tmp: tmp, dir }
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.dir.join("softhsm2.conf")
-    }
-
-    fn pin(&self, label: &str) -> String {
-        fs::read_to_string(self.dir.join(format!("{label}.pin"))).unwrap()
-    }
-
-    fn uri(&self, label: &str, object: &str) -> String {
-        format!("pkcs11:token={label};object={object}?module-path={MODULE}")
-    }
-
-    fn pkcs11_tool(&self, args: &[&str]) -> String {
-        let out = Command::new("pkcs11-tool")
-            .args(["--module", MODULE])
-            .args(args)
-            .env("SOFTHSM2_CONF", self.conf())
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run pkcs11-tool ({e}): install OpenSC with ci/setup.sh")
-            });
-        assert!(
-            out.status.success(),
-            "pkcs11-tool {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
+use tke_test_support::{softhsm::module_text, Tokens};
 
 fn run(w: &Workstation, t: &Tokens, args: &[&str]) -> Output {
     w.tke()
@@ -105,7 +42,7 @@ fn ok(w: &Workstation, t: &Tokens, args: &[&str]) -> String {
 fn fails(w: &Workstation, t: &Tokens, name: &str, args: &[&str], code: i32) -> String {
     let o = run(w, t, args);
     common::assert_failed(&o, code, args);
-    snap::assert_run(name, &o, code, &[(w.path(), "[WS]"), (&t.dir, "[TOKENS]")]);
+    snap::assert_run(name, &o, code, &[(w.path(), "[WS]"), (t.dir(), "[TOKENS]")]);
     String::from_utf8(o.stderr).unwrap()
 }
 
@@ -127,7 +64,7 @@ fn assert_nowhere(w: &Workstation, secret: &str) {
 
 #[test]
 fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
-    let t = Tokens::new(&["admins"]);
+    let t = Tokens::temp(&["admins"]);
     let w = Workstation::new();
     let pin = t.pin("admins");
     let s = w.secrets(&[("tokadmin", &pin)]);
@@ -159,7 +96,7 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
     let recorded = keys[0]["uri"].as_str().unwrap();
     assert!(
         recorded.starts_with("pkcs11:token=admins;object=tokadmin;id=%")
-            && recorded.ends_with(&format!("?module-path={MODULE}")),
+            && recorded.ends_with(&format!("?module-path={}", module_text())),
         "{recorded}"
     );
     let table = ok(&w, &t, &["sigkeys"]);
@@ -185,7 +122,7 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
     assert_nowhere(&w, &pin);
 
     // The key is on the token, as OpenSC sees it.
-    let objects = t.pkcs11_tool(&[
+    let objects = t.pkcs11_tool_ok(&[
         "--token-label",
         "admins",
         "--login",
@@ -221,10 +158,10 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
 
 #[test]
 fn sigkey_add_pkcs11_registers_a_key_pair_made_by_pkcs11_tool_after_saying_so() {
-    let t = Tokens::new(&["T"]);
+    let t = Tokens::temp(&["T"]);
     let w = Workstation::new();
     let pin = t.pin("T");
-    t.pkcs11_tool(&[
+    t.pkcs11_tool_ok(&[
         "--token-label",
         "T",
         "--login",
@@ -240,7 +177,7 @@ fn sigkey_add_pkcs11_registers_a_key_pair_made_by_pkcs11_tool_after_saying_so() 
     let uri = format!(
         "{}&pin-source=file:{}",
         t.uri("T", "bob"),
-        t.dir.join("T.pin").display()
+        t.dir().join("T.pin").display()
     );
     let out = ok(&w, &t, &["sigkey-add", "--pkcs11", &uri, "--name", "bob"]);
     let notice = out
@@ -261,7 +198,7 @@ fn sigkey_add_pkcs11_registers_a_key_pair_made_by_pkcs11_tool_after_saying_so() 
         "{keys:?}"
     );
     // Still exactly one private key on the token.
-    let objects = t.pkcs11_tool(&[
+    let objects = t.pkcs11_tool_ok(&[
         "--token-label",
         "T",
         "--login",
@@ -278,7 +215,7 @@ fn sigkey_add_pkcs11_registers_a_key_pair_made_by_pkcs11_tool_after_saying_so() 
 
 #[test]
 fn auto_init_with_one_file_key_and_one_token_key() {
-    let t = Tokens::new(&["admins"]);
+    let t = Tokens::temp(&["admins"]);
     let w = Workstation::new();
     w.ok(&[
         "local",
@@ -376,7 +313,7 @@ fn auto_init_with_one_file_key_and_one_token_key() {
 
 #[test]
 fn a_wrong_pin_fails_clearly_and_changes_nothing() {
-    let t = Tokens::new(&["admins"]);
+    let t = Tokens::temp(&["admins"]);
     let w = Workstation::new();
     let s = w.secrets(&[("tokadmin", "987654-wrong")]);
     let s = s.to_str().unwrap();
@@ -400,7 +337,7 @@ fn a_wrong_pin_fails_clearly_and_changes_nothing() {
         err.contains("wrong PIN for token \"admins\" (serial "),
         "{err}"
     );
-    assert!(err.contains(MODULE), "{err}");
+    assert!(err.contains(module_text()), "{err}");
     assert!(!err.contains("987654-wrong"), "{err}");
     assert_eq!(before, w.snapshot());
 
@@ -460,7 +397,7 @@ fn a_wrong_pin_fails_clearly_and_changes_nothing() {
 
 #[test]
 fn bad_uris_are_refused_before_anything_is_written() {
-    let t = Tokens::new(&["admins"]);
+    let t = Tokens::temp(&["admins"]);
     let w = Workstation::new();
     let s = w.secrets(&[("tokadmin", &t.pin("admins"))]);
     let s = s.to_str().unwrap();
@@ -483,7 +420,7 @@ fn bad_uris_are_refused_before_anything_is_written() {
         ),
         (
             "pkcs11_uri_no_key",
-            format!("pkcs11:token=admins?module-path={MODULE}"),
+            format!("pkcs11:token=admins?module-path={}", module_text()),
             "names no key",
         ),
         (
@@ -516,7 +453,7 @@ fn bad_uris_are_refused_before_anything_is_written() {
 
 #[test]
 fn the_pin_prompt_names_the_token_and_key_and_rm_leaves_the_token_alone() {
-    let t = Tokens::new(&["admins"]);
+    let t = Tokens::temp(&["admins"]);
     let w = Workstation::new();
     let pin = t.pin("admins");
     let uri = t.uri("admins", "tokadmin");
@@ -554,7 +491,7 @@ fn the_pin_prompt_names_the_token_and_key_and_rm_leaves_the_token_alone() {
     p.exp_eof().unwrap();
 
     assert!(sigkeys_json(&w, &t).is_empty());
-    let objects = t.pkcs11_tool(&[
+    let objects = t.pkcs11_tool_ok(&[
         "--token-label",
         "admins",
         "--login",

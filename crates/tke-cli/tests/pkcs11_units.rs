@@ -1,23 +1,18 @@
 //! Crypto units on PKCS#11 tokens (SoftHSM2) through the real `tke` binary: `local init`
 //! places them, scripted `auto-init` initializes them, `cryptounit-compare` shows one VP.
 //!
-//! Each test makes its own token directory with `softhsm-config/make-tokens.sh` and hands
+//! Each test makes its own token directory (the `tke-test-support` fixture) and hands
 //! its `SOFTHSM2_CONF` to the `tke` processes it runs (this process never loads the
 //! module). SoftHSM2 missing is a failure naming `ci/setup.sh`, never a skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::{Command, Output},
-};
+use std::{fs, path::PathBuf, process::Output};
 
 use common::{snap, Workstation};
 use serde_json::Value;
-
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+use tke_test_support::softhsm::{self, module_text};
 
 const PW: &[(&str, &str)] = &[
     ("alice", "alice-password-1"),
@@ -25,41 +20,21 @@ const PW: &[(&str, &str)] = &[
     ("carol", "carol-password-333"),
 ];
 
-/// A private SoftHSM2 token directory with these tokens.
-struct Tokens {
-    dir: PathBuf,
-}
+/// A private SoftHSM2 token directory with these tokens (the `tke-test-support` fixture),
+/// and `tke` run with it.
+struct Tokens(softhsm::Tokens);
 
 impl Tokens {
     fn new(w: &Workstation, labels: &[&str]) -> Self {
-        let util = Command::new("softhsm2-util").arg("--version").output();
-        assert!(
-            Path::new(MODULE).is_file() && util.is_ok_and(|o| o.status.success()),
-            "SoftHSM2 is missing ({MODULE} and softhsm2-util): run ci/setup.sh, which installs softhsm2 and opensc"
-        );
-        let dir = w.path().join("tokens");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../softhsm-config/make-tokens.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .arg(&dir)
-            .args(labels)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self { dir }
+        Self(softhsm::Tokens::make(&w.path().join("tokens"), labels))
     }
 
     fn conf(&self) -> PathBuf {
-        self.dir.join("softhsm2.conf")
+        self.0.conf()
     }
 
     fn pin_pattern(&self) -> String {
-        format!("{}/{{label}}.pin", self.dir.display())
+        self.0.pin_pattern()
     }
 
     /// Runs `tke` with this token directory.
@@ -95,7 +70,7 @@ impl Tokens {
             name,
             &o,
             code,
-            &[(&self.dir, "[TOKENS]"), (w.path(), "[WS]")],
+            &[(self.0.dir(), "[TOKENS]"), (w.path(), "[WS]")],
         );
         String::from_utf8(o.stderr).unwrap()
     }
@@ -104,7 +79,7 @@ impl Tokens {
 fn init_args<'a>(pin: &'a str, labels: &'a str, units: &'a str) -> Vec<&'a str> {
     vec![
         "--pkcs11-module",
-        MODULE,
+        module_text(),
         "--pkcs11-tokens",
         labels,
         "--pkcs11-pin-file",
@@ -264,7 +239,7 @@ fn placement_errors_are_clear_and_leave_the_tokens_usable() {
         "all",
     );
     assert!(
-        err.contains("\"no-such-token\"") && err.contains(MODULE),
+        err.contains("\"no-such-token\"") && err.contains(module_text()),
         "{err}"
     );
     assert!(
@@ -280,7 +255,9 @@ fn placement_errors_are_clear_and_leave_the_tokens_usable() {
     args.extend(init_args(wrong.to_str().unwrap(), "good-1,good-2", "all"));
     let err = t.fails(&w, "pkcs11_units_wrong_pin", &args, 1);
     assert!(
-        err.contains("PIN is incorrect") && err.contains("\"good-1\"") && err.contains(MODULE),
+        err.contains("PIN is incorrect")
+            && err.contains("\"good-1\"")
+            && err.contains(module_text()),
         "{err}"
     );
     assert!(!err.contains("0000"), "{err}");

@@ -98,9 +98,17 @@ impl Bench {
         let ctx = match establish() {
             Some(c) => c,
             None => {
-                start_pcscd(&pcscd);
-                wait_for(establish)
-                    .unwrap_or_else(|| panic!("pcscd was started but does not accept clients"))
+                // Another pcscd may start at the same moment (ci/pcsc.sh's watchdog, or
+                // another test binary's fixture); ours then exits, and that one serves.
+                let failed = start_pcscd(&pcscd).err();
+                wait_for(establish).unwrap_or_else(|| {
+                    panic!(
+                        "{}",
+                        failed.unwrap_or_else(|| {
+                            "pcscd was started but does not accept clients".to_owned()
+                        })
+                    )
+                })
             }
         };
         let bench = Self { _lock: lock, ctx };
@@ -214,16 +222,18 @@ impl Bench {
     }
 }
 
-fn start_pcscd(pcscd: &Path) {
+/// Starts `pcscd --auto-exit`; the error is the message to fail with when no pcscd
+/// answers after all.
+fn start_pcscd(pcscd: &Path) -> Result<(), String> {
     // Daemonizes; exits on its own 60 s after the last client is gone.
     match Command::new(pcscd).arg("--auto-exit").status() {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!(
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!(
             "pcscd is not running and `{} --auto-exit` failed ({s}); start it as root \
              (ci/test.sh does, see ci/pcsc.sh) or `systemctl start pcscd`",
             pcscd.display()
-        ),
-        Err(e) => panic!("cannot run {}: {e}; {SETUP}", pcscd.display()),
+        )),
+        Err(e) => Err(format!("cannot run {}: {e}; {SETUP}", pcscd.display())),
     }
 }
 

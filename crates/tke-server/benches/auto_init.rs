@@ -12,13 +12,10 @@
 //! (no `--bench` argument) it runs each once as a smoke test.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use tke_ceremony::{AutoInit, Event, Progress};
+use tke_test_support::{server::*, MemSigner};
 
 /// Records when each step of the ceremony began.
 struct Steps {

@@ -7,14 +7,11 @@
 //! argument) it runs 20 as a smoke test.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use tke_proto::{Command, Threshold};
 use tke_sigkey::Signer as _;
+use tke_test_support::{server::*, MemSigner};
 
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort();

@@ -6,40 +6,22 @@
 //! `cargo bench -p tke-sigkey-pkcs11 -- --warm-up-time 1 --measurement-time 3`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{path::Path, process::Command};
-
 use criterion::{Criterion, Throughput};
 use tke_keyfile::{FilesDir, Password};
 use tke_proto::AdminName;
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
 use tke_sigkey_pkcs11::{Pin, Pkcs11Signer, Pkcs11Uri};
-
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+use tke_test_support::Tokens;
 
 fn sign(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
-    let tokens = tmp.path().join("tokens");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../softhsm-config/make-tokens.sh");
-    let made = Command::new("bash")
-        .arg(&script)
-        .arg(&tokens)
-        .arg("bench")
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success() && Path::new(MODULE).exists(),
-        "SoftHSM2 is needed (install it with ci/setup.sh): {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let tokens = Tokens::make(&tmp.path().join("tokens"), &["bench"]);
     // Set while this process is single-threaded and before the module is first loaded.
-    std::env::set_var("SOFTHSM2_CONF", tokens.join("softhsm2.conf"));
+    tokens.set_conf_for_this_process();
 
-    let uri = Pkcs11Uri::parse(&format!(
-        "pkcs11:token=bench;object=bencher?module-path={MODULE}"
-    ))
-    .unwrap();
-    let pin = Pin::from_file(&tokens.join("bench.pin")).unwrap();
+    let uri = Pkcs11Uri::parse(&tokens.uri("bench", "bencher")).unwrap();
+    let pin = Pin::from_file(&tokens.pin_path("bench")).unwrap();
     let admin = AdminName::new("bencher").unwrap();
     let token = Pkcs11Signer::generate(&uri, &admin, &pin).unwrap();
 

@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+// Fixtures fail the test that uses them: a panic with a clear message is their error path.
+#![allow(clippy::missing_panics_doc)]
+
+pub mod admin;
+pub mod server;
+pub mod softhsm;
+pub mod tamper;
+
+pub use admin::MemSigner;
+pub use server::ServerProc;
+pub use softhsm::{isolated, Pool, Tokens};
+pub use tamper::{ByteAt, Exchange, Tamper, TamperingTransport};
