@@ -3,7 +3,19 @@
 //! it showed as insta snapshots, [`terminal`] drives it on a pseudo-terminal.
 //!
 //! `CARGO_BIN_EXE_tke` exists only while tke-cli's own tests compile, so the binary is
-//! passed in: `Workstation::new(env!("CARGO_BIN_EXE_tke"))`.
+//! passed in: `Workstation::new(env!("CARGO_BIN_EXE_tke"))`. Snapshots are read from and
+//! written to `tests/snapshots/NAME.snap` of the crate whose tests run.
+//!
+//! ```no_run
+//! use tke_test_support::cli::Workstation;
+//!
+//! // In a test of tke-cli: `env!("CARGO_BIN_EXE_tke")`.
+//! let w = Workstation::new("target/debug/tke");
+//! w.ok(&["local", "init"]);
+//! // Refused (exit code 1); what it printed is compared with
+//! // tests/snapshots/local_init_twice.snap.
+//! w.check("local_init_twice", &["local", "init"], 1, &[]);
+//! ```
 
 use std::{
     fs,
