@@ -8,7 +8,7 @@ use tke_client::{Client, EmbeddedFleet, FleetSpec, KnownUnit, Transport};
 use tke_keyfile::{FilesDir, Password, SigKeyEntry, SigKeyKind};
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
-use tke_sigkey_pkcs11::{Pin, Pkcs11Error, Pkcs11Signer, Pkcs11Uri};
+use tke_sigkey_pkcs11::{tke_pkcs11, Pin, Pkcs11Error, Pkcs11Signer, Pkcs11Uri};
 
 use crate::{prompt::Prompter, secrets::Secrets};
 
@@ -148,7 +148,9 @@ impl Ctx {
             let (pin, asked) = self.token_pin(name, &uri)?;
             match Pkcs11Signer::open(&uri, &entry.certificate, &pin) {
                 Ok(s) => return Ok(s),
-                Err(e @ Pkcs11Error::WrongPin { .. }) if asked && tries < 2 => {
+                Err(e @ Pkcs11Error::Pkcs11(tke_pkcs11::Error::WrongPin { .. }))
+                    if asked && tries < 2 =>
+                {
                     println!("{e}\n");
                     tries += 1;
                 }

@@ -7,7 +7,7 @@ use tke_keyfile::{SigKeyEntry, SigKeyKind};
 use tke_proto::{AdminInfo, AdminName};
 use tke_sigkey::Signer as _;
 use tke_sigkey_file::FileSigner;
-use tke_sigkey_pkcs11::{Pkcs11Error, Pkcs11Uri, TokenSession};
+use tke_sigkey_pkcs11::{tke_pkcs11, Pkcs11Error, Pkcs11Uri, TokenSession};
 
 use crate::{context::Ctx, prompt::parse_numbers, table::Table};
 
@@ -121,7 +121,9 @@ fn add_token_key(ctx: &Ctx, name: &AdminName, uri_text: &str) -> Result<()> {
         let (pin, asked) = ctx.token_pin(name.as_str(), &uri)?;
         match TokenSession::open(&uri, &pin) {
             Ok(s) => break s,
-            Err(e @ Pkcs11Error::WrongPin { .. }) if asked && tries < 2 => {
+            Err(e @ Pkcs11Error::Pkcs11(tke_pkcs11::Error::WrongPin { .. }))
+                if asked && tries < 2 =>
+            {
                 println!("{e}\n");
                 tries += 1;
             }

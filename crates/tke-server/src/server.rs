@@ -35,7 +35,7 @@ use tke_proto::{
     SignedResponse, UnitId, UnitType,
 };
 use tke_unit::Unit;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     api::{self, ApiError, Kind, Route},
@@ -832,12 +832,19 @@ fn exchange(
             ))
         }
     }
-    // One request at a time per unit; the unit writes its state before it answers.
-    let answer = hosted
+    // One request at a time per unit; the unit saves its state before it answers.
+    let tke_unit::Answer {
+        response: answer,
+        internal_errors,
+    } = hosted
         .unit
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .handle(&body);
+        .answer(&body);
+    // The client reads only "internal error": the cause is for the operator.
+    for e in &internal_errors {
+        error!(unit = %id.uuid(), error = %with_causes(e), "the unit answered an internal error");
+    }
     if let Ok(r) = SignedResponse::from_der(&answer) {
         if let Ok(b) = ResponseBody::from_der(r.body.as_bytes()) {
             log.rc = Some(format!("{}/{}", b.return_code, b.reason_code));
@@ -852,4 +859,17 @@ fn exchange(
         headers: Vec::new(),
         close: false,
     })
+}
+
+/// An error and each of its causes, separated by ": " (each layer's message names only
+/// its own layer).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

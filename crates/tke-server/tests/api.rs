@@ -510,6 +510,45 @@ fn a_captured_signed_command_sent_again_is_refused_as_a_replay() {
 }
 
 #[test]
+fn a_unit_that_cannot_save_its_state_answers_an_internal_error_and_the_log_says_why() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("srv");
+    let port = free_port();
+    init(&dir, port, &["--operational", "1", "--recovery", "0"]);
+    let server = ServerProc::start(&dir, port);
+    let client = client(&server);
+    let u = &client.units()[0];
+    let before = client.query(u).unwrap();
+    // The unit's directory goes away under the running server: its next save fails.
+    let unit_dir = dir.join("units").join(u.id().uuid());
+    fs::rename(&unit_dir, dir.join("units").join("moved-away")).unwrap();
+    let alice = MemSigner::new("alice");
+    let refused = client
+        .run(u, &Command::AddAdmin(alice.certificate().clone()), &[])
+        .unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Module { error, .. } if *error == ModuleError::INTERNAL),
+        "{refused:?}"
+    );
+    assert_eq!(client.query(u).unwrap(), before, "the unit kept its state");
+    let logs = server.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("the unit answered an internal error"))
+        .unwrap_or_else(|| panic!("no internal error logged:\n{logs}"));
+    let uuid = u.id().uuid().to_string();
+    for part in [
+        uuid.as_str(),
+        "cannot save its state to",
+        &unit_dir.join("unit.json").display().to_string(),
+        "No such file or directory",
+    ] {
+        assert!(line.contains(part), "{part:?} missing in {line}");
+    }
+    assert!(logs.contains("rc=\"500/0\""), "{logs}");
+}
+
+#[test]
 fn sigterm_lets_commands_in_progress_finish_and_every_answered_command_is_on_disk() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("srv");

@@ -5,19 +5,19 @@
 // signature's error reaches callers boxed in `SignError`), so it is not boxed.
 #![allow(clippy::result_large_err)]
 
-mod ec;
 mod error;
-mod module;
-mod pin;
 mod signer;
 mod token;
 pub mod uri;
 
-pub use error::{ckr_name, rv_name, PinTries, Pkcs11Error, TokenList, TokenName};
-pub use pin::Pin;
+pub use error::Pkcs11Error;
 pub use signer::Pkcs11Signer;
 pub use token::TokenSession;
 pub use uri::{ObjectType, Pkcs11Uri, UriError, UriPart};
 
-/// The cryptoki crate this one is built on, for callers that need its types.
-pub use cryptoki;
+/// The shared PKCS#11 layer (module table, token lookup, PINs, encodings, errors) this
+/// crate is built on, and through it the cryptoki crate, for callers that need their
+/// types.
+pub use tke_pkcs11::{self, cryptoki};
+/// Shared with the PKCS#11 unit backend: see [`tke_pkcs11`].
+pub use tke_pkcs11::{ckr_name, rv_name, Pin, PinTries, TokenList, TokenName};

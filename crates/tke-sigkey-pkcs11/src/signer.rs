@@ -6,8 +6,8 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
-use cryptoki::object::ObjectHandle;
 use p256::ecdsa::DerSignature;
+use tke_pkcs11::cryptoki::object::ObjectHandle;
 use tke_proto::{AdminCertificate, AdminName};
 use tke_sigkey::{SignError, Signer, SignerKind};
 

@@ -2,24 +2,22 @@
 
 use std::path::Path;
 
-use cryptoki::{
-    context::Pkcs11,
-    error::{Error as CkError, RvError},
-    mechanism::{Mechanism, MechanismType},
-    object::{Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle},
-    session::{Session, UserType},
-    slot::{Slot, TokenInfo},
-};
 use p256::{ecdsa::Signature, PublicKey};
 use sha2::{Digest as _, Sha256};
+use tke_pkcs11::{
+    cryptoki::{
+        error::Error as CkError,
+        mechanism::{Mechanism, MechanismType},
+        object::{Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle},
+        session::Session,
+    },
+    ec::{parse_ec_point, parse_signature, P256_PARAMS},
+    Module, Token,
+};
 use tke_proto::{der::Encode as _, AdminCertificate, AdminName, BoxError};
 use x509_cert::der::Decode as _;
 
-use crate::{
-    ec::{parse_ec_point, parse_signature, P256_PARAMS},
-    error::{PinTries, TokenList},
-    module, Pin, Pkcs11Error, Pkcs11Signer, Pkcs11Uri, TokenName,
-};
+use crate::{Pin, Pkcs11Error, Pkcs11Signer, Pkcs11Uri, TokenName};
 
 /// A key pair found on (or generated on) the token.
 pub(crate) struct KeyPair {
@@ -43,9 +41,7 @@ pub(crate) struct KeyPair {
 /// `CKR_USER_ALREADY_LOGGED_IN`, and this session is logged in with it.
 pub struct TokenSession {
     uri: Pkcs11Uri,
-    token: TokenName,
-    slot: Slot,
-    ctx: Pkcs11,
+    token: Token,
     session: Session,
 }
 
@@ -53,60 +49,8 @@ impl core::fmt::Debug for TokenSession {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TokenSession")
             .field("module", &self.uri.module_path())
-            .field("token", &self.token)
+            .field("token", self.token.name())
             .finish_non_exhaustive()
-    }
-}
-
-/// Finds the one initialized token that matches the URI's token attributes.
-fn find_token(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<(Slot, TokenName), Pkcs11Error> {
-    let module = uri.module_path();
-    let module_err = |operation| {
-        move |source| Pkcs11Error::Module {
-            module: module.to_path_buf(),
-            operation,
-            source,
-        }
-    };
-    let slots = ctx
-        .get_slots_with_token()
-        .map_err(module_err("C_GetSlotList"))?;
-    let mut present = Vec::new();
-    let mut matches = Vec::new();
-    for slot in slots {
-        let info = ctx
-            .get_token_info(slot)
-            .map_err(module_err("C_GetTokenInfo"))?;
-        if !info.token_initialized() {
-            continue;
-        }
-        let name = TokenName {
-            label: info.label().to_owned(),
-            serial: info.serial_number().to_owned(),
-        };
-        let wanted = uri.token().is_none_or(|l| l == info.label())
-            && uri.serial().is_none_or(|s| s == info.serial_number())
-            && uri
-                .manufacturer()
-                .is_none_or(|m| m == info.manufacturer_id())
-            && uri.model().is_none_or(|m| m == info.model());
-        if wanted {
-            matches.push((slot, name.clone()));
-        }
-        present.push(name);
-    }
-    match matches.len() {
-        1 => Ok(matches.remove(0)),
-        0 => Err(Pkcs11Error::TokenNotFound {
-            module: module.to_path_buf(),
-            wanted: uri.token_description(),
-            present: TokenList(present),
-        }),
-        _ => Err(Pkcs11Error::AmbiguousToken {
-            module: module.to_path_buf(),
-            wanted: uri.token_description(),
-            candidates: TokenList(matches.into_iter().map(|(_, n)| n).collect()),
-        }),
     }
 }
 
@@ -119,42 +63,25 @@ impl TokenSession {
     /// session and logs in as the user with `pin`.
     ///
     /// # Errors
-    /// [`Pkcs11Error::ModuleLoad`]; [`Pkcs11Error::TokenNotFound`] (listing the tokens
-    /// present) or [`Pkcs11Error::AmbiguousToken`]; [`Pkcs11Error::EmptyPin`];
-    /// [`Pkcs11Error::WrongPin`] (with what the token says about tries left);
-    /// [`Pkcs11Error::PinLocked`]; [`Pkcs11Error::Module`] or [`Pkcs11Error::Token`] for
-    /// any other failure, with its CKR name.
+    /// [`Pkcs11Error::Pkcs11`] with: [`tke_pkcs11::Error::ModuleLoad`];
+    /// [`tke_pkcs11::Error::TokenNotFound`] (listing the tokens present) or
+    /// [`tke_pkcs11::Error::AmbiguousToken`]; [`tke_pkcs11::Error::EmptyPin`];
+    /// [`tke_pkcs11::Error::WrongPin`] (with what the token says about tries left);
+    /// [`tke_pkcs11::Error::PinLocked`]; [`tke_pkcs11::Error::Module`] or
+    /// [`tke_pkcs11::Error::Token`] for any other failure, with its CKR name.
     pub fn open(uri: &Pkcs11Uri, pin: &Pin) -> Result<Self, Pkcs11Error> {
-        let ctx = module::context(uri.module_path())?;
-        let (slot, token) = find_token(&ctx, uri)?;
-        if pin.is_empty() {
-            return Err(Pkcs11Error::EmptyPin {
-                module: uri.module_path().to_path_buf(),
-                token,
-            });
-        }
-        let session = ctx
-            .open_rw_session(slot)
-            .map_err(|source| Pkcs11Error::Token {
-                module: uri.module_path().to_path_buf(),
-                token: token.clone(),
-                operation: "C_OpenSession",
-                source,
-            })?;
-        let s = Self {
+        let token = Module::load(uri.module_path())?.find_token(&uri.token_query())?;
+        let session = token.open_user_session(pin)?;
+        Ok(Self {
             uri: uri.clone(),
             token,
-            slot,
-            ctx,
             session,
-        };
-        s.login(pin)?;
-        Ok(s)
+        })
     }
 
     /// The token found.
     pub fn token(&self) -> &TokenName {
-        &self.token
+        self.token.name()
     }
 
     /// The module file.
@@ -168,54 +95,11 @@ impl TokenSession {
     }
 
     fn err(&self, operation: &'static str) -> impl FnOnce(CkError) -> Pkcs11Error + '_ {
-        move |source| Pkcs11Error::Token {
-            module: self.module_path().to_path_buf(),
-            token: self.token.clone(),
-            operation,
-            source,
-        }
+        move |e| Pkcs11Error::from(self.token.error(operation)(e))
     }
 
-    fn token_info(&self) -> Result<TokenInfo, Pkcs11Error> {
-        self.ctx
-            .get_token_info(self.slot)
-            .map_err(self.err("C_GetTokenInfo"))
-    }
-
-    fn pin_locked(&self) -> Pkcs11Error {
-        Pkcs11Error::PinLocked {
-            module: self.module_path().to_path_buf(),
-            token: self.token.clone(),
-        }
-    }
-
-    fn login(&self, pin: &Pin) -> Result<(), Pkcs11Error> {
-        if self.token_info()?.user_pin_locked() {
-            return Err(self.pin_locked());
-        }
-        match self.session.login(UserType::User, Some(&pin.to_auth_pin())) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-                let info = self.token_info()?;
-                if info.user_pin_locked() {
-                    return Err(self.pin_locked());
-                }
-                let tries = if info.user_pin_final_try() {
-                    PinTries::FinalTry
-                } else if info.user_pin_count_low() {
-                    PinTries::Low
-                } else {
-                    PinTries::NotReported
-                };
-                Err(Pkcs11Error::WrongPin {
-                    module: self.module_path().to_path_buf(),
-                    token: self.token.clone(),
-                    tries,
-                })
-            }
-            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(self.pin_locked()),
-            Err(source) => Err(self.err("C_Login")(source)),
-        }
+    fn token_name(&self) -> TokenName {
+        self.token.name().clone()
     }
 
     fn require(
@@ -224,20 +108,7 @@ impl TokenSession {
         name: &'static str,
         purpose: &'static str,
     ) -> Result<(), Pkcs11Error> {
-        let list = self
-            .ctx
-            .get_mechanism_list(self.slot)
-            .map_err(self.err("C_GetMechanismList"))?;
-        if list.contains(&mechanism) {
-            Ok(())
-        } else {
-            Err(Pkcs11Error::MechanismMissing {
-                module: self.module_path().to_path_buf(),
-                token: self.token.clone(),
-                mechanism: name,
-                purpose,
-            })
-        }
+        Ok(self.token.require(&[(name, mechanism)], purpose)?)
     }
 
     fn find(&self, template: &[Attribute]) -> Result<Vec<ObjectHandle>, Pkcs11Error> {
@@ -274,13 +145,13 @@ impl TokenSession {
             [one] => Ok(*one),
             [] => Err(Pkcs11Error::KeyNotFound {
                 module: self.module_path().to_path_buf(),
-                token: self.token.clone(),
+                token: self.token_name(),
                 key: key(),
                 what,
             }),
             many => Err(Pkcs11Error::AmbiguousKey {
                 module: self.module_path().to_path_buf(),
-                token: self.token.clone(),
+                token: self.token_name(),
                 key: key(),
                 what,
                 count: many.len(),
@@ -291,7 +162,7 @@ impl TokenSession {
     /// Whether a private key matching the URI's `object` / `id` is on the token.
     ///
     /// # Errors
-    /// [`Pkcs11Error::NoKeyInUri`] when the URI names no key; [`Pkcs11Error::Token`]
+    /// [`Pkcs11Error::NoKeyInUri`] when the URI names no key; [`tke_pkcs11::Error::Token`]
     /// when the search fails.
     pub fn has_key_pair(&self) -> Result<bool, Pkcs11Error> {
         let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
@@ -302,7 +173,7 @@ impl TokenSession {
     fn not_p256(&self, key: String, problem: &'static str) -> Pkcs11Error {
         Pkcs11Error::NotP256 {
             module: self.module_path().to_path_buf(),
-            token: self.token.clone(),
+            token: self.token_name(),
             key,
             problem,
         }
@@ -369,8 +240,8 @@ impl TokenSession {
         }
         let point = point
             .ok_or_else(|| self.not_p256(described(), "its public key has no CKA_EC_POINT"))?;
-        let public_key =
-            parse_ec_point(&point).map_err(|problem| self.not_p256(described(), problem))?;
+        let public_key = parse_ec_point(&point)
+            .map_err(|_| self.not_p256(described(), "its CKA_EC_POINT is not a P-256 point"))?;
         Ok(KeyPair {
             private,
             id,
@@ -390,9 +261,9 @@ impl TokenSession {
             .session
             .sign(&Mechanism::Ecdsa, key, &digest)
             .map_err(self.err("C_Sign"))?;
-        parse_signature(&raw).ok_or_else(|| Pkcs11Error::BadSignature {
+        parse_signature(&raw).map_err(|_| Pkcs11Error::BadSignature {
             module: self.module_path().to_path_buf(),
-            token: self.token.clone(),
+            token: self.token_name(),
             key: self.uri.key_description(),
             len: raw.len(),
         })
@@ -405,7 +276,7 @@ impl TokenSession {
         AdminCertificate::build(name, &pair.public_key, Box::new(sign)).map_err(|source| {
             Pkcs11Error::Certificate {
                 module: self.module_path().to_path_buf(),
-                token: self.token.clone(),
+                token: self.token_name(),
                 key: self.uri.key_description(),
                 name: name.clone(),
                 source: Box::new(source),
@@ -436,7 +307,7 @@ impl TokenSession {
             .and_then(|c| c.tbs_certificate.subject.to_der())
             .map_err(|e| Pkcs11Error::Certificate {
                 module: self.module_path().to_path_buf(),
-                token: self.token.clone(),
+                token: self.token_name(),
                 key: self.uri.key_description(),
                 name: cert.name().clone(),
                 source: Box::new(e.into()),
@@ -476,8 +347,8 @@ impl TokenSession {
     ///
     /// # Errors
     /// [`Pkcs11Error::NoKeyInUri`] without `object=`; [`Pkcs11Error::KeyExists`] when an
-    /// object with that label (or id) is on the token; [`Pkcs11Error::MechanismMissing`];
-    /// [`Pkcs11Error::Certificate`]; [`Pkcs11Error::Token`] for PKCS#11 failures.
+    /// object with that label (or id) is on the token; [`tke_pkcs11::Error::MechanismMissing`];
+    /// [`Pkcs11Error::Certificate`]; [`tke_pkcs11::Error::Token`] for PKCS#11 failures.
     pub fn generate(self, name: &AdminName) -> Result<Pkcs11Signer, Pkcs11Error> {
         let label = self
             .uri
@@ -498,7 +369,7 @@ impl TokenSession {
         )?;
         let exists = |what: String| Pkcs11Error::KeyExists {
             module: self.module_path().to_path_buf(),
-            token: self.token.clone(),
+            token: self.token_name(),
             what,
         };
         if !self
@@ -585,8 +456,8 @@ impl TokenSession {
     /// # Errors
     /// [`Pkcs11Error::NoKeyInUri`]; [`Pkcs11Error::KeyNotFound`] /
     /// [`Pkcs11Error::AmbiguousKey`]; [`Pkcs11Error::NotP256`];
-    /// [`Pkcs11Error::MechanismMissing`]; [`Pkcs11Error::Certificate`];
-    /// [`Pkcs11Error::Token`].
+    /// [`tke_pkcs11::Error::MechanismMissing`]; [`Pkcs11Error::Certificate`];
+    /// [`tke_pkcs11::Error::Token`].
     pub fn register(self, name: &AdminName) -> Result<Pkcs11Signer, Pkcs11Error> {
         self.require(
             MechanismType::ECDSA,
@@ -615,7 +486,7 @@ impl TokenSession {
         if pair.public_key != *certificate.public_key() {
             return Err(Pkcs11Error::CertificateMismatch {
                 module: self.module_path().to_path_buf(),
-                token: self.token.clone(),
+                token: self.token_name(),
                 key: self.uri.key_description(),
                 name: certificate.name().clone(),
             });

@@ -540,14 +540,19 @@ impl Pkcs11Uri {
         self
     }
 
+    /// The token the URI names, as a query for [`tke_pkcs11::Module::find_token`].
+    pub fn token_query(&self) -> tke_pkcs11::TokenQuery {
+        tke_pkcs11::TokenQuery {
+            label: self.token.clone(),
+            serial: self.serial.clone(),
+            manufacturer: self.manufacturer.clone(),
+            model: self.model.clone(),
+        }
+    }
+
     /// How the token is named, for messages: `token "admins" (serial 1234)`.
     pub fn token_description(&self) -> String {
-        match (&self.token, &self.serial) {
-            (Some(l), Some(s)) => format!("token {l:?} (serial {s})"),
-            (Some(l), None) => format!("token {l:?}"),
-            (None, Some(s)) => format!("the token with serial {s}"),
-            (None, None) => "a token".to_owned(),
-        }
+        self.token_query().to_string()
     }
 
     /// How the key is named, for messages: `key "alice" (id 01ab)`.

@@ -7,16 +7,22 @@
 //! administrators and answered with a response signed by the unit's device key. The units
 //! are zeroized between iterations (not measured).
 //!
+//! Three variants:
+//! - `soft_memory`: state in a `MemoryStore`, secrets in `MemorySecrets`: the unit's own
+//!   work (signatures, ECDH, DER) with no I/O at all;
+//! - `soft_files`: a unit directory as `tke-unitd` keeps it, which fsyncs its state and
+//!   secrets files at each command: the cost of the durable write;
+//! - `softhsm2`: state in a `MemoryStore`, secrets on a SoftHSM2 token: the token's cost
+//!   (SoftHSM2 rewrites its object files) without the state file's.
+//!
 //! Run: `cargo bench -p tke-unit --bench auto_init -- --warm-up-time 1 --measurement-time 5`.
-//! Figure to reach: the SoftHSM2 sequence within 5x the soft one. Both are bound by disk
-//! writes (the soft unit fsyncs its state and secrets files at each command; SoftHSM2
-//! rewrites token object files), so the absolute times follow the disk. Measured on the
-//! 2-core CI machine under load: soft 544 ms, SoftHSM2 1.65 s (3.0x).
+//! Figure to reach: `softhsm2` within 5x `soft_files`, both bound by disk writes, so the
+//! absolute times follow the disk. Measured on the 2-core CI machine under load, when
+//! every variant still wrote its state file: soft 544 ms, SoftHSM2 1.65 s (3.0x).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::{
     hint::black_box,
-    path::Path,
     time::{Duration, Instant},
 };
 
@@ -33,7 +39,7 @@ use tke_proto::{
 };
 use tke_sigkey::{sign_command, Signer};
 use tke_test_support::{softhsm, MemSigner, Tokens};
-use tke_unit::{Pkcs11Config, Unit};
+use tke_unit::{MemorySecrets, MemoryStore, Pkcs11Backend, Pkcs11Config, SoftBackend, Unit};
 
 const TARGETS: usize = 3;
 
@@ -137,11 +143,8 @@ impl Fleet {
         }
     }
 
-    fn units(
-        &self,
-        dir: &Path,
-        mut make: impl FnMut(&Path, UnitId, UnitType) -> Unit,
-    ) -> Vec<Unit> {
+    /// One recovery unit and the targets, the `i`-th made by `make(i, id, type)`.
+    fn units(&self, mut make: impl FnMut(usize, UnitId, UnitType) -> Unit) -> Vec<Unit> {
         (0..=TARGETS)
             .map(|i| {
                 let ty = if i == 0 {
@@ -149,9 +152,22 @@ impl Fleet {
                 } else {
                     UnitType::Operational
                 };
-                make(&dir.join(format!("unit-{i}")), UnitId::random(), ty)
+                make(i, UnitId::random(), ty)
             })
             .collect()
+    }
+
+    /// A unit made from parts, its state in memory.
+    fn in_memory(&self, id: UnitId, ty: UnitType, backend: Box<dyn tke_unit::Backend>) -> Unit {
+        Unit::create_from_parts(
+            Box::new(MemoryStore::new()),
+            backend,
+            id,
+            ty,
+            &self.ca,
+            &mut |pk| self.issue(id, pk),
+        )
+        .unwrap()
     }
 }
 
@@ -165,22 +181,28 @@ fn bench(c: &mut Criterion) {
     let tokens = Tokens::make(&d.path().join("tokens"), &labels);
     tokens.set_conf_for_this_process();
 
-    let mut soft = fleet.units(&d.path().join("soft"), |dir, id, ty| {
-        Unit::create_soft(dir, id, ty, &fleet.ca, &mut |pk| fleet.issue(id, pk)).unwrap()
+    let mut memory = fleet.units(|_, id, ty| {
+        let backend = SoftBackend::create_in_memory(&MemorySecrets::new(), id).unwrap();
+        fleet.in_memory(id, ty, Box::new(backend))
     });
-    let mut next = labels.iter();
-    let mut hsm = fleet.units(&d.path().join("pkcs11"), |dir, id, ty| {
-        let label = next.next().unwrap();
+    let mut files = fleet.units(|i, id, ty| {
+        let dir = d.path().join(format!("soft-{i}"));
+        Unit::create_soft(&dir, id, ty, &fleet.ca, &mut |pk| fleet.issue(id, pk)).unwrap()
+    });
+    let mut hsm = fleet.units(|i, id, ty| {
+        let label = &labels[i];
         let config = Pkcs11Config::new(softhsm::module_text(), label, tokens.pin_path(label));
-        Unit::create_pkcs11(dir, id, ty, &fleet.ca, &config, &mut |pk| {
-            fleet.issue(id, pk)
-        })
-        .unwrap()
+        let backend = Pkcs11Backend::create_on_token(&config, id, ty).unwrap();
+        fleet.in_memory(id, ty, Box::new(backend))
     });
 
     let mut group = c.benchmark_group("auto_init_4_units");
     group.sample_size(10);
-    for (name, units) in [("soft", &mut soft), ("softhsm2", &mut hsm)] {
+    for (name, units) in [
+        ("soft_memory", &mut memory),
+        ("soft_files", &mut files),
+        ("softhsm2", &mut hsm),
+    ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut measured = Duration::ZERO;

@@ -175,85 +175,17 @@ pub enum BackendError {
         /// The parser's error (with line and column).
         source: serde_json::Error,
     },
-    /// The PKCS#11 module file cannot be found or read.
-    #[error("cannot open the PKCS#11 module {} (for token {:?}): {source}", token.module().display(), token.label())]
-    Pkcs11ModuleMissing {
-        /// The token the module was to reach.
+    /// The unit's PKCS#11 token could not be reached, logged in to, or used: the module,
+    /// the token, its PIN file, a mechanism it lacks, or a call that failed (the shared
+    /// PKCS#11 layer's error, which names the module and the token, is the source).
+    #[error("cannot use {token}")]
+    Pkcs11 {
+        /// The unit's token.
         token: TokenRef,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The PKCS#11 module cannot be loaded or initialized.
-    #[error("cannot load the PKCS#11 module {} (for token {:?}): {source}", token.module().display(), token.label())]
-    Pkcs11Module {
-        /// The token the module was to reach.
-        token: TokenRef,
-        /// What failed (loading the library, or `C_Initialize`).
-        source: cryptoki::error::Error,
-    },
-    /// No initialized token carries the label.
-    #[error("{token} was not found (labels of the tokens present: {})", if present.is_empty() { "none".to_owned() } else { present.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>().join(", ") })]
-    TokenNotFound {
-        /// The token looked for.
-        token: TokenRef,
-        /// The labels of the initialized tokens the module shows.
-        present: Vec<String>,
-    },
-    /// More than one token carries the label.
-    #[error("{token} is ambiguous: {count} tokens carry this label (labels must be unique)")]
-    TokenAmbiguous {
-        /// The token looked for.
-        token: TokenRef,
-        /// How many tokens carry the label.
-        count: usize,
-    },
-    /// The PIN file cannot be read.
-    #[error("cannot read the PIN file {} of {token}: {source}", path.display())]
-    PinFileIo {
-        /// The PIN file.
-        path: PathBuf,
-        /// The token the PIN is for.
-        token: TokenRef,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The PIN file is unusable (never shows the PIN).
-    #[error("the PIN file {} of {token} {problem}", path.display())]
-    PinFile {
-        /// The PIN file.
-        path: PathBuf,
-        /// The token the PIN is for.
-        token: TokenRef,
-        /// What is wrong ("is empty", "is readable by other users: make it mode 0600").
-        problem: &'static str,
-    },
-    /// The token refused the PIN of the PIN file.
-    #[error("{token} refused the PIN in {}: {problem}", path.display())]
-    PinRefused {
-        /// The PIN file.
-        path: PathBuf,
-        /// The token.
-        token: TokenRef,
-        /// Why, with what the token says of the tries left.
-        problem: &'static str,
-    },
-    /// A token operation failed.
-    #[error("{token}: cannot {action}: {source}")]
-    Token {
-        /// The token.
-        token: TokenRef,
-        /// What was being done ("generate the device key", "wrap the master key").
-        action: &'static str,
-        /// The PKCS#11 error.
-        source: cryptoki::error::Error,
-    },
-    /// The token lacks mechanisms the backend needs.
-    #[error("{token} lacks the mechanisms {}", missing.join(", "))]
-    MechanismMissing {
-        /// The token.
-        token: TokenRef,
-        /// The mechanisms it lacks.
-        missing: Vec<&'static str>,
+        /// What failed (boxed: it names the module and the token, and backend errors
+        /// travel on every command's path).
+        #[source]
+        source: Box<tke_pkcs11::Error>,
     },
     /// A token mechanism computes something else than the protocol's software reference.
     #[error("{token}: {problem}")]

@@ -127,4 +127,16 @@ pub enum UnitError {
         /// What does not match.
         what: &'static str,
     },
+    /// A new unit needs a state store that holds no unit.
+    #[error("cannot create a crypto unit in the state store {}: it already holds one", location.display())]
+    StoreNotEmpty {
+        /// The store's location.
+        location: PathBuf,
+    },
+    /// The state store holds no unit.
+    #[error("the state store {} holds no crypto unit", location.display())]
+    EmptyStore {
+        /// The store's location.
+        location: PathBuf,
+    },
 }

@@ -1,13 +1,14 @@
 #![doc = include_str!("../README.md")]
-// Denied, not forbidden: `pkcs11::mechanism::standard` allows it for one transmute.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
+mod answer;
 mod backend;
 mod error;
 mod machine;
 pub mod pkcs11;
 mod soft;
 mod state;
+mod store;
 
 use std::{
     fs,
@@ -20,11 +21,13 @@ use tke_proto::{
     CaCertificate, DeviceCertificate, ProtoError, UnitId, UnitStatus, UnitType,
 };
 
+pub use answer::{Answer, InternalError};
 pub use backend::{Backend, BackendError, KeyHandle, LiveSecrets};
 pub use error::UnitError;
 pub use pkcs11::{Pkcs11Backend, Pkcs11Config, TokenRef, WrapMechanism, PKCS11_FILE};
-pub use soft::{SoftBackend, SECRETS_FILE};
+pub use soft::{MemorySecrets, SoftBackend, SECRETS_FILE};
 pub use state::{CA_FILE, DEVICE_FILE, STATE_FILE};
+pub use store::{FileStore, MemoryStore, StateStore};
 
 /// One crypto unit: its state, its certificates and the backend holding its secrets.
 ///
@@ -32,11 +35,15 @@ pub use state::{CA_FILE, DEVICE_FILE, STATE_FILE};
 /// makes every check a real unit makes (see the crate docs). One process at a time may
 /// have a unit directory open.
 pub struct Unit {
-    dir: PathBuf,
+    /// The unit directory; `None` for a unit made from parts ([`Unit::from_parts`]).
+    dir: Option<PathBuf>,
+    store: Box<dyn StateStore>,
     backend: Box<dyn Backend>,
     state: state::State,
     ca: CaCertificate,
     device_cert: DeviceCertificate,
+    /// The causes of the internal errors of the request being handled.
+    internal_errors: Vec<InternalError>,
 }
 
 // The client keeps units behind a `Mutex` and drives them from several threads.
@@ -49,6 +56,7 @@ impl core::fmt::Debug for Unit {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Unit")
             .field("dir", &self.dir)
+            .field("store", &self.store)
             .field("unit_id", &self.state.unit_id.uuid())
             .field("unit_type", &self.state.unit_type)
             .field("counter", &self.state.counter)
@@ -177,12 +185,71 @@ impl Unit {
         make_backend: Box<MakeBackend<'_>>,
         issue: &mut dyn FnMut(&PublicKey) -> Result<DeviceCertificate, ProtoError>,
     ) -> Result<Unit, UnitError> {
-        let mut backend = make_backend(dir, unit_id).map_err(|source| UnitError::Backend {
+        let backend = make_backend(dir, unit_id).map_err(|source| UnitError::Backend {
             unit: unit_id,
             dir: dir.to_owned(),
             source,
         })?;
-        let result = Self::certify(dir, unit_id, ca, backend.as_ref(), issue);
+        Self::start(
+            Some(dir),
+            Box::new(FileStore::new(dir)),
+            backend,
+            unit_id,
+            unit_type,
+            ca,
+            issue,
+        )
+    }
+
+    /// Creates a new unit in imprint mode from its parts, with no directory: `store`
+    /// must hold no unit, and `backend` must be new, made for `unit_id` (such as
+    /// [`SoftBackend::create_in_memory`] or [`Pkcs11Backend::create_on_token`]). `issue`
+    /// certifies the device key as for [`Unit::create_soft`]. With a [`MemoryStore`] and a
+    /// [`SoftBackend`] in memory the unit touches no file; [`Unit::from_parts`] reopens it
+    /// from the same store and secrets.
+    ///
+    /// # Errors
+    /// [`UnitError::StoreNotEmpty`], [`UnitError::Io`] when the store cannot be read or
+    /// written, [`UnitError::Issue`] / [`UnitError::IssuedCertificate`] when `issue` fails
+    /// or certifies something else. On error the backend is discarded
+    /// ([`Backend::discard`]) and the store holds no unit.
+    pub fn create_from_parts(
+        store: Box<dyn StateStore>,
+        mut backend: Box<dyn Backend>,
+        unit_id: UnitId,
+        unit_type: UnitType,
+        ca: &CaCertificate,
+        issue: &mut dyn FnMut(&PublicKey) -> Result<DeviceCertificate, ProtoError>,
+    ) -> Result<Unit, UnitError> {
+        let location = store.location().to_owned();
+        let held = match store.load() {
+            Ok(None) => None,
+            Ok(Some(_)) => Some(UnitError::StoreNotEmpty { location }),
+            Err(e) => Some(io_err("read", &location)(e)),
+        };
+        if let Some(e) = held {
+            let _ = backend.discard();
+            return Err(e);
+        }
+        Self::start(None, store, backend, unit_id, unit_type, ca, issue)
+    }
+
+    /// Certifies the backend's device key, writes the certificates in `dir` if there is
+    /// one, then saves the first state: last, as its presence marks a complete unit.
+    fn start(
+        dir: Option<&Path>,
+        store: Box<dyn StateStore>,
+        mut backend: Box<dyn Backend>,
+        unit_id: UnitId,
+        unit_type: UnitType,
+        ca: &CaCertificate,
+        issue: &mut dyn FnMut(&PublicKey) -> Result<DeviceCertificate, ProtoError>,
+    ) -> Result<Unit, UnitError> {
+        let result =
+            Self::certify(unit_id, ca, backend.as_ref(), issue).and_then(|cert| match dir {
+                Some(dir) => write_certificates(dir, unit_id, ca, &cert).map(|()| cert),
+                None => Ok(cert),
+            });
         let device_cert = match result {
             Ok(cert) => cert,
             Err(e) => {
@@ -192,14 +259,15 @@ impl Unit {
                 return Err(e);
             }
         };
-        // The state file last: its presence marks a complete unit.
         let state = state::State::new(unit_id, unit_type, backend.kind());
         let mut unit = Unit {
-            dir: dir.to_owned(),
+            dir: dir.map(Path::to_owned),
+            store,
             backend,
             state,
             ca: ca.clone(),
             device_cert,
+            internal_errors: Vec::new(),
         };
         if let Err(e) = unit.write_state() {
             let _ = unit.backend.discard();
@@ -208,9 +276,8 @@ impl Unit {
         Ok(unit)
     }
 
-    /// Has the device key certified and writes the certificates.
+    /// Has the device key certified, and checks what `issue` returned.
     fn certify(
-        dir: &Path,
         unit_id: UnitId,
         ca: &CaCertificate,
         backend: &dyn Backend,
@@ -240,18 +307,6 @@ impl Unit {
                 what: "certifies another key than the unit's device key",
             });
         }
-        let pem = |r: Result<String, ProtoError>| {
-            r.map_err(|source| UnitError::Issue {
-                unit: unit_id,
-                source,
-            })
-        };
-        let ca_path = dir.join(CA_FILE);
-        atomic::write_private(&ca_path, pem(ca.to_pem())?.as_bytes())
-            .map_err(io_err("write", &ca_path))?;
-        let dev_path = dir.join(DEVICE_FILE);
-        atomic::write_private(&dev_path, pem(device_cert.to_pem())?.as_bytes())
-            .map_err(io_err("write", &dev_path))?;
         Ok(device_cert)
     }
 
@@ -295,7 +350,14 @@ impl Unit {
                 })
             }
         };
-        Self::assemble(dir, state, ca, device_cert, backend)
+        Self::assemble(
+            Some(dir),
+            Box::new(FileStore::new(dir)),
+            state,
+            ca,
+            device_cert,
+            backend,
+        )
     }
 
     /// Opens an existing unit directory with a backend opened by the caller (for
@@ -313,7 +375,65 @@ impl Unit {
                 problem: "differs from the backend given",
             });
         }
-        Self::assemble(dir, state, ca, device_cert, backend)
+        Self::assemble(
+            Some(dir),
+            Box::new(FileStore::new(dir)),
+            state,
+            ca,
+            device_cert,
+            backend,
+        )
+    }
+
+    /// Reopens a unit from its parts, with no directory: the state `store` holds, the
+    /// `backend` holding its secrets (such as [`SoftBackend::open_in_memory`] or
+    /// [`Pkcs11Backend::open_on_token`]), the fleet CA certificate it trusts and its device
+    /// certificate. Checks them as [`Unit::open`] does and destroys orphan secrets.
+    ///
+    /// # Errors
+    /// [`UnitError::EmptyStore`]; [`UnitError::Io`] when the store cannot be read;
+    /// [`UnitError::StateSyntax`] / [`UnitError::CorruptState`] for a damaged record;
+    /// [`UnitError::Certificate`] when `device_cert` does not chain to `ca`;
+    /// [`UnitError::ForeignCertificate`] when it names another unit than the state;
+    /// [`UnitError::BackendKind`] when the state records another backend kind;
+    /// [`UnitError::DeviceKeyMismatch`], [`UnitError::Inconsistent`] and
+    /// [`UnitError::Backend`] as for [`Unit::open`]. Errors name the store's
+    /// [`StateStore::location`].
+    pub fn from_parts(
+        store: Box<dyn StateStore>,
+        backend: Box<dyn Backend>,
+        ca: CaCertificate,
+        device_cert: DeviceCertificate,
+    ) -> Result<Unit, UnitError> {
+        let location = store.location().to_owned();
+        let record = store
+            .load()
+            .map_err(io_err("read", &location))?
+            .ok_or_else(|| UnitError::EmptyStore {
+                location: location.clone(),
+            })?;
+        let state = state::State::from_json(&record, &location)?;
+        let device_cert = DeviceCertificate::verify(device_cert.der(), &ca).map_err(|source| {
+            UnitError::Certificate {
+                path: location.clone(),
+                source,
+            }
+        })?;
+        if device_cert.unit_id() != state.unit_id {
+            return Err(UnitError::ForeignCertificate {
+                path: location,
+                expected: state.unit_id,
+                found: device_cert.unit_id(),
+            });
+        }
+        if state.backend != backend.kind() {
+            return Err(UnitError::BackendKind {
+                path: location,
+                recorded: state.backend,
+                problem: "differs from the backend given",
+            });
+        }
+        Self::assemble(None, store, state, ca, device_cert, backend)
     }
 
     fn read_files(
@@ -327,7 +447,13 @@ impl Unit {
             });
         }
         remove_stale_temporaries(dir);
-        let bytes = fs::read(&state_path).map_err(io_err("read", &state_path))?;
+        let bytes = FileStore::new(dir)
+            .load()
+            .map_err(io_err("read", &state_path))?
+            .ok_or_else(|| UnitError::NotAUnit {
+                dir: dir.to_owned(),
+                file: state_path.clone(),
+            })?;
         let state = state::State::from_json(&bytes, &state_path)?;
 
         let ca_path = dir.join(CA_FILE);
@@ -357,30 +483,34 @@ impl Unit {
     }
 
     /// Checks the backend against the state and certificate, then destroys orphans.
+    /// Errors name the files of `dir`, or the store's location for a unit without one.
     fn assemble(
-        dir: &Path,
+        dir: Option<&Path>,
+        store: Box<dyn StateStore>,
         state: state::State,
         ca: CaCertificate,
         device_cert: DeviceCertificate,
         mut backend: Box<dyn Backend>,
     ) -> Result<Unit, UnitError> {
         let unit = state.unit_id;
+        let location = store.location().to_owned();
+        let place = dir.map_or_else(|| location.clone(), Path::to_owned);
         let backend_err = |source| UnitError::Backend {
             unit,
-            dir: dir.to_owned(),
+            dir: place.clone(),
             source,
         };
         if device_cert.verifying_key() != VerifyingKey::from(&backend.device_public_key()) {
             return Err(UnitError::DeviceKeyMismatch {
                 unit,
-                path: dir.join(DEVICE_FILE),
+                path: dir.map_or_else(|| location.clone(), |d| d.join(DEVICE_FILE)),
                 backend: backend.kind(),
             });
         }
         let inconsistent = |what| UnitError::Inconsistent {
             unit,
-            dir: dir.to_owned(),
-            path: dir.join(STATE_FILE),
+            dir: place.clone(),
+            path: location.clone(),
             what,
         };
         let registers = [
@@ -411,24 +541,34 @@ impl Unit {
         }
         backend.retain(&state.live()).map_err(backend_err)?;
         Ok(Unit {
-            dir: dir.to_owned(),
+            dir: dir.map(Path::to_owned),
+            store,
             backend,
             state,
             ca,
             device_cert,
+            internal_errors: Vec::new(),
         })
     }
 
-    fn write_state(&self) -> Result<(), UnitError> {
-        let path = self.dir.join(STATE_FILE);
-        let bytes = self
+    fn write_state(&mut self) -> Result<(), UnitError> {
+        let location = self.store.location().to_owned();
+        let record = self
             .state
             .to_json()
             .map_err(|source| UnitError::StateSyntax {
-                path: path.clone(),
+                path: location.clone(),
                 source,
             })?;
-        atomic::write_private(&path, &bytes).map_err(io_err("write", &path))
+        self.store.save(&record).map_err(io_err("write", &location))
+    }
+
+    /// The unit's directory, or for a unit without one its store's location: where
+    /// errors say the unit is.
+    fn place(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| self.store.location().to_owned())
     }
 
     /// The unit's id.
@@ -451,39 +591,55 @@ impl Unit {
         &self.ca
     }
 
-    /// The unit's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The unit's directory; `None` for a unit made from parts ([`Unit::from_parts`]).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     /// Executes one request (DER of [`tke_proto::Request`]) and returns the DER of a
     /// [`tke_proto::SignedResponse`], signed by the device key. Never panics; malformed
     /// input gets a signed error response (rc 32) whose request hash is SHA-256 of the
-    /// raw bytes. State changes are written before the answer is returned.
+    /// raw bytes. State changes are saved in the unit's store before the answer is
+    /// returned. [`Unit::answer`] also tells why an internal error was answered.
     pub fn handle(&mut self, request_der: &[u8]) -> Vec<u8> {
-        self.handle_request(request_der)
+        self.answer(request_der).response
+    }
+
+    /// As [`Unit::handle`], and returns beside the response the cause of every internal
+    /// error the unit answered (such as a state save that failed), for the host to log:
+    /// the client only sees "internal error".
+    pub fn answer(&mut self, request_der: &[u8]) -> Answer {
+        self.answer_request(request_der)
     }
 
     /// Destroys the unit: every secret of its backend, the device key included (a token's
-    /// objects are destroyed; the token itself stays, free for another unit), then the
-    /// unit's own files in its directory, and the directory if it is left empty. For a unit
-    /// that must not survive, such as one of a fleet whose creation failed.
+    /// objects are destroyed; the token itself stays, free for another unit), then its
+    /// state (removed from its store), then the unit's own files in its directory, and the
+    /// directory if it is left empty. For a unit that must not survive, such as one of a
+    /// fleet whose creation failed.
     ///
     /// # Errors
-    /// [`UnitError::Backend`] when the backend cannot destroy its secrets (the files are
-    /// then kept, so that the unit can be opened and discarded again);
-    /// [`UnitError::Io`] for a file that cannot be removed.
+    /// [`UnitError::Backend`] when the backend cannot destroy its secrets (the state and
+    /// files are then kept, so that the unit can be opened and discarded again);
+    /// [`UnitError::Io`] for a state or file that cannot be removed.
     pub fn discard(mut self) -> Result<(), UnitError> {
         let unit = self.state.unit_id;
         self.backend
             .discard()
             .map_err(|source| UnitError::Backend {
                 unit,
-                dir: self.dir.clone(),
+                dir: self.place(),
                 source,
             })?;
-        for name in [STATE_FILE, CA_FILE, DEVICE_FILE, SECRETS_FILE, PKCS11_FILE] {
-            let path = self.dir.join(name);
+        // The state first: without it, what is left is no unit.
+        self.store
+            .remove()
+            .map_err(io_err("remove", self.store.location()))?;
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        for name in [CA_FILE, DEVICE_FILE, SECRETS_FILE, PKCS11_FILE] {
+            let path = dir.join(name);
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -496,7 +652,7 @@ impl Unit {
                 }
             }
         }
-        let _ = fs::remove_dir(&self.dir);
+        let _ = fs::remove_dir(dir);
         Ok(())
     }
 
@@ -504,6 +660,27 @@ impl Unit {
     pub fn status(&self) -> UnitStatus {
         self.state.status()
     }
+}
+
+/// Writes the certificates of a new unit in its directory.
+fn write_certificates(
+    dir: &Path,
+    unit_id: UnitId,
+    ca: &CaCertificate,
+    device_cert: &DeviceCertificate,
+) -> Result<(), UnitError> {
+    let pem = |r: Result<String, ProtoError>| {
+        r.map_err(|source| UnitError::Issue {
+            unit: unit_id,
+            source,
+        })
+    };
+    let ca_path = dir.join(CA_FILE);
+    atomic::write_private(&ca_path, pem(ca.to_pem())?.as_bytes())
+        .map_err(io_err("write", &ca_path))?;
+    let dev_path = dir.join(DEVICE_FILE);
+    atomic::write_private(&dev_path, pem(device_cert.to_pem())?.as_bytes())
+        .map_err(io_err("write", &dev_path))
 }
 
 /// Removes the temporary files an interrupted atomic write leaves

@@ -13,6 +13,7 @@ use tke_proto::{
 };
 
 use crate::{
+    answer::{Answer, InternalError},
     backend::BackendError,
     state::{CurrentRegister, NewRegister, Slot, State, MAX_ADMINS},
     Unit,
@@ -26,15 +27,6 @@ type Outcome = Result<Vec<u8>, ModuleError>;
 
 const SIG_THRESHOLD_ZERO: ModuleError = ModuleError::new(209, 76);
 const REV_THRESHOLD_ZERO: ModuleError = ModuleError::new(209, 77);
-
-/// A backend failure as a module error: a refused envelope is invalid data; anything
-/// else is an internal error of the unit.
-fn backend_failure(e: BackendError) -> ModuleError {
-    match e {
-        BackendError::Rejected(_) => ModuleError::INVALID_DATA,
-        _ => ModuleError::INTERNAL,
-    }
-}
 
 fn boxed(e: BackendError) -> tke_proto::BoxError {
     Box::new(e)
@@ -58,64 +50,125 @@ fn decode_command(id: CommandId, input: &[u8]) -> Result<Command, ModuleError> {
 }
 
 impl Unit {
-    pub(crate) fn handle_request(&mut self, request_der: &[u8]) -> Vec<u8> {
+    pub(crate) fn answer_request(&mut self, request_der: &[u8]) -> Answer {
+        self.internal_errors.clear();
         let request_hash = Digest32::sha256(request_der);
         let outcome = match Request::from_der(request_der) {
             Err(_) => Err(ModuleError::INVALID_DATA),
             Ok(Request::Query(q)) => self.query(&q),
             Ok(Request::Command(c)) => self.command(&c),
         };
-        self.respond(request_hash, outcome)
+        let response = self.respond(request_hash, outcome);
+        Answer {
+            response,
+            internal_errors: std::mem::take(&mut self.internal_errors),
+        }
     }
 
-    fn query(&self, q: &Query) -> Outcome {
+    /// Records why the unit answers an internal error, and returns that error.
+    fn internal(&mut self, cause: InternalError) -> ModuleError {
+        self.internal_errors.push(cause);
+        ModuleError::INTERNAL
+    }
+
+    /// A backend failure as a module error: a refused envelope is invalid data; anything
+    /// else is an internal error of the unit.
+    fn backend_failure(&mut self, action: &'static str, e: BackendError) -> ModuleError {
+        match e {
+            BackendError::Rejected(_) => ModuleError::INVALID_DATA,
+            source => self.internal(InternalError::Backend {
+                unit: self.state.unit_id,
+                action,
+                source,
+            }),
+        }
+    }
+
+    /// An encoding or signing failure as an internal error.
+    fn encode_failure(&mut self, action: &'static str, source: ProtoError) -> ModuleError {
+        self.internal(InternalError::Encode {
+            unit: self.state.unit_id,
+            action,
+            source,
+        })
+    }
+
+    fn query(&mut self, q: &Query) -> Outcome {
         if q.unit_id != self.state.unit_id {
             return Err(ModuleError::INVALID_UNIT);
         }
         self.state
             .status()
             .to_der()
-            .map_err(|_| ModuleError::INTERNAL)
+            .map_err(|e| self.encode_failure("encode its status", e.into()))
     }
 
     /// Signs the response. If the device key cannot sign, the response carries an empty
     /// signature, which every client rejects; if even encoding fails, the answer is empty.
-    fn respond(&self, request_hash: Digest32, outcome: Outcome) -> Vec<u8> {
+    fn respond(&mut self, request_hash: Digest32, outcome: Outcome) -> Vec<u8> {
+        let (unit, counter) = (self.state.unit_id, self.state.counter);
         let body = |outcome: Outcome| -> der::Result<ResponseBody> {
             let (err, output) = match outcome {
                 Ok(output) => (None, output),
                 Err(e) => (Some(e), Vec::new()),
             };
             Ok(ResponseBody {
-                unit_id: self.state.unit_id,
-                counter: self.state.counter,
+                unit_id: unit,
+                counter,
                 request_hash,
                 return_code: err.map_or(0, |e| e.rc),
                 reason_code: err.map_or(0, |e| e.reason),
                 output: OctetString::new(output)?,
             })
         };
-        let Ok(body) = body(outcome).or_else(|_| body(Err(ModuleError::INTERNAL))) else {
-            return Vec::new();
+        let body = match body(outcome) {
+            Ok(b) => b,
+            Err(e) => {
+                self.encode_failure("encode the response", e.into());
+                match body(Err(ModuleError::INTERNAL)) {
+                    Ok(b) => b,
+                    Err(_) => return Vec::new(),
+                }
+            }
         };
+        // The backend's own error, kept for the host (the protocol's error wraps it).
+        let mut sign_error = None;
         let signed = SignedResponse::sign(&body, |bytes| {
-            self.backend
-                .sign(bytes)
-                .map_err(|e| ProtoError::Signing { source: boxed(e) })
+            self.backend.sign(bytes).map_err(|e| {
+                sign_error = Some(e);
+                ProtoError::Signing {
+                    source: "the device key cannot sign".into(),
+                }
+            })
         });
-        match signed {
-            Ok(s) => s.to_der().unwrap_or_default(),
-            Err(_) => body
-                .to_der()
-                .and_then(|b| {
-                    SignedResponse {
-                        body: OctetString::new(b)?,
-                        signature: OctetString::new(Vec::new())?,
+        let der = match signed {
+            Ok(s) => s.to_der().map_err(ProtoError::from),
+            Err(e) => {
+                match sign_error {
+                    Some(source) => self.internal_errors.push(InternalError::Backend {
+                        unit,
+                        action: "sign the response",
+                        source,
+                    }),
+                    None => {
+                        self.encode_failure("sign the response", e);
                     }
-                    .to_der()
-                })
-                .unwrap_or_default(),
-        }
+                }
+                body.to_der()
+                    .and_then(|b| {
+                        SignedResponse {
+                            body: OctetString::new(b)?,
+                            signature: OctetString::new(Vec::new())?,
+                        }
+                        .to_der()
+                    })
+                    .map_err(ProtoError::from)
+            }
+        };
+        der.unwrap_or_else(|e| {
+            self.encode_failure("encode the response", e);
+            Vec::new()
+        })
     }
 
     fn command(&mut self, signed: &SignedCommand) -> Outcome {
@@ -206,11 +259,15 @@ impl Unit {
         let mut next = self.state.clone();
         next.counter = self.state.counter.saturating_add(1);
         let outcome = self.run(command, &mut next);
-        if self.persist(&next).is_err() {
-            // Nothing changed on disk: keep the old state, and destroy any secret the
+        if let Err(source) = self.persist(&next) {
+            // Nothing changed in the store: keep the old state, and destroy any secret the
             // backend made for the command (an orphan now).
             let _ = self.backend.retain(&self.state.live());
-            return Err(ModuleError::INTERNAL);
+            return Err(self.internal(InternalError::SaveState {
+                unit: self.state.unit_id,
+                location: self.store.location().to_owned(),
+                source,
+            }));
         }
         self.state = next;
         // A failure here leaves orphans, destroyed by the next command or open.
@@ -235,15 +292,19 @@ impl Unit {
             } => set_thresholds(next, *signature, *revocation),
             Command::GenerateImporter => self.generate_importer(next),
             Command::GenerateRandomMk => self.generate_random(next),
-            Command::ExportMk(req) => self
-                .export(req)
-                .and_then(|e| e.to_der().map_err(|_| ModuleError::INTERNAL)),
+            Command::ExportMk(req) => self.export(req).and_then(|e| {
+                e.to_der()
+                    .map_err(|e| self.encode_failure("encode the envelope", e.into()))
+            }),
             // All or nothing: the first refused target fails the command.
             Command::ExportMkBatch(reqs) => reqs
                 .iter()
                 .map(|r| self.export(r))
                 .collect::<Result<Vec<_>, _>>()
-                .and_then(|es| es.to_der().map_err(|_| ModuleError::INTERNAL)),
+                .and_then(|es| {
+                    es.to_der()
+                        .map_err(|e| self.encode_failure("encode the envelopes", e.into()))
+                }),
             Command::ImportMk(env) => self.import(next, env),
             Command::CommitMk(vp) => commit(next, vp),
             Command::SetImmediate(vp) => set_immediate(next, vp),
@@ -268,13 +329,16 @@ impl Unit {
     }
 
     fn generate_importer(&mut self, next: &mut State) -> Outcome {
-        let public = self.backend.generate_importer().map_err(backend_failure)?;
-        let importer =
-            ImporterKey::new(self.state.unit_id, &public).map_err(|_| ModuleError::INTERNAL)?;
+        let public = self
+            .backend
+            .generate_importer()
+            .map_err(|e| self.backend_failure("generate an importer key", e))?;
+        let importer = ImporterKey::new(self.state.unit_id, &public)
+            .map_err(|e| self.encode_failure("name the importer key", e))?;
         let backend = &self.backend;
         let certified = CertifiedImporter::sign(&importer, |b| backend.sign(b).map_err(boxed))
             .and_then(|c| Ok(c.to_der()?))
-            .map_err(|_| ModuleError::INTERNAL)?;
+            .map_err(|e| self.encode_failure("certify the importer key", e))?;
         next.importer = Some(importer.key_id);
         Ok(certified)
     }
@@ -291,7 +355,7 @@ impl Unit {
         let (key, vp) = self
             .backend
             .generate_master_key()
-            .map_err(backend_failure)?;
+            .map_err(|e| self.backend_failure("generate a master key", e))?;
         let slot = Slot { vp, key };
         if into_current {
             next.current = CurrentRegister::Valid(slot);
@@ -301,7 +365,7 @@ impl Unit {
         Ok(vp.0.to_vec())
     }
 
-    fn export(&self, req: &ExportRequest) -> Result<SignedEnvelope, ModuleError> {
+    fn export(&mut self, req: &ExportRequest) -> Result<SignedEnvelope, ModuleError> {
         if !self.state.unit_type.may_export() {
             return Err(ModuleError::EXPORT_FORBIDDEN);
         }
@@ -322,12 +386,12 @@ impl Unit {
         let envelope = self
             .backend
             .seal(&slot.key, self.state.unit_id, &importer)
-            .map_err(backend_failure)?;
+            .map_err(|e| self.backend_failure("seal the master key", e))?;
         let backend = &self.backend;
         SignedEnvelope::sign(&envelope, &self.device_cert, |b| {
             backend.sign(b).map_err(boxed)
         })
-        .map_err(|_| ModuleError::INTERNAL)
+        .map_err(|e| self.encode_failure("sign the envelope", e))
     }
 
     fn import(&mut self, next: &mut State, signed: &SignedEnvelope) -> Outcome {
@@ -351,7 +415,7 @@ impl Unit {
         let (key, vp) = self
             .backend
             .import(&envelope.importer_key_id, &envelope)
-            .map_err(backend_failure)?;
+            .map_err(|e| self.backend_failure("import the master key", e))?;
         if next.current.slot().is_some_and(|s| s.vp == vp) {
             // The new object is an orphan; `execute` destroys it.
             return Err(ModuleError::SAME_VALUE);
@@ -360,10 +424,10 @@ impl Unit {
         Ok(vp.0.to_vec())
     }
 
-    fn persist(&self, state: &State) -> Result<(), ()> {
-        let bytes = state.to_json().map_err(|_| ())?;
-        tke_keyfile::atomic::write_private(&self.dir.join(crate::state::STATE_FILE), &bytes)
-            .map_err(|_| ())
+    /// Saves `state` in the unit's store.
+    pub(crate) fn persist(&mut self, state: &State) -> std::io::Result<()> {
+        let record = state.to_json()?;
+        self.store.save(&record)
     }
 }
 

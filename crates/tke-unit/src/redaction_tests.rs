@@ -33,9 +33,8 @@ fn renderings(secret: &[u8]) -> Vec<String> {
     out
 }
 
-#[test]
-fn debug_and_errors_show_no_secret() {
-    let d = tempfile::tempdir().unwrap();
+/// A fleet CA and its key.
+fn fleet() -> (SigningKey, CaCertificate) {
     let ca_key = SigningKey::random(&mut rand_core::OsRng);
     let ca = CaCertificate::build(
         "fleet",
@@ -43,6 +42,35 @@ fn debug_and_errors_show_no_secret() {
         sign_with(&ca_key),
     )
     .unwrap();
+    (ca_key, ca)
+}
+
+/// Every secret of `soft`: the device key, the master key `handle`, the importer key.
+fn secrets_of(soft: &SoftBackend, handle: &crate::KeyHandle) -> Vec<Vec<u8>> {
+    let mut secrets: Vec<Vec<u8>> = vec![
+        soft.device.signing_key().to_bytes().to_vec(),
+        soft.master_keys[handle].expose_secret().to_vec(),
+    ];
+    secrets.extend(soft.importers.values().map(|k| k.to_bytes().to_vec()));
+    assert_eq!(secrets.len(), 3);
+    secrets
+}
+
+#[track_caller]
+fn assert_shows_none(outputs: &[String], secrets: &[Vec<u8>]) {
+    for text in outputs {
+        for secret in secrets {
+            for r in renderings(secret) {
+                assert!(!text.contains(&r), "secret rendering {r:?} found in {text}");
+            }
+        }
+    }
+}
+
+#[test]
+fn debug_and_errors_show_no_secret() {
+    let d = tempfile::tempdir().unwrap();
+    let (ca_key, ca) = fleet();
     let id = UnitId::random();
     let dir = d.path().join("unit");
     let mut unit = Unit::create_soft(&dir, id, UnitType::Recovery, &ca, &mut |pk| {
@@ -54,12 +82,7 @@ fn debug_and_errors_show_no_secret() {
 
     // A second instance over the same file, to read the secrets out.
     let soft = SoftBackend::open(&dir, id).unwrap();
-    let mut secrets: Vec<Vec<u8>> = vec![
-        soft.device.signing_key().to_bytes().to_vec(),
-        soft.master_keys[&handle].expose_secret().to_vec(),
-    ];
-    secrets.extend(soft.importers.values().map(|k| k.to_bytes().to_vec()));
-    assert_eq!(secrets.len(), 3);
+    let secrets = secrets_of(&soft, &handle);
 
     // A refused import yields a backend error built from a failed unwrap.
     let importer_id = *soft.importers.keys().next().unwrap();
@@ -90,14 +113,38 @@ fn debug_and_errors_show_no_secret() {
         format!("{foreign:?} {foreign}"),
         format!("{:?}", soft.master_keys),
     ];
-    for text in &outputs {
-        for secret in &secrets {
-            for r in renderings(secret) {
-                assert!(!text.contains(&r), "secret rendering {r:?} found in {text}");
-            }
-        }
-    }
+    assert_shows_none(&outputs, &secrets);
     // The output is still useful: it names the key by handle and VP.
     assert!(outputs[2].contains(&handle.to_hex()) && outputs[2].contains(&vp.to_hex()));
     assert!(outputs[0].contains("redacted"));
+}
+
+#[test]
+fn secrets_in_memory_are_not_shown_either() {
+    let (ca_key, ca) = fleet();
+    let id = UnitId::random();
+    let memory = crate::MemorySecrets::new();
+    let mut unit = Unit::create_from_parts(
+        Box::new(crate::MemoryStore::new()),
+        Box::new(SoftBackend::create_in_memory(&memory, id).unwrap()),
+        id,
+        UnitType::Recovery,
+        &ca,
+        &mut |pk| DeviceCertificate::issue(&ca, &id, pk, sign_with(&ca_key)),
+    )
+    .unwrap();
+    let (handle, _) = unit.backend.generate_master_key().unwrap();
+    unit.backend.generate_importer().unwrap();
+
+    // A second instance over the same memory, to read the secrets out.
+    let soft = SoftBackend::open_in_memory(&memory, id).unwrap();
+    let secrets = secrets_of(&soft, &handle);
+
+    let outputs = [
+        format!("{unit:#?}"),
+        format!("{soft:#?}"),
+        format!("{memory:#?}"),
+    ];
+    assert_shows_none(&outputs, &secrets);
+    assert!(outputs[2].contains("bytes"), "{}", outputs[2]);
 }

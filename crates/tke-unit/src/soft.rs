@@ -1,5 +1,5 @@
-//! The soft backend: a unit's secrets in one DER file of its directory (mode 0600),
-//! computed with the software references of [`tke_proto::transport`] and
+//! The soft backend: a unit's secrets in one DER file of its directory (mode 0600), or
+//! in memory, computed with the software references of [`tke_proto::transport`] and
 //! [`tke_proto::vp`].
 
 use core::fmt;
@@ -7,6 +7,7 @@ use std::{
     collections::BTreeMap,
     fs, io,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use der::{asn1::OctetStringRef, Decode, Encode, Sequence};
@@ -71,13 +72,56 @@ fn importer_key_id(public: &PublicKey) -> Digest32 {
     Digest32::sha256(&transport::point_bytes(public))
 }
 
-/// A unit's secrets in a file: the device key, master key objects and importer keys.
+/// How errors name the secrets of a soft backend in memory.
+const MEMORY_PATH: &str = "(soft secrets in memory)";
+
+/// The secrets of a soft backend kept in memory instead of a file, for tests and
+/// benchmarks: the same DER as the secrets file, rewritten on every change, so that
+/// [`SoftBackend::open_in_memory`] reopens the unit's secrets after its backend was
+/// dropped.
+///
+/// Clones share the secrets (as a clone of a memory [`crate::StateStore`] shares the
+/// state); the bytes are zeroized when replaced and when the last clone drops. `Debug`
+/// shows only their length. Nothing survives the process.
+#[derive(Clone, Default)]
+pub struct MemorySecrets(Arc<Mutex<Option<Zeroizing<Vec<u8>>>>>);
+
+impl MemorySecrets {
+    /// Holds no secrets yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Option<Zeroizing<Vec<u8>>>) -> T) -> T {
+        // Each access replaces the bytes whole: a poisoned lock holds no half-write.
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl fmt::Debug for MemorySecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let len = self.with(|b| b.as_ref().map(|b| b.len()));
+        f.debug_struct("MemorySecrets")
+            .field("bytes", &len)
+            .finish()
+    }
+}
+
+/// Where a soft backend keeps its secrets.
+#[derive(Debug)]
+enum Place {
+    File(PathBuf),
+    Memory(MemorySecrets),
+}
+
+/// A unit's secrets in a file (or in memory: [`MemorySecrets`]): the device key, master
+/// key objects and importer keys.
 ///
 /// Every change is written atomically (temporary file, fsync, rename) before the method
 /// returns. Secrets are zeroized on drop (the key types zeroize themselves) and never
 /// shown by `Debug`.
 pub struct SoftBackend {
-    path: PathBuf,
+    place: Place,
     unit_id: UnitId,
     /// Signs every answer, so it signs through aws-lc (see `tke_proto::ecdsa_p256`).
     pub(crate) device: EcdsaKey,
@@ -95,7 +139,7 @@ impl fmt::Debug for SoftBackend {
             .collect();
         let imps: Vec<_> = self.importers.keys().map(Digest32::to_hex).collect();
         f.debug_struct("SoftBackend")
-            .field("path", &self.path)
+            .field("place", &self.place)
             .field("unit_id", &self.unit_id.uuid())
             .field(
                 "device_key",
@@ -128,8 +172,31 @@ impl SoftBackend {
                 ),
             });
         }
+        Self::new(Place::File(path), unit_id)
+    }
+
+    /// Makes a new device key for `unit_id` and keeps the secrets in `secrets`, which must
+    /// hold none yet: a backend that touches no file.
+    ///
+    /// # Errors
+    /// [`BackendError::Io`] with kind `AlreadyExists` when `secrets` holds secrets.
+    pub fn create_in_memory(
+        secrets: &MemorySecrets,
+        unit_id: UnitId,
+    ) -> Result<Self, BackendError> {
+        if secrets.with(|b| b.is_some()) {
+            return Err(BackendError::Io {
+                action: "create",
+                path: PathBuf::from(MEMORY_PATH),
+                source: io::Error::new(io::ErrorKind::AlreadyExists, "secrets already exist"),
+            });
+        }
+        Self::new(Place::Memory(secrets.clone()), unit_id)
+    }
+
+    fn new(place: Place, unit_id: UnitId) -> Result<Self, BackendError> {
         let backend = Self {
-            path,
+            place,
             unit_id,
             device: EcdsaKey::random(),
             master_keys: BTreeMap::new(),
@@ -152,7 +219,29 @@ impl SoftBackend {
             path: path.clone(),
             source,
         })?);
-        let file = SecretsFile::from_der(&bytes).map_err(|source| BackendError::Der {
+        Self::decode(&bytes, Place::File(path), unit_id)
+    }
+
+    /// Opens the secrets kept in `secrets` and checks that they belong to `unit_id`.
+    ///
+    /// # Errors
+    /// [`BackendError::Io`] with kind `NotFound` when `secrets` holds none (never created,
+    /// or discarded), else as [`SoftBackend::open`].
+    pub fn open_in_memory(secrets: &MemorySecrets, unit_id: UnitId) -> Result<Self, BackendError> {
+        let bytes = secrets
+            .with(|b| b.clone())
+            .ok_or_else(|| BackendError::Io {
+                action: "read",
+                path: PathBuf::from(MEMORY_PATH),
+                source: io::Error::new(io::ErrorKind::NotFound, "no secrets"),
+            })?;
+        Self::decode(&bytes, Place::Memory(secrets.clone()), unit_id)
+    }
+
+    /// Decodes and checks the secrets of `unit_id` read from `place`.
+    fn decode(bytes: &[u8], place: Place, unit_id: UnitId) -> Result<Self, BackendError> {
+        let path = place.path().to_owned();
+        let file = SecretsFile::from_der(bytes).map_err(|source| BackendError::Der {
             path: path.clone(),
             source,
         })?;
@@ -206,7 +295,7 @@ impl SoftBackend {
             }
         }
         Ok(Self {
-            path,
+            place,
             unit_id,
             device,
             master_keys,
@@ -214,9 +303,9 @@ impl SoftBackend {
         })
     }
 
-    /// The secrets file.
+    /// The secrets file; for secrets in memory, how errors name them.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.place.path()
     }
 
     /// Encodes the file with the given sets and writes it atomically.
@@ -228,14 +317,22 @@ impl SoftBackend {
         let bytes = self
             .encode(master_keys, importers)
             .map_err(|source| BackendError::Der {
-                path: self.path.clone(),
+                path: self.path().to_owned(),
                 source,
             })?;
-        atomic::write_private(&self.path, &bytes).map_err(|source| BackendError::Io {
-            action: "write",
-            path: self.path.clone(),
-            source,
-        })
+        match &self.place {
+            Place::File(path) => {
+                atomic::write_private(path, &bytes).map_err(|source| BackendError::Io {
+                    action: "write",
+                    path: path.clone(),
+                    source,
+                })
+            }
+            Place::Memory(secrets) => {
+                secrets.with(|b| *b = Some(bytes));
+                Ok(())
+            }
+        }
     }
 
     fn encode(
@@ -396,6 +493,23 @@ impl Backend for SoftBackend {
         self.importers = importers;
         Ok(())
     }
+
+    /// Secrets in memory go here (a file goes with its directory's files).
+    fn discard(&mut self) -> Result<(), BackendError> {
+        if let Place::Memory(secrets) = &self.place {
+            secrets.with(|b| *b = None);
+        }
+        Ok(())
+    }
+}
+
+impl Place {
+    fn path(&self) -> &Path {
+        match self {
+            Self::File(path) => path,
+            Self::Memory(_) => Path::new(MEMORY_PATH),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -420,6 +534,41 @@ mod tests {
         ));
         // An existing file is never overwritten.
         assert!(SoftBackend::create(d.path(), id).is_err());
+    }
+
+    #[test]
+    fn round_trips_through_memory_and_discard_empties_it() {
+        let memory = MemorySecrets::new();
+        let id = UnitId::random();
+        let kind = |r: Result<SoftBackend, BackendError>| match r {
+            Err(BackendError::Io { source, .. }) => source.kind(),
+            other => panic!("an I/O error expected: {other:?}"),
+        };
+        assert_eq!(
+            kind(SoftBackend::open_in_memory(&memory, id)),
+            io::ErrorKind::NotFound
+        );
+        let mut b = SoftBackend::create_in_memory(&memory, id).unwrap();
+        let (h, vp) = b.generate_master_key().unwrap();
+        let imp = b.generate_importer().unwrap();
+        let b2 = SoftBackend::open_in_memory(&memory, id).unwrap();
+        assert_eq!(b2.master_key_vp(&h).unwrap(), vp);
+        assert!(b2.has_importer(&importer_key_id(&imp)).unwrap());
+        assert_eq!(b2.device_public_key(), b.device_public_key());
+        assert!(matches!(
+            SoftBackend::open_in_memory(&memory, UnitId::random()),
+            Err(BackendError::Foreign { .. })
+        ));
+        // Secrets in memory are never overwritten either.
+        assert_eq!(
+            kind(SoftBackend::create_in_memory(&memory, id)),
+            io::ErrorKind::AlreadyExists
+        );
+        b.discard().unwrap();
+        assert_eq!(
+            kind(SoftBackend::open_in_memory(&memory, id)),
+            io::ErrorKind::NotFound
+        );
     }
 
     #[test]

@@ -9,6 +9,44 @@ use support::Pkcs11Factory;
 
 backend_suite!(Pkcs11Factory);
 
+/// The same suite with the state in a memory store and the secrets on a token.
+mod memory_store {
+    use crate::{
+        suite::{self, backend_suite},
+        support::MemoryFactory,
+    };
+
+    backend_suite!(MemoryFactory::token());
+
+    #[test]
+    fn save_failure_is_reported() {
+        suite::save_failure_is_reported(&MemoryFactory::token());
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_new_master_key_on_the_token() {
+        use crate::{objects, session, support::*, World};
+        use tke_proto::{Command, ModuleError, UnitType};
+
+        let f = MemoryFactory::token();
+        let w = World::new(3);
+        let ca = &w.fleet.ca;
+        let mut rec = w.ready(&f, "rec", UnitType::Recovery);
+        ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+        let s = session(&f.token_config(&w.path("rec")));
+        let before = objects(&s, "tke-master-key");
+        assert_eq!(before.len(), 1);
+        f.fail_saves(&w.path("rec"), true);
+        // The command makes its master key object before it saves the state: that object
+        // goes when the save fails, as the state never referred to it.
+        fails(
+            &run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]),
+            ModuleError::INTERNAL,
+        );
+        assert_eq!(objects(&s, "tke-master-key"), before);
+    }
+}
+
 use std::{
     fs,
     os::unix::fs::PermissionsExt,
@@ -16,18 +54,18 @@ use std::{
     process::Command as Process,
 };
 
-use cryptoki::{
-    context::{CInitializeArgs, CInitializeFlags, Pkcs11},
-    mechanism::Mechanism,
-    object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle},
-    session::{Session, UserType},
-    types::AuthPin,
-};
 use suite::World;
 use support::{
     ok, run,
     softhsm::{self, module},
     Fleet, SoftFactory, UnitFactory,
+};
+use tke_pkcs11::cryptoki::{
+    context::{CInitializeArgs, CInitializeFlags, Pkcs11},
+    mechanism::Mechanism,
+    object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle},
+    session::{Session, UserType},
+    types::AuthPin,
 };
 use tke_proto::{
     der::{asn1::OctetString, Decode},
@@ -38,6 +76,18 @@ use tke_unit::{
     Backend, BackendError, Pkcs11Backend, Pkcs11Config, Unit, UnitError, WrapMechanism, CA_FILE,
     DEVICE_FILE, PKCS11_FILE, SECRETS_FILE, STATE_FILE,
 };
+
+/// The error and every cause below it, as a printer walking `source()` shows them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
 
 /// A logged-in session on a unit's token, from outside the backend (as an auditor).
 fn session(config: &Pkcs11Config) -> Session {
@@ -124,12 +174,17 @@ fn mixed_fleet(recovery: &dyn UnitFactory, targets: &dyn UnitFactory) {
     for u in [&rec, &rec2, &op1, &op2, &fo] {
         let s = u.status();
         assert_eq!(s.current_register.state, RegisterState::Valid);
-        assert_eq!(s.current_register.vp, Some(vp), "{}", u.dir().display());
+        assert_eq!(
+            s.current_register.vp,
+            Some(vp),
+            "{}",
+            u.dir().unwrap().display()
+        );
         assert_eq!(s.new_register.state, RegisterState::Empty);
     }
     // And it survives a reopen of every unit, with the backend recorded in it.
     for u in [rec, rec2, op1, op2, fo] {
-        let dir = u.dir().to_owned();
+        let dir = u.dir().unwrap().to_owned();
         drop(u);
         assert_eq!(
             Unit::open(&dir).unwrap().status().current_register.vp,
@@ -155,7 +210,7 @@ fn objects_on_the_token_carry_the_policy_of_the_unit_type() {
     let mut op = w.ready(&Pkcs11Factory, "op", UnitType::Operational);
     auto_init(&w, &mut rec, &mut [&mut op]);
     for (u, exportable) in [(&rec, true), (&op, false)] {
-        let config = Pkcs11Config::read(u.dir()).unwrap();
+        let config = Pkcs11Config::read(u.dir().unwrap()).unwrap();
         let s = session(&config);
         let mks = objects(&s, "tke-master-key");
         assert_eq!(mks.len(), 1, "one master key object, no orphan");
@@ -204,7 +259,7 @@ fn objects_on_the_token_carry_the_policy_of_the_unit_type() {
         .unwrap()
         .verify(op.device_certificate())
         .unwrap();
-    let s = session(&Pkcs11Config::read(op.dir()).unwrap());
+    let s = session(&Pkcs11Config::read(op.dir().unwrap()).unwrap());
     let imps = objects(&s, "tke-importer");
     assert_eq!(imps.len(), 2);
     for o in imps {
@@ -228,7 +283,7 @@ fn opensc_sees_a_sensitive_unextractable_master_key() {
     let mut op = w.ready(&Pkcs11Factory, "op", UnitType::Operational);
     auto_init(&w, &mut rec, &mut [&mut op]);
     let listing = |u: &Unit| -> String {
-        let config = Pkcs11Config::read(u.dir()).unwrap();
+        let config = Pkcs11Config::read(u.dir().unwrap()).unwrap();
         let pin = fs::read_to_string(&config.pin_file).unwrap();
         let out = Process::new("pkcs11-tool")
             .args(["--module", module(), "--token-label", &config.token_label])
@@ -315,8 +370,8 @@ fn the_chosen_wrap_mechanism_computes_rfc5649() {
     assert!(
         matches!(
             trusted,
-            Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::AttributeReadOnly,
+            Err(tke_pkcs11::cryptoki::error::Error::Pkcs11(
+                tke_pkcs11::cryptoki::error::RvError::AttributeReadOnly,
                 _
             ))
         ),
@@ -371,7 +426,7 @@ fn unit_directory_records_the_token_not_the_pin() {
         &Command::GenerateRandomMk,
         &[w.a(0)],
     ));
-    let dir = rec.dir().to_owned();
+    let dir = rec.dir().unwrap().to_owned();
     let mut names: Vec<String> = fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -441,7 +496,7 @@ fn token_errors_name_the_token_and_the_module() {
     let pool = softhsm::pool();
     let d = tempfile::tempdir().unwrap();
     let names = |e: &UnitError, config: &Pkcs11Config| {
-        let msg = e.to_string();
+        let msg = chain(e);
         assert!(
             msg.contains(&format!("{:?}", config.token_label)) && msg.contains(module()),
             "{msg}"
@@ -461,13 +516,17 @@ fn token_errors_name_the_token_and_the_module() {
         "{msg}"
     );
     assert!(!msg.contains("not-the-pin"), "{msg}");
-    assert!(matches!(
-        e,
-        UnitError::Backend {
-            source: BackendError::PinRefused { .. },
-            ..
-        }
-    ));
+    let UnitError::Backend {
+        source: BackendError::Pkcs11 { source, .. },
+        ..
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert!(
+        matches!(**source, tke_pkcs11::Error::WrongPin { .. }),
+        "{e:?}"
+    );
 
     // The PIN file is world-readable, empty, or missing.
     let loose = d.path().join("loose.pin");
@@ -494,16 +553,16 @@ fn token_errors_name_the_token_and_the_module() {
 
     // A module path that does not exist, or a file that is not a PKCS#11 module.
     let config = Pkcs11Config::new("/nonexistent/libpkcs11.so", &label, &right_pin);
-    let msg = create_err(&config).0.to_string();
+    let msg = chain(&create_err(&config).0);
     assert!(
-        msg.contains("cannot open the PKCS#11 module /nonexistent/libpkcs11.so")
+        msg.contains("cannot load the PKCS#11 module /nonexistent/libpkcs11.so")
             && msg.contains(&format!("{label:?}")),
         "{msg}"
     );
     let not_a_module = d.path().join("not-a-module.so");
     fs::write(&not_a_module, b"not a shared library").unwrap();
     let config = Pkcs11Config::new(&not_a_module, &label, &right_pin);
-    let msg = create_err(&config).0.to_string();
+    let msg = chain(&create_err(&config).0);
     assert!(
         msg.contains("cannot load the PKCS#11 module")
             && msg.contains("not-a-module.so")
@@ -539,7 +598,7 @@ fn open_names_what_is_wrong_with_the_token() {
     let w = World::new(3);
     let a = w.ready(&Pkcs11Factory, "a", UnitType::Recovery);
     let b = w.ready(&Pkcs11Factory, "b", UnitType::Operational);
-    let (a_dir, b_dir) = (a.dir().to_owned(), b.dir().to_owned());
+    let (a_dir, b_dir) = (a.dir().unwrap().to_owned(), b.dir().unwrap().to_owned());
     drop((a, b));
     // Another unit's token.
     let d = w.dir.path().join("foreign");
@@ -567,7 +626,7 @@ fn open_names_what_is_wrong_with_the_token() {
     )
     .unwrap();
     let e = Unit::open(&a_dir).unwrap_err();
-    let msg = e.to_string();
+    let msg = chain(&e);
     assert!(
         msg.contains("PIN is incorrect")
             && msg.contains(&config.token_label)
@@ -587,7 +646,7 @@ fn orphans_on_the_token_are_destroyed_on_open() {
     let w = World::new(3);
     let ca = &w.fleet.ca;
     let mut rec = w.ready(&Pkcs11Factory, "rec", UnitType::Recovery);
-    let dir = rec.dir().to_owned();
+    let dir = rec.dir().unwrap().to_owned();
     let s = session(&Pkcs11Config::read(&dir).unwrap());
     let old_state = fs::read(dir.join(STATE_FILE)).unwrap();
     let before = rec.status();

@@ -9,6 +9,22 @@ use support::SoftFactory;
 
 backend_suite!(SoftFactory);
 
+/// The same suite on a unit made from parts that touches no file: its state in a memory
+/// store, its secrets in a soft backend in memory.
+mod memory_store {
+    use crate::{
+        suite::{self, backend_suite},
+        support::MemoryFactory,
+    };
+
+    backend_suite!(MemoryFactory::soft());
+
+    #[test]
+    fn save_failure_is_reported() {
+        suite::save_failure_is_reported(&MemoryFactory::soft());
+    }
+}
+
 use std::{
     fs,
     os::unix::fs::PermissionsExt,
@@ -77,7 +93,7 @@ fn files_are_private_and_secrets_stay_in_their_file() {
     let mut expected = vec![CA_FILE, DEVICE_FILE, SECRETS_FILE, STATE_FILE];
     expected.sort();
     for u in [&rec, &op] {
-        let dir = u.dir();
+        let dir = u.dir().unwrap();
         assert_eq!(file_names(dir), expected);
         assert_eq!(
             fs::metadata(dir).unwrap().permissions().mode() & 0o777,
@@ -88,12 +104,12 @@ fn files_are_private_and_secrets_stay_in_their_file() {
             assert_eq!(mode, 0o600, "{name}");
         }
     }
-    let (mks, imps, values) = secrets_in(rec.dir());
+    let (mks, imps, values) = secrets_in(rec.dir().unwrap());
     assert_eq!((mks, imps), (2, 0));
-    assert_eq!(secrets_in(op.dir()).1, 1);
+    assert_eq!(secrets_in(op.dir().unwrap()).1, 1);
     // No secret value in the other files, in binary or in hex.
     for name in [STATE_FILE, CA_FILE, DEVICE_FILE] {
-        let text = fs::read(rec.dir().join(name)).unwrap();
+        let text = fs::read(rec.dir().unwrap().join(name)).unwrap();
         let lossy = String::from_utf8_lossy(&text).to_lowercase();
         for v in &values {
             assert!(
@@ -112,7 +128,7 @@ fn files_are_private_and_secrets_stay_in_their_file() {
 fn stale_temporary_files_do_not_break_open() {
     let w = World::new(3);
     let rec = w.ready(&SoftFactory, "rec", UnitType::Recovery);
-    let dir = rec.dir().to_owned();
+    let dir = rec.dir().unwrap().to_owned();
     let status = rec.status();
     drop(rec);
     fs::write(
@@ -139,7 +155,7 @@ fn crash_after_the_secret_before_the_state_leaves_an_orphan_only() {
     let w = World::new(3);
     let ca = &w.fleet.ca;
     let mut rec = w.ready(&SoftFactory, "rec", UnitType::Recovery);
-    let dir = rec.dir().to_owned();
+    let dir = rec.dir().unwrap().to_owned();
     let old_state = fs::read(dir.join(STATE_FILE)).unwrap();
     let before = rec.status();
     ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
@@ -158,7 +174,7 @@ fn crash_after_the_state_before_the_destruction_leaves_an_orphan_only() {
     let w = World::new(3);
     let ca = &w.fleet.ca;
     let mut rec = w.ready(&SoftFactory, "rec", UnitType::Recovery);
-    let dir = rec.dir().to_owned();
+    let dir = rec.dir().unwrap().to_owned();
     ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
     let old_secrets = fs::read(dir.join(SECRETS_FILE)).unwrap();
     ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0)]));
@@ -181,7 +197,7 @@ fn state_referring_to_a_missing_secret_is_refused() {
     let w = World::new(3);
     let ca = &w.fleet.ca;
     let mut rec = w.ready(&SoftFactory, "rec", UnitType::Recovery);
-    let dir = rec.dir().to_owned();
+    let dir = rec.dir().unwrap().to_owned();
     let old_secrets = fs::read(dir.join(SECRETS_FILE)).unwrap();
     ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
     drop(rec);
@@ -206,7 +222,7 @@ fn open_names_what_is_wrong() {
     let w = World::new(3);
     let a = w.ready(&SoftFactory, "a", UnitType::Recovery);
     let b = w.ready(&SoftFactory, "b", UnitType::Recovery);
-    let (a_dir, b_dir) = (a.dir().to_owned(), b.dir().to_owned());
+    let (a_dir, b_dir) = (a.dir().unwrap().to_owned(), b.dir().unwrap().to_owned());
     drop((a, b));
     let copy = |name: &str| -> PathBuf {
         let d = w.dir.path().join(name);

@@ -6,7 +6,9 @@
 //! # The unit's token
 //!
 //! Each unit has a token of its own, found by its **label** (never by slot number, which
-//! changes when tokens are added). [`Pkcs11Config`] — module path, token label, PIN file —
+//! changes when tokens are added). Loading the module (once per process), finding the
+//! token, reading the PIN file and logging in are [`tke_pkcs11`]'s, shared with the
+//! PKCS#11 administrator keys. [`Pkcs11Config`] — module path, token label, PIN file —
 //! is recorded in the unit directory ([`PKCS11_FILE`], not secret), so that
 //! [`crate::Unit::open`] reopens the unit. The PIN is read from the PIN file at each open,
 //! never taken from the command line, and zeroized after login. Each backend keeps one
@@ -70,36 +72,37 @@
 //! [`Backend::retain`] destroys the objects of the list the state does not name, including
 //! any half-made one (an importer whose `CKA_ID` was never set).
 
-mod mechanism;
-mod token;
-
 use core::fmt;
-use std::path::{Path, PathBuf};
-
-use cryptoki::{
-    error::{Error as CkError, RvError},
-    mechanism::{
-        elliptic_curve::{EcKdf, Ecdh1DeriveParams},
-        misc::KeyDerivationStringData,
-        Mechanism, MechanismType,
-    },
-    object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle},
-    session::Session,
+use std::{
+    path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
 };
+
 use serde::{Deserialize, Serialize};
 use tke_keyfile::atomic;
-use tke_proto::{
-    p256::{
-        ecdsa::{DerSignature, Signature},
-        PublicKey, SecretKey,
+use tke_pkcs11::{
+    cryptoki::{
+        error::{Error as CkError, RvError},
+        mechanism::{
+            elliptic_curve::{EcKdf, Ecdh1DeriveParams},
+            misc::KeyDerivationStringData,
+            Mechanism, MechanismType,
+        },
+        object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle},
+        session::Session,
     },
+    ec::{parse_ec_point, parse_signature, uncompressed_point, P256_PARAMS},
+    mechanism, Module, Pin, Token, TokenQuery,
+};
+use tke_proto::{
+    p256::{ecdsa::DerSignature, PublicKey, SecretKey},
     transport::{self, kdf_context, point_bytes, ImporterKey, MkEnvelope},
     vp, Digest32, MasterKey, ProtoError, Ski, UnitId, UnitType, Vp,
 };
 
 use crate::backend::{Backend, BackendError, KeyHandle, LiveSecrets};
 
-pub use mechanism::WrapMechanism;
+pub use tke_pkcs11::mechanism::WrapMechanism;
 
 /// The name of the PKCS#11 backend's configuration file in a unit directory.
 pub const PKCS11_FILE: &str = "pkcs11.json";
@@ -110,9 +113,6 @@ const LABEL_DEVICE: &str = "tke-device";
 const LABEL_IMPORTER: &str = "tke-importer";
 const LABEL_MASTER_KEY: &str = "tke-master-key";
 const LABEL_SESSION: &str = "tke-session";
-
-/// DER of the prime256v1 (P-256) OID, `CKA_EC_PARAMS`.
-const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
 /// Names a token for messages: `token "unit-1" of PKCS#11 module /usr/lib/…/libsofthsm2.so`.
 /// Cheap to clone (errors carry one).
@@ -321,9 +321,33 @@ impl Drop for Temp<'_> {
 
 /// A session on the unit's token and what the backend knows of the token.
 struct Tok {
+    /// The token as configured (module and label), for messages.
     token: TokenRef,
+    /// The token as found (with its serial number).
+    found: Token,
     session: Session,
     caps: Capabilities,
+}
+
+/// What each token was found to compute, by module (canonical path) and token serial:
+/// probed once per token and process.
+static PROBED: Mutex<Vec<(PathBuf, String, Capabilities)>> = Mutex::new(Vec::new());
+
+/// The capabilities probed earlier for `token`, if any.
+fn probed(token: &Token) -> Option<Capabilities> {
+    // The list holds no invariant a panic could break: a poisoned lock is still usable.
+    let all = PROBED.lock().unwrap_or_else(PoisonError::into_inner);
+    all.iter()
+        .find(|(m, s, _)| m == token.module().canonical_path() && *s == token.name().serial)
+        .map(|(_, _, c)| *c)
+}
+
+/// Remembers the capabilities of `token`.
+fn remember(token: &Token, caps: Capabilities) {
+    let mut all = PROBED.lock().unwrap_or_else(PoisonError::into_inner);
+    let module = token.module().canonical_path();
+    all.retain(|(m, s, _)| !(m == module && *s == token.name().serial));
+    all.push((module.to_path_buf(), token.name().serial.clone(), caps));
 }
 
 fn ec_private_template(label: &str, token: bool) -> Vec<Attribute> {
@@ -351,24 +375,11 @@ fn ec_public_template(label: &str, token: bool) -> Vec<Attribute> {
     ]
 }
 
-/// The 65-byte point of a `CKA_EC_POINT` value (a DER OCTET STRING, or the raw point as
-/// some tokens return it).
-fn point_of(ec_point: &[u8]) -> Option<[u8; 65]> {
-    let raw = match ec_point {
-        [0x04, 0x41, rest @ ..] if rest.len() == 65 => rest,
-        raw if raw.len() == 65 => raw,
-        _ => return None,
-    };
-    let public = transport::parse_point(raw, "token public key").ok()?;
-    Some(point_bytes(&public))
-}
-
 impl Tok {
     fn err(&self, action: &'static str) -> impl FnOnce(CkError) -> BackendError + '_ {
-        move |source| BackendError::Token {
+        move |e| BackendError::Pkcs11 {
             token: self.token.clone(),
-            action,
-            source,
+            source: Box::new(self.found.error(action)(e)),
         }
     }
 
@@ -402,7 +413,7 @@ impl Tok {
         }
         self.session
             .find_objects(&template)
-            .map_err(self.err("search the token's objects"))
+            .map_err(self.err("searching the token's objects"))
     }
 
     /// The one object of this kind and id, if any.
@@ -423,7 +434,7 @@ impl Tok {
         let attrs = self
             .session
             .get_attributes(object, &[AttributeType::Id])
-            .map_err(self.err("read an object's CKA_ID"))?;
+            .map_err(self.err("reading an object's CKA_ID"))?;
         Ok(attrs.into_iter().find_map(|a| match a {
             Attribute::Id(id) => Some(id),
             _ => None,
@@ -434,7 +445,7 @@ impl Tok {
         let attrs = self
             .session
             .get_attributes(object, &[AttributeType::WrapWithTrusted])
-            .map_err(self.err("read a key's CKA_WRAP_WITH_TRUSTED"))?;
+            .map_err(self.err("reading a key's CKA_WRAP_WITH_TRUSTED"))?;
         Ok(attrs.contains(&Attribute::WrapWithTrusted(true)))
     }
 
@@ -442,11 +453,11 @@ impl Tok {
         let attrs = self
             .session
             .get_attributes(public, &[AttributeType::EcPoint])
-            .map_err(self.err("read a public key's CKA_EC_POINT"))?;
+            .map_err(self.err("reading a public key's CKA_EC_POINT"))?;
         attrs
             .into_iter()
             .find_map(|a| match a {
-                Attribute::EcPoint(p) => point_of(&p),
+                Attribute::EcPoint(p) => parse_ec_point(&p).ok().map(|k| uncompressed_point(&k)),
                 _ => None,
             })
             .ok_or_else(|| self.content("returned a public key that is not a P-256 point"))
@@ -466,7 +477,7 @@ impl Tok {
                 &ec_public_template(label, token),
                 &private,
             )
-            .map_err(self.err("generate a P-256 key pair"))
+            .map_err(self.err("generating a P-256 key pair"))
     }
 
     /// The VP of an AES key object: CMAC of each block, inside the token.
@@ -476,7 +487,7 @@ impl Tok {
             let tag = self
                 .session
                 .sign(&Mechanism::AesCMac, key, block)
-                .map_err(self.err("compute a verification pattern (CKM_AES_CMAC)"))?;
+                .map_err(self.err("computing a verification pattern (CKM_AES_CMAC)"))?;
             if tag.len() != 16 {
                 return Err(BackendError::MechanismMismatch {
                     token: self.token.clone(),
@@ -514,7 +525,7 @@ impl Tok {
                     Attribute::Label(LABEL_SESSION.as_bytes().to_vec()),
                 ],
             )
-            .map_err(self.err("derive the ECDH secret (CKM_ECDH1_DERIVE)"))?;
+            .map_err(self.err("deriving the ECDH secret (CKM_ECDH1_DERIVE)"))?;
         let z = self.temp(z);
         let params = KeyDerivationStringData::new(ctx);
         let mut template = vec![
@@ -542,7 +553,7 @@ impl Tok {
                 z.handle,
                 &template,
             )
-            .map_err(self.err("derive the KEK (CKM_AES_ECB_ENCRYPT_DATA)"))?;
+            .map_err(self.err("deriving the KEK (CKM_AES_ECB_ENCRYPT_DATA)"))?;
         drop(z);
         Ok(self.temp(kek))
     }
@@ -573,7 +584,7 @@ impl Tok {
         let wrapped = self
             .session
             .wrap_key(&self.caps.wrap.mechanism(), kek.handle, key)
-            .map_err(self.err("wrap the master key"))?;
+            .map_err(self.err("wrapping the master key"))?;
         drop(kek);
         if wrapped.len() != 40 {
             return Err(BackendError::MechanismMismatch {
@@ -646,7 +657,7 @@ impl Tok {
                 | RvError::FunctionFailed,
                 _,
             )) => return Err(rejected("the wrapped key fails its integrity check")),
-            Err(e) => return Err(self.err("unwrap the master key")(e)),
+            Err(e) => return Err(self.err("unwrapping the master key")(e)),
         };
         let guard = self.temp(key);
         // A 40-byte RFC 5649 envelope holds 25 to 32 bytes. Tokens that record the length
@@ -655,7 +666,7 @@ impl Tok {
         let len = self
             .session
             .get_attributes(key, &[AttributeType::ValueLen])
-            .map_err(self.err("read the unwrapped key's length"))?
+            .map_err(self.err("reading the unwrapped key's length"))?
             .into_iter()
             .find_map(|a| match a {
                 Attribute::ValueLen(l) => Some(u64::from(l)),
@@ -667,7 +678,9 @@ impl Tok {
         }
         let vp = match self.vp_of(key) {
             Ok(vp) => vp,
-            Err(BackendError::Token { .. }) if len.is_none() => {
+            Err(BackendError::Pkcs11 { ref source, .. })
+                if len.is_none() && matches!(**source, tke_pkcs11::Error::Token { .. }) =>
+            {
                 return Err(rejected(
                     "the wrapped key is not 32 bytes (the token cannot use it as an AES key)",
                 ))
@@ -707,7 +720,7 @@ impl Tok {
                     Attribute::Label(LABEL_SESSION.as_bytes().to_vec()),
                 ],
             )
-            .map_err(self.err("generate a test key (CKM_AES_KEY_GEN)"))?;
+            .map_err(self.err("generating a test key (CKM_AES_KEY_GEN)"))?;
         let key = self.temp(key);
         let soft_importer = SecretKey::random(&mut rand_core::OsRng);
         let importer =
@@ -882,37 +895,52 @@ impl Pkcs11Backend {
                 token: token.clone(),
                 what: problem,
             })?;
-        let ctx = token::context(&token)?;
-        let (slot, serial) = token::find_slot(&ctx, &token)?;
-        let session = token::login(&ctx, slot, &config.pin_file, &token)?;
+        let pkcs11 = |source| BackendError::Pkcs11 {
+            token: token.clone(),
+            source: Box::new(source),
+        };
+        let module = Module::load(&config.module).map_err(pkcs11)?;
+        let found = module
+            .find_token(&TokenQuery::label(config.token_label.clone()))
+            .map_err(pkcs11)?;
+        let pin = Pin::from_file(&config.pin_file).map_err(pkcs11)?;
+        let session = found.open_user_session(&pin).map_err(pkcs11)?;
+        // The PIN is not kept after login (it is zeroized on drop).
+        drop(pin);
         let placeholder = Capabilities {
             wrap: WrapMechanism::Pad,
             trusted: false,
         };
         let mut tok = Tok {
             token: token.clone(),
+            found,
             session,
             caps: placeholder,
         };
-        if let Some(caps) = token::probed(&config.module, &serial) {
+        if let Some(caps) = probed(&tok.found) {
             tok.caps = caps;
             return Ok(tok);
         }
-        let supported = |m: MechanismType| ctx.get_mechanism_info(slot, m).is_ok();
-        let mut missing: Vec<&'static str> = REQUIRED
-            .iter()
-            .filter(|(_, m)| !supported(*m))
-            .map(|(name, _)| *name)
-            .collect();
-        let candidates: Vec<WrapMechanism> = WrapMechanism::CANDIDATES
-            .into_iter()
-            .filter(|w| supported(w.mechanism_type()))
-            .collect();
+        let mut missing = Vec::new();
+        for (name, m) in REQUIRED {
+            if !tok.found.supports(m).map_err(pkcs11)? {
+                missing.push(name);
+            }
+        }
+        let mut candidates = Vec::new();
+        for w in WrapMechanism::CANDIDATES {
+            if tok.found.supports(w.mechanism_type()).map_err(pkcs11)? {
+                candidates.push(w);
+            }
+        }
         if candidates.is_empty() {
             missing.push("CKM_AES_KEY_WRAP_KWP or CKM_AES_KEY_WRAP_PAD (RFC 5649)");
         }
         if !missing.is_empty() {
-            return Err(BackendError::MechanismMissing { token, missing });
+            return Err(pkcs11(tok.found.mechanism_missing(
+                missing,
+                "keep the secrets of a TKE crypto unit",
+            )));
         }
         let mut last = None;
         for wrap in candidates {
@@ -929,7 +957,7 @@ impl Pkcs11Backend {
             return Err(e);
         }
         tok.caps.trusted = tok.user_may_trust();
-        token::remember(&config.module, &serial, tok.caps);
+        remember(&tok.found, tok.caps);
         Ok(tok)
     }
 
@@ -938,15 +966,37 @@ impl Pkcs11Backend {
     /// The token must hold no TKE object: one token per unit.
     ///
     /// # Errors
-    /// [`BackendError::Pkcs11ModuleMissing`] / [`BackendError::Pkcs11Module`],
-    /// [`BackendError::TokenNotFound`] /
-    /// [`BackendError::TokenAmbiguous`], PIN errors ([`BackendError::PinFile`],
-    /// [`BackendError::PinFileIo`], [`BackendError::PinRefused`]), mechanism errors
-    /// ([`BackendError::MechanismMissing`], [`BackendError::MechanismMismatch`]),
-    /// [`BackendError::TokenContent`] for a token already in use, [`BackendError::Token`],
+    /// [`BackendError::Pkcs11`] for the module, the token (not found, or several with its
+    /// label), the PIN file, the PIN, a mechanism the token lacks, or a failed call (its
+    /// source, a [`tke_pkcs11::Error`], says which);
+    /// [`BackendError::MechanismMismatch`] when a mechanism computes something else than
+    /// the software reference; [`BackendError::TokenContent`] for a token already in use;
     /// [`BackendError::Io`]. Nothing is left on the token then.
     pub fn create(
         dir: &Path,
+        unit_id: UnitId,
+        unit_type: UnitType,
+        config: &Pkcs11Config,
+    ) -> Result<Self, BackendError> {
+        Self::make(Some(dir), unit_id, unit_type, config)
+    }
+
+    /// As [`Pkcs11Backend::create`], but records `config` nowhere: for a unit made from
+    /// parts ([`crate::Unit::create_from_parts`]), whose host keeps the configuration and
+    /// reopens the token with [`Pkcs11Backend::open_on_token`].
+    ///
+    /// # Errors
+    /// As [`Pkcs11Backend::create`].
+    pub fn create_on_token(
+        config: &Pkcs11Config,
+        unit_id: UnitId,
+        unit_type: UnitType,
+    ) -> Result<Self, BackendError> {
+        Self::make(None, unit_id, unit_type, config)
+    }
+
+    fn make(
+        dir: Option<&Path>,
         unit_id: UnitId,
         unit_type: UnitType,
         config: &Pkcs11Config,
@@ -977,12 +1027,14 @@ impl Pkcs11Backend {
         let (pub_h, priv_h) = tok
             .session
             .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
-            .map_err(tok.err("generate the device key"))?;
+            .map_err(tok.err("generating the device key"))?;
         let made = (|| {
             let point = tok.point(pub_h)?;
             let device_public =
                 transport::parse_point(&point, "device key").map_err(BackendError::Crypto)?;
-            config.write(dir)?;
+            if let Some(dir) = dir {
+                config.write(dir)?;
+            }
             Ok(device_public)
         })();
         match made {
@@ -1010,7 +1062,27 @@ impl Pkcs11Backend {
     /// [`BackendError::TokenContent`] when the token holds no device key and
     /// [`BackendError::ForeignToken`] when it holds another unit's.
     pub fn open(dir: &Path, unit_id: UnitId, unit_type: UnitType) -> Result<Self, BackendError> {
-        let config = Pkcs11Config::read(dir)?;
+        Self::open_config(Pkcs11Config::read(dir)?, unit_id, unit_type)
+    }
+
+    /// Opens the token of `config` for the unit `unit_id` of type `unit_type` (made with
+    /// [`Pkcs11Backend::create_on_token`]).
+    ///
+    /// # Errors
+    /// As [`Pkcs11Backend::open`].
+    pub fn open_on_token(
+        config: &Pkcs11Config,
+        unit_id: UnitId,
+        unit_type: UnitType,
+    ) -> Result<Self, BackendError> {
+        Self::open_config(config.absolute()?, unit_id, unit_type)
+    }
+
+    fn open_config(
+        config: Pkcs11Config,
+        unit_id: UnitId,
+        unit_type: UnitType,
+    ) -> Result<Self, BackendError> {
         let tok = Self::connect(&config)?;
         let devices = tok.find(ObjectClass::PRIVATE_KEY, LABEL_DEVICE, None)?;
         let device = match devices.as_slice() {
@@ -1156,7 +1228,7 @@ impl Pkcs11Backend {
                 }
             }
         });
-        first.map_or(Ok(()), |e| Err(self.tok.err("destroy an object")(e)))
+        first.map_or(Ok(()), |e| Err(self.tok.err("destroying an object")(e)))
     }
 }
 
@@ -1175,10 +1247,10 @@ impl Backend for Pkcs11Backend {
             .tok
             .session
             .sign(&Mechanism::Ecdsa, self.device, digest.as_bytes())
-            .map_err(self.tok.err("sign with the device key (CKM_ECDSA)"))?;
-        let sig = Signature::from_slice(&rs).map_err(|_| BackendError::MechanismMismatch {
+            .map_err(self.tok.err("signing with the device key (CKM_ECDSA)"))?;
+        let sig = parse_signature(&rs).map_err(|_| BackendError::MechanismMismatch {
             token: self.tok.token.clone(),
-            problem: "CKM_ECDSA returned a signature that is not a P-256 r ‖ s",
+            problem: "CKM_ECDSA returned a signature that is neither a P-256 r ‖ s nor DER",
         })?;
         Ok(sig.to_der())
     }
@@ -1191,7 +1263,7 @@ impl Backend for Pkcs11Backend {
             .tok
             .session
             .generate_key(&Mechanism::AesKeyGen, &template)
-            .map_err(self.tok.err("generate a master key (CKM_AES_KEY_GEN)"))?;
+            .map_err(self.tok.err("generating a master key (CKM_AES_KEY_GEN)"))?;
         match self.tok.vp_of(key) {
             Ok(vp) => {
                 self.objects.push(Known {
@@ -1224,7 +1296,7 @@ impl Backend for Pkcs11Backend {
                 self.tok
                     .session
                     .update_attributes(object, &[Attribute::Id(id.clone())])
-                    .map_err(self.tok.err("name the importer key (CKA_ID)"))?;
+                    .map_err(self.tok.err("naming the importer key (CKA_ID)"))?;
             }
             let key =
                 transport::parse_point(&point, "importer key").map_err(BackendError::Crypto)?;
@@ -1302,7 +1374,7 @@ impl Backend for Pkcs11Backend {
         for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
             for object in self.tok.find(class, LABEL_DEVICE, Some(&self.unit_id.0))? {
                 if let Err(e) = self.tok.session.destroy_object(object) {
-                    first.get_or_insert(self.tok.err("destroy the device key")(e));
+                    first.get_or_insert(self.tok.err("destroying the device key")(e));
                 }
             }
         }

@@ -1,5 +1,8 @@
-//! The behaviour suite every backend runs. Each body takes a [`UnitFactory`]; the
-//! `backend_suite!` macro turns the list into one `#[test]` per body for a backend.
+//! The behaviour suite every backend and state store runs. Each body takes a
+//! [`UnitFactory`]; the `backend_suite!` macro turns the list into one `#[test]` per body
+//! for a backend.
+
+use std::path::PathBuf;
 
 use tempfile::TempDir;
 use tke_proto::{
@@ -10,7 +13,7 @@ use tke_proto::{
     RegisterStatus, Request, SignedCommand, SignerInfo, Threshold, UnitId, UnitStatus, UnitType,
     Vp,
 };
-use tke_unit::Unit;
+use tke_unit::{InternalError, MemoryStore, StateStore, Unit};
 
 use crate::support::*;
 
@@ -68,7 +71,8 @@ macro_rules! backend_suite {
 }
 pub(crate) use backend_suite;
 
-/// A temp directory, a fleet CA and administrators.
+/// A temp directory (where file-backed factories put the units; memory factories only
+/// use the names), a fleet CA and administrators.
 pub struct World {
     pub dir: TempDir,
     pub fleet: Fleet,
@@ -85,12 +89,12 @@ impl World {
     }
 
     pub fn unit(&self, f: &dyn UnitFactory, name: &str, ty: UnitType) -> Unit {
-        f.create(
-            &self.dir.path().join(name),
-            UnitId::random(),
-            ty,
-            &self.fleet,
-        )
+        f.create(&self.path(name), UnitId::random(), ty, &self.fleet)
+    }
+
+    /// Where the unit `name` is made: what the factory reopens it from.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     /// A unit with all administrators installed and thresholds 2/2.
@@ -275,7 +279,7 @@ pub fn query_changes_nothing(f: &dyn UnitFactory) {
     for _ in 0..3 {
         assert_eq!(query(&mut u, &w.fleet.ca), before);
     }
-    assert_eq!(f.reopen(u.dir()).status(), before);
+    assert_eq!(f.reopen(&w.path("u")).status(), before);
 }
 
 pub fn query_for_another_unit(f: &dyn UnitFactory) {
@@ -1397,7 +1401,7 @@ pub fn clear_registers(f: &dyn UnitFactory) {
     ok(run(&mut rec, ca, &Command::ClearNew, &[w.a(0)]));
     ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0)]));
     let s = rec.status();
-    let reopened = f.reopen(rec.dir());
+    let reopened = f.reopen(&w.path("rec"));
     assert_eq!(reopened.status(), s);
 }
 
@@ -1448,14 +1452,14 @@ pub fn zeroize_keeps_counter(f: &dyn UnitFactory) {
     // Zeroize in imprint mode needs no signature, and the unit can be set up again.
     ok(run(&mut rec, ca, &Command::Zeroize, &[]));
     init(&mut rec, ca, &w.admins, 2, 2);
-    assert_eq!(f.reopen(rec.dir()).status(), rec.status());
+    assert_eq!(f.reopen(&w.path("rec")).status(), rec.status());
 }
 
 pub fn state_survives_reopen(f: &dyn UnitFactory) {
     let w = World::new(3);
     let ca = &w.fleet.ca;
-    let rec_dir;
-    let op_dir;
+    let rec_dir = w.path("rec");
+    let op_dir = w.path("op");
     let status;
     let env;
     {
@@ -1464,8 +1468,6 @@ pub fn state_survives_reopen(f: &dyn UnitFactory) {
         ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
         ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
         env = export_to(&w, &mut rec, &mut op, Register::New);
-        rec_dir = rec.dir().to_owned();
-        op_dir = op.dir().to_owned();
         status = (rec.status(), op.status());
         assert!(status.1.importer_pending);
     }
@@ -1611,8 +1613,71 @@ pub fn fuzzed_requests_never_panic(f: &dyn UnitFactory) {
             "return code {rc} never seen: {codes:?}"
         );
     }
-    // Both units are still consistent on disk.
-    for u in [&rec, &op] {
-        assert_eq!(f.reopen(u.dir()).status(), u.status());
+    // Both units are still consistent in their stores.
+    for (name, u) in [("rec", &rec), ("op", &op)] {
+        assert_eq!(f.reopen(&w.path(name)).status(), u.status());
     }
+}
+
+/// A state save that fails is reported to the host, and changes nothing: the unit answers
+/// an internal error, keeps its state (the counter is not consumed), its store keeps the
+/// previous record, and the same signed command runs once saves work again.
+pub fn save_failure_is_reported(f: &MemoryFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let before = rec.status();
+    let saved = f.saved(&w.path("rec"));
+    assert!(saved.is_some());
+
+    f.fail_saves(&w.path("rec"), true);
+    // Queries save nothing: they still work.
+    assert_eq!(query(&mut rec, ca), before);
+    // A command whose save fails: it made a master key in the backend first.
+    let command = Request::Command(signed_command(
+        rec.id(),
+        before.counter + 1,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    ))
+    .to_der()
+    .unwrap();
+    let (body, causes) = send_reporting(&mut rec, ca, &command);
+    fails(&body, ModuleError::INTERNAL);
+    assert_eq!(body.counter, before.counter, "the counter is not consumed");
+    let [cause] = causes.as_slice() else {
+        panic!("one cause expected: {causes:?}");
+    };
+    match cause {
+        InternalError::SaveState {
+            unit,
+            location,
+            source,
+        } => {
+            assert_eq!(*unit, rec.id());
+            assert_eq!(location, MemoryStore::new().location());
+            assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+            assert_eq!(source.to_string(), SAVE_FAILURE);
+        }
+        other => panic!("a save failure expected: {other:?}"),
+    }
+    let shown = cause.to_string();
+    assert!(shown.contains(&rec.id().uuid().to_string()), "{shown}");
+    assert_unchanged(&rec, &before, false);
+    assert_eq!(
+        f.saved(&w.path("rec")),
+        saved,
+        "the store keeps the previous state"
+    );
+    assert_eq!(f.reopen(&w.path("rec")).status(), before);
+
+    f.fail_saves(&w.path("rec"), false);
+    let (body, causes) = send_reporting(&mut rec, ca, &command);
+    let vp = vp_of(&ok(body));
+    assert!(causes.is_empty());
+    let after = rec.status();
+    assert_eq!(after.counter, before.counter + 1);
+    assert_eq!(after.new_register, full(RegisterState::FullUncommitted, vp));
+    assert_eq!(f.reopen(&w.path("rec")).status(), after);
 }

@@ -1,12 +1,20 @@
 //! Test fixtures shared by every backend's tests: a fleet CA, administrators with
-//! in-memory keys, a unit factory per backend, and helpers that send requests and verify
-//! every response exactly as a client does.
+//! in-memory keys, a unit factory per backend and state store, and helpers that send
+//! requests and verify every response exactly as a client does.
 
 #![allow(dead_code)]
 
 pub mod softhsm;
 
-use std::path::Path;
+use std::{
+    collections::HashMap,
+    io,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+};
 
 use tke_proto::{
     der::{Decode, Encode},
@@ -19,7 +27,10 @@ use tke_proto::{
     UnitType,
 };
 use tke_sigkey::{sign_command, SignError, Signer, SignerKind};
-use tke_unit::{Pkcs11Config, Unit};
+use tke_unit::{
+    Backend, InternalError, MemorySecrets, MemoryStore, Pkcs11Backend, Pkcs11Config, SoftBackend,
+    StateStore, Unit,
+};
 
 /// An administrator whose key is in memory.
 pub struct TestAdmin {
@@ -170,13 +181,186 @@ impl UnitFactory for Pkcs11Factory {
     }
 }
 
+/// Where a [`MemoryFactory`] keeps a unit's secrets.
+#[derive(Clone, Copy, Debug)]
+pub enum MemorySecretsIn {
+    /// A soft backend in memory: the unit touches no file.
+    Soft,
+    /// A token of the pool ([`softhsm::pool`]).
+    Token,
+}
+
+/// Units made from parts with their state in memory (a [`MemoryStore`] behind a
+/// [`SwitchStore`]), and their secrets in memory or on a token. The factory keeps each
+/// unit's parts under the directory name the test gives it (nothing is written there) to
+/// reopen it from them.
+pub struct MemoryFactory {
+    secrets: MemorySecretsIn,
+    units: Mutex<HashMap<PathBuf, MemoryParts>>,
+}
+
+/// What reopens a unit of a [`MemoryFactory`].
+struct MemoryParts {
+    id: UnitId,
+    unit_type: UnitType,
+    store: SwitchStore,
+    soft: Option<MemorySecrets>,
+    token: Option<Pkcs11Config>,
+    ca: CaCertificate,
+    device: DeviceCertificate,
+}
+
+impl MemoryFactory {
+    /// State and secrets in memory.
+    pub fn soft() -> Self {
+        Self::new(MemorySecretsIn::Soft)
+    }
+
+    /// State in memory, secrets on a SoftHSM2 token.
+    pub fn token() -> Self {
+        Self::new(MemorySecretsIn::Token)
+    }
+
+    fn new(secrets: MemorySecretsIn) -> Self {
+        Self {
+            secrets,
+            units: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Makes every later save of the unit created under `dir` fail (or succeed again).
+    pub fn fail_saves(&self, dir: &Path, fail: bool) {
+        self.units.lock().unwrap()[dir]
+            .store
+            .fail
+            .store(fail, Ordering::SeqCst);
+    }
+
+    /// The token configuration of the unit created under `dir` (secrets on a token).
+    pub fn token_config(&self, dir: &Path) -> Pkcs11Config {
+        self.units.lock().unwrap()[dir].token.clone().unwrap()
+    }
+
+    /// The record the state store of the unit created under `dir` holds.
+    pub fn saved(&self, dir: &Path) -> Option<Vec<u8>> {
+        self.units.lock().unwrap()[dir].store.load().unwrap()
+    }
+}
+
+impl UnitFactory for MemoryFactory {
+    fn name(&self) -> &'static str {
+        match self.secrets {
+            MemorySecretsIn::Soft => "memory store, soft secrets in memory",
+            MemorySecretsIn::Token => "memory store, secrets on a token",
+        }
+    }
+    fn create(&self, dir: &Path, unit_id: UnitId, unit_type: UnitType, fleet: &Fleet) -> Unit {
+        let store = SwitchStore::default();
+        let (backend, soft, token): (Box<dyn Backend>, _, _) = match self.secrets {
+            MemorySecretsIn::Soft => {
+                let secrets = MemorySecrets::new();
+                let backend = SoftBackend::create_in_memory(&secrets, unit_id).unwrap();
+                (Box::new(backend), Some(secrets), None)
+            }
+            MemorySecretsIn::Token => {
+                let config = softhsm::pool().config();
+                let backend = Pkcs11Backend::create_on_token(&config, unit_id, unit_type).unwrap();
+                (Box::new(backend), None, Some(config))
+            }
+        };
+        let unit = Unit::create_from_parts(
+            Box::new(store.clone()),
+            backend,
+            unit_id,
+            unit_type,
+            &fleet.ca,
+            &mut |pk| fleet.issue(unit_id, pk),
+        )
+        .unwrap();
+        assert_eq!(unit.dir(), None);
+        assert!(!dir.exists(), "a unit made from parts writes no file");
+        let parts = MemoryParts {
+            id: unit_id,
+            unit_type,
+            store,
+            soft,
+            token,
+            ca: unit.ca_certificate().clone(),
+            device: unit.device_certificate().clone(),
+        };
+        assert!(self
+            .units
+            .lock()
+            .unwrap()
+            .insert(dir.to_owned(), parts)
+            .is_none());
+        unit
+    }
+    fn reopen(&self, dir: &Path) -> Unit {
+        let units = self.units.lock().unwrap();
+        let p = &units[dir];
+        let backend: Box<dyn Backend> = match (&p.soft, &p.token) {
+            (Some(secrets), _) => Box::new(SoftBackend::open_in_memory(secrets, p.id).unwrap()),
+            (None, Some(config)) => {
+                Box::new(Pkcs11Backend::open_on_token(config, p.id, p.unit_type).unwrap())
+            }
+            (None, None) => unreachable!("every unit has its secrets somewhere"),
+        };
+        Unit::from_parts(
+            Box::new(p.store.clone()),
+            backend,
+            p.ca.clone(),
+            p.device.clone(),
+        )
+        .unwrap()
+    }
+}
+
+/// A [`MemoryStore`] whose saves fail while its switch is on (clones share both).
+#[derive(Clone, Debug, Default)]
+pub struct SwitchStore {
+    inner: MemoryStore,
+    fail: Arc<AtomicBool>,
+}
+
+/// The error a [`SwitchStore`] fails with.
+pub const SAVE_FAILURE: &str = "the test made this save fail";
+
+impl StateStore for SwitchStore {
+    fn location(&self) -> &Path {
+        self.inner.location()
+    }
+    fn load(&self) -> io::Result<Option<Vec<u8>>> {
+        self.inner.load()
+    }
+    fn save(&mut self, record: &[u8]) -> io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, SAVE_FAILURE));
+        }
+        self.inner.save(record)
+    }
+    fn remove(&mut self) -> io::Result<()> {
+        self.inner.remove()
+    }
+}
+
 /// Sends raw bytes and verifies the answer as a client does: signed by the unit's device
 /// key (whose certificate chains to `ca`), bound to this unit and these exact bytes,
 /// carrying the unit's counter.
 pub fn send_raw(unit: &mut Unit, ca: &CaCertificate, request: &[u8]) -> ResponseBody {
+    send_reporting(unit, ca, request).0
+}
+
+/// As [`send_raw`], and returns what the unit reports to its host beside the response:
+/// every internal error's cause, present exactly when the answer is an internal error.
+pub fn send_reporting(
+    unit: &mut Unit,
+    ca: &CaCertificate,
+    request: &[u8],
+) -> (ResponseBody, Vec<InternalError>) {
     let device = DeviceCertificate::verify(unit.device_certificate().der(), ca).unwrap();
-    let answer = unit.handle(request);
-    let signed = SignedResponse::from_der(&answer).unwrap();
+    let answer = unit.answer(request);
+    let signed = SignedResponse::from_der(&answer.response).unwrap();
     let body = signed
         .verify(&device.verifying_key(), &unit.id(), request)
         .unwrap();
@@ -185,7 +369,13 @@ pub fn send_raw(unit: &mut Unit, ca: &CaCertificate, request: &[u8]) -> Response
         unit.status().counter,
         "the response carries the unit's counter"
     );
-    body
+    assert_eq!(
+        answer.internal_errors.is_empty(),
+        body.error() != Some(ModuleError::INTERNAL),
+        "causes reported exactly for internal errors: {:?}",
+        answer.internal_errors
+    );
+    (body, answer.internal_errors)
 }
 
 /// Sends a request.

@@ -1,12 +1,14 @@
-//! The PKCS#11 mechanisms the backend uses, including two that `cryptoki` 0.12 cannot name.
+//! Mechanisms that `cryptoki` 0.12 cannot name, and which id computes RFC 5649.
 //!
-//! `cryptoki` 0.12.1 has a [`Mechanism`] variant for every mechanism the backend needs but
+//! `cryptoki` 0.12.1 has a [`Mechanism`] variant for every mechanism TKE needs but
 //! two: `CKM_AES_ECB_ENCRYPT_DATA` (0x1104, the KEK derivation of the transport KDF) and
 //! `CKM_AES_KEY_WRAP_KWP` (0x210B, RFC 5649 in PKCS#11 3.x). Its
 //! [`VendorDefinedMechanism`] passes any mechanism id and parameter to the token, but the
 //! only constructor for the id's type, [`MechanismType::new_vendor_defined`], refuses ids
 //! below `CKM_VENDOR_DEFINED`. [`standard`] builds the [`MechanismType`] of a standard id;
-//! it is the crate's only `unsafe` code. Once `cryptoki` offers these mechanisms, it goes.
+//! it is the workspace's only `unsafe` code, and the reason `cryptoki` is pinned to one
+//! exact version (it relies on that version's private layout of [`MechanismType`]). Once
+//! `cryptoki` offers these mechanisms, it goes.
 
 use core::ops::Deref;
 
@@ -15,20 +17,20 @@ use cryptoki::mechanism::{
 };
 
 /// `CK_MECHANISM_TYPE` (an unsigned long), as `cryptoki` exposes it.
-pub(crate) type MechanismId = <MechanismType as Deref>::Target;
+pub type MechanismId = <MechanismType as Deref>::Target;
 
 /// `CKM_AES_ECB_ENCRYPT_DATA`: derives a key whose value is the AES-ECB encryption of the
 /// data under the base key.
-pub(crate) const CKM_AES_ECB_ENCRYPT_DATA: MechanismId = 0x1104;
+pub const CKM_AES_ECB_ENCRYPT_DATA: MechanismId = 0x1104;
 /// `CKM_AES_KEY_WRAP_PAD`: RFC 5649 on SoftHSM2 and several HSMs; per PKCS#11 3.1, RFC 3394
 /// over PKCS#7-padded input on others.
-pub(crate) const CKM_AES_KEY_WRAP_PAD: MechanismId = 0x210A;
+pub const CKM_AES_KEY_WRAP_PAD: MechanismId = 0x210A;
 /// `CKM_AES_KEY_WRAP_KWP`: RFC 5649, as PKCS#11 3.x names it.
-pub(crate) const CKM_AES_KEY_WRAP_KWP: MechanismId = 0x210B;
+pub const CKM_AES_KEY_WRAP_KWP: MechanismId = 0x210B;
 
 /// The [`MechanismType`] of a mechanism id, standard or not.
 #[allow(unsafe_code)]
-pub(crate) const fn standard(id: MechanismId) -> MechanismType {
+pub const fn standard(id: MechanismId) -> MechanismType {
     const _: () = assert!(
         core::mem::size_of::<MechanismType>() == core::mem::size_of::<MechanismId>()
             && core::mem::align_of::<MechanismType>() == core::mem::align_of::<MechanismId>()
@@ -40,8 +42,8 @@ pub(crate) const fn standard(id: MechanismId) -> MechanismType {
     unsafe { core::mem::transmute::<MechanismId, MechanismType>(id) }
 }
 
-/// `CKM_AES_ECB_ENCRYPT_DATA` with `ctx` as its `CK_KEY_DERIVATION_STRING_DATA`.
-pub(crate) fn aes_ecb_encrypt_data<'a>(params: &'a KeyDerivationStringData<'a>) -> Mechanism<'a> {
+/// `CKM_AES_ECB_ENCRYPT_DATA` with `params` as its `CK_KEY_DERIVATION_STRING_DATA`.
+pub fn aes_ecb_encrypt_data<'a>(params: &'a KeyDerivationStringData<'a>) -> Mechanism<'a> {
     Mechanism::VendorDefined(VendorDefinedMechanism::new(
         standard(CKM_AES_ECB_ENCRYPT_DATA),
         Some(params),
@@ -59,8 +61,8 @@ pub enum WrapMechanism {
 }
 
 impl WrapMechanism {
-    /// The candidates, in the order the backend tries them.
-    pub(crate) const CANDIDATES: [WrapMechanism; 2] = [WrapMechanism::Kwp, WrapMechanism::Pad];
+    /// The candidates, in the order to try them (the PKCS#11 3.x name first).
+    pub const CANDIDATES: [WrapMechanism; 2] = [WrapMechanism::Kwp, WrapMechanism::Pad];
 
     /// The mechanism id.
     #[allow(clippy::useless_conversion)] // `CK_ULONG` is 32 bits on some targets.
@@ -68,7 +70,8 @@ impl WrapMechanism {
         u64::from(self.raw())
     }
 
-    pub(crate) fn raw(self) -> MechanismId {
+    /// The mechanism id, as cryptoki types it.
+    pub fn raw(self) -> MechanismId {
         match self {
             Self::Kwp => CKM_AES_KEY_WRAP_KWP,
             Self::Pad => CKM_AES_KEY_WRAP_PAD,
@@ -83,14 +86,16 @@ impl WrapMechanism {
         }
     }
 
-    pub(crate) fn mechanism_type(self) -> MechanismType {
+    /// The mechanism type, to ask a token whether it offers it.
+    pub fn mechanism_type(self) -> MechanismType {
         match self {
             Self::Kwp => standard(CKM_AES_KEY_WRAP_KWP),
             Self::Pad => MechanismType::AES_KEY_WRAP_PAD,
         }
     }
 
-    pub(crate) fn mechanism(self) -> Mechanism<'static> {
+    /// The mechanism, to wrap or unwrap with.
+    pub fn mechanism(self) -> Mechanism<'static> {
         match self {
             Self::Kwp => Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(
                 standard(CKM_AES_KEY_WRAP_KWP),
