@@ -10,7 +10,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{unitd::Server, Workstation};
+use common::Workstation;
+use tke_test_support::server::Server;
 
 /// Runs `tke`, asserts it failed (exit code 1, `FAILED`), and returns stderr.
 fn failure(w: &Workstation, args: &[&str]) -> String {
@@ -43,7 +44,7 @@ fn each_once(err: &str, texts: &[&str]) {
 
 #[test]
 fn wrong_pkcs11_module_path() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let s = w.secrets(&[("tokadmin", "123456")]);
     let err = failure(
         &w,
@@ -69,7 +70,7 @@ fn wrong_pkcs11_module_path() {
 
 #[test]
 fn wrong_key_file_password() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&["local", "init", "--operational", "1", "--recovery", "1"]);
     let good = w.secrets(&[("alice", "alice-password-1")]);
     w.ok(&[
@@ -127,7 +128,7 @@ fn server_down() {
     let root = tempfile::tempdir().unwrap();
     // Initialized, never started: nothing listens on its port.
     let down = server(root.path(), "down");
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     add_target(
         &w,
         "down",
@@ -148,7 +149,7 @@ fn wrong_ca() {
     let mut unitd = server(root.path(), "server");
     let other = server(root.path(), "other");
     unitd.start();
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     add_target(
         &w,
         "wrong-ca",

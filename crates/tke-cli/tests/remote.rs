@@ -13,8 +13,9 @@ use std::{
     process::Stdio,
 };
 
-use common::{unitd::Server, Workstation};
+use common::Workstation;
 use serde_json::Value;
+use tke_test_support::Server;
 
 const PW: &[(&str, &str)] = &[
     ("alice", "alice-password-1"),
@@ -116,7 +117,7 @@ fn assert_one_valid_key(units: &Value, count: usize) -> String {
 fn auto_init_of_one_instance_spread_over_three_servers() {
     let root = tempfile::tempdir().unwrap();
     let servers = three_servers(root.path());
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     add_targets(&w, &servers);
 
     let list = w.ok(&["target", "list"]);
@@ -233,7 +234,7 @@ fn on_disk(dir: &Path, id: &str) -> Value {
 fn a_server_killed_during_auto_init_is_reported_truthfully_and_the_operator_finishes() {
     let root = tempfile::tempdir().unwrap();
     let mut servers = three_servers(root.path());
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     add_targets(&w, &servers);
     let secrets = w.secrets(PW);
     let s = secrets.to_str().unwrap();
@@ -337,7 +338,7 @@ fn refusals_say_what_is_wrong() {
         .lines()
         .map(str::to_owned)
         .collect();
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let (ca, key1) = (two.path("ca.pem"), two.path("api-key-1"));
 
     let case = |name: &str, ca: &str, key: &str, extra: &[&str], expect: &[&str]| {
