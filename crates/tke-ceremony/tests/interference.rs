@@ -6,19 +6,22 @@
 //! commands through a second client of the same fleet.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
     Arc, Mutex,
 };
 
+use common::info;
 use tke_ceremony::{
     AutoInit, CeremonyError, Checkpoint, Deviation, Event, Expected, Progress, Silent, Zeroize,
 };
-use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, Transport, UnitDescriptor};
-use tke_keyfile::{FilesDir, Password};
+use tke_client::{Client, ClientError, Transport, UnitDescriptor};
+use tke_keyfile::FilesDir;
 use tke_proto::{
-    der::Decode, AdminInfo, AdminName, CaCertificate, Command, CommandId, RegisterState,
-    RegisterStatus, Request, Ski, Threshold, UnitId, UnitStatus,
+    der::Decode, CaCertificate, Command, CommandId, RegisterState, RegisterStatus, Request, Ski,
+    Threshold, UnitId,
 };
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
@@ -88,44 +91,30 @@ impl Progress for Recorder {
     }
 }
 
+/// The common world, plus a stranger.
 struct World {
-    _dir: tempfile::TempDir,
+    base: common::World,
     _rogue_dir: tempfile::TempDir,
-    fleet: Arc<dyn Transport>,
-    ca: CaCertificate,
-    /// A client without interference, to look at the units.
-    client: Client,
-    alice: FileSigner,
-    bob: FileSigner,
-    carol: FileSigner,
     /// A stranger's key, its certificate named "carol" too.
     rogue: FileSigner,
 }
 
+impl std::ops::Deref for World {
+    type Target = common::World;
+    fn deref(&self) -> &common::World {
+        &self.base
+    }
+}
+
 impl World {
-    /// The default fleet (2 operational + 2 recovery units), all in imprint mode.
+    /// The default fleet, all in imprint mode.
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let rogue_dir = tempfile::tempdir().unwrap();
-        let files = FilesDir::resolve(Some(dir.path())).unwrap();
         let rogue_files = FilesDir::resolve(Some(rogue_dir.path())).unwrap();
-        let fleet = EmbeddedFleet::create(&files.local_dir(), FleetSpec::default()).unwrap();
-        let ca = fleet.ca().clone();
-        let fleet: Arc<dyn Transport> = Arc::new(fleet);
-        let client = Client::connect(vec![(fleet.clone(), ca.clone())]).unwrap();
-        let key = |files: &FilesDir, n: &str| {
-            FileSigner::generate(files, &AdminName::new(n).unwrap(), &Password::new("pw")).unwrap()
-        };
         Self {
-            alice: key(&files, "alice"),
-            bob: key(&files, "bob"),
-            carol: key(&files, "carol"),
-            rogue: key(&rogue_files, "carol"),
-            _dir: dir,
+            base: common::World::new(),
+            rogue: common::key(&rogue_files, "carol"),
             _rogue_dir: rogue_dir,
-            fleet,
-            ca,
-            client,
         }
     }
 
@@ -164,26 +153,11 @@ impl World {
         .map(|_| ())
     }
 
-    fn statuses(&self) -> Vec<UnitStatus> {
-        self.client
-            .units()
-            .iter()
-            .map(|u| self.client.query(u).unwrap())
-            .collect()
-    }
-
     fn assert_no_master_key(&self) {
         for s in self.statuses() {
             assert_eq!(s.current_register, RegisterStatus::EMPTY);
             assert_eq!(s.new_register, RegisterStatus::EMPTY);
         }
-    }
-}
-
-fn info(s: &FileSigner) -> AdminInfo {
-    AdminInfo {
-        ski: s.ski(),
-        name: s.name().clone(),
     }
 }
 

@@ -6,42 +6,22 @@
 use std::sync::Arc;
 
 use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, Transport};
+use tke_keyfile::{FilesDir, Password};
 use tke_proto::{
-    p256::ecdsa::{signature::Signer as _, DerSignature, Signature, SigningKey},
-    AdminCertificate, AdminName, Command, CommandId, Threshold,
+    p256::ecdsa::SigningKey, AdminCertificate, AdminName, Command, CommandId, Threshold,
 };
-use tke_sigkey::{SignError, Signer, SignerKind};
+use tke_sigkey::Signer;
+use tke_sigkey_file::FileSigner;
 
-/// An administrator whose key lives in memory.
-struct Admin {
-    key: SigningKey,
-    cert: AdminCertificate,
-}
-
-impl Signer for Admin {
-    fn certificate(&self) -> &AdminCertificate {
-        &self.cert
-    }
-    fn kind(&self) -> SignerKind {
-        SignerKind::File
-    }
-    fn sign(&self, message: &[u8]) -> Result<DerSignature, SignError> {
-        let s: Signature = self.key.sign(message);
-        Ok(s.to_der())
-    }
-}
-
-fn admin(name: &str) -> Admin {
-    let key = SigningKey::random(&mut rand_core::OsRng);
-    let cert = admin_cert_of(name, key.clone());
-    Admin { key, cert }
+/// An administrator with a key file in `dir`.
+fn admin(dir: &std::path::Path, name: &str) -> FileSigner {
+    let files = FilesDir::resolve(Some(dir)).unwrap();
+    FileSigner::generate(&files, &AdminName::new(name).unwrap(), &Password::new("pw")).unwrap()
 }
 
 fn admin_cert(name: &str) -> AdminCertificate {
-    admin_cert_of(name, SigningKey::random(&mut rand_core::OsRng))
-}
-
-fn admin_cert_of(name: &str, key: SigningKey) -> AdminCertificate {
+    use tke_proto::p256::ecdsa::{signature::Signer as _, Signature};
+    let key = SigningKey::random(&mut rand_core::OsRng);
     let pk = tke_proto::p256::PublicKey::from(key.verifying_key());
     AdminCertificate::build(
         &AdminName::new(name).unwrap(),
@@ -67,13 +47,13 @@ fn two_clients() -> (tempfile::TempDir, Client, Client) {
 
 #[test]
 fn a_stale_counter_is_read_again_and_the_command_runs_once_out_of_imprint_mode() {
-    let (_dir, a, b) = two_clients();
+    let (dir, a, b) = two_clients();
     let unit = &a.units()[0];
-    let one = admin("one");
+    let one = admin(dir.path(), "one");
     let signers = [&one as &dyn Signer];
 
     // Leave imprint mode: from then on every change needs one's signature.
-    a.run(unit, &Command::AddAdmin(one.cert.clone()), &[])
+    a.run(unit, &Command::AddAdmin(one.certificate().clone()), &[])
         .unwrap();
     let thresholds = Command::SetThresholds {
         signature: Threshold::new(1).unwrap(),
