@@ -7,11 +7,7 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::{path::Path, process::Command};
 
 use common::{snap, unitd::Server, Workstation};
 use serde_json::Value;
@@ -21,19 +17,6 @@ const PW: &[(&str, &str)] = &[
     ("bob", "bob-password-22"),
     ("carol", "carol-password-333"),
 ];
-
-fn add_target(w: &Workstation, s: &Server) {
-    w.ok(&[
-        "target",
-        "add",
-        s.name,
-        &s.url(),
-        "--ca",
-        &s.path("ca.pem"),
-        "--api-key-file",
-        &s.path("api-key"),
-    ]);
-}
 
 fn signal(pid: u32, sig: &str) {
     let st = Command::new("kill")
@@ -61,42 +44,28 @@ fn attempt(root: &Path) -> Attempt {
     let mut srv = Server::init(root, "srv", &["--operational", "1", "--recovery", "1"]);
     srv.start();
     let (operator, intruder) = (Workstation::new(), Workstation::new());
-    add_target(&operator, &srv);
-    add_target(&intruder, &srv);
+    operator.add_target(&srv, &srv);
+    intruder.add_target(&srv, &srv);
     intruder.ok(&["cryptounit-add", "1"]);
 
     let secrets = operator.secrets(PW);
-    let mut child = operator
-        .tke()
-        .args(["--secrets", secrets.to_str().unwrap()])
-        .args(["auto-init", "--sig-threshold", "2", "--rev-threshold", "2"])
-        .args(["--new-admin", "alice", "--new-admin", "bob"])
-        .args(["--new-admin", "carol", "--yes"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut args = vec!["--secrets", secrets.to_str().unwrap()];
+    args.extend(
+        "auto-init --sig-threshold 2 --rev-threshold 2 --new-admin alice --new-admin bob --new-admin carol --yes"
+            .split(' '),
+    );
     let mut interfered = false;
-    let mut stopped = false;
-    let mut seen = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if !stopped && line.starts_with("Installing 1 of 3 administrators") {
-            stopped = true;
-            signal(child.id(), "-STOP");
+    let (stopped, seen, out) =
+        operator.run_reacting(&args, "Installing 1 of 3 administrators", |pid| {
+            signal(pid, "-STOP");
             // No key of the intruder is installed: its zeroize runs only on a unit still
             // in imprint mode, unsigned.
             interfered = intruder
                 .run(&["cryptounit-zeroize", "--yes"])
                 .status
                 .success();
-            signal(child.id(), "-CONT");
-        }
-    }
-    let out = child.wait_with_output().unwrap();
+            signal(pid, "-CONT");
+        });
     assert!(stopped, "auto-init never installed administrators:\n{seen}");
     Attempt {
         interfered,

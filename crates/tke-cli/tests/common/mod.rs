@@ -105,6 +105,54 @@ impl Workstation {
         snap::assert_run(name, &o, code, &all);
     }
 
+    /// `target add` for server `s`, with the fleet CA and API key of `fleet` (the server
+    /// that made them; `s` itself when it made its own).
+    pub fn add_target(&self, s: &unitd::Server, fleet: &unitd::Server) {
+        self.ok(&[
+            "target",
+            "add",
+            s.name,
+            &s.url(),
+            "--ca",
+            &fleet.path("ca.pem"),
+            "--api-key-file",
+            &fleet.path("api-key"),
+        ]);
+    }
+
+    /// Runs `tke` with `args`, and calls `react` with its process id once, as soon as a
+    /// line of its standard output contains `at` (to act at that point of a ceremony).
+    /// Returns whether `at` was seen, standard output and the finished run.
+    pub fn run_reacting(
+        &self,
+        args: &[&str],
+        at: &str,
+        react: impl FnOnce(u32),
+    ) -> (bool, String, Output) {
+        let mut child = self
+            .tke()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut react = Some(react);
+        let mut seen = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(at) {
+                if let Some(react) = react.take() {
+                    react(child.id());
+                }
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        (react.is_none(), seen, out)
+    }
+
     /// `cryptounit-compare --output json`.
     pub fn compare_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["cryptounit-compare", "--output", "json"])).unwrap()
