@@ -115,7 +115,8 @@ pub enum CeremonyError {
         /// The key's SKI.
         ski: Ski,
     },
-    /// The final check found units that do not hold the expected state.
+    /// A unit's answer lacks what the step needs (a verification pattern, one envelope
+    /// per target). States are checked by [`CeremonyError::PostCondition`].
     #[error("the final check failed on crypto unit {num}: {what}")]
     Verification {
         /// The unit.
