@@ -2,6 +2,8 @@ use tke_client::{ClientError, InstanceId};
 use tke_proto::{AdminName, ErrorChain, Ski, UnitId};
 use tke_sigkey::SignError;
 
+use crate::postcondition::UnitDeviations;
+
 /// One precondition that does not hold. A ceremony reports every problem at once,
 /// before it touches any unit.
 #[derive(Debug, thiserror::Error)]
@@ -115,12 +117,35 @@ pub enum CeremonyError {
         /// The key's SKI.
         ski: Ski,
     },
-    /// The final check found units that do not hold the expected state.
+    /// A unit's answer lacks what the step needs (a verification pattern, one envelope
+    /// per target). States are checked by [`CeremonyError::PostCondition`].
     #[error("the final check failed on crypto unit {num}: {what}")]
     Verification {
         /// The unit.
         num: usize,
         /// What differs.
         what: &'static str,
+    },
+    /// A post-condition does not hold: units differ from what the ceremony set (the
+    /// administrators by SKI, the thresholds, the registers) or their counters moved.
+    /// Nothing further was sent to any unit.
+    #[error("{after}: the crypto units do not hold what was asked; nothing further was sent:\n{}", units.iter().map(|u| format!("  - {u}")).collect::<Vec<_>>().join("\n"))]
+    PostCondition {
+        /// The step after which the check ran.
+        after: &'static str,
+        /// Every unit that differs, and how.
+        units: Vec<UnitDeviations>,
+    },
+    /// Someone else sent commands to units while the ceremony ran: their counters moved
+    /// between two of its commands. Nothing further was sent to any unit.
+    #[error("{step} stopped: someone else sent commands to crypto units during the ceremony; nothing further was sent:\n{}", units.iter().map(|u| format!("  - {u}")).chain(failures.iter().map(|(n, e)| format!("  - crypto unit {n}: {e}"))).collect::<Vec<_>>().join("\n"))]
+    Interference {
+        /// The step that found the counters moved.
+        step: &'static str,
+        /// Each unit whose counter moved: the counter first, then how its state differs
+        /// from what the ceremony had left (when known).
+        units: Vec<UnitDeviations>,
+        /// Other failures of the same step.
+        failures: Vec<(usize, ClientError)>,
     },
 }

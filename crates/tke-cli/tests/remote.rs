@@ -5,13 +5,7 @@
 
 mod common;
 
-use std::{
-    fs,
-    io::{BufRead, BufReader},
-    os::unix::fs::PermissionsExt,
-    path::Path,
-    process::Stdio,
-};
+use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
 use common::Workstation;
 use serde_json::Value;
@@ -62,19 +56,8 @@ fn three_servers(root: &Path) -> Vec<Server> {
 }
 
 fn add_targets(w: &Workstation, servers: &[Server]) {
-    let ca = servers[0].path("ca.pem");
-    let key = servers[0].path("api-key");
     for s in servers {
-        w.ok(&[
-            "target",
-            "add",
-            s.name,
-            &s.url(),
-            "--ca",
-            &ca,
-            "--api-key-file",
-            &key,
-        ]);
+        w.add_target(s, &servers[0]);
     }
 }
 
@@ -186,26 +169,7 @@ fn auto_init_with_crash(
     victim: &mut Server,
     at: &str,
 ) -> (bool, String) {
-    let mut child = w
-        .tke()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut killed = false;
-    let mut seen = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if !killed && line.contains(at) {
-            victim.kill();
-            killed = true;
-        }
-    }
-    let out = child.wait_with_output().unwrap();
+    let (killed, seen, out) = w.run_reacting(args, at, |_| victim.kill());
     assert!(killed, "auto-init never printed {at:?}:\n{seen}");
     (
         !out.status.success(),

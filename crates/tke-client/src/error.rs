@@ -46,6 +46,21 @@ pub enum ClientError {
         /// The unit.
         unit: UnitId,
     },
+    /// The unit's transaction counter is not the one this client's own commands account
+    /// for: someone else sent it a command in between. Reported instead of retried where
+    /// a retry would build on a state someone else chose (a unit in imprint mode accepts
+    /// unsigned administrator changes from anyone who can reach it).
+    #[error("crypto unit {} was used by someone else: its transaction counter is {found}, not {expected}; {command:?} was not retried", unit.uuid())]
+    Interference {
+        /// The unit.
+        unit: UnitId,
+        /// The command that found the counter moved (the unit did not run it).
+        command: CommandId,
+        /// The counter the caller accounted for.
+        expected: u64,
+        /// The counter the unit reported.
+        found: u64,
+    },
     /// A command could not be built or signed.
     #[error("cannot sign the {command:?} command for crypto unit {}", unit.uuid())]
     Signing {

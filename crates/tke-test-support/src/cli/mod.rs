@@ -155,6 +155,59 @@ impl Workstation {
         snap::assert_run(name, &o, code, &all);
     }
 
+    /// `target add` for server `s`, with the fleet CA and API key of `fleet` (the server
+    /// that made them; `s` itself when it made its own).
+    pub fn add_target(&self, s: &crate::server::Server, fleet: &crate::server::Server) {
+        self.ok(&[
+            "target",
+            "add",
+            s.name,
+            &s.url(),
+            "--ca",
+            &fleet.path("ca.pem"),
+            "--api-key-file",
+            &fleet.path("api-key"),
+        ]);
+    }
+
+    /// Runs `tke` with `args`, and calls `react` with its process id once, as soon as a
+    /// line of its standard output contains `at` (to act at that point of a ceremony).
+    /// Returns whether `at` was seen, standard output and the finished run.
+    pub fn run_reacting(
+        &self,
+        args: &[&str],
+        at: &str,
+        react: impl FnOnce(u32),
+    ) -> (bool, String, Output) {
+        let mut child = self
+            .tke()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tke: {e}"));
+        let stdout = child
+            .stdout
+            .take()
+            .unwrap_or_else(|| panic!("tke's standard output is not piped"));
+        let mut react = Some(react);
+        let mut seen = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.unwrap_or_else(|e| panic!("reading tke's output: {e}"));
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(at) {
+                if let Some(react) = react.take() {
+                    react(child.id());
+                }
+            }
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for tke: {e}"));
+        (react.is_none(), seen, out)
+    }
+
     /// `cryptounit-compare --output json`.
     ///
     /// # Panics
