@@ -110,32 +110,13 @@ fn server(root: &Path, name: &'static str) -> Server {
     Server::init(root, name, &["--operational", "1", "--recovery", "0"])
 }
 
-fn add_target(w: &Workstation, name: &str, url: &str, ca: &str, key: &str) {
-    w.ok(&[
-        "target",
-        "add",
-        name,
-        url,
-        "--ca",
-        ca,
-        "--api-key-file",
-        key,
-    ]);
-}
-
 #[test]
 fn server_down() {
     let root = tempfile::tempdir().unwrap();
     // Initialized, never started: nothing listens on its port.
     let down = server(root.path(), "down");
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
-    add_target(
-        &w,
-        "down",
-        &down.url(),
-        &down.path("ca.pem"),
-        &down.path("api-key"),
-    );
+    w.add_target(&down, &down);
     let err = failure(&w, &["cryptounits"]);
     each_once(
         &err,
@@ -146,17 +127,12 @@ fn server_down() {
 #[test]
 fn wrong_ca() {
     let root = tempfile::tempdir().unwrap();
-    let mut unitd = server(root.path(), "server");
+    let mut unitd = server(root.path(), "wrong-ca");
     let other = server(root.path(), "other");
     unitd.start();
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
-    add_target(
-        &w,
-        "wrong-ca",
-        &unitd.url(),
-        &other.path("ca.pem"),
-        &unitd.path("api-key"),
-    );
+    // The other fleet's CA (and API key: TLS refuses the server before the key is sent).
+    w.add_target(&unitd, &other);
     let err = failure(&w, &["cryptounits"]);
     each_once(
         &err,
