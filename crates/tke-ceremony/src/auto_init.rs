@@ -8,13 +8,20 @@
 //!    SDK does; a unit in imprint mode holds no master key);
 //! 2. installs every administrator (unsigned in imprint mode);
 //! 3. sets both thresholds, leaving imprint mode, signed by as many administrators as the
-//!    new signature threshold;
+//!    new signature threshold, then checks that every unit holds exactly the
+//!    administrators (by SKI) and thresholds asked, before any master key exists;
 //! 4. generates a random master key in the first recovery unit's current register and,
 //!    at the same time, an importer key on every other unit;
 //! 5. exports the key from the recovery unit to all other units with one command
 //!    (`exportMkBatch`, threshold signatures; one per 16 targets), then on every target:
 //!    import, commit (threshold), set immediate;
-//! 6. queries every unit and checks that all hold the same valid current key.
+//! 6. checks the full post-condition on every unit: exactly the administrators and
+//!    thresholds asked, the generated key current everywhere, the new register empty.
+//!
+//! The ceremony accounts for every transaction counter value it uses, from the plan's
+//! queries on, and never retries a command: while units are in imprint mode anyone who
+//! can reach them may change their administrators unsigned, so a counter moved by someone
+//! else stops the ceremony as interference ([`CeremonyError::Interference`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -23,11 +30,16 @@ use tke_proto::{
     command::MAX_EXPORT_TARGETS,
     der::{asn1::OctetString, Decode},
     transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
-    Command, Register, RegisterState, Threshold, UnitType, Vp,
+    AdminInfo, Command, Register, RegisterState, RegisterStatus, Threshold, UnitStatus, UnitType,
+    Vp,
 };
 use tke_sigkey::Signer;
 
-use crate::{on_all, CeremonyError, Event, Problem, Progress};
+use crate::{
+    on_all,
+    postcondition::{interference, Counters, Expected},
+    CeremonyError, Checkpoint, Event, Problem, Progress,
+};
 
 /// What the operator asked for.
 pub struct AutoInit<'a> {
@@ -49,6 +61,10 @@ pub struct AutoInitPlan<'a, 'c> {
     recovery: &'c KnownUnit,
     /// Units in imprint mode that already hold administrators (cleared first).
     to_clear: Vec<&'c KnownUnit>,
+    /// Each unit's state when the plan was made, in the order of `units`.
+    statuses: Vec<UnitStatus>,
+    /// Every counter value the ceremony uses, accounted for from the plan's queries on.
+    counters: Counters,
 }
 
 /// What an initialization produced.
@@ -69,6 +85,7 @@ const STEP_ADMINS: &str = "Installing administrators";
 const STEP_THRESHOLDS: &str = "Setting signature thresholds";
 const STEP_GENERATE: &str = "Generating a random master key value";
 const STEP_TRANSFER: &str = "Transferring the master key value";
+const STEP_CHECK: &str = "Checking the crypto units";
 
 impl<'a> AutoInit<'a> {
     /// Checks every precondition against the units' current state and returns a plan.
@@ -103,34 +120,48 @@ impl<'a> AutoInit<'a> {
             }
         }
 
-        let (units, recovery, to_clear, unit_problems) = survey(client, &self.instance);
-        problems.extend(unit_problems);
-        match recovery {
-            Some(recovery) if problems.is_empty() => Ok(AutoInitPlan {
-                client,
-                request: self,
-                units,
-                recovery,
-                to_clear,
-            }),
+        let survey = survey(client, &self.instance);
+        problems.extend(survey.problems);
+        match survey.recovery {
+            Some(recovery) if problems.is_empty() => {
+                // The ceremony accounts for every counter value from here: a command from
+                // anyone else before or between its own is interference.
+                let counters = Counters::default();
+                for (u, s) in survey.units.iter().zip(&survey.statuses) {
+                    counters.start(u, s);
+                }
+                Ok(AutoInitPlan {
+                    client,
+                    request: self,
+                    units: survey.units,
+                    recovery,
+                    to_clear: survey.to_clear,
+                    statuses: survey.statuses,
+                    counters,
+                })
+            }
             _ => Err(CeremonyError::Problems(problems)),
         }
     }
 }
 
+/// What [`survey`] found.
+struct Survey<'c> {
+    /// The instance's units.
+    units: Vec<&'c KnownUnit>,
+    /// The first recovery unit.
+    recovery: Option<&'c KnownUnit>,
+    /// The imprint-mode units that already hold administrators.
+    to_clear: Vec<&'c KnownUnit>,
+    /// The state of each unit, in the order of `units` (complete only without problems).
+    statuses: Vec<UnitStatus>,
+    /// Every problem found.
+    problems: Vec<Problem>,
+}
+
 /// Queries every unit of `instance`: the instance must exist and have a recovery unit,
-/// and every unit must be in imprint mode. Returns the units, the first recovery unit, the
-/// imprint-mode units that already hold administrators, and the problems found.
-#[allow(clippy::type_complexity)]
-fn survey<'c>(
-    client: &'c Client,
-    instance: &InstanceId,
-) -> (
-    Vec<&'c KnownUnit>,
-    Option<&'c KnownUnit>,
-    Vec<&'c KnownUnit>,
-    Vec<Problem>,
-) {
+/// and every unit must be in imprint mode.
+fn survey<'c>(client: &'c Client, instance: &InstanceId) -> Survey<'c> {
     let mut problems = Vec::new();
     let units = client.instance_units(instance);
     if units.is_empty() {
@@ -146,6 +177,7 @@ fn survey<'c>(
         problems.push(Problem::NoRecoveryUnit);
     }
     let mut to_clear = Vec::new();
+    let mut statuses = Vec::with_capacity(units.len());
     for (u, status) in units.iter().zip(parallel(&units, |u| client.query(u))) {
         match status {
             Err(source) => problems.push(Problem::Unreachable { num: u.num, source }),
@@ -153,11 +185,21 @@ fn survey<'c>(
                 num: u.num,
                 unit: u.id(),
             }),
-            Ok(s) if !s.admins.is_empty() => to_clear.push(*u),
-            Ok(_) => {}
+            Ok(s) => {
+                if !s.admins.is_empty() {
+                    to_clear.push(*u);
+                }
+                statuses.push(s);
+            }
         }
     }
-    (units, recovery, to_clear, problems)
+    Survey {
+        units,
+        recovery,
+        to_clear,
+        statuses,
+        problems,
+    }
 }
 
 /// Checks, before anything is asked of the operator, that `instance` can be initialized:
@@ -166,7 +208,7 @@ fn survey<'c>(
 /// # Errors
 /// [`CeremonyError::Problems`] listing every problem.
 pub fn precheck(client: &Client, instance: &InstanceId) -> Result<(), CeremonyError> {
-    let (_, _, _, problems) = survey(client, instance);
+    let problems = survey(client, instance).problems;
     if problems.is_empty() {
         Ok(())
     } else {
@@ -182,23 +224,49 @@ impl AutoInitPlan<'_, '_> {
 
     /// Runs the initialization. The plan is consumed: an initialization runs once.
     ///
+    /// Every command is sent at the counter the ceremony's previous command on that unit
+    /// left (starting from the plan's queries) and never retried: a command from anyone
+    /// else in between stops the ceremony. As soon as the units leave imprint mode, and
+    /// again at the end, every unit is checked to hold exactly what was asked
+    /// ([`Expected::check`]).
+    ///
     /// # Errors
-    /// [`CeremonyError::Step`] naming the step and every unit that failed. The units then
-    /// hold what the steps before reached; `cryptounit-compare` shows it.
+    /// [`CeremonyError::Interference`] when a unit's counter moved between two of the
+    /// ceremony's commands (naming each such unit and, while it was in imprint mode, the
+    /// foreign and missing administrators it holds); [`CeremonyError::PostCondition`]
+    /// when the units do not hold what was asked after leaving imprint mode (then no
+    /// master key was generated) or at the end; [`CeremonyError::Step`] naming the step
+    /// and every unit that failed. The units then hold what the steps before reached;
+    /// `cryptounit-compare` shows it.
     pub fn execute(self, progress: &dyn Progress) -> Result<AutoInitReport, CeremonyError> {
         let client = self.client;
+        let counters = &self.counters;
         let admins = &self.request.admins;
         let quorum: Vec<&dyn Signer> =
             admins[..usize::from(self.request.sig_threshold.get())].to_vec();
         let one: Vec<&dyn Signer> = admins[..1].to_vec();
+        let infos: Vec<AdminInfo> = admins
+            .iter()
+            .map(|a| AdminInfo {
+                ski: a.ski(),
+                name: a.name().clone(),
+            })
+            .collect();
+        // What every unit holds after leaving imprint mode, before any master key.
+        let initialized = Expected {
+            sig_threshold: self.request.sig_threshold.get(),
+            rev_threshold: self.request.rev_threshold.get(),
+            ..Expected::imprint(infos.clone())
+        };
 
         if !self.to_clear.is_empty() {
             progress.event(&Event::ClearingImprintUnits {
                 units: self.to_clear.len(),
             });
             on_all(STEP_CLEAR, &self.to_clear, |u| {
-                client.run(u, &Command::Zeroize, &[])
-            })?;
+                counters.run(client, u, &Command::Zeroize, &[])
+            })
+            .map_err(|e| interference(client, e, |u| self.planned(u).map(Expected::of)))?;
         }
 
         for (i, admin) in admins.iter().enumerate() {
@@ -207,7 +275,12 @@ impl AutoInitPlan<'_, '_> {
                 total: admins.len(),
             });
             let cmd = Command::AddAdmin(admin.certificate().clone());
-            on_all(STEP_ADMINS, &self.units, |u| client.run(u, &cmd, &[]))?;
+            on_all(STEP_ADMINS, &self.units, |u| {
+                counters.run(client, u, &cmd, &[])
+            })
+            .map_err(|e| {
+                interference(client, e, |_| Some(Expected::imprint(infos[..i].to_vec())))
+            })?;
         }
 
         progress.event(&Event::SettingThresholds);
@@ -216,8 +289,17 @@ impl AutoInitPlan<'_, '_> {
             revocation: self.request.rev_threshold,
         };
         on_all(STEP_THRESHOLDS, &self.units, |u| {
-            client.run(u, &cmd, &quorum)
-        })?;
+            counters.run(client, u, &cmd, &quorum)
+        })
+        .map_err(|e| interference(client, e, |_| Some(Expected::imprint(infos.clone()))))?;
+
+        // Out of imprint mode nobody can change a unit without our administrators'
+        // signatures: check now, before any master key exists, that it is exactly ours.
+        initialized.check(client, &self.units, Some(counters), STEP_THRESHOLDS)?;
+        progress.event(&Event::Verified {
+            checkpoint: Checkpoint::ImprintModeLeft,
+            units: self.units.len(),
+        });
 
         // The recovery unit generates the key while every other unit makes its importer
         // key: different units, so one parallel step.
@@ -229,8 +311,9 @@ impl AutoInitPlan<'_, '_> {
             } else {
                 Command::GenerateImporter
             };
-            client.run(u, &command, &one)
-        })?;
+            counters.run(client, u, &command, &one)
+        })
+        .map_err(|e| interference(client, e, |_| Some(initialized.clone())))?;
         let mut vp = None;
         let mut targets: Vec<&KnownUnit> = Vec::new();
         let mut importers = Vec::new();
@@ -262,8 +345,9 @@ impl AutoInitPlan<'_, '_> {
         let mut envelopes = Vec::with_capacity(targets.len());
         for batch in importers.chunks(MAX_EXPORT_TARGETS) {
             let out = on_all(STEP_TRANSFER, &[r], |u| {
-                client.run(u, &Command::ExportMkBatch(batch.to_vec()), &quorum)
-            })?;
+                counters.run(client, u, &Command::ExportMkBatch(batch.to_vec()), &quorum)
+            })
+            .map_err(|e| interference(client, e, |_| None))?;
             let batch_out = out
                 .first()
                 .map(|der| Vec::<SignedEnvelope>::from_der(der))
@@ -287,9 +371,14 @@ impl AutoInitPlan<'_, '_> {
             targets.iter().copied().zip(envelopes).collect();
         let mut failures = Vec::new();
         for ((u, _), res) in jobs.iter().zip(parallel(&jobs, |(u, envelope)| {
-            client.run(u, &Command::ImportMk(Box::new(envelope.clone())), &one)?;
-            client.run(u, &Command::CommitMk(vp), &quorum)?;
-            client.run(u, &Command::SetImmediate(vp), &one)?;
+            counters.run(
+                client,
+                u,
+                &Command::ImportMk(Box::new(envelope.clone())),
+                &one,
+            )?;
+            counters.run(client, u, &Command::CommitMk(vp), &quorum)?;
+            counters.run(client, u, &Command::SetImmediate(vp), &one)?;
             let index = done.fetch_add(1, Ordering::SeqCst) + 1;
             progress.event(&Event::TransferringMasterKey { index, total });
             Ok::<(), ClientError>(())
@@ -299,39 +388,41 @@ impl AutoInitPlan<'_, '_> {
             }
         }
         if !failures.is_empty() {
-            return Err(CeremonyError::Step {
+            let failed = CeremonyError::Step {
                 step: STEP_TRANSFER,
                 failures,
-            });
+            };
+            return Err(interference(client, failed, |_| None));
         }
 
-        // Final check: every unit out of imprint mode, one valid current key everywhere.
-        let statuses = on_all("Checking the crypto units", &self.units, |u| {
-            client.query(u)
-        })?;
-        for (u, s) in self.units.iter().zip(&statuses) {
-            let fail = |what| Err(CeremonyError::Verification { num: u.num, what });
-            if s.current_register.state != RegisterState::Valid || s.current_register.vp != Some(vp)
-            {
-                return fail("the current master key register does not hold the generated key");
-            }
-            if s.new_register.state != RegisterState::Empty {
-                return fail("the new master key register is not empty");
-            }
-            if s.sig_threshold != self.request.sig_threshold.get()
-                || s.rev_threshold != self.request.rev_threshold.get()
-            {
-                return fail("the thresholds differ from those requested");
-            }
-            if s.admins.len() != admins.len() {
-                return fail("the administrators differ from those requested");
-            }
+        // The full post-condition: exactly our administrators and thresholds, the one
+        // generated key current everywhere, nothing else held or pending.
+        Expected {
+            current_register: RegisterStatus {
+                state: RegisterState::Valid,
+                vp: Some(vp),
+            },
+            ..initialized
         }
+        .check(client, &self.units, Some(counters), STEP_CHECK)?;
+        progress.event(&Event::Verified {
+            checkpoint: Checkpoint::Finished,
+            units: self.units.len(),
+        });
         Ok(AutoInitReport {
             instance: self.request.instance.clone(),
             units: self.units(),
             generated_in: r.num,
             vp,
         })
+    }
+
+    /// The state `unit` held when the plan was made.
+    fn planned(&self, unit: &KnownUnit) -> Option<&UnitStatus> {
+        self.units
+            .iter()
+            .zip(&self.statuses)
+            .find(|(u, _)| u.id() == unit.id())
+            .map(|(_, s)| s)
     }
 }

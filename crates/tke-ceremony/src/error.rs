@@ -1,6 +1,8 @@
 use tke_client::{ClientError, InstanceId};
-use tke_proto::{AdminName, Ski, UnitId};
+use tke_proto::{AdminName, ErrorChain, Ski, UnitId};
 use tke_sigkey::SignError;
+
+use crate::postcondition::UnitDeviations;
 
 /// One precondition that does not hold. A ceremony reports every problem at once,
 /// before it touches any unit.
@@ -17,7 +19,7 @@ pub enum Problem {
     #[error("The service instance does not contain any recovery crypto units.")]
     NoRecoveryUnit,
     /// A unit is not in imprint mode.
-    #[error("crypto unit {num} ({}) is not in imprint mode. Use 'tke cryptounit-compare' to see how the crypto units are configured. If no current master key register is set, zeroize the crypto units with 'tke cryptounit-zeroize' and rerun 'tke auto-init'. Do not zeroize while the instance's key storage holds keys.", unit.uuid())]
+    #[error("crypto unit {num} ({}) is not in imprint mode", unit.uuid())]
     NotInImprintMode {
         /// Its `CRYPTO UNIT NUM`.
         num: usize,
@@ -25,7 +27,7 @@ pub enum Problem {
         unit: UnitId,
     },
     /// A unit could not be queried.
-    #[error("crypto unit {num} cannot be queried: {source}")]
+    #[error("crypto unit {num} cannot be queried")]
     Unreachable {
         /// Its `CRYPTO UNIT NUM`.
         num: usize,
@@ -57,7 +59,7 @@ pub enum Problem {
         ski: Ski,
     },
     /// A key cannot sign.
-    #[error("signature key {name} cannot be used: {source}")]
+    #[error("signature key {name} cannot be used")]
     UnusableKey {
         /// The administrator.
         name: AdminName,
@@ -80,15 +82,17 @@ pub enum Problem {
     },
 }
 
-/// A ceremony's failure.
+/// A ceremony's failure. [`Problems`](Self::Problems) and [`Step`](Self::Step) gather the
+/// errors of several units, which cannot all be its `source()`: their message lists each
+/// with its causes ([`ErrorChain`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CeremonyError {
     /// Preconditions failed; nothing was changed.
-    #[error("{} problem(s) found; no crypto unit was changed:\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{} problem(s) found; no crypto unit was changed:\n{}", .0.len(), .0.iter().map(|p| format!("  - {}", ErrorChain(p))).collect::<Vec<_>>().join("\n"))]
     Problems(Vec<Problem>),
     /// A step failed on one or more units after the ceremony started.
-    #[error("{step} failed:\n{}", failures.iter().map(|(n, e)| format!("  - crypto unit {n}: {e}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{step} failed:\n{}", failures.iter().map(|(n, e)| format!("  - crypto unit {n}: {}", ErrorChain(e))).collect::<Vec<_>>().join("\n"))]
     Step {
         /// The step (the vendor's progress line).
         step: &'static str,
@@ -96,7 +100,7 @@ pub enum CeremonyError {
         failures: Vec<(usize, ClientError)>,
     },
     /// A unit answered with output the ceremony cannot use.
-    #[error("{step}: crypto unit {num} answered with unusable output: {source}")]
+    #[error("{step}: crypto unit {num} answered with unusable output")]
     Output {
         /// The step.
         step: &'static str,
@@ -113,12 +117,35 @@ pub enum CeremonyError {
         /// The key's SKI.
         ski: Ski,
     },
-    /// The final check found units that do not hold the expected state.
+    /// A unit's answer lacks what the step needs (a verification pattern, one envelope
+    /// per target). States are checked by [`CeremonyError::PostCondition`].
     #[error("the final check failed on crypto unit {num}: {what}")]
     Verification {
         /// The unit.
         num: usize,
         /// What differs.
         what: &'static str,
+    },
+    /// A post-condition does not hold: units differ from what the ceremony set (the
+    /// administrators by SKI, the thresholds, the registers) or their counters moved.
+    /// Nothing further was sent to any unit.
+    #[error("{after}: the crypto units do not hold what was asked; nothing further was sent:\n{}", units.iter().map(|u| format!("  - {u}")).collect::<Vec<_>>().join("\n"))]
+    PostCondition {
+        /// The step after which the check ran.
+        after: &'static str,
+        /// Every unit that differs, and how.
+        units: Vec<UnitDeviations>,
+    },
+    /// Someone else sent commands to units while the ceremony ran: their counters moved
+    /// between two of its commands. Nothing further was sent to any unit.
+    #[error("{step} stopped: someone else sent commands to crypto units during the ceremony; nothing further was sent:\n{}", units.iter().map(|u| format!("  - {u}")).chain(failures.iter().map(|(n, e)| format!("  - crypto unit {n}: {e}"))).collect::<Vec<_>>().join("\n"))]
+    Interference {
+        /// The step that found the counters moved.
+        step: &'static str,
+        /// Each unit whose counter moved: the counter first, then how its state differs
+        /// from what the ceremony had left (when known).
+        units: Vec<UnitDeviations>,
+        /// Other failures of the same step.
+        failures: Vec<(usize, ClientError)>,
     },
 }

@@ -7,12 +7,14 @@ pub mod auto_init;
 pub mod compare;
 mod error;
 pub mod installed;
+pub mod postcondition;
 pub mod zeroize;
 
 pub use auto_init::{AutoInit, AutoInitPlan, AutoInitReport};
 pub use compare::{Aspect, CompareReport};
 pub use error::{CeremonyError, Problem};
 pub use installed::{Installation, InstalledKeys, Unreachable};
+pub use postcondition::{Counters, Deviation, Expected, UnitDeviations};
 pub use zeroize::{Zeroize, ZeroizePlan, ZeroizeReport, ZeroizeTarget};
 
 /// A milestone of a ceremony, reported as it happens. The CLI prints the vendor's lines.
@@ -35,6 +37,13 @@ pub enum Event {
     SettingThresholds,
     /// Generating a random master key in a recovery unit.
     GeneratingMasterKey,
+    /// Every unit was checked to hold exactly what the ceremony set so far.
+    Verified {
+        /// What was checked.
+        checkpoint: Checkpoint,
+        /// How many units.
+        units: usize,
+    },
     /// The master key has reached unit `index` of `total`.
     TransferringMasterKey {
         /// 1-based, in completion order.
@@ -42,6 +51,17 @@ pub enum Event {
         /// Number of units the key is copied to.
         total: usize,
     },
+}
+
+/// Where a ceremony checks its units' state ([`Event::Verified`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Checkpoint {
+    /// Auto-init left imprint mode: exactly the administrators and thresholds asked, no
+    /// master key yet.
+    ImprintModeLeft,
+    /// The ceremony's full post-condition, at its end.
+    Finished,
 }
 
 /// Receives a ceremony's milestones. Called from worker threads.

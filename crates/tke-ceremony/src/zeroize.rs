@@ -17,7 +17,11 @@ use tke_client::{fanout::parallel, Client, KnownUnit};
 use tke_proto::{AdminInfo, Command, UnitStatus};
 use tke_sigkey::Signer;
 
-use crate::{on_all, CeremonyError, Problem};
+use crate::{
+    on_all,
+    postcondition::{interference, Expected},
+    CeremonyError, Problem,
+};
 
 const STEP_ZEROIZE: &str = "Zeroizing crypto units";
 
@@ -139,12 +143,19 @@ impl<'c> ZeroizePlan<'c> {
     }
 
     /// Zeroizes every unit, in parallel, each signed by its key from `signers` (matched
-    /// by SKI). The plan is consumed: a zeroize runs once.
+    /// by SKI), then checks that every unit is in imprint mode with no administrators and
+    /// both registers empty. The plan is consumed: a zeroize runs once.
+    ///
+    /// A unit out of imprint mode whose counter moved since the plan (another
+    /// administrator used it) is signed for again at its new counter; a unit in imprint
+    /// mode is not, since anyone may have changed it ([`tke_client::Client::run`]).
     ///
     /// # Errors
     /// [`CeremonyError::SignerMissing`] when a key the plan needs is not in `signers`
-    /// (nothing is changed); [`CeremonyError::Step`] naming every unit that failed (the
-    /// others were zeroized).
+    /// (nothing is changed); [`CeremonyError::Interference`] when a unit in imprint mode
+    /// was used by someone else meanwhile; [`CeremonyError::Step`] naming every unit that
+    /// failed (the others were zeroized); [`CeremonyError::PostCondition`] naming each
+    /// unit that does not hold the zeroized state afterwards.
     pub fn execute(self, signers: &[&dyn Signer]) -> Result<ZeroizeReport, CeremonyError> {
         for k in self.keys_needed() {
             if !signers.iter().any(|s| s.ski() == k.ski) {
@@ -171,7 +182,11 @@ impl<'c> ZeroizePlan<'c> {
                 .map(signer_of)
                 .unwrap_or_default();
             client.run(u, &Command::Zeroize, &signers)
-        })?;
+        })
+        .map_err(|e| interference(client, e, |_| None))?;
+        // The full post-condition, not a count: every unit in imprint mode, without
+        // administrators, both registers empty.
+        Expected::imprint(Vec::new()).check(client, &units, None, STEP_ZEROIZE)?;
         Ok(ZeroizeReport {
             units: units.iter().map(|u| u.num).collect(),
         })

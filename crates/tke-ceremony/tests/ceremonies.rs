@@ -3,16 +3,17 @@
 //! nothing to it, as a server whose unit went away.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
+use common::info;
 use tke_ceremony::{
     Aspect, AutoInit, CeremonyError, CompareReport, InstalledKeys, Problem, Silent, Zeroize,
 };
-use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, Transport, UnitDescriptor};
-use tke_keyfile::{FilesDir, Password};
-use tke_proto::{AdminInfo, AdminName, Command, Threshold, UnitId, UnitStatus};
+use tke_client::{Client, ClientError, Transport, UnitDescriptor};
+use tke_proto::{AdminName, Command, Threshold, UnitId};
 use tke_sigkey::Signer;
-use tke_sigkey_file::FileSigner;
 
 /// The fleet's transport, with some units cut off: listed, but unreachable.
 struct Unplugged {
@@ -39,49 +40,32 @@ impl Transport for Unplugged {
     }
 }
 
-struct World {
-    _dir: tempfile::TempDir,
-    fleet: Arc<dyn Transport>,
-    ca: tke_proto::CaCertificate,
-    client: Client,
-    alice: FileSigner,
-    bob: FileSigner,
-    carol: FileSigner,
+/// The common world, initialized.
+struct World(common::World);
+
+impl std::ops::Deref for World {
+    type Target = common::World;
+    fn deref(&self) -> &common::World {
+        &self.0
+    }
 }
 
 impl World {
     /// The default fleet (2 operational + 2 recovery units), initialized by alice and bob
     /// with thresholds 2/1; carol has a key but is installed nowhere.
     fn initialized() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let files = FilesDir::resolve(Some(dir.path())).unwrap();
-        let fleet = EmbeddedFleet::create(&files.local_dir(), FleetSpec::default()).unwrap();
-        let ca = fleet.ca().clone();
-        let fleet: Arc<dyn Transport> = Arc::new(fleet);
-        let client = Client::connect(vec![(fleet.clone(), ca.clone())]).unwrap();
-        let key = |n: &str| {
-            FileSigner::generate(&files, &AdminName::new(n).unwrap(), &Password::new("pw")).unwrap()
-        };
-        let (alice, bob, carol) = (key("alice"), key("bob"), key("carol"));
+        let w = common::World::new();
         AutoInit {
-            instance: client.instances()[0].clone(),
+            instance: w.client.instances()[0].clone(),
             sig_threshold: Threshold::new(2).unwrap(),
             rev_threshold: Threshold::new(1).unwrap(),
-            admins: vec![&alice as &dyn Signer, &bob],
+            admins: vec![&w.alice as &dyn Signer, &w.bob],
         }
-        .plan(&client)
+        .plan(&w.client)
         .unwrap()
         .execute(&Silent)
         .unwrap();
-        Self {
-            _dir: dir,
-            fleet,
-            ca,
-            client,
-            alice,
-            bob,
-            carol,
-        }
+        Self(w)
     }
 
     /// A second client on the same fleet whose unit `num` cannot be reached.
@@ -94,27 +78,12 @@ impl World {
         Client::connect(vec![(t, self.ca.clone())]).unwrap()
     }
 
-    fn statuses(&self) -> Vec<UnitStatus> {
-        self.client
-            .units()
-            .iter()
-            .map(|u| self.client.query(u).unwrap())
-            .collect()
-    }
-
     /// Zeroizes unit `num` alone, signed by alice.
     fn zeroize_one(&self, num: usize) {
         let u = &self.client.units()[num - 1];
         self.client
             .run(u, &Command::Zeroize, &[&self.alice as &dyn Signer])
             .unwrap();
-    }
-}
-
-fn info(s: &FileSigner) -> AdminInfo {
-    AdminInfo {
-        ski: s.ski(),
-        name: s.name().clone(),
     }
 }
 

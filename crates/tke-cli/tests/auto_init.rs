@@ -27,7 +27,7 @@ fn init_fleet(w: &Workstation) {
 
 #[test]
 fn scripted_auto_init_of_six_units_leaves_one_valid_master_key_everywhere() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     init_fleet(&w);
     let secrets = w.secrets(PW);
     let out = w.ok(&[
@@ -123,7 +123,7 @@ fn scripted_auto_init_of_six_units_leaves_one_valid_master_key_everywhere() {
 
 #[test]
 fn existing_keys_are_reused_by_name() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let secrets = w.secrets(PW);
     let s = secrets.to_str().unwrap();
     w.ok(&["--secrets", s, "sigkey-add", "--name", "alice"]);
@@ -156,7 +156,7 @@ fn existing_keys_are_reused_by_name() {
 
 #[test]
 fn bad_answers_are_refused_and_change_nothing() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     init_fleet(&w);
     let secrets = w.secrets(PW);
     let s = secrets.to_str().unwrap();
@@ -290,7 +290,7 @@ fn bad_answers_are_refused_and_change_nothing() {
 
 #[test]
 fn wrong_password_fails_and_leaves_the_key_file_unchanged() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     init_fleet(&w);
     let good = w.secrets(PW);
     w.ok(&[
@@ -331,7 +331,7 @@ fn wrong_password_fails_and_leaves_the_key_file_unchanged() {
 #[test]
 fn secrets_file_readable_by_others_is_refused() {
     use std::os::unix::fs::PermissionsExt;
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let s = w.secrets(PW);
     std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = w.fails(

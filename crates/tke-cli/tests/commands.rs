@@ -8,7 +8,7 @@ use serde_json::Value;
 
 #[test]
 fn cryptounits_lists_instances_in_the_vendor_layout() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&[
         "local",
         "init",
@@ -51,7 +51,7 @@ fn cryptounits_lists_instances_in_the_vendor_layout() {
 
 #[test]
 fn selection_persists_and_bad_numbers_change_nothing() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&["local", "init"]);
     w.ok(&["cryptounit-add", "1", "3"]);
     let sel = |w: &Workstation| -> Vec<u64> {
@@ -84,7 +84,7 @@ fn selection_persists_and_bad_numbers_change_nothing() {
 
 #[test]
 fn compare_without_selection_says_what_to_do() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&["local", "init"]);
     let err = w.fails(&["cryptounit-compare"], 1);
     assert!(err.contains("cryptounit-add"), "{err}");
@@ -92,13 +92,13 @@ fn compare_without_selection_says_what_to_do() {
 
 #[test]
 fn local_init_twice_is_refused() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&["local", "init"]);
     let before = w.snapshot();
     let err = w.fails(&["local", "init"], 1);
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(before, w.snapshot());
-    let w2 = Workstation::new();
+    let w2 = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let err = w2.fails(
         &["local", "init", "--failover", "3", "--operational", "2"],
         1,
@@ -108,7 +108,7 @@ fn local_init_twice_is_refused() {
 
 #[test]
 fn sigkey_commands_add_list_select_remove() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let s = w.secrets(&[("alice", "alice-pw-123"), ("bob", "bob-pw-1234")]);
     let s = s.to_str().unwrap();
     w.ok(&["--secrets", s, "sigkey-add", "--name", "alice"]);
@@ -157,7 +157,7 @@ fn sigkey_commands_add_list_select_remove() {
 
 #[test]
 fn help_and_h_explain_commands() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let out = w.ok(&["help"]);
     for c in [
         "auto-init",

@@ -58,7 +58,7 @@ fn key_file(w: &Workstation, name: &str) -> std::path::PathBuf {
 /// A workstation with the default embedded fleet and file keys for alice and bob; returns
 /// it with the path of its secrets file.
 fn with_keys() -> (Workstation, String) {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&["local", "init"]);
     let s = w.secrets(PW);
     let s = s.to_str().unwrap().to_owned();
@@ -70,7 +70,7 @@ fn with_keys() -> (Workstation, String) {
 
 #[test]
 fn usage_errors_exit_2_and_touch_nothing() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let cases: &[(&str, &[&str])] = &[
         ("usage_no_command", &[]),
         ("usage_unknown_command", &["frobnicate"]),
@@ -117,7 +117,7 @@ fn usage_errors_exit_2_and_touch_nothing() {
 
 #[test]
 fn success_exits_0() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.check("ok_version", &["--version"], 0, &[]);
     w.check("ok_sigkeys_none", &["sigkeys"], 0, &[]);
     w.check("ok_target_list_none", &["target", "list"], 0, &[]);
@@ -127,7 +127,7 @@ fn success_exits_0() {
 
 #[test]
 fn secrets_file_errors() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let missing = w.path().join("no-such-secrets.toml");
     w.check(
         "secrets_missing",
@@ -157,7 +157,7 @@ fn secrets_file_errors() {
 
 #[test]
 fn without_a_terminal_the_error_names_the_flag() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&["local", "init", "--instances", "2"]);
     let s = w.secrets(PW);
     let s = s.to_str().unwrap();
@@ -221,7 +221,7 @@ fn without_a_terminal_the_error_names_the_flag() {
 
 #[test]
 fn numbers_that_do_not_exist_and_empty_selections() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     // The first command that needs crypto units creates the default fleet (a notice on
     // standard error).
     w.check("nothing_selected_compare", &["cryptounit-compare"], 1, &[]);
@@ -249,10 +249,10 @@ fn numbers_that_do_not_exist_and_empty_selections() {
 
 #[test]
 fn local_init_errors() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&["local", "init"]);
     w.check("local_init_twice", &["local", "init"], 1, &[]);
-    let fresh = Workstation::new();
+    let fresh = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let spec_cases: &[(&str, &[&str])] = &[
         (
             "local_init_more_failover_than_operational",
@@ -335,7 +335,7 @@ fn local_init_errors() {
 
 #[test]
 fn sigkey_add_errors() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let s = w.secrets(&[("alice", "alice-password-1"), ("tokadmin", "1234")]);
     let s = s.to_str().unwrap();
     fn with<'a>(s: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -680,7 +680,7 @@ fn declining_a_confirmation_exits_3_and_changes_nothing() {
 
 #[test]
 fn prompts_explain_a_bad_answer_and_ask_again() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&["local", "init", "--instances", "2"]);
     let s = w.secrets(PW);
     let s = s.to_str().unwrap();

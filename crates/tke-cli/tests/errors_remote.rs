@@ -11,9 +11,9 @@ use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 use common::{
     snap,
     terminal::{Answer::Line, Terminal},
-    unitd::{free_port, Server},
     Workstation,
 };
+use tke_test_support::server::{free_port, Server};
 
 /// `target add NAME URL --ca CA --api-key-file KEY` and `extra`.
 fn add<'a>(
@@ -63,7 +63,7 @@ fn targets_that_cannot_be_added_or_read() {
     let (ca, key) = (srv.path("ca.pem"), srv.path("api-key"));
     let url = srv.url();
     let labels = [(r, "[ROOT]")];
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let missing = r.join("no-such-file").to_str().unwrap().to_owned();
     let open_key = r.join("open-key");
     fs::copy(&key, &open_key).unwrap();
@@ -240,14 +240,14 @@ fn servers_down_or_refusing() {
         ),
     ];
     for (name, targets) in &cases {
-        let w = Workstation::new();
+        let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
         for t in targets {
             w.ok(t);
         }
         w.check(name, &["cryptounits"], 1, &labels);
     }
     // A ceremony meets the same explanation.
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&add("nobody", &nobody, &ca, &key1, &[]));
     w.check(
         "server_nothing_listening_compare",
@@ -279,7 +279,7 @@ fn two_servers(root: &Path) -> (Server, Server, Workstation, String) {
     );
     a.start();
     b.start();
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let (ca, key) = (a.path("ca.pem"), a.path("api-key"));
     for s in [&a, &b] {
         w.ok(&add(s.name, &s.url(), &ca, &key, &[]));

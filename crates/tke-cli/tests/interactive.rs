@@ -15,7 +15,7 @@ fn spawn(w: &Workstation, args: &[&str]) -> PtySession {
 
 #[test]
 fn interactive_auto_init_follows_the_vendor_prompts() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&["local", "init", "--instances", "2"]);
     let s = w.secrets(&[("admin1", "first-admin-pw"), ("admin2", "second-admin-pw")]);
     w.ok(&[
@@ -106,7 +106,7 @@ fn interactive_auto_init_follows_the_vendor_prompts() {
 
 #[test]
 fn interactive_auto_init_creates_new_keys_on_the_spot() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let mut p = spawn(&w, &["auto-init"]);
     p.exp_string("> ").unwrap();
     p.send_line("2").unwrap();
@@ -150,7 +150,7 @@ fn interactive_auto_init_creates_new_keys_on_the_spot() {
 
 #[test]
 fn declining_the_confirmation_changes_nothing() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&["local", "init"]);
     let s = w.secrets(&[("admin1", "first-admin-pw")]);
     w.ok(&[

@@ -65,7 +65,7 @@ fn assert_nowhere(w: &Workstation, secret: &str) {
 #[test]
 fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
     let t = Tokens::temp(&["admins"]);
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let pin = t.pin("admins");
     let s = w.secrets(&[("tokadmin", &pin)]);
     let s = s.to_str().unwrap();
@@ -159,7 +159,7 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
 #[test]
 fn sigkey_add_pkcs11_registers_a_key_pair_made_by_pkcs11_tool_after_saying_so() {
     let t = Tokens::temp(&["T"]);
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let pin = t.pin("T");
     t.pkcs11_tool_ok(&[
         "--token-label",
@@ -216,7 +216,7 @@ fn sigkey_add_pkcs11_registers_a_key_pair_made_by_pkcs11_tool_after_saying_so() 
 #[test]
 fn auto_init_with_one_file_key_and_one_token_key() {
     let t = Tokens::temp(&["admins"]);
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&[
         "local",
         "init",
@@ -314,7 +314,7 @@ fn auto_init_with_one_file_key_and_one_token_key() {
 #[test]
 fn a_wrong_pin_fails_clearly_and_changes_nothing() {
     let t = Tokens::temp(&["admins"]);
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let s = w.secrets(&[("tokadmin", "987654-wrong")]);
     let s = s.to_str().unwrap();
     let before = w.snapshot();
@@ -398,7 +398,7 @@ fn a_wrong_pin_fails_clearly_and_changes_nothing() {
 #[test]
 fn bad_uris_are_refused_before_anything_is_written() {
     let t = Tokens::temp(&["admins"]);
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let s = w.secrets(&[("tokadmin", &t.pin("admins"))]);
     let s = s.to_str().unwrap();
     let before = w.snapshot();
@@ -454,7 +454,7 @@ fn bad_uris_are_refused_before_anything_is_written() {
 #[test]
 fn the_pin_prompt_names_the_token_and_key_and_rm_leaves_the_token_alone() {
     let t = Tokens::temp(&["admins"]);
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let pin = t.pin("admins");
     let uri = t.uri("admins", "tokadmin");
 

@@ -150,7 +150,7 @@ fn backends(w: &Workstation) -> Vec<(String, String)> {
 
 #[test]
 fn scripted_auto_init_with_every_unit_on_softhsm2() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let labels = ["op-1", "op-2", "rec-1", "rec-2", "fo-1"];
     let t = Tokens::new(&w, &labels);
     let pin = t.pin_pattern();
@@ -183,7 +183,7 @@ fn scripted_auto_init_with_every_unit_on_softhsm2() {
 
 #[test]
 fn mixed_fleet_recovery_soft_operational_on_softhsm2() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let labels = ["op-1", "op-2", "fo-1"];
     let t = Tokens::new(&w, &labels);
     let pin = t.pin_pattern();
@@ -215,7 +215,7 @@ fn mixed_fleet_recovery_soft_operational_on_softhsm2() {
 
 #[test]
 fn placement_errors_are_clear_and_leave_the_tokens_usable() {
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let t = Tokens::new(&w, &["good-1", "good-2"]);
     let pin = t.pin_pattern();
     let base = ["local", "init", "--operational", "1", "--recovery", "1"];

@@ -5,16 +5,11 @@
 
 mod common;
 
-use std::{
-    fs,
-    io::{BufRead, BufReader},
-    os::unix::fs::PermissionsExt,
-    path::Path,
-    process::Stdio,
-};
+use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
-use common::{unitd::Server, Workstation};
+use common::Workstation;
 use serde_json::Value;
+use tke_test_support::Server;
 
 const PW: &[(&str, &str)] = &[
     ("alice", "alice-password-1"),
@@ -61,19 +56,8 @@ fn three_servers(root: &Path) -> Vec<Server> {
 }
 
 fn add_targets(w: &Workstation, servers: &[Server]) {
-    let ca = servers[0].path("ca.pem");
-    let key = servers[0].path("api-key");
     for s in servers {
-        w.ok(&[
-            "target",
-            "add",
-            s.name,
-            &s.url(),
-            "--ca",
-            &ca,
-            "--api-key-file",
-            &key,
-        ]);
+        w.add_target(s, &servers[0]);
     }
 }
 
@@ -116,7 +100,7 @@ fn assert_one_valid_key(units: &Value, count: usize) -> String {
 fn auto_init_of_one_instance_spread_over_three_servers() {
     let root = tempfile::tempdir().unwrap();
     let servers = three_servers(root.path());
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     add_targets(&w, &servers);
 
     let list = w.ok(&["target", "list"]);
@@ -185,26 +169,7 @@ fn auto_init_with_crash(
     victim: &mut Server,
     at: &str,
 ) -> (bool, String) {
-    let mut child = w
-        .tke()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut killed = false;
-    let mut seen = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if !killed && line.contains(at) {
-            victim.kill();
-            killed = true;
-        }
-    }
-    let out = child.wait_with_output().unwrap();
+    let (killed, seen, out) = w.run_reacting(args, at, |_| victim.kill());
     assert!(killed, "auto-init never printed {at:?}:\n{seen}");
     (
         !out.status.success(),
@@ -233,7 +198,7 @@ fn on_disk(dir: &Path, id: &str) -> Value {
 fn a_server_killed_during_auto_init_is_reported_truthfully_and_the_operator_finishes() {
     let root = tempfile::tempdir().unwrap();
     let mut servers = three_servers(root.path());
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     add_targets(&w, &servers);
     let secrets = w.secrets(PW);
     let s = secrets.to_str().unwrap();
@@ -337,7 +302,7 @@ fn refusals_say_what_is_wrong() {
         .lines()
         .map(str::to_owned)
         .collect();
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let (ca, key1) = (two.path("ca.pem"), two.path("api-key-1"));
 
     let case = |name: &str, ca: &str, key: &str, extra: &[&str], expect: &[&str]| {

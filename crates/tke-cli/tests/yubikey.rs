@@ -53,7 +53,7 @@ fn forms(secret: &str) -> Vec<String> {
 fn yubikey_and_file_administrators_initialize_and_both_sign_a_command() {
     let bench = Bench::acquire();
     let inserted = bench.insert(0, card(11110001));
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&["local", "init", "--operational", "1", "--recovery", "1"]);
     let secrets = w.secrets(&[("yuki", YUKI_PIN), ("filey", "filey-password-1")]);
     let s = secrets.to_str().unwrap();
@@ -192,7 +192,7 @@ fn connect(local: &Path) -> Client {
 /// Enrols `yuki` on a card in reader 0 and returns the card's state and the workstation.
 fn enrolled(bench: &Bench, serial: u32) -> (Card, Workstation, std::path::PathBuf) {
     let inserted = bench.insert(0, card(serial));
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let secrets = w.secrets(&[("yuki", YUKI_PIN), ("filey", "filey-password-1")]);
     w.ok(&[
         "--secrets",
@@ -259,7 +259,7 @@ fn wrong_then_blocked_pin_are_clear_errors_and_change_nothing() {
 #[test]
 fn no_card_two_cards_and_an_occupied_slot_are_clear_errors_and_change_nothing() {
     let bench = Bench::acquire();
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let secrets = w.secrets(&[("yuki", YUKI_PIN), ("yuki2", YUKI_PIN)]);
     let s = secrets.to_str().unwrap();
     let add = ["--secrets", s, "sigkey-add", "--yubikey", "--name", "yuki"];
@@ -346,7 +346,7 @@ fn yubico_piv_tool_key_registered_through_tke() {
             panic!("cannot run yubico-piv-tool ({e}): install it with ci/setup.sh")
         });
     assert!(o.status.success(), "{}", stderr(&o));
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let secrets = w.secrets(&[("pivtool", YUKI_PIN)]);
     let out = w.ok(&[
         "--secrets",
@@ -392,7 +392,7 @@ fn interactive_pin_prompt_and_declined_overwrite() {
     let _ = c.generate_key(0x9c, PinPolicy::Always, TouchPolicy::Never);
     let before = c.to_json();
     let inserted = bench.insert(0, c);
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let spawn = |args: &[&str]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tke"));
         cmd.arg("--files-dir").arg(w.path()).args(args);
@@ -447,7 +447,7 @@ fn a_management_key_from_the_secrets_file_is_used_and_never_logged() {
         tke_piv_vcard::MgmKey::new(tke_piv_vcard::MgmAlgorithm::Aes256, &key).unwrap(),
     );
     let _card = bench.insert(0, c);
-    let w = Workstation::new();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let entry = "\"management-key-11110041\"";
     let secrets = w.secrets(&[("mgm", YUKI_PIN), (entry, hex.as_str())]);
     let o = run_with_env(

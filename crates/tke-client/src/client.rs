@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use tke_proto::{
@@ -93,9 +93,7 @@ impl Client {
                 if cert.unit_id() != d.unit_id {
                     return Err(ClientError::Untrusted {
                         unit: d.unit_id,
-                        source: tke_proto::ProtoError::Certificate(
-                            "the device certificate names another unit",
-                        ),
+                        source: tke_proto::CertificateError::NamesAnotherUnit.into(),
                     });
                 }
                 if !instance_order.contains(&d.instance) {
@@ -252,26 +250,29 @@ impl Client {
     /// Runs a command on a unit: builds it for the unit's next counter value, has every
     /// signer sign it, submits it and returns the output. The counter comes from the
     /// unit's last authenticated answer to this client, or from an authenticated query
-    /// the first time; if another client used the unit meanwhile (the unit refuses the
-    /// counter, 163, and so ran nothing), the counter is read again and the command is
-    /// signed and sent once more. The unit's lock is held throughout, so concurrent
-    /// callers never race for a counter value.
+    /// the first time. The unit's lock is held throughout, so concurrent callers of this
+    /// client never race for a counter value.
+    ///
+    /// If the unit refuses the counter (163, so it ran nothing), the counter is read again
+    /// and, when the unit is out of imprint mode, the command is signed and sent once more.
+    /// That retry is legitimate there: out of imprint mode every change needs the
+    /// signatures of installed administrators, so the counter was moved by one of them
+    /// (another workstation), and the unit checks the re-signed command against its state
+    /// now. In imprint mode anyone who can reach the unit may add or remove
+    /// administrators unsigned, so a moved counter is reported as
+    /// [`ClientError::Interference`] instead. Ceremonies that account for every counter
+    /// value use [`Self::run_counted`].
     ///
     /// # Errors
-    /// As [`Self::query`] and [`Self::submit`], plus [`ClientError::Signing`].
+    /// As [`Self::query`] and [`Self::submit`], plus [`ClientError::Signing`] and
+    /// [`ClientError::Interference`].
     pub fn run(
         &self,
         unit: &KnownUnit,
         command: &Command,
         signers: &[&dyn Signer],
     ) -> Result<Vec<u8>, ClientError> {
-        let lock = self
-            .locks
-            .get(&unit.id())
-            .ok_or(ClientError::UnknownUnit { unit: unit.id() })?;
-        // A poisoned lock only means another thread panicked mid-command; the unit itself
-        // is the authority on its state, so carry on.
-        let mut known = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = self.lock(unit)?;
         let (mut counter, mut fresh) = match *known {
             Some(c) => (c, false),
             None => (self.query(unit)?.counter, true),
@@ -282,7 +283,16 @@ impl Client {
             *known = Some(body.counter);
             match body.error() {
                 Some(error) if error == ModuleError::INVALID_COUNTER && !fresh => {
-                    counter = self.query(unit)?.counter;
+                    let status = self.query(unit)?;
+                    if status.imprint_mode() {
+                        return Err(ClientError::Interference {
+                            unit: unit.id(),
+                            command: command.id(),
+                            expected: counter,
+                            found: status.counter,
+                        });
+                    }
+                    counter = status.counter;
                     fresh = true;
                 }
                 Some(error) => {
@@ -295,6 +305,55 @@ impl Client {
                 None => return Ok(body.output.as_bytes().to_vec()),
             }
         }
+    }
+
+    /// Runs a command on a unit at a counter the caller accounts for: the unit's last
+    /// counter must be `counter` (the command carries `counter + 1`). Never retried: if
+    /// the unit refuses the counter (163, it ran nothing), someone else used the unit since
+    /// the caller last accounted for it, and that is reported. Ceremonies use this for
+    /// every command, so that no command of theirs runs on a state someone else changed.
+    ///
+    /// # Errors
+    /// [`ClientError::Interference`] when the unit's counter is not `counter`; otherwise
+    /// as [`Self::run`].
+    pub fn run_counted(
+        &self,
+        unit: &KnownUnit,
+        command: &Command,
+        signers: &[&dyn Signer],
+        counter: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut known = self.lock(unit)?;
+        let signed = self.sign(unit, command, counter.wrapping_add(1), signers)?;
+        let body = self.exchange(unit, &Request::Command(signed))?;
+        *known = Some(body.counter);
+        match body.error() {
+            Some(error) if error == ModuleError::INVALID_COUNTER => {
+                Err(ClientError::Interference {
+                    unit: unit.id(),
+                    command: command.id(),
+                    expected: counter,
+                    found: body.counter,
+                })
+            }
+            Some(error) => Err(ClientError::Module {
+                unit: unit.id(),
+                command: command.id(),
+                error,
+            }),
+            None => Ok(body.output.as_bytes().to_vec()),
+        }
+    }
+
+    /// The unit's lock, holding the last counter it reported to us.
+    fn lock(&self, unit: &KnownUnit) -> Result<MutexGuard<'_, Option<u64>>, ClientError> {
+        let lock = self
+            .locks
+            .get(&unit.id())
+            .ok_or(ClientError::UnknownUnit { unit: unit.id() })?;
+        // A poisoned lock only means another thread panicked mid-command; the unit itself
+        // is the authority on its state, so carry on.
+        Ok(lock.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn sign(

@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use tke_ceremony::{AutoInit, Event, Progress};
+use tke_ceremony::{AutoInit, Checkpoint, Event, Progress};
 use tke_client::{Client, Transport};
 use tke_proto::{command::MAX_EXPORT_TARGETS, RegisterState, Threshold, UnitType};
 use tke_sigkey::Signer;
@@ -119,10 +119,19 @@ fn twenty_units_on_two_servers_get_the_key_in_two_export_batches() {
         .map(|index| Event::InstallingAdmin { index, total: 3 })
         .collect();
     expected.push(Event::SettingThresholds);
+    // Exactly our administrators and thresholds on all 20 units before any key exists.
+    expected.push(Event::Verified {
+        checkpoint: Checkpoint::ImprintModeLeft,
+        units: units.len(),
+    });
     expected.push(Event::GeneratingMasterKey);
     expected.extend((1..=targets).map(|index| Event::TransferringMasterKey {
         index,
         total: targets,
     }));
+    expected.push(Event::Verified {
+        checkpoint: Checkpoint::Finished,
+        units: units.len(),
+    });
     assert_eq!(events.0.into_inner().unwrap(), expected);
 }

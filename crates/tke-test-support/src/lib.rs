@@ -4,11 +4,13 @@
 #![allow(clippy::missing_panics_doc)]
 
 pub mod admin;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod server;
 pub mod softhsm;
 pub mod tamper;
 
 pub use admin::MemSigner;
-pub use server::ServerProc;
+pub use server::{Server, ServerProc};
 pub use softhsm::{isolated, Pool, Tokens};
 pub use tamper::{ByteAt, Exchange, Tamper, TamperingTransport};

@@ -1,7 +1,8 @@
 //! Real `tke-unitd` processes on loopback: make a server directory ([`init`]), start the
 //! server and wait until it listens ([`ServerProc::start`]), stop it (SIGKILL when the
 //! [`ServerProc`] drops, or a graceful SIGTERM with [`ServerProc::stop`]), and talk to it
-//! through tke-client's HTTPS transport ([`client`]).
+//! through tke-client's HTTPS transport ([`client`]). [`Server`] keeps a directory and its
+//! port together for tests that start, stop and kill one server several times.
 
 use std::{
     fs,
@@ -227,6 +228,75 @@ impl ServerProc {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no VmRSS in {path}"))
+    }
+}
+
+/// A `tke-unitd` directory and, while running, its process (SIGKILLed when dropped).
+pub struct Server {
+    /// Its name, the directory's last component.
+    pub name: &'static str,
+    /// The server directory.
+    pub dir: PathBuf,
+    /// The loopback port it listens on.
+    pub port: u16,
+    process: Option<ServerProc>,
+}
+
+impl Server {
+    /// [`init`] of `root/name` on a free port (relative paths in `args` name siblings in
+    /// `root`).
+    ///
+    /// # Panics
+    /// As [`init`].
+    pub fn init(root: &Path, name: &'static str, args: &[&str]) -> Self {
+        let dir = root.join(name);
+        let port = free_port();
+        init(&dir, port, args);
+        Self {
+            name,
+            dir,
+            port,
+            process: None,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server and waits until it listens.
+    ///
+    /// # Panics
+    /// As [`ServerProc::start`].
+    pub fn start(&mut self) {
+        self.process = Some(ServerProc::start(&self.dir, self.port));
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        self.process = None;
+    }
+
+    /// SIGTERM and wait for the graceful stop.
+    ///
+    /// # Panics
+    /// As [`ServerProc::stop`].
+    pub fn stop(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.stop();
+        }
+    }
+
+    /// The path of `file` in the server directory, as a string for command lines.
+    ///
+    /// # Panics
+    /// When the path is not UTF-8.
+    pub fn path(&self, file: &str) -> String {
+        let p = self.dir.join(file);
+        p.to_str()
+            .unwrap_or_else(|| panic!("{} is not UTF-8", p.display()))
+            .to_owned()
     }
 }
 

@@ -13,6 +13,7 @@ use tke_proto::{
     RegisterStatus, Request, SignedCommand, SignerInfo, Threshold, UnitId, UnitStatus, UnitType,
     Vp,
 };
+use tke_sigkey::Signer as _;
 use tke_unit::{InternalError, MemoryStore, StateStore, Unit};
 
 use crate::support::*;
@@ -76,7 +77,7 @@ pub(crate) use backend_suite;
 pub struct World {
     pub dir: TempDir,
     pub fleet: Fleet,
-    pub admins: Vec<TestAdmin>,
+    pub admins: Vec<MemSigner>,
 }
 
 impl World {
@@ -104,12 +105,12 @@ impl World {
         u
     }
 
-    pub fn a(&self, i: usize) -> &TestAdmin {
+    pub fn a(&self, i: usize) -> &MemSigner {
         &self.admins[i]
     }
 }
 
-fn support_admins(n: usize) -> Vec<TestAdmin> {
+fn support_admins(n: usize) -> Vec<MemSigner> {
     admins(n)
 }
 
@@ -199,7 +200,7 @@ pub fn happy_path(f: &dyn UnitFactory) {
     for u in [&mut rec, &mut op] {
         assert!(query(u, ca).imprint_mode());
         for a in &w.admins {
-            ok(run(u, ca, &Command::AddAdmin(a.cert()), &[]));
+            ok(run(u, ca, &Command::AddAdmin(a.certificate().clone()), &[]));
         }
         let two = Threshold::new(2).unwrap();
         ok(run(
@@ -295,13 +296,18 @@ pub fn query_for_another_unit(f: &dyn UnitFactory) {
 pub fn signed_by_non_administrator(f: &dyn UnitFactory) {
     let w = World::new(3);
     let ca = &w.fleet.ca;
-    let mallory = TestAdmin::new("mallory");
-    let newcomer = TestAdmin::new("newcomer");
+    let mallory = MemSigner::new("mallory");
+    let newcomer = MemSigner::new("newcomer");
     // In imprint mode too, every signature present must come from an installed admin.
     let mut u = w.unit(f, "imprint", UnitType::Recovery);
     let before = u.status();
     fails(
-        &run(&mut u, ca, &Command::AddAdmin(newcomer.cert()), &[&mallory]),
+        &run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(newcomer.certificate().clone()),
+            &[&mallory],
+        ),
         ModuleError::UNAUTHORIZED_SIGNER,
     );
     assert_unchanged(&u, &before, false);
@@ -311,7 +317,7 @@ pub fn signed_by_non_administrator(f: &dyn UnitFactory) {
     let body = run(
         &mut u,
         ca,
-        &Command::AddAdmin(newcomer.cert()),
+        &Command::AddAdmin(newcomer.certificate().clone()),
         &[w.a(0), &mallory],
     );
     fails(&body, ModuleError::UNAUTHORIZED_SIGNER);
@@ -323,9 +329,14 @@ pub fn too_few_signatures(f: &dyn UnitFactory) {
     let ca = &w.fleet.ca;
     let mut u = w.ready(f, "u", UnitType::Recovery);
     let before = u.status();
-    let newcomer = TestAdmin::new("newcomer");
+    let newcomer = MemSigner::new("newcomer");
     fails(
-        &run(&mut u, ca, &Command::AddAdmin(newcomer.cert()), &[w.a(0)]),
+        &run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(newcomer.certificate().clone()),
+            &[w.a(0)],
+        ),
         ModuleError::NOT_ENOUGH_SIGNATURES,
     );
     fails(
@@ -336,7 +347,7 @@ pub fn too_few_signatures(f: &dyn UnitFactory) {
         &run(
             &mut u,
             ca,
-            &Command::RemoveAdmin(w.a(2).cert().ski()),
+            &Command::RemoveAdmin(w.a(2).certificate().ski()),
             &[w.a(1)],
         ),
         ModuleError::NOT_ENOUGH_SIGNATURES,
@@ -349,11 +360,11 @@ pub fn same_administrator_twice_counts_once(f: &dyn UnitFactory) {
     let ca = &w.fleet.ca;
     let mut u = w.ready(f, "u", UnitType::Recovery);
     let before = u.status();
-    let newcomer = TestAdmin::new("newcomer");
+    let newcomer = MemSigner::new("newcomer");
     let mut signed = signed_command(
         u.id(),
         before.counter + 1,
-        &Command::AddAdmin(newcomer.cert()),
+        &Command::AddAdmin(newcomer.certificate().clone()),
         &[w.a(0)],
     );
     let dup: SignerInfo = signed.signer_infos[0].clone();
@@ -373,7 +384,7 @@ pub fn replayed_command(f: &dyn UnitFactory) {
     let cmd = signed_command(
         u.id(),
         u.status().counter + 1,
-        &Command::AddAdmin(w.a(3).cert()),
+        &Command::AddAdmin(w.a(3).certificate().clone()),
         &[w.a(0), w.a(1)],
     );
     let req = Request::Command(cmd);
@@ -518,7 +529,12 @@ pub fn thresholds_out_of_range(f: &dyn UnitFactory) {
     let ca = &w.fleet.ca;
     let mut u = w.unit(f, "u", UnitType::Recovery);
     for a in &w.admins {
-        ok(run(&mut u, ca, &Command::AddAdmin(a.cert()), &[]));
+        ok(run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(a.certificate().clone()),
+            &[],
+        ));
     }
     let before = u.status();
     for (sig, rev, expected) in [
@@ -571,12 +587,22 @@ pub fn ninth_administrator(f: &dyn UnitFactory) {
     let ca = &w.fleet.ca;
     let mut u = w.unit(f, "u", UnitType::Recovery);
     for a in &w.admins[..8] {
-        ok(run(&mut u, ca, &Command::AddAdmin(a.cert()), &[]));
+        ok(run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(a.certificate().clone()),
+            &[],
+        ));
     }
     let before = u.status();
     assert_eq!(before.admins.len(), 8);
     fails(
-        &run(&mut u, ca, &Command::AddAdmin(w.a(8).cert()), &[]),
+        &run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(w.a(8).certificate().clone()),
+            &[],
+        ),
         ModuleError::TOO_MANY_ADMINS,
     );
     assert_unchanged(&u, &before, true);
@@ -586,10 +612,20 @@ pub fn duplicate_administrator(f: &dyn UnitFactory) {
     let w = World::new(3);
     let ca = &w.fleet.ca;
     let mut u = w.unit(f, "u", UnitType::Recovery);
-    ok(run(&mut u, ca, &Command::AddAdmin(w.a(0).cert()), &[]));
+    ok(run(
+        &mut u,
+        ca,
+        &Command::AddAdmin(w.a(0).certificate().clone()),
+        &[],
+    ));
     let before = u.status();
     fails(
-        &run(&mut u, ca, &Command::AddAdmin(w.a(0).cert()), &[]),
+        &run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(w.a(0).certificate().clone()),
+            &[],
+        ),
         ModuleError::ADMIN_EXISTS,
     );
     assert_unchanged(&u, &before, true);
@@ -600,7 +636,7 @@ pub fn duplicate_administrator(f: &dyn UnitFactory) {
         &run(
             &mut u,
             ca,
-            &Command::AddAdmin(w.a(2).cert()),
+            &Command::AddAdmin(w.a(2).certificate().clone()),
             &[w.a(0), w.a(1)],
         ),
         ModuleError::ADMIN_EXISTS,
@@ -613,7 +649,12 @@ pub fn leaving_imprint_mode_needs_new_threshold(f: &dyn UnitFactory) {
     let ca = &w.fleet.ca;
     let mut u = w.unit(f, "u", UnitType::Recovery);
     for a in &w.admins {
-        ok(run(&mut u, ca, &Command::AddAdmin(a.cert()), &[]));
+        ok(run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(a.certificate().clone()),
+            &[],
+        ));
     }
     let before = u.status();
     let cmd = Command::SetThresholds {
@@ -641,7 +682,12 @@ pub fn thresholds_above_admin_count(f: &dyn UnitFactory) {
     // Leaving imprint mode: revocation 3 with 2 admins.
     let mut u = w.unit(f, "imprint", UnitType::Recovery);
     for a in &w.admins[..2] {
-        ok(run(&mut u, ca, &Command::AddAdmin(a.cert()), &[]));
+        ok(run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(a.certificate().clone()),
+            &[],
+        ));
     }
     let before = u.status();
     let cmd = Command::SetThresholds {
@@ -682,18 +728,23 @@ pub fn remove_administrator_rules(f: &dyn UnitFactory) {
     let ca = &w.fleet.ca;
     // Imprint mode: unsigned.
     let mut u = w.unit(f, "imprint", UnitType::Operational);
-    ok(run(&mut u, ca, &Command::AddAdmin(w.a(0).cert()), &[]));
     ok(run(
         &mut u,
         ca,
-        &Command::RemoveAdmin(w.a(0).cert().ski()),
+        &Command::AddAdmin(w.a(0).certificate().clone()),
+        &[],
+    ));
+    ok(run(
+        &mut u,
+        ca,
+        &Command::RemoveAdmin(w.a(0).certificate().ski()),
         &[],
     ));
     assert!(u.status().admins.is_empty());
 
     let mut u = w.ready(f, "ready", UnitType::Operational);
     let before = u.status();
-    let stranger = TestAdmin::new("stranger").cert().ski();
+    let stranger = MemSigner::new("stranger").certificate().ski();
     fails(
         &run(
             &mut u,
@@ -707,7 +758,7 @@ pub fn remove_administrator_rules(f: &dyn UnitFactory) {
     ok(run(
         &mut u,
         ca,
-        &Command::RemoveAdmin(w.a(2).cert().ski()),
+        &Command::RemoveAdmin(w.a(2).certificate().ski()),
         &[w.a(0), w.a(1)],
     ));
     assert_eq!(u.status().admins.len(), 2);
@@ -716,7 +767,7 @@ pub fn remove_administrator_rules(f: &dyn UnitFactory) {
         &run(
             &mut u,
             ca,
-            &Command::RemoveAdmin(w.a(1).cert().ski()),
+            &Command::RemoveAdmin(w.a(1).certificate().ski()),
             &[w.a(0), w.a(1)],
         ),
         ModuleError::REMOVAL_BELOW_THRESHOLD,
@@ -776,7 +827,12 @@ pub fn master_key_commands_in_imprint_mode(f: &dyn UnitFactory) {
     let mut u = w.unit(f, "u", UnitType::Recovery);
     let mut target = w.ready(f, "target", UnitType::Operational);
     for a in &w.admins {
-        ok(run(&mut u, ca, &Command::AddAdmin(a.cert()), &[]));
+        ok(run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(a.certificate().clone()),
+            &[],
+        ));
     }
     let req = export_request(&w, &mut target, Register::Current);
     let dummy_env = SignedEnvelope {
@@ -1409,10 +1465,20 @@ pub fn zeroize_keeps_counter(f: &dyn UnitFactory) {
     let w = World::new(3);
     let ca = &w.fleet.ca;
     let mut rec = w.unit(f, "rec", UnitType::Recovery);
-    let first = signed_command(rec.id(), 1, &Command::AddAdmin(w.a(0).cert()), &[]);
+    let first = signed_command(
+        rec.id(),
+        1,
+        &Command::AddAdmin(w.a(0).certificate().clone()),
+        &[],
+    );
     ok(send(&mut rec, ca, &Request::Command(first.clone())));
     for a in &w.admins[1..] {
-        ok(run(&mut rec, ca, &Command::AddAdmin(a.cert()), &[]));
+        ok(run(
+            &mut rec,
+            ca,
+            &Command::AddAdmin(a.certificate().clone()),
+            &[],
+        ));
     }
     let two = Threshold::new(2).unwrap();
     ok(run(
@@ -1552,7 +1618,7 @@ pub fn fuzzed_requests_never_panic(f: &dyn UnitFactory) {
         Request::Command(signed_command(
             id,
             c + 1,
-            &Command::AddAdmin(TestAdmin::new("x").cert()),
+            &Command::AddAdmin(MemSigner::new("x").certificate().clone()),
             &[w.a(0), w.a(1)],
         )),
         Request::Command(signed_command(

@@ -19,63 +19,25 @@ use std::{
 use tke_proto::{
     der::{Decode, Encode},
     p256::{
-        ecdsa::{signature::Signer as _, DerSignature, Signature, SigningKey},
+        ecdsa::{signature::Signer as _, Signature, SigningKey},
         PublicKey,
     },
-    AdminCertificate, AdminName, CaCertificate, Command, DeviceCertificate, ModuleError, Nonce,
-    ProtoError, Query, Request, ResponseBody, SignedCommand, SignedResponse, UnitId, UnitStatus,
-    UnitType,
+    CaCertificate, Command, DeviceCertificate, ModuleError, Nonce, ProtoError, Query, Request,
+    ResponseBody, SignedCommand, SignedResponse, UnitId, UnitStatus, UnitType,
 };
-use tke_sigkey::{sign_command, SignError, Signer, SignerKind};
+use tke_sigkey::{sign_command, Signer};
 use tke_unit::{
     Backend, InternalError, MemorySecrets, MemoryStore, Pkcs11Backend, Pkcs11Config, SoftBackend,
     StateStore, Unit,
 };
 
-/// An administrator whose key is in memory.
-pub struct TestAdmin {
-    key: SigningKey,
-    cert: AdminCertificate,
-}
-
-impl TestAdmin {
-    pub fn new(name: &str) -> Self {
-        let key = SigningKey::random(&mut rand_core::OsRng);
-        let k2 = key.clone();
-        let cert = AdminCertificate::build(
-            &AdminName::new(name).unwrap(),
-            &PublicKey::from(key.verifying_key()),
-            Box::new(move |m| {
-                let s: Signature = k2.sign(m);
-                Ok(s.to_der())
-            }),
-        )
-        .unwrap();
-        Self { key, cert }
-    }
-
-    pub fn cert(&self) -> AdminCertificate {
-        self.cert.clone()
-    }
-}
-
-impl Signer for TestAdmin {
-    fn certificate(&self) -> &AdminCertificate {
-        &self.cert
-    }
-    fn kind(&self) -> SignerKind {
-        SignerKind::File
-    }
-    fn sign(&self, msg: &[u8]) -> Result<DerSignature, SignError> {
-        let sig: Signature = self.key.sign(msg);
-        Ok(sig.to_der())
-    }
-}
+/// Administrators whose keys are in memory (shared with the benches).
+pub use tke_test_support::MemSigner;
 
 /// `n` administrators named admin1..adminN.
-pub fn admins(n: usize) -> Vec<TestAdmin> {
+pub fn admins(n: usize) -> Vec<MemSigner> {
     (1..=n)
-        .map(|i| TestAdmin::new(&format!("admin{i}")))
+        .map(|i| MemSigner::new(&format!("admin{i}")))
         .collect()
 }
 
@@ -388,7 +350,7 @@ pub fn run(
     unit: &mut Unit,
     ca: &CaCertificate,
     command: &Command,
-    signers: &[&TestAdmin],
+    signers: &[&MemSigner],
 ) -> ResponseBody {
     let counter = unit.status().counter + 1;
     run_at(unit, ca, command, counter, signers)
@@ -400,7 +362,7 @@ pub fn run_at(
     ca: &CaCertificate,
     command: &Command,
     counter: u64,
-    signers: &[&TestAdmin],
+    signers: &[&MemSigner],
 ) -> ResponseBody {
     let signed = signed_command(unit.id(), counter, command, signers);
     send(unit, ca, &Request::Command(signed))
@@ -411,7 +373,7 @@ pub fn signed_command(
     unit_id: UnitId,
     counter: u64,
     command: &Command,
-    signers: &[&TestAdmin],
+    signers: &[&MemSigner],
 ) -> SignedCommand {
     let wire = command.to_wire(unit_id, counter).unwrap();
     let signers: Vec<&dyn Signer> = signers.iter().map(|s| *s as &dyn Signer).collect();
@@ -460,11 +422,16 @@ pub fn fails(body: &ResponseBody, expected: ModuleError) {
 
 /// Installs `admins` in imprint mode (unsigned) and leaves imprint mode with thresholds
 /// `sig`/`rev`, signed by the first `sig` administrators.
-pub fn init(unit: &mut Unit, ca: &CaCertificate, admins: &[TestAdmin], sig: u32, rev: u32) {
+pub fn init(unit: &mut Unit, ca: &CaCertificate, admins: &[MemSigner], sig: u32, rev: u32) {
     for a in admins {
-        ok(run(unit, ca, &Command::AddAdmin(a.cert()), &[]));
+        ok(run(
+            unit,
+            ca,
+            &Command::AddAdmin(a.certificate().clone()),
+            &[],
+        ));
     }
-    let signers: Vec<&TestAdmin> = admins.iter().take(sig as usize).collect();
+    let signers: Vec<&MemSigner> = admins.iter().take(sig as usize).collect();
     ok(run(
         unit,
         ca,

@@ -29,48 +29,75 @@ pub struct Terminal {
 }
 
 impl Terminal {
-    /// Starts `tke` with `--files-dir` set, on a pseudo-terminal.
+    /// Starts the workstation's `tke` with `--files-dir` set, on a pseudo-terminal.
+    ///
+    /// # Panics
+    /// When it cannot be started.
     pub fn spawn(w: &Workstation, args: &[&str]) -> Self {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tke"));
-        c.arg("--files-dir").arg(w.path()).args(args);
-        c.env_remove("CLOUDTKEFILES");
+        let mut c = w.command();
+        c.args(args);
         Self {
-            p: spawn_command(c, Some(60_000)).unwrap(),
+            p: spawn_command(c, Some(60_000))
+                .unwrap_or_else(|e| panic!("cannot start tke {args:?} on a terminal: {e}")),
             text: String::new(),
             args: args.iter().map(|a| a.to_string()).collect(),
         }
     }
 
     /// Waits until the terminal shows `at`.
+    ///
+    /// # Panics
+    /// When it does not within 60 s, or the process ends first.
     pub fn expect(&mut self, at: &str) {
-        let before = self.p.exp_string(at).unwrap();
+        let before = self.p.exp_string(at).unwrap_or_else(|e| {
+            panic!(
+                "tke {:?}: waiting for {at:?}: {e}\n{}",
+                self.args, self.text
+            )
+        });
         self.text.push_str(&before);
         self.text.push_str(at);
     }
 
     /// Types an answer. The terminal does not echo (rexpect turns echo off): the
     /// transcript shows the answer as the operator would see it.
+    ///
+    /// # Panics
+    /// When the terminal cannot be written.
     pub fn answer(&mut self, answer: &Answer) {
-        match answer {
+        let sent = match answer {
             Answer::Line(a) => {
-                self.p.send_line(a).unwrap();
                 self.text.push_str(a);
                 self.text.push('\n');
+                self.p.send_line(a).map(drop)
             }
             Answer::Hidden(a) => {
-                self.p.send_line(a).unwrap();
                 // The new line is rpassword's.
                 self.text.push_str("[hidden]");
+                self.p.send_line(a).map(drop)
             }
-            Answer::End => self.p.send_control('d').unwrap(),
-        }
+            Answer::End => self.p.send_control('d'),
+        };
+        sent.unwrap_or_else(|e| panic!("tke {:?}: typing an answer: {e}", self.args));
     }
 
     /// Waits for the end; returns the transcript (without carriage returns) and the exit
     /// code.
+    ///
+    /// # Panics
+    /// When the process does not end within 60 s, or ends by a signal.
     pub fn finish(mut self) -> (String, i32) {
-        self.text.push_str(&self.p.exp_eof().unwrap());
-        let code = match self.p.process.wait().unwrap() {
+        let rest = self
+            .p
+            .exp_eof()
+            .unwrap_or_else(|e| panic!("tke {:?}: waiting for the end: {e}", self.args));
+        self.text.push_str(&rest);
+        let status = self
+            .p
+            .process
+            .wait()
+            .unwrap_or_else(|e| panic!("tke {:?}: {e}", self.args));
+        let code = match status {
             WaitStatus::Exited(_, code) => code,
             other => panic!("tke {:?} ended with {other:?}", self.args),
         };
@@ -79,6 +106,9 @@ impl Terminal {
 
     /// Waits for the end, asserts the exit code and the snapshot `name` of the transcript
     /// (`paths` shown as their labels).
+    ///
+    /// # Panics
+    /// When either differs.
     pub fn check(self, name: &str, code: i32, paths: &[(&std::path::Path, &str)]) {
         let (text, got) = self.finish();
         assert_eq!(got, code, "{name}: exit code\n{text}");
@@ -89,6 +119,9 @@ impl Terminal {
 
 /// Runs `tke` through `steps` on a pseudo-terminal, asserts its exit code, the snapshot
 /// `name` of the terminal, and that no file of the workstation changed.
+///
+/// # Panics
+/// When any of these differs.
 pub fn check_steps(w: &Workstation, name: &str, args: &[&str], steps: &[Step], code: i32) {
     let before = w.snapshot();
     let mut t = Terminal::spawn(w, args);

@@ -1,12 +1,16 @@
 //! Snapshots of what `tke` shows: the exit code, standard output and standard error of
-//! one run, committed under `tests/snapshots/`, so that a change of wording is a reviewed
-//! diff (`cargo insta review`, or `INSTA_UPDATE=always` and `git diff`).
+//! one run, committed under `tests/snapshots/` of the crate whose tests run, so that a
+//! change of wording is a reviewed diff (`cargo insta review`, or `INSTA_UPDATE=always`
+//! and `git diff`).
 //!
 //! What changes between runs is redacted: temporary directories (by the label the test
 //! gives, else `[TMP]`), UUIDs, SKIs and other long hex strings, the 8 SKI digits in key
 //! file names, loopback ports and the package version.
 
-use std::{path::Path, process::Output};
+use std::{
+    path::{Path, PathBuf},
+    process::Output,
+};
 
 /// Regular expressions for what changes between runs, and what stands in for them.
 const FILTERS: &[(&str, &str)] = &[
@@ -41,7 +45,8 @@ pub fn transcript(o: &Output, paths: &[(&Path, &str)]) -> String {
 }
 
 /// Replaces each path (and its canonical form) by its label, longest path first so that a
-/// directory inside another keeps its own label.
+/// directory inside another keeps its own label, and the version by `[VERSION]` (the
+/// workspace's crates share one version).
 pub fn redact_paths(text: &str, paths: &[(&Path, &str)]) -> String {
     let mut pairs: Vec<(String, &str)> = Vec::new();
     for (p, label) in paths {
@@ -58,10 +63,23 @@ pub fn redact_paths(text: &str, paths: &[(&Path, &str)]) -> String {
     text
 }
 
-/// Asserts that `text` matches the committed snapshot `name` once redacted.
+/// `tests/snapshots/` of the crate whose tests run. Its manifest directory is read when
+/// the test runs (Cargo sets `CARGO_MANIFEST_DIR` for the test processes it starts): at
+/// compile time `env!` would name this crate, where the assertion is written.
+fn snapshot_dir() -> PathBuf {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|| panic!("CARGO_MANIFEST_DIR is not set: run the tests with cargo"));
+    PathBuf::from(manifest).join("tests").join("snapshots")
+}
+
+/// Asserts that `text` matches the committed snapshot `tests/snapshots/NAME.snap` once
+/// redacted.
+///
+/// # Panics
+/// When it does not (or there is none yet: `cargo insta review` accepts a new one).
 pub fn assert_snapshot(name: &str, text: &str) {
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots"));
+    settings.set_snapshot_path(snapshot_dir());
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     for (re, with) in FILTERS {
@@ -70,7 +88,11 @@ pub fn assert_snapshot(name: &str, text: &str) {
     settings.bind(|| insta::assert_snapshot!(name, text));
 }
 
-/// Asserts the exit code of a run, then its snapshot `name`.
+/// Asserts the exit code of a run (as [`super::assert_failed`] unless 0), then its
+/// snapshot `name`.
+///
+/// # Panics
+/// When either differs.
 pub fn assert_run(name: &str, o: &Output, code: i32, paths: &[(&Path, &str)]) {
     if code == 0 {
         assert!(

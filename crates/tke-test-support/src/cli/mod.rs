@@ -1,0 +1,247 @@
+//! The real `tke` binary run in a private workstation directory, for any crate's tests
+//! (feature `cli`): [`Workstation`] runs it and asserts what it did, [`snap`] commits what
+//! it showed as insta snapshots, [`terminal`] drives it on a pseudo-terminal.
+//!
+//! `CARGO_BIN_EXE_tke` exists only while tke-cli's own tests compile, so the binary is
+//! passed in: `Workstation::new(env!("CARGO_BIN_EXE_tke"))`. Snapshots are read from and
+//! written to `tests/snapshots/NAME.snap` of the crate whose tests run.
+//!
+//! ```no_run
+//! use tke_test_support::cli::Workstation;
+//!
+//! // In a test of tke-cli: `env!("CARGO_BIN_EXE_tke")`.
+//! let w = Workstation::new("target/debug/tke");
+//! w.ok(&["local", "init"]);
+//! // Refused (exit code 1); what it printed is compared with
+//! // tests/snapshots/local_init_twice.snap.
+//! w.check("local_init_twice", &["local", "init"], 1, &[]);
+//! ```
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+pub mod snap;
+pub mod terminal;
+
+/// Asserts that a run of `tke` failed with exit code `code`: 1 failure (`FAILED` and the
+/// reason on standard error), 2 usage error, 3 cancelled at a confirmation.
+pub fn assert_failed(o: &Output, code: i32, args: &[&str]) {
+    assert_ne!(code, 0, "a failure has a non-zero exit code");
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "tke {args:?}: expected exit code {code}\nstderr:\n{}\nstdout:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    if code == 1 {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.contains("FAILED\n"),
+            "tke {args:?}: no FAILED in:\n{stderr}"
+        );
+    }
+}
+
+/// A `tke` binary and a private workstation directory (deleted when dropped) that every
+/// run of it uses (`--files-dir`).
+pub struct Workstation {
+    /// The workstation directory.
+    pub dir: tempfile::TempDir,
+    /// The `tke` binary.
+    bin: PathBuf,
+}
+
+impl Workstation {
+    /// A new empty workstation directory for the `tke` binary at `tke` (in tke-cli's
+    /// tests, `env!("CARGO_BIN_EXE_tke")`).
+    ///
+    /// # Panics
+    /// When no temporary directory can be made.
+    pub fn new(tke: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}")),
+            bin: tke.into(),
+        }
+    }
+
+    /// The workstation directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a secrets file (0600) with these passwords and returns its path.
+    ///
+    /// # Panics
+    /// When it cannot be written.
+    pub fn secrets(&self, pairs: &[(&str, &str)]) -> PathBuf {
+        let p = self.dir.path().join("secrets.toml");
+        let text: String = pairs
+            .iter()
+            .map(|(n, pw)| format!("{n} = \"{pw}\"\n"))
+            .collect();
+        fs::write(&p, text)
+            .and_then(|()| fs::set_permissions(&p, fs::Permissions::from_mode(0o600)))
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        p
+    }
+
+    /// `tke --files-dir DIR`, with no `CLOUDTKEFILES` from the environment running the
+    /// tests (it would name another directory); no standard input set.
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--files-dir").arg(self.path());
+        c.env_remove("CLOUDTKEFILES");
+        c
+    }
+
+    /// A `tke` command with `--files-dir` set and no terminal on stdin.
+    pub fn tke(&self) -> Command {
+        let mut c = self.command();
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `tke` with these arguments.
+    ///
+    /// # Panics
+    /// When it cannot be started.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.tke()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} {args:?}: {e}", self.bin.display()))
+    }
+
+    /// Runs `tke` and asserts success; returns stdout.
+    ///
+    /// # Panics
+    /// When it fails or prints something that is not UTF-8.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "tke {args:?} failed: {}\nstdout:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8(o.stdout).unwrap_or_else(|e| panic!("tke {args:?}: stdout: {e}"))
+    }
+
+    /// Runs `tke`, asserts that it exits with `code` (1 failure, 2 usage error, 3
+    /// cancelled), returns stderr.
+    ///
+    /// # Panics
+    /// As [`assert_failed`], or when stderr is not UTF-8.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let o = self.run(args);
+        assert_failed(&o, code, args);
+        String::from_utf8(o.stderr).unwrap_or_else(|e| panic!("tke {args:?}: stderr: {e}"))
+    }
+
+    /// Runs `tke`, asserts its exit code and the snapshot `name` of what it showed (the
+    /// workstation directory shows as `[WS]`, `paths` as their labels).
+    ///
+    /// # Panics
+    /// As [`snap::assert_run`].
+    pub fn check(&self, name: &str, args: &[&str], code: i32, paths: &[(&Path, &str)]) {
+        let o = self.run(args);
+        let mut all = vec![(self.path(), "[WS]")];
+        all.extend_from_slice(paths);
+        snap::assert_run(name, &o, code, &all);
+    }
+
+    /// `target add` for server `s`, with the fleet CA and API key of `fleet` (the server
+    /// that made them; `s` itself when it made its own).
+    pub fn add_target(&self, s: &crate::server::Server, fleet: &crate::server::Server) {
+        self.ok(&[
+            "target",
+            "add",
+            s.name,
+            &s.url(),
+            "--ca",
+            &fleet.path("ca.pem"),
+            "--api-key-file",
+            &fleet.path("api-key"),
+        ]);
+    }
+
+    /// Runs `tke` with `args`, and calls `react` with its process id once, as soon as a
+    /// line of its standard output contains `at` (to act at that point of a ceremony).
+    /// Returns whether `at` was seen, standard output and the finished run.
+    pub fn run_reacting(
+        &self,
+        args: &[&str],
+        at: &str,
+        react: impl FnOnce(u32),
+    ) -> (bool, String, Output) {
+        let mut child = self
+            .tke()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tke: {e}"));
+        let stdout = child
+            .stdout
+            .take()
+            .unwrap_or_else(|| panic!("tke's standard output is not piped"));
+        let mut react = Some(react);
+        let mut seen = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.unwrap_or_else(|e| panic!("reading tke's output: {e}"));
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(at) {
+                if let Some(react) = react.take() {
+                    react(child.id());
+                }
+            }
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for tke: {e}"));
+        (react.is_none(), seen, out)
+    }
+
+    /// `cryptounit-compare --output json`.
+    ///
+    /// # Panics
+    /// When it fails or does not print JSON.
+    pub fn compare_json(&self) -> serde_json::Value {
+        let out = self.ok(&["cryptounit-compare", "--output", "json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}:\n{out}"))
+    }
+
+    /// Every file below the directory with its bytes (to prove nothing changed). Lock files
+    /// are left out: a command that only reads a fleet creates one too.
+    ///
+    /// # Panics
+    /// When the directory cannot be read.
+    pub fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(p: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            let entries = fs::read_dir(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            for e in entries {
+                let path = e.unwrap_or_else(|e| panic!("{}: {e}", p.display())).path();
+                if path.file_name().is_some_and(|n| n == ".lock") {
+                    continue;
+                }
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    let bytes =
+                        fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    out.push((path, bytes));
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(self.path(), &mut v);
+        v.sort();
+        v
+    }
+}
