@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tke_ceremony::{CeremonyError, Problem};
 use tke_client::{ApiKey, Client, ClientError, HttpsError, HttpsTransport, InstanceId, Transport};
-use tke_keyfile::FilesDir;
 use tke_proto::{CaCertificate, UnitId};
+use tke_workstation::FilesDir;
 
 use crate::{
     context::{Ctx, Fleet},
