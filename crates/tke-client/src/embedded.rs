@@ -26,7 +26,7 @@ use p256::{
     PublicKey,
 };
 use serde::{Deserialize, Serialize};
-use tke_keyfile::atomic;
+use tke_fs::atomic;
 use tke_proto::{CaCertificate, DeviceCertificate, UnitId, UnitType};
 use tke_unit::{Pkcs11Config, Unit};
 

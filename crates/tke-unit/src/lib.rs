@@ -15,7 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use tke_keyfile::atomic;
+use tke_fs::atomic;
 use tke_proto::{
     p256::{ecdsa::VerifyingKey, PublicKey},
     CaCertificate, DeviceCertificate, ProtoError, UnitId, UnitStatus, UnitType,

@@ -79,7 +79,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tke_keyfile::atomic;
+use tke_fs::atomic;
 use tke_pkcs11::{
     cryptoki::{
         error::{Error as CkError, RvError},
