@@ -33,9 +33,10 @@ fn twenty_units_on_two_servers_get_the_key_in_two_export_batches() {
     );
     let instance_id = format!("@{}", a_dir.join("instance-id").display());
     let api_key = a_dir.join("api-key");
-    init(
+    join(
         &b_dir,
         b_port,
+        &a_dir,
         &[
             "--operational",
             "6",
@@ -43,8 +44,6 @@ fn twenty_units_on_two_servers_get_the_key_in_two_export_batches() {
             "0",
             "--failover",
             "3",
-            "--ca-dir",
-            a_dir.to_str().unwrap(),
             "--instance-id",
             &instance_id,
             "--api-key-file",
