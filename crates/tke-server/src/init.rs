@@ -233,7 +233,12 @@ fn write_key_pem(path: &Path, secret: &SecretKey) -> Result<(), ServerError> {
     atomic::create_private(path, pem.as_bytes()).map_err(io_err("write", path))
 }
 
-fn check_target(dir: &Path) -> Result<(), ServerError> {
+/// Checks that `dir` can become a new server's directory (absent or empty): callers check
+/// it before asking for the CA passphrase, which `init` checks again.
+///
+/// # Errors
+/// [`ServerError::DirectoryNotEmpty`], [`ServerError::Io`].
+pub fn check_target(dir: &Path) -> Result<(), ServerError> {
     match fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {

@@ -300,6 +300,7 @@ fn ca_sign(a: CaSignArgs) -> Result<()> {
 fn init(a: InitArgs) -> Result<()> {
     let new_key = a.ca_dir.is_none();
     let opts = layout_options(a.dir, a.layout, a.ca_dir)?;
+    tke_server::init::check_target(&opts.dir)?;
     let passphrase = ca_passphrase(a.ca_passphrase_file.as_deref(), new_key)?;
     let r = tke_server::init(&opts, &passphrase)?;
     print_units(&r);
