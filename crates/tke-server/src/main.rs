@@ -239,6 +239,17 @@ fn print_units(r: &InitReport) {
     println!();
 }
 
+fn print_api_keys(r: &InitReport) {
+    for k in &r.api_keys {
+        println!(
+            "API key file:     {} (service instance {}{})",
+            k.path.display(),
+            k.instance,
+            if k.created { "" } else { ", reused" }
+        );
+    }
+}
+
 fn join(a: JoinArgs) -> Result<()> {
     if let Some(certs) = a.certificates {
         let r = tke_server::join_install(&a.dir, &certs)?;
@@ -260,14 +271,7 @@ fn join(a: JoinArgs) -> Result<()> {
     print_units(&r.server);
     println!("Request:          {}", r.request.display());
     println!("Request SHA-256:  {}", r.request_sha256);
-    for k in &r.server.api_keys {
-        println!(
-            "API key file:     {} (service instance {}{})",
-            k.path.display(),
-            k.instance,
-            if k.created { "" } else { ", reused" }
-        );
-    }
+    print_api_keys(&r.server);
     println!();
     println!(
         "Next: the fleet CA holder runs  tke-unitd ca-sign --ca-dir CA_DIR --request {} --out FILE",
@@ -314,14 +318,7 @@ fn init(a: InitArgs) -> Result<()> {
             ""
         }
     );
-    for k in &r.api_keys {
-        println!(
-            "API key file:     {} (service instance {}{})",
-            k.path.display(),
-            k.instance,
-            if k.created { "" } else { ", reused" }
-        );
-    }
+    print_api_keys(&r);
     println!("Instance id file: {}", r.instance_id_file.display());
     println!("Endpoint:         {}", r.endpoint);
     println!();

@@ -11,12 +11,11 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    sync::Arc,
 };
 
 use common::*;
 use tke_ceremony::{AutoInit, Silent};
-use tke_client::{Client, Transport};
+use tke_client::Transport;
 use tke_proto::{RegisterState, Threshold};
 use tke_sigkey::Signer;
 use tke_test_support::cli::snap::assert_run;
@@ -106,15 +105,7 @@ fn a_server_joins_through_a_signed_request_and_its_units_take_part_in_auto_init(
 
     let a = ServerProc::start(&a_dir, a_port);
     let b = ServerProc::start(&b_dir, b_port);
-    let ca = ca_of(&a_dir);
-    let endpoints: Vec<(Arc<dyn Transport>, _)> = [&a, &b]
-        .iter()
-        .map(|s| {
-            let t: Arc<dyn Transport> = Arc::new(transport(&s.url(), &ca, &api_key));
-            (t, ca.clone())
-        })
-        .collect();
-    let client = Client::connect(endpoints).unwrap();
+    let client = fleet_client(&[&a, &b], &ca_of(&a_dir), &api_key);
     let instances = client.instances();
     assert_eq!(instances.len(), 1, "one instance over both servers");
     let units = client.instance_units(&instances[0]);

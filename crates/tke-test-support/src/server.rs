@@ -449,6 +449,22 @@ pub fn transport(url: &str, ca: &CaCertificate, key_file: &Path) -> HttpsTranspo
         })
 }
 
+/// A client over several servers of one fleet, whose CA is `ca`, with the API key in
+/// `key_file`.
+///
+/// # Panics
+/// When the client cannot connect.
+pub fn fleet_client(servers: &[&ServerProc], ca: &CaCertificate, key_file: &Path) -> Client {
+    let endpoints = servers
+        .iter()
+        .map(|s| {
+            let t: Arc<dyn Transport> = Arc::new(transport(&s.url(), ca, key_file));
+            (t, ca.clone())
+        })
+        .collect();
+    Client::connect(endpoints).unwrap_or_else(|e| panic!("connect to the fleet: {e}"))
+}
+
 /// A client over one server, with its default API key (`DIR/api-key`).
 ///
 /// # Panics
