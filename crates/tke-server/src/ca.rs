@@ -410,3 +410,92 @@ pub(crate) fn check_tls_certificate(der_bytes: &[u8], ca: &CaCertificate, key: &
         == key.to_encoded_point(false).as_bytes()
         && ca.verifying_key().verify(&tbs, &sig).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn key() -> PublicKey {
+        SecretKey::random(&mut rand_core::OsRng).public_key()
+    }
+
+    #[test]
+    fn a_join_request_round_trips_and_is_read_strictly() {
+        let d = tempfile::tempdir().unwrap();
+        let req = JoinRequest {
+            tls_key: key(),
+            tls_names: vec!["127.0.0.1".into(), "unitd.example".into()],
+            units: vec![UnitRequest {
+                instance: UnitId::random().uuid(),
+                id: UnitId::random(),
+                unit_type: UnitType::Recovery,
+                device_key: key(),
+            }],
+        };
+        let path = d.path().join("b.req");
+        let pem = req.to_pem().unwrap();
+        assert!(pem.starts_with("-----BEGIN TKE UNITD JOIN REQUEST-----\n"));
+        fs::write(&path, &pem).unwrap();
+        assert_eq!(JoinRequest::read(&path).unwrap(), req);
+
+        for (text, what) in [
+            (
+                pem.replace("JOIN REQUEST", "CERTIFICATE"),
+                "not a TKE UNITD JOIN REQUEST",
+            ),
+            (pem[..pem.len() / 2].to_owned(), "not a PEM join request"),
+        ] {
+            fs::write(&path, text).unwrap();
+            let err = JoinRequest::read(&path).unwrap_err().to_string();
+            assert!(err.contains(what) && err.contains("b.req"), "{err}");
+        }
+        let empty = JoinRequest {
+            units: Vec::new(),
+            ..req
+        };
+        fs::write(&path, empty.to_pem().unwrap()).unwrap();
+        let err = JoinRequest::read(&path).unwrap_err().to_string();
+        assert!(err.contains("no crypto unit"), "{err}");
+    }
+
+    #[test]
+    fn a_passphrase_file_must_be_private_and_not_empty() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("pass");
+        fs::write(&path, "secret phrase\nignored\n").unwrap();
+        for mode in [0o644, 0o604, 0o660] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = read_passphrase_file(&path).unwrap_err();
+            assert!(
+                matches!(err, ServerError::PassphraseFile { .. }),
+                "{mode:o}: {err}"
+            );
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            read_passphrase_file(&path).unwrap().expose_secret(),
+            "secret phrase"
+        );
+        fs::write(&path, "\n").unwrap();
+        let err = read_passphrase_file(&path).unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+    }
+
+    #[test]
+    fn the_ca_key_opens_with_its_passphrase_only() {
+        let d = tempfile::tempdir().unwrap();
+        let (ca, _) = create(d.path(), "unitd-test", &Password::new("right")).unwrap();
+        fs::write(d.path().join(CA_FILE), ca.to_pem().unwrap()).unwrap();
+        let (again, key) = load(d.path(), &Password::new("right")).unwrap();
+        assert_eq!(again.der(), ca.der());
+        assert_eq!(*key.verifying_key(), ca.verifying_key());
+        let err = load(d.path(), &Password::new("wrong")).unwrap_err();
+        assert!(
+            matches!(&err, ServerError::CaKey { source, .. }
+                if matches!(**source, tke_keyfile::KeyFileError::WrongKeyPassword { .. })),
+            "{err}"
+        );
+    }
+}

@@ -269,6 +269,14 @@ enum CaSource<'a> {
     Request(&'a Path),
 }
 
+/// Who certifies the keys `build` makes.
+enum Issuer {
+    /// The fleet CA, with its key: now.
+    Ca(SigningKey),
+    /// The CA holder, later: the keys go into this request.
+    Request(JoinRequest),
+}
+
 /// Runs `init`: a new fleet CA whose key `ca_passphrase` encrypts, or with
 /// [`InitOptions::ca_dir`] the CA of that directory, which `ca_passphrase` opens.
 ///
@@ -312,9 +320,8 @@ pub fn join_request(
             std::io::ErrorKind::AlreadyExists.into(),
         ));
     }
-    let (server, req) = create_server(opts, CaSource::Request(ca), Some(request))?;
+    let (server, _) = create_server(opts, CaSource::Request(ca), Some(request))?;
     let request_sha256 = ca::file_sha256(request)?;
-    debug_assert!(req.is_some());
     Ok(JoinReport {
         server,
         request: request.to_path_buf(),
@@ -423,16 +430,7 @@ fn build(
     atomic::create_private_dir(&tls_dir).map_err(io_err("create", &tls_dir))?;
     let tls_secret = SecretKey::random(&mut rand_core::OsRng);
     let names = tls_names(&opts.listen, &opts.tls_names);
-    // Checked here too, so that a bad name fails the joining server, not the CA holder.
-    let tls_der = tlscert::issue(
-        &ca,
-        ca_key
-            .as_ref()
-            .unwrap_or(&SigningKey::from(&SecretKey::random(&mut rand_core::OsRng))),
-        &tls_secret.public_key(),
-        &names,
-    )
-    .map_err(|e| match e {
+    let bad_name = |e| match e {
         tlscert::TlsCertError::BadName { .. } | tlscert::TlsCertError::NoName => {
             ServerError::Layout {
                 what: "a --tls-name is neither an IP address nor a DNS name",
@@ -442,23 +440,26 @@ fn build(
             path: dir.join("tls/server.pem"),
             what: "cannot encode the TLS certificate",
         },
-    })?;
-    write_key_pem(&tls_dir.join("server.key.pem"), &tls_secret)?;
-    let mut request = match &ca_key {
-        Some(_) => {
-            atomic::write_private(
-                &tls_dir.join("server.pem"),
-                ca::pem_cert(&tls_der).as_bytes(),
-            )
-            .map_err(io_err("write", &tls_dir.join("server.pem")))?;
-            None
-        }
-        None => Some(JoinRequest {
-            tls_key: tls_secret.public_key(),
-            tls_names: names,
-            units: Vec::new(),
-        }),
     };
+    let mut issuer = match ca_key {
+        Some(key) => {
+            let der =
+                tlscert::issue(&ca, &key, &tls_secret.public_key(), &names).map_err(bad_name)?;
+            let path = tls_dir.join("server.pem");
+            atomic::write_private(&path, ca::pem_cert(&der).as_bytes())
+                .map_err(io_err("write", &path))?;
+            Issuer::Ca(key)
+        }
+        None => {
+            tlscert::check_names(&names).map_err(bad_name)?;
+            Issuer::Request(JoinRequest {
+                tls_key: tls_secret.public_key(),
+                tls_names: names,
+                units: Vec::new(),
+            })
+        }
+    };
+    write_key_pem(&tls_dir.join("server.key.pem"), &tls_secret)?;
 
     // Units.
     let mut instances = Vec::new();
@@ -489,8 +490,8 @@ fn build(
                 path: dir.join("units").join(unit_id.uuid()),
                 source: Box::new(source),
             };
-            match (&ca_key, &mut request) {
-                (Some(ca_key), _) => {
+            match &mut issuer {
+                Issuer::Ca(ca_key) => {
                     let unit_dir = tmp.join("units").join(unit_id.uuid());
                     let mut issue = |key: &PublicKey| {
                         DeviceCertificate::issue(&ca, &unit_id, key, ca::signer(ca_key))
@@ -498,7 +499,7 @@ fn build(
                     Unit::create_soft(&unit_dir, unit_id, unit_type, &ca, &mut issue)
                         .map_err(unit_err)?;
                 }
-                (None, Some(req)) => {
+                Issuer::Request(req) => {
                     // The device key now; the unit once its certificate comes back.
                     let keys_dir = tmp.join(JOIN_DIR).join("units").join(unit_id.uuid());
                     atomic::create_private_dir(&keys_dir).map_err(io_err("create", &keys_dir))?;
@@ -516,7 +517,6 @@ fn build(
                         device_key: backend.device_public_key(),
                     });
                 }
-                (None, None) => unreachable!("no CA key means a join request"),
             }
             let location = format!("[{}].[{host}].[01].[{domain:02}]", opts.zone);
             units.push(UnitConfig {
@@ -592,9 +592,9 @@ fn build(
          # API keys are stored as SHA-256 hashes; the keys themselves are in the key files.\n{text}"
     );
     // A joining server's configuration waits in join/: without units it cannot be served.
-    let config_path = match request {
-        Some(_) => tmp.join(JOIN_DIR).join(CONFIG_FILE),
-        None => tmp.join(CONFIG_FILE),
+    let (config_path, request) = match issuer {
+        Issuer::Request(req) => (tmp.join(JOIN_DIR).join(CONFIG_FILE), Some(req)),
+        Issuer::Ca(_) => (tmp.join(CONFIG_FILE), None),
     };
     atomic::write_private(&config_path, text.as_bytes()).map_err(io_err("write", &config_path))?;
 
