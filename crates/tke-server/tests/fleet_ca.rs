@@ -18,7 +18,10 @@ use tke_ceremony::{AutoInit, Silent};
 use tke_client::Transport;
 use tke_proto::{RegisterState, Threshold};
 use tke_sigkey::Signer;
-use tke_test_support::cli::snap::assert_run;
+use tke_test_support::cli::{
+    snap::assert_run,
+    terminal::{Answer, Terminal},
+};
 
 fn unitd(cwd: &Path, args: &[&str]) -> Output {
     Command::new(UNITD)
@@ -303,4 +306,82 @@ fn init_from_the_ca_refuses_a_wrong_passphrase_an_open_file_and_no_passphrase() 
         &[(root, "[ROOT]")],
     );
     assert!(!root.join("d").exists());
+}
+
+/// `tke-unitd ARGS` in `cwd` on a pseudo-terminal.
+fn on_terminal(cwd: &Path, args: &[&str]) -> Terminal {
+    let mut c = Command::new(UNITD);
+    c.args(args).current_dir(cwd);
+    Terminal::spawn_command(c, args)
+}
+
+#[test]
+fn on_a_terminal_the_passphrase_is_asked_twice_for_a_new_ca_and_once_to_sign() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let paths = [(root, "[ROOT]")];
+    // Two different entries make no CA.
+    let mut t = on_terminal(root, &["init", "--dir", "x", "--listen", "127.0.0.1:9"]);
+    t.expect("Fleet CA key passphrase: ");
+    t.answer(&Answer::Hidden("first-phrase"));
+    t.expect("Repeat it: ");
+    t.answer(&Answer::Hidden("other-phrase"));
+    t.check("init_new_ca_passphrases_differ", 1, &paths);
+    assert!(!root.join("x").exists());
+
+    let mut t = on_terminal(
+        root,
+        &[
+            "init",
+            "--dir",
+            "a",
+            "--operational",
+            "1",
+            "--recovery",
+            "0",
+        ],
+    );
+    t.expect("Fleet CA key passphrase: ");
+    t.answer(&Answer::Hidden("typed-phrase"));
+    t.expect("Repeat it: ");
+    t.answer(&Answer::Hidden("typed-phrase"));
+    let (_, code) = t.finish();
+    assert_eq!(code, 0);
+    let o = unitd(
+        root,
+        &[
+            "join",
+            "--dir",
+            "b",
+            "--ca",
+            "a/ca.pem",
+            "--request",
+            "b.req",
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let sign = [
+        "ca-sign",
+        "--ca-dir",
+        "a",
+        "--request",
+        "b.req",
+        "--out",
+        "b.crt",
+    ];
+
+    let before = tree(root);
+    let mut t = on_terminal(root, &sign);
+    t.expect("Fleet CA key passphrase: ");
+    t.answer(&Answer::Hidden("not-the-phrase"));
+    t.check("ca_sign_wrong_passphrase_on_the_terminal", 1, &paths);
+    assert_eq!(tree(root), before, "a refused ca-sign changed a file");
+
+    let mut t = on_terminal(root, &sign);
+    t.expect("Fleet CA key passphrase: ");
+    t.answer(&Answer::Hidden("typed-phrase"));
+    let (text, code) = t.finish();
+    assert_eq!(code, 0, "{text}");
+    let o = unitd(root, &["join", "--dir", "b", "--certificates", "b.crt"]);
+    assert!(o.status.success(), "{o:?}");
 }
