@@ -227,58 +227,61 @@ fn fleet_and_request(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (right, wrong, open)
 }
 
+/// Runs `tke-unitd ARGS` in `root` (see [`fleet_and_request`]) with a wrong passphrase, a
+/// passphrase file open to others and no passphrase without a terminal: each fails with
+/// the snapshot `PREFIX_wrong_passphrase`, `PREFIX_passphrase_file_open_to_others`,
+/// `PREFIX_no_passphrase_no_terminal`, and changes no file.
+fn refused_three_ways(root: &Path, prefix: &str, args: &[&str]) {
+    let (_, wrong, open) = fleet_and_request(root);
+    let before = tree(root);
+    for (case, extra) in [
+        (
+            "wrong_passphrase",
+            vec!["--ca-passphrase-file", wrong.to_str().unwrap()],
+        ),
+        (
+            "passphrase_file_open_to_others",
+            vec!["--ca-passphrase-file", open.to_str().unwrap()],
+        ),
+        ("no_passphrase_no_terminal", vec![]),
+    ] {
+        let name = format!("{prefix}_{case}");
+        let mut all = args.to_vec();
+        all.extend(extra);
+        let o = unitd(root, &all);
+        assert_run(&name, &o, 1, &[(root, "[ROOT]")]);
+        assert_eq!(tree(root), before, "{name} changed a file");
+    }
+}
+
 #[test]
 fn ca_sign_refuses_a_wrong_passphrase_an_open_file_and_no_passphrase_and_writes_nothing() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    let (_, wrong, open) = fleet_and_request(root);
-    let sign = [
-        "ca-sign",
-        "--ca-dir",
-        "a",
-        "--request",
-        "b.req",
-        "--out",
-        "b.crt",
-    ];
-    let before = tree(root);
-    for (name, extra) in [
-        (
-            "ca_sign_wrong_passphrase",
-            vec!["--ca-passphrase-file", wrong.to_str().unwrap()],
-        ),
-        (
-            "ca_sign_passphrase_file_open_to_others",
-            vec!["--ca-passphrase-file", open.to_str().unwrap()],
-        ),
-        ("ca_sign_no_passphrase_no_terminal", vec![]),
-    ] {
-        let mut args = sign.to_vec();
-        args.extend(extra);
-        let o = unitd(root, &args);
-        assert_run(name, &o, 1, &[(root, "[ROOT]")]);
-        assert_eq!(tree(root), before, "{name} changed a file");
-    }
+    refused_three_ways(
+        root,
+        "ca_sign",
+        &[
+            "ca-sign",
+            "--ca-dir",
+            "a",
+            "--request",
+            "b.req",
+            "--out",
+            "b.crt",
+        ],
+    );
+    assert!(!root.join("b.crt").exists());
 }
 
 #[test]
 fn init_from_the_ca_refuses_a_wrong_passphrase_an_open_file_and_no_passphrase() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    let (_, wrong, open) = fleet_and_request(root);
-    let before = tree(root);
-    for (name, extra) in [
-        (
-            "init_ca_dir_wrong_passphrase",
-            vec!["--ca-passphrase-file", wrong.to_str().unwrap()],
-        ),
-        (
-            "init_ca_dir_passphrase_file_open_to_others",
-            vec!["--ca-passphrase-file", open.to_str().unwrap()],
-        ),
-        ("init_ca_dir_no_passphrase_no_terminal", vec![]),
-    ] {
-        let mut args = vec![
+    refused_three_ways(
+        root,
+        "init_ca_dir",
+        &[
             "init",
             "--dir",
             "c",
@@ -290,13 +293,9 @@ fn init_from_the_ca_refuses_a_wrong_passphrase_an_open_file_and_no_passphrase() 
             "0",
             "--api-key-file",
             "c-api-key",
-        ];
-        args.extend(extra);
-        let o = unitd(root, &args);
-        assert_run(name, &o, 1, &[(root, "[ROOT]")]);
-        assert_eq!(tree(root), before, "{name} changed a file");
-        assert!(!root.join("c").exists() && !root.join("c-api-key").exists());
-    }
+        ],
+    );
+    assert!(!root.join("c").exists() && !root.join("c-api-key").exists());
     // A new CA needs a passphrase as much.
     let o = unitd(root, &["init", "--dir", "d"]);
     assert_run(
