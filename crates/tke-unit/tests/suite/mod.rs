@@ -34,6 +34,7 @@ macro_rules! backend_suite {
             malformed_signature,
             malformed_requests,
             thresholds_out_of_range,
+            thresholds_of_any_size,
             unexpected_input,
             ninth_administrator,
             duplicate_administrator,
@@ -56,6 +57,7 @@ macro_rules! backend_suite {
             export_checks_target,
             export_batch,
             clear_registers,
+            recovery_destruction_needs_quorum,
             zeroize_keeps_counter,
             state_survives_reopen,
             fuzzed_requests_never_panic,
@@ -547,6 +549,78 @@ pub fn thresholds_out_of_range(f: &dyn UnitFactory) {
     ] {
         let req = thresholds_command(&u, sig, rev);
         fails(&send(&mut u, ca, &req), expected);
+        assert_unchanged(&u, &before, false);
+    }
+}
+
+/// A `ThresholdsInput` with integers of any size: values above 255 do not fit the typed
+/// decoder's `u8` but are refused like 9 (209/57, 209/58), not as undecodable (32).
+#[derive(der::Sequence)]
+struct WideThresholds {
+    signature: u64,
+    revocation: u64,
+}
+
+pub fn thresholds_of_any_size(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut u = w.unit(f, "u", UnitType::Recovery);
+    for a in &w.admins {
+        ok(run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(a.certificate().clone()),
+            &[],
+        ));
+    }
+    let before = u.status();
+    let sig_above = ModuleError::SIG_THRESHOLD_ABOVE_ADMINS;
+    let rev_above = ModuleError::REV_THRESHOLD_ABOVE_ADMINS;
+    for (sig, rev, expected) in [
+        (9, 2, sig_above),
+        (255, 2, sig_above),
+        (256, 2, sig_above),
+        (65536, 2, sig_above),
+        (u64::MAX, 2, sig_above),
+        (2, 9, rev_above),
+        (2, 255, rev_above),
+        (2, 256, rev_above),
+        (2, 65536, rev_above),
+        (2, u64::MAX, rev_above),
+        (65536, 65536, sig_above),
+        (0, 65536, ModuleError::new(209, 76)),
+        (65536, 0, ModuleError::new(209, 77)),
+    ] {
+        let input = WideThresholds {
+            signature: sig,
+            revocation: rev,
+        }
+        .to_der()
+        .unwrap();
+        let wire = AdminCommand {
+            unit_id: u.id(),
+            counter: u.status().counter + 1,
+            command: CommandId::SetThresholds,
+            input: OctetString::new(input).unwrap(),
+        };
+        let req = Request::Command(SignedCommand::unsigned(&wire).unwrap());
+        let body = send(&mut u, ca, &req);
+        assert_eq!(body.error(), Some(expected), "thresholds {sig}/{rev}");
+        assert_unchanged(&u, &before, false);
+    }
+    // A negative threshold is not a count at all: invalid data.
+    for input in [
+        [0x30, 0x06, 0x02, 0x01, 0xff, 0x02, 0x01, 0x02],
+        [0x30, 0x06, 0x02, 0x01, 0x02, 0x02, 0x01, 0x80],
+    ] {
+        let wire = AdminCommand {
+            unit_id: u.id(),
+            counter: u.status().counter + 1,
+            command: CommandId::SetThresholds,
+            input: OctetString::new(input.to_vec()).unwrap(),
+        };
+        let req = Request::Command(SignedCommand::unsigned(&wire).unwrap());
+        fails(&send(&mut u, ca, &req), ModuleError::INVALID_DATA);
         assert_unchanged(&u, &before, false);
     }
 }
@@ -1447,7 +1521,8 @@ pub fn clear_registers(f: &dyn UnitFactory) {
         &Command::GenerateRandomMk,
         &[w.a(0)],
     )));
-    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0)]));
+    // A recovery unit's current register is cleared by the signature threshold.
+    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0), w.a(1)]));
     let s = rec.status();
     assert_eq!(s.current_register, RegisterStatus::EMPTY);
     assert_eq!(s.new_register, full(RegisterState::FullUncommitted, vp2));
@@ -1455,10 +1530,53 @@ pub fn clear_registers(f: &dyn UnitFactory) {
     assert_eq!(rec.status().new_register, RegisterStatus::EMPTY);
     // Clearing an empty register is harmless.
     ok(run(&mut rec, ca, &Command::ClearNew, &[w.a(0)]));
-    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0)]));
+    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(1), w.a(2)]));
     let s = rec.status();
     let reopened = f.reopen(&w.path("rec"));
     assert_eq!(reopened.status(), s);
+}
+
+/// A recovery unit holds the instance's last copy of the master key: one administrator
+/// can neither clear its current register nor zeroize it; the signature threshold can. An
+/// operational unit still takes one signature for both.
+pub fn recovery_destruction_needs_quorum(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let before = rec.status();
+    for command in [Command::ClearCurrent, Command::Zeroize] {
+        for one in &w.admins {
+            fails(
+                &run(&mut rec, ca, &command, &[one]),
+                ModuleError::NOT_ENOUGH_SIGNATURES,
+            );
+            // Refused before the counter is consumed: nothing changed.
+            assert_unchanged(&rec, &before, false);
+        }
+    }
+    assert_eq!(f.reopen(&w.path("rec")).status(), before);
+
+    // The signature threshold (2 of 3) clears the current register.
+    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0), w.a(2)]));
+    assert_eq!(rec.status().current_register, RegisterStatus::EMPTY);
+    assert_eq!(rec.status().new_register, before.new_register);
+    ok(run(&mut rec, ca, &Command::Zeroize, &[w.a(1), w.a(2)]));
+    let s = rec.status();
+    assert!(s.admins.is_empty());
+    assert_eq!((s.sig_threshold, s.rev_threshold), (0, 0));
+    assert_eq!(s.new_register, RegisterStatus::EMPTY);
+
+    // An operational unit: one signature for each.
+    let mut rec = w.ready(f, "rec2", UnitType::Recovery);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    load(&w, &mut rec, &mut op);
+    ok(run(&mut op, ca, &Command::ClearCurrent, &[w.a(0)]));
+    assert_eq!(op.status().current_register, RegisterStatus::EMPTY);
+    ok(run(&mut op, ca, &Command::Zeroize, &[w.a(2)]));
+    assert!(op.status().admins.is_empty());
 }
 
 pub fn zeroize_keeps_counter(f: &dyn UnitFactory) {
@@ -1494,7 +1612,7 @@ pub fn zeroize_keeps_counter(f: &dyn UnitFactory) {
     ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
     ok(run(&mut rec, ca, &Command::GenerateImporter, &[w.a(0)]));
     let counter = rec.status().counter;
-    ok(run(&mut rec, ca, &Command::Zeroize, &[w.a(2)]));
+    ok(run(&mut rec, ca, &Command::Zeroize, &[w.a(1), w.a(2)]));
     let s = query(&mut rec, ca);
     assert_eq!(
         s,
