@@ -55,6 +55,7 @@ macro_rules! backend_suite {
             import_malformed_envelope_from_fleet_member,
             import_wrong_length_key_from_fleet_member,
             export_checks_target,
+            importer_checks_before_register_checks,
             export_batch,
             clear_registers,
             recovery_destruction_needs_quorum,
@@ -1429,6 +1430,59 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
         &Command::ExportMk(Box::new(req)),
         &[w.a(0), w.a(1)],
     ));
+}
+
+/// The order of `docs/protocol.md` §11: on export the importer checks (3/102) come
+/// before the register check (102); on import the target and importer key checks (3, 96)
+/// come before the new register check (102) and leave the pending importer key alone.
+pub fn importer_checks_before_register_checks(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    let mut op2 = w.ready(f, "op2", UnitType::Operational);
+
+    // Export from empty registers with an importer certified by another unit: 3/102.
+    let mixed = ExportRequest {
+        importer: export_request(&w, &mut op2, Register::Current).importer,
+        ..export_request(&w, &mut op, Register::Current)
+    };
+    fails(
+        &run(
+            &mut rec,
+            ca,
+            &Command::ExportMk(Box::new(mixed)),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::INVALID_IMPORTER,
+    );
+
+    // Fill op's new register, then give it a pending importer key.
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let env = export_to(&w, &mut rec, &mut op, Register::Current);
+    ok(run(
+        &mut op,
+        ca,
+        &Command::ImportMk(Box::new(env)),
+        &[w.a(0)],
+    ));
+    let stale = export_to(&w, &mut rec, &mut op, Register::New);
+    ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
+    let elsewhere = export_to(&w, &mut rec, &mut op2, Register::New);
+    for (env, expected) in [
+        (stale, ModuleError::NOT_FOUND),
+        (elsewhere, ModuleError::INVALID_UNIT),
+    ] {
+        let before = op.status();
+        assert!(before.importer_pending);
+        fails(
+            &run(&mut op, ca, &Command::ImportMk(Box::new(env)), &[w.a(0)]),
+            expected,
+        );
+        // Counter consumed, the pending importer key and the full register kept.
+        assert_unchanged(&op, &before, true);
+    }
 }
 
 /// `exportMkBatch`: one quorum-signed command seals the key for several targets, in
