@@ -622,20 +622,9 @@ fn zeroize_refusals() {
 #[test]
 fn zeroize_recovery_needs_the_threshold() {
     let (w, s) = with_keys();
-    w.ok(&[
-        "--secrets",
-        &s,
-        "auto-init",
-        "--sig-threshold",
-        "2",
-        "--rev-threshold",
-        "1",
-        "--admin",
-        "alice",
-        "--admin",
-        "bob",
-        "--yes",
-    ]);
+    let t21 = ["--sig-threshold", "2", "--rev-threshold", "1"];
+    let admins = ["--admin", "alice", "--admin", "bob", "--yes"];
+    w.ok(&[&["--secrets", &s, "auto-init"][..], &t21, &admins].concat());
     let before = w.compare_json();
     w.check(
         "zeroize_recovery_one_key",

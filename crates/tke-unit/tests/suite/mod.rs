@@ -34,7 +34,6 @@ macro_rules! backend_suite {
             malformed_signature,
             malformed_requests,
             thresholds_out_of_range,
-            thresholds_of_any_size,
             unexpected_input,
             ninth_administrator,
             duplicate_administrator,
@@ -55,7 +54,6 @@ macro_rules! backend_suite {
             import_malformed_envelope_from_fleet_member,
             import_wrong_length_key_from_fleet_member,
             export_checks_target,
-            importer_checks_before_register_checks,
             export_batch,
             clear_registers,
             recovery_destruction_needs_quorum,
@@ -511,13 +509,17 @@ pub fn malformed_requests(f: &dyn UnitFactory) {
     ok(send_raw(&mut u, ca, &valid));
 }
 
-fn thresholds_command(unit: &Unit, signature: u8, revocation: u8) -> Request {
-    let input = ThresholdsInput {
-        signature,
-        revocation,
-    }
-    .to_der()
-    .unwrap();
+/// A `ThresholdsInput` with integers of any size: values above 255 do not fit the typed
+/// `u8` fields, yet must be refused like 9 (209/57, 209/58), not as undecodable (32). Its
+/// encoding of values up to 255 is `ThresholdsInput`'s.
+#[derive(der::Sequence)]
+struct WideThresholds {
+    signature: u64,
+    revocation: u64,
+}
+
+/// An unsigned `setThresholds` with `input` as its input bytes.
+fn thresholds_request(unit: &Unit, input: Vec<u8>) -> Request {
     let wire = AdminCommand {
         unit_id: unit.id(),
         counter: unit.status().counter + 1,
@@ -539,72 +541,45 @@ pub fn thresholds_out_of_range(f: &dyn UnitFactory) {
             &[],
         ));
     }
+    let wide = |signature, revocation| {
+        WideThresholds {
+            signature,
+            revocation,
+        }
+        .to_der()
+        .unwrap()
+    };
+    let typed = ThresholdsInput {
+        signature: 255,
+        revocation: 3,
+    };
+    assert_eq!(wide(255, 3), typed.to_der().unwrap());
     let before = u.status();
-    for (sig, rev, expected) in [
-        (0, 2, ModuleError::new(209, 76)),
-        (2, 0, ModuleError::new(209, 77)),
-        (0, 0, ModuleError::new(209, 76)),
-        (9, 2, ModuleError::SIG_THRESHOLD_ABOVE_ADMINS),
-        (2, 9, ModuleError::REV_THRESHOLD_ABOVE_ADMINS),
-        (255, 255, ModuleError::SIG_THRESHOLD_ABOVE_ADMINS),
-    ] {
-        let req = thresholds_command(&u, sig, rev);
-        fails(&send(&mut u, ca, &req), expected);
-        assert_unchanged(&u, &before, false);
-    }
-}
-
-/// A `ThresholdsInput` with integers of any size: values above 255 do not fit the typed
-/// decoder's `u8` but are refused like 9 (209/57, 209/58), not as undecodable (32).
-#[derive(der::Sequence)]
-struct WideThresholds {
-    signature: u64,
-    revocation: u64,
-}
-
-pub fn thresholds_of_any_size(f: &dyn UnitFactory) {
-    let w = World::new(3);
-    let ca = &w.fleet.ca;
-    let mut u = w.unit(f, "u", UnitType::Recovery);
-    for a in &w.admins {
-        ok(run(
-            &mut u,
-            ca,
-            &Command::AddAdmin(a.certificate().clone()),
-            &[],
-        ));
-    }
-    let before = u.status();
+    let sig_zero = ModuleError::new(209, 76);
+    let rev_zero = ModuleError::new(209, 77);
     let sig_above = ModuleError::SIG_THRESHOLD_ABOVE_ADMINS;
     let rev_above = ModuleError::REV_THRESHOLD_ABOVE_ADMINS;
     for (sig, rev, expected) in [
+        (0, 2, sig_zero),
+        (2, 0, rev_zero),
+        (0, 0, sig_zero),
         (9, 2, sig_above),
+        (2, 9, rev_above),
+        (255, 255, sig_above),
+        // Whatever the size.
         (255, 2, sig_above),
         (256, 2, sig_above),
         (65536, 2, sig_above),
         (u64::MAX, 2, sig_above),
-        (2, 9, rev_above),
         (2, 255, rev_above),
         (2, 256, rev_above),
         (2, 65536, rev_above),
         (2, u64::MAX, rev_above),
         (65536, 65536, sig_above),
-        (0, 65536, ModuleError::new(209, 76)),
-        (65536, 0, ModuleError::new(209, 77)),
+        (0, 65536, sig_zero),
+        (65536, 0, rev_zero),
     ] {
-        let input = WideThresholds {
-            signature: sig,
-            revocation: rev,
-        }
-        .to_der()
-        .unwrap();
-        let wire = AdminCommand {
-            unit_id: u.id(),
-            counter: u.status().counter + 1,
-            command: CommandId::SetThresholds,
-            input: OctetString::new(input).unwrap(),
-        };
-        let req = Request::Command(SignedCommand::unsigned(&wire).unwrap());
+        let req = thresholds_request(&u, wide(sig, rev));
         let body = send(&mut u, ca, &req);
         assert_eq!(body.error(), Some(expected), "thresholds {sig}/{rev}");
         assert_unchanged(&u, &before, false);
@@ -614,13 +589,7 @@ pub fn thresholds_of_any_size(f: &dyn UnitFactory) {
         [0x30, 0x06, 0x02, 0x01, 0xff, 0x02, 0x01, 0x02],
         [0x30, 0x06, 0x02, 0x01, 0x02, 0x02, 0x01, 0x80],
     ] {
-        let wire = AdminCommand {
-            unit_id: u.id(),
-            counter: u.status().counter + 1,
-            command: CommandId::SetThresholds,
-            input: OctetString::new(input.to_vec()).unwrap(),
-        };
-        let req = Request::Command(SignedCommand::unsigned(&wire).unwrap());
+        let req = thresholds_request(&u, input.to_vec());
         fails(&send(&mut u, ca, &req), ModuleError::INVALID_DATA);
         assert_unchanged(&u, &before, false);
     }
@@ -1212,6 +1181,25 @@ pub fn import_into_full_new_register(f: &dyn UnitFactory) {
         &Command::ImportMk(Box::new(env)),
         &[w.a(0)],
     ));
+    // The target and importer key checks come before the register check (protocol.md
+    // §11): an envelope for a replaced importer key, or for another unit, gets 96 or 3
+    // and leaves the pending importer key alone.
+    let stale = export_to(&w, &mut rec, &mut op, Register::New);
+    ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
+    let mut op2 = w.ready(f, "op2", UnitType::Operational);
+    let elsewhere = export_to(&w, &mut rec, &mut op2, Register::New);
+    for (env, expected) in [
+        (stale, ModuleError::NOT_FOUND),
+        (elsewhere, ModuleError::INVALID_UNIT),
+    ] {
+        let before = op.status();
+        assert!(before.importer_pending);
+        fails(
+            &run(&mut op, ca, &Command::ImportMk(Box::new(env)), &[w.a(0)]),
+            expected,
+        );
+        assert_unchanged(&op, &before, true);
+    }
     // The new register of the recovery unit can be exported too.
     let env = export_to(&w, &mut rec, &mut op, Register::New);
     let mut before = op.status();
@@ -1354,6 +1342,22 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
         ModuleError::REGISTER_STATE,
     );
     assert_unchanged(&rec, &before, true);
+    // The importer checks come before the register check (protocol.md §11): an importer
+    // certified by another unit than the certificate names is 3/102, registers empty.
+    let other = export_request(&w, &mut op2, Register::Current);
+    let mixed = ExportRequest {
+        importer: other.importer.clone(),
+        ..req.clone()
+    };
+    fails(
+        &run(
+            &mut rec,
+            ca,
+            &Command::ExportMk(Box::new(mixed.clone())),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::INVALID_IMPORTER,
+    );
     ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
     let new_req = ExportRequest {
         register: Register::New,
@@ -1378,12 +1382,6 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
         ModuleError::NOT_ENOUGH_SIGNATURES,
     );
 
-    // The importer certified by another unit than the certificate names.
-    let other = export_request(&w, &mut op2, Register::Current);
-    let mixed = ExportRequest {
-        importer: other.importer.clone(),
-        ..req.clone()
-    };
     // A target outside the fleet.
     let w2 = World::new(3);
     let mut foreign = w2.ready(f, "foreign", UnitType::Operational);
@@ -1430,59 +1428,6 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
         &Command::ExportMk(Box::new(req)),
         &[w.a(0), w.a(1)],
     ));
-}
-
-/// The order of `docs/protocol.md` §11: on export the importer checks (3/102) come
-/// before the register check (102); on import the target and importer key checks (3, 96)
-/// come before the new register check (102) and leave the pending importer key alone.
-pub fn importer_checks_before_register_checks(f: &dyn UnitFactory) {
-    let w = World::new(3);
-    let ca = &w.fleet.ca;
-    let mut rec = w.ready(f, "rec", UnitType::Recovery);
-    let mut op = w.ready(f, "op", UnitType::Operational);
-    let mut op2 = w.ready(f, "op2", UnitType::Operational);
-
-    // Export from empty registers with an importer certified by another unit: 3/102.
-    let mixed = ExportRequest {
-        importer: export_request(&w, &mut op2, Register::Current).importer,
-        ..export_request(&w, &mut op, Register::Current)
-    };
-    fails(
-        &run(
-            &mut rec,
-            ca,
-            &Command::ExportMk(Box::new(mixed)),
-            &[w.a(0), w.a(1)],
-        ),
-        ModuleError::INVALID_IMPORTER,
-    );
-
-    // Fill op's new register, then give it a pending importer key.
-    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
-    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
-    let env = export_to(&w, &mut rec, &mut op, Register::Current);
-    ok(run(
-        &mut op,
-        ca,
-        &Command::ImportMk(Box::new(env)),
-        &[w.a(0)],
-    ));
-    let stale = export_to(&w, &mut rec, &mut op, Register::New);
-    ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
-    let elsewhere = export_to(&w, &mut rec, &mut op2, Register::New);
-    for (env, expected) in [
-        (stale, ModuleError::NOT_FOUND),
-        (elsewhere, ModuleError::INVALID_UNIT),
-    ] {
-        let before = op.status();
-        assert!(before.importer_pending);
-        fails(
-            &run(&mut op, ca, &Command::ImportMk(Box::new(env)), &[w.a(0)]),
-            expected,
-        );
-        // Counter consumed, the pending importer key and the full register kept.
-        assert_unchanged(&op, &before, true);
-    }
 }
 
 /// `exportMkBatch`: one quorum-signed command seals the key for several targets, in
