@@ -14,7 +14,7 @@
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use tke_ceremony::{CeremonyError, Zeroize};
+use tke_ceremony::{CeremonyError, Problem, Zeroize};
 use tke_keyfile::SigKeyEntry;
 use tke_proto::RegisterState;
 use tke_sigkey::Signer;
@@ -79,7 +79,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         units,
         keys: preference.iter().map(|e| admin_info(e)).collect(),
     }
-    .plan(client)?;
+    .plan(client)
+    .map_err(hint)?;
 
     if !ctx.json {
         header(&fleet);
@@ -179,4 +180,17 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         println!("OK\nThe selected crypto units have been zeroized: they are in imprint mode.");
     }
     Ok(())
+}
+
+/// Adds what the operator can do to a plan refused for want of keys on a recovery unit.
+fn hint(e: CeremonyError) -> anyhow::Error {
+    let short = matches!(&e, CeremonyError::Problems(p)
+        if p.iter().any(|p| matches!(p, Problem::TooFewInstalledKeys { .. })));
+    if short {
+        anyhow::anyhow!(
+            "{e}\nA recovery unit needs the signature keys of as many of its administrators as its signature threshold: repeat --admin NAME for each, or leave --admin out to use every signature key on this workstation (see `tke sigkeys`)."
+        )
+    } else {
+        e.into()
+    }
 }
