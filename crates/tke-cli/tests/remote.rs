@@ -265,8 +265,8 @@ fn a_server_killed_during_auto_init_is_reported_truthfully_and_the_operator_fini
     let err = w.fails(&auto_init_args(s, false), 1);
     assert!(err.contains("not in imprint mode"), "{err}");
     assert!(err.contains("cryptounit-zeroize"), "{err}");
-    // ... which is: zeroize (one administrator's signature), then run it again with the
-    // signature keys the first run made. Nothing is lost: the keys are all there.
+    // ... which is: zeroize (one administrator's signature, two on the recovery unit),
+    // then run it again with the signature keys the first run made. Nothing is lost: the keys are all there.
     let out = w.ok(&["--secrets", s, "cryptounit-zeroize", "--yes"]);
     assert!(out.contains("OK"), "{out}");
     let units = w.compare_json();

@@ -195,6 +195,30 @@ pub fn read_body(
     Ok(buf)
 }
 
+/// The most body bytes [`drain`] reads: more than any request this protocol's clients
+/// send, so they see the refusal; bounded, so that a huge declared length costs little.
+pub const DRAIN_LIMIT: usize = 1 << 20;
+
+/// Reads and discards up to `len` bytes of a body that is refused unread (at most
+/// [`DRAIN_LIMIT`]). A client sends its whole body before it reads the answer, and a
+/// connection closed with unread bytes is reset: the client would see the reset, not the
+/// answer. Stops at `deadline`, at the first poll interval without a byte (a client that
+/// waits for the answer first), at the end of the stream or on an error. Returns the
+/// number of bytes discarded.
+pub fn drain(stream: &mut impl Read, len: usize, deadline: Instant) -> usize {
+    let mut chunk = [0u8; 8192];
+    let mut left = len.min(DRAIN_LIMIT);
+    while left > 0 && Instant::now() < deadline {
+        match stream.read(&mut chunk[..left.min(8192)]) {
+            Ok(k) if k > 0 => left -= k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // The end, an error, or a poll interval without a byte.
+            _ => break,
+        }
+    }
+    len.min(DRAIN_LIMIT) - left
+}
+
 /// A response to send.
 #[derive(Debug)]
 pub struct Response {
@@ -284,6 +308,20 @@ mod tests {
         assert_eq!(head.header("content-length"), Some(&b"3"[..]));
         assert!(!head.keep_alive());
         assert_eq!(&buf[used..], b"abc");
+    }
+
+    #[test]
+    fn drain_reads_at_most_the_body_and_the_bound() {
+        let later = Instant::now() + Duration::from_secs(5);
+        let data = vec![7u8; DRAIN_LIMIT + 10];
+        let mut rest = &data[..];
+        assert_eq!(drain(&mut rest, 10, later), 10);
+        assert_eq!(rest.len(), DRAIN_LIMIT);
+        let mut rest = &data[..];
+        assert_eq!(drain(&mut rest, usize::MAX, later), DRAIN_LIMIT);
+        assert_eq!(rest.len(), 10);
+        // The stream ends before the declared length.
+        assert_eq!(drain(&mut &data[..5], 100, later), 5);
     }
 
     #[test]

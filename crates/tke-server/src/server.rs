@@ -780,6 +780,9 @@ fn exchange(
         )
     })?;
     if len > max {
+        // Read (a bounded part of) the body first, so that the client sees the 413.
+        let already = std::mem::take(buf).len().min(len);
+        http::drain(stream, len - already, deadline);
         return Err(ApiError::new(
             413,
             "payload_too_large",
