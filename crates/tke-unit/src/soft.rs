@@ -19,7 +19,7 @@ use tke_proto::{
         PublicKey, SecretKey,
     },
     transport::{self, ImporterKey, MkEnvelope},
-    Digest32, MasterKey, Ski, UnitId, Vp,
+    DeviceContext, Digest32, MasterKey, Ski, UnitId, Vp,
 };
 use zeroize::{Zeroize, Zeroizing};
 
@@ -386,12 +386,14 @@ impl Backend for SoftBackend {
         PublicKey::from(self.device.verifying_key())
     }
 
-    fn sign(&self, message: &[u8]) -> Result<DerSignature, BackendError> {
-        self.device.sign(message).map_err(|_| {
-            BackendError::Crypto(tke_proto::ProtoError::Transport(
-                "the device key failed to sign",
-            ))
-        })
+    fn sign(&self, context: DeviceContext, message: &[u8]) -> Result<DerSignature, BackendError> {
+        self.device
+            .sign(&context.signed_bytes(message))
+            .map_err(|_| {
+                BackendError::Crypto(tke_proto::ProtoError::Transport(
+                    "the device key failed to sign",
+                ))
+            })
     }
 
     fn generate_master_key(&mut self) -> Result<(KeyHandle, Vp), BackendError> {
