@@ -51,17 +51,22 @@ fn verify_as(
 
 const REQUEST: &[u8] = b"the request";
 
-/// One genuine message of each kind, all from unit A's device key, with the signatures
-/// the v2 signer gives them: (context, message DER, signature DER).
-fn genuine(f: &Fleet) -> Vec<(DeviceContext, Vec<u8>, Vec<u8>)> {
-    let body = ResponseBody {
+/// A successful answer of unit A to `REQUEST`.
+fn answer(f: &Fleet, output: Vec<u8>) -> ResponseBody {
+    ResponseBody {
         unit_id: f.a.id,
         counter: 7,
         request_hash: Digest32::sha256(REQUEST),
         return_code: 0,
         reason_code: 0,
-        output: OctetString::new(vec![1, 2, 3]).unwrap(),
-    };
+        output: OctetString::new(output).unwrap(),
+    }
+}
+
+/// One genuine message of each kind, all from unit A's device key, with the signatures
+/// the v2 signer gives them: (context, message DER, signature DER).
+fn genuine(f: &Fleet) -> Vec<(DeviceContext, Vec<u8>, Vec<u8>)> {
+    let body = answer(f, vec![1, 2, 3]);
     let response = SignedResponse::sign(&body, |c, m| {
         device_signer(&f.a.key)(c, m).map_err(|source| ProtoError::Signing { source })
     })
@@ -165,16 +170,7 @@ fn the_same_bytes_signed_in_one_context_never_verify_in_another() {
     let f = fleet();
     let key = f.a.key.verifying_key();
     // Any bytes: the signature is checked before anything is decoded.
-    let message = ResponseBody {
-        unit_id: f.a.id,
-        counter: 1,
-        request_hash: Digest32::sha256(REQUEST),
-        return_code: 0,
-        reason_code: 0,
-        output: OctetString::new(Vec::new()).unwrap(),
-    }
-    .to_der()
-    .unwrap();
+    let message = answer(&f, Vec::new()).to_der().unwrap();
     for signed_as in DeviceContext::ALL {
         let sig = f.a.key.sign(&signed_as.signed_bytes(&message));
         let sig: p256::ecdsa::DerSignature = sig;
@@ -210,14 +206,7 @@ fn version_1_signatures_are_refused_naming_both_versions() {
         other => panic!("expected ProtocolVersion for the {kind}, got {other:?}"),
     };
     // A response signed the version 1 way: over the bare body.
-    let body = ResponseBody {
-        unit_id: f.a.id,
-        counter: 7,
-        request_hash: Digest32::sha256(REQUEST),
-        return_code: 0,
-        reason_code: 0,
-        output: OctetString::new(Vec::new()).unwrap(),
-    };
+    let body = answer(&f, Vec::new());
     let v1 = SignedResponse::sign(&body, |c, m| {
         v1_signer(&f.a.key)(c, m).map_err(|source| ProtoError::Signing { source })
     })
