@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, Transport, UnitDescriptor};
 use tke_proto::{
-    der::{asn1::OctetString, Decode, Encode},
-    p256::ecdsa::{signature::Signer as _, DerSignature, SigningKey},
-    DeviceCertificate, DeviceContext, Digest32, ProtoError, RegisterStatus, Request, ResponseBody,
-    SignedResponse, UnitId, UnitStatus, UnitType,
+    der::Decode,
+    p256::ecdsa::{signature::Signer as _, SigningKey},
+    DeviceCertificate, ProtoError, Request, UnitId, UnitType,
 };
+use tke_test_support::versions::imprint_answer;
 
 /// A fake unit, certified by the fleet CA, that answers every query with an imprint-mode
 /// status, signed the version 1 way or the version 2 way.
@@ -60,34 +60,7 @@ impl Transport for FakeUnit {
             Request::from_der(request_der).unwrap(),
             Request::Query(_)
         ));
-        let status = UnitStatus {
-            unit_id: *unit,
-            unit_type: UnitType::Operational,
-            counter: 0,
-            sig_threshold: 0,
-            rev_threshold: 0,
-            admins: Vec::new(),
-            new_register: RegisterStatus::EMPTY,
-            current_register: RegisterStatus::EMPTY,
-            importer_pending: false,
-        };
-        let body = ResponseBody {
-            unit_id: *unit,
-            counter: 0,
-            request_hash: Digest32::sha256(request_der),
-            return_code: 0,
-            reason_code: 0,
-            output: OctetString::new(status.to_der().unwrap()).unwrap(),
-        };
-        let signed = SignedResponse::sign(&body, |context: DeviceContext, m: &[u8]| {
-            let sig: DerSignature = match self.version {
-                1 => self.key.sign(m),
-                _ => self.key.sign(&context.signed_bytes(m)),
-            };
-            Ok(sig)
-        })
-        .unwrap();
-        Ok(signed.to_der().unwrap())
+        Ok(imprint_answer(*unit, &self.key, request_der, self.version))
     }
 }
 
