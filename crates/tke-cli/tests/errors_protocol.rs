@@ -28,7 +28,7 @@ use tke_proto::{
     DeviceCertificate, UnitId,
 };
 use tke_test_support::{
-    server::{free_port, init},
+    server::{free_port, init, CA_PASSPHRASE},
     versions::imprint_answer,
 };
 
@@ -129,8 +129,12 @@ fn pem_der(path: &Path) -> Vec<u8> {
 fn start_old_server(dir: &Path, port: u16) {
     let ca_pem = fs::read_to_string(dir.join("ca.pem")).unwrap();
     let ca = tke_proto::CaCertificate::from_pem(&ca_pem).unwrap();
-    let ca_key =
-        SigningKey::from_pkcs8_pem(&fs::read_to_string(dir.join("ca.key.pem")).unwrap()).unwrap();
+    // `tke-unitd init` keeps the fleet CA key encrypted under the tests' passphrase.
+    let ca_key = SigningKey::from_pkcs8_encrypted_pem(
+        &fs::read_to_string(dir.join("ca.key.pem")).unwrap(),
+        CA_PASSPHRASE,
+    )
+    .unwrap();
     let key = SigningKey::random(&mut rand_core::OsRng);
     let cert = DeviceCertificate::issue(
         &ca,
