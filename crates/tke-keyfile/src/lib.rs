@@ -14,6 +14,6 @@ pub use error::{KeyFileError, Result};
 pub use password::Password;
 pub use selection::{Selection, SELECTION_FILE};
 pub use sigkey::{
-    file_stem, SigKeyEntry, SigKeyKind, SigKeyListing, YubiKeyRef, CERT_SUFFIX, KEY_PEM_LABEL,
-    KEY_SUFFIX, REF_SUFFIX, SCRYPT_LOG_N, SCRYPT_P, SCRYPT_R,
+    file_stem, ScryptCost, SigKeyEntry, SigKeyKind, SigKeyListing, YubiKeyRef, CERT_SUFFIX,
+    KEY_PEM_LABEL, KEY_SUFFIX, REF_SUFFIX, SCRYPT_LOG_N, SCRYPT_P, SCRYPT_R,
 };
