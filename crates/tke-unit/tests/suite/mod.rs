@@ -37,6 +37,7 @@ macro_rules! backend_suite {
             unexpected_input,
             ninth_administrator,
             duplicate_administrator,
+            lookalike_administrator_name,
             leaving_imprint_mode_needs_new_threshold,
             thresholds_above_admin_count,
             remove_administrator_rules,
@@ -640,6 +641,71 @@ pub fn duplicate_administrator(f: &dyn UnitFactory) {
             &[w.a(0), w.a(1)],
         ),
         ModuleError::ADMIN_EXISTS,
+    );
+    assert_unchanged(&u, &before, true);
+}
+
+/// An administrator whose name looks like an installed one's (another key) is refused
+/// with 256/40, in imprint mode and out of it; a name that merely resembles one is not.
+pub fn lookalike_administrator_name(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let installed = w.a(0).certificate().name().as_str().to_owned();
+    // Upper case, and the Latin a replaced by a Cyrillic one.
+    let lookalikes = [installed.to_uppercase(), installed.replace('a', "\u{430}")];
+    assert!(lookalikes.iter().all(|n| *n != installed), "{lookalikes:?}");
+    let mut u = w.unit(f, "u", UnitType::Recovery);
+    ok(run(
+        &mut u,
+        ca,
+        &Command::AddAdmin(w.a(0).certificate().clone()),
+        &[],
+    ));
+    for name in &lookalikes {
+        let before = u.status();
+        fails(
+            &run(
+                &mut u,
+                ca,
+                &Command::AddAdmin(MemSigner::new(name).certificate().clone()),
+                &[],
+            ),
+            ModuleError::ADMIN_NAME_LOOKALIKE,
+        );
+        assert_unchanged(&u, &before, true);
+    }
+    // The same name with another key looks the same too.
+    fails(
+        &run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(MemSigner::new(&installed).certificate().clone()),
+            &[],
+        ),
+        ModuleError::ADMIN_NAME_LOOKALIKE,
+    );
+    // A different name is installed.
+    ok(run(
+        &mut u,
+        ca,
+        &Command::AddAdmin(
+            MemSigner::new(&format!("{installed}-2"))
+                .certificate()
+                .clone(),
+        ),
+        &[],
+    ));
+    // Out of imprint mode, with a quorum's signatures, still refused.
+    let mut u = w.ready(f, "ready", UnitType::Recovery);
+    let before = u.status();
+    fails(
+        &run(
+            &mut u,
+            ca,
+            &Command::AddAdmin(MemSigner::new(&lookalikes[0]).certificate().clone()),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::ADMIN_NAME_LOOKALIKE,
     );
     assert_unchanged(&u, &before, true);
 }
