@@ -218,6 +218,16 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// An error's text as it may reach a terminal: causes carry text from servers, so each
+/// line has what could paint the screen escaped (a server's own line breaks were escaped
+/// when its answer was decoded; the ones left are ours).
+fn printable(text: &str) -> String {
+    text.lines()
+        .map(tke_client::untrusted::sanitize)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn main() -> std::process::ExitCode {
     logging::init();
     let cli = Cli::parse();
@@ -228,10 +238,8 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // Network failures get the vendor's explanation (status code, message, advice).
             let files = tke_keyfile::FilesDir::resolve(files_dir.as_deref()).ok();
-            match targets::explain(&e, files.as_ref()) {
-                Some(text) => eprintln!("FAILED\n{text}"),
-                None => eprintln!("FAILED\n{e:#}"),
-            }
+            let text = targets::explain(&e, files.as_ref()).unwrap_or_else(|| format!("{e:#}"));
+            eprintln!("FAILED\n{}", printable(&text));
             std::process::ExitCode::FAILURE
         }
     }

@@ -313,7 +313,8 @@ pub fn rm(ctx: &Ctx, nums: &[usize], yes: bool) -> Result<()> {
         for u in &found.unreachable {
             println!(
                 "WARNING: crypto unit {} cannot be queried, so whether these signature keys are installed on it is unknown: {}.",
-                u.num, u.source
+                u.num,
+                tke_client::untrusted::sanitize(&u.source.to_string())
             );
         }
         if !found.installed.is_empty() || !found.unreachable.is_empty() {

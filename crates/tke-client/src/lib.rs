@@ -7,6 +7,7 @@ mod error;
 pub mod fanout;
 pub mod https;
 mod transport;
+pub mod untrusted;
 
 pub use client::{Client, KnownUnit};
 pub use embedded::{EmbeddedFleet, FleetSpec};
