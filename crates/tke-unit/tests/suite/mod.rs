@@ -650,6 +650,10 @@ pub fn duplicate_administrator(f: &dyn UnitFactory) {
 pub fn lookalike_administrator_name(f: &dyn UnitFactory) {
     let w = World::new(3);
     let ca = &w.fleet.ca;
+    let add = |u: &mut Unit, name: &str, signers: &[&MemSigner]| {
+        let cert = MemSigner::new(name).certificate().clone();
+        run(u, ca, &Command::AddAdmin(cert), signers)
+    };
     let installed = w.a(0).certificate().name().as_str().to_owned();
     // Upper case, and the Latin a replaced by a Cyrillic one.
     let lookalikes = [installed.to_uppercase(), installed.replace('a', "\u{430}")];
@@ -661,50 +665,19 @@ pub fn lookalike_administrator_name(f: &dyn UnitFactory) {
         &Command::AddAdmin(w.a(0).certificate().clone()),
         &[],
     ));
-    for name in &lookalikes {
+    // The same name with another key looks the same too.
+    for name in lookalikes.iter().chain([&installed]) {
         let before = u.status();
-        fails(
-            &run(
-                &mut u,
-                ca,
-                &Command::AddAdmin(MemSigner::new(name).certificate().clone()),
-                &[],
-            ),
-            ModuleError::ADMIN_NAME_LOOKALIKE,
-        );
+        fails(&add(&mut u, name, &[]), ModuleError::ADMIN_NAME_LOOKALIKE);
         assert_unchanged(&u, &before, true);
     }
-    // The same name with another key looks the same too.
-    fails(
-        &run(
-            &mut u,
-            ca,
-            &Command::AddAdmin(MemSigner::new(&installed).certificate().clone()),
-            &[],
-        ),
-        ModuleError::ADMIN_NAME_LOOKALIKE,
-    );
     // A different name is installed.
-    ok(run(
-        &mut u,
-        ca,
-        &Command::AddAdmin(
-            MemSigner::new(&format!("{installed}-2"))
-                .certificate()
-                .clone(),
-        ),
-        &[],
-    ));
+    ok(add(&mut u, &format!("{installed}-2"), &[]));
     // Out of imprint mode, with a quorum's signatures, still refused.
     let mut u = w.ready(f, "ready", UnitType::Recovery);
     let before = u.status();
     fails(
-        &run(
-            &mut u,
-            ca,
-            &Command::AddAdmin(MemSigner::new(&lookalikes[0]).certificate().clone()),
-            &[w.a(0), w.a(1)],
-        ),
+        &add(&mut u, &lookalikes[0], &[w.a(0), w.a(1)]),
         ModuleError::ADMIN_NAME_LOOKALIKE,
     );
     assert_unchanged(&u, &before, true);
