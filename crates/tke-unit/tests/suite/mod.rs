@@ -650,6 +650,7 @@ pub fn duplicate_administrator(f: &dyn UnitFactory) {
 pub fn lookalike_administrator_name(f: &dyn UnitFactory) {
     let w = World::new(3);
     let ca = &w.fleet.ca;
+    // A new administrator named `name`, with a key of its own.
     let add = |u: &mut Unit, name: &str, signers: &[&MemSigner]| {
         let cert = MemSigner::new(name).certificate().clone();
         run(u, ca, &Command::AddAdmin(cert), signers)
@@ -659,12 +660,8 @@ pub fn lookalike_administrator_name(f: &dyn UnitFactory) {
     let lookalikes = [installed.to_uppercase(), installed.replace('a', "\u{430}")];
     assert!(lookalikes.iter().all(|n| *n != installed), "{lookalikes:?}");
     let mut u = w.unit(f, "u", UnitType::Recovery);
-    ok(run(
-        &mut u,
-        ca,
-        &Command::AddAdmin(w.a(0).certificate().clone()),
-        &[],
-    ));
+    let first = Command::AddAdmin(w.a(0).certificate().clone());
+    ok(run(&mut u, ca, &first, &[]));
     // The same name with another key looks the same too.
     for name in lookalikes.iter().chain([&installed]) {
         let before = u.status();
