@@ -528,6 +528,10 @@ fn auto_init_refusals() {
             run(&[&T11[..], &["--new-admin", "dora", "--new-admin", "dora"]].concat()),
         ),
         (
+            "auto_init_new_admin_lookalike",
+            run(&[&T11[..], &["--new-admin", "dora", "--new-admin", "DORA"]].concat()),
+        ),
+        (
             "auto_init_new_admin_invalid_name",
             run(&[
                 &T11[..],
