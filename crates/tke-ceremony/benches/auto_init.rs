@@ -4,8 +4,8 @@
 //!   2 recovery + 2 failover units, thresholds 2/2, three administrators whose keys are
 //!   already open (passwords preloaded): unit commands, signatures, transport, parallel
 //!   fan-out.
-//! - `key_file/open`: opening one signature key file (the scrypt KDF, N = 2^14, r = 8,
-//!   p = 1, then decryption) — paid once per administrator key used.
+//! - `key_file/open`: opening one signature key file (the scrypt KDF, N = 2^16, r = 3,
+//!   p = 4, then decryption) — paid once per administrator key used.
 //! - `key_file/generate`: creating one key file (key generation, certificate, the KDF,
 //!   atomic writes) — paid once per new administrator.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]

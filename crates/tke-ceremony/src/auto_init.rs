@@ -107,6 +107,15 @@ impl<'a> AutoInit<'a> {
                     name: a.name().clone(),
                     ski: a.ski(),
                 });
+            } else if let Some(b) = self.admins[..i]
+                .iter()
+                .find(|b| b.name().looks_like(a.name()))
+            {
+                // Each unit would refuse the second (256/40) halfway through the ceremony.
+                problems.push(Problem::LookalikeAdmins {
+                    first: b.name().clone(),
+                    second: a.name().clone(),
+                });
             }
         }
         for r in parallel(&self.admins, |a| {

@@ -67,6 +67,15 @@ pub enum Problem {
         /// Its SKI.
         ski: Ski,
     },
+    /// Two keys whose administrator names look the same (`AdminName::looks_like`): a
+    /// crypto unit installs no two such administrators (256/40).
+    #[error("the administrator names {:?} and {:?} look the same; a crypto unit installs only one of them", first.as_str(), second.as_str())]
+    LookalikeAdmins {
+        /// The first of the two.
+        first: AdminName,
+        /// The one that looks like it.
+        second: AdminName,
+    },
     /// A key cannot sign.
     #[error("signature key {name} cannot be used")]
     UnusableKey {

@@ -343,3 +343,36 @@ fn installed_keys_lists_unreachable_units_instead_of_dropping_them() {
     let nums: Vec<usize> = found.installed.iter().map(|i| i.num).collect();
     assert_eq!(nums, [1, 2, 3]);
 }
+
+/// Administrators whose names look the same are refused before any unit is touched: each
+/// unit would refuse the second halfway through the ceremony.
+#[test]
+fn auto_init_refuses_lookalike_administrator_names() {
+    let w = common::World::new();
+    let before = w.statuses();
+    let alice_again = common::key(&w.files, "Alice");
+    let err = AutoInit {
+        instance: w.client.instances()[0].clone(),
+        sig_threshold: Threshold::new(2).unwrap(),
+        rev_threshold: Threshold::new(1).unwrap(),
+        admins: vec![&w.alice as &dyn Signer, &w.bob, &alice_again],
+    }
+    .plan(&w.client)
+    .err()
+    .expect("look-alike names must be refused");
+    match &err {
+        CeremonyError::Problems(p) => match p.as_slice() {
+            [Problem::LookalikeAdmins { first, second }] => {
+                assert_eq!((first.as_str(), second.as_str()), ("alice", "Alice"));
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("\"alice\" and \"Alice\" look the same"),
+        "{err}"
+    );
+    assert_eq!(w.statuses(), before);
+}

@@ -269,6 +269,18 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             bail!("a signature key named {n:?} already exists or was asked for twice; use --admin {n:?} to reuse an existing key, or choose another name");
         }
     }
+    // A name that looks like another (spelled differently): every unit would refuse the
+    // second administrator (256/40) halfway through; refuse before any key is made.
+    for (i, n) in new_names.iter().enumerate() {
+        let others = entries.iter().map(|e| &e.name).chain(&new_names[..i]);
+        if let Some(m) = others.filter(|m| *m != n).find(|m| m.looks_like(n)) {
+            bail!(
+                "--new-admin {:?} looks the same as the administrator name {:?}: a crypto unit installs no two administrators whose names look the same; choose a name that looks different",
+                n.as_str(),
+                m.as_str()
+            );
+        }
+    }
 
     let existing = signers.len();
     say(&format!(

@@ -219,6 +219,16 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// An error's text as it may reach a terminal: causes carry text from servers, so each
+/// line has what could paint the screen escaped (a server's own line breaks were escaped
+/// when its answer was decoded; the ones left are ours).
+fn printable(text: &str) -> String {
+    text.lines()
+        .map(tke_client::untrusted::sanitize)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn main() -> std::process::ExitCode {
     logging::init();
     let cli = Cli::parse();
@@ -229,7 +239,10 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // Network failures get the vendor's explanation (status code, message, advice).
             let files = tke_workstation::FilesDir::resolve(files_dir.as_deref()).ok();
-            eprintln!("FAILED\n{}", report::failure(&e, files.as_ref()));
+            eprintln!(
+                "FAILED\n{}",
+                printable(&report::failure(&e, files.as_ref()))
+            );
             std::process::ExitCode::FAILURE
         }
     }

@@ -196,6 +196,30 @@ fn add_token_key(ctx: &Ctx, name: &AdminName, uri_text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a name that looks like, but is not spelled as, the name of a signature key on
+/// this workstation: a unit would refuse to install the second (256/40), and an operator
+/// could not tell the two apart. The same spelling stays allowed (a new key for the same
+/// administrator).
+fn refuse_lookalike(ctx: &Ctx, name: &AdminName) -> Result<()> {
+    let listing = ctx.files.signature_keys()?;
+    if let Some((i, e)) = listing
+        .entries
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.name != *name && e.name.looks_like(name))
+    {
+        bail!(
+            "the administrator name {:?} looks the same as {:?}, the name of signature key {} \
+             (see `tke sigkeys`): a crypto unit installs no two administrators whose names \
+             look the same; choose a name that looks different",
+            name.as_str(),
+            e.name.as_str(),
+            i + 1
+        );
+    }
+    Ok(())
+}
+
 /// `sigkey-add`: a file key, or with `pkcs11` a key on a PKCS#11 token, or with
 /// `--yubikey` a key on a YubiKey (clap makes the two exclusive).
 pub fn add(
@@ -212,6 +236,7 @@ pub fn add(
             parse_name,
         )?,
     };
+    refuse_lookalike(ctx, &name)?;
     if let Some(uri) = pkcs11 {
         return add_token_key(ctx, &name, uri);
     }
@@ -289,7 +314,7 @@ pub fn rm(ctx: &Ctx, nums: &[usize], yes: bool) -> Result<()> {
             println!(
                 "WARNING: crypto unit {} cannot be queried, so whether these signature keys are installed on it is unknown: {}.",
                 u.num,
-                tke_proto::ErrorChain(&u.source)
+                tke_client::untrusted::sanitize(&tke_proto::ErrorChain(&u.source).to_string())
             );
         }
         if !found.installed.is_empty() || !found.unreachable.is_empty() {

@@ -1,6 +1,10 @@
 //! Tables in the vendor's layout: upper-case headers, columns separated by at least three
 //! spaces, cells that may span several lines (verification patterns, administrator lists).
 
+use std::borrow::Cow;
+
+use tke_client::untrusted::sanitize;
+
 /// A table to print.
 pub struct Table {
     headers: Vec<&'static str>,
@@ -27,7 +31,7 @@ impl Table {
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
         for r in &self.rows {
             for (i, c) in r.iter().enumerate().take(n) {
-                for l in c.lines() {
+                for l in cell_lines(c) {
                     widths[i] = widths[i].max(l.chars().count());
                 }
             }
@@ -47,17 +51,23 @@ impl Table {
         };
         line(&self.headers, &mut out);
         for r in &self.rows {
-            let split: Vec<Vec<&str>> = r.iter().map(|c| c.lines().collect()).collect();
+            let split: Vec<Vec<Cow<'_, str>>> = r.iter().map(|c| cell_lines(c)).collect();
             let height = split.iter().map(|l| l.len()).max().unwrap_or(1).max(1);
             for k in 0..height {
                 let cells: Vec<&str> = (0..n)
-                    .map(|i| split.get(i).and_then(|l| l.get(k)).copied().unwrap_or(""))
+                    .map(|i| split.get(i).and_then(|l| l.get(k)).map_or("", |c| c))
                     .collect();
                 line(&cells, &mut out);
             }
         }
         out
     }
+}
+
+/// The lines of a cell, each with what could paint a terminal escaped: cells hold text
+/// from units and servers (locations, names), and a line break is ours only.
+fn cell_lines(cell: &str) -> Vec<Cow<'_, str>> {
+    cell.lines().map(sanitize).collect()
 }
 
 /// A verification pattern on two lines of 32 hex digits, as the vendor shows it; zeros

@@ -350,6 +350,22 @@ fn sigkey_add_errors() {
         ("sigkey_add_name_empty", add(&["--name", ""])),
         ("sigkey_add_name_leading_space", add(&["--name", " alice"])),
         (
+            "sigkey_add_name_zero_width",
+            add(&["--name", "ali\u{200b}ce"]),
+        ),
+        (
+            "sigkey_add_name_bidi_override",
+            add(&["--name", "\u{202e}ecila"]),
+        ),
+        (
+            "sigkey_add_name_no_break_space",
+            add(&["--name", "ali\u{a0}ce"]),
+        ),
+        (
+            "sigkey_add_name_escape",
+            add(&["--name", "ali\u{1b}[2Jce"]),
+        ),
+        (
             "sigkey_add_pkcs11_not_a_uri",
             add(&["--pkcs11", "token=a;object=b", "--name", "tokadmin"]),
         ),
@@ -399,6 +415,32 @@ fn sigkey_add_errors() {
         1,
         "only the secrets file is in the workstation"
     );
+}
+
+/// A name that looks like the name of a key on the workstation (another spelling) is
+/// refused before any key is made; the same spelling is a new key for the same name.
+#[test]
+fn sigkey_add_refuses_a_lookalike_name() {
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    // The look-alikes are refused before any password is needed.
+    let s = w.secrets(&[("alice", "alice-password-1")]);
+    let s = s.to_str().unwrap();
+    w.ok(&["--secrets", s, "sigkey-add", "--name", "alice"]);
+    let before = w.snapshot();
+    w.check(
+        "sigkey_add_name_lookalike_case",
+        &["--secrets", s, "sigkey-add", "--name", "Alice"],
+        1,
+        &[],
+    );
+    w.check(
+        "sigkey_add_name_lookalike_cyrillic",
+        &["--secrets", s, "sigkey-add", "--name", "\u{430}lice"],
+        1,
+        &[],
+    );
+    assert_eq!(w.snapshot(), before, "nothing was written");
+    w.ok(&["--secrets", s, "sigkey-add", "--name", "alice"]);
 }
 
 #[test]
@@ -484,6 +526,10 @@ fn auto_init_refusals() {
         (
             "auto_init_new_admin_twice",
             run(&[&T11[..], &["--new-admin", "dora", "--new-admin", "dora"]].concat()),
+        ),
+        (
+            "auto_init_new_admin_lookalike",
+            run(&[&T11[..], &["--new-admin", "dora", "--new-admin", "DORA"]].concat()),
         ),
         (
             "auto_init_new_admin_invalid_name",

@@ -512,7 +512,8 @@ impl EmbeddedFleet {
                     instance: inst.id.clone(),
                     unit_id: id,
                     unit_type,
-                    location: u.location,
+                    // fleet.json may have been edited: its text is not trusted either.
+                    location: crate::untrusted::sanitize(&u.location).into_owned(),
                     device_certificate: unit.device_certificate().der().to_vec(),
                 });
                 units.insert(id, Mutex::new(unit));

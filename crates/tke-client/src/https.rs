@@ -37,7 +37,7 @@ use serde::Deserialize;
 use tke_proto::{CaCertificate, UnitId, UnitType};
 use zeroize::Zeroizing;
 
-use crate::{ClientError, InstanceId, Transport, UnitDescriptor};
+use crate::{untrusted::sanitize, ClientError, InstanceId, Transport, UnitDescriptor};
 
 /// Media type of a request body: the DER of a TKE `Request`.
 pub const REQUEST_TYPE: &str = "application/vnd.tke.request+der";
@@ -746,14 +746,18 @@ impl HttpsTransport {
         };
         if answer.status != 200 {
             let parsed: Option<ErrorBody> = serde_json::from_slice(&answer.body).ok();
+            // The server's text is untrusted: escaped before anyone can print it.
             let (code, message) = match parsed {
-                Some(b) => (b.code, b.message),
+                Some(b) => (
+                    sanitize(&b.code).into_owned(),
+                    sanitize(&b.message).into_owned(),
+                ),
                 None => (
                     String::new(),
-                    String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)])
-                        .chars()
-                        .filter(|c| !c.is_control())
-                        .collect(),
+                    sanitize(&String::from_utf8_lossy(
+                        &answer.body[..answer.body.len().min(200)],
+                    ))
+                    .into_owned(),
                 ),
             };
             return Err(HttpsError::Status {
@@ -805,7 +809,7 @@ impl HttpsTransport {
                     instance: InstanceId(inst.clone()),
                     unit_id,
                     unit_type,
-                    location: u.location,
+                    location: sanitize(&u.location).into_owned(),
                     device_certificate: der,
                 });
             }

@@ -9,6 +9,7 @@ pub mod fanout;
 #[cfg(feature = "https")]
 pub mod https;
 mod transport;
+pub mod untrusted;
 
 pub use client::{Client, KnownUnit};
 #[cfg(feature = "embedded")]

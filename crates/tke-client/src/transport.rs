@@ -11,9 +11,11 @@ use tke_proto::{UnitId, UnitType};
 #[serde(transparent)]
 pub struct InstanceId(pub String);
 
+/// Shown with control and format characters escaped ([`crate::untrusted::sanitize`]): an
+/// id comes from a server or a fleet file.
 impl core::fmt::Display for InstanceId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&crate::untrusted::sanitize(&self.0))
     }
 }
 
@@ -27,7 +29,9 @@ pub struct UnitDescriptor {
     pub unit_id: UnitId,
     /// Its type.
     pub unit_type: UnitType,
-    /// The vendor-style location, `[region].[zone].[module].[domain]`.
+    /// The vendor-style location, `[region].[zone].[module].[domain]`, as the server or
+    /// fleet file gave it with control and format characters escaped
+    /// ([`crate::untrusted::sanitize`]).
     pub location: String,
     /// DER of its device certificate.
     pub device_certificate: Vec<u8>,

@@ -283,6 +283,9 @@ impl ModuleError {
     pub const REV_THRESHOLD_ABOVE_ADMINS: Self = Self::new(209, 58);
     pub const REMOVAL_BELOW_THRESHOLD: Self = Self::new(209, 66);
     pub const ADMIN_EXISTS: Self = Self::new(256, 38);
+    /// An installed administrator's name looks the same as the new one's
+    /// ([`crate::AdminName::looks_like`]). Not a vendor code.
+    pub const ADMIN_NAME_LOOKALIKE: Self = Self::new(256, 40);
     pub const UNAUTHORIZED_SIGNER: Self = Self::new(257, 0);
     pub const TOO_MANY_ADMINS: Self = Self::new(261, 39);
     pub const INTERNAL: Self = Self::new(500, 0);
@@ -320,6 +323,9 @@ impl ModuleError {
                 "Removing this administrator would leave fewer administrators than a threshold."
             }
             (209, _) => "Inconsistent attribute settings.",
+            (256, 40) => {
+                "An administrator whose name looks the same as this one's is already installed."
+            }
             (256, _) => "The administrator already exists.",
             (257, _) => "An unauthorized administrator signed the command.",
             (261, _) => "The maximum supported number of administrators already exists.",

@@ -7,6 +7,8 @@ use der::{
     DecodeValue, EncodeValue, FixedTag, Header, Length, Reader, Tag, Writer,
 };
 use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization as _;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
 
 use crate::ProtoError;
 
@@ -180,7 +182,13 @@ impl Ski {
 }
 
 /// An administrator's name: 1 to 30 characters, printable, no leading or trailing
-/// space (the vendor pads names with spaces and trims them when reading back).
+/// space (the vendor pads names with spaces and trims them when reading back), no control
+/// characters, no invisible format characters (Unicode category Cf: zero-width
+/// characters, bidirectional overrides) and no white space but the ASCII space, so that
+/// what an operator reads is the whole name.
+///
+/// A unit installs no two administrators whose names look the same
+/// ([`AdminName::looks_like`]).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AdminName(String);
 
@@ -202,6 +210,13 @@ impl AdminName {
             Some("it starts or ends with white space")
         } else if name.chars().any(char::is_control) {
             Some("it contains control characters")
+        } else if name.chars().any(|c| c.is_whitespace() && c != ' ') {
+            Some("it contains white space other than the ASCII space")
+        } else if name
+            .chars()
+            .any(|c| c.general_category() == GeneralCategory::Format)
+        {
+            Some("it contains invisible format characters (zero-width or bidirectional controls)")
         } else {
             None
         };
@@ -218,6 +233,27 @@ impl AdminName {
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether `self` and `other` look the same: their NFKC forms have the same UTS #39
+    /// confusable skeleton, either as written or both lower-cased. Confusables map, e.g.,
+    /// Cyrillic `а` to Latin `a`, `I` and `1` to `l`, `0` to `O`; NFKC folds full-width
+    /// forms and ligatures and composes accents. So `alice`, `Alice`, `ALICE`, `aIice`,
+    /// `аlice` (Cyrillic `а`) and `ａｌｉｃｅ` (full-width) all look the same. Both
+    /// comparisons are needed: lower-casing first would turn `I` into `i` and miss `aIice`.
+    pub fn looks_like(&self, other: &AdminName) -> bool {
+        let (a, b) = (self.compare_keys(), other.compare_keys());
+        a[0] == b[0] || a[1] == b[1]
+    }
+
+    /// The confusable skeletons of the NFKC form, as written and lower-cased.
+    fn compare_keys(&self) -> [String; 2] {
+        let nfkc: String = self.0.nfkc().collect();
+        let lower: String = nfkc.chars().flat_map(char::to_lowercase).collect();
+        [
+            unicode_security::skeleton(&nfkc).collect(),
+            unicode_security::skeleton(&lower).collect(),
+        ]
     }
 }
 

@@ -184,6 +184,87 @@ fn admin_names_checked_on_decode() {
     assert!(e.contains("empty"), "{e}");
 }
 
+/// Each class of character that hides what a name says is refused, by `AdminName::new` and
+/// when decoding, with a message naming the class.
+#[test]
+fn admin_names_refuse_hidden_characters() {
+    let classes: [(&str, &[&str]); 4] = [
+        (
+            "control characters",
+            &["ali\u{7}ce", "ali\u{1b}[2Jce", "al\u{85}ice", "al\u{9b}ice"],
+        ),
+        (
+            "white space other than the ASCII space",
+            &[
+                "ali\u{a0}ce",   // no-break space
+                "ali\u{2003}ce", // em space
+                "ali\u{3000}ce", // ideographic space
+                "ali\u{2028}ce", // line separator
+                "ali\u{2029}ce", // paragraph separator
+            ],
+        ),
+        (
+            "invisible format characters",
+            &[
+                "ali\u{200b}ce",  // zero-width space
+                "ali\u{200d}ce",  // zero-width joiner
+                "ali\u{2060}ce",  // word joiner
+                "ali\u{feff}ce",  // zero-width no-break space
+                "\u{202e}ecila",  // right-to-left override
+                "ali\u{2066}ce",  // left-to-right isolate
+                "ali\u{200f}ce",  // right-to-left mark
+                "ali\u{ad}ce",    // soft hyphen
+                "ali\u{e0041}ce", // tag character
+            ],
+        ),
+        (
+            "starts or ends with white space",
+            &[" alice", "alice ", "\u{a0}alice", "alice\u{3000}"],
+        ),
+    ];
+    for (class, names) in classes {
+        for bad in names {
+            let e = AdminName::new(bad).unwrap_err().to_string();
+            assert!(e.contains(class), "{bad:?}: {e}");
+            assert!(
+                AdminInfo::from_der(&admin_info_bytes(bad.as_bytes())).is_err(),
+                "{bad:?} decoded"
+            );
+        }
+    }
+    // What stays allowed: inner ASCII spaces, accents, other scripts, punctuation.
+    for good in ["Bob Smith", "Zoë", "José-María", "李小龍", "o'brien.ops_2"] {
+        assert_eq!(AdminName::new(good).unwrap().as_str(), good);
+    }
+}
+
+/// Names that look the same: case, compatibility forms (full-width, ligatures), combining
+/// sequences and confusable letters of other scripts.
+#[test]
+fn admin_names_that_look_the_same_are_told_apart_from_others() {
+    let name = |s: &str| AdminName::new(s).unwrap();
+    let alice = name("alice");
+    for same in [
+        "alice",
+        "Alice",
+        "ALICE",
+        "\u{430}lice",                              // Cyrillic a
+        "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}", // full-width
+        "al\u{131}ce",                              // dotless i
+        "aIice",                                    // capital I
+    ] {
+        assert!(alice.looks_like(&name(same)), "{same:?}");
+        assert!(name(same).looks_like(&alice), "{same:?}");
+    }
+    assert!(name("Zo\u{eb}").looks_like(&name("Zoe\u{308}"))); // precomposed vs combining
+    assert!(name("office").looks_like(&name("o\u{fb03}ce"))); // the ffi ligature
+    assert!(name("a1ice").looks_like(&name("alice"))); // digit one
+    assert!(name("B0B").looks_like(&name("BOB"))); // digit zero
+    for other in ["alice2", "alicia", "bob", "ali ce", "malice", "a1ic3"] {
+        assert!(!alice.looks_like(&name(other)), "{other:?}");
+    }
+}
+
 #[test]
 fn thresholds_are_1_to_8() {
     for n in 1..=8 {

@@ -490,6 +490,11 @@ fn add_admin(next: &mut State, cert: &AdminCertificate) -> Outcome {
     if next.admin(&cert.ski()).is_some() {
         return Err(ModuleError::ADMIN_EXISTS);
     }
+    // An operator approving a command reads names: two that look the same could hide
+    // which administrator signs or is removed.
+    if next.admins.iter().any(|a| a.name().looks_like(cert.name())) {
+        return Err(ModuleError::ADMIN_NAME_LOOKALIKE);
+    }
     if next.admins.len() >= MAX_ADMINS {
         return Err(ModuleError::TOO_MANY_ADMINS);
     }

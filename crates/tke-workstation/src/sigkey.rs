@@ -32,13 +32,46 @@ pub const REF_SUFFIX: &str = ".ref.toml";
 /// The PEM label of the private key file.
 pub const KEY_PEM_LABEL: &str = "ENCRYPTED PRIVATE KEY";
 
-/// scrypt cost written into new key files: log2(N) = 14 (N = 16384). OpenSSL's default
-/// memory limit (32 MiB) refuses N = 2^15 with r = 8 and larger.
-pub const SCRYPT_LOG_N: u8 = 14;
+/// scrypt cost written into new key files: log2(N) = 16 (N = 65536). With `r` = 3 one
+/// derivation needs 24 MiB: OpenSSL 3.0 caps the scrypt memory of a PBES2 file at 32 MiB
+/// (`openssl pkey` has no option to raise it), so N = 2^16 with r = 8 (64 MiB) could not
+/// be opened by `openssl` any more. `p` = 4 runs four such lanes one after another: six
+/// times the work of the N = 2^14, r = 8, p = 1 that files had before (figures in the
+/// README).
+pub const SCRYPT_LOG_N: u8 = 16;
 /// scrypt block size `r` written into new key files.
-pub const SCRYPT_R: u32 = 8;
+pub const SCRYPT_R: u32 = 3;
 /// scrypt parallelism `p` written into new key files.
-pub const SCRYPT_P: u32 = 1;
+pub const SCRYPT_P: u32 = 4;
+
+/// The scrypt cost of a key file: log2(N), `r` and `p`. New files get [`ScryptCost::NEW`];
+/// reading accepts any cost within fixed limits, so older files still open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScryptCost {
+    /// log2 of the CPU/memory cost N.
+    pub log_n: u8,
+    /// Block size.
+    pub r: u32,
+    /// Parallelism: lanes computed one after another here.
+    pub p: u32,
+}
+
+impl ScryptCost {
+    /// What [`FilesDir::write_signature_key`] writes: [`SCRYPT_LOG_N`], [`SCRYPT_R`],
+    /// [`SCRYPT_P`].
+    pub const NEW: Self = Self {
+        log_n: SCRYPT_LOG_N,
+        r: SCRYPT_R,
+        p: SCRYPT_P,
+    };
+    /// What key files had before: log2(N) = 14, r = 8, p = 1 (OpenSSL's own default).
+    /// Such files still open; only tests and benches write it.
+    pub const V1: Self = Self {
+        log_n: 14,
+        r: 8,
+        p: 1,
+    };
+}
 
 /// Largest scrypt memory (128 · r · N bytes) accepted when reading a key file, so that an
 /// edited file cannot make the reader allocate without bound.
@@ -376,7 +409,7 @@ impl FilesDir {
     }
 
     /// Saves a signature key: `<stem>.key.pem` (the key as encrypted PKCS#8: PBES2,
-    /// scrypt log2(N) = 14, r = 8, p = 1, AES-256-CBC, random 16-byte salt and IV) and
+    /// scrypt [`ScryptCost::NEW`], AES-256-CBC, random 16-byte salt and IV) and
     /// `<stem>.crt.pem` (the certificate), both 0600, each written atomically. Existing
     /// files are never overwritten. See [`file_stem`].
     ///
@@ -390,6 +423,24 @@ impl FilesDir {
         secret: &SecretKey,
         cert: &AdminCertificate,
         password: &Password,
+    ) -> Result<SigKeyEntry> {
+        self.write_signature_key_with_cost(name, secret, cert, password, ScryptCost::NEW)
+    }
+
+    /// [`FilesDir::write_signature_key`] with another scrypt cost: for tests and benches
+    /// that write older files or many files. Whatever writes keys for users calls
+    /// [`FilesDir::write_signature_key`].
+    ///
+    /// # Errors
+    /// As [`FilesDir::write_signature_key`]; [`KeyFileError::Encrypt`] also when `cost`
+    /// is not a valid scrypt cost.
+    pub fn write_signature_key_with_cost(
+        &self,
+        name: &AdminName,
+        secret: &SecretKey,
+        cert: &AdminCertificate,
+        password: &Password,
+        cost: ScryptCost,
     ) -> Result<SigKeyEntry> {
         if password.is_empty() {
             return Err(KeyFileError::EmptyPassword { name: name.clone() });
@@ -414,7 +465,7 @@ impl FilesDir {
                 return Err(KeyFileError::AlreadyExists { path: path.clone() });
             }
         }
-        let key_pem = encrypt_key(name, secret, password)?;
+        let key_pem = encrypt_key(name, secret, password, cost)?;
         let cert_pem = cert.to_pem().map_err(|source| KeyFileError::Certificate {
             path: cert_path.clone(),
             source,
@@ -682,15 +733,16 @@ fn encrypt_key(
     name: &AdminName,
     secret: &SecretKey,
     password: &Password,
+    cost: ScryptCost,
 ) -> Result<Zeroizing<String>> {
-    encrypt_private_key(secret, password).map_err(|source| KeyFileError::Encrypt {
+    encrypt_private_key_with_cost(secret, password, cost).map_err(|source| KeyFileError::Encrypt {
         name: name.clone(),
         source,
     })
 }
 
 /// Encrypts a P-256 private key in the format of signature key files (PEM `ENCRYPTED
-/// PRIVATE KEY`: PBES2, scrypt with [`SCRYPT_LOG_N`], [`SCRYPT_R`], [`SCRYPT_P`], random
+/// PRIVATE KEY`: PBES2, scrypt at the cost of new key files ([`ScryptCost::NEW`]), random
 /// salt, AES-256-CBC with a random IV), for other keys kept the same way.
 ///
 /// # Errors
@@ -699,11 +751,19 @@ pub fn encrypt_private_key(
     secret: &SecretKey,
     password: &Password,
 ) -> core::result::Result<Zeroizing<String>, pkcs8::Error> {
+    encrypt_private_key_with_cost(secret, password, ScryptCost::NEW)
+}
+
+fn encrypt_private_key_with_cost(
+    secret: &SecretKey,
+    password: &Password,
+    cost: ScryptCost,
+) -> core::result::Result<Zeroizing<String>, pkcs8::Error> {
     let mut salt = [0u8; 16];
     let mut iv = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut iv);
-    let scrypt = pkcs5::scrypt::Params::new(SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P, 32)
+    let scrypt = pkcs5::scrypt::Params::new(cost.log_n, cost.r, cost.p, 32)
         .map_err(|_| pkcs8::Error::ParametersMalformed)?;
     let params = pbes2::Parameters::scrypt_aes256cbc(scrypt, &salt, &iv)
         .map_err(pkcs8::Error::EncryptedPrivateKey)?;

@@ -10,7 +10,7 @@ use tke_proto::{
     p256::{pkcs8::DecodePrivateKey, SecretKey},
     AdminName,
 };
-use tke_workstation::{KeyFileError, Password, SigKeyKind};
+use tke_workstation::{KeyFileError, Password, ScryptCost, SigKeyKind};
 
 const PW: &str = "Tr0ub4dor&3-test";
 
@@ -174,6 +174,58 @@ fn openssl_reads_our_key_and_certificate() {
         text.contains(&ski_colons),
         "SKI {ski_colons} not in:\n{text}"
     );
+}
+
+/// The scrypt (N, r, p) that the key file at `path` carries, read from its PBES2
+/// parameters.
+fn scrypt_of(path: &std::path::Path) -> (u64, u16, u16) {
+    use pkcs8::der::Decode as _;
+    let text = fs::read(path).unwrap();
+    let (_, der) = pkcs8::der::pem::decode_vec(&text).unwrap();
+    let info = pkcs8::EncryptedPrivateKeyInfo::from_der(&der).unwrap();
+    let pkcs5::EncryptionScheme::Pbes2(params) = info.encryption_algorithm else {
+        panic!("not PBES2");
+    };
+    let pkcs5::pbes2::Kdf::Scrypt(s) = params.kdf else {
+        panic!("not scrypt");
+    };
+    (s.cost_parameter, s.block_size, s.parallelization)
+}
+
+#[test]
+fn new_key_files_cost_scrypt_2_16_within_openssl_memory() {
+    let (_t, dir) = files_dir();
+    let (name, secret, cert) = admin("alice");
+    let e = dir
+        .write_signature_key(&name, &secret, &cert, &pw())
+        .unwrap();
+    assert_eq!(ScryptCost::NEW.log_n, 16);
+    assert_eq!(scrypt_of(&e.key_path), (1 << 16, 3, 4));
+    // OpenSSL 3.0 refuses more than 32 MiB (128 · r · (N + 2) + 128 · r · p bytes).
+    let (n, r, p) = scrypt_of(&e.key_path);
+    let memory = 128 * u64::from(r) * (n + 2) + 128 * u64::from(r) * u64::from(p);
+    assert!(memory <= 32 << 20, "{memory} bytes");
+    // And work at least four times that of the files written before.
+    let v1 = ScryptCost::V1;
+    assert!(n * u64::from(r) * u64::from(p) >= 4 * (1 << v1.log_n) * u64::from(v1.r * v1.p));
+}
+
+#[test]
+fn a_key_file_of_the_former_cost_still_opens() {
+    let (_t, dir) = files_dir();
+    let (name, secret, cert) = admin("alice");
+    let e = dir
+        .write_signature_key_with_cost(&name, &secret, &cert, &pw(), ScryptCost::V1)
+        .unwrap();
+    assert_eq!(scrypt_of(&e.key_path), (1 << 14, 8, 1));
+    let listing = dir.signature_keys().unwrap();
+    assert!(listing.problems.is_empty(), "{:?}", listing.problems);
+    let opened = listing.entries[0].decrypt(&pw()).unwrap();
+    assert_eq!(opened.to_bytes(), secret.to_bytes());
+    assert!(matches!(
+        listing.entries[0].decrypt(&Password::new("guess")),
+        Err(KeyFileError::WrongPassword { .. })
+    ));
 }
 
 /// Makes a P-256 key with `openssl genpkey`, encrypts it with `openssl pkcs8 -topk8 -v2

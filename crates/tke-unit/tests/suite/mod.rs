@@ -37,6 +37,7 @@ macro_rules! backend_suite {
             unexpected_input,
             ninth_administrator,
             duplicate_administrator,
+            lookalike_administrator_name,
             leaving_imprint_mode_needs_new_threshold,
             thresholds_above_admin_count,
             remove_administrator_rules,
@@ -686,6 +687,41 @@ pub fn duplicate_administrator(f: &dyn UnitFactory) {
             &[w.a(0), w.a(1)],
         ),
         ModuleError::ADMIN_EXISTS,
+    );
+    assert_unchanged(&u, &before, true);
+}
+
+/// An administrator whose name looks like an installed one's (another key) is refused
+/// with 256/40, in imprint mode and out of it; a name that merely resembles one is not.
+pub fn lookalike_administrator_name(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    // A new administrator named `name`, with a key of its own.
+    let add = |u: &mut Unit, name: &str, signers: &[&MemSigner]| {
+        let cert = MemSigner::new(name).certificate().clone();
+        run(u, ca, &Command::AddAdmin(cert), signers)
+    };
+    let installed = w.a(0).certificate().name().as_str().to_owned();
+    // Upper case, and the Latin a replaced by a Cyrillic one.
+    let lookalikes = [installed.to_uppercase(), installed.replace('a', "\u{430}")];
+    assert!(lookalikes.iter().all(|n| *n != installed), "{lookalikes:?}");
+    let mut u = w.unit(f, "u", UnitType::Recovery);
+    let first = Command::AddAdmin(w.a(0).certificate().clone());
+    ok(run(&mut u, ca, &first, &[]));
+    // The same name with another key looks the same too.
+    for name in lookalikes.iter().chain([&installed]) {
+        let before = u.status();
+        fails(&add(&mut u, name, &[]), ModuleError::ADMIN_NAME_LOOKALIKE);
+        assert_unchanged(&u, &before, true);
+    }
+    // A different name is installed.
+    ok(add(&mut u, &format!("{installed}-2"), &[]));
+    // Out of imprint mode, with a quorum's signatures, still refused.
+    let mut u = w.ready(f, "ready", UnitType::Recovery);
+    let before = u.status();
+    fails(
+        &add(&mut u, &lookalikes[0], &[w.a(0), w.a(1)]),
+        ModuleError::ADMIN_NAME_LOOKALIKE,
     );
     assert_unchanged(&u, &before, true);
 }
