@@ -1,5 +1,5 @@
 use tke_client::{ClientError, InstanceId};
-use tke_proto::{AdminName, Ski, UnitId};
+use tke_proto::{AdminName, ErrorChain, Ski, UnitId};
 use tke_sigkey::SignError;
 
 use crate::postcondition::UnitDeviations;
@@ -19,7 +19,7 @@ pub enum Problem {
     #[error("The service instance does not contain any recovery crypto units.")]
     NoRecoveryUnit,
     /// A unit is not in imprint mode.
-    #[error("crypto unit {num} ({}) is not in imprint mode. Use 'tke cryptounit-compare' to see how the crypto units are configured. If no current master key register is set, zeroize the crypto units with 'tke cryptounit-zeroize' and rerun 'tke auto-init'. Do not zeroize while the instance's key storage holds keys.", unit.uuid())]
+    #[error("crypto unit {num} ({}) is not in imprint mode", unit.uuid())]
     NotInImprintMode {
         /// Its `CRYPTO UNIT NUM`.
         num: usize,
@@ -27,7 +27,7 @@ pub enum Problem {
         unit: UnitId,
     },
     /// A unit could not be queried.
-    #[error("crypto unit {num} cannot be queried: {source}")]
+    #[error("crypto unit {num} cannot be queried")]
     Unreachable {
         /// Its `CRYPTO UNIT NUM`.
         num: usize,
@@ -59,7 +59,7 @@ pub enum Problem {
         ski: Ski,
     },
     /// A key cannot sign.
-    #[error("signature key {name} cannot be used: {source}")]
+    #[error("signature key {name} cannot be used")]
     UnusableKey {
         /// The administrator.
         name: AdminName,
@@ -82,15 +82,17 @@ pub enum Problem {
     },
 }
 
-/// A ceremony's failure.
+/// A ceremony's failure. [`Problems`](Self::Problems) and [`Step`](Self::Step) gather the
+/// errors of several units, which cannot all be its `source()`: their message lists each
+/// with its causes ([`ErrorChain`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CeremonyError {
     /// Preconditions failed; nothing was changed.
-    #[error("{} problem(s) found; no crypto unit was changed:\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{} problem(s) found; no crypto unit was changed:\n{}", .0.len(), .0.iter().map(|p| format!("  - {}", ErrorChain(p))).collect::<Vec<_>>().join("\n"))]
     Problems(Vec<Problem>),
     /// A step failed on one or more units after the ceremony started.
-    #[error("{step} failed:\n{}", failures.iter().map(|(n, e)| format!("  - crypto unit {n}: {e}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{step} failed:\n{}", failures.iter().map(|(n, e)| format!("  - crypto unit {n}: {}", ErrorChain(e))).collect::<Vec<_>>().join("\n"))]
     Step {
         /// The step (the vendor's progress line).
         step: &'static str,
@@ -98,7 +100,7 @@ pub enum CeremonyError {
         failures: Vec<(usize, ClientError)>,
     },
     /// A unit answered with output the ceremony cannot use.
-    #[error("{step}: crypto unit {num} answered with unusable output: {source}")]
+    #[error("{step}: crypto unit {num} answered with unusable output")]
     Output {
         /// The step.
         step: &'static str,

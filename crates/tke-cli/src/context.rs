@@ -177,7 +177,7 @@ impl Ctx {
                         && tries < 2
                         && self.secrets.as_ref().and_then(|s| s.get(name)).is_none() =>
                 {
-                    println!("{e}\n");
+                    println!("{}\n", tke_proto::ErrorChain(&e));
                     tries += 1;
                 }
                 Err(e) => {

@@ -12,6 +12,7 @@ mod context;
 mod local;
 mod logging;
 mod prompt;
+mod report;
 mod secrets;
 mod sigkeys;
 mod table;
@@ -228,10 +229,7 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // Network failures get the vendor's explanation (status code, message, advice).
             let files = tke_keyfile::FilesDir::resolve(files_dir.as_deref()).ok();
-            match targets::explain(&e, files.as_ref()) {
-                Some(text) => eprintln!("FAILED\n{text}"),
-                None => eprintln!("FAILED\n{e:#}"),
-            }
+            eprintln!("FAILED\n{}", report::failure(&e, files.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

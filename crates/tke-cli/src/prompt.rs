@@ -57,7 +57,7 @@ impl Prompter {
             let answer = self.line(text, flag)?;
             match parse(&answer) {
                 Ok(v) => return Ok(v),
-                Err(e) => println!("{e:#}\n"),
+                Err(e) => println!("{}\n", crate::report::chain(&e)),
             }
         }
     }

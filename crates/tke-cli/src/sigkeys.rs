@@ -15,7 +15,7 @@ use crate::{context::Ctx, prompt::parse_numbers, table::Table};
 pub fn list(ctx: &Ctx) -> Result<Vec<SigKeyEntry>> {
     let listing = ctx.files.signature_keys()?;
     for p in &listing.problems {
-        eprintln!("Warning: {p}");
+        eprintln!("Warning: {}", tke_proto::ErrorChain(p));
     }
     Ok(listing.entries)
 }
@@ -288,7 +288,8 @@ pub fn rm(ctx: &Ctx, nums: &[usize], yes: bool) -> Result<()> {
         for u in &found.unreachable {
             println!(
                 "WARNING: crypto unit {} cannot be queried, so whether these signature keys are installed on it is unknown: {}.",
-                u.num, u.source
+                u.num,
+                tke_proto::ErrorChain(&u.source)
             );
         }
         if !found.installed.is_empty() || !found.unreachable.is_empty() {

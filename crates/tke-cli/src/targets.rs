@@ -164,7 +164,7 @@ fn read_ca(path: &Path) -> Result<CaCertificate> {
     let pem = fs::read_to_string(path)
         .with_context(|| format!("cannot read the CA file {}", path.display()))?;
     CaCertificate::from_pem(&pem)
-        .with_context(|| format!("{} is not a TKE fleet CA certificate", path.display()))
+        .with_context(|| format!("the CA file {} cannot be used", path.display()))
 }
 
 fn transport(t: &Target) -> Result<HttpsTransport> {
@@ -364,7 +364,7 @@ fn explain_network(
             lines.push("Check that tke-unitd is running there and that the URL is right (`tke target list`).".into());
         }
         other => {
-            lines.push(format!("{other}."));
+            lines.push(format!("{}.", tke_proto::ErrorChain(other)));
             if unit.is_some() && other.may_have_reached_server() {
                 lines.push("The request may or may not have run on the crypto unit: check with `tke cryptounit-compare` before you try again.".into());
             } else {
@@ -412,7 +412,8 @@ pub fn explain(err: &anyhow::Error, files: Option<&FilesDir>) -> Option<String> 
             };
             if unreachable {
                 return Some(format!(
-                    "{err:#}\nSome crypto units could not be reached. A command may or may not have run on them: check every unit with `tke cryptounit-compare` before you go on (the README explains how to finish an interrupted initialization)."
+                    "{}\nSome crypto units could not be reached. A command may or may not have run on them: check every unit with `tke cryptounit-compare` before you go on (the README explains how to finish an interrupted initialization).",
+                    crate::report::chain(err)
                 ));
             }
         }

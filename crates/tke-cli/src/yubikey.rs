@@ -157,7 +157,7 @@ pub fn hint(e: YubiKeyError) -> anyhow::Error {
         _ => None,
     };
     match extra {
-        Some(x) => anyhow::anyhow!("{e}. {x}"),
+        Some(x) => anyhow::anyhow!("{}. {x}", tke_proto::ErrorChain(&e)),
         None => e.into(),
     }
 }

@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use tke_ceremony::{CeremonyError, Zeroize};
 use tke_keyfile::SigKeyEntry;
-use tke_proto::RegisterState;
+use tke_proto::{ErrorChain, RegisterState};
 use tke_sigkey::Signer;
 
 use crate::{
@@ -151,7 +151,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             failures.len(),
             failures
                 .iter()
-                .map(|(num, e)| format!("  - crypto unit {num}: {e}"))
+                .map(|(num, e)| format!("  - crypto unit {num}: {}", ErrorChain(e)))
                 .collect::<Vec<_>>()
                 .join("\n")
         ),

@@ -93,9 +93,7 @@ impl Client {
                 if cert.unit_id() != d.unit_id {
                     return Err(ClientError::Untrusted {
                         unit: d.unit_id,
-                        source: tke_proto::ProtoError::Certificate(
-                            "the device certificate names another unit",
-                        ),
+                        source: tke_proto::CertificateError::NamesAnotherUnit.into(),
                     });
                 }
                 if !instance_order.contains(&d.instance) {

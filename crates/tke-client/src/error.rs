@@ -25,7 +25,7 @@ pub enum ClientError {
         error: ModuleError,
     },
     /// A unit's answer could not be authenticated or decoded.
-    #[error("crypto unit {}: {source}", unit.uuid())]
+    #[error("crypto unit {}", unit.uuid())]
     Response {
         /// The unit.
         unit: UnitId,
@@ -33,7 +33,7 @@ pub enum ClientError {
         source: ProtoError,
     },
     /// A unit's device certificate does not chain to the fleet CA or names another unit.
-    #[error("crypto unit {} is not trusted: {source}", unit.uuid())]
+    #[error("crypto unit {} is not trusted", unit.uuid())]
     Untrusted {
         /// The unit.
         unit: UnitId,
@@ -62,7 +62,7 @@ pub enum ClientError {
         found: u64,
     },
     /// A command could not be built or signed.
-    #[error("cannot sign the {command:?} command for crypto unit {}: {source}", unit.uuid())]
+    #[error("cannot sign the {command:?} command for crypto unit {}", unit.uuid())]
     Signing {
         /// The unit.
         unit: UnitId,
@@ -72,7 +72,7 @@ pub enum ClientError {
         source: tke_sigkey::SignError,
     },
     /// A command could not be encoded.
-    #[error("cannot encode a request for crypto unit {}: {source}", unit.uuid())]
+    #[error("cannot encode a request for crypto unit {}", unit.uuid())]
     Encoding {
         /// The unit.
         unit: UnitId,
@@ -86,7 +86,7 @@ pub enum ClientError {
         path: PathBuf,
     },
     /// No fleet where one was expected.
-    #[error("no embedded fleet at {}; create one with `tke local init`", path.display())]
+    #[error("no embedded fleet at {}", path.display())]
     FleetMissing {
         /// The fleet directory.
         path: PathBuf,
@@ -98,7 +98,7 @@ pub enum ClientError {
         what: &'static str,
     },
     /// Reading or writing a fleet file failed.
-    #[error("embedded fleet file {}: {source}", path.display())]
+    #[error("embedded fleet file {}", path.display())]
     FleetIo {
         /// The file.
         path: PathBuf,
@@ -114,7 +114,7 @@ pub enum ClientError {
         what: &'static str,
     },
     /// The fleet CA could not be made.
-    #[error("cannot make the fleet CA in {}: {source}", path.display())]
+    #[error("cannot make the fleet CA in {}", path.display())]
     FleetCa {
         /// The fleet directory.
         path: PathBuf,
@@ -128,7 +128,7 @@ pub enum ClientError {
         path: PathBuf,
     },
     /// An embedded unit could not be opened or created.
-    #[error("embedded crypto unit in {}: {source}", path.display())]
+    #[error("embedded crypto unit in {}", path.display())]
     Unit {
         /// The unit directory.
         path: PathBuf,
@@ -136,7 +136,7 @@ pub enum ClientError {
         source: Box<tke_unit::UnitError>,
     },
     /// A transport failure (network, server).
-    #[error("cannot reach crypto unit {} through {endpoint}: {source}", unit.uuid())]
+    #[error("cannot reach crypto unit {} through {endpoint}", unit.uuid())]
     Transport {
         /// The unit.
         unit: UnitId,
@@ -146,7 +146,7 @@ pub enum ClientError {
         source: tke_proto::BoxError,
     },
     /// An HTTPS target failed: listing its units, or carrying a request to one of them.
-    #[error("target {target} ({url}){}: {source}", unit.map(|u| format!(", crypto unit {}", u.uuid())).unwrap_or_default())]
+    #[error("target {target} ({url}){}", unit.map(|u| format!(", crypto unit {}", u.uuid())).unwrap_or_default())]
     Network {
         /// The target's name.
         target: String,

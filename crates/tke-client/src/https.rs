@@ -90,7 +90,7 @@ pub enum HttpsError {
         what: &'static str,
     },
     /// The API key file cannot be read.
-    #[error("cannot read the API key file {}: {source}", path.display())]
+    #[error("cannot read the API key file {}", path.display())]
     ApiKeyFile {
         /// The file.
         path: PathBuf,
@@ -112,13 +112,13 @@ pub enum HttpsError {
         what: &'static str,
     },
     /// The CA certificate cannot be used as a TLS trust anchor.
-    #[error("the fleet CA certificate cannot be used to check the server: {source}")]
+    #[error("the fleet CA certificate cannot be used to check the server")]
     CaUnusable {
         /// rustls' reason.
         source: rustls::Error,
     },
     /// The host name does not resolve.
-    #[error("cannot resolve {addr}: {source}")]
+    #[error("cannot resolve {addr}")]
     Resolve {
         /// `HOST:PORT`.
         addr: String,
@@ -126,7 +126,7 @@ pub enum HttpsError {
         source: io::Error,
     },
     /// No TCP connection could be made.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect {
         /// `HOST:PORT`.
         addr: String,
@@ -134,13 +134,13 @@ pub enum HttpsError {
         source: io::Error,
     },
     /// The server's certificate was not issued by the pinned CA, or names another host.
-    #[error("the server's TLS certificate is not trusted: {source}")]
+    #[error("the server's TLS certificate is not trusted")]
     UntrustedServer {
         /// rustls' reason (unknown issuer, bad signature, not valid for this name...).
         source: rustls::Error,
     },
     /// Another TLS failure.
-    #[error("TLS failure while {phase}: {source}")]
+    #[error("TLS failure while {phase}")]
     Tls {
         /// Where.
         phase: Phase,
@@ -154,7 +154,7 @@ pub enum HttpsError {
         phase: Phase,
     },
     /// The connection failed.
-    #[error("connection failure while {phase}: {source}")]
+    #[error("connection failure while {phase}")]
     Io {
         /// Where.
         phase: Phase,

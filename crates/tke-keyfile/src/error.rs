@@ -14,8 +14,8 @@ pub enum KeyFileError {
     /// No directory was given, `CLOUDTKEFILES` is unset, and there is no per-user default
     /// (neither `XDG_DATA_HOME` nor `HOME` is set).
     #[error(
-        "no directory for TKE files: give one explicitly (--files-dir), set CLOUDTKEFILES, \
-         or set HOME"
+        "no directory for TKE files: none was given, CLOUDTKEFILES is unset, and there is \
+         no per-user default (HOME is unset)"
     )]
     NoDirectory,
 
@@ -29,7 +29,7 @@ pub enum KeyFileError {
     },
 
     /// The directory could not be created.
-    #[error("cannot create the directory for TKE files {} ({origin}): {source}", path.display())]
+    #[error("cannot create the directory for TKE files {} ({origin})", path.display())]
     CreateDir {
         /// The path.
         path: PathBuf,
@@ -40,7 +40,7 @@ pub enum KeyFileError {
     },
 
     /// A file cannot be created in the directory.
-    #[error("the directory for TKE files {} ({origin}) is not writable: {source}", path.display())]
+    #[error("the directory for TKE files {} ({origin}) is not writable", path.display())]
     NotWritable {
         /// The path.
         path: PathBuf,
@@ -51,7 +51,7 @@ pub enum KeyFileError {
     },
 
     /// Reading, writing, listing or removing a file failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done (`read`, `write`, `list`, `remove`, `sync`).
         action: &'static str,
@@ -85,7 +85,7 @@ pub enum KeyFileError {
     },
 
     /// A certificate file does not hold a valid administrator certificate.
-    #[error("the certificate file {} is not a valid administrator certificate: {source}", path.display())]
+    #[error("the certificate file {} is not a valid administrator certificate", path.display())]
     Certificate {
         /// The certificate file.
         path: PathBuf,
@@ -103,7 +103,7 @@ pub enum KeyFileError {
     },
 
     /// A signature key file could not be decoded (PEM or DER).
-    #[error("the signature key file {} is malformed: {what}: {source}", path.display())]
+    #[error("the signature key file {} is malformed: {what}", path.display())]
     KeyFileEncoding {
         /// The key file.
         path: PathBuf,
@@ -168,7 +168,7 @@ pub enum KeyFileError {
     /// A reference file is not valid TOML, or has unknown or missing fields.
     #[error(
         "the signature key reference file {} is malformed: it must hold `kind = \"pkcs11\"` \
-         and `uri = \"pkcs11:...\"`, or `kind = \"yubikey\"`, `serial` and `slot`, only: {source}",
+         and `uri = \"pkcs11:...\"`, or `kind = \"yubikey\"`, `serial` and `slot`, only",
         path.display()
     )]
     ReferenceToml {
@@ -269,7 +269,7 @@ pub enum KeyFileError {
     },
 
     /// A key could not be encrypted or encoded.
-    #[error("cannot encrypt the signature key of administrator {name}: {source}")]
+    #[error("cannot encrypt the signature key of administrator {name}")]
     Encrypt {
         /// The administrator.
         name: AdminName,
@@ -278,7 +278,7 @@ pub enum KeyFileError {
     },
 
     /// The selection file is not valid JSON of the expected shape.
-    #[error("the selection file {} is corrupt: {source}", path.display())]
+    #[error("the selection file {} is corrupt", path.display())]
     SelectionJson {
         /// The selection file.
         path: PathBuf,

@@ -17,7 +17,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The file cannot be read or written.
-    #[error("cannot {action} the card state file {path}: {source}")]
+    #[error("cannot {action} the card state file {path}")]
     Io {
         /// `read` or `write`.
         action: &'static str,

@@ -30,7 +30,7 @@ use x509_cert::{
     Certificate, TbsCertificate, Version,
 };
 
-use crate::{AdminName, ProtoError, Ski, UnitId};
+use crate::{AdminName, CertificateError, ProtoError, Ski, UnitId};
 
 /// A signing closure: signs the given bytes (ECDSA P-256 over SHA-256) and returns the
 /// DER signature, or the signer's own error.
@@ -80,7 +80,7 @@ fn read_name(n: &Name) -> Result<(String, String), ProtoError> {
                     der::asn1::PrintableStringRef::try_from(&atv.value)
                         .map(|s| s.as_str().to_owned())
                 })
-                .map_err(|_| ProtoError::Certificate("a name attribute is not a string"))?;
+                .map_err(|_| ProtoError::from(CertificateError::NameNotString))?;
             if atv.oid == OID_CN {
                 cn = Some(v);
             } else if atv.oid == OID_OU {
@@ -90,7 +90,7 @@ fn read_name(n: &Name) -> Result<(String, String), ProtoError> {
     }
     match (cn, ou) {
         (Some(cn), Some(ou)) => Ok((cn, ou)),
-        _ => Err(ProtoError::Certificate("the name lacks a CN or an OU")),
+        _ => Err(CertificateError::MissingCnOrOu.into()),
     }
 }
 
@@ -109,7 +109,7 @@ fn validity() -> Result<Validity, ProtoError> {
 fn spki(key: &PublicKey) -> Result<SubjectPublicKeyInfoOwned, ProtoError> {
     let doc = key
         .to_public_key_der()
-        .map_err(|_| ProtoError::Certificate("cannot encode the public key"))?;
+        .map_err(|_| ProtoError::from(CertificateError::PublicKeyEncoding))?;
     Ok(SubjectPublicKeyInfoOwned::from_der(doc.as_bytes())?)
 }
 
@@ -185,23 +185,23 @@ fn parse_and_verify(
     let cert = Certificate::from_der(der_bytes)?;
     let tbs = &cert.tbs_certificate;
     if tbs.version != Version::V3 {
-        return Err(ProtoError::Certificate("not an X.509 v3 certificate"));
+        return Err(CertificateError::NotV3.into());
     }
     if cert.signature_algorithm.oid != OID_ECDSA_SHA256 || tbs.signature.oid != OID_ECDSA_SHA256 {
-        return Err(ProtoError::Certificate("not signed with ecdsa-with-SHA256"));
+        return Err(CertificateError::NotEcdsaSha256.into());
     }
     let key = PublicKey::from_public_key_der(&tbs.subject_public_key_info.to_der()?)
-        .map_err(|_| ProtoError::Certificate("the public key is not a P-256 key"))?;
+        .map_err(|_| ProtoError::from(CertificateError::NotP256Key))?;
     let own = VerifyingKey::from(&key);
     let verifier = issuer_key.unwrap_or(&own);
     let sig_bytes = cert
         .signature
         .as_bytes()
-        .ok_or(ProtoError::Certificate("the signature has unused bits"))?;
+        .ok_or(ProtoError::from(CertificateError::SignatureUnusedBits))?;
     let sig = DerSignature::from_bytes(sig_bytes)
-        .map_err(|_| ProtoError::Certificate("the signature is not a DER ECDSA signature"))?;
+        .map_err(|_| ProtoError::from(CertificateError::SignatureEncoding))?;
     crate::ecdsa_p256::verify(verifier, &tbs.to_der()?, &sig)
-        .map_err(|_| ProtoError::Certificate("the signature does not verify"))?;
+        .map_err(|_| ProtoError::from(CertificateError::BadSignature))?;
     Ok((cert, key))
 }
 
@@ -218,9 +218,7 @@ fn cert_pem(der_bytes: &[u8]) -> Result<String, ProtoError> {
 fn cert_der(pem: &str) -> Result<Vec<u8>, ProtoError> {
     let (label, der) = der::pem::decode_vec(pem.as_bytes())?;
     if label != "CERTIFICATE" {
-        return Err(ProtoError::Certificate(
-            "the PEM block is not a CERTIFICATE",
-        ));
+        return Err(CertificateError::NotPemCertificate.into());
     }
     Ok(der)
 }
@@ -234,13 +232,12 @@ fn extension(cert: &Certificate, oid: ObjectIdentifier) -> Option<&Extension> {
 
 fn check_ski(cert: &Certificate, key: &PublicKey) -> Result<Ski, ProtoError> {
     let ski = Ski::of_public_key(key);
-    let ext = extension(cert, OID_SKI)
-        .ok_or(ProtoError::Certificate("no subjectKeyIdentifier extension"))?;
+    let ext = extension(cert, OID_SKI).ok_or(ProtoError::from(
+        CertificateError::MissingSubjectKeyIdentifier,
+    ))?;
     let stored = SubjectKeyIdentifier::from_der(ext.extn_value.as_bytes())?;
     if stored.0.as_bytes() != ski.0 {
-        return Err(ProtoError::Certificate(
-            "the subjectKeyIdentifier is not SHA-256 of the public key",
-        ));
+        return Err(CertificateError::SubjectKeyIdentifierMismatch.into());
     }
     Ok(ski)
 }
@@ -293,16 +290,17 @@ impl AdminCertificate {
     /// SKI extension equal to SHA-256 of the key.
     ///
     /// # Errors
-    /// [`ProtoError::Certificate`] saying which check failed, or [`ProtoError::Der`].
+    /// [`ProtoError::Certificate`] with the [`CertificateError`] of the check that failed,
+    /// or [`ProtoError::Der`].
     pub fn from_der(der_bytes: &[u8]) -> Result<Self, ProtoError> {
         let (cert, key) = parse_and_verify(der_bytes, None)?;
         let tbs = &cert.tbs_certificate;
         if tbs.issuer != tbs.subject {
-            return Err(ProtoError::Certificate("issuer and subject differ"));
+            return Err(CertificateError::IssuerNotSubject.into());
         }
         let (cn, ou) = read_name(&tbs.subject)?;
         if ou != ADMIN_OU {
-            return Err(ProtoError::Certificate("the OU is not TKE Administration"));
+            return Err(CertificateError::NotAdministrator.into());
         }
         let name = AdminName::new(&cn)?;
         let ski = check_ski(&cert, &key)?;
@@ -413,7 +411,7 @@ impl CaCertificate {
         let (cert, key) = parse_and_verify(der_bytes, None)?;
         let (cn, ou) = read_name(&cert.tbs_certificate.subject)?;
         if ou != CA_OU || cert.tbs_certificate.issuer != cert.tbs_certificate.subject {
-            return Err(ProtoError::Certificate("not a TKE fleet CA certificate"));
+            return Err(CertificateError::NotFleetCa.into());
         }
         Ok(Self {
             der: der_bytes.to_vec(),
@@ -512,24 +510,20 @@ impl DeviceCertificate {
     /// Parses a device certificate and checks that `ca` issued it.
     ///
     /// # Errors
-    /// [`ProtoError::Certificate`] (including "not issued by this fleet's CA") or
+    /// [`ProtoError::Certificate`] (including [`CertificateError::NotIssuedByFleetCa`]) or
     /// [`ProtoError::Der`].
     pub fn verify(der_bytes: &[u8], ca: &CaCertificate) -> Result<Self, ProtoError> {
         let (cert, key) =
             parse_and_verify(der_bytes, Some(&ca.verifying_key())).map_err(|e| match e {
-                ProtoError::Certificate("the signature does not verify") => {
-                    ProtoError::Certificate(
-                        "the device certificate was not issued by this fleet's CA",
-                    )
+                ProtoError::Certificate(CertificateError::BadSignature) => {
+                    CertificateError::NotIssuedByFleetCa.into()
                 }
                 other => other,
             })?;
         let (cn, ou) = read_name(&cert.tbs_certificate.subject)?;
         let (ca_subject, _) = ca.issuer_fields()?;
         if ou != DEVICE_OU || cert.tbs_certificate.issuer != ca_subject {
-            return Err(ProtoError::Certificate(
-                "not a TKE crypto unit certificate of this fleet",
-            ));
+            return Err(CertificateError::NotDeviceOfFleet.into());
         }
         let unit_id = UnitId::from_uuid(&cn)?;
         check_ski(&cert, &key)?;

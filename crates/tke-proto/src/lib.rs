@@ -5,6 +5,7 @@ pub mod cert;
 pub mod command;
 pub mod ecdh_p256;
 pub mod ecdsa_p256;
+pub mod error;
 pub mod response;
 pub mod transport;
 mod types;
@@ -12,6 +13,7 @@ pub mod vp;
 
 pub use cert::{AdminCertificate, CaCertificate, DeviceCertificate};
 pub use command::{AdminCommand, Command, CommandId, Query, Request, SignedCommand, SignerInfo};
+pub use error::{CertificateError, ErrorChain, TransportError};
 pub use response::{
     AdminInfo, ModuleError, RegisterStatus, ResponseBody, SignedResponse, UnitStatus,
 };
@@ -31,8 +33,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtoError {
-    /// Malformed or non-canonical DER (with the position the decoder reports).
-    #[error("malformed DER: {0}")]
+    /// Malformed or non-canonical DER (the source says where the decoder stopped).
+    #[error("malformed DER")]
     Der(#[from] der::Error),
     /// A fixed-length value has the wrong length.
     #[error("the {what} must be {expected} bytes, not {actual}")]
@@ -78,20 +80,20 @@ pub enum ProtoError {
         /// How many it named.
         count: usize,
     },
-    /// A certificate failed a check.
-    #[error("invalid certificate: {0}")]
-    Certificate(&'static str),
+    /// A certificate failed a check (the source says which).
+    #[error("invalid certificate")]
+    Certificate(#[from] CertificateError),
     /// A public key is not a P-256 point.
     #[error("the {what} is not an uncompressed P-256 point")]
     PublicKey {
         /// Which key.
         what: &'static str,
     },
-    /// A master key transport check failed.
-    #[error("master key transport: {0}")]
-    Transport(&'static str),
+    /// A master key transport check failed (the source says which).
+    #[error("master key transport failed")]
+    Transport(#[from] TransportError),
     /// A signer or a device key failed to sign.
-    #[error("signing failed: {source}")]
+    #[error("signing failed")]
     Signing {
         /// The signer's error.
         source: BoxError,

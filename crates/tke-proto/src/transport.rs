@@ -38,7 +38,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     cert::{CaCertificate, DeviceCertificate},
-    vp, BoxError, Digest32, MasterKey, ProtoError, Register, UnitId, Vp,
+    vp, BoxError, Digest32, MasterKey, ProtoError, Register, TransportError, UnitId, Vp,
 };
 
 /// Label that starts the KDF context.
@@ -101,9 +101,7 @@ impl ImporterKey {
     pub fn key(&self) -> Result<PublicKey, ProtoError> {
         let key = parse_point(self.public_key.as_bytes(), "importer key")?;
         if Digest32::sha256(self.public_key.as_bytes()) != self.key_id {
-            return Err(ProtoError::Transport(
-                "the importer key id does not match its key",
-            ));
+            return Err(TransportError::ImporterKeyIdMismatch.into());
         }
         Ok(key)
     }
@@ -147,25 +145,22 @@ impl CertifiedImporter {
     /// # Errors
     /// [`ProtoError::Transport`] if the signature or the unit id does not match.
     pub fn verify(&self, target: &DeviceCertificate) -> Result<ImporterKey, ProtoError> {
-        verify_sig(&target.verifying_key(), &self.importer, &self.signature).map_err(|_| {
-            ProtoError::Transport("the importer key is not certified by the target unit")
-        })?;
+        if !verify_sig(&target.verifying_key(), &self.importer, &self.signature) {
+            return Err(TransportError::ImporterNotCertified.into());
+        }
         let importer = ImporterKey::from_der(self.importer.as_bytes())?;
         if importer.unit_id != target.unit_id() {
-            return Err(ProtoError::Transport(
-                "the importer key belongs to another unit",
-            ));
+            return Err(TransportError::ImporterOfAnotherUnit.into());
         }
         importer.key()?;
         Ok(importer)
     }
 }
 
-fn verify_sig(key: &VerifyingKey, msg: &OctetString, sig: &OctetString) -> Result<(), ProtoError> {
-    let sig = DerSignature::from_bytes(sig.as_bytes())
-        .map_err(|_| ProtoError::Transport("malformed signature"))?;
-    crate::ecdsa_p256::verify(key, msg.as_bytes(), &sig)
-        .map_err(|_| ProtoError::Transport("bad signature"))
+/// Whether `sig` is a valid DER signature of `msg` by `key` (callers say whose).
+fn verify_sig(key: &VerifyingKey, msg: &OctetString, sig: &OctetString) -> bool {
+    DerSignature::from_bytes(sig.as_bytes())
+        .is_ok_and(|sig| crate::ecdsa_p256::verify(key, msg.as_bytes(), &sig).is_ok())
 }
 
 /// Input of `exportMk`: which register to export and to whom.
@@ -260,13 +255,12 @@ impl SignedEnvelope {
         ca: &CaCertificate,
     ) -> Result<(MkEnvelope, DeviceCertificate), ProtoError> {
         let source = DeviceCertificate::verify(self.source_certificate.as_bytes(), ca)?;
-        verify_sig(&source.verifying_key(), &self.envelope, &self.signature)
-            .map_err(|_| ProtoError::Transport("the envelope is not signed by the source unit"))?;
+        if !verify_sig(&source.verifying_key(), &self.envelope, &self.signature) {
+            return Err(TransportError::EnvelopeNotSigned.into());
+        }
         let env = MkEnvelope::from_der(self.envelope.as_bytes())?;
         if env.source_unit_id != source.unit_id() {
-            return Err(ProtoError::Transport(
-                "the envelope names another source unit",
-            ));
+            return Err(TransportError::EnvelopeOfAnotherSource.into());
         }
         Ok((env, source))
     }
@@ -321,7 +315,7 @@ pub fn derive_kek(z: &[u8; 32], context: &[u8; 32]) -> Kek {
 pub fn wrap(kek: &[u8; 32], mk: &MasterKey) -> Result<Vec<u8>, ProtoError> {
     aes_kw::KekAes256::from(*kek)
         .wrap_with_padding_vec(mk.expose_secret())
-        .map_err(|_| ProtoError::Transport("key wrap failed"))
+        .map_err(|_| ProtoError::from(TransportError::WrapFailed))
 }
 
 /// Unwraps a master key (RFC 5649) and checks it is 32 bytes.
@@ -332,17 +326,15 @@ pub fn unwrap(kek: &[u8; 32], wrapped: &[u8]) -> Result<MasterKey, ProtoError> {
     // A 32-byte key wraps to exactly 40 bytes. Checking first also keeps odd lengths away
     // from aes-kw 0.2, which panics on some short inputs.
     if wrapped.len() != 40 {
-        return Err(ProtoError::Transport("the wrapped key is not 40 bytes"));
+        return Err(TransportError::WrappedKeyLength.into());
     }
     let v = Zeroizing::new(
         aes_kw::KekAes256::from(*kek)
             .unwrap_with_padding_vec(wrapped)
-            .map_err(|_| ProtoError::Transport("the wrapped key fails its integrity check"))?,
+            .map_err(|_| ProtoError::from(TransportError::WrappedKeyIntegrity))?,
     );
-    MasterKey::from_slice(&v).map_err(|_| ProtoError::Transport("the wrapped key is not 32 bytes"))
+    MasterKey::from_slice(&v).map_err(|_| ProtoError::from(TransportError::UnwrappedKeyLength))
 }
-
-const ECDH: &str = "the P-256 key agreement failed";
 
 /// The software reference of the export side: makes an ephemeral key, derives the KEK
 /// for `importer`, wraps `mk` and returns the envelope (unsigned).
@@ -356,7 +348,7 @@ pub fn soft_seal(
 ) -> Result<MkEnvelope, ProtoError> {
     let importer_key = importer.key()?;
     let (eph_public, z) = crate::ecdh_p256::agree_ephemeral(&importer_key)
-        .map_err(|_| ProtoError::Transport(ECDH))?;
+        .map_err(|_| ProtoError::from(TransportError::KeyAgreement))?;
     let eph_point = point_bytes(&eph_public);
     let ctx = kdf_context(
         &source,
@@ -386,13 +378,11 @@ pub fn soft_open(
     importer_secret: &p256::SecretKey,
 ) -> Result<MasterKey, ProtoError> {
     let eph = parse_point(envelope.ephemeral_public_key.as_bytes(), "ephemeral key")?;
-    let (importer_pub, z) =
-        crate::ecdh_p256::agree(importer_secret, &eph).map_err(|_| ProtoError::Transport(ECDH))?;
+    let (importer_pub, z) = crate::ecdh_p256::agree(importer_secret, &eph)
+        .map_err(|_| ProtoError::from(TransportError::KeyAgreement))?;
     let importer_point = point_bytes(&importer_pub);
     if Digest32::sha256(&importer_point) != envelope.importer_key_id {
-        return Err(ProtoError::Transport(
-            "the envelope is wrapped to another importer key",
-        ));
+        return Err(TransportError::OtherImporter.into());
     }
     let ctx = kdf_context(
         &envelope.source_unit_id,
@@ -403,9 +393,7 @@ pub fn soft_open(
     let kek = derive_kek(&z, &ctx);
     let mk = unwrap(kek.expose_secret(), envelope.wrapped_key.as_bytes())?;
     if vp::of(&mk) != envelope.vp {
-        return Err(ProtoError::Transport(
-            "the unwrapped key does not match the envelope's VP",
-        ));
+        return Err(TransportError::VpMismatch.into());
     }
     Ok(mk)
 }

@@ -11,7 +11,8 @@ use common::{admin_cert, ca, openssl_in, openssl_ok, tempdir, unit, write};
 use sha2::{Digest, Sha256};
 use tke_proto::{
     cert::{ADMIN_OU, CA_OU, DEVICE_OU},
-    AdminCertificate, AdminName, DeviceCertificate, ProtoError, Ski, UnitId,
+    AdminCertificate, AdminName, CertificateError, DeviceCertificate, ErrorChain, ProtoError, Ski,
+    UnitId,
 };
 
 /// openssl's rendering of a key identifier: colon-separated upper-case hex.
@@ -176,11 +177,8 @@ fn device_certificate_from_another_ca_refused() {
         let (other_key, other_ca) = ca(name, byte);
         let foreign = unit(&other_key, &other_ca, fleet.b.id, 0x0b);
         match DeviceCertificate::verify(foreign.cert.der(), &fleet.ca) {
-            Err(ProtoError::Certificate(what)) => {
-                assert_eq!(
-                    what,
-                    "the device certificate was not issued by this fleet's CA"
-                )
+            Err(ProtoError::Certificate(kind)) => {
+                assert_eq!(kind, CertificateError::NotIssuedByFleetCa)
             }
             other => panic!("{name}: {other:?}"),
         }
@@ -215,7 +213,7 @@ fn admin_certificate_tampered_name_fails_signature() {
     let pos = der.windows(5).rposition(|w| w == b"alice").unwrap();
     der[pos] = b'b';
     match AdminCertificate::from_der(&der) {
-        Err(ProtoError::Certificate(what)) => assert_eq!(what, "the signature does not verify"),
+        Err(ProtoError::Certificate(kind)) => assert_eq!(kind, CertificateError::BadSignature),
         other => panic!("{other:?}"),
     }
 }
@@ -232,7 +230,9 @@ fn admin_certificate_requires_sha256_ski() {
     // No SKI extension at all.
     let none = common::self_signed("carol", ADMIN_OU, &key, vec![]);
     match AdminCertificate::from_der(&none) {
-        Err(ProtoError::Certificate(what)) => assert_eq!(what, "no subjectKeyIdentifier extension"),
+        Err(ProtoError::Certificate(kind)) => {
+            assert_eq!(kind, CertificateError::MissingSubjectKeyIdentifier)
+        }
         other => panic!("{other:?}"),
     }
 
@@ -245,11 +245,8 @@ fn admin_certificate_requires_sha256_ski() {
     for wrong in [sha1, other.0.to_vec()] {
         let der = common::self_signed("carol", ADMIN_OU, &key, vec![common::ski_extension(&wrong)]);
         match AdminCertificate::from_der(&der) {
-            Err(ProtoError::Certificate(what)) => {
-                assert_eq!(
-                    what,
-                    "the subjectKeyIdentifier is not SHA-256 of the public key"
-                )
+            Err(ProtoError::Certificate(kind)) => {
+                assert_eq!(kind, CertificateError::SubjectKeyIdentifierMismatch)
             }
             other => panic!("{other:?}"),
         }
@@ -267,7 +264,7 @@ fn admin_certificate_refuses_other_kinds_and_bad_names() {
     let fleet = common::fleet();
     // A fleet CA certificate given as an administrator certificate.
     match AdminCertificate::from_der(fleet.ca.der()) {
-        Err(ProtoError::Certificate(what)) => assert_eq!(what, "the OU is not TKE Administration"),
+        Err(ProtoError::Certificate(kind)) => assert_eq!(kind, CertificateError::NotAdministrator),
         other => panic!("{other:?}"),
     }
     // A device certificate: not self-signed.
@@ -307,7 +304,9 @@ fn admin_certificate_build_is_deterministic_but_for_the_serial() {
     // A signer that fails makes no certificate, and says why.
     let failing: Box<tke_proto::cert::SignFn<'_>> = Box::new(|_| Err("token removed".into()));
     match AdminCertificate::build(&name, &common::public_key(&key), failing) {
-        Err(e @ ProtoError::Signing { .. }) => assert!(e.to_string().contains("token removed")),
+        Err(e @ ProtoError::Signing { .. }) => {
+            assert_eq!(ErrorChain(&e).to_string(), "signing failed: token removed")
+        }
         other => panic!("{other:?}"),
     }
 }

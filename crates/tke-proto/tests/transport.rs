@@ -8,7 +8,7 @@ use common::{fleet, signer, Fleet};
 use der::{asn1::OctetString, Decode, Encode};
 use tke_proto::{
     transport::{self, CertifiedImporter, ImporterKey, MkEnvelope, SignedEnvelope},
-    MasterKey, ProtoError, UnitId, Vp,
+    MasterKey, ProtoError, TransportError, UnitId, Vp,
 };
 
 const IMPORTER: u8 = 0x1f;
@@ -31,9 +31,9 @@ fn mk() -> MasterKey {
     MasterKey::from_slice(&[0x5c; 32]).unwrap()
 }
 
-fn expect_transport(r: Result<MasterKey, ProtoError>, expected: &str) {
+fn expect_transport(r: Result<MasterKey, ProtoError>, expected: TransportError) {
     match r {
-        Err(ProtoError::Transport(what)) => assert_eq!(what, expected),
+        Err(ProtoError::Transport(kind)) => assert_eq!(kind, expected),
         Err(other) => panic!("expected Transport({expected:?}), got {other:?}"),
         Ok(k) => panic!(
             "expected Transport({expected:?}), got a key with VP {}",
@@ -87,7 +87,7 @@ fn wrong_importer_secret_fails() {
     let other = common::secret_key(0x2f);
     expect_transport(
         transport::soft_open(&env, &other),
-        "the envelope is wrapped to another importer key",
+        TransportError::OtherImporter,
     );
     // Even if the envelope is relabelled for the other key, the KEK differs.
     let mut relabelled = env.clone();
@@ -96,7 +96,7 @@ fn wrong_importer_secret_fails() {
         .key_id;
     expect_transport(
         transport::soft_open(&relabelled, &other),
-        "the wrapped key fails its integrity check",
+        TransportError::WrappedKeyIntegrity,
     );
 }
 
@@ -111,7 +111,7 @@ fn flipped_wrapped_key_fails() {
         bad.wrapped_key = OctetString::new(w).unwrap();
         expect_transport(
             transport::soft_open(&bad, &common::secret_key(IMPORTER)),
-            "the wrapped key fails its integrity check",
+            TransportError::WrappedKeyIntegrity,
         );
     }
     // Truncated or extended.
@@ -129,20 +129,20 @@ fn unit_ids_are_bound_by_the_kdf() {
     bad.target_unit_id = other;
     expect_transport(
         transport::soft_open(&bad, &common::secret_key(IMPORTER)),
-        "the wrapped key fails its integrity check",
+        TransportError::WrappedKeyIntegrity,
     );
     let mut bad = env.clone();
     bad.source_unit_id = other;
     expect_transport(
         transport::soft_open(&bad, &common::secret_key(IMPORTER)),
-        "the wrapped key fails its integrity check",
+        TransportError::WrappedKeyIntegrity,
     );
     // Swapping source and target changes the context too.
     let mut bad = env;
     std::mem::swap(&mut bad.source_unit_id, &mut bad.target_unit_id);
     expect_transport(
         transport::soft_open(&bad, &common::secret_key(IMPORTER)),
-        "the wrapped key fails its integrity check",
+        TransportError::WrappedKeyIntegrity,
     );
 }
 
@@ -156,7 +156,7 @@ fn ephemeral_key_is_bound() {
     bad.ephemeral_public_key = OctetString::new(transport::point_bytes(&g).to_vec()).unwrap();
     expect_transport(
         transport::soft_open(&bad, &common::secret_key(IMPORTER)),
-        "the wrapped key fails its integrity check",
+        TransportError::WrappedKeyIntegrity,
     );
     // Not a point at all, a compressed point, or a point off the curve.
     let mut compressed = env.ephemeral_public_key.as_bytes()[..33].to_vec();
@@ -180,7 +180,7 @@ fn wrong_vp_fails() {
     env.vp = Vp([0; 32]);
     expect_transport(
         transport::soft_open(&env, &common::secret_key(IMPORTER)),
-        "the unwrapped key does not match the envelope's VP",
+        TransportError::VpMismatch,
     );
 }
 
@@ -192,7 +192,9 @@ fn signed_envelope_checks() {
     let (_, other_ca) = common::ca("fleet-1", 0x0e);
     assert!(matches!(
         signed.verify(&other_ca),
-        Err(ProtoError::Certificate(_))
+        Err(ProtoError::Certificate(
+            tke_proto::CertificateError::NotIssuedByFleetCa
+        ))
     ));
     // Any change to the envelope breaks the source's signature.
     let mut bytes = signed.envelope.as_bytes().to_vec();
@@ -202,9 +204,7 @@ fn signed_envelope_checks() {
     bad.envelope = OctetString::new(bytes).unwrap();
     assert!(matches!(
         bad.verify(&f.ca),
-        Err(ProtoError::Transport(
-            "the envelope is not signed by the source unit"
-        ))
+        Err(ProtoError::Transport(TransportError::EnvelopeNotSigned))
     ));
     // Signed by B's device key but presented with A's certificate.
     let env = MkEnvelope::from_der(signed.envelope.as_bytes()).unwrap();
@@ -215,7 +215,7 @@ fn signed_envelope_checks() {
     assert!(matches!(
         by_b.verify(&f.ca),
         Err(ProtoError::Transport(
-            "the envelope names another source unit"
+            TransportError::EnvelopeOfAnotherSource
         ))
     ));
     // A malformed signature.
@@ -234,8 +234,8 @@ fn certified_importer_checks() {
 
     // Checked with another unit's device certificate.
     match certified.verify(&f.a.cert) {
-        Err(ProtoError::Transport(what)) => {
-            assert_eq!(what, "the importer key is not certified by the target unit")
+        Err(ProtoError::Transport(kind)) => {
+            assert_eq!(kind, TransportError::ImporterNotCertified)
         }
         other => panic!("{other:?}"),
     }
@@ -243,9 +243,7 @@ fn certified_importer_checks() {
     let by_a = CertifiedImporter::sign(&importer, signer(&f.a.key)).unwrap();
     assert!(matches!(
         by_a.verify(&f.a.cert),
-        Err(ProtoError::Transport(
-            "the importer key belongs to another unit"
-        ))
+        Err(ProtoError::Transport(TransportError::ImporterOfAnotherUnit))
     ));
     // A key id that does not match the key.
     let mut lying = importer.clone();
@@ -253,9 +251,7 @@ fn certified_importer_checks() {
     let certified = CertifiedImporter::sign(&lying, signer(&f.b.key)).unwrap();
     assert!(matches!(
         certified.verify(&f.b.cert),
-        Err(ProtoError::Transport(
-            "the importer key id does not match its key"
-        ))
+        Err(ProtoError::Transport(TransportError::ImporterKeyIdMismatch))
     ));
     // soft_seal refuses it too.
     assert!(transport::soft_seal(&mk(), f.a.id, &lying).is_err());
@@ -281,7 +277,7 @@ fn wrap_and_unwrap() {
         .wrap_with_padding_vec(&[1; 16])
         .unwrap();
     match transport::unwrap(&kek, &short) {
-        Err(ProtoError::Transport(what)) => assert_eq!(what, "the wrapped key is not 40 bytes"),
+        Err(ProtoError::Transport(kind)) => assert_eq!(kind, TransportError::WrappedKeyLength),
         Err(other) => panic!("{other:?}"),
         Ok(_) => panic!("accepted a 16-byte key"),
     }

@@ -23,7 +23,7 @@ pub enum ServerError {
         path: PathBuf,
     },
     /// Reading or writing a file failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -41,7 +41,7 @@ pub enum ServerError {
         what: &'static str,
     },
     /// A certificate file or the fleet CA is not valid.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Certificate {
         /// The certificate or key file.
         path: PathBuf,
@@ -49,7 +49,7 @@ pub enum ServerError {
         source: ProtoError,
     },
     /// The configuration file is not valid TOML of the expected shape.
-    #[error("the configuration file {} is not valid: {source}", path.display())]
+    #[error("the configuration file {} is not valid", path.display())]
     ConfigSyntax {
         /// The file.
         path: PathBuf,
@@ -87,7 +87,7 @@ pub enum ServerError {
         path: PathBuf,
     },
     /// A crypto unit could not be created or opened.
-    #[error("crypto unit {} in {}: {source}", unit.uuid(), path.display())]
+    #[error("crypto unit {} in {}", unit.uuid(), path.display())]
     Unit {
         /// The unit.
         unit: UnitId,
@@ -113,7 +113,7 @@ pub enum ServerError {
         lock: PathBuf,
     },
     /// The TLS configuration was refused.
-    #[error("the TLS certificate {} or its key cannot be used: {source}", path.display())]
+    #[error("the TLS certificate {} or its key cannot be used", path.display())]
     Tls {
         /// The certificate file.
         path: PathBuf,
@@ -121,7 +121,7 @@ pub enum ServerError {
         source: rustls::Error,
     },
     /// The listen address cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: String,
@@ -129,7 +129,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The signal handlers could not be installed.
-    #[error("cannot install the SIGTERM/SIGINT handlers: {source}")]
+    #[error("cannot install the SIGTERM/SIGINT handlers")]
     Signals {
         /// Why.
         source: std::io::Error,

@@ -256,7 +256,8 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("FAILED\n{e:#}");
+            // Each cause once: library errors leave their causes to `source()`.
+            eprintln!("FAILED\n{}", tke_proto::ErrorChain(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -34,7 +34,7 @@ use std::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 use tke_proto::{
-    der::Decode, AdminCommand, CaCertificate, DeviceCertificate, Request, ResponseBody,
+    der::Decode, AdminCommand, CaCertificate, DeviceCertificate, ErrorChain, Request, ResponseBody,
     SignedResponse, UnitId, UnitType,
 };
 use tke_unit::Unit;
@@ -899,7 +899,7 @@ async fn exchange(
     };
     // The client reads only "internal error": the cause is for the operator.
     for e in &internal_errors {
-        error!(unit = %id.uuid(), error = %with_causes(e), "the unit answered an internal error");
+        error!(unit = %id.uuid(), error = %ErrorChain(e), "the unit answered an internal error");
     }
     if let Ok(r) = SignedResponse::from_der(&answer) {
         if let Ok(b) = ResponseBody::from_der(r.body.as_bytes()) {
@@ -915,17 +915,4 @@ async fn exchange(
         headers: Vec::new(),
         close: false,
     })
-}
-
-/// An error and each of its causes, separated by ": " (each layer's message names only
-/// its own layer).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }

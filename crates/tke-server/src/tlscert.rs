@@ -68,11 +68,11 @@ pub enum TlsCertError {
     #[error("the TLS certificate needs at least one name")]
     NoName,
     /// Encoding failed.
-    #[error("cannot encode the TLS certificate: {0}")]
+    #[error("cannot encode the TLS certificate")]
     Der(#[from] der::Error),
     /// The CA certificate could not be read.
-    #[error("cannot read the fleet CA certificate: {0}")]
-    Ca(der::Error),
+    #[error("cannot read the fleet CA certificate")]
+    Ca(#[source] der::Error),
 }
 
 fn general_name(name: &str) -> Result<GeneralName, TlsCertError> {

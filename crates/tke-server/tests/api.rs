@@ -248,7 +248,12 @@ fn a_server_not_certified_by_the_pinned_ca_is_refused() {
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("not trusted"), "{err}");
+    assert!(
+        tke_proto::ErrorChain(&err)
+            .to_string()
+            .contains("not trusted"),
+        "{err:?}"
+    );
     // Nothing was sent: the server logged no request.
     assert!(!server.logs().contains(" request "), "{}", server.logs());
 }

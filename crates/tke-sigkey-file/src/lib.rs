@@ -22,7 +22,7 @@ pub enum FileSignerError {
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
     /// The administrator certificate for a new key could not be made.
-    #[error("cannot make the administrator certificate for {name}: {source}")]
+    #[error("cannot make the administrator certificate for {name}")]
     Certificate {
         /// The administrator.
         name: AdminName,
@@ -30,7 +30,7 @@ pub enum FileSignerError {
         source: ProtoError,
     },
     /// The key was read but cannot be used for signing.
-    #[error("the signature key of {name} cannot sign: {source}")]
+    #[error("the signature key of {name} cannot sign")]
     Key {
         /// The administrator.
         name: AdminName,

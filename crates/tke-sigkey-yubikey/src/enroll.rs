@@ -406,7 +406,7 @@ fn certify(
         Box::new(|tbs| {
             let digest: [u8; 32] = Sha256::digest(tbs).into();
             session.sign_digest(&digest).map_err(|e| {
-                let msg: BoxError = e.to_string().into();
+                let msg: BoxError = tke_proto::ErrorChain(&e).to_string().into();
                 failure = Some(e);
                 msg
             })

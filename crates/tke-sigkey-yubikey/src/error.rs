@@ -1,6 +1,6 @@
 //! Errors of YubiKey signers. Each says which YubiKey and what to do; none holds a PIN or
-//! a management key. Underlying errors are part of the message (field `reason`), so that
-//! a chain printer does not show them twice.
+//! a management key. As everywhere in the workspace, a message describes its own layer:
+//! the underlying error (field `reason`) is its `source()`, not part of the message.
 
 use tke_proto::{AdminName, ProtoError};
 
@@ -12,11 +12,12 @@ use crate::{MgmAlgorithm, Serials, Slot};
 pub enum YubiKeyError {
     /// The PC/SC service does not answer.
     #[error(
-        "the smart-card service (pcscd) is not available ({reason}): start it \
-         (`systemctl start pcscd`, or run `pcscd` as root) and retry"
+        "the smart-card service (pcscd) is not available: start it (`systemctl start \
+         pcscd`, or run `pcscd` as root) and retry"
     )]
     PcscUnavailable {
-        /// The PC/SC error (part of the message, so not also a `source()`).
+        /// The PC/SC error.
+        #[source]
         reason: pcsc::Error,
     },
 
@@ -293,33 +294,36 @@ pub enum YubiKeyError {
     },
 
     /// The administrator certificate could not be made.
-    #[error("cannot make the administrator certificate for {name}: {reason}")]
+    #[error("cannot make the administrator certificate for {name}")]
     Certificate {
         /// The administrator.
         name: AdminName,
-        /// The protocol layer's error (part of the message).
+        /// The protocol layer's error.
+        #[source]
         reason: ProtoError,
     },
 
     /// A `yubikey` crate operation failed.
-    #[error("YubiKey {serial}: {operation} failed: {reason}")]
+    #[error("YubiKey {serial}: {operation} failed")]
     Card {
         /// The serial number.
         serial: u32,
         /// What was being done.
         operation: &'static str,
-        /// The `yubikey` error (part of the message).
+        /// The `yubikey` error.
+        #[source]
         reason: yubikey::Error,
     },
 
     /// A PC/SC operation failed.
-    #[error("YubiKey {serial}: {operation} failed: {reason}")]
+    #[error("YubiKey {serial}: {operation} failed")]
     Pcsc {
         /// The serial number.
         serial: u32,
         /// What was being done.
         operation: &'static str,
-        /// The PC/SC error (part of the message).
+        /// The PC/SC error.
+        #[source]
         reason: pcsc::Error,
     },
 

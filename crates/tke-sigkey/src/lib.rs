@@ -37,7 +37,7 @@ impl SignerKind {
 #[non_exhaustive]
 pub enum SignError {
     /// The key's provider failed (token, card, file...).
-    #[error("the signature key of administrator {name} ({}) could not sign: {source}", ski.short())]
+    #[error("the signature key of administrator {name} ({}) could not sign", ski.short())]
     Provider {
         /// The administrator.
         name: AdminName,
@@ -64,7 +64,7 @@ pub enum SignError {
         ski: Ski,
     },
     /// The command could not be encoded.
-    #[error("cannot encode the command: {0}")]
+    #[error("cannot encode the command")]
     Encoding(#[from] tke_proto::der::Error),
 }
 

@@ -113,7 +113,7 @@ pub struct LiveSecrets {
 #[non_exhaustive]
 pub enum BackendError {
     /// Reading or writing a file failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done ("read", "write", "create").
         action: &'static str,
@@ -123,7 +123,7 @@ pub enum BackendError {
         source: std::io::Error,
     },
     /// A secrets file is not valid DER.
-    #[error("{} is corrupt: {source}", path.display())]
+    #[error("{} is corrupt", path.display())]
     Der {
         /// The file.
         path: PathBuf,
@@ -162,13 +162,13 @@ pub enum BackendError {
     },
     /// A transport input was refused (the envelope does not unwrap with this importer,
     /// or its value does not match its VP). The unit answers "invalid data".
-    #[error("the master key envelope was refused: {0}")]
+    #[error("the master key envelope was refused")]
     Rejected(#[source] ProtoError),
     /// A cryptographic operation failed inside the backend.
-    #[error("cryptographic operation failed: {0}")]
+    #[error("cryptographic operation failed")]
     Crypto(#[source] ProtoError),
     /// A configuration file is not valid JSON of the expected shape.
-    #[error("{} is corrupt: {source}", path.display())]
+    #[error("{} is corrupt", path.display())]
     Json {
         /// The file.
         path: PathBuf,

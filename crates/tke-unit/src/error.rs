@@ -26,7 +26,7 @@ pub enum UnitError {
         file: PathBuf,
     },
     /// Reading, writing or creating a file failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -36,7 +36,7 @@ pub enum UnitError {
         source: std::io::Error,
     },
     /// The state file is not valid JSON of the expected shape.
-    #[error("the crypto unit state file {} is corrupt: {source}", path.display())]
+    #[error("the crypto unit state file {} is corrupt", path.display())]
     StateSyntax {
         /// The state file.
         path: PathBuf,
@@ -52,7 +52,7 @@ pub enum UnitError {
         what: &'static str,
     },
     /// A certificate file is invalid or does not chain to the unit's fleet CA.
-    #[error("the certificate in {} is not valid: {source}", path.display())]
+    #[error("the certificate in {} is not valid", path.display())]
     Certificate {
         /// The certificate file.
         path: PathBuf,
@@ -80,7 +80,7 @@ pub enum UnitError {
         backend: &'static str,
     },
     /// The caller's `issue` function failed or returned an unusable certificate.
-    #[error("issuing the device certificate of crypto unit {} failed: {source}", unit.uuid())]
+    #[error("issuing the device certificate of crypto unit {} failed", unit.uuid())]
     Issue {
         /// The unit being created.
         unit: UnitId,
@@ -106,7 +106,7 @@ pub enum UnitError {
         problem: &'static str,
     },
     /// The backend failed.
-    #[error("the secrets backend of crypto unit {} in {} failed: {source}", unit.uuid(), dir.display())]
+    #[error("the secrets backend of crypto unit {} in {} failed", unit.uuid(), dir.display())]
     Backend {
         /// The unit.
         unit: UnitId,

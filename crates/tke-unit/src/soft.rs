@@ -387,11 +387,9 @@ impl Backend for SoftBackend {
     }
 
     fn sign(&self, message: &[u8]) -> Result<DerSignature, BackendError> {
-        self.device.sign(message).map_err(|_| {
-            BackendError::Crypto(tke_proto::ProtoError::Transport(
-                "the device key failed to sign",
-            ))
-        })
+        self.device
+            .sign(message)
+            .map_err(|e| BackendError::Crypto(tke_proto::ProtoError::Signing { source: e.into() }))
     }
 
     fn generate_master_key(&mut self) -> Result<(KeyHandle, Vp), BackendError> {
@@ -417,9 +415,7 @@ impl Backend for SoftBackend {
 
     fn generate_importer(&mut self) -> Result<PublicKey, BackendError> {
         let (secret, public) = tke_proto::ecdh_p256::generate().map_err(|_| {
-            BackendError::Crypto(tke_proto::ProtoError::Transport(
-                "the importer key could not be generated",
-            ))
+            BackendError::Crypto(tke_proto::TransportError::ImporterGeneration.into())
         })?;
         let mut next = self.importers.clone();
         next.insert(importer_key_id(&public), secret);
@@ -455,9 +451,9 @@ impl Backend for SoftBackend {
             .get(importer)
             .ok_or(BackendError::UnknownImporter { key_id: *importer })?;
         if !crate::machine::envelope_shape_ok(envelope) {
-            return Err(BackendError::Rejected(tke_proto::ProtoError::Transport(
-                "the envelope's ephemeral key or wrapped key has the wrong size",
-            )));
+            return Err(BackendError::Rejected(
+                tke_proto::TransportError::EnvelopeShape.into(),
+            ));
         }
         let key = transport::soft_open(envelope, secret).map_err(BackendError::Rejected)?;
         let vp = key.vp();

@@ -78,15 +78,8 @@ use tke_unit::{
 };
 
 /// The error and every cause below it, as a printer walking `source()` shows them.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    tke_proto::ErrorChain(e).to_string()
 }
 
 /// A logged-in session on a unit's token, from outside the backend (as an auditor).
@@ -609,9 +602,10 @@ fn open_names_what_is_wrong_with_the_token() {
     fs::copy(b_dir.join(PKCS11_FILE), d.join(PKCS11_FILE)).unwrap();
     let e = Unit::open(&d).unwrap_err();
     assert!(
-        e.to_string()
+        tke_proto::ErrorChain(&e)
+            .to_string()
             .contains("holds the device key of crypto unit"),
-        "{e}"
+        "{e:?}"
     );
     // A wrong PIN recorded for a token nobody is logged in to now.
     let config = Pkcs11Config::read(&a_dir).unwrap();
@@ -637,7 +631,10 @@ fn open_names_what_is_wrong_with_the_token() {
     // A corrupt configuration file is named.
     fs::write(b_dir.join(PKCS11_FILE), b"{\"format\": 1").unwrap();
     let e = Unit::open(&b_dir).unwrap_err();
-    assert!(e.to_string().contains(PKCS11_FILE), "{e}");
+    assert!(
+        tke_proto::ErrorChain(&e).to_string().contains(PKCS11_FILE),
+        "{e:?}"
+    );
     assert!(Unit::open(&a_dir).is_ok());
 }
 
@@ -717,7 +714,12 @@ fn an_unwrapped_value_of_another_length_is_refused_as_such() {
     };
     let e = b.import(&importer.key_id, &envelope).unwrap_err();
     assert!(
-        matches!(&e, BackendError::Rejected(ProtoError::Transport(m)) if m.contains("not 32 bytes")),
+        matches!(
+            &e,
+            BackendError::Rejected(ProtoError::Transport(
+                tke_proto::TransportError::UnwrappedKeyLength
+            ))
+        ),
         "{e:?}"
     );
     // Nothing was left on the token.

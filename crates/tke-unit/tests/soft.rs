@@ -233,7 +233,8 @@ fn open_names_what_is_wrong() {
         d
     };
     let shows = |e: &UnitError, path: &Path| {
-        let msg = e.to_string();
+        // The unit's error and its causes, as a printer shows them.
+        let msg = tke_proto::ErrorChain(e).to_string();
         assert!(
             msg.contains(&path.display().to_string()),
             "{msg} does not name {}",
@@ -283,8 +284,10 @@ fn open_names_what_is_wrong() {
     fs::copy(b_dir.join(SECRETS_FILE), d.join(SECRETS_FILE)).unwrap();
     let e = open_err(&d);
     assert!(
-        e.to_string().contains("holds the secrets of crypto unit"),
-        "{e}"
+        tke_proto::ErrorChain(&e)
+            .to_string()
+            .contains("holds the secrets of crypto unit"),
+        "{e:?}"
     );
     shows(&e, &d.join(SECRETS_FILE));
     let d = copy("foreign-device");
@@ -347,7 +350,11 @@ fn create_refuses_and_cleans_up() {
     let cases: Vec<(&str, Issue<'_>)> = vec![
         (
             "fails",
-            Box::new(|_| Err(ProtoError::Certificate("the CA is offline"))),
+            Box::new(|_| {
+                Err(ProtoError::Signing {
+                    source: "the CA is offline".into(),
+                })
+            }),
         ),
         (
             "other-unit",
@@ -376,7 +383,9 @@ fn create_refuses_and_cleans_up() {
     let empty = d.path().join("empty");
     fs::create_dir(&empty).unwrap();
     Unit::create_soft(&empty, id, UnitType::Recovery, &fleet.ca, &mut |_| {
-        Err(ProtoError::Certificate("no"))
+        Err(ProtoError::Signing {
+            source: "no".into(),
+        })
     })
     .unwrap_err();
     assert!(file_names(&empty).is_empty());

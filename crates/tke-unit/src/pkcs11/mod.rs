@@ -97,7 +97,7 @@ use tke_pkcs11::{
 use tke_proto::{
     p256::{ecdsa::DerSignature, PublicKey, SecretKey},
     transport::{self, kdf_context, point_bytes, ImporterKey, MkEnvelope},
-    vp, Digest32, MasterKey, ProtoError, Ski, UnitId, UnitType, Vp,
+    vp, Digest32, MasterKey, ProtoError, Ski, TransportError, UnitId, UnitType, Vp,
 };
 
 use crate::backend::{Backend, BackendError, KeyHandle, LiveSecrets};
@@ -615,14 +615,12 @@ impl Tok {
         envelope: &MkEnvelope,
         template: &[Attribute],
     ) -> Result<(ObjectHandle, Vp), BackendError> {
-        let rejected = |what| BackendError::Rejected(ProtoError::Transport(what));
+        let rejected = |kind| BackendError::Rejected(ProtoError::Transport(kind));
         if !crate::machine::envelope_shape_ok(envelope) {
-            return Err(rejected(
-                "the envelope's ephemeral key or wrapped key has the wrong size",
-            ));
+            return Err(rejected(TransportError::EnvelopeShape));
         }
         if Digest32::sha256(importer_point) != envelope.importer_key_id {
-            return Err(rejected("the envelope is wrapped to another importer key"));
+            return Err(rejected(TransportError::OtherImporter));
         }
         let eph = transport::parse_point(envelope.ephemeral_public_key.as_bytes(), "ephemeral key")
             .map_err(BackendError::Rejected)?;
@@ -656,7 +654,7 @@ impl Tok {
                 | RvError::GeneralError
                 | RvError::FunctionFailed,
                 _,
-            )) => return Err(rejected("the wrapped key fails its integrity check")),
+            )) => return Err(rejected(TransportError::WrappedKeyIntegrity)),
             Err(e) => return Err(self.err("unwrapping the master key")(e)),
         };
         let guard = self.temp(key);
@@ -674,23 +672,19 @@ impl Tok {
             })
             .filter(|l| *l != 0);
         if len.is_some_and(|l| l != 32) {
-            return Err(rejected("the wrapped key is not 32 bytes"));
+            return Err(rejected(TransportError::UnwrappedKeyLength));
         }
         let vp = match self.vp_of(key) {
             Ok(vp) => vp,
             Err(BackendError::Pkcs11 { ref source, .. })
                 if len.is_none() && matches!(**source, tke_pkcs11::Error::Token { .. }) =>
             {
-                return Err(rejected(
-                    "the wrapped key is not 32 bytes (the token cannot use it as an AES key)",
-                ))
+                return Err(rejected(TransportError::UnwrappedKeyLength))
             }
             Err(e) => return Err(e),
         };
         if vp != envelope.vp {
-            return Err(rejected(
-                "the unwrapped key does not match the envelope's VP",
-            ));
+            return Err(rejected(TransportError::VpMismatch));
         }
         Ok((guard.keep(), vp))
     }
