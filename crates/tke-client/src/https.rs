@@ -730,9 +730,13 @@ impl HttpsTransport {
         };
         let answer = match self.round_trip(&mut sender, method, path, body).await {
             Ok(Some(answer)) => answer,
-            // A kept-alive connection the server had just closed, before anything was
-            // sent: any request goes again at once on a new connection.
-            Ok(None) => {
+            Err(e) if !(reused && idempotent && matches!(e, HttpsError::Io { .. })) => {
+                return Err(e)
+            }
+            // Once more on a new connection: a kept-alive connection the server had just
+            // closed before anything was sent (any request), or as the request went out
+            // (a query only: a command may have arrived, and is never sent twice).
+            _ => {
                 sender = self.connect().await?;
                 self.round_trip(&mut sender, method, path, body)
                     .await?
@@ -741,18 +745,6 @@ impl HttpsTransport {
                         source: io::Error::from(ErrorKind::ConnectionReset),
                     })?
             }
-            // Closed just as the request went out: a query goes again on a new
-            // connection (a command never does: it may have arrived).
-            Err(HttpsError::Io { .. }) if reused && idempotent => {
-                sender = self.connect().await?;
-                self.round_trip(&mut sender, method, path, body)
-                    .await?
-                    .ok_or(HttpsError::Io {
-                        phase: Phase::Connecting,
-                        source: io::Error::from(ErrorKind::ConnectionReset),
-                    })?
-            }
-            Err(e) => return Err(e),
         };
         if !sender.is_closed() {
             self.give_back(sender);

@@ -18,8 +18,7 @@ use std::{
 };
 
 use common::*;
-use tke_proto::{CaCertificate, Command, Threshold};
-use tke_sigkey::Signer as _;
+use tke_proto::Command;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpSocket, TcpStream},
@@ -129,21 +128,6 @@ async fn slow_client(
 trait AsyncStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AsyncStream for T {}
 
-fn tls_connector(ca: &CaCertificate) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(ca.der().to_vec()))
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-}
-
 /// Enough file descriptors for this process's side of the flood (the server raises its
 /// own limit); the child server inherits the raised soft limit too.
 fn raise_open_files(wanted: u64) {
@@ -166,20 +150,7 @@ fn idle_and_slow_clients_do_not_starve_a_good_client() {
     let client = client(&server);
     let unit = &client.units()[0];
     let alice = MemSigner::new("alice");
-    let one = Threshold::new(1).unwrap();
-    client
-        .run(unit, &Command::AddAdmin(alice.certificate().clone()), &[])
-        .unwrap();
-    client
-        .run(
-            unit,
-            &Command::SetThresholds {
-                signature: one,
-                revocation: one,
-            },
-            &[&alice],
-        )
-        .unwrap();
+    set_up(&client, &alice);
     let rss_before = server.rss_kib();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -190,7 +161,7 @@ fn idle_and_slow_clients_do_not_starve_a_good_client() {
     let to = SocketAddr::from(([127, 0, 0, 1], port));
     let counts = Arc::new(Counts::default());
     let end = tokio::time::Instant::now() + FLOOD;
-    let connector = tls_connector(&ca);
+    let connector = tokio_rustls::TlsConnector::from(tls_client(&ca));
     let mut tasks = Vec::new();
     for i in 0..IDLE {
         tasks.push(runtime.spawn(idle_client(source(i), to, end, counts.clone())));
