@@ -15,10 +15,10 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use tke_ceremony::{AutoInit, Silent};
 use tke_client::{Client, EmbeddedFleet, FleetSpec, Transport};
-use tke_keyfile::{FilesDir, Password};
 use tke_proto::{AdminName, Threshold};
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
+use tke_workstation::{FilesDir, Password};
 
 fn bench(c: &mut Criterion) {
     let keys_dir = tempfile::tempdir().unwrap();

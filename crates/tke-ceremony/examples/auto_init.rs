@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use tke_ceremony::{AutoInit, Event, Progress};
 use tke_client::{Client, EmbeddedFleet, FleetSpec, Transport};
-use tke_keyfile::{FilesDir, Password};
 use tke_proto::{AdminName, Threshold};
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
+use tke_workstation::{FilesDir, Password};
 
 /// Prints each milestone as it happens.
 struct Print;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use tke_ceremony::{AutoInit, Silent, Zeroize};
 use tke_client::{Client, EmbeddedFleet, FleetSpec, Transport};
-use tke_keyfile::{FilesDir, Password};
 use tke_proto::{AdminInfo, AdminName, Threshold};
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
+use tke_workstation::{FilesDir, Password};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;

@@ -18,13 +18,13 @@ use tke_ceremony::{
     AutoInit, CeremonyError, Checkpoint, Deviation, Event, Expected, Progress, Silent, Zeroize,
 };
 use tke_client::{Client, ClientError, Transport, UnitDescriptor};
-use tke_keyfile::FilesDir;
 use tke_proto::{
     der::Decode, CaCertificate, Command, CommandId, RegisterState, RegisterStatus, Request, Ski,
     Threshold, UnitId,
 };
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
+use tke_workstation::FilesDir;
 
 /// What the interferer does, through its own client, to the unit it watches.
 type Act = Box<dyn Fn(&Client, &UnitId) + Send + Sync>;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use tke_client::{Client, EmbeddedFleet, FleetSpec, KnownUnit, Transport};
-use tke_keyfile::{FilesDir, Password, SigKeyEntry, SigKeyKind};
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
 use tke_sigkey_pkcs11::{tke_pkcs11, Pin, Pkcs11Error, Pkcs11Signer, Pkcs11Uri};
+use tke_workstation::{FilesDir, Password, SigKeyEntry, SigKeyKind};
 
 use crate::{prompt::Prompter, secrets::Secrets};
 

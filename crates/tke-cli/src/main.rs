@@ -184,7 +184,7 @@ fn run(cli: Cli) -> Result<()> {
     if let Cmd::Help { command } = &cli.command {
         return help(command);
     }
-    let files = tke_keyfile::FilesDir::resolve(cli.files_dir.as_deref())?;
+    let files = tke_workstation::FilesDir::resolve(cli.files_dir.as_deref())?;
     let secrets = cli
         .secrets
         .as_deref()
@@ -228,7 +228,7 @@ fn main() -> std::process::ExitCode {
         Err(e) if e.is::<Cancelled>() => std::process::ExitCode::from(3),
         Err(e) => {
             // Network failures get the vendor's explanation (status code, message, advice).
-            let files = tke_keyfile::FilesDir::resolve(files_dir.as_deref()).ok();
+            let files = tke_workstation::FilesDir::resolve(files_dir.as_deref()).ok();
             eprintln!("FAILED\n{}", report::failure(&e, files.as_ref()));
             std::process::ExitCode::FAILURE
         }

@@ -4,7 +4,7 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context, Result};
-use tke_keyfile::Password;
+use tke_workstation::Password;
 
 /// Asks questions when standard input is a terminal; refuses otherwise.
 pub struct Prompter {

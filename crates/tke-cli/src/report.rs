@@ -3,8 +3,8 @@
 
 use tke_ceremony::{CeremonyError, Problem};
 use tke_client::ClientError;
-use tke_keyfile::{FilesDir, KeyFileError};
 use tke_proto::ErrorChain;
+use tke_workstation::{FilesDir, KeyFileError};
 
 use crate::targets;
 

@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, fs, os::unix::fs::PermissionsExt, path::Path};
 
 use anyhow::{bail, Context, Result};
-use tke_keyfile::Password;
+use tke_workstation::Password;
 
 /// Passwords read from a secrets file.
 pub struct Secrets {

@@ -3,11 +3,11 @@
 use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 use tke_ceremony::InstalledKeys;
-use tke_keyfile::{SigKeyEntry, SigKeyKind};
 use tke_proto::{AdminInfo, AdminName};
 use tke_sigkey::Signer as _;
 use tke_sigkey_file::FileSigner;
 use tke_sigkey_pkcs11::{tke_pkcs11, Pkcs11Error, Pkcs11Uri, TokenSession};
+use tke_workstation::{SigKeyEntry, SigKeyKind};
 
 use crate::{context::Ctx, prompt::parse_numbers, table::Table};
 

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tke_ceremony::{CeremonyError, Problem};
 use tke_client::{ApiKey, Client, ClientError, HttpsError, HttpsTransport, InstanceId, Transport};
-use tke_keyfile::FilesDir;
 use tke_proto::{CaCertificate, UnitId};
+use tke_workstation::FilesDir;
 
 use crate::{
     context::{Ctx, Fleet},
@@ -120,7 +120,7 @@ fn save(files: &FilesDir, targets: &[Target]) -> Result<()> {
     })
     .context("cannot encode the targets")?;
     let text = format!("# tke targets: tke-unitd servers. Edit with `tke target add|rm`.\n{text}");
-    tke_keyfile::atomic::write_private(&path, text.as_bytes())
+    tke_fs::atomic::write_private(&path, text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -8,13 +8,13 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use serde_json::json;
-use tke_keyfile::{SigKeyEntry, YubiKeyRef};
 use tke_proto::{AdminName, Ski};
 use tke_sigkey::Signer as _;
 use tke_sigkey_yubikey::{
     CardInfo, CertificateWrite, Enrollment, ManagementKey, ManagementKeySource, Pin, PinPolicy,
     Slot, SlotCertificate, SlotContent, TouchPolicy, TouchPrompt, YubiKeyError, YubiKeySigner,
 };
+use tke_workstation::{SigKeyEntry, YubiKeyRef};
 
 use crate::{context::Ctx, sigkeys::print_table};
 

@@ -13,9 +13,9 @@
 use anyhow::{bail, Result};
 use serde_json::json;
 use tke_ceremony::{CeremonyError, Zeroize};
-use tke_keyfile::SigKeyEntry;
 use tke_proto::{ErrorChain, RegisterState};
 use tke_sigkey::Signer;
+use tke_workstation::SigKeyEntry;
 
 use crate::{
     context::Ctx,

@@ -11,12 +11,12 @@ use common::Workstation;
 use rexpect::session::spawn_command;
 use serde_json::Value;
 use tke_client::{Client, ClientError, EmbeddedFleet, Transport};
-use tke_keyfile::{FilesDir, Password, SigKeyKind};
 use tke_piv_vcard::{fixture::Bench, Card, CardConfig, PinPolicy, TouchPolicy};
 use tke_proto::{Command, Threshold};
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
 use tke_sigkey_yubikey::{NoTouchPrompt, Pin, YubiKeySigner};
+use tke_workstation::{FilesDir, Password, SigKeyKind};
 
 const YUKI_PIN: &str = "80417253";
 

@@ -26,9 +26,11 @@ use p256::{
     PublicKey,
 };
 use serde::{Deserialize, Serialize};
-use tke_keyfile::atomic;
+use tke_fs::atomic;
 use tke_proto::{CaCertificate, DeviceCertificate, UnitId, UnitType};
-use tke_unit::{Pkcs11Config, Unit};
+#[cfg(feature = "pkcs11")]
+use tke_unit::Pkcs11Config;
+use tke_unit::Unit;
 
 use crate::{ClientError, InstanceId, Transport, UnitDescriptor};
 
@@ -125,6 +127,7 @@ impl Pkcs11Placement {
     }
 
     /// The configuration of the unit on token `label`.
+    #[cfg(feature = "pkcs11")]
     pub fn config_for(&self, label: &str) -> Pkcs11Config {
         Pkcs11Config::new(self.module.clone(), label, self.pin_file_for(label))
     }
@@ -242,6 +245,11 @@ fn lock(dir: &Path) -> Result<tke_fs::DirLock, ClientError> {
     })
 }
 
+/// Why a fleet with units on tokens cannot be made by a build without PKCS#11 support.
+#[cfg_attr(feature = "pkcs11", allow(dead_code))]
+const NO_PKCS11: &str =
+    "this build of tke-client has no PKCS#11 support (its cargo feature `pkcs11` is off)";
+
 fn location(region: &str, zone: u32, module: u32, domain: u32) -> String {
     format!("[{region}].[AZ{zone}-CS{module}].[{module:02}].[{domain:02}]")
 }
@@ -278,6 +286,9 @@ impl EmbeddedFleet {
     ) -> Result<Self, ClientError> {
         spec.validate()?;
         if let Some(p) = &placement.pkcs11 {
+            if cfg!(not(feature = "pkcs11")) {
+                return Err(ClientError::FleetSpec { what: NO_PKCS11 });
+            }
             p.validate(&spec)?;
         }
         if Self::exists(dir)
@@ -330,6 +341,7 @@ impl EmbeddedFleet {
         placement: &Placement,
         made: &mut Vec<Unit>,
     ) -> Result<(), ClientError> {
+        #[cfg_attr(not(feature = "pkcs11"), allow(unused_mut, unused_variables))]
         let mut tokens = placement
             .pkcs11
             .as_ref()
@@ -397,6 +409,7 @@ impl EmbeddedFleet {
                     .as_ref()
                     .filter(|p| p.units.selects(unit_type));
                 let unit = match on_token {
+                    #[cfg(feature = "pkcs11")]
                     Some(p) => {
                         let label = tokens.next().ok_or(ClientError::FleetSpec {
                             what: "the number of PKCS#11 token labels must equal the number of units placed on tokens",
@@ -410,6 +423,8 @@ impl EmbeddedFleet {
                             &mut issue,
                         )
                     }
+                    #[cfg(not(feature = "pkcs11"))]
+                    Some(_) => return Err(ClientError::FleetSpec { what: NO_PKCS11 }),
                     None => Unit::create_soft(&unit_dir, id, unit_type, &ca, &mut issue),
                 }
                 .map_err(|source| ClientError::Unit {

@@ -127,6 +127,7 @@ pub enum ClientError {
         /// The fleet directory.
         path: PathBuf,
     },
+    #[cfg(feature = "embedded")]
     /// An embedded unit could not be opened or created.
     #[error("embedded crypto unit in {}", path.display())]
     Unit {
@@ -145,6 +146,7 @@ pub enum ClientError {
         /// Why.
         source: tke_proto::BoxError,
     },
+    #[cfg(feature = "https")]
     /// An HTTPS target failed: listing its units, or carrying a request to one of them.
     #[error("target {target} ({url}){}", unit.map(|u| format!(", crypto unit {}", u.uuid())).unwrap_or_default())]
     Network {

@@ -2,14 +2,18 @@
 #![forbid(unsafe_code)]
 
 mod client;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 mod error;
 pub mod fanout;
+#[cfg(feature = "https")]
 pub mod https;
 mod transport;
 
 pub use client::{Client, KnownUnit};
+#[cfg(feature = "embedded")]
 pub use embedded::{EmbeddedFleet, FleetSpec};
 pub use error::ClientError;
+#[cfg(feature = "https")]
 pub use https::{ApiKey, HttpsError, HttpsOptions, HttpsTransport};
 pub use transport::{InstanceId, Transport, UnitDescriptor};

@@ -6,17 +6,15 @@
 use std::sync::Arc;
 
 use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, Transport};
-use tke_keyfile::{FilesDir, Password};
 use tke_proto::{
     p256::ecdsa::SigningKey, AdminCertificate, AdminName, Command, CommandId, Threshold,
 };
 use tke_sigkey::Signer;
-use tke_sigkey_file::FileSigner;
+use tke_test_support::MemSigner;
 
-/// An administrator with a key file in `dir`.
-fn admin(dir: &std::path::Path, name: &str) -> FileSigner {
-    let files = FilesDir::resolve(Some(dir)).unwrap();
-    FileSigner::generate(&files, &AdminName::new(name).unwrap(), &Password::new("pw")).unwrap()
+/// An administrator whose key is in memory.
+fn admin(name: &str) -> MemSigner {
+    MemSigner::new(name)
 }
 
 fn admin_cert(name: &str) -> AdminCertificate {
@@ -47,9 +45,9 @@ fn two_clients() -> (tempfile::TempDir, Client, Client) {
 
 #[test]
 fn a_stale_counter_is_read_again_and_the_command_runs_once_out_of_imprint_mode() {
-    let (dir, a, b) = two_clients();
+    let (_dir, a, b) = two_clients();
     let unit = &a.units()[0];
-    let one = admin(dir.path(), "one");
+    let one = admin("one");
     let signers = [&one as &dyn Signer];
 
     // Leave imprint mode: from then on every change needs one's signature.

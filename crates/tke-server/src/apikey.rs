@@ -73,7 +73,7 @@ impl ApiKey {
     /// [`ServerError::Io`] (an existing file is `AlreadyExists`).
     pub fn write_new_file(&self, path: &Path) -> Result<(), ServerError> {
         let line = Zeroizing::new(format!("{}\n", self.0.as_str()));
-        tke_keyfile::atomic::create_private(path, line.as_bytes()).map_err(io_err("create", path))
+        tke_fs::atomic::create_private(path, line.as_bytes()).map_err(io_err("create", path))
     }
 
     /// Whether `path` exists (so `init` reuses it rather than making a new key).

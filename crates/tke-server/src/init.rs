@@ -29,7 +29,7 @@ use p256::{
     pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding},
     PublicKey, SecretKey,
 };
-use tke_keyfile::atomic;
+use tke_fs::atomic;
 use tke_proto::{CaCertificate, DeviceCertificate, UnitId, UnitType};
 use tke_unit::Unit;
 

@@ -453,7 +453,7 @@ fn a_captured_signed_command_sent_again_is_refused_as_a_replay() {
     let dir = d.path().join("srv");
     let port = free_port();
     init(&dir, port, &["--operational", "1", "--recovery", "0"]);
-    let server = ServerProc::start(&dir, port);
+    let mut server = ServerProc::start(&dir, port);
     let ca = ca_of(&dir);
     let rec = Arc::new(Recorder {
         inner: transport(&server.url(), &ca, &dir.join("api-key")),
@@ -511,7 +511,8 @@ fn a_captured_signed_command_sent_again_is_refused_as_a_replay() {
     assert_eq!(body.error(), Some(ModuleError::INVALID_COUNTER));
     assert_eq!(body.counter, before);
     assert_eq!(client.query(u).unwrap().counter, before, "nothing ran");
-    assert!(server.logs().contains("rc=\"163/0\""), "{}", server.logs());
+    // The request's log line is written once its answer is sent: wait for it.
+    server.wait_for_log("rc=\"163/0\"", Duration::from_secs(10));
 }
 
 #[test]
@@ -520,7 +521,7 @@ fn a_unit_that_cannot_save_its_state_answers_an_internal_error_and_the_log_says_
     let dir = d.path().join("srv");
     let port = free_port();
     init(&dir, port, &["--operational", "1", "--recovery", "0"]);
-    let server = ServerProc::start(&dir, port);
+    let mut server = ServerProc::start(&dir, port);
     let client = client(&server);
     let u = &client.units()[0];
     let before = client.query(u).unwrap();
@@ -536,6 +537,10 @@ fn a_unit_that_cannot_save_its_state_answers_an_internal_error_and_the_log_says_
         "{refused:?}"
     );
     assert_eq!(client.query(u).unwrap(), before, "the unit kept its state");
+    server.wait_for_log(
+        "the unit answered an internal error",
+        Duration::from_secs(10),
+    );
     let logs = server.logs();
     let line = logs
         .lines()

@@ -3,7 +3,6 @@
 
 use core::fmt;
 
-use tke_keyfile::{FilesDir, KeyFileError, Password, SigKeyEntry};
 use tke_proto::{
     ecdsa_p256::EcdsaKey,
     p256::{
@@ -13,6 +12,7 @@ use tke_proto::{
     AdminCertificate, AdminName, ProtoError,
 };
 use tke_sigkey::{SignError, Signer, SignerKind};
+use tke_workstation::{FilesDir, KeyFileError, Password, SigKeyEntry};
 
 /// Errors of file signers.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,7 @@ pub struct FileSigner {
 
 impl FileSigner {
     /// Makes a new administrator key: a random P-256 key, its self-signed administrator
-    /// certificate, and the two files in `dir` (see `tke_keyfile`). Returns the signer.
+    /// certificate, and the two files in `dir` (see `tke_workstation`). Returns the signer.
     ///
     /// # Errors
     /// [`KeyFileError::EmptyPassword`] for an empty password; any error of

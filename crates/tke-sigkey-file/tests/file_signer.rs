@@ -4,10 +4,10 @@
 
 use std::{fs, process::Command};
 
-use tke_keyfile::{FilesDir, KeyFileError, Password};
 use tke_proto::{p256::ecdsa::signature::Verifier, AdminName};
 use tke_sigkey::{conformance, Signer, SignerKind};
 use tke_sigkey_file::{FileSigner, FileSignerError};
+use tke_workstation::{FilesDir, KeyFileError, Password};
 
 const PW: &str = "s3cret-Passw0rd!";
 

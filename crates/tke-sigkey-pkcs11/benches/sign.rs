@@ -7,12 +7,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, Throughput};
-use tke_keyfile::{FilesDir, Password};
 use tke_proto::AdminName;
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
 use tke_sigkey_pkcs11::{Pin, Pkcs11Signer, Pkcs11Uri};
 use tke_test_support::Tokens;
+use tke_workstation::{FilesDir, Password};
 
 fn sign(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();

@@ -9,7 +9,6 @@ mod common;
 use std::{fs, os::unix::fs::PermissionsExt as _};
 
 use common::{isolated, module, Tokens};
-use tke_keyfile::{FilesDir, Password};
 use tke_proto::{p256::ecdsa::signature::Verifier as _, AdminName};
 use tke_sigkey::{check_usable, conformance, SignError, Signer, SignerKind};
 use tke_sigkey_file::FileSigner;
@@ -17,6 +16,7 @@ use tke_sigkey_pkcs11::{
     tke_pkcs11::Error as Shared, Pin, PinTries, Pkcs11Error, Pkcs11Signer, Pkcs11Uri, TokenSession,
     UriError,
 };
+use tke_workstation::{FilesDir, Password};
 
 fn name(n: &str) -> AdminName {
     AdminName::new(n).unwrap()

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use p256::{ecdsa::DerSignature, pkcs8::DecodePublicKey, PublicKey};
 use sha2::{Digest, Sha256};
-use tke_keyfile::YubiKeyRef;
 use tke_proto::{der::Encode, AdminCertificate};
 use tke_sigkey::{SignError, Signer, SignerKind};
+use tke_workstation::YubiKeyRef;
 use yubikey::{
     piv::{self, AlgorithmId, ManagementAlgorithmId},
     YubiKey,

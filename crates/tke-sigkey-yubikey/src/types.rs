@@ -2,7 +2,7 @@
 
 use core::{fmt, str::FromStr};
 
-use tke_keyfile::YubiKeyRef;
+use tke_workstation::YubiKeyRef;
 
 /// A PIV slot that holds an asymmetric key: `9a`, `9c`, `9d`, `9e`, or a retired slot
 /// `82` to `95`.

@@ -10,7 +10,6 @@ use std::{process::Command, sync::Arc};
 
 use common::{enroll, name, pin, Touches};
 use p256::{ecdsa::signature::Verifier, pkcs8::DecodePublicKey};
-use tke_keyfile::YubiKeyRef;
 use tke_piv_vcard::{fixture::Bench, Card, CardConfig, MgmAlgorithm as VMgm, MgmKey, TouchMode};
 use tke_proto::AdminCertificate;
 use tke_sigkey::{conformance, Signer, SignerKind};
@@ -18,6 +17,7 @@ use tke_sigkey_yubikey::{
     CertificateWrite, Enrollment, ManagementKey, ManagementKeySource, MgmAlgorithm, NoTouchPrompt,
     PinPolicy, Slot, SlotCertificate, SlotContent, TouchPolicy, YubiKeyError, YubiKeySigner,
 };
+use tke_workstation::YubiKeyRef;
 
 const ALWAYS_NEVER: (PinPolicy, TouchPolicy) = (PinPolicy::Always, TouchPolicy::Never);
 

@@ -42,6 +42,7 @@
 use core::fmt;
 use std::path::PathBuf;
 
+#[cfg(feature = "pkcs11")]
 use crate::pkcs11::TokenRef;
 use tke_proto::{
     p256::{ecdsa::DerSignature, PublicKey},
@@ -175,6 +176,7 @@ pub enum BackendError {
         /// The parser's error (with line and column).
         source: serde_json::Error,
     },
+    #[cfg(feature = "pkcs11")]
     /// The unit's PKCS#11 token could not be reached, logged in to, or used: the module,
     /// the token, its PIN file, a mechanism it lacks, or a call that failed (the shared
     /// PKCS#11 layer's error, which names the module and the token, is the source).
@@ -187,6 +189,7 @@ pub enum BackendError {
         #[source]
         source: Box<tke_pkcs11::Error>,
     },
+    #[cfg(feature = "pkcs11")]
     /// A token mechanism computes something else than the protocol's software reference.
     #[error("{token}: {problem}")]
     MechanismMismatch {
@@ -195,6 +198,7 @@ pub enum BackendError {
         /// What differs.
         problem: &'static str,
     },
+    #[cfg(feature = "pkcs11")]
     /// The token's objects do not fit this unit.
     #[error("{token} {what}")]
     TokenContent {
@@ -203,6 +207,7 @@ pub enum BackendError {
         /// What is wrong.
         what: &'static str,
     },
+    #[cfg(feature = "pkcs11")]
     /// The token holds another unit's device key.
     #[error("{token} holds the device key of crypto unit {}, not of {}", found.uuid(), expected.uuid())]
     ForeignToken {

@@ -5,6 +5,7 @@ mod answer;
 mod backend;
 mod error;
 mod machine;
+#[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 mod soft;
 mod state;
@@ -15,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use tke_keyfile::atomic;
+use tke_fs::atomic;
 use tke_proto::{
     p256::{ecdsa::VerifyingKey, PublicKey},
     CaCertificate, DeviceCertificate, ProtoError, UnitId, UnitStatus, UnitType,
@@ -24,9 +25,10 @@ use tke_proto::{
 pub use answer::{Answer, InternalError};
 pub use backend::{Backend, BackendError, KeyHandle, LiveSecrets};
 pub use error::UnitError;
-pub use pkcs11::{Pkcs11Backend, Pkcs11Config, TokenRef, WrapMechanism, PKCS11_FILE};
+#[cfg(feature = "pkcs11")]
+pub use pkcs11::{Pkcs11Backend, Pkcs11Config, TokenRef, WrapMechanism};
 pub use soft::{MemorySecrets, SoftBackend, SECRETS_FILE};
-pub use state::{CA_FILE, DEVICE_FILE, STATE_FILE};
+pub use state::{CA_FILE, DEVICE_FILE, PKCS11_FILE, STATE_FILE};
 pub use store::{FileStore, MemoryStore, StateStore};
 
 /// One crypto unit: its state, its certificates and the backend holding its secrets.
@@ -104,6 +106,7 @@ impl Unit {
         )
     }
 
+    #[cfg(feature = "pkcs11")]
     /// Creates a new unit in `dir` whose secrets live in the PKCS#11 token of `config`
     /// ([`Pkcs11Backend`]); `config` is recorded in `dir` so that [`Unit::open`] reopens
     /// the unit. The token must hold no TKE objects yet (one token per unit). See
@@ -333,6 +336,7 @@ impl Unit {
                     source,
                 }
             })?),
+            #[cfg(feature = "pkcs11")]
             "pkcs11" => Box::new(
                 Pkcs11Backend::open(dir, state.unit_id, state.unit_type).map_err(|source| {
                     UnitError::Backend {

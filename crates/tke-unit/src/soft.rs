@@ -11,7 +11,7 @@ use std::{
 };
 
 use der::{asn1::OctetStringRef, Decode, Encode, Sequence};
-use tke_keyfile::atomic;
+use tke_fs::atomic;
 use tke_proto::{
     ecdsa_p256::EcdsaKey,
     p256::{

@@ -19,6 +19,9 @@ pub const STATE_FILE: &str = "unit.json";
 pub const CA_FILE: &str = "ca.pem";
 /// The name of the unit's device certificate file (PEM) in its directory.
 pub const DEVICE_FILE: &str = "device.pem";
+/// The name of the PKCS#11 backend's configuration file in a unit directory (named here,
+/// not in the backend, so that discarding a unit removes it in every build).
+pub const PKCS11_FILE: &str = "pkcs11.json";
 
 const FORMAT: &str = "tke-unit-state/1";
 

@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use tke_keyfile::atomic;
+use tke_fs::atomic;
 
 use crate::state::STATE_FILE;
 

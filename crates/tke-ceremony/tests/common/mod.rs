@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use tke_client::{Client, EmbeddedFleet, FleetSpec, Transport};
-use tke_keyfile::{FilesDir, Password};
 use tke_proto::{AdminInfo, AdminName, CaCertificate, UnitStatus};
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
+use tke_workstation::{FilesDir, Password};
 
 /// A fresh fleet (2 operational + 2 recovery units, all in imprint mode), a client, and
 /// keys for alice, bob and carol (installed nowhere yet).

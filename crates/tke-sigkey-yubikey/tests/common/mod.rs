@@ -6,7 +6,6 @@ use std::sync::{
     Arc,
 };
 
-use tke_keyfile::YubiKeyRef;
 use tke_piv_vcard::{fixture::Bench, Card};
 use tke_proto::{AdminCertificate, AdminName};
 use tke_sigkey::Signer as _;
@@ -14,6 +13,7 @@ use tke_sigkey_yubikey::{
     CardInfo, Enrollment, ManagementKeySource, NoTouchPrompt, Pin, PinPolicy, Slot, TouchPolicy,
     TouchPrompt,
 };
+use tke_workstation::YubiKeyRef;
 
 pub fn name(n: &str) -> AdminName {
     AdminName::new(n).unwrap()

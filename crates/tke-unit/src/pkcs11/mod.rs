@@ -79,7 +79,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tke_keyfile::atomic;
+use tke_fs::atomic;
 use tke_pkcs11::{
     cryptoki::{
         error::{Error as CkError, RvError},
@@ -104,8 +104,7 @@ use crate::backend::{Backend, BackendError, KeyHandle, LiveSecrets};
 
 pub use tke_pkcs11::mechanism::WrapMechanism;
 
-/// The name of the PKCS#11 backend's configuration file in a unit directory.
-pub const PKCS11_FILE: &str = "pkcs11.json";
+pub use crate::state::PKCS11_FILE;
 
 const FORMAT: &str = "tke-unit-pkcs11/1";
 

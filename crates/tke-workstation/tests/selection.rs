@@ -6,8 +6,8 @@ mod common;
 use std::{fs, os::unix::fs::PermissionsExt};
 
 use common::files_dir;
-use tke_keyfile::{KeyFileError, Selection};
 use tke_proto::Ski;
+use tke_workstation::{KeyFileError, Selection};
 
 #[test]
 fn a_missing_file_is_an_empty_selection() {

@@ -3,7 +3,6 @@
 
 use std::{path::Path, process::Command};
 
-use tke_keyfile::FilesDir;
 use tke_proto::{
     p256::{
         ecdsa::{signature::Signer as _, Signature, SigningKey},
@@ -11,6 +10,7 @@ use tke_proto::{
     },
     AdminCertificate, AdminName,
 };
+use tke_workstation::FilesDir;
 
 /// A fresh workstation directory.
 pub fn files_dir() -> (tempfile::TempDir, FilesDir) {

@@ -4,7 +4,7 @@
 
 use std::{fs, os::unix::fs::PermissionsExt};
 
-use tke_keyfile::{DirOrigin, FilesDir};
+use tke_workstation::{DirOrigin, FilesDir};
 
 #[test]
 fn cloudtkefiles_is_honoured_and_explicit_wins() {

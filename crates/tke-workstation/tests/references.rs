@@ -7,7 +7,7 @@ mod common;
 use std::{fs, os::unix::fs::PermissionsExt};
 
 use common::{admin, files_dir};
-use tke_keyfile::{KeyFileError, Password, SigKeyKind, YubiKeyRef};
+use tke_workstation::{KeyFileError, Password, SigKeyKind, YubiKeyRef};
 
 const R: YubiKeyRef = YubiKeyRef {
     serial: 12345678,

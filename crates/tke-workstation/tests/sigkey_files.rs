@@ -6,11 +6,11 @@ mod common;
 use std::{fs, os::unix::fs::PermissionsExt};
 
 use common::{admin, cert_for, edit_pem_der, files_dir, openssl, openssl_ok, s};
-use tke_keyfile::{KeyFileError, Password, SigKeyKind};
 use tke_proto::{
     p256::{pkcs8::DecodePrivateKey, SecretKey},
     AdminName,
 };
+use tke_workstation::{KeyFileError, Password, SigKeyKind};
 
 const PW: &str = "Tr0ub4dor&3-test";
 
@@ -194,7 +194,7 @@ fn openssl_key_decrypts(extra: &[&str]) {
     let secret = SecretKey::from_pkcs8_pem(&fs::read_to_string(&plain).unwrap()).unwrap();
     let name = AdminName::new("openssl-made").unwrap();
     let cert = cert_for(&name, &secret);
-    let stem = tke_keyfile::file_stem(&name, &cert.ski());
+    let stem = tke_workstation::file_stem(&name, &cert.ski());
     let key_path = dir.path().join(format!("{stem}.key.pem"));
     let mut args = vec!["pkcs8", "-topk8", "-v2", "aes-256-cbc"];
     args.extend_from_slice(extra);

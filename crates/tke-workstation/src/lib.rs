@@ -1,8 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
-// Transitional: the atomic writes moved to `tke-fs`.
-pub use tke_fs::atomic;
+use tke_fs::atomic;
 mod dir;
 mod error;
 mod password;

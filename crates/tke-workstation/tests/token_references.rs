@@ -7,7 +7,7 @@ mod common;
 use std::{fs, os::unix::fs::PermissionsExt};
 
 use common::{admin, files_dir};
-use tke_keyfile::{KeyFileError, Password, SigKeyKind};
+use tke_workstation::{KeyFileError, Password, SigKeyKind};
 
 const URI: &str =
     "pkcs11:token=admins;object=tokadmin;id=%01%02?module-path=/usr/lib/softhsm/libsofthsm2.so";
@@ -205,7 +205,7 @@ fn a_reference_without_certificate_or_beside_a_key_file_is_a_problem() {
     let f = dir
         .write_signature_key(&n, &s, &c, &Password::new("pw"))
         .unwrap();
-    let stem = tke_keyfile::file_stem(&n, &c.ski());
+    let stem = tke_workstation::file_stem(&n, &c.ski());
     let ref_path = dir.path().join(format!("{stem}.ref.toml"));
     fs::write(&ref_path, format!("kind = \"pkcs11\"\nuri = \"{URI}\"\n")).unwrap();
     let listing = dir.signature_keys().unwrap();
