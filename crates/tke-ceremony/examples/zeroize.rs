@@ -1,6 +1,7 @@
 //! Zeroizes the crypto units of an initialized service instance with the library crates
-//! alone: the plan picks which administrator's key signs for each unit, the program opens
-//! only those keys (where a real program asks for their passwords), then executes.
+//! alone: the plan picks which administrators' keys sign for each unit (the signature
+//! threshold on a recovery unit), the program opens only those keys (where a real program
+//! asks for their passwords), then executes.
 //!
 //! `cargo run -p tke-ceremony --example zeroize`
 
@@ -51,10 +52,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     .plan(&client)?;
     for t in plan.targets() {
-        let by = t
-            .signer
-            .as_ref()
-            .map_or("no signature needed", |k| k.name.as_str());
+        let names: Vec<&str> = t.signers.iter().map(|k| k.name.as_str()).collect();
+        let by = if names.is_empty() {
+            "no signature needed".to_owned()
+        } else {
+            names.join(", ")
+        };
         println!("crypto unit {}: signed by {by}", t.unit.num);
     }
 

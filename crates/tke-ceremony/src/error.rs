@@ -4,6 +4,15 @@ use tke_sigkey::SignError;
 
 use crate::postcondition::UnitDeviations;
 
+/// Administrator names, comma-separated.
+fn names(names: &[AdminName]) -> String {
+    names
+        .iter()
+        .map(AdminName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One precondition that does not hold. A ceremony reports every problem at once,
 /// before it touches any unit.
 #[derive(Debug, thiserror::Error)]
@@ -71,12 +80,29 @@ pub enum Problem {
     NoUnits,
     /// A unit out of imprint mode on which none of the given keys is installed: it would
     /// refuse an unsigned or foreign-signed zeroize.
-    #[error("crypto unit {num} is out of imprint mode and none of the usable signature keys on this workstation is installed on it (installed administrators: {}); zeroizing it needs the signature of one of them", installed.iter().map(AdminName::as_str).collect::<Vec<_>>().join(", "))]
+    #[error("crypto unit {num} is out of imprint mode and none of the usable signature keys on this workstation is installed on it (installed administrators: {}); zeroizing it needs the signature of one of them", names(installed))]
     NoInstalledKey {
         /// Its `CRYPTO UNIT NUM`.
         num: usize,
         /// The unit.
         unit: UnitId,
+        /// The administrators installed on it.
+        installed: Vec<AdminName>,
+    },
+    /// A recovery unit out of imprint mode on which fewer of the given keys are installed
+    /// than its signature threshold (2 or more; a threshold of 1 is
+    /// [`Problem::NoInstalledKey`]): it would refuse the zeroize, which destroys what may
+    /// be the instance's last copy of the master key.
+    #[error("crypto unit {num} is a recovery unit out of imprint mode: zeroizing it needs the signatures of {needed} of its administrators (its signature threshold), and {} of the usable signature keys on this workstation {} installed on it{} (installed administrators: {})", usable.len(), if usable.len() == 1 { "is" } else { "are" }, if usable.is_empty() { String::new() } else { format!(": {}", names(usable)) }, names(installed))]
+    TooFewInstalledKeys {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+        /// The unit.
+        unit: UnitId,
+        /// The signatures it needs: its signature threshold.
+        needed: usize,
+        /// The given keys installed on it, fewer than `needed`.
+        usable: Vec<AdminName>,
         /// The administrators installed on it.
         installed: Vec<AdminName>,
     },

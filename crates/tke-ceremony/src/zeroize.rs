@@ -1,8 +1,10 @@
 //! Zeroize: return crypto units to imprint mode.
 //!
 //! Plan, then act. [`Zeroize::plan`] queries every unit and picks, for each unit out of
-//! imprint mode, the first of the given signature keys that is installed on it: such a
-//! unit zeroizes with the signature of one installed administrator, while a unit in
+//! imprint mode, the first of the given signature keys that are installed on it: an
+//! operational unit zeroizes with the signature of one installed administrator, a recovery
+//! unit with as many as its signature threshold (it may hold the instance's last copy of
+//! the master key, which one administrator alone must not destroy), while a unit in
 //! imprint mode needs none. Every problem is reported at once, before anything changes.
 //!
 //! Between plan and act the caller shows the plan, asks for confirmation and opens the
@@ -14,7 +16,7 @@
 //! master key ([`ZeroizeTarget::status`]) before they confirm.
 
 use tke_client::{fanout::parallel, Client, KnownUnit};
-use tke_proto::{AdminInfo, Command, UnitStatus};
+use tke_proto::{AdminInfo, Command, UnitStatus, UnitType};
 use tke_sigkey::Signer;
 
 use crate::{
@@ -30,8 +32,8 @@ pub struct Zeroize<'c> {
     /// The units to zeroize.
     pub units: Vec<&'c KnownUnit>,
     /// The signature keys that may sign, by administrator name and SKI, in order of
-    /// preference: each unit out of imprint mode is signed for by the first one installed
-    /// on it.
+    /// preference: each unit out of imprint mode is signed for by the first one (the first
+    /// signature-threshold ones on a recovery unit) installed on it.
     pub keys: Vec<AdminInfo>,
 }
 
@@ -42,9 +44,9 @@ pub struct ZeroizeTarget<'c> {
     pub unit: &'c KnownUnit,
     /// Its state when the plan was made.
     pub status: UnitStatus,
-    /// The key that signs its zeroize; `None` for a unit in imprint mode, which needs no
-    /// signature.
-    pub signer: Option<AdminInfo>,
+    /// The keys that sign its zeroize, in order of preference: none for a unit in imprint
+    /// mode, one for an operational unit, the signature threshold for a recovery unit.
+    pub signers: Vec<AdminInfo>,
 }
 
 /// A checked plan, ready to run once.
@@ -67,8 +69,11 @@ impl<'c> Zeroize<'c> {
     /// # Errors
     /// [`CeremonyError::Problems`] listing every problem found: no unit given
     /// ([`Problem::NoUnits`]), units that cannot be queried ([`Problem::Unreachable`]),
-    /// then units out of imprint mode on which none of the keys is installed
-    /// ([`Problem::NoInstalledKey`]).
+    /// then units out of imprint mode that need one signature (operational units, recovery
+    /// units of signature threshold 1) on which none of the keys is installed
+    /// ([`Problem::NoInstalledKey`]) and recovery units on which fewer of the keys than
+    /// their signature threshold (2 or more) are installed
+    /// ([`Problem::TooFewInstalledKeys`]).
     pub fn plan(self, client: &'c Client) -> Result<ZeroizePlan<'c>, CeremonyError> {
         let mut problems = Vec::new();
         if self.units.is_empty() {
@@ -87,26 +92,36 @@ impl<'c> Zeroize<'c> {
         }
         let mut targets = Vec::with_capacity(reachable.len());
         for (unit, status) in reachable {
-            let signer = if status.imprint_mode() {
-                None
-            } else {
-                let installed = self
-                    .keys
-                    .iter()
-                    .find(|k| status.admins.iter().any(|a| a.ski == k.ski));
-                if installed.is_none() {
-                    problems.push(Problem::NoInstalledKey {
+            let needed = signatures_needed(&status);
+            let signers: Vec<AdminInfo> = self
+                .keys
+                .iter()
+                .filter(|k| status.admins.iter().any(|a| a.ski == k.ski))
+                .take(needed)
+                .cloned()
+                .collect();
+            let installed = || status.admins.iter().map(|a| a.name.clone()).collect();
+            if signers.len() < needed {
+                problems.push(if needed > 1 {
+                    Problem::TooFewInstalledKeys {
                         num: unit.num,
                         unit: unit.id(),
-                        installed: status.admins.iter().map(|a| a.name.clone()).collect(),
-                    });
-                }
-                installed.cloned()
-            };
+                        needed,
+                        usable: signers.iter().map(|k| k.name.clone()).collect(),
+                        installed: installed(),
+                    }
+                } else {
+                    Problem::NoInstalledKey {
+                        num: unit.num,
+                        unit: unit.id(),
+                        installed: installed(),
+                    }
+                });
+            }
             targets.push(ZeroizeTarget {
                 unit,
                 status,
-                signer,
+                signers,
             });
         }
         if problems.is_empty() {
@@ -121,8 +136,18 @@ impl<'c> Zeroize<'c> {
     }
 }
 
+/// How many administrator signatures the unit needs to zeroize: none in imprint mode, the
+/// signature threshold on a recovery unit, one on any other.
+fn signatures_needed(status: &UnitStatus) -> usize {
+    match status.unit_type {
+        _ if status.imprint_mode() => 0,
+        UnitType::Recovery => usize::from(status.sig_threshold),
+        _ => 1,
+    }
+}
+
 impl<'c> ZeroizePlan<'c> {
-    /// The units, in the order given, with their state and the key that signs for each.
+    /// The units, in the order given, with their state and the keys that sign for each.
     pub fn targets(&self) -> &[ZeroizeTarget<'c>] {
         &self.targets
     }
@@ -134,7 +159,7 @@ impl<'c> ZeroizePlan<'c> {
             let used = self
                 .targets
                 .iter()
-                .any(|t| t.signer.as_ref().is_some_and(|s| s.ski == k.ski));
+                .any(|t| t.signers.iter().any(|s| s.ski == k.ski));
             if used && !needed.iter().any(|n| n.ski == k.ski) {
                 needed.push(k);
             }
@@ -142,7 +167,7 @@ impl<'c> ZeroizePlan<'c> {
         needed
     }
 
-    /// Zeroizes every unit, in parallel, each signed by its key from `signers` (matched
+    /// Zeroizes every unit, in parallel, each signed by its keys from `signers` (matched
     /// by SKI), then checks that every unit is in imprint mode with no administrators and
     /// both registers empty. The plan is consumed: a zeroize runs once.
     ///
@@ -166,11 +191,10 @@ impl<'c> ZeroizePlan<'c> {
             }
         }
         let signer_of = |t: &ZeroizeTarget<'_>| -> Vec<&dyn Signer> {
-            t.signer
-                .as_ref()
-                .and_then(|k| signers.iter().find(|s| s.ski() == k.ski))
-                .map(|s| vec![*s])
-                .unwrap_or_default()
+            t.signers
+                .iter()
+                .filter_map(|k| signers.iter().find(|s| s.ski() == k.ski).copied())
+                .collect()
         };
         let client = self.client;
         let units: Vec<&KnownUnit> = self.targets.iter().map(|t| t.unit).collect();

@@ -78,11 +78,16 @@ impl World {
         Client::connect(vec![(t, self.ca.clone())]).unwrap()
     }
 
-    /// Zeroizes unit `num` alone, signed by alice.
+    /// Zeroizes unit `num` alone, signed by alice and bob (a recovery unit needs its
+    /// signature threshold, 2).
     fn zeroize_one(&self, num: usize) {
         let u = &self.client.units()[num - 1];
         self.client
-            .run(u, &Command::Zeroize, &[&self.alice as &dyn Signer])
+            .run(
+                u,
+                &Command::Zeroize,
+                &[&self.alice as &dyn Signer, &self.bob],
+            )
             .unwrap();
     }
 }
@@ -111,20 +116,28 @@ fn zeroize_plan_reports_every_problem_at_once_and_changes_nothing() {
         matches!(&problems[0], Problem::Unreachable { num: 2, source: ClientError::Transport { unit, .. } } if *unit == client.units()[1].id()),
         "{err}"
     );
+    // Operational unit 1 lacks one key; recovery unit 3 lacks its signature threshold.
     for (p, num) in problems[1..].iter().zip([1, 3]) {
-        match p {
+        let (n, unit, installed) = match p {
             Problem::NoInstalledKey {
-                num: n,
+                num,
                 unit,
                 installed,
-            } => {
-                assert_eq!(*n, num);
-                assert_eq!(*unit, client.units()[num - 1].id());
-                let names: Vec<&str> = installed.iter().map(AdminName::as_str).collect();
-                assert_eq!(names, ["alice", "bob"]);
-            }
+            } => (num, unit, installed),
+            Problem::TooFewInstalledKeys {
+                num,
+                unit,
+                needed: 2,
+                usable,
+                installed,
+            } if usable.is_empty() => (num, unit, installed),
             other => panic!("unit {num}: unexpected problem {other}"),
-        }
+        };
+        assert_eq!(*n, num);
+        assert_eq!(matches!(p, Problem::NoInstalledKey { .. }), num == 1);
+        assert_eq!(*unit, client.units()[num - 1].id());
+        let names: Vec<&str> = installed.iter().map(AdminName::as_str).collect();
+        assert_eq!(names, ["alice", "bob"]);
     }
     assert!(err.to_string().starts_with(
         "3 problem(s) found; no crypto unit was changed:\n  - crypto unit 2 cannot be queried: "
@@ -148,7 +161,7 @@ fn zeroize_plan_reports_every_problem_at_once_and_changes_nothing() {
 }
 
 #[test]
-fn zeroize_signs_each_unit_with_the_first_installed_key_and_runs_once() {
+fn zeroize_signs_each_unit_with_the_first_installed_keys_and_runs_once() {
     let w = World::initialized();
     w.zeroize_one(4);
     let units: Vec<_> = w.client.units().iter().collect();
@@ -160,20 +173,31 @@ fn zeroize_signs_each_unit_with_the_first_installed_key_and_runs_once() {
     }
     .plan(&w.client)
     .unwrap();
-    let signed_by: Vec<Option<&str>> = plan
+    let signed_by: Vec<Vec<&str>> = plan
         .targets()
         .iter()
-        .map(|t| t.signer.as_ref().map(|k| k.name.as_str()))
+        .map(|t| t.signers.iter().map(|k| k.name.as_str()).collect())
         .collect();
-    assert_eq!(signed_by, [Some("bob"), Some("bob"), Some("bob"), None]);
+    // Operational units 1 and 2: one signature; recovery unit 3: its signature threshold
+    // (2); unit 4, in imprint mode: none.
+    let none: [&str; 0] = [];
+    assert_eq!(
+        signed_by,
+        [
+            vec!["bob"],
+            vec!["bob"],
+            vec!["bob", "alice"],
+            none.to_vec()
+        ]
+    );
     let needed: Vec<&str> = plan.keys_needed().iter().map(|k| k.name.as_str()).collect();
-    assert_eq!(needed, ["bob"]);
+    assert_eq!(needed, ["bob", "alice"]);
 
-    // Without bob's key the plan refuses before touching any unit.
+    // Without alice's key the plan refuses before touching any unit.
     let before = w.statuses();
-    let err = plan.execute(&[&w.alice as &dyn Signer]).unwrap_err();
+    let err = plan.execute(&[&w.bob as &dyn Signer]).unwrap_err();
     assert!(
-        matches!(&err, CeremonyError::SignerMissing { name, ski } if name.as_str() == "bob" && *ski == w.bob.ski()),
+        matches!(&err, CeremonyError::SignerMissing { name, ski } if name.as_str() == "alice" && *ski == w.alice.ski()),
         "{err}"
     );
     assert_eq!(w.statuses(), before);
@@ -182,7 +206,7 @@ fn zeroize_signs_each_unit_with_the_first_installed_key_and_runs_once() {
     let report = Zeroize { units, keys }
         .plan(&w.client)
         .unwrap()
-        .execute(&[&w.bob as &dyn Signer])
+        .execute(&[&w.bob as &dyn Signer, &w.alice])
         .unwrap();
     assert_eq!(report.units, [1, 2, 3, 4]);
     for s in w.statuses() {
@@ -190,6 +214,63 @@ fn zeroize_signs_each_unit_with_the_first_installed_key_and_runs_once() {
         assert!(s.admins.is_empty());
         assert_eq!(s.current_register.vp, None);
     }
+}
+
+#[test]
+fn zeroize_plan_needs_the_signature_threshold_on_recovery_units() {
+    let w = World::initialized();
+    let units: Vec<_> = w.client.units().iter().collect();
+    let before = w.statuses();
+
+    // alice alone signs for the operational units 1 and 2, not for the recovery units 3
+    // and 4 (signature threshold 2): the plan names both and changes nothing.
+    let err = Zeroize {
+        units: units.clone(),
+        keys: vec![info(&w.carol), info(&w.alice)],
+    }
+    .plan(&w.client)
+    .err()
+    .expect("one key cannot zeroize a recovery unit");
+    let CeremonyError::Problems(problems) = &err else {
+        panic!("refused for another reason: {err}");
+    };
+    assert_eq!(problems.len(), 2, "{err}");
+    for (p, num) in problems.iter().zip([3, 4]) {
+        match p {
+            Problem::TooFewInstalledKeys {
+                num: n,
+                unit,
+                needed,
+                usable,
+                installed,
+            } => {
+                assert_eq!((*n, *unit, *needed), (num, units[num - 1].id(), 2));
+                assert_eq!(
+                    usable.iter().map(AdminName::as_str).collect::<Vec<_>>(),
+                    ["alice"]
+                );
+                let names: Vec<&str> = installed.iter().map(AdminName::as_str).collect();
+                assert_eq!(names, ["alice", "bob"]);
+            }
+            other => panic!("unit {num}: unexpected problem {other}"),
+        }
+    }
+    assert!(err.to_string().contains(
+        "crypto unit 3 is a recovery unit out of imprint mode: zeroizing it needs the signatures of 2 of its administrators (its signature threshold), and 1 of the usable signature keys on this workstation is installed on it: alice (installed administrators: alice, bob)"
+    ), "{err}");
+    assert_eq!(w.statuses(), before);
+
+    // The operational units alone are fine with alice's signature.
+    let report = Zeroize {
+        units: units[..2].to_vec(),
+        keys: vec![info(&w.alice)],
+    }
+    .plan(&w.client)
+    .unwrap()
+    .execute(&[&w.alice as &dyn Signer])
+    .unwrap();
+    assert_eq!(report.units, [1, 2]);
+    assert_eq!(w.statuses()[2..], before[2..]);
 }
 
 #[test]

@@ -387,13 +387,14 @@ fn a_rogue_administrator_installed_right_after_zeroize_fails_its_post_condition(
             .unwrap();
         }),
     );
+    // Alice and bob: the recovery units need the signature threshold, 2.
     let err = Zeroize {
         units: client.units().iter().collect(),
-        keys: vec![info(&w.alice)],
+        keys: vec![info(&w.alice), info(&w.bob)],
     }
     .plan(&client)
     .unwrap()
-    .execute(&[&w.alice as &dyn Signer])
+    .execute(&[&w.alice as &dyn Signer, &w.bob])
     .unwrap_err();
     let CeremonyError::PostCondition { after, units } = &err else {
         panic!("{err}");

@@ -1,8 +1,10 @@
 //! `cryptounit-zeroize`: return the selected crypto units to imprint mode.
 //!
-//! As the vendor's: a confirmation, then **one** signature-key password — a unit out of
-//! imprint mode zeroizes with the signature of one installed administrator; a unit in
-//! imprint mode needs none. The ceremony is [`tke_ceremony::Zeroize`]: its plan runs every
+//! As the vendor's: a confirmation, then **one** signature-key password — an operational
+//! unit out of imprint mode zeroizes with the signature of one installed administrator; a
+//! unit in imprint mode needs none. Unlike the vendor's, a recovery unit out of imprint
+//! mode needs its signature threshold (one password per key): it may hold the instance's
+//! last copy of the master key. The ceremony is [`tke_ceremony::Zeroize`]: its plan runs every
 //! check (units reachable, a usable key for every unit) before the question, so a refusal
 //! changes nothing. This module chooses the keys, prints the plan, asks, opens the keys
 //! the plan needs and prints the result.
@@ -12,7 +14,7 @@
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use tke_ceremony::{CeremonyError, Zeroize};
+use tke_ceremony::{CeremonyError, Problem, Zeroize};
 use tke_proto::{ErrorChain, RegisterState};
 use tke_sigkey::Signer;
 use tke_workstation::SigKeyEntry;
@@ -27,11 +29,12 @@ use crate::{
 /// The answers `cryptounit-zeroize` takes as flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Sign with the signature key of this administrator. Default: the first of the
-    /// selected signature keys (`tke sigkey-sel`), then of the workstation's keys, that
-    /// is installed on the unit.
+    /// Sign with the signature key of this administrator; repeat it for a recovery unit,
+    /// which needs its signature threshold. Default: the first of the selected signature
+    /// keys (`tke sigkey-sel`), then of the workstation's keys, that are installed on the
+    /// unit.
     #[arg(long = "admin", value_name = "NAME")]
-    pub admin: Option<String>,
+    pub admin: Vec<String>,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -49,31 +52,35 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     // The keys that may sign, in order of preference.
     let entries = list(ctx)?;
     let selection = ctx.files.load_selection()?.sigkeys;
-    let mut preference: Vec<&SigKeyEntry> = match &args.admin {
-        Some(name) => {
-            let v: Vec<&SigKeyEntry> = entries.iter().filter(|e| e.name.as_str() == name).collect();
-            if v.is_empty() {
-                bail!("--admin {name:?}: no signature key of that name in {} (see `tke sigkeys`); nothing was changed", ctx.files.path().display());
-            }
-            v
-        }
-        None => selection
+    let candidates: Vec<&SigKeyEntry> = if args.admin.is_empty() {
+        selection
             .iter()
             .filter_map(|ski| entries.iter().find(|e| e.ski == *ski))
-            .collect(),
-    };
-    if args.admin.is_none() {
-        for e in &entries {
-            if !preference.iter().any(|p| p.ski == e.ski) {
-                preference.push(e);
+            .chain(&entries)
+            .collect()
+    } else {
+        let mut named = Vec::new();
+        for name in &args.admin {
+            let before = named.len();
+            named.extend(entries.iter().filter(|e| e.name.as_str() == name));
+            if named.len() == before {
+                bail!("--admin {name:?}: no signature key of that name in {} (see `tke sigkeys`); nothing was changed", ctx.files.path().display());
             }
+        }
+        named
+    };
+    let mut preference: Vec<&SigKeyEntry> = Vec::new();
+    for e in candidates {
+        if !preference.iter().any(|p| p.ski == e.ski) {
+            preference.push(e);
         }
     }
     let plan = Zeroize {
         units,
         keys: preference.iter().map(|e| admin_info(e)).collect(),
     }
-    .plan(client)?;
+    .plan(client)
+    .map_err(hint)?;
 
     if !ctx.json {
         header(&fleet);
@@ -93,10 +100,15 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                 s.imprint_mode().to_string(),
                 s.admins.len().to_string(),
                 s.current_register.state.label().to_owned(),
-                z.signer
-                    .as_ref()
-                    .map(|k| k.name.to_string())
-                    .unwrap_or_else(|| "(no signature needed)".into()),
+                if z.signers.is_empty() {
+                    "(no signature needed)".into()
+                } else {
+                    z.signers
+                        .iter()
+                        .map(|k| k.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
             ]);
         }
         print!("{}", t.render());
@@ -168,4 +180,17 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         println!("OK\nThe selected crypto units have been zeroized: they are in imprint mode.");
     }
     Ok(())
+}
+
+/// Adds what the operator can do to a plan refused for want of keys on a recovery unit.
+fn hint(e: CeremonyError) -> anyhow::Error {
+    let short = matches!(&e, CeremonyError::Problems(p)
+        if p.iter().any(|p| matches!(p, Problem::TooFewInstalledKeys { .. })));
+    if short {
+        anyhow::anyhow!(
+            "{e}\nA recovery unit needs the signature keys of as many of its administrators as its signature threshold: repeat --admin NAME for each, or leave --admin out to use every signature key on this workstation (see `tke sigkeys`)."
+        )
+    } else {
+        e.into()
+    }
 }

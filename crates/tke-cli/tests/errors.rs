@@ -617,6 +617,51 @@ fn zeroize_refusals() {
     );
 }
 
+/// A recovery unit's zeroize needs its signature threshold: one administrator's key is
+/// refused before anything changes; two sign.
+#[test]
+fn zeroize_recovery_needs_the_threshold() {
+    let (w, s) = with_keys();
+    let t21 = ["--sig-threshold", "2", "--rev-threshold", "1"];
+    let admins = ["--admin", "alice", "--admin", "bob", "--yes"];
+    w.ok(&[&["--secrets", &s, "auto-init"][..], &t21, &admins].concat());
+    let before = w.compare_json();
+    w.check(
+        "zeroize_recovery_one_key",
+        &[
+            "--secrets",
+            &s,
+            "cryptounit-zeroize",
+            "--admin",
+            "alice",
+            "--yes",
+        ],
+        1,
+        &[],
+    );
+    assert_eq!(w.compare_json(), before, "a refused zeroize changed a unit");
+    let out = w.ok(&[
+        "--secrets",
+        &s,
+        "cryptounit-zeroize",
+        "--admin",
+        "alice",
+        "--admin",
+        "bob",
+        "--yes",
+    ]);
+    // Operational units signed by alice alone, recovery units by both.
+    let signed_by = |who: &str| out.lines().filter(|l| l.ends_with(who)).count();
+    assert_eq!(
+        (signed_by(" alice"), signed_by(" alice, bob")),
+        (2, 2),
+        "{out}"
+    );
+    for u in w.compare_json().as_array().unwrap() {
+        assert_eq!(u["imprint_mode"], true, "{u}");
+    }
+}
+
 #[test]
 fn a_key_on_a_token_that_cannot_be_opened() {
     let (w, s) = with_keys();

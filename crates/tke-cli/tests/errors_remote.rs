@@ -261,16 +261,15 @@ fn servers_down_or_refusing() {
 /// operational unit), both targets of a workstation with a key for alice.
 fn two_servers(root: &Path) -> (Server, Server, Workstation, String) {
     let mut a = Server::init(root, "a", &["--operational", "1", "--recovery", "1"]);
-    let mut b = Server::init(
+    let mut b = Server::join(
         root,
         "b",
+        &a,
         &[
             "--operational",
             "1",
             "--recovery",
             "0",
-            "--ca-dir",
-            "a",
             "--instance-id",
             "@a/instance-id",
             "--api-key-file",

@@ -26,8 +26,6 @@ fn three_servers(root: &Path) -> Vec<Server> {
         &["--operational", "1", "--recovery", "0", "--zone", "zone-a"],
     );
     let join = [
-        "--ca-dir",
-        "a",
         "--instance-id",
         "@a/instance-id",
         "--api-key-file",
@@ -44,10 +42,10 @@ fn three_servers(root: &Path) -> Vec<Server> {
         "zone-b",
     ];
     b_args.extend(join);
-    let b = Server::init(root, "b", &b_args);
+    let b = Server::join(root, "b", &a, &b_args);
     let mut dr_args = vec!["--operational", "0", "--recovery", "2", "--zone", "dr"];
     dr_args.extend(join);
-    let dr = Server::init(root, "dr", &dr_args);
+    let dr = Server::join(root, "dr", &a, &dr_args);
     let mut servers = vec![a, b, dr];
     for s in &mut servers {
         s.start();
@@ -267,8 +265,8 @@ fn a_server_killed_during_auto_init_is_reported_truthfully_and_the_operator_fini
     let err = w.fails(&auto_init_args(s, false), 1);
     assert!(err.contains("not in imprint mode"), "{err}");
     assert!(err.contains("cryptounit-zeroize"), "{err}");
-    // ... which is: zeroize (one administrator's signature), then run it again with the
-    // signature keys the first run made. Nothing is lost: the keys are all there.
+    // ... which is: zeroize (one administrator's signature, two on the recovery unit),
+    // then run it again with the signature keys the first run made. Nothing is lost: the keys are all there.
     let out = w.ok(&["--secrets", s, "cryptounit-zeroize", "--yes"]);
     assert!(out.contains("OK"), "{out}");
     let units = w.compare_json();

@@ -148,6 +148,24 @@ mod vectors {
         "0408", "3006020101020101", //   signature
     );
 
+    /// The whole answer to REQUEST_QUERY by a fresh unit A: the body is bound to the
+    /// request (requestHash = SHA-256 of the REQUEST_QUERY bytes) and carries
+    /// UNIT_STATUS_IMPRINT; the signature is the placeholder.
+    pub const SIGNED_RESPONSE_QUERY: &str = concat!(
+        "307c", // SEQUENCE, 124 bytes
+        "0470", //   body OCTET STRING (112): ResponseBody
+        "306e",                                     //     SEQUENCE, 110 bytes
+        "0410", "00112233445566778899aabbccddeeff", //       unitId
+        "020100",                                   //       counter 0
+        "0420", "242e96f83645e407193811cf914ca41b1290e0bdeae0ed47381e06c4be999f88", // requestHash
+        "020100",                                   //       returnCode 0
+        "020100",                                   //       reasonCode 0
+        "042f",                                     //       output (47): UNIT_STATUS_IMPRINT
+        "302d", "0410", "00112233445566778899aabbccddeeff", "0a0100", "020100", "020100", "020100",
+        "3000", "30030a0100", "30030a0100", "010100",
+        "0408", "3006020101020101", //   signature
+    );
+
     pub const ADMIN_INFO: &str = concat!(
         "3029",                                                                     // SEQUENCE, 41 bytes
         "0420", "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf", //   ski
@@ -498,6 +516,31 @@ fn signed_response_vector() {
 }
 
 #[test]
+fn signed_response_to_the_query_vector() {
+    let body = ResponseBody {
+        unit_id: unit(),
+        counter: 0,
+        request_hash: Digest32::sha256(&h(REQUEST_QUERY)),
+        return_code: 0,
+        reason_code: 0,
+        output: OctetString::new(unit_status_imprint().to_der().unwrap()).unwrap(),
+    };
+    let signed = SignedResponse {
+        body: OctetString::new(body.to_der().unwrap()).unwrap(),
+        signature: os(SIG),
+    };
+    golden!(signed, SIGNED_RESPONSE_QUERY);
+    // What a client checks after the signature (§10): the binding and the status.
+    let decoded = ResponseBody::from_der(signed.body.as_bytes()).unwrap();
+    assert_eq!(decoded.unit_id, query().unit_id);
+    assert_eq!(decoded.request_hash, Digest32::sha256(&h(REQUEST_QUERY)));
+    assert_eq!(
+        UnitStatus::decode_checked(decoded.output.as_bytes()).unwrap(),
+        unit_status_imprint()
+    );
+}
+
+#[test]
 fn admin_info_vectors() {
     golden!(admin_info(), ADMIN_INFO);
     golden!(admin_info_utf8(), ADMIN_INFO_UTF8);
@@ -596,6 +639,7 @@ const ALL: &[(&str, &str)] = &[
     ("ResponseBody", RESPONSE_BODY),
     ("ResponseBodyError", RESPONSE_BODY_ERROR),
     ("SignedResponse", SIGNED_RESPONSE),
+    ("SignedResponseQuery", SIGNED_RESPONSE_QUERY),
     ("AdminInfo", ADMIN_INFO),
     ("AdminInfoUtf8", ADMIN_INFO_UTF8),
     ("RegisterEmpty", REGISTER_EMPTY),
@@ -622,7 +666,7 @@ fn decode_as(name: &str, bytes: &[u8]) -> Result<Vec<u8>, der::Error> {
         "Query" => re::<Query>(bytes),
         "RequestQuery" | "RequestCommand" => re::<Request>(bytes),
         "ResponseBody" | "ResponseBodyError" => re::<ResponseBody>(bytes),
-        "SignedResponse" => re::<SignedResponse>(bytes),
+        "SignedResponse" | "SignedResponseQuery" => re::<SignedResponse>(bytes),
         "AdminInfo" | "AdminInfoUtf8" => re::<AdminInfo>(bytes),
         "RegisterEmpty" | "RegisterValid" => re::<RegisterStatus>(bytes),
         "UnitStatus" | "UnitStatusImprint" => re::<UnitStatus>(bytes),
@@ -757,4 +801,59 @@ fn wrong_tags_refused() {
     let mut q = h(QUERY);
     q[0] = 0xa0;
     assert!(Query::from_der(&q).is_err());
+}
+
+/// `docs/protocol.md` §14 quotes vectors after a `<!-- golden: NAME -->` line, NAME being a
+/// name of [`ALL`]: the hex of the code block that follows (each line's leading hex
+/// tokens, up to the first annotation word) is that vector, byte for byte.
+#[test]
+fn protocol_md_quotes_the_golden_vectors() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/protocol.md"
+    ))
+    .unwrap();
+    let is_hex = |t: &str| {
+        !t.is_empty() && t.len().is_multiple_of(2) && t.chars().all(|c| c.is_ascii_hexdigit())
+    };
+    let mut quoted = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line
+            .trim()
+            .strip_prefix("<!-- golden: ")
+            .and_then(|r| r.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let (_, vector) = ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("protocol.md quotes an unknown vector {name}"));
+        assert_eq!(lines.next(), Some("```text"), "{name}: no code block");
+        let mut hex = String::new();
+        for l in lines.by_ref().take_while(|l| *l != "```") {
+            for t in l.split_whitespace().take_while(|t| is_hex(t)) {
+                hex.push_str(t);
+            }
+        }
+        assert_eq!(hex, *vector, "protocol.md's {name} differs from golden.rs");
+        quoted.push(name);
+    }
+    for name in [
+        "AdminCommand",
+        "RequestCommand",
+        "ResponseBody",
+        "SignedResponseQuery",
+        "ImporterKey",
+        "CertifiedImporter",
+        "ExportRequest",
+        "MkEnvelope",
+        "SignedEnvelope",
+    ] {
+        assert!(
+            quoted.contains(&name),
+            "protocol.md §14 does not quote {name}"
+        );
+    }
 }

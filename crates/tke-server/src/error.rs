@@ -120,6 +120,31 @@ pub enum ServerError {
         /// rustls' reason.
         source: rustls::Error,
     },
+    /// The fleet CA key cannot be opened (a wrong passphrase among other causes).
+    #[error("cannot open the fleet CA key {}", path.display())]
+    CaKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<tke_workstation::KeyFileError>,
+    },
+    /// A passphrase file is refused.
+    #[error("the passphrase file {} {what}", path.display())]
+    PassphraseFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A server directory is not at the step of a join that was asked for.
+    #[error("{}: {what}", dir.display())]
+    JoinState {
+        /// The server directory.
+        dir: PathBuf,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}")]
     Bind {

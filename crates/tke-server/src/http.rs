@@ -235,6 +235,33 @@ pub async fn read_body<S: AsyncRead + Unpin>(
     Ok(buf)
 }
 
+/// The most body bytes [`drain`] reads: more than any request this protocol's clients
+/// send, so they see the refusal; bounded, so that a huge declared length costs little.
+pub const DRAIN_LIMIT: usize = 1 << 20;
+
+/// How long [`drain`] waits for a next byte: a client that waits for the answer before
+/// sending its body gets it after this.
+const DRAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Reads and discards up to `len` bytes of a body that is refused unread (at most
+/// [`DRAIN_LIMIT`]). A client sends its whole body before it reads the answer, and a
+/// connection closed with unread bytes is reset: the client would see the reset, not the
+/// answer. Stops at `deadline`, after [`DRAIN_PAUSE`] without a byte, at the end of the
+/// stream or on an error. Returns the number of bytes discarded.
+pub async fn drain<S: AsyncRead + Unpin>(stream: &mut S, len: usize, deadline: Instant) -> usize {
+    let mut chunk = [0u8; 8192];
+    let mut left = len.min(DRAIN_LIMIT);
+    while left > 0 {
+        let until = deadline.min(Instant::now() + DRAIN_PAUSE);
+        match read_until(stream, &mut chunk[..left.min(8192)], Some(until)).await {
+            Ok(k) if k > 0 => left -= k,
+            // The end, an error, the deadline, or a pause without a byte.
+            _ => break,
+        }
+    }
+    len.min(DRAIN_LIMIT) - left
+}
+
 /// A response to send.
 #[derive(Debug)]
 pub struct Response {
@@ -339,6 +366,29 @@ mod tests {
         assert_eq!(head.header("content-length"), Some(&b"3"[..]));
         assert!(!head.keep_alive());
         assert_eq!(&buf[used..], b"abc");
+    }
+
+    #[tokio::test]
+    async fn drain_reads_at_most_the_body_and_the_bound() {
+        let later = Instant::now() + Duration::from_secs(5);
+        let data = vec![7u8; DRAIN_LIMIT + 10];
+        let mut rest = &data[..];
+        assert_eq!(drain(&mut rest, 10, later).await, 10);
+        assert_eq!(rest.len(), DRAIN_LIMIT);
+        let mut rest = &data[..];
+        assert_eq!(drain(&mut rest, usize::MAX, later).await, DRAIN_LIMIT);
+        assert_eq!(rest.len(), 10);
+        // The stream ends before the declared length.
+        assert_eq!(drain(&mut &data[..5], 100, later).await, 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_stops_after_a_pause_without_a_byte() {
+        let (_client, mut server) = tokio::io::duplex(64);
+        let started = Instant::now();
+        let later = started + Duration::from_secs(5);
+        assert_eq!(drain(&mut server, 100, later).await, 0);
+        assert_eq!(started.elapsed(), DRAIN_PAUSE);
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
-//! `tke-unitd init`: creates what one server hosts.
+//! `tke-unitd init` and `tke-unitd join`: create what one server hosts.
 //!
 //! ```text
-//! DIR/unitd.toml           the configuration (written last: its presence marks a complete init)
+//! DIR/unitd.toml           the configuration (written last: its presence marks a complete server)
 //! DIR/ca.pem               the fleet CA certificate (clients pin it)
-//! DIR/ca.key.pem           the fleet CA key, 0600 — only when init made a new CA
+//! DIR/ca.key.pem           the fleet CA key, encrypted, 0600 — only when init made a new CA;
+//!                          `serve` never reads it: keep it offline
 //! DIR/instance-id          the service instance id(s), one a line, for scripts
 //! DIR/api-key              the API key of the instance, 0600 (api-key-1, api-key-2, ... for several)
 //! DIR/tls/server.pem       the TLS certificate, issued by the fleet CA
@@ -11,12 +12,17 @@
 //! DIR/units/<uuid>/        one directory per crypto unit (see tke-unit)
 //! ```
 //!
-//! Units of one service instance may live on several servers. The second and later servers
-//! are made with `--ca-dir` (the first server's directory, or any directory with `ca.pem`
-//! and `ca.key.pem`), `--instance-id` (the instance to add units to) and `--api-key-file`
-//! (an existing key file: every server of the instance then accepts the same key). Everything
-//! is built in a temporary directory beside DIR and renamed into place, so a failure leaves
-//! nothing half-made.
+//! Units of one service instance may live on several servers. `init` makes the first one
+//! (and the fleet CA, whose key it encrypts with a passphrase). The others join without
+//! the CA key ([`join_request`], then [`join_install`]): the joining server makes its units'
+//! device keys and its TLS key and writes a join request (see [`crate::ca`]), the CA holder
+//! signs it ([`crate::ca::sign_request`]), and the joining server installs the
+//! certificates. Until then DIR holds `join/` (the request, the device keys, the
+//! configuration to be) and no `unitd.toml`. `init --ca-dir` issues from an existing CA
+//! directly, where its key is at hand. Every server of an instance gets `--instance-id`
+//! (the instance to add units to) and `--api-key-file` (an existing key file: every server
+//! of the instance then accepts the same key). Everything is built in a temporary
+//! directory beside DIR and renamed into place, so a failure leaves nothing half-made.
 
 use std::{
     fs,
@@ -25,20 +31,28 @@ use std::{
 };
 
 use p256::{
-    ecdsa::{signature::Signer as _, DerSignature, Signature, SigningKey},
-    pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding},
+    ecdsa::SigningKey,
+    pkcs8::{EncodePrivateKey, LineEnding},
     PublicKey, SecretKey,
 };
 use tke_fs::atomic;
 use tke_proto::{CaCertificate, DeviceCertificate, UnitId, UnitType};
-use tke_unit::Unit;
+use tke_unit::{Backend as _, SoftBackend, Unit, UnitError, SECRETS_FILE};
+use tke_workstation::Password;
+use zeroize::Zeroizing;
 
 use crate::{
     apikey::ApiKey,
+    ca::{self, JoinRequest, UnitRequest, CA_FILE},
     config::{self, ApiKeyConfig, ConfigFile, InstanceConfig, Limits, UnitConfig, CONFIG_FILE},
     error::io_err,
-    tlscert, ServerError,
+    tlscert, Config, ServerError,
 };
+
+/// The directory of a pending join, inside the server directory.
+pub const JOIN_DIR: &str = "join";
+/// The join request kept in [`JOIN_DIR`] (the copy the joining server checks against).
+const JOIN_REQUEST: &str = "request.pem";
 
 /// What to create.
 #[derive(Clone, Debug)]
@@ -55,7 +69,8 @@ pub struct InitOptions {
     pub failover: u32,
     /// The zone named in the units' locations.
     pub zone: String,
-    /// An existing fleet CA to issue from (`ca.pem` + `ca.key.pem`); else a new CA.
+    /// `init`: an existing fleet CA to issue from (`ca.pem` + the encrypted `ca.key.pem`);
+    /// else a new CA. Ignored by [`join_request`].
     pub ca_dir: Option<PathBuf>,
     /// Where to listen.
     pub listen: SocketAddr,
@@ -209,44 +224,6 @@ pub fn endpoint(listen: &SocketAddr) -> String {
     format!("https://{host}:{}", listen.port())
 }
 
-fn ca_signer(key: &SigningKey) -> Box<tke_proto::cert::SignFn<'static>> {
-    let key = key.clone();
-    Box::new(
-        move |m: &[u8]| -> Result<DerSignature, tke_proto::BoxError> {
-            let s: Signature = key.try_sign(m)?;
-            Ok(s.to_der())
-        },
-    )
-}
-
-/// Loads an existing fleet CA from `dir` (`ca.pem` and `ca.key.pem`), checking that the
-/// key belongs to the certificate.
-///
-/// # Errors
-/// [`ServerError::Io`], [`ServerError::Certificate`], [`ServerError::BadFile`].
-pub fn load_ca(dir: &Path) -> Result<(CaCertificate, SigningKey), ServerError> {
-    let cert_path = dir.join("ca.pem");
-    let key_path = dir.join("ca.key.pem");
-    let pem = fs::read_to_string(&cert_path).map_err(io_err("read", &cert_path))?;
-    let ca = CaCertificate::from_pem(&pem).map_err(|source| ServerError::Certificate {
-        path: cert_path.clone(),
-        source,
-    })?;
-    let key_pem =
-        zeroize::Zeroizing::new(fs::read_to_string(&key_path).map_err(io_err("read", &key_path))?);
-    let key = SigningKey::from_pkcs8_pem(&key_pem).map_err(|_| ServerError::BadFile {
-        path: key_path.clone(),
-        what: "not a PKCS#8 P-256 private key",
-    })?;
-    if *key.verifying_key() != ca.verifying_key() {
-        return Err(ServerError::BadFile {
-            path: key_path,
-            what: "this key does not belong to the CA certificate beside it",
-        });
-    }
-    Ok((ca, key))
-}
-
 fn write_key_pem(path: &Path, secret: &SecretKey) -> Result<(), ServerError> {
     let pem = secret
         .to_pkcs8_pem(LineEnding::LF)
@@ -257,12 +234,12 @@ fn write_key_pem(path: &Path, secret: &SecretKey) -> Result<(), ServerError> {
     atomic::create_private(path, pem.as_bytes()).map_err(io_err("write", path))
 }
 
-fn pem_cert(der_bytes: &[u8]) -> String {
-    // A CERTIFICATE label and base64 lines: `der` does the encoding.
-    der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der_bytes).unwrap_or_default()
-}
-
-fn check_target(dir: &Path) -> Result<(), ServerError> {
+/// Checks that `dir` can become a new server's directory (absent or empty): callers check
+/// it before asking for the CA passphrase, which `init` checks again.
+///
+/// # Errors
+/// [`ServerError::DirectoryNotEmpty`], [`ServerError::Io`].
+pub fn check_target(dir: &Path) -> Result<(), ServerError> {
     match fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -282,12 +259,84 @@ fn check_target(dir: &Path) -> Result<(), ServerError> {
     }
 }
 
-/// Runs `init`.
+/// Where the fleet CA comes from, and so whether certificates are issued now.
+#[derive(Clone, Copy)]
+enum CaSource<'a> {
+    /// A new CA, its key encrypted with this passphrase.
+    New(&'a Password),
+    /// The CA of a directory, opened with this passphrase.
+    Dir(&'a Path, &'a Password),
+    /// Only the CA certificate (this file): the keys go into a join request.
+    Request(&'a Path),
+}
+
+/// Who certifies the keys `build` makes.
+enum Issuer {
+    /// The fleet CA, with its key: now.
+    Ca(SigningKey),
+    /// The CA holder, later: the keys go into this request.
+    Request(JoinRequest),
+}
+
+/// Runs `init`: a new fleet CA whose key `ca_passphrase` encrypts, or with
+/// [`InitOptions::ca_dir`] the CA of that directory, which `ca_passphrase` opens.
 ///
 /// # Errors
-/// [`ServerError`] naming what failed; nothing is left behind in `dir` then, and an API
-/// key file that init had created is removed.
-pub fn init(opts: &InitOptions) -> Result<InitReport, ServerError> {
+/// [`ServerError`] naming what failed ([`ServerError::CaKey`] for a wrong passphrase);
+/// nothing is left behind in `dir` then, and an API key file that init had created is
+/// removed.
+pub fn init(opts: &InitOptions, ca_passphrase: &Password) -> Result<InitReport, ServerError> {
+    let source = match &opts.ca_dir {
+        Some(d) => CaSource::Dir(d, ca_passphrase),
+        None => CaSource::New(ca_passphrase),
+    };
+    create_server(opts, source, None).map(|(report, _)| report)
+}
+
+/// What [`join_request`] made.
+#[derive(Clone, Debug)]
+pub struct JoinReport {
+    /// The server as it will be once joined (its `config` does not exist yet).
+    pub server: InitReport,
+    /// The request file written.
+    pub request: PathBuf,
+    /// The request file's SHA-256 (hex), to compare with what the CA holder signs.
+    pub request_sha256: String,
+}
+
+/// `tke-unitd join --request`: makes the server's directory as [`init`] does, but without
+/// the CA key: the units' device keys and the TLS key wait in `DIR/join/`, and the join
+/// request for them is written to `request` (created; never overwritten). `ca` is the
+/// fleet CA certificate (`ca.pem`) the certificates must come from.
+///
+/// # Errors
+/// As [`init`]; nothing is left behind then.
+pub fn join_request(
+    opts: &InitOptions,
+    ca: &Path,
+    request: &Path,
+) -> Result<JoinReport, ServerError> {
+    if fs::symlink_metadata(request).is_ok() {
+        return Err(io_err("write", request)(
+            std::io::ErrorKind::AlreadyExists.into(),
+        ));
+    }
+    let (server, _) = create_server(opts, CaSource::Request(ca), Some(request))?;
+    let request_sha256 = ca::file_sha256(request)?;
+    Ok(JoinReport {
+        server,
+        request: request.to_path_buf(),
+        request_sha256,
+    })
+}
+
+/// Creates the server directory; with a request path, writes the join request there
+/// before `dir` is renamed into place (and removes it if that fails).
+fn create_server(
+    opts: &InitOptions,
+    source: CaSource<'_>,
+    request: Option<&Path>,
+) -> Result<(InitReport, Option<JoinRequest>), ServerError> {
     let n = opts.instance_count()?;
     let dir = std::path::absolute(&opts.dir).unwrap_or_else(|_| opts.dir.clone());
     check_target(&dir)?;
@@ -313,17 +362,31 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, ServerError> {
         None => None,
     };
     let tmp = parent.join(format!(".unitd-init-{}", UnitId::random().to_hex()));
-    let result = build(opts, n, &tmp, &dir, shared_key.as_ref()).and_then(|report| {
+    let mut request_written = false;
+    let result = build(opts, n, source, &tmp, &dir, shared_key.as_ref()).and_then(|built| {
+        if let (Some(path), Some(req)) = (request, &built.1) {
+            let pem = req.to_pem().map_err(|_| ServerError::BadFile {
+                path: path.to_path_buf(),
+                what: "cannot encode the join request",
+            })?;
+            let kept = tmp.join(JOIN_DIR).join(JOIN_REQUEST);
+            atomic::write_private(&kept, pem.as_bytes()).map_err(io_err("write", &kept))?;
+            atomic::create_private(path, pem.as_bytes()).map_err(io_err("write", path))?;
+            request_written = true;
+        }
         if dir.exists() {
             fs::remove_dir(&dir).map_err(io_err("replace", &dir))?;
         }
         fs::rename(&tmp, &dir).map_err(io_err("create", &dir))?;
-        Ok(report)
+        Ok(built)
     });
     match result {
         Ok(r) => Ok(r),
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp);
+            if let (Some(path), true) = (request, request_written) {
+                let _ = fs::remove_file(path);
+            }
             if let Some((_, p, true)) = &shared_key {
                 let _ = fs::remove_file(p);
             }
@@ -332,61 +395,72 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, ServerError> {
     }
 }
 
-/// Builds everything in `tmp`; paths in the report are those under `dir`.
+/// Builds everything in `tmp`; paths in the report are those under `dir`. Without the CA
+/// key ([`CaSource::Request`]) the keys go into the returned join request instead of
+/// certificates, and the configuration into `tmp/join/`.
 fn build(
     opts: &InitOptions,
     n: u32,
+    source: CaSource<'_>,
     tmp: &Path,
     dir: &Path,
     shared_key: Option<&(ApiKey, PathBuf, bool)>,
-) -> Result<InitReport, ServerError> {
+) -> Result<(InitReport, Option<JoinRequest>), ServerError> {
     atomic::create_private_dir(tmp).map_err(io_err("create", tmp))?;
-    let (ca, ca_key, new_ca) = match &opts.ca_dir {
-        Some(d) => {
-            let (ca, key) = load_ca(d)?;
-            (ca, key, false)
+    let (ca, ca_key, new_ca) = match source {
+        CaSource::Dir(d, passphrase) => {
+            let (ca, key) = ca::load(d, passphrase)?;
+            (ca, Some(key), false)
         }
-        None => {
-            let secret = SecretKey::random(&mut rand_core::OsRng);
-            let key = SigningKey::from(&secret);
+        CaSource::New(passphrase) => {
             let name = format!("unitd-{}", &UnitId::random().to_hex()[..8]);
-            let ca = CaCertificate::build(&name, &secret.public_key(), ca_signer(&key)).map_err(
-                |source| ServerError::Certificate {
-                    path: dir.join("ca.pem"),
-                    source,
-                },
-            )?;
-            write_key_pem(&tmp.join("ca.key.pem"), &secret)?;
-            (ca, key, true)
+            let (ca, key) = ca::create(tmp, &name, passphrase)?;
+            (ca, Some(key), true)
         }
+        CaSource::Request(file) => (ca::read_certificate(file)?, None, false),
     };
     let ca_pem = ca.to_pem().map_err(|source| ServerError::Certificate {
-        path: dir.join("ca.pem"),
+        path: dir.join(CA_FILE),
         source,
     })?;
-    atomic::write_private(&tmp.join("ca.pem"), ca_pem.as_bytes())
-        .map_err(io_err("write", &tmp.join("ca.pem")))?;
+    atomic::write_private(&tmp.join(CA_FILE), ca_pem.as_bytes())
+        .map_err(io_err("write", &tmp.join(CA_FILE)))?;
 
     // TLS certificate.
     let tls_dir = tmp.join("tls");
     atomic::create_private_dir(&tls_dir).map_err(io_err("create", &tls_dir))?;
     let tls_secret = SecretKey::random(&mut rand_core::OsRng);
     let names = tls_names(&opts.listen, &opts.tls_names);
-    let tls_der =
-        tlscert::issue(&ca, &ca_key, &tls_secret.public_key(), &names).map_err(|e| match e {
-            tlscert::TlsCertError::BadName { .. } | tlscert::TlsCertError::NoName => {
-                ServerError::Layout {
-                    what: "a --tls-name is neither an IP address nor a DNS name",
-                }
+    let bad_name = |e| match e {
+        tlscert::TlsCertError::BadName { .. } | tlscert::TlsCertError::NoName => {
+            ServerError::Layout {
+                what: "a --tls-name is neither an IP address nor a DNS name",
             }
-            _ => ServerError::BadFile {
-                path: dir.join("tls/server.pem"),
-                what: "cannot encode the TLS certificate",
-            },
-        })?;
+        }
+        _ => ServerError::BadFile {
+            path: dir.join("tls/server.pem"),
+            what: "cannot encode the TLS certificate",
+        },
+    };
+    let mut issuer = match ca_key {
+        Some(key) => {
+            let der =
+                tlscert::issue(&ca, &key, &tls_secret.public_key(), &names).map_err(bad_name)?;
+            let path = tls_dir.join("server.pem");
+            atomic::write_private(&path, ca::pem_cert(&der).as_bytes())
+                .map_err(io_err("write", &path))?;
+            Issuer::Ca(key)
+        }
+        None => {
+            tlscert::check_names(&names).map_err(bad_name)?;
+            Issuer::Request(JoinRequest {
+                tls_key: tls_secret.public_key(),
+                tls_names: names,
+                units: Vec::new(),
+            })
+        }
+    };
     write_key_pem(&tls_dir.join("server.key.pem"), &tls_secret)?;
-    atomic::write_private(&tls_dir.join("server.pem"), pem_cert(&tls_der).as_bytes())
-        .map_err(io_err("write", &tls_dir.join("server.pem")))?;
 
     // Units.
     let mut instances = Vec::new();
@@ -412,16 +486,39 @@ fn build(
         for unit_type in plan {
             domain += 1;
             let unit_id = UnitId::random();
-            let unit_dir = tmp.join("units").join(unit_id.uuid());
-            let mut issue =
-                |key: &PublicKey| DeviceCertificate::issue(&ca, &unit_id, key, ca_signer(&ca_key));
-            Unit::create_soft(&unit_dir, unit_id, unit_type, &ca, &mut issue).map_err(
-                |source| ServerError::Unit {
-                    unit: unit_id,
-                    path: dir.join("units").join(unit_id.uuid()),
-                    source: Box::new(source),
-                },
-            )?;
+            let unit_err = |source| ServerError::Unit {
+                unit: unit_id,
+                path: dir.join("units").join(unit_id.uuid()),
+                source: Box::new(source),
+            };
+            match &mut issuer {
+                Issuer::Ca(ca_key) => {
+                    let unit_dir = tmp.join("units").join(unit_id.uuid());
+                    let mut issue = |key: &PublicKey| {
+                        DeviceCertificate::issue(&ca, &unit_id, key, ca::signer(ca_key))
+                    };
+                    Unit::create_soft(&unit_dir, unit_id, unit_type, &ca, &mut issue)
+                        .map_err(unit_err)?;
+                }
+                Issuer::Request(req) => {
+                    // The device key now; the unit once its certificate comes back.
+                    let keys_dir = tmp.join(JOIN_DIR).join("units").join(unit_id.uuid());
+                    atomic::create_private_dir(&keys_dir).map_err(io_err("create", &keys_dir))?;
+                    let backend = SoftBackend::create(&keys_dir, unit_id).map_err(|source| {
+                        unit_err(UnitError::Backend {
+                            unit: unit_id,
+                            dir: keys_dir.clone(),
+                            source,
+                        })
+                    })?;
+                    req.units.push(UnitRequest {
+                        instance: id.clone(),
+                        id: unit_id,
+                        unit_type,
+                        device_key: backend.device_public_key(),
+                    });
+                }
+            }
             let location = format!("[{}].[{host}].[01].[{domain:02}]", opts.zone);
             units.push(UnitConfig {
                 id: unit_id.uuid(),
@@ -495,16 +592,149 @@ fn build(
         "# tke-unitd configuration, made by `tke-unitd init`. Paths are relative to this file.\n\
          # API keys are stored as SHA-256 hashes; the keys themselves are in the key files.\n{text}"
     );
-    atomic::write_private(&tmp.join(CONFIG_FILE), text.as_bytes())
-        .map_err(io_err("write", &tmp.join(CONFIG_FILE)))?;
+    // A joining server's configuration waits in join/: without units it cannot be served.
+    let (config_path, request) = match issuer {
+        Issuer::Request(req) => (tmp.join(JOIN_DIR).join(CONFIG_FILE), Some(req)),
+        Issuer::Ca(_) => (tmp.join(CONFIG_FILE), None),
+    };
+    atomic::write_private(&config_path, text.as_bytes()).map_err(io_err("write", &config_path))?;
 
+    Ok((
+        InitReport {
+            config: dir.join(CONFIG_FILE),
+            ca: dir.join(CA_FILE),
+            new_ca,
+            instance_id_file: dir.join("instance-id"),
+            api_keys: key_reports,
+            endpoint: endpoint(&opts.listen),
+            units: reports,
+        },
+        request,
+    ))
+}
+
+/// `tke-unitd join --certificates`: completes a server made by [`join_request`] with the
+/// certificates the CA holder issued for its request: creates the units, installs the TLS
+/// certificate, and writes `DIR/unitd.toml`.
+///
+/// # Errors
+/// [`ServerError::JoinState`] when `dir` has no pending join; [`ServerError::BadFile`]
+/// when `certificates` is not what the request asked for; [`ServerError::Unit`] when a
+/// device certificate is refused (not the fleet CA's, another unit or key). Nothing is
+/// changed then: the join can be completed with the right file.
+pub fn join_install(dir: &Path, certificates: &Path) -> Result<InitReport, ServerError> {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let join = dir.join(JOIN_DIR);
+    let state = |what| ServerError::JoinState {
+        dir: dir.clone(),
+        what,
+    };
+    if dir.join(CONFIG_FILE).exists() {
+        return Err(state("this server is complete already (it has unitd.toml)"));
+    }
+    if !join.join(JOIN_REQUEST).is_file() {
+        return Err(state("no join is pending here (no join/request.pem)"));
+    }
+    let req = JoinRequest::read(&join.join(JOIN_REQUEST))?;
+    let ca = ca::read_certificate(&dir.join(CA_FILE))?;
+    let bad = |what| ServerError::BadFile {
+        path: certificates.to_path_buf(),
+        what,
+    };
+    let text = fs::read_to_string(certificates).map_err(io_err("read", certificates))?;
+    let ders = ca::pem_certs(&text).ok_or_else(|| bad("not a file of PEM certificates"))?;
+    if ders.len() != 1 + req.units.len() {
+        return Err(bad(
+            "it does not hold one TLS certificate and one certificate per unit of this server's request",
+        ));
+    }
+    if !ca::check_tls_certificate(&ders[0], &ca, &req.tls_key) {
+        return Err(bad(
+            "its first certificate is not one the fleet CA issued for this server's TLS key",
+        ));
+    }
+    let new_units = join.join("units-new");
+    let _ = fs::remove_dir_all(&new_units);
+    let result = install_units(&req, &ders[1..], &ca, &join, &new_units, &dir).and_then(|()| {
+        let tls = dir.join("tls/server.pem");
+        atomic::write_private(&tls, ca::pem_cert(&ders[0]).as_bytes())
+            .map_err(io_err("write", &tls))?;
+        let units = dir.join("units");
+        fs::rename(&new_units, &units).map_err(io_err("create", &units))
+    });
+    if let Err(e) = result {
+        let _ = fs::remove_dir_all(&new_units);
+        return Err(e);
+    }
+    // The configuration last: its presence marks a complete server.
+    fs::rename(join.join(CONFIG_FILE), dir.join(CONFIG_FILE))
+        .map_err(io_err("create", &dir.join(CONFIG_FILE)))?;
+    fs::remove_dir_all(&join).map_err(io_err("remove", &join))?;
+    let config = Config::load(&dir.join(CONFIG_FILE))?;
     Ok(InitReport {
-        config: dir.join(CONFIG_FILE),
-        ca: dir.join("ca.pem"),
-        new_ca,
+        config: config.path.clone(),
+        ca: dir.join(CA_FILE),
+        new_ca: false,
         instance_id_file: dir.join("instance-id"),
-        api_keys: key_reports,
-        endpoint: endpoint(&opts.listen),
-        units: reports,
+        api_keys: Vec::new(),
+        endpoint: endpoint(&config.listen),
+        units: config
+            .units
+            .iter()
+            .map(|u| UnitReport {
+                instance: u.instance.clone(),
+                id: u.id,
+                unit_type: u.unit_type,
+                location: u.location.clone(),
+            })
+            .collect(),
     })
+}
+
+/// Creates the units of `req` in `new_units`, each with the device key kept in `join` and
+/// its certificate from `ders` (in the request's order).
+fn install_units(
+    req: &JoinRequest,
+    ders: &[Vec<u8>],
+    ca: &CaCertificate,
+    join: &Path,
+    new_units: &Path,
+    dir: &Path,
+) -> Result<(), ServerError> {
+    for (u, der) in req.units.iter().zip(ders) {
+        let keys = join.join("units").join(u.id.uuid()).join(SECRETS_FILE);
+        // A copy: the pending join stays whole if a later unit fails.
+        let make_backend = Box::new(move |d: &Path, id: UnitId| {
+            let bytes =
+                Zeroizing::new(
+                    fs::read(&keys).map_err(|source| tke_unit::BackendError::Io {
+                        action: "read",
+                        path: keys.clone(),
+                        source,
+                    })?,
+                );
+            let to = d.join(SECRETS_FILE);
+            atomic::create_private(&to, &bytes).map_err(|source| tke_unit::BackendError::Io {
+                action: "write",
+                path: to.clone(),
+                source,
+            })?;
+            Ok(Box::new(SoftBackend::open(d, id)?) as Box<dyn tke_unit::Backend>)
+        });
+        let mut issue = |_: &PublicKey| DeviceCertificate::verify(der, ca);
+        Unit::create(
+            &new_units.join(u.id.uuid()),
+            u.id,
+            u.unit_type,
+            ca,
+            make_backend,
+            &mut issue,
+        )
+        .map_err(|source| ServerError::Unit {
+            unit: u.id,
+            path: dir.join("units").join(u.id.uuid()),
+            source: Box::new(source),
+        })?;
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod apikey;
+pub mod ca;
 pub mod config;
 mod error;
 pub mod http;
@@ -12,5 +13,5 @@ pub mod tlscert;
 
 pub use config::Config;
 pub use error::ServerError;
-pub use init::{init, InitOptions, InitReport};
+pub use init::{init, join_install, join_request, InitOptions, InitReport, JoinReport};
 pub use server::{Server, ShutdownHandle};

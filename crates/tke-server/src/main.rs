@@ -3,15 +3,20 @@
 //! Exit codes: 0 success (and a graceful stop), 1 failure, 2 usage error.
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    io::IsTerminal as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use signal_hook::{
     consts::{SIGINT, SIGTERM},
     iterator::Signals,
 };
-use tke_server::{config::CONFIG_FILE, Config, InitOptions, Server};
+use tke_server::{config::CONFIG_FILE, Config, InitOptions, InitReport, Server};
+use tke_workstation::Password;
 
 /// Serves TKE crypto units of one or more service instances over HTTPS.
 #[derive(Parser, Debug)]
@@ -40,8 +45,15 @@ enum LogLevel {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Create the crypto units this server hosts, their device certificates, a TLS
-    /// certificate and the API keys, and write DIR/unitd.toml.
+    /// certificate and the API keys, and write DIR/unitd.toml. Makes a new fleet CA
+    /// (its key encrypted in DIR/ca.key.pem) unless --ca-dir names one.
     Init(InitArgs),
+    /// Join a server to an existing fleet without its CA key: first `--request FILE`
+    /// (make the units' device keys and the TLS key, write the certificate request), then,
+    /// once the CA holder has run `ca-sign`, `--certificates FILE` (install them).
+    Join(JoinArgs),
+    /// Issue, with the fleet CA, the certificates a join request asks for.
+    CaSign(CaSignArgs),
     /// Serve the units of a configuration until SIGTERM or SIGINT.
     Serve {
         /// The configuration file (DIR/unitd.toml).
@@ -57,10 +69,7 @@ enum Cmd {
 }
 
 #[derive(clap::Args, Debug)]
-struct InitArgs {
-    /// The server's directory (created; must be absent or empty).
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
+struct LayoutArgs {
     /// Service instances (1-16). Default: the number of --instance-id values, else 1.
     #[arg(long, value_name = "N")]
     instances: Option<u32>,
@@ -76,10 +85,6 @@ struct InitArgs {
     /// The zone named in the units' locations.
     #[arg(long, default_value = "zone-1", value_name = "NAME")]
     zone: String,
-    /// Issue the certificates from this existing fleet CA (a directory with ca.pem and
-    /// ca.key.pem, such as another server's directory) instead of making a new CA.
-    #[arg(long, value_name = "DIR")]
-    ca_dir: Option<PathBuf>,
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR:PORT")]
     listen: SocketAddr,
@@ -96,7 +101,92 @@ struct InitArgs {
     tls_names: Vec<String>,
 }
 
-fn init(a: InitArgs) -> Result<()> {
+#[derive(clap::Args, Debug)]
+struct InitArgs {
+    /// The server's directory (created; must be absent or empty).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    #[command(flatten)]
+    layout: LayoutArgs,
+    /// Issue the certificates from this existing fleet CA (a directory with ca.pem and
+    /// the encrypted ca.key.pem) instead of making a new CA.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// The fleet CA key's passphrase, on the first line of FILE (mode 0600). Default:
+    /// asked on the terminal.
+    #[arg(long, value_name = "FILE")]
+    ca_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct JoinArgs {
+    /// The server's directory (--request: created, must be absent or empty;
+    /// --certificates: the directory --request made).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    #[command(flatten)]
+    layout: LayoutArgs,
+    /// The fleet CA certificate (ca.pem of the first server) the certificates must come from.
+    #[arg(long, value_name = "FILE", required_unless_present = "certificates")]
+    ca: Option<PathBuf>,
+    /// Write the certificate request to FILE (PEM) for the CA holder's `ca-sign`.
+    #[arg(long, value_name = "FILE", required_unless_present = "certificates")]
+    request: Option<PathBuf>,
+    /// Install the certificates `ca-sign` issued for this server's request.
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "request", "ca", "instances", "operational", "recovery", "failover", "zone",
+        "listen", "instance_ids", "api_key_file", "tls_names",
+    ])]
+    certificates: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct CaSignArgs {
+    /// The directory of the fleet CA (ca.pem and the encrypted ca.key.pem), such as the
+    /// first server's directory.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: PathBuf,
+    /// The join request (`tke-unitd join --request` wrote it).
+    #[arg(long, value_name = "FILE")]
+    request: PathBuf,
+    /// Where to write the certificates (created; never overwritten).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// The fleet CA key's passphrase, on the first line of FILE (mode 0600). Default:
+    /// asked on the terminal.
+    #[arg(long, value_name = "FILE")]
+    ca_passphrase_file: Option<PathBuf>,
+}
+
+/// The fleet CA key's passphrase: from the file, else from the terminal (twice for a new
+/// key), else an error naming the flag.
+fn ca_passphrase(file: Option<&Path>, new_key: bool) -> Result<Password> {
+    if let Some(f) = file {
+        return Ok(tke_server::ca::read_passphrase_file(f)?);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "the fleet CA key needs its passphrase and there is no terminal to ask it on: \
+             give --ca-passphrase-file FILE (mode 0600)"
+        );
+    }
+    let p = Password::new(
+        rpassword::prompt_password("Fleet CA key passphrase: ")
+            .context("reading the passphrase")?,
+    );
+    if p.is_empty() {
+        bail!("the fleet CA key needs a passphrase that is not empty");
+    }
+    if new_key {
+        let again = rpassword::prompt_password("Repeat it: ").context("reading the passphrase")?;
+        if again != p.expose_secret() {
+            bail!("the two passphrases differ");
+        }
+    }
+    Ok(p)
+}
+
+fn layout_options(dir: PathBuf, a: LayoutArgs, ca_dir: Option<PathBuf>) -> Result<InitOptions> {
     let mut ids = Vec::new();
     for v in &a.instance_ids {
         match v.strip_prefix('@') {
@@ -113,20 +203,22 @@ fn init(a: InitArgs) -> Result<()> {
             None => ids.push(v.clone()),
         }
     }
-    let opts = InitOptions {
-        dir: a.dir,
+    Ok(InitOptions {
+        dir,
         instances: a.instances,
         operational: a.operational,
         recovery: a.recovery,
         failover: a.failover,
         zone: a.zone,
-        ca_dir: a.ca_dir,
+        ca_dir,
         listen: a.listen,
         instance_ids: ids,
         api_key_file: a.api_key_file,
         tls_names: a.tls_names,
-    };
-    let r = tke_server::init(&opts)?;
+    })
+}
+
+fn print_units(r: &InitReport) {
     let mut instances: Vec<&str> = Vec::new();
     for u in &r.units {
         if !instances.contains(&u.instance.as_str()) {
@@ -145,16 +237,9 @@ fn init(a: InitArgs) -> Result<()> {
         }
     }
     println!();
-    println!("Configuration:    {}", r.config.display());
-    println!(
-        "CA file:          {}{}",
-        r.ca.display(),
-        if r.new_ca {
-            " (a new fleet CA; its key is ca.key.pem beside it)"
-        } else {
-            ""
-        }
-    );
+}
+
+fn print_api_keys(r: &InitReport) {
     for k in &r.api_keys {
         println!(
             "API key file:     {} (service instance {}{})",
@@ -163,6 +248,77 @@ fn init(a: InitArgs) -> Result<()> {
             if k.created { "" } else { ", reused" }
         );
     }
+}
+
+fn join(a: JoinArgs) -> Result<()> {
+    if let Some(certs) = a.certificates {
+        let r = tke_server::join_install(&a.dir, &certs)?;
+        print_units(&r);
+        println!("Configuration:    {}", r.config.display());
+        println!("Endpoint:         {}", r.endpoint);
+        println!();
+        println!(
+            "Start the server:  tke-unitd serve --config {}",
+            r.config.display()
+        );
+        return Ok(());
+    }
+    let (Some(ca), Some(request)) = (a.ca, a.request) else {
+        bail!("give --ca FILE and --request FILE, or --certificates FILE");
+    };
+    let opts = layout_options(a.dir, a.layout, None)?;
+    let r = tke_server::join_request(&opts, &ca, &request)?;
+    print_units(&r.server);
+    println!("Request:          {}", r.request.display());
+    println!("Request SHA-256:  {}", r.request_sha256);
+    print_api_keys(&r.server);
+    println!();
+    println!(
+        "Next: the fleet CA holder runs  tke-unitd ca-sign --ca-dir CA_DIR --request {} --out FILE",
+        r.request.display()
+    );
+    println!(
+        "      (checking the SHA-256 above), then here:  tke-unitd join --dir {} --certificates FILE",
+        opts.dir.display()
+    );
+    Ok(())
+}
+
+fn ca_sign(a: CaSignArgs) -> Result<()> {
+    let passphrase = ca_passphrase(a.ca_passphrase_file.as_deref(), false)?;
+    let r = tke_server::ca::sign_request(&a.ca_dir, &passphrase, &a.request, &a.out)?;
+    println!("Request SHA-256:  {}", r.request_sha256);
+    println!("TLS names:        {}", r.request.tls_names.join(" "));
+    for u in &r.request.units {
+        println!(
+            "  {:<12} {}   service instance {}",
+            u.unit_type.label(),
+            u.id.uuid(),
+            u.instance
+        );
+    }
+    println!("Certificates:     {}", r.out.display());
+    Ok(())
+}
+
+fn init(a: InitArgs) -> Result<()> {
+    let new_key = a.ca_dir.is_none();
+    let opts = layout_options(a.dir, a.layout, a.ca_dir)?;
+    tke_server::init::check_target(&opts.dir)?;
+    let passphrase = ca_passphrase(a.ca_passphrase_file.as_deref(), new_key)?;
+    let r = tke_server::init(&opts, &passphrase)?;
+    print_units(&r);
+    println!("Configuration:    {}", r.config.display());
+    println!(
+        "CA file:          {}{}",
+        r.ca.display(),
+        if r.new_ca {
+            " (a new fleet CA; its key, encrypted, is ca.key.pem beside it: serve never needs it, keep it offline)"
+        } else {
+            ""
+        }
+    );
+    print_api_keys(&r);
     println!("Instance id file: {}", r.instance_id_file.display());
     println!("Endpoint:         {}", r.endpoint);
     println!();
@@ -247,6 +403,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Init(a) => init(a),
+        Cmd::Join(a) => join(a),
+        Cmd::CaSign(a) => ca_sign(a),
         Cmd::Serve {
             config,
             log_format,

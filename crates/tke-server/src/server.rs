@@ -808,6 +808,9 @@ async fn exchange(
         )
     })?;
     if len > max {
+        // Read (a bounded part of) the body first, so that the client sees the 413.
+        let already = std::mem::take(buf).len().min(len);
+        http::drain(stream, len - already, deadline).await;
         return Err(ApiError::new(
             413,
             "payload_too_large",

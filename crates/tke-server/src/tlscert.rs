@@ -108,6 +108,18 @@ fn ext(oid: ObjectIdentifier, critical: bool, der: Vec<u8>) -> Result<Extension,
     })
 }
 
+/// Checks the names a TLS certificate is to carry, as [`issue`] does: for a server that
+/// asks the CA holder for its certificate, so that a bad name fails there and then.
+///
+/// # Errors
+/// [`TlsCertError::NoName`], [`TlsCertError::BadName`].
+pub fn check_names(names: &[String]) -> Result<(), TlsCertError> {
+    if names.is_empty() {
+        return Err(TlsCertError::NoName);
+    }
+    names.iter().try_for_each(|n| general_name(n).map(drop))
+}
+
 /// Issues a TLS server certificate for `server_key`, naming `names` (the first one is
 /// also the CN), signed by the fleet CA key. Returns its DER.
 ///

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use common::*;
 use tke_ceremony::{AutoInit, Checkpoint, Event, Progress};
-use tke_client::{Client, Transport};
 use tke_proto::{command::MAX_EXPORT_TARGETS, RegisterState, Threshold, UnitType};
 use tke_sigkey::Signer;
 
@@ -33,9 +32,10 @@ fn twenty_units_on_two_servers_get_the_key_in_two_export_batches() {
     );
     let instance_id = format!("@{}", a_dir.join("instance-id").display());
     let api_key = a_dir.join("api-key");
-    init(
+    join(
         &b_dir,
         b_port,
+        &a_dir,
         &[
             "--operational",
             "6",
@@ -43,8 +43,6 @@ fn twenty_units_on_two_servers_get_the_key_in_two_export_batches() {
             "0",
             "--failover",
             "3",
-            "--ca-dir",
-            a_dir.to_str().unwrap(),
             "--instance-id",
             &instance_id,
             "--api-key-file",
@@ -53,15 +51,7 @@ fn twenty_units_on_two_servers_get_the_key_in_two_export_batches() {
     );
     let a = ServerProc::start(&a_dir, a_port);
     let b = ServerProc::start(&b_dir, b_port);
-    let ca = ca_of(&a_dir);
-    let endpoints: Vec<(Arc<dyn Transport>, _)> = [&a, &b]
-        .iter()
-        .map(|s| {
-            let t: Arc<dyn Transport> = Arc::new(transport(&s.url(), &ca, &api_key));
-            (t, ca.clone())
-        })
-        .collect();
-    let client = Client::connect(endpoints).unwrap();
+    let client = fleet_client(&[&a, &b], &ca_of(&a_dir), &api_key);
     let instances = client.instances();
     assert_eq!(instances.len(), 1, "one instance over both servers");
     let units = client.instance_units(&instances[0]);

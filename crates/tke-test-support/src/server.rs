@@ -1,10 +1,12 @@
-//! Real `tke-unitd` processes on loopback: make a server directory ([`init`]), start the
+//! Real `tke-unitd` processes on loopback: make a server directory ([`init`], or
+//! [`join`] one to an existing fleet through a request the CA signs), start the
 //! server and wait until it listens ([`ServerProc::start`]), stop it (SIGKILL when the
 //! [`ServerProc`] drops, or a graceful SIGTERM with [`ServerProc::stop`]), and talk to it
 //! through tke-client's HTTPS transport ([`client`]). [`Server`] keeps a directory and its
 //! port together for tests that start, stop and kill one server several times.
 
 use std::{
+    ffi::OsStr,
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -59,33 +61,136 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The fleet CA passphrase [`ca_passphrase_file`] holds.
+pub const CA_PASSPHRASE: &str = "fleet-ca-passphrase-of-the-tests";
+
+/// `root/ca-passphrase`, holding [`CA_PASSPHRASE`] with mode 0600 (made on first use):
+/// the `--ca-passphrase-file` of the servers made in `root`.
+///
+/// # Panics
+/// When it cannot be written.
+pub fn ca_passphrase_file(root: &Path) -> PathBuf {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let path = root.join("ca-passphrase");
+    if !path.exists() {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{CA_PASSPHRASE}"))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    path
+}
+
+/// Runs `tke-unitd ARGS...` in `cwd` and returns its standard output.
+///
+/// # Panics
+/// When it fails.
+fn run_unitd(cwd: &Path, args: &[&OsStr]) -> String {
+    let out = Command::new(unitd())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run tke-unitd: {e}"));
+    assert!(
+        out.status.success(),
+        "tke-unitd {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn parent_of(dir: &Path) -> &Path {
+    dir.parent()
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(|| panic!("{} has no parent directory", dir.display()))
+}
+
 /// Runs `tke-unitd init --dir DIR --listen 127.0.0.1:PORT ARGS...` in the parent directory
 /// of `dir` (so relative paths in `args`, e.g. `--ca-dir a`, name its siblings) and
-/// returns its standard output.
+/// returns its standard output. Unless `args` has one, the CA passphrase comes from
+/// [`ca_passphrase_file`] of that parent directory.
 ///
 /// # Panics
 /// When `init` fails.
 pub fn init(dir: &Path, port: u16, args: &[&str]) -> String {
-    let mut c = Command::new(unitd());
-    c.arg("init")
-        .arg("--dir")
-        .arg(dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .args(args);
-    if let Some(parent) = dir.parent().filter(|p| p.is_dir()) {
-        c.current_dir(parent);
+    let parent = parent_of(dir);
+    let listen = format!("127.0.0.1:{port}");
+    let passphrase = ca_passphrase_file(parent);
+    let mut all: Vec<&OsStr> = vec![
+        OsStr::new("init"),
+        OsStr::new("--dir"),
+        dir.as_os_str(),
+        OsStr::new("--listen"),
+        OsStr::new(&listen),
+    ];
+    all.extend(args.iter().map(OsStr::new));
+    if !args.contains(&"--ca-passphrase-file") {
+        all.extend([OsStr::new("--ca-passphrase-file"), passphrase.as_os_str()]);
     }
-    let out = c
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run tke-unitd init: {e}"));
-    assert!(
-        out.status.success(),
-        "tke-unitd init --dir {} failed: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
+    run_unitd(parent, &all)
+}
+
+/// Joins a new server `dir` to the fleet whose CA is in `ca_dir` (made by [`init`] in the
+/// same parent directory), as operators do: `tke-unitd join --request` (with `args`, run
+/// in the parent directory), `tke-unitd ca-sign` with [`ca_passphrase_file`], `tke-unitd
+/// join --certificates`. The request and the certificates are `NAME.req` and `NAME.crt`
+/// beside `dir`. Returns the three standard outputs.
+///
+/// # Panics
+/// When a step fails.
+pub fn join(dir: &Path, port: u16, ca_dir: &Path, args: &[&str]) -> String {
+    let parent = parent_of(dir);
+    let name = dir
+        .file_name()
+        .unwrap_or_else(|| panic!("{} has no name", dir.display()))
+        .to_string_lossy();
+    let request = parent.join(format!("{name}.req"));
+    let certs = parent.join(format!("{name}.crt"));
+    let listen = format!("127.0.0.1:{port}");
+    let ca = ca_dir.join("ca.pem");
+    let mut first: Vec<&OsStr> = vec![
+        OsStr::new("join"),
+        OsStr::new("--dir"),
+        dir.as_os_str(),
+        OsStr::new("--listen"),
+        OsStr::new(&listen),
+        OsStr::new("--ca"),
+        ca.as_os_str(),
+        OsStr::new("--request"),
+        request.as_os_str(),
+    ];
+    first.extend(args.iter().map(OsStr::new));
+    let mut out = run_unitd(parent, &first);
+    let passphrase = ca_passphrase_file(parent);
+    out += &run_unitd(
+        parent,
+        &[
+            OsStr::new("ca-sign"),
+            OsStr::new("--ca-dir"),
+            ca_dir.as_os_str(),
+            OsStr::new("--request"),
+            request.as_os_str(),
+            OsStr::new("--out"),
+            certs.as_os_str(),
+            OsStr::new("--ca-passphrase-file"),
+            passphrase.as_os_str(),
+        ],
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out += &run_unitd(
+        parent,
+        &[
+            OsStr::new("join"),
+            OsStr::new("--dir"),
+            dir.as_os_str(),
+            OsStr::new("--certificates"),
+            certs.as_os_str(),
+        ],
+    );
+    out
 }
 
 /// A running `tke-unitd serve`; killed (SIGKILL) when dropped unless it already exited.
@@ -260,6 +365,23 @@ impl Server {
         }
     }
 
+    /// [`join`] of `root/name` on a free port to the fleet of `ca` (its directory holds
+    /// the CA key): `args` as for `tke-unitd join --request`.
+    ///
+    /// # Panics
+    /// As [`join`].
+    pub fn join(root: &Path, name: &'static str, ca: &Server, args: &[&str]) -> Self {
+        let dir = root.join(name);
+        let port = free_port();
+        join(&dir, port, &ca.dir, args);
+        Self {
+            name,
+            dir,
+            port,
+            process: None,
+        }
+    }
+
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
@@ -325,6 +447,22 @@ pub fn transport(url: &str, ca: &CaCertificate, key_file: &Path) -> HttpsTranspo
             connect_timeout: Duration::from_secs(20),
             ..HttpsOptions::default()
         })
+}
+
+/// A client over several servers of one fleet, whose CA is `ca`, with the API key in
+/// `key_file`.
+///
+/// # Panics
+/// When the client cannot connect.
+pub fn fleet_client(servers: &[&ServerProc], ca: &CaCertificate, key_file: &Path) -> Client {
+    let endpoints = servers
+        .iter()
+        .map(|s| {
+            let t: Arc<dyn Transport> = Arc::new(transport(&s.url(), ca, key_file));
+            (t, ca.clone())
+        })
+        .collect();
+    Client::connect(endpoints).unwrap_or_else(|e| panic!("connect to the fleet: {e}"))
 }
 
 /// A client over one server, with its default API key (`DIR/api-key`).

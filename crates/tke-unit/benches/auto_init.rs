@@ -138,8 +138,9 @@ impl Fleet {
     }
 
     fn zeroize(&self, units: &mut [Unit]) {
+        // The recovery unit's zeroize needs the signature threshold (2).
         for u in units.iter_mut() {
-            self.run(u, &Command::Zeroize, 1);
+            self.run(u, &Command::Zeroize, 2);
         }
     }
 

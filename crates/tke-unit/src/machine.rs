@@ -2,9 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use der::{asn1::OctetString, Decode, Encode};
+use der::{
+    asn1::{IntRef, OctetString},
+    Decode, Encode, Sequence,
+};
 use tke_proto::{
-    command::ThresholdsInput,
     p256::ecdsa::DerSignature,
     transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
     AdminCertificate, AdminCommand, Command, CommandId, DeviceCertificate, Digest32, ModuleError,
@@ -36,17 +38,52 @@ fn boxed(e: BackendError) -> tke_proto::BoxError {
 fn decode_command(id: CommandId, input: &[u8]) -> Result<Command, ModuleError> {
     Command::from_wire(id, input).map_err(|e| match e {
         ProtoError::UnexpectedInput { .. } => ModuleError::UNEXPECTED_ARGUMENTS,
-        ProtoError::Threshold { .. } => match ThresholdsInput::from_der(input) {
-            Ok(t) if t.signature == 0 => SIG_THRESHOLD_ZERO,
-            Ok(t) if t.revocation == 0 => REV_THRESHOLD_ZERO,
-            Ok(t) if Threshold::new(t.signature.into()).is_err() => {
-                ModuleError::SIG_THRESHOLD_ABOVE_ADMINS
-            }
-            Ok(_) => ModuleError::REV_THRESHOLD_ABOVE_ADMINS,
-            Err(_) => ModuleError::INVALID_DATA,
-        },
+        _ if id == CommandId::SetThresholds => threshold_error(input),
         _ => ModuleError::INVALID_DATA,
     })
+}
+
+/// `ThresholdsInput` with integers of any size: the typed decoder refuses values above
+/// 255 as undecodable, yet they are out of range just as 9 is.
+#[derive(Sequence)]
+struct AnyThresholds<'a> {
+    signature: IntRef<'a>,
+    revocation: IntRef<'a>,
+}
+
+/// How a threshold compares with the range 1..=8.
+#[derive(PartialEq)]
+enum Range {
+    Zero,
+    In,
+    Above,
+    Negative,
+}
+
+fn range(n: &IntRef<'_>) -> Range {
+    // DER integers are minimal two's complement, big endian.
+    match n.as_bytes() {
+        [0] => Range::Zero,
+        [b, ..] if b & 0x80 != 0 => Range::Negative,
+        [1..=8] => Range::In,
+        _ => Range::Above,
+    }
+}
+
+/// The module error for a `setThresholds` input the typed decoder refused: 0 is 76/77,
+/// above 8 (whatever the size) is 57/58, anything else (negative, not DER) invalid data.
+fn threshold_error(input: &[u8]) -> ModuleError {
+    let Ok(t) = AnyThresholds::from_der(input) else {
+        return ModuleError::INVALID_DATA;
+    };
+    match (range(&t.signature), range(&t.revocation)) {
+        (Range::Negative, _) | (_, Range::Negative) => ModuleError::INVALID_DATA,
+        (Range::Zero, _) => SIG_THRESHOLD_ZERO,
+        (_, Range::Zero) => REV_THRESHOLD_ZERO,
+        (Range::Above, _) => ModuleError::SIG_THRESHOLD_ABOVE_ADMINS,
+        (_, Range::Above) => ModuleError::REV_THRESHOLD_ABOVE_ADMINS,
+        (Range::In, Range::In) => ModuleError::INVALID_DATA,
+    }
 }
 
 impl Unit {
@@ -221,7 +258,8 @@ impl Unit {
     }
 
     /// How many distinct administrator signatures `command` needs now (§1.6 of the domain
-    /// reference); master key commands are refused in imprint mode.
+    /// reference, except that a recovery unit's `zeroize` and `clearCurrent` need the
+    /// signature threshold); master key commands are refused in imprint mode.
     fn required_signatures(&self, command: &Command) -> Result<usize, ModuleError> {
         let s = &self.state;
         let sig = usize::from(s.sig_threshold);
@@ -239,6 +277,13 @@ impl Unit {
                 false,
             ) => sig,
             (Command::RemoveAdmin(_), false) => rev,
+            // A recovery unit holds the instance's last copy of the master key: destroying
+            // it takes the quorum, not one administrator (a difference from the vendor).
+            (Command::ClearCurrent | Command::Zeroize, false)
+                if s.unit_type == UnitType::Recovery =>
+            {
+                sig
+            }
             (
                 Command::GenerateImporter
                 | Command::GenerateRandomMk

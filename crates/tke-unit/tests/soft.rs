@@ -177,7 +177,7 @@ fn crash_after_the_state_before_the_destruction_leaves_an_orphan_only() {
     let dir = rec.dir().unwrap().to_owned();
     ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
     let old_secrets = fs::read(dir.join(SECRETS_FILE)).unwrap();
-    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0)]));
+    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0), w.a(1)]));
     let after = rec.status();
     drop(rec);
     assert_eq!(secrets_in(&dir).0, 0);

@@ -13,6 +13,7 @@ pub use error::{KeyFileError, Result};
 pub use password::Password;
 pub use selection::{Selection, SELECTION_FILE};
 pub use sigkey::{
-    file_stem, SigKeyEntry, SigKeyKind, SigKeyListing, YubiKeyRef, CERT_SUFFIX, KEY_PEM_LABEL,
-    KEY_SUFFIX, REF_SUFFIX, SCRYPT_LOG_N, SCRYPT_P, SCRYPT_R,
+    decrypt_private_key_file, encrypt_private_key, file_stem, SigKeyEntry, SigKeyKind,
+    SigKeyListing, YubiKeyRef, CERT_SUFFIX, KEY_PEM_LABEL, KEY_SUFFIX, REF_SUFFIX, SCRYPT_LOG_N,
+    SCRYPT_P, SCRYPT_R,
 };

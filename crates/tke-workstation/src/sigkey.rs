@@ -683,26 +683,49 @@ fn encrypt_key(
     secret: &SecretKey,
     password: &Password,
 ) -> Result<Zeroizing<String>> {
-    let err = |source| KeyFileError::Encrypt {
+    encrypt_private_key(secret, password).map_err(|source| KeyFileError::Encrypt {
         name: name.clone(),
         source,
-    };
+    })
+}
+
+/// Encrypts a P-256 private key in the format of signature key files (PEM `ENCRYPTED
+/// PRIVATE KEY`: PBES2, scrypt with [`SCRYPT_LOG_N`], [`SCRYPT_R`], [`SCRYPT_P`], random
+/// salt, AES-256-CBC with a random IV), for other keys kept the same way.
+///
+/// # Errors
+/// The encoder's error (it never holds key bytes).
+pub fn encrypt_private_key(
+    secret: &SecretKey,
+    password: &Password,
+) -> core::result::Result<Zeroizing<String>, pkcs8::Error> {
     let mut salt = [0u8; 16];
     let mut iv = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut iv);
     let scrypt = pkcs5::scrypt::Params::new(SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P, 32)
-        .map_err(|_| err(pkcs8::Error::ParametersMalformed))?;
+        .map_err(|_| pkcs8::Error::ParametersMalformed)?;
     let params = pbes2::Parameters::scrypt_aes256cbc(scrypt, &salt, &iv)
-        .map_err(|e| err(pkcs8::Error::EncryptedPrivateKey(e)))?;
-    let plain = secret.to_pkcs8_der().map_err(err)?;
-    let info = PrivateKeyInfo::try_from(plain.as_bytes()).map_err(err)?;
-    let encrypted = info
-        .encrypt_with_params(params, password.expose_secret().as_bytes())
-        .map_err(err)?;
-    encrypted
-        .to_pem(KEY_PEM_LABEL, LineEnding::LF)
-        .map_err(|e| err(e.into()))
+        .map_err(pkcs8::Error::EncryptedPrivateKey)?;
+    let plain = secret.to_pkcs8_der()?;
+    let info = PrivateKeyInfo::try_from(plain.as_bytes())?;
+    let encrypted = info.encrypt_with_params(params, password.expose_secret().as_bytes())?;
+    Ok(encrypted.to_pem(KEY_PEM_LABEL, LineEnding::LF)?)
+}
+
+/// Reads and decrypts a P-256 private key file in the format of signature key files (see
+/// [`encrypt_private_key`]; keys written by `openssl pkcs8 -topk8 -v2 ...` too). Never
+/// modifies the file. The returned key is zeroized when dropped.
+///
+/// # Errors
+/// [`KeyFileError::WrongKeyPassword`] when decryption fails (wrong password, or altered
+/// encrypted data); [`KeyFileError::MalformedKeyFile`] or [`KeyFileError::KeyFileEncoding`]
+/// for a truncated, edited, unencrypted or foreign file; [`KeyFileError::Io`].
+pub fn decrypt_private_key_file(path: &Path, password: &Password) -> Result<SecretKey> {
+    let der = read_key_file(path)?;
+    decrypt_der(path, &der, password, || KeyFileError::WrongKeyPassword {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Reads a key file and checks its structure without decrypting it. Returns the DER of
@@ -801,11 +824,21 @@ fn decrypt_key(
     der: &[u8],
     password: &Password,
 ) -> Result<SecretKey> {
-    let (info, params) = parse_encrypted(path, der)?;
-    let wrong_password = || KeyFileError::WrongPassword {
+    decrypt_der(path, der, password, || KeyFileError::WrongPassword {
         name: name.clone(),
         path: path.to_path_buf(),
-    };
+    })
+}
+
+/// Decrypts the `EncryptedPrivateKeyInfo` DER of the key file `path`; `wrong_password`
+/// makes the error of a failed decryption, which names whose key it is.
+fn decrypt_der(
+    path: &Path,
+    der: &[u8],
+    password: &Password,
+    wrong_password: impl Fn() -> KeyFileError,
+) -> Result<SecretKey> {
+    let (info, params) = parse_encrypted(path, der)?;
     let mut buf = Zeroizing::new(info.encrypted_data.to_vec());
     let plain = match params.decrypt_in_place(password.expose_secret().as_bytes(), &mut buf) {
         Ok(plain) => plain,
@@ -887,6 +920,22 @@ mod tests {
             assert!(err.contains("x.ref.toml"), "{err}");
             assert!(err.contains(what), "{what:?} not in: {err}");
         }
+    }
+
+    #[test]
+    fn other_keys_round_trip_and_a_wrong_password_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("ca.key.pem");
+        let secret = SecretKey::random(&mut rand_core::OsRng);
+        let pem = encrypt_private_key(&secret, &Password::new("right")).unwrap();
+        fs::write(&path, pem.as_bytes()).unwrap();
+        let back = decrypt_private_key_file(&path, &Password::new("right")).unwrap();
+        assert_eq!(back.public_key(), secret.public_key());
+        let err = decrypt_private_key_file(&path, &Password::new("wrong")).unwrap_err();
+        assert!(
+            matches!(&err, KeyFileError::WrongKeyPassword { path: p } if *p == path),
+            "{err}"
+        );
     }
 
     #[test]

@@ -36,9 +36,18 @@ impl Terminal {
     pub fn spawn(w: &Workstation, args: &[&str]) -> Self {
         let mut c = w.command();
         c.args(args);
+        Self::spawn_command(c, args)
+    }
+
+    /// Starts `c` (another program, such as `tke-unitd`, with `args` given already) on a
+    /// pseudo-terminal; `args` name it in panic messages.
+    ///
+    /// # Panics
+    /// When it cannot be started.
+    pub fn spawn_command(c: std::process::Command, args: &[&str]) -> Self {
         Self {
             p: spawn_command(c, Some(60_000))
-                .unwrap_or_else(|e| panic!("cannot start tke {args:?} on a terminal: {e}")),
+                .unwrap_or_else(|e| panic!("cannot start {args:?} on a terminal: {e}")),
             text: String::new(),
             args: args.iter().map(|a| a.to_string()).collect(),
         }

@@ -56,6 +56,7 @@ macro_rules! backend_suite {
             export_checks_target,
             export_batch,
             clear_registers,
+            recovery_destruction_needs_quorum,
             zeroize_keeps_counter,
             state_survives_reopen,
             fuzzed_requests_never_panic,
@@ -508,13 +509,17 @@ pub fn malformed_requests(f: &dyn UnitFactory) {
     ok(send_raw(&mut u, ca, &valid));
 }
 
-fn thresholds_command(unit: &Unit, signature: u8, revocation: u8) -> Request {
-    let input = ThresholdsInput {
-        signature,
-        revocation,
-    }
-    .to_der()
-    .unwrap();
+/// A `ThresholdsInput` with integers of any size: values above 255 do not fit the typed
+/// `u8` fields, yet must be refused like 9 (209/57, 209/58), not as undecodable (32). Its
+/// encoding of values up to 255 is `ThresholdsInput`'s.
+#[derive(der::Sequence)]
+struct WideThresholds {
+    signature: u64,
+    revocation: u64,
+}
+
+/// An unsigned `setThresholds` with `input` as its input bytes.
+fn thresholds_request(unit: &Unit, input: Vec<u8>) -> Request {
     let wire = AdminCommand {
         unit_id: unit.id(),
         counter: unit.status().counter + 1,
@@ -536,17 +541,56 @@ pub fn thresholds_out_of_range(f: &dyn UnitFactory) {
             &[],
         ));
     }
+    let wide = |signature, revocation| {
+        WideThresholds {
+            signature,
+            revocation,
+        }
+        .to_der()
+        .unwrap()
+    };
+    let typed = ThresholdsInput {
+        signature: 255,
+        revocation: 3,
+    };
+    assert_eq!(wide(255, 3), typed.to_der().unwrap());
     let before = u.status();
+    let sig_zero = ModuleError::new(209, 76);
+    let rev_zero = ModuleError::new(209, 77);
+    let sig_above = ModuleError::SIG_THRESHOLD_ABOVE_ADMINS;
+    let rev_above = ModuleError::REV_THRESHOLD_ABOVE_ADMINS;
     for (sig, rev, expected) in [
-        (0, 2, ModuleError::new(209, 76)),
-        (2, 0, ModuleError::new(209, 77)),
-        (0, 0, ModuleError::new(209, 76)),
-        (9, 2, ModuleError::SIG_THRESHOLD_ABOVE_ADMINS),
-        (2, 9, ModuleError::REV_THRESHOLD_ABOVE_ADMINS),
-        (255, 255, ModuleError::SIG_THRESHOLD_ABOVE_ADMINS),
+        (0, 2, sig_zero),
+        (2, 0, rev_zero),
+        (0, 0, sig_zero),
+        (9, 2, sig_above),
+        (2, 9, rev_above),
+        (255, 255, sig_above),
+        // Whatever the size.
+        (255, 2, sig_above),
+        (256, 2, sig_above),
+        (65536, 2, sig_above),
+        (u64::MAX, 2, sig_above),
+        (2, 255, rev_above),
+        (2, 256, rev_above),
+        (2, 65536, rev_above),
+        (2, u64::MAX, rev_above),
+        (65536, 65536, sig_above),
+        (0, 65536, sig_zero),
+        (65536, 0, rev_zero),
     ] {
-        let req = thresholds_command(&u, sig, rev);
-        fails(&send(&mut u, ca, &req), expected);
+        let req = thresholds_request(&u, wide(sig, rev));
+        let body = send(&mut u, ca, &req);
+        assert_eq!(body.error(), Some(expected), "thresholds {sig}/{rev}");
+        assert_unchanged(&u, &before, false);
+    }
+    // A negative threshold is not a count at all: invalid data.
+    for input in [
+        [0x30, 0x06, 0x02, 0x01, 0xff, 0x02, 0x01, 0x02],
+        [0x30, 0x06, 0x02, 0x01, 0x02, 0x02, 0x01, 0x80],
+    ] {
+        let req = thresholds_request(&u, input.to_vec());
+        fails(&send(&mut u, ca, &req), ModuleError::INVALID_DATA);
         assert_unchanged(&u, &before, false);
     }
 }
@@ -1137,6 +1181,25 @@ pub fn import_into_full_new_register(f: &dyn UnitFactory) {
         &Command::ImportMk(Box::new(env)),
         &[w.a(0)],
     ));
+    // The target and importer key checks come before the register check (protocol.md
+    // §11): an envelope for a replaced importer key, or for another unit, gets 96 or 3
+    // and leaves the pending importer key alone.
+    let stale = export_to(&w, &mut rec, &mut op, Register::New);
+    ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
+    let mut op2 = w.ready(f, "op2", UnitType::Operational);
+    let elsewhere = export_to(&w, &mut rec, &mut op2, Register::New);
+    for (env, expected) in [
+        (stale, ModuleError::NOT_FOUND),
+        (elsewhere, ModuleError::INVALID_UNIT),
+    ] {
+        let before = op.status();
+        assert!(before.importer_pending);
+        fails(
+            &run(&mut op, ca, &Command::ImportMk(Box::new(env)), &[w.a(0)]),
+            expected,
+        );
+        assert_unchanged(&op, &before, true);
+    }
     // The new register of the recovery unit can be exported too.
     let env = export_to(&w, &mut rec, &mut op, Register::New);
     let mut before = op.status();
@@ -1279,6 +1342,22 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
         ModuleError::REGISTER_STATE,
     );
     assert_unchanged(&rec, &before, true);
+    // The importer checks come before the register check (protocol.md §11): an importer
+    // certified by another unit than the certificate names is 3/102, registers empty.
+    let other = export_request(&w, &mut op2, Register::Current);
+    let mixed = ExportRequest {
+        importer: other.importer.clone(),
+        ..req.clone()
+    };
+    fails(
+        &run(
+            &mut rec,
+            ca,
+            &Command::ExportMk(Box::new(mixed.clone())),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::INVALID_IMPORTER,
+    );
     ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
     let new_req = ExportRequest {
         register: Register::New,
@@ -1303,12 +1382,6 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
         ModuleError::NOT_ENOUGH_SIGNATURES,
     );
 
-    // The importer certified by another unit than the certificate names.
-    let other = export_request(&w, &mut op2, Register::Current);
-    let mixed = ExportRequest {
-        importer: other.importer.clone(),
-        ..req.clone()
-    };
     // A target outside the fleet.
     let w2 = World::new(3);
     let mut foreign = w2.ready(f, "foreign", UnitType::Operational);
@@ -1447,7 +1520,8 @@ pub fn clear_registers(f: &dyn UnitFactory) {
         &Command::GenerateRandomMk,
         &[w.a(0)],
     )));
-    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0)]));
+    // A recovery unit's current register is cleared by the signature threshold.
+    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0), w.a(1)]));
     let s = rec.status();
     assert_eq!(s.current_register, RegisterStatus::EMPTY);
     assert_eq!(s.new_register, full(RegisterState::FullUncommitted, vp2));
@@ -1455,10 +1529,53 @@ pub fn clear_registers(f: &dyn UnitFactory) {
     assert_eq!(rec.status().new_register, RegisterStatus::EMPTY);
     // Clearing an empty register is harmless.
     ok(run(&mut rec, ca, &Command::ClearNew, &[w.a(0)]));
-    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0)]));
+    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(1), w.a(2)]));
     let s = rec.status();
     let reopened = f.reopen(&w.path("rec"));
     assert_eq!(reopened.status(), s);
+}
+
+/// A recovery unit holds the instance's last copy of the master key: one administrator
+/// can neither clear its current register nor zeroize it; the signature threshold can. An
+/// operational unit still takes one signature for both.
+pub fn recovery_destruction_needs_quorum(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let before = rec.status();
+    for command in [Command::ClearCurrent, Command::Zeroize] {
+        for one in &w.admins {
+            fails(
+                &run(&mut rec, ca, &command, &[one]),
+                ModuleError::NOT_ENOUGH_SIGNATURES,
+            );
+            // Refused before the counter is consumed: nothing changed.
+            assert_unchanged(&rec, &before, false);
+        }
+    }
+    assert_eq!(f.reopen(&w.path("rec")).status(), before);
+
+    // The signature threshold (2 of 3) clears the current register.
+    ok(run(&mut rec, ca, &Command::ClearCurrent, &[w.a(0), w.a(2)]));
+    assert_eq!(rec.status().current_register, RegisterStatus::EMPTY);
+    assert_eq!(rec.status().new_register, before.new_register);
+    ok(run(&mut rec, ca, &Command::Zeroize, &[w.a(1), w.a(2)]));
+    let s = rec.status();
+    assert!(s.admins.is_empty());
+    assert_eq!((s.sig_threshold, s.rev_threshold), (0, 0));
+    assert_eq!(s.new_register, RegisterStatus::EMPTY);
+
+    // An operational unit: one signature for each.
+    let mut rec = w.ready(f, "rec2", UnitType::Recovery);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    load(&w, &mut rec, &mut op);
+    ok(run(&mut op, ca, &Command::ClearCurrent, &[w.a(0)]));
+    assert_eq!(op.status().current_register, RegisterStatus::EMPTY);
+    ok(run(&mut op, ca, &Command::Zeroize, &[w.a(2)]));
+    assert!(op.status().admins.is_empty());
 }
 
 pub fn zeroize_keeps_counter(f: &dyn UnitFactory) {
@@ -1494,7 +1611,7 @@ pub fn zeroize_keeps_counter(f: &dyn UnitFactory) {
     ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
     ok(run(&mut rec, ca, &Command::GenerateImporter, &[w.a(0)]));
     let counter = rec.status().counter;
-    ok(run(&mut rec, ca, &Command::Zeroize, &[w.a(2)]));
+    ok(run(&mut rec, ca, &Command::Zeroize, &[w.a(1), w.a(2)]));
     let s = query(&mut rec, ca);
     assert_eq!(
         s,
