@@ -246,7 +246,7 @@ const DRAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// Reads and discards up to `len` bytes of a body that is refused unread (at most
 /// [`DRAIN_LIMIT`]). A client sends its whole body before it reads the answer, and a
 /// connection closed with unread bytes is reset: the client would see the reset, not the
-/// answer. Stops at `deadline`, after [`DRAIN_PAUSE`] without a byte, at the end of the
+/// answer. Stops at `deadline`, after 0.1 s without a byte, at the end of the
 /// stream or on an error. Returns the number of bytes discarded.
 pub async fn drain<S: AsyncRead + Unpin>(stream: &mut S, len: usize, deadline: Instant) -> usize {
     let mut chunk = [0u8; 8192];
