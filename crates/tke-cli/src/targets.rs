@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tke_ceremony::{CeremonyError, Problem};
 use tke_client::{ApiKey, Client, ClientError, HttpsError, HttpsTransport, InstanceId, Transport};
-use tke_proto::{CaCertificate, UnitId};
+use tke_proto::{CaCertificate, ProtoError, UnitId};
 use tke_workstation::FilesDir;
 
 use crate::{
@@ -387,14 +387,24 @@ fn network(e: &ClientError) -> Option<(&str, &str, Option<UnitId>, &HttpsError)>
     }
 }
 
-/// Explains an error in the vendor's style when a network failure is behind it; `None`
-/// for other errors (they print as they are).
+/// Explains an error in the vendor's style when a network failure is behind it, and says
+/// what to upgrade when a unit speaks another protocol version; `None` for other errors
+/// (they print as they are).
 pub fn explain(err: &anyhow::Error, files: Option<&FilesDir>) -> Option<String> {
     let targets = files
         .and_then(|f| active(f).ok())
         .map(|(t, _)| t)
         .unwrap_or_default();
     for cause in err.chain() {
+        if let Some(ProtoError::ProtocolVersion {
+            found, expected, ..
+        }) = cause.downcast_ref::<ProtoError>()
+        {
+            let older = if found < expected { "tke-unitd" } else { "tke" };
+            return Some(format!(
+                "{err:#}\nThis tke and the unit's server speak different protocol versions: upgrade {older}, so that the workstations and every server of an instance run the same release."
+            ));
+        }
         if let Some((target, url, unit, source)) =
             cause.downcast_ref::<ClientError>().and_then(network)
         {

@@ -3,6 +3,7 @@
 
 pub mod cert;
 pub mod command;
+pub mod domain;
 pub mod ecdh_p256;
 pub mod ecdsa_p256;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod vp;
 
 pub use cert::{AdminCertificate, CaCertificate, DeviceCertificate};
 pub use command::{AdminCommand, Command, CommandId, Query, Request, SignedCommand, SignerInfo};
+pub use domain::{DeviceContext, PROTOCOL_VERSION};
 pub use error::{CertificateError, ErrorChain, TransportError};
 pub use response::{
     AdminInfo, ModuleError, RegisterStatus, ResponseBody, SignedResponse, UnitStatus,
@@ -103,6 +105,19 @@ pub enum ProtoError {
     ResponseSignature {
         /// The unit asked.
         unit: UnitId,
+    },
+    /// A device-key signature follows another protocol version's rules (a version 1 unit
+    /// signed the message without its context label).
+    #[error("the {what} from crypto unit {} is signed under protocol version {found}; version {expected} is required", unit.uuid())]
+    ProtocolVersion {
+        /// The unit whose device key signed it.
+        unit: UnitId,
+        /// What was signed ([`DeviceContext::what`]).
+        what: &'static str,
+        /// The version the signature follows.
+        found: u32,
+        /// The version this side speaks ([`PROTOCOL_VERSION`]).
+        expected: u32,
     },
     /// A response does not answer the request that was sent.
     #[error("the response from crypto unit {} does not match the request ({what} differs)", unit.uuid())]

@@ -4,6 +4,8 @@
 use der::{asn1::OctetString, Decode, Encode, Sequence};
 use p256::ecdsa::{DerSignature, VerifyingKey};
 
+use crate::domain::{DeviceContext, DeviceSigError};
+
 use crate::{AdminName, Digest32, ProtoError, RegisterState, Ski, UnitId, UnitType, Vp};
 
 /// What a unit signs in reply to a request.
@@ -49,21 +51,26 @@ impl ResponseBody {
 /// SignedResponse ::= SEQUENCE {
 ///   body       OCTET STRING,   -- DER of ResponseBody
 ///   signature  OCTET STRING }  -- ECDSA-Sig-Value by the unit's device key
+///                              -- over "TKE-Protocol-v2 ResponseBody" 00 ‖ body
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Sequence)]
 pub struct SignedResponse {
     /// DER of [`ResponseBody`].
     pub body: OctetString,
-    /// The device key's DER ECDSA signature over `body`.
+    /// The device key's DER ECDSA signature over `body` in the
+    /// [`DeviceContext::Response`] context.
     pub signature: OctetString,
 }
 
 impl SignedResponse {
-    /// Verifies the signature with the unit's device key, then checks that the body
+    /// Verifies the signature with the unit's device key (over the body in the
+    /// [`DeviceContext::Response`] context), then checks that the body
     /// answers `request_der` from `unit_id`, and returns the body.
     ///
     /// # Errors
-    /// [`ProtoError::ResponseSignature`] for a bad signature, [`ProtoError::ResponseBinding`]
+    /// [`ProtoError::ResponseSignature`] for a bad signature,
+    /// [`ProtoError::ProtocolVersion`] for a protocol version 1 signature,
+    /// [`ProtoError::ResponseBinding`]
     /// if the body names another unit or request, [`ProtoError::Der`] for malformed bytes.
     pub fn verify(
         &self,
@@ -71,10 +78,14 @@ impl SignedResponse {
         unit_id: &UnitId,
         request_der: &[u8],
     ) -> Result<ResponseBody, ProtoError> {
-        let sig = DerSignature::from_bytes(self.signature.as_bytes())
-            .map_err(|_| ProtoError::ResponseSignature { unit: *unit_id })?;
-        crate::ecdsa_p256::verify(device_key, self.body.as_bytes(), &sig)
-            .map_err(|_| ProtoError::ResponseSignature { unit: *unit_id })?;
+        DeviceContext::Response
+            .verify(device_key, self.body.as_bytes(), self.signature.as_bytes())
+            .map_err(|e| match e {
+                DeviceSigError::Version1 => DeviceContext::Response.version1(*unit_id),
+                DeviceSigError::Malformed | DeviceSigError::Invalid => {
+                    ProtoError::ResponseSignature { unit: *unit_id }
+                }
+            })?;
         let body = ResponseBody::from_der(self.body.as_bytes())?;
         if body.unit_id != *unit_id {
             return Err(ProtoError::ResponseBinding {
@@ -91,16 +102,18 @@ impl SignedResponse {
         Ok(body)
     }
 
-    /// Signs `body` with a signing function (the unit's device key).
+    /// Signs `body` with a signing function (the unit's device key), which is given
+    /// [`DeviceContext::Response`] and the body's DER and must sign both (see
+    /// [`DeviceContext::signed_bytes`]).
     ///
     /// # Errors
     /// [`ProtoError::Der`] if the body cannot be encoded.
     pub fn sign(
         body: &ResponseBody,
-        sign: impl FnOnce(&[u8]) -> Result<DerSignature, ProtoError>,
+        sign: impl FnOnce(DeviceContext, &[u8]) -> Result<DerSignature, ProtoError>,
     ) -> Result<Self, ProtoError> {
         let bytes = body.to_der()?;
-        let sig = sign(&bytes)?;
+        let sig = sign(DeviceContext::Response, &bytes)?;
         Ok(Self {
             body: OctetString::new(bytes)?,
             signature: OctetString::new(sig.as_bytes())?,

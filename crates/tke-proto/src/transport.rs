@@ -28,16 +28,13 @@
 
 use aes::cipher::{BlockEncrypt, KeyInit};
 use der::{asn1::OctetString, Decode, Encode, Sequence};
-use p256::{
-    ecdsa::{DerSignature, VerifyingKey},
-    elliptic_curve::sec1::ToEncodedPoint,
-    PublicKey,
-};
+use p256::{ecdsa::DerSignature, elliptic_curve::sec1::ToEncodedPoint, PublicKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::{
     cert::{CaCertificate, DeviceCertificate},
+    domain::{DeviceContext, DeviceSigError},
     vp, BoxError, Digest32, MasterKey, ProtoError, Register, TransportError, UnitId, Vp,
 };
 
@@ -113,26 +110,31 @@ impl ImporterKey {
 /// CertifiedImporter ::= SEQUENCE {
 ///   importer   OCTET STRING,   -- DER of ImporterKey
 ///   signature  OCTET STRING }  -- ECDSA-Sig-Value by the target's device key
+///                              -- over "TKE-Protocol-v2 ImporterKey" 00 ‖ importer
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Sequence)]
 pub struct CertifiedImporter {
     /// DER of [`ImporterKey`].
     pub importer: OctetString,
-    /// The target device key's signature over `importer`.
+    /// The target device key's signature over `importer` in the
+    /// [`DeviceContext::Importer`] context.
     pub signature: OctetString,
 }
 
 impl CertifiedImporter {
-    /// Certifies `importer` with a device signing function.
+    /// Certifies `importer` with a device signing function, which is given
+    /// [`DeviceContext::Importer`] and the importer key's DER and must sign both (see
+    /// [`DeviceContext::signed_bytes`]).
     ///
     /// # Errors
     /// [`ProtoError::Signing`] or [`ProtoError::Der`].
     pub fn sign(
         importer: &ImporterKey,
-        sign: impl FnOnce(&[u8]) -> Result<DerSignature, BoxError>,
+        sign: impl FnOnce(DeviceContext, &[u8]) -> Result<DerSignature, BoxError>,
     ) -> Result<Self, ProtoError> {
         let bytes = importer.to_der()?;
-        let sig = sign(&bytes).map_err(|source| ProtoError::Signing { source })?;
+        let sig = sign(DeviceContext::Importer, &bytes)
+            .map_err(|source| ProtoError::Signing { source })?;
         Ok(Self {
             importer: OctetString::new(bytes)?,
             signature: OctetString::new(sig.as_bytes())?,
@@ -143,11 +145,16 @@ impl CertifiedImporter {
     /// importer key description.
     ///
     /// # Errors
-    /// [`ProtoError::Transport`] if the signature or the unit id does not match.
+    /// [`ProtoError::Transport`] if the signature or the unit id does not match,
+    /// [`ProtoError::ProtocolVersion`] for a protocol version 1 signature.
     pub fn verify(&self, target: &DeviceCertificate) -> Result<ImporterKey, ProtoError> {
-        if !verify_sig(&target.verifying_key(), &self.importer, &self.signature) {
-            return Err(TransportError::ImporterNotCertified.into());
-        }
+        verify_sig(
+            DeviceContext::Importer,
+            target,
+            &self.importer,
+            &self.signature,
+            TransportError::ImporterNotCertified,
+        )?;
         let importer = ImporterKey::from_der(self.importer.as_bytes())?;
         if importer.unit_id != target.unit_id() {
             return Err(TransportError::ImporterOfAnotherUnit.into());
@@ -157,10 +164,21 @@ impl CertifiedImporter {
     }
 }
 
-/// Whether `sig` is a valid DER signature of `msg` by `key` (callers say whose).
-fn verify_sig(key: &VerifyingKey, msg: &OctetString, sig: &OctetString) -> bool {
-    DerSignature::from_bytes(sig.as_bytes())
-        .is_ok_and(|sig| crate::ecdsa_p256::verify(key, msg.as_bytes(), &sig).is_ok())
+/// Checks `signer`'s device signature over `msg` in `context`; `refused` says why
+/// otherwise.
+fn verify_sig(
+    context: DeviceContext,
+    signer: &DeviceCertificate,
+    msg: &OctetString,
+    sig: &OctetString,
+    refused: TransportError,
+) -> Result<(), ProtoError> {
+    context
+        .verify(&signer.verifying_key(), msg.as_bytes(), sig.as_bytes())
+        .map_err(|e| match e {
+            DeviceSigError::Version1 => context.version1(signer.unit_id()),
+            DeviceSigError::Malformed | DeviceSigError::Invalid => refused.into(),
+        })
 }
 
 /// Input of `exportMk`: which register to export and to whom.
@@ -214,30 +232,35 @@ pub struct MkEnvelope {
 /// SignedEnvelope ::= SEQUENCE {
 ///   envelope           OCTET STRING,   -- DER of MkEnvelope
 ///   signature          OCTET STRING,   -- ECDSA-Sig-Value by the source's device key
+///                                      -- over "TKE-Protocol-v2 MkEnvelope" 00 ‖ envelope
 ///   sourceCertificate  OCTET STRING }  -- DER of the source's device certificate
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Sequence)]
 pub struct SignedEnvelope {
     /// DER of [`MkEnvelope`].
     pub envelope: OctetString,
-    /// The source device key's signature over `envelope`.
+    /// The source device key's signature over `envelope` in the
+    /// [`DeviceContext::Envelope`] context.
     pub signature: OctetString,
     /// DER of the source unit's device certificate.
     pub source_certificate: OctetString,
 }
 
 impl SignedEnvelope {
-    /// Signs an envelope with the source unit's device key.
+    /// Signs an envelope with the source unit's device key: the signing function is
+    /// given [`DeviceContext::Envelope`] and the envelope's DER and must sign both (see
+    /// [`DeviceContext::signed_bytes`]).
     ///
     /// # Errors
     /// [`ProtoError::Signing`] or [`ProtoError::Der`].
     pub fn sign(
         envelope: &MkEnvelope,
         source_certificate: &DeviceCertificate,
-        sign: impl FnOnce(&[u8]) -> Result<DerSignature, BoxError>,
+        sign: impl FnOnce(DeviceContext, &[u8]) -> Result<DerSignature, BoxError>,
     ) -> Result<Self, ProtoError> {
         let bytes = envelope.to_der()?;
-        let sig = sign(&bytes).map_err(|source| ProtoError::Signing { source })?;
+        let sig = sign(DeviceContext::Envelope, &bytes)
+            .map_err(|source| ProtoError::Signing { source })?;
         Ok(Self {
             envelope: OctetString::new(bytes)?,
             signature: OctetString::new(sig.as_bytes())?,
@@ -249,15 +272,20 @@ impl SignedEnvelope {
     /// and returns the envelope and the source certificate.
     ///
     /// # Errors
-    /// [`ProtoError::Certificate`] or [`ProtoError::Transport`].
+    /// [`ProtoError::Certificate`] or [`ProtoError::Transport`];
+    /// [`ProtoError::ProtocolVersion`] for a protocol version 1 signature.
     pub fn verify(
         &self,
         ca: &CaCertificate,
     ) -> Result<(MkEnvelope, DeviceCertificate), ProtoError> {
         let source = DeviceCertificate::verify(self.source_certificate.as_bytes(), ca)?;
-        if !verify_sig(&source.verifying_key(), &self.envelope, &self.signature) {
-            return Err(TransportError::EnvelopeNotSigned.into());
-        }
+        verify_sig(
+            DeviceContext::Envelope,
+            &source,
+            &self.envelope,
+            &self.signature,
+            TransportError::EnvelopeNotSigned,
+        )?;
         let env = MkEnvelope::from_der(self.envelope.as_bytes())?;
         if env.source_unit_id != source.unit_id() {
             return Err(TransportError::EnvelopeOfAnotherSource.into());

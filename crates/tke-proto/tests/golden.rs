@@ -857,3 +857,131 @@ fn protocol_md_quotes_the_golden_vectors() {
         );
     }
 }
+
+// ---- Device-key signatures (protocol v2) ------------------------------------------------
+
+/// The context labels (ASCII, NUL-terminated) and `SHA-256(label ‖ vector)` for the three
+/// kinds of message a device key signs. The digests were computed with Python's hashlib;
+/// the labels are `docs/protocol.md` §10.1.
+mod device_vectors {
+    pub const LABEL_RESPONSE: &str = "544b452d50726f746f636f6c2d763220526573706f6e7365426f647900";
+    pub const LABEL_IMPORTER: &str = "544b452d50726f746f636f6c2d763220496d706f727465724b657900";
+    pub const LABEL_ENVELOPE: &str = "544b452d50726f746f636f6c2d7632204d6b456e76656c6f706500";
+    /// SHA-256(LABEL_RESPONSE ‖ RESPONSE_BODY).
+    pub const DIGEST_RESPONSE: &str =
+        "a679c00c8dd0df673cd0054b80677e3d0d23ca4c7032b5a99044a25cc9d7b191";
+    /// SHA-256(LABEL_IMPORTER ‖ IMPORTER_KEY).
+    pub const DIGEST_IMPORTER: &str =
+        "108dafac74fd4588f97e60b6f34f032c0731c58f531d8ddbf287e149b38c3883";
+    /// SHA-256(LABEL_ENVELOPE ‖ MK_ENVELOPE).
+    pub const DIGEST_ENVELOPE: &str =
+        "c2f3ef7baf87776891a324b4e6b5dc416ad89a11bcc06ad7adc9829194089948";
+    /// The RFC 6979 (deterministic) signature of unit A's test device key (the scalar
+    /// `0a` × 32) over LABEL_RESPONSE ‖ RESPONSE_BODY. Regenerate with
+    /// `cargo test -p tke-proto --test golden -- --ignored --nocapture`.
+    pub const SIG_RESPONSE_A: &str = concat!(
+        "304402203272b419e86a7016bab7820d4324f9d54ae26bb18e7977edf94720a7cc0cbf9a",
+        "02201e6dae05b9921d6bbf402195f30a003d1f25715582f94887a022b7f5ea3a9b43",
+    );
+}
+
+/// The values of the device-signature vectors, computed by this crate.
+fn device_vector_values() -> Vec<(&'static str, String)> {
+    use p256::ecdsa::{signature::Signer as _, DerSignature};
+    use tke_proto::DeviceContext;
+    let sig: DerSignature =
+        common::signing_key(0x0a).sign(&DeviceContext::Response.signed_bytes(&h(RESPONSE_BODY)));
+    vec![
+        (
+            "LABEL_RESPONSE",
+            hex::encode(DeviceContext::Response.label()),
+        ),
+        (
+            "LABEL_IMPORTER",
+            hex::encode(DeviceContext::Importer.label()),
+        ),
+        (
+            "LABEL_ENVELOPE",
+            hex::encode(DeviceContext::Envelope.label()),
+        ),
+        (
+            "DIGEST_RESPONSE",
+            hex::encode(DeviceContext::Response.digest(&h(RESPONSE_BODY)).0),
+        ),
+        (
+            "DIGEST_IMPORTER",
+            hex::encode(DeviceContext::Importer.digest(&h(IMPORTER_KEY)).0),
+        ),
+        (
+            "DIGEST_ENVELOPE",
+            hex::encode(DeviceContext::Envelope.digest(&h(MK_ENVELOPE)).0),
+        ),
+        ("SIG_RESPONSE_A", hex::encode(sig.as_bytes())),
+    ]
+}
+
+/// Prints the device-signature vectors, to paste into `device_vectors` and §14.2.
+#[test]
+#[ignore = "prints the vectors; run with --ignored --nocapture to regenerate them"]
+fn print_device_signature_vectors() {
+    for (name, value) in device_vector_values() {
+        println!("{name} = {value}");
+    }
+}
+
+#[test]
+fn device_signature_vectors() {
+    use device_vectors::*;
+    let expected = [
+        LABEL_RESPONSE,
+        LABEL_IMPORTER,
+        LABEL_ENVELOPE,
+        DIGEST_RESPONSE,
+        DIGEST_IMPORTER,
+        DIGEST_ENVELOPE,
+        SIG_RESPONSE_A,
+    ];
+    for ((name, got), want) in device_vector_values().into_iter().zip(expected) {
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+/// OpenSSL verifies the device signature over `label ‖ body`, and refuses it over the bare
+/// body (protocol v1) and under another kind's label.
+#[test]
+fn openssl_checks_the_device_signature_vector() {
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+    use tke_proto::DeviceContext;
+    let dir = common::tempdir();
+    let d = dir.path();
+    let public = common::public_key(&common::signing_key(0x0a));
+    std::fs::write(
+        d.join("a.pem"),
+        public.to_public_key_pem(LineEnding::LF).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(d.join("sig.der"), h(device_vectors::SIG_RESPONSE_A)).unwrap();
+    let body = h(RESPONSE_BODY);
+    let verify = |file: &str, bytes: Vec<u8>| {
+        std::fs::write(d.join(file), bytes).unwrap();
+        let args = [
+            "dgst",
+            "-sha256",
+            "-verify",
+            "a.pem",
+            "-signature",
+            "sig.der",
+            file,
+        ];
+        common::openssl_in(d, &args).status.success()
+    };
+    assert!(verify(
+        "v2.bin",
+        DeviceContext::Response.signed_bytes(&body)
+    ));
+    assert!(!verify("v1.bin", body.clone()));
+    assert!(!verify(
+        "envelope.bin",
+        DeviceContext::Envelope.signed_bytes(&body)
+    ));
+}

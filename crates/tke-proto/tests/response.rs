@@ -32,7 +32,10 @@ fn body(unit: UnitId, request: &[u8]) -> ResponseBody {
 }
 
 fn sign(key: &SigningKey, body: &ResponseBody) -> SignedResponse {
-    SignedResponse::sign(body, |m| Ok::<DerSignature, ProtoError>(key.sign(m))).unwrap()
+    SignedResponse::sign(body, |c, m| {
+        Ok::<DerSignature, ProtoError>(key.sign(&c.signed_bytes(m)))
+    })
+    .unwrap()
 }
 
 #[test]
@@ -154,7 +157,7 @@ fn a_signed_status_answer() {
 #[test]
 fn signing_errors_propagate() {
     let f = fleet();
-    let r = SignedResponse::sign(&body(f.a.id, &[]), |_| {
+    let r = SignedResponse::sign(&body(f.a.id, &[]), |_, _| {
         Err(ProtoError::Signing {
             source: "device key locked".into(),
         })

@@ -428,7 +428,8 @@ fn der_inputs_refuse_trailing_bytes() {
     // ExportMk: an ExportRequest.
     let importer_secret = common::secret_key(0x1f);
     let importer = ImporterKey::new(fleet.b.id, &importer_secret.public_key()).unwrap();
-    let certified = CertifiedImporter::sign(&importer, common::signer(&fleet.b.key)).unwrap();
+    let certified =
+        CertifiedImporter::sign(&importer, common::device_signer(&fleet.b.key)).unwrap();
     let req = ExportRequest {
         register: Register::Current,
         target_certificate: OctetString::new(fleet.b.cert.der().to_vec()).unwrap(),
@@ -495,7 +496,8 @@ fn der_inputs_refuse_trailing_bytes() {
     // ImportMk: a SignedEnvelope.
     let mk = tke_proto::MasterKey::from_slice(&[0x42; 32]).unwrap();
     let env = tke_proto::transport::soft_seal(&mk, fleet.a.id, &importer).unwrap();
-    let signed = SignedEnvelope::sign(&env, &fleet.a.cert, common::signer(&fleet.a.key)).unwrap();
+    let signed =
+        SignedEnvelope::sign(&env, &fleet.a.cert, common::device_signer(&fleet.a.key)).unwrap();
     let cmd = Command::ImportMk(Box::new(signed));
     assert_eq!(cmd.register(), Some(Register::New));
     let input = cmd.input_bytes().unwrap();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fleet, signer, Fleet};
+use common::{device_signer, fleet, Fleet};
 use der::{asn1::OctetString, Decode, Encode};
 use tke_proto::{
     transport::{self, CertifiedImporter, ImporterKey, MkEnvelope, SignedEnvelope},
@@ -17,13 +17,13 @@ const IMPORTER: u8 = 0x1f;
 fn export(f: &Fleet, mk: &MasterKey) -> (ImporterKey, SignedEnvelope) {
     let secret = common::secret_key(IMPORTER);
     let importer = ImporterKey::new(f.b.id, &secret.public_key()).unwrap();
-    let certified = CertifiedImporter::sign(&importer, signer(&f.b.key)).unwrap();
+    let certified = CertifiedImporter::sign(&importer, device_signer(&f.b.key)).unwrap();
     // The source checks the target's certificate chain and the certification.
     let target = tke_proto::DeviceCertificate::verify(f.b.cert.der(), &f.ca).unwrap();
     let checked = certified.verify(&target).unwrap();
     assert_eq!(checked, importer);
     let env = transport::soft_seal(mk, f.a.id, &checked).unwrap();
-    let signed = SignedEnvelope::sign(&env, &f.a.cert, signer(&f.a.key)).unwrap();
+    let signed = SignedEnvelope::sign(&env, &f.a.cert, device_signer(&f.a.key)).unwrap();
     (importer, signed)
 }
 
@@ -208,10 +208,10 @@ fn signed_envelope_checks() {
     ));
     // Signed by B's device key but presented with A's certificate.
     let env = MkEnvelope::from_der(signed.envelope.as_bytes()).unwrap();
-    let by_b = SignedEnvelope::sign(&env, &f.a.cert, signer(&f.b.key)).unwrap();
+    let by_b = SignedEnvelope::sign(&env, &f.a.cert, device_signer(&f.b.key)).unwrap();
     assert!(by_b.verify(&f.ca).is_err());
     // Signed by B, with B's certificate, but naming A as the source.
-    let by_b = SignedEnvelope::sign(&env, &f.b.cert, signer(&f.b.key)).unwrap();
+    let by_b = SignedEnvelope::sign(&env, &f.b.cert, device_signer(&f.b.key)).unwrap();
     assert!(matches!(
         by_b.verify(&f.ca),
         Err(ProtoError::Transport(
@@ -229,7 +229,7 @@ fn certified_importer_checks() {
     let f = fleet();
     let secret = common::secret_key(IMPORTER);
     let importer = ImporterKey::new(f.b.id, &secret.public_key()).unwrap();
-    let certified = CertifiedImporter::sign(&importer, signer(&f.b.key)).unwrap();
+    let certified = CertifiedImporter::sign(&importer, device_signer(&f.b.key)).unwrap();
     assert_eq!(certified.verify(&f.b.cert).unwrap(), importer);
 
     // Checked with another unit's device certificate.
@@ -240,7 +240,7 @@ fn certified_importer_checks() {
         other => panic!("{other:?}"),
     }
     // Certified by A for B's id, presented with A's certificate: the id differs.
-    let by_a = CertifiedImporter::sign(&importer, signer(&f.a.key)).unwrap();
+    let by_a = CertifiedImporter::sign(&importer, device_signer(&f.a.key)).unwrap();
     assert!(matches!(
         by_a.verify(&f.a.cert),
         Err(ProtoError::Transport(TransportError::ImporterOfAnotherUnit))
@@ -248,7 +248,7 @@ fn certified_importer_checks() {
     // A key id that does not match the key.
     let mut lying = importer.clone();
     lying.key_id.0[0] ^= 1;
-    let certified = CertifiedImporter::sign(&lying, signer(&f.b.key)).unwrap();
+    let certified = CertifiedImporter::sign(&lying, device_signer(&f.b.key)).unwrap();
     assert!(matches!(
         certified.verify(&f.b.cert),
         Err(ProtoError::Transport(TransportError::ImporterKeyIdMismatch))
@@ -256,7 +256,7 @@ fn certified_importer_checks() {
     // soft_seal refuses it too.
     assert!(transport::soft_seal(&mk(), f.a.id, &lying).is_err());
     // A signer that fails.
-    let failing = CertifiedImporter::sign(&importer, |_| Err("device key unavailable".into()));
+    let failing = CertifiedImporter::sign(&importer, |_, _| Err("device key unavailable".into()));
     assert!(matches!(failing, Err(ProtoError::Signing { .. })));
 }
 

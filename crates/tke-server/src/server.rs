@@ -676,7 +676,7 @@ async fn route(
             "server": "tke-unitd",
             "version": env!("CARGO_PKG_VERSION"),
             "api": "v1",
-            "protocol": "TKE-Protocol-v1",
+            "protocol": format!("TKE-Protocol-v{}", tke_proto::PROTOCOL_VERSION),
         }))),
         Route::Instances => {
             let count = shared

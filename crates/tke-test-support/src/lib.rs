@@ -9,6 +9,7 @@ pub mod cli;
 pub mod server;
 pub mod softhsm;
 pub mod tamper;
+pub mod versions;
 
 pub use admin::MemSigner;
 pub use server::{Server, ServerProc};

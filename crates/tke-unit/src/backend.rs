@@ -47,7 +47,7 @@ use crate::pkcs11::TokenRef;
 use tke_proto::{
     p256::{ecdsa::DerSignature, PublicKey},
     transport::{ImporterKey, MkEnvelope},
-    Digest32, ProtoError, UnitId, Vp,
+    DeviceContext, Digest32, ProtoError, UnitId, Vp,
 };
 
 /// Names one master key object in a backend: 16 random bytes, shown as hex. Not secret:
@@ -236,11 +236,14 @@ pub trait Backend: Send + fmt::Debug {
     /// The device public key (its certificate is issued when the unit is created).
     fn device_public_key(&self) -> PublicKey;
 
-    /// Signs `message` with the device key: ECDSA P-256 over SHA-256, DER signature.
+    /// Signs `message` with the device key in `context`: ECDSA P-256 over SHA-256 of
+    /// `context.label() ‖ message` ([`DeviceContext::signed_bytes`]), DER signature. The
+    /// device key signs nothing without a context, so a signature made for one kind of
+    /// message never verifies as another.
     ///
     /// # Errors
     /// The backend's error when the key cannot be used.
-    fn sign(&self, message: &[u8]) -> Result<DerSignature, BackendError>;
+    fn sign(&self, context: DeviceContext, message: &[u8]) -> Result<DerSignature, BackendError>;
 
     /// Generates a random AES-256 master key in a new object and returns its handle and
     /// verification pattern ([`tke_proto::vp`]).

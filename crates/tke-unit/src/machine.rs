@@ -170,8 +170,8 @@ impl Unit {
         };
         // The backend's own error, kept for the host (the protocol's error wraps it).
         let mut sign_error = None;
-        let signed = SignedResponse::sign(&body, |bytes| {
-            self.backend.sign(bytes).map_err(|e| {
+        let signed = SignedResponse::sign(&body, |context, bytes| {
+            self.backend.sign(context, bytes).map_err(|e| {
                 sign_error = Some(e);
                 ProtoError::Signing {
                     source: "the device key cannot sign".into(),
@@ -381,9 +381,10 @@ impl Unit {
         let importer = ImporterKey::new(self.state.unit_id, &public)
             .map_err(|e| self.encode_failure("name the importer key", e))?;
         let backend = &self.backend;
-        let certified = CertifiedImporter::sign(&importer, |b| backend.sign(b).map_err(boxed))
-            .and_then(|c| Ok(c.to_der()?))
-            .map_err(|e| self.encode_failure("certify the importer key", e))?;
+        let certified =
+            CertifiedImporter::sign(&importer, |c, b| backend.sign(c, b).map_err(boxed))
+                .and_then(|c| Ok(c.to_der()?))
+                .map_err(|e| self.encode_failure("certify the importer key", e))?;
         next.importer = Some(importer.key_id);
         Ok(certified)
     }
@@ -433,8 +434,8 @@ impl Unit {
             .seal(&slot.key, self.state.unit_id, &importer)
             .map_err(|e| self.backend_failure("seal the master key", e))?;
         let backend = &self.backend;
-        SignedEnvelope::sign(&envelope, &self.device_cert, |b| {
-            backend.sign(b).map_err(boxed)
+        SignedEnvelope::sign(&envelope, &self.device_cert, |c, b| {
+            backend.sign(c, b).map_err(boxed)
         })
         .map_err(|e| self.encode_failure("sign the envelope", e))
     }

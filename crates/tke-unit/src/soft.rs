@@ -19,7 +19,7 @@ use tke_proto::{
         PublicKey, SecretKey,
     },
     transport::{self, ImporterKey, MkEnvelope},
-    Digest32, MasterKey, Ski, UnitId, Vp,
+    DeviceContext, Digest32, MasterKey, Ski, UnitId, Vp,
 };
 use zeroize::{Zeroize, Zeroizing};
 
@@ -386,9 +386,9 @@ impl Backend for SoftBackend {
         PublicKey::from(self.device.verifying_key())
     }
 
-    fn sign(&self, message: &[u8]) -> Result<DerSignature, BackendError> {
+    fn sign(&self, context: DeviceContext, message: &[u8]) -> Result<DerSignature, BackendError> {
         self.device
-            .sign(message)
+            .sign(&context.signed_bytes(message))
             .map_err(|e| BackendError::Crypto(tke_proto::ProtoError::Signing { source: e.into() }))
     }
 

@@ -21,7 +21,8 @@ use p256::{
 };
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use tke_proto::{
-    cert::SignFn, AdminCertificate, AdminName, BoxError, CaCertificate, DeviceCertificate, UnitId,
+    cert::SignFn, AdminCertificate, AdminName, BoxError, CaCertificate, DeviceCertificate,
+    DeviceContext, UnitId,
 };
 use x509_cert::{
     attr::AttributeTypeAndValue,
@@ -55,6 +56,20 @@ pub fn cert_signer(key: &SigningKey) -> Box<SignFn<'_>> {
 /// A plain signing closure for `key` (certified importers, envelopes).
 pub fn signer(key: &SigningKey) -> impl FnOnce(&[u8]) -> Result<DerSignature, BoxError> + '_ {
     move |msg: &[u8]| Ok(key.sign(msg))
+}
+
+/// A device signing closure (deterministic ECDSA) over `label ‖ message`: protocol v2.
+pub fn device_signer(
+    key: &SigningKey,
+) -> impl FnOnce(DeviceContext, &[u8]) -> Result<DerSignature, BoxError> + '_ {
+    move |context: DeviceContext, msg: &[u8]| Ok(key.sign(&context.signed_bytes(msg)))
+}
+
+/// A protocol version 1 device signer: it signs the bare message, whatever the context.
+pub fn v1_signer(
+    key: &SigningKey,
+) -> impl FnOnce(DeviceContext, &[u8]) -> Result<DerSignature, BoxError> + '_ {
+    move |_: DeviceContext, msg: &[u8]| Ok(key.sign(msg))
 }
 
 /// An administrator certificate for `name` on the key made of `byte`.

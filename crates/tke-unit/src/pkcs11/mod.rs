@@ -97,7 +97,7 @@ use tke_pkcs11::{
 use tke_proto::{
     p256::{ecdsa::DerSignature, PublicKey, SecretKey},
     transport::{self, kdf_context, point_bytes, ImporterKey, MkEnvelope},
-    vp, Digest32, MasterKey, ProtoError, Ski, TransportError, UnitId, UnitType, Vp,
+    vp, DeviceContext, Digest32, MasterKey, ProtoError, Ski, TransportError, UnitId, UnitType, Vp,
 };
 
 use crate::backend::{Backend, BackendError, KeyHandle, LiveSecrets};
@@ -1234,8 +1234,10 @@ impl Backend for Pkcs11Backend {
         self.device_public
     }
 
-    fn sign(&self, message: &[u8]) -> Result<DerSignature, BackendError> {
-        let digest = Digest32::sha256(message);
+    fn sign(&self, context: DeviceContext, message: &[u8]) -> Result<DerSignature, BackendError> {
+        // CKM_ECDSA over SHA-256(label ‖ message): the same signature as CKM_ECDSA_SHA256
+        // over the labelled bytes, and every token offers CKM_ECDSA.
+        let digest = context.digest(message);
         let rs = self
             .tok
             .session

@@ -54,6 +54,8 @@ macro_rules! backend_suite {
             import_malformed_envelope_from_fleet_member,
             import_wrong_length_key_from_fleet_member,
             export_checks_target,
+            device_signatures_bound_to_their_kind,
+            version_1_device_signatures_refused,
             export_batch,
             clear_registers,
             recovery_destruction_needs_quorum,
@@ -1246,8 +1248,8 @@ pub fn import_malformed_envelope_from_fleet_member(f: &dyn UnitFactory) {
             wrapped_key: OctetString::new(wrapped).unwrap(),
             vp: Vp([1; 32]),
         };
-        let signed = SignedEnvelope::sign(&envelope, &rogue_cert, |b| {
-            let s: Signature = rogue_key.sign(b);
+        let signed = SignedEnvelope::sign(&envelope, &rogue_cert, |c, b| {
+            let s: Signature = rogue_key.sign(&c.signed_bytes(b));
             Ok(s.to_der())
         })
         .unwrap();
@@ -1303,8 +1305,8 @@ pub fn import_wrong_length_key_from_fleet_member(f: &dyn UnitFactory) {
             wrapped_key: OctetString::new(wrapped).unwrap(),
             vp: Vp([1; 32]),
         };
-        let signed = SignedEnvelope::sign(&envelope, &rogue_cert, |b| {
-            let s: Signature = rogue_key.sign(b);
+        let signed = SignedEnvelope::sign(&envelope, &rogue_cert, |c, b| {
+            let s: Signature = rogue_key.sign(&c.signed_bytes(b));
             Ok(s.to_der())
         })
         .unwrap();
@@ -1432,6 +1434,212 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
 
 /// `exportMkBatch`: one quorum-signed command seals the key for several targets, in
 /// order; it is all or nothing, recovery only, and takes 1 to 16 requests.
+/// The device key's three signatures (a response, an importer certification, an envelope)
+/// each verify only as their own kind: presented as one of the other kinds, with the very
+/// bytes the unit signed, each is refused by its signature, before anything is decoded;
+/// and a unit refuses to import an envelope made of a response and its signature.
+pub fn device_signatures_bound_to_their_kind(f: &dyn UnitFactory) {
+    use tke_proto::{DeviceContext, ProtoError, SignedResponse};
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    // One signature of each kind by the recovery unit's device key.
+    let request = Request::Query(Query {
+        unit_id: rec.id(),
+        nonce: Nonce::random(),
+    })
+    .to_der()
+    .unwrap();
+    let response = SignedResponse::from_der(&rec.handle(&request)).unwrap();
+    let importer = CertifiedImporter::from_der(&ok(run(
+        &mut rec,
+        ca,
+        &Command::GenerateImporter,
+        &[w.a(0)],
+    )))
+    .unwrap();
+    let envelope = export_to(&w, &mut rec, &mut op, Register::Current);
+    let signed = [
+        (DeviceContext::Response, &response.body, &response.signature),
+        (
+            DeviceContext::Importer,
+            &importer.importer,
+            &importer.signature,
+        ),
+        (
+            DeviceContext::Envelope,
+            &envelope.envelope,
+            &envelope.signature,
+        ),
+    ];
+    let cert = rec.device_certificate().clone();
+    let cert_der = OctetString::new(cert.der().to_vec()).unwrap();
+    for (kind, message, signature) in signed {
+        let (message, signature) = (message.clone(), signature.clone());
+        let as_response = SignedResponse {
+            body: message.clone(),
+            signature: signature.clone(),
+        }
+        .verify(&cert.verifying_key(), &rec.id(), &request)
+        .map(drop);
+        let as_importer = CertifiedImporter {
+            importer: message.clone(),
+            signature: signature.clone(),
+        }
+        .verify(&cert)
+        .map(drop);
+        let as_envelope = SignedEnvelope {
+            envelope: message.clone(),
+            signature: signature.clone(),
+            source_certificate: cert_der.clone(),
+        }
+        .verify(ca)
+        .map(drop);
+        for (context, result) in [
+            (DeviceContext::Response, as_response),
+            (DeviceContext::Importer, as_importer),
+            (DeviceContext::Envelope, as_envelope),
+        ] {
+            if context == kind {
+                result.unwrap_or_else(|e| panic!("{}: a genuine {kind:?}: {e}", f.name()));
+                continue;
+            }
+            let refused_by_signature = match (&result, context) {
+                (Err(ProtoError::ResponseSignature { unit }), DeviceContext::Response) => {
+                    *unit == rec.id()
+                }
+                (Err(ProtoError::Transport(what)), DeviceContext::Importer) => {
+                    *what == tke_proto::TransportError::ImporterNotCertified
+                }
+                (Err(ProtoError::Transport(what)), DeviceContext::Envelope) => {
+                    *what == tke_proto::TransportError::EnvelopeNotSigned
+                }
+                _ => false,
+            };
+            assert!(
+                refused_by_signature,
+                "{}: the unit's {kind:?} signature presented as {context:?}: {result:?}",
+                f.name()
+            );
+        }
+    }
+    // Through the unit: a response and its signature offered as an envelope.
+    let before = op.status();
+    let forged = SignedEnvelope {
+        envelope: response.body.clone(),
+        signature: response.signature.clone(),
+        source_certificate: cert_der,
+    };
+    fails(
+        &run(&mut op, ca, &Command::ImportMk(Box::new(forged)), &[w.a(0)]),
+        ModuleError::INVALID_IMPORTER,
+    );
+    assert_unchanged(&op, &before, true);
+    // The genuine envelope still imports.
+    ok(run(
+        &mut op,
+        ca,
+        &Command::ImportMk(Box::new(envelope)),
+        &[w.a(0)],
+    ));
+}
+
+/// A fleet member that signs the protocol version 1 way (the bare message, no context
+/// label): its envelope and its importer certification are refused, and the very same
+/// messages signed the version 2 way are accepted.
+pub fn version_1_device_signatures_refused(f: &dyn UnitFactory) {
+    use tke_proto::p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
+    use tke_proto::{
+        transport::{soft_seal, ImporterKey},
+        DeviceContext, MasterKey, ProtoError,
+    };
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let member_key = SigningKey::random(&mut rand_core::OsRng);
+    let member_id = UnitId::random();
+    let member_cert = w
+        .fleet
+        .issue(member_id, &member_key.verifying_key().into())
+        .unwrap();
+    let v1 = |_: DeviceContext, m: &[u8]| {
+        let s: Signature = member_key.sign(m);
+        Ok(s.to_der())
+    };
+    let v2 = |c: DeviceContext, m: &[u8]| {
+        let s: Signature = member_key.sign(&c.signed_bytes(m));
+        Ok(s.to_der())
+    };
+    let version_error = |e: ProtoError, what: &str| {
+        assert!(
+            matches!(
+                e,
+                ProtoError::ProtocolVersion { unit, what: w, found: 1, expected: 2 }
+                    if unit == member_id && w == what
+            ),
+            "{}: {e:?}",
+            f.name()
+        );
+    };
+
+    // The member as a source: an envelope for op's pending importer.
+    let out = ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
+    let importer = CertifiedImporter::from_der(&out)
+        .unwrap()
+        .verify(op.device_certificate())
+        .unwrap();
+    let envelope = soft_seal(&MasterKey::random(), member_id, &importer).unwrap();
+    let old = SignedEnvelope::sign(&envelope, &member_cert, v1).unwrap();
+    version_error(old.verify(ca).unwrap_err(), "envelope");
+    let before = op.status();
+    fails(
+        &run(&mut op, ca, &Command::ImportMk(Box::new(old)), &[w.a(0)]),
+        ModuleError::INVALID_IMPORTER,
+    );
+    // Refused before the importer key is reached: it stays pending.
+    assert_unchanged(&op, &before, true);
+    let new = SignedEnvelope::sign(&envelope, &member_cert, v2).unwrap();
+    ok(run(
+        &mut op,
+        ca,
+        &Command::ImportMk(Box::new(new)),
+        &[w.a(0)],
+    ));
+
+    // The member as a target: an importer key it certifies for rec to export to.
+    let secret = tke_proto::p256::SecretKey::random(&mut rand_core::OsRng);
+    let key = ImporterKey::new(member_id, &secret.public_key()).unwrap();
+    let request = |importer| ExportRequest {
+        register: Register::Current,
+        target_certificate: OctetString::new(member_cert.der().to_vec()).unwrap(),
+        importer,
+    };
+    let old = CertifiedImporter::sign(&key, v1).unwrap();
+    version_error(old.verify(&member_cert).unwrap_err(), "importer key");
+    let before = rec.status();
+    fails(
+        &run(
+            &mut rec,
+            ca,
+            &Command::ExportMk(Box::new(request(old))),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::INVALID_IMPORTER,
+    );
+    assert_unchanged(&rec, &before, true);
+    let new = CertifiedImporter::sign(&key, v2).unwrap();
+    ok(run(
+        &mut rec,
+        ca,
+        &Command::ExportMk(Box::new(request(new))),
+        &[w.a(0), w.a(1)],
+    ));
+}
+
 pub fn export_batch(f: &dyn UnitFactory) {
     let w = World::new(3);
     let ca = &w.fleet.ca;

@@ -1,0 +1,115 @@
+//! Protocol version 2: a unit whose device key signs its answers the version 1 way (over
+//! the bare response body, without the response label) is refused by the client with an
+//! error naming the unit and both versions, and nothing it answered is returned. The same
+//! unit signing the version 2 way is accepted, so the version is the only difference.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, Transport, UnitDescriptor};
+use tke_proto::{
+    der::Decode,
+    p256::ecdsa::{signature::Signer as _, SigningKey},
+    DeviceCertificate, ProtoError, Request, UnitId, UnitType,
+};
+use tke_test_support::versions::imprint_answer;
+
+/// A fake unit, certified by the fleet CA, that answers every query with an imprint-mode
+/// status, signed the version 1 way or the version 2 way.
+struct FakeUnit {
+    key: SigningKey,
+    descriptor: UnitDescriptor,
+    version: u32,
+}
+
+impl FakeUnit {
+    fn new(fleet: &EmbeddedFleet, version: u32) -> Self {
+        let key = SigningKey::random(&mut rand_core::OsRng);
+        let id = UnitId::random();
+        let ca_key = fleet.ca_key().unwrap();
+        let cert = DeviceCertificate::issue(
+            fleet.ca(),
+            &id,
+            &key.verifying_key().into(),
+            Box::new(move |m| Ok(ca_key.sign(m))),
+        )
+        .unwrap();
+        let mut descriptor = fleet.list_units().unwrap().remove(0);
+        descriptor.unit_id = id;
+        descriptor.unit_type = UnitType::Operational;
+        descriptor.device_certificate = cert.der().to_vec();
+        Self {
+            key,
+            descriptor,
+            version,
+        }
+    }
+}
+
+impl Transport for FakeUnit {
+    fn describe(&self) -> String {
+        format!("a protocol version {} unit", self.version)
+    }
+
+    fn list_units(&self) -> Result<Vec<UnitDescriptor>, ClientError> {
+        Ok(vec![self.descriptor.clone()])
+    }
+
+    fn exchange(&self, unit: &UnitId, request_der: &[u8]) -> Result<Vec<u8>, ClientError> {
+        assert!(matches!(
+            Request::from_der(request_der).unwrap(),
+            Request::Query(_)
+        ));
+        Ok(imprint_answer(*unit, &self.key, request_der, self.version))
+    }
+}
+
+fn client_for(version: u32) -> (tempfile::TempDir, Client, UnitId) {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = EmbeddedFleet::create(&dir.path().join("local"), FleetSpec::default()).unwrap();
+    let fake = FakeUnit::new(&fleet, version);
+    let id = fake.descriptor.unit_id;
+    let t: Arc<dyn Transport> = Arc::new(fake);
+    let client = Client::connect(vec![(t, fleet.ca().clone())]).unwrap();
+    (dir, client, id)
+}
+
+#[test]
+fn a_version_2_unit_is_answered() {
+    let (_dir, client, id) = client_for(2);
+    let status = client.query(client.unit(&id).unwrap()).unwrap();
+    assert_eq!(status.unit_id, id);
+}
+
+#[test]
+fn a_version_1_unit_is_refused_naming_both_versions() {
+    let (_dir, client, id) = client_for(1);
+    let e = client.query(client.unit(&id).unwrap()).unwrap_err();
+    match &e {
+        ClientError::Response {
+            unit,
+            source:
+                ProtoError::ProtocolVersion {
+                    unit: signer,
+                    what,
+                    found,
+                    expected,
+                },
+        } => {
+            assert_eq!(
+                (*unit, *signer, *what, *found, *expected),
+                (id, id, "response", 1, 2)
+            );
+        }
+        other => panic!("expected a protocol version error, got {other:?}"),
+    }
+    let source = std::error::Error::source(&e).expect("the protocol error is the source");
+    assert_eq!(
+        source.to_string(),
+        format!(
+            "the response from crypto unit {} is signed under protocol version 1; version 2 \
+             is required",
+            id.uuid()
+        )
+    );
+}
