@@ -19,7 +19,9 @@
 //! through tokio-rustls with the configuration above, and URLs are parsed by the `url`
 //! crate. The transport is synchronous, like the trait: each transport drives its
 //! connections on a small runtime of its own (one thread), and
-//! [`crate::fanout::parallel`] drives many units (and many servers) at once.
+//! [`crate::fanout::parallel`] drives many units (and many servers) at once. Being
+//! blocking, it must not be called from inside an async task (tokio refuses to block
+//! there): call it from a blocking thread.
 
 use std::{
     collections::HashMap,
