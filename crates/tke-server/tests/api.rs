@@ -580,24 +580,12 @@ fn sigterm_lets_commands_in_progress_finish_and_every_answered_command_is_on_dis
     let mut server = ServerProc::start(&dir, port);
     let client = client(&server);
     let alice = MemSigner::new("alice");
-    let one = Threshold::new(1).unwrap();
-    let mut start = Vec::new();
-    for u in client.units() {
-        client
-            .run(u, &Command::AddAdmin(alice.certificate().clone()), &[])
-            .unwrap();
-        client
-            .run(
-                u,
-                &Command::SetThresholds {
-                    signature: one,
-                    revocation: one,
-                },
-                &[&alice],
-            )
-            .unwrap();
-        start.push(client.query(u).unwrap().counter);
-    }
+    set_up(&client, &alice);
+    let start: Vec<u64> = client
+        .units()
+        .iter()
+        .map(|u| client.query(u).unwrap().counter)
+        .collect();
     // Two threads per unit send signed commands until the server goes away.
     let answered = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
