@@ -15,26 +15,38 @@
 //! * **Connections are reused** (keep-alive). A command goes out on a pooled connection
 //!   only if it was used moments ago and is still open, else on a new one.
 //!
-//! The transport is synchronous, like the trait: [`crate::fanout::parallel`] drives many
-//! units (and many servers) at once, one connection each.
+//! HTTP/1.1 is hyper's client (one connection per request in flight), TLS is rustls
+//! through tokio-rustls with the configuration above, and URLs are parsed by the `url`
+//! crate. The transport is synchronous, like the trait: each transport drives its
+//! connections on a small runtime of its own (one thread), and
+//! [`crate::fanout::parallel`] drives many units (and many servers) at once. Being
+//! blocking, it must not be called from inside an async task (tokio refuses to block
+//! there): call it from a blocking thread.
 
 use std::{
     collections::HashMap,
     fs,
-    io::{self, ErrorKind, Read, Write},
-    net::{TcpStream, ToSocketAddrs},
+    io::{self, ErrorKind},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::{
+    client::conn::http1::{self, SendRequest},
+    header::{self, HeaderValue},
+};
+use hyper_util::rt::TokioIo;
 use rustls::{
     pki_types::{CertificateDer, ServerName},
-    ClientConnection, RootCertStore, StreamOwned,
+    RootCertStore,
 };
 use serde::Deserialize;
 use tke_proto::{CaCertificate, UnitId, UnitType};
+use tokio::{net::TcpStream, time::timeout};
 use zeroize::Zeroizing;
 
 use crate::{untrusted::sanitize, ClientError, InstanceId, Transport, UnitDescriptor};
@@ -46,8 +58,6 @@ pub const RESPONSE_TYPE: &str = "application/vnd.tke.response+der";
 
 /// Largest answer accepted from a server.
 const MAX_ANSWER: usize = 4 << 20;
-/// Largest answer head accepted.
-const MAX_HEAD: usize = 16 << 10;
 /// A pooled connection carries a command only if it was used this recently (a server
 /// closes idle connections only after they have been idle longer than this).
 const COMMAND_REUSE: Duration = Duration::from_millis(300);
@@ -146,6 +156,12 @@ pub enum HttpsError {
         phase: Phase,
         /// rustls' reason.
         source: rustls::Error,
+    },
+    /// The transport's runtime (its thread) cannot be started.
+    #[error("cannot start the HTTPS transport's thread")]
+    Runtime {
+        /// Why.
+        source: io::Error,
     },
     /// The server did not answer in time.
     #[error("no answer in time while {phase}")]
@@ -259,7 +275,8 @@ impl ApiKey {
 pub struct HttpsOptions {
     /// Time allowed to open a TCP connection.
     pub connect_timeout: Duration,
-    /// Time allowed for each read and write (the TLS handshake included).
+    /// Time allowed for the TLS handshake, and for each request to be sent and its whole
+    /// answer received.
     pub io_timeout: Duration,
     /// How many times a query (listing, status query) is tried again after a network
     /// failure or a 503. Commands are never tried again.
@@ -279,9 +296,22 @@ impl Default for HttpsOptions {
     }
 }
 
+/// A kept-alive connection and when it last finished a request.
 struct Idle {
-    stream: StreamOwned<ClientConnection, TcpStream>,
+    sender: SendRequest<Full<Bytes>>,
     since: Instant,
+}
+
+/// The transport's runtime; stopped without waiting when the transport is dropped (its
+/// only tasks are idle connections).
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// The units of one `tke-unitd` server, reached over HTTPS.
@@ -291,7 +321,8 @@ pub struct HttpsTransport {
     host: String,
     port: u16,
     server_name: ServerName<'static>,
-    tls: Arc<rustls::ClientConfig>,
+    tls: tokio_rustls::TlsConnector,
+    runtime: Runtime,
     key: ApiKey,
     instance: Option<InstanceId>,
     options: HttpsOptions,
@@ -316,39 +347,36 @@ fn parse_url(url: &str) -> Result<(String, u16), HttpsError> {
         url: url.to_owned(),
         what,
     };
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| bad("it must start with https://"))?;
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains(['/', '?', '#', '@']) {
+    // Checked first: the url crate would take `http://...` or a bare word differently.
+    if !url.starts_with("https://") {
+        return Err(bad("it must start with https://"));
+    }
+    let parsed = url::Url::parse(url).map_err(|e| {
+        bad(match e {
+            url::ParseError::EmptyHost => "the host is empty",
+            url::ParseError::InvalidPort => "the port is not a number from 1 to 65535",
+            url::ParseError::InvalidIpv6Address => "an IPv6 address needs a closing ]",
+            _ => "it is not a URL",
+        })
+    })?;
+    if !parsed.username().is_empty()
+        || parsed.password().is_some()
+        || parsed.path() != "/"
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+    {
         return Err(bad("only a host and a port may follow https://"));
     }
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| bad("an IPv6 address needs a closing ]"))?;
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?),
-        };
-        (h.to_owned(), port)
-    } else {
-        match rest.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), Some(p)),
-            None => (rest.to_owned(), None),
-        }
+    let host = match parsed.host() {
+        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        _ => return Err(bad("the host is empty")),
     };
-    if host.is_empty() {
-        return Err(bad("the host is empty"));
-    }
-    let port = match port {
-        None => 443,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| bad("the port is not a number from 1 to 65535"))?,
-    };
+    let port = parsed
+        .port_or_known_default()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| bad("the port is not a number from 1 to 65535"))?;
     Ok((host, port))
 }
 
@@ -416,7 +444,8 @@ impl HttpsTransport {
     /// trusting only `ca` for its TLS certificate, sending `key`. Nothing is sent yet.
     ///
     /// # Errors
-    /// [`HttpsError::Url`] for a bad URL, [`HttpsError::CaUnusable`].
+    /// [`HttpsError::Url`] for a bad URL, [`HttpsError::CaUnusable`],
+    /// [`HttpsError::Runtime`].
     pub fn new(name: &str, url: &str, ca: &CaCertificate, key: ApiKey) -> Result<Self, HttpsError> {
         let (host, port) = parse_url(url)?;
         let server_name = ServerName::try_from(host.clone()).map_err(|_| HttpsError::Url {
@@ -434,6 +463,12 @@ impl HttpsTransport {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tke-https")
+            .enable_all()
+            .build()
+            .map_err(|source| HttpsError::Runtime { source })?;
         let shown_host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -445,7 +480,8 @@ impl HttpsTransport {
             host,
             port,
             server_name,
-            tls: Arc::new(tls),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            runtime: Runtime(Some(runtime)),
             key,
             instance: None,
             options: HttpsOptions::default(),
@@ -485,10 +521,12 @@ impl HttpsTransport {
         }
     }
 
-    fn connect(&self) -> Result<StreamOwned<ClientConnection, TcpStream>, HttpsError> {
+    /// A new connection: TCP, then the TLS handshake (so that an untrusted server is
+    /// refused before anything is sent), then HTTP/1.1.
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, HttpsError> {
         let addr = format!("{}:{}", self.url_host(), self.port);
-        let addrs: Vec<_> = (self.host.as_str(), self.port)
-            .to_socket_addrs()
+        let addrs: Vec<_> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
             .map_err(|source| HttpsError::Resolve {
                 addr: addr.clone(),
                 source,
@@ -497,12 +535,13 @@ impl HttpsTransport {
         let mut last = io::Error::new(ErrorKind::NotFound, "no address");
         let mut tcp = None;
         for a in addrs {
-            match TcpStream::connect_timeout(&a, self.options.connect_timeout) {
-                Ok(s) => {
+            match timeout(self.options.connect_timeout, TcpStream::connect(a)).await {
+                Ok(Ok(s)) => {
                     tcp = Some(s);
                     break;
                 }
-                Err(e) => last = e,
+                Ok(Err(e)) => last = e,
+                Err(_) => last = io::Error::from(ErrorKind::TimedOut),
             }
         }
         let tcp = tcp.ok_or(HttpsError::Connect { addr, source: last })?;
@@ -511,25 +550,25 @@ impl HttpsTransport {
             source,
         };
         tcp.set_nodelay(true).map_err(io)?;
-        tcp.set_read_timeout(Some(self.options.io_timeout))
-            .map_err(io)?;
-        tcp.set_write_timeout(Some(self.options.io_timeout))
-            .map_err(io)?;
-        let conn = ClientConnection::new(self.tls.clone(), self.server_name.clone()).map_err(
-            |source| HttpsError::Tls {
-                phase: Phase::Connecting,
-                source,
-            },
-        )?;
-        let mut stream = StreamOwned::new(conn, tcp);
-        // Handshake now, so that an untrusted server is refused before anything is sent.
-        while stream.conn.is_handshaking() {
-            stream
-                .conn
-                .complete_io(&mut stream.sock)
-                .map_err(|e| classify(e, Phase::Connecting))?;
-        }
-        Ok(stream)
+        let tls = timeout(
+            self.options.io_timeout,
+            self.tls.connect(self.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| HttpsError::Timeout {
+            phase: Phase::Connecting,
+        })?
+        .map_err(|e| classify(e, Phase::Connecting))?;
+        let (sender, connection) =
+            http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| HttpsError::Io {
+                    phase: Phase::Connecting,
+                    source: io::Error::other(e),
+                })?;
+        // Reads and writes the connection until it closes (or the transport is dropped).
+        tokio::spawn(connection);
+        Ok(sender)
     }
 
     fn url_host(&self) -> String {
@@ -541,151 +580,112 @@ impl HttpsTransport {
     }
 
     /// A pooled connection used within `fresh` and still open, if any.
-    fn pooled(&self, fresh: Duration) -> Option<StreamOwned<ClientConnection, TcpStream>> {
+    fn pooled(&self, fresh: Duration) -> Option<SendRequest<Full<Bytes>>> {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(idle) = pool.pop() {
-            if idle.since.elapsed() > fresh {
-                continue;
-            }
-            if still_open(&idle.stream.sock) {
-                return Some(idle.stream);
+            // Closed: the server ended it (hyper's connection task saw the close).
+            if idle.since.elapsed() <= fresh && !idle.sender.is_closed() {
+                return Some(idle.sender);
             }
         }
         None
     }
 
-    fn give_back(&self, stream: StreamOwned<ClientConnection, TcpStream>) {
+    fn give_back(&self, sender: SendRequest<Full<Bytes>>) {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < POOL_MAX {
             pool.push(Idle {
-                stream,
+                sender,
                 since: Instant::now(),
             });
         }
     }
 
-    /// One request on one connection; returns the answer and whether the connection may
-    /// be reused.
-    fn round_trip(
+    /// One request on one connection, its answer read whole within the I/O timeout.
+    /// `Ok(None)`: the connection closed before the request could be sent (nothing sent).
+    async fn round_trip(
         &self,
-        stream: &mut StreamOwned<ClientConnection, TcpStream>,
+        sender: &mut SendRequest<Full<Bytes>>,
         method: &str,
         path: &str,
         body: Option<&[u8]>,
-    ) -> Result<(Answer, bool), HttpsError> {
-        let mut head = Zeroizing::new(Vec::with_capacity(512));
-        let _ = write!(
-            head,
-            "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nAuthorization: Bearer {}\r\nUser-Agent: tke/{}\r\n",
-            self.url_host(),
-            self.port,
-            self.key.0.as_str(),
-            env!("CARGO_PKG_VERSION")
-        );
-        match body {
-            Some(b) => {
-                let _ = write!(
-                    head,
-                    "Content-Type: {REQUEST_TYPE}\r\nAccept: {RESPONSE_TYPE}\r\nContent-Length: {}\r\n\r\n",
-                    b.len()
-                );
-                head.extend_from_slice(b);
-            }
-            None => head.extend_from_slice(b"Accept: application/json\r\n\r\n"),
+    ) -> Result<Option<Answer>, HttpsError> {
+        if sender.ready().await.is_err() {
+            return Ok(None);
         }
-        stream
-            .write_all(&head)
-            .and_then(|()| stream.flush())
-            .map_err(|e| classify(e, Phase::Sending))?;
-
-        let mut buf: Vec<u8> = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 8192];
-        let deadline = Instant::now() + self.options.io_timeout;
-        let (status, content_type, length, close, used) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&buf) {
-                Ok(httparse::Status::Complete(used)) => {
-                    let mut length = None;
-                    let mut close = resp.version == Some(0);
-                    let mut content_type = String::new();
-                    for h in resp.headers.iter() {
-                        let v = String::from_utf8_lossy(h.value);
-                        if h.name.eq_ignore_ascii_case("content-length") {
-                            length = v.trim().parse::<usize>().ok();
-                        } else if h.name.eq_ignore_ascii_case("connection") {
-                            close = v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
-                        } else if h.name.eq_ignore_ascii_case("content-type") {
-                            content_type =
-                                v.split(';').next().unwrap_or_default().trim().to_owned();
-                        }
-                    }
-                    let length = length.ok_or(HttpsError::BadAnswer {
-                        what: "no Content-Length",
-                    })?;
-                    break (resp.code.unwrap_or(0), content_type, length, close, used);
-                }
-                Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {}
-                _ => {
-                    return Err(HttpsError::BadAnswer {
-                        what: "not an HTTP/1.1 answer",
-                    })
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(HttpsError::Timeout {
-                    phase: Phase::Receiving,
-                });
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) => {
-                    return Err(HttpsError::Io {
-                        phase: Phase::Receiving,
-                        source: io::Error::new(
-                            ErrorKind::UnexpectedEof,
-                            "the server closed the connection without answering",
-                        ),
-                    })
-                }
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(classify(e, Phase::Receiving)),
-            }
+        let bad_request = |_| HttpsError::BadAnswer {
+            what: "the request cannot be built",
         };
-        if length > MAX_ANSWER {
-            return Err(HttpsError::BadAnswer {
-                what: "the answer is too large",
-            });
-        }
-        let mut body = buf.split_off(used);
-        while body.len() < length {
-            if Instant::now() > deadline {
-                return Err(HttpsError::Timeout {
-                    phase: Phase::Receiving,
-                });
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) => {
+        // Sensitive: hyper keeps it out of its debug output.
+        let mut auth =
+            HeaderValue::from_str(&Zeroizing::new(format!("Bearer {}", self.key.0.as_str())))
+                .map_err(|_| HttpsError::BadAnswer {
+                    what: "the API key is not a valid header value",
+                })?;
+        auth.set_sensitive(true);
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, format!("{}:{}", self.url_host(), self.port))
+            .header(header::AUTHORIZATION, auth)
+            .header(
+                header::USER_AGENT,
+                concat!("tke/", env!("CARGO_PKG_VERSION")),
+            );
+        request = match body {
+            Some(_) => request
+                .header(header::CONTENT_TYPE, REQUEST_TYPE)
+                .header(header::ACCEPT, RESPONSE_TYPE),
+            None => request.header(header::ACCEPT, "application/json"),
+        };
+        let request = request
+            .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
+            .map_err(bad_request)?;
+        let exchange = async {
+            let response = match sender.send_request(request).await {
+                Ok(r) => r,
+                Err(e) if e.is_canceled() => return Ok(None),
+                Err(e) => {
                     return Err(HttpsError::Io {
                         phase: Phase::Receiving,
-                        source: io::Error::from(ErrorKind::UnexpectedEof),
+                        source: io::Error::other(e),
                     })
                 }
-                Ok(n) => body.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(classify(e, Phase::Receiving)),
-            }
-        }
-        let reusable = !close && body.len() == length;
-        body.truncate(length);
-        Ok((
-            Answer {
+            };
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(';').next())
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            let body = Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| match e.downcast::<hyper::Error>() {
+                    Ok(e) => HttpsError::Io {
+                        phase: Phase::Receiving,
+                        source: io::Error::other(e),
+                    },
+                    Err(_) => HttpsError::BadAnswer {
+                        what: "the answer is too large",
+                    },
+                })?
+                .to_bytes()
+                .to_vec();
+            Ok(Some(Answer {
                 status,
                 content_type,
                 body,
-            },
-            reusable,
-        ))
+            }))
+        };
+        timeout(self.options.io_timeout, exchange)
+            .await
+            .map_err(|_| HttpsError::Timeout {
+                phase: Phase::Receiving,
+            })?
     }
 
     /// Sends a request and returns a 200 answer. `idempotent` requests are retried.
@@ -696,9 +696,14 @@ impl HttpsTransport {
         body: Option<&[u8]>,
         idempotent: bool,
     ) -> Result<Answer, HttpsError> {
+        let Some(runtime) = &self.runtime.0 else {
+            return Err(HttpsError::Runtime {
+                source: io::Error::from(ErrorKind::NotConnected),
+            });
+        };
         let mut attempt = 0;
         loop {
-            let result = self.attempt(method, path, body, idempotent);
+            let result = runtime.block_on(self.attempt(method, path, body, idempotent));
             match result {
                 Err(e) if idempotent && e.retryable() && attempt < self.options.query_retries => {
                     std::thread::sleep(self.options.retry_backoff * 2u32.saturating_pow(attempt));
@@ -709,7 +714,7 @@ impl HttpsTransport {
         }
     }
 
-    fn attempt(
+    async fn attempt(
         &self,
         method: &str,
         path: &str,
@@ -721,29 +726,31 @@ impl HttpsTransport {
         } else {
             COMMAND_REUSE
         };
-        let (mut stream, reused) = match self.pooled(fresh) {
+        let (mut sender, reused) = match self.pooled(fresh) {
             Some(s) => (s, true),
-            None => (self.connect()?, false),
+            None => (self.connect().await?, false),
         };
-        let answer = match self.round_trip(&mut stream, method, path, body) {
-            Ok((answer, reusable)) => {
-                if reusable {
-                    self.give_back(stream);
-                }
-                answer
+        let answer = match self.round_trip(&mut sender, method, path, body).await {
+            Ok(Some(answer)) => answer,
+            Err(e) if !(reused && idempotent && matches!(e, HttpsError::Io { .. })) => {
+                return Err(e)
             }
-            // A kept-alive connection the server had just closed: a query goes again
-            // at once on a new connection (a command never does).
-            Err(HttpsError::Io { .. }) if reused && idempotent => {
-                let mut stream = self.connect()?;
-                let (answer, reusable) = self.round_trip(&mut stream, method, path, body)?;
-                if reusable {
-                    self.give_back(stream);
-                }
-                answer
+            // Once more on a new connection: a kept-alive connection the server had just
+            // closed before anything was sent (any request), or as the request went out
+            // (a query only: a command may have arrived, and is never sent twice).
+            _ => {
+                sender = self.connect().await?;
+                self.round_trip(&mut sender, method, path, body)
+                    .await?
+                    .ok_or(HttpsError::Io {
+                        phase: Phase::Connecting,
+                        source: io::Error::from(ErrorKind::ConnectionReset),
+                    })?
             }
-            Err(e) => return Err(e),
         };
+        if !sender.is_closed() {
+            self.give_back(sender);
+        }
         if answer.status != 200 {
             let parsed: Option<ErrorBody> = serde_json::from_slice(&answer.body).ok();
             // The server's text is untrusted: escaped before anyone can print it.
@@ -816,17 +823,6 @@ impl HttpsTransport {
         }
         Ok(out)
     }
-}
-
-/// Whether a kept-alive socket is still open: nothing to read yet (a server that closed
-/// it would have sent a TLS alert or end-of-file).
-fn still_open(sock: &TcpStream) -> bool {
-    if sock.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let mut b = [0u8; 1];
-    let open = matches!(sock.peek(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock);
-    sock.set_nonblocking(false).is_ok() && open
 }
 
 impl Transport for HttpsTransport {

@@ -11,11 +11,13 @@
 //! [limits]                              # every field optional; these are the defaults
 //! max_body_bytes = 65536
 //! max_header_bytes = 8192
+//! handshake_timeout_secs = 5            # to complete the TLS handshake
 //! read_timeout_secs = 10                # to read a whole request (the first: with the TLS handshake)
 //! write_timeout_secs = 10
 //! keep_alive_secs = 5
-//! workers = 32
-//! max_pending_connections = 1024
+//! workers = 32                          # threads executing unit work
+//! max_connections = 8192                # open connections, all peers together
+//! max_connections_per_peer = 2048       # open connections from one IP address
 //! shutdown_grace_secs = 30
 //!
 //! [[instances]]
@@ -82,6 +84,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest request head (request line and headers; 431 above).
     pub max_header_bytes: usize,
+    /// Time allowed to complete the TLS handshake (also bounded by `read_timeout_secs`);
+    /// the connection is closed after it.
+    pub handshake_timeout_secs: u64,
     /// Time allowed to receive one whole request, counted from the connection for the
     /// first request (TLS handshake included), from its first byte for later ones (408
     /// after).
@@ -90,9 +95,17 @@ pub struct Limits {
     pub write_timeout_secs: u64,
     /// How long an idle keep-alive connection is kept.
     pub keep_alive_secs: u64,
-    /// Worker threads, each serving one connection at a time.
+    /// Threads executing unit work (each unit still executes one request at a time).
+    /// Connections do not hold a thread: reading and writing them is asynchronous.
     pub workers: usize,
-    /// Accepted connections waiting for a worker; beyond, new ones are closed at once.
+    /// Open connections, all peers together; beyond, new ones are closed at once.
+    pub max_connections: usize,
+    /// Open connections from one IP address; beyond, its new ones are closed at once.
+    pub max_connections_per_peer: usize,
+    /// No longer used (connections no longer wait for a worker thread; see
+    /// `max_connections`): still accepted so that configurations written by earlier
+    /// versions load.
+    #[serde(skip_serializing)]
     pub max_pending_connections: usize,
     /// On SIGTERM/SIGINT, how long requests in progress may take to finish.
     pub shutdown_grace_secs: u64,
@@ -103,10 +116,13 @@ impl Default for Limits {
         Self {
             max_body_bytes: 64 * 1024,
             max_header_bytes: 8 * 1024,
+            handshake_timeout_secs: 5,
             read_timeout_secs: 10,
             write_timeout_secs: 10,
             keep_alive_secs: 5,
             workers: 32,
+            max_connections: 8192,
+            max_connections_per_peer: 2048,
             max_pending_connections: 1024,
             shutdown_grace_secs: 30,
         }
@@ -270,12 +286,16 @@ impl Config {
                 l.max_header_bytes.to_string(),
             ));
         }
-        if l.read_timeout_secs == 0 || l.write_timeout_secs == 0 || l.keep_alive_secs == 0 {
+        if l.read_timeout_secs == 0
+            || l.write_timeout_secs == 0
+            || l.keep_alive_secs == 0
+            || l.handshake_timeout_secs == 0
+        {
             return Err(bad("timeouts must be at least 1 second", String::new()));
         }
-        if l.max_pending_connections == 0 {
+        if l.max_connections == 0 || l.max_connections_per_peer == 0 {
             return Err(bad(
-                "limits.max_pending_connections must be at least 1",
+                "limits.max_connections and max_connections_per_peer must be at least 1",
                 String::new(),
             ));
         }

@@ -360,6 +360,7 @@ fn serve(config: PathBuf, format: LogFormat, level: LogLevel) -> Result<()> {
         config
     };
     let cfg = Config::load(&path)?;
+    raise_open_files(&cfg.limits);
     let server = Server::open(&cfg)?;
     let stop = server.shutdown_handle();
     let mut signals = Signals::new([SIGTERM, SIGINT])
@@ -380,6 +381,22 @@ fn serve(config: PathBuf, format: LogFormat, level: LogLevel) -> Result<()> {
         .context("cannot start the signal thread")?;
     server.run();
     Ok(())
+}
+
+/// Each connection holds a file descriptor: raise the soft limit to the hard one (a soft
+/// limit of 1024 is common), and say so when even that is below the connection cap.
+fn raise_open_files(limits: &tke_server::config::Limits) {
+    // Unit directories, the listener, logs: a margin beyond the connections.
+    let wanted = limits.max_connections as u64 + 256;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(got) if got < wanted => tracing::warn!(
+            open_files = got,
+            max_connections = limits.max_connections,
+            "the open-file limit is below max_connections: new connections fail beyond it"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 }
 
 fn main() -> std::process::ExitCode {

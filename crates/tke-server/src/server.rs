@@ -1,40 +1,49 @@
-//! The server: an acceptor thread, a bounded queue of accepted connections, and a fixed
-//! pool of worker threads that each serve one TLS connection at a time.
+//! The server: one tokio task per connection, TLS by tokio-rustls, and unit work on
+//! tokio's blocking pool.
 //!
+//! * A connection costs memory, not a thread, until it sends a request: idle and slow
+//!   clients wait on their deadlines without starving anyone. Open connections are
+//!   capped in total (`max_connections`) and per peer IP address
+//!   (`max_connections_per_peer`); beyond, new ones are closed at once.
 //! * Every unit sits behind its own lock, so requests to one unit execute one at a time
 //!   (a command whose counter is not the unit's next is refused by the unit with 163, so
-//!   commands execute in counter order), while different units work in parallel.
-//! * Deadlines: a whole request must arrive within `read_timeout_secs` (counted from the
-//!   connection for its first request, TLS handshake included, and from the first byte
-//!   for later ones), a response must leave within `write_timeout_secs`, an idle
-//!   keep-alive connection is closed after `keep_alive_secs` — sooner when connections
-//!   are waiting for a worker, or when the server is stopping.
+//!   commands execute in counter order), on at most `workers` threads, while different
+//!   units work in parallel.
+//! * Deadlines: the TLS handshake must finish within `handshake_timeout_secs`; a whole
+//!   request must arrive within `read_timeout_secs` (counted from the connection for its
+//!   first request, TLS handshake included, and from the first byte for later ones), a
+//!   response must leave within `write_timeout_secs`, an idle keep-alive connection is
+//!   closed after `keep_alive_secs` — sooner when the server is near its connection cap,
+//!   or when it is stopping.
 //! * Stopping ([`ShutdownHandle::shutdown`], on SIGTERM/SIGINT in `tke-unitd`): the
-//!   listener closes, connections not yet picked up are closed unread, requests being
-//!   read or executed finish and are answered, then the workers exit. A unit writes its
+//!   listener closes, connections with no request begun are closed, requests being read
+//!   or executed finish and are answered, then the server returns. A unit writes its
 //!   state durably before it answers, so what was answered is on disk.
 
 use std::{
-    collections::{HashMap, VecDeque},
-    io::{self, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    collections::HashMap,
+    io,
+    net::{IpAddr, SocketAddr, TcpListener},
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        mpsc, Arc, Condvar, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use rustls::{
-    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
-    ServerConnection, StreamOwned,
-};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 use tke_proto::{
     der::Decode, AdminCommand, CaCertificate, DeviceCertificate, ErrorChain, Request, ResponseBody,
     SignedResponse, UnitId, UnitType,
 };
 use tke_unit::Unit;
+use tokio::{
+    io::AsyncWriteExt,
+    net::TcpStream,
+    sync::watch,
+    time::{timeout_at, Instant},
+};
 use tracing::{debug, error, info, warn};
 
 use crate::{
@@ -42,16 +51,17 @@ use crate::{
     apikey::KeyHash,
     config::{self, Config, KeyConfig, Limits},
     error::io_err,
-    http::{self, ReadError, Response},
+    http::{self, HeadDeadlines, ReadError, Response},
     ServerError,
 };
 
-/// How often a blocked read wakes up to check deadlines and the stop flag.
-const POLL: Duration = Duration::from_millis(100);
-/// An idle keep-alive connection is closed after this long when others wait for a worker.
+/// An idle keep-alive connection is closed after this long when the server is near its
+/// connection cap.
 const YIELD_AFTER: Duration = Duration::from_millis(500);
 /// At most this many requests on one connection.
 const MAX_REQUESTS_PER_CONNECTION: usize = 10_000;
+
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 
 struct HostedUnit {
     instance: String,
@@ -62,23 +72,75 @@ struct HostedUnit {
     unit: Mutex<Unit>,
 }
 
-struct Pending {
-    tcp: TcpStream,
-    peer: SocketAddr,
-}
-
 struct Shared {
-    tls: Arc<rustls::ServerConfig>,
+    tls: tokio_rustls::TlsAcceptor,
     instances: Vec<String>,
     order: Vec<UnitId>,
     units: HashMap<UnitId, HostedUnit>,
     keys: Vec<KeyConfig>,
     limits: Limits,
-    stopping: AtomicBool,
-    queue: Mutex<VecDeque<Pending>>,
-    ready: Condvar,
-    wake_addr: SocketAddr,
+    /// `true` once a stop was asked for.
+    stop: watch::Sender<bool>,
+    /// Open connections per peer address; the total is `open`.
+    peers: Mutex<HashMap<IpAddr, usize>>,
+    open: AtomicUsize,
     in_flight: AtomicUsize,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Near the connection cap: idle keep-alive connections make room.
+    fn crowded(&self) -> bool {
+        self.open.load(Ordering::SeqCst) >= self.limits.max_connections / 4 * 3
+    }
+}
+
+/// Resolves once a stop was asked for.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    // An error means the server is gone: stopped too.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// One open connection, counted against the caps until it is dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    peer: IpAddr,
+}
+
+impl Slot {
+    /// Counts a new connection from `peer`, or says which cap it is over.
+    fn take(shared: &Arc<Shared>, peer: IpAddr) -> Result<Self, &'static str> {
+        let mut peers = shared.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if shared.open.load(Ordering::SeqCst) >= shared.limits.max_connections {
+            return Err("too many connections: closing a new one");
+        }
+        let n = peers.entry(peer).or_insert(0);
+        if *n >= shared.limits.max_connections_per_peer {
+            return Err("too many connections from this address: closing a new one");
+        }
+        *n += 1;
+        shared.open.fetch_add(1, Ordering::SeqCst);
+        Ok(Self {
+            shared: shared.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut peers = self.shared.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = peers.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.peer);
+            }
+        }
+        self.shared.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A server ready to run: units opened, TLS loaded, address bound.
@@ -95,16 +157,12 @@ pub struct ShutdownHandle(Arc<Shared>);
 impl ShutdownHandle {
     /// Starts a graceful stop: no new connections; requests in progress finish.
     pub fn shutdown(&self) {
-        if !self.0.stopping.swap(true, Ordering::SeqCst) {
-            self.0.ready.notify_all();
-            // Wake the acceptor out of accept().
-            let _ = TcpStream::connect_timeout(&self.0.wake_addr, Duration::from_secs(1));
-        }
+        self.0.stop.send_replace(true);
     }
 
     /// Whether a stop was asked for.
     pub fn is_stopping(&self) -> bool {
-        self.0.stopping.load(Ordering::SeqCst)
+        self.0.stopping()
     }
 }
 
@@ -208,28 +266,25 @@ impl Server {
             addr: cfg.listen.to_string(),
             source,
         })?;
-        let wake_addr = if local.ip().is_unspecified() {
-            let ip = if local.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            };
-            SocketAddr::new(ip, local.port())
-        } else {
-            local
-        };
+        // Accepting is asynchronous; the socket stays a std one until `run` so that
+        // opening needs no runtime.
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| ServerError::Bind {
+                addr: local.to_string(),
+                source,
+            })?;
         Ok(Self {
             shared: Arc::new(Shared {
-                tls: Arc::new(tls),
+                tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
                 instances: cfg.instances.clone(),
                 order,
                 units,
                 keys: cfg.keys.clone(),
                 limits: cfg.limits,
-                stopping: AtomicBool::new(false),
-                queue: Mutex::new(VecDeque::new()),
-                ready: Condvar::new(),
-                wake_addr,
+                stop: watch::Sender::new(false),
+                peers: Mutex::new(HashMap::new()),
+                open: AtomicUsize::new(0),
                 in_flight: AtomicUsize::new(0),
             }),
             listener,
@@ -279,154 +334,128 @@ impl Server {
             shared.instances.len()
         );
 
-        let (done_tx, done_rx) = mpsc::channel::<()>();
-        let mut workers = Vec::new();
-        for i in 0..shared.limits.workers {
-            let s = shared.clone();
-            let done = done_tx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("unitd-worker-{i}"))
-                .spawn(move || {
-                    worker(&s);
-                    let _ = done.send(());
-                });
-            match spawned {
-                Ok(h) => workers.push(h),
-                Err(e) => warn!(error = %e, "cannot start a worker thread"),
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("unitd")
+            // Unit work: each request executes on one of these, behind its unit's lock.
+            .max_blocking_threads(shared.limits.workers)
+            .build();
+        let runtime = match runtime {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "cannot start the async runtime");
+                return;
             }
-        }
-        drop(done_tx);
-
-        for conn in self.listener.incoming() {
-            if shared.stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            match conn {
-                Ok(tcp) => {
-                    let peer = tcp
-                        .peer_addr()
-                        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                    let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-                    if q.len() >= shared.limits.max_pending_connections {
-                        drop(q);
-                        warn!(peer = %peer, "too many connections waiting for a worker: closing a new one");
-                        drop(tcp);
-                        continue;
-                    }
-                    q.push_back(Pending { tcp, peer });
-                    drop(q);
-                    shared.ready.notify_one();
-                }
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    // Out of file descriptors and the like: do not spin.
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
-        drop(self.listener);
-        let unserved = {
-            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-            let n = q.len();
-            q.clear();
-            n
         };
-        shared.ready.notify_all();
-        info!(
-            in_flight = shared.in_flight.load(Ordering::SeqCst),
-            closed_unserved = unserved,
-            "stopping: no new connections; finishing the requests in progress"
-        );
-        let deadline = Instant::now() + Duration::from_secs(shared.limits.shutdown_grace_secs);
-        let mut remaining = workers.len();
-        while remaining > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match done_rx.recv_timeout(left) {
-                Ok(()) => remaining -= 1,
-                Err(_) => break,
-            }
-        }
-        if remaining > 0 {
-            warn!(
-                workers = remaining,
-                "requests still in progress after the grace period; exiting anyway (unit state on disk is consistent)"
-            );
-        } else {
-            for w in workers {
-                let _ = w.join();
-            }
-        }
+        runtime.block_on(serve(shared.clone(), self.listener));
+        // Whatever is left (only after the grace period) ends with the process.
+        runtime.shutdown_timeout(Duration::from_secs(1));
         info!("tke-unitd stopped");
     }
 }
 
-fn worker(shared: &Shared) {
-    loop {
-        let next = {
-            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-            loop {
-                if shared.stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                if let Some(p) = q.pop_front() {
-                    break p;
-                }
-                q = shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
-            }
-        };
-        serve_connection(shared, next);
-    }
-}
-
-fn queue_waiting(shared: &Shared) -> bool {
-    !shared
-        .queue
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .is_empty()
-}
-
-fn serve_connection(shared: &Shared, p: Pending) {
-    let Pending { tcp, peer } = p;
-    let limits = shared.limits;
-    let read_timeout = Duration::from_secs(limits.read_timeout_secs);
-    let _ = tcp.set_nodelay(true);
-    if tcp.set_read_timeout(Some(POLL)).is_err()
-        || tcp
-            .set_write_timeout(Some(Duration::from_secs(limits.write_timeout_secs)))
-            .is_err()
-    {
-        return;
-    }
-    let conn = match ServerConnection::new(shared.tls.clone()) {
-        Ok(c) => c,
+/// Accepts connections until a stop, then waits (within the grace period) for the
+/// connections still open to finish their requests.
+async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
         Err(e) => {
-            warn!(peer = %peer, error = %e, "cannot start a TLS session");
+            error!(error = %e, "cannot listen");
             return;
         }
     };
-    let mut stream = StreamOwned::new(conn, tcp);
+    let stop = shared.stop.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = stopped(stop.clone()) => break,
+        };
+        match accepted {
+            Ok((tcp, peer)) => match Slot::take(&shared, peer.ip()) {
+                Ok(slot) => {
+                    tokio::spawn(async move {
+                        serve_connection(&slot.shared, tcp, peer).await;
+                        drop(slot);
+                    });
+                }
+                Err(why) => {
+                    warn!(peer = %peer, "{why}");
+                    drop(tcp);
+                }
+            },
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                // Out of file descriptors and the like: do not spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    info!(
+        in_flight = shared.in_flight.load(Ordering::SeqCst),
+        open = shared.open.load(Ordering::SeqCst),
+        "stopping: no new connections; finishing the requests in progress"
+    );
+    let deadline = Instant::now() + Duration::from_secs(shared.limits.shutdown_grace_secs);
+    while shared.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let open = shared.open.load(Ordering::SeqCst);
+    if open > 0 {
+        warn!(
+            connections = open,
+            "requests still in progress after the grace period; exiting anyway (unit state on disk is consistent)"
+        );
+    }
+}
+
+async fn serve_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let limits = shared.limits;
+    let secs = Duration::from_secs;
+    let read_timeout = secs(limits.read_timeout_secs);
+    let connected = Instant::now();
+    // The first request's deadline counts from the connection (TLS handshake included).
+    let first_deadline = connected + read_timeout;
+    let handshake_deadline = first_deadline.min(connected + secs(limits.handshake_timeout_secs));
+    let _ = tcp.set_nodelay(true);
+    let stop = shared.stop.subscribe();
+    let accepted = tokio::select! {
+        a = timeout_at(handshake_deadline, shared.tls.accept(tcp)) => a,
+        () = stopped(stop.clone()) => return,
+    };
+    let mut stream = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(peer = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(peer = %peer, "no TLS handshake in time: closing");
+            return;
+        }
+    };
     let mut buf: Vec<u8> = Vec::new();
     let mut served = 0usize;
-    let connected = Instant::now();
     let mut idle_since = connected;
     loop {
-        let keep_alive = Duration::from_secs(limits.keep_alive_secs);
-        let idle = || {
-            let waited = idle_since.elapsed();
-            shared.stopping.load(Ordering::SeqCst)
-                || (served > 0
-                    && (waited >= keep_alive || (waited >= YIELD_AFTER && queue_waiting(shared))))
+        let keep_alive = if shared.crowded() {
+            YIELD_AFTER
+        } else {
+            secs(limits.keep_alive_secs)
         };
-        // The first request's deadline counts from the connection (TLS handshake included).
+        let deadlines = HeadDeadlines {
+            request: (served == 0).then_some(first_deadline),
+            idle: (served > 0).then(|| idle_since + keep_alive),
+            read_timeout,
+        };
         let head = http::read_head(
             &mut stream,
             &mut buf,
             limits.max_header_bytes,
-            read_timeout,
-            (served == 0).then_some(connected),
-            &idle,
-        );
+            deadlines,
+            stopped(stop.clone()),
+        )
+        .await;
         let (head, used, deadline) = match head {
             Ok(h) => h,
             Err(e) => {
@@ -460,7 +489,8 @@ fn serve_connection(shared: &Shared, p: Pending) {
                 };
                 if let Some(a) = answer {
                     info!(peer = %peer, status = a.status, code = a.code, "request refused");
-                    let _ = http::write_response(&mut stream, &a.response(true));
+                    let until = Instant::now() + secs(limits.write_timeout_secs);
+                    let _ = http::write_response(&mut stream, &a.response(true), until).await;
                 }
                 break;
             }
@@ -469,16 +499,14 @@ fn serve_connection(shared: &Shared, p: Pending) {
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
         let mut log = LogLine::default();
-        let mut response = handle(shared, &head, &mut stream, &mut buf, deadline, &mut log);
+        let mut response = handle(shared, &head, &mut stream, &mut buf, deadline, &mut log).await;
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         served += 1;
-        if !head.keep_alive()
-            || shared.stopping.load(Ordering::SeqCst)
-            || served >= MAX_REQUESTS_PER_CONNECTION
-        {
+        if !head.keep_alive() || shared.stopping() || served >= MAX_REQUESTS_PER_CONNECTION {
             response.close = true;
         }
-        let written = http::write_response(&mut stream, &response);
+        let until = Instant::now() + secs(limits.write_timeout_secs);
+        let written = http::write_response(&mut stream, &response, until).await;
         info!(
             peer = %peer,
             method = %head.method,
@@ -503,8 +531,9 @@ fn serve_connection(shared: &Shared, p: Pending) {
         }
         idle_since = Instant::now();
     }
-    stream.conn.send_close_notify();
-    let _ = stream.flush();
+    // close_notify, within the write timeout.
+    let until = Instant::now() + secs(limits.write_timeout_secs);
+    let _ = timeout_at(until, stream.shutdown()).await;
 }
 
 /// What the request log line says beyond method, path and status. Never a secret: the
@@ -544,10 +573,10 @@ fn content_length(head: &http::RequestHead) -> Result<Option<usize>, ApiError> {
     Ok(value)
 }
 
-fn handle(
-    shared: &Shared,
+async fn handle(
+    shared: &Arc<Shared>,
     head: &http::RequestHead,
-    stream: &mut StreamOwned<ServerConnection, TcpStream>,
+    stream: &mut Tls,
     buf: &mut Vec<u8>,
     deadline: Instant,
     log: &mut LogLine,
@@ -555,7 +584,7 @@ fn handle(
     // Any body we do not read leaves the connection unusable: close it after answering.
     let has_body = head.header("transfer-encoding").is_some()
         || content_length(head).map_or(true, |n| n.unwrap_or(0) > 0);
-    let mut r = match route(shared, head, stream, buf, deadline, log) {
+    let mut r = match route(shared, head, stream, buf, deadline, log).await {
         Ok(r) => r,
         Err(e) => {
             log.code = Some(e.code);
@@ -568,10 +597,10 @@ fn handle(
     r
 }
 
-fn route(
-    shared: &Shared,
+async fn route(
+    shared: &Arc<Shared>,
     head: &http::RequestHead,
-    stream: &mut StreamOwned<ServerConnection, TcpStream>,
+    stream: &mut Tls,
     buf: &mut Vec<u8>,
     deadline: Instant,
     log: &mut LogLine,
@@ -600,7 +629,7 @@ fn route(
         .with_header("Allow", route.method()));
     }
     if route == Route::Health {
-        return Ok(if shared.stopping.load(Ordering::SeqCst) {
+        return Ok(if shared.stopping() {
             let mut r = api::ok_json(&json!({"status": "stopping"}));
             r.status = 503;
             r
@@ -689,10 +718,10 @@ fn route(
             })
         }
         Route::Exchange(i, u, kind) => {
-            let (id, hosted) = unit_of(i, u)?;
+            let (id, _) = unit_of(i, u)?;
             log.unit = Some(id.uuid());
             log.kind = Some(kind.name());
-            exchange(shared, head, stream, buf, deadline, log, id, hosted, kind)
+            exchange(shared, head, stream, buf, deadline, log, id, kind).await
         }
     }
 }
@@ -737,15 +766,14 @@ fn authenticate<'s>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn exchange(
-    shared: &Shared,
+async fn exchange(
+    shared: &Arc<Shared>,
     head: &http::RequestHead,
-    stream: &mut StreamOwned<ServerConnection, TcpStream>,
+    stream: &mut Tls,
     buf: &mut Vec<u8>,
     deadline: Instant,
     log: &mut LogLine,
     id: UnitId,
-    hosted: &HostedUnit,
     kind: Kind,
 ) -> Result<Response, ApiError> {
     let ct = head
@@ -782,7 +810,7 @@ fn exchange(
     if len > max {
         // Read (a bounded part of) the body first, so that the client sees the 413.
         let already = std::mem::take(buf).len().min(len);
-        http::drain(stream, len - already, deadline);
+        http::drain(stream, len - already, deadline).await;
         return Err(ApiError::new(
             413,
             "payload_too_large",
@@ -797,14 +825,16 @@ fn exchange(
     } else {
         (already, Vec::new())
     };
-    let body = http::read_body(stream, body, len, deadline).map_err(|e| match e {
-        ReadError::Timeout => ApiError::new(
-            408,
-            "request_timeout",
-            "The request body did not arrive in time.",
-        ),
-        _ => ApiError::new(400, "bad_http", "The request body ended early."),
-    })?;
+    let body = http::read_body(stream, body, len, deadline)
+        .await
+        .map_err(|e| match e {
+            ReadError::Timeout => ApiError::new(
+                408,
+                "request_timeout",
+                "The request body did not arrive in time.",
+            ),
+            _ => ApiError::new(400, "bad_http", "The request body ended early."),
+        })?;
     *buf = rest;
     log.body_read = true;
     let request = Request::from_der(&body).map_err(|e| {
@@ -835,15 +865,41 @@ fn exchange(
             ))
         }
     }
-    // One request at a time per unit; the unit saves its state before it answers.
-    let tke_unit::Answer {
+    // One request at a time per unit, on the blocking pool (the unit signs, and saves its
+    // state with an fsync, before it answers). Once started it runs to its end, even if
+    // the connection goes away, so an executed command is always on disk.
+    let unit_work = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            shared.units.get(&id).map(|hosted| {
+                hosted
+                    .unit
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .answer(&body)
+            })
+        })
+    };
+    let answered = match unit_work.await {
+        Ok(a) => a,
+        // A panic in the unit: this connection ends unanswered, as the panic says.
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => None,
+        },
+    };
+    let Some(tke_unit::Answer {
         response: answer,
         internal_errors,
-    } = hosted
-        .unit
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .answer(&body);
+    }) = answered
+    else {
+        // Cancelled: only when the runtime ends after the grace period.
+        return Err(ApiError::new(
+            503,
+            "stopping",
+            "The server stopped before the request was executed.",
+        ));
+    };
     // The client reads only "internal error": the cause is for the operator.
     for e in &internal_errors {
         error!(unit = %id.uuid(), error = %ErrorChain(e), "the unit answered an internal error");

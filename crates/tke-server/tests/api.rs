@@ -580,24 +580,12 @@ fn sigterm_lets_commands_in_progress_finish_and_every_answered_command_is_on_dis
     let mut server = ServerProc::start(&dir, port);
     let client = client(&server);
     let alice = MemSigner::new("alice");
-    let one = Threshold::new(1).unwrap();
-    let mut start = Vec::new();
-    for u in client.units() {
-        client
-            .run(u, &Command::AddAdmin(alice.certificate().clone()), &[])
-            .unwrap();
-        client
-            .run(
-                u,
-                &Command::SetThresholds {
-                    signature: one,
-                    revocation: one,
-                },
-                &[&alice],
-            )
-            .unwrap();
-        start.push(client.query(u).unwrap().counter);
-    }
+    set_up(&client, &alice);
+    let start: Vec<u64> = client
+        .units()
+        .iter()
+        .map(|u| client.query(u).unwrap().counter)
+        .collect();
     // Two threads per unit send signed commands until the server goes away.
     let answered = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -684,4 +672,64 @@ fn slow_clients_are_cut_off_by_the_read_deadline() {
     );
     // And the server keeps serving.
     assert!(client(&server).query(&client(&server).units()[0]).is_ok());
+}
+
+/// The peer address (`127.0.0.1:PORT`) of each exchange the server logged, in order: one
+/// port per client connection.
+fn exchange_peers(logs: &str) -> Vec<String> {
+    logs.lines()
+        .filter(|l| l.contains(" request ") && l.contains("/hsms/"))
+        .filter_map(|l| l.split("peer=").nth(1))
+        .filter_map(|p| p.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_client_reuses_connections_but_sends_a_command_only_on_one_used_moments_ago() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("srv");
+    let port = free_port();
+    init(&dir, port, &["--operational", "1", "--recovery", "0"]);
+    let server = ServerProc::start(&dir, port);
+    let t = transport(&server.url(), &ca_of(&dir), &dir.join("api-key"));
+    let unit = t.list_units().unwrap()[0].unit_id;
+    let query = Request::Query(Query {
+        unit_id: unit,
+        nonce: Nonce::random(),
+    })
+    .to_der()
+    .unwrap();
+    // A command the server refuses (400, body read): enough to see which connection
+    // carries it.
+    let command = [0xa1, 0x00];
+    let is_refused = |r: Result<Vec<u8>, ClientError>| match r {
+        Err(ClientError::Network { source, .. }) => assert_eq!(source.status(), Some(400)),
+        other => panic!("{other:?}"),
+    };
+    t.exchange(&unit, &query).unwrap();
+    t.exchange(&unit, &query).unwrap();
+    // 0.5 s later: a query still reuses the connection, a command does not.
+    std::thread::sleep(Duration::from_millis(500));
+    t.exchange(&unit, &query).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    is_refused(t.exchange(&unit, &command));
+    // Right after: a command reuses the connection.
+    is_refused(t.exchange(&unit, &command));
+    let mut peers = Vec::new();
+    for _ in 0..100 {
+        peers = exchange_peers(&server.logs());
+        if peers.len() == 5 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(peers.len(), 5, "{}", server.logs());
+    assert_eq!(peers[0], peers[1], "queries share a connection");
+    assert_eq!(peers[1], peers[2], "a query reuses one used within 2 s");
+    assert_ne!(
+        peers[2], peers[3],
+        "a command never goes on one idle for 0.5 s"
+    );
+    assert_eq!(peers[3], peers[4], "a command reuses one used moments ago");
 }

@@ -13,31 +13,11 @@ use std::{
 
 use common::*;
 use tke_client::{Client, ClientError, KnownUnit};
-use tke_proto::{Command, ModuleError, Threshold};
-use tke_sigkey::Signer as _;
+use tke_proto::{Command, ModuleError};
 
 const QUERIES: usize = 1000;
 const COMMANDS: usize = 100;
 const UNITS: usize = 4;
-
-fn set_up(client: &Client, alice: &MemSigner) {
-    let one = Threshold::new(1).unwrap();
-    for u in client.units() {
-        client
-            .run(u, &Command::AddAdmin(alice.certificate().clone()), &[])
-            .unwrap();
-        client
-            .run(
-                u,
-                &Command::SetThresholds {
-                    signature: one,
-                    revocation: one,
-                },
-                &[alice],
-            )
-            .unwrap();
-    }
-}
 
 /// `n` concurrent queries (one thread each, released together), spread over the units.
 /// Every answer is authenticated by the client; returns the failures.

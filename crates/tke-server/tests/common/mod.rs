@@ -11,7 +11,9 @@ use std::{
     time::Duration,
 };
 
-use tke_proto::CaCertificate;
+use tke_client::Client;
+use tke_proto::{CaCertificate, Command, Threshold};
+use tke_sigkey::Signer as _;
 
 pub use tke_test_support::{server::*, MemSigner};
 
@@ -39,8 +41,8 @@ impl Raw {
     }
 }
 
-/// Sends `bytes` as they are over a TLS connection trusting `ca`, and reads one answer.
-pub fn raw(port: u16, ca: &CaCertificate, bytes: &[u8]) -> Raw {
+/// A TLS 1.3 client configuration trusting `ca` only.
+pub fn tls_client(ca: &CaCertificate) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(ca.der().to_vec()))
@@ -52,8 +54,13 @@ pub fn raw(port: u16, ca: &CaCertificate, bytes: &[u8]) -> Raw {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
+    Arc::new(cfg)
+}
+
+/// Sends `bytes` as they are over a TLS connection trusting `ca`, and reads one answer.
+pub fn raw(port: u16, ca: &CaCertificate, bytes: &[u8]) -> Raw {
     let conn = rustls::ClientConnection::new(
-        Arc::new(cfg),
+        tls_client(ca),
         rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
     )
     .unwrap();
@@ -125,4 +132,25 @@ pub fn instance_ids(dir: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// Installs `alice` on every unit of `client` (in imprint mode) and sets both thresholds to
+/// one, so that she alone signs commands.
+pub fn set_up(client: &Client, alice: &MemSigner) {
+    let one = Threshold::new(1).unwrap();
+    for u in client.units() {
+        client
+            .run(u, &Command::AddAdmin(alice.certificate().clone()), &[])
+            .unwrap();
+        client
+            .run(
+                u,
+                &Command::SetThresholds {
+                    signature: one,
+                    revocation: one,
+                },
+                &[alice],
+            )
+            .unwrap();
+    }
 }
