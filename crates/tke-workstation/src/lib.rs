@@ -11,9 +11,10 @@ pub use dir::{DirOrigin, FilesDir};
 pub use error::{KeyFileError, Result};
 pub use selection::{Selection, SELECTION_FILE};
 pub use sigkey::{
-    decrypt_private_key_file, encrypt_private_key, file_stem, SigKeyEntry, SigKeyKind,
-    SigKeyListing, YubiKeyRef, CERT_SUFFIX, KEY_PEM_LABEL, KEY_SUFFIX, REF_SUFFIX, SCRYPT_LOG_N,
-    SCRYPT_P, SCRYPT_R,
+    file_stem, SigKeyEntry, SigKeyKind, SigKeyListing, YubiKeyRef, CERT_SUFFIX, KEY_PEM_LABEL,
+    KEY_SUFFIX, REF_SUFFIX,
 };
 /// The password of a signature key file (the type of `tke-pkcs8`, the key files' format).
 pub use tke_pkcs8::Password;
+/// The scrypt cost written into new key files (that of the key files' format).
+pub use tke_pkcs8::{SCRYPT_LOG_N, SCRYPT_P, SCRYPT_R};
