@@ -2,7 +2,7 @@
 //! certificates the CA holder issues for it.
 //!
 //! The CA key (`ca.key.pem`) is a P-256 key in the format of signature key files
-//! (encrypted PKCS#8, PBES2 with scrypt and AES-256-CBC; see `tke-workstation`). Only
+//! (encrypted PKCS#8, PBES2 with scrypt and AES-256-CBC; see `tke-pkcs8`). Only
 //! `tke-unitd init` and `tke-unitd ca-sign` open it, with a passphrase; `serve` never reads
 //! it. With the CA key and an administrator quorum, a "unit" that is not one could be
 //! certified and receive the master key: the key is as sensitive as the master key.
@@ -42,8 +42,8 @@ use p256::{
 };
 use sha2::{Digest as _, Sha256};
 use tke_fs::atomic;
+use tke_pkcs8::Password;
 use tke_proto::{CaCertificate, DeviceCertificate, UnitId, UnitType};
-use tke_workstation::Password;
 
 use crate::{config, error::io_err, tlscert, ServerError};
 
@@ -124,11 +124,9 @@ pub(crate) fn create(
         }
     })?;
     let key_path = dir.join(CA_KEY_FILE);
-    let pem = tke_workstation::encrypt_private_key(&secret, passphrase).map_err(|_| {
-        ServerError::BadFile {
-            path: key_path.clone(),
-            what: "cannot encrypt the fleet CA key",
-        }
+    let pem = tke_pkcs8::encrypt(&secret, passphrase).map_err(|_| ServerError::BadFile {
+        path: key_path.clone(),
+        what: "cannot encrypt the fleet CA key",
     })?;
     atomic::create_private(&key_path, pem.as_bytes()).map_err(io_err("write", &key_path))?;
     Ok((ca, key))
@@ -157,11 +155,9 @@ pub fn load(dir: &Path, passphrase: &Password) -> Result<(CaCertificate, Signing
     let ca = read_certificate(&dir.join(CA_FILE))?;
     let key_path = dir.join(CA_KEY_FILE);
     let secret =
-        tke_workstation::decrypt_private_key_file(&key_path, passphrase).map_err(|source| {
-            ServerError::CaKey {
-                path: key_path.clone(),
-                source: Box::new(source),
-            }
+        tke_pkcs8::decrypt_file(&key_path, passphrase).map_err(|source| ServerError::CaKey {
+            path: key_path.clone(),
+            source: Box::new(source),
         })?;
     let key = SigningKey::from(&secret);
     if *key.verifying_key() != ca.verifying_key() {
@@ -495,7 +491,7 @@ mod tests {
         let err = load(d.path(), &Password::new("wrong")).unwrap_err();
         assert!(
             matches!(&err, ServerError::CaKey { source, .. }
-                if matches!(**source, tke_workstation::KeyFileError::WrongKeyPassword { .. })),
+                if matches!(**source, tke_pkcs8::FileError::WrongPassword { .. })),
             "{err}"
         );
     }

@@ -127,7 +127,7 @@ pub enum ServerError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: Box<tke_workstation::KeyFileError>,
+        source: Box<tke_pkcs8::FileError>,
     },
     /// A passphrase file is refused.
     #[error("the passphrase file {} {what}", path.display())]

@@ -36,9 +36,9 @@ use p256::{
     PublicKey, SecretKey,
 };
 use tke_fs::atomic;
+use tke_pkcs8::Password;
 use tke_proto::{CaCertificate, DeviceCertificate, UnitId, UnitType};
 use tke_unit::{Backend as _, SoftBackend, Unit, UnitError, SECRETS_FILE};
-use tke_workstation::Password;
 use zeroize::Zeroizing;
 
 use crate::{

@@ -15,8 +15,8 @@ use signal_hook::{
     consts::{SIGINT, SIGTERM},
     iterator::Signals,
 };
+use tke_pkcs8::Password;
 use tke_server::{config::CONFIG_FILE, Config, InitOptions, InitReport, Server};
-use tke_workstation::Password;
 
 /// Serves TKE crypto units of one or more service instances over HTTPS.
 #[derive(Parser, Debug)]

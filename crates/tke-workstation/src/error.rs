@@ -126,19 +126,6 @@ pub enum KeyFileError {
         path: PathBuf,
     },
 
-    /// Decryption of a key file that is not an administrator's (see
-    /// [`crate::decrypt_private_key_file`]) failed: the password is wrong, or the
-    /// encrypted data was altered.
-    #[error(
-        "wrong password for the key file {}, or its encrypted data was altered \
-         (with AES-CBC encryption the two look alike)",
-        path.display()
-    )]
-    WrongKeyPassword {
-        /// The key file.
-        path: PathBuf,
-    },
-
     /// The key file decrypts to a key that is not the certificate's key.
     #[error(
         "the signature key in {} does not match the certificate of administrator {name} ({}) in {}",

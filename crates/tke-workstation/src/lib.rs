@@ -4,16 +4,17 @@
 use tke_fs::atomic;
 mod dir;
 mod error;
-mod password;
 mod selection;
 mod sigkey;
 
 pub use dir::{DirOrigin, FilesDir};
 pub use error::{KeyFileError, Result};
-pub use password::Password;
 pub use selection::{Selection, SELECTION_FILE};
 pub use sigkey::{
-    decrypt_private_key_file, encrypt_private_key, file_stem, ScryptCost, SigKeyEntry, SigKeyKind,
-    SigKeyListing, YubiKeyRef, CERT_SUFFIX, KEY_PEM_LABEL, KEY_SUFFIX, REF_SUFFIX, SCRYPT_LOG_N,
-    SCRYPT_P, SCRYPT_R,
+    file_stem, SigKeyEntry, SigKeyKind, SigKeyListing, YubiKeyRef, CERT_SUFFIX, KEY_PEM_LABEL,
+    KEY_SUFFIX, REF_SUFFIX,
 };
+/// The password of a signature key file (the type of `tke-pkcs8`, the key files' format).
+pub use tke_pkcs8::Password;
+/// The scrypt cost written into new key files (that of the key files' format).
+pub use tke_pkcs8::{ScryptCost, SCRYPT_LOG_N, SCRYPT_P, SCRYPT_R};

@@ -8,16 +8,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use p256::{
-    elliptic_curve::ALGORITHM_OID,
-    pkcs8::{AssociatedOid, EncodePrivateKey},
-    NistP256, SecretKey,
-};
-use pkcs5::pbes2;
-use pkcs8::{
-    der::{pem::LineEnding, Decode},
-    EncryptedPrivateKeyInfo, PrivateKeyInfo,
-};
+use p256::SecretKey;
+use tke_pkcs8::{Pkcs8Error, ScryptCost};
 use tke_proto::{AdminCertificate, AdminName, Ski};
 use zeroize::Zeroizing;
 
@@ -30,56 +22,7 @@ pub const CERT_SUFFIX: &str = ".crt.pem";
 /// The suffix of the reference file of a signature key held on a token (no secret in it).
 pub const REF_SUFFIX: &str = ".ref.toml";
 /// The PEM label of the private key file.
-pub const KEY_PEM_LABEL: &str = "ENCRYPTED PRIVATE KEY";
-
-/// scrypt cost written into new key files: log2(N) = 16 (N = 65536). With `r` = 3 one
-/// derivation needs 24 MiB: OpenSSL 3.0 caps the scrypt memory of a PBES2 file at 32 MiB
-/// (`openssl pkey` has no option to raise it), so N = 2^16 with r = 8 (64 MiB) could not
-/// be opened by `openssl` any more. `p` = 4 runs four such lanes one after another: six
-/// times the work of the N = 2^14, r = 8, p = 1 that files had before (figures in the
-/// README).
-pub const SCRYPT_LOG_N: u8 = 16;
-/// scrypt block size `r` written into new key files.
-pub const SCRYPT_R: u32 = 3;
-/// scrypt parallelism `p` written into new key files.
-pub const SCRYPT_P: u32 = 4;
-
-/// The scrypt cost of a key file: log2(N), `r` and `p`. New files get [`ScryptCost::NEW`];
-/// reading accepts any cost within fixed limits, so older files still open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ScryptCost {
-    /// log2 of the CPU/memory cost N.
-    pub log_n: u8,
-    /// Block size.
-    pub r: u32,
-    /// Parallelism: lanes computed one after another here.
-    pub p: u32,
-}
-
-impl ScryptCost {
-    /// What [`FilesDir::write_signature_key`] writes: [`SCRYPT_LOG_N`], [`SCRYPT_R`],
-    /// [`SCRYPT_P`].
-    pub const NEW: Self = Self {
-        log_n: SCRYPT_LOG_N,
-        r: SCRYPT_R,
-        p: SCRYPT_P,
-    };
-    /// What key files had before: log2(N) = 14, r = 8, p = 1 (OpenSSL's own default).
-    /// Such files still open; only tests and benches write it.
-    pub const V1: Self = Self {
-        log_n: 14,
-        r: 8,
-        p: 1,
-    };
-}
-
-/// Largest scrypt memory (128 · r · N bytes) accepted when reading a key file, so that an
-/// edited file cannot make the reader allocate without bound.
-const MAX_SCRYPT_MEMORY: u64 = 256 << 20;
-/// Largest scrypt parallelism accepted when reading.
-const MAX_SCRYPT_P: u16 = 16;
-/// Largest PBKDF2 iteration count accepted when reading.
-const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+pub const KEY_PEM_LABEL: &str = tke_pkcs8::PEM_LABEL;
 
 /// Where a signature key lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -250,8 +193,9 @@ impl SigKeyEntry {
                 })
             }
         }
-        let der = read_key_file(&self.key_path)?;
-        let secret = decrypt_key(&self.key_path, &self.name, &der, password)?;
+        let pem = read_key_file(&self.key_path, &self.name)?;
+        let secret = tke_pkcs8::decrypt(&pem, password)
+            .map_err(|e| key_file_error(&self.key_path, &self.name, e))?;
         if secret.public_key() != *self.certificate.public_key() {
             return Err(KeyFileError::KeyMismatch {
                 name: self.name.clone(),
@@ -622,7 +566,7 @@ fn load_entry(key_path: PathBuf, cert_path: PathBuf) -> Result<SigKeyEntry> {
     let certificate = load_certificate(&cert_path)?;
     // Check the key file's structure now, so that `sigkeys` shows a damaged key file
     // before anyone types a password for it.
-    read_key_file(&key_path)?;
+    read_key_file(&key_path, certificate.name())?;
     Ok(SigKeyEntry::new(
         certificate,
         SigKeyKind::File,
@@ -735,202 +679,32 @@ fn encrypt_key(
     password: &Password,
     cost: ScryptCost,
 ) -> Result<Zeroizing<String>> {
-    encrypt_private_key_with_cost(secret, password, cost).map_err(|source| KeyFileError::Encrypt {
+    tke_pkcs8::encrypt_with_cost(secret, password, cost).map_err(|source| KeyFileError::Encrypt {
         name: name.clone(),
         source,
     })
 }
 
-/// Encrypts a P-256 private key in the format of signature key files (PEM `ENCRYPTED
-/// PRIVATE KEY`: PBES2, scrypt at the cost of new key files ([`ScryptCost::NEW`]), random
-/// salt, AES-256-CBC with a random IV), for other keys kept the same way.
-///
-/// # Errors
-/// The encoder's error (it never holds key bytes).
-pub fn encrypt_private_key(
-    secret: &SecretKey,
-    password: &Password,
-) -> core::result::Result<Zeroizing<String>, pkcs8::Error> {
-    encrypt_private_key_with_cost(secret, password, ScryptCost::NEW)
+/// Reads the key file of administrator `name` and checks its structure without
+/// decrypting it. Returns its text.
+fn read_key_file(path: &Path, name: &AdminName) -> Result<Zeroizing<Vec<u8>>> {
+    let pem = Zeroizing::new(fs::read(path).map_err(io_err("read", path))?);
+    tke_pkcs8::check(&pem).map_err(|e| key_file_error(path, name, e))?;
+    Ok(pem)
 }
 
-fn encrypt_private_key_with_cost(
-    secret: &SecretKey,
-    password: &Password,
-    cost: ScryptCost,
-) -> core::result::Result<Zeroizing<String>, pkcs8::Error> {
-    let mut salt = [0u8; 16];
-    let mut iv = [0u8; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut iv);
-    let scrypt = pkcs5::scrypt::Params::new(cost.log_n, cost.r, cost.p, 32)
-        .map_err(|_| pkcs8::Error::ParametersMalformed)?;
-    let params = pbes2::Parameters::scrypt_aes256cbc(scrypt, &salt, &iv)
-        .map_err(pkcs8::Error::EncryptedPrivateKey)?;
-    let plain = secret.to_pkcs8_der()?;
-    let info = PrivateKeyInfo::try_from(plain.as_bytes())?;
-    let encrypted = info.encrypt_with_params(params, password.expose_secret().as_bytes())?;
-    Ok(encrypted.to_pem(KEY_PEM_LABEL, LineEnding::LF)?)
-}
-
-/// Reads and decrypts a P-256 private key file in the format of signature key files (see
-/// [`encrypt_private_key`]; keys written by `openssl pkcs8 -topk8 -v2 ...` too). Never
-/// modifies the file. The returned key is zeroized when dropped.
-///
-/// # Errors
-/// [`KeyFileError::WrongKeyPassword`] when decryption fails (wrong password, or altered
-/// encrypted data); [`KeyFileError::MalformedKeyFile`] or [`KeyFileError::KeyFileEncoding`]
-/// for a truncated, edited, unencrypted or foreign file; [`KeyFileError::Io`].
-pub fn decrypt_private_key_file(path: &Path, password: &Password) -> Result<SecretKey> {
-    let der = read_key_file(path)?;
-    decrypt_der(path, &der, password, || KeyFileError::WrongKeyPassword {
-        path: path.to_path_buf(),
-    })
-}
-
-/// Reads a key file and checks its structure without decrypting it. Returns the DER of
-/// its `EncryptedPrivateKeyInfo`.
-fn read_key_file(path: &Path) -> Result<Vec<u8>> {
-    let bytes = fs::read(path).map_err(io_err("read", path))?;
-    let (label, der) =
-        pkcs8::der::pem::decode_vec(&bytes).map_err(|e| KeyFileError::KeyFileEncoding {
-            path: path.to_path_buf(),
-            what: "not a complete PEM block",
-            source: e.into(),
-        })?;
-    if label != KEY_PEM_LABEL {
-        return Err(malformed(
+/// The error of the key file `path` of administrator `name` for what the format found.
+fn key_file_error(path: &Path, name: &AdminName, e: Pkcs8Error) -> KeyFileError {
+    let path = path.to_path_buf();
+    match e {
+        Pkcs8Error::WrongPassword => KeyFileError::WrongPassword {
+            name: name.clone(),
             path,
-            if label == "PRIVATE KEY" || label == "EC PRIVATE KEY" {
-                "the private key is not encrypted; TKE keeps only password-protected keys"
-            } else {
-                "the PEM block is not an ENCRYPTED PRIVATE KEY"
-            },
-        ));
-    }
-    parse_encrypted(path, &der)?;
-    Ok(der)
-}
-
-/// Parses an `EncryptedPrivateKeyInfo` strictly and checks that it uses PBES2 with AES-CBC,
-/// KDF parameters within limits, and whole AES blocks. Returns it and its PBES2 parameters.
-fn parse_encrypted<'a>(
-    path: &Path,
-    der: &'a [u8],
-) -> Result<(EncryptedPrivateKeyInfo<'a>, pbes2::Parameters<'a>)> {
-    let info =
-        EncryptedPrivateKeyInfo::from_der(der).map_err(|source| KeyFileError::KeyFileEncoding {
-            path: path.to_path_buf(),
-            what: "not a valid EncryptedPrivateKeyInfo",
-            source,
-        })?;
-    let params = match info.encryption_algorithm {
-        pkcs5::EncryptionScheme::Pbes2(ref params) => params.clone(),
-        _ => {
-            return Err(malformed(
-                path,
-                "it does not use PBES2 encryption; only PBES2 (scrypt or PBKDF2, with AES-CBC) is supported",
-            ))
+        },
+        Pkcs8Error::Encoding { what, source } => {
+            KeyFileError::KeyFileEncoding { path, what, source }
         }
-    };
-    if !matches!(
-        params.encryption,
-        pbes2::EncryptionScheme::Aes128Cbc { .. }
-            | pbes2::EncryptionScheme::Aes192Cbc { .. }
-            | pbes2::EncryptionScheme::Aes256Cbc { .. }
-    ) {
-        return Err(malformed(path, "its cipher is not AES-CBC"));
-    }
-    match params.kdf {
-        pbes2::Kdf::Scrypt(s) => {
-            let memory = 128 * u64::from(s.block_size) * s.cost_parameter;
-            if s.cost_parameter > 1 << 20
-                || memory > MAX_SCRYPT_MEMORY
-                || s.parallelization > MAX_SCRYPT_P
-            {
-                return Err(malformed(
-                    path,
-                    "its scrypt parameters exceed the limits (at most 256 MiB of memory, N <= 2^20, p <= 16)",
-                ));
-            }
-        }
-        pbes2::Kdf::Pbkdf2(p) => {
-            if p.iteration_count > MAX_PBKDF2_ITERATIONS {
-                return Err(malformed(
-                    path,
-                    "its PBKDF2 iteration count exceeds the limit of 10,000,000",
-                ));
-            }
-        }
-        _ => {
-            return Err(malformed(
-                path,
-                "its key derivation function is not scrypt or PBKDF2",
-            ))
-        }
-    }
-    if info.encrypted_data.is_empty() || info.encrypted_data.len() % 16 != 0 {
-        return Err(malformed(
-            path,
-            "the encrypted data is not a whole number of AES blocks (the file was cut short or edited)",
-        ));
-    }
-    Ok((info, params))
-}
-
-fn decrypt_key(
-    path: &Path,
-    name: &AdminName,
-    der: &[u8],
-    password: &Password,
-) -> Result<SecretKey> {
-    decrypt_der(path, der, password, || KeyFileError::WrongPassword {
-        name: name.clone(),
-        path: path.to_path_buf(),
-    })
-}
-
-/// Decrypts the `EncryptedPrivateKeyInfo` DER of the key file `path`; `wrong_password`
-/// makes the error of a failed decryption, which names whose key it is.
-fn decrypt_der(
-    path: &Path,
-    der: &[u8],
-    password: &Password,
-    wrong_password: impl Fn() -> KeyFileError,
-) -> Result<SecretKey> {
-    let (info, params) = parse_encrypted(path, der)?;
-    let mut buf = Zeroizing::new(info.encrypted_data.to_vec());
-    let plain = match params.decrypt_in_place(password.expose_secret().as_bytes(), &mut buf) {
-        Ok(plain) => plain,
-        // A bad CBC padding: pkcs5 0.7 reports it as `EncryptFailed`.
-        Err(pkcs5::Error::DecryptFailed | pkcs5::Error::EncryptFailed) => {
-            return Err(wrong_password())
-        }
-        Err(_) => {
-            return Err(malformed(
-                path,
-                "its encryption parameters are invalid or unsupported (supported: scrypt, or \
-                 PBKDF2 with HMAC-SHA-224/256/384/512)",
-            ))
-        }
-    };
-    // With a wrong password the plaintext is noise that is not DER.
-    let info = PrivateKeyInfo::from_der(plain).map_err(|_| wrong_password())?;
-    if info
-        .algorithm
-        .assert_oids(ALGORITHM_OID, NistP256::OID)
-        .is_err()
-    {
-        return Err(malformed(path, "the key is not an EC key on curve P-256"));
-    }
-    SecretKey::try_from(info)
-        .map_err(|_| malformed(path, "the decrypted key is not a valid P-256 private key"))
-}
-
-fn malformed(path: &Path, problem: &'static str) -> KeyFileError {
-    KeyFileError::MalformedKeyFile {
-        path: path.to_path_buf(),
-        problem,
+        Pkcs8Error::Malformed { problem } => KeyFileError::MalformedKeyFile { path, problem },
     }
 }
 
@@ -980,22 +754,6 @@ mod tests {
             assert!(err.contains("x.ref.toml"), "{err}");
             assert!(err.contains(what), "{what:?} not in: {err}");
         }
-    }
-
-    #[test]
-    fn other_keys_round_trip_and_a_wrong_password_is_named() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("ca.key.pem");
-        let secret = SecretKey::random(&mut rand_core::OsRng);
-        let pem = encrypt_private_key(&secret, &Password::new("right")).unwrap();
-        fs::write(&path, pem.as_bytes()).unwrap();
-        let back = decrypt_private_key_file(&path, &Password::new("right")).unwrap();
-        assert_eq!(back.public_key(), secret.public_key());
-        let err = decrypt_private_key_file(&path, &Password::new("wrong")).unwrap_err();
-        assert!(
-            matches!(&err, KeyFileError::WrongKeyPassword { path: p } if *p == path),
-            "{err}"
-        );
     }
 
     #[test]

@@ -6,10 +6,7 @@ mod common;
 use std::{fs, os::unix::fs::PermissionsExt};
 
 use common::{admin, cert_for, edit_pem_der, files_dir, openssl, openssl_ok, s};
-use tke_proto::{
-    p256::{pkcs8::DecodePrivateKey, SecretKey},
-    AdminName,
-};
+use tke_proto::{p256::SecretKey, AdminName};
 use tke_workstation::{KeyFileError, Password, ScryptCost, SigKeyKind};
 
 const PW: &str = "Tr0ub4dor&3-test";
@@ -226,53 +223,6 @@ fn a_key_file_of_the_former_cost_still_opens() {
         listing.entries[0].decrypt(&Password::new("guess")),
         Err(KeyFileError::WrongPassword { .. })
     ));
-}
-
-/// Makes a P-256 key with `openssl genpkey`, encrypts it with `openssl pkcs8 -topk8 -v2
-/// aes-256-cbc` plus `extra` options, puts it beside a certificate for it, and checks that
-/// our reader decrypts it to the same key.
-fn openssl_key_decrypts(extra: &[&str]) {
-    let (t, dir) = files_dir();
-    let plain = t.path().join("plain.pem");
-    openssl_ok(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        s(&plain),
-    ]);
-    let secret = SecretKey::from_pkcs8_pem(&fs::read_to_string(&plain).unwrap()).unwrap();
-    let name = AdminName::new("openssl-made").unwrap();
-    let cert = cert_for(&name, &secret);
-    let stem = tke_workstation::file_stem(&name, &cert.ski());
-    let key_path = dir.path().join(format!("{stem}.key.pem"));
-    let mut args = vec!["pkcs8", "-topk8", "-v2", "aes-256-cbc"];
-    args.extend_from_slice(extra);
-    let passout = format!("pass:{PW}");
-    args.extend_from_slice(&["-in", s(&plain), "-out", s(&key_path), "-passout", &passout]);
-    openssl_ok(&args);
-    fs::write(
-        dir.path().join(format!("{stem}.crt.pem")),
-        cert.to_pem().unwrap(),
-    )
-    .unwrap();
-
-    let listing = dir.signature_keys().unwrap();
-    assert!(listing.problems.is_empty(), "{:?}", listing.problems);
-    let opened = listing.by_ski(&cert.ski()).unwrap().decrypt(&pw()).unwrap();
-    assert_eq!(opened.to_bytes(), secret.to_bytes());
-}
-
-#[test]
-fn a_key_encrypted_by_openssl_with_scrypt_decrypts() {
-    openssl_key_decrypts(&["-scrypt"]);
-}
-
-#[test]
-fn a_key_encrypted_by_openssl_with_pbkdf2_decrypts() {
-    openssl_key_decrypts(&[]);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use zeroize::Zeroizing;
 
-/// A password for a signature key file. Zeroized on drop; its `Debug` never shows it;
+/// The password of an encrypted private key. Zeroized on drop; its `Debug` never shows it;
 /// the value comes out only through [`Password::expose_secret`].
 #[derive(Clone)]
 pub struct Password(Zeroizing<String>);
