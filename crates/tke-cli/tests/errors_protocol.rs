@@ -136,18 +136,24 @@ fn start_old_server(dir: &Path, port: u16) {
     )
     .unwrap();
     let key = SigningKey::random(&mut rand_core::OsRng);
+    let instance = fs::read_to_string(dir.join("instance-id"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let description = tke_proto::UnitDescription {
+        unit_type: tke_proto::UnitType::Operational,
+        instance_id: tke_proto::InstanceId::from_uuid(&instance).unwrap(),
+    };
     let cert = DeviceCertificate::issue(
         &ca,
         &UnitId(UNIT),
+        &description,
         &key.verifying_key().into(),
         Box::new(move |m| Ok(ca_key.sign(m))),
     )
     .unwrap();
     let unit = Arc::new(OldUnit {
-        instance: fs::read_to_string(dir.join("instance-id"))
-            .unwrap()
-            .trim()
-            .to_owned(),
+        instance,
         key,
         certificate_pem: pem::encode_string("CERTIFICATE", LineEnding::LF, cert.der()).unwrap(),
     });

@@ -10,7 +10,7 @@ use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, Transport, UnitD
 use tke_proto::{
     der::Decode,
     p256::ecdsa::{signature::Signer as _, SigningKey},
-    DeviceCertificate, ProtoError, Request, UnitId, UnitType,
+    DeviceCertificate, InstanceId, ProtoError, Request, UnitDescription, UnitId, UnitType,
 };
 use tke_test_support::versions::imprint_answer;
 
@@ -27,14 +27,19 @@ impl FakeUnit {
         let key = SigningKey::random(&mut rand_core::OsRng);
         let id = UnitId::random();
         let ca_key = fleet.ca_key().unwrap();
+        let mut descriptor = fleet.list_units().unwrap().remove(0);
+        let description = UnitDescription {
+            unit_type: UnitType::Operational,
+            instance_id: InstanceId::from_uuid(&descriptor.instance.0).unwrap(),
+        };
         let cert = DeviceCertificate::issue(
             fleet.ca(),
             &id,
+            &description,
             &key.verifying_key().into(),
             Box::new(move |m| Ok(ca_key.sign(m))),
         )
         .unwrap();
-        let mut descriptor = fleet.list_units().unwrap().remove(0);
         descriptor.unit_id = id;
         descriptor.unit_type = UnitType::Operational;
         descriptor.device_certificate = cert.der().to_vec();

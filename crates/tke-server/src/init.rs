@@ -36,7 +36,7 @@ use p256::{
     PublicKey, SecretKey,
 };
 use tke_fs::atomic;
-use tke_proto::{CaCertificate, DeviceCertificate, UnitId, UnitType};
+use tke_proto::{CaCertificate, DeviceCertificate, InstanceId, UnitDescription, UnitId, UnitType};
 use tke_unit::{Backend as _, SoftBackend, Unit, UnitError, SECRETS_FILE};
 use tke_workstation::Password;
 use zeroize::Zeroizing;
@@ -482,6 +482,8 @@ fn build(
                 UnitType::Failover,
                 opts.failover as usize,
             ));
+        let instance_id = InstanceId::from_uuid(&id)
+            .map_err(|_| ServerError::InstanceId { value: id.clone() })?;
         let mut units = Vec::new();
         for unit_type in plan {
             domain += 1;
@@ -494,8 +496,18 @@ fn build(
             match &mut issuer {
                 Issuer::Ca(ca_key) => {
                     let unit_dir = tmp.join("units").join(unit_id.uuid());
+                    let description = UnitDescription {
+                        unit_type,
+                        instance_id,
+                    };
                     let mut issue = |key: &PublicKey| {
-                        DeviceCertificate::issue(&ca, &unit_id, key, ca::signer(ca_key))
+                        DeviceCertificate::issue(
+                            &ca,
+                            &unit_id,
+                            &description,
+                            key,
+                            ca::signer(ca_key),
+                        )
                     };
                     Unit::create_soft(&unit_dir, unit_id, unit_type, &ca, &mut issue)
                         .map_err(unit_err)?;
@@ -652,6 +664,15 @@ pub fn join_install(dir: &Path, certificates: &Path) -> Result<InitReport, Serve
         return Err(bad(
             "its first certificate is not one the fleet CA issued for this server's TLS key",
         ));
+    }
+    // Creating a unit checks its certificate's unit, key and type; the instance is the
+    // request's to check.
+    for (u, der) in req.units.iter().zip(&ders[1..]) {
+        if DeviceCertificate::verify(der, &ca).is_ok_and(|c| c.instance_id().uuid() != u.instance) {
+            return Err(bad(
+                "a device certificate names another service instance than this server's request",
+            ));
+        }
     }
     let new_units = join.join("units-new");
     let _ = fs::remove_dir_all(&new_units);

@@ -334,7 +334,7 @@ fn create_refuses_and_cleans_up() {
     fs::create_dir(&busy).unwrap();
     fs::write(busy.join("keep"), b"x").unwrap();
     let e = Unit::create_soft(&busy, id, UnitType::Recovery, &fleet.ca, &mut |pk| {
-        fleet.issue(id, pk)
+        fleet.issue(id, UnitType::Recovery, pk)
     })
     .unwrap_err();
     assert!(
@@ -343,7 +343,8 @@ fn create_refuses_and_cleans_up() {
     );
     assert_eq!(file_names(&busy), vec!["keep"]);
 
-    // The issuer fails, or certifies another unit, or another key: nothing is left.
+    // The issuer fails, or certifies another unit, another key or another unit type:
+    // nothing is left.
     let other_key = tke_proto::p256::SecretKey::random(&mut rand_core::OsRng).public_key();
     type Issue<'a> =
         Box<dyn Fn(&tke_proto::p256::PublicKey) -> Result<DeviceCertificate, ProtoError> + 'a>;
@@ -358,12 +359,19 @@ fn create_refuses_and_cleans_up() {
         ),
         (
             "other-unit",
-            Box::new(|pk| fleet.issue(UnitId::random(), pk)),
+            Box::new(|pk| fleet.issue(UnitId::random(), UnitType::Recovery, pk)),
         ),
-        ("other-key", Box::new(|_| fleet.issue(id, &other_key))),
+        (
+            "other-key",
+            Box::new(|_| fleet.issue(id, UnitType::Recovery, &other_key)),
+        ),
+        (
+            "other-type",
+            Box::new(|pk| fleet.issue(id, UnitType::Operational, pk)),
+        ),
         (
             "other-fleet",
-            Box::new(|pk| Fleet::new("other").issue(id, pk)),
+            Box::new(|pk| Fleet::new("other").issue(id, UnitType::Recovery, pk)),
         ),
     ];
     for (name, issue) in cases {
