@@ -188,7 +188,10 @@ impl InitOptions {
 }
 
 /// The names a server's TLS certificate carries: the listen address (unless it is a
-/// wildcard), `127.0.0.1`, `::1`, `localhost`, then the extra names.
+/// wildcard or a loopback address), then the `--tls-name` names. Loopback names
+/// (`127.0.0.1`, `::1`, `localhost`) only when asked for: every server of a fleet answers
+/// to them, so a certificate naming them lets any one server pass for another to a client
+/// that connects through a loopback address (a tunnel, a proxy).
 pub fn tls_names(listen: &SocketAddr, extra: &[String]) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     let mut push = |s: String| {
@@ -196,15 +199,12 @@ pub fn tls_names(listen: &SocketAddr, extra: &[String]) -> Vec<String> {
             v.push(s);
         }
     };
-    if !listen.ip().is_unspecified() {
+    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
         push(listen.ip().to_string());
     }
     for n in extra {
         push(n.clone());
     }
-    push("127.0.0.1".into());
-    push("::1".into());
-    push("localhost".into());
     v
 }
 
@@ -431,16 +431,19 @@ fn build(
     atomic::create_private_dir(&tls_dir).map_err(io_err("create", &tls_dir))?;
     let tls_secret = SecretKey::random(&mut rand_core::OsRng);
     let names = tls_names(&opts.listen, &opts.tls_names);
-    let bad_name = |e| match e {
-        tlscert::TlsCertError::BadName { .. } | tlscert::TlsCertError::NoName => {
-            ServerError::Layout {
-                what: "a --tls-name is neither an IP address nor a DNS name",
-            }
-        }
+    let bad_name = |e| {
+        match e {
+        tlscert::TlsCertError::BadName { .. } => ServerError::Layout {
+            what: "a --tls-name is neither an IP address nor a DNS name",
+        },
+        tlscert::TlsCertError::NoName => ServerError::Layout {
+            what: "the TLS certificate would name no host: the listen address is a wildcard or loopback address and no --tls-name is given",
+        },
         _ => ServerError::BadFile {
             path: dir.join("tls/server.pem"),
             what: "cannot encode the TLS certificate",
         },
+    }
     };
     let mut issuer = match ca_key {
         Some(key) => {
