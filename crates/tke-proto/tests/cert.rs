@@ -228,6 +228,16 @@ fn device_certificate_without_a_critical_unit_description_refused() {
     ));
 }
 
+/// `openssl verify` (with `options`) of `device.pem` under `ca.pem` in `d` succeeds, once
+/// told that the unit description is ours to check (`-ignore_critical`).
+fn assert_verifies(d: &std::path::Path, options: &[&str]) {
+    let mut args = vec!["verify"];
+    args.extend_from_slice(options);
+    args.extend(["-ignore_critical", "-CAfile", "ca.pem", "device.pem"]);
+    let out = openssl_ok(d, &args);
+    assert!(String::from_utf8_lossy(&out).contains("device.pem: OK"));
+}
+
 #[test]
 fn openssl_verifies_device_certificate_chain() {
     let fleet = common::fleet();
@@ -254,31 +264,10 @@ fn openssl_verifies_device_certificate_chain() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = openssl_ok(
-        d,
-        &[
-            "verify",
-            "-ignore_critical",
-            "-CAfile",
-            "ca.pem",
-            "device.pem",
-        ],
-    );
-    assert!(String::from_utf8_lossy(&out).contains("device.pem: OK"));
+    assert_verifies(d, &[]);
     // Also with RFC 5280 strictness (which requires, among others, the Authority Key
     // Identifier in certificates that are not self-signed).
-    let out = openssl_ok(
-        d,
-        &[
-            "verify",
-            "-x509_strict",
-            "-ignore_critical",
-            "-CAfile",
-            "ca.pem",
-            "device.pem",
-        ],
-    );
-    assert!(String::from_utf8_lossy(&out).contains("device.pem: OK"));
+    assert_verifies(d, &["-x509_strict"]);
 
     for name in ["foreign.pem", "twin.pem"] {
         let out = openssl_in(
@@ -480,15 +469,5 @@ fn device_certificates_chain_to_a_ca_made_by_openssl() {
     write(d, "device.pem", dev.cert.to_pem().unwrap().as_bytes());
     // (Not -x509_strict: `openssl req`'s own CA certificate has no keyUsage, which
     // strict mode requires of a CA.)
-    let out = openssl_ok(
-        d,
-        &[
-            "verify",
-            "-ignore_critical",
-            "-CAfile",
-            "ca.pem",
-            "device.pem",
-        ],
-    );
-    assert!(String::from_utf8_lossy(&out).contains("device.pem: OK"));
+    assert_verifies(d, &[]);
 }

@@ -1305,14 +1305,28 @@ pub fn import_malformed_envelope_from_fleet_member(f: &dyn UnitFactory) {
     }
 }
 
+/// What a fleet member computes to seal a key from `source` to the importer `importer_key`
+/// of `target` (`docs/protocol.md` §11, step 3): a fresh ephemeral point and the KEK.
+fn member_kek(
+    source: UnitId,
+    target: UnitId,
+    importer_key: &tke_proto::p256::PublicKey,
+) -> ([u8; 65], tke_proto::transport::Kek) {
+    use tke_proto::p256::ecdh::EphemeralSecret;
+    use tke_proto::transport::{derive_kek, kdf_context, point_bytes};
+    let eph = EphemeralSecret::random(&mut rand_core::OsRng);
+    let eph_point = point_bytes(&eph.public_key());
+    let mut z = [0u8; 32];
+    z.copy_from_slice(eph.diffie_hellman(importer_key).raw_secret_bytes());
+    let ctx = kdf_context(&source, &target, &eph_point, &point_bytes(importer_key));
+    (eph_point, derive_kek(&z, &ctx))
+}
+
 /// A fleet member that wraps, correctly, a value of another length than 32 bytes: a
 /// 40-byte RFC 5649 envelope holds 25 to 32 bytes.
 pub fn import_wrong_length_key_from_fleet_member(f: &dyn UnitFactory) {
-    use tke_proto::p256::{
-        ecdh::EphemeralSecret,
-        ecdsa::{signature::Signer as _, Signature, SigningKey},
-    };
-    use tke_proto::transport::{derive_kek, kdf_context, point_bytes, MkEnvelope};
+    use tke_proto::p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
+    use tke_proto::transport::MkEnvelope;
     let w = World::new(3);
     let ca = &w.fleet.ca;
     let mut op = w.ready(f, "op", UnitType::Operational);
@@ -1332,13 +1346,7 @@ pub fn import_wrong_length_key_from_fleet_member(f: &dyn UnitFactory) {
             .unwrap()
             .verify(op.device_certificate())
             .unwrap();
-        let importer_key = importer.key().unwrap();
-        let eph = EphemeralSecret::random(&mut rand_core::OsRng);
-        let eph_point = point_bytes(&eph.public_key());
-        let mut z = [0u8; 32];
-        z.copy_from_slice(eph.diffie_hellman(&importer_key).raw_secret_bytes());
-        let ctx = kdf_context(&rogue_id, &op.id(), &eph_point, &point_bytes(&importer_key));
-        let kek = derive_kek(&z, &ctx);
+        let (eph_point, kek) = member_kek(rogue_id, op.id(), &importer.key().unwrap());
         let wrapped = aes_kw::KekAes256::from(*kek.expose_secret())
             .wrap_with_padding_vec(&vec![0x42; len])
             .unwrap();
@@ -1483,11 +1491,8 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
 /// good: signed by the key its certificate certifies, wrapped for the pending importer,
 /// and accepted once its source is certified as a recovery unit of the instance.
 pub fn import_only_from_a_recovery_unit_of_the_instance(f: &dyn UnitFactory) {
-    use tke_proto::p256::{
-        ecdh::EphemeralSecret,
-        ecdsa::{signature::Signer as _, Signature, SigningKey},
-    };
-    use tke_proto::transport::{derive_kek, kdf_context, point_bytes, wrap, MkEnvelope};
+    use tke_proto::p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
+    use tke_proto::transport::{wrap, MkEnvelope};
     use tke_proto::{MasterKey, UnitDescription};
     let w = World::new(3);
     let ca = &w.fleet.ca;
@@ -1497,23 +1502,12 @@ pub fn import_only_from_a_recovery_unit_of_the_instance(f: &dyn UnitFactory) {
         .unwrap()
         .verify(op.device_certificate())
         .unwrap();
-    let importer_key = importer.key().unwrap();
 
     // A fleet member (the test holds the CA key) seals a key for that importer.
     let source_key = SigningKey::random(&mut rand_core::OsRng);
     let source_id = UnitId::random();
     let mk = MasterKey::from_slice(&[0x42; 32]).unwrap();
-    let eph = EphemeralSecret::random(&mut rand_core::OsRng);
-    let eph_point = point_bytes(&eph.public_key());
-    let mut z = [0u8; 32];
-    z.copy_from_slice(eph.diffie_hellman(&importer_key).raw_secret_bytes());
-    let ctx = kdf_context(
-        &source_id,
-        &op.id(),
-        &eph_point,
-        &point_bytes(&importer_key),
-    );
-    let kek = derive_kek(&z, &ctx);
+    let (eph_point, kek) = member_kek(source_id, op.id(), &importer.key().unwrap());
     let envelope = MkEnvelope {
         source_unit_id: source_id,
         target_unit_id: op.id(),
