@@ -157,6 +157,9 @@ fn openssl_reads_ca_and_device_certificates() {
     assert_eq!(fleet.b.cert.unit_type(), UnitType::Operational);
 }
 
+/// A change to a certificate's extensions.
+type Edit = Box<dyn FnOnce(&mut Vec<x509_cert::ext::Extension>)>;
+
 /// Re-issues `device` (a device certificate of `ca_key`) with its extensions passed
 /// through `edit`, signed by `ca_key`: certificates our issuer refuses to make.
 fn reissued(
@@ -180,11 +183,7 @@ fn device_certificate_without_a_critical_unit_description_refused() {
     // Unchanged, the re-signed certificate passes: only the edits below make it fail.
     let same = reissued(fleet.a.cert.der(), &fleet.ca_key, |_| {});
     assert!(DeviceCertificate::verify(&same, &fleet.ca).is_ok());
-    let cases: [(
-        &str,
-        Box<dyn FnOnce(&mut Vec<x509_cert::ext::Extension>)>,
-        _,
-    ); 3] = [
+    let cases: [(&str, Edit, CertificateError); 3] = [
         (
             "missing",
             Box::new(move |e| e.retain(|x| x.extn_id != oid)),

@@ -223,6 +223,7 @@ fn open_names_what_is_wrong() {
     let a = w.ready(&SoftFactory, "a", UnitType::Recovery);
     let b = w.ready(&SoftFactory, "b", UnitType::Recovery);
     let (a_dir, b_dir) = (a.dir().unwrap().to_owned(), b.dir().unwrap().to_owned());
+    let a_cert = a.device_certificate().clone();
     drop((a, b));
     let copy = |name: &str| -> PathBuf {
         let d = w.dir.path().join(name);
@@ -303,6 +304,32 @@ fn open_names_what_is_wrong() {
     .unwrap();
     let e = open_err(&d);
     assert!(matches!(e, UnitError::Certificate { .. }), "{e:?}");
+    shows(&e, &d.join(DEVICE_FILE));
+
+    // A device certificate of this unit and key, but that states another type than the
+    // state file records.
+    let d = copy("other-type");
+    let other_type = w
+        .fleet
+        .issue(
+            a_cert.unit_id(),
+            UnitType::Operational,
+            &a_cert.verifying_key().into(),
+        )
+        .unwrap();
+    fs::write(d.join(DEVICE_FILE), other_type.to_pem().unwrap()).unwrap();
+    let e = open_err(&d);
+    assert!(
+        matches!(
+            e,
+            UnitError::CertifiedTypeMismatch {
+                recorded: UnitType::Recovery,
+                certified: UnitType::Operational,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     shows(&e, &d.join(DEVICE_FILE));
 
     // An unknown backend.
