@@ -392,3 +392,64 @@ fn on_a_terminal_the_passphrase_is_asked_twice_for_a_new_ca_and_once_to_sign() {
     let o = unitd(root, &["join", "--dir", "b", "--certificates", "b.crt"]);
     assert!(o.status.success(), "{o:?}");
 }
+
+/// The CA holder signs what the request file it is given says. If that file was changed
+/// on the way to name another service instance for the units, the joining server refuses
+/// the certificates (each states the instance it was issued for), and the join stays
+/// pending.
+#[test]
+fn certificates_for_another_instance_are_refused_and_the_join_stays_pending() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let (right, _, _) = fleet_and_request(root);
+    let mut req = tke_server::ca::JoinRequest::read(&root.join("b.req")).unwrap();
+    for u in &mut req.units {
+        u.instance = tke_proto::InstanceId::random().uuid();
+    }
+    fs::write(root.join("changed.req"), req.to_pem().unwrap()).unwrap();
+    let o = unitd(
+        root,
+        &[
+            "ca-sign",
+            "--ca-dir",
+            "a",
+            "--request",
+            "changed.req",
+            "--out",
+            "b.crt",
+            "--ca-passphrase-file",
+            right.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let before = tree(&root.join("b"));
+    let o = unitd(root, &["join", "--dir", "b", "--certificates", "b.crt"]);
+    assert_run(
+        "join_certificates_for_another_instance",
+        &o,
+        1,
+        &[(root, "[ROOT]")],
+    );
+    assert_eq!(tree(&root.join("b")), before, "a refused install changed b");
+    // Certificates for the request as it was made complete the join.
+    let o = unitd(
+        root,
+        &[
+            "ca-sign",
+            "--ca-dir",
+            "a",
+            "--request",
+            "b.req",
+            "--out",
+            "b-right.crt",
+            "--ca-passphrase-file",
+            right.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let o = unitd(
+        root,
+        &["join", "--dir", "b", "--certificates", "b-right.crt"],
+    );
+    assert!(o.status.success(), "{o:?}");
+}
