@@ -407,21 +407,7 @@ fn certificates_for_another_instance_are_refused_and_the_join_stays_pending() {
         u.instance = tke_proto::InstanceId::random().uuid();
     }
     fs::write(root.join("changed.req"), req.to_pem().unwrap()).unwrap();
-    let o = unitd(
-        root,
-        &[
-            "ca-sign",
-            "--ca-dir",
-            "a",
-            "--request",
-            "changed.req",
-            "--out",
-            "b.crt",
-            "--ca-passphrase-file",
-            right.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{o:?}");
+    ca_sign(root, "changed.req", "b.crt", &right);
     let before = tree(&root.join("b"));
     let o = unitd(root, &["join", "--dir", "b", "--certificates", "b.crt"]);
     assert_run(
@@ -432,6 +418,17 @@ fn certificates_for_another_instance_are_refused_and_the_join_stays_pending() {
     );
     assert_eq!(tree(&root.join("b")), before, "a refused install changed b");
     // Certificates for the request as it was made complete the join.
+    ca_sign(root, "b.req", "b-right.crt", &right);
+    let o = unitd(
+        root,
+        &["join", "--dir", "b", "--certificates", "b-right.crt"],
+    );
+    assert!(o.status.success(), "{o:?}");
+}
+
+/// `tke-unitd ca-sign --ca-dir a --request REQUEST --out OUT` in `root` with the
+/// passphrase file `passphrase`, which must succeed.
+fn ca_sign(root: &Path, request: &str, out: &str, passphrase: &Path) {
     let o = unitd(
         root,
         &[
@@ -439,17 +436,12 @@ fn certificates_for_another_instance_are_refused_and_the_join_stays_pending() {
             "--ca-dir",
             "a",
             "--request",
-            "b.req",
+            request,
             "--out",
-            "b-right.crt",
+            out,
             "--ca-passphrase-file",
-            right.to_str().unwrap(),
+            passphrase.to_str().unwrap(),
         ],
-    );
-    assert!(o.status.success(), "{o:?}");
-    let o = unitd(
-        root,
-        &["join", "--dir", "b", "--certificates", "b-right.crt"],
     );
     assert!(o.status.success(), "{o:?}");
 }

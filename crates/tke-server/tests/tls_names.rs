@@ -22,6 +22,16 @@ use x509_cert::{
     Certificate,
 };
 
+/// One operational unit, and a TLS certificate that names `unitd.example` only.
+const NAMED: &[&str] = &[
+    "--operational",
+    "1",
+    "--recovery",
+    "0",
+    "--tls-name",
+    "unitd.example",
+];
+
 /// The subjectAltName entries of the server's TLS certificate, as text.
 fn tls_names_of(dir: &Path) -> Vec<String> {
     let pem = fs::read_to_string(dir.join("tls/server.pem")).unwrap();
@@ -60,18 +70,7 @@ fn loopback_names_only_when_asked_for() {
     assert_eq!(tls_names_of(&asked), ["IP:7f000001"]);
     // A server listening on loopback and named otherwise: no loopback name at all.
     let named = root.join("named");
-    init(
-        &named,
-        free_port(),
-        &[
-            "--operational",
-            "1",
-            "--recovery",
-            "0",
-            "--tls-name",
-            "unitd.example",
-        ],
-    );
+    init(&named, free_port(), NAMED);
     assert_eq!(tls_names_of(&named), ["DNS:unitd.example"]);
     // Nothing to name: refused, and nothing made.
     let pass = ca_passphrase_file(root);
@@ -100,18 +99,7 @@ fn loopback_names_only_when_asked_for() {
 fn a_certificate_without_the_loopback_names_is_refused_at_127_0_0_1() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    let mut named = Server::init(
-        root,
-        "named",
-        &[
-            "--operational",
-            "1",
-            "--recovery",
-            "0",
-            "--tls-name",
-            "unitd.example",
-        ],
-    );
+    let mut named = Server::init(root, "named", NAMED);
     named.start();
     let ca = ca_of(&named.dir);
     let url = format!("https://127.0.0.1:{}", named.port);
