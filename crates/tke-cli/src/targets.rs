@@ -192,6 +192,11 @@ pub fn connect(targets: &[Target]) -> Result<Fleet> {
             "crypto unit {} is listed by more than one target: remove the duplicate target with `tke target rm` (see `tke target list`)",
             unit.uuid()
         ),
+        Err(e @ ClientError::DisagreesWithCertificate { .. }) => {
+            return Err(anyhow::Error::new(e).context(
+                "a target misreports its crypto units: nothing was sent to any unit; check the targets (`tke target list`) and who runs their servers",
+            ))
+        }
         other => other?,
     };
     Ok(Fleet { client })

@@ -5,6 +5,10 @@
 //! No version 1 server exists any more, so the test plays one: a small HTTPS server on
 //! loopback with the TLS certificate, fleet CA and API key that `tke-unitd init` made,
 //! listing one unit certified by that CA and signing its answers the version 1 way.
+//!
+//! The same fake server also lists its operational unit as a recovery unit: the real
+//! binary refuses the listing, naming the unit, because the unit's device certificate
+//! states its type.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -40,6 +44,8 @@ const UNIT: [u8; 16] = [
 /// A unit that signs the protocol version 1 way, behind an HTTPS listing.
 struct OldUnit {
     instance: String,
+    /// The type the listing gives the unit (its certificate says operational).
+    listed_type: &'static str,
     key: SigningKey,
     certificate_pem: String,
 }
@@ -58,7 +64,7 @@ impl OldUnit {
                 "instance": inst,
                 "units": [{
                     "id": id,
-                    "type": "operational",
+                    "type": self.listed_type,
                     "location": "[zone-a].[old].[01].[01]",
                     "device_certificate": self.certificate_pem,
                 }],
@@ -125,8 +131,9 @@ fn pem_der(path: &Path) -> Vec<u8> {
         .1
 }
 
-/// Plays a version 1 unit on `port` with what `tke-unitd init` made in `dir`.
-fn start_old_server(dir: &Path, port: u16) {
+/// Plays a version 1 unit on `port` with what `tke-unitd init` made in `dir`, listed
+/// with the type `listed_type`.
+fn start_old_server(dir: &Path, port: u16, listed_type: &'static str) {
     let ca_pem = fs::read_to_string(dir.join("ca.pem")).unwrap();
     let ca = tke_proto::CaCertificate::from_pem(&ca_pem).unwrap();
     // `tke-unitd init` keeps the fleet CA key encrypted under the tests' passphrase.
@@ -136,18 +143,25 @@ fn start_old_server(dir: &Path, port: u16) {
     )
     .unwrap();
     let key = SigningKey::random(&mut rand_core::OsRng);
+    let instance = fs::read_to_string(dir.join("instance-id"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let description = tke_proto::UnitDescription {
+        unit_type: tke_proto::UnitType::Operational,
+        instance_id: tke_proto::InstanceId::from_uuid(&instance).unwrap(),
+    };
     let cert = DeviceCertificate::issue(
         &ca,
         &UnitId(UNIT),
+        &description,
         &key.verifying_key().into(),
         Box::new(move |m| Ok(ca_key.sign(m))),
     )
     .unwrap();
     let unit = Arc::new(OldUnit {
-        instance: fs::read_to_string(dir.join("instance-id"))
-            .unwrap()
-            .trim()
-            .to_owned(),
+        instance,
+        listed_type,
         key,
         certificate_pem: pem::encode_string("CERTIFICATE", LineEnding::LF, cert.der()).unwrap(),
     });
@@ -181,7 +195,7 @@ fn a_unit_that_signs_the_protocol_version_1_way_is_refused() {
     let dir = root.path().join("old");
     let port = free_port();
     init(&dir, port, &["--operational", "1", "--recovery", "0"]);
-    start_old_server(&dir, port);
+    start_old_server(&dir, port, "operational");
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let path = |f: &str| dir.join(f).to_str().unwrap().to_owned();
     w.ok(&[
@@ -198,6 +212,33 @@ fn a_unit_that_signs_the_protocol_version_1_way_is_refused() {
     w.check(
         "server_unit_protocol_version_1",
         &["cryptounit-compare"],
+        1,
+        &[(root.path(), "[ROOT]")],
+    );
+}
+
+#[test]
+fn a_listing_that_gives_a_unit_another_type_than_its_certificate_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("liar");
+    let port = free_port();
+    init(&dir, port, &["--operational", "1", "--recovery", "0"]);
+    start_old_server(&dir, port, "recovery");
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    w.ok(&[
+        "target",
+        "add",
+        "liar",
+        &format!("https://127.0.0.1:{port}"),
+        "--ca",
+        &path("ca.pem"),
+        "--api-key-file",
+        &path("api-key"),
+    ]);
+    w.check(
+        "server_lists_another_unit_type",
+        &["cryptounits"],
         1,
         &[(root.path(), "[ROOT]")],
     );

@@ -175,8 +175,22 @@ fn servers_down_or_refusing() {
     );
     let mut other = Server::init(r, "other", &["--operational", "1", "--recovery", "0"]);
     let mut stopped = Server::init(r, "stopped", &["--operational", "1", "--recovery", "0"]);
+    // Its TLS certificate names another host than the 127.0.0.1 the target gives.
+    let mut named = Server::init(
+        r,
+        "named",
+        &[
+            "--operational",
+            "1",
+            "--recovery",
+            "0",
+            "--tls-name",
+            "unitd.example",
+        ],
+    );
     two.start();
     other.start();
+    named.start();
     stopped.start();
     stopped.stop();
     let ids: Vec<String> = fs::read_to_string(two.dir.join("instance-id"))
@@ -187,6 +201,8 @@ fn servers_down_or_refusing() {
     let (ca, key1) = (two.path("ca.pem"), two.path("api-key-1"));
     let (url, nobody) = (two.url(), format!("https://127.0.0.1:{}", free_port()));
     let (other_ca, other_key) = (other.path("ca.pem"), other.path("api-key"));
+    let (named_url, named_ca, named_key) =
+        (named.url(), named.path("ca.pem"), named.path("api-key"));
     let (stopped_url, stopped_ca, stopped_key) = (
         stopped.url(),
         stopped.path("ca.pem"),
@@ -206,6 +222,10 @@ fn servers_down_or_refusing() {
         (
             "server_wrong_ca",
             vec![add("wrong-ca", &url, &other_ca, &key1, &[])],
+        ),
+        (
+            "server_certificate_for_another_host",
+            vec![add("named", &named_url, &named_ca, &named_key, &[])],
         ),
         (
             "server_wrong_api_key",

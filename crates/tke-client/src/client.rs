@@ -32,9 +32,9 @@ impl KnownUnit {
     pub fn id(&self) -> UnitId {
         self.descriptor.unit_id
     }
-    /// Its type.
+    /// Its type, as its device certificate states it (the listing was checked to agree).
     pub fn unit_type(&self) -> UnitType {
-        self.descriptor.unit_type
+        self.certificate.unit_type()
     }
     /// Its instance.
     pub fn instance(&self) -> &InstanceId {
@@ -73,8 +73,9 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Untrusted`] when a certificate does not verify or names another unit;
-    /// [`ClientError::DuplicateUnit`] when two transports list the same unit; the
-    /// transport's listing error.
+    /// [`ClientError::DisagreesWithCertificate`] when the listing gives a unit another type
+    /// or instance than its certificate; [`ClientError::DuplicateUnit`] when two transports
+    /// list the same unit; the transport's listing error.
     pub fn connect(
         endpoints: Vec<(Arc<dyn Transport>, CaCertificate)>,
     ) -> Result<Self, ClientError> {
@@ -95,6 +96,29 @@ impl Client {
                         unit: d.unit_id,
                         source: tke_proto::CertificateError::NamesAnotherUnit.into(),
                     });
+                }
+                // The server's listing is untrusted; the certificate is the fleet CA's word.
+                let disagrees = |what, stated: String, certified: String| {
+                    ClientError::DisagreesWithCertificate {
+                        unit: d.unit_id,
+                        what,
+                        stated,
+                        certified,
+                    }
+                };
+                if cert.unit_type() != d.unit_type {
+                    return Err(disagrees(
+                        "the listing gives the type",
+                        d.unit_type.label().to_owned(),
+                        cert.unit_type().label().to_owned(),
+                    ));
+                }
+                if cert.instance_id().uuid() != d.instance.0 {
+                    return Err(disagrees(
+                        "the listing gives the instance",
+                        d.instance.to_string(),
+                        cert.instance_id().uuid(),
+                    ));
                 }
                 if !instance_order.contains(&d.instance) {
                     instance_order.push(d.instance.clone());
@@ -198,7 +222,9 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Response`] if the answer is not authentic or malformed;
-    /// [`ClientError::Module`] if the unit refuses.
+    /// [`ClientError::QueryRefused`] if the unit refuses;
+    /// [`ClientError::DisagreesWithCertificate`] if the status gives another unit type than
+    /// the device certificate.
     pub fn query(&self, unit: &KnownUnit) -> Result<UnitStatus, ClientError> {
         let body = self.exchange(
             unit,
@@ -213,10 +239,21 @@ impl Client {
                 error,
             });
         }
-        UnitStatus::decode_checked(body.output.as_bytes()).map_err(|source| ClientError::Response {
-            unit: unit.id(),
-            source,
-        })
+        let status = UnitStatus::decode_checked(body.output.as_bytes()).map_err(|source| {
+            ClientError::Response {
+                unit: unit.id(),
+                source,
+            }
+        })?;
+        if status.unit_type != unit.unit_type() {
+            return Err(ClientError::DisagreesWithCertificate {
+                unit: unit.id(),
+                what: "the signed status gives the type",
+                stated: status.unit_type.label().to_owned(),
+                certified: unit.unit_type().label().to_owned(),
+            });
+        }
+        Ok(status)
     }
 
     /// Sends an already signed command and returns the unit's output.

@@ -27,7 +27,7 @@ use p256::{
 };
 use serde::{Deserialize, Serialize};
 use tke_fs::atomic;
-use tke_proto::{CaCertificate, DeviceCertificate, UnitId, UnitType};
+use tke_proto::{CaCertificate, DeviceCertificate, UnitDescription, UnitId, UnitType};
 #[cfg(feature = "pkcs11")]
 use tke_unit::Pkcs11Config;
 use tke_unit::Unit;
@@ -386,6 +386,7 @@ impl EmbeddedFleet {
         let mut instances = Vec::new();
         let mut domain = 0;
         for _ in 0..spec.instances {
+            let instance = tke_proto::InstanceId::random();
             let mut units = Vec::new();
             let plan = (0..spec.operational)
                 .map(|i| (UnitType::Operational, "local", i + 1, i + 1))
@@ -402,8 +403,13 @@ impl EmbeddedFleet {
                 domain += 1;
                 let id = UnitId::random();
                 let unit_dir = dir.join("units").join(id.uuid());
-                let mut issue =
-                    |key: &PublicKey| DeviceCertificate::issue(&ca, &id, key, sign_ca(&ca_key));
+                let description = UnitDescription {
+                    unit_type,
+                    instance_id: instance,
+                };
+                let mut issue = |key: &PublicKey| {
+                    DeviceCertificate::issue(&ca, &id, &description, key, sign_ca(&ca_key))
+                };
                 let on_token = placement
                     .pkcs11
                     .as_ref()
@@ -438,9 +444,8 @@ impl EmbeddedFleet {
                     location: location(region, zone, module, domain),
                 });
             }
-            let id = UnitId::random().uuid();
             instances.push(InstanceEntry {
-                id: InstanceId(id),
+                id: InstanceId(instance.uuid()),
                 units,
             });
         }

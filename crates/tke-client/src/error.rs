@@ -40,6 +40,20 @@ pub enum ClientError {
         /// Why.
         source: ProtoError,
     },
+    /// What a server lists, or a unit's signed status says, about a unit's type or service
+    /// instance is not what its device certificate states.
+    #[error("{what} {stated} for crypto unit {}, but its device certificate says {certified}", unit.uuid())]
+    DisagreesWithCertificate {
+        /// The unit.
+        unit: UnitId,
+        /// Which statement ("the listing gives the type", "the listing gives the
+        /// instance", "the signed status gives the type").
+        what: &'static str,
+        /// What was stated (untrusted text, escaped).
+        stated: String,
+        /// What the certificate states.
+        certified: String,
+    },
     /// The unit is not known to any transport.
     #[error("crypto unit {} is not known to this workstation's fleet", unit.uuid())]
     UnknownUnit {

@@ -2,6 +2,9 @@
 //! the bare response body, without the response label) is refused by the client with an
 //! error naming the unit and both versions, and nothing it answered is returned. The same
 //! unit signing the version 2 way is accepted, so the version is the only difference.
+//!
+//! The same fake unit, certified and listed as a recovery unit, signs a status that says
+//! operational: the client refuses that status, naming the unit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -10,7 +13,7 @@ use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, Transport, UnitD
 use tke_proto::{
     der::Decode,
     p256::ecdsa::{signature::Signer as _, SigningKey},
-    DeviceCertificate, ProtoError, Request, UnitId, UnitType,
+    DeviceCertificate, InstanceId, ProtoError, Request, UnitDescription, UnitId, UnitType,
 };
 use tke_test_support::versions::imprint_answer;
 
@@ -23,20 +26,26 @@ struct FakeUnit {
 }
 
 impl FakeUnit {
-    fn new(fleet: &EmbeddedFleet, version: u32) -> Self {
+    /// A fake unit certified and listed as `unit_type`; its status always says operational.
+    fn new(fleet: &EmbeddedFleet, version: u32, unit_type: UnitType) -> Self {
         let key = SigningKey::random(&mut rand_core::OsRng);
         let id = UnitId::random();
         let ca_key = fleet.ca_key().unwrap();
+        let mut descriptor = fleet.list_units().unwrap().remove(0);
+        let description = UnitDescription {
+            unit_type,
+            instance_id: InstanceId::from_uuid(&descriptor.instance.0).unwrap(),
+        };
         let cert = DeviceCertificate::issue(
             fleet.ca(),
             &id,
+            &description,
             &key.verifying_key().into(),
             Box::new(move |m| Ok(ca_key.sign(m))),
         )
         .unwrap();
-        let mut descriptor = fleet.list_units().unwrap().remove(0);
         descriptor.unit_id = id;
-        descriptor.unit_type = UnitType::Operational;
+        descriptor.unit_type = unit_type;
         descriptor.device_certificate = cert.der().to_vec();
         Self {
             key,
@@ -64,10 +73,10 @@ impl Transport for FakeUnit {
     }
 }
 
-fn client_for(version: u32) -> (tempfile::TempDir, Client, UnitId) {
+fn client_for(version: u32, unit_type: UnitType) -> (tempfile::TempDir, Client, UnitId) {
     let dir = tempfile::tempdir().unwrap();
     let fleet = EmbeddedFleet::create(&dir.path().join("local"), FleetSpec::default()).unwrap();
-    let fake = FakeUnit::new(&fleet, version);
+    let fake = FakeUnit::new(&fleet, version, unit_type);
     let id = fake.descriptor.unit_id;
     let t: Arc<dyn Transport> = Arc::new(fake);
     let client = Client::connect(vec![(t, fleet.ca().clone())]).unwrap();
@@ -76,14 +85,14 @@ fn client_for(version: u32) -> (tempfile::TempDir, Client, UnitId) {
 
 #[test]
 fn a_version_2_unit_is_answered() {
-    let (_dir, client, id) = client_for(2);
+    let (_dir, client, id) = client_for(2, UnitType::Operational);
     let status = client.query(client.unit(&id).unwrap()).unwrap();
     assert_eq!(status.unit_id, id);
 }
 
 #[test]
 fn a_version_1_unit_is_refused_naming_both_versions() {
-    let (_dir, client, id) = client_for(1);
+    let (_dir, client, id) = client_for(1, UnitType::Operational);
     let e = client.query(client.unit(&id).unwrap()).unwrap_err();
     match &e {
         ClientError::Response {
@@ -112,4 +121,30 @@ fn a_version_1_unit_is_refused_naming_both_versions() {
             id.uuid()
         )
     );
+}
+
+#[test]
+fn a_signed_status_that_gives_another_type_than_the_certificate_is_refused() {
+    let (_dir, client, id) = client_for(2, UnitType::Recovery);
+    let unit = client.unit(&id).unwrap();
+    assert_eq!(unit.unit_type(), UnitType::Recovery);
+    let e = client.query(unit).unwrap_err();
+    match &e {
+        ClientError::DisagreesWithCertificate {
+            unit,
+            what,
+            stated,
+            certified,
+        } => assert_eq!(
+            (*unit, *what, stated.as_str(), certified.as_str()),
+            (
+                id,
+                "the signed status gives the type",
+                "OPERATIONAL",
+                "RECOVERY"
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains(&id.uuid()), "{e}");
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, KnownUnit, Transport};
-use tke_proto::{Command, ModuleError, ProtoError, SignedCommand, UnitId, UnitStatus};
+use tke_proto::{Command, ModuleError, ProtoError, SignedCommand, UnitId, UnitStatus, UnitType};
 use tke_sigkey::Signer as _;
 use tke_test_support::{ByteAt, MemSigner, Tamper, TamperingTransport};
 
@@ -279,6 +279,60 @@ fn a_listing_that_swaps_device_certificates_is_refused() {
     // The next, honest listing is trusted.
     let client = Client::connect(vec![(t, fleet.ca().clone())]).unwrap();
     assert_eq!(client.units().len(), listed.len());
+}
+
+/// A server that lists a unit with another type or instance than its device certificate
+/// states (say, an operational unit shown as the recovery unit, or a unit of another
+/// instance slipped into this one) is refused, naming the unit, before any unit is asked
+/// anything.
+#[test]
+fn a_listing_that_disagrees_with_the_certificates_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet =
+        Arc::new(EmbeddedFleet::create(&dir.path().join("local"), FleetSpec::default()).unwrap());
+    let listed = fleet.list_units().unwrap();
+    assert_eq!(listed[0].unit_type, UnitType::Operational);
+    assert_eq!(listed[2].unit_type, UnitType::Recovery);
+    let wire = Arc::new(TamperingTransport::new(fleet.clone()));
+    let t: Arc<dyn Transport> = wire.clone();
+    let other_instance = tke_client::InstanceId(tke_proto::InstanceId::random().uuid());
+    let cases: Vec<(usize, &str, tke_test_support::tamper::ListingEdit)> = vec![
+        (
+            0,
+            "the listing gives the type",
+            Box::new(|units| units[0].unit_type = UnitType::Recovery),
+        ),
+        (
+            2,
+            "the listing gives the type",
+            Box::new(|units| units[2].unit_type = UnitType::Operational),
+        ),
+        (
+            2,
+            "the listing gives the instance",
+            Box::new(move |units| units[2].instance = other_instance),
+        ),
+    ];
+    for (i, expected, edit) in cases {
+        wire.tamper_listing(edit);
+        let e = Client::connect(vec![(t.clone(), fleet.ca().clone())])
+            .err()
+            .expect("the listing is refused");
+        match &e {
+            ClientError::DisagreesWithCertificate { unit, what, .. } => {
+                assert_eq!((*unit, *what), (listed[i].unit_id, expected), "{e}");
+            }
+            other => panic!("{expected}: {other:?}"),
+        }
+        assert!(e.to_string().contains(&listed[i].unit_id.uuid()), "{e}");
+    }
+    assert_eq!(wire.exchange_count(), 0, "no unit was asked anything");
+    // The honest listing is trusted, and the types shown are the certificates'.
+    let client = Client::connect(vec![(t, fleet.ca().clone())]).unwrap();
+    for u in client.units() {
+        assert_eq!(u.unit_type(), u.certificate.unit_type());
+        assert_eq!(u.instance().0, u.certificate.instance_id().uuid());
+    }
 }
 
 #[test]

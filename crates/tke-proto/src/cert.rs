@@ -8,7 +8,7 @@
 use der::{
     asn1::{BitString, GeneralizedTime, OctetString, SetOfVec, UtcTime, Utf8StringRef},
     oid::ObjectIdentifier,
-    Any, DateTime, Decode, Encode, Tag,
+    Any, DateTime, Decode, Encode, Sequence, Tag,
 };
 use p256::{
     ecdsa::{DerSignature, VerifyingKey},
@@ -30,7 +30,7 @@ use x509_cert::{
     Certificate, TbsCertificate, Version,
 };
 
-use crate::{AdminName, CertificateError, ProtoError, Ski, UnitId};
+use crate::{AdminName, CertificateError, InstanceId, ProtoError, Ski, UnitId, UnitType};
 
 /// A signing closure: signs the given bytes (ECDSA P-256 over SHA-256) and returns the
 /// DER signature, or the signer's own error.
@@ -43,6 +43,12 @@ const OID_SKI: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
 const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 const OID_AKI: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.35");
+
+/// The OID of the [`UnitDescription`] extension of device certificates. It lies in a
+/// private-enterprise arc that TKE has not registered with IANA; docs/protocol.md §3.2
+/// says so, and a registered arc would come with a new protocol version.
+pub const OID_UNIT_DESCRIPTION: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.61178.1.1");
 
 /// The organizational unit of administrator certificates, as the vendor's.
 pub const ADMIN_OU: &str = "TKE Administration";
@@ -466,20 +472,72 @@ impl CaCertificate {
     }
 }
 
+/// What a device certificate says about its unit besides its id: the unit type and the
+/// service instance the unit belongs to. Units check them before they export or import a
+/// master key, and clients check them against what a unit reports of itself.
+///
+/// It is the value of the critical extension [`OID_UNIT_DESCRIPTION`]:
+///
+/// ```text
+/// UnitDescription ::= SEQUENCE {
+///     unitType    UnitType,                  -- ENUMERATED operational(0) recovery(1) failover(2)
+///     instanceId  OCTET STRING (SIZE (16))   -- the service instance id (a UUID)
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Sequence)]
+pub struct UnitDescription {
+    /// The unit's type.
+    pub unit_type: UnitType,
+    /// The service instance the unit belongs to.
+    pub instance_id: InstanceId,
+}
+
+fn unit_description_ext(d: &UnitDescription) -> Result<Extension, ProtoError> {
+    Ok(Extension {
+        extn_id: OID_UNIT_DESCRIPTION,
+        // Critical: a verifier that does not know what the type and instance mean must not
+        // take the certificate as a unit's.
+        critical: true,
+        extn_value: OctetString::new(d.to_der()?)?,
+    })
+}
+
+/// Reads the unit description of a device certificate: exactly one, critical, strict DER.
+fn read_unit_description(cert: &Certificate) -> Result<UnitDescription, ProtoError> {
+    let mut found = cert
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id == OID_UNIT_DESCRIPTION);
+    let ext = found
+        .next()
+        .ok_or(ProtoError::from(CertificateError::MissingUnitDescription))?;
+    if found.next().is_some() {
+        return Err(CertificateError::DuplicateUnitDescription.into());
+    }
+    if !ext.critical {
+        return Err(CertificateError::UnitDescriptionNotCritical.into());
+    }
+    Ok(UnitDescription::from_der(ext.extn_value.as_bytes())?)
+}
+
 /// A crypto unit's device certificate, issued by its fleet CA:
 /// `OU=TKE crypto unit, CN=<unit uuid>`, issuer = the CA certificate's subject (byte for
 /// byte), SubjectKeyIdentifier = SHA-256 of the device point, AuthorityKeyIdentifier =
-/// the CA's key identifier. Its key signs every response of the unit.
+/// the CA's key identifier, and the critical [`UnitDescription`] extension (the unit's
+/// type and service instance). Its key signs every response of the unit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceCertificate {
     der: Vec<u8>,
     unit_id: UnitId,
+    description: UnitDescription,
     public_key: PublicKey,
 }
 
 impl DeviceCertificate {
-    /// Issues a device certificate for `unit_id` and its device public key, signed by the
-    /// CA through `sign`.
+    /// Issues a device certificate for `unit_id`, described by `description`, and its
+    /// device public key, signed by the CA through `sign`.
     ///
     /// # Errors
     /// [`ProtoError::Signing`], [`ProtoError::Der`], or [`ProtoError::Certificate`] if the
@@ -487,6 +545,7 @@ impl DeviceCertificate {
     pub fn issue(
         ca: &CaCertificate,
         unit_id: &UnitId,
+        description: &UnitDescription,
         device_key: &PublicKey,
         sign: Box<SignFn<'_>>,
     ) -> Result<Self, ProtoError> {
@@ -500,18 +559,23 @@ impl DeviceCertificate {
                 subject: self::name(&unit_id.uuid(), DEVICE_OU)?,
                 issuer,
                 key: device_key,
-                extensions: vec![ski_ext(&ski)?, aki_ext(&issuer_key_id)?],
+                extensions: vec![
+                    ski_ext(&ski)?,
+                    aki_ext(&issuer_key_id)?,
+                    unit_description_ext(description)?,
+                ],
             },
             sign,
         )?;
         Self::verify(&der, ca)
     }
 
-    /// Parses a device certificate and checks that `ca` issued it.
+    /// Parses a device certificate and checks that `ca` issued it and that it carries a
+    /// unit description.
     ///
     /// # Errors
-    /// [`ProtoError::Certificate`] (including [`CertificateError::NotIssuedByFleetCa`]) or
-    /// [`ProtoError::Der`].
+    /// [`ProtoError::Certificate`] (including [`CertificateError::NotIssuedByFleetCa`] and
+    /// [`CertificateError::MissingUnitDescription`]) or [`ProtoError::Der`].
     pub fn verify(der_bytes: &[u8], ca: &CaCertificate) -> Result<Self, ProtoError> {
         let (cert, key) =
             parse_and_verify(der_bytes, Some(&ca.verifying_key())).map_err(|e| match e {
@@ -527,9 +591,11 @@ impl DeviceCertificate {
         }
         let unit_id = UnitId::from_uuid(&cn)?;
         check_ski(&cert, &key)?;
+        let description = read_unit_description(&cert)?;
         Ok(Self {
             der: der_bytes.to_vec(),
             unit_id,
+            description,
             public_key: key,
         })
     }
@@ -549,6 +615,18 @@ impl DeviceCertificate {
     /// The unit the certificate names.
     pub fn unit_id(&self) -> UnitId {
         self.unit_id
+    }
+    /// The unit type and service instance the certificate states.
+    pub fn description(&self) -> UnitDescription {
+        self.description
+    }
+    /// The unit type the certificate states.
+    pub fn unit_type(&self) -> UnitType {
+        self.description.unit_type
+    }
+    /// The service instance the certificate states.
+    pub fn instance_id(&self) -> InstanceId {
+        self.description.instance_id
     }
     /// The device key.
     pub fn verifying_key(&self) -> VerifyingKey {

@@ -65,6 +65,16 @@ pub enum CertificateError {
     /// A device certificate that names another unit than the one it was given for.
     #[error("the device certificate names another unit")]
     NamesAnotherUnit,
+    /// A device certificate without the TKE unit description extension (unit type and
+    /// service instance).
+    #[error("the device certificate has no unit description (unit type and instance)")]
+    MissingUnitDescription,
+    /// A device certificate whose unit description extension is not marked critical.
+    #[error("the device certificate's unit description is not critical")]
+    UnitDescriptionNotCritical,
+    /// A device certificate with the unit description extension twice.
+    #[error("the device certificate has more than one unit description")]
+    DuplicateUnitDescription,
 }
 
 /// Why a master key transport step was refused or failed. Callers match on the kind,

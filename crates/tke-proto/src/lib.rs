@@ -12,7 +12,7 @@ pub mod transport;
 mod types;
 pub mod vp;
 
-pub use cert::{AdminCertificate, CaCertificate, DeviceCertificate};
+pub use cert::{AdminCertificate, CaCertificate, DeviceCertificate, UnitDescription};
 pub use command::{AdminCommand, Command, CommandId, Query, Request, SignedCommand, SignerInfo};
 pub use domain::{DeviceContext, PROTOCOL_VERSION};
 pub use error::{CertificateError, ErrorChain, TransportError};
@@ -20,7 +20,8 @@ pub use response::{
     AdminInfo, ModuleError, RegisterStatus, ResponseBody, SignedResponse, UnitStatus,
 };
 pub use types::{
-    AdminName, Digest32, Nonce, Register, RegisterState, Ski, Threshold, UnitId, UnitType, Vp,
+    AdminName, Digest32, InstanceId, Nonce, Register, RegisterState, Ski, Threshold, UnitId,
+    UnitType, Vp,
 };
 
 pub use der;

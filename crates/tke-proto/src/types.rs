@@ -100,6 +100,11 @@ fixed_octets!(
     UnitId, 16, "unit id"
 );
 fixed_octets!(
+    /// A service instance's identifier: 16 bytes, shown as a UUID. Every unit of an
+    /// instance carries it in its device certificate.
+    InstanceId, 16, "instance id"
+);
+fixed_octets!(
     /// Subject key identifier of an administrator key: SHA-256 of the 65-byte SEC1
     /// uncompressed P-256 point. Shown shortened as the first 30 hex digits and `...`.
     Ski, 32, "subject key identifier"
@@ -121,25 +126,12 @@ fixed_octets!(
 impl UnitId {
     /// A fresh random unit id.
     pub fn random() -> Self {
-        let mut b = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-        // Shape it as a version-4 UUID so that it reads like the vendor's ids.
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        Self(b)
+        Self(random_uuid())
     }
 
     /// The id formatted as a UUID (`8-4-4-4-12` lower-case hex).
     pub fn uuid(&self) -> String {
-        let h = self.to_hex();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        uuid_string(&self.0)
     }
 
     /// Parses a UUID (with or without dashes).
@@ -149,6 +141,49 @@ impl UnitId {
     pub fn from_uuid(s: &str) -> Result<Self, ProtoError> {
         Self::from_hex(&s.replace('-', ""))
     }
+}
+
+impl InstanceId {
+    /// A fresh random instance id.
+    pub fn random() -> Self {
+        Self(random_uuid())
+    }
+
+    /// The id formatted as a UUID (`8-4-4-4-12` lower-case hex), as configuration
+    /// files and the HTTP API write it.
+    pub fn uuid(&self) -> String {
+        uuid_string(&self.0)
+    }
+
+    /// Parses a UUID (with or without dashes).
+    ///
+    /// # Errors
+    /// [`ProtoError::Hex`] or [`ProtoError::Length`] when it is not a 16-byte UUID.
+    pub fn from_uuid(s: &str) -> Result<Self, ProtoError> {
+        Self::from_hex(&s.replace('-', ""))
+    }
+}
+
+/// 16 random bytes shaped as a version-4 UUID, so that ids read like the vendor's.
+fn random_uuid() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    b
+}
+
+/// 16 bytes as a UUID (`8-4-4-4-12` lower-case hex).
+fn uuid_string(bytes: &[u8; 16]) -> String {
+    let h = hex::encode(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 impl Nonce {

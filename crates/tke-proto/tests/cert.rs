@@ -11,8 +11,8 @@ use common::{admin_cert, ca, openssl_in, openssl_ok, tempdir, unit, write};
 use sha2::{Digest, Sha256};
 use tke_proto::{
     cert::{ADMIN_OU, CA_OU, DEVICE_OU},
-    AdminCertificate, AdminName, CertificateError, DeviceCertificate, ErrorChain, ProtoError, Ski,
-    UnitId,
+    AdminCertificate, AdminName, CertificateError, DeviceCertificate, ErrorChain, InstanceId,
+    ProtoError, Ski, UnitId, UnitType,
 };
 
 /// openssl's rendering of a key identifier: colon-separated upper-case hex.
@@ -128,6 +128,113 @@ fn openssl_reads_ca_and_device_certificates() {
         assert!(text.contains(needle), "`{needle}` not in:\n{text}");
     }
     assert_eq!(fleet.a.cert.unit_id(), fleet.a.id);
+    // openssl shows the unit description as an unknown critical extension, with its DER.
+    assert!(
+        text.contains("1.3.6.1.4.1.61178.1.1: critical"),
+        "no unit description in:\n{text}"
+    );
+    // With `-certopt ext_dump` it shows the extension's bytes: the golden vector of
+    // golden.rs (a recovery unit of the test instance).
+    let dir = tempdir();
+    write(dir.path(), "cert.der", fleet.a.cert.der());
+    let dump = String::from_utf8(openssl_ok(
+        dir.path(),
+        &[
+            "x509", "-inform", "DER", "-in", "cert.der", "-noout", "-text", "-certopt", "ext_dump",
+        ],
+    ))
+    .unwrap();
+    assert!(
+        dump.contains("0000 - 30 15 0a 01 01 04 10 0b-6f 0c 8e 5d 6a "),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("000d - 4b 8e 9a 51 0c 2f 8e 7d-6b 1a "),
+        "{dump}"
+    );
+    assert_eq!(fleet.a.cert.unit_type(), UnitType::Recovery);
+    assert_eq!(fleet.a.cert.instance_id(), InstanceId(common::INSTANCE));
+    assert_eq!(fleet.b.cert.unit_type(), UnitType::Operational);
+}
+
+/// A change to a certificate's extensions.
+type Edit = Box<dyn FnOnce(&mut Vec<x509_cert::ext::Extension>)>;
+
+/// Re-issues `device` (a device certificate of `ca_key`) with its extensions passed
+/// through `edit`, signed by `ca_key`: certificates our issuer refuses to make.
+fn reissued(
+    device: &[u8],
+    ca_key: &p256::ecdsa::SigningKey,
+    edit: impl FnOnce(&mut Vec<x509_cert::ext::Extension>),
+) -> Vec<u8> {
+    use der::{asn1::BitString, Decode, Encode};
+    use p256::ecdsa::{signature::Signer as _, DerSignature};
+    let mut cert = x509_cert::Certificate::from_der(device).unwrap();
+    edit(cert.tbs_certificate.extensions.as_mut().unwrap());
+    let sig: DerSignature = ca_key.sign(&cert.tbs_certificate.to_der().unwrap());
+    cert.signature = BitString::from_bytes(sig.as_bytes()).unwrap();
+    cert.to_der().unwrap()
+}
+
+#[test]
+fn device_certificate_without_a_critical_unit_description_refused() {
+    let fleet = common::fleet();
+    let oid = tke_proto::cert::OID_UNIT_DESCRIPTION;
+    // Unchanged, the re-signed certificate passes: only the edits below make it fail.
+    let same = reissued(fleet.a.cert.der(), &fleet.ca_key, |_| {});
+    assert!(DeviceCertificate::verify(&same, &fleet.ca).is_ok());
+    let cases: [(&str, Edit, CertificateError); 3] = [
+        (
+            "missing",
+            Box::new(move |e| e.retain(|x| x.extn_id != oid)),
+            CertificateError::MissingUnitDescription,
+        ),
+        (
+            "not critical",
+            Box::new(move |e| {
+                for x in e.iter_mut().filter(|x| x.extn_id == oid) {
+                    x.critical = false;
+                }
+            }),
+            CertificateError::UnitDescriptionNotCritical,
+        ),
+        (
+            "twice",
+            Box::new(move |e| {
+                let copy = e.iter().find(|x| x.extn_id == oid).unwrap().clone();
+                e.push(copy);
+            }),
+            CertificateError::DuplicateUnitDescription,
+        ),
+    ];
+    for (what, edit, expected) in cases {
+        let der = reissued(fleet.a.cert.der(), &fleet.ca_key, edit);
+        match DeviceCertificate::verify(&der, &fleet.ca) {
+            Err(ProtoError::Certificate(kind)) => assert_eq!(kind, expected, "{what}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // A unit type outside the three is refused by the DER decoder.
+    let der = reissued(fleet.a.cert.der(), &fleet.ca_key, move |e| {
+        let x = e.iter_mut().find(|x| x.extn_id == oid).unwrap();
+        let mut v = x.extn_value.as_bytes().to_vec();
+        v[4] = 7; // unitType ENUMERATED 7
+        x.extn_value = der::asn1::OctetString::new(v).unwrap();
+    });
+    assert!(matches!(
+        DeviceCertificate::verify(&der, &fleet.ca),
+        Err(ProtoError::Der(_))
+    ));
+}
+
+/// `openssl verify` (with `options`) of `device.pem` under `ca.pem` in `d` succeeds, once
+/// told that the unit description is ours to check (`-ignore_critical`).
+fn assert_verifies(d: &std::path::Path, options: &[&str]) {
+    let mut args = vec!["verify"];
+    args.extend_from_slice(options);
+    args.extend(["-ignore_critical", "-CAfile", "ca.pem", "device.pem"]);
+    let out = openssl_ok(d, &args);
+    assert!(String::from_utf8_lossy(&out).contains("device.pem: OK"));
 }
 
 #[test]
@@ -146,18 +253,26 @@ fn openssl_verifies_device_certificate_chain() {
     write(d, "foreign.pem", foreign.cert.to_pem().unwrap().as_bytes());
     write(d, "twin.pem", twin.cert.to_pem().unwrap().as_bytes());
 
-    let out = openssl_ok(d, &["verify", "-CAfile", "ca.pem", "device.pem"]);
-    assert!(String::from_utf8_lossy(&out).contains("device.pem: OK"));
+    // The unit description is a critical extension openssl does not know: it refuses the
+    // certificate as a generic one, as it should, and checks the chain when told to
+    // leave that extension to us.
+    let out = openssl_in(d, &["verify", "-CAfile", "ca.pem", "device.pem"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unhandled critical extension"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_verifies(d, &[]);
     // Also with RFC 5280 strictness (which requires, among others, the Authority Key
     // Identifier in certificates that are not self-signed).
-    let out = openssl_ok(
-        d,
-        &["verify", "-x509_strict", "-CAfile", "ca.pem", "device.pem"],
-    );
-    assert!(String::from_utf8_lossy(&out).contains("device.pem: OK"));
+    assert_verifies(d, &["-x509_strict"]);
 
     for name in ["foreign.pem", "twin.pem"] {
-        let out = openssl_in(d, &["verify", "-CAfile", "ca.pem", name]);
+        let out = openssl_in(
+            d,
+            &["verify", "-ignore_critical", "-CAfile", "ca.pem", name],
+        );
         assert!(
             !out.status.success(),
             "openssl accepted {name}: {}",
@@ -353,6 +468,5 @@ fn device_certificates_chain_to_a_ca_made_by_openssl() {
     write(d, "device.pem", dev.cert.to_pem().unwrap().as_bytes());
     // (Not -x509_strict: `openssl req`'s own CA certificate has no keyUsage, which
     // strict mode requires of a CA.)
-    let out = openssl_ok(d, &["verify", "-CAfile", "ca.pem", "device.pem"]);
-    assert!(String::from_utf8_lossy(&out).contains("device.pem: OK"));
+    assert_verifies(d, &[]);
 }

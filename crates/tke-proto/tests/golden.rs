@@ -14,9 +14,9 @@ use der::{asn1::OctetString, Decode, Encode};
 use tke_proto::{
     command::ThresholdsInput,
     transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
-    AdminCommand, AdminInfo, AdminName, CommandId, Digest32, Nonce, Query, Register, RegisterState,
-    RegisterStatus, Request, ResponseBody, SignedCommand, SignedResponse, SignerInfo, Ski, UnitId,
-    UnitStatus, UnitType, Vp,
+    AdminCommand, AdminInfo, AdminName, CommandId, Digest32, InstanceId, Nonce, Query, Register,
+    RegisterState, RegisterStatus, Request, ResponseBody, SignedCommand, SignedResponse,
+    SignerInfo, Ski, UnitDescription, UnitId, UnitStatus, UnitType, Vp,
 };
 
 // Fixed field values.
@@ -279,6 +279,24 @@ mod vectors {
         "0420", "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
         "0408", "3006020101020101", //   signature
         "0404deadbeef",             //   sourceCertificate (placeholder bytes)
+    );
+
+    /// A recovery unit of the instance 0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a.
+    pub const UNIT_DESCRIPTION: &str = concat!(
+        "3015",                                     // SEQUENCE, 21 bytes
+        "0a0101",                                   //   unitType   ENUMERATED recovery(1)
+        "0410", "0b6f0c8e5d6a4b8e9a510c2f8e7d6b1a", //   instanceId OCTET STRING (16)
+    );
+
+    /// The device certificate extension that carries UNIT_DESCRIPTION.
+    pub const UNIT_DESCRIPTION_EXTENSION: &str = concat!(
+        "3028",                     // Extension SEQUENCE, 40 bytes
+        "060a2b0601040183dd7a0101", //   extnID    OID 1.3.6.1.4.1.61178.1.1
+        "0101ff",                   //   critical  BOOLEAN TRUE
+        "0417",                     //   extnValue OCTET STRING (23): UNIT_DESCRIPTION
+        "3015",
+        "0a0101",
+        "0410", "0b6f0c8e5d6a4b8e9a510c2f8e7d6b1a",
     );
 }
 use vectors::*;
@@ -609,6 +627,33 @@ fn signed_envelope_vector() {
     );
 }
 
+fn unit_description() -> UnitDescription {
+    UnitDescription {
+        unit_type: UnitType::Recovery,
+        instance_id: InstanceId::from_uuid("0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a").unwrap(),
+    }
+}
+
+#[test]
+fn unit_description_vectors() {
+    golden!(unit_description(), UNIT_DESCRIPTION);
+    let ext = x509_cert::ext::Extension {
+        extn_id: tke_proto::cert::OID_UNIT_DESCRIPTION,
+        critical: true,
+        extn_value: OctetString::new(h(UNIT_DESCRIPTION)).unwrap(),
+    };
+    golden!(ext, UNIT_DESCRIPTION_EXTENSION);
+    // The extension a device certificate carries is exactly this one.
+    let f = common::fleet();
+    let needle = h(UNIT_DESCRIPTION_EXTENSION);
+    assert!(f
+        .a
+        .cert
+        .der()
+        .windows(needle.len())
+        .any(|w| w == needle.as_slice()));
+}
+
 /// Every vector is well-formed DER for an independent parser: `openssl asn1parse`.
 #[test]
 fn openssl_asn1parse_reads_every_vector() {
@@ -651,6 +696,8 @@ const ALL: &[(&str, &str)] = &[
     ("ExportRequest", EXPORT_REQUEST),
     ("MkEnvelope", MK_ENVELOPE),
     ("SignedEnvelope", SIGNED_ENVELOPE),
+    ("UnitDescription", UNIT_DESCRIPTION),
+    ("UnitDescriptionExtension", UNIT_DESCRIPTION_EXTENSION),
 ];
 
 /// Decodes `bytes` as the type the vector `name` belongs to, and re-encodes the value.
@@ -675,6 +722,8 @@ fn decode_as(name: &str, bytes: &[u8]) -> Result<Vec<u8>, der::Error> {
         "ExportRequest" => re::<ExportRequest>(bytes),
         "MkEnvelope" => re::<MkEnvelope>(bytes),
         "SignedEnvelope" => re::<SignedEnvelope>(bytes),
+        "UnitDescription" => re::<UnitDescription>(bytes),
+        "UnitDescriptionExtension" => re::<x509_cert::ext::Extension>(bytes),
         other => panic!("no decoder for {other}"),
     }
 }
@@ -850,6 +899,7 @@ fn protocol_md_quotes_the_golden_vectors() {
         "ExportRequest",
         "MkEnvelope",
         "SignedEnvelope",
+        "UnitDescriptionExtension",
     ] {
         assert!(
             quoted.contains(&name),

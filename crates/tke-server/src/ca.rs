@@ -43,7 +43,7 @@ use p256::{
 use sha2::{Digest as _, Sha256};
 use tke_fs::atomic;
 use tke_pkcs8::Password;
-use tke_proto::{CaCertificate, DeviceCertificate, UnitId, UnitType};
+use tke_proto::{CaCertificate, DeviceCertificate, InstanceId, UnitDescription, UnitId, UnitType};
 
 use crate::{config, error::io_err, tlscert, ServerError};
 
@@ -348,12 +348,18 @@ pub fn sign_request(
     })?;
     let mut text = pem_cert(&tls);
     for u in &req.units {
-        let cert = DeviceCertificate::issue(&ca, &u.id, &u.device_key, signer(&key)).map_err(
-            |source| ServerError::Certificate {
+        let description = UnitDescription {
+            unit_type: u.unit_type,
+            instance_id: InstanceId::from_uuid(&u.instance).map_err(|_| ServerError::BadFile {
+                path: request.to_path_buf(),
+                what: "an instance id is not a lower-case UUID",
+            })?,
+        };
+        let cert = DeviceCertificate::issue(&ca, &u.id, &description, &u.device_key, signer(&key))
+            .map_err(|source| ServerError::Certificate {
                 path: out.to_path_buf(),
                 source,
-            },
-        )?;
+            })?;
         text.push_str(&pem_cert(cert.der()));
     }
     atomic::create_private(out, text.as_bytes()).map_err(io_err("write", out))?;

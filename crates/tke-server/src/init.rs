@@ -37,7 +37,7 @@ use p256::{
 };
 use tke_fs::atomic;
 use tke_pkcs8::Password;
-use tke_proto::{CaCertificate, DeviceCertificate, UnitId, UnitType};
+use tke_proto::{CaCertificate, DeviceCertificate, InstanceId, UnitDescription, UnitId, UnitType};
 use tke_unit::{Backend as _, SoftBackend, Unit, UnitError, SECRETS_FILE};
 use zeroize::Zeroizing;
 
@@ -188,7 +188,10 @@ impl InitOptions {
 }
 
 /// The names a server's TLS certificate carries: the listen address (unless it is a
-/// wildcard), `127.0.0.1`, `::1`, `localhost`, then the extra names.
+/// wildcard or a loopback address), then the `--tls-name` names. Loopback names
+/// (`127.0.0.1`, `::1`, `localhost`) only when asked for: every server of a fleet answers
+/// to them, so a certificate naming them lets any one server pass for another to a client
+/// that connects through a loopback address (a tunnel, a proxy).
 pub fn tls_names(listen: &SocketAddr, extra: &[String]) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     let mut push = |s: String| {
@@ -196,15 +199,12 @@ pub fn tls_names(listen: &SocketAddr, extra: &[String]) -> Vec<String> {
             v.push(s);
         }
     };
-    if !listen.ip().is_unspecified() {
+    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
         push(listen.ip().to_string());
     }
     for n in extra {
         push(n.clone());
     }
-    push("127.0.0.1".into());
-    push("::1".into());
-    push("localhost".into());
     v
 }
 
@@ -431,16 +431,19 @@ fn build(
     atomic::create_private_dir(&tls_dir).map_err(io_err("create", &tls_dir))?;
     let tls_secret = SecretKey::random(&mut rand_core::OsRng);
     let names = tls_names(&opts.listen, &opts.tls_names);
-    let bad_name = |e| match e {
-        tlscert::TlsCertError::BadName { .. } | tlscert::TlsCertError::NoName => {
-            ServerError::Layout {
-                what: "a --tls-name is neither an IP address nor a DNS name",
-            }
-        }
+    let bad_name = |e| {
+        match e {
+        tlscert::TlsCertError::BadName { .. } => ServerError::Layout {
+            what: "a --tls-name is neither an IP address nor a DNS name",
+        },
+        tlscert::TlsCertError::NoName => ServerError::Layout {
+            what: "the TLS certificate would name no host: the listen address is a wildcard or loopback address and no --tls-name is given",
+        },
         _ => ServerError::BadFile {
             path: dir.join("tls/server.pem"),
             what: "cannot encode the TLS certificate",
         },
+    }
     };
     let mut issuer = match ca_key {
         Some(key) => {
@@ -482,6 +485,8 @@ fn build(
                 UnitType::Failover,
                 opts.failover as usize,
             ));
+        let instance_id = InstanceId::from_uuid(&id)
+            .map_err(|_| ServerError::InstanceId { value: id.clone() })?;
         let mut units = Vec::new();
         for unit_type in plan {
             domain += 1;
@@ -494,8 +499,18 @@ fn build(
             match &mut issuer {
                 Issuer::Ca(ca_key) => {
                     let unit_dir = tmp.join("units").join(unit_id.uuid());
+                    let description = UnitDescription {
+                        unit_type,
+                        instance_id,
+                    };
                     let mut issue = |key: &PublicKey| {
-                        DeviceCertificate::issue(&ca, &unit_id, key, ca::signer(ca_key))
+                        DeviceCertificate::issue(
+                            &ca,
+                            &unit_id,
+                            &description,
+                            key,
+                            ca::signer(ca_key),
+                        )
                     };
                     Unit::create_soft(&unit_dir, unit_id, unit_type, &ca, &mut issue)
                         .map_err(unit_err)?;
@@ -652,6 +667,15 @@ pub fn join_install(dir: &Path, certificates: &Path) -> Result<InitReport, Serve
         return Err(bad(
             "its first certificate is not one the fleet CA issued for this server's TLS key",
         ));
+    }
+    // Creating a unit checks its certificate's unit, key and type; the instance is the
+    // request's to check.
+    for (u, der) in req.units.iter().zip(&ders[1..]) {
+        if DeviceCertificate::verify(der, &ca).is_ok_and(|c| c.instance_id().uuid() != u.instance) {
+            return Err(bad(
+                "a device certificate names another service instance than this server's request",
+            ));
+        }
     }
     let new_units = join.join("units-new");
     let _ = fs::remove_dir_all(&new_units);

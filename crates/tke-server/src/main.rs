@@ -96,7 +96,9 @@ struct LayoutArgs {
     /// share one key), created otherwise. Default: DIR/api-key.
     #[arg(long, value_name = "FILE")]
     api_key_file: Option<PathBuf>,
-    /// An extra DNS name or IP address for the TLS certificate (repeatable).
+    /// A DNS name or IP address for the TLS certificate besides the listen address
+    /// (repeatable). Loopback names (127.0.0.1, ::1, localhost) are named only when
+    /// given here.
     #[arg(long = "tls-name", value_name = "NAME")]
     tls_names: Vec<String>,
 }

@@ -152,6 +152,8 @@ fn certificates_for_another_request_are_refused_and_the_join_stays_pending() {
                 name,
                 "--ca",
                 "a/ca.pem",
+                "--tls-name",
+                "127.0.0.1",
                 "--request",
                 &format!("{name}.req"),
                 "--operational",
@@ -208,6 +210,8 @@ fn fleet_and_request(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
             "b",
             "--ca",
             "a/ca.pem",
+            "--tls-name",
+            "127.0.0.1",
             "--request",
             "b.req",
             "--operational",
@@ -338,6 +342,8 @@ fn on_a_terminal_the_passphrase_is_asked_twice_for_a_new_ca_and_once_to_sign() {
             "1",
             "--recovery",
             "0",
+            "--tls-name",
+            "127.0.0.1",
         ],
     );
     t.expect("Fleet CA key passphrase: ");
@@ -354,6 +360,8 @@ fn on_a_terminal_the_passphrase_is_asked_twice_for_a_new_ca_and_once_to_sign() {
             "b",
             "--ca",
             "a/ca.pem",
+            "--tls-name",
+            "127.0.0.1",
             "--request",
             "b.req",
         ],
@@ -382,5 +390,58 @@ fn on_a_terminal_the_passphrase_is_asked_twice_for_a_new_ca_and_once_to_sign() {
     let (text, code) = t.finish();
     assert_eq!(code, 0, "{text}");
     let o = unitd(root, &["join", "--dir", "b", "--certificates", "b.crt"]);
+    assert!(o.status.success(), "{o:?}");
+}
+
+/// The CA holder signs what the request file it is given says. If that file was changed
+/// on the way to name another service instance for the units, the joining server refuses
+/// the certificates (each states the instance it was issued for), and the join stays
+/// pending.
+#[test]
+fn certificates_for_another_instance_are_refused_and_the_join_stays_pending() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let (right, _, _) = fleet_and_request(root);
+    let mut req = tke_server::ca::JoinRequest::read(&root.join("b.req")).unwrap();
+    for u in &mut req.units {
+        u.instance = tke_proto::InstanceId::random().uuid();
+    }
+    fs::write(root.join("changed.req"), req.to_pem().unwrap()).unwrap();
+    ca_sign(root, "changed.req", "b.crt", &right);
+    let before = tree(&root.join("b"));
+    let o = unitd(root, &["join", "--dir", "b", "--certificates", "b.crt"]);
+    assert_run(
+        "join_certificates_for_another_instance",
+        &o,
+        1,
+        &[(root, "[ROOT]")],
+    );
+    assert_eq!(tree(&root.join("b")), before, "a refused install changed b");
+    // Certificates for the request as it was made complete the join.
+    ca_sign(root, "b.req", "b-right.crt", &right);
+    let o = unitd(
+        root,
+        &["join", "--dir", "b", "--certificates", "b-right.crt"],
+    );
+    assert!(o.status.success(), "{o:?}");
+}
+
+/// `tke-unitd ca-sign --ca-dir a --request REQUEST --out OUT` in `root` with the
+/// passphrase file `passphrase`, which must succeed.
+fn ca_sign(root: &Path, request: &str, out: &str, passphrase: &Path) {
+    let o = unitd(
+        root,
+        &[
+            "ca-sign",
+            "--ca-dir",
+            "a",
+            "--request",
+            request,
+            "--out",
+            out,
+            "--ca-passphrase-file",
+            passphrase.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{o:?}");
 }

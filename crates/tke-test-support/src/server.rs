@@ -112,7 +112,9 @@ fn parent_of(dir: &Path) -> &Path {
 /// Runs `tke-unitd init --dir DIR --listen 127.0.0.1:PORT ARGS...` in the parent directory
 /// of `dir` (so relative paths in `args`, e.g. `--ca-dir a`, name its siblings) and
 /// returns its standard output. Unless `args` has one, the CA passphrase comes from
-/// [`ca_passphrase_file`] of that parent directory.
+/// [`ca_passphrase_file`] of that parent directory. Unless `args` has a `--tls-name`, the
+/// TLS certificate names `127.0.0.1` (`--tls-name 127.0.0.1`), the address the tests
+/// connect to.
 ///
 /// # Panics
 /// When `init` fails.
@@ -128,15 +130,25 @@ pub fn init(dir: &Path, port: u16, args: &[&str]) -> String {
         OsStr::new(&listen),
     ];
     all.extend(args.iter().map(OsStr::new));
+    loopback_name(&mut all, args);
     if !args.contains(&"--ca-passphrase-file") {
         all.extend([OsStr::new("--ca-passphrase-file"), passphrase.as_os_str()]);
     }
     run_unitd(parent, &all)
 }
 
+/// Adds `--tls-name 127.0.0.1` to a command line unless `args` names the TLS certificate's
+/// hosts itself: `tke-unitd` no longer names loopback addresses unless asked to.
+fn loopback_name(line: &mut Vec<&OsStr>, args: &[&str]) {
+    if !args.contains(&"--tls-name") {
+        line.extend([OsStr::new("--tls-name"), OsStr::new("127.0.0.1")]);
+    }
+}
+
 /// Joins a new server `dir` to the fleet whose CA is in `ca_dir` (made by [`init`] in the
 /// same parent directory), as operators do: `tke-unitd join --request` (with `args`, run
-/// in the parent directory), `tke-unitd ca-sign` with [`ca_passphrase_file`], `tke-unitd
+/// in the parent directory; `--tls-name 127.0.0.1` unless `args` has a `--tls-name`),
+/// `tke-unitd ca-sign` with [`ca_passphrase_file`], `tke-unitd
 /// join --certificates`. The request and the certificates are `NAME.req` and `NAME.crt`
 /// beside `dir`. Returns the three standard outputs.
 ///
@@ -164,6 +176,7 @@ pub fn join(dir: &Path, port: u16, ca_dir: &Path, args: &[&str]) -> String {
         request.as_os_str(),
     ];
     first.extend(args.iter().map(OsStr::new));
+    loopback_name(&mut first, args);
     let mut out = run_unitd(parent, &first);
     let passphrase = ca_passphrase_file(parent);
     out += &run_unitd(

@@ -68,12 +68,18 @@ impl Fleet {
     fn issue(
         &self,
         id: UnitId,
+        unit_type: UnitType,
         pk: &PublicKey,
     ) -> Result<DeviceCertificate, tke_proto::ProtoError> {
         let k = self.ca_key.clone();
+        let description = tke_proto::UnitDescription {
+            unit_type,
+            instance_id: tke_proto::InstanceId([0x1e; 16]),
+        };
         DeviceCertificate::issue(
             &self.ca,
             &id,
+            &description,
             pk,
             Box::new(move |m| Ok(Signature::to_der(&k.sign(m)))),
         )
@@ -166,7 +172,7 @@ impl Fleet {
             id,
             ty,
             &self.ca,
-            &mut |pk| self.issue(id, pk),
+            &mut |pk| self.issue(id, ty, pk),
         )
         .unwrap()
     }
@@ -188,7 +194,7 @@ fn bench(c: &mut Criterion) {
     });
     let mut files = fleet.units(|i, id, ty| {
         let dir = d.path().join(format!("soft-{i}"));
-        Unit::create_soft(&dir, id, ty, &fleet.ca, &mut |pk| fleet.issue(id, pk)).unwrap()
+        Unit::create_soft(&dir, id, ty, &fleet.ca, &mut |pk| fleet.issue(id, ty, pk)).unwrap()
     });
     let mut hsm = fleet.units(|i, id, ty| {
         let label = &labels[i];

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use tke_proto::{ProtoError, UnitId};
+use tke_proto::{ProtoError, UnitId, UnitType};
 
 use crate::backend::BackendError;
 
@@ -78,6 +78,18 @@ pub enum UnitError {
         path: PathBuf,
         /// The backend kind.
         backend: &'static str,
+    },
+    /// The device certificate states another unit type than the state file records.
+    #[error("the device certificate {} of crypto unit {} states the type {}, but the unit's state records {}", path.display(), unit.uuid(), certified.label(), recorded.label())]
+    CertifiedTypeMismatch {
+        /// The unit.
+        unit: UnitId,
+        /// The certificate file (or the state store's location).
+        path: PathBuf,
+        /// The type the state records.
+        recorded: UnitType,
+        /// The type the certificate states.
+        certified: UnitType,
     },
     /// The caller's `issue` function failed or returned an unusable certificate.
     #[error("issuing the device certificate of crypto unit {} failed", unit.uuid())]

@@ -248,11 +248,12 @@ impl Unit {
         ca: &CaCertificate,
         issue: &mut dyn FnMut(&PublicKey) -> Result<DeviceCertificate, ProtoError>,
     ) -> Result<Unit, UnitError> {
-        let result =
-            Self::certify(unit_id, ca, backend.as_ref(), issue).and_then(|cert| match dir {
+        let result = Self::certify(unit_id, unit_type, ca, backend.as_ref(), issue).and_then(
+            |cert| match dir {
                 Some(dir) => write_certificates(dir, unit_id, ca, &cert).map(|()| cert),
                 None => Ok(cert),
-            });
+            },
+        );
         let device_cert = match result {
             Ok(cert) => cert,
             Err(e) => {
@@ -282,6 +283,7 @@ impl Unit {
     /// Has the device key certified, and checks what `issue` returned.
     fn certify(
         unit_id: UnitId,
+        unit_type: UnitType,
         ca: &CaCertificate,
         backend: &dyn Backend,
         issue: &mut dyn FnMut(&PublicKey) -> Result<DeviceCertificate, ProtoError>,
@@ -308,6 +310,12 @@ impl Unit {
             return Err(UnitError::IssuedCertificate {
                 unit: unit_id,
                 what: "certifies another key than the unit's device key",
+            });
+        }
+        if device_cert.unit_type() != unit_type {
+            return Err(UnitError::IssuedCertificate {
+                unit: unit_id,
+                what: "states another unit type",
             });
         }
         Ok(device_cert)
@@ -504,11 +512,21 @@ impl Unit {
             dir: place.clone(),
             source,
         };
+        let cert_path = || dir.map_or_else(|| location.clone(), |d| d.join(DEVICE_FILE));
         if device_cert.verifying_key() != VerifyingKey::from(&backend.device_public_key()) {
             return Err(UnitError::DeviceKeyMismatch {
                 unit,
-                path: dir.map_or_else(|| location.clone(), |d| d.join(DEVICE_FILE)),
+                path: cert_path(),
                 backend: backend.kind(),
+            });
+        }
+        // The certificate's type is what peers and clients trust: the state must agree.
+        if device_cert.unit_type() != state.unit_type {
+            return Err(UnitError::CertifiedTypeMismatch {
+                unit,
+                path: cert_path(),
+                recorded: state.unit_type,
+                certified: device_cert.unit_type(),
             });
         }
         let inconsistent = |what| UnitError::Inconsistent {

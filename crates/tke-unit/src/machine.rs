@@ -421,7 +421,11 @@ impl Unit {
             .importer
             .verify(&target)
             .map_err(|_| ModuleError::INVALID_IMPORTER)?;
-        if target.unit_id() == self.state.unit_id {
+        // A master key goes only to a unit of this service instance, as the fleet CA
+        // certified it: the CA may serve several instances.
+        if target.unit_id() == self.state.unit_id
+            || target.instance_id() != self.device_cert.instance_id()
+        {
             return Err(ModuleError::INVALID_IMPORTER);
         }
         let slot = match req.register {
@@ -441,9 +445,17 @@ impl Unit {
     }
 
     fn import(&mut self, next: &mut State, signed: &SignedEnvelope) -> Outcome {
-        let (envelope, _source) = signed
+        let (envelope, source) = signed
             .verify(&self.ca)
             .map_err(|_| ModuleError::INVALID_IMPORTER)?;
+        // Only a recovery unit of this instance, as the fleet CA certified it, may be the
+        // source of a master key. Checked before the importer key is used up, so a refused
+        // envelope changes nothing.
+        if source.unit_type() != UnitType::Recovery
+            || source.instance_id() != self.device_cert.instance_id()
+        {
+            return Err(ModuleError::INVALID_IMPORTER);
+        }
         if envelope.target_unit_id != self.state.unit_id {
             return Err(ModuleError::INVALID_UNIT);
         }

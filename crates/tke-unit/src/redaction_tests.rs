@@ -17,6 +17,14 @@ fn sign_with(key: &SigningKey) -> Box<tke_proto::cert::SignFn<'_>> {
     })
 }
 
+/// A recovery unit of some instance, as the certificates here describe their units.
+fn recovery() -> tke_proto::UnitDescription {
+    tke_proto::UnitDescription {
+        unit_type: UnitType::Recovery,
+        instance_id: tke_proto::InstanceId([7; 16]),
+    }
+}
+
 /// Every rendering of `secret` (and of any 6-byte window of it) that a careless `Debug`
 /// could produce.
 fn renderings(secret: &[u8]) -> Vec<String> {
@@ -74,7 +82,7 @@ fn debug_and_errors_show_no_secret() {
     let id = UnitId::random();
     let dir = d.path().join("unit");
     let mut unit = Unit::create_soft(&dir, id, UnitType::Recovery, &ca, &mut |pk| {
-        DeviceCertificate::issue(&ca, &id, pk, sign_with(&ca_key))
+        DeviceCertificate::issue(&ca, &id, &recovery(), pk, sign_with(&ca_key))
     })
     .unwrap();
     let (handle, vp) = unit.backend.generate_master_key().unwrap();
@@ -130,7 +138,7 @@ fn secrets_in_memory_are_not_shown_either() {
         id,
         UnitType::Recovery,
         &ca,
-        &mut |pk| DeviceCertificate::issue(&ca, &id, pk, sign_with(&ca_key)),
+        &mut |pk| DeviceCertificate::issue(&ca, &id, &recovery(), pk, sign_with(&ca_key)),
     )
     .unwrap();
     let (handle, _) = unit.backend.generate_master_key().unwrap();

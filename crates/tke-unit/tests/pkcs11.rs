@@ -473,7 +473,7 @@ fn create_err(config: &Pkcs11Config) -> (UnitError, PathBuf, tempfile::TempDir) 
         UnitType::Operational,
         &fleet.ca,
         config,
-        &mut |pk| fleet.issue(id, pk),
+        &mut |pk| fleet.issue(id, UnitType::Operational, pk),
     )
     .unwrap_err();
     assert!(
@@ -574,7 +574,7 @@ fn token_errors_name_the_token_and_the_module() {
         UnitType::Operational,
         &fleet.ca,
         &config,
-        &mut |pk| fleet.issue(id, pk),
+        &mut |pk| fleet.issue(id, UnitType::Operational, pk),
     )
     .unwrap();
     drop(u);

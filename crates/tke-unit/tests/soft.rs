@@ -223,6 +223,7 @@ fn open_names_what_is_wrong() {
     let a = w.ready(&SoftFactory, "a", UnitType::Recovery);
     let b = w.ready(&SoftFactory, "b", UnitType::Recovery);
     let (a_dir, b_dir) = (a.dir().unwrap().to_owned(), b.dir().unwrap().to_owned());
+    let a_cert = a.device_certificate().clone();
     drop((a, b));
     let copy = |name: &str| -> PathBuf {
         let d = w.dir.path().join(name);
@@ -305,6 +306,32 @@ fn open_names_what_is_wrong() {
     assert!(matches!(e, UnitError::Certificate { .. }), "{e:?}");
     shows(&e, &d.join(DEVICE_FILE));
 
+    // A device certificate of this unit and key, but that states another type than the
+    // state file records.
+    let d = copy("other-type");
+    let other_type = w
+        .fleet
+        .issue(
+            a_cert.unit_id(),
+            UnitType::Operational,
+            &a_cert.verifying_key().into(),
+        )
+        .unwrap();
+    fs::write(d.join(DEVICE_FILE), other_type.to_pem().unwrap()).unwrap();
+    let e = open_err(&d);
+    assert!(
+        matches!(
+            e,
+            UnitError::CertifiedTypeMismatch {
+                recorded: UnitType::Recovery,
+                certified: UnitType::Operational,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    shows(&e, &d.join(DEVICE_FILE));
+
     // An unknown backend.
     let d = copy("unknown-backend");
     let text = fs::read_to_string(d.join(STATE_FILE)).unwrap();
@@ -334,7 +361,7 @@ fn create_refuses_and_cleans_up() {
     fs::create_dir(&busy).unwrap();
     fs::write(busy.join("keep"), b"x").unwrap();
     let e = Unit::create_soft(&busy, id, UnitType::Recovery, &fleet.ca, &mut |pk| {
-        fleet.issue(id, pk)
+        fleet.issue(id, UnitType::Recovery, pk)
     })
     .unwrap_err();
     assert!(
@@ -343,7 +370,8 @@ fn create_refuses_and_cleans_up() {
     );
     assert_eq!(file_names(&busy), vec!["keep"]);
 
-    // The issuer fails, or certifies another unit, or another key: nothing is left.
+    // The issuer fails, or certifies another unit, another key or another unit type:
+    // nothing is left.
     let other_key = tke_proto::p256::SecretKey::random(&mut rand_core::OsRng).public_key();
     type Issue<'a> =
         Box<dyn Fn(&tke_proto::p256::PublicKey) -> Result<DeviceCertificate, ProtoError> + 'a>;
@@ -358,12 +386,19 @@ fn create_refuses_and_cleans_up() {
         ),
         (
             "other-unit",
-            Box::new(|pk| fleet.issue(UnitId::random(), pk)),
+            Box::new(|pk| fleet.issue(UnitId::random(), UnitType::Recovery, pk)),
         ),
-        ("other-key", Box::new(|_| fleet.issue(id, &other_key))),
+        (
+            "other-key",
+            Box::new(|_| fleet.issue(id, UnitType::Recovery, &other_key)),
+        ),
+        (
+            "other-type",
+            Box::new(|pk| fleet.issue(id, UnitType::Operational, pk)),
+        ),
         (
             "other-fleet",
-            Box::new(|pk| Fleet::new("other").issue(id, pk)),
+            Box::new(|pk| Fleet::new("other").issue(id, UnitType::Recovery, pk)),
         ),
     ];
     for (name, issue) in cases {

@@ -22,7 +22,7 @@ use p256::{
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use tke_proto::{
     cert::SignFn, AdminCertificate, AdminName, BoxError, CaCertificate, DeviceCertificate,
-    DeviceContext, UnitId,
+    DeviceContext, InstanceId, UnitDescription, UnitId, UnitType,
 };
 use x509_cert::{
     attr::AttributeTypeAndValue,
@@ -98,10 +98,43 @@ pub struct Unit {
     pub cert: DeviceCertificate,
 }
 
-/// Issues a device certificate for `id` (device key made of `byte`) from `ca`.
+/// The service instance of the test fleet's units.
+pub const INSTANCE: [u8; 16] = [
+    0x0b, 0x6f, 0x0c, 0x8e, 0x5d, 0x6a, 0x4b, 0x8e, 0x9a, 0x51, 0x0c, 0x2f, 0x8e, 0x7d, 0x6b, 0x1a,
+];
+
+/// A unit of type `unit_type` in the test instance.
+pub fn described(unit_type: UnitType) -> UnitDescription {
+    UnitDescription {
+        unit_type,
+        instance_id: InstanceId(INSTANCE),
+    }
+}
+
+/// Issues a device certificate for `id` (device key made of `byte`) from `ca`, describing
+/// an operational unit of the test instance.
 pub fn unit(ca_key: &SigningKey, ca: &CaCertificate, id: UnitId, byte: u8) -> Unit {
+    unit_described(ca_key, ca, id, byte, described(UnitType::Operational))
+}
+
+/// Issues a device certificate for `id` (device key made of `byte`) from `ca`, with the
+/// unit description `description`.
+pub fn unit_described(
+    ca_key: &SigningKey,
+    ca: &CaCertificate,
+    id: UnitId,
+    byte: u8,
+    description: UnitDescription,
+) -> Unit {
     let key = signing_key(byte);
-    let cert = DeviceCertificate::issue(ca, &id, &public_key(&key), cert_signer(ca_key)).unwrap();
+    let cert = DeviceCertificate::issue(
+        ca,
+        &id,
+        &description,
+        &public_key(&key),
+        cert_signer(ca_key),
+    )
+    .unwrap();
     Unit { id, key, cert }
 }
 
@@ -122,7 +155,13 @@ pub struct Fleet {
 
 pub fn fleet() -> Fleet {
     let (ca_key, ca) = ca("fleet-1", 0x0c);
-    let a = unit(&ca_key, &ca, UnitId(UNIT_A), 0x0a);
+    let a = unit_described(
+        &ca_key,
+        &ca,
+        UnitId(UNIT_A),
+        0x0a,
+        described(UnitType::Recovery),
+    );
     let b = unit(&ca_key, &ca, UnitId(UNIT_B), 0x0b);
     Fleet { ca_key, ca, a, b }
 }

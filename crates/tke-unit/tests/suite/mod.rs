@@ -55,6 +55,8 @@ macro_rules! backend_suite {
             import_malformed_envelope_from_fleet_member,
             import_wrong_length_key_from_fleet_member,
             export_checks_target,
+            import_only_from_a_recovery_unit_of_the_instance,
+            export_only_to_the_instance,
             device_signatures_bound_to_their_kind,
             version_1_device_signatures_refused,
             export_batch,
@@ -1260,7 +1262,11 @@ pub fn import_malformed_envelope_from_fleet_member(f: &dyn UnitFactory) {
     let rogue_id = UnitId::random();
     let rogue_cert = w
         .fleet
-        .issue(rogue_id, &rogue_key.verifying_key().into())
+        .issue(
+            rogue_id,
+            UnitType::Recovery,
+            &rogue_key.verifying_key().into(),
+        )
         .unwrap();
     let point = point_bytes(&rogue_key.verifying_key().into());
     for wrapped in [
@@ -1299,14 +1305,28 @@ pub fn import_malformed_envelope_from_fleet_member(f: &dyn UnitFactory) {
     }
 }
 
+/// What a fleet member computes to seal a key from `source` to the importer `importer_key`
+/// of `target` (`docs/protocol.md` §11, step 3): a fresh ephemeral point and the KEK.
+fn member_kek(
+    source: UnitId,
+    target: UnitId,
+    importer_key: &tke_proto::p256::PublicKey,
+) -> ([u8; 65], tke_proto::transport::Kek) {
+    use tke_proto::p256::ecdh::EphemeralSecret;
+    use tke_proto::transport::{derive_kek, kdf_context, point_bytes};
+    let eph = EphemeralSecret::random(&mut rand_core::OsRng);
+    let eph_point = point_bytes(&eph.public_key());
+    let mut z = [0u8; 32];
+    z.copy_from_slice(eph.diffie_hellman(importer_key).raw_secret_bytes());
+    let ctx = kdf_context(&source, &target, &eph_point, &point_bytes(importer_key));
+    (eph_point, derive_kek(&z, &ctx))
+}
+
 /// A fleet member that wraps, correctly, a value of another length than 32 bytes: a
 /// 40-byte RFC 5649 envelope holds 25 to 32 bytes.
 pub fn import_wrong_length_key_from_fleet_member(f: &dyn UnitFactory) {
-    use tke_proto::p256::{
-        ecdh::EphemeralSecret,
-        ecdsa::{signature::Signer as _, Signature, SigningKey},
-    };
-    use tke_proto::transport::{derive_kek, kdf_context, point_bytes, MkEnvelope};
+    use tke_proto::p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
+    use tke_proto::transport::MkEnvelope;
     let w = World::new(3);
     let ca = &w.fleet.ca;
     let mut op = w.ready(f, "op", UnitType::Operational);
@@ -1314,7 +1334,11 @@ pub fn import_wrong_length_key_from_fleet_member(f: &dyn UnitFactory) {
     let rogue_id = UnitId::random();
     let rogue_cert = w
         .fleet
-        .issue(rogue_id, &rogue_key.verifying_key().into())
+        .issue(
+            rogue_id,
+            UnitType::Recovery,
+            &rogue_key.verifying_key().into(),
+        )
         .unwrap();
     for len in [25usize, 31] {
         let out = ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
@@ -1322,13 +1346,7 @@ pub fn import_wrong_length_key_from_fleet_member(f: &dyn UnitFactory) {
             .unwrap()
             .verify(op.device_certificate())
             .unwrap();
-        let importer_key = importer.key().unwrap();
-        let eph = EphemeralSecret::random(&mut rand_core::OsRng);
-        let eph_point = point_bytes(&eph.public_key());
-        let mut z = [0u8; 32];
-        z.copy_from_slice(eph.diffie_hellman(&importer_key).raw_secret_bytes());
-        let ctx = kdf_context(&rogue_id, &op.id(), &eph_point, &point_bytes(&importer_key));
-        let kek = derive_kek(&z, &ctx);
+        let (eph_point, kek) = member_kek(rogue_id, op.id(), &importer.key().unwrap());
         let wrapped = aes_kw::KekAes256::from(*kek.expose_secret())
             .wrap_with_padding_vec(&vec![0x42; len])
             .unwrap();
@@ -1468,6 +1486,124 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
     ));
 }
 
+/// A unit imports only envelopes whose source certificate, as the fleet CA issued it,
+/// says `recovery` and names the unit's own instance. The envelope below is otherwise
+/// good: signed by the key its certificate certifies, wrapped for the pending importer,
+/// and accepted once its source is certified as a recovery unit of the instance.
+pub fn import_only_from_a_recovery_unit_of_the_instance(f: &dyn UnitFactory) {
+    use tke_proto::p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
+    use tke_proto::transport::{wrap, MkEnvelope};
+    use tke_proto::{MasterKey, UnitDescription};
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    let out = ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
+    let importer = CertifiedImporter::from_der(&out)
+        .unwrap()
+        .verify(op.device_certificate())
+        .unwrap();
+
+    // A fleet member (the test holds the CA key) seals a key for that importer.
+    let source_key = SigningKey::random(&mut rand_core::OsRng);
+    let source_id = UnitId::random();
+    let mk = MasterKey::from_slice(&[0x42; 32]).unwrap();
+    let (eph_point, kek) = member_kek(source_id, op.id(), &importer.key().unwrap());
+    let envelope = MkEnvelope {
+        source_unit_id: source_id,
+        target_unit_id: op.id(),
+        importer_key_id: importer.key_id,
+        ephemeral_public_key: OctetString::new(eph_point.to_vec()).unwrap(),
+        wrapped_key: OctetString::new(wrap(kek.expose_secret(), &mk).unwrap()).unwrap(),
+        vp: mk.vp(),
+    };
+    let signed_as = |description: UnitDescription| {
+        let cert = w
+            .fleet
+            .issue_described(source_id, &description, &source_key.verifying_key().into())
+            .unwrap();
+        SignedEnvelope::sign(&envelope, &cert, |c, b| {
+            let s: Signature = source_key.sign(&c.signed_bytes(b));
+            Ok(s.to_der())
+        })
+        .unwrap()
+    };
+    let other_instance = w.fleet.another_instance().instance;
+    let before = op.status();
+    let mut n = 0;
+    for (what, description) in [
+        (
+            "an operational source",
+            (UnitType::Operational, w.fleet.instance),
+        ),
+        ("a failover source", (UnitType::Failover, w.fleet.instance)),
+        (
+            "a recovery unit of another instance",
+            (UnitType::Recovery, other_instance),
+        ),
+    ] {
+        let signed = signed_as(UnitDescription {
+            unit_type: description.0,
+            instance_id: description.1,
+        });
+        let body = run(&mut op, ca, &Command::ImportMk(Box::new(signed)), &[w.a(0)]);
+        assert_eq!(body.error(), Some(ModuleError::INVALID_IMPORTER), "{what}");
+        n += 1;
+        // Nothing changed: the importer key is still pending, the registers are empty.
+        let mut expected = before.clone();
+        expected.counter += n;
+        assert_eq!(op.status(), expected, "{what}");
+    }
+    let signed = signed_as(UnitDescription {
+        unit_type: UnitType::Recovery,
+        instance_id: w.fleet.instance,
+    });
+    let vp = vp_of(&ok(run(
+        &mut op,
+        ca,
+        &Command::ImportMk(Box::new(signed)),
+        &[w.a(0)],
+    )));
+    assert_eq!(vp, mk.vp());
+}
+
+/// A recovery unit exports only to a target whose certificate names its own instance,
+/// even one certified by the same fleet CA.
+pub fn export_only_to_the_instance(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    // A unit of another instance of the same fleet, with all administrators installed.
+    let other = World {
+        dir: tempfile::tempdir().unwrap(),
+        fleet: w.fleet.another_instance(),
+        admins: support_admins(3),
+    };
+    let mut foreign = other.ready(f, "foreign", UnitType::Operational);
+    assert_eq!(
+        foreign.device_certificate().instance_id(),
+        other.fleet.instance
+    );
+    let req = export_request(&other, &mut foreign, Register::Current);
+    let before = rec.status();
+    let foreign_before = foreign.status();
+    fails(
+        &run(
+            &mut rec,
+            ca,
+            &Command::ExportMk(Box::new(req)),
+            &[w.a(0), w.a(1)],
+        ),
+        ModuleError::INVALID_IMPORTER,
+    );
+    assert_unchanged(&rec, &before, true);
+    assert_unchanged(&foreign, &foreign_before, false);
+    // A target of the instance gets the key.
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    let vp = load(&w, &mut rec, &mut op);
+    assert_eq!(op.status().current_register, valid(vp));
+}
+
 /// `exportMkBatch`: one quorum-signed command seals the key for several targets, in
 /// order; it is all or nothing, recovery only, and takes 1 to 16 requests.
 /// The device key's three signatures (a response, an importer certification, an envelope)
@@ -1600,7 +1736,11 @@ pub fn version_1_device_signatures_refused(f: &dyn UnitFactory) {
     let member_id = UnitId::random();
     let member_cert = w
         .fleet
-        .issue(member_id, &member_key.verifying_key().into())
+        .issue(
+            member_id,
+            UnitType::Recovery,
+            &member_key.verifying_key().into(),
+        )
         .unwrap();
     let v1 = |_: DeviceContext, m: &[u8]| {
         let s: Signature = member_key.sign(m);

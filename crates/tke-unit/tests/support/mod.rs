@@ -22,8 +22,9 @@ use tke_proto::{
         ecdsa::{signature::Signer as _, Signature, SigningKey},
         PublicKey,
     },
-    CaCertificate, Command, DeviceCertificate, ModuleError, Nonce, ProtoError, Query, Request,
-    ResponseBody, SignedCommand, SignedResponse, UnitId, UnitStatus, UnitType,
+    CaCertificate, Command, DeviceCertificate, InstanceId, ModuleError, Nonce, ProtoError, Query,
+    Request, ResponseBody, SignedCommand, SignedResponse, UnitDescription, UnitId, UnitStatus,
+    UnitType,
 };
 use tke_sigkey::{sign_command, Signer};
 use tke_unit::{
@@ -41,10 +42,11 @@ pub fn admins(n: usize) -> Vec<MemSigner> {
         .collect()
 }
 
-/// A fleet CA whose key the test holds.
+/// A fleet CA whose key the test holds, and the service instance its units belong to.
 pub struct Fleet {
     key: SigningKey,
     pub ca: CaCertificate,
+    pub instance: InstanceId,
 }
 
 impl Fleet {
@@ -60,19 +62,50 @@ impl Fleet {
             }),
         )
         .unwrap();
-        Self { key, ca }
+        Self {
+            key,
+            ca,
+            instance: InstanceId::random(),
+        }
     }
 
-    /// Issues a device certificate for `unit_id`.
+    /// The same fleet CA for units of another service instance.
+    pub fn another_instance(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+            instance: InstanceId::random(),
+        }
+    }
+
+    /// Issues a device certificate for `unit_id`, a unit of `unit_type` in the fleet's
+    /// instance.
     pub fn issue(
         &self,
         unit_id: UnitId,
+        unit_type: UnitType,
+        device_key: &PublicKey,
+    ) -> Result<DeviceCertificate, ProtoError> {
+        let description = UnitDescription {
+            unit_type,
+            instance_id: self.instance,
+        };
+        self.issue_described(unit_id, &description, device_key)
+    }
+
+    /// Issues a device certificate for `unit_id` that states `description` (which may
+    /// name another instance than the fleet's).
+    pub fn issue_described(
+        &self,
+        unit_id: UnitId,
+        description: &UnitDescription,
         device_key: &PublicKey,
     ) -> Result<DeviceCertificate, ProtoError> {
         let k = self.key.clone();
         DeviceCertificate::issue(
             &self.ca,
             &unit_id,
+            description,
             device_key,
             Box::new(move |m| {
                 let s: Signature = k.sign(m);
@@ -101,7 +134,7 @@ impl UnitFactory for SoftFactory {
     }
     fn create(&self, dir: &Path, unit_id: UnitId, unit_type: UnitType, fleet: &Fleet) -> Unit {
         Unit::create_soft(dir, unit_id, unit_type, &fleet.ca, &mut |pk| {
-            fleet.issue(unit_id, pk)
+            fleet.issue(unit_id, unit_type, pk)
         })
         .unwrap()
     }
@@ -124,7 +157,7 @@ impl Pkcs11Factory {
         config: &Pkcs11Config,
     ) -> Unit {
         Unit::create_pkcs11(dir, unit_id, unit_type, &fleet.ca, config, &mut |pk| {
-            fleet.issue(unit_id, pk)
+            fleet.issue(unit_id, unit_type, pk)
         })
         .unwrap()
     }
@@ -236,7 +269,7 @@ impl UnitFactory for MemoryFactory {
             unit_id,
             unit_type,
             &fleet.ca,
-            &mut |pk| fleet.issue(unit_id, pk),
+            &mut |pk| fleet.issue(unit_id, unit_type, pk),
         )
         .unwrap();
         assert_eq!(unit.dir(), None);
