@@ -215,8 +215,8 @@ impl SigKeyEntry {
 /// then by name and SKI), and the files that could not be read. A bad file never hides the others.
 #[derive(Debug, Default)]
 pub struct SigKeyListing {
-    /// The keys, in the order they were added (their `<stem>.created` files; keys without
-    /// one come first), then by name and SKI. KEYNUM (as the CLI shows it) is index + 1.
+    /// The keys, in the order they were added (their `<stem>.created` files, else their
+    /// certificate file's modification time), then by name and SKI. KEYNUM (as the CLI shows it) is index + 1.
     pub entries: Vec<SigKeyEntry>,
     /// One error per file that could not be read or parsed, naming the file.
     pub problems: Vec<KeyFileError>,
@@ -593,12 +593,18 @@ fn record_creation(cert_path: &Path) -> Result<()> {
     create_new(&created_path(cert_path), format!("{nanos}\n").as_bytes())
 }
 
-/// When the key of `cert_path` was added; 0 (first) when not recorded or unreadable, as
-/// for keys made before the record existed.
+/// When the key of `cert_path` was added. Without a record (keys made before it existed,
+/// or copied without it), the certificate file's modification time: close to when it was
+/// made, and for a copy, later than the key's other files, so it never goes first.
 fn created_at(cert_path: &Path) -> u128 {
     fs::read_to_string(created_path(cert_path))
         .ok()
         .and_then(|t| t.trim().parse().ok())
+        .or_else(|| {
+            let modified = fs::metadata(cert_path).and_then(|m| m.modified()).ok()?;
+            let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+            Some(since.as_nanos())
+        })
         .unwrap_or(0)
 }
 
