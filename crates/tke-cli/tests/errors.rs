@@ -245,8 +245,12 @@ fn without_a_terminal_the_error_names_the_flag() {
 #[test]
 fn numbers_that_do_not_exist_and_empty_selections() {
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
-    // The first command that needs crypto units creates the default fleet (a notice on
-    // standard error).
+    // No command but `local init` creates a fleet: without one, each says how to make it
+    // and creates nothing.
+    w.check("no_fleet_cryptounits", &["cryptounits"], 1, &[]);
+    w.check("no_fleet_cryptounit_add", &["cryptounit-add", "1"], 1, &[]);
+    assert!(!w.path().join("local").exists());
+    w.ok(&["local", "init"]);
     w.check("nothing_selected_compare", &["cryptounit-compare"], 1, &[]);
     w.check(
         "nothing_selected_zeroize",
