@@ -86,6 +86,10 @@ pub struct AddArgs {
     /// Use only this service instance of the server (default: every instance the key opens).
     #[arg(long, value_name = "UUID")]
     pub instance: Option<String>,
+    /// Do not contact the server now (to add one that is down on purpose); the files and
+    /// the URL are still checked.
+    #[arg(long)]
+    pub no_check: bool,
 }
 
 fn path_of(files: &FilesDir) -> PathBuf {
@@ -241,10 +245,14 @@ pub fn add(ctx: &Ctx, a: &AddArgs) -> Result<()> {
         api_key_file: absolute(&a.api_key_file),
         instance: a.instance.clone(),
     };
-    // Check every file and the URL now, so that mistakes show at once. The server is not
-    // contacted: `tke cryptounits` does that.
+    // Check every file and the URL now, so that mistakes show at once.
     let tr = transport(&t)?;
     t.url = tr.url().to_owned();
+    // And the server, the CA and the API key together: a wrong one is refused here rather
+    // than found at the next ceremony.
+    if !a.no_check {
+        connect(std::slice::from_ref(&t))?;
+    }
     targets.push(t);
     save(&ctx.files, &targets)?;
     print_targets(ctx, &targets, &Origin::File(path_of(&ctx.files)))?;
