@@ -49,6 +49,16 @@ impl Ctx {
         Ok(Fleet { client })
     }
 
+    /// As [`Ctx::connect`], for commands that only read: targets that cannot be reached
+    /// are left out and returned with their errors, by name.
+    pub fn connect_reachable(&self) -> Result<(Fleet, Vec<(String, anyhow::Error)>)> {
+        let (targets, _) = crate::targets::active(&self.files)?;
+        if !targets.is_empty() {
+            return crate::targets::connect_reachable(&targets);
+        }
+        Ok((self.connect()?, Vec::new()))
+    }
+
     /// The selected units (persisted in the workstation directory), in number order.
     pub fn selected<'f>(&self, fleet: &'f Fleet) -> Result<Vec<&'f KnownUnit>> {
         let sel = self.files.load_selection()?;

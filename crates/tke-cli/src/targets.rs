@@ -206,6 +206,25 @@ pub fn connect(targets: &[Target]) -> Result<Fleet> {
     Ok(Fleet { client })
 }
 
+/// As [`connect`], leaving out the targets that cannot be reached or refuse us, for the
+/// commands that only read: they show what they can and name the rest. Returns the fleet
+/// of the reachable targets and, per unreachable target, its name and the error. Fails
+/// only when no target can be reached (with the first target's error).
+pub fn connect_reachable(targets: &[Target]) -> Result<(Fleet, Vec<(String, anyhow::Error)>)> {
+    let mut reachable = Vec::new();
+    let mut down = Vec::new();
+    for t in targets {
+        match connect(std::slice::from_ref(t)) {
+            Ok(_) => reachable.push(t.clone()),
+            Err(e) => down.push((t.name.clone(), e)),
+        }
+    }
+    if reachable.is_empty() && !down.is_empty() {
+        return Err(down.swap_remove(0).1);
+    }
+    Ok((connect(&reachable)?, down))
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32

@@ -304,6 +304,25 @@ fn servers_down_or_refusing() {
     );
 }
 
+/// With one of two servers down, the read commands show the reachable units, name the
+/// unreachable target and exit 1; a ceremony still refuses to start.
+#[test]
+fn one_server_down_of_two() {
+    let root = tempfile::tempdir().unwrap();
+    let (_a, mut b, w, _) = two_servers(root.path());
+    let labels = [(root.path(), "[ROOT]")];
+    w.ok(&["cryptounit-add", "1", "2", "3"]);
+    b.stop();
+    w.check("one_server_down_cryptounits", &["cryptounits"], 1, &labels);
+    w.check(
+        "one_server_down_compare",
+        &["cryptounit-compare"],
+        1,
+        &labels,
+    );
+    w.fails(&["cryptounit-zeroize", "--yes"], 1);
+}
+
 /// One instance on two servers: `a` (one operational, one recovery unit) and `b` (one
 /// operational unit), both targets of a workstation with a key for alice.
 fn two_servers(root: &Path) -> (Server, Server, Workstation, String) {
