@@ -10,7 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ci/setup.sh --build   # libpcsclite for the YubiKey signer, installed when missing
-cargo build -q -p tke-cli
+# Not -q: a cold build takes minutes here, and a silent terminal looks hung.
+echo "== cargo build -p tke-cli (a cold build takes several minutes; cargo shows its progress)"
+cargo build -p tke-cli
+echo
 tke="$PWD/target/debug/tke"
 dir="${TKE_DEMO_DIR:-$(mktemp -d -t tke-demo.XXXXXX)}"
 umask 077

@@ -88,6 +88,10 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 /// Runs `auto-init`.
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let fleet = ctx.connect()?;
+    // Which fleet this changes, first: the operator must see it before any question.
+    if !ctx.json {
+        crate::units::header(&fleet);
+    }
     let client = &fleet.client;
     let instances = client.instances();
     if instances.is_empty() {
@@ -301,8 +305,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let units = client.instance_units(&instance);
     if !ctx.prompt.confirm(
         &format!(
-            "\nInitialize service instance {instance} ({} crypto units)?",
-            units.len()
+            "\nInitialize service instance {instance} ({} crypto units) at {}?",
+            units.len(),
+            client.describe().join(", ")
         ),
         args.yes,
     )? {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
-use tke_client::{Client, EmbeddedFleet, FleetSpec, KnownUnit, Transport};
+use tke_client::{Client, EmbeddedFleet, KnownUnit, Transport};
 use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
 use tke_sigkey_pkcs11::{tke_pkcs11, Pin, Pkcs11Error, Pkcs11Signer, Pkcs11Uri};
@@ -33,32 +33,30 @@ pub struct Fleet {
 impl Ctx {
     /// Connects a client to the targets (`tke target add`, or `TKE_TARGETS`): the units of
     /// every tke-unitd server, numbered over all of them. With no target, opens the
-    /// embedded fleet, creating the default one on first use (with a notice on standard
-    /// error).
+    /// embedded fleet, which `tke local init` made (a missing one is an error, never
+    /// created implicitly).
     pub fn connect(&self) -> Result<Fleet> {
         let (targets, _) = crate::targets::active(&self.files)?;
         if !targets.is_empty() {
             return crate::targets::connect(&targets);
         }
-        let dir = self.files.local_dir();
-        let fleet = if EmbeddedFleet::exists(&dir) {
-            EmbeddedFleet::open(&dir)?
-        } else {
-            let spec = FleetSpec::default();
-            let f = EmbeddedFleet::create(&dir, spec)?;
-            eprintln!(
-                "Created the default embedded fleet ({} instance: {} operational + {} recovery crypto units) in {}",
-                spec.instances,
-                spec.operational,
-                spec.recovery,
-                dir.display()
-            );
-            f
-        };
+        // Never created here, only by `tke local init`: a mistyped CLOUDTKEFILES would
+        // otherwise make a new fleet and run ceremonies on it instead of the real one.
+        let fleet = EmbeddedFleet::open(&self.files.local_dir())?;
         let ca = fleet.ca().clone();
         let transport: Arc<dyn Transport> = Arc::new(fleet);
         let client = Client::connect(vec![(transport, ca)])?;
         Ok(Fleet { client })
+    }
+
+    /// As [`Ctx::connect`], for commands that only read: targets that cannot be reached
+    /// are left out and returned with their errors, by name.
+    pub fn connect_reachable(&self) -> Result<(Fleet, Vec<(String, anyhow::Error)>)> {
+        let (targets, _) = crate::targets::active(&self.files)?;
+        if !targets.is_empty() {
+            return crate::targets::connect_reachable(&targets);
+        }
+        Ok((self.connect()?, Vec::new()))
     }
 
     /// The selected units (persisted in the workstation directory), in number order.

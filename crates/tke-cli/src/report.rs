@@ -35,6 +35,12 @@ fn advice(err: &anyhow::Error) -> Vec<&'static str> {
         if let Some(KeyFileError::NoDirectory) = cause.downcast_ref() {
             lines.push("Give the directory with --files-dir, or set CLOUDTKEFILES or HOME.");
         }
+        if let Some(KeyFileError::EmptyEnv) = cause.downcast_ref() {
+            lines.push(
+                "Set CLOUDTKEFILES to your directory, give --files-dir, or unset CLOUDTKEFILES \
+                 to use the per-user default.",
+            );
+        }
         if let Some(ClientError::FleetMissing { .. }) = cause.downcast_ref() {
             lines.push("Create one with `tke local init`.");
         }

@@ -86,6 +86,10 @@ pub struct AddArgs {
     /// Use only this service instance of the server (default: every instance the key opens).
     #[arg(long, value_name = "UUID")]
     pub instance: Option<String>,
+    /// Do not contact the server now (to add one that is down on purpose); the files and
+    /// the URL are still checked.
+    #[arg(long)]
+    pub no_check: bool,
 }
 
 fn path_of(files: &FilesDir) -> PathBuf {
@@ -202,6 +206,25 @@ pub fn connect(targets: &[Target]) -> Result<Fleet> {
     Ok(Fleet { client })
 }
 
+/// As [`connect`], leaving out the targets that cannot be reached or refuse us, for the
+/// commands that only read: they show what they can and name the rest. Returns the fleet
+/// of the reachable targets and, per unreachable target, its name and the error. Fails
+/// only when no target can be reached (with the first target's error).
+pub fn connect_reachable(targets: &[Target]) -> Result<(Fleet, Vec<(String, anyhow::Error)>)> {
+    let mut reachable = Vec::new();
+    let mut down = Vec::new();
+    for t in targets {
+        match connect(std::slice::from_ref(t)) {
+            Ok(_) => reachable.push(t.clone()),
+            Err(e) => down.push((t.name.clone(), e)),
+        }
+    }
+    if reachable.is_empty() && !down.is_empty() {
+        return Err(down.swap_remove(0).1);
+    }
+    Ok((connect(&reachable)?, down))
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
@@ -241,10 +264,14 @@ pub fn add(ctx: &Ctx, a: &AddArgs) -> Result<()> {
         api_key_file: absolute(&a.api_key_file),
         instance: a.instance.clone(),
     };
-    // Check every file and the URL now, so that mistakes show at once. The server is not
-    // contacted: `tke cryptounits` does that.
+    // Check every file and the URL now, so that mistakes show at once.
     let tr = transport(&t)?;
     t.url = tr.url().to_owned();
+    // And the server, the CA and the API key together: a wrong one is refused here rather
+    // than found at the next ceremony.
+    if !a.no_check {
+        connect(std::slice::from_ref(&t))?;
+    }
     targets.push(t);
     save(&ctx.files, &targets)?;
     print_targets(ctx, &targets, &Origin::File(path_of(&ctx.files)))?;

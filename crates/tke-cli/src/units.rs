@@ -62,8 +62,26 @@ fn print_units(ctx: &Ctx, fleet: &Fleet) -> Result<()> {
 
 /// `cryptounits`.
 pub fn cryptounits(ctx: &Ctx) -> Result<()> {
-    let fleet = ctx.connect()?;
-    print_units(ctx, &fleet)
+    let (fleet, down) = ctx.connect_reachable()?;
+    print_units(ctx, &fleet)?;
+    unreachable(&down)
+}
+
+/// Names each target that could not be reached, with why, on standard error; fails when
+/// there is one, so that a partial listing never passes for the whole fleet.
+fn unreachable(down: &[(String, anyhow::Error)]) -> Result<()> {
+    if down.is_empty() {
+        return Ok(());
+    }
+    for (name, e) in down {
+        eprintln!("Target {name} is unreachable; its crypto units are not shown:");
+        eprintln!(
+            "{}\n",
+            crate::targets::explain(e, None).unwrap_or_else(|| format!("{e:#}"))
+        );
+    }
+    let names: Vec<&str> = down.iter().map(|(n, _)| n.as_str()).collect();
+    bail!("unreachable targets: {}", names.join(", "))
 }
 
 /// `cryptounit-add` / `cryptounit-rm`.
@@ -125,7 +143,7 @@ fn register_json(r: &RegisterStatus) -> serde_json::Value {
 /// `cryptounit-compare`: the configuration of every selected unit, side by side, and the
 /// verdict of [`CompareReport`] per instance.
 pub fn compare(ctx: &Ctx) -> Result<()> {
-    let fleet = ctx.connect()?;
+    let (fleet, down) = ctx.connect_reachable()?;
     let units = ctx.selected(&fleet)?;
     if units.is_empty() {
         bail!("no crypto units are selected: select them with `tke cryptounit-add` (see `tke cryptounits`)");
@@ -153,7 +171,7 @@ pub fn compare(ctx: &Ctx) -> Result<()> {
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return unreachable(&down);
     }
     header(&fleet);
     let instances = report.instances();
@@ -236,5 +254,5 @@ pub fn compare(ctx: &Ctx) -> Result<()> {
             println!("The selected crypto units of service instance {inst} are NOT configured identically: compare the sections above.");
         }
     }
-    Ok(())
+    unreachable(&down)
 }

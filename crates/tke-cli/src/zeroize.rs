@@ -140,8 +140,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
     if !ctx.prompt.confirm(
         &format!(
-            "Zeroize {} crypto unit(s)? Administrators, signature thresholds and both master key registers are cleared; this cannot be undone.",
-            plan.targets().len()
+            "Zeroize {} crypto unit(s) at {}? Administrators, signature thresholds and both master key registers are cleared; this cannot be undone.",
+            plan.targets().len(),
+            client.describe().join(", ")
         ),
         args.yes,
     )? {

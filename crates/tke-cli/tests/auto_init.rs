@@ -129,7 +129,30 @@ fn existing_keys_are_reused_by_name() {
     w.ok(&["--secrets", s, "sigkey-add", "--name", "alice"]);
     let keys: Value = serde_json::from_str(&w.ok(&["sigkeys", "--output", "json"])).unwrap();
     let alice_ski = keys[0]["ski"].as_str().unwrap().to_owned();
-    // First use creates the default fleet (2 operational + 2 recovery), with a notice.
+    // No fleet is ever created implicitly: a ceremony without one is refused, naming
+    // the command that makes one, and creates nothing.
+    w.check(
+        "auto_init_without_a_fleet",
+        &[
+            "--secrets",
+            s,
+            "auto-init",
+            "--sig-threshold",
+            "1",
+            "--rev-threshold",
+            "1",
+            "--admin",
+            "alice",
+            "--new-admin",
+            "bob",
+            "--yes",
+        ],
+        1,
+        &[],
+    );
+    assert!(!w.path().join("local").exists());
+    // The default fleet (2 operational + 2 recovery).
+    w.ok(&["local", "init"]);
     let o = w.run(&[
         "--secrets",
         s,
@@ -145,7 +168,6 @@ fn existing_keys_are_reused_by_name() {
         "--yes",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("Created the default embedded fleet"));
     let units = w.compare_json();
     assert_eq!(units.as_array().unwrap().len(), 4);
     for u in units.as_array().unwrap() {

@@ -155,6 +155,24 @@ fn sigkey_commands_add_list_select_remove() {
     assert_eq!(v[0]["name"], "bob");
 }
 
+/// KEYNUMs follow the order keys were added: "a b" sorts before admin1 by name, yet
+/// admin1 keeps KEYNUM 1 (and a selection made by number keeps meaning the same key).
+#[test]
+fn adding_a_key_does_not_renumber_the_others() {
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    // A TOML key with a space is quoted.
+    let s = w.secrets(&[("admin1", "admin1-pw-123"), ("\"a b\"", "a-b-pw-12345")]);
+    let s = s.to_str().unwrap();
+    w.ok(&["--secrets", s, "sigkey-add", "--name", "admin1"]);
+    w.ok(&["sigkey-sel", "1"]);
+    w.ok(&["--secrets", s, "sigkey-add", "--name", "a b"]);
+    w.check("keynums_in_creation_order", &["sigkeys"], 0, &[]);
+    let v: Value = serde_json::from_str(&w.ok(&["sigkeys", "--output", "json"])).unwrap();
+    assert_eq!(v[0]["name"], "admin1");
+    assert_eq!(v[0]["selected"], Value::Bool(true));
+    assert_eq!(v[1]["name"], "a b");
+}
+
 #[test]
 fn help_and_h_explain_commands() {
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));

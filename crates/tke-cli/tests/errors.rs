@@ -125,6 +125,29 @@ fn success_exits_0() {
     w.check("help_unknown_command", &["help", "no-such-command"], 1, &[]);
 }
 
+/// An empty `CLOUDTKEFILES` is refused by every command, before anything is created: the
+/// per-user default would be another fleet than the one the operator meant.
+#[test]
+fn empty_cloudtkefiles_is_refused() {
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    let home = w.path().join("home");
+    for (name, args) in [
+        ("empty_cloudtkefiles_auto_init", &["auto-init"][..]),
+        ("empty_cloudtkefiles_sigkeys", &["sigkeys"][..]),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_tke"))
+            .args(args)
+            .env("CLOUDTKEFILES", "")
+            .env("HOME", &home)
+            .env_remove("XDG_DATA_HOME")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        common::snap::assert_run(name, &o, 1, &[(&home, "[HOME]")]);
+    }
+    assert!(!home.exists(), "the per-user default directory was created");
+}
+
 #[test]
 fn secrets_file_errors() {
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
@@ -222,8 +245,12 @@ fn without_a_terminal_the_error_names_the_flag() {
 #[test]
 fn numbers_that_do_not_exist_and_empty_selections() {
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
-    // The first command that needs crypto units creates the default fleet (a notice on
-    // standard error).
+    // No command but `local init` creates a fleet: without one, each says how to make it
+    // and creates nothing.
+    w.check("no_fleet_cryptounits", &["cryptounits"], 1, &[]);
+    w.check("no_fleet_cryptounit_add", &["cryptounit-add", "1"], 1, &[]);
+    assert!(!w.path().join("local").exists());
+    w.ok(&["local", "init"]);
     w.check("nothing_selected_compare", &["cryptounit-compare"], 1, &[]);
     w.check(
         "nothing_selected_zeroize",

@@ -235,6 +235,8 @@ fn a_listing_that_gives_a_unit_another_type_than_its_certificate_is_refused() {
         &path("ca.pem"),
         "--api-key-file",
         &path("api-key"),
+        // `target add` would refuse it at once; this test is about `cryptounits`.
+        "--no-check",
     ]);
     w.check(
         "server_lists_another_unit_type",

@@ -96,6 +96,8 @@ fn targets_that_cannot_be_added_or_read() {
             "target_add_url_invalid",
             add("x", "not a url", &ca, &key, &[]),
         ),
+        // The server is contacted at once: one that is down is refused.
+        ("target_add_server_down", add("x", &url, &ca, &key, &[])),
         ("target_rm_none", vec!["target", "rm", "x"]),
     ];
     for (name, args) in &cases {
@@ -103,7 +105,12 @@ fn targets_that_cannot_be_added_or_read() {
     }
     assert!(w.snapshot().is_empty(), "a refused target was written");
     // JSON: the table's column widths would follow the length of the temporary paths.
-    let ok = [&add("srv", &url, &ca, &key, &[])[..], &["--output", "json"]].concat();
+    // Down on purpose: `--no-check` adds it without contacting it.
+    let ok = [
+        &add("srv", &url, &ca, &key, &["--no-check"])[..],
+        &["--output", "json"],
+    ]
+    .concat();
     w.check("ok_target_add", &ok, 0, &labels);
     w.check(
         "target_add_name_taken",
@@ -262,19 +269,58 @@ fn servers_down_or_refusing() {
     for (name, targets) in &cases {
         let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
         for t in targets {
-            w.ok(t);
+            // Added unchecked: what `cryptounits` says about them is the point here.
+            w.ok(&[&t[..], &["--no-check"]].concat());
         }
         w.check(name, &["cryptounits"], 1, &labels);
     }
+    // `target add` contacts the server at once and refuses a wrong CA or API key, writing
+    // nothing.
+    for (name, args) in [
+        (
+            "target_add_wrong_ca",
+            add("wrong-ca", &url, &other_ca, &key1, &[]),
+        ),
+        (
+            "target_add_wrong_api_key",
+            add("wrong-key", &url, &ca, &other_key, &[]),
+        ),
+    ] {
+        let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+        w.check(name, &args, 1, &labels);
+        assert!(
+            w.snapshot().is_empty(),
+            "{name}: a refused target was written"
+        );
+    }
     // A ceremony meets the same explanation.
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
-    w.ok(&add("nobody", &nobody, &ca, &key1, &[]));
+    w.ok(&add("nobody", &nobody, &ca, &key1, &["--no-check"]));
     w.check(
         "server_nothing_listening_compare",
         &["cryptounit-compare"],
         1,
         &labels,
     );
+}
+
+/// With one of two servers down, the read commands show the reachable units, name the
+/// unreachable target and exit 1; a ceremony still refuses to start.
+#[test]
+fn one_server_down_of_two() {
+    let root = tempfile::tempdir().unwrap();
+    let (_a, mut b, w, _) = two_servers(root.path());
+    let labels = [(root.path(), "[ROOT]")];
+    w.ok(&["cryptounit-add", "1", "2", "3"]);
+    b.stop();
+    w.check("one_server_down_cryptounits", &["cryptounits"], 1, &labels);
+    w.check(
+        "one_server_down_compare",
+        &["cryptounit-compare"],
+        1,
+        &labels,
+    );
+    w.fails(&["cryptounit-zeroize", "--yes"], 1);
 }
 
 /// One instance on two servers: `a` (one operational, one recovery unit) and `b` (one

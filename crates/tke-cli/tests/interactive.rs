@@ -107,6 +107,7 @@ fn interactive_auto_init_follows_the_vendor_prompts() {
 #[test]
 fn interactive_auto_init_creates_new_keys_on_the_spot() {
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    w.ok(&["local", "init"]);
     let mut p = spawn(&w, &["auto-init"]);
     p.exp_string("> ").unwrap();
     p.send_line("2").unwrap();

@@ -103,16 +103,19 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
     let row = table.lines().find(|l| l.contains("tokadmin")).unwrap();
     assert!(row.contains("pkcs11"), "{table}");
 
-    // The workstation holds a reference and a certificate, 0600, and no PIN.
+    // The workstation holds a reference, a certificate and the creation record, 0600,
+    // and no PIN.
     let mut names: Vec<String> = fs::read_dir(w.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.starts_with("tokadmin-"))
         .collect();
     names.sort();
-    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names.len(), 3, "{names:?}");
     assert!(
-        names[0].ends_with(".crt.pem") && names[1].ends_with(".ref.toml"),
+        names[0].ends_with(".created")
+            && names[1].ends_with(".crt.pem")
+            && names[2].ends_with(".ref.toml"),
         "{names:?}"
     );
     for n in &names {

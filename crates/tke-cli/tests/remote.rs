@@ -317,6 +317,9 @@ fn refusals_say_what_is_wrong() {
         let url = two.url();
         args[3] = &url;
         args.extend(extra);
+        // Unchecked: `target add` would refuse most of these (errors_remote.rs); what
+        // `cryptounits` says is the point here.
+        args.push("--no-check");
         w.ok(&args);
         let err = w.fails(&["cryptounits"], 1);
         for e in expect {

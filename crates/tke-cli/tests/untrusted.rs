@@ -186,7 +186,11 @@ fn a_server_cannot_paint_the_screen_with_an_error_message() {
         "--api-key-file",
         &srv.path("api-key"),
     ];
-    w.ok(&args);
+    // `target add` asks the server at once: refused, and its error paints nothing.
+    let o = w.run(&args);
+    assert_eq!(o.status.code(), Some(1));
+    assert_cannot_paint("error message at target add", &o);
+    w.ok(&[&args[..], &["--no-check"]].concat());
     // Listing the units asks the server: it answers its error.
     let o = w.run(&["cryptounits"]);
     assert_cannot_paint("error message", &o);

@@ -48,12 +48,14 @@ impl FilesDir {
     pub const ENV: &'static str = "CLOUDTKEFILES";
 
     /// Finds the workstation directory: `explicit` if given, else `$CLOUDTKEFILES`, else
-    /// `$XDG_DATA_HOME/tke`, else `$HOME/.local/share/tke`. Empty variables count as unset;
-    /// a relative `XDG_DATA_HOME` is ignored, as the XDG specification says. The directory
+    /// `$XDG_DATA_HOME/tke`, else `$HOME/.local/share/tke`. An empty `CLOUDTKEFILES` is
+    /// an error (falling back to the default would silently pick another fleet); other
+    /// empty variables count as unset; a relative `XDG_DATA_HOME` is ignored, as the XDG specification says. The directory
     /// is created with mode 0700 if missing (existing directories keep their mode).
     ///
     /// # Errors
     /// [`KeyFileError::NoDirectory`] when nothing names a directory;
+    /// [`KeyFileError::EmptyEnv`] when `CLOUDTKEFILES` is set but empty;
     /// [`KeyFileError::NotADirectory`] when the path exists and is not a directory;
     /// [`KeyFileError::CreateDir`] when it cannot be created;
     /// [`KeyFileError::NotWritable`] when no file can be created in it.
@@ -73,6 +75,8 @@ impl FilesDir {
         let set = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         let (path, origin) = if let Some(p) = explicit {
             (p.to_path_buf(), DirOrigin::Explicit)
+        } else if env(Self::ENV).is_some_and(|v| v.is_empty()) {
+            return Err(KeyFileError::EmptyEnv);
         } else if let Some(p) = set(Self::ENV) {
             (p, DirOrigin::Env)
         } else if let Some(p) = set("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
@@ -201,17 +205,26 @@ mod tests {
 
         let dir = FilesDir::resolve_with_env(None, env_of(&[("HOME", &home)])).unwrap();
         assert_eq!(dir.path(), home.join(".local/share/tke"));
-        // A relative XDG_DATA_HOME is ignored; an empty CLOUDTKEFILES counts as unset.
+        // A relative XDG_DATA_HOME is ignored.
         let dir = FilesDir::resolve_with_env(
             None,
-            env_of(&[
-                ("XDG_DATA_HOME", Path::new("rel")),
-                ("CLOUDTKEFILES", Path::new("")),
-                ("HOME", &home),
-            ]),
+            env_of(&[("XDG_DATA_HOME", Path::new("rel")), ("HOME", &home)]),
         )
         .unwrap();
         assert_eq!(dir.path(), home.join(".local/share/tke"));
+    }
+
+    #[test]
+    fn empty_cloudtkefiles_is_an_error_not_the_default() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        let err = FilesDir::resolve_with_env(
+            None,
+            env_of(&[("CLOUDTKEFILES", Path::new("")), ("HOME", &home)]),
+        )
+        .unwrap_err();
+        assert!(matches!(err, KeyFileError::EmptyEnv), "{err:?}");
+        assert!(!home.exists(), "the default directory must not be created");
     }
 
     #[test]

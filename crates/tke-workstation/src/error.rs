@@ -19,6 +19,12 @@ pub enum KeyFileError {
     )]
     NoDirectory,
 
+    /// `CLOUDTKEFILES` is set but empty. Refused rather than read as unset: an empty
+    /// value is usually a mistyped or failed assignment, and falling back to the default
+    /// directory would silently work on another fleet.
+    #[error("CLOUDTKEFILES is set but empty; it must name the directory for TKE files")]
+    EmptyEnv,
+
     /// The directory path exists but is not a directory.
     #[error("the directory for TKE files {} ({origin}) exists but is not a directory", path.display())]
     NotADirectory {

@@ -21,6 +21,9 @@ pub const KEY_SUFFIX: &str = ".key.pem";
 pub const CERT_SUFFIX: &str = ".crt.pem";
 /// The suffix of the reference file of a signature key held on a token (no secret in it).
 pub const REF_SUFFIX: &str = ".ref.toml";
+/// The suffix of the file that records when a signature key was added (decimal Unix time
+/// in nanoseconds): KEYNUMs follow it, so adding a key never renumbers the others.
+pub const CREATED_SUFFIX: &str = ".created";
 /// The PEM label of the private key file.
 pub const KEY_PEM_LABEL: &str = tke_pkcs8::PEM_LABEL;
 
@@ -208,11 +211,12 @@ impl SigKeyEntry {
     }
 }
 
-/// The signature keys of a directory, in a stable order (by name, then SKI), and the
-/// files that could not be read. A bad file never hides the others.
+/// The signature keys of a directory, in a stable order (in the order they were added,
+/// then by name and SKI), and the files that could not be read. A bad file never hides the others.
 #[derive(Debug, Default)]
 pub struct SigKeyListing {
-    /// The keys, sorted by name, then SKI. KEYNUM (as the CLI shows it) is index + 1.
+    /// The keys, in the order they were added (their `<stem>.created` files, else their
+    /// certificate file's modification time), then by name and SKI. KEYNUM (as the CLI shows it) is index + 1.
     pub entries: Vec<SigKeyEntry>,
     /// One error per file that could not be read or parsed, naming the file.
     pub problems: Vec<KeyFileError>,
@@ -329,9 +333,15 @@ impl FilesDir {
             }
         }
 
-        listing
-            .entries
-            .sort_by(|a, b| (&a.name, a.ski, &a.cert_path).cmp(&(&b.name, b.ski, &b.cert_path)));
+        // Creation order, so that adding a key never renumbers the others.
+        listing.entries.sort_by_cached_key(|e| {
+            (
+                created_at(&e.cert_path),
+                e.name.clone(),
+                e.ski,
+                e.cert_path.clone(),
+            )
+        });
         let mut first_of: HashMap<Ski, PathBuf> = HashMap::new();
         let mut problems = Vec::new();
         listing.entries.retain(|e| match first_of.get(&e.ski) {
@@ -416,9 +426,12 @@ impl FilesDir {
         })?;
 
         create_new(&key_path, key_pem.as_bytes())?;
-        if let Err(e) = create_new(&cert_path, cert_pem.as_bytes()) {
-            // No key file without its certificate: undo the first write.
+        if let Err(e) =
+            create_new(&cert_path, cert_pem.as_bytes()).and_then(|()| record_creation(&cert_path))
+        {
+            // No key file without its certificate: undo the first writes.
             let _ = fs::remove_file(&key_path);
+            let _ = fs::remove_file(&cert_path);
             return Err(e);
         }
         Ok(SigKeyEntry::new(
@@ -469,8 +482,11 @@ impl FilesDir {
             source,
         })?;
         create_new(&ref_path, reference.to_toml().as_bytes())?;
-        if let Err(e) = create_new(&cert_path, cert_pem.as_bytes()) {
+        if let Err(e) =
+            create_new(&cert_path, cert_pem.as_bytes()).and_then(|()| record_creation(&cert_path))
+        {
             let _ = fs::remove_file(&ref_path);
+            let _ = fs::remove_file(&cert_path);
             return Err(e);
         }
         Ok(SigKeyEntry::new(
@@ -481,13 +497,18 @@ impl FilesDir {
         ))
     }
 
-    /// Removes both files of a signature key (for a key on a token: its reference and
-    /// certificate files; the key itself stays on the token). A file already gone is not an error.
+    /// Removes the files of a signature key (for a key on a token: its reference and
+    /// certificate files; the key itself stays on the token), and its `<stem>.created`
+    /// record. A file already gone is not an error.
     ///
     /// # Errors
     /// [`KeyFileError::Io`] when a file cannot be removed.
     pub fn remove_signature_key(&self, entry: &SigKeyEntry) -> Result<()> {
-        for path in [&entry.key_path, &entry.cert_path] {
+        for path in [
+            &entry.key_path,
+            &entry.cert_path,
+            &created_path(&entry.cert_path),
+        ] {
             match fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -536,9 +557,12 @@ impl FilesDir {
             source,
         })?;
         create_new(&ref_path, text.as_bytes())?;
-        if let Err(e) = create_new(&cert_path, cert_pem.as_bytes()) {
-            // No reference without its certificate: undo the first write.
+        if let Err(e) =
+            create_new(&cert_path, cert_pem.as_bytes()).and_then(|()| record_creation(&cert_path))
+        {
+            // No reference without its certificate: undo the first writes.
             let _ = fs::remove_file(&ref_path);
+            let _ = fs::remove_file(&cert_path);
             return Err(e);
         }
         Ok(SigKeyEntry::new_pkcs11(
@@ -548,6 +572,40 @@ impl FilesDir {
             uri.to_owned(),
         ))
     }
+}
+
+/// `<stem>.created` beside the certificate file `<stem>.crt.pem`.
+fn created_path(cert_path: &Path) -> PathBuf {
+    let name = cert_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(CERT_SUFFIX))
+        .unwrap_or_default();
+    cert_path.with_file_name(format!("{name}{CREATED_SUFFIX}"))
+}
+
+/// Records now as the time the key of `cert_path` was added.
+fn record_creation(cert_path: &Path) -> Result<()> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    create_new(&created_path(cert_path), format!("{nanos}\n").as_bytes())
+}
+
+/// When the key of `cert_path` was added. Without a record (keys made before it existed,
+/// or copied without it), the certificate file's modification time: close to when it was
+/// made, and for a copy, later than the key's other files, so it never goes first.
+fn created_at(cert_path: &Path) -> u128 {
+    fs::read_to_string(created_path(cert_path))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .or_else(|| {
+            let modified = fs::metadata(cert_path).and_then(|m| m.modified()).ok()?;
+            let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+            Some(since.as_nanos())
+        })
+        .unwrap_or(0)
 }
 
 fn create_new(path: &Path, bytes: &[u8]) -> Result<()> {

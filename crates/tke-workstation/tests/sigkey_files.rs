@@ -58,12 +58,12 @@ fn files_are_named_by_stem_0600_and_pem() {
     );
     let crt = fs::read_to_string(&e.cert_path).unwrap();
     assert!(crt.starts_with("-----BEGIN CERTIFICATE-----\n"), "{crt}");
-    // Exactly the two files; no temporary file left behind.
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    // Exactly the two files and the creation record; no temporary file left behind.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
 }
 
 #[test]
-fn keynum_order_is_by_name_then_ski_and_stable() {
+fn keynum_order_is_creation_order_and_stable() {
     let (_t, dir) = files_dir();
     let mut alices = Vec::new();
     for n in ["carol", "alice", "bob", "alice"] {
@@ -74,7 +74,6 @@ fn keynum_order_is_by_name_then_ski_and_stable() {
             alices.push(cert.ski());
         }
     }
-    alices.sort();
     let listing = dir.signature_keys().unwrap();
     assert!(listing.problems.is_empty(), "{:?}", listing.problems);
     let order: Vec<_> = listing
@@ -83,8 +82,9 @@ fn keynum_order_is_by_name_then_ski_and_stable() {
         .map(|e| (e.name.as_str(), e.ski))
         .collect();
     let names: Vec<_> = order.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, ["alice", "alice", "bob", "carol"]);
-    assert_eq!([order[0].1, order[1].1], [alices[0], alices[1]]);
+    // In the order added, not by name: adding a key never renumbers the others.
+    assert_eq!(names, ["carol", "alice", "bob", "alice"]);
+    assert_eq!([order[1].1, order[3].1], [alices[0], alices[1]]);
     // The same order every time.
     for _ in 0..3 {
         assert_eq!(dir.signature_keys().unwrap().entries, listing.entries);
@@ -100,13 +100,14 @@ fn lookups_by_keynum_ski_and_name() {
     dir.write_signature_key(&n2, &s2, &c2, &pw()).unwrap();
     let listing = dir.signature_keys().unwrap();
 
-    assert_eq!(listing.by_keynum(1).unwrap().name.as_str(), "alice");
-    assert_eq!(listing.by_keynum(2).unwrap().name.as_str(), "bob");
+    // KEYNUMs in the order added.
+    assert_eq!(listing.by_keynum(1).unwrap().name.as_str(), "bob");
+    assert_eq!(listing.by_keynum(2).unwrap().name.as_str(), "alice");
     assert!(listing.by_keynum(0).is_none());
     assert!(listing.by_keynum(3).is_none());
 
     assert_eq!(listing.by_ski(&c1.ski()).unwrap().name.as_str(), "bob");
-    assert_eq!(listing.keynum_of(&c1.ski()), Some(2));
+    assert_eq!(listing.keynum_of(&c1.ski()), Some(1));
     assert!(listing.by_ski(&tke_proto::Ski([0; 32])).is_none());
 
     let bobs: Vec<_> = listing.by_name("bob").collect();
@@ -629,5 +630,6 @@ fn reading_never_modifies_the_files() {
     e.decrypt(&pw()).unwrap();
     let _ = e.decrypt(&Password::new("wrong"));
     assert_eq!(snapshot(), before);
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    // The key, its certificate and its creation record.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
 }

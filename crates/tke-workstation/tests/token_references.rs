@@ -38,8 +38,8 @@ fn a_token_key_is_a_reference_and_a_certificate_0600() {
     assert_eq!(table.len(), 2, "{text}");
     assert_eq!(table["kind"].as_str(), Some("pkcs11"));
     assert_eq!(table["uri"].as_str(), Some(URI));
-    // Exactly the two files; no temporary file left behind.
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    // Exactly the two files and the creation record; no temporary file left behind.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
 }
 
 #[test]
@@ -62,10 +62,11 @@ fn listing_shows_file_and_token_keys_together_in_order() {
         .collect();
     assert_eq!(
         rows,
+        // In the order added.
         [
+            ("carol", SigKeyKind::File, None),
             ("alice", SigKeyKind::Pkcs11, Some(URI)),
             ("bob", SigKeyKind::File, None),
-            ("carol", SigKeyKind::File, None),
         ]
     );
     assert_eq!(listing.by_ski(&c2.ski()).unwrap().certificate, c2);

@@ -158,16 +158,15 @@ impl Workstation {
     /// `target add` for server `s`, with the fleet CA and API key of `fleet` (the server
     /// that made them; `s` itself when it made its own).
     pub fn add_target(&self, s: &crate::server::Server, fleet: &crate::server::Server) {
-        self.ok(&[
-            "target",
-            "add",
-            s.name,
-            &s.url(),
-            "--ca",
-            &fleet.path("ca.pem"),
-            "--api-key-file",
-            &fleet.path("api-key"),
-        ]);
+        let args = target_add_args(s, fleet, &[]);
+        self.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    /// As [`Workstation::add_target`] with `--no-check`: the server is not contacted, so
+    /// that a target can be down or wrong on purpose.
+    pub fn add_target_unchecked(&self, s: &crate::server::Server, fleet: &crate::server::Server) {
+        let args = target_add_args(s, fleet, &["--no-check"]);
+        self.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     }
 
     /// Runs `tke` with `args`, and calls `react` with its process id once, as soon as a
@@ -244,4 +243,24 @@ impl Workstation {
         v.sort();
         v
     }
+}
+
+/// `target add` arguments for server `s` with the CA and API key of `fleet`, then `extra`.
+pub fn target_add_args(
+    s: &crate::server::Server,
+    fleet: &crate::server::Server,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "target".to_owned(),
+        "add".to_owned(),
+        s.name.to_owned(),
+        s.url(),
+        "--ca".to_owned(),
+        fleet.path("ca.pem"),
+        "--api-key-file".to_owned(),
+        fleet.path("api-key"),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args
 }
