@@ -196,18 +196,24 @@ fn add_token_key(ctx: &Ctx, name: &AdminName, uri_text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a name that looks like, but is not spelled as, the name of a signature key on
-/// this workstation: a unit would refuse to install the second (256/40), and an operator
-/// could not tell the two apart. The same spelling stays allowed (a new key for the same
-/// administrator).
-fn refuse_lookalike(ctx: &Ctx, name: &AdminName) -> Result<()> {
+/// Refuses a name that is, or looks like, the name of a signature key on this
+/// workstation: `--admin NAME` selects keys by name, so a second key with the same name
+/// could never be selected, and a unit would refuse to install a look-alike (256/40)
+/// that an operator could not tell apart from the first.
+fn refuse_taken_name(ctx: &Ctx, name: &AdminName) -> Result<()> {
     let listing = ctx.files.signature_keys()?;
-    if let Some((i, e)) = listing
-        .entries
-        .iter()
-        .enumerate()
-        .find(|(_, e)| e.name != *name && e.name.looks_like(name))
-    {
+    let entries = listing.entries.iter().enumerate();
+    if let Some((i, _)) = entries.clone().find(|(_, e)| e.name == *name) {
+        bail!(
+            "the administrator name {:?} is taken by signature key {} (see `tke sigkeys`): \
+             names are unique on a workstation; choose another name, or remove that key \
+             first with `tke sigkey-rm {}`",
+            name.as_str(),
+            i + 1,
+            i + 1
+        );
+    }
+    if let Some((i, e)) = entries.clone().find(|(_, e)| e.name.looks_like(name)) {
         bail!(
             "the administrator name {:?} looks the same as {:?}, the name of signature key {} \
              (see `tke sigkeys`): a crypto unit installs no two administrators whose names \
@@ -236,7 +242,7 @@ pub fn add(
             parse_name,
         )?,
     };
-    refuse_lookalike(ctx, &name)?;
+    refuse_taken_name(ctx, &name)?;
     if let Some(uri) = pkcs11 {
         return add_token_key(ctx, &name, uri);
     }
