@@ -838,6 +838,30 @@ fn prompts_explain_a_bad_answer_and_ask_again() {
         ],
         1,
     );
+    // A name for a new key that is taken, repeated or a look-alike is asked again; the
+    // names given so far are kept (the second question is still "2 of 2").
+    check_terminal(
+        &w,
+        "prompt_bad_new_admin_names",
+        &["--secrets", s, "auto-init"],
+        &[
+            ("> ", Line("1")),
+            ("> ", Line("1")),
+            ("> ", Line("1")),
+            ("> ", Line("2")),
+            // No existing key.
+            ("> ", Line("")),
+            // The new names.
+            ("> ", Line("alice")),
+            ("> ", Line("dora")),
+            ("> ", Line("dora")),
+            ("> ", Line("Dora")),
+            ("> ", Line("erin")),
+            // The confirmation.
+            ("> ", End),
+        ],
+        1,
+    );
 }
 
 #[test]
