@@ -213,6 +213,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                 .collect();
             match matches.as_slice() {
                 [n] => v.push(*n),
+                [] if !ctx.files.signature_keys()?.problems.is_empty() => bail!(
+                    "--admin {name:?}: no usable signature key of that name in {}; some key files there are damaged (see the warnings above): {}",
+                    ctx.files.path().display(),
+                    crate::sigkeys::DAMAGED_ADVICE
+                ),
                 [] => bail!("--admin {name:?}: no signature key of that name in {} (see `tke sigkeys`); use --new-admin to create one", ctx.files.path().display()),
                 _ => bail!("--admin {name:?}: several signature keys have that name; rename or remove the extra ones (see `tke sigkeys`)"),
             }

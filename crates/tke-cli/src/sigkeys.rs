@@ -49,9 +49,28 @@ pub fn print_table(entries: &[SigKeyEntry], selected: &[tke_proto::Ski]) {
     print!("{}", t.render());
 }
 
-/// `sigkeys`.
+/// `sigkeys`: a damaged key file is listed as damaged, and makes the command fail, so
+/// that a script notices before a ceremony needs the key.
 pub fn sigkeys(ctx: &Ctx) -> Result<()> {
-    let entries = list(ctx)?;
+    let listing = ctx.files.signature_keys()?;
+    let entries = listing.entries;
+    let damaged = || -> Result<()> {
+        if listing.problems.is_empty() {
+            return Ok(());
+        }
+        if !ctx.json {
+            println!("\nDamaged signature key files:");
+        }
+        for p in &listing.problems {
+            let line = format!("  {}", tke_proto::ErrorChain(p));
+            if ctx.json {
+                eprintln!("Damaged:{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+        bail!(DAMAGED_ADVICE)
+    };
     let selected = ctx.files.load_selection()?.sigkeys;
     if ctx.json {
         let v: Vec<_> = entries
@@ -77,7 +96,7 @@ pub fn sigkeys(ctx: &Ctx) -> Result<()> {
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return damaged();
     }
     println!("Signature key files in {}:\n", ctx.files.path().display());
     if entries.is_empty() {
@@ -85,8 +104,13 @@ pub fn sigkeys(ctx: &Ctx) -> Result<()> {
     } else {
         print_table(&entries, &selected);
     }
-    Ok(())
+    damaged()
 }
+
+/// What to do about a damaged key file: a new key would be another administrator.
+pub const DAMAGED_ADVICE: &str = "a damaged signature key file cannot be repaired or \
+    recreated: restore it, with its certificate, from a backup (a new key, even with the \
+    same name, is a different administrator)";
 
 /// Creates one new file signature key; the password comes from `--secrets` or is asked
 /// twice on the terminal.

@@ -43,12 +43,22 @@ fn private_file(w: &Workstation, name: &str, text: &str) -> String {
 
 /// The key file (`.key.pem`) of the only signature key of `name`.
 fn key_file(w: &Workstation, name: &str) -> std::path::PathBuf {
+    file_of(w, name, ".key.pem")
+}
+
+/// The certificate file of the only key named `name`.
+fn cert_file(w: &Workstation, name: &str) -> std::path::PathBuf {
+    file_of(w, name, ".crt.pem")
+}
+
+/// The file of the only key named `name` whose name ends in `suffix`.
+fn file_of(w: &Workstation, name: &str, suffix: &str) -> std::path::PathBuf {
     let files: Vec<_> = fs::read_dir(w.path())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
             let f = p.file_name().unwrap().to_str().unwrap();
-            f.starts_with(&format!("{name}-")) && f.ends_with(".key.pem")
+            f.starts_with(&format!("{name}-")) && f.ends_with(suffix)
         })
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
@@ -590,17 +600,18 @@ fn wrong_password_and_damaged_or_missing_key_files() {
     // Truncated to nothing.
     fs::write(&alice, "").unwrap();
     check("key_file_empty", good, "alice");
+    // The listing shows the damaged file and fails.
+    w.check("sigkeys_key_file_damaged", &["sigkeys"], 1, &[]);
     fs::write(&alice, &pem).unwrap();
 
-    // Bob's key file gone: the listing warns (exit 0), and the key cannot be named.
+    // Bob's key file gone: the listing names the orphan certificate as damaged and fails,
+    // and the key cannot be named.
     fs::remove_file(key_file(&w, "bob")).unwrap();
-    w.check(
-        "ok_sigkeys_warns_about_a_missing_key_file",
-        &["sigkeys"],
-        0,
-        &[],
-    );
+    w.check("sigkeys_key_file_missing", &["sigkeys"], 1, &[]);
     check("key_file_missing", good, "bob");
+    // A certificate gone: the key file is damaged in the same way.
+    fs::remove_file(cert_file(&w, "alice")).unwrap();
+    check("cert_file_missing", good, "alice");
 }
 
 /// `sigkey-add` refuses a taken name, but key files copied from another workstation (or
