@@ -21,7 +21,8 @@ use crate::{
 pub struct Args {
     /// The INSTANCE NUM of the service instance to initialize (as listed when there are
     /// several).
-    #[arg(long, value_name = "NUM")]
+    #[arg(long, value_name = "NUM", allow_negative_numbers = true,
+          value_parser = |s: &str| crate::prompt::whole_number(s, "INSTANCE NUM"))]
     pub instance: Option<usize>,
     /// Signatures required on commands (1-8; at least 2 for dual control).
     #[arg(long, value_name = "N")]

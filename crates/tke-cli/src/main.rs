@@ -77,11 +77,13 @@ enum Cmd {
     /// Add crypto units to the selection.
     CryptounitAdd {
         /// CRYPTO UNIT NUM values (asked for when omitted).
+        #[arg(allow_negative_numbers = true, value_parser = |s: &str| prompt::whole_number(s, "CRYPTO UNIT NUM"))]
         nums: Vec<usize>,
     },
     /// Remove crypto units from the selection.
     CryptounitRm {
         /// CRYPTO UNIT NUM values (asked for when omitted).
+        #[arg(allow_negative_numbers = true, value_parser = |s: &str| prompt::whole_number(s, "CRYPTO UNIT NUM"))]
         nums: Vec<usize>,
     },
     /// Compare the configuration of the selected crypto units: thresholds,
@@ -123,6 +125,7 @@ enum Cmd {
     /// Delete signature key files.
     SigkeyRm {
         /// KEYNUM values (asked for when omitted).
+        #[arg(allow_negative_numbers = true, value_parser = |s: &str| prompt::whole_number(s, "KEYNUM"))]
         nums: Vec<usize>,
         /// Do not ask for confirmation.
         #[arg(long)]
@@ -131,6 +134,7 @@ enum Cmd {
     /// Select the signature keys that may sign later commands.
     SigkeySel {
         /// KEYNUM values (asked for when omitted).
+        #[arg(allow_negative_numbers = true, value_parser = |s: &str| prompt::whole_number(s, "KEYNUM"))]
         nums: Vec<usize>,
     },
     /// The embedded fleet of emulated crypto units.

@@ -96,6 +96,19 @@ impl Prompter {
     }
 }
 
+/// One number as a user types it on the command line or at a prompt: `-1` or `x` gets a
+/// message naming what was expected (`"x" is not an INSTANCE NUM`), not a parser's text.
+pub fn whole_number(t: &str, what: &str) -> std::result::Result<usize, String> {
+    t.parse().map_err(|_| {
+        let article = if what.starts_with(['A', 'E', 'I', 'O', 'U']) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{t:?} is not {article} {what}: enter whole numbers from 1, separated by spaces")
+    })
+}
+
 /// Parses a space-separated list of numbers, each in 1..=max.
 pub fn parse_numbers(s: &str, max: usize, what: &str) -> Result<Vec<usize>> {
     let mut v = Vec::new();
@@ -103,9 +116,7 @@ pub fn parse_numbers(s: &str, max: usize, what: &str) -> Result<Vec<usize>> {
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|t| !t.is_empty())
     {
-        let n: usize = t
-            .parse()
-            .with_context(|| format!("{t:?} is not a {what}: enter numbers separated by spaces"))?;
+        let n = whole_number(t, what).map_err(anyhow::Error::msg)?;
         if n == 0 || n > max {
             bail!("{what} {n} does not exist: choose between 1 and {max}");
         }

@@ -87,6 +87,12 @@ fn usage_errors_exit_2_and_touch_nothing() {
         ("usage_unknown_flag", &["cryptounits", "--bogus"]),
         ("usage_missing_argument", &["target", "add", "only-a-name"]),
         ("usage_not_a_number", &["cryptounit-add", "two"]),
+        ("usage_negative_unit_num", &["cryptounit-add", "-1"]),
+        ("usage_negative_keynum", &["sigkey-rm", "-1"]),
+        (
+            "usage_instance_not_a_number",
+            &["auto-init", "--instance", "x"],
+        ),
         (
             "usage_negative_threshold",
             &["auto-init", "--sig-threshold", "-1"],
@@ -831,6 +837,7 @@ fn prompts_explain_a_bad_answer_and_ask_again() {
         &["--secrets", s, "auto-init"],
         &[
             // The instance.
+            ("> ", Line("x")),
             ("> ", Line("1 2")),
             ("> ", Line("1")),
             // The thresholds.
