@@ -448,6 +448,32 @@ fn bad_uris_are_refused_before_anything_is_written() {
         assert!(err.contains(want), "{uri}: {err}");
         assert!(!err.contains("777999"), "{err}");
     }
+    // A SOFTHSM2_CONF whose token directory is empty: no token at all points at the
+    // configuration.
+    let empty = tempfile::tempdir().unwrap();
+    fs::create_dir(empty.path().join("tokens")).unwrap();
+    let conf = fs::read_to_string(t.conf()).unwrap();
+    let tokens = t.dir().join("tokens").display().to_string();
+    let conf = conf.replace(&tokens, &empty.path().join("tokens").display().to_string());
+    fs::write(empty.path().join("softhsm2.conf"), conf).unwrap();
+    let none = Tokens::existing(empty.path());
+    let err = fails(
+        &w,
+        &none,
+        "pkcs11_uri_no_token_at_all",
+        &[
+            "--secrets",
+            s,
+            "sigkey-add",
+            "--pkcs11",
+            &t.uri("admins", "tokadmin"),
+            "--name",
+            "tokadmin",
+        ],
+        1,
+    );
+    assert!(err.contains("tokens present: none"), "{err}");
+    assert!(err.contains("SOFTHSM2_CONF"), "{err}");
     assert_eq!(before, w.snapshot());
 }
 
