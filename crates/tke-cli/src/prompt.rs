@@ -79,10 +79,18 @@ impl Prompter {
                 continue;
             }
             let b = self.password("Re-enter the password to confirm it:", flag)?;
-            if a.expose_secret() == b.expose_secret() {
-                return Ok(a);
+            if a.expose_secret() != b.expose_secret() {
+                println!("The passwords do not match. Try again.\n");
+                continue;
             }
-            println!("The passwords do not match. Try again.\n");
+            if let Some(why) = weak_password(a.expose_secret()) {
+                println!("Warning: this password is weak: {why}.");
+                if !self.confirm("Use it anyway?", false)? {
+                    println!();
+                    continue;
+                }
+            }
+            return Ok(a);
         }
     }
 
@@ -93,6 +101,37 @@ impl Prompter {
         }
         let a = self.line(&format!("{text} (y/N)"), "--yes")?;
         Ok(matches!(a.as_str(), "y" | "Y" | "yes" | "YES" | "Yes"))
+    }
+}
+
+/// Why a new key-file password is weak, if it is: shorter than 12 characters, or one of
+/// the passwords tried first by anyone guessing (a short list; a key file that leaves
+/// the workstation can be attacked offline).
+pub fn weak_password(p: &str) -> Option<&'static str> {
+    const COMMON: &[&str] = &[
+        "123456789012",
+        "password1234",
+        "passwordpassword",
+        "qwertyuiopas",
+        "qwerty123456",
+        "iloveyou1234",
+        "administrator",
+        "correcthorsebatterystaple",
+        "letmeinletmein",
+        "1q2w3e4r5t6y",
+        "abcdefghijkl",
+        "welcome12345",
+        "changeme1234",
+        "000000000000",
+        "111111111111",
+        "trustno1trustno1",
+    ];
+    if p.chars().count() < 12 {
+        Some("it is shorter than 12 characters")
+    } else if COMMON.iter().any(|c| c.eq_ignore_ascii_case(p)) {
+        Some("it is one of the most common passwords")
+    } else {
+        None
     }
 }
 

@@ -116,7 +116,14 @@ pub const DAMAGED_ADVICE: &str = "a damaged signature key file cannot be repaire
 /// twice on the terminal.
 pub fn create_key(ctx: &Ctx, name: &AdminName) -> Result<FileSigner> {
     let pw = match ctx.secrets.as_ref().and_then(|s| s.get(name.as_str())) {
-        Some(p) => p.clone(),
+        // A script chose this password in its secrets file: there is no one to ask, so
+        // a weak one is taken with a warning (documented in the README).
+        Some(p) => {
+            if let Some(why) = crate::prompt::weak_password(p.expose_secret()) {
+                eprintln!("Warning: the password for the new signature key of {name} in the secrets file is weak: {why}.");
+            }
+            p.clone()
+        }
         None => ctx.prompt.new_password(
             &format!("the new signature key of {name}"),
             &format!("--secrets FILE (a line `{name} = \"...\"`)"),

@@ -911,4 +911,30 @@ fn passwords_on_a_terminal() {
         ],
         1,
     );
+    // A weak one (too short, then a common one) is explained and needs a confirmation;
+    // declined, the password is asked again.
+    check_terminal(
+        &w,
+        "prompt_weak_new_password",
+        &["sigkey-add", "--name", "carol"],
+        &[
+            ("> ", Hidden("short")),
+            ("> ", Hidden("short")),
+            ("> ", Line("n")),
+            ("> ", Hidden("Password1234")),
+            ("> ", Hidden("Password1234")),
+            ("> ", End),
+        ],
+        1,
+    );
+    // From a secrets file (a script), a weak password is taken with a warning.
+    let weak = private_file(&w, "weak.toml", "dave = \"dave\"\n");
+    let o = w.run(&["--secrets", &weak, "sigkey-add", "--name", "dave"]);
+    assert!(o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err,
+        "Warning: the password for the new signature key of dave in the secrets file is \
+         weak: it is shorter than 12 characters.\n"
+    );
 }
