@@ -170,18 +170,22 @@ enum TargetCmd {
     },
 }
 
+/// `tke help CMD` is `tke CMD --help`: the same text (global options included), and for
+/// an unknown command the same message and exit code, because clap produces both.
 fn help(path: &[String]) -> Result<()> {
-    use clap::CommandFactory;
-    let mut cmd = Cli::command();
-    let mut cur = &mut cmd;
-    for name in path {
-        cur = match cur.find_subcommand_mut(name) {
-            Some(c) => c,
-            None => anyhow::bail!("there is no command {name:?}: `tke help` lists them"),
-        };
+    let args = std::iter::once("tke")
+        .chain(path.iter().map(String::as_str))
+        .chain(std::iter::once("--help"));
+    match Cli::try_parse_from(args) {
+        Err(e) => e.exit(),
+        // `--help` always ends parsing with the help text; should a command ever accept
+        // it as a value, fall back to the top-level help.
+        Ok(_) => {
+            use clap::CommandFactory as _;
+            Cli::command().print_long_help()?;
+            Ok(())
+        }
     }
-    cur.print_long_help()?;
-    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -137,8 +137,8 @@ fn success_exits_0() {
     w.check("ok_version", &["--version"], 0, &[]);
     w.check("ok_sigkeys_none", &["sigkeys"], 0, &[]);
     w.check("ok_target_list_none", &["target", "list"], 0, &[]);
-    // An unknown command to explain is a failure of `help`, not a usage error.
-    w.check("help_unknown_command", &["help", "no-such-command"], 1, &[]);
+    // An unknown command to explain is the usage error `tke no-such-command` gives.
+    w.check("help_unknown_command", &["help", "no-such-command"], 2, &[]);
 }
 
 #[test]
