@@ -170,6 +170,49 @@ enum TargetCmd {
     },
 }
 
+/// Commands of the vendor's TKE CLI that `tke` does not have yet: naming one gets that
+/// answer rather than "unrecognized subcommand", which reads like a typo.
+const VENDOR_NOT_YET: &[&str] = &[
+    "auto-mk-rotate",
+    "auto-mk-recover",
+    "auto-recover",
+    "cryptounit-admin-add",
+    "cryptounit-admin-rm",
+    "cryptounit-admins",
+    "cryptounit-thrhld-set",
+    "cryptounit-thrhlds",
+    "cryptounit-exit-impr",
+    "cryptounit-mk-load",
+    "cryptounit-mk-commit",
+    "cryptounit-mk-setimm",
+    "cryptounit-mk-clrnew",
+    "cryptounit-mk-clrcur",
+    "cryptounit-mk-rotate",
+    "cryptounit-cp-btc",
+    "cryptounit-cp-eddsa",
+    "cryptounit-cp-sig-other",
+    "mk-add",
+    "mk-rm",
+    "mks",
+];
+
+/// Prints a usage error and exits 2; a vendor command `tke` lacks is said to be missing.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::InvalidSubcommand {
+        if let Some(ContextValue::String(name)) = e.get(ContextKind::InvalidSubcommand) {
+            if VENDOR_NOT_YET.contains(&name.as_str()) {
+                eprintln!(
+                    "error: {name:?} is a command of the vendor's TKE CLI that tke does not \
+                     have yet; `tke help` lists the commands it has"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    e.exit()
+}
+
 /// `tke help CMD` is `tke CMD --help`: the same text (global options included), and for
 /// an unknown command the same message and exit code, because clap produces both.
 fn help(path: &[String]) -> Result<()> {
@@ -177,7 +220,7 @@ fn help(path: &[String]) -> Result<()> {
         .chain(path.iter().map(String::as_str))
         .chain(std::iter::once("--help"));
     match Cli::try_parse_from(args) {
-        Err(e) => e.exit(),
+        Err(e) => usage_error(e),
         // `--help` always ends parsing with the help text; should a command ever accept
         // it as a value, fall back to the top-level help.
         Ok(_) => {
@@ -239,7 +282,7 @@ fn printable(text: &str) -> String {
 
 fn main() -> std::process::ExitCode {
     logging::init();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
     let files_dir = cli.files_dir.clone();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -197,12 +197,15 @@ fn help_and_h_explain_commands() {
         assert_eq!(via_help, via_flag, "tke help {c:?}");
         assert!(via_help.contains("--files-dir"), "{c:?}: {via_help}");
     }
-    // An unknown command: the same message and exit code both ways.
-    let a = w.run(&["help", "no-such-command"]);
-    let b = w.run(&["no-such-command"]);
-    assert_eq!(a.status.code(), Some(2));
-    assert_eq!(a.status.code(), b.status.code());
-    assert_eq!(a.stderr, b.stderr);
+    // An unknown command, or a vendor command tke lacks: the same message and exit code
+    // both ways.
+    for c in ["no-such-command", "cryptounit-mk-load"] {
+        let a = w.run(&["help", c]);
+        let b = w.run(&[c]);
+        assert_eq!(a.status.code(), Some(2));
+        assert_eq!(a.status.code(), b.status.code());
+        assert_eq!(a.stderr, b.stderr);
+    }
     // Help needs no workstation directory.
     assert!(!w.path().join("local").exists());
 }
