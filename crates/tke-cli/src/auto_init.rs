@@ -220,7 +220,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                     crate::sigkeys::DAMAGED_ADVICE
                 ),
                 [] => bail!("--admin {name:?}: no signature key of that name in {} (see `tke sigkeys`); use --new-admin to create one", ctx.files.path().display()),
-                _ => bail!("--admin {name:?}: several signature keys have that name; rename or remove the extra ones (see `tke sigkeys`)"),
+                _ => bail!("--admin {name:?}: several signature keys have that name (files copied in from elsewhere?); remove the extra ones with `tke sigkey-rm KEYNUM` (see `tke sigkeys`)"),
             }
         }
         v

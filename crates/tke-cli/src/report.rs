@@ -83,10 +83,18 @@ fn not_in_imprint_mode(err: &anyhow::Error) -> Option<String> {
             "No current master key is set: zeroize the units with `tke cryptounit-zeroize` \
              and rerun `tke auto-init`.",
         );
+    } else if with_key.len() == nums.len() {
+        text.push_str(&format!(
+            "C{} a current master key: the instance is initialized. Zeroize it (`tke \
+             cryptounit-zeroize`) only if its key storage holds no keys encrypted under that \
+             master key, which would be lost; then rerun `tke auto-init`.",
+            &units(&with_key, "holds", "hold")[1..]
+        ));
     } else {
         text.push_str(&format!(
-            "C{} a current master key: the instance is in use; do not zeroize while its key \
-             storage holds keys encrypted under that master key.",
+            "Only c{} a current master key: an earlier auto-init was probably interrupted. \
+             Unless the instance's key storage holds keys encrypted under it, zeroize the units \
+             with `tke cryptounit-zeroize` and rerun `tke auto-init`.",
             &units(&with_key, "holds", "hold")[1..]
         ));
     }
@@ -141,10 +149,22 @@ mod tests {
         let one = refused([false, true]);
         assert!(
             one.ends_with(
-                "\nCrypto unit 3 holds a current master key: the instance is in use; do not \
-                 zeroize while its key storage holds keys encrypted under that master key."
+                "\nOnly crypto unit 3 holds a current master key: an earlier auto-init was \
+                 probably interrupted. Unless the instance's key storage holds keys encrypted \
+                 under it, zeroize the units with `tke cryptounit-zeroize` and rerun `tke \
+                 auto-init`."
             ),
             "{one}"
+        );
+        let all = refused([true, true]);
+        assert!(
+            all.ends_with(
+                "\nCrypto units 2 and 3 hold a current master key: the instance is initialized. \
+                 Zeroize it (`tke cryptounit-zeroize`) only if its key storage holds no keys \
+                 encrypted under that master key, which would be lost; then rerun `tke \
+                 auto-init`."
+            ),
+            "{all}"
         );
     }
 
