@@ -67,7 +67,7 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
     let t = Tokens::temp(&["admins"]);
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let pin = t.pin("admins");
-    let s = w.secrets(&[("tokadmin", &pin)]);
+    let s = w.secrets(&[("tokadmin", &pin), ("tokadmin2", &pin)]);
     let s = s.to_str().unwrap();
     let uri = t.uri("admins", "tokadmin");
     let out = ok(
@@ -135,7 +135,8 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
         "{objects}"
     );
 
-    // Adding the same key again registers nothing new and changes nothing.
+    // Adding the same key again, under another name (the same name is refused first as
+    // taken), registers nothing new and changes nothing.
     let before = w.snapshot();
     let err = fails(
         &w,
@@ -148,7 +149,7 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
             "--pkcs11",
             &uri,
             "--name",
-            "tokadmin",
+            "tokadmin2",
         ],
         1,
     );
