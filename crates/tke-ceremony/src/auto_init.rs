@@ -193,6 +193,7 @@ fn survey<'c>(client: &'c Client, instance: &InstanceId) -> Survey<'c> {
             Ok(s) if !s.imprint_mode() => problems.push(Problem::NotInImprintMode {
                 num: u.num,
                 unit: u.id(),
+                current_mk_set: s.current_register.state != tke_proto::RegisterState::Empty,
             }),
             Ok(s) => {
                 if !s.admins.is_empty() {

@@ -34,6 +34,9 @@ pub enum Problem {
         num: usize,
         /// The unit.
         unit: UnitId,
+        /// Whether its current master key register holds a key: then zeroizing it would
+        /// lose the key that the instance's key storage is encrypted under.
+        current_mk_set: bool,
     },
     /// A unit could not be queried.
     #[error("crypto unit {num} cannot be queried")]

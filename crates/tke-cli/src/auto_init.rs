@@ -21,7 +21,8 @@ use crate::{
 pub struct Args {
     /// The INSTANCE NUM of the service instance to initialize (as listed when there are
     /// several).
-    #[arg(long, value_name = "NUM")]
+    #[arg(long, value_name = "NUM", allow_negative_numbers = true,
+          value_parser = |s: &str| crate::prompt::whole_number(s, "INSTANCE NUM"))]
     pub instance: Option<usize>,
     /// Signatures required on commands (1-8; at least 2 for dual control).
     #[arg(long, value_name = "N")]
@@ -217,8 +218,13 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                 .collect();
             match matches.as_slice() {
                 [n] => v.push(*n),
+                [] if !ctx.files.signature_keys()?.problems.is_empty() => bail!(
+                    "--admin {name:?}: no usable signature key of that name in {}; some key files there are damaged (see the warnings above): {}",
+                    ctx.files.path().display(),
+                    crate::sigkeys::DAMAGED_ADVICE
+                ),
                 [] => bail!("--admin {name:?}: no signature key of that name in {} (see `tke sigkeys`); use --new-admin to create one", ctx.files.path().display()),
-                _ => bail!("--admin {name:?}: several signature keys have that name; rename or remove the extra ones (see `tke sigkeys`)"),
+                _ => bail!("--admin {name:?}: several signature keys have that name (files copied in from elsewhere?); remove the extra ones with `tke sigkey-rm KEYNUM` (see `tke sigkeys`)"),
             }
         }
         v
@@ -251,40 +257,34 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
 
     // 5. New keys for the rest.
     let missing = count - signers.len();
+    let taken: Vec<&tke_proto::AdminName> = entries.iter().map(|e| &e.name).collect();
     let new_names: Vec<tke_proto::AdminName> = if scripted {
-        args.new_admins
-            .iter()
-            .map(|n| parse_name(n).with_context(|| format!("--new-admin {n:?}")))
-            .collect::<Result<_>>()?
+        let mut v: Vec<tke_proto::AdminName> = Vec::new();
+        for n in &args.new_admins {
+            let name = parse_name(n).with_context(|| format!("--new-admin {n:?}"))?;
+            if let Err(e) = check_new_name(&taken, &v, &name, scripted) {
+                return Err(e.context(format!("--new-admin {n:?}")));
+            }
+            v.push(name);
+        }
+        v
     } else {
-        let mut v = Vec::new();
+        // A taken or repeated name is asked again, keeping the answers given so far.
+        let mut v: Vec<tke_proto::AdminName> = Vec::new();
         for i in 0..missing {
-            v.push(ctx.prompt.ask(
+            let name = ctx.prompt.ask(
                 &format!("\nEnter an administrator name for new signature key {} of {missing} (up to 30 characters):", i + 1),
                 "--new-admin NAME",
-                parse_name,
-            )?);
+                |s| {
+                    let name = parse_name(s)?;
+                    check_new_name(&taken, &v, &name, scripted)?;
+                    Ok(name)
+                },
+            )?;
+            v.push(name);
         }
         v
     };
-    for n in &new_names {
-        if entries.iter().any(|e| e.name == *n) || new_names.iter().filter(|m| *m == n).count() > 1
-        {
-            bail!("a signature key named {n:?} already exists or was asked for twice; use --admin {n:?} to reuse an existing key, or choose another name");
-        }
-    }
-    // A name that looks like another (spelled differently): every unit would refuse the
-    // second administrator (256/40) halfway through; refuse before any key is made.
-    for (i, n) in new_names.iter().enumerate() {
-        let others = entries.iter().map(|e| &e.name).chain(&new_names[..i]);
-        if let Some(m) = others.filter(|m| *m != n).find(|m| m.looks_like(n)) {
-            bail!(
-                "--new-admin {:?} looks the same as the administrator name {:?}: a crypto unit installs no two administrators whose names look the same; choose a name that looks different",
-                n.as_str(),
-                m.as_str()
-            );
-        }
-    }
 
     let existing = signers.len();
     say(&format!(
@@ -347,6 +347,47 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         );
     } else {
         println!("\nOK\nThe selected service instance has been initialized.\nTo see what administrators are installed and what signature threshold and master key register values are set, use the 'tke cryptounit-compare' command.");
+    }
+    Ok(())
+}
+
+/// Refuses a name for a new key that is the name of a key on the workstation (`--admin`
+/// could not tell the two apart), was given for an earlier new key, or looks like either
+/// (every unit would refuse the second administrator, 256/40, halfway through).
+fn check_new_name(
+    taken: &[&tke_proto::AdminName],
+    earlier: &[tke_proto::AdminName],
+    n: &tke_proto::AdminName,
+    scripted: bool,
+) -> Result<()> {
+    if let Some(i) = taken.iter().position(|m| *m == n) {
+        bail!(
+            "the name {:?} is taken by signature key {} (see `tke sigkeys`): {}, or choose \
+             another name",
+            n.as_str(),
+            i + 1,
+            if scripted {
+                format!("use `--admin {:?}` to reuse that key", n.as_str())
+            } else {
+                "select that key among the existing ones to reuse it".to_owned()
+            }
+        );
+    }
+    if earlier.contains(n) {
+        bail!(
+            "the name {:?} was given for another new key: choose another name",
+            n.as_str()
+        );
+    }
+    let others = taken.iter().copied().chain(earlier);
+    if let Some(m) = others.filter(|m| *m != n).find(|m| m.looks_like(n)) {
+        bail!(
+            "the name {:?} looks the same as the administrator name {:?}: a crypto unit \
+             installs no two administrators whose names look the same; choose a name that \
+             looks different",
+            n.as_str(),
+            m.as_str()
+        );
     }
     Ok(())
 }

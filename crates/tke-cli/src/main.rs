@@ -77,11 +77,13 @@ enum Cmd {
     /// Add crypto units to the selection.
     CryptounitAdd {
         /// CRYPTO UNIT NUM values (asked for when omitted).
+        #[arg(allow_negative_numbers = true, value_parser = |s: &str| prompt::whole_number(s, "CRYPTO UNIT NUM"))]
         nums: Vec<usize>,
     },
     /// Remove crypto units from the selection.
     CryptounitRm {
         /// CRYPTO UNIT NUM values (asked for when omitted).
+        #[arg(allow_negative_numbers = true, value_parser = |s: &str| prompt::whole_number(s, "CRYPTO UNIT NUM"))]
         nums: Vec<usize>,
     },
     /// Compare the configuration of the selected crypto units: thresholds,
@@ -123,6 +125,7 @@ enum Cmd {
     /// Delete signature key files.
     SigkeyRm {
         /// KEYNUM values (asked for when omitted).
+        #[arg(allow_negative_numbers = true, value_parser = |s: &str| prompt::whole_number(s, "KEYNUM"))]
         nums: Vec<usize>,
         /// Do not ask for confirmation.
         #[arg(long)]
@@ -131,6 +134,7 @@ enum Cmd {
     /// Select the signature keys that may sign later commands.
     SigkeySel {
         /// KEYNUM values (asked for when omitted).
+        #[arg(allow_negative_numbers = true, value_parser = |s: &str| prompt::whole_number(s, "KEYNUM"))]
         nums: Vec<usize>,
     },
     /// The embedded fleet of emulated crypto units.
@@ -166,18 +170,65 @@ enum TargetCmd {
     },
 }
 
-fn help(path: &[String]) -> Result<()> {
-    use clap::CommandFactory;
-    let mut cmd = Cli::command();
-    let mut cur = &mut cmd;
-    for name in path {
-        cur = match cur.find_subcommand_mut(name) {
-            Some(c) => c,
-            None => anyhow::bail!("there is no command {name:?}: `tke help` lists them"),
-        };
+/// Commands of the vendor's TKE CLI that `tke` does not have yet: naming one gets that
+/// answer rather than "unrecognized subcommand", which reads like a typo.
+const VENDOR_NOT_YET: &[&str] = &[
+    "auto-mk-rotate",
+    "auto-mk-recover",
+    "auto-recover",
+    "cryptounit-admin-add",
+    "cryptounit-admin-rm",
+    "cryptounit-admins",
+    "cryptounit-thrhld-set",
+    "cryptounit-thrhlds",
+    "cryptounit-exit-impr",
+    "cryptounit-mk-load",
+    "cryptounit-mk-commit",
+    "cryptounit-mk-setimm",
+    "cryptounit-mk-clrnew",
+    "cryptounit-mk-clrcur",
+    "cryptounit-mk-rotate",
+    "cryptounit-cp-btc",
+    "cryptounit-cp-eddsa",
+    "cryptounit-cp-sig-other",
+    "mk-add",
+    "mk-rm",
+    "mks",
+];
+
+/// Prints a usage error and exits 2; a vendor command `tke` lacks is said to be missing.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::InvalidSubcommand {
+        if let Some(ContextValue::String(name)) = e.get(ContextKind::InvalidSubcommand) {
+            if VENDOR_NOT_YET.contains(&name.as_str()) {
+                eprintln!(
+                    "error: {name:?} is a command of the vendor's TKE CLI that tke does not \
+                     have yet; `tke help` lists the commands it has"
+                );
+                std::process::exit(2);
+            }
+        }
     }
-    cur.print_long_help()?;
-    Ok(())
+    e.exit()
+}
+
+/// `tke help CMD` is `tke CMD --help`: the same text (global options included), and for
+/// an unknown command the same message and exit code, because clap produces both.
+fn help(path: &[String]) -> Result<()> {
+    let args = std::iter::once("tke")
+        .chain(path.iter().map(String::as_str))
+        .chain(std::iter::once("--help"));
+    match Cli::try_parse_from(args) {
+        Err(e) => usage_error(e),
+        // `--help` always ends parsing with the help text; should a command ever accept
+        // it as a value, fall back to the top-level help.
+        Ok(_) => {
+            use clap::CommandFactory as _;
+            Cli::command().print_long_help()?;
+            Ok(())
+        }
+    }
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -231,7 +282,7 @@ fn printable(text: &str) -> String {
 
 fn main() -> std::process::ExitCode {
     logging::init();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
     let files_dir = cli.files_dir.clone();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -79,10 +79,18 @@ impl Prompter {
                 continue;
             }
             let b = self.password("Re-enter the password to confirm it:", flag)?;
-            if a.expose_secret() == b.expose_secret() {
-                return Ok(a);
+            if a.expose_secret() != b.expose_secret() {
+                println!("The passwords do not match. Try again.\n");
+                continue;
             }
-            println!("The passwords do not match. Try again.\n");
+            if let Some(why) = weak_password(a.expose_secret()) {
+                println!("Warning: this password is weak: {why}.");
+                if !self.confirm("Use it anyway?", false)? {
+                    println!();
+                    continue;
+                }
+            }
+            return Ok(a);
         }
     }
 
@@ -96,6 +104,50 @@ impl Prompter {
     }
 }
 
+/// Why a new key-file password is weak, if it is: shorter than 12 characters, or one of
+/// the passwords tried first by anyone guessing (a short list; a key file that leaves
+/// the workstation can be attacked offline).
+pub fn weak_password(p: &str) -> Option<&'static str> {
+    const COMMON: &[&str] = &[
+        "123456789012",
+        "password1234",
+        "passwordpassword",
+        "qwertyuiopas",
+        "qwerty123456",
+        "iloveyou1234",
+        "administrator",
+        "correcthorsebatterystaple",
+        "letmeinletmein",
+        "1q2w3e4r5t6y",
+        "abcdefghijkl",
+        "welcome12345",
+        "changeme1234",
+        "000000000000",
+        "111111111111",
+        "trustno1trustno1",
+    ];
+    if p.chars().count() < 12 {
+        Some("it is shorter than 12 characters")
+    } else if COMMON.iter().any(|c| c.eq_ignore_ascii_case(p)) {
+        Some("it is one of the most common passwords")
+    } else {
+        None
+    }
+}
+
+/// One number as a user types it on the command line or at a prompt: `-1` or `x` gets a
+/// message naming what was expected (`"x" is not an INSTANCE NUM`), not a parser's text.
+pub fn whole_number(t: &str, what: &str) -> std::result::Result<usize, String> {
+    t.parse().map_err(|_| {
+        let article = if what.starts_with(['A', 'E', 'I', 'O', 'U']) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{t:?} is not {article} {what}: enter whole numbers from 1, separated by spaces")
+    })
+}
+
 /// Parses a space-separated list of numbers, each in 1..=max.
 pub fn parse_numbers(s: &str, max: usize, what: &str) -> Result<Vec<usize>> {
     let mut v = Vec::new();
@@ -103,9 +155,7 @@ pub fn parse_numbers(s: &str, max: usize, what: &str) -> Result<Vec<usize>> {
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|t| !t.is_empty())
     {
-        let n: usize = t
-            .parse()
-            .with_context(|| format!("{t:?} is not a {what}: enter numbers separated by spaces"))?;
+        let n = whole_number(t, what).map_err(anyhow::Error::msg)?;
         if n == 0 || n > max {
             bail!("{what} {n} does not exist: choose between 1 and {max}");
         }

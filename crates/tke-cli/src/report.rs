@@ -8,9 +8,6 @@ use tke_workstation::{FilesDir, KeyFileError};
 
 use crate::targets;
 
-/// The advice after a unit that is not in imprint mode refuses `auto-init`.
-const NOT_IN_IMPRINT_MODE: &str = "Use 'tke cryptounit-compare' to see how the crypto units are configured. If no current master key register is set, zeroize the crypto units with 'tke cryptounit-zeroize' and rerun 'tke auto-init'. Do not zeroize while the instance's key storage holds keys.";
-
 /// An error and its causes on one line (`error: cause: cause`), each cause once.
 pub fn chain(err: &anyhow::Error) -> String {
     ErrorChain(err.as_ref()).to_string()
@@ -19,7 +16,9 @@ pub fn chain(err: &anyhow::Error) -> String {
 /// What `tke` prints after `FAILED`: a network failure in the vendor's style, any other
 /// error as its chain; then the advice for the errors the CLI knows what to do about.
 pub fn failure(err: &anyhow::Error, files: Option<&FilesDir>) -> String {
-    let mut text = targets::explain(err, files).unwrap_or_else(|| chain(err));
+    let mut text = not_in_imprint_mode(err)
+        .or_else(|| targets::explain(err, files))
+        .unwrap_or_else(|| chain(err));
     for line in advice(err) {
         text.push('\n');
         text.push_str(line);
@@ -44,16 +43,80 @@ fn advice(err: &anyhow::Error) -> Vec<&'static str> {
         if let Some(ClientError::FleetMissing { .. }) = cause.downcast_ref() {
             lines.push("Create one with `tke local init`.");
         }
-        if let Some(CeremonyError::Problems(problems)) = cause.downcast_ref() {
-            if problems
-                .iter()
-                .any(|p| matches!(p, Problem::NotInImprintMode { .. }))
-            {
-                lines.push(NOT_IN_IMPRINT_MODE);
-            }
-        }
     }
     lines
+}
+
+/// `auto-init` refused because units are not in imprint mode: one message for the
+/// instance naming the units by CRYPTO UNIT NUM, and advice that depends on whether a
+/// current master key is set (zeroizing would lose it), instead of one line per unit.
+fn not_in_imprint_mode(err: &anyhow::Error) -> Option<String> {
+    let Some(CeremonyError::Problems(problems)) = err.downcast_ref() else {
+        return None;
+    };
+    let mut nums = Vec::new();
+    let mut with_key = Vec::new();
+    let mut others = Vec::new();
+    for p in problems {
+        match p {
+            Problem::NotInImprintMode {
+                num,
+                current_mk_set,
+                ..
+            } => {
+                nums.push(*num);
+                if *current_mk_set {
+                    with_key.push(*num);
+                }
+            }
+            other => others.push(ErrorChain(other).to_string()),
+        }
+    }
+    if nums.is_empty() {
+        return None;
+    }
+    let mut text = format!(
+        "the service instance is not in imprint mode: {} already initialized (see `tke \
+         cryptounit-compare`); no crypto unit was changed",
+        units(&nums, "is", "are")
+    );
+    for o in &others {
+        text.push_str(&format!("\nAlso: {o}"));
+    }
+    text.push('\n');
+    if with_key.is_empty() {
+        text.push_str(
+            "No current master key is set: zeroize the units with `tke cryptounit-zeroize` \
+             and rerun `tke auto-init`.",
+        );
+    } else if with_key.len() == nums.len() {
+        text.push_str(&format!(
+            "C{} a current master key: the instance is initialized. Zeroize it (`tke \
+             cryptounit-zeroize`) only if its key storage holds no keys encrypted under that \
+             master key, which would be lost; then rerun `tke auto-init`.",
+            &units(&with_key, "holds", "hold")[1..]
+        ));
+    } else {
+        text.push_str(&format!(
+            "Only c{} a current master key: an earlier auto-init was probably interrupted. \
+             Unless the instance's key storage holds keys encrypted under it, zeroize the units \
+             with `tke cryptounit-zeroize` and rerun `tke auto-init`.",
+            &units(&with_key, "holds", "hold")[1..]
+        ));
+    }
+    Some(text)
+}
+
+/// `crypto unit 2 is` / `crypto units 1, 2 and 4 are`.
+fn units(nums: &[usize], one: &str, many: &str) -> String {
+    match nums {
+        [n] => format!("crypto unit {n} {one}"),
+        [rest @ .., last] => {
+            let rest: Vec<String> = rest.iter().map(ToString::to_string).collect();
+            format!("crypto units {} and {last} {many}", rest.join(", "))
+        }
+        [] => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -65,6 +128,50 @@ mod tests {
 
     fn io_error() -> io::Error {
         io::Error::new(io::ErrorKind::PermissionDenied, "disk says no")
+    }
+
+    #[test]
+    fn not_in_imprint_mode_advice_depends_on_the_current_master_key() {
+        let refused = |keys: [bool; 2]| {
+            let problems = keys
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| Problem::NotInImprintMode {
+                    num: i + 2,
+                    unit: tke_proto::UnitId::random(),
+                    current_mk_set: k,
+                })
+                .collect();
+            failure(&CeremonyError::Problems(problems).into(), None)
+        };
+        let empty = refused([false, false]);
+        assert_eq!(
+            empty,
+            "the service instance is not in imprint mode: crypto units 2 and 3 are already \
+             initialized (see `tke cryptounit-compare`); no crypto unit was changed\n\
+             No current master key is set: zeroize the units with `tke cryptounit-zeroize` \
+             and rerun `tke auto-init`."
+        );
+        let one = refused([false, true]);
+        assert!(
+            one.ends_with(
+                "\nOnly crypto unit 3 holds a current master key: an earlier auto-init was \
+                 probably interrupted. Unless the instance's key storage holds keys encrypted \
+                 under it, zeroize the units with `tke cryptounit-zeroize` and rerun `tke \
+                 auto-init`."
+            ),
+            "{one}"
+        );
+        let all = refused([true, true]);
+        assert!(
+            all.ends_with(
+                "\nCrypto units 2 and 3 hold a current master key: the instance is initialized. \
+                 Zeroize it (`tke cryptounit-zeroize`) only if its key storage holds no keys \
+                 encrypted under that master key, which would be lost; then rerun `tke \
+                 auto-init`."
+            ),
+            "{all}"
+        );
     }
 
     #[test]

@@ -49,9 +49,28 @@ pub fn print_table(entries: &[SigKeyEntry], selected: &[tke_proto::Ski]) {
     print!("{}", t.render());
 }
 
-/// `sigkeys`.
+/// `sigkeys`: a damaged key file is listed as damaged, and makes the command fail, so
+/// that a script notices before a ceremony needs the key.
 pub fn sigkeys(ctx: &Ctx) -> Result<()> {
-    let entries = list(ctx)?;
+    let listing = ctx.files.signature_keys()?;
+    let entries = listing.entries;
+    let damaged = || -> Result<()> {
+        if listing.problems.is_empty() {
+            return Ok(());
+        }
+        if !ctx.json {
+            println!("\nDamaged signature key files:");
+        }
+        for p in &listing.problems {
+            let line = format!("  {}", tke_proto::ErrorChain(p));
+            if ctx.json {
+                eprintln!("Damaged:{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+        bail!(DAMAGED_ADVICE)
+    };
     let selected = ctx.files.load_selection()?.sigkeys;
     if ctx.json {
         let v: Vec<_> = entries
@@ -77,7 +96,7 @@ pub fn sigkeys(ctx: &Ctx) -> Result<()> {
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return damaged();
     }
     println!("Signature key files in {}:\n", ctx.files.path().display());
     if entries.is_empty() {
@@ -85,14 +104,26 @@ pub fn sigkeys(ctx: &Ctx) -> Result<()> {
     } else {
         print_table(&entries, &selected);
     }
-    Ok(())
+    damaged()
 }
+
+/// What to do about a damaged key file: a new key would be another administrator.
+pub const DAMAGED_ADVICE: &str = "a damaged signature key file cannot be repaired or \
+    recreated: restore it, with its certificate, from a backup (a new key, even with the \
+    same name, is a different administrator)";
 
 /// Creates one new file signature key; the password comes from `--secrets` or is asked
 /// twice on the terminal.
 pub fn create_key(ctx: &Ctx, name: &AdminName) -> Result<FileSigner> {
     let pw = match ctx.secrets.as_ref().and_then(|s| s.get(name.as_str())) {
-        Some(p) => p.clone(),
+        // A script chose this password in its secrets file: there is no one to ask, so
+        // a weak one is taken with a warning (documented in the README).
+        Some(p) => {
+            if let Some(why) = crate::prompt::weak_password(p.expose_secret()) {
+                eprintln!("Warning: the password for the new signature key of {name} in the secrets file is weak: {why}.");
+            }
+            p.clone()
+        }
         None => ctx.prompt.new_password(
             &format!("the new signature key of {name}"),
             &format!("--secrets FILE (a line `{name} = \"...\"`)"),
@@ -196,18 +227,24 @@ fn add_token_key(ctx: &Ctx, name: &AdminName, uri_text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a name that looks like, but is not spelled as, the name of a signature key on
-/// this workstation: a unit would refuse to install the second (256/40), and an operator
-/// could not tell the two apart. The same spelling stays allowed (a new key for the same
-/// administrator).
-fn refuse_lookalike(ctx: &Ctx, name: &AdminName) -> Result<()> {
+/// Refuses a name that is, or looks like, the name of a signature key on this
+/// workstation: `--admin NAME` selects keys by name, so a second key with the same name
+/// could never be selected, and a unit would refuse to install a look-alike (256/40)
+/// that an operator could not tell apart from the first.
+fn refuse_taken_name(ctx: &Ctx, name: &AdminName) -> Result<()> {
     let listing = ctx.files.signature_keys()?;
-    if let Some((i, e)) = listing
-        .entries
-        .iter()
-        .enumerate()
-        .find(|(_, e)| e.name != *name && e.name.looks_like(name))
-    {
+    let entries = listing.entries.iter().enumerate();
+    if let Some((i, _)) = entries.clone().find(|(_, e)| e.name == *name) {
+        bail!(
+            "the administrator name {:?} is taken by signature key {} (see `tke sigkeys`): \
+             names are unique on a workstation; choose another name, or remove that key \
+             first with `tke sigkey-rm {}`",
+            name.as_str(),
+            i + 1,
+            i + 1
+        );
+    }
+    if let Some((i, e)) = entries.clone().find(|(_, e)| e.name.looks_like(name)) {
         bail!(
             "the administrator name {:?} looks the same as {:?}, the name of signature key {} \
              (see `tke sigkeys`): a crypto unit installs no two administrators whose names \
@@ -236,7 +273,7 @@ pub fn add(
             parse_name,
         )?,
     };
-    refuse_lookalike(ctx, &name)?;
+    refuse_taken_name(ctx, &name)?;
     if let Some(uri) = pkcs11 {
         return add_token_key(ctx, &name, uri);
     }

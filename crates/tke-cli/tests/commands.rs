@@ -190,8 +190,40 @@ fn help_and_h_explain_commands() {
         out.contains("--sig-threshold") && out.contains("--new-admin"),
         "{out}"
     );
-    let err = w.fails(&["help", "no-such-command"], 1);
+    let err = w.fails(&["help", "no-such-command"], 2);
     assert!(err.contains("no-such-command"), "{err}");
+    // `tke help CMD` and `tke CMD --help` show the same text, global options included.
+    let commands: &[&[&str]] = &[
+        &["cryptounits"],
+        &["cryptounit-add"],
+        &["cryptounit-rm"],
+        &["cryptounit-compare"],
+        &["cryptounit-zeroize"],
+        &["auto-init"],
+        &["sigkeys"],
+        &["sigkey-add"],
+        &["sigkey-rm"],
+        &["sigkey-sel"],
+        &["local"],
+        &["local", "init"],
+        &["target"],
+        &["target", "add"],
+    ];
+    for c in commands {
+        let via_help = w.ok(&[&["help"][..], c].concat());
+        let via_flag = w.ok(&[*c, &["--help"][..]].concat());
+        assert_eq!(via_help, via_flag, "tke help {c:?}");
+        assert!(via_help.contains("--files-dir"), "{c:?}: {via_help}");
+    }
+    // An unknown command, or a vendor command tke lacks: the same message and exit code
+    // both ways.
+    for c in ["no-such-command", "cryptounit-mk-load"] {
+        let a = w.run(&["help", c]);
+        let b = w.run(&[c]);
+        assert_eq!(a.status.code(), Some(2));
+        assert_eq!(a.status.code(), b.status.code());
+        assert_eq!(a.stderr, b.stderr);
+    }
     // Help needs no workstation directory.
     assert!(!w.path().join("local").exists());
 }

@@ -43,12 +43,22 @@ fn private_file(w: &Workstation, name: &str, text: &str) -> String {
 
 /// The key file (`.key.pem`) of the only signature key of `name`.
 fn key_file(w: &Workstation, name: &str) -> std::path::PathBuf {
+    file_of(w, name, ".key.pem")
+}
+
+/// The certificate file of the only key named `name`.
+fn cert_file(w: &Workstation, name: &str) -> std::path::PathBuf {
+    file_of(w, name, ".crt.pem")
+}
+
+/// The file of the only key named `name` whose name ends in `suffix`.
+fn file_of(w: &Workstation, name: &str, suffix: &str) -> std::path::PathBuf {
     let files: Vec<_> = fs::read_dir(w.path())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
             let f = p.file_name().unwrap().to_str().unwrap();
-            f.starts_with(&format!("{name}-")) && f.ends_with(".key.pem")
+            f.starts_with(&format!("{name}-")) && f.ends_with(suffix)
         })
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
@@ -74,9 +84,16 @@ fn usage_errors_exit_2_and_touch_nothing() {
     let cases: &[(&str, &[&str])] = &[
         ("usage_no_command", &[]),
         ("usage_unknown_command", &["frobnicate"]),
+        ("usage_vendor_command_not_yet", &["cryptounit-mk-load"]),
         ("usage_unknown_flag", &["cryptounits", "--bogus"]),
         ("usage_missing_argument", &["target", "add", "only-a-name"]),
         ("usage_not_a_number", &["cryptounit-add", "two"]),
+        ("usage_negative_unit_num", &["cryptounit-add", "-1"]),
+        ("usage_negative_keynum", &["sigkey-rm", "-1"]),
+        (
+            "usage_instance_not_a_number",
+            &["auto-init", "--instance", "x"],
+        ),
         (
             "usage_negative_threshold",
             &["auto-init", "--sig-threshold", "-1"],
@@ -121,8 +138,8 @@ fn success_exits_0() {
     w.check("ok_version", &["--version"], 0, &[]);
     w.check("ok_sigkeys_none", &["sigkeys"], 0, &[]);
     w.check("ok_target_list_none", &["target", "list"], 0, &[]);
-    // An unknown command to explain is a failure of `help`, not a usage error.
-    w.check("help_unknown_command", &["help", "no-such-command"], 1, &[]);
+    // An unknown command to explain is the usage error `tke no-such-command` gives.
+    w.check("help_unknown_command", &["help", "no-such-command"], 2, &[]);
 }
 
 /// An empty `CLOUDTKEFILES` is refused by every command, before anything is created: the
@@ -444,10 +461,10 @@ fn sigkey_add_errors() {
     );
 }
 
-/// A name that looks like the name of a key on the workstation (another spelling) is
-/// refused before any key is made; the same spelling is a new key for the same name.
+/// A name that is, or looks like, the name of a key on the workstation is refused before
+/// any key is made: `--admin NAME` could not select the second one.
 #[test]
-fn sigkey_add_refuses_a_lookalike_name() {
+fn sigkey_add_refuses_a_taken_or_lookalike_name() {
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     // The look-alikes are refused before any password is needed.
     let s = w.secrets(&[("alice", "alice-password-1")]);
@@ -466,8 +483,13 @@ fn sigkey_add_refuses_a_lookalike_name() {
         1,
         &[],
     );
+    w.check(
+        "sigkey_add_name_taken",
+        &["--secrets", s, "sigkey-add", "--name", "alice"],
+        1,
+        &[],
+    );
     assert_eq!(w.snapshot(), before, "nothing was written");
-    w.ok(&["--secrets", s, "sigkey-add", "--name", "alice"]);
 }
 
 #[test]
@@ -612,28 +634,41 @@ fn wrong_password_and_damaged_or_missing_key_files() {
     // Truncated to nothing.
     fs::write(&alice, "").unwrap();
     check("key_file_empty", good, "alice");
+    // The listing shows the damaged file and fails.
+    w.check("sigkeys_key_file_damaged", &["sigkeys"], 1, &[]);
     fs::write(&alice, &pem).unwrap();
 
-    // Bob's key file gone: the listing warns (exit 0), and the key cannot be named.
+    // Bob's key file gone: the listing names the orphan certificate as damaged and fails,
+    // and the key cannot be named.
     fs::remove_file(key_file(&w, "bob")).unwrap();
-    w.check(
-        "ok_sigkeys_warns_about_a_missing_key_file",
-        &["sigkeys"],
-        0,
-        &[],
-    );
+    w.check("sigkeys_key_file_missing", &["sigkeys"], 1, &[]);
     check("key_file_missing", good, "bob");
+    // A certificate gone: the key file is damaged in the same way.
+    fs::remove_file(cert_file(&w, "alice")).unwrap();
+    check("cert_file_missing", good, "alice");
 }
 
+/// `sigkey-add` refuses a taken name, but key files copied from another workstation (or
+/// made by an older `tke`) can still share one: `--admin` refuses to guess.
 #[test]
 fn several_keys_of_one_name() {
     let (w, s) = with_keys();
-    w.check(
-        "sigkey_add_name_again",
-        &["--secrets", &s, "sigkey-add", "--name", "alice"],
-        0,
-        &[],
-    );
+    let other = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    other.ok(&["--secrets", &s, "sigkey-add", "--name", "alice"]);
+    for e in fs::read_dir(other.path()).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().starts_with("alice-") {
+            fs::copy(e.path(), w.path().join(e.file_name())).unwrap();
+        }
+    }
+    let keys: serde_json::Value =
+        serde_json::from_str(&w.ok(&["sigkeys", "--output", "json"])).unwrap();
+    let alices = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["name"] == "alice");
+    assert_eq!(alices.count(), 2, "{keys}");
     w.check(
         "auto_init_admin_name_ambiguous",
         &auto_init_as(&s, "alice", &["--yes"]),
@@ -830,6 +865,7 @@ fn prompts_explain_a_bad_answer_and_ask_again() {
         &["--secrets", s, "auto-init"],
         &[
             // The instance.
+            ("> ", Line("x")),
             ("> ", Line("1 2")),
             ("> ", Line("1")),
             // The thresholds.
@@ -844,6 +880,30 @@ fn prompts_explain_a_bad_answer_and_ask_again() {
             // Which existing keys.
             ("> ", Line("1 2")),
             ("> ", Line("3")),
+            ("> ", End),
+        ],
+        1,
+    );
+    // A name for a new key that is taken, repeated or a look-alike is asked again; the
+    // names given so far are kept (the second question is still "2 of 2").
+    check_terminal(
+        &w,
+        "prompt_bad_new_admin_names",
+        &["--secrets", s, "auto-init"],
+        &[
+            ("> ", Line("1")),
+            ("> ", Line("1")),
+            ("> ", Line("1")),
+            ("> ", Line("2")),
+            // No existing key.
+            ("> ", Line("")),
+            // The new names.
+            ("> ", Line("alice")),
+            ("> ", Line("dora")),
+            ("> ", Line("dora")),
+            ("> ", Line("Dora")),
+            ("> ", Line("erin")),
+            // The confirmation.
             ("> ", End),
         ],
         1,
@@ -878,5 +938,31 @@ fn passwords_on_a_terminal() {
             ("> ", End),
         ],
         1,
+    );
+    // A weak one (too short, then a common one) is explained and needs a confirmation;
+    // declined, the password is asked again.
+    check_terminal(
+        &w,
+        "prompt_weak_new_password",
+        &["sigkey-add", "--name", "carol"],
+        &[
+            ("> ", Hidden("short")),
+            ("> ", Hidden("short")),
+            ("> ", Line("n")),
+            ("> ", Hidden("Password1234")),
+            ("> ", Hidden("Password1234")),
+            ("> ", End),
+        ],
+        1,
+    );
+    // From a secrets file (a script), a weak password is taken with a warning.
+    let weak = private_file(&w, "weak.toml", "dave = \"dave\"\n");
+    let o = w.run(&["--secrets", &weak, "sigkey-add", "--name", "dave"]);
+    assert!(o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err,
+        "Warning: the password for the new signature key of dave in the secrets file is \
+         weak: it is shorter than 12 characters.\n"
     );
 }

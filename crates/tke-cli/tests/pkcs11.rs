@@ -67,7 +67,7 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
     let t = Tokens::temp(&["admins"]);
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     let pin = t.pin("admins");
-    let s = w.secrets(&[("tokadmin", &pin)]);
+    let s = w.secrets(&[("tokadmin", &pin), ("tokadmin2", &pin)]);
     let s = s.to_str().unwrap();
     let uri = t.uri("admins", "tokadmin");
     let out = ok(
@@ -138,7 +138,8 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
         "{objects}"
     );
 
-    // Adding the same key again registers nothing new and changes nothing.
+    // Adding the same key again, under another name (the same name is refused first as
+    // taken), registers nothing new and changes nothing.
     let before = w.snapshot();
     let err = fails(
         &w,
@@ -151,7 +152,7 @@ fn sigkey_add_pkcs11_generates_on_the_token_and_records_only_the_uri() {
             "--pkcs11",
             &uri,
             "--name",
-            "tokadmin",
+            "tokadmin2",
         ],
         1,
     );
@@ -451,6 +452,32 @@ fn bad_uris_are_refused_before_anything_is_written() {
         assert!(err.contains(want), "{uri}: {err}");
         assert!(!err.contains("777999"), "{err}");
     }
+    // A SOFTHSM2_CONF whose token directory is empty: no token at all points at the
+    // configuration.
+    let empty = tempfile::tempdir().unwrap();
+    fs::create_dir(empty.path().join("tokens")).unwrap();
+    let conf = fs::read_to_string(t.conf()).unwrap();
+    let tokens = t.dir().join("tokens").display().to_string();
+    let conf = conf.replace(&tokens, &empty.path().join("tokens").display().to_string());
+    fs::write(empty.path().join("softhsm2.conf"), conf).unwrap();
+    let none = Tokens::existing(empty.path());
+    let err = fails(
+        &w,
+        &none,
+        "pkcs11_uri_no_token_at_all",
+        &[
+            "--secrets",
+            s,
+            "sigkey-add",
+            "--pkcs11",
+            &t.uri("admins", "tokadmin"),
+            "--name",
+            "tokadmin",
+        ],
+        1,
+    );
+    assert!(err.contains("tokens present: none"), "{err}");
+    assert!(err.contains("SOFTHSM2_CONF"), "{err}");
     assert_eq!(before, w.snapshot());
 }
 

@@ -24,6 +24,17 @@ impl fmt::Display for TokenName {
     }
 }
 
+/// When a module shows no token at all, the usual cause is its configuration, not the
+/// token: SoftHSM2 reads its token directory from the file `SOFTHSM2_CONF` names.
+fn no_token_hint(present: &TokenList) -> &'static str {
+    if present.0.is_empty() {
+        " (a module finds its tokens through its configuration: for SoftHSM2, check that \
+         SOFTHSM2_CONF names the configuration file whose tokendir holds the token)"
+    } else {
+        ""
+    }
+}
+
 /// A list of tokens for messages: `token "a" (serial 1), token "b" (serial 2)`, or `none`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TokenList(pub Vec<TokenName>);
@@ -156,7 +167,7 @@ pub enum Error {
     },
 
     /// No initialized token matches.
-    #[error("{wanted} was not found in PKCS#11 module {}; tokens present: {present}", module.display())]
+    #[error("{wanted} was not found in PKCS#11 module {}; tokens present: {present}{}", module.display(), no_token_hint(present))]
     TokenNotFound {
         /// The module.
         module: PathBuf,
