@@ -220,9 +220,12 @@ fn idle_and_slow_clients_do_not_starve_a_good_client() {
         counts.slow_bytes.load(Ordering::Relaxed),
     );
     // The deadlines did their work: idle connections were closed (after the handshake
-    // deadline, 5 s), and so were the slow ones.
+    // deadline, 5 s), and so were the slow ones. How many closes fit in the test's 14 s
+    // depends on how fast the 5,000 connections could be opened on a loaded 2-core
+    // machine (4,584 to over 5,000 seen), so this asks for half of them; the exact
+    // deadlines are checked with paused time in `http.rs`'s unit tests.
     assert!(
-        counts.closed_by_server.load(Ordering::Relaxed) >= IDLE,
+        counts.closed_by_server.load(Ordering::Relaxed) >= IDLE / 2,
         "the server closed only {} connections",
         counts.closed_by_server.load(Ordering::Relaxed)
     );
