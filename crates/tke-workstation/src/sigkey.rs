@@ -420,20 +420,7 @@ impl FilesDir {
             }
         }
         let key_pem = encrypt_key(name, secret, password, cost)?;
-        let cert_pem = cert.to_pem().map_err(|source| KeyFileError::Certificate {
-            path: cert_path.clone(),
-            source,
-        })?;
-
-        create_new(&key_path, key_pem.as_bytes())?;
-        if let Err(e) =
-            create_new(&cert_path, cert_pem.as_bytes()).and_then(|()| record_creation(&cert_path))
-        {
-            // No key file without its certificate: undo the first writes.
-            let _ = fs::remove_file(&key_path);
-            let _ = fs::remove_file(&cert_path);
-            return Err(e);
-        }
+        write_with_certificate(&key_path, key_pem.as_bytes(), cert, &cert_path)?;
         Ok(SigKeyEntry::new(
             cert.clone(),
             SigKeyKind::File,
@@ -477,18 +464,7 @@ impl FilesDir {
                 return Err(KeyFileError::AlreadyExists { path: path.clone() });
             }
         }
-        let cert_pem = cert.to_pem().map_err(|source| KeyFileError::Certificate {
-            path: cert_path.clone(),
-            source,
-        })?;
-        create_new(&ref_path, reference.to_toml().as_bytes())?;
-        if let Err(e) =
-            create_new(&cert_path, cert_pem.as_bytes()).and_then(|()| record_creation(&cert_path))
-        {
-            let _ = fs::remove_file(&ref_path);
-            let _ = fs::remove_file(&cert_path);
-            return Err(e);
-        }
+        write_with_certificate(&ref_path, reference.to_toml().as_bytes(), cert, &cert_path)?;
         Ok(SigKeyEntry::new(
             cert.clone(),
             SigKeyKind::YubiKey(reference),
@@ -552,19 +528,7 @@ impl FilesDir {
         };
         // Two plain strings always serialize.
         let text = toml::to_string(&reference).unwrap_or_default();
-        let cert_pem = cert.to_pem().map_err(|source| KeyFileError::Certificate {
-            path: cert_path.clone(),
-            source,
-        })?;
-        create_new(&ref_path, text.as_bytes())?;
-        if let Err(e) =
-            create_new(&cert_path, cert_pem.as_bytes()).and_then(|()| record_creation(&cert_path))
-        {
-            // No reference without its certificate: undo the first writes.
-            let _ = fs::remove_file(&ref_path);
-            let _ = fs::remove_file(&cert_path);
-            return Err(e);
-        }
+        write_with_certificate(&ref_path, text.as_bytes(), cert, &cert_path)?;
         Ok(SigKeyEntry::new_pkcs11(
             cert.clone(),
             ref_path,
@@ -572,6 +536,30 @@ impl FilesDir {
             uri.to_owned(),
         ))
     }
+}
+
+/// Writes a key's first file (`first`: the key file or a token reference), then its
+/// certificate and creation record, all as new files; on failure removes what it wrote,
+/// so that no key file or reference is left without its certificate.
+fn write_with_certificate(
+    first: &Path,
+    bytes: &[u8],
+    cert: &AdminCertificate,
+    cert_path: &Path,
+) -> Result<()> {
+    let cert_pem = cert.to_pem().map_err(|source| KeyFileError::Certificate {
+        path: cert_path.to_path_buf(),
+        source,
+    })?;
+    create_new(first, bytes)?;
+    if let Err(e) =
+        create_new(cert_path, cert_pem.as_bytes()).and_then(|()| record_creation(cert_path))
+    {
+        let _ = fs::remove_file(first);
+        let _ = fs::remove_file(cert_path);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// `<stem>.created` beside the certificate file `<stem>.crt.pem`.
