@@ -15,6 +15,7 @@ mod prompt;
 mod report;
 mod secrets;
 mod sigkeys;
+mod signing;
 mod table;
 mod targets;
 mod units;
