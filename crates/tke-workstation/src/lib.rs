@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use tke_fs::atomic;
+mod created;
 mod dir;
 mod error;
 mod selection;
