@@ -1,6 +1,6 @@
-//! What every kind of key file shares: files written as new (never over an existing one),
-//! each key with a record of when it was added so that KEYNUMs follow creation order, and
-//! removal.
+//! What every kind of key file shares: safe file names, files written as new (never over
+//! an existing one), each key with a record of when it was added so that KEYNUMs follow
+//! creation order, and removal.
 //!
 //! Why a record and not a file's modification time: a plain copy resets that, and the
 //! record is a time, not a counter, so that keys copied from another workstation (with
@@ -103,4 +103,24 @@ pub(crate) fn remove_files(dir: &Path, files: &[&Path]) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("sync", dir))
+}
+
+/// `text` made safe as the start of a file name: every character other than ASCII
+/// letters, digits, `-`, `_` and `.` replaced by `_`, and no leading `.` (no hidden
+/// file, no path).
+pub(crate) fn safe_stem(text: &str) -> String {
+    let mut s: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with('.') {
+        s.replace_range(..1, "_");
+    }
+    s
 }

@@ -14,7 +14,7 @@ use tke_proto::{AdminCertificate, AdminName, Ski};
 use zeroize::Zeroizing;
 
 use crate::{
-    created::{remove_files, CreationRecord},
+    created::{remove_files, safe_stem, CreationRecord},
     error::io_err,
     FilesDir, KeyFileError, Password, Result,
 };
@@ -261,21 +261,7 @@ impl SigKeyListing {
 /// other than ASCII letters, digits, `-`, `_` and `.` replaced by `_` (and no leading
 /// `.`), then `-` and the first 8 hex digits of the SKI.
 pub fn file_stem(name: &AdminName, ski: &Ski) -> String {
-    let mut s: String = name
-        .as_str()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.starts_with('.') {
-        s.replace_range(..1, "_");
-    }
-    format!("{s}-{}", &ski.to_hex()[..8])
+    format!("{}-{}", safe_stem(name.as_str()), &ski.to_hex()[..8])
 }
 
 impl FilesDir {
