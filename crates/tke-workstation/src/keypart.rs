@@ -320,6 +320,26 @@ impl KeyPartListing {
             .map(|i| i + 1)
     }
 
+    /// Checks that a new part may have `description`: no part listed has it, or one that
+    /// looks the same ([`PartDescription::looks_like`]).
+    ///
+    /// # Errors
+    /// [`KeyFileError::PartDescriptionTaken`] naming the part that has it.
+    pub fn check_new_description(&self, description: &PartDescription) -> Result<()> {
+        match self
+            .entries
+            .iter()
+            .find(|e| e.description.looks_like(description))
+        {
+            Some(taken) => Err(KeyFileError::PartDescriptionTaken {
+                description: description.to_string(),
+                existing: taken.description.to_string(),
+                path: taken.path.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The part described exactly as `description`.
     ///
     /// # Errors
@@ -432,18 +452,7 @@ impl FilesDir {
                 description: description.to_string(),
             });
         }
-        if let Some(taken) = self
-            .key_parts()?
-            .entries
-            .into_iter()
-            .find(|e| e.description.looks_like(description))
-        {
-            return Err(KeyFileError::PartDescriptionTaken {
-                description: description.to_string(),
-                existing: taken.description.to_string(),
-                path: taken.path,
-            });
-        }
+        self.key_parts()?.check_new_description(description)?;
         let encrypt_error = |source| KeyFileError::PartEncrypt {
             description: description.to_string(),
             source,
