@@ -423,7 +423,7 @@ pub enum KeyFileError {
         /// The part file.
         path: PathBuf,
         /// The TOML error, with its position (the fields it reads hold no secret).
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
 
     /// A master key part file has a format version this library does not know.

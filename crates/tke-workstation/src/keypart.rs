@@ -523,9 +523,9 @@ fn read_part_file(path: &Path) -> Result<PartFile> {
     };
     let bytes = fs::read(path).map_err(io_err("read", path))?;
     let text = core::str::from_utf8(&bytes).map_err(|_| malformed("it is not UTF-8 text"))?;
-    let toml: PartToml = toml::from_str(text).map_err(|source| KeyFileError::PartToml {
+    let toml: PartToml = toml::from_str(text).map_err(|e| KeyFileError::PartToml {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(e),
     })?;
     if toml.version != FORMAT_VERSION {
         return Err(KeyFileError::PartFileVersion {
