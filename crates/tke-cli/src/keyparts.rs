@@ -49,7 +49,10 @@ digits) fingerprints the part without revealing it, as the crypto units show the
 verification pattern of their master key registers.
 
 A part file that cannot be read is listed under \"Damaged master key part files\" and
-makes mks fail (exit code 1): restore it from a backup.";
+makes mks fail (exit code 1): restore it from a backup.
+
+Next: load 2 or 3 parts into the selected crypto units by description, with
+`tke cryptounit-mk-load --part D1 --part D2`; `tke mk-add` adds a part.";
 
 /// What `mk-rm --help` adds after the options.
 pub const RM_HELP: &str = "\

@@ -65,19 +65,25 @@ fn part_files(w: &Workstation) -> Vec<PathBuf> {
     v
 }
 
+/// `mk-add --random --description DESCRIPTION`, its password from the secrets file `s`;
+/// returns what it printed.
+fn add_random(w: &Workstation, s: &str, description: &str) -> String {
+    w.ok(&[
+        "--secrets",
+        s,
+        "mk-add",
+        "--random",
+        "--description",
+        description,
+    ])
+}
+
 /// A workstation with a secrets file, and parts "alice's part" (random) and "bob" (of
 /// [`VALUE`], from a value file written in two lines).
 fn with_parts() -> (Workstation, String) {
     let w = tke();
     let s = w.secrets(PW).to_str().unwrap().to_owned();
-    w.ok(&[
-        "--secrets",
-        &s,
-        "mk-add",
-        "--random",
-        "--description",
-        "alice's part",
-    ]);
+    add_random(&w, &s, "alice's part");
     let value = file(
         &w,
         "value.hex",
@@ -216,14 +222,7 @@ fn mk_rm_asks_and_removes_only_what_it_was_told() {
 #[test]
 fn mk_rm_with_json_prints_the_parts_left() {
     let (w, s) = with_parts();
-    w.ok(&[
-        "--secrets",
-        &s,
-        "mk-add",
-        "--random",
-        "--description",
-        "carol",
-    ]);
+    add_random(&w, &s, "carol");
     let before = mks_json(&w);
     let o = w.run(&["mk-rm", "bob", "--yes", "--output", "json"]);
     assert!(o.status.success(), "{o:?}");
@@ -449,7 +448,10 @@ fn help_says_what_to_do_next() {
         "{out}"
     );
     let out = w.ok(&["mks", "--help"]);
-    assert!(out.contains("Needs no password"), "{out}");
+    assert!(
+        out.contains("Needs no password") && out.contains("cryptounit-mk-load --part"),
+        "{out}"
+    );
     // No longer "a command tke does not have yet".
     for c in ["mks", "mk-add", "mk-rm"] {
         let o = w.run(&[c, "--help"]);

@@ -13,6 +13,34 @@ use std::{
 
 use crate::{atomic, error::io_err, KeyFileError, Result};
 
+/// The keys of one kind in a directory, in the order they were added (the creation
+/// record beside each key, `<stem>.created` or `<stem>.mkpart.created`: adding a key never
+/// renumbers the others), and the files that could not be read: a bad file never hides
+/// the others.
+#[derive(Debug)]
+pub struct Listing<E> {
+    /// The keys, in the order they were added. KEYNUM (as the CLI shows it) is index + 1.
+    pub entries: Vec<E>,
+    /// One error per file that could not be read or parsed, naming the file.
+    pub problems: Vec<KeyFileError>,
+}
+
+impl<E> Default for Listing<E> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+}
+
+impl<E> Listing<E> {
+    /// The key with the given KEYNUM (1-based), if any.
+    pub fn by_keynum(&self, keynum: usize) -> Option<&E> {
+        keynum.checked_sub(1).and_then(|i| self.entries.get(i))
+    }
+}
+
 /// The creation records of one kind of key: the record `<stem><record_suffix>` (decimal
 /// Unix time in nanoseconds) dates the key whose main file is `<stem><file_suffix>`.
 pub(crate) struct CreationRecord {

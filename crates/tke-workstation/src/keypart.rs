@@ -17,7 +17,7 @@ use tke_proto::{MasterKey, Vp};
 use zeroize::Zeroizing;
 
 use crate::{
-    created::{remove_files, safe_stem, CreationRecord},
+    created::{remove_files, safe_stem, CreationRecord, Listing},
     error::io_err,
     FilesDir, KeyFileError, Password, Result,
 };
@@ -294,24 +294,12 @@ impl KeyPartEntry {
     }
 }
 
-/// The master key parts of a directory, in the order they were added, and the files that
-/// could not be read. A bad file never hides the others.
-#[derive(Debug, Default)]
-pub struct KeyPartListing {
-    /// The parts, in the order they were added (their `<stem>.mkpart.created` records,
-    /// else their files' modification times), then by description and file. KEYNUM (as
-    /// the CLI shows it) is index + 1.
-    pub entries: Vec<KeyPartEntry>,
-    /// One error per file that could not be read or parsed, naming the file.
-    pub problems: Vec<KeyFileError>,
-}
+/// The master key parts of a directory, in the order they were added (their
+/// `<stem>.mkpart.created` records, else their files' modification times), then by
+/// description and file; and the files that could not be read.
+pub type KeyPartListing = Listing<KeyPartEntry>;
 
 impl KeyPartListing {
-    /// The part with the given KEYNUM (1-based), if any.
-    pub fn by_keynum(&self, keynum: usize) -> Option<&KeyPartEntry> {
-        keynum.checked_sub(1).and_then(|i| self.entries.get(i))
-    }
-
     /// The KEYNUM (1-based) of the part in this file, if listed.
     pub fn keynum_of(&self, path: &Path) -> Option<usize> {
         self.entries

@@ -9,6 +9,7 @@ mod keypart;
 mod selection;
 mod sigkey;
 
+pub use created::Listing;
 pub use dir::{DirOrigin, FilesDir};
 pub use error::{KeyFileError, Result};
 pub use keypart::{

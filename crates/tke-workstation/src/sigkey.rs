@@ -14,7 +14,7 @@ use tke_proto::{AdminCertificate, AdminName, Ski};
 use zeroize::Zeroizing;
 
 use crate::{
-    created::{remove_files, safe_stem, CreationRecord},
+    created::{remove_files, safe_stem, CreationRecord, Listing},
     error::io_err,
     FilesDir, KeyFileError, Password, Result,
 };
@@ -221,23 +221,12 @@ impl SigKeyEntry {
     }
 }
 
-/// The signature keys of a directory, in a stable order (in the order they were added,
-/// then by name and SKI), and the files that could not be read. A bad file never hides the others.
-#[derive(Debug, Default)]
-pub struct SigKeyListing {
-    /// The keys, in the order they were added (their `<stem>.created` files, else their
-    /// certificate file's modification time), then by name and SKI. KEYNUM (as the CLI shows it) is index + 1.
-    pub entries: Vec<SigKeyEntry>,
-    /// One error per file that could not be read or parsed, naming the file.
-    pub problems: Vec<KeyFileError>,
-}
+/// The signature keys of a directory, in the order they were added (their
+/// `<stem>.created` records, else their certificate files' modification times), then by
+/// name and SKI; and the files that could not be read.
+pub type SigKeyListing = Listing<SigKeyEntry>;
 
 impl SigKeyListing {
-    /// The key with the given KEYNUM (1-based), if any.
-    pub fn by_keynum(&self, keynum: usize) -> Option<&SigKeyEntry> {
-        keynum.checked_sub(1).and_then(|i| self.entries.get(i))
-    }
-
     /// The KEYNUM (1-based) of the key with this SKI, if listed.
     pub fn keynum_of(&self, ski: &Ski) -> Option<usize> {
         self.entries
