@@ -9,6 +9,7 @@
 
 mod auto_init;
 mod context;
+mod keyparts;
 mod local;
 mod logging;
 mod prompt;
@@ -62,7 +63,8 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
     /// TOML file of signature key passwords and token PINs (PKCS#11 token or YubiKey)
-    /// (`NAME = "password or PIN"`, by administrator name), and YubiKey management keys
+    /// (`NAME = "password or PIN"`, by administrator name), master key part passwords
+    /// (`"DESCRIPTION" = "password"`), and YubiKey management keys
     /// (`"management-key-SERIAL" = "hex"`), for scripts. Secrets are never taken from the
     /// command line.
     #[arg(long, global = true, value_name = "FILE")]
@@ -138,6 +140,14 @@ enum Cmd {
         #[arg(allow_negative_numbers = true, value_parser = |s: &str| prompt::whole_number(s, "KEYNUM"))]
         nums: Vec<usize>,
     },
+    /// List the master key parts on this workstation, with their verification patterns.
+    #[command(after_long_help = keyparts::MKS_HELP)]
+    Mks,
+    /// Create a master key part (random, or a value you give) in a password-protected
+    /// file.
+    MkAdd(keyparts::AddArgs),
+    /// Delete a master key part file.
+    MkRm(keyparts::RmArgs),
     /// The embedded fleet of emulated crypto units.
     #[command(subcommand)]
     Local(LocalCmd),
@@ -192,9 +202,6 @@ const VENDOR_NOT_YET: &[&str] = &[
     "cryptounit-cp-btc",
     "cryptounit-cp-eddsa",
     "cryptounit-cp-sig-other",
-    "mk-add",
-    "mk-rm",
-    "mks",
 ];
 
 /// Prints a usage error and exits 2; a vendor command `tke` lacks is said to be missing.
@@ -263,6 +270,9 @@ fn run(cli: Cli) -> Result<()> {
         } => sigkeys::add(&ctx, name.as_deref(), pkcs11.as_deref(), yubikey),
         Cmd::SigkeyRm { nums, yes } => sigkeys::rm(&ctx, nums, *yes),
         Cmd::SigkeySel { nums } => sigkeys::sel(&ctx, nums),
+        Cmd::Mks => keyparts::mks(&ctx),
+        Cmd::MkAdd(a) => keyparts::add(&ctx, a),
+        Cmd::MkRm(a) => keyparts::rm(&ctx, a),
         Cmd::Local(LocalCmd::Init(a)) => local::init(&ctx, a),
         Cmd::Target(TargetCmd::Add(a)) => targets::add(&ctx, a),
         Cmd::Target(TargetCmd::List) => targets::list(&ctx),

@@ -5,6 +5,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context, Result};
 use tke_workstation::Password;
+use zeroize::Zeroizing;
 
 /// Asks questions when standard input is a terminal; refuses otherwise.
 pub struct Prompter {
@@ -53,8 +54,26 @@ impl Prompter {
 
     /// Asks until `parse` accepts the answer, printing its error each time.
     pub fn ask<T>(&self, text: &str, flag: &str, parse: impl Fn(&str) -> Result<T>) -> Result<T> {
+        Self::until(|| self.line(text, flag).map(Zeroizing::new), parse)
+    }
+
+    /// As [`Prompter::ask`], at a hidden entry: for a secret value.
+    pub fn ask_hidden<T>(
+        &self,
+        text: &str,
+        flag: &str,
+        parse: impl Fn(&str) -> Result<T>,
+    ) -> Result<T> {
+        Self::until(|| self.hidden(text, flag), parse)
+    }
+
+    /// Reads answers until `parse` accepts one, printing its error each time.
+    fn until<T>(
+        read: impl Fn() -> Result<Zeroizing<String>>,
+        parse: impl Fn(&str) -> Result<T>,
+    ) -> Result<T> {
         loop {
-            let answer = self.line(text, flag)?;
+            let answer = read()?;
             match parse(&answer) {
                 Ok(v) => return Ok(v),
                 Err(e) => println!("{}\n", crate::report::chain(&e)),
@@ -62,12 +81,27 @@ impl Prompter {
         }
     }
 
+    /// A hidden entry: what is typed is not shown, and is zeroized when dropped.
+    pub fn hidden(&self, text: &str, flag: &str) -> Result<Zeroizing<String>> {
+        self.hidden_entry(text, flag, "reading the hidden entry")
+    }
+
     /// A hidden password entry.
     pub fn password(&self, text: &str, flag: &str) -> Result<Password> {
+        let p = self.hidden_entry(text, flag, "reading the password")?;
+        Ok(Password::new(p.as_str()))
+    }
+
+    fn hidden_entry(
+        &self,
+        text: &str,
+        flag: &str,
+        what: &'static str,
+    ) -> Result<Zeroizing<String>> {
         self.require(flag)?;
         println!("{text}");
-        let p = rpassword::prompt_password("> ").context("reading the password")?;
-        Ok(Password::new(p))
+        let p = rpassword::prompt_password("> ").context(what)?;
+        Ok(Zeroizing::new(p))
     }
 
     /// A new password, entered twice.

@@ -13,6 +13,32 @@ pub fn chain(err: &anyhow::Error) -> String {
     ErrorChain(err.as_ref()).to_string()
 }
 
+/// Lists the files a listing could not read — under `heading` on standard output, or
+/// each on standard error with `--output json` — and fails with `advice`, so that a
+/// script notices before a ceremony needs them. Nothing to list is success.
+pub fn damaged_files(
+    json: bool,
+    heading: &str,
+    problems: &[KeyFileError],
+    advice: &'static str,
+) -> anyhow::Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    if !json {
+        println!("\n{heading}:");
+    }
+    for p in problems {
+        let line = format!("  {}", ErrorChain(p));
+        if json {
+            eprintln!("Damaged:{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    anyhow::bail!(advice)
+}
+
 /// What `tke` prints after `FAILED`: a network failure in the vendor's style, any other
 /// error as its chain; then the advice for the errors the CLI knows what to do about.
 pub fn failure(err: &anyhow::Error, files: Option<&FilesDir>) -> String {
@@ -42,6 +68,9 @@ fn advice(err: &anyhow::Error) -> Vec<&'static str> {
         }
         if let Some(ClientError::FleetMissing { .. }) = cause.downcast_ref() {
             lines.push("Create one with `tke local init`.");
+        }
+        if let Some(e) = cause.downcast_ref() {
+            lines.extend(crate::keyparts::advice(e));
         }
     }
     lines

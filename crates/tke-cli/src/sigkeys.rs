@@ -54,22 +54,13 @@ pub fn print_table(entries: &[SigKeyEntry], selected: &[tke_proto::Ski]) {
 pub fn sigkeys(ctx: &Ctx) -> Result<()> {
     let listing = ctx.files.signature_keys()?;
     let entries = listing.entries;
-    let damaged = || -> Result<()> {
-        if listing.problems.is_empty() {
-            return Ok(());
-        }
-        if !ctx.json {
-            println!("\nDamaged signature key files:");
-        }
-        for p in &listing.problems {
-            let line = format!("  {}", tke_proto::ErrorChain(p));
-            if ctx.json {
-                eprintln!("Damaged:{line}");
-            } else {
-                println!("{line}");
-            }
-        }
-        bail!(DAMAGED_ADVICE)
+    let damaged = || {
+        crate::report::damaged_files(
+            ctx.json,
+            "Damaged signature key files",
+            &listing.problems,
+            DAMAGED_ADVICE,
+        )
     };
     let selected = ctx.files.load_selection()?.sigkeys;
     if ctx.json {

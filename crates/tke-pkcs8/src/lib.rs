@@ -13,7 +13,7 @@ use p256::{
 };
 use pkcs5::pbes2;
 use pkcs8::{
-    der::{pem::LineEnding, Decode},
+    der::{pem::LineEnding, Decode, Encode},
     EncryptedPrivateKeyInfo, PrivateKeyInfo,
 };
 use zeroize::Zeroizing;
@@ -94,6 +94,27 @@ pub fn encrypt_with_cost(
     password: &Password,
     cost: ScryptCost,
 ) -> Result<Zeroizing<String>, pkcs8::Error> {
+    let plain = secret.to_pkcs8_der()?;
+    let der = encrypt_der(plain.as_bytes(), password, cost)?;
+    Ok(Zeroizing::new(pkcs8::der::pem::encode_string(
+        PEM_LABEL,
+        LineEnding::LF,
+        &der,
+    )?))
+}
+
+/// Encrypts `plain`, the DER of a secret that is not a P-256 key (a master key part),
+/// as the DER of an `EncryptedPrivateKeyInfo` with the encryption of [`encrypt`]: PBES2,
+/// scrypt at `cost` with a random 16-byte salt, AES-256-CBC with a random IV. The
+/// caller chooses the PEM label, so that no tool takes the result for a private key.
+///
+/// # Errors
+/// The encoder's error (it never holds secret bytes), or a cost scrypt refuses.
+pub fn encrypt_der(
+    plain: &[u8],
+    password: &Password,
+    cost: ScryptCost,
+) -> Result<Vec<u8>, pkcs8::Error> {
     let mut salt = [0u8; 16];
     let mut iv = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
@@ -102,10 +123,15 @@ pub fn encrypt_with_cost(
         .map_err(|_| pkcs8::Error::ParametersMalformed)?;
     let params = pbes2::Parameters::scrypt_aes256cbc(scrypt, &salt, &iv)
         .map_err(pkcs8::Error::EncryptedPrivateKey)?;
-    let plain = secret.to_pkcs8_der()?;
-    let info = PrivateKeyInfo::try_from(plain.as_bytes())?;
-    let encrypted = info.encrypt_with_params(params, password.expose_secret().as_bytes())?;
-    Ok(encrypted.to_pem(PEM_LABEL, LineEnding::LF)?)
+    // Encrypted in place: the buffer holds ciphertext only when it is returned.
+    let encrypted = params
+        .encrypt(password.expose_secret().as_bytes(), plain)
+        .map_err(pkcs8::Error::EncryptedPrivateKey)?;
+    let info = EncryptedPrivateKeyInfo {
+        encryption_algorithm: params.into(),
+        encrypted_data: &encrypted,
+    };
+    Ok(info.to_der()?)
 }
 
 /// Checks the structure of an encrypted private key without decrypting it: a PEM
@@ -116,8 +142,15 @@ pub fn encrypt_with_cost(
 /// # Errors
 /// [`Pkcs8Error::Encoding`] or [`Pkcs8Error::Malformed`].
 pub fn check(pem: &[u8]) -> Result<(), Pkcs8Error> {
-    let der = decode_pem(pem)?;
-    parse_encrypted(&der).map(drop)
+    check_der(&decode_pem(pem)?)
+}
+
+/// [`check`] for the DER of an `EncryptedPrivateKeyInfo` (what [`encrypt_der`] writes).
+///
+/// # Errors
+/// [`Pkcs8Error::Encoding`] or [`Pkcs8Error::Malformed`].
+pub fn check_der(der: &[u8]) -> Result<(), Pkcs8Error> {
+    parse_encrypted(der).map(drop)
 }
 
 /// Decrypts an encrypted P-256 private key (see [`encrypt`]; keys written by `openssl
@@ -129,11 +162,34 @@ pub fn check(pem: &[u8]) -> Result<(), Pkcs8Error> {
 /// encrypted data: with AES-CBC the two look alike); [`Pkcs8Error::Encoding`] or
 /// [`Pkcs8Error::Malformed`] for a truncated, edited, unencrypted or foreign key.
 pub fn decrypt(pem: &[u8], password: &Password) -> Result<SecretKey, Pkcs8Error> {
-    let der = decode_pem(pem)?;
-    let (info, params) = parse_encrypted(&der)?;
+    let plain = decrypt_der(&decode_pem(pem)?, password)?;
+    // With a wrong password the plaintext is noise that is not DER.
+    let info = PrivateKeyInfo::from_der(&plain).map_err(|_| Pkcs8Error::WrongPassword)?;
+    if info
+        .algorithm
+        .assert_oids(ALGORITHM_OID, NistP256::OID)
+        .is_err()
+    {
+        return Err(malformed("the key is not an EC key on curve P-256"));
+    }
+    SecretKey::try_from(info)
+        .map_err(|_| malformed("the decrypted key is not a valid P-256 private key"))
+}
+
+/// Decrypts the DER of an `EncryptedPrivateKeyInfo` (what [`encrypt_der`] writes, or
+/// the inside of any key [`decrypt`] opens), after the checks of [`check`], and returns
+/// the plaintext, zeroized when dropped. The caller parses it: a wrong password that
+/// happens to leave a valid CBC padding gives noise, which its parser refuses.
+///
+/// # Errors
+/// [`Pkcs8Error::WrongPassword`] when decryption fails (a wrong password, or altered
+/// encrypted data: with AES-CBC the two look alike); [`Pkcs8Error::Encoding`] or
+/// [`Pkcs8Error::Malformed`] for a truncated, edited or foreign structure.
+pub fn decrypt_der(der: &[u8], password: &Password) -> Result<Zeroizing<Vec<u8>>, Pkcs8Error> {
+    let (info, params) = parse_encrypted(der)?;
     let mut buf = Zeroizing::new(info.encrypted_data.to_vec());
-    let plain = match params.decrypt_in_place(password.expose_secret().as_bytes(), &mut buf) {
-        Ok(plain) => plain,
+    let len = match params.decrypt_in_place(password.expose_secret().as_bytes(), &mut buf) {
+        Ok(plain) => plain.len(),
         // A bad CBC padding: pkcs5 0.7 reports it as `EncryptFailed`.
         Err(pkcs5::Error::DecryptFailed | pkcs5::Error::EncryptFailed) => {
             return Err(Pkcs8Error::WrongPassword)
@@ -145,17 +201,8 @@ pub fn decrypt(pem: &[u8], password: &Password) -> Result<SecretKey, Pkcs8Error>
             ))
         }
     };
-    // With a wrong password the plaintext is noise that is not DER.
-    let info = PrivateKeyInfo::from_der(plain).map_err(|_| Pkcs8Error::WrongPassword)?;
-    if info
-        .algorithm
-        .assert_oids(ALGORITHM_OID, NistP256::OID)
-        .is_err()
-    {
-        return Err(malformed("the key is not an EC key on curve P-256"));
-    }
-    SecretKey::try_from(info)
-        .map_err(|_| malformed("the decrypted key is not a valid P-256 private key"))
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// Reads and decrypts an encrypted P-256 private key file (see [`decrypt`]). Never
@@ -336,6 +383,35 @@ mod tests {
         ));
         // A fresh salt and IV each time: the same key and password never give the same text.
         assert_ne!(*encrypt(&secret, &pw()).unwrap(), *pem);
+    }
+
+    #[test]
+    fn any_der_secret_round_trips_under_the_same_encryption() {
+        // An OCTET STRING, as a key part's structure holds; a cheap cost keeps it fast.
+        let plain = [0x04, 0x03, 0xa1, 0xb2, 0xc3];
+        let cost = ScryptCost {
+            log_n: 10,
+            r: 8,
+            p: 1,
+        };
+        let der = encrypt_der(&plain, &pw(), cost).unwrap();
+        check_der(&der).unwrap();
+        assert_eq!(decrypt_der(&der, &pw()).unwrap().as_slice(), plain);
+        let (info, params) = parse_encrypted(&der).unwrap();
+        assert!(!info.encrypted_data.windows(plain.len()).any(|w| w == plain));
+        assert!(matches!(
+            params.encryption,
+            pbes2::EncryptionScheme::Aes256Cbc { .. }
+        ));
+        // A wrong password fails the CBC padding, or (rarely) leaves noise that the
+        // caller's parser refuses: never the plaintext.
+        match decrypt_der(&der, &Password::new("not-the-password")) {
+            Err(e) => assert!(matches!(e, Pkcs8Error::WrongPassword), "{e:?}"),
+            Ok(noise) => assert_ne!(noise.as_slice(), plain),
+        }
+        // A cut structure is malformed, not a wrong password.
+        let err = check_der(&der[..der.len() - 1]).unwrap_err();
+        assert!(matches!(err, Pkcs8Error::Encoding { .. }), "{err:?}");
     }
 
     #[test]

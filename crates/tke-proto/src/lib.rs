@@ -20,8 +20,8 @@ pub use response::{
     AdminInfo, ModuleError, RegisterStatus, ResponseBody, SignedResponse, UnitStatus,
 };
 pub use types::{
-    AdminName, Digest32, InstanceId, Nonce, Register, RegisterState, Ski, Threshold, UnitId,
-    UnitType, Vp,
+    label_problem, labels_look_alike, AdminName, Digest32, InstanceId, Nonce, Register,
+    RegisterState, Ski, Threshold, UnitId, UnitType, Vp,
 };
 
 pub use der;

@@ -241,19 +241,8 @@ impl AdminName {
             Some("it is empty")
         } else if chars > Self::MAX_CHARS {
             Some("it is longer than 30 characters")
-        } else if name.trim() != name {
-            Some("it starts or ends with white space")
-        } else if name.chars().any(char::is_control) {
-            Some("it contains control characters")
-        } else if name.chars().any(|c| c.is_whitespace() && c != ' ') {
-            Some("it contains white space other than the ASCII space")
-        } else if name
-            .chars()
-            .any(|c| c.general_category() == GeneralCategory::Format)
-        {
-            Some("it contains invisible format characters (zero-width or bidirectional controls)")
         } else {
-            None
+            label_problem(name)
         };
         match problem {
             Some(problem) => Err(ProtoError::AdminName {
@@ -277,19 +266,47 @@ impl AdminName {
     /// `аlice` (Cyrillic `а`) and `ａｌｉｃｅ` (full-width) all look the same. Both
     /// comparisons are needed: lower-casing first would turn `I` into `i` and miss `aIice`.
     pub fn looks_like(&self, other: &AdminName) -> bool {
-        let (a, b) = (self.compare_keys(), other.compare_keys());
-        a[0] == b[0] || a[1] == b[1]
+        labels_look_alike(&self.0, &other.0)
     }
+}
 
-    /// The confusable skeletons of the NFKC form, as written and lower-cased.
-    fn compare_keys(&self) -> [String; 2] {
-        let nfkc: String = self.0.nfkc().collect();
-        let lower: String = nfkc.chars().flat_map(char::to_lowercase).collect();
-        [
-            unicode_security::skeleton(&nfkc).collect(),
-            unicode_security::skeleton(&lower).collect(),
-        ]
+/// What is wrong with a non-empty label that operators read and type (an administrator's
+/// name, a master key part's description), if anything: white space at either end,
+/// control characters, white space other than the ASCII space, or invisible format
+/// characters (Unicode category Cf: zero-width characters, bidirectional overrides), so
+/// that what an operator reads is the whole label. Emptiness and length are the caller's
+/// rules.
+pub fn label_problem(label: &str) -> Option<&'static str> {
+    if label.trim() != label {
+        Some("it starts or ends with white space")
+    } else if label.chars().any(char::is_control) {
+        Some("it contains control characters")
+    } else if label.chars().any(|c| c.is_whitespace() && c != ' ') {
+        Some("it contains white space other than the ASCII space")
+    } else if label
+        .chars()
+        .any(|c| c.general_category() == GeneralCategory::Format)
+    {
+        Some("it contains invisible format characters (zero-width or bidirectional controls)")
+    } else {
+        None
     }
+}
+
+/// Whether two labels look the same, as [`AdminName::looks_like`] defines it.
+pub fn labels_look_alike(a: &str, b: &str) -> bool {
+    let (a, b) = (compare_keys(a), compare_keys(b));
+    a[0] == b[0] || a[1] == b[1]
+}
+
+/// The confusable skeletons of the NFKC form, as written and lower-cased.
+fn compare_keys(label: &str) -> [String; 2] {
+    let nfkc: String = label.nfkc().collect();
+    let lower: String = nfkc.chars().flat_map(char::to_lowercase).collect();
+    [
+        unicode_security::skeleton(&nfkc).collect(),
+        unicode_security::skeleton(&lower).collect(),
+    ]
 }
 
 impl fmt::Debug for AdminName {

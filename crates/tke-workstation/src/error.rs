@@ -309,6 +309,209 @@ pub enum KeyFileError {
         /// The index of the bad entry.
         index: usize,
     },
+
+    /// A master key part value is not 64 hex digits.
+    #[error(
+        "a master key part is 32 bytes, written as 64 hex digits; this value has {digits} \
+         hex digits"
+    )]
+    KeyPartDigits {
+        /// How many hex digits it has (white space not counted).
+        digits: usize,
+    },
+
+    /// A master key part value holds a character that is not a hex digit. The value is
+    /// secret, so the character is not shown.
+    #[error(
+        "the master key part is not hexadecimal: character {position} (white space not \
+         counted) is not a hex digit 0-9, a-f or A-F"
+    )]
+    KeyPartNotHex {
+        /// Its position, from 1, among the characters that are not white space.
+        position: usize,
+    },
+
+    /// A master key part value of another length than 32 bytes.
+    #[error("a master key part is 32 bytes, not {bytes}")]
+    KeyPartLength {
+        /// Its length.
+        bytes: usize,
+    },
+
+    /// A master key part of all zeros: it would add nothing to the master key.
+    #[error("a master key part of all zeros is refused: it would add nothing to the master key")]
+    KeyPartZero,
+
+    /// A master key part description breaks the rules.
+    #[error(
+        "the description {description:?} ({chars} characters) is not valid: {problem}; use 1 \
+         to 64 printable characters"
+    )]
+    PartDescription {
+        /// The description (at most 70 characters of it).
+        description: String,
+        /// Its length in characters.
+        chars: usize,
+        /// What is wrong.
+        problem: &'static str,
+    },
+
+    /// The description of a new master key part is taken by, or looks the same as, that
+    /// of a part on the workstation: a description names one part.
+    #[error(
+        "the description {description:?} is taken: the master key part in {} is described as \
+         {existing:?}, which is or looks the same; each part needs a description that looks \
+         different",
+        path.display()
+    )]
+    PartDescriptionTaken {
+        /// The description asked for.
+        description: String,
+        /// The description of the part that has it.
+        existing: String,
+        /// That part's file.
+        path: PathBuf,
+    },
+
+    /// A master key part would be protected by an empty password.
+    #[error("refusing an empty password for the master key part {description:?}")]
+    PartEmptyPassword {
+        /// The part's description.
+        description: String,
+    },
+
+    /// A master key part could not be encrypted or encoded.
+    #[error("cannot encrypt the master key part {description:?}")]
+    PartEncrypt {
+        /// The part's description.
+        description: String,
+        /// The encoder's error (never holds key bytes).
+        source: pkcs8::Error,
+    },
+
+    /// No master key part has this description.
+    #[error("{}", unknown_part(description, known))]
+    UnknownPart {
+        /// The description asked for.
+        description: String,
+        /// The descriptions of the parts on the workstation.
+        known: Vec<String>,
+    },
+
+    /// Several master key part files have this description (files copied in from several
+    /// workstations): which one is meant is unclear.
+    #[error(
+        "{} master key part files are described as {description:?}: {}; move all but one \
+         out of the directory",
+        paths.len(),
+        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    AmbiguousPart {
+        /// The description.
+        description: String,
+        /// The files that have it.
+        paths: Vec<PathBuf>,
+    },
+
+    /// A master key part file is not valid TOML, or has unknown or missing fields.
+    #[error(
+        "the master key part file {} is malformed: it must hold `version`, `description`, `vp` \
+         and `encrypted`, only",
+        path.display()
+    )]
+    PartToml {
+        /// The part file.
+        path: PathBuf,
+        /// The TOML error, with its position (the fields it reads hold no secret).
+        source: Box<toml::de::Error>,
+    },
+
+    /// A master key part file has a format version this library does not know.
+    #[error(
+        "the master key part file {} has format version {version}; this version of TKE reads \
+         version 1",
+        path.display()
+    )]
+    PartFileVersion {
+        /// The part file.
+        path: PathBuf,
+        /// The version found.
+        version: i64,
+    },
+
+    /// A master key part file breaks its format in a way we detect ourselves.
+    #[error("the master key part file {} is malformed: {problem}", path.display())]
+    MalformedPartFile {
+        /// The part file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+
+    /// A master key part file's description is not a valid description.
+    #[error(
+        "the master key part file {} is malformed: its description is not valid: {problem}",
+        path.display()
+    )]
+    PartFileDescription {
+        /// The part file.
+        path: PathBuf,
+        /// What is wrong with the description.
+        problem: &'static str,
+    },
+
+    /// The encrypted part of a master key part file could not be decoded (PEM or DER).
+    #[error("the master key part file {} is malformed: {what}", path.display())]
+    PartFileEncoding {
+        /// The part file.
+        path: PathBuf,
+        /// Which layer failed.
+        what: &'static str,
+        /// The decoder's error, with its position.
+        source: pkcs8::der::Error,
+    },
+
+    /// Decryption failed: the password is wrong, or the encrypted data was altered.
+    #[error(
+        "wrong password for master key part {description:?} ({}), or its encrypted data was \
+         altered (with AES-CBC encryption the two look alike)",
+        path.display()
+    )]
+    PartWrongPassword {
+        /// The part's description.
+        description: String,
+        /// The part file.
+        path: PathBuf,
+    },
+
+    /// A master key part file decrypts with its password, but what it shows does not match
+    /// what is encrypted: the file was altered, or its encrypted data comes from another
+    /// part file.
+    #[error(
+        "the master key part file {} (described as {description:?}) was altered or swapped: \
+         {problem}",
+        path.display()
+    )]
+    PartAltered {
+        /// The part file.
+        path: PathBuf,
+        /// The description the file shows.
+        description: String,
+        /// What does not match.
+        problem: &'static str,
+    },
+}
+
+/// The message of [`KeyFileError::UnknownPart`]: the descriptions there are, so that a
+/// typo shows.
+fn unknown_part(description: &str, known: &[String]) -> String {
+    let there = if known.is_empty() {
+        "there are no master key parts on this workstation".to_owned()
+    } else {
+        let quoted: Vec<String> = known.iter().map(|d| format!("{d:?}")).collect();
+        format!("the parts are described as {}", quoted.join(", "))
+    };
+    format!("no master key part is described as {description:?}: {there}")
 }
 
 /// Shorthand for results of this crate.

@@ -2,13 +2,20 @@
 #![forbid(unsafe_code)]
 
 use tke_fs::atomic;
+mod created;
 mod dir;
 mod error;
+mod keypart;
 mod selection;
 mod sigkey;
 
+pub use created::Listing;
 pub use dir::{DirOrigin, FilesDir};
 pub use error::{KeyFileError, Result};
+pub use keypart::{
+    KeyPart, KeyPartEntry, KeyPartListing, PartDescription, PART_CREATED_SUFFIX, PART_PEM_LABEL,
+    PART_SUFFIX,
+};
 pub use selection::{Selection, SELECTION_FILE};
 pub use sigkey::{
     file_stem, SigKeyEntry, SigKeyKind, SigKeyListing, YubiKeyRef, CERT_SUFFIX, KEY_PEM_LABEL,

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fs, io,
+    fs,
     path::{Path, PathBuf},
 };
 
@@ -13,7 +13,11 @@ use tke_pkcs8::{Pkcs8Error, ScryptCost};
 use tke_proto::{AdminCertificate, AdminName, Ski};
 use zeroize::Zeroizing;
 
-use crate::{atomic, error::io_err, FilesDir, KeyFileError, Password, Result};
+use crate::{
+    created::{remove_files, safe_stem, CreationRecord, Listing},
+    error::io_err,
+    FilesDir, KeyFileError, Password, Result,
+};
 
 /// The suffix of a signature key's private key file.
 pub const KEY_SUFFIX: &str = ".key.pem";
@@ -24,6 +28,12 @@ pub const REF_SUFFIX: &str = ".ref.toml";
 /// The suffix of the file that records when a signature key was added (decimal Unix time
 /// in nanoseconds): KEYNUMs follow it, so adding a key never renumbers the others.
 pub const CREATED_SUFFIX: &str = ".created";
+
+/// The creation records of signature keys: `<stem>.created` beside the certificate.
+const RECORDS: CreationRecord = CreationRecord {
+    file_suffix: CERT_SUFFIX,
+    record_suffix: CREATED_SUFFIX,
+};
 /// The PEM label of the private key file.
 pub const KEY_PEM_LABEL: &str = tke_pkcs8::PEM_LABEL;
 
@@ -211,23 +221,12 @@ impl SigKeyEntry {
     }
 }
 
-/// The signature keys of a directory, in a stable order (in the order they were added,
-/// then by name and SKI), and the files that could not be read. A bad file never hides the others.
-#[derive(Debug, Default)]
-pub struct SigKeyListing {
-    /// The keys, in the order they were added (their `<stem>.created` files, else their
-    /// certificate file's modification time), then by name and SKI. KEYNUM (as the CLI shows it) is index + 1.
-    pub entries: Vec<SigKeyEntry>,
-    /// One error per file that could not be read or parsed, naming the file.
-    pub problems: Vec<KeyFileError>,
-}
+/// The signature keys of a directory, in the order they were added (their
+/// `<stem>.created` records, else their certificate files' modification times), then by
+/// name and SKI; and the files that could not be read.
+pub type SigKeyListing = Listing<SigKeyEntry>;
 
 impl SigKeyListing {
-    /// The key with the given KEYNUM (1-based), if any.
-    pub fn by_keynum(&self, keynum: usize) -> Option<&SigKeyEntry> {
-        keynum.checked_sub(1).and_then(|i| self.entries.get(i))
-    }
-
     /// The KEYNUM (1-based) of the key with this SKI, if listed.
     pub fn keynum_of(&self, ski: &Ski) -> Option<usize> {
         self.entries
@@ -251,21 +250,7 @@ impl SigKeyListing {
 /// other than ASCII letters, digits, `-`, `_` and `.` replaced by `_` (and no leading
 /// `.`), then `-` and the first 8 hex digits of the SKI.
 pub fn file_stem(name: &AdminName, ski: &Ski) -> String {
-    let mut s: String = name
-        .as_str()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.starts_with('.') {
-        s.replace_range(..1, "_");
-    }
-    format!("{s}-{}", &ski.to_hex()[..8])
+    format!("{}-{}", safe_stem(name.as_str()), &ski.to_hex()[..8])
 }
 
 impl FilesDir {
@@ -336,7 +321,7 @@ impl FilesDir {
         // Creation order, so that adding a key never renumbers the others.
         listing.entries.sort_by_cached_key(|e| {
             (
-                created_at(&e.cert_path),
+                RECORDS.created_at(&e.cert_path),
                 e.name.clone(),
                 e.ski,
                 e.cert_path.clone(),
@@ -480,20 +465,8 @@ impl FilesDir {
     /// # Errors
     /// [`KeyFileError::Io`] when a file cannot be removed.
     pub fn remove_signature_key(&self, entry: &SigKeyEntry) -> Result<()> {
-        for path in [
-            &entry.key_path,
-            &entry.cert_path,
-            &created_path(&entry.cert_path),
-        ] {
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("remove", path)(e)),
-            }
-        }
-        fs::File::open(self.path())
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("sync", self.path()))
+        let record = RECORDS.path(&entry.cert_path);
+        remove_files(self.path(), &[&entry.key_path, &entry.cert_path, &record])
     }
 }
 
@@ -551,61 +524,10 @@ fn write_with_certificate(
         path: cert_path.to_path_buf(),
         source,
     })?;
-    create_new(first, bytes)?;
-    if let Err(e) =
-        create_new(cert_path, cert_pem.as_bytes()).and_then(|()| record_creation(cert_path))
-    {
-        let _ = fs::remove_file(first);
-        let _ = fs::remove_file(cert_path);
-        return Err(e);
-    }
-    Ok(())
-}
-
-/// `<stem>.created` beside the certificate file `<stem>.crt.pem`.
-fn created_path(cert_path: &Path) -> PathBuf {
-    let name = cert_path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(CERT_SUFFIX))
-        .unwrap_or_default();
-    cert_path.with_file_name(format!("{name}{CREATED_SUFFIX}"))
-}
-
-/// Records now as the time the key of `cert_path` was added.
-fn record_creation(cert_path: &Path) -> Result<()> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    create_new(&created_path(cert_path), format!("{nanos}\n").as_bytes())
-}
-
-/// When the key of `cert_path` was added. Without a record (keys made before it existed,
-/// or copied without it), the certificate file's modification time: close to when it was
-/// made, and for a copy, later than the key's other files, so it never goes first.
-fn created_at(cert_path: &Path) -> u128 {
-    fs::read_to_string(created_path(cert_path))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .or_else(|| {
-            let modified = fs::metadata(cert_path).and_then(|m| m.modified()).ok()?;
-            let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
-            Some(since.as_nanos())
-        })
-        .unwrap_or(0)
-}
-
-fn create_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    atomic::create_private(path, bytes).map_err(|e| {
-        if e.kind() == io::ErrorKind::AlreadyExists {
-            KeyFileError::AlreadyExists {
-                path: path.to_path_buf(),
-            }
-        } else {
-            io_err("write", path)(e)
-        }
-    })
+    RECORDS.write_new(
+        &[(first, bytes), (cert_path, cert_pem.as_bytes())],
+        cert_path,
+    )
 }
 
 fn load_entry(key_path: PathBuf, cert_path: PathBuf) -> Result<SigKeyEntry> {

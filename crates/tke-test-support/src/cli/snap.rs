@@ -5,7 +5,8 @@
 //!
 //! What changes between runs is redacted: temporary directories (by the label the test
 //! gives, else `[TMP]`), UUIDs, SKIs and other long hex strings, the 8 SKI digits in key
-//! file names, loopback ports and the package version.
+//! file names, the 8 random digits in master key part file names, loopback ports and the
+//! package version.
 
 use std::{
     path::{Path, PathBuf},
@@ -22,6 +23,8 @@ const FILTERS: &[(&str, &str)] = &[
     (r"\b[0-9a-f]{16,}\b", "[HEX]"),
     // Key file stems are `NAME-` and the first 8 hex digits of the SKI.
     (r"-[0-9a-f]{8}\.(key|crt|ref)\.", "-[SKI8].$1."),
+    // Master key part file stems are `DESCRIPTION-` and 8 random hex digits.
+    (r"-[0-9a-f]{8}\.mkpart\.", "-[ID8].mkpart."),
     (r"(127\.0\.0\.1|localhost):[0-9]+", "$1:[PORT]"),
     // tke-unitd names its host after its port in unit locations.
     (r"unitd-[0-9]+", "unitd-[PORT]"),
