@@ -89,6 +89,10 @@ enum Cmd {
     /// Compare the configuration of the selected crypto units: thresholds,
     /// administrators, master key registers.
     CryptounitCompare,
+    /// Show both master key registers (new and current) of the selected crypto units:
+    /// status and verification pattern.
+    #[command(visible_alias = "cryptounit-mks")]
+    CryptounitMk,
     /// Return the selected crypto units to imprint mode: administrators, thresholds and
     /// both master key registers are cleared.
     CryptounitZeroize(zeroize::Args),
@@ -252,6 +256,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitAdd { nums } => units::change_selection(&ctx, nums, true),
         Cmd::CryptounitRm { nums } => units::change_selection(&ctx, nums, false),
         Cmd::CryptounitCompare => units::compare(&ctx),
+        Cmd::CryptounitMk => units::mk(&ctx),
         Cmd::CryptounitZeroize(a) => zeroize::run(&ctx, a),
         Cmd::AutoInit(a) => auto_init::run(&ctx, a),
         Cmd::Sigkeys => sigkeys::sigkeys(&ctx),
