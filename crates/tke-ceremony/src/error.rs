@@ -13,6 +13,14 @@ fn names(names: &[AdminName]) -> String {
         .join(", ")
 }
 
+/// Unit ids, comma-separated.
+fn ids(ids: &[UnitId]) -> String {
+    ids.iter().map(UnitId::uuid).collect::<Vec<_>>().join(", ")
+}
+
+/// What failover-enable's step is called in messages.
+pub(crate) const STEP_ADD_UNITS: &str = "Adding failover crypto units";
+
 /// One precondition that does not hold. A ceremony reports every problem at once,
 /// before it touches any unit.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +126,37 @@ pub enum Problem {
         /// The administrators installed on it.
         installed: Vec<AdminName>,
     },
+    /// The selected units belong to several service instances; the command acts on one.
+    #[error("the selected crypto units belong to {} service instances ({}); select the units of one instance only", instances.len(), instances.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    SeveralInstances {
+        /// The instances, in order of first appearance.
+        instances: Vec<InstanceId>,
+    },
+    /// Units of the instance are not selected; the command needs every one of them.
+    #[error("not every crypto unit of service instance {instance} is selected (left out: crypto unit {})", unselected.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    InstanceNotAllSelected {
+        /// The instance.
+        instance: InstanceId,
+        /// `CRYPTO UNIT NUM` of each unit of it left out.
+        unselected: Vec<usize>,
+    },
+    /// The fleet carrying the instance cannot add crypto units (a `tke-unitd` server: its
+    /// units are made on the server).
+    #[error("crypto units cannot be added to service instance {instance} from this workstation: its units are served by {}", endpoints.join(", "))]
+    CannotAddUnits {
+        /// The instance.
+        instance: InstanceId,
+        /// The transports of the fleet.
+        endpoints: Vec<String>,
+    },
+    /// The instance may not have (more) failover units.
+    #[error("service instance {instance} can have no more failover crypto units")]
+    FailoverTotal {
+        /// The instance.
+        instance: InstanceId,
+        /// Why.
+        source: tke_client::FailoverTotalError,
+    },
 }
 
 /// A ceremony's failure. [`Problems`](Self::Problems) and [`Step`](Self::Step) gather the
@@ -173,6 +212,33 @@ pub enum CeremonyError {
         after: &'static str,
         /// Every unit that differs, and how.
         units: Vec<UnitDeviations>,
+    },
+    /// The fleet could not add units to the instance; none was added.
+    #[error("{STEP_ADD_UNITS} to service instance {instance} failed; no crypto unit was added")]
+    AddUnits {
+        /// The instance.
+        instance: InstanceId,
+        /// Why.
+        source: ClientError,
+    },
+    /// The fleet could not be listed again after a step that changed it.
+    #[error("{after}: the crypto units cannot be listed again to check the result")]
+    Listing {
+        /// The step after which the listing failed.
+        after: &'static str,
+        /// Why.
+        source: ClientError,
+    },
+    /// After units were added, the instance lists other units than its units before and
+    /// the new ones.
+    #[error("service instance {instance} does not list the crypto units expected after adding units{}{}", if missing.is_empty() { String::new() } else { format!("; missing: {}", ids(missing)) }, if unexpected.is_empty() { String::new() } else { format!("; unexpected: {}", ids(unexpected)) })]
+    Roster {
+        /// The instance.
+        instance: InstanceId,
+        /// Units expected but not listed.
+        missing: Vec<UnitId>,
+        /// Units listed but not expected.
+        unexpected: Vec<UnitId>,
     },
     /// Someone else sent commands to units while the ceremony ran: their counters moved
     /// between two of its commands. Nothing further was sent to any unit.

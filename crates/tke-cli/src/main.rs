@@ -9,6 +9,7 @@
 
 mod auto_init;
 mod context;
+mod failover;
 mod local;
 mod logging;
 mod prompt;
@@ -100,6 +101,9 @@ enum Cmd {
     /// administrators, and a random master key generated in a recovery unit and copied to
     /// every other unit.
     AutoInit(auto_init::Args),
+    /// Add failover crypto units to the selected service instance (every unit of it
+    /// selected): 2, or 2 or 3 when it has 3 operational units or more.
+    FailoverEnable(failover::Args),
     /// List the signature keys on this workstation.
     Sigkeys,
     /// Create a signature key (P-256) in a password-protected file, on a PKCS#11 token
@@ -259,6 +263,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitMk => units::mk(&ctx),
         Cmd::CryptounitZeroize(a) => zeroize::run(&ctx, a),
         Cmd::AutoInit(a) => auto_init::run(&ctx, a),
+        Cmd::FailoverEnable(a) => failover::run(&ctx, a),
         Cmd::Sigkeys => sigkeys::sigkeys(&ctx),
         Cmd::SigkeyAdd {
             name,

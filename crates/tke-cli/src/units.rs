@@ -21,7 +21,7 @@ pub fn header(fleet: &Fleet) {
 }
 
 /// Prints the units grouped by instance (`CRYPTO UNIT NUM | SELECTED | TYPE | LOCATION`).
-fn print_units(ctx: &Ctx, fleet: &Fleet) -> Result<()> {
+pub fn print_units(ctx: &Ctx, fleet: &Fleet) -> Result<()> {
     let selected = ctx.selected(fleet)?;
     let is_sel = |u: &KnownUnit| selected.iter().any(|s| s.id() == u.id());
     if ctx.json {

@@ -28,13 +28,13 @@ pub const MAX_FAILOVER: usize = 3;
 #[non_exhaustive]
 pub enum FailoverTotalError {
     /// The instance has fewer than two operational units: it may have no failover units.
-    #[error("failover crypto units need at least {MIN_FAILOVER} operational crypto units in the service instance, and it has {operational}")]
+    #[error("failover crypto units need at least {MIN_FAILOVER} operational crypto units, and it has {operational}")]
     TooFewOperational {
         /// Its operational units.
         operational: usize,
     },
     /// The instance already has as many failover units as it may.
-    #[error("the service instance already has {failover} failover crypto units, the most it may have (as many as its operational units, at most {MAX_FAILOVER})")]
+    #[error("it has {failover} already, the most it may have (as many as its operational crypto units, at most {MAX_FAILOVER})")]
     Full {
         /// Its failover units.
         failover: usize,
