@@ -1,8 +1,8 @@
 use tke_client::{ClientError, InstanceId};
-use tke_proto::{AdminName, ErrorChain, Ski, UnitId};
+use tke_proto::{AdminName, ErrorChain, RegisterState, Ski, UnitId};
 use tke_sigkey::SignError;
 
-use crate::postcondition::UnitDeviations;
+use crate::{postcondition::UnitDeviations, signers::Quorum};
 
 /// Administrator names, comma-separated.
 fn names(names: &[AdminName]) -> String {
@@ -126,6 +126,34 @@ pub enum Problem {
         /// The administrators installed on it.
         installed: Vec<AdminName>,
     },
+    /// A unit's state breaks a rule the command needs.
+    #[error("crypto unit {num} ({}) {rule}", unit.uuid())]
+    Precondition {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+        /// The unit.
+        unit: UnitId,
+        /// The rule.
+        rule: Rule,
+    },
+    /// Fewer of the keys that may sign are installed on a unit than a command needs.
+    #[error("crypto unit {num} ({}): {action} needs the signatures of {needed} of its administrators ({quorum}), and {} of the signature keys that may sign {} installed on it{} (installed administrators: {})", unit.uuid(), usable.len(), if usable.len() == 1 { "is" } else { "are" }, if usable.is_empty() { String::new() } else { format!(": {}", names(usable)) }, if installed.is_empty() { "none".to_owned() } else { names(installed) })]
+    TooFewSigners {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+        /// The unit.
+        unit: UnitId,
+        /// What needs the signatures (e.g. "committing the new master key register").
+        action: &'static str,
+        /// How many signatures.
+        needed: usize,
+        /// The rule that sets that number.
+        quorum: Quorum,
+        /// The keys that may sign and are installed, fewer than `needed`.
+        usable: Vec<AdminName>,
+        /// The administrators installed on it.
+        installed: Vec<AdminName>,
+    },
     /// The selected units belong to several service instances; the command acts on one.
     #[error("the selected crypto units belong to {} service instances ({}); select the units of one instance only", instances.len(), instances.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     SeveralInstances {
@@ -157,6 +185,37 @@ pub enum Problem {
         /// Why.
         source: tke_client::FailoverTotalError,
     },
+}
+
+/// A rule of a unit's state that a command needs and that does not hold
+/// ([`Problem::Precondition`]). The message completes "crypto unit N (id) ...".
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rule {
+    /// The command is refused in imprint mode (the unit would answer 179).
+    #[error("is in imprint mode (thresholds 0): this command needs its signature and revocation thresholds set first")]
+    ImprintMode,
+    /// The new master key register is not in a state the command works on.
+    #[error("has its new master key register {}; this command needs it {}", found.label(), states(needed))]
+    NewRegister {
+        /// Its state.
+        found: RegisterState,
+        /// The states the command accepts.
+        needed: &'static [RegisterState],
+    },
+    /// The current master key register is not in a state the command works on.
+    #[error("has its current master key register {}; this command needs it {}", found.label(), states(needed))]
+    CurrentRegister {
+        /// Its state.
+        found: RegisterState,
+        /// The states the command accepts.
+        needed: &'static [RegisterState],
+    },
+}
+
+/// Register states as "A", "A or B".
+fn states(s: &[RegisterState]) -> String {
+    s.iter().map(|s| s.label()).collect::<Vec<_>>().join(" or ")
 }
 
 /// A ceremony's failure. [`Problems`](Self::Problems) and [`Step`](Self::Step) gather the
