@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use tke_ceremony::CompareReport;
 use tke_client::KnownUnit;
-use tke_proto::{RegisterStatus, UnitStatus};
+use tke_proto::{RegisterStatus, UnitStatus, UnitType};
 
 use crate::{
     context::{Ctx, Fleet},
@@ -146,6 +146,16 @@ fn unit_json(u: &KnownUnit, fields: serde_json::Value) -> serde_json::Value {
     v
 }
 
+/// A unit's `CRYPTO UNIT NUM` in a report, recovery units marked: their rules differ
+/// (they export the master key, and clearing it takes their signature threshold).
+fn report_num(u: &KnownUnit) -> String {
+    if u.unit_type() == UnitType::Recovery {
+        format!("{} (recovery)", u.num)
+    } else {
+        u.num.to_string()
+    }
+}
+
 /// Prints one section of a per-unit report: its title, then per instance a
 /// `SERVICE INSTANCE:` line and a table whose first column is `CRYPTO UNIT NUM`.
 fn section(
@@ -159,7 +169,7 @@ fn section(
         println!("SERVICE INSTANCE: {inst}");
         let mut t = Table::new(headers);
         for (u, s) in report.instance_units(inst) {
-            let mut c = vec![u.num.to_string()];
+            let mut c = vec![report_num(u)];
             c.extend(cells(u, s));
             t.row(c);
         }
