@@ -1,5 +1,5 @@
 use tke_client::{ClientError, InstanceId};
-use tke_proto::{AdminName, ErrorChain, RegisterState, Ski, UnitId};
+use tke_proto::{AdminName, ErrorChain, RegisterState, Ski, UnitId, Vp};
 use tke_sigkey::SignError;
 
 use crate::{postcondition::UnitDeviations, signers::Quorum};
@@ -185,6 +185,21 @@ pub enum Problem {
         /// Why.
         source: tke_client::FailoverTotalError,
     },
+    /// A guard plugged into the ceremony refuses to destroy what the unit holds
+    /// ([`crate::guard::Guard`]).
+    #[error("crypto unit {num} ({}): {} refused by the {} check", unit.uuid(), what.action(), guard)]
+    Guarded {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+        /// The unit.
+        unit: UnitId,
+        /// What the ceremony would destroy.
+        what: crate::guard::Destruction,
+        /// The guard ([`crate::guard::Guard::name`]).
+        guard: &'static str,
+        /// Why it refuses.
+        source: tke_proto::BoxError,
+    },
 }
 
 /// A rule of a unit's state that a command needs and that does not hold
@@ -210,6 +225,15 @@ pub enum Rule {
         found: RegisterState,
         /// The states the command accepts.
         needed: &'static [RegisterState],
+    },
+    /// The selected units hold different values in their new master key registers, and
+    /// the command (commit) needs one value in every unit.
+    #[error("holds verification pattern {}... in its new master key register, and the selected crypto units hold {values} different values there: committing needs the same value in every selected crypto unit", &vp.to_hex()[..16])]
+    NewRegisterValues {
+        /// The unit's verification pattern.
+        vp: Vp,
+        /// How many different values the selected units hold.
+        values: usize,
     },
 }
 
