@@ -13,6 +13,7 @@ mod failover;
 mod local;
 mod logging;
 mod prompt;
+mod registers;
 mod report;
 mod secrets;
 mod sigkeys;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
+use tke_ceremony::RegisterAction;
 
 /// The operator declined a confirmation: not a success, not a failure.
 #[derive(Debug)]
@@ -95,6 +97,19 @@ enum Cmd {
     /// status and verification pattern.
     #[command(visible_alias = "cryptounit-mks")]
     CryptounitMk,
+    /// Commit the new master key register of the selected crypto units (Full Uncommitted
+    /// to Full Committed; every unit must hold the same value), signed by as many
+    /// administrators as the signature threshold.
+    CryptounitMkCommit(registers::Args),
+    /// Make the committed new master key the current one in the selected crypto units
+    /// (one signature; asks first: the current master key register changes).
+    CryptounitMkSetimm(registers::ConfirmArgs),
+    /// Clear the new master key register of the selected crypto units (one signature).
+    CryptounitMkClrnew(registers::Args),
+    /// Clear the current master key register of the selected crypto units (one
+    /// signature, a recovery unit's signature threshold; asks first: key storage is
+    /// unusable until the same value is loaded again).
+    CryptounitMkClrcur(registers::ConfirmArgs),
     /// Return the selected crypto units to imprint mode: administrators, thresholds and
     /// both master key registers are cleared.
     CryptounitZeroize(zeroize::Args),
@@ -192,10 +207,6 @@ const VENDOR_NOT_YET: &[&str] = &[
     "cryptounit-thrhlds",
     "cryptounit-exit-impr",
     "cryptounit-mk-load",
-    "cryptounit-mk-commit",
-    "cryptounit-mk-setimm",
-    "cryptounit-mk-clrnew",
-    "cryptounit-mk-clrcur",
     "cryptounit-mk-rotate",
     "cryptounit-cp-btc",
     "cryptounit-cp-eddsa",
@@ -262,6 +273,18 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitRm { nums } => units::change_selection(&ctx, nums, false),
         Cmd::CryptounitCompare => units::compare(&ctx),
         Cmd::CryptounitMk => units::mk(&ctx),
+        Cmd::CryptounitMkCommit(a) => {
+            registers::run(&ctx, RegisterAction::Commit, &a.signers, false)
+        }
+        Cmd::CryptounitMkSetimm(a) => {
+            registers::run(&ctx, RegisterAction::SetImmediate, &a.signers, a.yes)
+        }
+        Cmd::CryptounitMkClrnew(a) => {
+            registers::run(&ctx, RegisterAction::ClearNew, &a.signers, false)
+        }
+        Cmd::CryptounitMkClrcur(a) => {
+            registers::run(&ctx, RegisterAction::ClearCurrent, &a.signers, a.yes)
+        }
         Cmd::CryptounitZeroize(a) => zeroize::run(&ctx, a),
         Cmd::AutoInit(a) => auto_init::run(&ctx, a),
         Cmd::FailoverEnable(a) => failover::run(&ctx, a),

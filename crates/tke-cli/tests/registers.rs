@@ -1,6 +1,9 @@
-//! The master key register commands (`cryptounit-mk`) and `failover-enable` through the
-//! real binary on the embedded fleet: what they show, and each refusal with its snapshot
-//! and a check that nothing changed.
+//! The master key register commands (`cryptounit-mk`, `-commit`, `-setimm`, `-clrnew`,
+//! `-clrcur`) and `failover-enable` through the real binary on the embedded fleet: what
+//! they show, and each refusal with its snapshot and a check that nothing changed.
+//!
+//! No `tke` command loads a new master key register yet: the tests load one through the
+//! library ([`load_new`]) while `tke` is not running.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -13,6 +16,95 @@ use common::{
     Workstation,
 };
 use serde_json::Value;
+use tke_client::{Client, EmbeddedFleet, Transport};
+use tke_sigkey::Signer;
+use tke_sigkey_file::FileSigner;
+use tke_test_support::mk::load_new_register;
+use tke_workstation::{FilesDir, Password};
+
+/// The administrators' passwords.
+const PW: &[(&str, &str)] = &[("alice", "alice-password-1"), ("bob", "bob-password-22")];
+
+/// The default embedded fleet (units 1, 2 operational; 3, 4 recovery) initialized by
+/// alice and bob with thresholds 2/1 (every unit selected, current registers Valid, new
+/// registers Empty); returns the workstation and its secrets file.
+fn initialized() -> (Workstation, String) {
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    w.ok(&["local", "init"]);
+    let s = w.secrets(PW);
+    let s = s.to_str().unwrap().to_owned();
+    for (name, _) in PW {
+        w.ok(&["--secrets", &s, "sigkey-add", "--name", name]);
+    }
+    w.ok(&[
+        "--secrets",
+        &s,
+        "auto-init",
+        "--sig-threshold",
+        "2",
+        "--rev-threshold",
+        "1",
+        "--admin",
+        "alice",
+        "--admin",
+        "bob",
+        "--yes",
+    ]);
+    (w, s)
+}
+
+/// Generates a random value in the new register of recovery unit `source` and copies it
+/// into the new registers of `targets` (CRYPTO UNIT NUMs), through the library, signed by
+/// every key of the workstation.
+fn load_new(w: &Workstation, source: usize, targets: &[usize]) {
+    let files = FilesDir::resolve(Some(w.path())).unwrap();
+    let keys: Vec<FileSigner> = files
+        .signature_keys()
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| {
+            let pw = PW.iter().find(|(n, _)| *n == e.name.as_str()).unwrap().1;
+            FileSigner::open(e, &Password::new(pw)).unwrap()
+        })
+        .collect();
+    let signers: Vec<&dyn Signer> = keys.iter().map(|k| k as &dyn Signer).collect();
+    let fleet = EmbeddedFleet::open(&files.local_dir()).unwrap();
+    let ca = fleet.ca().clone();
+    let client = Client::connect(vec![(
+        std::sync::Arc::new(fleet) as std::sync::Arc<dyn Transport>,
+        ca,
+    )])
+    .unwrap();
+    let unit = |n: usize| &client.units()[n - 1];
+    let targets: Vec<_> = targets.iter().map(|&n| unit(n)).collect();
+    load_new_register(&client, unit(source), &targets, &signers);
+}
+
+/// `cryptounit-mk --output json`: (new state, new VP, current state, current VP) per unit.
+fn registers(w: &Workstation) -> Vec<(String, Value, String, Value)> {
+    let v: Value = serde_json::from_str(&w.ok(&["cryptounit-mk", "--output", "json"])).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["new_mk"]["state"].as_str().unwrap().to_owned(),
+                u["new_mk"]["vp"].clone(),
+                u["current_mk"]["state"].as_str().unwrap().to_owned(),
+                u["current_mk"]["vp"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Runs `args` expecting the refusal snapshotted as `name`, and checks that no file of
+/// the workstation (the embedded fleet's units included) changed.
+fn refused(w: &Workstation, name: &str, args: &[&str]) {
+    let before = w.snapshot();
+    w.check(name, args, 1, &[]);
+    assert_eq!(before, w.snapshot(), "{name}: something changed");
+}
 
 /// `cryptounits --output json`.
 fn units(w: &Workstation) -> Vec<Value> {
@@ -225,5 +317,156 @@ fn failover_enable_asks_on_a_terminal() {
         &["failover-enable"],
         &[("> ", End)],
         1,
+    );
+}
+
+#[test]
+fn register_commands_are_refused_in_imprint_mode() {
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    w.ok(&["local", "init"]);
+    w.ok(&["cryptounit-add", "1", "2", "3", "4"]);
+    refused(&w, "mk_commit_imprint_mode", &["cryptounit-mk-commit"]);
+    refused(
+        &w,
+        "mk_setimm_imprint_mode",
+        &["cryptounit-mk-setimm", "--yes"],
+    );
+    refused(&w, "mk_clrnew_imprint_mode", &["cryptounit-mk-clrnew"]);
+    refused(
+        &w,
+        "mk_clrcur_imprint_mode",
+        &["cryptounit-mk-clrcur", "--yes"],
+    );
+    w.ok(&["cryptounit-rm", "1", "2", "3", "4"]);
+    refused(&w, "nothing_selected_mk_commit", &["cryptounit-mk-commit"]);
+}
+
+/// Load, commit, set immediate, clear new, clear current on one fleet, each command's
+/// refusals on the way: the wrong register state, too few keys, no password, no answer,
+/// a declined confirmation.
+#[test]
+fn register_commands_walk_the_registers_through_their_states() {
+    let (w, s) = initialized();
+    let sec = |args: &[&'static str]| -> Vec<String> {
+        ["--secrets", s.as_str()]
+            .iter()
+            .chain(args)
+            .map(|a| (*a).to_owned())
+            .collect()
+    };
+    let run = |name: &str, args: &[&'static str]| {
+        let a = sec(args);
+        refused(&w, name, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    };
+    let ok = |name: &str, args: &[&'static str]| {
+        let a = sec(args);
+        w.check(
+            name,
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            0,
+            &[],
+        );
+    };
+    // New registers Empty.
+    run("mk_commit_new_register_empty", &["cryptounit-mk-commit"]);
+    run(
+        "mk_setimm_new_register_empty",
+        &["cryptounit-mk-setimm", "--yes"],
+    );
+    run("mk_clrnew_new_register_empty", &["cryptounit-mk-clrnew"]);
+    let initial = registers(&w);
+
+    load_new(&w, 3, &[1, 2, 4]);
+    let loaded = registers(&w);
+    let vp = loaded[0].1.clone();
+    assert!(loaded
+        .iter()
+        .all(|r| r.0 == "full_uncommitted" && r.1 == vp && r.3 == initial[0].3));
+    // Commit needs the signature threshold, 2: alice alone is refused on every unit.
+    run(
+        "mk_commit_too_few_signers",
+        &["cryptounit-mk-commit", "--signer", "alice"],
+    );
+    refused(
+        &w,
+        "no_terminal_mk_commit_password",
+        &["cryptounit-mk-commit"],
+    );
+    ok("ok_mk_commit", &["cryptounit-mk-commit"]);
+    assert!(registers(&w)
+        .iter()
+        .all(|r| r.0 == "full_committed" && r.1 == vp));
+
+    // Set immediate asks first: without a terminal, --yes; declined, nothing changes.
+    run(
+        "no_terminal_mk_setimm_confirmation",
+        &["cryptounit-mk-setimm"],
+    );
+    check_terminal(
+        &w,
+        "cancelled_mk_setimm",
+        &sec(&["cryptounit-mk-setimm"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[("> ", Line("n"))],
+        3,
+    );
+    ok("ok_mk_setimm", &["cryptounit-mk-setimm", "--yes"]);
+    let promoted = registers(&w);
+    assert!(promoted
+        .iter()
+        .all(|r| r.0 == "empty" && r.2 == "valid" && r.3 == vp));
+
+    // Clear new: one signature, the first key that may sign.
+    load_new(&w, 4, &[1, 2, 3]);
+    let out = w.ok(&sec(&["cryptounit-mk-clrnew", "--output", "json"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["units"], serde_json::json!([1, 2, 3, 4]));
+    assert_eq!(v["signed_by"], serde_json::json!(["alice"]));
+    assert_eq!(registers(&w), promoted);
+
+    // Clear current: a recovery unit needs its signature threshold.
+    run(
+        "mk_clrcur_recovery_one_key",
+        &["cryptounit-mk-clrcur", "--signer", "alice", "--yes"],
+    );
+    run(
+        "no_terminal_mk_clrcur_confirmation",
+        &["cryptounit-mk-clrcur"],
+    );
+    check_terminal(
+        &w,
+        "cancelled_mk_clrcur",
+        &sec(&["cryptounit-mk-clrcur"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[("> ", Line(""))],
+        3,
+    );
+    ok("ok_mk_clrcur", &["cryptounit-mk-clrcur", "--yes"]);
+    assert!(registers(&w)
+        .iter()
+        .all(|r| r.2 == "empty" && r.3 == Value::Null));
+    run(
+        "mk_clrcur_current_register_empty",
+        &["cryptounit-mk-clrcur", "--yes"],
+    );
+}
+
+/// Commit carries one value: units that hold different ones are each named.
+#[test]
+fn commit_refuses_different_values() {
+    let (w, s) = initialized();
+    load_new(&w, 3, &[1]);
+    load_new(&w, 4, &[2]);
+    refused(
+        &w,
+        "mk_commit_different_values",
+        &["--secrets", &s, "cryptounit-mk-commit"],
     );
 }
