@@ -470,3 +470,27 @@ fn commit_refuses_different_values() {
         &["--secrets", &s, "cryptounit-mk-commit"],
     );
 }
+
+#[test]
+fn help_explains_the_register_commands_and_failover_enable() {
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    for (c, flags) in [
+        ("cryptounit-mk", &[][..]),
+        ("cryptounit-mks", &[]),
+        ("cryptounit-mk-commit", &["--signer"]),
+        ("cryptounit-mk-setimm", &["--signer", "--yes"]),
+        ("cryptounit-mk-clrnew", &["--signer"]),
+        ("cryptounit-mk-clrcur", &["--signer", "--yes"]),
+        ("failover-enable", &["--total", "--yes"]),
+    ] {
+        let via_help = w.ok(&["help", c]);
+        assert_eq!(via_help, w.ok(&[c, "--help"]), "tke help {c}");
+        for f in flags {
+            assert!(via_help.contains(f), "{c}: {f}\n{via_help}");
+        }
+    }
+    let all = w.ok(&["help"]);
+    for c in ["cryptounit-mk-commit", "failover-enable", "cryptounit-mks"] {
+        assert!(all.contains(c), "{c}\n{all}");
+    }
+}

@@ -284,7 +284,7 @@ const NO_PKCS11: &str =
     "this build of tke-client has no PKCS#11 support (its cargo feature `pkcs11` is off)";
 
 /// Signs with the fleet CA key, for certificates it issues.
-fn sign_ca(k: &SigningKey) -> Box<dyn FnOnce(&[u8]) -> Result<DerSignature, tke_proto::BoxError>> {
+fn sign_ca(k: &SigningKey) -> Box<tke_proto::cert::SignFn<'static>> {
     let k = k.clone();
     Box::new(
         move |m: &[u8]| -> Result<DerSignature, tke_proto::BoxError> {
