@@ -177,6 +177,14 @@ pub enum Problem {
         /// The transports of the fleet.
         endpoints: Vec<String>,
     },
+    /// The fleet refuses to add units to this instance.
+    #[error("the fleet cannot add failover crypto units to service instance {instance}")]
+    AddingUnitsRefused {
+        /// The instance.
+        instance: InstanceId,
+        /// Why.
+        source: ClientError,
+    },
     /// The instance may not have (more) failover units.
     #[error("service instance {instance} can have no more failover crypto units")]
     FailoverTotal {

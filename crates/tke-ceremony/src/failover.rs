@@ -57,8 +57,9 @@ impl<'c> FailoverEnable<'c> {
     /// [`CeremonyError::Problems`] listing every problem found: no unit given
     /// ([`Problem::NoUnits`]), units of several instances ([`Problem::SeveralInstances`]),
     /// units of the instance left out ([`Problem::InstanceNotAllSelected`]), a fleet that
-    /// cannot add units ([`Problem::CannotAddUnits`]), an instance that may have no more
-    /// failover units ([`Problem::FailoverTotal`]).
+    /// cannot add units ([`Problem::CannotAddUnits`]) or not to this instance
+    /// ([`Problem::AddingUnitsRefused`]), an instance that may have no more failover units
+    /// ([`Problem::FailoverTotal`]).
     pub fn plan(self, client: &'c Client) -> Result<FailoverPlan<'c>, CeremonyError> {
         let mut instances: Vec<&InstanceId> = Vec::new();
         for u in &self.units {
@@ -100,11 +101,16 @@ impl<'c> FailoverEnable<'c> {
             });
         }
         let provisioning = client.provisioning(&instance);
-        if provisioning.is_none() {
-            problems.push(Problem::CannotAddUnits {
+        match provisioning.map(|p| p.can_add_failover_units(&instance)) {
+            None => problems.push(Problem::CannotAddUnits {
                 instance: instance.clone(),
                 endpoints: client.describe(),
-            });
+            }),
+            Some(Err(source)) => problems.push(Problem::AddingUnitsRefused {
+                instance: instance.clone(),
+                source,
+            }),
+            Some(Ok(())) => {}
         }
         match provisioning {
             Some(provisioning) if problems.is_empty() => Ok(FailoverPlan {

@@ -402,6 +402,9 @@ impl Transport for Phantom {
 }
 
 impl Provisioning for Phantom {
+    fn can_add_failover_units(&self, _: &tke_client::InstanceId) -> Result<(), ClientError> {
+        Ok(())
+    }
     fn add_failover_units(
         &self,
         instance: &tke_client::InstanceId,

@@ -607,6 +607,29 @@ impl Transport for EmbeddedFleet {
     }
 }
 
+impl EmbeddedFleet {
+    /// Refuses an instance with units on PKCS#11 tokens: new units are soft, and a
+    /// failover unit would hold the master key outside a token.
+    fn soft_only(&self, instance: &InstanceId) -> Result<(), ClientError> {
+        let ids: Vec<UnitId> = read(&self.listing)
+            .iter()
+            .filter(|u| u.instance == *instance)
+            .map(|u| u.unit_id)
+            .collect();
+        let units = read(&self.units);
+        let on_tokens = ids
+            .iter()
+            .filter_map(|id| units.get(id))
+            .any(|m| m.lock().unwrap_or_else(|p| p.into_inner()).backend_kind() != "soft");
+        if on_tokens {
+            return Err(ClientError::FleetSpec {
+                what: "failover units are added only to a service instance whose units are all soft; this one has units on PKCS#11 tokens",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Reads behind a lock that a panicked writer may have poisoned: the fleet's maps are
 /// replaced whole, so what they hold stays consistent.
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -617,6 +640,15 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 /// in the failover region, on the soft backend. An instance with units on PKCS#11 tokens
 /// is refused: its failover units would hold the master key outside a token.
 impl Provisioning for EmbeddedFleet {
+    fn can_add_failover_units(&self, instance: &InstanceId) -> Result<(), ClientError> {
+        if !read(&self.listing).iter().any(|u| u.instance == *instance) {
+            return Err(ClientError::UnknownInstance {
+                instance: instance.clone(),
+            });
+        }
+        self.soft_only(instance)
+    }
+
     fn add_failover_units(
         &self,
         instance: &InstanceId,
@@ -649,22 +681,7 @@ impl Provisioning for EmbeddedFleet {
             instance: instance.clone(),
             source,
         })?;
-        let on_tokens = {
-            let units = read(&self.units);
-            file.instances[index].units.iter().any(|u| {
-                UnitId::from_uuid(&u.id)
-                    .ok()
-                    .and_then(|id| units.get(&id).cloned())
-                    .is_some_and(|m| {
-                        m.lock().unwrap_or_else(|p| p.into_inner()).backend_kind() != "soft"
-                    })
-            })
-        };
-        if on_tokens {
-            return Err(ClientError::FleetSpec {
-                what: "failover units are added only to a service instance whose units are all soft; this one has units on PKCS#11 tokens",
-            });
-        }
+        self.soft_only(instance)?;
         let ca_key = self.ca_key()?;
         let instance_id = tke_proto::InstanceId::from_uuid(&instance.0).map_err(|_| {
             ClientError::FleetCorrupt {

@@ -111,12 +111,20 @@ impl FailoverLimits {
 /// Adds crypto units to the service instances of a transport. A transport offers it
 /// through [`crate::Transport::provisioning`]; by default it does not.
 pub trait Provisioning: Send + Sync {
+    /// Whether failover units can be added to `instance` at all, whatever their number
+    /// (asked before the operator chooses it).
+    ///
+    /// # Errors
+    /// [`ClientError::UnknownInstance`]; the transport's reason to refuse this instance.
+    fn can_add_failover_units(&self, instance: &InstanceId) -> Result<(), ClientError>;
+
     /// Adds failover units, each new and in imprint mode, to `instance` until it has
     /// `total`, checking [`FailoverLimits`] first; returns the new units as listed.
     ///
     /// # Errors
-    /// [`ClientError::UnknownInstance`]; [`ClientError::FailoverTotal`] when `total` is
-    /// not allowed; the transport's errors making the units. On error no unit is added.
+    /// As [`Provisioning::can_add_failover_units`]; [`ClientError::FailoverTotal`] when
+    /// `total` is not allowed; the transport's errors making the units. On error no unit
+    /// is added.
     fn add_failover_units(
         &self,
         instance: &InstanceId,
