@@ -7,29 +7,12 @@ mod common;
 use common::{info, World};
 use tke_ceremony::{
     guard::{Destruction, Guard},
-    AutoInit, CeremonyError, MkRegister, Problem, Quorum, RegisterAction, Rule, Silent, Zeroize,
+    CeremonyError, MkRegister, Problem, Quorum, RegisterAction, Rule, Zeroize,
 };
 use tke_client::KnownUnit;
-use tke_proto::{BoxError, RegisterState, Threshold, UnitStatus, UnitType};
+use tke_proto::{BoxError, RegisterState, UnitStatus, UnitType};
 use tke_sigkey::Signer;
 use tke_test_support::mk::load_new_register;
-
-/// The default fleet (units 1, 2 operational; 3, 4 recovery) initialized by alice and bob
-/// with thresholds 2/1: every current register Valid, every new register Empty.
-fn initialized() -> World {
-    let w = World::new();
-    AutoInit {
-        instance: w.client.instances()[0].clone(),
-        sig_threshold: Threshold::new(2).unwrap(),
-        rev_threshold: Threshold::new(1).unwrap(),
-        admins: vec![&w.alice as &dyn Signer, &w.bob],
-    }
-    .plan(&w.client)
-    .unwrap()
-    .execute(&Silent)
-    .unwrap();
-    w
-}
 
 fn units(w: &World) -> Vec<&KnownUnit> {
     w.client.units().iter().collect()
@@ -85,7 +68,7 @@ fn every_register_command_is_refused_in_imprint_mode_and_in_the_wrong_state() {
     assert_eq!(w.statuses(), before);
 
     // Initialized: current Valid, new Empty.
-    let w = initialized();
+    let w = World::initialized();
     let before = w.statuses();
     for action in [
         RegisterAction::Commit,
@@ -113,7 +96,7 @@ fn every_register_command_is_refused_in_imprint_mode_and_in_the_wrong_state() {
 
 #[test]
 fn commit_needs_one_value_and_the_signature_threshold_then_setimm_promotes_it() {
-    let w = initialized();
+    let w = World::initialized();
     let vp = load_all(&w);
     let before = w.statuses();
     // alice alone is one signature of the two the threshold asks, on every unit.
@@ -162,7 +145,7 @@ fn commit_needs_one_value_and_the_signature_threshold_then_setimm_promotes_it() 
 
 #[test]
 fn commit_refuses_units_that_hold_different_values_naming_each() {
-    let w = initialized();
+    let w = World::initialized();
     let u = units(&w);
     let signers = [&w.alice as &dyn Signer, &w.bob];
     // Units 1 and 3 hold one value, 2 and 4 another.
@@ -187,7 +170,7 @@ fn commit_refuses_units_that_hold_different_values_naming_each() {
 
 #[test]
 fn clearing_registers_takes_one_signature_but_a_recovery_units_current_takes_the_quorum() {
-    let w = initialized();
+    let w = World::initialized();
     load_all(&w);
     plan(&w, RegisterAction::ClearNew, &[&w.alice])
         .unwrap()
@@ -251,7 +234,7 @@ impl Guard for KeepOperationalKeys {
 
 #[test]
 fn a_guard_refuses_zeroize_and_clear_current_before_anything_changes() {
-    let w = initialized();
+    let w = World::initialized();
     let before = w.statuses();
     let keys = vec![info(&w.alice), info(&w.bob)];
     let err = Zeroize {

@@ -10,7 +10,7 @@
 use anyhow::{bail, Result};
 use serde_json::json;
 use tke_ceremony::{CeremonyError, MkRegister, Plan, Problem, RegisterAction, Rule};
-use tke_proto::{ErrorChain, RegisterState, RegisterStatus};
+use tke_proto::{RegisterState, RegisterStatus};
 use tke_sigkey::Signer;
 
 use crate::{
@@ -109,15 +109,14 @@ pub fn run(ctx: &Ctx, action: RegisterAction, signers: &SignerArgs, yes: bool) -
         .map(|k| k.name.to_string())
         .collect();
     match plan.execute(&signers) {
-        Err(CeremonyError::Step { step, failures }) => bail!(
-            "{step} failed on {} crypto unit(s); the others were changed. Check with `tke cryptounit-mk`:\n{}",
-            failures.len(),
-            failures
-                .iter()
-                .map(|(num, e)| format!("  - crypto unit {num}: {}", ErrorChain(e)))
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
+        Err(CeremonyError::Step { step, failures }) => {
+            return Err(crate::report::failed_on_some(
+                step,
+                "the others were changed",
+                "tke cryptounit-mk",
+                &failures,
+            ))
+        }
         other => other?,
     };
     if ctx.json {
@@ -154,47 +153,31 @@ fn warning(ctx: &Ctx, action: RegisterAction, plan: &Plan<'_>) -> Option<String>
             format!("{} ({}...)", u.unit.num, &vp[..vp.len().min(16)])
         })
         .collect();
-    let (text, question) = match action {
-        RegisterAction::SetImmediate => {
-            let mut t = String::from(
-                "WARNING: the current master key register of the selected crypto units is about to change: the value of their new master key register replaces it.",
-            );
-            if !holding.is_empty() {
-                t.push_str(&format!(
-                    "\nThese crypto units hold another current value, which is replaced: {}.",
-                    holding.join(", ")
-                ));
-            }
-            t.push_str(
-                "\nAnswer y for the first initialization of the service instance (its key storage is empty),\n\
-                 when reloading the same value after it was lost (with no key actions in progress),\n\
-                 or when finishing an interrupted rotation after `KMS CRK rewrap successful, waiting on cryptounit-mk-setimm` was shown.\n\
-                 Answer N when installing a different value while key storage holds keys: rotate to it instead\n\
-                 (`tke cryptounit-mk-rotate`), or the keys encrypted under the current value become unusable.\n",
-            );
-            (
-                t,
-                format!("Set the new master key register immediately on {n} crypto unit(s)"),
-            )
-        }
-        RegisterAction::ClearCurrent => {
-            let mut t = String::from(
-                "WARNING: clearing the current master key register makes the service instance's key storage unusable until the same value is loaded again (from the same key parts, or from a recovery crypto unit).",
-            );
-            if !holding.is_empty() {
-                t.push_str(&format!(
-                    "\nThese crypto units hold a current master key, which is cleared: {}.",
-                    holding.join(", ")
-                ));
-            }
-            t.push('\n');
-            (
-                t,
-                format!("Clear the current master key register of {n} crypto unit(s)"),
-            )
-        }
+    let (warning, holds, guidance, question) = match action {
+        RegisterAction::SetImmediate => (
+            "WARNING: the current master key register of the selected crypto units is about to change: the value of their new master key register replaces it.",
+            "These crypto units hold another current value, which is replaced",
+            "Answer y for the first initialization of the service instance (its key storage is empty),\n\
+             when reloading the same value after it was lost (with no key actions in progress),\n\
+             or when finishing an interrupted rotation after `KMS CRK rewrap successful, waiting on cryptounit-mk-setimm` was shown.\n\
+             Answer N when installing a different value while key storage holds keys: rotate to it instead\n\
+             (`tke cryptounit-mk-rotate`), or the keys encrypted under the current value become unusable.\n",
+            format!("Set the new master key register immediately on {n} crypto unit(s)"),
+        ),
+        RegisterAction::ClearCurrent => (
+            "WARNING: clearing the current master key register makes the service instance's key storage unusable until the same value is loaded again (from the same key parts, or from a recovery crypto unit).",
+            "These crypto units hold a current master key, which is cleared",
+            "",
+            format!("Clear the current master key register of {n} crypto unit(s)"),
+        ),
         RegisterAction::Commit | RegisterAction::ClearNew => return None,
     };
+    let mut text = warning.to_owned();
+    if !holding.is_empty() {
+        text.push_str(&format!("\n{holds}: {}.", holding.join(", ")));
+    }
+    text.push('\n');
+    text.push_str(guidance);
     if !ctx.json {
         println!("{text}");
     }

@@ -36,20 +36,7 @@ fn initialized() -> (Workstation, String) {
     for (name, _) in PW {
         w.ok(&["--secrets", &s, "sigkey-add", "--name", name]);
     }
-    w.ok(&[
-        "--secrets",
-        &s,
-        "auto-init",
-        "--sig-threshold",
-        "2",
-        "--rev-threshold",
-        "1",
-        "--admin",
-        "alice",
-        "--admin",
-        "bob",
-        "--yes",
-    ]);
+    w.auto_init(&s, (2, 1), &["alice", "bob"]);
     (w, s)
 }
 
@@ -133,18 +120,7 @@ fn cryptounit_mk_shows_both_registers() {
     let s = w.secrets(&[("alice", "alice-password-1")]);
     let s = s.to_str().unwrap();
     w.ok(&["--secrets", s, "sigkey-add", "--name", "alice"]);
-    w.ok(&[
-        "--secrets",
-        s,
-        "auto-init",
-        "--sig-threshold",
-        "1",
-        "--rev-threshold",
-        "1",
-        "--admin",
-        "alice",
-        "--yes",
-    ]);
+    w.auto_init(s, (1, 1), &["alice"]);
     w.check("ok_cryptounit_mk", &["cryptounit-mk"], 0, &[]);
     // The troubleshooting pages' spelling is the same command.
     assert_eq!(w.ok(&["cryptounit-mks"]), w.ok(&["cryptounit-mk"]));
@@ -341,39 +317,30 @@ fn register_commands_are_refused_in_imprint_mode() {
     refused(&w, "nothing_selected_mk_commit", &["cryptounit-mk-commit"]);
 }
 
+/// `--secrets SECRETS`, then `args`.
+fn with_secrets<'a>(secrets: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    [&["--secrets", secrets][..], args].concat()
+}
+
 /// Load, commit, set immediate, clear new, clear current on one fleet, each command's
 /// refusals on the way: the wrong register state, too few keys, no password, no answer,
 /// a declined confirmation.
 #[test]
 fn register_commands_walk_the_registers_through_their_states() {
     let (w, s) = initialized();
-    let sec = |args: &[&'static str]| -> Vec<String> {
-        ["--secrets", s.as_str()]
-            .iter()
-            .chain(args)
-            .map(|a| (*a).to_owned())
-            .collect()
-    };
-    let run = |name: &str, args: &[&'static str]| {
-        let a = sec(args);
-        refused(&w, name, &a.iter().map(String::as_str).collect::<Vec<_>>());
-    };
-    let ok = |name: &str, args: &[&'static str]| {
-        let a = sec(args);
-        w.check(
-            name,
-            &a.iter().map(String::as_str).collect::<Vec<_>>(),
-            0,
-            &[],
-        );
+    let refuse = |name: &str, args: &[&str]| refused(&w, name, &with_secrets(&s, args));
+    let ok = |name: &str, args: &[&str]| w.check(name, &with_secrets(&s, args), 0, &[]);
+    let declined = |name: &str, command: &str, answer: &str| {
+        let args = with_secrets(&s, &[command]);
+        check_terminal(&w, name, &args, &[("> ", Line(answer))], 3);
     };
     // New registers Empty.
-    run("mk_commit_new_register_empty", &["cryptounit-mk-commit"]);
-    run(
+    refuse("mk_commit_new_register_empty", &["cryptounit-mk-commit"]);
+    refuse(
         "mk_setimm_new_register_empty",
         &["cryptounit-mk-setimm", "--yes"],
     );
-    run("mk_clrnew_new_register_empty", &["cryptounit-mk-clrnew"]);
+    refuse("mk_clrnew_new_register_empty", &["cryptounit-mk-clrnew"]);
     let initial = registers(&w);
 
     load_new(&w, 3, &[1, 2, 4]);
@@ -383,10 +350,11 @@ fn register_commands_walk_the_registers_through_their_states() {
         .iter()
         .all(|r| r.0 == "full_uncommitted" && r.1 == vp && r.3 == initial[0].3));
     // Commit needs the signature threshold, 2: alice alone is refused on every unit.
-    run(
+    refuse(
         "mk_commit_too_few_signers",
         &["cryptounit-mk-commit", "--signer", "alice"],
     );
+    // Without --secrets and a terminal, the first password names the flag.
     refused(
         &w,
         "no_terminal_mk_commit_password",
@@ -398,20 +366,11 @@ fn register_commands_walk_the_registers_through_their_states() {
         .all(|r| r.0 == "full_committed" && r.1 == vp));
 
     // Set immediate asks first: without a terminal, --yes; declined, nothing changes.
-    run(
+    refuse(
         "no_terminal_mk_setimm_confirmation",
         &["cryptounit-mk-setimm"],
     );
-    check_terminal(
-        &w,
-        "cancelled_mk_setimm",
-        &sec(&["cryptounit-mk-setimm"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[("> ", Line("n"))],
-        3,
-    );
+    declined("cancelled_mk_setimm", "cryptounit-mk-setimm", "n");
     ok("ok_mk_setimm", &["cryptounit-mk-setimm", "--yes"]);
     let promoted = registers(&w);
     assert!(promoted
@@ -420,39 +379,30 @@ fn register_commands_walk_the_registers_through_their_states() {
 
     // Clear new: one signature, the first key that may sign.
     load_new(&w, 4, &[1, 2, 3]);
-    let out = w.ok(&sec(&["cryptounit-mk-clrnew", "--output", "json"])
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>());
+    let out = w.ok(&with_secrets(
+        &s,
+        &["cryptounit-mk-clrnew", "--output", "json"],
+    ));
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["units"], serde_json::json!([1, 2, 3, 4]));
     assert_eq!(v["signed_by"], serde_json::json!(["alice"]));
     assert_eq!(registers(&w), promoted);
 
     // Clear current: a recovery unit needs its signature threshold.
-    run(
+    refuse(
         "mk_clrcur_recovery_one_key",
         &["cryptounit-mk-clrcur", "--signer", "alice", "--yes"],
     );
-    run(
+    refuse(
         "no_terminal_mk_clrcur_confirmation",
         &["cryptounit-mk-clrcur"],
     );
-    check_terminal(
-        &w,
-        "cancelled_mk_clrcur",
-        &sec(&["cryptounit-mk-clrcur"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[("> ", Line(""))],
-        3,
-    );
+    declined("cancelled_mk_clrcur", "cryptounit-mk-clrcur", "");
     ok("ok_mk_clrcur", &["cryptounit-mk-clrcur", "--yes"]);
     assert!(registers(&w)
         .iter()
         .all(|r| r.2 == "empty" && r.3 == Value::Null));
-    run(
+    refuse(
         "mk_clrcur_current_register_empty",
         &["cryptounit-mk-clrcur", "--yes"],
     );
