@@ -1,5 +1,5 @@
 use tke_client::{ClientError, InstanceId};
-use tke_proto::{AdminName, ErrorChain, RegisterState, Ski, UnitId};
+use tke_proto::{AdminName, ErrorChain, RegisterState, Ski, UnitId, Vp};
 use tke_sigkey::SignError;
 
 use crate::{postcondition::UnitDeviations, signers::Quorum};
@@ -12,6 +12,14 @@ fn names(names: &[AdminName]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Unit ids, comma-separated.
+fn ids(ids: &[UnitId]) -> String {
+    ids.iter().map(UnitId::uuid).collect::<Vec<_>>().join(", ")
+}
+
+/// What failover-enable's step is called in messages.
+pub(crate) const STEP_ADD_UNITS: &str = "Adding failover crypto units";
 
 /// One precondition that does not hold. A ceremony reports every problem at once,
 /// before it touches any unit.
@@ -146,6 +154,60 @@ pub enum Problem {
         /// The administrators installed on it.
         installed: Vec<AdminName>,
     },
+    /// The selected units belong to several service instances; the command acts on one.
+    #[error("the selected crypto units belong to {} service instances ({}); select the units of one instance only", instances.len(), instances.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    SeveralInstances {
+        /// The instances, in order of first appearance.
+        instances: Vec<InstanceId>,
+    },
+    /// Units of the instance are not selected; the command needs every one of them.
+    #[error("not every crypto unit of service instance {instance} is selected (left out: crypto unit {})", unselected.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    InstanceNotAllSelected {
+        /// The instance.
+        instance: InstanceId,
+        /// `CRYPTO UNIT NUM` of each unit of it left out.
+        unselected: Vec<usize>,
+    },
+    /// The fleet carrying the instance cannot add crypto units (a `tke-unitd` server: its
+    /// units are made on the server).
+    #[error("crypto units cannot be added to service instance {instance} from this workstation: its units are served by {}", endpoints.join(", "))]
+    CannotAddUnits {
+        /// The instance.
+        instance: InstanceId,
+        /// The transports of the fleet.
+        endpoints: Vec<String>,
+    },
+    /// The fleet refuses to add units to this instance.
+    #[error("the fleet cannot add failover crypto units to service instance {instance}")]
+    AddingUnitsRefused {
+        /// The instance.
+        instance: InstanceId,
+        /// Why.
+        source: ClientError,
+    },
+    /// The instance may not have (more) failover units.
+    #[error("service instance {instance} can have no more failover crypto units")]
+    FailoverTotal {
+        /// The instance.
+        instance: InstanceId,
+        /// Why.
+        source: tke_client::FailoverTotalError,
+    },
+    /// A guard plugged into the ceremony refuses to destroy what the unit holds
+    /// ([`crate::guard::Guard`]).
+    #[error("crypto unit {num} ({}): {} refused by the {} check", unit.uuid(), what.action(), guard)]
+    Guarded {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+        /// The unit.
+        unit: UnitId,
+        /// What the ceremony would destroy.
+        what: crate::guard::Destruction,
+        /// The guard ([`crate::guard::Guard::name`]).
+        guard: &'static str,
+        /// Why it refuses.
+        source: tke_proto::BoxError,
+    },
 }
 
 /// A rule of a unit's state that a command needs and that does not hold
@@ -171,6 +233,15 @@ pub enum Rule {
         found: RegisterState,
         /// The states the command accepts.
         needed: &'static [RegisterState],
+    },
+    /// The selected units hold different values in their new master key registers, and
+    /// the command (commit) needs one value in every unit.
+    #[error("holds verification pattern {}... in its new master key register, and the selected crypto units hold {values} different values there: committing needs the same value in every selected crypto unit", &vp.to_hex()[..16])]
+    NewRegisterValues {
+        /// The unit's verification pattern.
+        vp: Vp,
+        /// How many different values the selected units hold.
+        values: usize,
     },
 }
 
@@ -232,6 +303,33 @@ pub enum CeremonyError {
         after: &'static str,
         /// Every unit that differs, and how.
         units: Vec<UnitDeviations>,
+    },
+    /// The fleet could not add units to the instance; none was added.
+    #[error("{STEP_ADD_UNITS} to service instance {instance} failed; no crypto unit was added")]
+    AddUnits {
+        /// The instance.
+        instance: InstanceId,
+        /// Why.
+        source: ClientError,
+    },
+    /// The fleet could not be listed again after a step that changed it.
+    #[error("{after}: the crypto units cannot be listed again to check the result")]
+    Listing {
+        /// The step after which the listing failed.
+        after: &'static str,
+        /// Why.
+        source: ClientError,
+    },
+    /// After units were added, the instance lists other units than its units before and
+    /// the new ones.
+    #[error("service instance {instance} does not list the crypto units expected after adding units{}{}", if missing.is_empty() { String::new() } else { format!("; missing: {}", ids(missing)) }, if unexpected.is_empty() { String::new() } else { format!("; unexpected: {}", ids(unexpected)) })]
+    Roster {
+        /// The instance.
+        instance: InstanceId,
+        /// Units expected but not listed.
+        missing: Vec<UnitId>,
+        /// Units listed but not expected.
+        unexpected: Vec<UnitId>,
     },
     /// Someone else sent commands to units while the ceremony ran: their counters moved
     /// between two of its commands. Nothing further was sent to any unit.

@@ -6,18 +6,23 @@ use tke_client::{fanout::parallel, ClientError, KnownUnit};
 pub mod auto_init;
 pub mod compare;
 mod error;
+pub mod failover;
+pub mod guard;
 pub mod installed;
 pub mod plan;
 pub mod postcondition;
+pub mod registers;
 pub mod signers;
 pub mod zeroize;
 
 pub use auto_init::{AutoInit, AutoInitPlan, AutoInitReport};
 pub use compare::{Aspect, CompareReport};
 pub use error::{CeremonyError, Problem, Rule};
+pub use failover::{FailoverEnable, FailoverPlan, FailoverReport};
 pub use installed::{Installation, InstalledKeys, Unreachable};
 pub use plan::{Plan, PlanReport, PlannedCommand, Planner, UnitPlan};
 pub use postcondition::{check_each, Counters, Deviation, Expected, UnitDeviations};
+pub use registers::{MkRegister, RegisterAction};
 pub use signers::Quorum;
 pub use zeroize::{Zeroize, ZeroizePlan, ZeroizeReport, ZeroizeTarget};
 

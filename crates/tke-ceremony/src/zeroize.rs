@@ -13,13 +13,16 @@
 //! zeroizes every unit in parallel.
 //!
 //! Zeroizing destroys both master key registers: callers show which units hold a current
-//! master key ([`ZeroizeTarget::status`]) before they confirm.
+//! master key ([`ZeroizeTarget::status`]) before they confirm, and may plug in a check
+//! that refuses a unit ([`Zeroize::plan_guarded`], [`crate::guard`]): the extension point
+//! of the key-storage guard.
 
 use tke_client::{fanout::parallel, Client, KnownUnit};
 use tke_proto::{AdminInfo, Command, UnitStatus, UnitType};
 use tke_sigkey::Signer;
 
 use crate::{
+    guard::{self, Destruction, Guard, Unguarded},
     on_all,
     postcondition::{interference, Expected},
     CeremonyError, Problem,
@@ -75,6 +78,20 @@ impl<'c> Zeroize<'c> {
     /// their signature threshold (2 or more) are installed
     /// ([`Problem::TooFewInstalledKeys`]).
     pub fn plan(self, client: &'c Client) -> Result<ZeroizePlan<'c>, CeremonyError> {
+        self.plan_guarded(client, &Unguarded)
+    }
+
+    /// As [`Zeroize::plan`], asking `guard` about every unit first: the extension point
+    /// of the key-storage check, which refuses to zeroize a unit whose current master key
+    /// still protects keys ([`crate::guard`]).
+    ///
+    /// # Errors
+    /// As [`Zeroize::plan`], and [`Problem::Guarded`] for each unit `guard` refuses.
+    pub fn plan_guarded(
+        self,
+        client: &'c Client,
+        guard: &dyn Guard,
+    ) -> Result<ZeroizePlan<'c>, CeremonyError> {
         let mut problems = Vec::new();
         if self.units.is_empty() {
             problems.push(Problem::NoUnits);
@@ -92,6 +109,7 @@ impl<'c> Zeroize<'c> {
         }
         let mut targets = Vec::with_capacity(reachable.len());
         for (unit, status) in reachable {
+            problems.extend(guard::ask(guard, unit, &status, Destruction::Zeroize));
             let needed = signatures_needed(&status);
             let signers: Vec<AdminInfo> = self
                 .keys

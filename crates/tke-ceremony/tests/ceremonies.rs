@@ -1,4 +1,4 @@
-//! Zeroize, compare and the installed-key check, on an embedded fleet driven through the
+//! Zeroize, compare, the installed-key check and failover-enable, on an embedded fleet driven through the
 //! library alone. One unit can be made unreachable: its transport lists it but carries
 //! nothing to it, as a server whose unit went away.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,10 +9,14 @@ use std::sync::Arc;
 
 use common::info;
 use tke_ceremony::{
-    Aspect, AutoInit, CeremonyError, CompareReport, InstalledKeys, Problem, Silent, Zeroize,
+    Aspect, AutoInit, CeremonyError, CompareReport, FailoverEnable, FailoverPlan, InstalledKeys,
+    Problem, Silent, Zeroize,
 };
-use tke_client::{Client, ClientError, Transport, UnitDescriptor};
-use tke_proto::{AdminName, Command, Threshold, UnitId};
+use tke_client::{
+    Client, ClientError, FailoverLimits, FailoverTotalError, KnownUnit, Provisioning, Transport,
+    UnitDescriptor,
+};
+use tke_proto::{AdminName, Command, Threshold, UnitId, UnitType};
 use tke_sigkey::Signer;
 
 /// The fleet's transport, with some units cut off: listed, but unreachable.
@@ -375,4 +379,140 @@ fn auto_init_refuses_lookalike_administrator_names() {
         "{err}"
     );
     assert_eq!(w.statuses(), before);
+}
+
+/// A transport whose provisioning claims to add a failover unit but adds nothing.
+struct Phantom {
+    inner: Arc<dyn Transport>,
+}
+
+impl Transport for Phantom {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn list_units(&self) -> Result<Vec<UnitDescriptor>, ClientError> {
+        self.inner.list_units()
+    }
+    fn exchange(&self, unit: &UnitId, request_der: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.inner.exchange(unit, request_der)
+    }
+    fn provisioning(&self) -> Option<&dyn Provisioning> {
+        Some(self)
+    }
+}
+
+impl Provisioning for Phantom {
+    fn can_add_failover_units(&self, _: &tke_client::InstanceId) -> Result<(), ClientError> {
+        Ok(())
+    }
+    fn add_failover_units(
+        &self,
+        instance: &tke_client::InstanceId,
+        _total: usize,
+    ) -> Result<Vec<UnitDescriptor>, ClientError> {
+        Ok(vec![UnitDescriptor {
+            instance: instance.clone(),
+            unit_id: UnitId::random(),
+            unit_type: UnitType::Failover,
+            location: "[nowhere].[x].[01].[01]".into(),
+            device_certificate: Vec::new(),
+        }])
+    }
+}
+
+/// The selection must be every unit of one instance, the total within the vendor's limits
+/// and the fleet one that can add units; then the new units are failover units in imprint
+/// mode, listed with the old ones.
+#[test]
+fn failover_enable_checks_selection_limits_and_fleet_then_the_result() {
+    let w = World(common::World::new());
+    let all: Vec<&KnownUnit> = w.client.units().iter().collect();
+    let problems = |r: Result<FailoverPlan<'_>, CeremonyError>| match r.err() {
+        Some(CeremonyError::Problems(p)) => p,
+        other => panic!("{:?}", other.map(|e| e.to_string())),
+    };
+    let p = problems(
+        FailoverEnable {
+            units: all[..3].to_vec(),
+        }
+        .plan(&w.client),
+    );
+    assert!(
+        matches!(&p[..], [Problem::InstanceNotAllSelected { unselected, .. }] if unselected == &[4]),
+        "{p:?}"
+    );
+    // A fleet that cannot add units (the unplugging wrapper offers no provisioning).
+    let other = w.client_without(1);
+    let p = problems(
+        FailoverEnable {
+            units: other.units().iter().collect(),
+        }
+        .plan(&other),
+    );
+    assert!(matches!(&p[..], [Problem::CannotAddUnits { .. }]), "{p:?}");
+
+    let plan = FailoverEnable { units: all.clone() }
+        .plan(&w.client)
+        .unwrap();
+    assert_eq!(
+        plan.limits(),
+        FailoverLimits {
+            operational: 2,
+            failover: 0
+        }
+    );
+    assert!(plan.check_total(3).is_err());
+    let err = plan.execute(3).err().unwrap();
+    assert!(
+        matches!(&err, CeremonyError::Problems(p) if matches!(p[..], [Problem::FailoverTotal { source: FailoverTotalError::OutOfRange { total: 3, min: 2, max: 2 }, .. }])),
+        "{err}"
+    );
+    assert_eq!(w.fleet.list_units().unwrap().len(), 4, "nothing was added");
+
+    let plan = FailoverEnable { units: all.clone() }
+        .plan(&w.client)
+        .unwrap();
+    let report = plan.execute(2).unwrap();
+    assert_eq!(report.added.len(), 2);
+    let now = report.client.instance_units(&report.instance);
+    assert_eq!(now.len(), 6);
+    for id in &report.added {
+        let u = report.client.unit(id).unwrap();
+        assert_eq!(u.unit_type(), UnitType::Failover);
+        assert!(report.client.query(u).unwrap().imprint_mode());
+    }
+    // Full now.
+    let p = problems(FailoverEnable { units: now.clone() }.plan(&report.client));
+    assert!(
+        matches!(
+            &p[..],
+            [Problem::FailoverTotal {
+                source: FailoverTotalError::Full { failover: 2 },
+                ..
+            }]
+        ),
+        "{p:?}"
+    );
+}
+
+/// A fleet that says it added a unit it does not list fails the check of the result.
+#[test]
+fn failover_enable_checks_what_the_fleet_lists_afterwards() {
+    let w = common::World::new();
+    let t: Arc<dyn Transport> = Arc::new(Phantom {
+        inner: w.fleet.clone(),
+    });
+    let client = Client::connect(vec![(t, w.ca.clone())]).unwrap();
+    let err = FailoverEnable {
+        units: client.units().iter().collect(),
+    }
+    .plan(&client)
+    .unwrap()
+    .execute(2)
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&err, CeremonyError::Roster { missing, unexpected, .. } if missing.len() == 1 && unexpected.is_empty()),
+        "{err}"
+    );
 }

@@ -9,10 +9,12 @@
 
 mod auto_init;
 mod context;
+mod failover;
 mod keyparts;
 mod local;
 mod logging;
 mod prompt;
+mod registers;
 mod report;
 mod secrets;
 mod sigkeys;
@@ -27,6 +29,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
+use tke_ceremony::RegisterAction;
 
 /// The operator declined a confirmation: not a success, not a failure.
 #[derive(Debug)]
@@ -92,6 +95,23 @@ enum Cmd {
     /// Compare the configuration of the selected crypto units: thresholds,
     /// administrators, master key registers.
     CryptounitCompare,
+    /// Show both master key registers (new and current) of the selected crypto units:
+    /// status and verification pattern.
+    #[command(visible_alias = "cryptounit-mks")]
+    CryptounitMk,
+    /// Commit the new master key register of the selected crypto units (Full Uncommitted
+    /// to Full Committed; every unit must hold the same value), signed by as many
+    /// administrators as the signature threshold.
+    CryptounitMkCommit(registers::Args),
+    /// Make the committed new master key the current one in the selected crypto units
+    /// (one signature; asks first: the current master key register changes).
+    CryptounitMkSetimm(registers::ConfirmArgs),
+    /// Clear the new master key register of the selected crypto units (one signature).
+    CryptounitMkClrnew(registers::Args),
+    /// Clear the current master key register of the selected crypto units (one
+    /// signature, a recovery unit's signature threshold; asks first: key storage is
+    /// unusable until the same value is loaded again).
+    CryptounitMkClrcur(registers::ConfirmArgs),
     /// Return the selected crypto units to imprint mode: administrators, thresholds and
     /// both master key registers are cleared.
     CryptounitZeroize(zeroize::Args),
@@ -99,6 +119,9 @@ enum Cmd {
     /// administrators, and a random master key generated in a recovery unit and copied to
     /// every other unit.
     AutoInit(auto_init::Args),
+    /// Add failover crypto units to the selected service instance (every unit of it
+    /// selected): 2, or 2 or 3 when it has 3 operational units or more.
+    FailoverEnable(failover::Args),
     /// List the signature keys on this workstation.
     Sigkeys,
     /// Create a signature key (P-256) in a password-protected file, on a PKCS#11 token
@@ -194,10 +217,6 @@ const VENDOR_NOT_YET: &[&str] = &[
     "cryptounit-thrhlds",
     "cryptounit-exit-impr",
     "cryptounit-mk-load",
-    "cryptounit-mk-commit",
-    "cryptounit-mk-setimm",
-    "cryptounit-mk-clrnew",
-    "cryptounit-mk-clrcur",
     "cryptounit-mk-rotate",
     "cryptounit-cp-btc",
     "cryptounit-cp-eddsa",
@@ -260,8 +279,22 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitAdd { nums } => units::change_selection(&ctx, nums, true),
         Cmd::CryptounitRm { nums } => units::change_selection(&ctx, nums, false),
         Cmd::CryptounitCompare => units::compare(&ctx),
+        Cmd::CryptounitMk => units::mk(&ctx),
+        Cmd::CryptounitMkCommit(a) => {
+            registers::run(&ctx, RegisterAction::Commit, &a.signers, false)
+        }
+        Cmd::CryptounitMkSetimm(a) => {
+            registers::run(&ctx, RegisterAction::SetImmediate, &a.signers, a.yes)
+        }
+        Cmd::CryptounitMkClrnew(a) => {
+            registers::run(&ctx, RegisterAction::ClearNew, &a.signers, false)
+        }
+        Cmd::CryptounitMkClrcur(a) => {
+            registers::run(&ctx, RegisterAction::ClearCurrent, &a.signers, a.yes)
+        }
         Cmd::CryptounitZeroize(a) => zeroize::run(&ctx, a),
         Cmd::AutoInit(a) => auto_init::run(&ctx, a),
+        Cmd::FailoverEnable(a) => failover::run(&ctx, a),
         Cmd::Sigkeys => sigkeys::sigkeys(&ctx),
         Cmd::SigkeyAdd {
             name,

@@ -76,6 +76,25 @@ fn advice(err: &anyhow::Error) -> Vec<&'static str> {
     lines
 }
 
+/// A ceremony that failed on some units after it changed others: how many failed, what
+/// became of the others, where to look, and each failure with its causes.
+pub fn failed_on_some(
+    what: &str,
+    others: &str,
+    check: &str,
+    failures: &[(usize, ClientError)],
+) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what} failed on {} crypto unit(s); {others}. Check with `{check}`:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .map(|(num, e)| format!("  - crypto unit {num}: {}", ErrorChain(e)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
 /// `auto-init` refused because units are not in imprint mode: one message for the
 /// instance naming the units by CRYPTO UNIT NUM, and advice that depends on whether a
 /// current master key is set (zeroizing would lose it), instead of one line per unit.

@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use tke_ceremony::CompareReport;
 use tke_client::KnownUnit;
-use tke_proto::{RegisterStatus, UnitStatus};
+use tke_proto::{RegisterStatus, UnitStatus, UnitType};
 
 use crate::{
     context::{Ctx, Fleet},
@@ -21,7 +21,7 @@ pub fn header(fleet: &Fleet) {
 }
 
 /// Prints the units grouped by instance (`CRYPTO UNIT NUM | SELECTED | TYPE | LOCATION`).
-fn print_units(ctx: &Ctx, fleet: &Fleet) -> Result<()> {
+pub fn print_units(ctx: &Ctx, fleet: &Fleet) -> Result<()> {
     let selected = ctx.selected(fleet)?;
     let is_sel = |u: &KnownUnit| selected.iter().any(|s| s.id() == u.id());
     if ctx.json {
@@ -29,16 +29,7 @@ fn print_units(ctx: &Ctx, fleet: &Fleet) -> Result<()> {
             .client
             .units()
             .iter()
-            .map(|u| {
-                json!({
-                    "num": u.num,
-                    "instance": u.instance().0,
-                    "id": u.id().uuid(),
-                    "selected": is_sel(u),
-                    "type": u.unit_type().json_name(),
-                    "location": u.descriptor.location,
-                })
-            })
+            .map(|u| unit_json(u, json!({ "selected": is_sel(u) })))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -140,57 +131,142 @@ fn register_json(r: &RegisterStatus) -> serde_json::Value {
     json!({ "state": r.state.json_name(), "vp": r.vp.map(|v| v.to_hex()) })
 }
 
-/// `cryptounit-compare`: the configuration of every selected unit, side by side, and the
-/// verdict of [`CompareReport`] per instance.
-pub fn compare(ctx: &Ctx) -> Result<()> {
-    let (fleet, down) = ctx.connect_reachable()?;
-    let units = ctx.selected(&fleet)?;
+/// A unit in JSON output: its identity, then `fields`.
+fn unit_json(u: &KnownUnit, fields: serde_json::Value) -> serde_json::Value {
+    let mut v = json!({
+        "num": u.num,
+        "instance": u.instance().0,
+        "id": u.id().uuid(),
+        "type": u.unit_type().json_name(),
+        "location": u.descriptor.location,
+    });
+    if let (Some(m), serde_json::Value::Object(extra)) = (v.as_object_mut(), fields) {
+        m.extend(extra);
+    }
+    v
+}
+
+/// A unit's `CRYPTO UNIT NUM` in a report, recovery units marked: their rules differ
+/// (they export the master key, and clearing it takes their signature threshold).
+fn report_num(u: &KnownUnit) -> String {
+    if u.unit_type() == UnitType::Recovery {
+        format!("{} (recovery)", u.num)
+    } else {
+        u.num.to_string()
+    }
+}
+
+/// Prints one section of a per-unit report: its title, then per instance a
+/// `SERVICE INSTANCE:` line and a table whose first column is `CRYPTO UNIT NUM`.
+fn section(
+    report: &CompareReport<'_>,
+    title: &str,
+    headers: &[&'static str],
+    cells: &dyn Fn(&KnownUnit, &UnitStatus) -> Vec<String>,
+) {
+    println!("{title}");
+    for inst in report.instances() {
+        println!("SERVICE INSTANCE: {inst}");
+        let mut t = Table::new(headers);
+        for (u, s) in report.instance_units(inst) {
+            let mut c = vec![report_num(u)];
+            c.extend(cells(u, s));
+            t.row(c);
+        }
+        println!("{}", t.render());
+    }
+}
+
+/// Prints the two master key register sections (`NEW MASTER KEY REGISTER`, `CURRENT
+/// MASTER KEY REGISTER`): status and verification pattern of every unit.
+fn register_sections(report: &CompareReport<'_>) {
+    for (title, pick) in [
+        ("NEW MASTER KEY REGISTER", true),
+        ("CURRENT MASTER KEY REGISTER", false),
+    ] {
+        section(
+            report,
+            title,
+            &["CRYPTO UNIT NUM", "STATUS", "VERIFICATION PATTERN"],
+            &|_, s| {
+                let r = if pick {
+                    s.new_register
+                } else {
+                    s.current_register
+                };
+                vec![r.state.label().to_owned(), vp_lines(r.vp.as_ref())]
+            },
+        );
+    }
+}
+
+/// Queries the selected units of the reachable targets for a read command; refuses when
+/// nothing is selected.
+fn selected_report<'f>(ctx: &Ctx, fleet: &'f Fleet) -> Result<CompareReport<'f>> {
+    let units = ctx.selected(fleet)?;
     if units.is_empty() {
         bail!("no crypto units are selected: select them with `tke cryptounit-add` (see `tke cryptounits`)");
     }
-    let report = CompareReport::query(&fleet.client, &units)?;
-    let rows = report.units();
+    Ok(CompareReport::query(&fleet.client, &units)?)
+}
+
+/// `cryptounit-mk` (alias `cryptounit-mks`): both master key registers of every selected
+/// unit, in the vendor's two-table layout.
+pub fn mk(ctx: &Ctx) -> Result<()> {
+    let (fleet, down) = ctx.connect_reachable()?;
+    let report = selected_report(ctx, &fleet)?;
     if ctx.json {
-        let v: Vec<_> = rows
+        let v: Vec<_> = report
+            .units()
             .iter()
             .map(|(u, s)| {
-                json!({
-                    "num": u.num,
-                    "instance": u.instance().0,
-                    "id": u.id().uuid(),
-                    "type": u.unit_type().json_name(),
-                    "location": u.descriptor.location,
-                    "imprint_mode": s.imprint_mode(),
-                    "sig_threshold": s.sig_threshold,
-                    "rev_threshold": s.rev_threshold,
-                    "admins": s.admins.iter().map(|a| json!({"name": a.name.as_str(), "ski": a.ski.to_hex()})).collect::<Vec<_>>(),
-                    "new_mk": register_json(&s.new_register),
-                    "current_mk": register_json(&s.current_register),
-                    "counter": s.counter,
-                })
+                unit_json(
+                    u,
+                    json!({
+                        "new_mk": register_json(&s.new_register),
+                        "current_mk": register_json(&s.current_register),
+                    }),
+                )
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return unreachable(&down);
     }
     header(&fleet);
-    let instances = report.instances();
-    let section = |title: &str,
-                   headers: &[&'static str],
-                   cells: &dyn Fn(&KnownUnit, &UnitStatus) -> Vec<String>| {
-        println!("{title}");
-        for inst in &instances {
-            println!("SERVICE INSTANCE: {inst}");
-            let mut t = Table::new(headers);
-            for (u, s) in report.instance_units(inst) {
-                let mut c = vec![u.num.to_string()];
-                c.extend(cells(u, s));
-                t.row(c);
-            }
-            println!("{}", t.render());
-        }
-    };
+    register_sections(&report);
+    unreachable(&down)
+}
+
+/// `cryptounit-compare`: the configuration of every selected unit, side by side, and the
+/// verdict of [`CompareReport`] per instance.
+pub fn compare(ctx: &Ctx) -> Result<()> {
+    let (fleet, down) = ctx.connect_reachable()?;
+    let report = selected_report(ctx, &fleet)?;
+    let rows = report.units();
+    if ctx.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(u, s)| {
+                unit_json(
+                    u,
+                    json!({
+                        "imprint_mode": s.imprint_mode(),
+                        "sig_threshold": s.sig_threshold,
+                        "rev_threshold": s.rev_threshold,
+                        "admins": s.admins.iter().map(|a| json!({"name": a.name.as_str(), "ski": a.ski.to_hex()})).collect::<Vec<_>>(),
+                        "new_mk": register_json(&s.new_register),
+                        "current_mk": register_json(&s.current_register),
+                        "counter": s.counter,
+                    }),
+                )
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return unreachable(&down);
+    }
+    header(&fleet);
     section(
+        &report,
         "SIGNATURE THRESHOLDS",
         &[
             "CRYPTO UNIT NUM",
@@ -207,6 +283,7 @@ pub fn compare(ctx: &Ctx) -> Result<()> {
         },
     );
     section(
+        &report,
         "ADMINISTRATORS",
         &["CRYPTO UNIT NUM", "ADMIN NAME", "SUBJECT KEY IDENTIFIER"],
         &|_, s| {
@@ -227,25 +304,9 @@ pub fn compare(ctx: &Ctx) -> Result<()> {
             ]
         },
     );
-    for (title, pick) in [
-        ("NEW MASTER KEY REGISTER", true),
-        ("CURRENT MASTER KEY REGISTER", false),
-    ] {
-        section(
-            title,
-            &["CRYPTO UNIT NUM", "STATUS", "VERIFICATION PATTERN"],
-            &|_, s| {
-                let r = if pick {
-                    s.new_register
-                } else {
-                    s.current_register
-                };
-                vec![r.state.label().to_owned(), vp_lines(r.vp.as_ref())]
-            },
-        );
-    }
+    register_sections(&report);
     // A one-line verdict per instance, so drift is visible at a glance.
-    for inst in &instances {
+    for inst in report.instances() {
         if report.identical(inst) {
             println!(
                 "The selected crypto units of service instance {inst} are configured identically."

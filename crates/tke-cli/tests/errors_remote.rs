@@ -320,7 +320,25 @@ fn one_server_down_of_two() {
         1,
         &labels,
     );
+    w.check("one_server_down_mk", &["cryptounit-mk"], 1, &labels);
     w.fails(&["cryptounit-zeroize", "--yes"], 1);
+}
+
+/// A tke-unitd server cannot add units: failover-enable refuses before asking anything
+/// and says how to add them on the server side.
+#[test]
+fn failover_enable_on_servers_says_how_to_add_units() {
+    let root = tempfile::tempdir().unwrap();
+    let (_a, _b, w, _) = two_servers(root.path());
+    w.ok(&["cryptounit-add", "1", "2", "3"]);
+    let before = w.snapshot();
+    w.check(
+        "failover_enable_on_servers",
+        &["failover-enable", "--total", "2", "--yes"],
+        1,
+        &[(root.path(), "[ROOT]")],
+    );
+    assert_eq!(before, w.snapshot());
 }
 
 /// One instance on two servers: `a` (one operational, one recovery unit) and `b` (one

@@ -211,6 +211,21 @@ fn mixed_fleet_recovery_soft_operational_on_softhsm2() {
         ]
     );
     auto_init_leaves_one_vp(&w, &t, 5);
+    // New failover units would be soft: refused before anything is asked or added. (The
+    // fleet's files are compared; SoftHSM2 rewrites its token files when opened.)
+    let fleet = |w: &Workstation| {
+        let mut v = w.snapshot();
+        v.retain(|(p, _)| p.starts_with(w.path().join("local")));
+        v
+    };
+    let before = fleet(&w);
+    t.fails(
+        &w,
+        "pkcs11_units_failover_enable",
+        &["failover-enable", "--total", "2", "--yes"],
+        1,
+    );
+    assert_eq!(before, fleet(&w));
 }
 
 #[test]

@@ -13,7 +13,7 @@ use tke_proto::{
 };
 use tke_sigkey::Signer;
 
-use crate::{ClientError, InstanceId, Transport, UnitDescriptor};
+use crate::{ClientError, InstanceId, Provisioning, Transport, UnitDescriptor};
 
 /// A unit the client trusts: its device certificate chains to the fleet CA.
 #[derive(Clone, Debug)]
@@ -44,6 +44,7 @@ impl KnownUnit {
 
 struct Endpoint {
     transport: Arc<dyn Transport>,
+    ca: CaCertificate,
 }
 
 /// Talks to the units of one or more transports.
@@ -130,7 +131,7 @@ impl Client {
                     endpoint: i,
                 });
             }
-            eps.push(Endpoint { transport });
+            eps.push(Endpoint { transport, ca });
         }
         // Stable: within one instance and type, units keep their listing order.
         units.sort_by_key(|u| {
@@ -188,6 +189,38 @@ impl Client {
     /// Looks a unit up by id.
     pub fn unit(&self, id: &UnitId) -> Option<&KnownUnit> {
         self.units.iter().find(|u| u.id() == *id)
+    }
+
+    /// Lists the units again through the same transports, each checked against its
+    /// fleet CA as [`Client::connect`] does: after units were added, a new client that
+    /// knows them (and numbers them as the vendor does).
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn reconnect(&self) -> Result<Client, ClientError> {
+        Client::connect(
+            self.endpoints
+                .iter()
+                .map(|e| (Arc::clone(&e.transport), e.ca.clone()))
+                .collect(),
+        )
+    }
+
+    /// How units are added to `instance`: the [`Provisioning`] of the one transport that
+    /// carries all its units, when it offers one. `None` when the instance has no units
+    /// here, spans several transports, or its transport cannot add units (a `tke-unitd`
+    /// server).
+    pub fn provisioning(&self, instance: &InstanceId) -> Option<&dyn Provisioning> {
+        let mut endpoints = self
+            .units
+            .iter()
+            .filter(|u| u.instance() == instance)
+            .map(|u| u.endpoint);
+        let first = endpoints.next()?;
+        if endpoints.any(|e| e != first) {
+            return None;
+        }
+        self.endpoints[first].transport.provisioning()
     }
 
     /// Descriptions of the transports, for context headers.

@@ -16,7 +16,7 @@ use std::{
     collections::HashMap,
     fs,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -32,7 +32,9 @@ use tke_proto::{CaCertificate, DeviceCertificate, UnitDescription, UnitId, UnitT
 use tke_unit::Pkcs11Config;
 use tke_unit::Unit;
 
-use crate::{ClientError, InstanceId, Transport, UnitDescriptor};
+use crate::{
+    provision::FailoverLimits, ClientError, InstanceId, Provisioning, Transport, UnitDescriptor,
+};
 
 /// How many units of each type each instance of a new fleet gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +201,36 @@ struct InstanceEntry {
     units: Vec<UnitEntry>,
 }
 
+impl FleetFile {
+    /// Reads and checks `<dir>/fleet.json`.
+    fn read(dir: &Path) -> Result<Self, ClientError> {
+        let path = dir.join("fleet.json");
+        let bytes = fs::read(&path).map_err(io_err(&path))?;
+        let file: FleetFile =
+            serde_json::from_slice(&bytes).map_err(|_| ClientError::FleetCorrupt {
+                path: path.clone(),
+                what: "not a valid fleet.json",
+            })?;
+        if file.version != 1 {
+            return Err(ClientError::FleetCorrupt {
+                path,
+                what: "unsupported fleet.json version",
+            });
+        }
+        Ok(file)
+    }
+
+    /// Writes `<dir>/fleet.json` atomically.
+    fn write(&self, dir: &Path) -> Result<(), ClientError> {
+        let path = dir.join("fleet.json");
+        let json = serde_json::to_vec_pretty(self).map_err(|_| ClientError::FleetCorrupt {
+            path: path.clone(),
+            what: "cannot encode the fleet file",
+        })?;
+        atomic::write_private(&path, &json).map_err(io_err(&path))
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct UnitEntry {
     id: String,
@@ -212,8 +244,9 @@ struct UnitEntry {
 pub struct EmbeddedFleet {
     dir: PathBuf,
     ca: CaCertificate,
-    listing: Vec<UnitDescriptor>,
-    units: HashMap<UnitId, Mutex<Unit>>,
+    /// Grows when failover units are added ([`Provisioning`]).
+    listing: RwLock<Vec<UnitDescriptor>>,
+    units: RwLock<HashMap<UnitId, Arc<Mutex<Unit>>>>,
     _lock: tke_fs::DirLock,
 }
 
@@ -249,6 +282,27 @@ fn lock(dir: &Path) -> Result<tke_fs::DirLock, ClientError> {
 #[cfg_attr(feature = "pkcs11", allow(dead_code))]
 const NO_PKCS11: &str =
     "this build of tke-client has no PKCS#11 support (its cargo feature `pkcs11` is off)";
+
+/// Signs with the fleet CA key, for certificates it issues.
+fn sign_ca(k: &SigningKey) -> Box<tke_proto::cert::SignFn<'static>> {
+    let k = k.clone();
+    Box::new(
+        move |m: &[u8]| -> Result<DerSignature, tke_proto::BoxError> {
+            let s: Signature = k.sign(m);
+            Ok(s.to_der())
+        },
+    )
+}
+
+/// Issues the device certificate of unit `id` with the fleet CA.
+fn issuer<'a>(
+    ca: &'a CaCertificate,
+    ca_key: &'a SigningKey,
+    id: UnitId,
+    description: UnitDescription,
+) -> impl FnMut(&PublicKey) -> Result<DeviceCertificate, tke_proto::ProtoError> + 'a {
+    move |key: &PublicKey| DeviceCertificate::issue(ca, &id, &description, key, sign_ca(ca_key))
+}
 
 fn location(region: &str, zone: u32, module: u32, domain: u32) -> String {
     format!("[{region}].[AZ{zone}-CS{module}].[{module:02}].[{domain:02}]")
@@ -350,15 +404,6 @@ impl EmbeddedFleet {
             .flatten();
         let ca_key = SigningKey::random(&mut rand_core::OsRng);
         let name = format!("local-{}", &UnitId::random().to_hex()[..8]);
-        let sign_ca = |k: &SigningKey| {
-            let k = k.clone();
-            Box::new(
-                move |m: &[u8]| -> Result<DerSignature, tke_proto::BoxError> {
-                    let s: Signature = k.sign(m);
-                    Ok(s.to_der())
-                },
-            )
-        };
         let ca = CaCertificate::build(
             &name,
             &PublicKey::from(ca_key.verifying_key()),
@@ -407,9 +452,7 @@ impl EmbeddedFleet {
                     unit_type,
                     instance_id: instance,
                 };
-                let mut issue = |key: &PublicKey| {
-                    DeviceCertificate::issue(&ca, &id, &description, key, sign_ca(&ca_key))
-                };
+                let mut issue = issuer(&ca, &ca_key, id, description);
                 let on_token = placement
                     .pkcs11
                     .as_ref()
@@ -449,17 +492,12 @@ impl EmbeddedFleet {
                 units,
             });
         }
-        let file = FleetFile {
+        FleetFile {
             version: 1,
             name,
             instances,
-        };
-        let path = dir.join("fleet.json");
-        let json = serde_json::to_vec_pretty(&file).map_err(|_| ClientError::FleetCorrupt {
-            path: path.clone(),
-            what: "cannot encode the fleet file",
-        })?;
-        atomic::write_private(&path, &json).map_err(io_err(&path))
+        }
+        .write(dir)
     }
 
     /// Opens the fleet in `dir` and every unit in it.
@@ -474,19 +512,7 @@ impl EmbeddedFleet {
             });
         }
         let lock = lock(dir)?;
-        let path = dir.join("fleet.json");
-        let bytes = fs::read(&path).map_err(io_err(&path))?;
-        let file: FleetFile =
-            serde_json::from_slice(&bytes).map_err(|_| ClientError::FleetCorrupt {
-                path: path.clone(),
-                what: "not a valid fleet.json",
-            })?;
-        if file.version != 1 {
-            return Err(ClientError::FleetCorrupt {
-                path,
-                what: "unsupported fleet.json version",
-            });
-        }
+        let file = FleetFile::read(dir)?;
         let ca_path = dir.join("ca.pem");
         let ca_pem = fs::read_to_string(&ca_path).map_err(io_err(&ca_path))?;
         let ca = CaCertificate::from_pem(&ca_pem).map_err(|_| ClientError::FleetCorrupt {
@@ -521,14 +547,14 @@ impl EmbeddedFleet {
                     location: crate::untrusted::sanitize(&u.location).into_owned(),
                     device_certificate: unit.device_certificate().der().to_vec(),
                 });
-                units.insert(id, Mutex::new(unit));
+                units.insert(id, Arc::new(Mutex::new(unit)));
             }
         }
         Ok(Self {
             dir: dir.to_path_buf(),
             ca,
-            listing,
-            units,
+            listing: RwLock::new(listing),
+            units: RwLock::new(units),
             _lock: lock,
         })
     }
@@ -563,17 +589,162 @@ impl Transport for EmbeddedFleet {
     }
 
     fn list_units(&self) -> Result<Vec<UnitDescriptor>, ClientError> {
-        Ok(self.listing.clone())
+        Ok(read(&self.listing).clone())
     }
 
     fn exchange(&self, unit: &UnitId, request_der: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let u = self
-            .units
+        let u = read(&self.units)
             .get(unit)
+            .cloned()
             .ok_or(ClientError::UnknownUnit { unit: *unit })?;
         // Commands to one unit run one at a time, as on a real unit.
         let mut guard = u.lock().unwrap_or_else(|p| p.into_inner());
         Ok(guard.handle(request_der))
+    }
+
+    fn provisioning(&self) -> Option<&dyn Provisioning> {
+        Some(self)
+    }
+}
+
+impl EmbeddedFleet {
+    /// Refuses an instance with units on PKCS#11 tokens: new units are soft, and a
+    /// failover unit would hold the master key outside a token.
+    fn soft_only(&self, instance: &InstanceId) -> Result<(), ClientError> {
+        let ids: Vec<UnitId> = read(&self.listing)
+            .iter()
+            .filter(|u| u.instance == *instance)
+            .map(|u| u.unit_id)
+            .collect();
+        let units = read(&self.units);
+        let on_tokens = ids
+            .iter()
+            .filter_map(|id| units.get(id))
+            .any(|m| m.lock().unwrap_or_else(|p| p.into_inner()).backend_kind() != "soft");
+        if on_tokens {
+            return Err(ClientError::FleetSpec {
+                what: "failover units are added only to a service instance whose units are all soft; this one has units on PKCS#11 tokens",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads behind a lock that a panicked writer may have poisoned: the fleet's maps are
+/// replaced whole, so what they hold stays consistent.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Adds failover units as the vendor's `failover-enable` does: new units in imprint mode,
+/// in the failover region, on the soft backend. An instance with units on PKCS#11 tokens
+/// is refused: its failover units would hold the master key outside a token.
+impl Provisioning for EmbeddedFleet {
+    fn can_add_failover_units(&self, instance: &InstanceId) -> Result<(), ClientError> {
+        if !read(&self.listing).iter().any(|u| u.instance == *instance) {
+            return Err(ClientError::UnknownInstance {
+                instance: instance.clone(),
+            });
+        }
+        self.soft_only(instance)
+    }
+
+    fn add_failover_units(
+        &self,
+        instance: &InstanceId,
+        total: usize,
+    ) -> Result<Vec<UnitDescriptor>, ClientError> {
+        // The fleet's lock is held: the file is this process's to change.
+        let mut file = FleetFile::read(&self.dir)?;
+        let fleet_size: usize = file.instances.iter().map(|i| i.units.len()).sum();
+        let index = file
+            .instances
+            .iter()
+            .position(|i| i.id == *instance)
+            .ok_or_else(|| ClientError::UnknownInstance {
+                instance: instance.clone(),
+            })?;
+        let count = |t: UnitType| {
+            file.instances[index]
+                .units
+                .iter()
+                .filter(|u| parse_type(&u.unit_type) == Some(t))
+                .count()
+        };
+        let failover = count(UnitType::Failover);
+        FailoverLimits {
+            operational: count(UnitType::Operational),
+            failover,
+        }
+        .check(total)
+        .map_err(|source| ClientError::FailoverTotal {
+            instance: instance.clone(),
+            source,
+        })?;
+        self.soft_only(instance)?;
+        let ca_key = self.ca_key()?;
+        let instance_id = tke_proto::InstanceId::from_uuid(&instance.0).map_err(|_| {
+            ClientError::FleetCorrupt {
+                path: self.dir.join("fleet.json"),
+                what: "an instance id is not a UUID",
+            }
+        })?;
+        let mut made: Vec<Unit> = Vec::new();
+        let mut added = Vec::new();
+        let result = (|| {
+            for (i, domain) in (failover..total).zip(fleet_size + 1..) {
+                let id = UnitId::random();
+                let unit_dir = self.dir.join("units").join(id.uuid());
+                let description = UnitDescription {
+                    unit_type: UnitType::Failover,
+                    instance_id,
+                };
+                let mut issue = issuer(&self.ca, &ca_key, id, description);
+                let unit =
+                    Unit::create_soft(&unit_dir, id, UnitType::Failover, &self.ca, &mut issue)
+                        .map_err(|source| ClientError::Unit {
+                            path: unit_dir.clone(),
+                            source: Box::new(source),
+                        })?;
+                let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                let entry = UnitEntry {
+                    id: id.uuid(),
+                    unit_type: UnitType::Failover.json_name().to_owned(),
+                    location: location(
+                        "local-failover",
+                        n,
+                        n,
+                        u32::try_from(domain).unwrap_or(u32::MAX),
+                    ),
+                };
+                added.push(UnitDescriptor {
+                    instance: instance.clone(),
+                    unit_id: id,
+                    unit_type: UnitType::Failover,
+                    location: entry.location.clone(),
+                    device_certificate: unit.device_certificate().der().to_vec(),
+                });
+                made.push(unit);
+                file.instances[index].units.push(entry);
+            }
+            file.write(&self.dir)
+        })();
+        if let Err(e) = result {
+            for unit in made {
+                let _ = unit.discard();
+            }
+            return Err(e);
+        }
+        let mut units = self.units.write().unwrap_or_else(|p| p.into_inner());
+        for unit in made {
+            units.insert(unit.id(), Arc::new(Mutex::new(unit)));
+        }
+        drop(units);
+        self.listing
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(added.iter().cloned());
+        Ok(added)
     }
 }
 
@@ -619,6 +790,73 @@ mod tests {
             PathBuf::from("/srv/tokens/op-1.pin")
         );
         assert_eq!(p.config_for("op-1").token_label, "op-1");
+    }
+
+    #[test]
+    fn failover_units_are_added_within_the_limits_and_persist() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("fleet");
+        let spec = FleetSpec {
+            instances: 2,
+            operational: 3,
+            recovery: 1,
+            failover: 0,
+        };
+        let fleet = EmbeddedFleet::create(&dir, spec).unwrap();
+        let instance = fleet.list_units().unwrap()[0].instance.clone();
+        let p = fleet.provisioning().unwrap();
+        let refused = |total| match p.add_failover_units(&instance, total) {
+            Err(ClientError::FailoverTotal { source, .. }) => source,
+            other => panic!("{total}: {other:?}"),
+        };
+        assert!(matches!(
+            refused(4),
+            crate::FailoverTotalError::OutOfRange { min: 2, max: 3, .. }
+        ));
+        assert!(matches!(
+            refused(1),
+            crate::FailoverTotalError::OutOfRange { .. }
+        ));
+        assert_eq!(
+            fleet.list_units().unwrap().len(),
+            8,
+            "a refusal adds nothing"
+        );
+        let added = p.add_failover_units(&instance, 2).unwrap();
+        assert_eq!(added.len(), 2);
+        assert!(added
+            .iter()
+            .all(|u| u.unit_type == UnitType::Failover && u.instance == instance));
+        assert_eq!(fleet.list_units().unwrap().len(), 10);
+        // Only the third fits now; then the instance is full.
+        assert!(matches!(
+            refused(2),
+            crate::FailoverTotalError::OutOfRange { min: 3, .. }
+        ));
+        assert_eq!(p.add_failover_units(&instance, 3).unwrap().len(), 1);
+        assert_eq!(refused(3), crate::FailoverTotalError::Full { failover: 3 });
+        let stranger = InstanceId(UnitId::random().uuid());
+        assert!(matches!(
+            p.add_failover_units(&stranger, 2),
+            Err(ClientError::UnknownInstance { .. })
+        ));
+        // The new units answer, and the fleet reopens with them.
+        let ca = fleet.ca().clone();
+        let fleet: std::sync::Arc<dyn Transport> = std::sync::Arc::new(fleet);
+        let client = crate::Client::connect(vec![(fleet.clone(), ca)]).unwrap();
+        let unit = client.unit(&added[0].unit_id).unwrap();
+        assert!(client.query(unit).unwrap().imprint_mode());
+        drop((client, fleet));
+        let reopened = EmbeddedFleet::open(&dir).unwrap();
+        let listing = reopened.list_units().unwrap();
+        assert_eq!(listing.len(), 11);
+        assert_eq!(
+            listing
+                .iter()
+                .filter(|u| u.instance == instance && u.unit_type == UnitType::Failover)
+                .count(),
+            3
+        );
     }
 
     #[test]

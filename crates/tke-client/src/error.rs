@@ -173,6 +173,20 @@ pub enum ClientError {
         /// What failed.
         source: Box<crate::https::HttpsError>,
     },
+    /// A service instance that the transport does not hold.
+    #[error("service instance {instance} is not in this fleet")]
+    UnknownInstance {
+        /// The instance.
+        instance: crate::InstanceId,
+    },
+    /// A total of failover units that the instance may not have.
+    #[error("cannot give service instance {instance} that many failover crypto units")]
+    FailoverTotal {
+        /// The instance.
+        instance: crate::InstanceId,
+        /// Why.
+        source: crate::FailoverTotalError,
+    },
     /// Two transports list the same unit: commands to it could reach it by either way,
     /// so the client refuses to number it twice.
     #[error("crypto unit {} is listed by two transports: {first} and {second}", unit.uuid())]

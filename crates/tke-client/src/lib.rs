@@ -8,6 +8,7 @@ mod error;
 pub mod fanout;
 #[cfg(feature = "https")]
 pub mod https;
+pub mod provision;
 mod transport;
 pub mod untrusted;
 
@@ -17,4 +18,5 @@ pub use embedded::{EmbeddedFleet, FleetSpec};
 pub use error::ClientError;
 #[cfg(feature = "https")]
 pub use https::{ApiKey, HttpsError, HttpsOptions, HttpsTransport};
+pub use provision::{FailoverLimits, FailoverTotalError, Provisioning};
 pub use transport::{InstanceId, Transport, UnitDescriptor};

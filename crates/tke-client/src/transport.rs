@@ -1,7 +1,7 @@
 //! The transport trait: how bytes reach a unit. The embedded fleet implements it
 //! in-process; a network transport implements it over HTTPS.
 
-use crate::ClientError;
+use crate::{ClientError, Provisioning};
 use tke_proto::{UnitId, UnitType};
 
 /// A service instance's id (a UUID string).
@@ -55,4 +55,11 @@ pub trait Transport: Send + Sync {
     /// # Errors
     /// [`ClientError`] when the unit cannot be reached.
     fn exchange(&self, unit: &UnitId, request_der: &[u8]) -> Result<Vec<u8>, ClientError>;
+
+    /// How units are added to this transport's service instances, if they can be: the
+    /// embedded fleet adds them itself; the default, as for a `tke-unitd` server (whose
+    /// units are made on the server), is `None`.
+    fn provisioning(&self) -> Option<&dyn Provisioning> {
+        None
+    }
 }

@@ -6,6 +6,7 @@
 pub mod admin;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod mk;
 pub mod server;
 pub mod softhsm;
 pub mod tamper;

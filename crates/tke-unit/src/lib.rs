@@ -613,6 +613,11 @@ impl Unit {
         &self.ca
     }
 
+    /// Where the unit keeps its secrets: its backend's kind (`soft`, `pkcs11`).
+    pub fn backend_kind(&self) -> &'static str {
+        self.backend.kind()
+    }
+
     /// The unit's directory; `None` for a unit made from parts ([`Unit::from_parts`]).
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()

@@ -48,6 +48,24 @@ impl World {
         }
     }
 
+    /// A fresh fleet initialized by alice and bob with thresholds 2/1: every current
+    /// register Valid with one value, every new register Empty; carol is installed
+    /// nowhere.
+    pub fn initialized() -> Self {
+        let w = Self::new();
+        tke_ceremony::AutoInit {
+            instance: w.client.instances()[0].clone(),
+            sig_threshold: tke_proto::Threshold::new(2).unwrap(),
+            rev_threshold: tke_proto::Threshold::new(1).unwrap(),
+            admins: vec![&w.alice as &dyn Signer, &w.bob],
+        }
+        .plan(&w.client)
+        .unwrap()
+        .execute(&tke_ceremony::Silent)
+        .unwrap();
+        w
+    }
+
     /// Every unit's state, in number order.
     pub fn statuses(&self) -> Vec<UnitStatus> {
         self.client

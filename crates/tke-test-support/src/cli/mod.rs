@@ -155,6 +155,30 @@ impl Workstation {
         snap::assert_run(name, &o, code, &all);
     }
 
+    /// `--secrets SECRETS auto-init` of the only instance with thresholds `(signature,
+    /// revocation)`, installing the workstation's keys of `admins`, answered `--yes`.
+    /// Returns stdout.
+    ///
+    /// # Panics
+    /// As [`Workstation::ok`].
+    pub fn auto_init(&self, secrets: &str, thresholds: (u8, u8), admins: &[&str]) -> String {
+        let (sig, rev) = (thresholds.0.to_string(), thresholds.1.to_string());
+        let mut args = vec![
+            "--secrets",
+            secrets,
+            "auto-init",
+            "--sig-threshold",
+            &sig,
+            "--rev-threshold",
+            &rev,
+            "--yes",
+        ];
+        for a in admins {
+            args.extend(["--admin", a]);
+        }
+        self.ok(&args)
+    }
+
     /// `target add` for server `s`, with the fleet CA and API key of `fleet` (the server
     /// that made them; `s` itself when it made its own).
     pub fn add_target(&self, s: &crate::server::Server, fleet: &crate::server::Server) {

@@ -1,0 +1,219 @@
+//! `cryptounit-mk-commit`, `cryptounit-mk-setimm`, `cryptounit-mk-clrnew`,
+//! `cryptounit-mk-clrcur`: one master key register command on every selected unit.
+//!
+//! The ceremony is [`tke_ceremony::MkRegister`] on the shared plan: every unit is checked
+//! (imprint mode, register states, one common value to commit, enough installed keys that
+//! may sign) before anything is asked or sent. This module prints the plan, shows the
+//! vendor's warning and asks before set-immediate and clear-current, opens only the keys
+//! the plan needs, and says who signed.
+
+use anyhow::{bail, Result};
+use serde_json::json;
+use tke_ceremony::{CeremonyError, MkRegister, Plan, Problem, RegisterAction, Rule};
+use tke_proto::{RegisterState, RegisterStatus};
+use tke_sigkey::Signer;
+
+use crate::{
+    context::Ctx,
+    signing::{self, SignerArgs},
+    table::{vp_lines, Table},
+    units::header,
+};
+
+/// The flags of `cryptounit-mk-commit` and `cryptounit-mk-clrnew`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub signers: SignerArgs,
+}
+
+/// The flags of `cryptounit-mk-setimm` and `cryptounit-mk-clrcur`, which ask first.
+#[derive(clap::Args, Debug)]
+pub struct ConfirmArgs {
+    #[command(flatten)]
+    pub signers: SignerArgs,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// A register as `Full Committed 599ed092b9e47faf...`.
+fn register(r: &RegisterStatus) -> String {
+    match r.vp {
+        Some(vp) => format!("{} {}...", r.state.label(), &vp.to_hex()[..16]),
+        None => r.state.label().to_owned(),
+    }
+}
+
+/// Runs one register command on the selected units; `yes` answers its confirmation.
+pub fn run(ctx: &Ctx, action: RegisterAction, signers: &SignerArgs, yes: bool) -> Result<()> {
+    let fleet = ctx.connect()?;
+    let client = &fleet.client;
+    let units = ctx.selected(&fleet)?;
+    if units.is_empty() {
+        bail!("no crypto units are selected: select them with `tke cryptounit-add` (see `tke cryptounits`)");
+    }
+    let keys = signing::preference(ctx, &signers.signer, "--signer")?;
+    let plan = MkRegister {
+        action,
+        units,
+        keys: signing::admin_infos(&keys),
+    }
+    .plan(client)
+    .map_err(hint)?;
+
+    if !ctx.json {
+        header(&fleet);
+        let mut t = Table::new(&[
+            "CRYPTO UNIT NUM",
+            "TYPE",
+            "NEW MASTER KEY REGISTER",
+            "CURRENT MASTER KEY REGISTER",
+            "SIGNED BY",
+        ]);
+        for u in plan.units() {
+            t.row(vec![
+                u.unit.num.to_string(),
+                u.unit.unit_type().label().to_owned(),
+                register(&u.status.new_register),
+                register(&u.status.current_register),
+                signing::names(u.signed_by()),
+            ]);
+        }
+        println!("{}", t.render());
+        if action == RegisterAction::Commit {
+            let vp = plan.units().first().and_then(|u| u.status.new_register.vp);
+            println!(
+                "VERIFICATION PATTERN TO COMMIT\n{}\n",
+                vp_lines(vp.as_ref())
+            );
+        }
+    }
+    if let Some(question) = warning(ctx, action, &plan) {
+        if !ctx.prompt.confirm(
+            &format!("{question} at {}?", client.describe().join(", ")),
+            yes,
+        )? {
+            println!("Cancelled. No crypto unit was changed.");
+            return Err(crate::Cancelled.into());
+        }
+    }
+
+    let opened = signing::open(ctx, &keys, &plan.keys_needed())?;
+    let signers: Vec<&dyn Signer> = opened.iter().map(|s| s.as_ref()).collect();
+    let signed_by = signing::signed_by(&plan);
+    let nums: Vec<usize> = plan.units().iter().map(|u| u.unit.num).collect();
+    let names: Vec<String> = plan
+        .keys_needed()
+        .iter()
+        .map(|k| k.name.to_string())
+        .collect();
+    match plan.execute(&signers) {
+        Err(CeremonyError::Step { step, failures }) => {
+            return Err(crate::report::failed_on_some(
+                step,
+                "the others were changed",
+                "tke cryptounit-mk",
+                &failures,
+            ))
+        }
+        other => other?,
+    };
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "units": nums, "signed_by": names }))?
+        );
+        return Ok(());
+    }
+    println!("{signed_by}\nOK\n{}", done(action));
+    Ok(())
+}
+
+/// The warning before a command that changes the current register, and the question to
+/// ask; `None` for the commands the vendor runs without asking.
+fn warning(ctx: &Ctx, action: RegisterAction, plan: &Plan<'_>) -> Option<String> {
+    let n = plan.units().len();
+    // Units whose current register holds a value the command replaces or clears.
+    let holding: Vec<String> = plan
+        .units()
+        .iter()
+        .filter(|u| u.status.current_register.state == RegisterState::Valid)
+        .filter(|u| {
+            action == RegisterAction::ClearCurrent
+                || u.status.current_register.vp != u.status.new_register.vp
+        })
+        .map(|u| {
+            let vp = u
+                .status
+                .current_register
+                .vp
+                .map(|v| v.to_hex())
+                .unwrap_or_default();
+            format!("{} ({}...)", u.unit.num, &vp[..vp.len().min(16)])
+        })
+        .collect();
+    let (warning, holds, guidance, question) = match action {
+        RegisterAction::SetImmediate => (
+            "WARNING: the current master key register of the selected crypto units is about to change: the value of their new master key register replaces it.",
+            "These crypto units hold another current value, which is replaced",
+            "Answer y for the first initialization of the service instance (its key storage is empty),\n\
+             when reloading the same value after it was lost (with no key actions in progress),\n\
+             or when finishing an interrupted rotation after `KMS CRK rewrap successful, waiting on cryptounit-mk-setimm` was shown.\n\
+             Answer N when installing a different value while key storage holds keys: rotate to it instead\n\
+             (`tke cryptounit-mk-rotate`), or the keys encrypted under the current value become unusable.\n",
+            format!("Set the new master key register immediately on {n} crypto unit(s)"),
+        ),
+        RegisterAction::ClearCurrent => (
+            "WARNING: clearing the current master key register makes the service instance's key storage unusable until the same value is loaded again (from the same key parts, or from a recovery crypto unit).",
+            "These crypto units hold a current master key, which is cleared",
+            "",
+            format!("Clear the current master key register of {n} crypto unit(s)"),
+        ),
+        RegisterAction::Commit | RegisterAction::ClearNew => return None,
+    };
+    let mut text = warning.to_owned();
+    if !holding.is_empty() {
+        text.push_str(&format!("\n{holds}: {}.", holding.join(", ")));
+    }
+    text.push('\n');
+    text.push_str(guidance);
+    if !ctx.json {
+        println!("{text}");
+    }
+    Some(question)
+}
+
+/// What a finished command says.
+fn done(action: RegisterAction) -> &'static str {
+    match action {
+        RegisterAction::Commit => "The new master key registers of the selected crypto units are Full Committed.\nActivate the value with `tke cryptounit-mk-setimm` (first initialization, or reloading the same value), or rotate to it with `tke cryptounit-mk-rotate`.",
+        RegisterAction::SetImmediate => "The new master key value is current in the selected crypto units, and their new master key registers are empty.",
+        RegisterAction::ClearNew => "The new master key registers of the selected crypto units are empty.",
+        RegisterAction::ClearCurrent => "The current master key registers of the selected crypto units are empty. Load the same value again before the service instance's key storage is used.",
+    }
+}
+
+/// A refused plan, with what the operator can do about it.
+fn hint(e: CeremonyError) -> anyhow::Error {
+    let mut advice = Vec::new();
+    if let CeremonyError::Problems(problems) = &e {
+        let any = |f: fn(&Rule) -> bool| {
+            problems
+                .iter()
+                .any(|p| matches!(p, Problem::Precondition { rule, .. } if f(rule)))
+        };
+        if any(|r| matches!(r, Rule::ImprintMode)) {
+            advice.push("Master key registers change only out of imprint mode: install the administrators (`tke cryptounit-admin-add`) and set the signature thresholds (`tke cryptounit-thrhld-set`) first, or initialize the instance with `tke auto-init`.");
+        }
+        if any(|r| matches!(r, Rule::NewRegisterValues { .. })) {
+            advice.push("Compare the values with `tke cryptounit-mk`; clear the new master key register of the crypto units that hold another value (`tke cryptounit-mk-clrnew` with only them selected) and load them again.");
+        }
+    }
+    let e = signing::hint(e);
+    if advice.is_empty() {
+        e
+    } else {
+        anyhow::anyhow!("{e}\n{}", advice.join("\n"))
+    }
+}
