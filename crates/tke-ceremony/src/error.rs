@@ -2,7 +2,7 @@ use tke_client::{ClientError, InstanceId};
 use tke_proto::{AdminName, ErrorChain, Ski, UnitId};
 use tke_sigkey::SignError;
 
-use crate::postcondition::UnitDeviations;
+use crate::{admin_set::UnitProblem, postcondition::UnitDeviations};
 
 /// Administrator names, comma-separated.
 fn names(names: &[AdminName]) -> String {
@@ -118,6 +118,10 @@ pub enum Problem {
         /// The administrators installed on it.
         installed: Vec<AdminName>,
     },
+    /// A unit would refuse a step of a change of administrators or thresholds: its first
+    /// such step, with why.
+    #[error("{0}")]
+    AdminChange(Box<UnitProblem>),
 }
 
 /// A ceremony's failure. [`Problems`](Self::Problems) and [`Step`](Self::Step) gather the

@@ -3,6 +3,7 @@
 
 use tke_client::{fanout::parallel, ClientError, KnownUnit};
 
+pub mod admin_set;
 pub mod auto_init;
 pub mod compare;
 mod error;
@@ -10,6 +11,7 @@ pub mod installed;
 pub mod postcondition;
 pub mod zeroize;
 
+pub use admin_set::{AdminSet, Change, Order, Quorum, Step, UnitPlan, UnitProblem, Violation};
 pub use auto_init::{AutoInit, AutoInitPlan, AutoInitReport};
 pub use compare::{Aspect, CompareReport};
 pub use error::{CeremonyError, Problem};

@@ -1,0 +1,222 @@
+//! The administrator-set planner against a real (embedded) crypto unit: a seeded random
+//! walk of administrator and threshold changes. Whatever the planner accepts, the unit
+//! runs step by step, signed by the administrators the plan names, and ends exactly in
+//! the planned state; whatever single change the planner refuses, the unit refuses too,
+//! with the module error of the reason given, and changes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use tke_ceremony::{
+    admin_set::{self, AdminSet, Change, Violation},
+    Expected, Problem,
+};
+use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, Transport};
+use tke_proto::{AdminInfo, Command, ModuleError, Threshold};
+use tke_sigkey::Signer;
+use tke_test_support::MemSigner;
+
+/// xorshift64*: a fixed seed makes the walk the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// In `0..n`.
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).unwrap()
+    }
+    /// In `lo..=hi`.
+    fn between(&mut self, lo: u32, hi: u32) -> u32 {
+        lo + u32::try_from(self.next() % u64::from(hi - lo + 1)).unwrap()
+    }
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+fn info(s: &MemSigner) -> AdminInfo {
+    AdminInfo {
+        ski: s.ski(),
+        name: s.name().clone(),
+    }
+}
+
+/// The module error a unit answers for the first reason a single command is refused:
+/// the signature count is checked before the command's own rules.
+fn module_error(problems: &[Problem]) -> ModuleError {
+    let violations: Vec<&Violation> = problems
+        .iter()
+        .map(|p| match p {
+            Problem::AdminChange(u) => &u.violation,
+            other => panic!("not a unit problem: {other:?}"),
+        })
+        .collect();
+    if violations
+        .iter()
+        .any(|v| matches!(v, Violation::TooFewSigners { .. }))
+    {
+        return ModuleError::NOT_ENOUGH_SIGNATURES;
+    }
+    match violations[0] {
+        Violation::AlreadyInstalled { .. } => ModuleError::ADMIN_EXISTS,
+        Violation::NotInstalled { .. } => ModuleError::ADMIN_NOT_FOUND,
+        Violation::Full { .. } => ModuleError::TOO_MANY_ADMINS,
+        Violation::LookalikeInstalled { .. } => ModuleError::ADMIN_NAME_LOOKALIKE,
+        Violation::BelowThreshold { .. } => ModuleError::REMOVAL_BELOW_THRESHOLD,
+        Violation::ThresholdAboveAdmins {
+            signature, admins, ..
+        } if usize::from(*signature) > *admins => ModuleError::SIG_THRESHOLD_ABOVE_ADMINS,
+        Violation::ThresholdAboveAdmins { .. } => ModuleError::REV_THRESHOLD_ABOVE_ADMINS,
+        other => panic!("no module error for {other:?}"),
+    }
+}
+
+#[test]
+fn the_unit_agrees_with_every_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FleetSpec {
+        operational: 1,
+        recovery: 0,
+        ..FleetSpec::default()
+    };
+    let fleet = EmbeddedFleet::create(dir.path(), spec).unwrap();
+    let ca = fleet.ca().clone();
+    let transport: Arc<dyn Transport> = Arc::new(fleet);
+    let client = Client::connect(vec![(transport, ca)]).unwrap();
+    let unit = &client.units()[0];
+
+    // Ten administrators, two of whose names look the same.
+    let pool: Vec<MemSigner> = [
+        "a", "b", "c", "d", "e", "f", "g", "h", "i", "admin-j", "ADMIN-J",
+    ]
+    .iter()
+    .map(|n| MemSigner::new(n))
+    .collect();
+    let signer = |a: &AdminInfo| -> &dyn Signer { pool.iter().find(|s| s.ski() == a.ski).unwrap() };
+
+    let mut rng = Rng(0x5eed_a11c_e0b0_b000);
+    let mut accepted = 0;
+    let mut refused_single = BTreeSet::new();
+    let mut orders = BTreeSet::new();
+    let mut multi_refused = 0;
+    for round in 0..400 {
+        let status = client.query(unit).unwrap();
+        let t = |rng: &mut Rng, hi| Threshold::new(rng.between(1, hi)).unwrap();
+        let pick = |rng: &mut Rng| &pool[rng.below(pool.len())];
+        let change = match rng.below(100) {
+            0..=34 => Change::Add(pick(&mut rng).certificate().clone()),
+            35..=59 => Change::Remove(info(pick(&mut rng))),
+            60..=79 => Change::Thresholds {
+                signature: t(&mut rng, 5),
+                revocation: t(&mut rng, 5),
+            },
+            80..=96 => {
+                let mut admins: Vec<&MemSigner> = pool.iter().collect();
+                rng.shuffle(&mut admins);
+                admins.truncate(rng.between(1, 6) as usize);
+                let n = u32::try_from(admins.len()).unwrap();
+                Change::Set(AdminSet {
+                    admins: admins.iter().map(|s| s.certificate().clone()).collect(),
+                    sig_threshold: t(&mut rng, n),
+                    rev_threshold: t(&mut rng, n),
+                })
+            }
+            _ => {
+                // Back to imprint mode, signed by an installed administrator.
+                let by: Vec<&dyn Signer> = status
+                    .admins
+                    .iter()
+                    .take(usize::from(!status.imprint_mode()))
+                    .map(signer)
+                    .collect();
+                client.run(unit, &Command::Zeroize, &by).unwrap();
+                continue;
+            }
+        };
+        // The keys that may sign: usually all of them, sometimes a few, in any order.
+        let mut keys: Vec<AdminInfo> = pool.iter().map(info).collect();
+        rng.shuffle(&mut keys);
+        if rng.below(10) < 3 {
+            keys.truncate(rng.below(4));
+        }
+
+        match admin_set::plan(&[(1, &status)], &change, &keys) {
+            Ok(plans) => {
+                let plan = &plans[0];
+                orders.insert(format!("{:?}", plan.order));
+                for step in &plan.steps {
+                    let by: Vec<&dyn Signer> = step.signers.iter().map(signer).collect();
+                    if let Err(e) = client.run(unit, &step.action.command(), &by) {
+                        panic!(
+                            "round {round}: {} refused a planned step ({}): {e}\nplan: {plan:?}",
+                            unit.num, step.action
+                        );
+                    }
+                }
+                let after = client.query(unit).unwrap();
+                assert_eq!(
+                    plan.expected.deviations(&after),
+                    [],
+                    "round {round}: {change:?}"
+                );
+                accepted += 1;
+            }
+            Err(problems) => {
+                let single = match &change {
+                    Change::Add(c) => Some(Command::AddAdmin(c.clone())),
+                    Change::Remove(a) => Some(Command::RemoveAdmin(a.ski)),
+                    Change::Thresholds {
+                        signature,
+                        revocation,
+                    } => Some(Command::SetThresholds {
+                        signature: *signature,
+                        revocation: *revocation,
+                    }),
+                    _ => None,
+                };
+                let Some(command) = single else {
+                    // A whole-set change refused: nothing was sent.
+                    multi_refused += 1;
+                    assert_eq!(client.query(unit).unwrap(), status, "round {round}");
+                    continue;
+                };
+                // Sent anyway, with every installed key that may sign: the unit refuses
+                // for the reason the plan gave, and keeps its state.
+                let by: Vec<&dyn Signer> = keys
+                    .iter()
+                    .filter(|k| status.admins.iter().any(|a| a.ski == k.ski))
+                    .map(signer)
+                    .collect();
+                let expected = module_error(&problems);
+                match client.run(unit, &command, &by) {
+                    Err(ClientError::Module { error, .. }) => {
+                        assert_eq!(error, expected, "round {round}: {problems:?}");
+                    }
+                    other => panic!(
+                        "round {round}: the unit answered {other:?}, the plan said {problems:?}"
+                    ),
+                }
+                let after = client.query(unit).unwrap();
+                assert_eq!(Expected::of(&after), Expected::of(&status), "round {round}");
+                refused_single.insert(format!("{expected:?}"));
+            }
+        }
+    }
+    // The walk reached every order and every refusal (the seed is fixed).
+    assert_eq!(
+        orders.into_iter().collect::<Vec<_>>(),
+        ["AddFirst", "RemoveFirst", "RevocationFirst", "Single"]
+    );
+    assert_eq!(refused_single.len(), 8, "{refused_single:?}");
+    assert!(
+        accepted > 100 && multi_refused > 5,
+        "{accepted} {multi_refused}"
+    );
+}
