@@ -7,6 +7,7 @@
 //! hold a password, PIN or key.
 #![forbid(unsafe_code)]
 
+mod admins;
 mod auto_init;
 mod context;
 mod local;
@@ -89,6 +90,12 @@ enum Cmd {
     /// Compare the configuration of the selected crypto units: thresholds,
     /// administrators, master key registers.
     CryptounitCompare,
+    /// List the administrators installed in each selected crypto unit: name and subject
+    /// key identifier.
+    CryptounitAdmins,
+    /// Show the signature and revocation thresholds of each selected crypto unit (0 and 0:
+    /// imprint mode).
+    CryptounitThrhlds,
     /// Return the selected crypto units to imprint mode: administrators, thresholds and
     /// both master key registers are cleared.
     CryptounitZeroize(zeroize::Args),
@@ -178,9 +185,7 @@ const VENDOR_NOT_YET: &[&str] = &[
     "auto-recover",
     "cryptounit-admin-add",
     "cryptounit-admin-rm",
-    "cryptounit-admins",
     "cryptounit-thrhld-set",
-    "cryptounit-thrhlds",
     "cryptounit-exit-impr",
     "cryptounit-mk-load",
     "cryptounit-mk-commit",
@@ -252,6 +257,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitAdd { nums } => units::change_selection(&ctx, nums, true),
         Cmd::CryptounitRm { nums } => units::change_selection(&ctx, nums, false),
         Cmd::CryptounitCompare => units::compare(&ctx),
+        Cmd::CryptounitAdmins => admins::show(&ctx, admins::View::Admins),
+        Cmd::CryptounitThrhlds => admins::show(&ctx, admins::View::Thresholds),
         Cmd::CryptounitZeroize(a) => zeroize::run(&ctx, a),
         Cmd::AutoInit(a) => auto_init::run(&ctx, a),
         Cmd::Sigkeys => sigkeys::sigkeys(&ctx),
