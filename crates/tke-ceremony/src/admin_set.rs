@@ -1,13 +1,15 @@
 //! Changing administrators and thresholds: one administrator added or removed, both
 //! thresholds set, or a whole administrator set changed at once.
 //!
-//! This module plans; it sends nothing. [`plan`] takes each unit's queried state, the
-//! [`Change`] asked for and the signature keys that may sign (in order of preference),
-//! and returns for every unit the commands to send, in order, each with the
-//! administrators who sign it, and the administrators and thresholds the unit holds
-//! afterwards. It replays the unit's own rules (those of `tke-unit`) on a copy of each
-//! unit's state, step by step, so a planned change never fails on a check it could have
-//! made up front: every problem is reported before the first command.
+//! [`plan`] and [`plan_unit`] are pure: given each unit's queried state, the [`Change`]
+//! asked for and the signature keys that may sign (in order of preference), they return
+//! for every unit the commands to send, in order, each with the administrators who sign
+//! it, and the full state the unit holds afterwards. They replay the unit's own rules
+//! (those of `tke-unit`) on a copy of each unit's state, step by step, so a planned change
+//! never fails on a check it could have made up front: every problem is reported before
+//! the first command. [`AdminChange`] is the ceremony around them: it queries the units,
+//! plans, and runs the result on the shared [`Plan`] (accounted counters, full
+//! post-condition on every unit).
 //!
 //! # Who signs
 //!
@@ -37,15 +39,22 @@
 //! revocation threshold can sign the removals once the additions are done (for example:
 //! 5 administrators, thresholds 1/5, going to 2 administrators with revocation threshold
 //! 2, one of them kept). Here that unit's plan reports the step that would fail before
-//! anything is sent ([`Violation::TooFewSigners`] at a removal, after the additions).
-//! Lowering the revocation threshold first, as a change of its own, makes it case C with
-//! enough signers.
+//! anything is sent: [`Problem::TooFewSigners`] for "removing an administrator (order C:
+//! after the additions)". Lowering the revocation threshold first, as a change of its
+//! own, makes the removals need fewer signatures.
 
 use std::fmt;
 
-use tke_proto::{AdminCertificate, AdminInfo, AdminName, Command, Threshold, UnitId, UnitStatus};
+use tke_client::{Client, KnownUnit};
+use tke_proto::{AdminCertificate, AdminInfo, Command, Threshold, UnitStatus};
+use tke_sigkey::Signer;
 
-use crate::{postcondition::Expected, Problem};
+use crate::{
+    plan::{Plan, PlanReport, PlannedCommand, Planner, UnitPlan},
+    postcondition::Expected,
+    signers::{pick, Quorum},
+    CeremonyError, Problem, Rule,
+};
 
 /// The most administrators a unit holds.
 const MAX_ADMINS: usize = Threshold::MAX as usize;
@@ -125,58 +134,17 @@ impl fmt::Display for Action {
     }
 }
 
-/// How many signatures a step needs, and by which rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Quorum {
-    /// None: the unit is in imprint mode.
-    Unsigned,
-    /// The unit's current signature threshold.
-    SignatureThreshold(u8),
-    /// The unit's current revocation signature threshold.
-    RevocationThreshold(u8),
-    /// Leaving imprint mode: the new signature threshold.
-    NewSignatureThreshold(u8),
-}
-
-impl Quorum {
-    /// The number of signatures.
-    pub fn count(self) -> usize {
-        match self {
-            Self::Unsigned => 0,
-            Self::SignatureThreshold(n)
-            | Self::RevocationThreshold(n)
-            | Self::NewSignatureThreshold(n) => usize::from(n),
-        }
-    }
-}
-
-impl fmt::Display for Quorum {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Unsigned => f.write_str("no signature (imprint mode)"),
-            Self::SignatureThreshold(n) => {
-                write!(f, "{n} signature(s) (the current signature threshold)")
-            }
-            Self::RevocationThreshold(n) => {
-                write!(f, "{n} signature(s) (the current revocation threshold)")
-            }
-            Self::NewSignatureThreshold(n) => write!(
-                f,
-                "{n} signature(s) (leaving imprint mode takes the new signature threshold)"
-            ),
-        }
-    }
-}
-
 /// One command of a unit's plan and who signs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
     /// What it does.
     pub action: Action,
-    /// How many signatures it needs, and why.
+    /// The rule that sets how many signatures it needs.
     pub quorum: Quorum,
+    /// How many: the rule applied to the unit's state when the step runs.
+    pub needed: usize,
     /// The administrators who sign it: the first keys that may sign and are installed
-    /// when it runs, as many as [`Step::quorum`] needs.
+    /// when it runs, as many as it needs.
     pub signers: Vec<AdminInfo>,
 }
 
@@ -203,15 +171,53 @@ impl Order {
             Self::AddFirst => Some('C'),
         }
     }
+
+    /// What a step of this order is, for [`Problem::TooFewSigners`]: the kind of command
+    /// and, in a whole-set change, where it comes in the order (the case-C edge is a
+    /// removal "after the additions").
+    fn describe(self, action: &Action, leaving_imprint_mode: bool, first: bool) -> &'static str {
+        match (self, action) {
+            (_, Action::SetThresholds { .. }) if leaving_imprint_mode => match self {
+                Self::Single => "leaving imprint mode",
+                _ => "leaving imprint mode (the last step of the change)",
+            },
+            (Self::Single, Action::Add(_)) => "adding an administrator",
+            (Self::Single, Action::Remove(_)) => "removing an administrator",
+            (Self::Single, Action::SetThresholds { .. }) => "setting the thresholds",
+            (Self::RemoveFirst, Action::Remove(_)) => {
+                "removing an administrator (order A: removals first)"
+            }
+            (Self::RemoveFirst, Action::Add(_)) => {
+                "adding an administrator (order A: after the removals)"
+            }
+            (Self::RevocationFirst, Action::SetThresholds { .. }) if first => {
+                "lowering the revocation threshold (order B: first)"
+            }
+            (Self::RevocationFirst, Action::Remove(_)) => {
+                "removing an administrator (order B: after lowering the revocation threshold)"
+            }
+            (Self::RevocationFirst, Action::Add(_)) => {
+                "adding an administrator (order B: after the removals)"
+            }
+            (Self::AddFirst, Action::Add(_)) => {
+                "adding an administrator (order C: additions first)"
+            }
+            (Self::AddFirst, Action::Remove(_)) => {
+                "removing an administrator (order C: after the additions)"
+            }
+            (_, Action::SetThresholds { .. }) => {
+                "setting the thresholds (the last step of the change)"
+            }
+        }
+    }
 }
 
-/// The plan of one unit.
+/// The plan of one unit: its commands in order, who signs each, and the full state it
+/// holds afterwards.
 #[derive(Clone, Debug)]
-pub struct UnitPlan {
+pub struct UnitChange {
     /// Its `CRYPTO UNIT NUM`.
     pub num: usize,
-    /// The unit.
-    pub unit: UnitId,
     /// Its state when planned.
     pub status: UnitStatus,
     /// The order of its commands.
@@ -222,227 +228,84 @@ pub struct UnitPlan {
     pub expected: Expected,
 }
 
-/// Why a unit would refuse a step.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Violation {
-    /// The administrator's key is already installed (module 256/38).
-    #[error("{} is already installed (as {})", admin.name, installed.name)]
-    AlreadyInstalled {
-        /// The administrator to add.
-        admin: AdminInfo,
-        /// The installed administrator with the same key.
-        installed: AdminInfo,
-    },
-    /// The administrator is not installed (module 32/32).
-    #[error("{} (SKI {}) is not installed", admin.name, admin.ski.short())]
-    NotInstalled {
-        /// The administrator to remove.
-        admin: AdminInfo,
-    },
-    /// The unit already holds 8 administrators (module 261/39).
-    #[error("{admin} cannot be added: the unit already holds 8 administrators, the most it can")]
-    Full {
-        /// The administrator to add.
-        admin: AdminName,
-    },
-    /// An installed administrator's name looks the same as the new one's (module 256/40).
-    #[error("{admin} cannot be added: its name looks the same as that of the installed administrator {installed}")]
-    LookalikeInstalled {
-        /// The administrator to add.
-        admin: AdminName,
-        /// The installed administrator.
-        installed: AdminName,
-    },
-    /// A kept administrator would be renamed, which a unit does not do.
-    #[error("the key of {name} is installed under the name {}; an administrator cannot be renamed (a new name needs a new key)", installed.name)]
-    Renamed {
-        /// The administrator as installed.
-        installed: AdminInfo,
-        /// The name asked for.
-        name: AdminName,
-    },
-    /// The removal would leave fewer administrators than a threshold (module 209/66).
-    #[error("removing {admin} would leave {remaining} administrator(s), fewer than the signature threshold {sig_threshold} or the revocation threshold {rev_threshold}")]
-    BelowThreshold {
-        /// The administrator to remove.
-        admin: AdminName,
-        /// Administrators left after it.
-        remaining: usize,
-        /// The unit's signature threshold.
-        sig_threshold: u8,
-        /// The unit's revocation threshold.
-        rev_threshold: u8,
-    },
-    /// A threshold above the number of installed administrators (module 209/57, 209/58).
-    #[error("thresholds {signature}/{revocation} need at least {} installed administrators, and {admins} {} installed", signature.max(revocation), if *admins == 1 { "is" } else { "are" })]
-    ThresholdAboveAdmins {
-        /// The signature threshold asked.
-        signature: u8,
-        /// The revocation threshold asked.
-        revocation: u8,
-        /// The administrators installed at that step.
-        admins: usize,
-    },
-    /// Fewer of the keys that may sign are installed than the step needs (module 208).
-    #[error("it needs {quorum}, and {} of the signature keys that may sign {} installed{} (installed administrators: {})", usable.len(), if usable.len() == 1 { "is" } else { "are" }, if usable.is_empty() { String::new() } else { format!(": {}", names(usable)) }, names(installed))]
-    TooFewSigners {
-        /// How many signatures, by which rule.
-        quorum: Quorum,
-        /// The keys that may sign and are installed at that step.
-        usable: Vec<AdminName>,
-        /// Every administrator installed at that step.
-        installed: Vec<AdminName>,
-    },
-}
-
-/// Names, comma-separated; `none` for none.
-fn names(v: &[AdminName]) -> String {
-    if v.is_empty() {
-        return "none".to_owned();
-    }
-    v.iter()
-        .map(AdminName::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Where in a unit's plan a problem is: its step, when the plan has several.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StepAt {
-    /// 1-based.
-    pub index: usize,
-    /// Steps in the unit's plan.
-    pub total: usize,
-    /// The step.
-    pub action: Action,
-    /// The order of the unit's plan.
-    pub order: Order,
-}
-
-/// A step that a unit would refuse, and why. The first such step of each unit is
-/// reported, with every reason it would fail; what follows it depends on it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnitProblem {
-    /// Its `CRYPTO UNIT NUM`.
-    pub num: usize,
-    /// The unit.
-    pub unit: UnitId,
-    /// The step, for a plan of several steps.
-    pub step: Option<StepAt>,
-    /// Why.
-    pub violation: Violation,
-}
-
-impl fmt::Display for UnitProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "crypto unit {}", self.num)?;
-        if let Some(s) = &self.step {
-            write!(f, ", step {} of {} ({}", s.index, s.total, s.action)?;
-            if let Some(case) = s.order.case() {
-                write!(f, "; order {case}")?;
-            }
-            f.write_str(")")?;
-        }
-        write!(f, ": {}", self.violation)
-    }
-}
-
-/// The administrators and thresholds of a unit as its commands change them: the unit's
-/// rules (`tke-unit`), replayed.
+/// A unit's state as its commands change it: the unit's rules (`tke-unit`), replayed.
 struct Sim {
-    admins: Vec<AdminInfo>,
-    sig: u8,
-    rev: u8,
+    status: UnitStatus,
 }
 
 impl Sim {
-    fn of(status: &UnitStatus) -> Self {
-        Self {
-            admins: status.admins.clone(),
-            sig: status.sig_threshold,
-            rev: status.rev_threshold,
-        }
-    }
-
-    fn imprint_mode(&self) -> bool {
-        self.sig == 0
-    }
-
-    fn installed(&self, admin: &AdminInfo) -> Option<&AdminInfo> {
-        self.admins.iter().find(|a| a.ski == admin.ski)
-    }
-
     /// The signatures `action` needs now.
     fn quorum(&self, action: &Action) -> Quorum {
-        match (action, self.imprint_mode()) {
+        match (action, self.status.imprint_mode()) {
             (Action::SetThresholds { signature, .. }, true) => {
                 Quorum::NewSignatureThreshold(signature.get())
             }
-            (_, true) => Quorum::Unsigned,
-            (Action::Remove(_), false) => Quorum::RevocationThreshold(self.rev),
-            (_, false) => Quorum::SignatureThreshold(self.sig),
+            (_, true) => Quorum::None,
+            (Action::Remove(_), false) => Quorum::RevocationThreshold,
+            (_, false) => Quorum::SignatureThreshold,
         }
     }
 
     /// The unit's checks of `action`, in its order; applies it when they pass.
-    fn apply(&mut self, action: &Action) -> Result<(), Violation> {
+    fn apply(&mut self, action: &Action) -> Result<(), Rule> {
+        let s = &mut self.status;
         match action {
             Action::Add(cert) => {
                 let admin = AdminInfo {
                     ski: cert.ski(),
                     name: cert.name().clone(),
                 };
-                if let Some(installed) = self.installed(&admin) {
-                    return Err(Violation::AlreadyInstalled {
-                        installed: installed.clone(),
+                if let Some(installed) = s.admins.iter().find(|a| a.ski == admin.ski) {
+                    return Err(Rule::AdminInstalled {
+                        installed: installed.name.clone(),
                         admin,
                     });
                 }
-                if let Some(a) = self.admins.iter().find(|a| a.name.looks_like(&admin.name)) {
-                    return Err(Violation::LookalikeInstalled {
+                if let Some(a) = s.admins.iter().find(|a| a.name.looks_like(&admin.name)) {
+                    return Err(Rule::LookalikeName {
                         admin: admin.name,
                         installed: a.name.clone(),
                     });
                 }
-                if self.admins.len() >= MAX_ADMINS {
-                    return Err(Violation::Full { admin: admin.name });
+                if s.admins.len() >= MAX_ADMINS {
+                    return Err(Rule::AdminsFull { admin: admin.name });
                 }
-                self.admins.push(admin);
+                s.admins.push(admin);
             }
             Action::Remove(admin) => {
-                let Some(pos) = self.admins.iter().position(|a| a.ski == admin.ski) else {
-                    return Err(Violation::NotInstalled {
+                let Some(pos) = s.admins.iter().position(|a| a.ski == admin.ski) else {
+                    return Err(Rule::AdminNotInstalled {
                         admin: admin.clone(),
                     });
                 };
-                let remaining = self.admins.len() - 1;
-                if !self.imprint_mode()
-                    && (remaining < usize::from(self.sig) || remaining < usize::from(self.rev))
+                let remaining = s.admins.len() - 1;
+                if !s.imprint_mode()
+                    && (remaining < usize::from(s.sig_threshold)
+                        || remaining < usize::from(s.rev_threshold))
                 {
-                    return Err(Violation::BelowThreshold {
+                    return Err(Rule::RemovalBelowThreshold {
                         admin: admin.name.clone(),
                         remaining,
-                        sig_threshold: self.sig,
-                        rev_threshold: self.rev,
+                        sig_threshold: s.sig_threshold,
+                        rev_threshold: s.rev_threshold,
                     });
                 }
-                self.admins.remove(pos);
+                s.admins.remove(pos);
             }
             Action::SetThresholds {
                 signature,
                 revocation,
             } => {
-                let admins = self.admins.len();
+                let admins = s.admins.len();
                 if usize::from(signature.get().max(revocation.get())) > admins {
-                    return Err(Violation::ThresholdAboveAdmins {
+                    return Err(Rule::ThresholdsAboveAdmins {
                         signature: signature.get(),
                         revocation: revocation.get(),
                         admins,
                     });
                 }
-                self.sig = signature.get();
-                self.rev = revocation.get();
+                s.sig_threshold = signature.get();
+                s.rev_threshold = revocation.get();
             }
         }
         Ok(())
@@ -451,23 +314,9 @@ impl Sim {
     /// Whether `action` would change nothing (thresholds already set).
     fn no_op(&self, action: &Action) -> bool {
         matches!(action, Action::SetThresholds { signature, revocation }
-            if signature.get() == self.sig && revocation.get() == self.rev)
+            if signature.get() == self.status.sig_threshold
+                && revocation.get() == self.status.rev_threshold)
     }
-}
-
-/// Picks, from `keys` (the keys that may sign, in order of preference), up to `needed`
-/// distinct ones installed among `installed`.
-pub(crate) fn choose(keys: &[AdminInfo], installed: &[AdminInfo], needed: usize) -> Vec<AdminInfo> {
-    let mut chosen: Vec<AdminInfo> = Vec::new();
-    for k in keys {
-        if chosen.len() == needed {
-            break;
-        }
-        if installed.iter().any(|a| a.ski == k.ski) && !chosen.iter().any(|c| c.ski == k.ski) {
-            chosen.push(k.clone());
-        }
-    }
-    chosen
 }
 
 /// The actions of `change` on a unit in state `status`, in the order to send them.
@@ -504,6 +353,7 @@ fn actions(status: &UnitStatus, change: &Change) -> (Order, Vec<Action>) {
         revocation: set.rev_threshold,
     };
     let (sig, rev) = (status.sig_threshold, status.rev_threshold);
+    // Case B keeps the current signature threshold (at least 1 here: sig < rev).
     let lower_rev_first = Threshold::new(u32::from(sig))
         .ok()
         .filter(|_| usize::from(set.rev_threshold.get()) <= kept);
@@ -528,37 +378,34 @@ fn actions(status: &UnitStatus, change: &Change) -> (Order, Vec<Action>) {
     }
 }
 
-/// Plans `change` on one unit, replaying its rules step by step.
+/// Plans `change` on the unit numbered `num` in state `status`, replaying its rules step
+/// by step, with `keys` the keys that may sign in order of preference. Pure: queries
+/// nothing, sends nothing.
 ///
 /// # Errors
-/// The problems of the first step the unit would refuse (every reason it would), or the
-/// renames a whole-set change asks for.
+/// The problems of the first step the unit would refuse, every reason it would
+/// ([`Problem::Precondition`], [`Problem::TooFewSigners`]): what follows that step
+/// depends on it. For a whole-set change, first the administrators it would rename
+/// ([`Rule::Renamed`]).
 pub fn plan_unit(
     num: usize,
     status: &UnitStatus,
     change: &Change,
     keys: &[AdminInfo],
-) -> Result<UnitPlan, Vec<UnitProblem>> {
-    let problem = |step: Option<StepAt>, violation| UnitProblem {
-        num,
-        unit: status.unit_id,
-        step,
-        violation,
-    };
+) -> Result<UnitChange, Vec<Problem>> {
+    let unit = status.unit_id;
+    let precondition = |rule| Problem::Precondition { num, unit, rule };
     if let Change::Set(set) = change {
-        let renames: Vec<UnitProblem> = set
+        let renames: Vec<Problem> = set
             .admins
             .iter()
             .filter_map(|c| {
                 let a = status.admins.iter().find(|a| a.ski == c.ski())?;
                 (a.name != *c.name()).then(|| {
-                    problem(
-                        None,
-                        Violation::Renamed {
-                            installed: a.clone(),
-                            name: c.name().clone(),
-                        },
-                    )
+                    precondition(Rule::Renamed {
+                        installed: a.clone(),
+                        name: c.name().clone(),
+                    })
                 })
             })
             .collect();
@@ -567,73 +414,44 @@ pub fn plan_unit(
         }
     }
     let (order, actions) = actions(status, change);
-    let mut sim = Sim::of(status);
-    // Thresholds already as asked are not set again; the rest are numbered as sent.
-    let mut steps = Vec::with_capacity(actions.len());
-    let total = {
-        let mut s = Sim::of(status);
-        actions
-            .iter()
-            .filter(|a| {
-                let skip = s.no_op(a);
-                // Counting only: a refused step is reported by the real run below.
-                let _ = s.apply(a);
-                !skip
-            })
-            .count()
+    let mut sim = Sim {
+        status: status.clone(),
     };
+    let mut steps: Vec<Step> = Vec::with_capacity(actions.len());
     for action in actions {
+        // Thresholds already as asked are not set again.
         if sim.no_op(&action) {
             continue;
         }
         let quorum = sim.quorum(&action);
-        let signers = choose(keys, &sim.admins, quorum.count());
-        let at = || {
-            (total > 1).then(|| StepAt {
-                index: steps.len() + 1,
-                total,
-                action: action.clone(),
-                order,
-            })
-        };
-        let mut found = Vec::new();
-        if signers.len() < quorum.count() {
-            found.push(problem(
-                at(),
-                Violation::TooFewSigners {
-                    quorum,
-                    usable: choose(keys, &sim.admins, MAX_ADMINS)
-                        .into_iter()
-                        .map(|a| a.name)
-                        .collect(),
-                    installed: sim.admins.iter().map(|a| a.name.clone()).collect(),
-                },
-            ));
-        }
-        if let Err(v) = sim.apply(&action) {
-            found.insert(0, problem(at(), v));
-        }
+        let what = order.describe(&action, sim.status.imprint_mode(), steps.is_empty());
+        let (signers, short) = pick(
+            keys,
+            (num, unit),
+            &sim.status,
+            &sim.status.admins,
+            quorum,
+            what,
+        );
+        let needed = quorum.count(&sim.status);
+        let refused = sim.apply(&action).err().map(precondition);
+        let found: Vec<Problem> = refused.into_iter().chain(short).collect();
         if !found.is_empty() {
             return Err(found);
         }
         steps.push(Step {
             action,
             quorum,
+            needed,
             signers,
         });
     }
-    Ok(UnitPlan {
+    Ok(UnitChange {
         num,
-        unit: status.unit_id,
-        status: status.clone(),
         order,
         steps,
-        expected: Expected {
-            admins: sim.admins,
-            sig_threshold: sim.sig,
-            rev_threshold: sim.rev,
-            ..Expected::of(status)
-        },
+        expected: Expected::of(&sim.status),
+        status: status.clone(),
     })
 }
 
@@ -643,17 +461,12 @@ pub fn plan_unit(
 /// # Errors
 /// Every problem found: for a whole-set change, those of the set itself
 /// ([`Problem::TooManyAdmins`], [`Problem::TooFewAdmins`], [`Problem::DuplicateAdmin`],
-/// [`Problem::LookalikeAdmins`]); then, for each unit, the first step it would refuse
-/// ([`Problem::AdminChange`]).
+/// [`Problem::LookalikeAdmins`]), and then, for each unit, those of [`plan_unit`].
 pub fn plan(
     units: &[(usize, &UnitStatus)],
     change: &Change,
     keys: &[AdminInfo],
-) -> Result<Vec<UnitPlan>, Vec<Problem>> {
-    let mut problems = Vec::new();
-    if units.is_empty() {
-        problems.push(Problem::NoUnits);
-    }
+) -> Result<Vec<UnitChange>, Vec<Problem>> {
     if let Change::Set(set) = change {
         let admins: Vec<AdminInfo> = set
             .admins
@@ -663,26 +476,122 @@ pub fn plan(
                 name: c.name().clone(),
             })
             .collect();
-        problems.extend(admin_list_problems(
+        let problems = admin_list_problems(
             &admins,
             set.sig_threshold.get().max(set.rev_threshold.get()),
-        ));
+        );
         if !problems.is_empty() {
             // Each unit would only repeat what is wrong with the set.
             return Err(problems);
         }
     }
+    let mut problems = Vec::new();
     let mut plans = Vec::with_capacity(units.len());
     for (num, status) in units {
         match plan_unit(*num, status, change, keys) {
             Ok(p) => plans.push(p),
-            Err(v) => problems.extend(v.into_iter().map(|u| Problem::AdminChange(Box::new(u)))),
+            Err(v) => problems.extend(v),
         }
     }
     if problems.is_empty() {
         Ok(plans)
     } else {
         Err(problems)
+    }
+}
+
+/// A change of administrators or thresholds on crypto units, as a ceremony: plan (every
+/// unit queried, every problem found), then act ([`AdminChangePlan::execute`]).
+pub struct AdminChange<'c> {
+    /// The units to change.
+    pub units: Vec<&'c KnownUnit>,
+    /// What to change on each.
+    pub change: Change,
+    /// The signature keys that may sign, in order of preference.
+    pub keys: Vec<AdminInfo>,
+}
+
+/// A checked change, ready to run once.
+pub struct AdminChangePlan<'c> {
+    plan: Plan<'c>,
+    changes: Vec<UnitChange>,
+}
+
+impl<'c> AdminChange<'c> {
+    /// The ceremony's name in errors.
+    fn step(&self) -> &'static str {
+        match self.change {
+            Change::Add(_) => "Adding an administrator",
+            Change::Remove(_) => "Removing an administrator",
+            Change::Thresholds { .. } => "Setting signature thresholds",
+            Change::Set(_) => "Changing administrators and thresholds",
+        }
+    }
+
+    /// Queries every unit and plans the change on each ([`plan`]). Nothing is changed.
+    ///
+    /// # Errors
+    /// [`CeremonyError::Problems`] listing every problem: no unit given, units that
+    /// cannot be queried, and those of [`plan`].
+    pub fn plan(self, client: &'c Client) -> Result<AdminChangePlan<'c>, CeremonyError> {
+        let mut planner = Planner::start(client, self.step(), self.units, self.keys);
+        let reachable = planner.reachable();
+        let units: Vec<(usize, &UnitStatus)> = reachable.iter().map(|(u, s)| (u.num, s)).collect();
+        let changes = match plan(&units, &self.change, planner.keys()) {
+            Ok(changes) => changes,
+            Err(problems) => {
+                for p in problems {
+                    planner.problem(p);
+                }
+                Vec::new()
+            }
+        };
+        for (c, (unit, _)) in changes.iter().zip(&reachable) {
+            planner.unit(UnitPlan {
+                unit,
+                status: c.status.clone(),
+                commands: c
+                    .steps
+                    .iter()
+                    .map(|s| PlannedCommand {
+                        command: s.action.command(),
+                        signers: s.signers.clone(),
+                    })
+                    .collect(),
+                expected: c.expected.clone(),
+            });
+        }
+        Ok(AdminChangePlan {
+            plan: planner.finish()?,
+            changes,
+        })
+    }
+}
+
+impl<'c> AdminChangePlan<'c> {
+    /// Each unit's steps, in the order given.
+    pub fn changes(&self) -> &[UnitChange] {
+        &self.changes
+    }
+
+    /// The plan every manual ceremony shares (units, commands, expected states).
+    pub fn plan(&self) -> &Plan<'c> {
+        &self.plan
+    }
+
+    /// The keys [`Self::execute`] needs, each once, in the order of preference given.
+    pub fn keys_needed(&self) -> Vec<&AdminInfo> {
+        self.plan.keys_needed()
+    }
+
+    /// Sends every unit its commands, in order (units in parallel), then checks that
+    /// every unit holds exactly the planned administrators and thresholds, registers
+    /// unchanged. Consumed: a change runs once.
+    ///
+    /// # Errors
+    /// As [`Plan::execute`].
+    pub fn execute(self, signers: &[&dyn Signer]) -> Result<PlanReport, CeremonyError> {
+        self.plan.execute(signers)
     }
 }
 

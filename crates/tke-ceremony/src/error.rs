@@ -1,8 +1,8 @@
 use tke_client::{ClientError, InstanceId};
-use tke_proto::{AdminName, ErrorChain, Ski, UnitId};
+use tke_proto::{AdminInfo, AdminName, ErrorChain, RegisterState, Ski, UnitId};
 use tke_sigkey::SignError;
 
-use crate::{admin_set::UnitProblem, postcondition::UnitDeviations};
+use crate::{postcondition::UnitDeviations, signers::Quorum};
 
 /// Administrator names, comma-separated.
 fn names(names: &[AdminName]) -> String {
@@ -118,10 +118,126 @@ pub enum Problem {
         /// The administrators installed on it.
         installed: Vec<AdminName>,
     },
-    /// A unit would refuse a step of a change of administrators or thresholds: its first
-    /// such step, with why.
-    #[error("{0}")]
-    AdminChange(Box<UnitProblem>),
+    /// A unit's state breaks a rule the command needs.
+    #[error("crypto unit {num} ({}) {rule}", unit.uuid())]
+    Precondition {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+        /// The unit.
+        unit: UnitId,
+        /// The rule.
+        rule: Rule,
+    },
+    /// Fewer of the keys that may sign are installed on a unit than a command needs.
+    #[error("crypto unit {num} ({}): {action} needs the signatures of {needed} of its administrators ({quorum}), and {} of the signature keys that may sign {} installed on it{} (installed administrators: {})", unit.uuid(), usable.len(), if usable.len() == 1 { "is" } else { "are" }, if usable.is_empty() { String::new() } else { format!(": {}", names(usable)) }, if installed.is_empty() { "none".to_owned() } else { names(installed) })]
+    TooFewSigners {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+        /// The unit.
+        unit: UnitId,
+        /// What needs the signatures (e.g. "committing the new master key register").
+        action: &'static str,
+        /// How many signatures.
+        needed: usize,
+        /// The rule that sets that number.
+        quorum: Quorum,
+        /// The keys that may sign and are installed, fewer than `needed`.
+        usable: Vec<AdminName>,
+        /// The administrators installed on it.
+        installed: Vec<AdminName>,
+    },
+}
+
+/// A rule of a unit's state that a command needs and that does not hold
+/// ([`Problem::Precondition`]). The message completes "crypto unit N (id) ...".
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rule {
+    /// The command is refused in imprint mode (the unit would answer 179).
+    #[error("is in imprint mode (thresholds 0): this command needs its signature and revocation thresholds set first")]
+    ImprintMode,
+    /// The new master key register is not in a state the command works on.
+    #[error("has its new master key register {}; this command needs it {}", found.label(), states(needed))]
+    NewRegister {
+        /// Its state.
+        found: RegisterState,
+        /// The states the command accepts.
+        needed: &'static [RegisterState],
+    },
+    /// The current master key register is not in a state the command works on.
+    #[error("has its current master key register {}; this command needs it {}", found.label(), states(needed))]
+    CurrentRegister {
+        /// Its state.
+        found: RegisterState,
+        /// The states the command accepts.
+        needed: &'static [RegisterState],
+    },
+    /// The administrator's key is already installed (the unit would answer 256/38).
+    #[error("already has the key of {} installed (as administrator {installed}): an administrator is installed once", admin.name)]
+    AdminInstalled {
+        /// The administrator to add.
+        admin: AdminInfo,
+        /// The name of the installed administrator with the same key (SKI).
+        installed: AdminName,
+    },
+    /// The administrator is not installed (the unit would answer 32/32).
+    #[error("does not have administrator {} (SKI {}) installed: only an installed administrator can be removed", admin.name, admin.ski.short())]
+    AdminNotInstalled {
+        /// The administrator to remove.
+        admin: AdminInfo,
+    },
+    /// The unit already holds 8 administrators (it would answer 261/39).
+    #[error("already holds 8 administrators, the most a crypto unit holds: remove one before adding {admin}")]
+    AdminsFull {
+        /// The administrator to add.
+        admin: AdminName,
+    },
+    /// An installed administrator's name looks the same as the new one's (the unit would
+    /// answer 256/40).
+    #[error("has administrator {installed} installed, whose name looks the same as {admin}: a crypto unit installs no two administrators whose names look the same; use a key whose name looks different")]
+    LookalikeName {
+        /// The administrator to add.
+        admin: AdminName,
+        /// The installed administrator.
+        installed: AdminName,
+    },
+    /// A change that keeps an administrator's key but gives it another name.
+    #[error("has the key of {name} installed under the name {}: an administrator cannot be renamed; keep the installed name (a new name needs a new key)", installed.name)]
+    Renamed {
+        /// The administrator as installed.
+        installed: AdminInfo,
+        /// The name asked for.
+        name: AdminName,
+    },
+    /// Removing the administrator would leave fewer than a threshold (the unit would
+    /// answer 209/66).
+    #[error("would keep {remaining} administrator(s) after removing {admin}, fewer than its signature threshold ({sig_threshold}) or its revocation threshold ({rev_threshold}): lower the thresholds first, or install another administrator")]
+    RemovalBelowThreshold {
+        /// The administrator to remove.
+        admin: AdminName,
+        /// The administrators left after it.
+        remaining: usize,
+        /// The unit's signature threshold.
+        sig_threshold: u8,
+        /// The unit's revocation threshold.
+        rev_threshold: u8,
+    },
+    /// A threshold above the number of installed administrators (the unit would answer
+    /// 209/57 or 209/58).
+    #[error("has {admins} administrator(s) installed, fewer than thresholds {signature}/{revocation} need: install at least {} administrators first, or choose thresholds of at most {admins}", signature.max(revocation))]
+    ThresholdsAboveAdmins {
+        /// The signature threshold asked.
+        signature: u8,
+        /// The revocation threshold asked.
+        revocation: u8,
+        /// The administrators installed then.
+        admins: usize,
+    },
+}
+
+/// Register states as "A", "A or B".
+fn states(s: &[RegisterState]) -> String {
+    s.iter().map(|s| s.label()).collect::<Vec<_>>().join(" or ")
 }
 
 /// A ceremony's failure. [`Problems`](Self::Problems) and [`Step`](Self::Step) gather the

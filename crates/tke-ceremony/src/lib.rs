@@ -8,15 +8,19 @@ pub mod auto_init;
 pub mod compare;
 mod error;
 pub mod installed;
+pub mod plan;
 pub mod postcondition;
+pub mod signers;
 pub mod zeroize;
 
-pub use admin_set::{AdminSet, Change, Order, Quorum, Step, UnitPlan, UnitProblem, Violation};
+pub use admin_set::{AdminChange, AdminChangePlan, AdminSet, Change, Order};
 pub use auto_init::{AutoInit, AutoInitPlan, AutoInitReport};
 pub use compare::{Aspect, CompareReport};
-pub use error::{CeremonyError, Problem};
+pub use error::{CeremonyError, Problem, Rule};
 pub use installed::{Installation, InstalledKeys, Unreachable};
-pub use postcondition::{Counters, Deviation, Expected, UnitDeviations};
+pub use plan::{Plan, PlanReport, PlannedCommand, Planner, UnitPlan};
+pub use postcondition::{check_each, Counters, Deviation, Expected, UnitDeviations};
+pub use signers::Quorum;
 pub use zeroize::{Zeroize, ZeroizePlan, ZeroizeReport, ZeroizeTarget};
 
 /// A milestone of a ceremony, reported as it happens. The CLI prints the vendor's lines.

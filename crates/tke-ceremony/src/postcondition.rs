@@ -248,35 +248,50 @@ impl Expected {
         counters: Option<&Counters>,
         after: &'static str,
     ) -> Result<(), CeremonyError> {
-        let statuses = crate::on_all(after, units, |u| client.query(u))?;
-        let mut differing = Vec::new();
-        for (u, s) in units.iter().zip(&statuses) {
-            let mut deviations = Vec::new();
-            if let Some(expected) = counters.and_then(|c| c.get(u)) {
-                if expected != s.counter {
-                    deviations.push(Deviation::Counter {
-                        expected,
-                        found: s.counter,
-                    });
-                }
-            }
-            deviations.extend(self.deviations(s));
-            if !deviations.is_empty() {
-                differing.push(UnitDeviations {
-                    num: u.num,
-                    unit: u.id(),
-                    deviations,
+        let each: Vec<(&KnownUnit, &Expected)> = units.iter().map(|u| (*u, self)).collect();
+        check_each(client, &each, counters, after)
+    }
+}
+
+/// [`Expected::check`] with a state of its own for each unit.
+///
+/// # Errors
+/// As [`Expected::check`].
+pub fn check_each(
+    client: &Client,
+    units: &[(&KnownUnit, &Expected)],
+    counters: Option<&Counters>,
+    after: &'static str,
+) -> Result<(), CeremonyError> {
+    let only: Vec<&KnownUnit> = units.iter().map(|(u, _)| *u).collect();
+    let statuses = crate::on_all(after, &only, |u| client.query(u))?;
+    let mut differing = Vec::new();
+    for ((u, expected), s) in units.iter().zip(&statuses) {
+        let mut deviations = Vec::new();
+        if let Some(counter) = counters.and_then(|c| c.get(u)) {
+            if counter != s.counter {
+                deviations.push(Deviation::Counter {
+                    expected: counter,
+                    found: s.counter,
                 });
             }
         }
-        if differing.is_empty() {
-            Ok(())
-        } else {
-            Err(CeremonyError::PostCondition {
-                after,
-                units: differing,
-            })
+        deviations.extend(expected.deviations(s));
+        if !deviations.is_empty() {
+            differing.push(UnitDeviations {
+                num: u.num,
+                unit: u.id(),
+                deviations,
+            });
         }
+    }
+    if differing.is_empty() {
+        Ok(())
+    } else {
+        Err(CeremonyError::PostCondition {
+            after,
+            units: differing,
+        })
     }
 }
 

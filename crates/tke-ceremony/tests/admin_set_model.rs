@@ -7,10 +7,7 @@
 
 use std::{collections::BTreeSet, sync::Arc};
 
-use tke_ceremony::{
-    admin_set::{self, AdminSet, Change, Violation},
-    Expected, Problem,
-};
+use tke_ceremony::{AdminChange, AdminSet, CeremonyError, Change, Expected, Problem, Rule};
 use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, Transport};
 use tke_proto::{AdminInfo, Command, ModuleError, Threshold};
 use tke_sigkey::Signer;
@@ -51,29 +48,25 @@ fn info(s: &MemSigner) -> AdminInfo {
 /// The module error a unit answers for the first reason a single command is refused:
 /// the signature count is checked before the command's own rules.
 fn module_error(problems: &[Problem]) -> ModuleError {
-    let violations: Vec<&Violation> = problems
+    if problems
         .iter()
-        .map(|p| match p {
-            Problem::AdminChange(u) => &u.violation,
-            other => panic!("not a unit problem: {other:?}"),
-        })
-        .collect();
-    if violations
-        .iter()
-        .any(|v| matches!(v, Violation::TooFewSigners { .. }))
+        .any(|p| matches!(p, Problem::TooFewSigners { .. }))
     {
         return ModuleError::NOT_ENOUGH_SIGNATURES;
     }
-    match violations[0] {
-        Violation::AlreadyInstalled { .. } => ModuleError::ADMIN_EXISTS,
-        Violation::NotInstalled { .. } => ModuleError::ADMIN_NOT_FOUND,
-        Violation::Full { .. } => ModuleError::TOO_MANY_ADMINS,
-        Violation::LookalikeInstalled { .. } => ModuleError::ADMIN_NAME_LOOKALIKE,
-        Violation::BelowThreshold { .. } => ModuleError::REMOVAL_BELOW_THRESHOLD,
-        Violation::ThresholdAboveAdmins {
+    let Some(Problem::Precondition { rule, .. }) = problems.first() else {
+        panic!("not a unit's problem: {problems:?}");
+    };
+    match rule {
+        Rule::AdminInstalled { .. } => ModuleError::ADMIN_EXISTS,
+        Rule::AdminNotInstalled { .. } => ModuleError::ADMIN_NOT_FOUND,
+        Rule::AdminsFull { .. } => ModuleError::TOO_MANY_ADMINS,
+        Rule::LookalikeName { .. } => ModuleError::ADMIN_NAME_LOOKALIKE,
+        Rule::RemovalBelowThreshold { .. } => ModuleError::REMOVAL_BELOW_THRESHOLD,
+        Rule::ThresholdsAboveAdmins {
             signature, admins, ..
         } if usize::from(*signature) > *admins => ModuleError::SIG_THRESHOLD_ABOVE_ADMINS,
-        Violation::ThresholdAboveAdmins { .. } => ModuleError::REV_THRESHOLD_ABOVE_ADMINS,
+        Rule::ThresholdsAboveAdmins { .. } => ModuleError::REV_THRESHOLD_ABOVE_ADMINS,
         other => panic!("no module error for {other:?}"),
     }
 }
@@ -147,28 +140,26 @@ fn the_unit_agrees_with_every_plan() {
             keys.truncate(rng.below(4));
         }
 
-        match admin_set::plan(&[(1, &status)], &change, &keys) {
-            Ok(plans) => {
-                let plan = &plans[0];
-                orders.insert(format!("{:?}", plan.order));
-                for step in &plan.steps {
-                    let by: Vec<&dyn Signer> = step.signers.iter().map(signer).collect();
-                    if let Err(e) = client.run(unit, &step.action.command(), &by) {
-                        panic!(
-                            "round {round}: {} refused a planned step ({}): {e}\nplan: {plan:?}",
-                            unit.num, step.action
-                        );
-                    }
+        let ceremony = AdminChange {
+            units: vec![unit],
+            change: change.clone(),
+            keys: keys.clone(),
+        };
+        match ceremony.plan(&client) {
+            Ok(plan) => {
+                let c = &plan.changes()[0];
+                orders.insert(format!("{:?}", c.order));
+                let expected = c.expected.clone();
+                // Every key is given: the plan's signers are the ones that sign.
+                let all: Vec<&dyn Signer> = pool.iter().map(|s| s as &dyn Signer).collect();
+                if let Err(e) = plan.execute(&all) {
+                    panic!("round {round}: the unit refused a planned change {change:?}: {e}");
                 }
                 let after = client.query(unit).unwrap();
-                assert_eq!(
-                    plan.expected.deviations(&after),
-                    [],
-                    "round {round}: {change:?}"
-                );
+                assert_eq!(expected.deviations(&after), [], "round {round}: {change:?}");
                 accepted += 1;
             }
-            Err(problems) => {
+            Err(CeremonyError::Problems(problems)) => {
                 let single = match &change {
                     Change::Add(c) => Some(Command::AddAdmin(c.clone())),
                     Change::Remove(a) => Some(Command::RemoveAdmin(a.ski)),
@@ -207,6 +198,7 @@ fn the_unit_agrees_with_every_plan() {
                 assert_eq!(Expected::of(&after), Expected::of(&status), "round {round}");
                 refused_single.insert(format!("{expected:?}"));
             }
+            Err(other) => panic!("round {round}: {other}"),
         }
     }
     // The walk reached every order and every refusal (the seed is fixed).

@@ -16,6 +16,7 @@ mod prompt;
 mod report;
 mod secrets;
 mod sigkeys;
+mod signing;
 mod table;
 mod targets;
 mod units;

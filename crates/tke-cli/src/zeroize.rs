@@ -17,11 +17,10 @@ use serde_json::json;
 use tke_ceremony::{CeremonyError, Problem, Zeroize};
 use tke_proto::{ErrorChain, RegisterState};
 use tke_sigkey::Signer;
-use tke_workstation::SigKeyEntry;
 
 use crate::{
     context::Ctx,
-    sigkeys::{admin_info, list},
+    signing::{self, SignerArgs},
     table::Table,
     units::header,
 };
@@ -29,11 +28,10 @@ use crate::{
 /// The answers `cryptounit-zeroize` takes as flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Sign with the signature key of this administrator; repeat it for a recovery unit,
-    /// which needs its signature threshold. Default: the first of the selected signature
-    /// keys (`tke sigkey-sel`), then of the workstation's keys, that are installed on the
-    /// unit.
-    #[arg(long = "admin", value_name = "NAME")]
+    #[command(flatten)]
+    pub signers: SignerArgs,
+    /// The same as --signer (the name this command first had).
+    #[arg(long = "admin", value_name = "NAME", hide = true)]
     pub admin: Vec<String>,
     /// Do not ask for confirmation.
     #[arg(long)]
@@ -50,34 +48,22 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
 
     // The keys that may sign, in order of preference.
-    let entries = list(ctx)?;
-    let selection = ctx.files.load_selection()?.sigkeys;
-    let candidates: Vec<&SigKeyEntry> = if args.admin.is_empty() {
-        selection
-            .iter()
-            .filter_map(|ski| entries.iter().find(|e| e.ski == *ski))
-            .chain(&entries)
-            .collect()
+    let named: Vec<String> = args
+        .signers
+        .signer
+        .iter()
+        .chain(&args.admin)
+        .cloned()
+        .collect();
+    let flag = if args.admin.is_empty() {
+        "--signer"
     } else {
-        let mut named = Vec::new();
-        for name in &args.admin {
-            let before = named.len();
-            named.extend(entries.iter().filter(|e| e.name.as_str() == name));
-            if named.len() == before {
-                bail!("--admin {name:?}: no signature key of that name in {} (see `tke sigkeys`); nothing was changed", ctx.files.path().display());
-            }
-        }
-        named
+        "--admin"
     };
-    let mut preference: Vec<&SigKeyEntry> = Vec::new();
-    for e in candidates {
-        if !preference.iter().any(|p| p.ski == e.ski) {
-            preference.push(e);
-        }
-    }
+    let preference = signing::preference(ctx, &named, flag)?;
     let plan = Zeroize {
         units,
-        keys: preference.iter().map(|e| admin_info(e)).collect(),
+        keys: signing::admin_infos(&preference),
     }
     .plan(client)
     .map_err(hint)?;
@@ -100,15 +86,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                 s.imprint_mode().to_string(),
                 s.admins.len().to_string(),
                 s.current_register.state.label().to_owned(),
-                if z.signers.is_empty() {
-                    "(no signature needed)".into()
-                } else {
-                    z.signers
-                        .iter()
-                        .map(|k| k.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
+                signing::names(&z.signers),
             ]);
         }
         print!("{}", t.render());
@@ -151,13 +129,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
 
     // Open each key needed once (one password per key).
-    let mut opened: Vec<Box<dyn Signer>> = Vec::new();
-    for k in plan.keys_needed() {
-        if let Some(e) = preference.iter().find(|e| e.ski == k.ski) {
-            opened.push(ctx.open_signer(e)?);
-        }
-    }
+    let opened = signing::open(ctx, &preference, &plan.keys_needed())?;
     let signers: Vec<&dyn Signer> = opened.iter().map(|s| s.as_ref()).collect();
+    let signed_by: Vec<_> = plan.keys_needed().into_iter().cloned().collect();
     let report = match plan.execute(&signers) {
         Err(CeremonyError::Step { failures, .. }) => bail!(
             "zeroize failed on {} crypto unit(s); the others were zeroized. Check with `tke cryptounit-compare`:\n{}",
@@ -178,7 +152,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             }))?
         );
     } else {
-        println!("OK\nThe selected crypto units have been zeroized: they are in imprint mode.");
+        println!(
+            "Signed by: {}\nOK\nThe selected crypto units have been zeroized: they are in imprint mode.",
+            signing::names(&signed_by)
+        );
     }
     Ok(())
 }
@@ -189,7 +166,7 @@ fn hint(e: CeremonyError) -> anyhow::Error {
         if p.iter().any(|p| matches!(p, Problem::TooFewInstalledKeys { .. })));
     if short {
         anyhow::anyhow!(
-            "{e}\nA recovery unit needs the signature keys of as many of its administrators as its signature threshold: repeat --admin NAME for each, or leave --admin out to use every signature key on this workstation (see `tke sigkeys`)."
+            "{e}\nA recovery unit needs the signature keys of as many of its administrators as its signature threshold: repeat --signer NAME for each, or select their keys with `tke sigkey-sel` (see `tke sigkeys`)."
         )
     } else {
         e.into()

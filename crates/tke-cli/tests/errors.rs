@@ -752,19 +752,25 @@ fn zeroize_recovery_needs_the_threshold() {
         "--secrets",
         &s,
         "cryptounit-zeroize",
-        "--admin",
+        "--signer",
         "alice",
         "--admin",
         "bob",
         "--yes",
     ]);
-    // Operational units signed by alice alone, recovery units by both.
-    let signed_by = |who: &str| out.lines().filter(|l| l.ends_with(who)).count();
+    // Operational units signed by alice alone, recovery units by both (`--admin` is
+    // `--signer` under its first name).
+    let signed_by = |who: &str| {
+        out.lines()
+            .filter(|l| !l.starts_with("Signed by:") && l.ends_with(who))
+            .count()
+    };
     assert_eq!(
         (signed_by(" alice"), signed_by(" alice, bob")),
         (2, 2),
         "{out}"
     );
+    assert!(out.contains("\nSigned by: alice, bob\nOK\n"), "{out}");
     for u in w.compare_json().as_array().unwrap() {
         assert_eq!(u["imprint_mode"], true, "{u}");
     }
