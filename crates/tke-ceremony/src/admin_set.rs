@@ -75,6 +75,15 @@ pub enum Change {
     },
     /// Make every unit hold exactly these administrators and thresholds.
     Set(AdminSet),
+    /// As [`Change::Thresholds`] on units in imprint mode only: a unit that has left
+    /// imprint mode already is a problem ([`Rule::LeftImprintMode`]), never a change of
+    /// its thresholds. The vendor's deprecated `cryptounit-exit-impr` is this with 1/1.
+    LeaveImprintMode {
+        /// The new signature threshold.
+        signature: Threshold,
+        /// The new revocation signature threshold.
+        revocation: Threshold,
+    },
 }
 
 /// The administrators and thresholds every unit must hold after a whole-set change.
@@ -327,6 +336,10 @@ fn actions(status: &UnitStatus, change: &Change) -> (Order, Vec<Action>) {
         Change::Thresholds {
             signature,
             revocation,
+        }
+        | Change::LeaveImprintMode {
+            signature,
+            revocation,
         } => {
             let set = Action::SetThresholds {
                 signature: *signature,
@@ -412,6 +425,12 @@ pub fn plan_unit(
         if !renames.is_empty() {
             return Err(renames);
         }
+    }
+    if matches!(change, Change::LeaveImprintMode { .. }) && !status.imprint_mode() {
+        return Err(vec![precondition(Rule::LeftImprintMode {
+            sig_threshold: status.sig_threshold,
+            rev_threshold: status.rev_threshold,
+        })]);
     }
     let (order, actions) = actions(status, change);
     let mut sim = Sim {
@@ -524,6 +543,7 @@ impl<'c> AdminChange<'c> {
             Change::Add(_) => "Adding an administrator",
             Change::Remove(_) => "Removing an administrator",
             Change::Thresholds { .. } => "Setting signature thresholds",
+            Change::LeaveImprintMode { .. } => "Leaving imprint mode",
             Change::Set(_) => "Changing administrators and thresholds",
         }
     }

@@ -222,6 +222,14 @@ pub enum Rule {
         /// The unit's revocation threshold.
         rev_threshold: u8,
     },
+    /// The unit has left imprint mode already, for a command that only leaves it.
+    #[error("has left imprint mode already (thresholds {sig_threshold}/{rev_threshold}): there is no imprint mode to leave, and its thresholds are not changed")]
+    LeftImprintMode {
+        /// Its signature threshold.
+        sig_threshold: u8,
+        /// Its revocation threshold.
+        rev_threshold: u8,
+    },
     /// A threshold above the number of installed administrators (the unit would answer
     /// 209/57 or 209/58).
     #[error("has {admins} administrator(s) installed, fewer than thresholds {signature}/{revocation} need: install at least {} administrators first, or choose thresholds of at most {admins}", signature.max(revocation))]
