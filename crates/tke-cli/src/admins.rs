@@ -131,6 +131,10 @@ pub struct ExitArgs {
 pub fn add(ctx: &Ctx, args: &AddArgs) -> Result<()> {
     let fleet = ctx.connect()?;
     let units = require_selected(ctx, &fleet)?;
+    // Which fleet this changes, first: the operator sees it before any question.
+    if !ctx.json {
+        header(&fleet);
+    }
     let entries = list(ctx)?;
     if entries.is_empty() {
         bail!(
@@ -145,14 +149,16 @@ pub fn add(ctx: &Ctx, args: &AddArgs) -> Result<()> {
                 print_table(&entries, &ctx.files.load_selection()?.sigkeys);
                 println!();
             }
-            ctx.prompt.ask(
+            let n = ctx.prompt.ask(
                 "Enter the KEYNUM of the signature key to install as an administrator:",
                 "--admin NAME",
                 |s| match parse_numbers(s, entries.len(), "KEYNUM")?.as_slice() {
                     [n] => Ok(*n),
                     _ => bail!("enter one KEYNUM"),
                 },
-            )?
+            )?;
+            println!();
+            n
         }
     };
     let entry = &entries[keynum - 1];
@@ -184,6 +190,10 @@ pub fn add(ctx: &Ctx, args: &AddArgs) -> Result<()> {
 pub fn rm(ctx: &Ctx, args: &RmArgs) -> Result<()> {
     let fleet = ctx.connect()?;
     let units = require_selected(ctx, &fleet)?;
+    // Which fleet this changes, first: the operator sees it before any question.
+    if !ctx.json {
+        header(&fleet);
+    }
     // Who is installed where, to choose from; a unit that cannot be queried is named by
     // the plan.
     let mut installed: Vec<(AdminInfo, Vec<usize>)> = Vec::new();
@@ -232,6 +242,7 @@ pub fn rm(ctx: &Ctx, args: &RmArgs) -> Result<()> {
                     _ => bail!("enter one ADMIN NUM"),
                 },
             )?;
+            println!();
             installed[n - 1].0.clone()
         }
     };
@@ -283,13 +294,28 @@ fn installed_by_name(
 pub fn set_thresholds(ctx: &Ctx, args: &ThresholdArgs) -> Result<()> {
     let fleet = ctx.connect()?;
     let units = require_selected(ctx, &fleet)?;
+    // Which fleet this changes, first: the operator sees it before any question.
+    if !ctx.json {
+        header(&fleet);
+    }
     let quiet = ctx.json;
     let say = |s: &str| {
         if !quiet {
             println!("{s}");
         }
     };
+    for (flag, n) in [
+        ("--sig-threshold", args.sig_threshold),
+        ("--rev-threshold", args.rev_threshold),
+    ] {
+        if n == Some(0) {
+            bail!("{flag} 0: a threshold of 0 is imprint mode, to which a crypto unit returns only when zeroized (`tke cryptounit-zeroize`); choose a number between 1 and 8");
+        }
+    }
     let (signature, revocation) = thresholds(ctx, args.sig_threshold, args.rev_threshold, &say)?;
+    if args.sig_threshold.is_none() || args.rev_threshold.is_none() {
+        say("");
+    }
     let change = Change::Thresholds {
         signature,
         revocation,
@@ -311,6 +337,10 @@ pub fn exit_imprint_mode(ctx: &Ctx, args: &ExitArgs) -> Result<()> {
     eprintln!("Warning: cryptounit-exit-impr is deprecated: it sets both thresholds to 1, which gives one administrator control of the crypto units. Use `tke cryptounit-thrhld-set`, which sets the signature and revocation thresholds you choose (at least 2 for dual control).");
     let fleet = ctx.connect()?;
     let units = require_selected(ctx, &fleet)?;
+    // Which fleet this changes, first: the operator sees it before any question.
+    if !ctx.json {
+        header(&fleet);
+    }
     let one = Threshold::new(1)?;
     let change = Change::LeaveImprintMode {
         signature: one,
@@ -404,7 +434,6 @@ fn run_change(
     .plan(client)
     .map_err(signing::hint)?;
     if !ctx.json {
-        header(fleet);
         let mut t = Table::new(&[
             "CRYPTO UNIT NUM",
             "TYPE",
