@@ -552,3 +552,28 @@ fn every_unit_that_would_refuse_is_named() {
         .collect();
     assert_eq!(nums, [2, 3]);
 }
+
+/// `LeaveImprintMode` (the deprecated `cryptounit-exit-impr`): thresholds on units in
+/// imprint mode, a refusal on units that have left it.
+#[test]
+fn leaving_imprint_mode_only_leaves_it() {
+    let a = eight();
+    let leave = Change::LeaveImprintMode {
+        signature: t(1),
+        revocation: t(1),
+    };
+    let keys = infos(&[&a[0], &a[1]]);
+    let imprint = unit(&[&a[0], &a[1]], 0, 0);
+    let p = admin_set::plan_unit(1, &imprint, &leave, &keys).unwrap();
+    assert_eq!(actions(&p), ["set thresholds 1/1"]);
+    assert_eq!(names(&p.steps[0].signers), ["admin-a"]);
+    let left = unit(&[&a[0], &a[1]], 2, 2);
+    let p = refused(&left, &leave, &keys);
+    assert_eq!(
+        rule(&p[0]),
+        &Rule::LeftImprintMode {
+            sig_threshold: 2,
+            rev_threshold: 2
+        }
+    );
+}

@@ -68,7 +68,7 @@ fn unreachable(down: &[(String, anyhow::Error)]) -> Result<()> {
     unreachable_units(down, &[])
 }
 
-/// As [`unreachable`], with the crypto units of reachable targets that could not be
+/// As [`unreachable()`], with the crypto units of reachable targets that could not be
 /// queried (`CRYPTO UNIT NUM` and why) named too.
 pub fn unreachable_units(
     down: &[(String, anyhow::Error)],
