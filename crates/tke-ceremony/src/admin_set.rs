@@ -260,10 +260,7 @@ impl Sim {
         let s = &mut self.status;
         match action {
             Action::Add(cert) => {
-                let admin = AdminInfo {
-                    ski: cert.ski(),
-                    name: cert.name().clone(),
-                };
+                let admin = admin_info(cert);
                 if let Some(installed) = s.admins.iter().find(|a| a.ski == admin.ski) {
                     return Err(Rule::AdminInstalled {
                         installed: installed.name.clone(),
@@ -487,14 +484,7 @@ pub fn plan(
     keys: &[AdminInfo],
 ) -> Result<Vec<UnitChange>, Vec<Problem>> {
     if let Change::Set(set) = change {
-        let admins: Vec<AdminInfo> = set
-            .admins
-            .iter()
-            .map(|c| AdminInfo {
-                ski: c.ski(),
-                name: c.name().clone(),
-            })
-            .collect();
+        let admins: Vec<AdminInfo> = set.admins.iter().map(admin_info).collect();
         let problems = admin_list_problems(
             &admins,
             set.sig_threshold.get().max(set.rev_threshold.get()),
@@ -612,6 +602,14 @@ impl<'c> AdminChangePlan<'c> {
     /// As [`Plan::execute`].
     pub fn execute(self, signers: &[&dyn Signer]) -> Result<PlanReport, CeremonyError> {
         self.plan.execute(signers)
+    }
+}
+
+/// The administrator a certificate installs: its name and SKI.
+pub(crate) fn admin_info(cert: &AdminCertificate) -> AdminInfo {
+    AdminInfo {
+        ski: cert.ski(),
+        name: cert.name().clone(),
     }
 }
 

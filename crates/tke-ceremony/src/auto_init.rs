@@ -36,7 +36,7 @@ use tke_proto::{
 use tke_sigkey::Signer;
 
 use crate::{
-    admin_set::admin_list_problems,
+    admin_set::{admin_info, admin_list_problems},
     on_all,
     postcondition::{interference, Counters, Expected},
     CeremonyError, Checkpoint, Event, Problem, Progress,
@@ -97,10 +97,7 @@ impl<'a> AutoInit<'a> {
         let infos: Vec<AdminInfo> = self
             .admins
             .iter()
-            .map(|a| AdminInfo {
-                ski: a.ski(),
-                name: a.name().clone(),
-            })
+            .map(|a| admin_info(a.certificate()))
             .collect();
         let needed = self.sig_threshold.get().max(self.rev_threshold.get());
         let mut problems = admin_list_problems(&infos, needed);
@@ -241,13 +238,7 @@ impl AutoInitPlan<'_, '_> {
         let quorum: Vec<&dyn Signer> =
             admins[..usize::from(self.request.sig_threshold.get())].to_vec();
         let one: Vec<&dyn Signer> = admins[..1].to_vec();
-        let infos: Vec<AdminInfo> = admins
-            .iter()
-            .map(|a| AdminInfo {
-                ski: a.ski(),
-                name: a.name().clone(),
-            })
-            .collect();
+        let infos: Vec<AdminInfo> = admins.iter().map(|a| admin_info(a.certificate())).collect();
         // What every unit holds after leaving imprint mode, before any master key.
         let initialized = Expected {
             sig_threshold: self.request.sig_threshold.get(),

@@ -11,32 +11,7 @@ use tke_ceremony::{AdminChange, AdminSet, CeremonyError, Change, Expected, Probl
 use tke_client::{Client, ClientError, EmbeddedFleet, FleetSpec, Transport};
 use tke_proto::{AdminInfo, Command, ModuleError, Threshold};
 use tke_sigkey::Signer;
-use tke_test_support::MemSigner;
-
-/// xorshift64*: a fixed seed makes the walk the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    /// In `0..n`.
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).unwrap()
-    }
-    /// In `lo..=hi`.
-    fn between(&mut self, lo: u32, hi: u32) -> u32 {
-        lo + u32::try_from(self.next() % u64::from(hi - lo + 1)).unwrap()
-    }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-    }
-}
+use tke_test_support::{MemSigner, Rng};
 
 fn info(s: &MemSigner) -> AdminInfo {
     AdminInfo {

@@ -12,9 +12,9 @@
 
 use anyhow::{bail, Context as _, Result};
 use serde_json::json;
-use tke_ceremony::{AdminChange, CeremonyError, Change};
+use tke_ceremony::{AdminChange, Change};
 use tke_client::{fanout::parallel, ClientError, KnownUnit};
-use tke_proto::{AdminInfo, ErrorChain, Threshold, UnitStatus};
+use tke_proto::{AdminInfo, Threshold, UnitStatus};
 use tke_sigkey::Signer;
 
 use crate::{
@@ -149,16 +149,12 @@ pub fn add(ctx: &Ctx, args: &AddArgs) -> Result<()> {
                 print_table(&entries, &ctx.files.load_selection()?.sigkeys);
                 println!();
             }
-            let n = ctx.prompt.ask(
+            ask_one(
+                ctx,
                 "Enter the KEYNUM of the signature key to install as an administrator:",
-                "--admin NAME",
-                |s| match parse_numbers(s, entries.len(), "KEYNUM")?.as_slice() {
-                    [n] => Ok(*n),
-                    _ => bail!("enter one KEYNUM"),
-                },
-            )?;
-            println!();
-            n
+                entries.len(),
+                "KEYNUM",
+            )?
         }
     };
     let entry = &entries[keynum - 1];
@@ -234,15 +230,12 @@ pub fn rm(ctx: &Ctx, args: &RmArgs) -> Result<()> {
                 }
                 println!("{}", t.render());
             }
-            let n = ctx.prompt.ask(
+            let n = ask_one(
+                ctx,
                 "Enter the ADMIN NUM of the administrator to remove:",
-                "--admin NAME",
-                |s| match parse_numbers(s, installed.len(), "ADMIN NUM")?.as_slice() {
-                    [n] => Ok(*n),
-                    _ => bail!("enter one ADMIN NUM"),
-                },
+                installed.len(),
+                "ADMIN NUM",
             )?;
-            println!();
             installed[n - 1].0.clone()
         }
     };
@@ -263,6 +256,18 @@ pub fn rm(ctx: &Ctx, args: &RmArgs) -> Result<()> {
             admin.ski.short()
         ),
     )
+}
+
+/// Asks for one `what` (1 to `max`), which `--admin NAME` answers in scripts.
+fn ask_one(ctx: &Ctx, question: &str, max: usize, what: &str) -> Result<usize> {
+    let n = ctx.prompt.ask(question, "--admin NAME", |s| {
+        match parse_numbers(s, max, what)?.as_slice() {
+            [n] => Ok(*n),
+            _ => bail!("enter one {what}"),
+        }
+    })?;
+    println!();
+    Ok(n)
 }
 
 /// The administrator `--admin NAME` names: installed under that name on a selected unit,
@@ -491,17 +496,13 @@ fn run_change(
         signed_by: plan.keys_needed().into_iter().cloned().collect(),
     };
     let step = plan.plan().step();
-    match plan.execute(&signers) {
-        Err(CeremonyError::Step { failures, .. }) => bail!(
-            "{step} failed on {} crypto unit(s); the others were changed. Check with `tke cryptounit-admins` and `tke cryptounit-thrhlds`:\n{}",
-            failures.len(),
-            failures
-                .iter()
-                .map(|(num, e)| format!("  - crypto unit {num}: {}", ErrorChain(e)))
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
-        other => other?,
-    };
+    plan.execute(&signers).map_err(|e| {
+        signing::partly_failed(
+            e,
+            step,
+            "changed",
+            "`tke cryptounit-admins` and `tke cryptounit-thrhlds`",
+        )
+    })?;
     Ok(done)
 }

@@ -83,25 +83,23 @@ pub fn thresholds(
     if asked {
         say("ENTER SIGNATURE THRESHOLD VALUES\n");
     }
-    let sig = match sig {
-        Some(n) => Threshold::new(n).context("--sig-threshold")?,
-        None => ctx.prompt.ask(
-            "Enter the number of signatures to be required on commands sent to the service instance.  This must be a number between 1 and 8.  To enforce dual control, this must be at least 2:",
-            "--sig-threshold N",
-            threshold,
-        )?,
+    let ask = |n: Option<u32>, flag: &'static str, question: &str| match n {
+        Some(n) => Threshold::new(n).context(flag),
+        None => ctx.prompt.ask(question, &format!("{flag} N"), threshold),
     };
+    let sig = ask(
+        sig,
+        "--sig-threshold",
+        "Enter the number of signatures to be required on commands sent to the service instance.  This must be a number between 1 and 8.  To enforce dual control, this must be at least 2:",
+    )?;
     if asked {
         say("");
     }
-    let rev = match rev {
-        Some(n) => Threshold::new(n).context("--rev-threshold")?,
-        None => ctx.prompt.ask(
-            "Enter the number of signatures to be required on commands to remove an administrator.  This must be a number between 1 and 8.  To enforce dual control, this must be at least 2:",
-            "--rev-threshold N",
-            threshold,
-        )?,
-    };
+    let rev = ask(
+        rev,
+        "--rev-threshold",
+        "Enter the number of signatures to be required on commands to remove an administrator.  This must be a number between 1 and 8.  To enforce dual control, this must be at least 2:",
+    )?;
     Ok((sig, rev))
 }
 

@@ -130,3 +130,21 @@ pub fn signed_by(plan: &Plan<'_>) -> String {
     }
     format!("Signed by: {}", names(all))
 }
+
+/// A ceremony that failed on some units after the others were changed: says which failed,
+/// that the others are `changed`, and the command(s) to look with (`check`). Any other
+/// error is passed on.
+pub fn partly_failed(e: CeremonyError, what: &str, changed: &str, check: &str) -> anyhow::Error {
+    match e {
+        CeremonyError::Step { failures, .. } => anyhow::anyhow!(
+            "{what} failed on {} crypto unit(s); the others were {changed}. Check with {check}:\n{}",
+            failures.len(),
+            failures
+                .iter()
+                .map(|(num, e)| format!("  - crypto unit {num}: {}", tke_proto::ErrorChain(e)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        other => other.into(),
+    }
+}

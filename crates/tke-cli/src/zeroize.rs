@@ -15,7 +15,7 @@
 use anyhow::{bail, Result};
 use serde_json::json;
 use tke_ceremony::{CeremonyError, Problem, Zeroize};
-use tke_proto::{ErrorChain, RegisterState};
+use tke_proto::RegisterState;
 use tke_sigkey::Signer;
 
 use crate::{
@@ -132,18 +132,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let opened = signing::open(ctx, &preference, &plan.keys_needed())?;
     let signers: Vec<&dyn Signer> = opened.iter().map(|s| s.as_ref()).collect();
     let signed_by: Vec<_> = plan.keys_needed().into_iter().cloned().collect();
-    let report = match plan.execute(&signers) {
-        Err(CeremonyError::Step { failures, .. }) => bail!(
-            "zeroize failed on {} crypto unit(s); the others were zeroized. Check with `tke cryptounit-compare`:\n{}",
-            failures.len(),
-            failures
-                .iter()
-                .map(|(num, e)| format!("  - crypto unit {num}: {}", ErrorChain(e)))
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
-        other => other?,
-    };
+    let report = plan.execute(&signers).map_err(|e| {
+        signing::partly_failed(e, "zeroize", "zeroized", "`tke cryptounit-compare`")
+    })?;
     if ctx.json {
         println!(
             "{}",
