@@ -40,8 +40,10 @@
 //! 5 administrators, thresholds 1/5, going to 2 administrators with revocation threshold
 //! 2, one of them kept). Here that unit's plan reports the step that would fail before
 //! anything is sent: [`Problem::TooFewSigners`] for "removing an administrator (order C:
-//! after the additions)". Lowering the revocation threshold first, as a change of its
-//! own, makes the removals need fewer signatures.
+//! after the additions)". Even with more keys that may sign, those removals would take the
+//! unit below its current revocation threshold ([`Rule::RemovalBelowThreshold`]): order C
+//! works only while the kept and added administrators are at least that many. Lowering the
+//! revocation threshold first, as a change of its own, makes the change possible.
 
 use std::fmt;
 

@@ -187,3 +187,95 @@ fn the_unit_agrees_with_every_plan() {
         "{accepted} {multi_refused}"
     );
 }
+
+/// A whole-set change on every unit of the default fleet, several steps each, units in
+/// parallel; the SDK's case-C edge refused on every unit with nothing sent.
+#[test]
+fn a_whole_set_change_on_every_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = EmbeddedFleet::create(dir.path(), FleetSpec::default()).unwrap();
+    let ca = fleet.ca().clone();
+    let transport: Arc<dyn Transport> = Arc::new(fleet);
+    let client = Client::connect(vec![(transport, ca)]).unwrap();
+    let units: Vec<_> = client.units().iter().collect();
+    let pool: Vec<MemSigner> = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .map(|n| MemSigner::new(n))
+        .collect();
+    let all: Vec<&dyn Signer> = pool.iter().map(|s| s as &dyn Signer).collect();
+    let keys: Vec<AdminInfo> = pool.iter().map(info).collect();
+    let set = |admins: &[usize], sig: u32, rev: u32| {
+        Change::Set(AdminSet {
+            admins: admins
+                .iter()
+                .map(|&i| pool[i].certificate().clone())
+                .collect(),
+            sig_threshold: Threshold::new(sig).unwrap(),
+            rev_threshold: Threshold::new(rev).unwrap(),
+        })
+    };
+    let change = |c: Change, keys: &[AdminInfo]| AdminChange {
+        units: units.clone(),
+        change: c,
+        keys: keys.to_vec(),
+    };
+    // From imprint mode: a..e at 1/5 (order A: additions, then leaving imprint mode).
+    change(set(&[0, 1, 2, 3, 4], 1, 5), &keys)
+        .plan(&client)
+        .unwrap()
+        .execute(&all)
+        .unwrap();
+    // The edge: keep a, add f, thresholds 1/2, only the target's keys may sign.
+    let before: Vec<_> = units.iter().map(|u| client.query(u).unwrap()).collect();
+    let edge = change(set(&[0, 5], 1, 2), &[keys[0].clone(), keys[5].clone()]);
+    let Err(CeremonyError::Problems(problems)) = edge.plan(&client) else {
+        panic!("the case-C edge was not refused");
+    };
+    assert_eq!(problems.len(), units.len(), "{problems:?}");
+    assert!(problems.iter().all(|p| matches!(p,
+        Problem::TooFewSigners { action, needed: 5, .. }
+            if *action == "removing an administrator (order C: after the additions)")));
+    let after: Vec<_> = units.iter().map(|u| client.query(u).unwrap()).collect();
+    assert_eq!(before, after, "a refused change sent a command");
+    // With every key the removals could be signed, but the second would leave 4
+    // administrators under the revocation threshold 5: refused too, before anything.
+    let Err(CeremonyError::Problems(problems)) = change(set(&[0, 5], 1, 2), &keys).plan(&client)
+    else {
+        panic!("order C below the revocation threshold was not refused");
+    };
+    assert!(problems.iter().all(|p| matches!(
+        p,
+        Problem::Precondition {
+            rule: Rule::RemovalBelowThreshold { remaining: 4, .. },
+            ..
+        }
+    )));
+    // Lowering the revocation threshold first, as a change of its own, lets order C run on
+    // every unit: add f, remove b, c, d and e.
+    change(
+        Change::Thresholds {
+            signature: Threshold::new(1).unwrap(),
+            revocation: Threshold::new(2).unwrap(),
+        },
+        &keys,
+    )
+    .plan(&client)
+    .unwrap()
+    .execute(&all)
+    .unwrap();
+    // Only the target's keys may sign: f, added first, signs the removals with a.
+    let target_keys = [keys[0].clone(), keys[5].clone()];
+    let plan = change(set(&[0, 5], 1, 2), &target_keys)
+        .plan(&client)
+        .unwrap();
+    assert!(plan
+        .changes()
+        .iter()
+        .all(|c| c.order == tke_ceremony::Order::AddFirst && c.steps.len() == 5));
+    plan.execute(&all).unwrap();
+    for u in &units {
+        let s = client.query(u).unwrap();
+        assert_eq!(s.admins, vec![info(&pool[0]), info(&pool[5])]);
+        assert_eq!((s.sig_threshold, s.rev_threshold), (1, 2));
+    }
+}
