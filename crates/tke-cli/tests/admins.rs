@@ -232,6 +232,13 @@ fn quorum_rules_and_who_signs() {
         "bob = \"bob-password-22\"\ncarol = \"carol-password-3\"\n",
     );
     w.ok(&["sigkey-sel", "2", "3"]);
+    let help = w.ok(&["help", "sigkey-sel"]);
+    assert!(
+        help.contains("which keys MAY sign, not which will")
+            && help.contains("`--signer NAME`")
+            && help.contains("--show"),
+        "{help}"
+    );
     let sel = w.ok(&["sigkey-sel", "--show"]);
     assert!(
         sel.starts_with("Selected signature keys: bob, carol."),
