@@ -130,11 +130,7 @@ pub struct ExitArgs {
 /// `cryptounit-admin-add`: installs one administrator in every selected unit.
 pub fn add(ctx: &Ctx, args: &AddArgs) -> Result<()> {
     let fleet = ctx.connect()?;
-    let units = require_selected(ctx, &fleet)?;
-    // Which fleet this changes, first: the operator sees it before any question.
-    if !ctx.json {
-        header(&fleet);
-    }
+    let units = start(ctx, &fleet)?;
     let entries = list(ctx)?;
     if entries.is_empty() {
         bail!(
@@ -185,11 +181,7 @@ pub fn add(ctx: &Ctx, args: &AddArgs) -> Result<()> {
 /// `cryptounit-admin-rm`: removes one administrator from every selected unit.
 pub fn rm(ctx: &Ctx, args: &RmArgs) -> Result<()> {
     let fleet = ctx.connect()?;
-    let units = require_selected(ctx, &fleet)?;
-    // Which fleet this changes, first: the operator sees it before any question.
-    if !ctx.json {
-        header(&fleet);
-    }
+    let units = start(ctx, &fleet)?;
     // Who is installed where, to choose from; a unit that cannot be queried is named by
     // the plan.
     let mut installed: Vec<(AdminInfo, Vec<usize>)> = Vec::new();
@@ -258,6 +250,16 @@ pub fn rm(ctx: &Ctx, args: &RmArgs) -> Result<()> {
     )
 }
 
+/// The selected units of a change; shows which fleet it changes first, before any
+/// question.
+fn start<'f>(ctx: &Ctx, fleet: &'f Fleet) -> Result<Vec<&'f KnownUnit>> {
+    let units = require_selected(ctx, fleet)?;
+    if !ctx.json {
+        header(fleet);
+    }
+    Ok(units)
+}
+
 /// Asks for one `what` (1 to `max`), which `--admin NAME` answers in scripts.
 fn ask_one(ctx: &Ctx, question: &str, max: usize, what: &str) -> Result<usize> {
     let n = ctx.prompt.ask(question, "--admin NAME", |s| {
@@ -266,7 +268,9 @@ fn ask_one(ctx: &Ctx, question: &str, max: usize, what: &str) -> Result<usize> {
             _ => bail!("enter one {what}"),
         }
     })?;
-    println!();
+    if !ctx.json {
+        println!();
+    }
     Ok(n)
 }
 
@@ -298,11 +302,7 @@ fn installed_by_name(
 /// `cryptounit-thrhld-set`: sets both thresholds on every selected unit.
 pub fn set_thresholds(ctx: &Ctx, args: &ThresholdArgs) -> Result<()> {
     let fleet = ctx.connect()?;
-    let units = require_selected(ctx, &fleet)?;
-    // Which fleet this changes, first: the operator sees it before any question.
-    if !ctx.json {
-        header(&fleet);
-    }
+    let units = start(ctx, &fleet)?;
     let quiet = ctx.json;
     let say = |s: &str| {
         if !quiet {
@@ -341,11 +341,7 @@ pub fn set_thresholds(ctx: &Ctx, args: &ThresholdArgs) -> Result<()> {
 pub fn exit_imprint_mode(ctx: &Ctx, args: &ExitArgs) -> Result<()> {
     eprintln!("Warning: cryptounit-exit-impr is deprecated: it sets both thresholds to 1, which gives one administrator control of the crypto units. Use `tke cryptounit-thrhld-set`, which sets the signature and revocation thresholds you choose (at least 2 for dual control).");
     let fleet = ctx.connect()?;
-    let units = require_selected(ctx, &fleet)?;
-    // Which fleet this changes, first: the operator sees it before any question.
-    if !ctx.json {
-        header(&fleet);
-    }
+    let units = start(ctx, &fleet)?;
     let one = Threshold::new(1)?;
     let change = Change::LeaveImprintMode {
         signature: one,
@@ -374,7 +370,8 @@ fn left_message(units: &[usize]) -> String {
 
 /// A change that ran: what is printed after it.
 struct Done {
-    /// Per unit: its number, whether it was in imprint mode, and who signed.
+    /// Per unit: its number, whether the change takes it out of imprint mode, and who
+    /// signed.
     units: Vec<(usize, bool, Vec<AdminInfo>)>,
     /// Whether any command was sent.
     sent: bool,
@@ -383,7 +380,7 @@ struct Done {
 }
 
 impl Done {
-    /// The units that were in imprint mode and are not any more.
+    /// The units the change took out of imprint mode.
     fn left_imprint_mode(&self) -> Vec<usize> {
         self.units
             .iter()
@@ -456,15 +453,7 @@ fn run_change(
                 } else {
                     format!("{}/{}", s.sig_threshold, s.rev_threshold)
                 },
-                if s.admins.is_empty() {
-                    "(none)".to_owned()
-                } else {
-                    s.admins
-                        .iter()
-                        .map(|a| a.name.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                },
+                admin_cells(s).swap_remove(0),
                 if c.steps.is_empty() {
                     "(nothing to change)".to_owned()
                 } else {
