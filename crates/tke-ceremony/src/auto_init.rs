@@ -36,6 +36,7 @@ use tke_proto::{
 use tke_sigkey::Signer;
 
 use crate::{
+    admin_set::{admin_info, admin_list_problems},
     on_all,
     postcondition::{interference, Counters, Expected},
     CeremonyError, Checkpoint, Event, Problem, Progress,
@@ -93,31 +94,13 @@ impl<'a> AutoInit<'a> {
     /// # Errors
     /// [`CeremonyError::Problems`] listing every problem found; nothing is changed.
     pub fn plan<'c>(self, client: &'c Client) -> Result<AutoInitPlan<'a, 'c>, CeremonyError> {
-        let mut problems = Vec::new();
-        let count = self.admins.len();
+        let infos: Vec<AdminInfo> = self
+            .admins
+            .iter()
+            .map(|a| admin_info(a.certificate()))
+            .collect();
         let needed = self.sig_threshold.get().max(self.rev_threshold.get());
-        if count > usize::from(Threshold::MAX) {
-            problems.push(Problem::TooManyAdmins { count });
-        } else if count < usize::from(needed) {
-            problems.push(Problem::TooFewAdmins { count, needed });
-        }
-        for (i, a) in self.admins.iter().enumerate() {
-            if self.admins[..i].iter().any(|b| b.ski() == a.ski()) {
-                problems.push(Problem::DuplicateAdmin {
-                    name: a.name().clone(),
-                    ski: a.ski(),
-                });
-            } else if let Some(b) = self.admins[..i]
-                .iter()
-                .find(|b| b.name().looks_like(a.name()))
-            {
-                // Each unit would refuse the second (256/40) halfway through the ceremony.
-                problems.push(Problem::LookalikeAdmins {
-                    first: b.name().clone(),
-                    second: a.name().clone(),
-                });
-            }
-        }
+        let mut problems = admin_list_problems(&infos, needed);
         for r in parallel(&self.admins, |a| {
             tke_sigkey::check_usable(*a).map_err(|source| Problem::UnusableKey {
                 name: a.name().clone(),
@@ -255,13 +238,7 @@ impl AutoInitPlan<'_, '_> {
         let quorum: Vec<&dyn Signer> =
             admins[..usize::from(self.request.sig_threshold.get())].to_vec();
         let one: Vec<&dyn Signer> = admins[..1].to_vec();
-        let infos: Vec<AdminInfo> = admins
-            .iter()
-            .map(|a| AdminInfo {
-                ski: a.ski(),
-                name: a.name().clone(),
-            })
-            .collect();
+        let infos: Vec<AdminInfo> = admins.iter().map(|a| admin_info(a.certificate())).collect();
         // What every unit holds after leaving imprint mode, before any master key.
         let initialized = Expected {
             sig_threshold: self.request.sig_threshold.get(),

@@ -1,5 +1,5 @@
 use tke_client::{ClientError, InstanceId};
-use tke_proto::{AdminName, ErrorChain, RegisterState, Ski, UnitId, Vp};
+use tke_proto::{AdminInfo, AdminName, ErrorChain, RegisterState, Ski, UnitId, Vp};
 use tke_sigkey::SignError;
 
 use crate::{postcondition::UnitDeviations, signers::Quorum};
@@ -242,6 +242,75 @@ pub enum Rule {
         vp: Vp,
         /// How many different values the selected units hold.
         values: usize,
+    },
+    /// The administrator's key is already installed (the unit would answer 256/38).
+    #[error("already has the key of {} installed (as administrator {installed}): an administrator is installed once", admin.name)]
+    AdminInstalled {
+        /// The administrator to add.
+        admin: AdminInfo,
+        /// The name of the installed administrator with the same key (SKI).
+        installed: AdminName,
+    },
+    /// The administrator is not installed (the unit would answer 32/32).
+    #[error("does not have administrator {} (SKI {}) installed: only an installed administrator can be removed", admin.name, admin.ski.short())]
+    AdminNotInstalled {
+        /// The administrator to remove.
+        admin: AdminInfo,
+    },
+    /// The unit already holds 8 administrators (it would answer 261/39).
+    #[error("already holds 8 administrators, the most a crypto unit holds: remove one before adding {admin}")]
+    AdminsFull {
+        /// The administrator to add.
+        admin: AdminName,
+    },
+    /// An installed administrator's name looks the same as the new one's (the unit would
+    /// answer 256/40).
+    #[error("has administrator {installed} installed, whose name looks the same as {admin}: a crypto unit installs no two administrators whose names look the same; use a key whose name looks different")]
+    LookalikeName {
+        /// The administrator to add.
+        admin: AdminName,
+        /// The installed administrator.
+        installed: AdminName,
+    },
+    /// A change that keeps an administrator's key but gives it another name.
+    #[error("has the key of {name} installed under the name {}: an administrator cannot be renamed; keep the installed name (a new name needs a new key)", installed.name)]
+    Renamed {
+        /// The administrator as installed.
+        installed: AdminInfo,
+        /// The name asked for.
+        name: AdminName,
+    },
+    /// Removing the administrator would leave fewer than a threshold (the unit would
+    /// answer 209/66).
+    #[error("would keep {remaining} administrator(s) after removing {admin}, fewer than its signature threshold ({sig_threshold}) or its revocation threshold ({rev_threshold}): lower the thresholds first, or install another administrator")]
+    RemovalBelowThreshold {
+        /// The administrator to remove.
+        admin: AdminName,
+        /// The administrators left after it.
+        remaining: usize,
+        /// The unit's signature threshold.
+        sig_threshold: u8,
+        /// The unit's revocation threshold.
+        rev_threshold: u8,
+    },
+    /// The unit has left imprint mode already, for a command that only leaves it.
+    #[error("has left imprint mode already (thresholds {sig_threshold}/{rev_threshold}): there is no imprint mode to leave, and its thresholds are not changed")]
+    LeftImprintMode {
+        /// Its signature threshold.
+        sig_threshold: u8,
+        /// Its revocation threshold.
+        rev_threshold: u8,
+    },
+    /// A threshold above the number of installed administrators (the unit would answer
+    /// 209/57 or 209/58).
+    #[error("has {admins} administrator(s) installed, fewer than thresholds {signature}/{revocation} need: install at least {} administrators first, or choose thresholds of at most {admins}", signature.max(revocation))]
+    ThresholdsAboveAdmins {
+        /// The signature threshold asked.
+        signature: u8,
+        /// The revocation threshold asked.
+        revocation: u8,
+        /// The administrators installed then.
+        admins: usize,
     },
 }
 

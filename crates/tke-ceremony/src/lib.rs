@@ -3,6 +3,7 @@
 
 use tke_client::{fanout::parallel, ClientError, KnownUnit};
 
+pub mod admin_set;
 pub mod auto_init;
 pub mod compare;
 mod error;
@@ -15,6 +16,7 @@ pub mod registers;
 pub mod signers;
 pub mod zeroize;
 
+pub use admin_set::{AdminChange, AdminChangePlan, AdminSet, Change, Order};
 pub use auto_init::{AutoInit, AutoInitPlan, AutoInitReport};
 pub use compare::{Aspect, CompareReport};
 pub use error::{CeremonyError, Problem, Rule};

@@ -51,7 +51,7 @@ use tke_sigkey::Signer;
 use crate::{
     on_all,
     postcondition::{check_each, interference, Counters, Expected},
-    signers::{choose, Quorum},
+    signers::{pick, Quorum},
     CeremonyError, Problem,
 };
 
@@ -164,19 +164,15 @@ impl<'c> Planner<'c> {
         quorum: Quorum,
         action: &'static str,
     ) -> Vec<AdminInfo> {
-        let needed = quorum.count(status);
-        let chosen = choose(&self.keys, installed, needed);
-        if chosen.len() < needed {
-            self.problems.push(Problem::TooFewSigners {
-                num: unit.num,
-                unit: unit.id(),
-                action,
-                needed,
-                quorum,
-                usable: chosen.iter().map(|a| a.name.clone()).collect(),
-                installed: installed.iter().map(|a| a.name.clone()).collect(),
-            });
-        }
+        let (chosen, problem) = pick(
+            &self.keys,
+            (unit.num, unit.id()),
+            status,
+            installed,
+            quorum,
+            action,
+        );
+        self.problems.extend(problem);
         chosen
     }
 

@@ -10,7 +10,9 @@
 
 use std::fmt;
 
-use tke_proto::{AdminInfo, UnitStatus};
+use tke_proto::{AdminInfo, UnitId, UnitStatus};
+
+use crate::Problem;
 
 /// How many administrator signatures a command needs, by the rule that sets the number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +81,32 @@ pub fn choose(keys: &[AdminInfo], installed: &[AdminInfo], needed: usize) -> Vec
         }
     }
     chosen
+}
+
+/// As [`choose`], for a command that needs `quorum` on the unit numbered `num` (`unit`)
+/// in state `status`, with `installed` the administrators installed when it runs: the
+/// signers, and [`Problem::TooFewSigners`] naming `action` when the keys that may sign
+/// are too few.
+pub fn pick(
+    keys: &[AdminInfo],
+    (num, unit): (usize, UnitId),
+    status: &UnitStatus,
+    installed: &[AdminInfo],
+    quorum: Quorum,
+    action: &'static str,
+) -> (Vec<AdminInfo>, Option<Problem>) {
+    let needed = quorum.count(status);
+    let chosen = choose(keys, installed, needed);
+    let problem = (chosen.len() < needed).then(|| Problem::TooFewSigners {
+        num,
+        unit,
+        action,
+        needed,
+        quorum,
+        usable: chosen.iter().map(|a| a.name.clone()).collect(),
+        installed: installed.iter().map(|a| a.name.clone()).collect(),
+    });
+    (chosen, problem)
 }
 
 #[cfg(test)]

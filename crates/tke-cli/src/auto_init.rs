@@ -12,7 +12,7 @@ use tke_sigkey::Signer;
 use crate::{
     context::Ctx,
     prompt::parse_numbers,
-    sigkeys::{create_key, list, parse_name, print_table},
+    sigkeys::{create_key, keynum_by_name, list, parse_name, print_table},
     table::Table,
 };
 
@@ -68,6 +68,39 @@ impl Progress for Printer {
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }
+}
+
+/// The signature and revocation thresholds: from `--sig-threshold` and `--rev-threshold`,
+/// else asked, with the vendor's heading and questions (`say` prints the explanations).
+pub fn thresholds(
+    ctx: &Ctx,
+    sig: Option<u32>,
+    rev: Option<u32>,
+    say: &dyn Fn(&str),
+) -> Result<(Threshold, Threshold)> {
+    // The explanations go with the questions: a scripted run prints only what it does.
+    let asked = sig.is_none() || rev.is_none();
+    if asked {
+        say("ENTER SIGNATURE THRESHOLD VALUES\n");
+    }
+    let ask = |n: Option<u32>, flag: &'static str, question: &str| match n {
+        Some(n) => Threshold::new(n).context(flag),
+        None => ctx.prompt.ask(question, &format!("{flag} N"), threshold),
+    };
+    let sig = ask(
+        sig,
+        "--sig-threshold",
+        "Enter the number of signatures to be required on commands sent to the service instance.  This must be a number between 1 and 8.  To enforce dual control, this must be at least 2:",
+    )?;
+    if asked {
+        say("");
+    }
+    let rev = ask(
+        rev,
+        "--rev-threshold",
+        "Enter the number of signatures to be required on commands to remove an administrator.  This must be a number between 1 and 8.  To enforce dual control, this must be at least 2:",
+    )?;
+    Ok((sig, rev))
 }
 
 fn threshold(s: &str) -> Result<Threshold> {
@@ -139,30 +172,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             println!("{s}");
         }
     };
-    // The explanations go with the questions: a scripted run prints only what it does.
-    let thresholds_asked = args.sig_threshold.is_none() || args.rev_threshold.is_none();
-    if thresholds_asked {
-        say("ENTER SIGNATURE THRESHOLD VALUES\n");
-    }
-    let sig = match args.sig_threshold {
-        Some(n) => Threshold::new(n).context("--sig-threshold")?,
-        None => ctx.prompt.ask(
-            "Enter the number of signatures to be required on commands sent to the service instance.  This must be a number between 1 and 8.  To enforce dual control, this must be at least 2:",
-            "--sig-threshold N",
-            threshold,
-        )?,
-    };
-    if thresholds_asked {
-        say("");
-    }
-    let rev = match args.rev_threshold {
-        Some(n) => Threshold::new(n).context("--rev-threshold")?,
-        None => ctx.prompt.ask(
-            "Enter the number of signatures to be required on commands to remove an administrator.  This must be a number between 1 and 8.  To enforce dual control, this must be at least 2:",
-            "--rev-threshold N",
-            threshold,
-        )?,
-    };
+    let (sig, rev) = thresholds(ctx, args.sig_threshold, args.rev_threshold, &say)?;
     let needed = usize::from(sig.get().max(rev.get()));
 
     // 3. How many administrators.
@@ -210,22 +220,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let chosen: Vec<usize> = if scripted {
         let mut v = Vec::new();
         for name in &args.admins {
-            let matches: Vec<usize> = entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.name.as_str() == name)
-                .map(|(i, _)| i + 1)
-                .collect();
-            match matches.as_slice() {
-                [n] => v.push(*n),
-                [] if !ctx.files.signature_keys()?.problems.is_empty() => bail!(
-                    "--admin {name:?}: no usable signature key of that name in {}; some key files there are damaged (see the warnings above): {}",
-                    ctx.files.path().display(),
-                    crate::sigkeys::DAMAGED_ADVICE
-                ),
-                [] => bail!("--admin {name:?}: no signature key of that name in {} (see `tke sigkeys`); use --new-admin to create one", ctx.files.path().display()),
-                _ => bail!("--admin {name:?}: several signature keys have that name (files copied in from elsewhere?); remove the extra ones with `tke sigkey-rm KEYNUM` (see `tke sigkeys`)"),
-            }
+            v.push(keynum_by_name(
+                ctx,
+                &entries,
+                name,
+                "use --new-admin to create one",
+            )?);
         }
         v
     } else if entries.is_empty() {

@@ -7,6 +7,7 @@
 //! hold a password, PIN or key.
 #![forbid(unsafe_code)]
 
+mod admins;
 mod auto_init;
 mod context;
 mod failover;
@@ -95,6 +96,29 @@ enum Cmd {
     /// Compare the configuration of the selected crypto units: thresholds,
     /// administrators, master key registers.
     CryptounitCompare,
+    /// List the administrators installed in each selected crypto unit: name and subject
+    /// key identifier.
+    CryptounitAdmins,
+    /// Show the signature and revocation thresholds of each selected crypto unit (0 and 0:
+    /// imprint mode).
+    CryptounitThrhlds,
+    /// Install an administrator in every selected crypto unit: the signature key picked
+    /// by KEYNUM (or --admin NAME) after its password proves it opens. Unsigned in imprint
+    /// mode; otherwise signed by as many of the signature keys that may sign (--signer,
+    /// else the `tke sigkey-sel` selection) as the signature threshold.
+    CryptounitAdminAdd(admins::AddArgs),
+    /// Remove an administrator from every selected crypto unit. Unsigned in imprint mode;
+    /// otherwise signed by as many installed keys that may sign as the revocation
+    /// threshold. Refused when fewer administrators than either threshold would be left.
+    CryptounitAdminRm(admins::RmArgs),
+    /// Set the signature and revocation thresholds (1-8, at most the number of
+    /// administrators) of every selected crypto unit. The first setting leaves imprint
+    /// mode and is signed by as many administrators as the NEW signature threshold; later
+    /// ones by the current signature threshold. No threshold returns to 0 but by zeroize.
+    CryptounitThrhldSet(admins::ThresholdArgs),
+    /// Deprecated: leave imprint mode with both thresholds 1 (one administrator in
+    /// control). Use cryptounit-thrhld-set.
+    CryptounitExitImpr(admins::ExitArgs),
     /// Show both master key registers (new and current) of the selected crypto units:
     /// status and verification pattern.
     #[command(visible_alias = "cryptounit-mks")]
@@ -157,11 +181,25 @@ enum Cmd {
         #[arg(long)]
         yes: bool,
     },
-    /// Select the signature keys that may sign later commands.
+    /// Select the signature keys that may sign later commands, or show the selection.
+    ///
+    /// The selection says which keys MAY sign, not which will: a command that signs takes,
+    /// on each crypto unit, as many selected keys installed there as it needs (the unit's
+    /// signature or revocation threshold, or one), asks only their passwords, and prints
+    /// which administrators signed. With nothing selected, every signature key on this
+    /// workstation may sign. `--signer NAME` (repeatable) on a command overrides the
+    /// selection for that command. A new selection replaces the previous one; it has no
+    /// size limit.
     SigkeySel {
         /// KEYNUM values (asked for when omitted).
         #[arg(allow_negative_numbers = true, value_parser = |s: &str| prompt::whole_number(s, "KEYNUM"))]
         nums: Vec<usize>,
+        /// Show the current selection; change nothing.
+        #[arg(long, conflicts_with_all = ["nums", "clear"])]
+        show: bool,
+        /// Empty the selection: every signature key on this workstation may sign again.
+        #[arg(long, conflicts_with = "nums")]
+        clear: bool,
     },
     /// List the master key parts on this workstation, with their verification patterns.
     #[command(after_long_help = keyparts::MKS_HELP)]
@@ -210,12 +248,6 @@ const VENDOR_NOT_YET: &[&str] = &[
     "auto-mk-rotate",
     "auto-mk-recover",
     "auto-recover",
-    "cryptounit-admin-add",
-    "cryptounit-admin-rm",
-    "cryptounit-admins",
-    "cryptounit-thrhld-set",
-    "cryptounit-thrhlds",
-    "cryptounit-exit-impr",
     "cryptounit-mk-load",
     "cryptounit-mk-rotate",
     "cryptounit-cp-btc",
@@ -279,6 +311,12 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitAdd { nums } => units::change_selection(&ctx, nums, true),
         Cmd::CryptounitRm { nums } => units::change_selection(&ctx, nums, false),
         Cmd::CryptounitCompare => units::compare(&ctx),
+        Cmd::CryptounitAdmins => admins::show(&ctx, admins::View::Admins),
+        Cmd::CryptounitThrhlds => admins::show(&ctx, admins::View::Thresholds),
+        Cmd::CryptounitAdminAdd(a) => admins::add(&ctx, a),
+        Cmd::CryptounitAdminRm(a) => admins::rm(&ctx, a),
+        Cmd::CryptounitThrhldSet(a) => admins::set_thresholds(&ctx, a),
+        Cmd::CryptounitExitImpr(a) => admins::exit_imprint_mode(&ctx, a),
         Cmd::CryptounitMk => units::mk(&ctx),
         Cmd::CryptounitMkCommit(a) => {
             registers::run(&ctx, RegisterAction::Commit, &a.signers, false)
@@ -302,7 +340,7 @@ fn run(cli: Cli) -> Result<()> {
             yubikey,
         } => sigkeys::add(&ctx, name.as_deref(), pkcs11.as_deref(), yubikey),
         Cmd::SigkeyRm { nums, yes } => sigkeys::rm(&ctx, nums, *yes),
-        Cmd::SigkeySel { nums } => sigkeys::sel(&ctx, nums),
+        Cmd::SigkeySel { nums, show, clear } => sigkeys::sel(&ctx, nums, *show, *clear),
         Cmd::Mks => keyparts::mks(&ctx),
         Cmd::MkAdd(a) => keyparts::add(&ctx, a),
         Cmd::MkRm(a) => keyparts::rm(&ctx, a),

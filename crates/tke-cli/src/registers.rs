@@ -108,17 +108,9 @@ pub fn run(ctx: &Ctx, action: RegisterAction, signers: &SignerArgs, yes: bool) -
         .iter()
         .map(|k| k.name.to_string())
         .collect();
-    match plan.execute(&signers) {
-        Err(CeremonyError::Step { step, failures }) => {
-            return Err(crate::report::failed_on_some(
-                step,
-                "the others were changed",
-                "tke cryptounit-mk",
-                &failures,
-            ))
-        }
-        other => other?,
-    };
+    let step = plan.step();
+    plan.execute(&signers)
+        .map_err(|e| signing::partly_failed(e, step, "changed", "`tke cryptounit-mk`"))?;
     if ctx.json {
         println!(
             "{}",

@@ -85,7 +85,7 @@ pub fn failed_on_some(
     failures: &[(usize, ClientError)],
 ) -> anyhow::Error {
     anyhow::anyhow!(
-        "{what} failed on {} crypto unit(s); {others}. Check with `{check}`:\n{}",
+        "{what} failed on {} crypto unit(s); {others}. Check with {check}:\n{}",
         failures.len(),
         failures
             .iter()

@@ -20,6 +20,32 @@ pub fn list(ctx: &Ctx) -> Result<Vec<SigKeyEntry>> {
     Ok(listing.entries)
 }
 
+/// The KEYNUM of the one signature key named `name` (`--admin NAME`); `create` says how
+/// to make a key when there is none.
+pub fn keynum_by_name(
+    ctx: &Ctx,
+    entries: &[SigKeyEntry],
+    name: &str,
+    create: &str,
+) -> Result<usize> {
+    let matches: Vec<usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.name.as_str() == name)
+        .map(|(i, _)| i + 1)
+        .collect();
+    match matches.as_slice() {
+        [n] => Ok(*n),
+        [] if !ctx.files.signature_keys()?.problems.is_empty() => bail!(
+            "--admin {name:?}: no usable signature key of that name in {}; some key files there are damaged (see the warnings above): {}",
+            ctx.files.path().display(),
+            DAMAGED_ADVICE
+        ),
+        [] => bail!("--admin {name:?}: no signature key of that name in {} (see `tke sigkeys`); {create}", ctx.files.path().display()),
+        _ => bail!("--admin {name:?}: several signature keys have that name (files copied in from elsewhere?); remove the extra ones with `tke sigkey-rm KEYNUM` (see `tke sigkeys`)"),
+    }
+}
+
 /// A key as the ceremonies know it: by administrator name and SKI.
 pub fn admin_info(e: &SigKeyEntry) -> AdminInfo {
     AdminInfo {
@@ -394,14 +420,51 @@ pub fn rm(ctx: &Ctx, nums: &[usize], yes: bool) -> Result<()> {
     Ok(())
 }
 
-/// `sigkey-sel`: which keys may sign later commands.
-pub fn sel(ctx: &Ctx, nums: &[usize]) -> Result<()> {
+/// `sigkey-sel`: which keys may sign later commands. `show` prints the selection and
+/// changes nothing; `clear` empties it (then every key may sign).
+pub fn sel(ctx: &Ctx, nums: &[usize], show: bool, clear: bool) -> Result<()> {
     let entries = list(ctx)?;
-    let nums = pick_keys(ctx, &entries, nums, "select")?;
     let mut sel = ctx.files.load_selection()?;
-    sel.sigkeys = nums.iter().map(|&n| entries[n - 1].ski).collect();
-    ctx.files.save_selection(&sel)?;
-    print_table(&entries, &sel.sigkeys);
-    println!("\nOK");
+    if !show {
+        sel.sigkeys = if clear {
+            Vec::new()
+        } else {
+            let nums = pick_keys(ctx, &entries, nums, "select")?;
+            nums.iter().map(|&n| entries[n - 1].ski).collect()
+        };
+        ctx.files.save_selection(&sel)?;
+    }
+    let selected: Vec<(usize, &SigKeyEntry)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| sel.sigkeys.contains(&e.ski))
+        .map(|(i, e)| (i + 1, e))
+        .collect();
+    if ctx.json {
+        let v: Vec<_> = selected
+            .iter()
+            .map(|(n, e)| json!({"keynum": n, "name": e.name.as_str(), "ski": e.ski.to_hex()}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if selected.is_empty() {
+        println!(
+            "No signature keys are selected: every signature key on this workstation may sign."
+        );
+    } else {
+        let names: Vec<&str> = selected.iter().map(|(_, e)| e.name.as_str()).collect();
+        println!(
+            "Selected signature keys: {}. These may sign: each command uses as many of them as it needs among the administrators installed on each crypto unit, and asks only their passwords.",
+            names.join(", ")
+        );
+    }
+    if !entries.is_empty() {
+        println!();
+        print_table(&entries, &sel.sigkeys);
+    }
+    if !show {
+        println!("\nOK");
+    }
     Ok(())
 }

@@ -104,7 +104,6 @@ pub fn names<'a>(admins: impl IntoIterator<Item = &'a AdminInfo>) -> String {
 }
 
 /// A refused plan, with what the operator can do when keys were too few.
-#[allow(dead_code)] // for the signing commands on `Plan` (admin-add, mk-commit, ...)
 pub fn hint(e: CeremonyError) -> anyhow::Error {
     let short = matches!(&e, CeremonyError::Problems(p)
         if p.iter().any(|p| matches!(p, Problem::TooFewSigners { .. })));
@@ -116,11 +115,9 @@ pub fn hint(e: CeremonyError) -> anyhow::Error {
 }
 
 /// The advice added to a plan refused for want of installed keys.
-#[allow(dead_code)]
 const TOO_FEW_SIGNERS_HINT: &str = "Select more of the installed administrators' signature keys with `tke sigkey-sel`, or name them with --signer NAME (repeatable); `tke cryptounit-admins` lists who is installed on each crypto unit.";
 
 /// The line every signing command prints: who signed, over all units of a plan.
-#[allow(dead_code)]
 pub fn signed_by(plan: &Plan<'_>) -> String {
     let mut all: Vec<&AdminInfo> = Vec::new();
     for a in plan.units().iter().flat_map(|u| u.signed_by()) {
@@ -129,4 +126,19 @@ pub fn signed_by(plan: &Plan<'_>) -> String {
         }
     }
     format!("Signed by: {}", names(all))
+}
+
+/// A ceremony that failed on some units after the others were changed: says which failed,
+/// that the others are `changed`, and the command(s) to look with (`check`). Any other
+/// error is passed on.
+pub fn partly_failed(e: CeremonyError, what: &str, changed: &str, check: &str) -> anyhow::Error {
+    match e {
+        CeremonyError::Step { failures, .. } => crate::report::failed_on_some(
+            what,
+            &format!("the others were {changed}"),
+            check,
+            &failures,
+        ),
+        other => other.into(),
+    }
 }

@@ -29,7 +29,11 @@ pub fn print_units(ctx: &Ctx, fleet: &Fleet) -> Result<()> {
             .client
             .units()
             .iter()
-            .map(|u| unit_json(u, json!({ "selected": is_sel(u) })))
+            .map(|u| {
+                let mut v = unit_json(u);
+                v.insert("selected".into(), is_sel(u).into());
+                v
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -61,8 +65,20 @@ pub fn cryptounits(ctx: &Ctx) -> Result<()> {
 /// Names each target that could not be reached, with why, on standard error; fails when
 /// there is one, so that a partial listing never passes for the whole fleet.
 fn unreachable(down: &[(String, anyhow::Error)]) -> Result<()> {
-    if down.is_empty() {
-        return Ok(());
+    unreachable_units(down, &[])
+}
+
+/// As [`unreachable()`], with the crypto units of reachable targets that could not be
+/// queried (`CRYPTO UNIT NUM` and why) named too.
+pub fn unreachable_units(
+    down: &[(String, anyhow::Error)],
+    failed: &[(usize, tke_client::ClientError)],
+) -> Result<()> {
+    for (num, e) in failed {
+        eprintln!(
+            "Crypto unit {num} cannot be queried; it is not shown:\n{}\n",
+            tke_client::untrusted::sanitize(&tke_proto::ErrorChain(e).to_string())
+        );
     }
     for (name, e) in down {
         eprintln!("Target {name} is unreachable; its crypto units are not shown:");
@@ -71,8 +87,64 @@ fn unreachable(down: &[(String, anyhow::Error)]) -> Result<()> {
             crate::targets::explain(e, None).unwrap_or_else(|| format!("{e:#}"))
         );
     }
-    let names: Vec<&str> = down.iter().map(|(n, _)| n.as_str()).collect();
-    bail!("unreachable targets: {}", names.join(", "))
+    let mut what = Vec::new();
+    if !failed.is_empty() {
+        let nums: Vec<String> = failed.iter().map(|(n, _)| n.to_string()).collect();
+        what.push(format!(
+            "crypto units that cannot be queried: {}",
+            nums.join(", ")
+        ));
+    }
+    if !down.is_empty() {
+        let names: Vec<&str> = down.iter().map(|(n, _)| n.as_str()).collect();
+        what.push(format!("unreachable targets: {}", names.join(", ")));
+    }
+    if what.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", what.join("; "))
+    }
+}
+
+/// The selected units, or an error saying how to select some.
+pub fn require_selected<'f>(ctx: &Ctx, fleet: &'f Fleet) -> Result<Vec<&'f KnownUnit>> {
+    let units = ctx.selected(fleet)?;
+    if units.is_empty() {
+        bail!("no crypto units are selected: select them with `tke cryptounit-add` (see `tke cryptounits`)");
+    }
+    Ok(units)
+}
+
+/// What JSON output says of every unit: its number, instance, id, type and location.
+pub fn unit_json(u: &KnownUnit) -> serde_json::Map<String, serde_json::Value> {
+    let v = json!({
+        "num": u.num,
+        "instance": u.instance().0,
+        "id": u.id().uuid(),
+        "type": u.unit_type().json_name(),
+        "location": u.descriptor.location,
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// A unit's thresholds as JSON fields: `imprint_mode`, `sig_threshold`, `rev_threshold`.
+pub fn thresholds_json(s: &UnitStatus) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("imprint_mode".into(), s.imprint_mode().into());
+    m.insert("sig_threshold".into(), s.sig_threshold.into());
+    m.insert("rev_threshold".into(), s.rev_threshold.into());
+    m
+}
+
+/// A unit's administrators as JSON: name and full SKI of each.
+pub fn admins_json(s: &UnitStatus) -> serde_json::Value {
+    s.admins
+        .iter()
+        .map(|a| json!({"name": a.name.as_str(), "ski": a.ski.to_hex()}))
+        .collect()
 }
 
 /// `cryptounit-add` / `cryptounit-rm`.
@@ -131,19 +203,60 @@ fn register_json(r: &RegisterStatus) -> serde_json::Value {
     json!({ "state": r.state.json_name(), "vp": r.vp.map(|v| v.to_hex()) })
 }
 
-/// A unit in JSON output: its identity, then `fields`.
-fn unit_json(u: &KnownUnit, fields: serde_json::Value) -> serde_json::Value {
-    let mut v = json!({
-        "num": u.num,
-        "instance": u.instance().0,
-        "id": u.id().uuid(),
-        "type": u.unit_type().json_name(),
-        "location": u.descriptor.location,
-    });
-    if let (Some(m), serde_json::Value::Object(extra)) = (v.as_object_mut(), fields) {
-        m.extend(extra);
+/// Prints one table per service instance of `rows` (in order of first appearance), each
+/// under its `SERVICE INSTANCE:` line: the unit's number, then `cells` of its state.
+pub fn by_instance(
+    rows: &[(&KnownUnit, UnitStatus)],
+    headers: &[&'static str],
+    cells: &dyn Fn(&UnitStatus) -> Vec<String>,
+) {
+    let mut instances: Vec<&tke_client::InstanceId> = Vec::new();
+    for (u, _) in rows {
+        if !instances.contains(&u.instance()) {
+            instances.push(u.instance());
+        }
     }
-    v
+    for inst in instances {
+        println!("SERVICE INSTANCE: {inst}");
+        let mut t = Table::new(headers);
+        for (u, s) in rows.iter().filter(|(u, _)| u.instance() == inst) {
+            let mut c = vec![report_num(u)];
+            c.extend(cells(s));
+            t.row(c);
+        }
+        println!("{}", t.render());
+    }
+}
+
+/// The columns of a unit's thresholds.
+pub const THRESHOLD_HEADERS: [&str; 4] = [
+    "CRYPTO UNIT NUM",
+    "SIGNATURE THRESHOLD",
+    "REVOCATION SIGNATURE THRESHOLD",
+    "IMPRINT MODE",
+];
+
+/// A unit's thresholds, under [`THRESHOLD_HEADERS`].
+pub fn threshold_cells(s: &UnitStatus) -> Vec<String> {
+    vec![
+        s.sig_threshold.to_string(),
+        s.rev_threshold.to_string(),
+        s.imprint_mode().to_string(),
+    ]
+}
+
+/// The columns of a unit's administrators.
+pub const ADMIN_HEADERS: [&str; 3] = ["CRYPTO UNIT NUM", "ADMIN NAME", "SUBJECT KEY IDENTIFIER"];
+
+/// A unit's administrators, one per line, under [`ADMIN_HEADERS`].
+pub fn admin_cells(s: &UnitStatus) -> Vec<String> {
+    if s.admins.is_empty() {
+        return vec!["(none)".into(), String::new()];
+    }
+    let column = |f: &dyn Fn(&tke_proto::AdminInfo) -> String| {
+        s.admins.iter().map(f).collect::<Vec<_>>().join("\n")
+    };
+    vec![column(&|a| a.name.to_string()), column(&|a| a.ski.to_hex())]
 }
 
 /// A unit's `CRYPTO UNIT NUM` in a report, recovery units marked: their rules differ
@@ -156,39 +269,18 @@ fn report_num(u: &KnownUnit) -> String {
     }
 }
 
-/// Prints one section of a per-unit report: its title, then per instance a
-/// `SERVICE INSTANCE:` line and a table whose first column is `CRYPTO UNIT NUM`.
-fn section(
-    report: &CompareReport<'_>,
-    title: &str,
-    headers: &[&'static str],
-    cells: &dyn Fn(&KnownUnit, &UnitStatus) -> Vec<String>,
-) {
-    println!("{title}");
-    for inst in report.instances() {
-        println!("SERVICE INSTANCE: {inst}");
-        let mut t = Table::new(headers);
-        for (u, s) in report.instance_units(inst) {
-            let mut c = vec![report_num(u)];
-            c.extend(cells(u, s));
-            t.row(c);
-        }
-        println!("{}", t.render());
-    }
-}
-
 /// Prints the two master key register sections (`NEW MASTER KEY REGISTER`, `CURRENT
 /// MASTER KEY REGISTER`): status and verification pattern of every unit.
-fn register_sections(report: &CompareReport<'_>) {
+fn register_sections(rows: &[(&KnownUnit, UnitStatus)]) {
     for (title, pick) in [
         ("NEW MASTER KEY REGISTER", true),
         ("CURRENT MASTER KEY REGISTER", false),
     ] {
-        section(
-            report,
-            title,
+        println!("{title}");
+        by_instance(
+            rows,
             &["CRYPTO UNIT NUM", "STATUS", "VERIFICATION PATTERN"],
-            &|_, s| {
+            &|s| {
                 let r = if pick {
                     s.new_register
                 } else {
@@ -200,40 +292,28 @@ fn register_sections(report: &CompareReport<'_>) {
     }
 }
 
-/// Queries the selected units of the reachable targets for a read command; refuses when
-/// nothing is selected.
-fn selected_report<'f>(ctx: &Ctx, fleet: &'f Fleet) -> Result<CompareReport<'f>> {
-    let units = ctx.selected(fleet)?;
-    if units.is_empty() {
-        bail!("no crypto units are selected: select them with `tke cryptounit-add` (see `tke cryptounits`)");
-    }
-    Ok(CompareReport::query(&fleet.client, &units)?)
-}
-
 /// `cryptounit-mk` (alias `cryptounit-mks`): both master key registers of every selected
 /// unit, in the vendor's two-table layout.
 pub fn mk(ctx: &Ctx) -> Result<()> {
     let (fleet, down) = ctx.connect_reachable()?;
-    let report = selected_report(ctx, &fleet)?;
+    let units = require_selected(ctx, &fleet)?;
+    let report = CompareReport::query(&fleet.client, &units)?;
     if ctx.json {
         let v: Vec<_> = report
             .units()
             .iter()
             .map(|(u, s)| {
-                unit_json(
-                    u,
-                    json!({
-                        "new_mk": register_json(&s.new_register),
-                        "current_mk": register_json(&s.current_register),
-                    }),
-                )
+                let mut v = unit_json(u);
+                v.insert("new_mk".into(), register_json(&s.new_register));
+                v.insert("current_mk".into(), register_json(&s.current_register));
+                v
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return unreachable(&down);
     }
     header(&fleet);
-    register_sections(&report);
+    register_sections(report.units());
     unreachable(&down)
 }
 
@@ -241,72 +321,37 @@ pub fn mk(ctx: &Ctx) -> Result<()> {
 /// verdict of [`CompareReport`] per instance.
 pub fn compare(ctx: &Ctx) -> Result<()> {
     let (fleet, down) = ctx.connect_reachable()?;
-    let report = selected_report(ctx, &fleet)?;
+    let units = require_selected(ctx, &fleet)?;
+    let report = CompareReport::query(&fleet.client, &units)?;
     let rows = report.units();
     if ctx.json {
         let v: Vec<_> = rows
             .iter()
             .map(|(u, s)| {
-                unit_json(
-                    u,
-                    json!({
-                        "imprint_mode": s.imprint_mode(),
-                        "sig_threshold": s.sig_threshold,
-                        "rev_threshold": s.rev_threshold,
-                        "admins": s.admins.iter().map(|a| json!({"name": a.name.as_str(), "ski": a.ski.to_hex()})).collect::<Vec<_>>(),
-                        "new_mk": register_json(&s.new_register),
-                        "current_mk": register_json(&s.current_register),
-                        "counter": s.counter,
-                    }),
-                )
+                let mut v = unit_json(u);
+                v.extend(thresholds_json(s));
+                v.insert("admins".into(), admins_json(s));
+                v.insert("new_mk".into(), register_json(&s.new_register));
+                v.insert("current_mk".into(), register_json(&s.current_register));
+                v.insert("counter".into(), s.counter.into());
+                v
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return unreachable(&down);
     }
     header(&fleet);
-    section(
-        &report,
-        "SIGNATURE THRESHOLDS",
-        &[
-            "CRYPTO UNIT NUM",
-            "SIGNATURE THRESHOLD",
-            "REVOCATION SIGNATURE THRESHOLD",
-            "IMPRINT MODE",
-        ],
-        &|_, s| {
-            vec![
-                s.sig_threshold.to_string(),
-                s.rev_threshold.to_string(),
-                s.imprint_mode().to_string(),
-            ]
-        },
-    );
-    section(
-        &report,
-        "ADMINISTRATORS",
-        &["CRYPTO UNIT NUM", "ADMIN NAME", "SUBJECT KEY IDENTIFIER"],
-        &|_, s| {
-            if s.admins.is_empty() {
-                return vec!["(none)".into(), String::new()];
-            }
-            vec![
-                s.admins
-                    .iter()
-                    .map(|a| a.name.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                s.admins
-                    .iter()
-                    .map(|a| a.ski.to_hex())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            ]
-        },
-    );
-    register_sections(&report);
+    let instances = report.instances();
+    let section =
+        |title: &str, headers: &[&'static str], cells: &dyn Fn(&UnitStatus) -> Vec<String>| {
+            println!("{title}");
+            by_instance(rows, headers, cells);
+        };
+    section("SIGNATURE THRESHOLDS", &THRESHOLD_HEADERS, &threshold_cells);
+    section("ADMINISTRATORS", &ADMIN_HEADERS, &admin_cells);
+    register_sections(rows);
     // A one-line verdict per instance, so drift is visible at a glance.
-    for inst in report.instances() {
+    for inst in &instances {
         if report.identical(inst) {
             println!(
                 "The selected crypto units of service instance {inst} are configured identically."

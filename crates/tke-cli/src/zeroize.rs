@@ -132,17 +132,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let opened = signing::open(ctx, &preference, &plan.keys_needed())?;
     let signers: Vec<&dyn Signer> = opened.iter().map(|s| s.as_ref()).collect();
     let signed_by: Vec<_> = plan.keys_needed().into_iter().cloned().collect();
-    let report = match plan.execute(&signers) {
-        Err(CeremonyError::Step { failures, .. }) => {
-            return Err(crate::report::failed_on_some(
-                "zeroize",
-                "the others were zeroized",
-                "tke cryptounit-compare",
-                &failures,
-            ))
-        }
-        other => other?,
-    };
+    let report = plan.execute(&signers).map_err(|e| {
+        signing::partly_failed(e, "zeroize", "zeroized", "`tke cryptounit-compare`")
+    })?;
     if ctx.json {
         println!(
             "{}",

@@ -70,11 +70,7 @@ fn file_of(w: &Workstation, name: &str, suffix: &str) -> std::path::PathBuf {
 fn with_keys() -> (Workstation, String) {
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     w.ok(&["local", "init"]);
-    let s = w.secrets(PW);
-    let s = s.to_str().unwrap().to_owned();
-    for (name, _) in PW {
-        w.ok(&["--secrets", &s, "sigkey-add", "--name", name]);
-    }
+    let s = w.file_keys(PW);
     (w, s)
 }
 

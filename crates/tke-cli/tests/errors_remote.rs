@@ -321,6 +321,13 @@ fn one_server_down_of_two() {
         &labels,
     );
     w.check("one_server_down_mk", &["cryptounit-mk"], 1, &labels);
+    w.check("one_server_down_admins", &["cryptounit-admins"], 1, &labels);
+    w.check(
+        "one_server_down_thrhlds",
+        &["cryptounit-thrhlds"],
+        1,
+        &labels,
+    );
     w.fails(&["cryptounit-zeroize", "--yes"], 1);
 }
 

@@ -7,12 +7,14 @@ pub mod admin;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod mk;
+pub mod rng;
 pub mod server;
 pub mod softhsm;
 pub mod tamper;
 pub mod versions;
 
 pub use admin::MemSigner;
+pub use rng::Rng;
 pub use server::{Server, ServerProc};
 pub use softhsm::{isolated, Pool, Tokens};
 pub use tamper::{ByteAt, Exchange, Tamper, TamperingTransport};

@@ -90,6 +90,23 @@ impl Workstation {
         p
     }
 
+    /// Writes the secrets file of `pairs` (as [`Workstation::secrets`]) and creates a
+    /// signature key file for each name with its password (`sigkey-add`); returns the
+    /// secrets file's path.
+    ///
+    /// # Panics
+    /// When a key cannot be created.
+    pub fn file_keys(&self, pairs: &[(&str, &str)]) -> String {
+        let s = self.secrets(pairs);
+        let s = s
+            .to_str()
+            .unwrap_or_else(|| panic!("{}: not UTF-8", s.display()));
+        for (name, _) in pairs {
+            self.ok(&["--secrets", s, "sigkey-add", "--name", name]);
+        }
+        s.to_owned()
+    }
+
     /// `tke --files-dir DIR`, with no `CLOUDTKEFILES` from the environment running the
     /// tests (it would name another directory); no standard input set.
     fn command(&self) -> Command {

@@ -2065,20 +2065,6 @@ pub fn state_survives_reopen(f: &dyn UnitFactory) {
     assert_eq!(f.reopen(&op_dir).status(), s);
 }
 
-/// A small deterministic PRNG (xorshift64*), so a failure reproduces.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 pub fn fuzzed_requests_never_panic(f: &dyn UnitFactory) {
     let w = World::new(3);
     let ca = &w.fleet.ca;
@@ -2135,7 +2121,7 @@ pub fn fuzzed_requests_never_panic(f: &dyn UnitFactory) {
     .iter()
     .map(|r| r.to_der().unwrap())
     .collect();
-    let mut rng = Rng(0x7ce1_2024_5eed_0001);
+    let mut rng = tke_test_support::Rng(0x7ce1_2024_5eed_0001);
     let mut codes = std::collections::BTreeSet::new();
     for i in 0..3000 {
         let mut input = seeds[rng.below(seeds.len())].clone();
