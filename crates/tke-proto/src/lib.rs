@@ -3,10 +3,12 @@
 
 pub mod cert;
 pub mod command;
+pub mod control;
 pub mod domain;
 pub mod ecdh_p256;
 pub mod ecdsa_p256;
 pub mod error;
+pub mod parts;
 pub mod response;
 pub mod transport;
 mod types;
@@ -14,6 +16,7 @@ pub mod vp;
 
 pub use cert::{AdminCertificate, CaCertificate, DeviceCertificate, UnitDescription};
 pub use command::{AdminCommand, Command, CommandId, Query, Request, SignedCommand, SignerInfo};
+pub use control::{ControlPoint, ControlPoints};
 pub use domain::{DeviceContext, PROTOCOL_VERSION};
 pub use error::{CertificateError, ErrorChain, TransportError};
 pub use response::{
@@ -83,6 +86,24 @@ pub enum ProtoError {
         /// How many it named.
         count: usize,
     },
+    /// An `importMkParts` names fewer or more parts than a master key is made of.
+    #[error("a master key is loaded from {min} or {max} parts, not {count}", min = parts::MIN_PARTS, max = parts::MAX_PARTS)]
+    PartCount {
+        /// How many it named.
+        count: usize,
+    },
+    /// A master key part's position is outside 1 to 3.
+    #[error("there is no master key part number {index}: parts are numbered 1 to {max}", max = parts::MAX_PARTS)]
+    PartIndex {
+        /// The position given.
+        index: usize,
+    },
+    /// A control point number or name that does not exist.
+    #[error("{value:?} is not a control point: give a number from 0 to 127 or one of XCP_CPB_ALG_EC_25519, XCP_CPB_BTC, XCP_CPB_ECDSA_OTHER")]
+    ControlPoint {
+        /// What was given (at most 40 characters of it).
+        value: String,
+    },
     /// A certificate failed a check (the source says which).
     #[error("invalid certificate")]
     Certificate(#[from] CertificateError),
@@ -107,8 +128,8 @@ pub enum ProtoError {
         /// The unit asked.
         unit: UnitId,
     },
-    /// A device-key signature follows another protocol version's rules (a version 1 unit
-    /// signed the message without its context label).
+    /// A device-key signature follows an older protocol version's rules (a version 2 unit
+    /// signed under its own label, a version 1 unit under none).
     #[error("the {what} from crypto unit {} is signed under protocol version {found}; version {expected} is required", unit.uuid())]
     ProtocolVersion {
         /// The unit whose device key signed it.

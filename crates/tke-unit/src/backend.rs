@@ -23,6 +23,7 @@
 //! | importer generation | [`Backend::generate_importer`], then state, then [`Backend::retain`] (destroys the old importer) |
 //! | export | [`Backend::seal`] (ECDH + KDF + wrap), then [`Backend::sign`] over the envelope |
 //! | import | [`Backend::import`] (ECDH + KDF + unwrap, stores a new object), then state, then [`Backend::retain`] (destroys the importer) |
+//! | import from parts | [`Backend::import_parts`] (per part: ECDH + KDF + unwrap + VP check; then the XOR, stored as a new object), then state, then [`Backend::retain`] (destroys the importer) |
 //! | commit | state only (the VP was computed when the object was made) |
 //! | set immediate (promotion new → current) | state (current := the new register's handle, new := empty), then [`Backend::retain`] (destroys the old current object) |
 //! | clear new / clear current | state, then [`Backend::retain`] |
@@ -46,6 +47,7 @@ use std::path::PathBuf;
 use crate::pkcs11::TokenRef;
 use tke_proto::{
     p256::{ecdsa::DerSignature, PublicKey},
+    parts::SealedPart,
     transport::{ImporterKey, MkEnvelope},
     DeviceContext, Digest32, ProtoError, UnitId, Vp,
 };
@@ -296,6 +298,25 @@ pub trait Backend: Send + fmt::Debug {
         &mut self,
         importer: &Digest32,
         envelope: &MkEnvelope,
+    ) -> Result<(KeyHandle, Vp), BackendError>;
+
+    /// The import side of master key parts (`docs/protocol.md` §11.2): for each part, in
+    /// order, ECDH with the importer key `importer`, the part's KDF for `target` and its
+    /// position (1, 2, 3), unwrap and VP check; then the parts' independence and their XOR
+    /// ([`tke_proto::parts::combine`]), stored in a new master key object whose handle and
+    /// VP it returns. Does not destroy the importer key (as [`Self::import`]). No part
+    /// value outlives the call.
+    ///
+    /// # Errors
+    /// [`BackendError::UnknownImporter`]; [`BackendError::Rejected`] when a part does not
+    /// open (its source says how), or with
+    /// [`tke_proto::TransportError::PartsNotIndependent`] when the parts are not
+    /// independent. Nothing is stored then.
+    fn import_parts(
+        &mut self,
+        importer: &Digest32,
+        target: UnitId,
+        parts: &[SealedPart],
     ) -> Result<(KeyHandle, Vp), BackendError>;
 
     /// Destroys every master key object and importer key not listed in `live` (the

@@ -8,10 +8,11 @@ use der::{
 };
 use tke_proto::{
     p256::ecdsa::DerSignature,
+    parts::{MkPartsRequest, SealedPart},
     transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
     AdminCertificate, AdminCommand, Command, CommandId, DeviceCertificate, Digest32, ModuleError,
     ProtoError, Query, Register, Request, ResponseBody, SignedCommand, SignedResponse, SignerInfo,
-    Ski, Threshold, UnitType, Vp,
+    Ski, Threshold, TransportError, UnitType, Vp,
 };
 
 use crate::{
@@ -273,7 +274,9 @@ impl Unit {
                 | Command::SetThresholds { .. }
                 | Command::CommitMk(_)
                 | Command::ExportMk(_)
-                | Command::ExportMkBatch(_),
+                | Command::ExportMkBatch(_)
+                | Command::AddControlPoints(_)
+                | Command::RemoveControlPoints(_),
                 false,
             ) => sig,
             (Command::RemoveAdmin(_), false) => rev,
@@ -288,6 +291,7 @@ impl Unit {
                 Command::GenerateImporter
                 | Command::GenerateRandomMk
                 | Command::ImportMk(_)
+                | Command::ImportMkParts(_)
                 | Command::SetImmediate(_)
                 | Command::ClearNew
                 | Command::ClearCurrent
@@ -351,6 +355,7 @@ impl Unit {
                         .map_err(|e| self.encode_failure("encode the envelopes", e.into()))
                 }),
             Command::ImportMk(env) => self.import(next, env),
+            Command::ImportMkParts(req) => self.import_parts(next, req),
             Command::CommitMk(vp) => commit(next, vp),
             Command::SetImmediate(vp) => set_immediate(next, vp),
             Command::ClearNew => {
@@ -361,6 +366,15 @@ impl Unit {
                 next.current = CurrentRegister::Empty;
                 Ok(Vec::new())
             }
+            Command::AddControlPoints(mask) => {
+                next.control_points = next.control_points.union(*mask);
+                Ok(next.control_points.as_bytes().to_vec())
+            }
+            Command::RemoveControlPoints(mask) => {
+                next.control_points = next.control_points.difference(*mask);
+                Ok(next.control_points.as_bytes().to_vec())
+            }
+            // The control points stay, as EP11 keeps them.
             Command::Zeroize => {
                 next.admins.clear();
                 next.sig_threshold = 0;
@@ -474,6 +488,40 @@ impl Unit {
             .backend
             .import(&envelope.importer_key_id, &envelope)
             .map_err(|e| self.backend_failure("import the master key", e))?;
+        if next.current.slot().is_some_and(|s| s.vp == vp) {
+            // The new object is an orphan; `execute` destroys it.
+            return Err(ModuleError::SAME_VALUE);
+        }
+        next.new = NewRegister::Uncommitted(Slot { vp, key });
+        Ok(vp.0.to_vec())
+    }
+
+    /// Loads the new register from master key parts (`docs/protocol.md` §11.2). The checks
+    /// run in the documented order; once the importer key matched it is used up.
+    fn import_parts(&mut self, next: &mut State, req: &MkPartsRequest) -> Outcome {
+        // A recovery unit's master key is only ever generated inside it.
+        if self.state.unit_type == UnitType::Recovery {
+            return Err(ModuleError::LOAD_FORBIDDEN);
+        }
+        if next.importer != Some(req.importer_key_id) {
+            return Err(ModuleError::NOT_FOUND);
+        }
+        next.importer = None;
+        if next.new != NewRegister::Empty {
+            return Err(ModuleError::REGISTER_STATE);
+        }
+        if !req.parts.iter().all(SealedPart::shape_ok) {
+            return Err(ModuleError::INVALID_DATA);
+        }
+        let (key, vp) = self
+            .backend
+            .import_parts(&req.importer_key_id, self.state.unit_id, &req.parts)
+            .map_err(|e| match e {
+                BackendError::Rejected(ProtoError::Transport(
+                    TransportError::PartsNotIndependent,
+                )) => ModuleError::PARTS_NOT_INDEPENDENT,
+                e => self.backend_failure("load the master key parts", e),
+            })?;
         if next.current.slot().is_some_and(|s| s.vp == vp) {
             // The new object is an orphan; `execute` destroys it.
             return Err(ModuleError::SAME_VALUE);
