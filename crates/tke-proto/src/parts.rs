@@ -61,7 +61,7 @@ use zeroize::Zeroizing;
 use crate::{
     cert::DeviceCertificate,
     transport::{self, CertifiedImporter, ImporterKey},
-    vp, Digest32, MasterKey, ProtoError, TransportError, UnitId, Vp,
+    Digest32, MasterKey, ProtoError, TransportError, UnitId, Vp,
 };
 
 /// Label that starts the KDF context of a part.
@@ -72,52 +72,13 @@ pub const MIN_PARTS: usize = 2;
 /// The most parts a master key is loaded from.
 pub const MAX_PARTS: usize = 3;
 
-/// One 32-byte master key part. Zeroized on drop; its `Debug` shows only its VP; the
-/// value comes out only through [`MasterKeyPart::expose_secret`].
-#[derive(Clone)]
-pub struct MasterKeyPart(Zeroizing<[u8; 32]>);
-
-impl MasterKeyPart {
-    /// A fresh random part.
-    pub fn random() -> Self {
-        let mut k = Zeroizing::new([0u8; 32]);
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, k.as_mut());
-        Self(k)
-    }
-
-    /// A part from 32 bytes.
-    ///
-    /// # Errors
-    /// [`ProtoError::Length`] for another length.
-    pub fn from_slice(bytes: &[u8]) -> Result<Self, ProtoError> {
-        if bytes.len() != 32 {
-            return Err(ProtoError::Length {
-                what: "master key part",
-                expected: 32,
-                actual: bytes.len(),
-            });
-        }
-        let mut k = Zeroizing::new([0u8; 32]);
-        k.copy_from_slice(bytes);
-        Ok(Self(k))
-    }
-
-    /// The part's bytes. Use only to seal it or to store it encrypted.
-    pub fn expose_secret(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// Its verification pattern (computed as a master key's, `docs/protocol.md` §12).
-    pub fn vp(&self) -> Vp {
-        vp::of_value(&self.0)
-    }
-}
-
-impl core::fmt::Debug for MasterKeyPart {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "MasterKeyPart(vp={}, value=<redacted>)", self.vp())
-    }
-}
+crate::secret_value!(
+    /// One 32-byte master key part. Zeroized on drop; its `Debug` shows only its VP; the
+    /// value comes out only through [`MasterKeyPart::expose_secret`], to seal it or to
+    /// store it encrypted.
+    MasterKeyPart,
+    "master key part"
+);
 
 /// One part sealed to an importer key.
 ///

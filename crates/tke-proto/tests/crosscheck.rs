@@ -361,23 +361,18 @@ fn wrap_matches_openssl_aes_wrap_pad() {
     }
 }
 
-/// The whole import side of a random transport, done by openssl alone from the
-/// envelope and the importer's private key: ECDH (`pkeyutl -derive`, CKM_ECDH1_DERIVE
-/// with CKD_NULL), the context hash (`dgst -sha256`), the KEK (`enc -aes-256-ecb`), the
-/// unwrap (`enc -d -id-aes256-wrap-pad`) and the VP (`mac CMAC`).
-#[test]
-fn openssl_opens_a_soft_sealed_envelope() {
-    let f = common::fleet();
-    let importer_secret = common::secret_key(0x1f);
-    let importer = ImporterKey::new(f.b.id, &importer_secret.public_key()).unwrap();
-    let mk = MasterKey::random();
-    let env = transport::soft_seal(&mk, f.a.id, &importer).unwrap();
-
-    let dir = tempdir();
-    let d = dir.path();
-    let pem = importer_secret.to_pkcs8_pem(LineEnding::LF).unwrap();
-    write(d, "importer.pem", pem.as_bytes());
-    let eph = transport::parse_point(env.ephemeral_public_key.as_bytes(), "ephemeral").unwrap();
+/// What a unit computes to open a sealed value, done by openssl alone with the importer's
+/// private key (`importer.pem` in `d`): ECDH with the ephemeral point (`pkeyutl -derive`,
+/// CKM_ECDH1_DERIVE with CKD_NULL), the context hash of `context_input` (`dgst -sha256`),
+/// the KEK (`enc -aes-256-ecb`) and the unwrap (`enc -d -id-aes256-wrap-pad`). Returns the
+/// context hash and the unwrapped value.
+fn openssl_open(
+    d: &std::path::Path,
+    ephemeral: &[u8],
+    context_input: &[u8],
+    wrapped: &[u8],
+) -> ([u8; 32], Vec<u8>) {
+    let eph = transport::parse_point(ephemeral, "ephemeral").unwrap();
     write(
         d,
         "ephemeral.pem",
@@ -395,7 +390,31 @@ fn openssl_opens_a_soft_sealed_envelope() {
         ],
     );
     assert_eq!(z.len(), 32);
+    write(d, "context.in", context_input);
+    let ctx: [u8; 32] = openssl_ok(d, &["dgst", "-sha256", "-binary", "context.in"])
+        .try_into()
+        .unwrap();
+    let kek: [u8; 32] = openssl_ecb(d, &z.try_into().unwrap(), &ctx)
+        .try_into()
+        .unwrap();
+    (ctx, openssl_wrap(d, &kek, wrapped, true))
+}
 
+/// The whole import side of a random transport, done by openssl alone from the
+/// envelope and the importer's private key (see [`openssl_open`]), then the VP (`mac
+/// CMAC`).
+#[test]
+fn openssl_opens_a_soft_sealed_envelope() {
+    let f = common::fleet();
+    let importer_secret = common::secret_key(0x1f);
+    let importer = ImporterKey::new(f.b.id, &importer_secret.public_key()).unwrap();
+    let mk = MasterKey::random();
+    let env = transport::soft_seal(&mk, f.a.id, &importer).unwrap();
+
+    let dir = tempdir();
+    let d = dir.path();
+    let pem = importer_secret.to_pkcs8_pem(LineEnding::LF).unwrap();
+    write(d, "importer.pem", pem.as_bytes());
     let context_input = [
         transport::KDF_LABEL,
         &env.source_unit_id.0,
@@ -404,23 +423,21 @@ fn openssl_opens_a_soft_sealed_envelope() {
         importer.public_key.as_bytes(),
     ]
     .concat();
-    write(d, "context.in", &context_input);
-    let ctx = openssl_ok(d, &["dgst", "-sha256", "-binary", "context.in"]);
-    let ctx: [u8; 32] = ctx.try_into().unwrap();
+    let (ctx, unwrapped) = openssl_open(
+        d,
+        env.ephemeral_public_key.as_bytes(),
+        &context_input,
+        env.wrapped_key.as_bytes(),
+    );
     assert_eq!(
         ctx,
         transport::kdf_context(
             &env.source_unit_id,
             &env.target_unit_id,
-            &transport::point_bytes(&eph),
+            env.ephemeral_public_key.as_bytes().try_into().unwrap(),
             &transport::point_bytes(&importer_secret.public_key()),
         )
     );
-
-    let kek: [u8; 32] = openssl_ecb(d, &z.try_into().unwrap(), &ctx)
-        .try_into()
-        .unwrap();
-    let unwrapped = openssl_wrap(d, &kek, env.wrapped_key.as_bytes(), true);
     assert_eq!(unwrapped, mk.expose_secret().to_vec());
     assert_eq!(
         openssl_vp(d, &unwrapped.try_into().unwrap()),
@@ -430,7 +447,7 @@ fn openssl_opens_a_soft_sealed_envelope() {
 
 /// The unit's side of a random part transport, done by openssl alone from a part that
 /// [`parts::seal_part`] sealed and the importer's private key: ECDH, the part context
-/// hash, the KEK, the unwrap and the VP.
+/// hash, the KEK, the unwrap ([`openssl_open`]) and the VP.
 #[test]
 fn openssl_opens_a_soft_sealed_part() {
     let f = common::fleet();
@@ -443,23 +460,6 @@ fn openssl_opens_a_soft_sealed_part() {
     for index in 1..=3u8 {
         let part = MasterKeyPart::random();
         let sealed = parts::seal_part(&part, usize::from(index), &importer).unwrap();
-        let eph = transport::parse_point(sealed.ephemeral_public_key.as_bytes(), "e").unwrap();
-        write(
-            d,
-            "ephemeral.pem",
-            eph.to_public_key_pem(LineEnding::LF).unwrap().as_bytes(),
-        );
-        let z = openssl_ok(
-            d,
-            &[
-                "pkeyutl",
-                "-derive",
-                "-inkey",
-                "importer.pem",
-                "-peerkey",
-                "ephemeral.pem",
-            ],
-        );
         let context_input = [
             parts::PART_KDF_LABEL,
             &f.b.id.0,
@@ -468,14 +468,21 @@ fn openssl_opens_a_soft_sealed_part() {
             importer.public_key.as_bytes(),
         ]
         .concat();
-        write(d, "context.in", &context_input);
-        let ctx: [u8; 32] = openssl_ok(d, &["dgst", "-sha256", "-binary", "context.in"])
-            .try_into()
-            .unwrap();
-        let kek: [u8; 32] = openssl_ecb(d, &z.try_into().unwrap(), &ctx)
-            .try_into()
-            .unwrap();
-        let unwrapped = openssl_wrap(d, &kek, sealed.wrapped_part.as_bytes(), true);
+        let (ctx, unwrapped) = openssl_open(
+            d,
+            sealed.ephemeral_public_key.as_bytes(),
+            &context_input,
+            sealed.wrapped_part.as_bytes(),
+        );
+        assert_eq!(
+            ctx,
+            parts::part_kdf_context(
+                &f.b.id,
+                index,
+                sealed.ephemeral_public_key.as_bytes().try_into().unwrap(),
+                importer.public_key.as_bytes().try_into().unwrap(),
+            )
+        );
         assert_eq!(unwrapped, part.expose_secret().to_vec(), "part {index}");
         assert_eq!(
             openssl_vp(d, &unwrapped.try_into().unwrap()),

@@ -47,9 +47,9 @@ use std::path::PathBuf;
 use crate::pkcs11::TokenRef;
 use tke_proto::{
     p256::{ecdsa::DerSignature, PublicKey},
-    parts::SealedPart,
+    parts::{self, MasterKeyPart, SealedPart},
     transport::{ImporterKey, MkEnvelope},
-    DeviceContext, Digest32, ProtoError, UnitId, Vp,
+    DeviceContext, Digest32, MasterKey, ProtoError, UnitId, Vp,
 };
 
 /// Names one master key object in a backend: 16 random bytes, shown as hex. Not secret:
@@ -344,4 +344,23 @@ pub trait Backend: Send + fmt::Debug {
     fn discard(&mut self) -> Result<(), BackendError> {
         Ok(())
     }
+}
+
+/// What every backend does with master key parts once it can open one: opens each with
+/// `open` (given its position, 1 to 3, and the sealed part), in order, and combines them
+/// ([`parts::combine`], which refuses dependent parts). The opened parts are wiped when
+/// this returns.
+///
+/// # Errors
+/// The first error of `open`; [`BackendError::Rejected`] for dependent parts.
+pub(crate) fn open_and_combine(
+    sealed: &[SealedPart],
+    mut open: impl FnMut(usize, &SealedPart) -> Result<MasterKeyPart, BackendError>,
+) -> Result<MasterKey, BackendError> {
+    let opened = sealed
+        .iter()
+        .enumerate()
+        .map(|(i, part)| open(i + 1, part))
+        .collect::<Result<Vec<_>, _>>()?;
+    parts::combine(&opened).map_err(BackendError::Rejected)
 }

@@ -473,14 +473,7 @@ impl Unit {
         if envelope.target_unit_id != self.state.unit_id {
             return Err(ModuleError::INVALID_UNIT);
         }
-        if next.importer != Some(envelope.importer_key_id) {
-            return Err(ModuleError::NOT_FOUND);
-        }
-        // The attempt reached the importer key: it is used up, whatever follows.
-        next.importer = None;
-        if next.new != NewRegister::Empty {
-            return Err(ModuleError::REGISTER_STATE);
-        }
+        use_up_importer(next, &envelope.importer_key_id)?;
         if !envelope_shape_ok(&envelope) {
             return Err(ModuleError::INVALID_DATA);
         }
@@ -488,12 +481,7 @@ impl Unit {
             .backend
             .import(&envelope.importer_key_id, &envelope)
             .map_err(|e| self.backend_failure("import the master key", e))?;
-        if next.current.slot().is_some_and(|s| s.vp == vp) {
-            // The new object is an orphan; `execute` destroys it.
-            return Err(ModuleError::SAME_VALUE);
-        }
-        next.new = NewRegister::Uncommitted(Slot { vp, key });
-        Ok(vp.0.to_vec())
+        stage_new(next, key, vp)
     }
 
     /// Loads the new register from master key parts (`docs/protocol.md` §11.2). The checks
@@ -503,13 +491,7 @@ impl Unit {
         if self.state.unit_type == UnitType::Recovery {
             return Err(ModuleError::LOAD_FORBIDDEN);
         }
-        if next.importer != Some(req.importer_key_id) {
-            return Err(ModuleError::NOT_FOUND);
-        }
-        next.importer = None;
-        if next.new != NewRegister::Empty {
-            return Err(ModuleError::REGISTER_STATE);
-        }
+        use_up_importer(next, &req.importer_key_id)?;
         if !req.parts.iter().all(SealedPart::shape_ok) {
             return Err(ModuleError::INVALID_DATA);
         }
@@ -522,12 +504,7 @@ impl Unit {
                 )) => ModuleError::PARTS_NOT_INDEPENDENT,
                 e => self.backend_failure("load the master key parts", e),
             })?;
-        if next.current.slot().is_some_and(|s| s.vp == vp) {
-            // The new object is an orphan; `execute` destroys it.
-            return Err(ModuleError::SAME_VALUE);
-        }
-        next.new = NewRegister::Uncommitted(Slot { vp, key });
-        Ok(vp.0.to_vec())
+        stage_new(next, key, vp)
     }
 
     /// Saves `state` in the unit's store.
@@ -535,6 +512,31 @@ impl Unit {
         let record = state.to_json()?;
         self.store.save(&record)
     }
+}
+
+/// The importer key check of an import: `key_id` must be the pending importer key (96).
+/// The attempt then uses the key up, whatever follows, and the new register must be empty
+/// (102).
+fn use_up_importer(next: &mut State, key_id: &Digest32) -> Result<(), ModuleError> {
+    if next.importer != Some(*key_id) {
+        return Err(ModuleError::NOT_FOUND);
+    }
+    next.importer = None;
+    if next.new != NewRegister::Empty {
+        return Err(ModuleError::REGISTER_STATE);
+    }
+    Ok(())
+}
+
+/// Puts the imported value `key` (of VP `vp`) in the new register, unless it is the
+/// current register's value (102/1: the new object is then an orphan that `execute`
+/// destroys). Answers the VP.
+fn stage_new(next: &mut State, key: crate::KeyHandle, vp: Vp) -> Outcome {
+    if next.current.slot().is_some_and(|s| s.vp == vp) {
+        return Err(ModuleError::SAME_VALUE);
+    }
+    next.new = NewRegister::Uncommitted(Slot { vp, key });
+    Ok(vp.0.to_vec())
 }
 
 /// The fixed sizes `MkEnvelope` documents (65-byte point, 40-byte wrapped key), which its

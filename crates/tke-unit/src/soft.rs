@@ -475,18 +475,10 @@ impl Backend for SoftBackend {
         sealed: &[SealedPart],
     ) -> Result<(KeyHandle, Vp), BackendError> {
         let secret = self.importer(importer)?;
-        let opened = sealed
-            .iter()
-            .enumerate()
-            .map(|(i, part)| {
-                if !part.shape_ok() {
-                    return Err(tke_proto::TransportError::EnvelopeShape.into());
-                }
-                parts::soft_open_part(part, target, i + 1, secret)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(BackendError::Rejected)?;
-        let key = parts::combine(&opened).map_err(BackendError::Rejected)?;
+        // Sizes are checked by the unit first; the reference refuses others anyway.
+        let key = crate::backend::open_and_combine(sealed, |k, part| {
+            parts::soft_open_part(part, target, k, secret).map_err(BackendError::Rejected)
+        })?;
         self.store_master_key(key)
     }
 

@@ -128,6 +128,31 @@ fn flag(s: &Session, o: ObjectHandle, which: AttributeType) -> bool {
     })
 }
 
+/// The one master key object on the token of `s`, checked: sensitive, private, usable
+/// only to sign (the CMAC of the VP), not copyable, extractable exactly when `exportable`,
+/// and (SoftHSM2 refuses `CKA_TRUSTED` to the user) not `CKA_WRAP_WITH_TRUSTED`.
+fn the_master_key_object(s: &Session, exportable: bool) -> ObjectHandle {
+    let mks = objects(s, "tke-master-key");
+    assert_eq!(mks.len(), 1, "one master key object, no orphan");
+    let mk = mks[0];
+    assert!(flag(s, mk, AttributeType::Sensitive));
+    assert!(flag(s, mk, AttributeType::Private));
+    assert!(flag(s, mk, AttributeType::Sign), "CMAC for the VP");
+    assert_eq!(flag(s, mk, AttributeType::Extractable), exportable);
+    assert!(!flag(s, mk, AttributeType::Copyable));
+    for usage in [
+        AttributeType::Encrypt,
+        AttributeType::Decrypt,
+        AttributeType::Wrap,
+        AttributeType::Unwrap,
+        AttributeType::Derive,
+    ] {
+        assert!(!flag(s, mk, usage), "{usage:?}");
+    }
+    assert!(!flag(s, mk, AttributeType::WrapWithTrusted));
+    mk
+}
+
 /// The auto-init command sequence on one recovery unit and its targets: random
 /// generation on the recovery unit, then for each target an importer, the export, the
 /// import, commit and set-immediate. Returns the VP.
@@ -205,25 +230,7 @@ fn objects_on_the_token_carry_the_policy_of_the_unit_type() {
     for (u, exportable) in [(&rec, true), (&op, false)] {
         let config = Pkcs11Config::read(u.dir().unwrap()).unwrap();
         let s = session(&config);
-        let mks = objects(&s, "tke-master-key");
-        assert_eq!(mks.len(), 1, "one master key object, no orphan");
-        let mk = mks[0];
-        assert!(flag(&s, mk, AttributeType::Sensitive));
-        assert!(flag(&s, mk, AttributeType::Private));
-        assert!(flag(&s, mk, AttributeType::Sign), "CMAC for the VP");
-        assert_eq!(flag(&s, mk, AttributeType::Extractable), exportable);
-        assert!(!flag(&s, mk, AttributeType::Copyable));
-        for usage in [
-            AttributeType::Encrypt,
-            AttributeType::Decrypt,
-            AttributeType::Wrap,
-            AttributeType::Unwrap,
-            AttributeType::Derive,
-        ] {
-            assert!(!flag(&s, mk, usage), "{usage:?}");
-        }
-        // SoftHSM2 refuses CKA_TRUSTED to the user, so no CKA_WRAP_WITH_TRUSTED.
-        assert!(!flag(&s, mk, AttributeType::WrapWithTrusted));
+        the_master_key_object(&s, exportable);
         assert!(
             objects(&s, "tke-importer").is_empty(),
             "the importer is used up"
@@ -369,23 +376,7 @@ fn a_key_loaded_from_parts_is_an_ordinary_master_key_on_the_token() {
     assert_eq!(vp, key.vp());
 
     let s = session(&Pkcs11Config::read(op.dir().unwrap()).unwrap());
-    let mks = objects(&s, "tke-master-key");
-    assert_eq!(mks.len(), 1, "one master key object, no orphan");
-    let mk = mks[0];
-    assert!(flag(&s, mk, AttributeType::Sensitive));
-    assert!(flag(&s, mk, AttributeType::Private));
-    assert!(flag(&s, mk, AttributeType::Sign));
-    assert!(!flag(&s, mk, AttributeType::Extractable));
-    assert!(!flag(&s, mk, AttributeType::Copyable));
-    for usage in [
-        AttributeType::Encrypt,
-        AttributeType::Decrypt,
-        AttributeType::Wrap,
-        AttributeType::Unwrap,
-        AttributeType::Derive,
-    ] {
-        assert!(!flag(&s, mk, usage), "{usage:?}");
-    }
+    let mk = the_master_key_object(&s, false);
     assert!(
         objects(&s, "tke-importer").is_empty(),
         "the importer is used up"

@@ -1445,13 +1445,9 @@ impl Backend for Pkcs11Backend {
         sealed: &[SealedPart],
     ) -> Result<(KeyHandle, Vp), BackendError> {
         let (private, point) = self.importer(importer)?;
-        let opened = sealed
-            .iter()
-            .enumerate()
-            .map(|(i, part)| self.tok.open_part(private, &point, target, i + 1, part))
-            .collect::<Result<Vec<_>, _>>()?;
-        let key = parts::combine(&opened).map_err(BackendError::Rejected)?;
-        drop(opened);
+        let key = crate::backend::open_and_combine(sealed, |k, part| {
+            self.tok.open_part(private, &point, target, k, part)
+        })?;
         let handle = self.fresh_handle();
         // The combined key enters the token as an imported one does: the same attributes,
         // sensitive, and not extractable (parts are refused on recovery units). Its value

@@ -154,15 +154,20 @@ fn full(state: RegisterState, vp: Vp) -> RegisterStatus {
     }
 }
 
-/// The target makes an importer; returns the export request for `register` to it.
-fn export_request(w: &World, target: &mut Unit, register: Register) -> ExportRequest {
+/// The target makes an importer key (signed by the first administrator).
+fn certified_importer(w: &World, target: &mut Unit) -> CertifiedImporter {
     let out = ok(run(
         target,
         &w.fleet.ca,
         &Command::GenerateImporter,
         &[w.a(0)],
     ));
-    let importer = CertifiedImporter::from_der(&out).unwrap();
+    CertifiedImporter::from_der(&out).unwrap()
+}
+
+/// The target makes an importer; returns the export request for `register` to it.
+fn export_request(w: &World, target: &mut Unit, register: Register) -> ExportRequest {
+    let importer = certified_importer(w, target);
     importer.verify(target.device_certificate()).unwrap();
     ExportRequest {
         register,
@@ -611,29 +616,23 @@ pub fn unexpected_input(f: &dyn UnitFactory) {
     let ca = &w.fleet.ca;
     let mut u = w.ready(f, "u", UnitType::Recovery);
     let before = u.status();
-    let wire = AdminCommand {
-        unit_id: u.id(),
-        counter: before.counter + 1,
-        command: CommandId::GenerateRandomMk,
-        input: OctetString::new(b"x".to_vec()).unwrap(),
-    };
-    let signed = tke_sigkey::sign_command(&wire, &[w.a(0) as &dyn tke_sigkey::Signer]).unwrap();
-    fails(
-        &send(&mut u, ca, &Request::Command(signed)),
-        ModuleError::UNEXPECTED_ARGUMENTS,
+    let body = run_raw(
+        &mut u,
+        ca,
+        CommandId::GenerateRandomMk,
+        b"x".to_vec(),
+        &[w.a(0)],
     );
+    fails(&body, ModuleError::UNEXPECTED_ARGUMENTS);
     // A commit whose VP is not 32 bytes.
-    let wire = AdminCommand {
-        command: CommandId::CommitMk,
-        input: OctetString::new(vec![1; 31]).unwrap(),
-        ..wire
-    };
-    let signed =
-        tke_sigkey::sign_command(&wire, &[w.a(0) as &dyn tke_sigkey::Signer, w.a(1)]).unwrap();
-    fails(
-        &send(&mut u, ca, &Request::Command(signed)),
-        ModuleError::INVALID_DATA,
+    let body = run_raw(
+        &mut u,
+        ca,
+        CommandId::CommitMk,
+        vec![1; 31],
+        &[w.a(0), w.a(1)],
     );
+    fails(&body, ModuleError::INVALID_DATA);
     assert_unchanged(&u, &before, false);
 }
 

@@ -10,14 +10,7 @@ use super::*;
 
 /// The target makes an importer key; returns it, verified as a workstation does.
 fn importer_of(w: &World, target: &mut Unit) -> ImporterKey {
-    let out = ok(run(
-        target,
-        &w.fleet.ca,
-        &Command::GenerateImporter,
-        &[w.a(0)],
-    ));
-    CertifiedImporter::from_der(&out)
-        .unwrap()
+    certified_importer(w, target)
         .verify(target.device_certificate())
         .unwrap()
 }
@@ -25,13 +18,7 @@ fn importer_of(w: &World, target: &mut Unit) -> ImporterKey {
 /// The target makes an importer key; returns `parts` sealed to it by the workstation's
 /// helper.
 fn parts_request(w: &World, target: &mut Unit, parts: &[MasterKeyPart]) -> MkPartsRequest {
-    let out = ok(run(
-        target,
-        &w.fleet.ca,
-        &Command::GenerateImporter,
-        &[w.a(0)],
-    ));
-    let importer = CertifiedImporter::from_der(&out).unwrap();
+    let importer = certified_importer(w, target);
     parts::seal_parts(parts, &importer, target.device_certificate()).unwrap()
 }
 
@@ -55,6 +42,24 @@ fn load_parts(w: &World, target: &mut Unit, req: MkPartsRequest) -> ResponseBody
         &Command::ImportMkParts(Box::new(req)),
         &[w.a(2)],
     )
+}
+
+/// Sends `req` (described by `what`) to `u` and checks that it is refused with `expected`
+/// and that the refusal changed the counter and used up the importer key, nothing else.
+#[track_caller]
+fn refused_using_up_importer(
+    w: &World,
+    u: &mut Unit,
+    req: MkPartsRequest,
+    expected: ModuleError,
+    what: &str,
+) {
+    let mut before = u.status();
+    assert!(before.importer_pending, "{what}");
+    let body = load_parts(w, u, req);
+    assert_eq!(body.error(), Some(expected), "{what}");
+    before.importer_pending = false;
+    assert_unchanged(u, &before, true);
 }
 
 fn random_parts<const N: usize>() -> [MasterKeyPart; N] {
@@ -173,16 +178,8 @@ pub fn import_mk_parts_refusals(f: &dyn UnitFactory) {
         let importer = importer_of(&w, &mut op);
         let mut req = sealed_anyway(&importer, &good);
         spoil(&mut req, &importer);
-        let mut before = op.status();
-        let body = load_parts(&w, &mut op, req);
-        assert_eq!(
-            body.error(),
-            Some(ModuleError::INVALID_DATA),
-            "{what} ({})",
-            f.name()
-        );
-        before.importer_pending = false;
-        assert_unchanged(&op, &before, true);
+        let what = format!("a part {what} ({})", f.name());
+        refused_using_up_importer(&w, &mut op, req, ModuleError::INVALID_DATA, &what);
     }
 
     // Parts that are not independent: 32/2, and the importer key is used up.
@@ -212,42 +209,45 @@ pub fn import_mk_parts_refusals(f: &dyn UnitFactory) {
             ),
             "{what}"
         );
-        let mut before = op.status();
-        fails(
-            &load_parts(&w, &mut op, sealed_anyway(&importer, &dependent)),
+        refused_using_up_importer(
+            &w,
+            &mut op,
+            sealed_anyway(&importer, &dependent),
             ModuleError::PARTS_NOT_INDEPENDENT,
+            what,
         );
-        before.importer_pending = false;
-        assert_unchanged(&op, &before, true);
     }
 
     // The new register is full: 102, and the importer key is used up.
     let req = parts_request(&w, &mut op, &good);
     let vp = vp_of(&ok(load_parts(&w, &mut op, req)));
     let req = parts_request(&w, &mut op, &random_parts::<2>());
-    let mut before = op.status();
-    fails(&load_parts(&w, &mut op, req), ModuleError::REGISTER_STATE);
-    before.importer_pending = false;
-    assert_unchanged(&op, &before, true);
+    refused_using_up_importer(
+        &w,
+        &mut op,
+        req,
+        ModuleError::REGISTER_STATE,
+        "into a full new register",
+    );
 
     // The same value as the current register: 102/1 (the vendor's refusal when every
     // part is an old one), the importer key used up and the new register left empty.
     ok(run(&mut op, ca, &Command::CommitMk(vp), &[w.a(0), w.a(1)]));
     ok(run(&mut op, ca, &Command::SetImmediate(vp), &[w.a(0)]));
     let req = parts_request(&w, &mut op, &good);
-    let mut before = op.status();
-    fails(&load_parts(&w, &mut op, req), ModuleError::SAME_VALUE);
-    before.importer_pending = false;
-    assert_unchanged(&op, &before, true);
+    refused_using_up_importer(
+        &w,
+        &mut op,
+        req,
+        ModuleError::SAME_VALUE,
+        "the current key's parts",
+    );
     // What was refused left nothing behind: the unit reopens (every secret it refers to
     // is there) and loads a fresh key.
+    let status = op.status();
     drop(op);
     let mut op = f.reopen(&w.path("op"));
-    assert_eq!(op.status(), {
-        let mut s = before.clone();
-        s.counter += 1;
-        s
-    });
+    assert_eq!(op.status(), status);
     let req = parts_request(&w, &mut op, &random_parts::<3>());
     ok(load_parts(&w, &mut op, req));
 }
@@ -260,14 +260,7 @@ pub fn control_points(f: &dyn UnitFactory) {
     let mut u = w.unit(f, "u", UnitType::Operational);
     assert_eq!(query(&mut u, ca).control_points, ControlPoints::DEFAULT);
     let btc = ControlPoints::of(&[ControlPoint::BTC]);
-    for a in &w.admins {
-        ok(run(
-            &mut u,
-            ca,
-            &Command::AddAdmin(a.certificate().clone()),
-            &[],
-        ));
-    }
+    add_admins(&mut u, ca, &w.admins);
     let before = u.status();
     for signers in [&[][..], &[w.a(0), w.a(1)]] {
         fails(
@@ -276,16 +269,7 @@ pub fn control_points(f: &dyn UnitFactory) {
         );
     }
     assert_unchanged(&u, &before, false);
-    let two = Threshold::new(2).unwrap();
-    ok(run(
-        &mut u,
-        ca,
-        &Command::SetThresholds {
-            signature: two,
-            revocation: two,
-        },
-        &[w.a(0), w.a(1)],
-    ));
+    leave_imprint_mode(&mut u, ca, &w.admins, 2, 2);
 
     // Below the signature threshold: 208, nothing changes.
     let before = u.status();
@@ -336,18 +320,15 @@ pub fn control_points(f: &dyn UnitFactory) {
     // A mask of another size than 16 bytes: 32, refused before the counter is consumed.
     let before = u.status();
     for len in [15, 17] {
-        let wire = AdminCommand {
-            unit_id: u.id(),
-            counter: before.counter + 1,
-            command: CommandId::AddControlPoints,
-            input: OctetString::new(vec![0xff; len]).unwrap(),
-        };
-        let signed =
-            tke_sigkey::sign_command(&wire, &[w.a(0) as &dyn tke_sigkey::Signer, w.a(1)]).unwrap();
-        fails(
-            &send(&mut u, ca, &Request::Command(signed)),
-            ModuleError::INVALID_DATA,
+        let input = vec![0xff; len];
+        let body = run_raw(
+            &mut u,
+            ca,
+            CommandId::AddControlPoints,
+            input,
+            &[w.a(0), w.a(1)],
         );
+        fails(&body, ModuleError::INVALID_DATA);
     }
     assert_unchanged(&u, &before, false);
 
