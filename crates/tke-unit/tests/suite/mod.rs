@@ -1737,9 +1737,6 @@ pub fn device_signatures_bound_to_their_kind(f: &dyn UnitFactory) {
     ));
 }
 
-/// A fleet member that signs the protocol version 1 way (the bare message, no context
-/// label): its envelope and its importer certification are refused, and the very same
-/// messages signed the version 2 way are accepted.
 /// A fleet member whose device key signs the way protocol version 1 (the bare message) or
 /// version 2 (under the version 2 label) does: its envelopes and importer keys are refused
 /// (3/102) before anything is used up, naming the version; the same member signing as
@@ -2119,8 +2116,29 @@ pub fn fuzzed_requests_never_panic(f: &dyn UnitFactory) {
         let out = ok(run(&mut rec, ca, &cmd, &[w.a(0), w.a(1)]));
         SignedEnvelope::from_der(&out).unwrap()
     };
+    let parts_req = tke_proto::parts::seal_parts(
+        &[
+            tke_proto::parts::MasterKeyPart::random(),
+            tke_proto::parts::MasterKeyPart::random(),
+        ],
+        &req.importer,
+        op.device_certificate(),
+    )
+    .unwrap();
     let id = rec.id();
     let seeds: Vec<Vec<u8>> = [
+        Request::Command(signed_command(
+            op.id(),
+            op.status().counter + 1,
+            &Command::ImportMkParts(Box::new(parts_req)),
+            &[w.a(0)],
+        )),
+        Request::Command(signed_command(
+            id,
+            c + 1,
+            &Command::AddControlPoints(tke_proto::ControlPoints::DEFAULT),
+            &[w.a(0), w.a(1)],
+        )),
         Request::Query(Query {
             unit_id: id,
             nonce: Nonce::random(),
