@@ -1,7 +1,8 @@
-//! Protocol version 2: a unit whose device key signs its answers the version 1 way (over
-//! the bare response body, without the response label) is refused by the client with an
-//! error naming the unit and both versions, and nothing it answered is returned. The same
-//! unit signing the version 2 way is accepted, so the version is the only difference.
+//! Protocol version 3: a unit whose device key signs its answers the version 1 way (over
+//! the bare response body, without the response label) or the version 2 way (under the
+//! version 2 label) is refused by the client with an error naming the unit and both
+//! versions, and nothing it answered is returned. The same unit signing the version 3 way
+//! is accepted, so the version is the only difference.
 //!
 //! The same fake unit, certified and listed as a recovery unit, signs a status that says
 //! operational: the client refuses that status, naming the unit.
@@ -18,7 +19,7 @@ use tke_proto::{
 use tke_test_support::versions::imprint_answer;
 
 /// A fake unit, certified by the fleet CA, that answers every query with an imprint-mode
-/// status, signed the version 1 way or the version 2 way.
+/// status, signed the way protocol version 1, 2 or 3 signs.
 struct FakeUnit {
     key: SigningKey,
     descriptor: UnitDescriptor,
@@ -84,48 +85,50 @@ fn client_for(version: u32, unit_type: UnitType) -> (tempfile::TempDir, Client, 
 }
 
 #[test]
-fn a_version_2_unit_is_answered() {
-    let (_dir, client, id) = client_for(2, UnitType::Operational);
+fn a_version_3_unit_is_answered() {
+    let (_dir, client, id) = client_for(3, UnitType::Operational);
     let status = client.query(client.unit(&id).unwrap()).unwrap();
     assert_eq!(status.unit_id, id);
 }
 
 #[test]
-fn a_version_1_unit_is_refused_naming_both_versions() {
-    let (_dir, client, id) = client_for(1, UnitType::Operational);
-    let e = client.query(client.unit(&id).unwrap()).unwrap_err();
-    match &e {
-        ClientError::Response {
-            unit,
-            source:
-                ProtoError::ProtocolVersion {
-                    unit: signer,
-                    what,
-                    found,
-                    expected,
-                },
-        } => {
-            assert_eq!(
-                (*unit, *signer, *what, *found, *expected),
-                (id, id, "response", 1, 2)
-            );
+fn older_units_are_refused_naming_both_versions() {
+    for version in [1, 2] {
+        let (_dir, client, id) = client_for(version, UnitType::Operational);
+        let e = client.query(client.unit(&id).unwrap()).unwrap_err();
+        match &e {
+            ClientError::Response {
+                unit,
+                source:
+                    ProtoError::ProtocolVersion {
+                        unit: signer,
+                        what,
+                        found,
+                        expected,
+                    },
+            } => {
+                assert_eq!(
+                    (*unit, *signer, *what, *found, *expected),
+                    (id, id, "response", version, 3)
+                );
+            }
+            other => panic!("expected a protocol version error, got {other:?}"),
         }
-        other => panic!("expected a protocol version error, got {other:?}"),
+        let source = std::error::Error::source(&e).expect("the protocol error is the source");
+        assert_eq!(
+            source.to_string(),
+            format!(
+                "the response from crypto unit {} is signed under protocol version {version}; \
+                 version 3 is required",
+                id.uuid()
+            )
+        );
     }
-    let source = std::error::Error::source(&e).expect("the protocol error is the source");
-    assert_eq!(
-        source.to_string(),
-        format!(
-            "the response from crypto unit {} is signed under protocol version 1; version 2 \
-             is required",
-            id.uuid()
-        )
-    );
 }
 
 #[test]
 fn a_signed_status_that_gives_another_type_than_the_certificate_is_refused() {
-    let (_dir, client, id) = client_for(2, UnitType::Recovery);
+    let (_dir, client, id) = client_for(3, UnitType::Recovery);
     let unit = client.unit(&id).unwrap();
     assert_eq!(unit.unit_type(), UnitType::Recovery);
     let e = client.query(unit).unwrap_err();

@@ -8,8 +8,9 @@ use der::{asn1::OctetString, Choice, Decode, Encode, Enumerated, Sequence};
 
 use crate::{
     cert::AdminCertificate,
+    parts::{self, MkPartsRequest},
     transport::{ExportRequest, SignedEnvelope},
-    Nonce, ProtoError, Register, Ski, Threshold, UnitId, Vp,
+    ControlPoints, Nonce, ProtoError, Register, Ski, Threshold, UnitId, Vp,
 };
 
 /// Administrative command identifiers. The numbering follows the vendor's EP11
@@ -19,14 +20,16 @@ use crate::{
 /// CommandId ::= ENUMERATED {
 ///   addAdmin(2), removeAdmin(4), setThresholds(8), generateImporter(9),
 ///   generateRandomMk(10), exportMk(11), importMk(12), commitMk(13),
-///   setImmediate(14), zeroize(16), clearCurrent(27), clearNew(28),
-///   exportMkBatch(64) }
+///   setImmediate(14), zeroize(16), addControlPoints(18),
+///   removeControlPoints(19), clearCurrent(27), clearNew(28),
+///   exportMkBatch(64), importMkParts(65) }
 /// ```
 ///
 /// `exportMkBatch` has no vendor counterpart: one quorum approval exports to up to
 /// [`MAX_EXPORT_TARGETS`] units at once, so that a source unit is not the queue every
 /// target of a large instance waits in, and administrators sign once instead of once per
-/// target.
+/// target. `importMkParts` has none either: the vendor loads parts with one `importWK`
+/// envelope of signed sub-requests; here one command carries the sealed parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Enumerated)]
 #[repr(u32)]
 #[allow(missing_docs)]
@@ -41,9 +44,12 @@ pub enum CommandId {
     CommitMk = 0x0D,
     SetImmediate = 0x0E,
     Zeroize = 0x10,
+    AddControlPoints = 0x12,
+    RemoveControlPoints = 0x13,
     ClearCurrent = 0x1B,
     ClearNew = 0x1C,
     ExportMkBatch = 0x40,
+    ImportMkParts = 0x41,
 }
 
 /// The most targets one `exportMkBatch` command names.
@@ -112,6 +118,10 @@ pub enum Command {
     ExportMkBatch(Vec<ExportRequest>),
     /// Import a master key into the new register. Input: [`SignedEnvelope`]; output: the VP.
     ImportMk(Box<SignedEnvelope>),
+    /// Load the new register from 2 or 3 master key parts, each sealed to the pending
+    /// importer key; the key is their XOR. Input: [`MkPartsRequest`]; output: the VP of
+    /// the combined key.
+    ImportMkParts(Box<MkPartsRequest>),
     /// Commit the new register. Input: its expected VP.
     CommitMk(Vp),
     /// Promote new → current and clear new. Input: the new register's expected VP.
@@ -122,6 +132,12 @@ pub enum Command {
     ClearCurrent,
     /// Clear the new register.
     ClearNew,
+    /// Set the control points of a mask (the others stay). Input: the 16-byte mask;
+    /// output: the unit's mask afterwards.
+    AddControlPoints(ControlPoints),
+    /// Clear the control points of a mask (the others stay). Input: the 16-byte mask;
+    /// output: the unit's mask afterwards.
+    RemoveControlPoints(ControlPoints),
 }
 
 impl Command {
@@ -136,11 +152,14 @@ impl Command {
             Self::ExportMk(_) => CommandId::ExportMk,
             Self::ExportMkBatch(_) => CommandId::ExportMkBatch,
             Self::ImportMk(_) => CommandId::ImportMk,
+            Self::ImportMkParts(_) => CommandId::ImportMkParts,
             Self::CommitMk(_) => CommandId::CommitMk,
             Self::SetImmediate(_) => CommandId::SetImmediate,
             Self::Zeroize => CommandId::Zeroize,
             Self::ClearCurrent => CommandId::ClearCurrent,
             Self::ClearNew => CommandId::ClearNew,
+            Self::AddControlPoints(_) => CommandId::AddControlPoints,
+            Self::RemoveControlPoints(_) => CommandId::RemoveControlPoints,
         }
     }
 
@@ -163,7 +182,11 @@ impl Command {
             Self::ExportMk(req) => req.to_der()?,
             Self::ExportMkBatch(reqs) => reqs.to_der()?,
             Self::ImportMk(env) => env.to_der()?,
+            Self::ImportMkParts(req) => req.to_der()?,
             Self::CommitMk(vp) | Self::SetImmediate(vp) => vp.0.to_vec(),
+            Self::AddControlPoints(mask) | Self::RemoveControlPoints(mask) => {
+                mask.as_bytes().to_vec()
+            }
             Self::GenerateImporter
             | Self::GenerateRandomMk
             | Self::Zeroize
@@ -219,11 +242,22 @@ impl Command {
                 Ok(Self::ExportMkBatch(reqs))
             }
             CommandId::ImportMk => Ok(Self::ImportMk(Box::new(SignedEnvelope::from_der(input)?))),
+            CommandId::ImportMkParts => {
+                let req = MkPartsRequest::from_der(input)?;
+                parts::check_count(req.parts.len())?;
+                Ok(Self::ImportMkParts(Box::new(req)))
+            }
             CommandId::CommitMk => Ok(Self::CommitMk(Vp::from_slice(input)?)),
             CommandId::SetImmediate => Ok(Self::SetImmediate(Vp::from_slice(input)?)),
             CommandId::Zeroize => empty(Self::Zeroize),
             CommandId::ClearCurrent => empty(Self::ClearCurrent),
             CommandId::ClearNew => empty(Self::ClearNew),
+            CommandId::AddControlPoints => {
+                Ok(Self::AddControlPoints(ControlPoints::from_slice(input)?))
+            }
+            CommandId::RemoveControlPoints => {
+                Ok(Self::RemoveControlPoints(ControlPoints::from_slice(input)?))
+            }
         }
     }
 
@@ -237,7 +271,9 @@ impl Command {
                 }
                 _ => None,
             },
-            Self::ImportMk(_) | Self::CommitMk(_) | Self::ClearNew => Some(Register::New),
+            Self::ImportMk(_) | Self::ImportMkParts(_) | Self::CommitMk(_) | Self::ClearNew => {
+                Some(Register::New)
+            }
             Self::SetImmediate(_) | Self::ClearCurrent => Some(Register::Current),
             _ => None,
         }

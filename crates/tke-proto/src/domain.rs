@@ -1,11 +1,11 @@
-//! Domain separation of device-key signatures (protocol version 2).
+//! Domain separation of device-key signatures (protocol version 3; version 2 introduced it).
 //!
 //! One device key signs three kinds of message: response bodies, importer keys and master
 //! key envelopes. Each kind is signed over its own fixed label followed by the message:
 //!
 //! ```text
 //! signed bytes = label ‖ message        -- message: the DER inside the OCTET STRING
-//! label        = "TKE-Protocol-v2 " ‖ <type name> ‖ 0x00
+//! label        = "TKE-Protocol-v3 " ‖ <type name> ‖ 0x00
 //! ```
 //!
 //! The labels are ASCII without NUL and end in one NUL byte, so none is a prefix of
@@ -19,8 +19,11 @@
 //! [`DeviceContext::digest`] gives it; the message bytes stay exactly those carried in the
 //! OCTET STRING, so nothing is re-encoded between signing and verifying.
 //!
-//! Protocol version 1 signed the bare message. A verifier recognises such a signature
-//! ([`DeviceSigError::Version1`]) only to refuse it with an error naming both versions.
+//! Protocol version 2 signed under the same labels with `v2` in them, and version 1 signed
+//! the bare message. A verifier recognises such a signature
+//! ([`DeviceSigError::OlderVersion`]) only to refuse it with an error naming both
+//! versions: the messages of the versions differ (version 3 added the control points to
+//! `UnitStatus`), so a signature of another version is never accepted.
 
 use p256::ecdsa::{DerSignature, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -28,7 +31,7 @@ use sha2::{Digest, Sha256};
 use crate::{Digest32, ProtoError, UnitId};
 
 /// The protocol version whose signature rules this crate implements.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The kind of message a device key signs; each has its own label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,9 +51,29 @@ impl DeviceContext {
     /// The label that precedes the message in the signed bytes (ASCII, NUL-terminated).
     pub const fn label(self) -> &'static [u8] {
         match self {
+            Self::Response => b"TKE-Protocol-v3 ResponseBody\0",
+            Self::Importer => b"TKE-Protocol-v3 ImporterKey\0",
+            Self::Envelope => b"TKE-Protocol-v3 MkEnvelope\0",
+        }
+    }
+
+    /// The label protocol version 2 used, recognised only to refuse its signatures.
+    const fn v2_label(self) -> &'static [u8] {
+        match self {
             Self::Response => b"TKE-Protocol-v2 ResponseBody\0",
             Self::Importer => b"TKE-Protocol-v2 ImporterKey\0",
             Self::Envelope => b"TKE-Protocol-v2 MkEnvelope\0",
+        }
+    }
+
+    /// The bytes a device key of protocol `version` signs for `message`: the message
+    /// alone for version 1, the label of that version and the message for versions 2 and
+    /// 3 (the current one for any other value). For tests that play an older unit.
+    pub fn signed_bytes_of_version(self, version: u32, message: &[u8]) -> Vec<u8> {
+        match version {
+            1 => message.to_vec(),
+            2 => [self.v2_label(), message].concat(),
+            _ => self.signed_bytes(message),
         }
     }
 
@@ -82,8 +105,8 @@ impl DeviceContext {
     /// Checks a device-key signature over `message` in this context.
     ///
     /// # Errors
-    /// [`DeviceSigError`]: malformed, not valid in this context, or a version 1 signature
-    /// (over the bare message).
+    /// [`DeviceSigError`]: malformed, not valid in this context, or a signature of an
+    /// older protocol version.
     pub fn verify(
         self,
         key: &VerifyingKey,
@@ -94,19 +117,22 @@ impl DeviceContext {
         if crate::ecdsa_p256::verify(key, &self.signed_bytes(message), &sig).is_ok() {
             return Ok(());
         }
-        // Only to say why it is refused: a version 1 signer signed the message alone.
-        if crate::ecdsa_p256::verify(key, message, &sig).is_ok() {
-            return Err(DeviceSigError::Version1);
+        // Only to say why it is refused: an older signer used another label, or none.
+        for version in [2, 1] {
+            let bytes = self.signed_bytes_of_version(version, message);
+            if crate::ecdsa_p256::verify(key, &bytes, &sig).is_ok() {
+                return Err(DeviceSigError::OlderVersion(version));
+            }
         }
         Err(DeviceSigError::Invalid)
     }
 
-    /// The error for a version 1 signature of `unit` in this context.
-    pub(crate) fn version1(self, unit: UnitId) -> ProtoError {
+    /// The error for a signature of `unit` in this context made under protocol `version`.
+    pub(crate) fn older_version(self, unit: UnitId, version: u32) -> ProtoError {
         ProtoError::ProtocolVersion {
             unit,
             what: self.what(),
-            found: 1,
+            found: version,
             expected: PROTOCOL_VERSION,
         }
     }
@@ -121,7 +147,8 @@ pub enum DeviceSigError {
     /// It does not verify over this context's label and the message.
     #[error("the signature does not verify")]
     Invalid,
-    /// It verifies over the bare message: made by a protocol version 1 signer.
-    #[error("the signature follows protocol version 1")]
-    Version1,
+    /// It verifies under an older protocol version's rules (version 2's label, or version
+    /// 1's bare message): made by a unit of that version.
+    #[error("the signature follows protocol version {0}")]
+    OlderVersion(u32),
 }

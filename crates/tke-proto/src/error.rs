@@ -124,6 +124,10 @@ pub enum TransportError {
     /// The unwrapped key's verification pattern differs from the envelope's.
     #[error("the unwrapped key does not match the envelope's VP")]
     VpMismatch,
+    /// Master key parts that do not hide the key from fewer than all their owners: a part
+    /// is zero, two are equal, or three XOR to zero.
+    #[error("the master key parts are not independent: a part is zero, two are equal, or they XOR to zero")]
+    PartsNotIndependent,
 }
 
 /// Displays an error and its causes (`error: cause: cause`), each once: a cause whose

@@ -3,10 +3,12 @@
 
 pub mod cert;
 pub mod command;
+pub mod control;
 pub mod domain;
 pub mod ecdh_p256;
 pub mod ecdsa_p256;
 pub mod error;
+pub mod parts;
 pub mod response;
 pub mod transport;
 mod types;
@@ -14,6 +16,7 @@ pub mod vp;
 
 pub use cert::{AdminCertificate, CaCertificate, DeviceCertificate, UnitDescription};
 pub use command::{AdminCommand, Command, CommandId, Query, Request, SignedCommand, SignerInfo};
+pub use control::{ControlPoint, ControlPoints};
 pub use domain::{DeviceContext, PROTOCOL_VERSION};
 pub use error::{CertificateError, ErrorChain, TransportError};
 pub use response::{
@@ -83,6 +86,24 @@ pub enum ProtoError {
         /// How many it named.
         count: usize,
     },
+    /// An `importMkParts` names fewer or more parts than a master key is made of.
+    #[error("a master key is loaded from {min} or {max} parts, not {count}", min = parts::MIN_PARTS, max = parts::MAX_PARTS)]
+    PartCount {
+        /// How many it named.
+        count: usize,
+    },
+    /// A master key part's position is outside 1 to 3.
+    #[error("there is no master key part number {index}: parts are numbered 1 to {max}", max = parts::MAX_PARTS)]
+    PartIndex {
+        /// The position given.
+        index: usize,
+    },
+    /// A control point number or name that does not exist.
+    #[error("{value:?} is not a control point: give a number from 0 to 127 or one of XCP_CPB_ALG_EC_25519, XCP_CPB_BTC, XCP_CPB_ECDSA_OTHER")]
+    ControlPoint {
+        /// What was given (at most 40 characters of it).
+        value: String,
+    },
     /// A certificate failed a check (the source says which).
     #[error("invalid certificate")]
     Certificate(#[from] CertificateError),
@@ -107,8 +128,8 @@ pub enum ProtoError {
         /// The unit asked.
         unit: UnitId,
     },
-    /// A device-key signature follows another protocol version's rules (a version 1 unit
-    /// signed the message without its context label).
+    /// A device-key signature follows an older protocol version's rules (a version 2 unit
+    /// signed under its own label, a version 1 unit under none).
     #[error("the {what} from crypto unit {} is signed under protocol version {found}; version {expected} is required", unit.uuid())]
     ProtocolVersion {
         /// The unit whose device key signed it.
@@ -152,49 +173,62 @@ pub(crate) fn scalar_bytes(mut field: p256::FieldBytes) -> Zeroizing<[u8; 32]> {
     scalar
 }
 
-/// A 256-bit AES master key value. Zeroized on drop; no `Debug` that shows it; the value
-/// comes out only through [`MasterKey::expose_secret`].
-#[derive(Clone)]
-pub struct MasterKey(Zeroizing<[u8; 32]>);
+/// Defines a 32-byte secret value type: zeroized on drop, its `Debug` shows only its
+/// verification pattern, and the value comes out only through `expose_secret`.
+macro_rules! secret_value {
+    ($(#[$meta:meta])* $name:ident, $what:literal) => {
+        $(#[$meta])*
+        #[derive(Clone)]
+        pub struct $name(::zeroize::Zeroizing<[u8; 32]>);
 
-impl MasterKey {
-    /// A fresh random master key.
-    pub fn random() -> Self {
-        let mut k = Zeroizing::new([0u8; 32]);
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, k.as_mut());
-        Self(k)
-    }
+        impl $name {
+            #[doc = concat!("A fresh random ", $what, ".")]
+            pub fn random() -> Self {
+                let mut k = ::zeroize::Zeroizing::new([0u8; 32]);
+                ::rand_core::RngCore::fill_bytes(&mut ::rand_core::OsRng, k.as_mut());
+                Self(k)
+            }
 
-    /// A master key from 32 bytes.
-    ///
-    /// # Errors
-    /// [`ProtoError::Length`] for another length.
-    pub fn from_slice(bytes: &[u8]) -> Result<Self, ProtoError> {
-        if bytes.len() != 32 {
-            return Err(ProtoError::Length {
-                what: "master key",
-                expected: 32,
-                actual: bytes.len(),
-            });
+            #[doc = concat!("A ", $what, " from 32 bytes.")]
+            ///
+            /// # Errors
+            /// [`ProtoError::Length`](crate::ProtoError::Length) for another length.
+            pub fn from_slice(bytes: &[u8]) -> Result<Self, $crate::ProtoError> {
+                if bytes.len() != 32 {
+                    return Err($crate::ProtoError::Length {
+                        what: $what,
+                        expected: 32,
+                        actual: bytes.len(),
+                    });
+                }
+                let mut k = ::zeroize::Zeroizing::new([0u8; 32]);
+                k.copy_from_slice(bytes);
+                Ok(Self(k))
+            }
+
+            /// The 32 bytes. Use only to hand them to a cipher.
+            pub fn expose_secret(&self) -> &[u8; 32] {
+                &self.0
+            }
+
+            /// Its verification pattern (`docs/protocol.md` §12).
+            pub fn vp(&self) -> $crate::Vp {
+                $crate::vp::of_value(&self.0)
+            }
         }
-        let mut k = Zeroizing::new([0u8; 32]);
-        k.copy_from_slice(bytes);
-        Ok(Self(k))
-    }
 
-    /// The key bytes. Use only to hand the key to a cipher.
-    pub fn expose_secret(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// Its verification pattern.
-    pub fn vp(&self) -> Vp {
-        vp::of(self)
-    }
+        impl ::core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                write!(f, "{}(vp={}, value=<redacted>)", stringify!($name), self.vp())
+            }
+        }
+    };
 }
+pub(crate) use secret_value;
 
-impl core::fmt::Debug for MasterKey {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "MasterKey(vp={}, value=<redacted>)", self.vp())
-    }
-}
+secret_value!(
+    /// A 256-bit AES master key value. Zeroized on drop; no `Debug` that shows it; the
+    /// value comes out only through [`MasterKey::expose_secret`].
+    MasterKey,
+    "master key"
+);

@@ -6,7 +6,9 @@ use p256::ecdsa::{DerSignature, VerifyingKey};
 
 use crate::domain::{DeviceContext, DeviceSigError};
 
-use crate::{AdminName, Digest32, ProtoError, RegisterState, Ski, UnitId, UnitType, Vp};
+use crate::{
+    AdminName, ControlPoints, Digest32, ProtoError, RegisterState, Ski, UnitId, UnitType, Vp,
+};
 
 /// What a unit signs in reply to a request.
 ///
@@ -51,7 +53,7 @@ impl ResponseBody {
 /// SignedResponse ::= SEQUENCE {
 ///   body       OCTET STRING,   -- DER of ResponseBody
 ///   signature  OCTET STRING }  -- ECDSA-Sig-Value by the unit's device key
-///                              -- over "TKE-Protocol-v2 ResponseBody" 00 ‖ body
+///                              -- over "TKE-Protocol-v3 ResponseBody" 00 ‖ body
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Sequence)]
 pub struct SignedResponse {
@@ -69,7 +71,7 @@ impl SignedResponse {
     ///
     /// # Errors
     /// [`ProtoError::ResponseSignature`] for a bad signature,
-    /// [`ProtoError::ProtocolVersion`] for a protocol version 1 signature,
+    /// [`ProtoError::ProtocolVersion`] for a signature of an older protocol version,
     /// [`ProtoError::ResponseBinding`]
     /// if the body names another unit or request, [`ProtoError::Der`] for malformed bytes.
     pub fn verify(
@@ -81,7 +83,9 @@ impl SignedResponse {
         DeviceContext::Response
             .verify(device_key, self.body.as_bytes(), self.signature.as_bytes())
             .map_err(|e| match e {
-                DeviceSigError::Version1 => DeviceContext::Response.version1(*unit_id),
+                DeviceSigError::OlderVersion(v) => {
+                    DeviceContext::Response.older_version(*unit_id, v)
+                }
                 DeviceSigError::Malformed | DeviceSigError::Invalid => {
                     ProtoError::ResponseSignature { unit: *unit_id }
                 }
@@ -170,7 +174,8 @@ impl RegisterStatus {
 ///   admins           SEQUENCE OF AdminInfo,  -- at most 8
 ///   newRegister      RegisterStatus,
 ///   currentRegister  RegisterStatus,
-///   importerPending  BOOLEAN }               -- a single-use importer key is waiting
+///   importerPending  BOOLEAN,                -- a single-use importer key is waiting
+///   controlPoints    OCTET STRING (SIZE(16)) } -- the control point mask, bit 0 = MSB of byte 0
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Sequence)]
 pub struct UnitStatus {
@@ -192,6 +197,8 @@ pub struct UnitStatus {
     pub current_register: RegisterStatus,
     /// Whether an importer key is waiting for an import.
     pub importer_pending: bool,
+    /// The unit's control points.
+    pub control_points: ControlPoints,
 }
 
 impl UnitStatus {
@@ -267,9 +274,15 @@ impl ModuleError {
     pub const INVALID_IMPORTER: Self = Self::new(3, 102);
     pub const INVALID_DATA: Self = Self::new(32, 0);
     pub const ADMIN_NOT_FOUND: Self = Self::new(32, 32);
+    /// Master key parts that are not independent (a part is zero, two are equal, or three
+    /// XOR to zero): their key would be known to fewer people than the parts' owners. Not
+    /// a vendor code.
+    pub const PARTS_NOT_INDEPENDENT: Self = Self::new(32, 2);
     pub const UNEXPECTED_ARGUMENTS: Self = Self::new(33, 0);
     pub const RANDOM_FORBIDDEN: Self = Self::new(80, 52);
     pub const EXPORT_FORBIDDEN: Self = Self::new(80, 131);
+    /// Loading a master key from parts is not permitted on this unit (a recovery unit).
+    pub const LOAD_FORBIDDEN: Self = Self::new(80, 80);
     pub const NOT_FOUND: Self = Self::new(96, 0);
     pub const VP_MISMATCH: Self = Self::new(101, 48);
     pub const REGISTER_STATE: Self = Self::new(102, 0);
@@ -300,10 +313,14 @@ impl ModuleError {
         match (self.rc, self.reason) {
             (3, 102) => "Invalid importer key certificate for export.",
             (3, _) => "Invalid crypto unit: the command is addressed to another unit.",
+            (32, 2) => {
+                "The master key parts are not independent: a part is zero, two parts are equal, or they combine to zero."
+            }
             (32, 32) => "Administrator not found.",
             (32, _) => "Invalid data.",
             (33, _) => "Arguments missing or unexpected.",
             (80, 52) => "Random master key generation is not permitted on this crypto unit.",
+            (80, 80) => "Loading master key parts is not permitted on this crypto unit.",
             (80, 131) => "Master key export is not permitted on this crypto unit.",
             (80, _) => "The crypto unit's attributes forbid this command.",
             (96, _) => "Key or certificate not found.",

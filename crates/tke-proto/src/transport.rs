@@ -110,7 +110,7 @@ impl ImporterKey {
 /// CertifiedImporter ::= SEQUENCE {
 ///   importer   OCTET STRING,   -- DER of ImporterKey
 ///   signature  OCTET STRING }  -- ECDSA-Sig-Value by the target's device key
-///                              -- over "TKE-Protocol-v2 ImporterKey" 00 ‖ importer
+///                              -- over "TKE-Protocol-v3 ImporterKey" 00 ‖ importer
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Sequence)]
 pub struct CertifiedImporter {
@@ -146,7 +146,7 @@ impl CertifiedImporter {
     ///
     /// # Errors
     /// [`ProtoError::Transport`] if the signature or the unit id does not match,
-    /// [`ProtoError::ProtocolVersion`] for a protocol version 1 signature.
+    /// [`ProtoError::ProtocolVersion`] for a signature of an older protocol version.
     pub fn verify(&self, target: &DeviceCertificate) -> Result<ImporterKey, ProtoError> {
         verify_sig(
             DeviceContext::Importer,
@@ -176,7 +176,7 @@ fn verify_sig(
     context
         .verify(&signer.verifying_key(), msg.as_bytes(), sig.as_bytes())
         .map_err(|e| match e {
-            DeviceSigError::Version1 => context.version1(signer.unit_id()),
+            DeviceSigError::OlderVersion(v) => context.older_version(signer.unit_id(), v),
             DeviceSigError::Malformed | DeviceSigError::Invalid => refused.into(),
         })
 }
@@ -232,7 +232,7 @@ pub struct MkEnvelope {
 /// SignedEnvelope ::= SEQUENCE {
 ///   envelope           OCTET STRING,   -- DER of MkEnvelope
 ///   signature          OCTET STRING,   -- ECDSA-Sig-Value by the source's device key
-///                                      -- over "TKE-Protocol-v2 MkEnvelope" 00 ‖ envelope
+///                                      -- over "TKE-Protocol-v3 MkEnvelope" 00 ‖ envelope
 ///   sourceCertificate  OCTET STRING }  -- DER of the source's device certificate
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Sequence)]
@@ -273,7 +273,7 @@ impl SignedEnvelope {
     ///
     /// # Errors
     /// [`ProtoError::Certificate`] or [`ProtoError::Transport`];
-    /// [`ProtoError::ProtocolVersion`] for a protocol version 1 signature.
+    /// [`ProtoError::ProtocolVersion`] for a signature of an older protocol version.
     pub fn verify(
         &self,
         ca: &CaCertificate,
@@ -341,8 +341,13 @@ pub fn derive_kek(z: &[u8; 32], context: &[u8; 32]) -> Kek {
 /// # Errors
 /// [`ProtoError::Transport`] (not expected for a 32-byte key).
 pub fn wrap(kek: &[u8; 32], mk: &MasterKey) -> Result<Vec<u8>, ProtoError> {
+    wrap_value(kek, mk.expose_secret())
+}
+
+/// Wraps a 32-byte value under a KEK (RFC 5649, 40 bytes out).
+pub(crate) fn wrap_value(kek: &[u8; 32], value: &[u8; 32]) -> Result<Vec<u8>, ProtoError> {
     aes_kw::KekAes256::from(*kek)
-        .wrap_with_padding_vec(mk.expose_secret())
+        .wrap_with_padding_vec(value)
         .map_err(|_| ProtoError::from(TransportError::WrapFailed))
 }
 
@@ -351,6 +356,14 @@ pub fn wrap(kek: &[u8; 32], mk: &MasterKey) -> Result<Vec<u8>, ProtoError> {
 /// # Errors
 /// [`ProtoError::Transport`] when the integrity check fails or the length is wrong.
 pub fn unwrap(kek: &[u8; 32], wrapped: &[u8]) -> Result<MasterKey, ProtoError> {
+    MasterKey::from_slice(unwrap_value(kek, wrapped)?.as_slice())
+}
+
+/// Unwraps a 32-byte value (RFC 5649).
+pub(crate) fn unwrap_value(
+    kek: &[u8; 32],
+    wrapped: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, ProtoError> {
     // A 32-byte key wraps to exactly 40 bytes. Checking first also keeps odd lengths away
     // from aes-kw 0.2, which panics on some short inputs.
     if wrapped.len() != 40 {
@@ -361,7 +374,55 @@ pub fn unwrap(kek: &[u8; 32], wrapped: &[u8]) -> Result<MasterKey, ProtoError> {
             .unwrap_with_padding_vec(wrapped)
             .map_err(|_| ProtoError::from(TransportError::WrappedKeyIntegrity))?,
     );
-    MasterKey::from_slice(&v).map_err(|_| ProtoError::from(TransportError::UnwrappedKeyLength))
+    let mut out = Zeroizing::new([0u8; 32]);
+    if v.len() != 32 {
+        return Err(TransportError::UnwrappedKeyLength.into());
+    }
+    out.copy_from_slice(&v);
+    Ok(out)
+}
+
+/// What a KDF context is computed from: the ephemeral point *E* and the importer point
+/// *I*, both 65 bytes. Each construction (master key, part) binds its own values too.
+pub(crate) type ContextOf<'a> =
+    dyn FnOnce(&[u8; 65], &[u8; 65]) -> Result<[u8; 32], ProtoError> + 'a;
+
+/// The sealing side shared by master keys and parts: a fresh ephemeral key, ECDH with
+/// `importer`, the KEK of `context(E, I)`, the RFC 5649 wrap of `value`. Returns *E* and
+/// the wrapped value.
+pub(crate) fn seal_value(
+    value: &[u8; 32],
+    importer: &PublicKey,
+    context: Box<ContextOf<'_>>,
+) -> Result<([u8; 65], Vec<u8>), ProtoError> {
+    let (eph_public, z) = crate::ecdh_p256::agree_ephemeral(importer)
+        .map_err(|_| ProtoError::from(TransportError::KeyAgreement))?;
+    let eph_point = point_bytes(&eph_public);
+    let ctx = context(&eph_point, &point_bytes(importer))?;
+    let kek = derive_kek(&z, &ctx);
+    Ok((eph_point, wrap_value(kek.expose_secret(), value)?))
+}
+
+/// The opening side shared by master keys and parts: ECDH of the importer secret with the
+/// ephemeral point, the KEK of `context(E, I)` (which may refuse, for instance another
+/// importer), the RFC 5649 unwrap, and the VP check of the value.
+pub(crate) fn open_value(
+    importer_secret: &p256::SecretKey,
+    ephemeral: &[u8],
+    wrapped: &[u8],
+    expected_vp: &Vp,
+    context: Box<ContextOf<'_>>,
+) -> Result<Zeroizing<[u8; 32]>, ProtoError> {
+    let eph = parse_point(ephemeral, "ephemeral key")?;
+    let (importer_pub, z) = crate::ecdh_p256::agree(importer_secret, &eph)
+        .map_err(|_| ProtoError::from(TransportError::KeyAgreement))?;
+    let ctx = context(&point_bytes(&eph), &point_bytes(&importer_pub))?;
+    let kek = derive_kek(&z, &ctx);
+    let value = unwrap_value(kek.expose_secret(), wrapped)?;
+    if vp::of_value(&value) != *expected_vp {
+        return Err(TransportError::VpMismatch.into());
+    }
+    Ok(value)
 }
 
 /// The software reference of the export side: makes an ephemeral key, derives the KEK
@@ -375,22 +436,18 @@ pub fn soft_seal(
     importer: &ImporterKey,
 ) -> Result<MkEnvelope, ProtoError> {
     let importer_key = importer.key()?;
-    let (eph_public, z) = crate::ecdh_p256::agree_ephemeral(&importer_key)
-        .map_err(|_| ProtoError::from(TransportError::KeyAgreement))?;
-    let eph_point = point_bytes(&eph_public);
-    let ctx = kdf_context(
-        &source,
-        &importer.unit_id,
-        &eph_point,
-        &point_bytes(&importer_key),
-    );
-    let kek = derive_kek(&z, &ctx);
+    let target = importer.unit_id;
+    let (eph_point, wrapped) = seal_value(
+        mk.expose_secret(),
+        &importer_key,
+        Box::new(|e, i| Ok(kdf_context(&source, &target, e, i))),
+    )?;
     Ok(MkEnvelope {
         source_unit_id: source,
-        target_unit_id: importer.unit_id,
+        target_unit_id: target,
         importer_key_id: importer.key_id,
         ephemeral_public_key: OctetString::new(eph_point.to_vec())?,
-        wrapped_key: OctetString::new(wrap(kek.expose_secret(), mk)?)?,
+        wrapped_key: OctetString::new(wrapped)?,
         vp: vp::of(mk),
     })
 }
@@ -405,23 +462,22 @@ pub fn soft_open(
     envelope: &MkEnvelope,
     importer_secret: &p256::SecretKey,
 ) -> Result<MasterKey, ProtoError> {
-    let eph = parse_point(envelope.ephemeral_public_key.as_bytes(), "ephemeral key")?;
-    let (importer_pub, z) = crate::ecdh_p256::agree(importer_secret, &eph)
-        .map_err(|_| ProtoError::from(TransportError::KeyAgreement))?;
-    let importer_point = point_bytes(&importer_pub);
-    if Digest32::sha256(&importer_point) != envelope.importer_key_id {
-        return Err(TransportError::OtherImporter.into());
-    }
-    let ctx = kdf_context(
-        &envelope.source_unit_id,
-        &envelope.target_unit_id,
-        &point_bytes(&eph),
-        &importer_point,
-    );
-    let kek = derive_kek(&z, &ctx);
-    let mk = unwrap(kek.expose_secret(), envelope.wrapped_key.as_bytes())?;
-    if vp::of(&mk) != envelope.vp {
-        return Err(TransportError::VpMismatch.into());
-    }
-    Ok(mk)
+    let value = open_value(
+        importer_secret,
+        envelope.ephemeral_public_key.as_bytes(),
+        envelope.wrapped_key.as_bytes(),
+        &envelope.vp,
+        Box::new(|e, i| {
+            if Digest32::sha256(i) != envelope.importer_key_id {
+                return Err(TransportError::OtherImporter.into());
+            }
+            Ok(kdf_context(
+                &envelope.source_unit_id,
+                &envelope.target_unit_id,
+                e,
+                i,
+            ))
+        }),
+    )?;
+    MasterKey::from_slice(value.as_slice())
 }

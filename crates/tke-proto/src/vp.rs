@@ -18,10 +18,15 @@ pub const BLOCKS: [[u8; 16]; 2] = [*b"TKE-VP-v1-block\x01", *b"TKE-VP-v1-block\x
 
 /// The VP of a master key value.
 pub fn of(key: &MasterKey) -> Vp {
+    of_value(key.expose_secret())
+}
+
+/// The VP of a 32-byte value (a master key or a master key part).
+pub(crate) fn of_value(value: &[u8; 32]) -> Vp {
     let mut out = [0u8; 32];
     for (i, block) in BLOCKS.iter().enumerate() {
         // A 32-byte key always fits AES-256.
-        let mut mac = <Cmac<aes::Aes256> as Mac>::new(key.expose_secret().into());
+        let mut mac = <Cmac<aes::Aes256> as Mac>::new(value.into());
         mac.update(block);
         out[i * 16..(i + 1) * 16].copy_from_slice(&mac.finalize().into_bytes());
     }

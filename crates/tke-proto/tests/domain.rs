@@ -1,11 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Domain separation of device-key signatures (protocol v2): a signature made for one
+//! Domain separation of device-key signatures (protocol v3): a signature made for one
 //! kind of message never verifies as another, even over the very same bytes, and a
-//! protocol version 1 signature (over the bare message) is refused naming both versions.
+//! signature of protocol version 1 (over the bare message) or 2 (under the version 2
+//! label) is refused naming both versions.
 
 mod common;
 
-use common::{device_signer, fleet, v1_signer, Fleet, Unit};
+use common::{device_signer, fleet, older_signer, Fleet, Unit};
 use der::{asn1::OctetString, Encode};
 use p256::ecdsa::signature::Signer as _;
 use tke_proto::{
@@ -65,7 +66,7 @@ fn answer(f: &Fleet, output: Vec<u8>) -> ResponseBody {
 }
 
 /// One genuine message of each kind, all from unit A's device key, with the signatures
-/// the v2 signer gives them: (context, message DER, signature DER).
+/// the v3 signer gives them: (context, message DER, signature DER).
 fn genuine(f: &Fleet) -> Vec<(DeviceContext, Vec<u8>, Vec<u8>)> {
     let body = answer(f, vec![1, 2, 3]);
     let response = SignedResponse::sign(&body, |c, m| {
@@ -115,7 +116,7 @@ fn is_bad_signature(context: DeviceContext, unit: &Unit, e: &ProtoError) -> bool
 fn labels_are_distinct_and_prefix_free() {
     for a in DeviceContext::ALL {
         let label = a.label();
-        assert!(label.starts_with(b"TKE-Protocol-v2 "), "{a:?}");
+        assert!(label.starts_with(b"TKE-Protocol-v3 "), "{a:?}");
         assert_eq!(label.last(), Some(&0), "{a:?} ends in NUL");
         assert!(
             label[..label.len() - 1]
@@ -131,8 +132,20 @@ fn labels_are_distinct_and_prefix_free() {
         let m = b"\x30\x03\x02\x01\x05";
         assert_eq!(a.signed_bytes(m), [label, &m[..]].concat());
         assert_eq!(a.digest(m), Digest32::sha256(&a.signed_bytes(m)));
+        assert_eq!(a.signed_bytes_of_version(3, m), a.signed_bytes(m));
+        assert_eq!(a.signed_bytes_of_version(1, m), m.to_vec());
+        let v2 = a.signed_bytes_of_version(2, m);
+        assert!(
+            v2.starts_with(b"TKE-Protocol-v2 ") && v2.ends_with(m),
+            "{a:?}"
+        );
+        assert_eq!(
+            &v2[b"TKE-Protocol-v2".len()..],
+            &a.signed_bytes(m)[b"TKE-Protocol-v3".len()..],
+            "version 2 and 3 labels differ in the version only"
+        );
     }
-    assert_eq!(PROTOCOL_VERSION, 2);
+    assert_eq!(PROTOCOL_VERSION, 3);
 }
 
 #[test]
@@ -193,54 +206,59 @@ fn the_same_bytes_signed_in_one_context_never_verify_in_another() {
 }
 
 #[test]
-fn version_1_signatures_are_refused_naming_both_versions() {
+fn older_signatures_are_refused_naming_both_versions() {
     let f = fleet();
-    let expect = |r: Result<(), ProtoError>, unit: &Unit, kind: &str| match r {
-        Err(ProtoError::ProtocolVersion {
-            unit: u,
-            what,
-            found,
-            expected,
-        }) => {
-            assert_eq!((u, what, found, expected), (unit.id, kind, 1, 2));
-        }
-        other => panic!("expected ProtocolVersion for the {kind}, got {other:?}"),
-    };
-    // A response signed the version 1 way: over the bare body.
-    let body = answer(&f, Vec::new());
-    let v1 = SignedResponse::sign(&body, |c, m| {
-        v1_signer(&f.a.key)(c, m).map_err(|source| ProtoError::Signing { source })
-    })
-    .unwrap();
-    let r = v1
-        .verify(f.a.key.verifying_key(), &f.a.id, REQUEST)
-        .map(drop);
-    let e = r.as_ref().unwrap_err().to_string();
-    expect(r, &f.a, "response");
-    assert_eq!(
-        e,
-        format!(
-            "the response from crypto unit {} is signed under protocol version 1; version 2 \
-             is required",
-            f.a.id.uuid()
-        )
-    );
-    // An importer key certified by B the version 1 way.
-    let importer_key = ImporterKey::new(f.b.id, &common::secret_key(0x1f).public_key()).unwrap();
-    let importer = CertifiedImporter::sign(&importer_key, v1_signer(&f.b.key)).unwrap();
-    expect(importer.verify(&f.b.cert).map(drop), &f.b, "importer key");
-    // An envelope signed by A the version 1 way.
-    let mk = MasterKey::from_slice(&[0x5c; 32]).unwrap();
-    let env = transport::soft_seal(&mk, f.a.id, &importer_key).unwrap();
-    let envelope = SignedEnvelope::sign(&env, &f.a.cert, v1_signer(&f.a.key)).unwrap();
-    expect(envelope.verify(&f.ca).map(drop), &f.a, "envelope");
-    // A version 1 signature by another key is just a bad signature.
-    let by_b = SignedEnvelope::sign(&env, &f.a.cert, v1_signer(&f.b.key)).unwrap();
-    assert!(is_bad_signature(
-        DeviceContext::Envelope,
-        &f.a,
-        &by_b.verify(&f.ca).map(drop).unwrap_err()
-    ));
+    for version in [1, 2] {
+        let expect = |r: Result<(), ProtoError>, unit: &Unit, kind: &str| match r {
+            Err(ProtoError::ProtocolVersion {
+                unit: u,
+                what,
+                found,
+                expected,
+            }) => {
+                assert_eq!((u, what, found, expected), (unit.id, kind, version, 3));
+            }
+            other => panic!("expected ProtocolVersion for the {kind}, got {other:?}"),
+        };
+        // A response signed the older way.
+        let body = answer(&f, Vec::new());
+        let old = SignedResponse::sign(&body, |c, m| {
+            older_signer(&f.a.key, version)(c, m).map_err(|source| ProtoError::Signing { source })
+        })
+        .unwrap();
+        let r = old
+            .verify(f.a.key.verifying_key(), &f.a.id, REQUEST)
+            .map(drop);
+        let e = r.as_ref().unwrap_err().to_string();
+        expect(r, &f.a, "response");
+        assert_eq!(
+            e,
+            format!(
+                "the response from crypto unit {} is signed under protocol version {version}; \
+                 version 3 is required",
+                f.a.id.uuid()
+            )
+        );
+        // An importer key certified by B the older way.
+        let importer_key =
+            ImporterKey::new(f.b.id, &common::secret_key(0x1f).public_key()).unwrap();
+        let importer =
+            CertifiedImporter::sign(&importer_key, older_signer(&f.b.key, version)).unwrap();
+        expect(importer.verify(&f.b.cert).map(drop), &f.b, "importer key");
+        // An envelope signed by A the older way.
+        let mk = MasterKey::from_slice(&[0x5c; 32]).unwrap();
+        let env = transport::soft_seal(&mk, f.a.id, &importer_key).unwrap();
+        let envelope =
+            SignedEnvelope::sign(&env, &f.a.cert, older_signer(&f.a.key, version)).unwrap();
+        expect(envelope.verify(&f.ca).map(drop), &f.a, "envelope");
+        // An older signature by another key is just a bad signature.
+        let by_b = SignedEnvelope::sign(&env, &f.a.cert, older_signer(&f.b.key, version)).unwrap();
+        assert!(is_bad_signature(
+            DeviceContext::Envelope,
+            &f.a,
+            &by_b.verify(&f.ca).map(drop).unwrap_err()
+        ));
+    }
 }
 
 #[test]

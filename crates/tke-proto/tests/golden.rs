@@ -13,10 +13,12 @@ use common::h;
 use der::{asn1::OctetString, Decode, Encode};
 use tke_proto::{
     command::ThresholdsInput,
+    parts::{MkPartsRequest, SealedPart},
     transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
-    AdminCommand, AdminInfo, AdminName, CommandId, Digest32, InstanceId, Nonce, Query, Register,
-    RegisterState, RegisterStatus, Request, ResponseBody, SignedCommand, SignedResponse,
-    SignerInfo, Ski, UnitDescription, UnitId, UnitStatus, UnitType, Vp,
+    AdminCommand, AdminInfo, AdminName, CommandId, ControlPoint, ControlPoints, Digest32,
+    InstanceId, Nonce, Query, Register, RegisterState, RegisterStatus, Request, ResponseBody,
+    SignedCommand, SignedResponse, SignerInfo, Ski, UnitDescription, UnitId, UnitStatus, UnitType,
+    Vp,
 };
 
 // Fixed field values.
@@ -38,6 +40,19 @@ const KEY_ID_G: &str = "698bea63dc44a344663ff1429aea10842df27b6b991ef25866b2c6c0
 /// 2G, SEC1 uncompressed.
 const POINT_2G: &str = "047cf27b188d034f7e8a52380304b51ac3c08969e277f21b35a60b48fc47669978\
                         07775510db8ed040293d9ac69f7430dbba7dade63ce982299e04b79d227873d1";
+/// 3G, SEC1 uncompressed.
+const POINT_3G: &str = "045ecbe4d1a6330a44c8f7ef951d4bf165e6c6b721efada985fb41661bc6e7fd6c\
+                        8734640c4998ff7e374b06ce1a64a2ecd82ab036384fb83d9a79b127a27d5032";
+/// The part known answer of crosscheck.rs: part 1 (00 01 .. 1f) and part 2 (5c × 32)
+/// wrapped for unit B's importer G with the ephemeral keys 2 and 3, their VPs, and the
+/// VP of their XOR.
+const WRAPPED_PART_1: &str =
+    "643eaa384eeb75c49b971e9490d39d8a9540b986793d1d5ce0e654f83888ba70d43f743383c13d90";
+const WRAPPED_PART_2: &str =
+    "d750f1913cb24820ba8afa47e2d6b0f36225380ff7e4ae2c490acaa7ff049fd0b3cc4b1d84d3a0a3";
+const VP_PART_1: &str = "cd38901f2fa462791c1469b3b0e98f42740d2298fafce8a5d44fa287e3b468d5";
+const VP_PART_2: &str = "81477c8229fcb764e2eb8cf4172d0968bcdf78930a9c4950e158909efa1d7584";
+const VP_PARTS_KEY: &str = "484389237b5c6ff78fb86bf92325c9087fe2938e3e11fc82d5ca732b58c2b1d8";
 /// RFC 5649 wrap of 32 zero bytes under the KEK 00 01 .. 1f (see crosscheck.rs).
 const WRAPPED: &str =
     "8b940aebb30e4357d9a42c0e504fe502e81e6a6881f4496ae319064912877bbdeb95445235be11a9";
@@ -152,17 +167,17 @@ mod vectors {
     /// request (requestHash = SHA-256 of the REQUEST_QUERY bytes) and carries
     /// UNIT_STATUS_IMPRINT; the signature is the placeholder.
     pub const SIGNED_RESPONSE_QUERY: &str = concat!(
-        "307c", // SEQUENCE, 124 bytes
-        "0470", //   body OCTET STRING (112): ResponseBody
-        "306e",                                     //     SEQUENCE, 110 bytes
+        "308190", // SEQUENCE, 144 bytes
+        "048183", //   body OCTET STRING (131): ResponseBody
+        "308180",                                   //     SEQUENCE, 128 bytes
         "0410", "00112233445566778899aabbccddeeff", //       unitId
         "020100",                                   //       counter 0
         "0420", "242e96f83645e407193811cf914ca41b1290e0bdeae0ed47381e06c4be999f88", // requestHash
         "020100",                                   //       returnCode 0
         "020100",                                   //       reasonCode 0
-        "042f",                                     //       output (47): UNIT_STATUS_IMPRINT
-        "302d", "0410", "00112233445566778899aabbccddeeff", "0a0100", "020100", "020100", "020100",
-        "3000", "30030a0100", "30030a0100", "010100",
+        "0441",                                     //       output (65): UNIT_STATUS_IMPRINT
+        "303f", "0410", "00112233445566778899aabbccddeeff", "0a0100", "020100", "020100", "020100",
+        "3000", "30030a0100", "30030a0100", "010100", "0410", "00000000000001003000000000000000",
         "0408", "3006020101020101", //   signature
     );
 
@@ -191,7 +206,7 @@ mod vectors {
     );
 
     pub const UNIT_STATUS: &str = concat!(
-        "3081c6",                                   // SEQUENCE, 198 bytes (long form: ≥ 128)
+        "3081d8",                                   // SEQUENCE, 216 bytes (long form: ≥ 128)
         "0410", "00112233445566778899aabbccddeeff", //   unitId
         "0a0101",                                   //   unitType recovery(1)
         "020107",                                   //   counter 7
@@ -205,11 +220,12 @@ mod vectors {
         "3025", "0a0103",                           //   currentRegister valid(3), vp VP1
         "0420", "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
         "0101ff",                                   //   importerPending TRUE
+        "0410", "80000000000001001000000000000001", //   controlPoints: bits 0, 55, 67, 127
     );
 
     /// A fresh unit in imprint mode.
     pub const UNIT_STATUS_IMPRINT: &str = concat!(
-        "302d",                                     // SEQUENCE, 45 bytes
+        "303f",                                     // SEQUENCE, 63 bytes
         "0410", "00112233445566778899aabbccddeeff", //   unitId
         "0a0100",                                   //   unitType operational(0)
         "020100",                                   //   counter 0
@@ -219,6 +235,7 @@ mod vectors {
         "30030a0100",                               //   newRegister empty
         "30030a0100",                               //   currentRegister empty
         "010100",                                   //   importerPending FALSE
+        "0410", "00000000000001003000000000000000", //   controlPoints: the default, 55, 66, 67
     );
 
     pub const IMPORTER_KEY: &str = concat!(
@@ -279,6 +296,67 @@ mod vectors {
         "0420", "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
         "0408", "3006020101020101", //   signature
         "0404deadbeef",             //   sourceCertificate (placeholder bytes)
+    );
+
+    /// `addControlPoints` of XCP_CPB_BTC (bit 66) on unit A at counter 9.
+    pub const ADMIN_COMMAND_ADD_CONTROL_POINTS: &str = concat!(
+        "302a",                                     // SEQUENCE, 42 bytes
+        "0410", "00112233445566778899aabbccddeeff", //   unitId
+        "020109",                                   //   counter 9
+        "0a0112",                                   //   command ENUMERATED addControlPoints(18)
+        "0410", "00000000000000002000000000000000", //   input: the mask, bit 66 set
+    );
+
+    /// Part 1 (00 01 .. 1f) sealed to the importer G of unit B with the ephemeral 2G (the
+    /// known answer of crosscheck.rs).
+    pub const SEALED_PART: &str = concat!(
+        "30818f",                                   // SEQUENCE, 143 bytes
+        "0441",                                     //   ephemeralPublicKey (65): 2G
+        "047cf27b188d034f7e8a52380304b51ac3c08969e277f21b35a60b48fc47669978",
+        "07775510db8ed040293d9ac69f7430dbba7dade63ce982299e04b79d227873d1",
+        "0428",                                     //   wrappedPart (40)
+        "643eaa384eeb75c49b971e9490d39d8a9540b986793d1d5ce0e654f83888ba70d43f743383c13d90",
+        "0420", "cd38901f2fa462791c1469b3b0e98f42740d2298fafce8a5d44fa287e3b468d5", // vp of the part
+    );
+
+    /// The two parts of crosscheck.rs (00 01 .. 1f with 2G, 5c × 32 with 3G) for the
+    /// importer G of unit B.
+    pub const MK_PARTS_REQUEST: &str = concat!(
+        "3082014a",                                 // SEQUENCE, 330 bytes
+        "0420", "698bea63dc44a344663ff1429aea10842df27b6b991ef25866b2c6c02cdcc5be", // importerKeyId
+        "30820124",                                 //   parts SEQUENCE OF (292)
+        "30818f",                                   //     part 1: SEALED_PART
+        "0441", "047cf27b188d034f7e8a52380304b51ac3c08969e277f21b35a60b48fc47669978",
+        "07775510db8ed040293d9ac69f7430dbba7dade63ce982299e04b79d227873d1",
+        "0428", "643eaa384eeb75c49b971e9490d39d8a9540b986793d1d5ce0e654f83888ba70d43f743383c13d90",
+        "0420", "cd38901f2fa462791c1469b3b0e98f42740d2298fafce8a5d44fa287e3b468d5",
+        "30818f",                                   //     part 2
+        "0441", "045ecbe4d1a6330a44c8f7ef951d4bf165e6c6b721efada985fb41661bc6e7fd6c",
+        "8734640c4998ff7e374b06ce1a64a2ecd82ab036384fb83d9a79b127a27d5032", // 3G
+        "0428", "d750f1913cb24820ba8afa47e2d6b0f36225380ff7e4ae2c490acaa7ff049fd0b3cc4b1d84d3a0a3",
+        "0420", "81477c8229fcb764e2eb8cf4172d0968bcdf78930a9c4950e158909efa1d7584",
+    );
+
+    /// `importMkParts` on unit B at counter 12 with MK_PARTS_REQUEST as input.
+    pub const ADMIN_COMMAND_IMPORT_MK_PARTS: &str = concat!(
+        "3082016a",                                 // SEQUENCE, 362 bytes
+        "0410", "ffeeddccbbaa99887766554433221100", //   unitId: unit B
+        "02010c",                                   //   counter 12
+        "0a0141",                                   //   command ENUMERATED importMkParts(65)
+        "0482014e",                                 //   input OCTET STRING (334): MK_PARTS_REQUEST
+        "3082014a",
+        "0420", "698bea63dc44a344663ff1429aea10842df27b6b991ef25866b2c6c02cdcc5be",
+        "30820124",
+        "30818f",
+        "0441", "047cf27b188d034f7e8a52380304b51ac3c08969e277f21b35a60b48fc47669978",
+        "07775510db8ed040293d9ac69f7430dbba7dade63ce982299e04b79d227873d1",
+        "0428", "643eaa384eeb75c49b971e9490d39d8a9540b986793d1d5ce0e654f83888ba70d43f743383c13d90",
+        "0420", "cd38901f2fa462791c1469b3b0e98f42740d2298fafce8a5d44fa287e3b468d5",
+        "30818f",
+        "0441", "045ecbe4d1a6330a44c8f7ef951d4bf165e6c6b721efada985fb41661bc6e7fd6c",
+        "8734640c4998ff7e374b06ce1a64a2ecd82ab036384fb83d9a79b127a27d5032",
+        "0428", "d750f1913cb24820ba8afa47e2d6b0f36225380ff7e4ae2c490acaa7ff049fd0b3cc4b1d84d3a0a3",
+        "0420", "81477c8229fcb764e2eb8cf4172d0968bcdf78930a9c4950e158909efa1d7584",
     );
 
     /// A recovery unit of the instance 0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a.
@@ -389,6 +467,12 @@ fn unit_status() -> UnitStatus {
         },
         current_register: register_valid(),
         importer_pending: true,
+        control_points: ControlPoints::of(&[
+            ControlPoint::new(0).unwrap(),
+            ControlPoint::ALG_EC_25519,
+            ControlPoint::ECDSA_OTHER,
+            ControlPoint::new(127).unwrap(),
+        ]),
     }
 }
 fn unit_status_imprint() -> UnitStatus {
@@ -402,6 +486,7 @@ fn unit_status_imprint() -> UnitStatus {
         new_register: RegisterStatus::EMPTY,
         current_register: RegisterStatus::EMPTY,
         importer_pending: false,
+        control_points: ControlPoints::DEFAULT,
     }
 }
 fn importer_key() -> ImporterKey {
@@ -627,6 +712,66 @@ fn signed_envelope_vector() {
     );
 }
 
+#[test]
+fn control_point_command_vector() {
+    let wire = tke_proto::Command::AddControlPoints(ControlPoints::of(&[ControlPoint::BTC]))
+        .to_wire(unit(), 9)
+        .unwrap();
+    golden!(wire, ADMIN_COMMAND_ADD_CONTROL_POINTS);
+}
+
+/// The sealed parts of crosscheck.rs's known answer.
+fn sealed_parts() -> Vec<SealedPart> {
+    vec![
+        SealedPart {
+            ephemeral_public_key: os(POINT_2G),
+            wrapped_part: os(WRAPPED_PART_1),
+            vp: Vp::from_hex(VP_PART_1).unwrap(),
+        },
+        SealedPart {
+            ephemeral_public_key: os(POINT_3G),
+            wrapped_part: os(WRAPPED_PART_2),
+            vp: Vp::from_hex(VP_PART_2).unwrap(),
+        },
+    ]
+}
+
+#[test]
+fn master_key_parts_vectors() {
+    let parts = sealed_parts();
+    golden!(parts[0], SEALED_PART);
+    let request = MkPartsRequest {
+        importer_key_id: Digest32::from_hex(KEY_ID_G).unwrap(),
+        parts,
+    };
+    golden!(request, MK_PARTS_REQUEST);
+    let wire = tke_proto::Command::ImportMkParts(Box::new(request.clone()))
+        .to_wire(unit2(), 12)
+        .unwrap();
+    golden!(wire, ADMIN_COMMAND_IMPORT_MK_PARTS);
+    // The vector is a real one: the importer secret 1 of unit B opens both parts, and
+    // their XOR has the VP quoted in docs/protocol.md §14.4.
+    let one = p256::SecretKey::from_slice(&{
+        let mut s = [0u8; 32];
+        s[31] = 1;
+        s
+    })
+    .unwrap();
+    let opened: Vec<_> = request
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| tke_proto::parts::soft_open_part(p, unit2(), i + 1, &one).unwrap())
+        .collect();
+    assert_eq!(
+        tke_proto::parts::combine(&opened).unwrap().vp().to_hex(),
+        VP_PARTS_KEY
+    );
+    // Bound to the target and the position: another unit, or the parts swapped, do not open.
+    assert!(tke_proto::parts::soft_open_part(&request.parts[0], unit(), 1, &one).is_err());
+    assert!(tke_proto::parts::soft_open_part(&request.parts[0], unit2(), 2, &one).is_err());
+}
+
 fn unit_description() -> UnitDescription {
     UnitDescription {
         unit_type: UnitType::Recovery,
@@ -696,6 +841,13 @@ const ALL: &[(&str, &str)] = &[
     ("ExportRequest", EXPORT_REQUEST),
     ("MkEnvelope", MK_ENVELOPE),
     ("SignedEnvelope", SIGNED_ENVELOPE),
+    (
+        "AdminCommandAddControlPoints",
+        ADMIN_COMMAND_ADD_CONTROL_POINTS,
+    ),
+    ("SealedPart", SEALED_PART),
+    ("MkPartsRequest", MK_PARTS_REQUEST),
+    ("AdminCommandImportMkParts", ADMIN_COMMAND_IMPORT_MK_PARTS),
     ("UnitDescription", UNIT_DESCRIPTION),
     ("UnitDescriptionExtension", UNIT_DESCRIPTION_EXTENSION),
 ];
@@ -707,7 +859,12 @@ fn decode_as(name: &str, bytes: &[u8]) -> Result<Vec<u8>, der::Error> {
     }
     match name {
         "ThresholdsInput" => re::<ThresholdsInput>(bytes),
-        "AdminCommand" | "AdminCommandZeroize" => re::<AdminCommand>(bytes),
+        "AdminCommand"
+        | "AdminCommandZeroize"
+        | "AdminCommandAddControlPoints"
+        | "AdminCommandImportMkParts" => re::<AdminCommand>(bytes),
+        "SealedPart" => re::<SealedPart>(bytes),
+        "MkPartsRequest" => re::<MkPartsRequest>(bytes),
         "SignerInfo" => re::<SignerInfo>(bytes),
         "SignedCommand" | "SignedCommandUnsigned" => re::<SignedCommand>(bytes),
         "Query" => re::<Query>(bytes),
@@ -812,13 +969,19 @@ fn every_vector_refuses_non_canonical_outer_length() {
         let (len, header) = match bytes[1] {
             l if l < 0x80 => (usize::from(l), 2),
             0x81 => (usize::from(bytes[2]), 3),
+            0x82 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
             other => panic!("unexpected length byte {other:#x}"),
         };
         let content = &bytes[header..];
         assert_eq!(content.len(), len);
+        let [hi, lo] = u16::try_from(len).unwrap().to_be_bytes();
         let mut forms: Vec<Vec<u8>> = vec![
-            // 0x82 00 LL: two length bytes with a leading zero.
-            [&[bytes[0], 0x82, 0x00, len as u8][..], content].concat(),
+            // One more length byte than needed, with a leading zero.
+            if len < 0x100 {
+                [&[bytes[0], 0x82, 0x00, lo][..], content].concat()
+            } else {
+                [&[bytes[0], 0x83, 0x00, hi, lo][..], content].concat()
+            },
             // Indefinite length with end-of-contents (BER only).
             [&[bytes[0], 0x80][..], content, &[0x00, 0x00]].concat(),
         ];
@@ -900,6 +1063,11 @@ fn protocol_md_quotes_the_golden_vectors() {
         "MkEnvelope",
         "SignedEnvelope",
         "UnitDescriptionExtension",
+        "UnitStatus",
+        "UnitStatusImprint",
+        "AdminCommandAddControlPoints",
+        "SealedPart",
+        "AdminCommandImportMkParts",
     ] {
         assert!(
             quoted.contains(&name),
@@ -908,30 +1076,31 @@ fn protocol_md_quotes_the_golden_vectors() {
     }
 }
 
-// ---- Device-key signatures (protocol v2) ------------------------------------------------
+// ---- Device-key signatures (protocol v3) ------------------------------------------------
 
 /// The context labels (ASCII, NUL-terminated) and `SHA-256(label ‖ vector)` for the three
 /// kinds of message a device key signs. The digests were computed with Python's hashlib;
 /// the labels are `docs/protocol.md` §10.1.
 mod device_vectors {
-    pub const LABEL_RESPONSE: &str = "544b452d50726f746f636f6c2d763220526573706f6e7365426f647900";
-    pub const LABEL_IMPORTER: &str = "544b452d50726f746f636f6c2d763220496d706f727465724b657900";
-    pub const LABEL_ENVELOPE: &str = "544b452d50726f746f636f6c2d7632204d6b456e76656c6f706500";
+    pub const LABEL_RESPONSE: &str = "544b452d50726f746f636f6c2d763320526573706f6e7365426f647900";
+    pub const LABEL_IMPORTER: &str = "544b452d50726f746f636f6c2d763320496d706f727465724b657900";
+    pub const LABEL_ENVELOPE: &str = "544b452d50726f746f636f6c2d7633204d6b456e76656c6f706500";
     /// SHA-256(LABEL_RESPONSE ‖ RESPONSE_BODY).
     pub const DIGEST_RESPONSE: &str =
-        "a679c00c8dd0df673cd0054b80677e3d0d23ca4c7032b5a99044a25cc9d7b191";
+        "6af58f2b1991345d4eaf5c961cde7eab56a351a2c15f72ef1c8e96fa608cecb4";
     /// SHA-256(LABEL_IMPORTER ‖ IMPORTER_KEY).
     pub const DIGEST_IMPORTER: &str =
-        "108dafac74fd4588f97e60b6f34f032c0731c58f531d8ddbf287e149b38c3883";
+        "3408eda62e06876f3370b9b2c7201f5394bdb83c4673ac95b43236ea2ab95e46";
     /// SHA-256(LABEL_ENVELOPE ‖ MK_ENVELOPE).
     pub const DIGEST_ENVELOPE: &str =
-        "c2f3ef7baf87776891a324b4e6b5dc416ad89a11bcc06ad7adc9829194089948";
+        "0699d77d818c56ffc83e311b9aeabc7fb93d5b32d9ca0407007b8387f1e7c2ce";
     /// The RFC 6979 (deterministic) signature of unit A's test device key (the scalar
-    /// `0a` × 32) over LABEL_RESPONSE ‖ RESPONSE_BODY. Regenerate with
+    /// `0a` × 32) over LABEL_RESPONSE ‖ RESPONSE_BODY (Python's `cryptography` with
+    /// `deterministic_signing=True` gives the same bytes). Regenerate with
     /// `cargo test -p tke-proto --test golden -- --ignored --nocapture`.
     pub const SIG_RESPONSE_A: &str = concat!(
-        "304402203272b419e86a7016bab7820d4324f9d54ae26bb18e7977edf94720a7cc0cbf9a",
-        "02201e6dae05b9921d6bbf402195f30a003d1f25715582f94887a022b7f5ea3a9b43",
+        "3045022033cfdcd29d8521ad1c582f833b355b07a6f06b1e79bb5e79256f61a2509d117f",
+        "022100c82aa7643eaade20ce7b2946b40f611a968dcb85f1aa2a277f98d84053536a49",
     );
 }
 
@@ -997,7 +1166,7 @@ fn device_signature_vectors() {
 }
 
 /// OpenSSL verifies the device signature over `label ‖ body`, and refuses it over the bare
-/// body (protocol v1) and under another kind's label.
+/// body (protocol v1), under the version 2 label and under another kind's label.
 #[test]
 fn openssl_checks_the_device_signature_vector() {
     use p256::pkcs8::{EncodePublicKey, LineEnding};
@@ -1026,10 +1195,14 @@ fn openssl_checks_the_device_signature_vector() {
         common::openssl_in(d, &args).status.success()
     };
     assert!(verify(
-        "v2.bin",
+        "v3.bin",
         DeviceContext::Response.signed_bytes(&body)
     ));
     assert!(!verify("v1.bin", body.clone()));
+    assert!(!verify(
+        "v2.bin",
+        DeviceContext::Response.signed_bytes_of_version(2, &body)
+    ));
     assert!(!verify(
         "envelope.bin",
         DeviceContext::Envelope.signed_bytes(&body)

@@ -142,6 +142,7 @@ fn a_signed_status_answer() {
         new_register: tke_proto::RegisterStatus::EMPTY,
         current_register: tke_proto::RegisterStatus::EMPTY,
         importer_pending: false,
+        control_points: tke_proto::ControlPoints::NONE,
     };
     let mut b = body(f.a.id, &req);
     b.output = OctetString::new(status.to_der().unwrap()).unwrap();

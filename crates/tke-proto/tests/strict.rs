@@ -9,9 +9,11 @@ use common::h;
 use der::{asn1::OctetString, Decode, Encode};
 use tke_proto::{
     command::ThresholdsInput,
+    parts::{self, MasterKeyPart},
     transport::{CertifiedImporter, ExportRequest, ImporterKey, SignedEnvelope},
-    AdminCommand, AdminInfo, AdminName, Command, CommandId, Nonce, ProtoError, Query, Register,
-    RegisterState, RegisterStatus, SignerInfo, Ski, Threshold, UnitId, UnitStatus, UnitType, Vp,
+    AdminCommand, AdminInfo, AdminName, Command, CommandId, ControlPoints, Nonce, ProtoError,
+    Query, Register, RegisterState, RegisterStatus, SignerInfo, Ski, Threshold, UnitId, UnitStatus,
+    UnitType, Vp,
 };
 
 const UNIT: &str = "00112233445566778899aabbccddeeff";
@@ -116,12 +118,32 @@ fn non_canonical_inner_encodings_refused() {
         new_register: RegisterStatus::EMPTY,
         current_register: RegisterStatus::EMPTY,
         importer_pending: true,
+        control_points: ControlPoints::DEFAULT,
     };
     let mut bytes = status.to_der().unwrap();
-    let n = bytes.len();
-    assert_eq!(&bytes[n - 3..], &[0x01, 0x01, 0xff]);
+    // The BOOLEAN comes before the 18 bytes of the control point mask.
+    let n = bytes.len() - 18;
+    assert_eq!(&bytes[n - 3..n], &[0x01, 0x01, 0xff]);
     bytes[n - 1] = 0x01;
     assert!(UnitStatus::from_der(&bytes).is_err());
+    // A control point mask of another size than 16 bytes.
+    for len in [15u8, 17] {
+        let mut bytes = status.to_der().unwrap();
+        bytes.truncate(bytes.len() - 18);
+        bytes.extend([0x04, len]);
+        bytes.extend(std::iter::repeat_n(0, usize::from(len)));
+        bytes[1] = u8::try_from(bytes.len() - 2).unwrap();
+        assert!(UnitStatus::from_der(&bytes).is_err(), "{len} bytes");
+    }
+    // A status without the mask: what a protocol version 2 unit sends.
+    let mut bytes = status.to_der().unwrap();
+    bytes.truncate(bytes.len() - 18);
+    bytes[1] = u8::try_from(bytes.len() - 2).unwrap();
+    assert!(UnitStatus::from_der(&bytes).is_err());
+    // The same status with the mask decodes (the edits above are the only faults).
+    let mut bytes = status.to_der().unwrap();
+    bytes[1] = u8::try_from(bytes.len() - 2).unwrap();
+    assert_eq!(UnitStatus::from_der(&bytes).unwrap(), status);
     // A register state outside the enumeration.
     assert!(RegisterStatus::from_der(&h("30030a0104")).is_err());
     // A unit type outside the enumeration.
@@ -300,6 +322,7 @@ fn good_status() -> UnitStatus {
             vp: Some(Vp([2; 32])),
         },
         importer_pending: false,
+        control_points: ControlPoints::DEFAULT,
     }
 }
 
@@ -488,6 +511,30 @@ fn raw_inputs_have_exact_lengths() {
         Command::from_wire(CommandId::SetImmediate, &[1; 32]).unwrap(),
         Command::SetImmediate(Vp([1; 32]))
     );
+    // Control point masks: exactly 16 bytes, all of them bits (none is refused).
+    for (id, make) in [
+        (
+            CommandId::AddControlPoints,
+            Command::AddControlPoints as fn(ControlPoints) -> Command,
+        ),
+        (CommandId::RemoveControlPoints, Command::RemoveControlPoints),
+    ] {
+        for len in [0, 15, 17, 32] {
+            assert!(
+                matches!(
+                    Command::from_wire(id, &vec![0xff; len]),
+                    Err(ProtoError::Length { expected: 16, .. })
+                ),
+                "{id:?} with {len} bytes"
+            );
+        }
+        for mask in [[0; 16], [0xff; 16], *ControlPoints::DEFAULT.as_bytes()] {
+            let cmd = make(ControlPoints::from_bytes(mask));
+            assert_eq!(cmd.input_bytes().unwrap(), mask);
+            assert_eq!(Command::from_wire(id, &mask).unwrap(), cmd);
+            assert_eq!(cmd.id(), id);
+        }
+    }
 }
 
 #[test]
@@ -591,6 +638,44 @@ fn der_inputs_refuse_trailing_bytes() {
         Command::from_wire(CommandId::ImportMk, &trailing),
         Err(ProtoError::Der(_))
     ));
+
+    // ImportMkParts: an MkPartsRequest with 2 or 3 parts.
+    let certified =
+        CertifiedImporter::sign(&importer, common::device_signer(&fleet.b.key)).unwrap();
+    let parts = [MasterKeyPart::random(), MasterKeyPart::random()];
+    let req = parts::seal_parts(&parts, &certified, &fleet.b.cert).unwrap();
+    let cmd = Command::ImportMkParts(Box::new(req.clone()));
+    assert_eq!(cmd.register(), Some(Register::New));
+    let input = cmd.input_bytes().unwrap();
+    assert_eq!(
+        Command::from_wire(CommandId::ImportMkParts, &input).unwrap(),
+        cmd
+    );
+    let trailing = [input, vec![0]].concat();
+    assert!(matches!(
+        Command::from_wire(CommandId::ImportMkParts, &trailing),
+        Err(ProtoError::Der(_))
+    ));
+    let mut three = req.clone();
+    three.parts.push(req.parts[0].clone());
+    let input = Command::ImportMkParts(Box::new(three.clone()))
+        .input_bytes()
+        .unwrap();
+    assert_eq!(
+        Command::from_wire(CommandId::ImportMkParts, &input).unwrap(),
+        Command::ImportMkParts(Box::new(three))
+    );
+    for count in [0, 1, 4] {
+        let mut other = req.clone();
+        other.parts = vec![req.parts[0].clone(); count];
+        let input = Command::ImportMkParts(Box::new(other))
+            .input_bytes()
+            .unwrap();
+        assert!(matches!(
+            Command::from_wire(CommandId::ImportMkParts, &input),
+            Err(ProtoError::PartCount { count: c }) if c == count
+        ));
+    }
 }
 
 /// Every command survives `to_wire` → DER → `admin_command` → `from_wire`.
@@ -612,6 +697,8 @@ fn every_command_round_trips() {
         Command::Zeroize,
         Command::ClearCurrent,
         Command::ClearNew,
+        Command::AddControlPoints(ControlPoints::DEFAULT),
+        Command::RemoveControlPoints(ControlPoints::from_bytes([0xa5; 16])),
     ];
     for (i, cmd) in commands.into_iter().enumerate() {
         let counter = u64::MAX - i as u64;

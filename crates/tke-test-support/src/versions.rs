@@ -1,15 +1,17 @@
 //! Units of another protocol version, for the tests that show them refused: a query's
-//! answer signed the way version 1 or version 2 signs it (`docs/protocol.md` §10.1).
+//! answer signed the way version 1, 2 or 3 signs it (`docs/protocol.md` §10.1).
 
 use tke_proto::{
     der::{asn1::OctetString, Encode},
     p256::ecdsa::{signature::Signer as _, DerSignature, SigningKey},
-    Digest32, RegisterStatus, ResponseBody, SignedResponse, UnitId, UnitStatus, UnitType,
+    ControlPoints, Digest32, RegisterStatus, ResponseBody, SignedResponse, UnitId, UnitStatus,
+    UnitType,
 };
 
 /// The DER `SignedResponse` of operational unit `unit`, fresh and in imprint mode,
 /// answering the query `request_der`, signed by `device_key` as protocol `version` does:
-/// 1 over the bare body, any other value over the response label and the body.
+/// 1 over the bare body, 2 over the version 2 label and the body, any other value as the
+/// current version (its label and the body).
 ///
 /// # Panics
 /// Not expected: every value encodes.
@@ -29,6 +31,7 @@ pub fn imprint_answer(
         new_register: RegisterStatus::EMPTY,
         current_register: RegisterStatus::EMPTY,
         importer_pending: false,
+        control_points: ControlPoints::DEFAULT,
     };
     let encoded = |r: Result<Vec<u8>, tke_proto::der::Error>| {
         r.unwrap_or_else(|e| panic!("encoding an answer: {e}"))
@@ -43,10 +46,7 @@ pub fn imprint_answer(
             .unwrap_or_else(|e| panic!("encoding an answer: {e}")),
     };
     let signed = SignedResponse::sign(&body, |context, m| {
-        let sig: DerSignature = match version {
-            1 => device_key.sign(m),
-            _ => device_key.sign(&context.signed_bytes(m)),
-        };
+        let sig: DerSignature = device_key.sign(&context.signed_bytes_of_version(version, m));
         Ok(sig)
     })
     .unwrap_or_else(|e| panic!("signing an answer: {e}"));

@@ -23,6 +23,7 @@
 //! | importer generation | [`Backend::generate_importer`], then state, then [`Backend::retain`] (destroys the old importer) |
 //! | export | [`Backend::seal`] (ECDH + KDF + wrap), then [`Backend::sign`] over the envelope |
 //! | import | [`Backend::import`] (ECDH + KDF + unwrap, stores a new object), then state, then [`Backend::retain`] (destroys the importer) |
+//! | import from parts | [`Backend::import_parts`] (per part: ECDH + KDF + unwrap + VP check; then the XOR, stored as a new object), then state, then [`Backend::retain`] (destroys the importer) |
 //! | commit | state only (the VP was computed when the object was made) |
 //! | set immediate (promotion new → current) | state (current := the new register's handle, new := empty), then [`Backend::retain`] (destroys the old current object) |
 //! | clear new / clear current | state, then [`Backend::retain`] |
@@ -46,8 +47,9 @@ use std::path::PathBuf;
 use crate::pkcs11::TokenRef;
 use tke_proto::{
     p256::{ecdsa::DerSignature, PublicKey},
+    parts::{self, MasterKeyPart, SealedPart},
     transport::{ImporterKey, MkEnvelope},
-    DeviceContext, Digest32, ProtoError, UnitId, Vp,
+    DeviceContext, Digest32, MasterKey, ProtoError, UnitId, Vp,
 };
 
 /// Names one master key object in a backend: 16 random bytes, shown as hex. Not secret:
@@ -298,6 +300,25 @@ pub trait Backend: Send + fmt::Debug {
         envelope: &MkEnvelope,
     ) -> Result<(KeyHandle, Vp), BackendError>;
 
+    /// The import side of master key parts (`docs/protocol.md` §11.2): for each part, in
+    /// order, ECDH with the importer key `importer`, the part's KDF for `target` and its
+    /// position (1, 2, 3), unwrap and VP check; then the parts' independence and their XOR
+    /// ([`tke_proto::parts::combine`]), stored in a new master key object whose handle and
+    /// VP it returns. Does not destroy the importer key (as [`Self::import`]). No part
+    /// value outlives the call.
+    ///
+    /// # Errors
+    /// [`BackendError::UnknownImporter`]; [`BackendError::Rejected`] when a part does not
+    /// open (its source says how), or with
+    /// [`tke_proto::TransportError::PartsNotIndependent`] when the parts are not
+    /// independent. Nothing is stored then.
+    fn import_parts(
+        &mut self,
+        importer: &Digest32,
+        target: UnitId,
+        parts: &[SealedPart],
+    ) -> Result<(KeyHandle, Vp), BackendError>;
+
     /// Destroys every master key object and importer key not listed in `live` (the
     /// device key stays). Clearing, promotion and importer consumption end here.
     ///
@@ -323,4 +344,23 @@ pub trait Backend: Send + fmt::Debug {
     fn discard(&mut self) -> Result<(), BackendError> {
         Ok(())
     }
+}
+
+/// What every backend does with master key parts once it can open one: opens each with
+/// `open` (given its position, 1 to 3, and the sealed part), in order, and combines them
+/// ([`parts::combine`], which refuses dependent parts). The opened parts are wiped when
+/// this returns.
+///
+/// # Errors
+/// The first error of `open`; [`BackendError::Rejected`] for dependent parts.
+pub(crate) fn open_and_combine(
+    sealed: &[SealedPart],
+    mut open: impl FnMut(usize, &SealedPart) -> Result<MasterKeyPart, BackendError>,
+) -> Result<MasterKey, BackendError> {
+    let opened = sealed
+        .iter()
+        .enumerate()
+        .map(|(i, part)| open(i + 1, part))
+        .collect::<Result<Vec<_>, _>>()?;
+    parts::combine(&opened).map_err(BackendError::Rejected)
 }

@@ -8,10 +8,11 @@ use der::{
 };
 use tke_proto::{
     p256::ecdsa::DerSignature,
+    parts::{MkPartsRequest, SealedPart},
     transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
     AdminCertificate, AdminCommand, Command, CommandId, DeviceCertificate, Digest32, ModuleError,
     ProtoError, Query, Register, Request, ResponseBody, SignedCommand, SignedResponse, SignerInfo,
-    Ski, Threshold, UnitType, Vp,
+    Ski, Threshold, TransportError, UnitType, Vp,
 };
 
 use crate::{
@@ -273,7 +274,9 @@ impl Unit {
                 | Command::SetThresholds { .. }
                 | Command::CommitMk(_)
                 | Command::ExportMk(_)
-                | Command::ExportMkBatch(_),
+                | Command::ExportMkBatch(_)
+                | Command::AddControlPoints(_)
+                | Command::RemoveControlPoints(_),
                 false,
             ) => sig,
             (Command::RemoveAdmin(_), false) => rev,
@@ -288,6 +291,7 @@ impl Unit {
                 Command::GenerateImporter
                 | Command::GenerateRandomMk
                 | Command::ImportMk(_)
+                | Command::ImportMkParts(_)
                 | Command::SetImmediate(_)
                 | Command::ClearNew
                 | Command::ClearCurrent
@@ -351,6 +355,7 @@ impl Unit {
                         .map_err(|e| self.encode_failure("encode the envelopes", e.into()))
                 }),
             Command::ImportMk(env) => self.import(next, env),
+            Command::ImportMkParts(req) => self.import_parts(next, req),
             Command::CommitMk(vp) => commit(next, vp),
             Command::SetImmediate(vp) => set_immediate(next, vp),
             Command::ClearNew => {
@@ -361,6 +366,15 @@ impl Unit {
                 next.current = CurrentRegister::Empty;
                 Ok(Vec::new())
             }
+            Command::AddControlPoints(mask) => {
+                next.control_points = next.control_points.union(*mask);
+                Ok(next.control_points.as_bytes().to_vec())
+            }
+            Command::RemoveControlPoints(mask) => {
+                next.control_points = next.control_points.difference(*mask);
+                Ok(next.control_points.as_bytes().to_vec())
+            }
+            // The control points stay, as EP11 keeps them.
             Command::Zeroize => {
                 next.admins.clear();
                 next.sig_threshold = 0;
@@ -459,14 +473,7 @@ impl Unit {
         if envelope.target_unit_id != self.state.unit_id {
             return Err(ModuleError::INVALID_UNIT);
         }
-        if next.importer != Some(envelope.importer_key_id) {
-            return Err(ModuleError::NOT_FOUND);
-        }
-        // The attempt reached the importer key: it is used up, whatever follows.
-        next.importer = None;
-        if next.new != NewRegister::Empty {
-            return Err(ModuleError::REGISTER_STATE);
-        }
+        use_up_importer(next, &envelope.importer_key_id)?;
         if !envelope_shape_ok(&envelope) {
             return Err(ModuleError::INVALID_DATA);
         }
@@ -474,12 +481,30 @@ impl Unit {
             .backend
             .import(&envelope.importer_key_id, &envelope)
             .map_err(|e| self.backend_failure("import the master key", e))?;
-        if next.current.slot().is_some_and(|s| s.vp == vp) {
-            // The new object is an orphan; `execute` destroys it.
-            return Err(ModuleError::SAME_VALUE);
+        stage_new(next, key, vp)
+    }
+
+    /// Loads the new register from master key parts (`docs/protocol.md` §11.2). The checks
+    /// run in the documented order; once the importer key matched it is used up.
+    fn import_parts(&mut self, next: &mut State, req: &MkPartsRequest) -> Outcome {
+        // A recovery unit's master key is only ever generated inside it.
+        if self.state.unit_type == UnitType::Recovery {
+            return Err(ModuleError::LOAD_FORBIDDEN);
         }
-        next.new = NewRegister::Uncommitted(Slot { vp, key });
-        Ok(vp.0.to_vec())
+        use_up_importer(next, &req.importer_key_id)?;
+        if !req.parts.iter().all(SealedPart::shape_ok) {
+            return Err(ModuleError::INVALID_DATA);
+        }
+        let (key, vp) = self
+            .backend
+            .import_parts(&req.importer_key_id, self.state.unit_id, &req.parts)
+            .map_err(|e| match e {
+                BackendError::Rejected(ProtoError::Transport(
+                    TransportError::PartsNotIndependent,
+                )) => ModuleError::PARTS_NOT_INDEPENDENT,
+                e => self.backend_failure("load the master key parts", e),
+            })?;
+        stage_new(next, key, vp)
     }
 
     /// Saves `state` in the unit's store.
@@ -487,6 +512,31 @@ impl Unit {
         let record = state.to_json()?;
         self.store.save(&record)
     }
+}
+
+/// The importer key check of an import: `key_id` must be the pending importer key (96).
+/// The attempt then uses the key up, whatever follows, and the new register must be empty
+/// (102).
+fn use_up_importer(next: &mut State, key_id: &Digest32) -> Result<(), ModuleError> {
+    if next.importer != Some(*key_id) {
+        return Err(ModuleError::NOT_FOUND);
+    }
+    next.importer = None;
+    if next.new != NewRegister::Empty {
+        return Err(ModuleError::REGISTER_STATE);
+    }
+    Ok(())
+}
+
+/// Puts the imported value `key` (of VP `vp`) in the new register, unless it is the
+/// current register's value (102/1: the new object is then an orphan that `execute`
+/// destroys). Answers the VP.
+fn stage_new(next: &mut State, key: crate::KeyHandle, vp: Vp) -> Outcome {
+    if next.current.slot().is_some_and(|s| s.vp == vp) {
+        return Err(ModuleError::SAME_VALUE);
+    }
+    next.new = NewRegister::Uncommitted(Slot { vp, key });
+    Ok(vp.0.to_vec())
 }
 
 /// The fixed sizes `MkEnvelope` documents (65-byte point, 40-byte wrapped key), which its

@@ -18,6 +18,7 @@ use tke_proto::{
         ecdsa::{DerSignature, SigningKey},
         PublicKey, SecretKey,
     },
+    parts::{self, SealedPart},
     transport::{self, ImporterKey, MkEnvelope},
     DeviceContext, Digest32, MasterKey, Ski, UnitId, Vp,
 };
@@ -308,6 +309,27 @@ impl SoftBackend {
         self.place.path()
     }
 
+    /// The importer key `key_id`.
+    fn importer(&self, key_id: &Digest32) -> Result<&SecretKey, BackendError> {
+        self.importers
+            .get(key_id)
+            .ok_or(BackendError::UnknownImporter { key_id: *key_id })
+    }
+
+    /// Stores `key` in a new master key object (written before this returns).
+    fn store_master_key(&mut self, key: MasterKey) -> Result<(KeyHandle, Vp), BackendError> {
+        let vp = key.vp();
+        let mut handle = KeyHandle::random();
+        while self.master_keys.contains_key(&handle) {
+            handle = KeyHandle::random();
+        }
+        let mut next = self.master_keys.clone();
+        next.insert(handle, key);
+        self.write(&next, &self.importers)?;
+        self.master_keys = next;
+        Ok((handle, vp))
+    }
+
     /// Encodes the file with the given sets and writes it atomically.
     fn write(
         &self,
@@ -393,17 +415,7 @@ impl Backend for SoftBackend {
     }
 
     fn generate_master_key(&mut self) -> Result<(KeyHandle, Vp), BackendError> {
-        let key = MasterKey::random();
-        let vp = key.vp();
-        let mut handle = KeyHandle::random();
-        while self.master_keys.contains_key(&handle) {
-            handle = KeyHandle::random();
-        }
-        let mut next = self.master_keys.clone();
-        next.insert(handle, key);
-        self.write(&next, &self.importers)?;
-        self.master_keys = next;
-        Ok((handle, vp))
+        self.store_master_key(MasterKey::random())
     }
 
     fn master_key_vp(&self, handle: &KeyHandle) -> Result<Vp, BackendError> {
@@ -446,26 +458,28 @@ impl Backend for SoftBackend {
         importer: &Digest32,
         envelope: &MkEnvelope,
     ) -> Result<(KeyHandle, Vp), BackendError> {
-        let secret = self
-            .importers
-            .get(importer)
-            .ok_or(BackendError::UnknownImporter { key_id: *importer })?;
+        let secret = self.importer(importer)?;
         if !crate::machine::envelope_shape_ok(envelope) {
             return Err(BackendError::Rejected(
                 tke_proto::TransportError::EnvelopeShape.into(),
             ));
         }
         let key = transport::soft_open(envelope, secret).map_err(BackendError::Rejected)?;
-        let vp = key.vp();
-        let mut handle = KeyHandle::random();
-        while self.master_keys.contains_key(&handle) {
-            handle = KeyHandle::random();
-        }
-        let mut next = self.master_keys.clone();
-        next.insert(handle, key);
-        self.write(&next, &self.importers)?;
-        self.master_keys = next;
-        Ok((handle, vp))
+        self.store_master_key(key)
+    }
+
+    fn import_parts(
+        &mut self,
+        importer: &Digest32,
+        target: UnitId,
+        sealed: &[SealedPart],
+    ) -> Result<(KeyHandle, Vp), BackendError> {
+        let secret = self.importer(importer)?;
+        // Sizes are checked by the unit first; the reference refuses others anyway.
+        let key = crate::backend::open_and_combine(sealed, |k, part| {
+            parts::soft_open_part(part, target, k, secret).map_err(BackendError::Rejected)
+        })?;
+        self.store_master_key(key)
     }
 
     fn retain(&mut self, live: &LiveSecrets) -> Result<(), BackendError> {

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tke_proto::{
-    AdminCertificate, AdminInfo, Digest32, RegisterState, RegisterStatus, Ski, UnitId, UnitStatus,
-    UnitType, Vp,
+    AdminCertificate, AdminInfo, ControlPoints, Digest32, RegisterState, RegisterStatus, Ski,
+    UnitId, UnitStatus, UnitType, Vp,
 };
 
 use crate::{
@@ -23,7 +23,11 @@ pub const DEVICE_FILE: &str = "device.pem";
 /// not in the backend, so that discarding a unit removes it in every build).
 pub const PKCS11_FILE: &str = "pkcs11.json";
 
-const FORMAT: &str = "tke-unit-state/1";
+/// The state file's format. Version 2 added the control points; a version 1 file is read
+/// with the default mask ([`ControlPoints::DEFAULT`]) and written as version 2 by the
+/// next command.
+const FORMAT: &str = "tke-unit-state/2";
+const FORMAT_1: &str = "tke-unit-state/1";
 
 /// The most administrators a unit holds.
 pub(crate) const MAX_ADMINS: usize = 8;
@@ -107,6 +111,8 @@ pub(crate) struct State {
     pub current: CurrentRegister,
     /// Key id of the pending importer key.
     pub importer: Option<Digest32>,
+    /// The control points (zeroize keeps them, as EP11 does).
+    pub control_points: ControlPoints,
 }
 
 impl State {
@@ -123,6 +129,7 @@ impl State {
             new: NewRegister::Empty,
             current: CurrentRegister::Empty,
             importer: None,
+            control_points: ControlPoints::DEFAULT,
         }
     }
 
@@ -152,6 +159,7 @@ impl State {
             new_register: self.new.status(),
             current_register: self.current.status(),
             importer_pending: self.importer.is_some(),
+            control_points: self.control_points,
         }
     }
 
@@ -206,6 +214,7 @@ impl State {
                 self.current.slot(),
             ),
             importer_key_id: self.importer.map(|k| k.to_hex()),
+            control_points: Some(self.control_points.to_hex()),
         };
         let mut out = serde_json::to_vec_pretty(&file)?;
         out.push(b'\n');
@@ -223,9 +232,21 @@ impl State {
             path: path.to_owned(),
             what,
         };
-        if file.format != FORMAT {
-            return Err(corrupt("unknown format (expected tke-unit-state/1)"));
-        }
+        let control_points = match (file.format.as_str(), &file.control_points) {
+            (FORMAT, Some(hex)) => ControlPoints::from_hex(hex)
+                .map_err(|_| corrupt("control_points is not 16 bytes of hex"))?,
+            (FORMAT, None) => return Err(corrupt("control_points is missing")),
+            // Written before units had control points: they get a new unit's.
+            (FORMAT_1, None) => ControlPoints::DEFAULT,
+            (FORMAT_1, Some(_)) => {
+                return Err(corrupt("a tke-unit-state/1 file has no control_points"))
+            }
+            _ => {
+                return Err(corrupt(
+                    "unknown format (expected tke-unit-state/2 or tke-unit-state/1)",
+                ))
+            }
+        };
         let unit_id =
             UnitId::from_uuid(&file.unit_id).map_err(|_| corrupt("unit_id is not a UUID"))?;
         let (sig, rev) = (file.signature_threshold, file.revocation_threshold);
@@ -301,6 +322,7 @@ impl State {
             new,
             current,
             importer,
+            control_points,
         })
     }
 }
@@ -320,6 +342,9 @@ struct StateFile {
     new_register: RegisterJson,
     current_register: RegisterJson,
     importer_key_id: Option<String>,
+    /// The control point mask, 32 hex digits; absent in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    control_points: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]

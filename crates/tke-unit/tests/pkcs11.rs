@@ -128,6 +128,31 @@ fn flag(s: &Session, o: ObjectHandle, which: AttributeType) -> bool {
     })
 }
 
+/// The one master key object on the token of `s`, checked: sensitive, private, usable
+/// only to sign (the CMAC of the VP), not copyable, extractable exactly when `exportable`,
+/// and (SoftHSM2 refuses `CKA_TRUSTED` to the user) not `CKA_WRAP_WITH_TRUSTED`.
+fn the_master_key_object(s: &Session, exportable: bool) -> ObjectHandle {
+    let mks = objects(s, "tke-master-key");
+    assert_eq!(mks.len(), 1, "one master key object, no orphan");
+    let mk = mks[0];
+    assert!(flag(s, mk, AttributeType::Sensitive));
+    assert!(flag(s, mk, AttributeType::Private));
+    assert!(flag(s, mk, AttributeType::Sign), "CMAC for the VP");
+    assert_eq!(flag(s, mk, AttributeType::Extractable), exportable);
+    assert!(!flag(s, mk, AttributeType::Copyable));
+    for usage in [
+        AttributeType::Encrypt,
+        AttributeType::Decrypt,
+        AttributeType::Wrap,
+        AttributeType::Unwrap,
+        AttributeType::Derive,
+    ] {
+        assert!(!flag(s, mk, usage), "{usage:?}");
+    }
+    assert!(!flag(s, mk, AttributeType::WrapWithTrusted));
+    mk
+}
+
 /// The auto-init command sequence on one recovery unit and its targets: random
 /// generation on the recovery unit, then for each target an importer, the export, the
 /// import, commit and set-immediate. Returns the VP.
@@ -205,25 +230,7 @@ fn objects_on_the_token_carry_the_policy_of_the_unit_type() {
     for (u, exportable) in [(&rec, true), (&op, false)] {
         let config = Pkcs11Config::read(u.dir().unwrap()).unwrap();
         let s = session(&config);
-        let mks = objects(&s, "tke-master-key");
-        assert_eq!(mks.len(), 1, "one master key object, no orphan");
-        let mk = mks[0];
-        assert!(flag(&s, mk, AttributeType::Sensitive));
-        assert!(flag(&s, mk, AttributeType::Private));
-        assert!(flag(&s, mk, AttributeType::Sign), "CMAC for the VP");
-        assert_eq!(flag(&s, mk, AttributeType::Extractable), exportable);
-        assert!(!flag(&s, mk, AttributeType::Copyable));
-        for usage in [
-            AttributeType::Encrypt,
-            AttributeType::Decrypt,
-            AttributeType::Wrap,
-            AttributeType::Unwrap,
-            AttributeType::Derive,
-        ] {
-            assert!(!flag(&s, mk, usage), "{usage:?}");
-        }
-        // SoftHSM2 refuses CKA_TRUSTED to the user, so no CKA_WRAP_WITH_TRUSTED.
-        assert!(!flag(&s, mk, AttributeType::WrapWithTrusted));
+        the_master_key_object(&s, exportable);
         assert!(
             objects(&s, "tke-importer").is_empty(),
             "the importer is used up"
@@ -333,6 +340,66 @@ fn opensc_sees_a_sensitive_unextractable_master_key() {
     assert!(
         device.contains("Access:     sensitive, always sensitive, never extractable, local"),
         "{device}"
+    );
+}
+
+/// A key loaded from parts enters the token as an imported one does: one sensitive,
+/// unextractable master key object that only signs (the CMAC of the VP), the importer key
+/// gone, no part left behind as a token object; and the key in the token is the XOR of
+/// the parts: an auditor's CMAC with it matches the software VP of the XOR.
+#[test]
+fn a_key_loaded_from_parts_is_an_ordinary_master_key_on_the_token() {
+    use tke_proto::parts::{self, MasterKeyPart};
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut op = w.ready(&Pkcs11Factory, "op", UnitType::Operational);
+    let parts_of_key = [
+        MasterKeyPart::random(),
+        MasterKeyPart::random(),
+        MasterKeyPart::random(),
+    ];
+    let out = ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
+    let req = parts::seal_parts(
+        &parts_of_key,
+        &CertifiedImporter::from_der(&out).unwrap(),
+        op.device_certificate(),
+    )
+    .unwrap();
+    let vp = Vp::from_slice(&ok(run(
+        &mut op,
+        ca,
+        &Command::ImportMkParts(Box::new(req)),
+        &[w.a(1)],
+    )))
+    .unwrap();
+    let key = parts::combine(&parts_of_key).unwrap();
+    assert_eq!(vp, key.vp());
+
+    let s = session(&Pkcs11Config::read(op.dir().unwrap()).unwrap());
+    let mk = the_master_key_object(&s, false);
+    assert!(
+        objects(&s, "tke-importer").is_empty(),
+        "the importer is used up"
+    );
+    let all = s.find_objects(&[Attribute::Token(true)]).unwrap();
+    assert_eq!(
+        all.len(),
+        3,
+        "the device key pair and the master key, nothing else"
+    );
+    // The auditor's CMAC of the first VP block under the token's key.
+    let tag = s
+        .sign(&Mechanism::AesCMac, mk, &tke_proto::vp::BLOCKS[0])
+        .unwrap();
+    assert_eq!(tag, key.vp().0[..16]);
+    // It is the new register's key: commit, activate, reopen.
+    ok(run(&mut op, ca, &Command::CommitMk(vp), &[w.a(0), w.a(1)]));
+    ok(run(&mut op, ca, &Command::SetImmediate(vp), &[w.a(0)]));
+    let dir = op.dir().unwrap().to_owned();
+    drop(op);
+    assert_eq!(
+        Unit::open(&dir).unwrap().status().current_register.vp,
+        Some(vp)
     );
 }
 

@@ -213,6 +213,76 @@ fn state_referring_to_a_missing_secret_is_refused() {
     );
 }
 
+/// A unit directory written before units had control points (`unit.json` format
+/// `tke-unit-state/1`, without `control_points`) keeps working: it opens with the default
+/// mask, runs commands, and its next save writes format 2 with the mask. A format 1 file
+/// that names control points, a format 2 file without them, and an unknown format are
+/// refused, naming the file.
+#[test]
+fn a_state_file_of_format_1_opens_with_the_default_control_points() {
+    use tke_proto::{ControlPoint, ControlPoints};
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(&SoftFactory, "rec", UnitType::Recovery);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let dir = rec.dir().unwrap().to_owned();
+    let status = rec.status();
+    drop(rec);
+    let path = dir.join(STATE_FILE);
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(json["format"], "tke-unit-state/2");
+    assert_eq!(json["control_points"], ControlPoints::DEFAULT.to_hex());
+    let format_2 = json.clone();
+    let fields = json.as_object_mut().unwrap();
+    fields.remove("control_points");
+    fields.insert("format".into(), "tke-unit-state/1".into());
+    let format_1 = serde_json::to_vec_pretty(&json).unwrap();
+    fs::write(&path, &format_1).unwrap();
+
+    let mut rec = Unit::open(&dir).unwrap();
+    assert_eq!(rec.status(), status);
+    assert_eq!(rec.status().control_points, ControlPoints::DEFAULT);
+    // It works as before, and the next save writes format 2.
+    let btc = ControlPoints::of(&[ControlPoint::BTC]);
+    ok(run(
+        &mut rec,
+        ca,
+        &Command::RemoveControlPoints(btc),
+        &[w.a(0), w.a(1)],
+    ));
+    drop(rec);
+    let saved: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(saved["format"], "tke-unit-state/2");
+    let cleared = ControlPoints::DEFAULT.difference(btc);
+    assert_eq!(saved["control_points"], cleared.to_hex());
+    assert_eq!(Unit::open(&dir).unwrap().status().control_points, cleared);
+
+    // What no version wrote is refused, naming the file.
+    let mut mixed = format_2.clone();
+    mixed["format"] = "tke-unit-state/1".into();
+    let mut missing = format_2.clone();
+    missing.as_object_mut().unwrap().remove("control_points");
+    let mut short = format_2.clone();
+    short["control_points"] = "0011".into();
+    let mut future = format_2;
+    future["format"] = "tke-unit-state/3".into();
+    for (what, bad) in [
+        ("no control_points", mixed),
+        ("control_points is missing", missing),
+        ("control_points is not 16 bytes", short),
+        ("unknown format", future),
+    ] {
+        fs::write(&path, serde_json::to_vec_pretty(&bad).unwrap()).unwrap();
+        let e = open_err(&dir);
+        assert!(matches!(e, UnitError::CorruptState { .. }), "{what}: {e:?}");
+        let msg = tke_proto::ErrorChain(&e).to_string();
+        assert!(
+            msg.contains(what) && msg.contains(&path.display().to_string()),
+            "{msg}"
+        );
+    }
+}
+
 fn open_err(dir: &Path) -> UnitError {
     Unit::open(dir).unwrap_err()
 }

@@ -58,18 +58,22 @@ pub fn signer(key: &SigningKey) -> impl FnOnce(&[u8]) -> Result<DerSignature, Bo
     move |msg: &[u8]| Ok(key.sign(msg))
 }
 
-/// A device signing closure (deterministic ECDSA) over `label ‖ message`: protocol v2.
+/// A device signing closure (deterministic ECDSA) over `label ‖ message`: protocol v3.
 pub fn device_signer(
     key: &SigningKey,
 ) -> impl FnOnce(DeviceContext, &[u8]) -> Result<DerSignature, BoxError> + '_ {
     move |context: DeviceContext, msg: &[u8]| Ok(key.sign(&context.signed_bytes(msg)))
 }
 
-/// A protocol version 1 device signer: it signs the bare message, whatever the context.
-pub fn v1_signer(
+/// A device signer of an older protocol `version`: version 1 signs the bare message,
+/// version 2 under its own label.
+pub fn older_signer(
     key: &SigningKey,
+    version: u32,
 ) -> impl FnOnce(DeviceContext, &[u8]) -> Result<DerSignature, BoxError> + '_ {
-    move |_: DeviceContext, msg: &[u8]| Ok(key.sign(msg))
+    move |context: DeviceContext, msg: &[u8]| {
+        Ok(key.sign(&context.signed_bytes_of_version(version, msg)))
+    }
 }
 
 /// An administrator certificate for `name` on the key made of `byte`.

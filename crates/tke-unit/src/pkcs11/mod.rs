@@ -96,9 +96,11 @@ use tke_pkcs11::{
 };
 use tke_proto::{
     p256::{ecdsa::DerSignature, PublicKey, SecretKey},
+    parts::{self, MasterKeyPart, SealedPart},
     transport::{self, kdf_context, point_bytes, ImporterKey, MkEnvelope},
     vp, DeviceContext, Digest32, MasterKey, ProtoError, Ski, TransportError, UnitId, UnitType, Vp,
 };
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::backend::{Backend, BackendError, KeyHandle, LiveSecrets};
 
@@ -630,33 +632,14 @@ impl Tok {
             &eph_point,
             importer_point,
         );
-        let kek = self.derive_kek(private, &eph_point, &ctx, KekUse::Unwrap)?;
-        let unwrapped = self.session.unwrap_key(
-            &self.caps.wrap.mechanism(),
-            kek.handle,
+        let guard = self.unwrap(
+            private,
+            &eph_point,
+            &ctx,
             envelope.wrapped_key.as_bytes(),
             template,
-        );
-        drop(kek);
-        let key = match unwrapped {
-            Ok(key) => key,
-            // SoftHSM2 answers CKR_GENERAL_ERROR to a wrapped key that fails its integrity
-            // check; PKCS#11 names the others. The KEK was derived just before, so these
-            // are the envelope's fault.
-            Err(CkError::Pkcs11(
-                RvError::WrappedKeyInvalid
-                | RvError::WrappedKeyLenRange
-                | RvError::EncryptedDataInvalid
-                | RvError::EncryptedDataLenRange
-                | RvError::DataInvalid
-                | RvError::DataLenRange
-                | RvError::GeneralError
-                | RvError::FunctionFailed,
-                _,
-            )) => return Err(rejected(TransportError::WrappedKeyIntegrity)),
-            Err(e) => return Err(self.err("unwrapping the master key")(e)),
-        };
-        let guard = self.temp(key);
+        )?;
+        let key = guard.handle;
         // A 40-byte RFC 5649 envelope holds 25 to 32 bytes. Tokens that record the length
         // of an unwrapped key show it; SoftHSM2 records 0, but then no AES mechanism
         // accepts a 25- to 31-byte key, so the CMAC of the VP fails.
@@ -686,6 +669,107 @@ impl Tok {
             return Err(rejected(TransportError::VpMismatch));
         }
         Ok((guard.keep(), vp))
+    }
+
+    /// Derives the KEK of `ctx` from the importer key `private` and the peer's point, and
+    /// unwraps `wrapped` (RFC 5649) under it into an object made from `template`, which
+    /// the returned guard destroys unless kept. A wrapped value that fails its integrity
+    /// check is [`BackendError::Rejected`].
+    fn unwrap(
+        &self,
+        private: ObjectHandle,
+        peer: &[u8; 65],
+        ctx: &[u8; 32],
+        wrapped: &[u8],
+        template: &[Attribute],
+    ) -> Result<Temp<'_>, BackendError> {
+        let kek = self.derive_kek(private, peer, ctx, KekUse::Unwrap)?;
+        let unwrapped =
+            self.session
+                .unwrap_key(&self.caps.wrap.mechanism(), kek.handle, wrapped, template);
+        drop(kek);
+        match unwrapped {
+            Ok(key) => Ok(self.temp(key)),
+            // SoftHSM2 answers CKR_GENERAL_ERROR to a wrapped key that fails its integrity
+            // check; PKCS#11 names the others. The KEK was derived just before, so these
+            // are the input's fault.
+            Err(CkError::Pkcs11(
+                RvError::WrappedKeyInvalid
+                | RvError::WrappedKeyLenRange
+                | RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::DataInvalid
+                | RvError::DataLenRange
+                | RvError::GeneralError
+                | RvError::FunctionFailed,
+                _,
+            )) => Err(BackendError::Rejected(ProtoError::Transport(
+                TransportError::WrappedKeyIntegrity,
+            ))),
+            Err(e) => Err(self.err("unwrapping a master key or a part")(e)),
+        }
+    }
+
+    /// Opens part `index` (1 to 3) sealed for `target` with the importer key `private`:
+    /// unwraps it into a session object that is neither sensitive nor token, reads its
+    /// value into a zeroizing buffer, destroys the object, and checks the part's VP. No
+    /// PKCS#11 mechanism combines two key objects by XOR (`CKM_XOR_BASE_AND_DATA` takes
+    /// the second operand as data, and SoftHSM2 has not even that), so the unit combines
+    /// the parts in its own memory (see `docs/pkcs11.md`).
+    fn open_part(
+        &self,
+        private: ObjectHandle,
+        importer_point: &[u8; 65],
+        target: UnitId,
+        index: usize,
+        sealed: &SealedPart,
+    ) -> Result<MasterKeyPart, BackendError> {
+        let rejected = |kind| BackendError::Rejected(ProtoError::Transport(kind));
+        if !sealed.shape_ok() {
+            return Err(rejected(TransportError::EnvelopeShape));
+        }
+        let k = u8::try_from(index)
+            .map_err(|_| BackendError::Rejected(ProtoError::PartIndex { index }))?;
+        let eph = transport::parse_point(sealed.ephemeral_public_key.as_bytes(), "ephemeral key")
+            .map_err(BackendError::Rejected)?;
+        let eph_point = point_bytes(&eph);
+        let ctx = parts::part_kdf_context(&target, k, &eph_point, importer_point);
+        let object = self.unwrap(
+            private,
+            &eph_point,
+            &ctx,
+            sealed.wrapped_part.as_bytes(),
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Token(false),
+                Attribute::Private(true),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+                Attribute::Label(LABEL_SESSION.as_bytes().to_vec()),
+            ],
+        )?;
+        let mut attrs = self
+            .session
+            .get_attributes(object.handle, &[AttributeType::Value])
+            .map_err(self.err("reading an unwrapped master key part"))?;
+        drop(object);
+        let value = attrs.iter_mut().find_map(|a| match a {
+            Attribute::Value(v) => Some(Zeroizing::new(core::mem::take(v))),
+            _ => None,
+        });
+        for a in &mut attrs {
+            if let Attribute::Value(v) = a {
+                v.zeroize();
+            }
+        }
+        let value = value.ok_or_else(|| self.content("returned no value for an unwrapped part"))?;
+        let part = MasterKeyPart::from_slice(&value)
+            .map_err(|_| rejected(TransportError::UnwrappedKeyLength))?;
+        if part.vp() != sealed.vp {
+            return Err(rejected(TransportError::VpMismatch));
+        }
+        Ok(part)
     }
 
     /// Checks every transport step against the software reference (see the module docs).
@@ -1350,6 +1434,41 @@ impl Backend for Pkcs11Backend {
             kind: Kind::MasterKey,
             id: handle.0.to_vec(),
             handle: key,
+        });
+        Ok((handle, vp))
+    }
+
+    fn import_parts(
+        &mut self,
+        importer: &Digest32,
+        target: UnitId,
+        sealed: &[SealedPart],
+    ) -> Result<(KeyHandle, Vp), BackendError> {
+        let (private, point) = self.importer(importer)?;
+        let key = crate::backend::open_and_combine(sealed, |k, part| {
+            self.tok.open_part(private, &point, target, k, part)
+        })?;
+        let handle = self.fresh_handle();
+        // The combined key enters the token as an imported one does: the same attributes,
+        // sensitive, and not extractable (parts are refused on recovery units). Its value
+        // is in the template only for this call.
+        let mut template = self.master_key_template(&handle);
+        template.push(Attribute::Value(key.expose_secret().to_vec()));
+        drop(key);
+        let created = self.tok.session.create_object(&template);
+        for a in &mut template {
+            if let Attribute::Value(v) = a {
+                v.zeroize();
+            }
+        }
+        let object = created.map_err(self.tok.err("creating the master key from its parts"))?;
+        let guard = self.tok.temp(object);
+        let vp = self.tok.vp_of(object)?;
+        guard.keep();
+        self.objects.push(Known {
+            kind: Kind::MasterKey,
+            id: handle.0.to_vec(),
+            handle: object,
         });
         Ok((handle, vp))
     }

@@ -18,6 +18,9 @@ use tke_unit::{InternalError, MemoryStore, StateStore, Unit};
 
 use crate::support::*;
 
+mod parts;
+pub use parts::{control_points, import_mk_parts, import_mk_parts_refusals};
+
 /// Expands to one `#[test]` per shared body, for the factory given.
 macro_rules! backend_suite {
     ($factory:expr) => {
@@ -58,8 +61,11 @@ macro_rules! backend_suite {
             import_only_from_a_recovery_unit_of_the_instance,
             export_only_to_the_instance,
             device_signatures_bound_to_their_kind,
-            version_1_device_signatures_refused,
+            older_device_signatures_refused,
             export_batch,
+            import_mk_parts,
+            import_mk_parts_refusals,
+            control_points,
             clear_registers,
             recovery_destruction_needs_quorum,
             zeroize_keeps_counter,
@@ -148,15 +154,20 @@ fn full(state: RegisterState, vp: Vp) -> RegisterStatus {
     }
 }
 
-/// The target makes an importer; returns the export request for `register` to it.
-fn export_request(w: &World, target: &mut Unit, register: Register) -> ExportRequest {
+/// The target makes an importer key (signed by the first administrator).
+fn certified_importer(w: &World, target: &mut Unit) -> CertifiedImporter {
     let out = ok(run(
         target,
         &w.fleet.ca,
         &Command::GenerateImporter,
         &[w.a(0)],
     ));
-    let importer = CertifiedImporter::from_der(&out).unwrap();
+    CertifiedImporter::from_der(&out).unwrap()
+}
+
+/// The target makes an importer; returns the export request for `register` to it.
+fn export_request(w: &World, target: &mut Unit, register: Register) -> ExportRequest {
+    let importer = certified_importer(w, target);
     importer.verify(target.device_certificate()).unwrap();
     ExportRequest {
         register,
@@ -605,29 +616,23 @@ pub fn unexpected_input(f: &dyn UnitFactory) {
     let ca = &w.fleet.ca;
     let mut u = w.ready(f, "u", UnitType::Recovery);
     let before = u.status();
-    let wire = AdminCommand {
-        unit_id: u.id(),
-        counter: before.counter + 1,
-        command: CommandId::GenerateRandomMk,
-        input: OctetString::new(b"x".to_vec()).unwrap(),
-    };
-    let signed = tke_sigkey::sign_command(&wire, &[w.a(0) as &dyn tke_sigkey::Signer]).unwrap();
-    fails(
-        &send(&mut u, ca, &Request::Command(signed)),
-        ModuleError::UNEXPECTED_ARGUMENTS,
+    let body = run_raw(
+        &mut u,
+        ca,
+        CommandId::GenerateRandomMk,
+        b"x".to_vec(),
+        &[w.a(0)],
     );
+    fails(&body, ModuleError::UNEXPECTED_ARGUMENTS);
     // A commit whose VP is not 32 bytes.
-    let wire = AdminCommand {
-        command: CommandId::CommitMk,
-        input: OctetString::new(vec![1; 31]).unwrap(),
-        ..wire
-    };
-    let signed =
-        tke_sigkey::sign_command(&wire, &[w.a(0) as &dyn tke_sigkey::Signer, w.a(1)]).unwrap();
-    fails(
-        &send(&mut u, ca, &Request::Command(signed)),
-        ModuleError::INVALID_DATA,
+    let body = run_raw(
+        &mut u,
+        ca,
+        CommandId::CommitMk,
+        vec![1; 31],
+        &[w.a(0), w.a(1)],
     );
+    fails(&body, ModuleError::INVALID_DATA);
     assert_unchanged(&u, &before, false);
 }
 
@@ -925,8 +930,22 @@ pub fn master_key_commands_in_imprint_mode(f: &dyn UnitFactory) {
         source_certificate: OctetString::new(vec![3]).unwrap(),
     };
     let vp = Vp([7; 32]);
+    let parts_req = tke_proto::parts::MkPartsRequest {
+        importer_key_id: tke_proto::Digest32([1; 32]),
+        parts: vec![
+            tke_proto::parts::SealedPart {
+                ephemeral_public_key: OctetString::new(vec![4]).unwrap(),
+                wrapped_part: OctetString::new(vec![5]).unwrap(),
+                vp,
+            };
+            2
+        ],
+    };
     let before = u.status();
     for cmd in [
+        Command::ImportMkParts(Box::new(parts_req)),
+        Command::AddControlPoints(tke_proto::ControlPoints::DEFAULT),
+        Command::RemoveControlPoints(tke_proto::ControlPoints::DEFAULT),
         Command::GenerateImporter,
         Command::GenerateRandomMk,
         Command::ExportMk(Box::new(req)),
@@ -1718,10 +1737,11 @@ pub fn device_signatures_bound_to_their_kind(f: &dyn UnitFactory) {
     ));
 }
 
-/// A fleet member that signs the protocol version 1 way (the bare message, no context
-/// label): its envelope and its importer certification are refused, and the very same
-/// messages signed the version 2 way are accepted.
-pub fn version_1_device_signatures_refused(f: &dyn UnitFactory) {
+/// A fleet member whose device key signs the way protocol version 1 (the bare message) or
+/// version 2 (under the version 2 label) does: its envelopes and importer keys are refused
+/// (3/102) before anything is used up, naming the version; the same member signing as
+/// version 3 is accepted.
+pub fn older_device_signatures_refused(f: &dyn UnitFactory) {
     use tke_proto::p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
     use tke_proto::{
         transport::{soft_seal, ImporterKey},
@@ -1742,78 +1762,81 @@ pub fn version_1_device_signatures_refused(f: &dyn UnitFactory) {
             &member_key.verifying_key().into(),
         )
         .unwrap();
-    let v1 = |_: DeviceContext, m: &[u8]| {
-        let s: Signature = member_key.sign(m);
-        Ok(s.to_der())
-    };
-    let v2 = |c: DeviceContext, m: &[u8]| {
-        let s: Signature = member_key.sign(&c.signed_bytes(m));
-        Ok(s.to_der())
-    };
-    let version_error = |e: ProtoError, what: &str| {
-        assert!(
-            matches!(
-                e,
-                ProtoError::ProtocolVersion { unit, what: w, found: 1, expected: 2 }
-                    if unit == member_id && w == what
-            ),
-            "{}: {e:?}",
-            f.name()
+    for version in [1, 2] {
+        let old_signer = |c: DeviceContext, m: &[u8]| {
+            let s: Signature = member_key.sign(&c.signed_bytes_of_version(version, m));
+            Ok(s.to_der())
+        };
+        let current = |c: DeviceContext, m: &[u8]| {
+            let s: Signature = member_key.sign(&c.signed_bytes(m));
+            Ok(s.to_der())
+        };
+        let version_error = |e: ProtoError, what: &str| {
+            assert!(
+                matches!(
+                    e,
+                    ProtoError::ProtocolVersion { unit, what: w, found, expected: 3 }
+                        if unit == member_id && w == what && found == version
+                ),
+                "{}: {e:?}",
+                f.name()
+            );
+        };
+
+        // The member as a source: an envelope for op's pending importer.
+        let out = ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
+        let importer = CertifiedImporter::from_der(&out)
+            .unwrap()
+            .verify(op.device_certificate())
+            .unwrap();
+        let envelope = soft_seal(&MasterKey::random(), member_id, &importer).unwrap();
+        let old = SignedEnvelope::sign(&envelope, &member_cert, old_signer).unwrap();
+        version_error(old.verify(ca).unwrap_err(), "envelope");
+        let before = op.status();
+        fails(
+            &run(&mut op, ca, &Command::ImportMk(Box::new(old)), &[w.a(0)]),
+            ModuleError::INVALID_IMPORTER,
         );
-    };
+        // Refused before the importer key is reached: it stays pending.
+        assert_unchanged(&op, &before, true);
+        let new = SignedEnvelope::sign(&envelope, &member_cert, current).unwrap();
+        ok(run(
+            &mut op,
+            ca,
+            &Command::ImportMk(Box::new(new)),
+            &[w.a(0)],
+        ));
+        ok(run(&mut op, ca, &Command::ClearNew, &[w.a(0)]));
 
-    // The member as a source: an envelope for op's pending importer.
-    let out = ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
-    let importer = CertifiedImporter::from_der(&out)
-        .unwrap()
-        .verify(op.device_certificate())
-        .unwrap();
-    let envelope = soft_seal(&MasterKey::random(), member_id, &importer).unwrap();
-    let old = SignedEnvelope::sign(&envelope, &member_cert, v1).unwrap();
-    version_error(old.verify(ca).unwrap_err(), "envelope");
-    let before = op.status();
-    fails(
-        &run(&mut op, ca, &Command::ImportMk(Box::new(old)), &[w.a(0)]),
-        ModuleError::INVALID_IMPORTER,
-    );
-    // Refused before the importer key is reached: it stays pending.
-    assert_unchanged(&op, &before, true);
-    let new = SignedEnvelope::sign(&envelope, &member_cert, v2).unwrap();
-    ok(run(
-        &mut op,
-        ca,
-        &Command::ImportMk(Box::new(new)),
-        &[w.a(0)],
-    ));
-
-    // The member as a target: an importer key it certifies for rec to export to.
-    let secret = tke_proto::p256::SecretKey::random(&mut rand_core::OsRng);
-    let key = ImporterKey::new(member_id, &secret.public_key()).unwrap();
-    let request = |importer| ExportRequest {
-        register: Register::Current,
-        target_certificate: OctetString::new(member_cert.der().to_vec()).unwrap(),
-        importer,
-    };
-    let old = CertifiedImporter::sign(&key, v1).unwrap();
-    version_error(old.verify(&member_cert).unwrap_err(), "importer key");
-    let before = rec.status();
-    fails(
-        &run(
+        // The member as a target: an importer key it certifies for rec to export to.
+        let secret = tke_proto::p256::SecretKey::random(&mut rand_core::OsRng);
+        let key = ImporterKey::new(member_id, &secret.public_key()).unwrap();
+        let request = |importer| ExportRequest {
+            register: Register::Current,
+            target_certificate: OctetString::new(member_cert.der().to_vec()).unwrap(),
+            importer,
+        };
+        let old = CertifiedImporter::sign(&key, old_signer).unwrap();
+        version_error(old.verify(&member_cert).unwrap_err(), "importer key");
+        let before = rec.status();
+        fails(
+            &run(
+                &mut rec,
+                ca,
+                &Command::ExportMk(Box::new(request(old))),
+                &[w.a(0), w.a(1)],
+            ),
+            ModuleError::INVALID_IMPORTER,
+        );
+        assert_unchanged(&rec, &before, true);
+        let new = CertifiedImporter::sign(&key, current).unwrap();
+        ok(run(
             &mut rec,
             ca,
-            &Command::ExportMk(Box::new(request(old))),
+            &Command::ExportMk(Box::new(request(new))),
             &[w.a(0), w.a(1)],
-        ),
-        ModuleError::INVALID_IMPORTER,
-    );
-    assert_unchanged(&rec, &before, true);
-    let new = CertifiedImporter::sign(&key, v2).unwrap();
-    ok(run(
-        &mut rec,
-        ca,
-        &Command::ExportMk(Box::new(request(new))),
-        &[w.a(0), w.a(1)],
-    ));
+        ));
+    }
 }
 
 pub fn export_batch(f: &dyn UnitFactory) {
@@ -2009,6 +2032,7 @@ pub fn zeroize_keeps_counter(f: &dyn UnitFactory) {
             new_register: RegisterStatus::EMPTY,
             current_register: RegisterStatus::EMPTY,
             importer_pending: false,
+            control_points: tke_proto::ControlPoints::DEFAULT,
         }
     );
     // Old commands stay unreplayable.
@@ -2078,8 +2102,29 @@ pub fn fuzzed_requests_never_panic(f: &dyn UnitFactory) {
         let out = ok(run(&mut rec, ca, &cmd, &[w.a(0), w.a(1)]));
         SignedEnvelope::from_der(&out).unwrap()
     };
+    let parts_req = tke_proto::parts::seal_parts(
+        &[
+            tke_proto::parts::MasterKeyPart::random(),
+            tke_proto::parts::MasterKeyPart::random(),
+        ],
+        &req.importer,
+        op.device_certificate(),
+    )
+    .unwrap();
     let id = rec.id();
     let seeds: Vec<Vec<u8>> = [
+        Request::Command(signed_command(
+            op.id(),
+            op.status().counter + 1,
+            &Command::ImportMkParts(Box::new(parts_req)),
+            &[w.a(0)],
+        )),
+        Request::Command(signed_command(
+            id,
+            c + 1,
+            &Command::AddControlPoints(tke_proto::ControlPoints::DEFAULT),
+            &[w.a(0), w.a(1)],
+        )),
         Request::Query(Query {
             unit_id: id,
             nonce: Nonce::random(),

@@ -401,6 +401,26 @@ pub fn run_at(
     send(unit, ca, &Request::Command(signed))
 }
 
+/// Signs the raw command `id` with `input` (which need not decode) for the unit's next
+/// counter with `signers`, and sends it.
+pub fn run_raw(
+    unit: &mut Unit,
+    ca: &CaCertificate,
+    id: tke_proto::CommandId,
+    input: Vec<u8>,
+    signers: &[&MemSigner],
+) -> ResponseBody {
+    let wire = tke_proto::AdminCommand {
+        unit_id: unit.id(),
+        counter: unit.status().counter + 1,
+        command: id,
+        input: tke_proto::der::asn1::OctetString::new(input).unwrap(),
+    };
+    let signers: Vec<&dyn Signer> = signers.iter().map(|s| *s as &dyn Signer).collect();
+    let signed = sign_command(&wire, &signers).unwrap();
+    send(unit, ca, &Request::Command(signed))
+}
+
 /// A signed command for `unit_id` at `counter`.
 pub fn signed_command(
     unit_id: UnitId,
@@ -456,6 +476,12 @@ pub fn fails(body: &ResponseBody, expected: ModuleError) {
 /// Installs `admins` in imprint mode (unsigned) and leaves imprint mode with thresholds
 /// `sig`/`rev`, signed by the first `sig` administrators.
 pub fn init(unit: &mut Unit, ca: &CaCertificate, admins: &[MemSigner], sig: u32, rev: u32) {
+    add_admins(unit, ca, admins);
+    leave_imprint_mode(unit, ca, admins, sig, rev);
+}
+
+/// Installs `admins` in imprint mode (unsigned).
+pub fn add_admins(unit: &mut Unit, ca: &CaCertificate, admins: &[MemSigner]) {
     for a in admins {
         ok(run(
             unit,
@@ -464,6 +490,16 @@ pub fn init(unit: &mut Unit, ca: &CaCertificate, admins: &[MemSigner], sig: u32,
             &[],
         ));
     }
+}
+
+/// Sets the thresholds `sig`/`rev`, signed by the first `sig` of `admins`.
+pub fn leave_imprint_mode(
+    unit: &mut Unit,
+    ca: &CaCertificate,
+    admins: &[MemSigner],
+    sig: u32,
+    rev: u32,
+) {
     let signers: Vec<&MemSigner> = admins.iter().take(sig as usize).collect();
     ok(run(
         unit,
