@@ -51,6 +51,7 @@ fn unit(admins: &[&AdminCertificate], sig: u8, rev: u8) -> UnitStatus {
         new_register: RegisterStatus::EMPTY,
         current_register: RegisterStatus::EMPTY,
         importer_pending: false,
+        control_points: tke_proto::ControlPoints::DEFAULT,
     }
 }
 
