@@ -270,7 +270,29 @@ pub fn add(ctx: &Ctx, a: &AddArgs) -> Result<()> {
     // And the server, the CA and the API key together: a wrong one is refused here rather
     // than found at the next ceremony.
     if !a.no_check {
-        connect(std::slice::from_ref(&t))?;
+        if let Err(e) = connect(std::slice::from_ref(&t)) {
+            // The advice must not point at `tke target list`: the target is not in it yet.
+            let why = explain(&e, None)
+                .unwrap_or_else(|| format!("{e:#}"))
+                .replace(" (`tke target list`)", "");
+            // Only a server that does not answer may be added unchecked; a wrong CA or API
+            // key is never worth adding.
+            let down = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<ClientError>().and_then(network),
+                    Some((
+                        ..,
+                        HttpsError::Resolve { .. }
+                            | HttpsError::Connect { .. }
+                            | HttpsError::Timeout { .. }
+                    ))
+                )
+            });
+            if down {
+                bail!("{why}\nThe target was not added. To add a server that is down on purpose, run the same command with --no-check.");
+            }
+            bail!("{why}\nThe target was not added.");
+        }
     }
     targets.push(t);
     save(&ctx.files, &targets)?;

@@ -87,6 +87,10 @@ pub fn unreachable_units(
             crate::targets::explain(e, None).unwrap_or_else(|| format!("{e:#}"))
         );
     }
+    if !down.is_empty() {
+        // Units are numbered over every target: without one, the others' numbers shift.
+        eprintln!("The CRYPTO UNIT NUMs above count only the crypto units of the targets that answered: they may change when every target answers again. Commands that take CRYPTO UNIT NUMs (`tke cryptounit-add`, `tke cryptounit-rm`) wait until then.\n");
+    }
     let mut what = Vec::new();
     if !failed.is_empty() {
         let nums: Vec<String> = failed.iter().map(|(n, _)| n.to_string()).collect();

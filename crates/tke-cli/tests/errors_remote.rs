@@ -329,6 +329,15 @@ fn one_server_down_of_two() {
         &labels,
     );
     w.fails(&["cryptounit-zeroize", "--yes"], 1);
+    // The numbers shown without b may change when it is back: commands that take numbers
+    // wait for every target.
+    let before = w.snapshot();
+    w.fails(&["cryptounit-add", "1"], 1);
+    assert_eq!(
+        before,
+        w.snapshot(),
+        "the selection changed while a target was down"
+    );
 }
 
 /// A tke-unitd server cannot add units: failover-enable refuses before asking anything

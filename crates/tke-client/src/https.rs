@@ -147,7 +147,7 @@ pub enum HttpsError {
     #[error("the server's TLS certificate is not trusted")]
     UntrustedServer {
         /// rustls' reason (unknown issuer, bad signature, not valid for this name...).
-        source: rustls::Error,
+        source: UntrustedReason,
     },
     /// Another TLS failure.
     #[error("TLS failure while {phase}")]
@@ -387,15 +387,61 @@ fn classify(e: io::Error, phase: Phase) -> HttpsError {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         .cloned();
     match tls {
-        Some(source @ rustls::Error::InvalidCertificate(_)) => {
-            HttpsError::UntrustedServer { source }
-        }
+        Some(source @ rustls::Error::InvalidCertificate(_)) => HttpsError::UntrustedServer {
+            source: UntrustedReason(source),
+        },
         Some(source) => HttpsError::Tls { phase, source },
         None if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
             HttpsError::Timeout { phase }
         }
         None => HttpsError::Io { phase, source: e },
     }
+}
+
+/// Why rustls refused the server's certificate, in words: rustls writes the names a
+/// certificate presents in its own debug notation (`DnsName("unitd.example")`).
+#[derive(Debug)]
+pub struct UntrustedReason(pub rustls::Error);
+
+impl std::fmt::Display for UntrustedReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use rustls::{CertificateError, Error};
+        match &self.0 {
+            Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                expected,
+                presented,
+            }) => {
+                let names: Vec<&str> = presented.iter().map(|p| plain_name(p)).collect();
+                write!(
+                    f,
+                    "the certificate is not valid for {:?}; it names {}",
+                    expected.to_str(),
+                    if names.is_empty() {
+                        "no host".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                )
+            }
+            other => other.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for UntrustedReason {}
+
+/// `unitd.example` from rustls' `DnsName("unitd.example")`, `10.0.0.1` from
+/// `IpAddress(10.0.0.1)`; anything else as it is.
+fn plain_name(presented: &str) -> &str {
+    presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|r| r.strip_suffix("\")"))
+        .or_else(|| {
+            presented
+                .strip_prefix("IpAddress(")
+                .and_then(|r| r.strip_suffix(')'))
+        })
+        .unwrap_or(presented)
 }
 
 #[derive(Deserialize)]
@@ -874,6 +920,21 @@ impl Transport for HttpsTransport {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn untrusted_names_read_as_names() {
+        use rustls::{pki_types::ServerName, CertificateError, Error};
+        let e = UntrustedReason(Error::InvalidCertificate(
+            CertificateError::NotValidForNameContext {
+                expected: ServerName::try_from("127.0.0.1").unwrap().to_owned(),
+                presented: vec!["DnsName(\"unitd.example\")".into(), "odd".into()],
+            },
+        ));
+        assert_eq!(
+            e.to_string(),
+            "the certificate is not valid for \"127.0.0.1\"; it names unitd.example, odd"
+        );
+    }
 
     #[test]
     fn urls() {
