@@ -10,10 +10,11 @@ use p256::{
 };
 use tke_proto::{
     der::{Decode, Encode},
+    parts::{seal_parts, MasterKeyPart, MkPartsRequest},
     transport::{CertifiedImporter, ExportRequest, MkEnvelope, SignedEnvelope},
-    AdminCertificate, AdminCommand, CaCertificate, Command, DeviceCertificate, InstanceId, Nonce,
-    Query, Register, Request, ResponseBody, SignedCommand, SignedResponse, Threshold,
-    UnitDescription, UnitId, UnitStatus, UnitType,
+    AdminCertificate, AdminCommand, CaCertificate, Command, ControlPoint, ControlPoints,
+    DeviceCertificate, InstanceId, Nonce, Query, Register, Request, ResponseBody, SignedCommand,
+    SignedResponse, Threshold, UnitDescription, UnitId, UnitStatus, UnitType,
 };
 use tke_sigkey::{sign_command, Signer};
 use tke_test_support::MemSigner;
@@ -85,7 +86,8 @@ pub fn response(data: &[u8]) {
 }
 
 /// What moves a master key: `SignedEnvelope` (verified against the fleet CA), `MkEnvelope`,
-/// `CertifiedImporter` (verified against a device certificate) and `ExportRequest`.
+/// `CertifiedImporter` (verified against a device certificate), `ExportRequest`, and the
+/// key parts of `importMkParts` (`MkPartsRequest`).
 pub fn envelope(data: &[u8]) {
     let w = world();
     if let Ok(e) = SignedEnvelope::from_der(data) {
@@ -101,6 +103,9 @@ pub fn envelope(data: &[u8]) {
     }
     if let Ok(r) = ExportRequest::from_der(data) {
         canonical("ExportRequest", &r, data);
+    }
+    if let Ok(r) = MkPartsRequest::from_der(data) {
+        canonical("MkPartsRequest", &r, data);
     }
 }
 
@@ -346,6 +351,34 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         &[admin],
     );
     out.push(("request", req));
+
+    // Protocol v3: control points, and a new register loaded from two key parts.
+    let btc = ControlPoints::of(&[ControlPoint::BTC]);
+    let (req, _) = run(
+        &mut t,
+        t_id,
+        4,
+        &Command::RemoveControlPoints(btc),
+        &[admin],
+    );
+    out.push(("request", req));
+    let (req, _) = run(&mut t, t_id, 5, &Command::AddControlPoints(btc), &[admin]);
+    out.push(("request", req));
+    run(&mut t, t_id, 6, &Command::ClearNew, &[admin]);
+    let (_, importer) = run(&mut t, t_id, 7, &Command::GenerateImporter, &[admin]);
+    let importer = CertifiedImporter::from_der(&importer).unwrap();
+    let parts = [MasterKeyPart::random(), MasterKeyPart::random()];
+    let sealed = seal_parts(&parts, &importer, &t_cert).unwrap();
+    out.push(("envelope", sealed.to_der().unwrap()));
+    let (req, _) = run(
+        &mut t,
+        t_id,
+        8,
+        &Command::ImportMkParts(Box::new(sealed)),
+        &[admin],
+    );
+    out.push(("request", req.clone()));
+    out.push(("unit", req));
 
     // Certificates.
     out.push(("certificate", w.admin.certificate().der().to_vec()));
