@@ -331,6 +331,10 @@ pub fn compare(ctx: &Ctx) -> Result<()> {
                 let mut v = unit_json(u);
                 v.extend(thresholds_json(s));
                 v.insert("admins".into(), admins_json(s));
+                v.insert(
+                    "control_points".into(),
+                    crate::control_points::json(&s.control_points),
+                );
                 v.insert("new_mk".into(), register_json(&s.new_register));
                 v.insert("current_mk".into(), register_json(&s.current_register));
                 v.insert("counter".into(), s.counter.into());
@@ -349,6 +353,8 @@ pub fn compare(ctx: &Ctx) -> Result<()> {
         };
     section("SIGNATURE THRESHOLDS", &THRESHOLD_HEADERS, &threshold_cells);
     section("ADMINISTRATORS", &ADMIN_HEADERS, &admin_cells);
+    println!("CONTROL POINTS");
+    crate::control_points::print_section(rows, false);
     register_sections(rows);
     // A one-line verdict per instance, so drift is visible at a glance.
     for inst in &instances {
