@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::{info, World};
+use common::{imprint_mode, info, World};
 use tke_ceremony::{
     plan::Planner, CeremonyError, ControlPointChange, Deviation, Expected, Plan, PlannedCommand,
-    Problem, Quorum, Rule, UnitPlan,
+    Problem, Quorum, UnitPlan,
 };
 use tke_client::KnownUnit;
 use tke_proto::{Command, ControlPoint, ControlPoints, UnitStatus};
@@ -219,13 +219,7 @@ fn imprint_mode_and_too_few_signers_are_refused_on_every_unit_before_anything_is
     for change in [(ControlPoints::NONE, btc), (btc, ControlPoints::NONE)] {
         let p = problems(plan(&w, units(&w), change, &[&w.alice]));
         assert_eq!(p.len(), 4, "{p:?}");
-        assert!(p.iter().all(|p| matches!(
-            p,
-            Problem::Precondition {
-                rule: Rule::ImprintMode,
-                ..
-            }
-        )));
+        assert!(p.iter().all(imprint_mode), "{p:?}");
     }
     assert_eq!(w.statuses(), before);
 

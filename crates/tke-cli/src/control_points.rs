@@ -13,13 +13,13 @@ use serde_json::json;
 use tke_ceremony::{CeremonyError, CompareReport, ControlPointChange, Problem, Rule};
 use tke_client::KnownUnit;
 use tke_proto::{ControlPoint, ControlPoints, UnitStatus};
-use tke_sigkey::Signer;
 
 use crate::{
+    admins::start,
     context::{Ctx, Fleet},
     signing::{self, SignerArgs},
     table::Table,
-    units::{by_instance, header, require_selected, unit_json, unreachable_units},
+    units::{by_instance, header, print_json, require_selected, unreachable_units},
 };
 
 /// What `cryptounit-cp --help` adds: what the named control points enable.
@@ -155,49 +155,56 @@ pub fn json(mask: &ControlPoints) -> serde_json::Value {
 
 /// `cryptounit-cp`: shows the control points, or changes one.
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    let wanted = match (args.set, args.reset) {
+    let flags = match (args.set, args.reset) {
         (Some(p), _) => Some((p, true)),
         (None, Some(p)) => Some((p, false)),
         (None, None) => None,
     };
-    if let Some((point, set)) = wanted {
-        let fleet = ctx.connect()?;
-        let units = require_selected(ctx, &fleet)?;
-        if !ctx.json {
-            header(&fleet);
+    let wanted = match flags {
+        Some(wanted) => wanted,
+        None => {
+            let (fleet, down) = ctx.connect_reachable()?;
+            let units = require_selected(ctx, &fleet)?;
+            match show(ctx, &fleet, &units, &down)? {
+                Some(wanted) => wanted,
+                None => return Ok(()),
+            }
         }
-        return change(
-            ctx,
-            &fleet,
-            units,
-            (point, set),
-            &args.signers,
-            Some(args.yes),
-        );
-    }
-    let (fleet, down) = ctx.connect_reachable()?;
-    let units = require_selected(ctx, &fleet)?;
-    let report = CompareReport::query(&fleet.client, &units)?;
+    };
+    // A change needs every target (a show leaves out those that are down); the plan
+    // queries every unit again. After a show, the fleet header is on the screen already.
+    let fleet = ctx.connect()?;
+    let units = if flags.is_some() {
+        start(ctx, &fleet)?
+    } else {
+        require_selected(ctx, &fleet)?
+    };
+    change(ctx, &fleet, units, wanted, &args.signers, Some(args.yes))
+}
+
+/// Shows the control points of `units`; on a terminal (not with `--output json`), then
+/// asks which point to change and how: `None` when none.
+fn show(
+    ctx: &Ctx,
+    fleet: &Fleet,
+    units: &[&KnownUnit],
+    down: &[(String, anyhow::Error)],
+) -> Result<Option<(ControlPoint, bool)>> {
+    let report = CompareReport::query(&fleet.client, units)?;
     if ctx.json {
-        let v: Vec<_> = report
-            .units()
-            .iter()
-            .map(|(u, s)| {
-                let mut v = unit_json(u);
-                v.insert("control_points".into(), json(&s.control_points));
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return unreachable_units(&down, &[]);
+        print_json(report.units(), &|s, v| {
+            v.insert("control_points".into(), json(&s.control_points));
+        })?;
+        unreachable_units(down, &[])?;
+        return Ok(None);
     }
-    header(&fleet);
+    header(fleet);
     print_section(report.units(), true);
-    unreachable_units(&down, &[])?;
+    unreachable_units(down, &[])?;
     // On a terminal the vendor's command goes on to change one; a script gives --set or
     // --reset instead.
     if !ctx.prompt.interactive() {
-        return Ok(());
+        return Ok(None);
     }
     let Some(point) = ctx.prompt.ask(
         "Enter the number (0-127) or name of the control point to set or reset, or nothing to leave them as they are:",
@@ -212,7 +219,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     )?
     else {
         println!("OK\nNo control point was changed.");
-        return Ok(());
+        return Ok(None);
     };
     let set = ctx.prompt.ask(
         &format!(
@@ -227,23 +234,13 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         },
     )?;
     println!();
-    change(
-        ctx,
-        &fleet,
-        units,
-        (point, set),
-        &args.signers,
-        Some(args.yes),
-    )
+    Ok(Some((point, set)))
 }
 
 /// `cryptounit-cp-btc`, `-eddsa`, `-sig-other`: sets `point` on every selected unit.
 pub fn enable(ctx: &Ctx, point: ControlPoint, args: &EnableArgs) -> Result<()> {
     let fleet = ctx.connect()?;
-    let units = require_selected(ctx, &fleet)?;
-    if !ctx.json {
-        header(&fleet);
-    }
+    let units = start(ctx, &fleet)?;
     change(ctx, &fleet, units, (point, true), &args.signers, None)
 }
 
@@ -344,17 +341,7 @@ fn change(
         }
     }
 
-    let opened = signing::open(ctx, &keys, &plan.keys_needed())?;
-    let signers: Vec<&dyn Signer> = opened.iter().map(|s| s.as_ref()).collect();
-    let signed_by = signing::signed_by(&plan);
-    let names: Vec<String> = plan
-        .keys_needed()
-        .iter()
-        .map(|k| k.name.to_string())
-        .collect();
-    let step = plan.step();
-    plan.execute(&signers)
-        .map_err(|e| signing::partly_failed(e, step, "changed", "`tke cryptounit-cp`"))?;
+    let (signed_by, names) = signing::execute(ctx, &keys, plan, "`tke cryptounit-cp`")?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&result(names))?);
         return Ok(());

@@ -172,34 +172,22 @@ fn refusals_change_nothing() {
     refuse("cp_eddsa_imprint_mode", &["cryptounit-cp-eddsa"], 1);
 
     w.auto_init(&s, (2, 1), &["alice", "bob"]);
-    refuse(
-        "cp_number_out_of_range",
-        &["cryptounit-cp", "--set", "128"],
-        2,
-    );
-    refuse(
-        "cp_unknown_name",
-        &["cryptounit-cp", "--reset", "XCP_CPB_BITCOIN"],
-        2,
-    );
-    refuse(
-        "cp_set_and_reset",
-        &["cryptounit-cp", "--set", "66", "--reset", "55"],
-        2,
-    );
-    // The signature threshold is 2.
-    refuse(
-        "cp_too_few_signers",
-        &[
-            "cryptounit-cp",
-            "--reset",
-            "66",
-            "--signer",
-            "alice",
-            "--yes",
-        ],
-        1,
-    );
+    let cp = "cryptounit-cp";
+    for (name, args, code) in [
+        ("cp_number_out_of_range", &[cp, "--set", "128"][..], 2),
+        ("cp_unknown_name", &[cp, "--reset", "XCP_CPB_BITCOIN"], 2),
+        ("cp_set_and_reset", &[cp, "--set", "66", "--reset", "55"], 2),
+        // The signature threshold is 2.
+        (
+            "cp_too_few_signers",
+            &[cp, "--reset", "66", "--signer", "alice", "--yes"],
+            1,
+        ),
+        // Without a terminal, the confirmation names its flag.
+        ("no_terminal_cp_confirmation", &[cp, "--reset", "66"], 1),
+    ] {
+        refuse(name, args, code);
+    }
     // XCP_CPB_ECDSA_OTHER off everywhere: turning it on needs 2 signatures too.
     w.ok(&with_secrets(
         &s,
@@ -210,12 +198,7 @@ fn refusals_change_nothing() {
         &["cryptounit-cp-sig-other", "--signer", "bob"],
         1,
     );
-    // Without a terminal, the confirmation and the passwords name their flags.
-    refuse(
-        "no_terminal_cp_confirmation",
-        &["cryptounit-cp", "--reset", "66"],
-        1,
-    );
+    // ... and so do the passwords.
     refused(
         &w,
         "no_terminal_cp_password",
