@@ -2,7 +2,8 @@
 //!
 //! Units of one instance must agree on everything that decides whether a command is
 //! accepted and which key protects the instance's key storage: both thresholds, the
-//! administrators, and both master key registers. Drift between them (an interrupted
+//! administrators, both master key registers, and the control points (which mechanisms
+//! the instance's keys may be used with). Drift between them (an interrupted
 //! ceremony, a unit replaced) is what [`CompareReport`] makes visible.
 
 use tke_client::{fanout::parallel, Client, ClientError, InstanceId, KnownUnit};
@@ -22,14 +23,17 @@ pub enum Aspect {
     NewRegister,
     /// The current master key register (state and verification pattern).
     CurrentRegister,
+    /// The control point mask (every point, named or not).
+    ControlPoints,
 }
 
 impl Aspect {
     /// Every aspect, in the order the vendor's compare shows them.
-    pub const ALL: [Aspect; 5] = [
+    pub const ALL: [Aspect; 6] = [
         Aspect::SignatureThreshold,
         Aspect::RevocationThreshold,
         Aspect::Administrators,
+        Aspect::ControlPoints,
         Aspect::NewRegister,
         Aspect::CurrentRegister,
     ];
@@ -41,6 +45,7 @@ impl Aspect {
             Aspect::Administrators => a.admins == b.admins,
             Aspect::NewRegister => a.new_register == b.new_register,
             Aspect::CurrentRegister => a.current_register == b.current_register,
+            Aspect::ControlPoints => a.control_points == b.control_points,
         }
     }
 }

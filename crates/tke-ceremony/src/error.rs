@@ -1,5 +1,5 @@
 use tke_client::{ClientError, InstanceId};
-use tke_proto::{AdminInfo, AdminName, ErrorChain, RegisterState, Ski, UnitId, Vp};
+use tke_proto::{AdminInfo, AdminName, ControlPoint, ErrorChain, RegisterState, Ski, UnitId, Vp};
 use tke_sigkey::SignError;
 
 use crate::{postcondition::UnitDeviations, signers::Quorum};
@@ -192,6 +192,12 @@ pub enum Problem {
         instance: InstanceId,
         /// Why.
         source: tke_client::FailoverTotalError,
+    },
+    /// The same control points were asked both to be set and to be reset.
+    #[error("control point(s) {} cannot be both set and reset; ask for one of the two", points.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    ControlPointsSetAndReset {
+        /// The points asked both ways.
+        points: Vec<ControlPoint>,
     },
     /// A guard plugged into the ceremony refuses to destroy what the unit holds
     /// ([`crate::guard::Guard`]).

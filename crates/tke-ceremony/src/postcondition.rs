@@ -4,7 +4,7 @@
 //! replaced by a stranger's certificate under the same name, which anyone who can reach a
 //! unit may install while it is in imprint mode. So a ceremony states what every unit must
 //! hold — the administrators by SKI (and name), both thresholds, both master key
-//! registers, no pending importer — and [`Expected::check`] queries every unit and reports
+//! registers, no pending importer, the control points — and [`Expected::check`] queries every unit and reports
 //! each difference, typed, per unit. Every ceremony ends with such a check, and auto-init
 //! runs one as soon as it leaves imprint mode, before any master key exists.
 //!
@@ -16,7 +16,7 @@
 use std::{collections::HashMap, fmt, sync::Mutex};
 
 use tke_client::{fanout::parallel, Client, ClientError, KnownUnit};
-use tke_proto::{AdminInfo, Command, RegisterStatus, UnitId, UnitStatus};
+use tke_proto::{AdminInfo, Command, ControlPoints, RegisterStatus, UnitId, UnitStatus};
 use tke_sigkey::Signer;
 
 use crate::CeremonyError;
@@ -36,6 +36,9 @@ pub struct Expected {
     pub current_register: RegisterStatus,
     /// Whether an importer key waits for an import.
     pub importer_pending: bool,
+    /// Exactly this control point mask; `None` leaves the mask out of the check (a check
+    /// of several units against one state, where each unit keeps its own mask).
+    pub control_points: Option<ControlPoints>,
 }
 
 /// One way a unit differs from what was expected.
@@ -98,6 +101,14 @@ pub enum Deviation {
         /// Found.
         found: bool,
     },
+    /// The control point mask differs.
+    #[error("control points set: {}, expected {}", Points(found), Points(expected))]
+    ControlPoints {
+        /// Expected.
+        expected: ControlPoints,
+        /// Found.
+        found: ControlPoints,
+    },
     /// The transaction counter is not the one the ceremony's own commands account for:
     /// someone else sent the unit commands.
     #[error("transaction counter {found}, expected {expected}: someone else sent it commands")]
@@ -143,6 +154,19 @@ fn admin_lists(foreign: &[AdminInfo], missing: &[AdminInfo]) -> String {
     }
 }
 
+/// The points set in a mask, named where they have a name (`55, XCP_CPB_BTC`), or `none`.
+struct Points<'a>(&'a ControlPoints);
+
+impl fmt::Display for Points<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        let all: Vec<String> = self.0.iter().map(|p| p.to_string()).collect();
+        f.write_str(&all.join(", "))
+    }
+}
+
 /// A register as `state` or `state (VP hex)`.
 struct Register<'a>(&'a RegisterStatus);
 
@@ -159,7 +183,8 @@ impl fmt::Display for Register<'_> {
 impl Expected {
     /// A unit in imprint mode holding exactly `admins` and nothing else: what a zeroize
     /// leaves (with no administrators), and what auto-init builds up before it sets the
-    /// thresholds.
+    /// thresholds. The control points are not checked: these ceremonies leave each unit's
+    /// own.
     pub fn imprint(admins: Vec<AdminInfo>) -> Self {
         Self {
             admins,
@@ -168,6 +193,7 @@ impl Expected {
             new_register: RegisterStatus::EMPTY,
             current_register: RegisterStatus::EMPTY,
             importer_pending: false,
+            control_points: None,
         }
     }
 
@@ -180,6 +206,7 @@ impl Expected {
             new_register: status.new_register,
             current_register: status.current_register,
             importer_pending: status.importer_pending,
+            control_points: Some(status.control_points),
         }
     }
 
@@ -229,6 +256,14 @@ impl Expected {
             found.push(Deviation::ImporterPending {
                 found: status.importer_pending,
             });
+        }
+        if let Some(expected) = self.control_points {
+            if status.control_points != expected {
+                found.push(Deviation::ControlPoints {
+                    expected,
+                    found: status.control_points,
+                });
+            }
         }
         found
     }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{info, World};
+use common::{imprint_mode, info, World};
 use tke_ceremony::{
     guard::{Destruction, Guard},
     CeremonyError, MkRegister, Problem, Quorum, RegisterAction, Rule, Zeroize,
@@ -57,13 +57,7 @@ fn every_register_command_is_refused_in_imprint_mode_and_in_the_wrong_state() {
     ] {
         let p = problems(plan(&w, action, &[&w.alice]));
         assert_eq!(p.len(), 4, "{action:?}: {p:?}");
-        assert!(p.iter().all(|p| matches!(
-            p,
-            Problem::Precondition {
-                rule: Rule::ImprintMode,
-                ..
-            }
-        )));
+        assert!(p.iter().all(imprint_mode), "{p:?}");
     }
     assert_eq!(w.statuses(), before);
 

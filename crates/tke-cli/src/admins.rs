@@ -252,7 +252,7 @@ pub fn rm(ctx: &Ctx, args: &RmArgs) -> Result<()> {
 
 /// The selected units of a change; shows which fleet it changes first, before any
 /// question.
-fn start<'f>(ctx: &Ctx, fleet: &'f Fleet) -> Result<Vec<&'f KnownUnit>> {
+pub fn start<'f>(ctx: &Ctx, fleet: &'f Fleet) -> Result<Vec<&'f KnownUnit>> {
     let units = require_selected(ctx, fleet)?;
     if !ctx.json {
         header(fleet);

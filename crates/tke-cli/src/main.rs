@@ -10,6 +10,7 @@
 mod admins;
 mod auto_init;
 mod context;
+mod control_points;
 mod failover;
 mod keyparts;
 mod local;
@@ -31,6 +32,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use tke_ceremony::RegisterAction;
+use tke_proto::ControlPoint;
 
 /// The operator declined a confirmation: not a success, not a failure.
 #[derive(Debug)]
@@ -94,7 +96,7 @@ enum Cmd {
         nums: Vec<usize>,
     },
     /// Compare the configuration of the selected crypto units: thresholds,
-    /// administrators, master key registers.
+    /// administrators, control points, master key registers.
     CryptounitCompare,
     /// List the administrators installed in each selected crypto unit: name and subject
     /// key identifier.
@@ -119,6 +121,20 @@ enum Cmd {
     /// Deprecated: leave imprint mode with both thresholds 1 (one administrator in
     /// control). Use cryptounit-thrhld-set.
     CryptounitExitImpr(admins::ExitArgs),
+    /// Show the control points of the selected crypto units, or set or reset one (--set N,
+    /// --reset N), signed by as many administrators as the signature threshold.
+    #[command(after_long_help = control_points::CP_HELP)]
+    CryptounitCp(control_points::Args),
+    /// Set control point XCP_CPB_BTC (66: BIP32 and other bitcoin functions) on every
+    /// selected crypto unit, signed by as many administrators as the signature threshold.
+    CryptounitCpBtc(control_points::EnableArgs),
+    /// Set control point XCP_CPB_ALG_EC_25519 (55: EdDSA over Edwards curves) on every
+    /// selected crypto unit, signed by as many administrators as the signature threshold.
+    CryptounitCpEddsa(control_points::EnableArgs),
+    /// Set control point XCP_CPB_ECDSA_OTHER (67: signature schemes other than ECDSA and
+    /// EdDSA, such as Schnorr) on every selected crypto unit, signed by as many
+    /// administrators as the signature threshold.
+    CryptounitCpSigOther(control_points::EnableArgs),
     /// Show both master key registers (new and current) of the selected crypto units:
     /// status and verification pattern.
     #[command(visible_alias = "cryptounit-mks")]
@@ -250,9 +266,6 @@ const VENDOR_NOT_YET: &[&str] = &[
     "auto-recover",
     "cryptounit-mk-load",
     "cryptounit-mk-rotate",
-    "cryptounit-cp-btc",
-    "cryptounit-cp-eddsa",
-    "cryptounit-cp-sig-other",
 ];
 
 /// Prints a usage error and exits 2; a vendor command `tke` lacks is said to be missing.
@@ -317,6 +330,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitAdminRm(a) => admins::rm(&ctx, a),
         Cmd::CryptounitThrhldSet(a) => admins::set_thresholds(&ctx, a),
         Cmd::CryptounitExitImpr(a) => admins::exit_imprint_mode(&ctx, a),
+        Cmd::CryptounitCp(a) => control_points::run(&ctx, a),
+        Cmd::CryptounitCpBtc(a) => control_points::enable(&ctx, ControlPoint::BTC, a),
+        Cmd::CryptounitCpEddsa(a) => control_points::enable(&ctx, ControlPoint::ALG_EC_25519, a),
+        Cmd::CryptounitCpSigOther(a) => control_points::enable(&ctx, ControlPoint::ECDSA_OTHER, a),
         Cmd::CryptounitMk => units::mk(&ctx),
         Cmd::CryptounitMkCommit(a) => {
             registers::run(&ctx, RegisterAction::Commit, &a.signers, false)

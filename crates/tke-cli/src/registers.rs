@@ -11,7 +11,6 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use tke_ceremony::{CeremonyError, MkRegister, Plan, Problem, RegisterAction, Rule};
 use tke_proto::{RegisterState, RegisterStatus};
-use tke_sigkey::Signer;
 
 use crate::{
     context::Ctx,
@@ -99,18 +98,8 @@ pub fn run(ctx: &Ctx, action: RegisterAction, signers: &SignerArgs, yes: bool) -
         }
     }
 
-    let opened = signing::open(ctx, &keys, &plan.keys_needed())?;
-    let signers: Vec<&dyn Signer> = opened.iter().map(|s| s.as_ref()).collect();
-    let signed_by = signing::signed_by(&plan);
     let nums: Vec<usize> = plan.units().iter().map(|u| u.unit.num).collect();
-    let names: Vec<String> = plan
-        .keys_needed()
-        .iter()
-        .map(|k| k.name.to_string())
-        .collect();
-    let step = plan.step();
-    plan.execute(&signers)
-        .map_err(|e| signing::partly_failed(e, step, "changed", "`tke cryptounit-mk`"))?;
+    let (signed_by, names) = signing::execute(ctx, &keys, plan, "`tke cryptounit-mk`")?;
     if ctx.json {
         println!(
             "{}",

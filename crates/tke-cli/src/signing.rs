@@ -128,6 +128,32 @@ pub fn signed_by(plan: &Plan<'_>) -> String {
     format!("Signed by: {}", names(all))
 }
 
+/// Opens the keys `plan` needs (from `keys`) and runs it. Returns the "Signed by" line
+/// and the names of the administrators who signed. A failure on some units says which,
+/// and `check` (the command(s) to look with).
+///
+/// # Errors
+/// A key that cannot be opened (nothing was sent), or the ceremony's failure.
+pub fn execute(
+    ctx: &Ctx,
+    keys: &[SigKeyEntry],
+    plan: Plan<'_>,
+    check: &str,
+) -> Result<(String, Vec<String>)> {
+    let opened = open(ctx, keys, &plan.keys_needed())?;
+    let signers: Vec<&dyn Signer> = opened.iter().map(|s| s.as_ref()).collect();
+    let line = signed_by(&plan);
+    let names: Vec<String> = plan
+        .keys_needed()
+        .iter()
+        .map(|k| k.name.to_string())
+        .collect();
+    let step = plan.step();
+    plan.execute(&signers)
+        .map_err(|e| partly_failed(e, step, "changed", check))?;
+    Ok((line, names))
+}
+
 /// A ceremony that failed on some units after the others were changed: says which failed,
 /// that the others are `changed`, and the command(s) to look with (`check`). Any other
 /// error is passed on.

@@ -134,6 +134,24 @@ pub fn unit_json(u: &KnownUnit) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
+/// Prints `rows` as a JSON array, one object per unit: [`unit_json`], then the fields
+/// `fields` adds from its state.
+pub fn print_json(
+    rows: &[(&KnownUnit, UnitStatus)],
+    fields: &dyn Fn(&UnitStatus, &mut serde_json::Map<String, serde_json::Value>),
+) -> Result<()> {
+    let v: Vec<_> = rows
+        .iter()
+        .map(|(u, s)| {
+            let mut v = unit_json(u);
+            fields(s, &mut v);
+            v
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
 /// A unit's thresholds as JSON fields: `imprint_mode`, `sig_threshold`, `rev_threshold`.
 pub fn thresholds_json(s: &UnitStatus) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
@@ -303,17 +321,10 @@ pub fn mk(ctx: &Ctx) -> Result<()> {
     let units = require_selected(ctx, &fleet)?;
     let report = CompareReport::query(&fleet.client, &units)?;
     if ctx.json {
-        let v: Vec<_> = report
-            .units()
-            .iter()
-            .map(|(u, s)| {
-                let mut v = unit_json(u);
-                v.insert("new_mk".into(), register_json(&s.new_register));
-                v.insert("current_mk".into(), register_json(&s.current_register));
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print_json(report.units(), &|s, v| {
+            v.insert("new_mk".into(), register_json(&s.new_register));
+            v.insert("current_mk".into(), register_json(&s.current_register));
+        })?;
         return unreachable(&down);
     }
     header(&fleet);
@@ -329,19 +340,17 @@ pub fn compare(ctx: &Ctx) -> Result<()> {
     let report = CompareReport::query(&fleet.client, &units)?;
     let rows = report.units();
     if ctx.json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|(u, s)| {
-                let mut v = unit_json(u);
-                v.extend(thresholds_json(s));
-                v.insert("admins".into(), admins_json(s));
-                v.insert("new_mk".into(), register_json(&s.new_register));
-                v.insert("current_mk".into(), register_json(&s.current_register));
-                v.insert("counter".into(), s.counter.into());
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print_json(rows, &|s, v| {
+            v.extend(thresholds_json(s));
+            v.insert("admins".into(), admins_json(s));
+            v.insert(
+                "control_points".into(),
+                crate::control_points::json(&s.control_points),
+            );
+            v.insert("new_mk".into(), register_json(&s.new_register));
+            v.insert("current_mk".into(), register_json(&s.current_register));
+            v.insert("counter".into(), s.counter.into());
+        })?;
         return unreachable(&down);
     }
     header(&fleet);
@@ -353,6 +362,8 @@ pub fn compare(ctx: &Ctx) -> Result<()> {
         };
     section("SIGNATURE THRESHOLDS", &THRESHOLD_HEADERS, &threshold_cells);
     section("ADMINISTRATORS", &ADMIN_HEADERS, &admin_cells);
+    println!("CONTROL POINTS");
+    crate::control_points::print_section(rows, false);
     register_sections(rows);
     // A one-line verdict per instance, so drift is visible at a glance.
     for inst in &instances {

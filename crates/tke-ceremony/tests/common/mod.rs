@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use tke_ceremony::{Problem, Rule};
 use tke_client::{Client, EmbeddedFleet, FleetSpec, Transport};
 use tke_proto::{AdminInfo, AdminName, CaCertificate, UnitStatus};
 use tke_sigkey::Signer;
@@ -87,4 +88,15 @@ pub fn info(s: &FileSigner) -> AdminInfo {
         ski: s.ski(),
         name: s.name().clone(),
     }
+}
+
+/// Whether `p` refuses a unit for being in imprint mode.
+pub fn imprint_mode(p: &Problem) -> bool {
+    matches!(
+        p,
+        Problem::Precondition {
+            rule: Rule::ImprintMode,
+            ..
+        }
+    )
 }
