@@ -365,15 +365,29 @@ pub fn compare(ctx: &Ctx) -> Result<()> {
     println!("CONTROL POINTS");
     crate::control_points::print_section(rows, false);
     register_sections(rows);
+    // Selected units that did not answer (their target is down) are not compared: a
+    // verdict over the others must not pass for one over the whole selection.
+    let selection = ctx.files.load_selection()?.units;
+    let missing = selection
+        .iter()
+        .filter(|id| !fleet.client.units().iter().any(|u| u.id().uuid() == **id))
+        .count();
     // A one-line verdict per instance, so drift is visible at a glance.
     for inst in &instances {
-        if report.identical(inst) {
+        if report.identical(inst) && missing > 0 {
+            println!(
+                "The selected crypto units of service instance {inst} that answered are configured identically."
+            );
+        } else if report.identical(inst) {
             println!(
                 "The selected crypto units of service instance {inst} are configured identically."
             );
         } else {
             println!("The selected crypto units of service instance {inst} are NOT configured identically: compare the sections above.");
         }
+    }
+    if missing > 0 {
+        println!("{missing} selected crypto unit(s) did not answer and are not compared: an instance they belong to is not known to be configured identically.");
     }
     unreachable(&down)
 }
