@@ -38,7 +38,7 @@ pub struct ConfirmArgs {
 }
 
 /// A register as `Full Committed 599ed092b9e47faf...`.
-fn register(r: &RegisterStatus) -> String {
+pub fn register(r: &RegisterStatus) -> String {
     match r.vp {
         Some(vp) => format!("{} {}...", r.state.label(), &vp.to_hex()[..16]),
         None => r.state.label().to_owned(),
@@ -187,7 +187,7 @@ fn done(action: RegisterAction) -> &'static str {
 }
 
 /// A refused plan, with what the operator can do about it.
-fn hint(e: CeremonyError) -> anyhow::Error {
+pub fn hint(e: CeremonyError) -> anyhow::Error {
     let mut advice = Vec::new();
     if let CeremonyError::Problems(problems) = &e {
         let any = |f: fn(&Rule) -> bool| {
