@@ -164,12 +164,7 @@ fn choose_parts<'l>(
     if !described.is_empty() {
         return described
             .iter()
-            .map(|d| {
-                listing
-                    .find(d)
-                    .map(numbered)
-                    .context("nothing was loaded")
-            })
+            .map(|d| listing.find(d).map(numbered).context("nothing was loaded"))
             .collect();
     }
     if listing.entries.is_empty() {
@@ -225,11 +220,11 @@ fn open_part(ctx: &Ctx, keynum: usize, entry: &KeyPartEntry) -> Result<MasterKey
                 println!("{}\n", ErrorChain(&e));
                 tries += 1;
             }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("cannot open the master key part {description:?}; no crypto unit was changed")
-                })
-            }
+            Err(e) => return Err(e).with_context(|| {
+                format!(
+                    "cannot open the master key part {description:?}; no crypto unit was changed"
+                )
+            }),
         }
     }
 }
@@ -248,7 +243,9 @@ fn hint(e: CeremonyError) -> anyhow::Error {
             advice.push("`tke mks` lists the master key parts of this workstation: give 2 or 3 different ones (--part DESCRIPTION, repeated).");
         }
         if any(|p| matches!(p, Problem::PartsNotIndependent)) {
-            advice.push("Make a new part with `tke mk-add --random` and load it instead of one of these.");
+            advice.push(
+                "Make a new part with `tke mk-add --random` and load it instead of one of these.",
+            );
         }
         if rule(|r| matches!(r, Rule::RecoveryUnitLoad)) {
             advice.push("Remove the recovery crypto units from the selection with `tke cryptounit-rm` (see `tke cryptounits`).");
