@@ -220,11 +220,13 @@ fn open_part(ctx: &Ctx, keynum: usize, entry: &KeyPartEntry) -> Result<MasterKey
                 println!("{}\n", ErrorChain(&e));
                 tries += 1;
             }
-            Err(e) => return Err(e).with_context(|| {
-                format!(
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
                     "cannot open the master key part {description:?}; no crypto unit was changed"
                 )
-            }),
+                })
+            }
         }
     }
 }
