@@ -16,6 +16,7 @@ use tke_proto::{
     UnitType, Vp,
 };
 use tke_sigkey::Signer;
+use tke_sigkey_file::FileSigner;
 
 /// The operational units (1 and 2 of the default fleet).
 fn operational(w: &World) -> Vec<&KnownUnit> {
@@ -75,18 +76,28 @@ fn load(w: &World, units: Vec<&KnownUnit>, parts: &[&MasterKeyPart]) -> Vp {
         .vp
 }
 
+/// Runs a register command on `units`, signed by `signers` (all of them may sign).
+fn register(w: &World, action: RegisterAction, units: &[&KnownUnit], signers: &[&FileSigner]) {
+    MkRegister {
+        action,
+        units: units.to_vec(),
+        keys: signers.iter().map(|s| info(s)).collect(),
+    }
+    .plan(&w.client)
+    .unwrap()
+    .execute(
+        &signers
+            .iter()
+            .map(|s| *s as &dyn Signer)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+}
+
 /// Commits and activates the new registers of `units` (thresholds 2/1: alice and bob).
 fn commit_and_activate(w: &World, units: &[&KnownUnit]) {
     for action in [RegisterAction::Commit, RegisterAction::SetImmediate] {
-        MkRegister {
-            action,
-            units: units.to_vec(),
-            keys: vec![info(&w.alice), info(&w.bob)],
-        }
-        .plan(&w.client)
-        .unwrap()
-        .execute(&[&w.alice as &dyn Signer, &w.bob])
-        .unwrap();
+        register(w, action, units, &[&w.alice, &w.bob]);
     }
 }
 
@@ -305,27 +316,11 @@ fn the_same_parts_cannot_reload_the_current_key_but_recover_a_cleared_unit() {
     let d = MasterKeyPart::random();
     let rotated = load(&w, vec![units[0]], &[&a, &b, &d]);
     assert_ne!(rotated, vp);
-    MkRegister {
-        action: RegisterAction::ClearNew,
-        units: vec![units[0]],
-        keys: vec![info(&w.alice)],
-    }
-    .plan(&w.client)
-    .unwrap()
-    .execute(&[&w.alice as &dyn Signer])
-    .unwrap();
+    register(&w, RegisterAction::ClearNew, &units[..1], &[&w.alice]);
 
     // Unit 1 loses its current key; the same parts bring it back (as after a unit is
     // replaced), and it holds the key of unit 2 again.
-    MkRegister {
-        action: RegisterAction::ClearCurrent,
-        units: vec![units[0]],
-        keys: vec![info(&w.alice)],
-    }
-    .plan(&w.client)
-    .unwrap()
-    .execute(&[&w.alice as &dyn Signer])
-    .unwrap();
+    register(&w, RegisterAction::ClearCurrent, &units[..1], &[&w.alice]);
     assert_eq!(load(&w, vec![units[0]], &[&a, &b, &c]), vp);
     commit_and_activate(&w, &units[..1]);
     let after = statuses(&w, &units);

@@ -20,9 +20,9 @@ use crate::{
     context::Ctx,
     keyparts,
     prompt::parse_numbers,
-    registers::register,
+    registers::plan_table,
     signing::{self, SignerArgs},
-    table::{vp_lines, Table},
+    table::vp_lines,
     units::{header, require_selected},
 };
 
@@ -87,23 +87,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         println!("Master key parts to load:");
         keyparts::print_numbered(chosen.iter().map(|(n, e)| (*n, *e)));
         println!();
-        let mut t = Table::new(&[
-            "CRYPTO UNIT NUM",
-            "TYPE",
-            "NEW MASTER KEY REGISTER",
-            "CURRENT MASTER KEY REGISTER",
-            "SIGNED BY",
-        ]);
-        for u in plan.units() {
-            t.row(vec![
-                u.unit.num.to_string(),
-                u.unit.unit_type().label().to_owned(),
-                register(&u.status.new_register),
-                register(&u.status.current_register),
-                signing::names(&u.signers),
-            ]);
-        }
-        println!("{}", t.render());
+        let rows = plan
+            .units()
+            .iter()
+            .map(|u| (u.unit, &u.status, u.signers.iter().collect()));
+        println!("{}", plan_table(rows));
     }
 
     // The vendor's order: the signature key's password, then each part's. Every part is

@@ -10,7 +10,8 @@
 use anyhow::{bail, Result};
 use serde_json::json;
 use tke_ceremony::{CeremonyError, MkRegister, Plan, Problem, RegisterAction, Rule};
-use tke_proto::{RegisterState, RegisterStatus};
+use tke_client::KnownUnit;
+use tke_proto::{AdminInfo, RegisterState, RegisterStatus, UnitStatus};
 use tke_sigkey::Signer;
 
 use crate::{
@@ -37,8 +38,32 @@ pub struct ConfirmArgs {
     pub yes: bool,
 }
 
+/// The plan of a register command: per unit its number, type, both registers and who
+/// signs its commands.
+pub fn plan_table<'a>(
+    units: impl IntoIterator<Item = (&'a KnownUnit, &'a UnitStatus, Vec<&'a AdminInfo>)>,
+) -> String {
+    let mut t = Table::new(&[
+        "CRYPTO UNIT NUM",
+        "TYPE",
+        "NEW MASTER KEY REGISTER",
+        "CURRENT MASTER KEY REGISTER",
+        "SIGNED BY",
+    ]);
+    for (unit, status, signers) in units {
+        t.row(vec![
+            unit.num.to_string(),
+            unit.unit_type().label().to_owned(),
+            register(&status.new_register),
+            register(&status.current_register),
+            signing::names(signers),
+        ]);
+    }
+    t.render()
+}
+
 /// A register as `Full Committed 599ed092b9e47faf...`.
-pub fn register(r: &RegisterStatus) -> String {
+fn register(r: &RegisterStatus) -> String {
     match r.vp {
         Some(vp) => format!("{} {}...", r.state.label(), &vp.to_hex()[..16]),
         None => r.state.label().to_owned(),
@@ -64,23 +89,11 @@ pub fn run(ctx: &Ctx, action: RegisterAction, signers: &SignerArgs, yes: bool) -
 
     if !ctx.json {
         header(&fleet);
-        let mut t = Table::new(&[
-            "CRYPTO UNIT NUM",
-            "TYPE",
-            "NEW MASTER KEY REGISTER",
-            "CURRENT MASTER KEY REGISTER",
-            "SIGNED BY",
-        ]);
-        for u in plan.units() {
-            t.row(vec![
-                u.unit.num.to_string(),
-                u.unit.unit_type().label().to_owned(),
-                register(&u.status.new_register),
-                register(&u.status.current_register),
-                signing::names(u.signed_by()),
-            ]);
-        }
-        println!("{}", t.render());
+        let rows = plan
+            .units()
+            .iter()
+            .map(|u| (u.unit, &u.status, u.signed_by()));
+        println!("{}", plan_table(rows));
         if action == RegisterAction::Commit {
             let vp = plan.units().first().and_then(|u| u.status.new_register.vp);
             println!(

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::{fs, os::unix::fs::PermissionsExt, path::Path, process::Output};
+use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
 use common::{
     terminal::{
@@ -396,96 +396,43 @@ fn every_refusal_of_a_load_changes_nothing() {
     );
 }
 
-/// Runs `tke` with the token directory `tokens`.
-fn with_tokens(w: &Workstation, tokens: &softhsm::Tokens, args: &[&str]) -> Output {
-    w.tke()
-        .env("SOFTHSM2_CONF", tokens.conf())
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok_with_tokens(w: &Workstation, tokens: &softhsm::Tokens, args: &[&str]) -> String {
-    let o = with_tokens(w, tokens, args);
-    assert!(
-        o.status.success(),
-        "tke {args:?} failed: {}\nstdout:\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
 #[test]
 fn parts_load_into_a_unit_on_a_softhsm2_token() {
-    let w = tke();
+    let mut w = tke();
     let tokens = softhsm::Tokens::make(&w.path().join("tokens"), &["op-1"]);
+    w.set_env("SOFTHSM2_CONF", tokens.conf());
     let pin = tokens.pin_pattern();
     // The operational unit on the token, the recovery unit soft.
-    ok_with_tokens(
-        &w,
-        &tokens,
-        &[
-            "local",
-            "init",
-            "--operational",
-            "1",
-            "--recovery",
-            "1",
-            "--pkcs11-module",
-            module_text(),
-            "--pkcs11-tokens",
-            "op-1",
-            "--pkcs11-pin-file",
-            &pin,
-            "--pkcs11-units",
-            "operational",
-        ],
-    );
+    w.ok(&[
+        "local",
+        "init",
+        "--operational",
+        "1",
+        "--recovery",
+        "1",
+        "--pkcs11-module",
+        module_text(),
+        "--pkcs11-tokens",
+        "op-1",
+        "--pkcs11-pin-file",
+        &pin,
+        "--pkcs11-units",
+        "operational",
+    ]);
     let s = secrets(&w);
     sigkeys(&w, &s, &["alice", "bob"]);
-    ok_with_tokens(
-        &w,
-        &tokens,
-        &[
-            "--secrets",
-            &s,
-            "auto-init",
-            "--sig-threshold",
-            "2",
-            "--rev-threshold",
-            "2",
-            "--admin",
-            "alice",
-            "--admin",
-            "bob",
-            "--yes",
-        ],
-    );
+    w.auto_init(&s, (2, 2), &["alice", "bob"]);
     add_part(&w, &s, "part a", A);
     add_part(&w, &s, "part b", B);
     let vp = openssl_vp(w.path(), &xor(&[A, B]));
-    ok_with_tokens(&w, &tokens, &["cryptounit-rm", "2"]);
-    let out = ok_with_tokens(
-        &w,
-        &tokens,
-        &load_args(&s, &["part a", "part b"], &["--output", "json"]),
-    );
+    w.ok(&["cryptounit-rm", "2"]);
+    let out = w.ok(&load_args(&s, &["part a", "part b"], &["--output", "json"]));
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["units"], serde_json::json!([1]));
     assert_eq!(v["vp"], vp);
-    ok_with_tokens(&w, &tokens, &["--secrets", &s, "cryptounit-mk-commit"]);
-    ok_with_tokens(
-        &w,
-        &tokens,
-        &["--secrets", &s, "cryptounit-mk-setimm", "--yes"],
-    );
-    let compare: Value = serde_json::from_str(&ok_with_tokens(
-        &w,
-        &tokens,
-        &["cryptounit-compare", "--output", "json"],
-    ))
-    .unwrap();
+    w.ok(&["--secrets", &s, "cryptounit-mk-commit"]);
+    w.ok(&["--secrets", &s, "cryptounit-mk-setimm", "--yes"]);
+    let compare = w.compare_json();
     assert_eq!(compare[0]["current_mk"]["state"], "valid");
     assert_eq!(compare[0]["current_mk"]["vp"], vp);
     assert_eq!(compare[0]["new_mk"]["state"], "empty");
