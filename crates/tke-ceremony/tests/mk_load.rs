@@ -121,6 +121,19 @@ fn parts_load_every_unit_signed_once_per_command_and_nothing_else_changes() {
         assert_eq!(u.signers, vec![info(&w.bob)]);
     }
     let ready = first.with_parts(vec![a.clone(), b.clone()]).unwrap();
+    // The plan holds the parts until it runs; what it shows of itself never has them.
+    let shown = format!("{:?}", ready.plan().units());
+    for p in [&a, &b] {
+        let hex: String = p
+            .expose_secret()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let listed = format!("{:?}", &p.expose_secret()[..8]);
+        assert!(!shown.contains(&hex[..16]), "{shown}");
+        assert!(!shown.contains(listed.trim_end_matches(']')), "{shown}");
+    }
+    assert!(shown.contains("FromPrevious(ImportMkParts)"), "{shown}");
     let vp = xor_vp(&[&a, &b]);
     assert_eq!(
         ready.vp(),
