@@ -566,7 +566,7 @@ impl<'c> AdminChange<'c> {
                     .steps
                     .iter()
                     .map(|s| PlannedCommand {
-                        command: s.action.command(),
+                        command: s.action.command().into(),
                         signers: s.signers.clone(),
                     })
                     .collect(),

@@ -107,7 +107,7 @@ impl<'c> ControlPointChange<'c> {
                 ] {
                     if !mask.is_empty() {
                         commands.push(PlannedCommand {
-                            command,
+                            command: command.into(),
                             signers: signers.clone(),
                         });
                     }

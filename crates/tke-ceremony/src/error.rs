@@ -13,6 +13,14 @@ fn names(names: &[AdminName]) -> String {
         .join(", ")
 }
 
+/// Verification patterns as their first 16 hex digits, comma-separated.
+fn short_vps(vps: &[Vp]) -> String {
+    vps.iter()
+        .map(|v| format!("{}...", &v.to_hex()[..16]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Unit ids, comma-separated.
 fn ids(ids: &[UnitId]) -> String {
     ids.iter().map(UnitId::uuid).collect::<Vec<_>>().join(", ")
@@ -199,6 +207,36 @@ pub enum Problem {
         /// The points asked both ways.
         points: Vec<ControlPoint>,
     },
+    /// A master key is loaded from 2 or 3 parts.
+    #[error("{count} master key part(s) were given: a master key is loaded from 2 or 3 parts")]
+    PartCount {
+        /// The parts given.
+        count: usize,
+    },
+    /// Two of the parts given are the same part (their verification patterns are equal):
+    /// two equal parts cancel out of their XOR, so the master key would be known to fewer
+    /// people than the parts' owners (or be zero).
+    #[error("master key parts {first} and {second} are the same part (verification pattern {}...): two equal parts cancel out of the master key; give different parts", &vp.to_hex()[..16])]
+    SameParts {
+        /// The position of the first (1-based, in load order).
+        first: usize,
+        /// The position of the second.
+        second: usize,
+        /// Their verification pattern.
+        vp: Vp,
+    },
+    /// The parts are not independent (`docs/protocol.md` §11.2): a part is zero, or the
+    /// XOR of all of them is zero — three parts of which one is the XOR of the other two.
+    #[error("the master key parts are not independent: a part is zero, or one is the XOR of the others, so that the master key would be zero; replace one of them with a new part")]
+    PartsNotIndependent,
+    /// The parts given to a load are not the ones it was planned with.
+    #[error("the master key parts given (verification patterns {}) are not the ones the load was planned with ({})", short_vps(given), short_vps(planned))]
+    PartsNotPlanned {
+        /// The verification patterns planned, in load order.
+        planned: Vec<Vp>,
+        /// The verification patterns of the parts given.
+        given: Vec<Vp>,
+    },
     /// A guard plugged into the ceremony refuses to destroy what the unit holds
     /// ([`crate::guard::Guard`]).
     #[error("crypto unit {num} ({}): {} refused by the {} check", unit.uuid(), what.action(), guard)]
@@ -248,6 +286,17 @@ pub enum Rule {
         vp: Vp,
         /// How many different values the selected units hold.
         values: usize,
+    },
+    /// The unit is a recovery unit, which does not load master key parts (it would answer
+    /// 80/80).
+    #[error("is a recovery crypto unit: recovery units do not load master key parts (their master key is generated inside them); load the parts into operational and failover units only")]
+    RecoveryUnitLoad,
+    /// The combination of the parts is the unit's current master key (it would answer
+    /// 102/1).
+    #[error("holds the master key these parts make in its current master key register already (verification pattern {}...): a load must make a new value, so at least one part must differ from the parts of the current master key", &vp.to_hex()[..16])]
+    SameMasterKey {
+        /// The verification pattern of the parts' combination, and of the current register.
+        vp: Vp,
     },
     /// The administrator's key is already installed (the unit would answer 256/38).
     #[error("already has the key of {} installed (as administrator {installed}): an administrator is installed once", admin.name)]

@@ -16,6 +16,11 @@
 //! checks every unit's full post-condition ([`Expected`]): administrators by SKI,
 //! thresholds, both registers, no pending importer, and the counter.
 //!
+//! A command's input may depend on what the unit answered to the command before it (the
+//! parts of `importMkParts` are sealed to the importer key `generateImporter` answers):
+//! such a command is planned as [`ToSend::FromPrevious`], with its signers, and made when
+//! it is sent.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use tke_ceremony::{plan::Planner, signers::Quorum, Expected};
@@ -44,8 +49,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use tke_client::{fanout::parallel, Client, KnownUnit};
-use tke_proto::{AdminInfo, Command, UnitStatus};
+use std::{borrow::Cow, fmt, sync::Arc};
+
+use tke_client::{fanout::parallel, Client, ClientError, KnownUnit};
+use tke_proto::{AdminInfo, Command, CommandId, UnitStatus};
 use tke_sigkey::Signer;
 
 use crate::{
@@ -58,10 +65,86 @@ use crate::{
 /// One command of a plan and the administrators who sign it (none in imprint mode).
 #[derive(Clone, Debug)]
 pub struct PlannedCommand {
-    /// The command.
-    pub command: Command,
+    /// The command (`Command::ClearNew.into()`), or how to make it from the unit's answer
+    /// to the command before it.
+    pub command: ToSend,
     /// Who signs it, in order of preference.
     pub signers: Vec<AdminInfo>,
+}
+
+/// What a planned command sends.
+#[derive(Clone)]
+pub enum ToSend {
+    /// A command known when the plan is made.
+    Ready(Command),
+    /// A command made when it is sent, from the unit's answer to the command before it.
+    FromPrevious(FromPrevious),
+}
+
+/// Makes a command from a unit and its answer to the previous command.
+type MakeCommand = dyn Fn(&KnownUnit, &[u8]) -> Result<Command, ClientError> + Send + Sync;
+
+/// A command whose input is the unit's answer to the command before it, transformed
+/// (sealed master key parts for the importer key a unit answered). What it captures lives
+/// as long as the plan: secrets in it are dropped, and zeroized, with the plan.
+#[derive(Clone)]
+pub struct FromPrevious {
+    id: CommandId,
+    make: Arc<MakeCommand>,
+}
+
+impl FromPrevious {
+    /// A command of kind `id` that `make` builds from the unit and its answer to the
+    /// previous command (an empty answer for a unit's first command). An error of `make`
+    /// stops that unit: nothing more is sent to it.
+    pub fn new(
+        id: CommandId,
+        make: impl Fn(&KnownUnit, &[u8]) -> Result<Command, ClientError> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            id,
+            make: Arc::new(make),
+        }
+    }
+}
+
+impl ToSend {
+    /// The command's kind.
+    pub fn id(&self) -> CommandId {
+        match self {
+            Self::Ready(c) => c.id(),
+            Self::FromPrevious(f) => f.id,
+        }
+    }
+
+    /// The command to send to `unit`, whose answer to the previous command is `previous`.
+    fn make(&self, unit: &KnownUnit, previous: &[u8]) -> Result<Cow<'_, Command>, ClientError> {
+        match self {
+            Self::Ready(c) => Ok(Cow::Borrowed(c)),
+            Self::FromPrevious(f) => (f.make)(unit, previous).map(Cow::Owned),
+        }
+    }
+}
+
+impl From<Command> for ToSend {
+    fn from(c: Command) -> Self {
+        Self::Ready(c)
+    }
+}
+
+impl PartialEq<Command> for ToSend {
+    fn eq(&self, other: &Command) -> bool {
+        matches!(self, Self::Ready(c) if c == other)
+    }
+}
+
+impl fmt::Debug for ToSend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ready(c) => c.fmt(f),
+            Self::FromPrevious(p) => write!(f, "FromPrevious({:?})", p.id),
+        }
+    }
 }
 
 /// What one unit receives, and what it must hold afterwards.
@@ -181,6 +264,26 @@ impl<'c> Planner<'c> {
         self.units.push(plan);
     }
 
+    /// The planner, if no problem was found so far: for a ceremony that checks in two
+    /// stages and reports what the first finds before the second needs anything more of
+    /// the operator (a master key load checks the parts' values once their owners opened
+    /// them).
+    ///
+    /// # Errors
+    /// [`CeremonyError::Problems`] listing every problem, in the order found.
+    pub fn check(self) -> Result<Self, CeremonyError> {
+        if self.problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(self.refuse())
+        }
+    }
+
+    /// The error that refuses the plan: every problem recorded, in the order found.
+    pub fn refuse(self) -> CeremonyError {
+        CeremonyError::Problems(self.problems)
+    }
+
     /// The plan, if no problem was found.
     ///
     /// # Errors
@@ -272,14 +375,16 @@ impl<'c> Plan<'c> {
             let Some(plan) = self.units.iter().find(|p| p.unit.id() == unit.id()) else {
                 return Ok(Vec::new());
             };
-            let mut outputs = Vec::with_capacity(plan.commands.len());
+            let mut outputs: Vec<Vec<u8>> = Vec::with_capacity(plan.commands.len());
             for c in &plan.commands {
                 let keys: Vec<&dyn Signer> = c
                     .signers
                     .iter()
                     .filter_map(|k| signers.iter().find(|s| s.ski() == k.ski).copied())
                     .collect();
-                outputs.push(counters.run(client, unit, &c.command, &keys)?);
+                let previous = outputs.last().map(Vec::as_slice).unwrap_or_default();
+                let command = c.command.make(unit, previous)?;
+                outputs.push(counters.run(client, unit, &command, &keys)?);
             }
             Ok(outputs)
         })

@@ -252,7 +252,10 @@ impl<'c> MkRegister<'c> {
                 unit,
                 expected: action.expected(&status),
                 status,
-                commands: vec![PlannedCommand { command, signers }],
+                commands: vec![PlannedCommand {
+                    command: command.into(),
+                    signers,
+                }],
             });
         }
         planner.finish()

@@ -46,7 +46,7 @@ fn plan_all<'c>(
             expected: after(&status),
             status,
             commands: vec![PlannedCommand {
-                command: command.clone(),
+                command: command.clone().into(),
                 signers,
             }],
         });

@@ -125,10 +125,16 @@ pub fn advice(e: &KeyFileError) -> Option<&'static str> {
 
 /// Prints the `KEYNUM | DESCRIPTION | VERIFICATION PATTERN` table.
 fn print_table(entries: &[KeyPartEntry]) {
+    print_numbered(entries.iter().enumerate().map(|(i, e)| (i + 1, e)));
+}
+
+/// Prints the `KEYNUM | DESCRIPTION | VERIFICATION PATTERN` table of these parts, each
+/// with its KEYNUM.
+pub fn print_numbered<'a>(parts: impl IntoIterator<Item = (usize, &'a KeyPartEntry)>) {
     let mut t = Table::new(&["KEYNUM", "DESCRIPTION", "VERIFICATION PATTERN"]);
-    for (i, e) in entries.iter().enumerate() {
+    for (keynum, e) in parts {
         t.row(vec![
-            (i + 1).to_string(),
+            keynum.to_string(),
             e.description.to_string(),
             vp_lines(Some(&e.vp)),
         ]);
@@ -177,7 +183,7 @@ pub fn mks(ctx: &Ctx) -> Result<()> {
 }
 
 /// Lists the parts, warning on standard error about files that cannot be read.
-fn list(ctx: &Ctx) -> Result<KeyPartListing> {
+pub fn list(ctx: &Ctx) -> Result<KeyPartListing> {
     let listing = ctx.files.key_parts()?;
     for p in &listing.problems {
         eprintln!("Warning: {}", tke_proto::ErrorChain(p));

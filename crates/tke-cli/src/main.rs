@@ -15,6 +15,7 @@ mod failover;
 mod keyparts;
 mod local;
 mod logging;
+mod mk_load;
 mod prompt;
 mod registers;
 mod report;
@@ -139,6 +140,11 @@ enum Cmd {
     /// status and verification pattern.
     #[command(visible_alias = "cryptounit-mks")]
     CryptounitMk,
+    /// Load the new master key register of the selected crypto units from 2 or 3 master
+    /// key parts (`tke mks`): each unit makes a single-use importer key, each part is
+    /// sealed to it, and the unit combines them (one signature for each). The new register
+    /// becomes Full Uncommitted; commit it next.
+    CryptounitMkLoad(mk_load::Args),
     /// Commit the new master key register of the selected crypto units (Full Uncommitted
     /// to Full Committed; every unit must hold the same value), signed by as many
     /// administrators as the signature threshold.
@@ -264,7 +270,6 @@ const VENDOR_NOT_YET: &[&str] = &[
     "auto-mk-rotate",
     "auto-mk-recover",
     "auto-recover",
-    "cryptounit-mk-load",
     "cryptounit-mk-rotate",
 ];
 
@@ -335,6 +340,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitCpEddsa(a) => control_points::enable(&ctx, ControlPoint::ALG_EC_25519, a),
         Cmd::CryptounitCpSigOther(a) => control_points::enable(&ctx, ControlPoint::ECDSA_OTHER, a),
         Cmd::CryptounitMk => units::mk(&ctx),
+        Cmd::CryptounitMkLoad(a) => mk_load::run(&ctx, a),
         Cmd::CryptounitMkCommit(a) => {
             registers::run(&ctx, RegisterAction::Commit, &a.signers, false)
         }

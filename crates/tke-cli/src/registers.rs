@@ -10,7 +10,8 @@
 use anyhow::{bail, Result};
 use serde_json::json;
 use tke_ceremony::{CeremonyError, MkRegister, Plan, Problem, RegisterAction, Rule};
-use tke_proto::{RegisterState, RegisterStatus};
+use tke_client::KnownUnit;
+use tke_proto::{AdminInfo, RegisterState, RegisterStatus, UnitStatus};
 
 use crate::{
     context::Ctx,
@@ -34,6 +35,30 @@ pub struct ConfirmArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
+}
+
+/// The plan of a register command: per unit its number, type, both registers and who
+/// signs its commands.
+pub fn plan_table<'a>(
+    units: impl IntoIterator<Item = (&'a KnownUnit, &'a UnitStatus, Vec<&'a AdminInfo>)>,
+) -> String {
+    let mut t = Table::new(&[
+        "CRYPTO UNIT NUM",
+        "TYPE",
+        "NEW MASTER KEY REGISTER",
+        "CURRENT MASTER KEY REGISTER",
+        "SIGNED BY",
+    ]);
+    for (unit, status, signers) in units {
+        t.row(vec![
+            unit.num.to_string(),
+            unit.unit_type().label().to_owned(),
+            register(&status.new_register),
+            register(&status.current_register),
+            signing::names(signers),
+        ]);
+    }
+    t.render()
 }
 
 /// A register as `Full Committed 599ed092b9e47faf...`.
@@ -63,23 +88,11 @@ pub fn run(ctx: &Ctx, action: RegisterAction, signers: &SignerArgs, yes: bool) -
 
     if !ctx.json {
         header(&fleet);
-        let mut t = Table::new(&[
-            "CRYPTO UNIT NUM",
-            "TYPE",
-            "NEW MASTER KEY REGISTER",
-            "CURRENT MASTER KEY REGISTER",
-            "SIGNED BY",
-        ]);
-        for u in plan.units() {
-            t.row(vec![
-                u.unit.num.to_string(),
-                u.unit.unit_type().label().to_owned(),
-                register(&u.status.new_register),
-                register(&u.status.current_register),
-                signing::names(u.signed_by()),
-            ]);
-        }
-        println!("{}", t.render());
+        let rows = plan
+            .units()
+            .iter()
+            .map(|u| (u.unit, &u.status, u.signed_by()));
+        println!("{}", plan_table(rows));
         if action == RegisterAction::Commit {
             let vp = plan.units().first().and_then(|u| u.status.new_register.vp);
             println!(
@@ -176,7 +189,7 @@ fn done(action: RegisterAction) -> &'static str {
 }
 
 /// A refused plan, with what the operator can do about it.
-fn hint(e: CeremonyError) -> anyhow::Error {
+pub fn hint(e: CeremonyError) -> anyhow::Error {
     let mut advice = Vec::new();
     if let CeremonyError::Problems(problems) = &e {
         let any = |f: fn(&Rule) -> bool| {

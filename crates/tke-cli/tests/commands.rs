@@ -217,7 +217,7 @@ fn help_and_h_explain_commands() {
     }
     // An unknown command, or a vendor command tke lacks: the same message and exit code
     // both ways.
-    for c in ["no-such-command", "cryptounit-mk-load"] {
+    for c in ["no-such-command", "cryptounit-mk-rotate"] {
         let a = w.run(&["help", c]);
         let b = w.run(&[c]);
         assert_eq!(a.status.code(), Some(2));

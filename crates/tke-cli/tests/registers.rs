@@ -2,8 +2,9 @@
 //! `-clrcur`) and `failover-enable` through the real binary on the embedded fleet: what
 //! they show, and each refusal with its snapshot and a check that nothing changed.
 //!
-//! No `tke` command loads a new master key register yet: the tests load one through the
-//! library ([`load_new`]) while `tke` is not running.
+//! The tests load random values into new master key registers through the library
+//! ([`load_new`]) while `tke` is not running (`cryptounit-mk-load`, from parts, is tested
+//! in `key_parts_ceremony.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,9 +1,9 @@
 //! Master key parts: loading a unit's new register from 2 or 3 parts that people hold
 //! (`importMkParts`), without the whole key ever existing outside the unit.
 //!
-//! The master key is the XOR of its parts. The workstation never combines them: it seals
-//! each 32-byte part on its own to the target unit's single-use importer key, with the
-//! ECDH + KDF + RFC 5649 construction of master key transport but a KDF context of its
+//! The master key is the XOR of its parts. The workstation never sends them combined: it
+//! seals each 32-byte part on its own to the target unit's single-use importer key, with
+//! the ECDH + KDF + RFC 5649 construction of master key transport but a KDF context of its
 //! own, and the unit unwraps, checks and combines them:
 //!
 //! ```text
@@ -269,7 +269,9 @@ pub fn check_independent(parts: &[MasterKeyPart]) -> Result<(), ProtoError> {
 }
 
 /// The master key of `parts`: their XOR, computed in a zeroizing buffer, once
-/// [`check_independent`] passed. Only a unit calls it.
+/// [`check_independent`] passed. A unit calls it to load the key; a workstation only for
+/// the key's VP (to refuse a load of a unit's current value before sending anything, and to
+/// check what the units answer), dropping the key at once.
 ///
 /// # Errors
 /// As [`check_independent`].

@@ -282,3 +282,29 @@ fn wrap_and_unwrap() {
         Ok(_) => panic!("accepted a 16-byte key"),
     }
 }
+
+/// `seal_parts` seals nothing to an importer key its target did not certify: a load sends
+/// parts only to the unit whose device key certified the importer key it answered.
+#[test]
+fn parts_are_sealed_only_to_an_importer_the_target_certified() {
+    use tke_proto::parts::{seal_parts, MasterKeyPart};
+    let f = fleet();
+    let parts = [MasterKeyPart::random(), MasterKeyPart::random()];
+    let secret = common::secret_key(IMPORTER);
+    let importer = ImporterKey::new(f.b.id, &secret.public_key()).unwrap();
+    let by_b = CertifiedImporter::sign(&importer, device_signer(&f.b.key)).unwrap();
+    let request = seal_parts(&parts, &by_b, &f.b.cert).unwrap();
+    assert_eq!(request.importer_key_id, importer.key_id);
+    // B's importer presented as A's; A's device key certifying an importer for B.
+    let by_a = CertifiedImporter::sign(&importer, device_signer(&f.a.key)).unwrap();
+    for (certified, target, kind) in [
+        (&by_b, &f.a.cert, TransportError::ImporterNotCertified),
+        (&by_a, &f.a.cert, TransportError::ImporterOfAnotherUnit),
+        (&by_a, &f.b.cert, TransportError::ImporterNotCertified),
+    ] {
+        match seal_parts(&parts, certified, target) {
+            Err(ProtoError::Transport(k)) => assert_eq!(k, kind),
+            other => panic!("{other:?}"),
+        }
+    }
+}

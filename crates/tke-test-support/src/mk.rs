@@ -1,7 +1,8 @@
 //! Master key register states for tests, reached through the protocol as a unit allows
 //! them: a random value generated in a recovery unit's new register and copied, wrapped
 //! unit to unit, into the new registers of other units (what a rotation does before it
-//! commits), for the register commands' tests while no `tke` command loads a new register.
+//! commits), for the register commands' tests. (`tke cryptounit-mk-load` loads a new
+//! register from master key parts; these tests need values no one holds.)
 
 use tke_client::{Client, KnownUnit};
 use tke_proto::{

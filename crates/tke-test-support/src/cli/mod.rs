@@ -18,6 +18,7 @@
 //! ```
 
 use std::{
+    ffi::OsString,
     fs,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -54,6 +55,8 @@ pub struct Workstation {
     pub dir: tempfile::TempDir,
     /// The `tke` binary.
     bin: PathBuf,
+    /// Environment variables set for every run ([`Workstation::set_env`]).
+    env: Vec<(OsString, OsString)>,
 }
 
 impl Workstation {
@@ -66,7 +69,14 @@ impl Workstation {
         Self {
             dir: tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}")),
             bin: tke.into(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for every later run of `tke` (e.g. `SOFTHSM2_CONF`
+    /// for a fleet whose units are on SoftHSM2 tokens made inside the directory).
+    pub fn set_env(&mut self, key: impl Into<OsString>, value: impl Into<OsString>) {
+        self.env.push((key.into(), value.into()));
     }
 
     /// The workstation directory.
@@ -113,6 +123,7 @@ impl Workstation {
         let mut c = Command::new(&self.bin);
         c.arg("--files-dir").arg(self.path());
         c.env_remove("CLOUDTKEFILES");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

@@ -1,0 +1,364 @@
+//! Loading the new master key register from master key parts (`cryptounit-mk-load`).
+//!
+//! The master key is the XOR of 2 or 3 parts, each held by a different person in a
+//! password-protected file. Each selected unit makes a single-use importer key
+//! (`generateImporter`, one signature); the workstation verifies the importer key's
+//! certification against the unit's device certificate, seals each part to it
+//! ([`tke_proto::parts::seal_parts`]) and sends the sealed parts (`importMkParts`, one
+//! signature, the same administrator may give both); the unit combines them into its new
+//! register, Full Uncommitted, and answers the verification pattern of the result.
+//!
+//! The load is checked in two stages, as the operator works:
+//!
+//! 1. [`MkLoad::plan`], with the parts' verification patterns, which part files show
+//!    without a password: 2 or 3 parts, no two alike; every unit reachable, not a recovery
+//!    unit, out of imprint mode, its new register Empty; a key that may sign installed on
+//!    it. Every problem is reported at once, before any password is asked.
+//! 2. [`LoadPlan::with_parts`], with the parts their owners opened: they are the parts
+//!    planned, they are independent (three parts whose XOR is zero make a zero key), and
+//!    their combination is not any unit's current master key (a unit refuses to load its
+//!    current value again: a rotation needs at least one new part). The workstation holds
+//!    every part at that moment; it computes their combination in a buffer wiped at once,
+//!    only for its verification pattern, and never sends or keeps it.
+//!
+//! Nothing is sent to any unit before both stages passed. [`ReadyLoad::execute`] then
+//! runs both commands on every unit, units in parallel, at the counters the plan read
+//! (the shared [`Plan`]), checks that every unit answered the verification pattern of the
+//! parts' combination, and checks every unit's full post-condition: its new register Full
+//! Uncommitted with that value, no importer key pending, everything else as it was. The
+//! parts are zeroized when the plan is dropped, at the end of the execution.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tke_ceremony::{AutoInit, MkLoad, Silent};
+//! use tke_client::{Client, EmbeddedFleet, FleetSpec, Transport};
+//! use tke_proto::{parts::MasterKeyPart, AdminInfo, Threshold, UnitType};
+//! use tke_sigkey::Signer;
+//! use tke_test_support::MemSigner;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let fleet = EmbeddedFleet::create(dir.path(), FleetSpec::default())?;
+//! let ca = fleet.ca().clone();
+//! let client = Client::connect(vec![(Arc::new(fleet) as Arc<dyn Transport>, ca)])?;
+//! let alice = MemSigner::new("alice");
+//! let one = Threshold::new(1)?;
+//! AutoInit {
+//!     instance: client.instances()[0].clone(),
+//!     sig_threshold: one,
+//!     rev_threshold: one,
+//!     admins: vec![&alice as &dyn Signer],
+//! }
+//! .plan(&client)?
+//! .execute(&Silent)?;
+//!
+//! // Two parts, loaded into the operational units (recovery units load no parts).
+//! let parts = vec![MasterKeyPart::random(), MasterKeyPart::random()];
+//! let operational: Vec<_> = client
+//!     .units()
+//!     .iter()
+//!     .filter(|u| u.unit_type() == UnitType::Operational)
+//!     .collect();
+//! let plan = MkLoad {
+//!     units: operational,
+//!     parts: parts.iter().map(MasterKeyPart::vp).collect(),
+//!     keys: vec![AdminInfo { ski: alice.ski(), name: alice.name().clone() }],
+//! }
+//! .plan(&client)?;
+//! // ... the operator is shown the plan and opens the parts ...
+//! let ready = plan.with_parts(parts)?;
+//! let report = ready.execute(&[&alice as &dyn Signer])?;
+//! assert_eq!(report.units, [1, 2]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::sync::Arc;
+
+use tke_client::{Client, ClientError, KnownUnit};
+use tke_proto::{
+    der::Decode,
+    parts::{self, MasterKeyPart},
+    transport::CertifiedImporter,
+    AdminInfo, Command, CommandId, ProtoError, RegisterState, RegisterStatus, UnitStatus, UnitType,
+    Vp,
+};
+use tke_sigkey::Signer;
+
+use crate::{
+    plan::{FromPrevious, Plan, PlannedCommand, Planner, ToSend, UnitPlan},
+    postcondition::Expected,
+    signers::Quorum,
+    CeremonyError, Problem, Rule,
+};
+
+/// The load's name in messages and errors.
+pub const STEP: &str = "Loading the new master key register";
+
+/// What needs the signatures, in [`Problem::TooFewSigners`].
+const ACTION: &str = "loading master key parts (an importer key, then the parts)";
+
+/// The state of the new register a load needs.
+const EMPTY: &[RegisterState] = &[RegisterState::Empty];
+
+/// What the operator asked for: the parts to load into the new register of the selected
+/// units.
+pub struct MkLoad<'c> {
+    /// The selected units.
+    pub units: Vec<&'c KnownUnit>,
+    /// The verification pattern of each part, in load order, as the part files show them.
+    pub parts: Vec<Vp>,
+    /// The signature keys that may sign, by administrator name and SKI, in order of
+    /// preference: each unit takes the first one installed on it.
+    pub keys: Vec<AdminInfo>,
+}
+
+/// One unit of a load: its state, and who signs its two commands.
+#[derive(Clone, Debug)]
+pub struct LoadUnit<'c> {
+    /// The unit.
+    pub unit: &'c KnownUnit,
+    /// Its state when the load was planned.
+    pub status: UnitStatus,
+    /// The administrator who signs both its importer key and its parts (one signature
+    /// each).
+    pub signers: Vec<AdminInfo>,
+}
+
+/// A load whose units and parts passed the first stage of checks; the parts' values are
+/// checked by [`LoadPlan::with_parts`].
+pub struct LoadPlan<'c> {
+    planner: Planner<'c>,
+    parts: Vec<Vp>,
+    units: Vec<LoadUnit<'c>>,
+}
+
+/// A load checked in full, ready to run once.
+pub struct ReadyLoad<'c> {
+    plan: Plan<'c>,
+    vp: Vp,
+}
+
+/// What a load did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadReport {
+    /// The `CRYPTO UNIT NUM` of every unit loaded, in the order given.
+    pub units: Vec<usize>,
+    /// The verification pattern of the new master key, which every unit answered and now
+    /// holds in its new register.
+    pub vp: Vp,
+}
+
+impl<'c> MkLoad<'c> {
+    /// Queries every unit and checks the parts' count and verification patterns, each
+    /// unit's state, and who signs on each unit. Nothing is changed.
+    ///
+    /// # Errors
+    /// [`CeremonyError::Problems`] listing every problem found: not 2 or 3 parts
+    /// ([`Problem::PartCount`]), two parts alike ([`Problem::SameParts`]), no unit
+    /// ([`Problem::NoUnits`]), units that cannot be queried ([`Problem::Unreachable`]),
+    /// recovery units ([`Rule::RecoveryUnitLoad`]), units in imprint mode
+    /// ([`Rule::ImprintMode`]), new registers not Empty ([`Rule::NewRegister`]), and units
+    /// on which none of the keys that may sign is installed ([`Problem::TooFewSigners`]).
+    pub fn plan(self, client: &'c Client) -> Result<LoadPlan<'c>, CeremonyError> {
+        let mut planner = Planner::start(client, STEP, self.units, self.keys);
+        if parts::check_count(self.parts.len()).is_err() {
+            planner.problem(Problem::PartCount {
+                count: self.parts.len(),
+            });
+        }
+        for (i, a) in self.parts.iter().enumerate() {
+            for (j, b) in self.parts.iter().enumerate().skip(i + 1) {
+                if a == b {
+                    planner.problem(Problem::SameParts {
+                        first: i + 1,
+                        second: j + 1,
+                        vp: *a,
+                    });
+                }
+            }
+        }
+        let mut units = Vec::new();
+        for (unit, status) in planner.reachable() {
+            let rule = if unit.unit_type() == UnitType::Recovery {
+                Some(Rule::RecoveryUnitLoad)
+            } else if status.imprint_mode() {
+                Some(Rule::ImprintMode)
+            } else if status.new_register.state != RegisterState::Empty {
+                Some(Rule::NewRegister {
+                    found: status.new_register.state,
+                    needed: EMPTY,
+                })
+            } else {
+                None
+            };
+            if let Some(rule) = rule {
+                planner.problem(Problem::Precondition {
+                    num: unit.num,
+                    unit: unit.id(),
+                    rule,
+                });
+                continue;
+            }
+            let signers = planner.signers(unit, &status, &status.admins, Quorum::One, ACTION);
+            units.push(LoadUnit {
+                unit,
+                status,
+                signers,
+            });
+        }
+        Ok(LoadPlan {
+            planner: planner.check()?,
+            parts: self.parts,
+            units,
+        })
+    }
+}
+
+impl<'c> LoadPlan<'c> {
+    /// The units, in the order given, with their state and who signs.
+    pub fn units(&self) -> &[LoadUnit<'c>] {
+        &self.units
+    }
+
+    /// The verification patterns of the parts planned, in load order.
+    pub fn parts(&self) -> &[Vp] {
+        &self.parts
+    }
+
+    /// The keys the load needs, each once, in the order of preference given.
+    pub fn keys_needed(&self) -> Vec<&AdminInfo> {
+        let mut needed: Vec<&AdminInfo> = Vec::new();
+        for k in self.planner.keys() {
+            let used = self
+                .units
+                .iter()
+                .any(|u| u.signers.iter().any(|s| s.ski == k.ski));
+            if used && !needed.iter().any(|n| n.ski == k.ski) {
+                needed.push(k);
+            }
+        }
+        needed
+    }
+
+    /// Checks the parts' values and makes the plan that loads them: the parts are the
+    /// ones planned, in the same order, and independent, and their combination is not the
+    /// current master key of any unit. The combination is computed in a buffer that is
+    /// wiped at once; the parts are kept, to be sealed to each unit's importer key, until
+    /// the plan is dropped.
+    ///
+    /// # Errors
+    /// [`CeremonyError::Problems`]: [`Problem::PartsNotPlanned`],
+    /// [`Problem::PartsNotIndependent`], and [`Rule::SameMasterKey`] for each unit whose
+    /// current register holds the combination.
+    pub fn with_parts(self, parts: Vec<MasterKeyPart>) -> Result<ReadyLoad<'c>, CeremonyError> {
+        let mut planner = self.planner;
+        let given: Vec<Vp> = parts.iter().map(MasterKeyPart::vp).collect();
+        if given != self.parts {
+            planner.problem(Problem::PartsNotPlanned {
+                planned: self.parts,
+                given,
+            });
+            return Err(planner.refuse());
+        }
+        let vp = match parts::combine(&parts) {
+            Ok(key) => key.vp(),
+            Err(e) => {
+                // `combine` refuses only a count out of range and dependent parts.
+                planner.problem(match e {
+                    ProtoError::PartCount { count } => Problem::PartCount { count },
+                    _ => Problem::PartsNotIndependent,
+                });
+                return Err(planner.refuse());
+            }
+        };
+        // Sealed anew for each unit's importer key, at the moment it answers.
+        let parts = Arc::new(parts);
+        for u in self.units {
+            if u.status.current_register.vp == Some(vp) {
+                planner.problem(Problem::Precondition {
+                    num: u.unit.num,
+                    unit: u.unit.id(),
+                    rule: Rule::SameMasterKey { vp },
+                });
+                continue;
+            }
+            let sealed = Arc::clone(&parts);
+            let import = FromPrevious::new(CommandId::ImportMkParts, move |unit, answer| {
+                let unusable = |source| ClientError::Response {
+                    unit: unit.id(),
+                    source,
+                };
+                let importer =
+                    CertifiedImporter::from_der(answer).map_err(|e| unusable(e.into()))?;
+                // Verifies the importer key's certification by the unit's device key first.
+                let request =
+                    parts::seal_parts(&sealed, &importer, &unit.certificate).map_err(unusable)?;
+                Ok(Command::ImportMkParts(Box::new(request)))
+            });
+            let mut expected = Expected::of(&u.status);
+            expected.new_register = RegisterStatus {
+                state: RegisterState::FullUncommitted,
+                vp: Some(vp),
+            };
+            expected.importer_pending = false;
+            planner.unit(UnitPlan {
+                unit: u.unit,
+                status: u.status,
+                commands: vec![
+                    PlannedCommand {
+                        command: Command::GenerateImporter.into(),
+                        signers: u.signers.clone(),
+                    },
+                    PlannedCommand {
+                        command: ToSend::FromPrevious(import),
+                        signers: u.signers,
+                    },
+                ],
+                expected,
+            });
+        }
+        Ok(ReadyLoad {
+            plan: planner.finish()?,
+            vp,
+        })
+    }
+}
+
+impl<'c> ReadyLoad<'c> {
+    /// The plan: per unit, `generateImporter` then `importMkParts`, and who signs them.
+    pub fn plan(&self) -> &Plan<'c> {
+        &self.plan
+    }
+
+    /// The verification pattern of the parts' combination: the new master key's.
+    pub fn vp(&self) -> Vp {
+        self.vp
+    }
+
+    /// Loads the parts into every unit, units in parallel, each command signed by its
+    /// planned signer (matched by SKI in `signers`); checks that every unit answered the
+    /// verification pattern of the parts' combination, and every unit's full
+    /// post-condition. The load is consumed, and the parts it holds are zeroized.
+    ///
+    /// # Errors
+    /// As [`Plan::execute`] (a unit whose importer key is not certified by its device
+    /// key is a failed unit: [`ClientError::Response`], and nothing is sealed to it);
+    /// [`CeremonyError::Verification`] for a unit that answered another verification
+    /// pattern.
+    pub fn execute(self, signers: &[&dyn Signer]) -> Result<LoadReport, CeremonyError> {
+        let vp = self.vp;
+        let report = self.plan.execute(signers)?;
+        for (num, outputs) in &report.outputs {
+            let answered = outputs.get(1).and_then(|o| Vp::from_slice(o).ok());
+            if answered != Some(vp) {
+                return Err(CeremonyError::Verification {
+                    num: *num,
+                    what: "it answered another verification pattern than that of the parts' combination",
+                });
+            }
+        }
+        Ok(LoadReport {
+            units: report.outputs.iter().map(|(num, _)| *num).collect(),
+            vp,
+        })
+    }
+}
