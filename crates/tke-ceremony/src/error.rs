@@ -291,13 +291,6 @@ pub enum Rule {
     /// 80/80).
     #[error("is a recovery crypto unit: recovery units do not load master key parts (their master key is generated inside them); load the parts into operational and failover units only")]
     RecoveryUnitLoad,
-    /// The combination of the parts is the unit's current master key (it would answer
-    /// 102/1).
-    #[error("holds the master key these parts make in its current master key register already (verification pattern {}...): a load must make a new value, so at least one part must differ from the parts of the current master key", &vp.to_hex()[..16])]
-    SameMasterKey {
-        /// The verification pattern of the parts' combination, and of the current register.
-        vp: Vp,
-    },
     /// The administrator's key is already installed (the unit would answer 256/38).
     #[error("already has the key of {} installed (as administrator {installed}): an administrator is installed once", admin.name)]
     AdminInstalled {

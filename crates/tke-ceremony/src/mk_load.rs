@@ -15,16 +15,17 @@
 //!    unit, out of imprint mode, its new register Empty; a key that may sign installed on
 //!    it. Every problem is reported at once, before any password is asked.
 //! 2. [`LoadPlan::with_parts`], with the parts their owners opened: they are the parts
-//!    planned, they are independent (three parts whose XOR is zero make a zero key), and
-//!    their combination is not any unit's current master key (a unit refuses to load its
-//!    current value again: a rotation needs at least one new part). The workstation holds
-//!    every part at that moment; it computes their combination in a buffer wiped at once,
-//!    only for its verification pattern, and never sends or keeps it.
+//!    planned, and they are independent (a zero part, or three parts whose XOR is zero,
+//!    would make a key known to fewer people than the parts' owners). The workstation
+//!    never combines the parts: the key exists only inside the units, so whether it equals
+//!    a unit's current master key is the unit's check (it refuses with 102/1, changing
+//!    nothing but its counter and its used-up importer key: a rotation needs at least one
+//!    new part).
 //!
 //! Nothing is sent to any unit before both stages passed. [`ReadyLoad::execute`] then
 //! runs both commands on every unit, units in parallel, at the counters the plan read
-//! (the shared [`Plan`]), checks that every unit answered the verification pattern of the
-//! parts' combination, and checks every unit's full post-condition: its new register Full
+//! (the shared [`Plan`]), checks that every unit answered one and the same verification
+//! pattern, and checks every unit's full post-condition: its new register Full
 //! Uncommitted with that value, no importer key pending, everything else as it was. The
 //! parts are zeroized when the plan is dropped, at the end of the execution.
 //!
@@ -134,7 +135,6 @@ pub struct LoadPlan<'c> {
 /// A load checked in full, ready to run once.
 pub struct ReadyLoad<'c> {
     plan: Plan<'c>,
-    vp: Vp,
 }
 
 /// What a load did.
@@ -240,15 +240,13 @@ impl<'c> LoadPlan<'c> {
     }
 
     /// Checks the parts' values and makes the plan that loads them: the parts are the
-    /// ones planned, in the same order, and independent, and their combination is not the
-    /// current master key of any unit. The combination is computed in a buffer that is
-    /// wiped at once; the parts are kept, to be sealed to each unit's importer key, until
+    /// ones planned, in the same order, and independent. Their combination is never
+    /// computed here; the parts are kept, to be sealed to each unit's importer key, until
     /// the plan is dropped.
     ///
     /// # Errors
     /// [`CeremonyError::Problems`]: [`Problem::PartsNotPlanned`],
-    /// [`Problem::PartsNotIndependent`], and [`Rule::SameMasterKey`] for each unit whose
-    /// current register holds the combination.
+    /// [`Problem::PartsNotIndependent`].
     pub fn with_parts(self, parts: Vec<MasterKeyPart>) -> Result<ReadyLoad<'c>, CeremonyError> {
         let mut planner = self.planner;
         let given: Vec<Vp> = parts.iter().map(MasterKeyPart::vp).collect();
@@ -259,28 +257,17 @@ impl<'c> LoadPlan<'c> {
             });
             return Err(planner.refuse());
         }
-        let vp = match parts::combine(&parts) {
-            Ok(key) => key.vp(),
-            Err(e) => {
-                // `combine` refuses only a count out of range and dependent parts.
-                planner.problem(match e {
-                    ProtoError::PartCount { count } => Problem::PartCount { count },
-                    _ => Problem::PartsNotIndependent,
-                });
-                return Err(planner.refuse());
-            }
-        };
+        if let Err(e) = parts::check_independent(&parts) {
+            // It refuses only a count out of range and dependent parts.
+            planner.problem(match e {
+                ProtoError::PartCount { count } => Problem::PartCount { count },
+                _ => Problem::PartsNotIndependent,
+            });
+            return Err(planner.refuse());
+        }
         // Sealed anew for each unit's importer key, at the moment it answers.
         let parts = Arc::new(parts);
         for u in self.units {
-            if u.status.current_register.vp == Some(vp) {
-                planner.problem(Problem::Precondition {
-                    num: u.unit.num,
-                    unit: u.unit.id(),
-                    rule: Rule::SameMasterKey { vp },
-                });
-                continue;
-            }
             let sealed = Arc::clone(&parts);
             let import = FromPrevious::new(CommandId::ImportMkParts, move |unit, answer| {
                 let unusable = |source| ClientError::Response {
@@ -295,9 +282,11 @@ impl<'c> LoadPlan<'c> {
                 Ok(Command::ImportMkParts(Box::new(request)))
             });
             let mut expected = Expected::of(&u.status);
+            // Full Uncommitted with the value only the units know; `execute` checks that
+            // every unit answered one value, and that each holds it.
             expected.new_register = RegisterStatus {
                 state: RegisterState::FullUncommitted,
-                vp: Some(vp),
+                vp: None,
             };
             expected.importer_pending = false;
             planner.unit(UnitPlan {
@@ -318,7 +307,6 @@ impl<'c> LoadPlan<'c> {
         }
         Ok(ReadyLoad {
             plan: planner.finish()?,
-            vp,
         })
     }
 }
@@ -329,33 +317,50 @@ impl<'c> ReadyLoad<'c> {
         &self.plan
     }
 
-    /// The verification pattern of the parts' combination: the new master key's.
-    pub fn vp(&self) -> Vp {
-        self.vp
-    }
-
     /// Loads the parts into every unit, units in parallel, each command signed by its
-    /// planned signer (matched by SKI in `signers`); checks that every unit answered the
-    /// verification pattern of the parts' combination, and every unit's full
-    /// post-condition. The load is consumed, and the parts it holds are zeroized.
+    /// planned signer (matched by SKI in `signers`); checks that every unit answered one
+    /// and the same verification pattern, and that every unit holds it in its new
+    /// register with everything else as planned. The load is consumed, and the parts it
+    /// holds are zeroized.
     ///
     /// # Errors
     /// As [`Plan::execute`] (a unit whose importer key is not certified by its device
-    /// key is a failed unit: [`ClientError::Response`], and nothing is sealed to it);
-    /// [`CeremonyError::Verification`] for a unit that answered another verification
-    /// pattern.
+    /// key is a failed unit: [`ClientError::Response`], and nothing is sealed to it; a
+    /// unit whose current master key is the parts' combination refuses, 102/1);
+    /// [`CeremonyError::Verification`] for a unit that answered no verification pattern
+    /// or another one than the first unit; [`CeremonyError::PostCondition`].
     pub fn execute(self, signers: &[&dyn Signer]) -> Result<LoadReport, CeremonyError> {
-        let vp = self.vp;
+        let client = self.plan.client();
+        let mut expected: Vec<(&KnownUnit, Expected)> = self
+            .plan
+            .units()
+            .iter()
+            .map(|u| (u.unit, u.expected.clone()))
+            .collect();
         let report = self.plan.execute(signers)?;
+        let mut vp = None;
         for (num, outputs) in &report.outputs {
             let answered = outputs.get(1).and_then(|o| Vp::from_slice(o).ok());
-            if answered != Some(vp) {
-                return Err(CeremonyError::Verification {
+            match (answered, vp) {
+                (Some(a), None) => vp = Some(a),
+                (Some(a), Some(first)) if a == first => {}
+                _ => return Err(CeremonyError::Verification {
                     num: *num,
-                    what: "it answered another verification pattern than that of the parts' combination",
-                });
+                    what:
+                        "it answered no verification pattern, or another one than the other units",
+                }),
             }
         }
+        let Some(vp) = vp else {
+            return Err(CeremonyError::Problems(vec![Problem::NoUnits]));
+        };
+        // The value each unit holds is the one they all answered.
+        for (_, e) in &mut expected {
+            e.new_register.vp = Some(vp);
+        }
+        let each: Vec<(&KnownUnit, &Expected)> = expected.iter().map(|(u, e)| (*u, e)).collect();
+        // The plan's own check ran (counters included) with the value left open.
+        crate::postcondition::check_each(client, &each, None, STEP)?;
         Ok(LoadReport {
             units: report.outputs.iter().map(|(num, _)| *num).collect(),
             vp,

@@ -323,6 +323,11 @@ impl<'c> Plan<'c> {
         &self.units
     }
 
+    /// The client the plan runs on.
+    pub fn client(&self) -> &'c Client {
+        self.client
+    }
+
     /// The ceremony's name (as given to [`Planner::start`]).
     pub fn step(&self) -> &'static str {
         self.step

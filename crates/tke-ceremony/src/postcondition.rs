@@ -16,7 +16,9 @@
 use std::{collections::HashMap, fmt, sync::Mutex};
 
 use tke_client::{fanout::parallel, Client, ClientError, KnownUnit};
-use tke_proto::{AdminInfo, Command, ControlPoints, RegisterStatus, UnitId, UnitStatus};
+use tke_proto::{
+    AdminInfo, Command, ControlPoints, RegisterState, RegisterStatus, UnitId, UnitStatus,
+};
 use tke_sigkey::Signer;
 
 use crate::CeremonyError;
@@ -30,9 +32,11 @@ pub struct Expected {
     pub sig_threshold: u8,
     /// The revocation signature threshold (0 in imprint mode).
     pub rev_threshold: u8,
-    /// The new master key register.
+    /// The new master key register. A full state without a VP stands for that state with
+    /// whatever value (the value of a key loaded from parts is known only to the units:
+    /// the workstation never computes it; its ceremony checks the value the units answer).
     pub new_register: RegisterStatus,
-    /// The current master key register.
+    /// The current master key register (a full state without a VP as for `new_register`).
     pub current_register: RegisterStatus,
     /// Whether an importer key waits for an import.
     pub importer_pending: bool,
@@ -167,6 +171,17 @@ impl fmt::Display for Points<'_> {
     }
 }
 
+/// Whether a register holds what was expected: the same state and VP, or, for a full
+/// state expected without a VP, that state with any value.
+fn register_matches(expected: &RegisterStatus, found: &RegisterStatus) -> bool {
+    match expected.vp {
+        None if expected.state != RegisterState::Empty => {
+            found.state == expected.state && found.vp.is_some()
+        }
+        _ => expected == found,
+    }
+}
+
 /// A register as `state` or `state (VP hex)`.
 struct Register<'a>(&'a RegisterStatus);
 
@@ -240,13 +255,13 @@ impl Expected {
                 found: status.rev_threshold,
             });
         }
-        if status.new_register != self.new_register {
+        if !register_matches(&self.new_register, &status.new_register) {
             found.push(Deviation::NewRegister {
                 expected: self.new_register,
                 found: status.new_register,
             });
         }
-        if status.current_register != self.current_register {
+        if !register_matches(&self.current_register, &status.current_register) {
             found.push(Deviation::CurrentRegister {
                 expected: self.current_register,
                 found: status.current_register,

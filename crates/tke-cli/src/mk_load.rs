@@ -12,7 +12,8 @@
 use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 use tke_ceremony::{mk_load::STEP, CeremonyError, MkLoad, Problem, Rule};
-use tke_proto::{parts::MasterKeyPart, ErrorChain};
+use tke_client::ClientError;
+use tke_proto::{parts::MasterKeyPart, ErrorChain, ModuleError};
 use tke_sigkey::Signer;
 use tke_workstation::{KeyFileError, KeyPartEntry};
 
@@ -110,9 +111,18 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         .iter()
         .map(|k| k.name.to_string())
         .collect();
-    let report = ready
-        .execute(&signers)
-        .map_err(|e| signing::partly_failed(e, STEP, "loaded", "`tke cryptounit-mk`"))?;
+    let report = ready.execute(&signers).map_err(|e| {
+        // Only a unit knows the key the parts make: it refuses its own current value.
+        let same = matches!(&e, CeremonyError::Step { failures, .. }
+            if failures.iter().any(|(_, f)| matches!(f,
+                ClientError::Module { error, .. } if *error == ModuleError::SAME_VALUE)));
+        let e = signing::partly_failed(e, STEP, "loaded", "`tke cryptounit-mk`");
+        if same {
+            anyhow::anyhow!("{e:#}\n{SAME_KEY}")
+        } else {
+            e
+        }
+    })?;
 
     if ctx.json {
         let parts: Vec<_> = chosen
@@ -219,6 +229,9 @@ fn open_part(ctx: &Ctx, keynum: usize, entry: &KeyPartEntry) -> Result<MasterKey
     }
 }
 
+/// What to do when units refuse parts that make their current master key (102/1).
+const SAME_KEY: &str = "Crypto units refuse to load parts that make the master key they hold already: their new register is still Empty. To change the master key, make at least one new part (`tke mk-add --random`). To load the current value into units that lost it, select only the units whose current master key register is Empty (`tke cryptounit-mk`).";
+
 /// A refused load, with what the operator can do about it.
 fn hint(e: CeremonyError) -> anyhow::Error {
     let mut advice = Vec::new();
@@ -242,9 +255,6 @@ fn hint(e: CeremonyError) -> anyhow::Error {
         }
         if rule(|r| matches!(r, Rule::NewRegister { .. })) {
             advice.push("`tke cryptounit-mk` shows the new master key registers: finish the value they hold (`tke cryptounit-mk-commit`, then `tke cryptounit-mk-setimm`), or clear it with `tke cryptounit-mk-clrnew`.");
-        }
-        if rule(|r| matches!(r, Rule::SameMasterKey { .. })) {
-            advice.push("To change the master key, make at least one new part (`tke mk-add --random`). To load the current value into units that lost it, select only the units whose current master key register is Empty (`tke cryptounit-mk`).");
         }
     }
     let e = crate::registers::hint(e);

@@ -161,7 +161,7 @@ pub fn partly_failed(e: CeremonyError, what: &str, changed: &str, check: &str) -
     match e {
         CeremonyError::Step { failures, .. } => crate::report::failed_on_some(
             what,
-            &format!("the others were {changed}"),
+            &format!("any other selected crypto units were {changed}"),
             check,
             &failures,
         ),

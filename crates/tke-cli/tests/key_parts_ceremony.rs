@@ -227,12 +227,32 @@ fn the_whole_key_part_ceremony_on_operational_and_failover_units() {
         ["operational", "operational", "failover", "failover"]
     );
 
-    // The same parts again, in another order: their XOR is the current master key, which
-    // every unit would refuse. Refused before anything is sent.
-    refused(
-        &w,
+    // The same parts again, in another order: their XOR is the current master key. Only
+    // the units know it (the workstation never combines the parts), and each refuses:
+    // registers, administrators and thresholds unchanged (the importer key is used up and
+    // the counter moved).
+    let registers = |units: Vec<Value>| -> Vec<(Value, Value, Value)> {
+        units
+            .into_iter()
+            .map(|u| {
+                (
+                    u["new_mk"].clone(),
+                    u["current_mk"].clone(),
+                    u["admins"].clone(),
+                )
+            })
+            .collect()
+    };
+    let before = registers(w.compare_json().as_array().unwrap().clone());
+    w.check(
         "mk_load_same_master_key",
         &load_args(&s, &["part c", "part a", "part b"], &[]),
+        1,
+        &[],
+    );
+    assert_eq!(
+        registers(w.compare_json().as_array().unwrap().clone()),
+        before
     );
 
     // Unit 3 loses its master key (a replaced unit): the same parts bring it back.

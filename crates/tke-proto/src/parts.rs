@@ -269,9 +269,8 @@ pub fn check_independent(parts: &[MasterKeyPart]) -> Result<(), ProtoError> {
 }
 
 /// The master key of `parts`: their XOR, computed in a zeroizing buffer, once
-/// [`check_independent`] passed. A unit calls it to load the key; a workstation only for
-/// the key's VP (to refuse a load of a unit's current value before sending anything, and to
-/// check what the units answer), dropping the key at once.
+/// [`check_independent`] passed. Only a unit calls it: the workstation never combines the
+/// parts.
 ///
 /// # Errors
 /// As [`check_independent`].
