@@ -82,94 +82,29 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// List every service instance and its crypto units.
+    /// List every service instance and its crypto units
     Cryptounits,
-    /// Add crypto units to the selection.
+    /// Add crypto units to the selection
     CryptounitAdd {
         /// CRYPTO UNIT NUM values (asked for when omitted).
         #[arg(allow_negative_numbers = true, value_parser = |s: &str| prompt::whole_number(s, "CRYPTO UNIT NUM"))]
         nums: Vec<usize>,
     },
-    /// Remove crypto units from the selection.
+    /// Remove crypto units from the selection
     CryptounitRm {
         /// CRYPTO UNIT NUM values (asked for when omitted).
         #[arg(allow_negative_numbers = true, value_parser = |s: &str| prompt::whole_number(s, "CRYPTO UNIT NUM"))]
         nums: Vec<usize>,
     },
-    /// Compare the configuration of the selected crypto units: thresholds,
-    /// administrators, control points, master key registers.
+    /// Compare the configuration of the selected crypto units
+    ///
+    /// Compare the configuration of the selected crypto units: thresholds, administrators,
+    /// control points, master key registers.
     CryptounitCompare,
-    /// List the administrators installed in each selected crypto unit: name and subject
-    /// key identifier.
-    CryptounitAdmins,
-    /// Show the signature and revocation thresholds of each selected crypto unit (0 and 0:
-    /// imprint mode).
-    CryptounitThrhlds,
-    /// Install an administrator in every selected crypto unit: the signature key picked
-    /// by KEYNUM (or --admin NAME) after its password proves it opens. Unsigned in imprint
-    /// mode; otherwise signed by as many of the signature keys that may sign (--signer,
-    /// else the `tke sigkey-sel` selection) as the signature threshold.
-    CryptounitAdminAdd(admins::AddArgs),
-    /// Remove an administrator from every selected crypto unit. Unsigned in imprint mode;
-    /// otherwise signed by as many installed keys that may sign as the revocation
-    /// threshold. Refused when fewer administrators than either threshold would be left.
-    CryptounitAdminRm(admins::RmArgs),
-    /// Set the signature and revocation thresholds (1-8, at most the number of
-    /// administrators) of every selected crypto unit. The first setting leaves imprint
-    /// mode and is signed by as many administrators as the NEW signature threshold; later
-    /// ones by the current signature threshold. No threshold returns to 0 but by zeroize.
-    CryptounitThrhldSet(admins::ThresholdArgs),
-    /// Deprecated: leave imprint mode with both thresholds 1 (one administrator in
-    /// control). Use cryptounit-thrhld-set.
-    CryptounitExitImpr(admins::ExitArgs),
-    /// Show the control points of the selected crypto units, or set or reset one (--set N,
-    /// --reset N), signed by as many administrators as the signature threshold.
-    #[command(after_long_help = control_points::CP_HELP)]
-    CryptounitCp(control_points::Args),
-    /// Set control point XCP_CPB_BTC (66: BIP32 and other bitcoin functions) on every
-    /// selected crypto unit, signed by as many administrators as the signature threshold.
-    CryptounitCpBtc(control_points::EnableArgs),
-    /// Set control point XCP_CPB_ALG_EC_25519 (55: EdDSA over Edwards curves) on every
-    /// selected crypto unit, signed by as many administrators as the signature threshold.
-    CryptounitCpEddsa(control_points::EnableArgs),
-    /// Set control point XCP_CPB_ECDSA_OTHER (67: signature schemes other than ECDSA and
-    /// EdDSA, such as Schnorr) on every selected crypto unit, signed by as many
-    /// administrators as the signature threshold.
-    CryptounitCpSigOther(control_points::EnableArgs),
-    /// Show both master key registers (new and current) of the selected crypto units:
-    /// status and verification pattern.
-    #[command(visible_alias = "cryptounit-mks")]
-    CryptounitMk,
-    /// Load the new master key register of the selected crypto units from 2 or 3 master
-    /// key parts (`tke mks`): each unit makes a single-use importer key, each part is
-    /// sealed to it, and the unit combines them (one signature for each). The new register
-    /// becomes Full Uncommitted; commit it next.
-    CryptounitMkLoad(mk_load::Args),
-    /// Commit the new master key register of the selected crypto units (Full Uncommitted
-    /// to Full Committed; every unit must hold the same value), signed by as many
-    /// administrators as the signature threshold.
-    CryptounitMkCommit(registers::Args),
-    /// Make the committed new master key the current one in the selected crypto units
-    /// (one signature; asks first: the current master key register changes).
-    CryptounitMkSetimm(registers::ConfirmArgs),
-    /// Clear the new master key register of the selected crypto units (one signature).
-    CryptounitMkClrnew(registers::Args),
-    /// Clear the current master key register of the selected crypto units (one
-    /// signature, a recovery unit's signature threshold; asks first: key storage is
-    /// unusable until the same value is loaded again).
-    CryptounitMkClrcur(registers::ConfirmArgs),
-    /// Return the selected crypto units to imprint mode: administrators, thresholds and
-    /// both master key registers are cleared.
-    CryptounitZeroize(zeroize::Args),
-    /// Initialize a service instance with recovery crypto units: thresholds,
-    /// administrators, and a random master key generated in a recovery unit and copied to
-    /// every other unit.
-    AutoInit(auto_init::Args),
-    /// Add failover crypto units to the selected service instance (every unit of it
-    /// selected): 2, or 2 or 3 when it has 3 operational units or more.
-    FailoverEnable(failover::Args),
-    /// List the signature keys on this workstation.
+    /// List the signature keys on this workstation
     Sigkeys,
+    /// Create a signature key: in a file, on a PKCS#11 token or on a YubiKey
+    ///
     /// Create a signature key (P-256) in a password-protected file, on a PKCS#11 token
     /// (--pkcs11), or on a YubiKey (--yubikey).
     SigkeyAdd {
@@ -194,6 +129,8 @@ enum Cmd {
         #[command(flatten)]
         yubikey: yubikey::AddArgs,
     },
+    /// Delete signature keys from this workstation
+    ///
     /// Delete signature key files.
     SigkeyRm {
         /// KEYNUM values (asked for when omitted).
@@ -203,6 +140,8 @@ enum Cmd {
         #[arg(long)]
         yes: bool,
     },
+    /// Select the signature keys that may sign later commands
+    ///
     /// Select the signature keys that may sign later commands, or show the selection.
     ///
     /// The selection says which keys MAY sign, not which will: a command that signs takes,
@@ -223,21 +162,131 @@ enum Cmd {
         #[arg(long, conflicts_with = "nums")]
         clear: bool,
     },
+    /// List the master key parts on this workstation
+    ///
     /// List the master key parts on this workstation, with their verification patterns.
     #[command(after_long_help = keyparts::MKS_HELP)]
     Mks,
-    /// Create a master key part (random, or a value you give) in a password-protected
-    /// file.
+    /// Create a master key part in a password-protected file
+    ///
+    /// Create a master key part (random, or a value you give) in a password-protected file.
     MkAdd(keyparts::AddArgs),
-    /// Delete a master key part file.
+    /// Delete a master key part file
     MkRm(keyparts::RmArgs),
-    /// The embedded fleet of emulated crypto units.
+    /// List the administrators installed in the selected crypto units
+    ///
+    /// List the administrators installed in each selected crypto unit: name and subject key
+    /// identifier.
+    CryptounitAdmins,
+    /// Install an administrator in the selected crypto units
+    ///
+    /// Install an administrator in every selected crypto unit: the signature key picked by
+    /// KEYNUM (or --admin NAME) after its password proves it opens. Unsigned in imprint
+    /// mode; otherwise signed by as many of the signature keys that may sign (--signer,
+    /// else the `tke sigkey-sel` selection) as the signature threshold.
+    CryptounitAdminAdd(admins::AddArgs),
+    /// Remove an administrator from the selected crypto units
+    ///
+    /// Remove an administrator from every selected crypto unit. Unsigned in imprint mode;
+    /// otherwise signed by as many installed keys that may sign as the revocation
+    /// threshold. Refused when fewer administrators than either threshold would be left.
+    CryptounitAdminRm(admins::RmArgs),
+    /// Show the signature thresholds of the selected crypto units
+    ///
+    /// Show the signature and revocation thresholds of each selected crypto unit (0 and 0:
+    /// imprint mode).
+    CryptounitThrhlds,
+    /// Set the signature thresholds of the selected crypto units
+    ///
+    /// Set the signature and revocation thresholds (1-8, at most the number of
+    /// administrators) of every selected crypto unit. The first setting leaves imprint mode
+    /// and is signed by as many administrators as the NEW signature threshold; later ones
+    /// by the current signature threshold. No threshold returns to 0 but by zeroize.
+    CryptounitThrhldSet(admins::ThresholdArgs),
+    /// Leave imprint mode with thresholds 1 (deprecated: cryptounit-thrhld-set)
+    ///
+    /// Deprecated: leave imprint mode with both thresholds 1 (one administrator in
+    /// control). Use cryptounit-thrhld-set.
+    CryptounitExitImpr(admins::ExitArgs),
+    /// Show the control points of the selected crypto units, or change one
+    ///
+    /// Show the control points of the selected crypto units, or set or reset one (--set N,
+    /// --reset N), signed by as many administrators as the signature threshold.
+    #[command(after_long_help = control_points::CP_HELP)]
+    CryptounitCp(control_points::Args),
+    /// Enable BIP32 and other bitcoin functions (XCP_CPB_BTC)
+    ///
+    /// Set control point XCP_CPB_BTC (66: BIP32 and other bitcoin functions) on every
+    /// selected crypto unit, signed by as many administrators as the signature threshold.
+    CryptounitCpBtc(control_points::EnableArgs),
+    /// Enable EdDSA over Edwards curves (XCP_CPB_ALG_EC_25519)
+    ///
+    /// Set control point XCP_CPB_ALG_EC_25519 (55: EdDSA over Edwards curves) on every
+    /// selected crypto unit, signed by as many administrators as the signature threshold.
+    CryptounitCpEddsa(control_points::EnableArgs),
+    /// Enable other signature schemes, such as Schnorr (XCP_CPB_ECDSA_OTHER)
+    ///
+    /// Set control point XCP_CPB_ECDSA_OTHER (67: signature schemes other than ECDSA and
+    /// EdDSA, such as Schnorr) on every selected crypto unit, signed by as many
+    /// administrators as the signature threshold.
+    CryptounitCpSigOther(control_points::EnableArgs),
+    /// Show the new and current master key registers
+    ///
+    /// Show both master key registers (new and current) of the selected crypto units:
+    /// status and verification pattern.
+    #[command(visible_alias = "cryptounit-mks")]
+    CryptounitMk,
+    /// Load the new master key register from master key parts
+    ///
+    /// Load the new master key register of the selected crypto units from 2 or 3 master key
+    /// parts (`tke mks`): each unit makes a single-use importer key, each part is sealed to
+    /// it, and the unit combines them (one signature for each). The new register becomes
+    /// Full Uncommitted; commit it next.
+    CryptounitMkLoad(mk_load::Args),
+    /// Commit the new master key register
+    ///
+    /// Commit the new master key register of the selected crypto units (Full Uncommitted to
+    /// Full Committed; every unit must hold the same value), signed by as many
+    /// administrators as the signature threshold.
+    CryptounitMkCommit(registers::Args),
+    /// Make the committed new master key the current one
+    ///
+    /// Make the committed new master key the current one in the selected crypto units (one
+    /// signature; asks first: the current master key register changes).
+    CryptounitMkSetimm(registers::ConfirmArgs),
+    /// Clear the new master key register
+    ///
+    /// Clear the new master key register of the selected crypto units (one signature).
+    CryptounitMkClrnew(registers::Args),
+    /// Clear the current master key register
+    ///
+    /// Clear the current master key register of the selected crypto units (one signature, a
+    /// recovery unit's signature threshold; asks first: key storage is unusable until the
+    /// same value is loaded again).
+    CryptounitMkClrcur(registers::ConfirmArgs),
+    /// Return the selected crypto units to imprint mode
+    ///
+    /// Return the selected crypto units to imprint mode: administrators, thresholds and
+    /// both master key registers are cleared.
+    CryptounitZeroize(zeroize::Args),
+    /// Initialize a service instance with recovery crypto units
+    ///
+    /// Initialize a service instance with recovery crypto units: thresholds,
+    /// administrators, and a random master key generated in a recovery unit and copied to
+    /// every other unit.
+    AutoInit(auto_init::Args),
+    /// Add failover crypto units to the selected service instance
+    ///
+    /// Add failover crypto units to the selected service instance (every unit of it
+    /// selected): 2, or 2 or 3 when it has 3 operational units or more.
+    FailoverEnable(failover::Args),
+    /// The embedded fleet of emulated crypto units
     #[command(subcommand)]
     Local(LocalCmd),
-    /// The tke-unitd servers (targets) whose crypto units commands use.
+    /// The tke-unitd servers (targets) whose crypto units commands use
     #[command(subcommand)]
     Target(TargetCmd),
-    /// Show help for tke or for one command (`tke help auto-init`).
+    /// Show help for tke or for one command (`tke help auto-init`)
     #[command(visible_alias = "h")]
     Help {
         /// The command to explain.

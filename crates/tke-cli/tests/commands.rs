@@ -173,10 +173,49 @@ fn adding_a_key_does_not_renumber_the_others() {
     assert_eq!(v[1]["name"], "a b");
 }
 
+/// `tke help`'s command list: the vendor's command table in its order (`cryptounit-mk-rotate`,
+/// `auto-mk-rotate` and `auto-recover` are not there yet), then tke's own commands.
+const VENDOR_ORDER: [&str; 33] = [
+    "cryptounits",
+    "cryptounit-add",
+    "cryptounit-rm",
+    "cryptounit-compare",
+    "sigkeys",
+    "sigkey-add",
+    "sigkey-rm",
+    "sigkey-sel",
+    "mks",
+    "mk-add",
+    "mk-rm",
+    "cryptounit-admins",
+    "cryptounit-admin-add",
+    "cryptounit-admin-rm",
+    "cryptounit-thrhlds",
+    "cryptounit-thrhld-set",
+    "cryptounit-exit-impr",
+    "cryptounit-cp",
+    "cryptounit-cp-btc",
+    "cryptounit-cp-eddsa",
+    "cryptounit-cp-sig-other",
+    "cryptounit-mk",
+    "cryptounit-mk-load",
+    "cryptounit-mk-commit",
+    "cryptounit-mk-setimm",
+    "cryptounit-mk-clrnew",
+    "cryptounit-mk-clrcur",
+    "cryptounit-zeroize",
+    "auto-init",
+    "failover-enable",
+    "local",
+    "target",
+    "help",
+];
+
 #[test]
 fn help_and_h_explain_commands() {
     let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
-    let out = w.ok(&["help"]);
+    let top = w.ok(&["help"]);
+    let out = top.clone();
     for c in [
         "auto-init",
         "cryptounit-compare",
@@ -192,26 +231,32 @@ fn help_and_h_explain_commands() {
     );
     let err = w.fails(&["help", "no-such-command"], 2);
     assert!(err.contains("no-such-command"), "{err}");
+    // Every command, in the vendor's order (its command table), then tke's own, each on
+    // one line with a one-line description.
+    let listed: Vec<(String, String)> = top
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| {
+            assert!(
+                !l.starts_with("   "),
+                "a description on two lines: {l:?}\n{out}"
+            );
+            let l = l.trim_start();
+            let (name, about) = l.split_once(' ').unwrap_or((l, ""));
+            (name.to_owned(), about.trim().to_owned())
+        })
+        .collect();
+    let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, VENDOR_ORDER, "{top}");
+    assert!(listed.iter().all(|(_, about)| !about.is_empty()), "{top}");
     // `tke help CMD` and `tke CMD --help` show the same text, global options included.
-    let commands: &[&[&str]] = &[
-        &["cryptounits"],
-        &["cryptounit-add"],
-        &["cryptounit-rm"],
-        &["cryptounit-compare"],
-        &["cryptounit-zeroize"],
-        &["auto-init"],
-        &["sigkeys"],
-        &["sigkey-add"],
-        &["sigkey-rm"],
-        &["sigkey-sel"],
-        &["local"],
-        &["local", "init"],
-        &["target"],
-        &["target", "add"],
-    ];
-    for c in commands {
+    let mut commands: Vec<Vec<&str>> = VENDOR_ORDER.iter().map(|c| vec![*c]).collect();
+    commands.extend([vec!["local", "init"], vec!["target", "add"]]);
+    for c in &commands {
         let via_help = w.ok(&[&["help"][..], c].concat());
-        let via_flag = w.ok(&[*c, &["--help"][..]].concat());
+        let via_flag = w.ok(&[&c[..], &["--help"][..]].concat());
         assert_eq!(via_help, via_flag, "tke help {c:?}");
         assert!(via_help.contains("--files-dir"), "{c:?}: {via_help}");
     }
