@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::info;
 use tke_ceremony::{
     Aspect, AutoInit, CeremonyError, CompareReport, FailoverEnable, FailoverPlan, InstalledKeys,
-    Problem, Silent, Zeroize,
+    Problem, Zeroize,
 };
 use tke_client::{
     Client, ClientError, FailoverLimits, FailoverTotalError, KnownUnit, Provisioning, Transport,
@@ -58,18 +58,7 @@ impl World {
     /// The default fleet (2 operational + 2 recovery units), initialized by alice and bob
     /// with thresholds 2/1; carol has a key but is installed nowhere.
     fn initialized() -> Self {
-        let w = common::World::new();
-        AutoInit {
-            instance: w.client.instances()[0].clone(),
-            sig_threshold: Threshold::new(2).unwrap(),
-            rev_threshold: Threshold::new(1).unwrap(),
-            admins: vec![&w.alice as &dyn Signer, &w.bob],
-        }
-        .plan(&w.client)
-        .unwrap()
-        .execute(&Silent)
-        .unwrap();
-        Self(w)
+        Self(common::World::initialized())
     }
 
     /// A second client on the same fleet whose unit `num` cannot be reached.

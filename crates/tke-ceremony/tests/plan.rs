@@ -6,28 +6,11 @@ mod common;
 
 use common::{info, World};
 use tke_ceremony::{
-    plan::Planner, AutoInit, CeremonyError, Deviation, Expected, PlannedCommand, Problem, Quorum,
-    Silent, UnitPlan,
+    plan::Planner, CeremonyError, Deviation, Expected, PlannedCommand, Problem, Quorum, UnitPlan,
 };
 use tke_client::KnownUnit;
-use tke_proto::{AdminInfo, Command, RegisterStatus, Threshold, UnitStatus};
+use tke_proto::{AdminInfo, Command, RegisterStatus, UnitStatus};
 use tke_sigkey::Signer;
-
-/// The default fleet initialized by alice and bob, thresholds 2/1.
-fn initialized() -> World {
-    let w = World::new();
-    AutoInit {
-        instance: w.client.instances()[0].clone(),
-        sig_threshold: Threshold::new(2).unwrap(),
-        rev_threshold: Threshold::new(1).unwrap(),
-        admins: vec![&w.alice as &dyn Signer, &w.bob],
-    }
-    .plan(&w.client)
-    .unwrap()
-    .execute(&Silent)
-    .unwrap();
-    w
-}
 
 /// Plans, on every unit, one command needing `quorum`, leaving the unit as `after` says.
 fn plan_all<'c>(
@@ -56,7 +39,7 @@ fn plan_all<'c>(
 
 #[test]
 fn a_plan_picks_installed_signers_in_preference_order_and_checks_the_result() {
-    let w = initialized();
+    let w = World::initialized();
     // carol is preferred but installed nowhere: alice and bob sign.
     let keys = vec![info(&w.carol), info(&w.bob), info(&w.alice)];
     let plan = plan_all(
@@ -85,7 +68,7 @@ fn a_plan_picks_installed_signers_in_preference_order_and_checks_the_result() {
 
 #[test]
 fn too_few_installed_keys_is_a_problem_for_each_unit_before_anything_is_sent() {
-    let w = initialized();
+    let w = World::initialized();
     let before = w.statuses();
     let err = plan_all(
         &w,
@@ -111,7 +94,7 @@ fn too_few_installed_keys_is_a_problem_for_each_unit_before_anything_is_sent() {
 
 #[test]
 fn a_missing_signer_changes_nothing() {
-    let w = initialized();
+    let w = World::initialized();
     let keys = vec![info(&w.alice), info(&w.bob)];
     let plan = plan_all(&w, keys, Quorum::One, Command::ClearNew, Expected::of).unwrap();
     let before = w.statuses();
@@ -125,7 +108,7 @@ fn a_missing_signer_changes_nothing() {
 
 #[test]
 fn a_result_other_than_planned_is_a_post_condition_failure() {
-    let w = initialized();
+    let w = World::initialized();
     let keys = vec![info(&w.alice)];
     // The plan claims clearing the new register empties the current one: it does not.
     let plan = plan_all(&w, keys, Quorum::One, Command::ClearNew, |s| Expected {
@@ -146,7 +129,7 @@ fn a_result_other_than_planned_is_a_post_condition_failure() {
 
 #[test]
 fn a_command_from_someone_else_after_the_plan_is_interference() {
-    let w = initialized();
+    let w = World::initialized();
     let keys = vec![info(&w.alice)];
     let plan = plan_all(&w, keys, Quorum::One, Command::ClearNew, Expected::of).unwrap();
     // Bob uses unit 1 between the plan and its execution.
