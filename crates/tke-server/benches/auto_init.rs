@@ -1,12 +1,16 @@
 //! `auto-init` wall time over HTTPS for an instance of 2 units vs 8 units, with the
-//! administrators' keys already open (passwords preloaded).
+//! administrators' keys already open (passwords preloaded), the units answering after a
+//! simulated HSM round trip of 20 ms (`tke-unitd serve --latency-ms 20`).
 //!
-//! Figure to reach: the 8-unit run takes at most 1.5 × the 2-unit run, because per-unit
-//! steps fan out to every unit in parallel.
+//! Figure to reach: the 8-unit run takes at most 1.2 × the 2-unit run, because per-unit
+//! steps fan out to every unit in parallel. Without the round trip the figure measured
+//! this machine's cores more than the design: the client and every emulated unit share
+//! them, where real units are separate HSMs. The same figure on the embedded fleet, up
+//! to 64 units, is `tke-ceremony`'s `fanout` bench.
 //!
-//! The client and the server share this machine's cores, so the bench also reports the
-//! CPU time each side used and the floor it sets: an 8-unit run cannot take less wall
-//! time than (client CPU + server CPU) / cores, however well the steps fan out.
+//! The bench also reports the CPU time each side used and the floor it sets: an 8-unit
+//! run cannot take less wall time than (client CPU + server CPU) / cores, however well
+//! the steps fan out.
 //!
 //! `cargo bench --bench auto_init` takes the median of 5 runs of each; under `cargo test`
 //! (no `--bench` argument) it runs each once as a smoke test.
@@ -16,6 +20,12 @@ use std::time::{Duration, Instant};
 
 use tke_ceremony::{AutoInit, Event, Progress};
 use tke_test_support::{server::*, MemSigner};
+
+/// The simulated round trip of every unit, in milliseconds.
+const LATENCY_MS: &str = "20";
+
+/// The largest ratio of the 8-unit time to the 2-unit time allowed.
+const TARGET: f64 = 1.2;
 
 /// Records when each step of the ceremony began.
 struct Steps {
@@ -71,7 +81,7 @@ fn one_run(admins: &[MemSigner], layout: &[&str]) -> Run {
     let dir = d.path().join("srv");
     let port = free_port();
     init(&dir, port, layout);
-    let server = ServerProc::start(&dir, port);
+    let server = ServerProc::start_with(&dir, port, &["--latency-ms", LATENCY_MS]);
     let client = client(&server);
     let instance = client.instances()[0].clone();
     let signers: Vec<&dyn Signer> = admins.iter().map(|a| a as &dyn Signer).collect();
@@ -137,7 +147,9 @@ fn main() {
     }
     let (m2, m8) = (median(&t2, |r| r.wall), median(&t8, |r| r.wall));
     let ratio = m8.as_secs_f64() / m2.as_secs_f64();
-    println!("auto-init over loopback HTTPS, 3 administrators, thresholds 2/2, {reps} run(s) each");
+    println!(
+        "auto-init over loopback HTTPS, units answering after {LATENCY_MS} ms, 3 administrators, thresholds 2/2, {reps} run(s) each"
+    );
     if !full {
         println!("  (smoke run under `cargo test`, not a measurement: use `cargo bench`)");
     }
@@ -152,8 +164,8 @@ fn main() {
         );
     }
     println!(
-        "  ratio 8/2 = {ratio:.2}; target <= 1.5 ... {}",
-        if ratio <= 1.5 { "met" } else { "NOT MET" }
+        "  ratio 8/2 = {ratio:.2}; target <= {TARGET} ... {}",
+        if ratio <= TARGET { "met" } else { "NOT MET" }
     );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu8 = median(&t8, |r| r.client_cpu) + median(&t8, |r| r.server_cpu);
