@@ -29,10 +29,10 @@ use p256::{
 use serde::{Deserialize, Serialize};
 use tke_fs::atomic;
 use tke_proto::{CaCertificate, DeviceCertificate, UnitDescription, UnitId, UnitType};
-#[cfg(feature = "pkcs11")]
-use tke_unit::Pkcs11Config;
 /// The simulated round trip of the fleet's units ([`EmbeddedFleet::set_latency`]).
 pub use tke_unit::Latency;
+#[cfg(feature = "pkcs11")]
+use tke_unit::Pkcs11Config;
 use tke_unit::Unit;
 
 use crate::{
@@ -228,11 +228,9 @@ impl FleetFile {
 
     /// The units' latency the file records.
     fn latency(&self, dir: &Path) -> Result<Latency, ClientError> {
-        Latency::from_millis(self.latency_ms.unwrap_or(0)).map_err(|_| {
-            ClientError::FleetCorrupt {
-                path: dir.join("fleet.json"),
-                what: "latency_ms must be 0 to 10000 (milliseconds)",
-            }
+        Latency::from_millis(self.latency_ms.unwrap_or(0)).map_err(|_| ClientError::FleetCorrupt {
+            path: dir.join("fleet.json"),
+            what: "latency_ms must be 0 to 10000 (milliseconds)",
         })
     }
 
@@ -958,7 +956,11 @@ mod tests {
 
         // A hand-edited value out of range is named, and opens nothing.
         let json = fs::read_to_string(dir.join("fleet.json")).unwrap();
-        let edited = json.replacen("\"version\": 1,", "\"version\": 1, \"latency_ms\": 10001,", 1);
+        let edited = json.replacen(
+            "\"version\": 1,",
+            "\"version\": 1, \"latency_ms\": 10001,",
+            1,
+        );
         assert_ne!(json, edited);
         fs::write(dir.join("fleet.json"), edited).unwrap();
         match EmbeddedFleet::open(&dir) {

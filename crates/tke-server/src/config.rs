@@ -433,8 +433,11 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
         assert_eq!(c.units.len(), 1);
         assert_eq!(c.units[0].unit_type, UnitType::Recovery);
         assert_eq!(c.latency, Latency::NONE, "no latency unless asked");
-        let c = load(&GOOD.replace("units_dir = \"units\"", "units_dir = \"units\"\nlatency_ms = 20"))
-            .unwrap();
+        let c = load(&GOOD.replace(
+            "units_dir = \"units\"",
+            "units_dir = \"units\"\nlatency_ms = 20",
+        ))
+        .unwrap();
         assert_eq!(c.latency, Latency::from_millis(20).unwrap());
         assert!(c.units[0]
             .dir

@@ -68,7 +68,11 @@ fn the_latency_comes_from_the_configuration_or_the_flag_and_is_checked() {
     fs::write(&config, with_latency("500")).unwrap();
     let server = ServerProc::start(&dir, port);
     assert!(timed_query(&server) >= latency);
-    assert!(server.logs().contains("latency_ms=500"), "{}", server.logs());
+    assert!(
+        server.logs().contains("latency_ms=500"),
+        "{}",
+        server.logs()
+    );
     drop(server);
 
     // The flag overrides it; 0 is none.

@@ -66,7 +66,10 @@ impl core::str::FromStr for Latency {
 
     /// Parses a number of milliseconds (as `--latency-ms` takes it).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ms: u64 = s.trim().parse().map_err(|_| LatencyParseError::NotANumber)?;
+        let ms: u64 = s
+            .trim()
+            .parse()
+            .map_err(|_| LatencyParseError::NotANumber)?;
         Self::from_millis(ms).map_err(LatencyParseError::Range)
     }
 }
@@ -114,6 +117,9 @@ mod tests {
             );
         }
         let e = "99999".parse::<Latency>().unwrap_err().to_string();
-        assert!(e.contains("99999 ms is out of range: give 0 to 10000"), "{e}");
+        assert!(
+            e.contains("99999 ms is out of range: give 0 to 10000"),
+            "{e}"
+        );
     }
 }
