@@ -9,7 +9,8 @@
 //! them, where real units are separate HSMs. The same figure on the embedded fleet, up
 //! to 64 units, is `tke-ceremony`'s `fanout` bench.
 //!
-//! The bench also reports the CPU time each side used and the floor it sets: a run
+//! The servers' directories are in memory (`/dev/shm`), as the embedded fleets of the
+//! `fanout` bench. The bench also reports the CPU time each side used and the floor it sets: a run
 //! cannot take less wall time than (client CPU + servers' CPU) / cores, however well the
 //! steps fan out.
 //!
@@ -87,7 +88,9 @@ struct Run {
 /// One fleet of `servers` tke-unitd processes, each made with `layout` and holding
 /// `instances` instances (one API key each), every instance initialized at once.
 fn one_run(admins: &[MemSigner], servers: usize, instances: usize, layout: &[&str]) -> Run {
-    let d = tempfile::tempdir().unwrap();
+    // Each real unit has storage of its own: units of several servers on one disk would
+    // queue their state writes behind each other.
+    let d = tke_test_support::fanout::memory_tempdir();
     let mut procs = Vec::new();
     let mut endpoints = Vec::new();
     for i in 0..servers {

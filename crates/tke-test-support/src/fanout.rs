@@ -122,6 +122,22 @@ impl Transport for Timed {
     }
 }
 
+/// A temporary directory in memory (`/dev/shm`) where there is one, else in the
+/// temporary directory: for units whose storage must not be one disk they all queue on
+/// (each real unit has its own).
+///
+/// # Panics
+/// When it cannot be made.
+pub fn memory_tempdir() -> TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .unwrap_or_else(|e| panic!("temporary directory: {e}"))
+}
+
 /// Embedded fleets standing in for servers, their units answering after a simulated
 /// round trip, behind one client whose exchanges a [`Timeline`] records.
 pub struct LatencyFleet {
@@ -144,13 +160,7 @@ impl LatencyFleet {
     /// # Panics
     /// When a fleet cannot be made.
     pub fn new(servers: usize, spec: FleetSpec, latency: Latency) -> Self {
-        let shm = std::path::Path::new("/dev/shm");
-        let dir = if shm.is_dir() {
-            tempfile::tempdir_in(shm)
-        } else {
-            tempfile::tempdir()
-        }
-        .unwrap_or_else(|e| panic!("temporary directory: {e}"));
+        let dir = memory_tempdir();
         let timeline = Timeline::new();
         let endpoints = (0..servers)
             .map(|i| {
