@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use tke_client::{
-    embedded::{Pkcs11Placement, Pkcs11Units, Placement},
+    embedded::{Latency, Pkcs11Placement, Pkcs11Units, Placement},
     EmbeddedFleet, FleetSpec,
 };
 
@@ -46,6 +46,11 @@ pub struct InitArgs {
     /// units stay soft) or recovery.
     #[arg(long, value_name = "UNITS", default_value = "all", value_parser = ["all", "operational", "recovery"], requires = "pkcs11_module")]
     pub pkcs11_units: String,
+    /// Test and benchmark tooling: every crypto unit of the fleet waits this many
+    /// milliseconds (0-10000) before answering each request, standing in for a real
+    /// HSM's round trip. Recorded in the fleet (fleet.json); 0, the default, is none.
+    #[arg(long = "latency-ms", value_name = "MS", default_value = "0")]
+    pub latency: Latency,
 }
 
 /// The placement the arguments ask for, checked against the fleet's size.
@@ -89,6 +94,9 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<()> {
     let placement = placement(a, &spec)?;
     let dir = ctx.files.local_dir();
     let fleet = EmbeddedFleet::create_with(&dir, spec, &placement)?;
+    if !a.latency.is_none() {
+        fleet.set_latency(a.latency)?;
+    }
     drop(fleet);
     if !ctx.json {
         println!(
@@ -105,6 +113,12 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<()> {
                 p.tokens.len(),
                 p.tokens.join(", "),
                 p.module.display()
+            );
+        }
+        if !a.latency.is_none() {
+            println!(
+                "Every crypto unit waits {} ms before answering (a simulated HSM round trip, for tests and benchmarks).",
+                a.latency.as_millis()
             );
         }
         println!();

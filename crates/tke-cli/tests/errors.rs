@@ -370,7 +370,20 @@ fn local_init_errors() {
         let args = [&["local", "init"][..], extra].concat();
         fresh.check(name, &args, 1, &[]);
     }
+    for (name, ms) in [
+        ("local_init_latency_too_large", "10001"),
+        ("local_init_latency_not_a_number", "20ms"),
+    ] {
+        fresh.check(name, &["local", "init", "--latency-ms", ms], 2, &[]);
+    }
     assert!(!fresh.path().join("local").exists());
+
+    // A valid latency is recorded with the fleet, which then works as usual.
+    let out = fresh.ok(&["local", "init", "--latency-ms", "5"]);
+    assert!(out.contains("waits 5 ms before answering"), "{out}");
+    let fleet = std::fs::read_to_string(fresh.path().join("local/fleet.json")).unwrap();
+    assert!(fleet.contains("\"latency_ms\": 5"), "{fleet}");
+    fresh.ok(&["cryptounits"]);
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //!
 //! Layout:
 //! ```text
-//! <fleet>/fleet.json        instances and their units (id, type, location)
+//! <fleet>/fleet.json        instances and their units (id, type, location), and the
+//!                           units' simulated latency (`latency_ms`, when set)
 //! <fleet>/ca.pem            the fleet CA certificate (clients pin it)
 //! <fleet>/ca.key.pem        the fleet CA key (PKCS#8, 0600): issues device certificates
 //! <fleet>/units/<uuid>/     one directory per unit (see tke-unit)
@@ -28,6 +29,8 @@ use p256::{
 use serde::{Deserialize, Serialize};
 use tke_fs::atomic;
 use tke_proto::{CaCertificate, DeviceCertificate, UnitDescription, UnitId, UnitType};
+/// The simulated round trip of the fleet's units ([`EmbeddedFleet::set_latency`]).
+pub use tke_unit::Latency;
 #[cfg(feature = "pkcs11")]
 use tke_unit::Pkcs11Config;
 use tke_unit::Unit;
@@ -193,6 +196,9 @@ struct FleetFile {
     version: u32,
     name: String,
     instances: Vec<InstanceEntry>,
+    /// The units' simulated round trip ([`EmbeddedFleet::set_latency`]); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -218,6 +224,14 @@ impl FleetFile {
             });
         }
         Ok(file)
+    }
+
+    /// The units' latency the file records.
+    fn latency(&self, dir: &Path) -> Result<Latency, ClientError> {
+        Latency::from_millis(self.latency_ms.unwrap_or(0)).map_err(|_| ClientError::FleetCorrupt {
+            path: dir.join("fleet.json"),
+            what: "latency_ms must be 0 to 10000 (milliseconds)",
+        })
     }
 
     /// Writes `<dir>/fleet.json` atomically.
@@ -247,6 +261,8 @@ pub struct EmbeddedFleet {
     /// Grows when failover units are added ([`Provisioning`]).
     listing: RwLock<Vec<UnitDescriptor>>,
     units: RwLock<HashMap<UnitId, Arc<Mutex<Unit>>>>,
+    /// Set on every unit, those added later included.
+    latency: RwLock<Latency>,
     _lock: tke_fs::DirLock,
 }
 
@@ -496,6 +512,7 @@ impl EmbeddedFleet {
             version: 1,
             name,
             instances,
+            latency_ms: None,
         }
         .write(dir)
     }
@@ -513,6 +530,7 @@ impl EmbeddedFleet {
         }
         let lock = lock(dir)?;
         let file = FleetFile::read(dir)?;
+        let latency = file.latency(dir)?;
         let ca_path = dir.join("ca.pem");
         let ca_pem = fs::read_to_string(&ca_path).map_err(io_err(&ca_path))?;
         let ca = CaCertificate::from_pem(&ca_pem).map_err(|_| ClientError::FleetCorrupt {
@@ -532,10 +550,11 @@ impl EmbeddedFleet {
                 let unit_type =
                     parse_type(&u.unit_type).ok_or_else(|| corrupt("unknown unit type"))?;
                 let unit_dir = dir.join("units").join(id.uuid());
-                let unit = Unit::open(&unit_dir).map_err(|source| ClientError::Unit {
+                let mut unit = Unit::open(&unit_dir).map_err(|source| ClientError::Unit {
                     path: unit_dir.clone(),
                     source: Box::new(source),
                 })?;
+                unit.set_latency(latency);
                 if unit.id() != id || unit.unit_type() != unit_type {
                     return Err(corrupt("a unit directory does not match fleet.json"));
                 }
@@ -555,8 +574,36 @@ impl EmbeddedFleet {
             ca,
             listing: RwLock::new(listing),
             units: RwLock::new(units),
+            latency: RwLock::new(latency),
             _lock: lock,
         })
+    }
+
+    /// Makes every unit of the fleet wait `latency` before answering each request
+    /// ([`Unit::set_latency`]; test and benchmark tooling, standing in for a real HSM's
+    /// round trip), and records it in `fleet.json` so that the fleet reopens with it.
+    /// [`Latency::NONE`] turns it off.
+    ///
+    /// # Errors
+    /// [`ClientError::FleetIo`] / [`ClientError::FleetCorrupt`] when `fleet.json` cannot
+    /// be read or written; the units are then left as they were.
+    pub fn set_latency(&self, latency: Latency) -> Result<(), ClientError> {
+        // The fleet's lock is held: the file is this process's to change.
+        let mut file = FleetFile::read(&self.dir)?;
+        file.latency_ms = (!latency.is_none()).then(|| latency.as_millis());
+        file.write(&self.dir)?;
+        *self.latency.write().unwrap_or_else(|p| p.into_inner()) = latency;
+        for unit in read(&self.units).values() {
+            unit.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_latency(latency);
+        }
+        Ok(())
+    }
+
+    /// The units' latency ([`EmbeddedFleet::set_latency`]; [`Latency::NONE`] unless set).
+    pub fn latency(&self) -> Latency {
+        *read(&self.latency)
     }
 
     /// The fleet CA certificate, which clients pin.
@@ -700,12 +747,13 @@ impl Provisioning for EmbeddedFleet {
                     instance_id,
                 };
                 let mut issue = issuer(&self.ca, &ca_key, id, description);
-                let unit =
+                let mut unit =
                     Unit::create_soft(&unit_dir, id, UnitType::Failover, &self.ca, &mut issue)
                         .map_err(|source| ClientError::Unit {
                             path: unit_dir.clone(),
                             source: Box::new(source),
                         })?;
+                unit.set_latency(self.latency());
                 let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
                 let entry = UnitEntry {
                     id: id.uuid(),
@@ -857,6 +905,68 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    #[test]
+    fn the_latency_is_applied_persisted_and_checked() {
+        use std::time::{Duration, Instant};
+
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("fleet");
+        let spec = FleetSpec {
+            instances: 1,
+            operational: 2,
+            recovery: 1,
+            failover: 0,
+        };
+        let fleet = EmbeddedFleet::create(&dir, spec).unwrap();
+        assert_eq!(fleet.latency(), Latency::NONE);
+        let json = fs::read_to_string(dir.join("fleet.json")).unwrap();
+        assert!(!json.contains("latency_ms"), "off: not written");
+        let latency = Latency::from_millis(150).unwrap();
+        fleet.set_latency(latency).unwrap();
+        drop(fleet);
+
+        let reopened = EmbeddedFleet::open(&dir).unwrap();
+        assert_eq!(reopened.latency(), latency);
+        let instance = reopened.list_units().unwrap()[0].instance.clone();
+        // Failover units added later answer as slowly as the others.
+        let added = reopened
+            .provisioning()
+            .unwrap()
+            .add_failover_units(&instance, 2)
+            .unwrap();
+        let ca = reopened.ca().clone();
+        let t: Arc<dyn Transport> = Arc::new(reopened);
+        let client = crate::Client::connect(vec![(t.clone(), ca)]).unwrap();
+        let ids: Vec<UnitId> = client.units().iter().map(|u| u.id()).collect();
+        assert!(ids.contains(&added[0].unit_id));
+        for id in ids {
+            let start = Instant::now();
+            client.query(client.unit(&id).unwrap()).unwrap();
+            assert!(start.elapsed() >= Duration::from_millis(150), "{id:?}");
+        }
+        drop((client, t));
+
+        // Off again: recorded as absent.
+        let fleet = EmbeddedFleet::open(&dir).unwrap();
+        fleet.set_latency(Latency::NONE).unwrap();
+        drop(fleet);
+        assert_eq!(EmbeddedFleet::open(&dir).unwrap().latency(), Latency::NONE);
+
+        // A hand-edited value out of range is named, and opens nothing.
+        let json = fs::read_to_string(dir.join("fleet.json")).unwrap();
+        let edited = json.replacen(
+            "\"version\": 1,",
+            "\"version\": 1, \"latency_ms\": 10001,",
+            1,
+        );
+        assert_ne!(json, edited);
+        fs::write(dir.join("fleet.json"), edited).unwrap();
+        match EmbeddedFleet::open(&dir) {
+            Err(ClientError::FleetCorrupt { what, .. }) => assert!(what.contains("latency_ms")),
+            other => panic!("{:?}", other.err()),
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! tls_certificate = "tls/server.pem"    # issued by the fleet CA
 //! tls_key = "tls/server.key.pem"        # PKCS#8, mode 0600
 //! units_dir = "units"                   # one directory per unit (see tke-unit)
+//! latency_ms = 20                       # optional, test tooling: simulated HSM round trip
 //!
 //! [limits]                              # every field optional; these are the defaults
 //! max_body_bytes = 65536
@@ -45,6 +46,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tke_proto::{UnitId, UnitType};
+use tke_unit::Latency;
 
 use crate::{apikey::KeyHash, error::io_err, ServerError};
 
@@ -67,6 +69,11 @@ pub struct ConfigFile {
     pub tls_key: PathBuf,
     /// Where the units' directories are.
     pub units_dir: PathBuf,
+    /// Test and benchmark tooling: every unit waits this many milliseconds (0 to 10000)
+    /// before answering each request, standing in for a real HSM's round trip. Absent:
+    /// none. `serve --latency-ms` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
     /// Limits and timeouts.
     #[serde(default)]
     pub limits: Limits,
@@ -206,6 +213,8 @@ pub struct Config {
     pub tls_key: PathBuf,
     /// The units' directory.
     pub units_dir: PathBuf,
+    /// The units' simulated round trip ([`tke_unit::Unit::set_latency`]; test tooling).
+    pub latency: Latency,
     /// Limits and timeouts.
     pub limits: Limits,
     /// Instance ids, in file order.
@@ -267,6 +276,12 @@ impl Config {
             .listen
             .parse()
             .map_err(|_| bad("listen is not ADDR:PORT", file.listen.clone()))?;
+        let latency = Latency::from_millis(file.latency_ms.unwrap_or(0)).map_err(|_| {
+            bad(
+                "latency_ms must be 0 to 10000 (milliseconds)",
+                file.latency_ms.unwrap_or(0).to_string(),
+            )
+        })?;
         let l = file.limits;
         if l.workers == 0 || l.workers > 1024 {
             return Err(bad(
@@ -367,6 +382,7 @@ impl Config {
             tls_certificate: abs(&file.tls_certificate),
             tls_key: abs(&file.tls_key),
             units_dir,
+            latency,
             limits: l,
             instances,
             units,
@@ -416,6 +432,13 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
         assert_eq!(c.limits.max_body_bytes, Limits::default().max_body_bytes);
         assert_eq!(c.units.len(), 1);
         assert_eq!(c.units[0].unit_type, UnitType::Recovery);
+        assert_eq!(c.latency, Latency::NONE, "no latency unless asked");
+        let c = load(&GOOD.replace(
+            "units_dir = \"units\"",
+            "units_dir = \"units\"\nlatency_ms = 20",
+        ))
+        .unwrap();
+        assert_eq!(c.latency, Latency::from_millis(20).unwrap());
         assert!(c.units[0]
             .dir
             .ends_with("units/5d0c1f1e-0000-4000-8000-000000000001"));
@@ -427,6 +450,11 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
             ("type = \"recovery\"", "type = \"hsm\"", "unknown unit type"),
             ("backend = \"soft\"", "backend = \"tpm\"", "unknown backend"),
             ("workers = 4", "workers = 0", "limits.workers"),
+            (
+                "units_dir = \"units\"",
+                "units_dir = \"units\"\nlatency_ms = 10001",
+                "latency_ms must be 0 to 10000",
+            ),
             ("127.0.0.1:8443", "localhost", "listen"),
             (
                 "instance = \"0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a\"",

@@ -595,6 +595,7 @@ fn build(
         tls_certificate: "tls/server.pem".into(),
         tls_key: "tls/server.key.pem".into(),
         units_dir: "units".into(),
+        latency_ms: None,
         limits: Limits::default(),
         instances,
         api_keys,

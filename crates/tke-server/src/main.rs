@@ -65,6 +65,11 @@ enum Cmd {
         /// Least severe level logged. `info` logs one line per request.
         #[arg(long, value_enum, default_value_t = LogLevel::Info)]
         log_level: LogLevel,
+        /// Test and benchmark tooling, never for production: every crypto unit waits MS
+        /// milliseconds (0-10000) before answering each request, standing in for a real
+        /// HSM's round trip. Overrides `latency_ms` of the configuration; 0 turns it off.
+        #[arg(long = "latency-ms", value_name = "MS")]
+        latency: Option<tke_unit::Latency>,
     },
 }
 
@@ -339,7 +344,12 @@ fn init(a: InitArgs) -> Result<()> {
     Ok(())
 }
 
-fn serve(config: PathBuf, format: LogFormat, level: LogLevel) -> Result<()> {
+fn serve(
+    config: PathBuf,
+    format: LogFormat,
+    level: LogLevel,
+    latency: Option<tke_unit::Latency>,
+) -> Result<()> {
     let level = match level {
         LogLevel::Error => tracing::Level::ERROR,
         LogLevel::Warn => tracing::Level::WARN,
@@ -361,7 +371,16 @@ fn serve(config: PathBuf, format: LogFormat, level: LogLevel) -> Result<()> {
     } else {
         config
     };
-    let cfg = Config::load(&path)?;
+    let mut cfg = Config::load(&path)?;
+    if let Some(latency) = latency {
+        cfg.latency = latency;
+    }
+    if !cfg.latency.is_none() {
+        tracing::warn!(
+            latency_ms = cfg.latency.as_millis(),
+            "every crypto unit waits before answering: a simulated HSM round trip, for tests and benchmarks only"
+        );
+    }
     raise_open_files(&cfg.limits);
     let server = Server::open(&cfg)?;
     let stop = server.shutdown_handle();
@@ -411,7 +430,8 @@ fn main() -> std::process::ExitCode {
             config,
             log_format,
             log_level,
-        } => serve(config, log_format, log_level),
+            latency,
+        } => serve(config, log_format, log_level, latency),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -221,11 +221,12 @@ impl Server {
         let mut units = HashMap::new();
         let mut order = Vec::new();
         for u in &cfg.units {
-            let unit = Unit::open(&u.dir).map_err(|source| ServerError::Unit {
+            let mut unit = Unit::open(&u.dir).map_err(|source| ServerError::Unit {
                 unit: u.id,
                 path: u.dir.clone(),
                 source: Box::new(source),
             })?;
+            unit.set_latency(cfg.latency);
             let mismatch = |what| ServerError::UnitMismatch {
                 path: u.dir.clone(),
                 what,

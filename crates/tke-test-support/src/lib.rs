@@ -6,6 +6,7 @@
 pub mod admin;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod fanout;
 pub mod mk;
 pub mod rng;
 pub mod server;

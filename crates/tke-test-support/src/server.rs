@@ -232,6 +232,15 @@ impl ServerProc {
     /// # Panics
     /// When it exits or does not listen within 30 s.
     pub fn start(dir: &Path, port: u16) -> Self {
+        Self::start_with(dir, port, &[])
+    }
+
+    /// As [`ServerProc::start`], with more arguments for `serve` (such as
+    /// `--latency-ms 20`).
+    ///
+    /// # Panics
+    /// As [`ServerProc::start`].
+    pub fn start_with(dir: &Path, port: u16, args: &[&str]) -> Self {
         let log = (1..)
             .map(|n| dir.join(format!("unitd-{n}.log")))
             .find(|l| !l.exists())
@@ -241,6 +250,7 @@ impl ServerProc {
             .arg("serve")
             .arg("--config")
             .arg(dir.join("unitd.toml"))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -4,6 +4,7 @@
 mod answer;
 mod backend;
 mod error;
+mod latency;
 mod machine;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
@@ -25,6 +26,7 @@ use tke_proto::{
 pub use answer::{Answer, InternalError};
 pub use backend::{Backend, BackendError, KeyHandle, LiveSecrets};
 pub use error::UnitError;
+pub use latency::{Latency, LatencyError, LatencyParseError};
 #[cfg(feature = "pkcs11")]
 pub use pkcs11::{Pkcs11Backend, Pkcs11Config, TokenRef, WrapMechanism};
 pub use soft::{MemorySecrets, SoftBackend, SECRETS_FILE};
@@ -46,6 +48,8 @@ pub struct Unit {
     device_cert: DeviceCertificate,
     /// The causes of the internal errors of the request being handled.
     internal_errors: Vec<InternalError>,
+    /// Waited before each answer ([`Unit::set_latency`]).
+    latency: Latency,
 }
 
 // The client keeps units behind a `Mutex` and drives them from several threads.
@@ -63,6 +67,7 @@ impl core::fmt::Debug for Unit {
             .field("unit_type", &self.state.unit_type)
             .field("counter", &self.state.counter)
             .field("backend", &self.backend)
+            .field("latency", &self.latency)
             .finish_non_exhaustive()
     }
 }
@@ -272,6 +277,7 @@ impl Unit {
             ca: ca.clone(),
             device_cert,
             internal_errors: Vec::new(),
+            latency: Latency::NONE,
         };
         if let Err(e) = unit.write_state() {
             let _ = unit.backend.discard();
@@ -570,6 +576,7 @@ impl Unit {
             ca,
             device_cert,
             internal_errors: Vec::new(),
+            latency: Latency::NONE,
         })
     }
 
@@ -636,7 +643,26 @@ impl Unit {
     /// error the unit answered (such as a state save that failed), for the host to log:
     /// the client only sees "internal error".
     pub fn answer(&mut self, request_der: &[u8]) -> Answer {
+        if !self.latency.is_none() {
+            // Stands in for a real HSM's round trip (test and benchmark tooling): the
+            // unit stays busy meanwhile, as a real one does.
+            std::thread::sleep(self.latency.duration());
+        }
         self.answer_request(request_der)
+    }
+
+    /// Makes the unit wait `latency` before answering each request, query or command
+    /// (test and benchmark tooling, off by default): an emulated unit then answers as
+    /// slowly as a real HSM, so that fan-out figures measure the ceremony's design rather
+    /// than the cores the emulated units share with the client. Not saved with the unit:
+    /// whoever opens it sets it.
+    pub fn set_latency(&mut self, latency: Latency) {
+        self.latency = latency;
+    }
+
+    /// The latency set by [`Unit::set_latency`] ([`Latency::NONE`] by default).
+    pub fn latency(&self) -> Latency {
+        self.latency
     }
 
     /// Destroys the unit: every secret of its backend, the device key included (a token's

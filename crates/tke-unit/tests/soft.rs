@@ -499,3 +499,42 @@ fn create_refuses_and_cleans_up() {
     assert_eq!((u.id(), u.unit_type()), (id, UnitType::Failover));
     assert_eq!(u.device_certificate().unit_id(), id);
 }
+
+/// A unit with a latency answers each query and command no sooner than it; without one
+/// (the default, also after reopening: the latency is not saved) it adds none.
+#[test]
+fn latency_delays_every_answer_and_is_off_by_default() {
+    use std::time::{Duration, Instant};
+    use tke_unit::Latency;
+
+    let d = tempfile::tempdir().unwrap();
+    let fleet = Fleet::new("latency");
+    let dir = d.path().join("u");
+    let mut u = SoftFactory.create(&dir, UnitId::random(), UnitType::Operational, &fleet);
+    assert_eq!(u.latency(), Latency::NONE);
+    // Well above what a query costs, so that the default's bound below is no race.
+    let latency = Latency::from_millis(300).unwrap();
+    let timed = |u: &mut Unit| {
+        let start = Instant::now();
+        let status = support::query(u, &fleet.ca);
+        (start.elapsed(), status)
+    };
+    let (plain, before) = timed(&mut u);
+    assert!(plain < latency.duration(), "no latency set: {plain:?}");
+
+    u.set_latency(latency);
+    assert_eq!(u.latency(), latency);
+    let (slow, status) = timed(&mut u);
+    assert!(slow >= latency.duration(), "query: {slow:?}");
+    assert_eq!(status, before, "the answer is the same, only later");
+    let admin = &support::admins(1)[0];
+    let start = Instant::now();
+    support::add_admins(&mut u, &fleet.ca, std::slice::from_ref(admin));
+    assert!(start.elapsed() >= latency.duration(), "command");
+
+    drop(u);
+    let mut u = SoftFactory.reopen(&dir);
+    assert_eq!(u.latency(), Latency::NONE);
+    let (plain, _) = timed(&mut u);
+    assert!(plain < Duration::from_millis(300), "reopened: {plain:?}");
+}
