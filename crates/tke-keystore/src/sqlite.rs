@@ -48,6 +48,9 @@ CREATE INDEX keys_created ON keys (created, id);
 const SELECT_RECORD: &str = "SELECT keys.rowid, id, name, created, wrapped, vp \
      FROM keys JOIN vps USING (vp_id)";
 
+/// `PRAGMA cache_size` (negative: KiB).
+const CACHE_KIB: i64 = -65_536;
+
 /// The label of a store that has no file.
 const IN_MEMORY: &str = "(in-memory key store)";
 
@@ -164,6 +167,9 @@ impl SqliteKeyStore {
         // the crate documentation).
         conn.pragma_update(None, "journal_mode", "WAL")
             .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
+            // A rotation walks the whole table: 64 MiB of page cache instead of 2 MiB
+            // keeps a batch's pages in memory between its read and its write.
+            .and_then(|()| conn.pragma_update(None, "cache_size", CACHE_KIB))
             .and_then(|()| conn.busy_timeout(std::time::Duration::from_secs(5)))
             .map_err(|e| {
                 if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
