@@ -146,7 +146,7 @@ impl Bench {
             };
             {
                 let mut upd = tx
-                    .prepare_cached("UPDATE keys SET wrapped = ?1, vp_id = ?2 WHERE rowid = ?3")
+                    .prepare_cached("UPDATE OR FAIL keys SET wrapped = ?1, vp_id = ?2 WHERE rowid = ?3")
                     .unwrap();
                 for (rowid, wrapped) in &rows {
                     upd.execute(rusqlite::params![wrapped, to, rowid]).unwrap();

@@ -479,7 +479,7 @@ impl KeyStore for SqliteKeyStore {
         let to_id = ensure_vp_id(&tx, to).map_err(db)?;
         {
             let mut stmt = tx
-                .prepare_cached("UPDATE keys SET wrapped = ?1, vp_id = ?2 WHERE rowid = ?3")
+                .prepare_cached("UPDATE OR FAIL keys SET wrapped = ?1, vp_id = ?2 WHERE rowid = ?3")
                 .map_err(db)?;
             for (rowid, id, wrapped) in &batch {
                 // A failure returns before the commit: dropping `tx` rolls the batch back.
