@@ -40,7 +40,9 @@ impl KeyId {
         bytes
             .try_into()
             .map(Self)
-            .map_err(|_| KeyDataError::IdLength { actual: bytes.len() })
+            .map_err(|_| KeyDataError::IdLength {
+                actual: bytes.len(),
+            })
     }
 
     /// Parses a UUID, or 32 hex digits without dashes.
@@ -119,8 +121,8 @@ impl KeyName {
             });
         }
         for (position, ch) in name.chars().enumerate() {
-            let allowed = ch.is_ascii_alphanumeric()
-                || (position > 0 && matches!(ch, '.' | '_' | '-'));
+            let allowed =
+                ch.is_ascii_alphanumeric() || (position > 0 && matches!(ch, '.' | '_' | '-'));
             if !allowed {
                 return Err(KeyDataError::NameCharacter {
                     character: ch,

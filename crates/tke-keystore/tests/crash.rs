@@ -1,6 +1,7 @@
 //! A rotation stopped at any point leaves every record tagged with the VP of the master
 //! key that wraps it, and resumes with nothing lost: stopped between batches (the store
 //! dropped) and killed in the middle of a batch (a child process aborts).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     num::NonZeroUsize,
@@ -30,7 +31,10 @@ fn rewrap(
     w: &WrappedKey,
 ) -> Result<WrappedKey, tke_keystore::RewrapError> {
     let data = transport::unwrap(old.expose_secret(), w.as_bytes())?;
-    Ok(WrappedKey::new(transport::wrap(new.expose_secret(), &data)?)?)
+    Ok(WrappedKey::new(transport::wrap(
+        new.expose_secret(),
+        &data,
+    )?)?)
 }
 
 /// A store file of `RECORDS` records under `a`; returns the data key of each.

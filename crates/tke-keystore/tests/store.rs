@@ -1,4 +1,5 @@
 //! The key store's contract, on the SQLite store in memory and in a file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{num::NonZeroUsize, os::unix::fs::PermissionsExt, path::Path};
 
@@ -19,7 +20,12 @@ fn seal(mk: &MasterKey, data: &MasterKey) -> WrappedKey {
 
 /// The data key a record holds, unwrapped with the master key of its VP.
 fn open_with(mk: &MasterKey, record: &Record) -> [u8; 32] {
-    assert_eq!(record.vp, mk.vp(), "record {} is tagged with another VP", record.id);
+    assert_eq!(
+        record.vp,
+        mk.vp(),
+        "record {} is tagged with another VP",
+        record.id
+    );
     *transport::unwrap(mk.expose_secret(), record.wrapped.as_bytes())
         .unwrap()
         .expose_secret()
@@ -32,7 +38,10 @@ fn rewrap_fn<'a>(
 ) -> impl FnMut(&KeyId, &WrappedKey) -> Result<WrappedKey, RewrapError> + 'a {
     move |_, wrapped| {
         let data = transport::unwrap(old.expose_secret(), wrapped.as_bytes())?;
-        Ok(WrappedKey::new(transport::wrap(new.expose_secret(), &data)?)?)
+        Ok(WrappedKey::new(transport::wrap(
+            new.expose_secret(),
+            &data,
+        )?)?)
     }
 }
 
@@ -118,8 +127,14 @@ fn delete_removes_one_record_and_a_missing_id_is_named() {
     assert_eq!(store.count().unwrap(), 2);
     assert!(store.get(&keys[0].0.id).is_ok() && store.get(&keys[2].0.id).is_ok());
 
-    for err in [store.delete(&gone).unwrap_err(), store.get(&gone).unwrap_err()] {
-        assert!(matches!(&err, StoreError::NotFound { id, .. } if *id == gone), "{err:?}");
+    for err in [
+        store.delete(&gone).unwrap_err(),
+        store.get(&gone).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, StoreError::NotFound { id, .. } if *id == gone),
+            "{err:?}"
+        );
         assert_eq!(
             err.to_string(),
             format!("key store (in-memory key store) holds no key with id {gone}")
@@ -136,7 +151,10 @@ fn a_duplicate_id_is_refused_and_changes_nothing() {
     let mut dup = Record::new(KeyName::new("other").unwrap(), seal(&mk, &mk), mk.vp());
     dup.id = keys[0].0.id;
     let err = store.insert(&dup).unwrap_err();
-    assert!(matches!(&err, StoreError::DuplicateId { id, .. } if *id == dup.id), "{err:?}");
+    assert!(
+        matches!(&err, StoreError::DuplicateId { id, .. } if *id == dup.id),
+        "{err:?}"
+    );
     assert_eq!(store.get(&dup.id).unwrap(), keys[0].0);
 
     // A batch with a duplicate stores none of its records.
@@ -145,9 +163,15 @@ fn a_duplicate_id_is_refused_and_changes_nothing() {
     let err = store
         .insert_all(&[fresh.clone(), twice.clone(), twice.clone()])
         .unwrap_err();
-    assert!(matches!(&err, StoreError::DuplicateId { id, .. } if *id == twice.id), "{err:?}");
+    assert!(
+        matches!(&err, StoreError::DuplicateId { id, .. } if *id == twice.id),
+        "{err:?}"
+    );
     assert_eq!(store.count().unwrap(), 2);
-    assert!(matches!(store.get(&fresh.id), Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.get(&fresh.id),
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -255,7 +279,10 @@ fn a_failing_rewrap_leaves_its_whole_batch_untouched() {
     store
         .rewrap_batch(&a.vp(), &b.vp(), n(5), &mut rewrap_fn(&a, &b))
         .unwrap();
-    let before: Vec<Record> = keys.iter().map(|(r, _)| store.get(&r.id).unwrap()).collect();
+    let before: Vec<Record> = keys
+        .iter()
+        .map(|(r, _)| store.get(&r.id).unwrap())
+        .collect();
 
     // The unit fails on the fourth record of the next batch.
     let mut good = rewrap_fn(&a, &b);
@@ -284,7 +311,10 @@ fn a_failing_rewrap_leaves_its_whole_batch_untouched() {
              was left unchanged"
         )
     );
-    let after: Vec<Record> = keys.iter().map(|(r, _)| store.get(&r.id).unwrap()).collect();
+    let after: Vec<Record> = keys
+        .iter()
+        .map(|(r, _)| store.get(&r.id).unwrap())
+        .collect();
     assert_eq!(after, before, "nothing of the failed batch changed");
     assert_eq!(counts(&store, &a.vp(), &b.vp()), (7, 5));
 
@@ -309,9 +339,14 @@ fn rewrap_to_the_same_vp_is_refused_and_an_unknown_vp_has_nothing_to_move() {
     let err = store
         .rewrap_batch(&a.vp(), &a.vp(), n(10), &mut never)
         .unwrap_err();
-    assert!(matches!(&err, StoreError::SameVp { vp, .. } if *vp == a.vp()), "{err:?}");
+    assert!(
+        matches!(&err, StoreError::SameVp { vp, .. } if *vp == a.vp()),
+        "{err:?}"
+    );
     assert_eq!(
-        store.rewrap_batch(&b.vp(), &a.vp(), n(10), &mut never).unwrap(),
+        store
+            .rewrap_batch(&b.vp(), &a.vp(), n(10), &mut never)
+            .unwrap(),
         0
     );
     assert_all_readable(&store, &keys, &[&a]);
@@ -334,26 +369,38 @@ fn a_file_store_is_private_never_replaced_and_checked_when_opened() {
         keys
     };
     let err = SqliteKeyStore::create(&path).unwrap_err();
-    assert!(matches!(&err, StoreError::Create { source, .. }
-        if source.kind() == std::io::ErrorKind::AlreadyExists), "{err:?}");
+    assert!(
+        matches!(&err, StoreError::Create { source, .. }
+        if source.kind() == std::io::ErrorKind::AlreadyExists),
+        "{err:?}"
+    );
     let store = SqliteKeyStore::open(&path).unwrap();
     assert_all_readable(&store, &keys, &[&mk]);
     drop(store);
 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
     let err = SqliteKeyStore::open(&path).unwrap_err();
-    assert!(matches!(err, StoreError::Permissions { mode: 0o640, .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Permissions { mode: 0o640, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("has mode 0640"), "{err}");
 
     let missing = dir.path().join("missing.keys");
     let err = SqliteKeyStore::open(&missing).unwrap_err();
-    assert!(matches!(&err, StoreError::Open { path, .. } if *path == missing), "{err:?}");
+    assert!(
+        matches!(&err, StoreError::Open { path, .. } if *path == missing),
+        "{err:?}"
+    );
     assert!(!missing.exists(), "opening never creates a store");
 
     // A text file, an empty file, and an SQLite database of something else.
     let text = dir.path().join("text");
-    tke_fs::create_private(&text, b"not a database, but long enough to have a header here")
-        .unwrap();
+    tke_fs::create_private(
+        &text,
+        b"not a database, but long enough to have a header here",
+    )
+    .unwrap();
     let empty = dir.path().join("empty");
     tke_fs::create_private(&empty, b"").unwrap();
     let other = dir.path().join("other.db");
@@ -361,8 +408,14 @@ fn a_file_store_is_private_never_replaced_and_checked_when_opened() {
     rusqlite_other_db(&other);
     for p in [&text, &empty, &other] {
         let err = SqliteKeyStore::open(p).unwrap_err();
-        assert!(matches!(&err, StoreError::NotAStore { path } if path == p), "{p:?}: {err:?}");
-        assert_eq!(err.to_string(), format!("{} is not a TKE key store", p.display()));
+        assert!(
+            matches!(&err, StoreError::NotAStore { path } if path == p),
+            "{p:?}: {err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("{} is not a TKE key store", p.display())
+        );
     }
 }
 
