@@ -142,37 +142,17 @@ impl SqliteKeyStore {
     }
 
     fn connect(path: &Path) -> Result<Self, StoreError> {
-        let db = |action, source| StoreError::Database {
-            store: path.to_owned(),
-            action,
-            source,
-        };
         // No SQLITE_OPEN_CREATE: only `create` makes a file, with its mode set first.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-            if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
-                StoreError::NotAStore {
-                    path: path.to_owned(),
-                }
-            } else {
-                db("open", e)
-            }
-        })?;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|e| opening_err(path, "open", e))?;
         // WAL: one fsync per commit instead of two, and readers never block the rotation.
         // FULL: a commit the caller saw succeed survives a power loss (measured cost in
         // the crate documentation).
         conn.pragma_update(None, "journal_mode", "WAL")
             .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
             .and_then(|()| conn.busy_timeout(std::time::Duration::from_secs(5)))
-            .map_err(|e| {
-                if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
-                    StoreError::NotAStore {
-                        path: path.to_owned(),
-                    }
-                } else {
-                    db("configure the database", e)
-                }
-            })?;
+            .map_err(|e| opening_err(path, "configure the database", e))?;
         Ok(Self {
             conn,
             path: path.to_owned(),
@@ -192,15 +172,7 @@ impl SqliteKeyStore {
     fn pragma(&self, name: &str, action: &'static str) -> Result<i64, StoreError> {
         self.conn
             .pragma_query_value(None, name, |r| r.get(0))
-            .map_err(|e| {
-                if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
-                    StoreError::NotAStore {
-                        path: self.path.clone(),
-                    }
-                } else {
-                    db_err(&self.path, action, e)
-                }
-            })
+            .map_err(|e| opening_err(&self.path, action, e))
     }
 
     fn row_to_record(&self, row: &Row<'_>) -> Result<Record, StoreError> {
@@ -238,6 +210,17 @@ impl SqliteKeyStore {
 fn write_tx<'c>(conn: &'c mut Connection, path: &Path) -> Result<Transaction<'c>, StoreError> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| db_err(path, "start a transaction", e))
+}
+
+/// An error while opening: SQLite's "not a database" means the file is no key store.
+fn opening_err(path: &Path, action: &'static str, source: rusqlite::Error) -> StoreError {
+    if source.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
+        StoreError::NotAStore {
+            path: path.to_owned(),
+        }
+    } else {
+        db_err(path, action, source)
+    }
 }
 
 fn db_err(path: &Path, action: &'static str, source: rusqlite::Error) -> StoreError {
