@@ -424,3 +424,72 @@ fn rusqlite_other_db(path: &Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
 }
+
+#[test]
+fn another_format_version_and_malformed_rows_are_reported_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("instance.keys");
+    let mk = MasterKey::random();
+    let keys = {
+        let mut store = SqliteKeyStore::create(&path).unwrap();
+        fill(&mut store, &mk, 2)
+    };
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let journal: String = raw
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+
+    // A row changed by other means: its name breaks the rules.
+    raw.execute(
+        "UPDATE keys SET name = 'bad name' WHERE id = ?1",
+        [keys[1].0.id.as_bytes().as_slice()],
+    )
+    .unwrap();
+    let store = SqliteKeyStore::open(&path).unwrap();
+    let err = store.get(&keys[1].0.id).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StoreError::Malformed {
+                table: "keys",
+                source: KeyDataError::NameCharacter { character: ' ', .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with(&format!("key store {}: row ", path.display()))
+            && err.to_string().ends_with(" of table keys is malformed"),
+        "{err}"
+    );
+    assert!(matches!(
+        store.list(None, n(10)),
+        Err(StoreError::Malformed { .. })
+    ));
+    assert_eq!(store.get(&keys[0].0.id).unwrap(), keys[0].0);
+    drop(store);
+
+    raw.pragma_update(None, "user_version", 2).unwrap();
+    let err = SqliteKeyStore::open(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Version {
+                found: 2,
+                expected: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the key store {} has format version 2; this program reads version 1",
+            path.display()
+        )
+    );
+}
