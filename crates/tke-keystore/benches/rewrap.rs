@@ -12,7 +12,8 @@
 //! - `rewrap_copy`: `rewrap_batch` with a rewrap that copies the value: the store's cost
 //!   without the crypto.
 //!
-//! `TKE_KEYSTORE_BENCH_RECORDS` and `TKE_KEYSTORE_BENCH_BATCH` change the sizes.
+//! `TKE_KEYSTORE_BENCH_RECORDS` and `TKE_KEYSTORE_BENCH_BATCH` change the sizes; run as a
+//! test (`cargo test --all-targets`, no `--bench`), it uses 1,000 records in batches of 100.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -186,8 +187,14 @@ fn copy_rewrap(w: &WrappedKey, _: &KekAes256, _: &KekAes256) -> Result<WrappedKe
 }
 
 fn rotation(c: &mut Criterion) {
-    let records = env_usize("TKE_KEYSTORE_BENCH_RECORDS", 1_000_000);
-    let batch = env_usize("TKE_KEYSTORE_BENCH_BATCH", 10_000);
+    // `cargo test --all-targets` runs each benchmark once without `--bench`: a small
+    // store then, so that CI checks the benchmark without a minute of setup.
+    let full = std::env::args().any(|a| a == "--bench");
+    let records = env_usize(
+        "TKE_KEYSTORE_BENCH_RECORDS",
+        if full { 1_000_000 } else { 1_000 },
+    );
+    let batch = env_usize("TKE_KEYSTORE_BENCH_BATCH", if full { 10_000 } else { 100 });
     let dir = tempfile::tempdir().unwrap();
     let mut bench = Bench::setup(&dir.path().join("bench.keys"), records, batch);
 
