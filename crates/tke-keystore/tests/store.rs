@@ -9,6 +9,35 @@ use tke_keystore::{
 };
 use tke_proto::{transport, MasterKey, Vp};
 
+/// Runs each contract test on every store: SQLite in memory and in a file. A shared
+/// database store joins here.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn in_memory() {
+                super::$name(&mut tke_keystore::SqliteKeyStore::in_memory().unwrap());
+            }
+
+            #[test]
+            fn in_a_file() {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("instance.keys");
+                super::$name(&mut tke_keystore::SqliteKeyStore::create(&path).unwrap());
+            }
+        }
+    )*};
+}
+
+on_every_store!(
+    records_round_trip_and_list_in_creation_order,
+    delete_removes_one_record_and_a_missing_id_is_named,
+    a_duplicate_id_is_refused_and_changes_nothing,
+    rewrap_moves_every_record_from_a_to_b_in_batches,
+    a_failing_rewrap_leaves_its_whole_batch_untouched,
+    rewrap_to_the_same_vp_is_refused_and_an_unknown_vp_has_nothing_to_move,
+);
+
 fn n(v: usize) -> NonZeroUsize {
     NonZeroUsize::new(v).unwrap()
 }
@@ -86,11 +115,9 @@ fn counts(store: &dyn KeyStore, a: &Vp, b: &Vp) -> (u64, u64) {
     (store.count_by_vp(a).unwrap(), store.count_by_vp(b).unwrap())
 }
 
-#[test]
-fn records_round_trip_and_list_in_creation_order() {
-    let mut store = SqliteKeyStore::in_memory().unwrap();
+fn records_round_trip_and_list_in_creation_order(store: &mut dyn KeyStore) {
     let mk = MasterKey::random();
-    let mut keys = fill(&mut store, &mk, 7);
+    let mut keys = fill(store, &mk, 7);
     // Two records created in the same millisecond: the id breaks the tie.
     let mut tie = Record::new(KeyName::new("tie").unwrap(), seal(&mk, &mk), mk.vp());
     tie.created = keys[3].0.created;
@@ -117,11 +144,9 @@ fn records_round_trip_and_list_in_creation_order() {
     assert_eq!(store.vp_counts().unwrap(), vec![(mk.vp(), 8)]);
 }
 
-#[test]
-fn delete_removes_one_record_and_a_missing_id_is_named() {
-    let mut store = SqliteKeyStore::in_memory().unwrap();
+fn delete_removes_one_record_and_a_missing_id_is_named(store: &mut dyn KeyStore) {
     let mk = MasterKey::random();
-    let keys = fill(&mut store, &mk, 3);
+    let keys = fill(store, &mk, 3);
     let gone = keys[1].0.id;
     store.delete(&gone).unwrap();
     assert_eq!(store.count().unwrap(), 2);
@@ -137,17 +162,18 @@ fn delete_removes_one_record_and_a_missing_id_is_named() {
         );
         assert_eq!(
             err.to_string(),
-            format!("key store (in-memory key store) holds no key with id {gone}")
+            format!(
+                "key store {} holds no key with id {gone}",
+                store.location().display()
+            )
         );
     }
     assert_eq!(store.count().unwrap(), 2);
 }
 
-#[test]
-fn a_duplicate_id_is_refused_and_changes_nothing() {
-    let mut store = SqliteKeyStore::in_memory().unwrap();
+fn a_duplicate_id_is_refused_and_changes_nothing(store: &mut dyn KeyStore) {
     let mk = MasterKey::random();
-    let keys = fill(&mut store, &mk, 2);
+    let keys = fill(store, &mk, 2);
     let mut dup = Record::new(KeyName::new("other").unwrap(), seal(&mk, &mk), mk.vp());
     dup.id = keys[0].0.id;
     let err = store.insert(&dup).unwrap_err();
@@ -248,34 +274,30 @@ fn debug_output_never_shows_wrapped_material() {
     assert!(!debug.contains(&format!("{:?}", &record.wrapped.as_bytes()[..4])));
 }
 
-#[test]
-fn rewrap_moves_every_record_from_a_to_b_in_batches() {
-    let mut store = SqliteKeyStore::in_memory().unwrap();
+fn rewrap_moves_every_record_from_a_to_b_in_batches(store: &mut dyn KeyStore) {
     let (a, b) = (MasterKey::random(), MasterKey::random());
-    let keys = fill(&mut store, &a, 25);
+    let keys = fill(store, &a, 25);
     let mut f = rewrap_fn(&a, &b);
     let mut moved = Vec::new();
     loop {
         let m = store.rewrap_batch(&a.vp(), &b.vp(), n(10), &mut f).unwrap();
         moved.push(m);
-        let (in_a, in_b) = counts(&store, &a.vp(), &b.vp());
+        let (in_a, in_b) = counts(&*store, &a.vp(), &b.vp());
         assert_eq!(in_a + in_b, 25, "counts by VP add up after every batch");
         assert_eq!(in_b, moved.iter().sum::<usize>() as u64);
-        assert_all_readable(&store, &keys, &[&a, &b]);
+        assert_all_readable(&*store, &keys, &[&a, &b]);
         if m == 0 {
             break;
         }
     }
     assert_eq!(moved, [10, 10, 5, 0]);
     assert_eq!(store.vp_counts().unwrap(), vec![(b.vp(), 25)]);
-    assert_all_readable(&store, &keys, &[&b]);
+    assert_all_readable(&*store, &keys, &[&b]);
 }
 
-#[test]
-fn a_failing_rewrap_leaves_its_whole_batch_untouched() {
-    let mut store = SqliteKeyStore::in_memory().unwrap();
+fn a_failing_rewrap_leaves_its_whole_batch_untouched(store: &mut dyn KeyStore) {
     let (a, b) = (MasterKey::random(), MasterKey::random());
-    let keys = fill(&mut store, &a, 12);
+    let keys = fill(store, &a, 12);
     store
         .rewrap_batch(&a.vp(), &b.vp(), n(5), &mut rewrap_fn(&a, &b))
         .unwrap();
@@ -307,8 +329,8 @@ fn a_failing_rewrap_leaves_its_whole_batch_untouched() {
     assert_eq!(
         err.to_string(),
         format!(
-            "key store (in-memory key store): rewrapping key {failed_on} failed; its batch \
-             was left unchanged"
+            "key store {}: rewrapping key {failed_on} failed; its batch was left unchanged",
+            store.location().display()
         )
     );
     let after: Vec<Record> = keys
@@ -316,7 +338,7 @@ fn a_failing_rewrap_leaves_its_whole_batch_untouched() {
         .map(|(r, _)| store.get(&r.id).unwrap())
         .collect();
     assert_eq!(after, before, "nothing of the failed batch changed");
-    assert_eq!(counts(&store, &a.vp(), &b.vp()), (7, 5));
+    assert_eq!(counts(&*store, &a.vp(), &b.vp()), (7, 5));
 
     // The rotation resumes and finishes.
     while store
@@ -324,15 +346,15 @@ fn a_failing_rewrap_leaves_its_whole_batch_untouched() {
         .unwrap()
         > 0
     {}
-    assert_eq!(counts(&store, &a.vp(), &b.vp()), (0, 12));
-    assert_all_readable(&store, &keys, &[&b]);
+    assert_eq!(counts(&*store, &a.vp(), &b.vp()), (0, 12));
+    assert_all_readable(&*store, &keys, &[&b]);
 }
 
-#[test]
-fn rewrap_to_the_same_vp_is_refused_and_an_unknown_vp_has_nothing_to_move() {
-    let mut store = SqliteKeyStore::in_memory().unwrap();
+fn rewrap_to_the_same_vp_is_refused_and_an_unknown_vp_has_nothing_to_move(
+    store: &mut dyn KeyStore,
+) {
     let (a, b) = (MasterKey::random(), MasterKey::random());
-    let keys = fill(&mut store, &a, 2);
+    let keys = fill(store, &a, 2);
     let mut never = |_: &KeyId, _: &WrappedKey| -> Result<WrappedKey, RewrapError> {
         panic!("no record should be rewrapped")
     };
@@ -349,7 +371,7 @@ fn rewrap_to_the_same_vp_is_refused_and_an_unknown_vp_has_nothing_to_move() {
             .unwrap(),
         0
     );
-    assert_all_readable(&store, &keys, &[&a]);
+    assert_all_readable(&*store, &keys, &[&a]);
 }
 
 fn mode(path: &Path) -> u32 {
