@@ -223,6 +223,31 @@ impl Client {
         self.endpoints[first].transport.provisioning()
     }
 
+    /// The key-management service of `instance`, from the one transport that carries all
+    /// its units, when that transport offers one (see [`Transport::key_service`]).
+    /// `None` when the instance has no units here, spans several transports, or has no
+    /// key storage reachable through its transport.
+    ///
+    /// # Errors
+    /// The transport's error when the service exists but cannot be opened.
+    pub fn key_service(
+        &self,
+        instance: &InstanceId,
+    ) -> Result<Option<std::sync::Arc<dyn tke_kms::KeyService>>, ClientError> {
+        let mut endpoints = self
+            .units
+            .iter()
+            .filter(|u| u.instance() == instance)
+            .map(|u| u.endpoint);
+        let Some(first) = endpoints.next() else {
+            return Ok(None);
+        };
+        if endpoints.any(|e| e != first) {
+            return Ok(None);
+        }
+        self.endpoints[first].transport.key_service(instance)
+    }
+
     /// Descriptions of the transports, for context headers.
     pub fn describe(&self) -> Vec<String> {
         self.endpoints

@@ -62,4 +62,19 @@ pub trait Transport: Send + Sync {
     fn provisioning(&self) -> Option<&dyn Provisioning> {
         None
     }
+
+    /// The key-management service of one of this transport's service instances (its key
+    /// storage and the operations on it), if the transport offers one. The default is
+    /// `None`: the instance has no key storage reachable here.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the service exists but cannot be opened (e.g. its key storage
+    /// file is unreadable).
+    fn key_service(
+        &self,
+        instance: &InstanceId,
+    ) -> Result<Option<std::sync::Arc<dyn tke_kms::KeyService>>, ClientError> {
+        let _ = instance;
+        Ok(None)
+    }
 }
