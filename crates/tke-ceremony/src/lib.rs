@@ -7,6 +7,7 @@ pub mod admin_set;
 pub mod auto_init;
 pub mod compare;
 pub mod control_points;
+pub mod crash;
 mod error;
 pub mod failover;
 pub mod guard;
