@@ -1,5 +1,7 @@
 use tke_client::{ClientError, InstanceId};
-use tke_proto::{AdminInfo, AdminName, ControlPoint, ErrorChain, RegisterState, Ski, UnitId, Vp};
+use tke_proto::{
+    AdminInfo, AdminName, ControlPoint, ErrorChain, RegisterState, RegisterStatus, Ski, UnitId, Vp,
+};
 use tke_sigkey::SignError;
 
 use crate::{postcondition::UnitDeviations, signers::Quorum};
@@ -237,6 +239,33 @@ pub enum Problem {
         /// The verification patterns of the parts given.
         given: Vec<Vp>,
     },
+    /// No recovery unit of the instance holds a master key to copy (`auto-recover`).
+    #[error("no recovery crypto unit of service instance {instance} holds a master key (a Valid current master key register): there is nothing to recover from")]
+    NoRecoverySource {
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// The unit asked to copy a master key from cannot be the source (`auto-recover`).
+    #[error("crypto unit {num} cannot be the source of the master key: {why}")]
+    NotARecoverySource {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+        /// Why.
+        why: &'static str,
+    },
+    /// Too few of the keys that may sign are installed on the source and on every
+    /// target of `auto-recover` (the vendor's common administrator set).
+    #[error("copying the master key from recovery unit {from} needs the signatures of {needed} administrators (the signature threshold) installed on it and on every crypto unit it is copied to, and {} of the signature keys that may sign {} (administrators installed on all of them: {})", usable.len(), if usable.len() == 1 { "is" } else { "are" }, if common.is_empty() { "none".to_owned() } else { names(common) })]
+    NoCommonQuorum {
+        /// `CRYPTO UNIT NUM` of the source.
+        from: usize,
+        /// The signature threshold.
+        needed: usize,
+        /// The keys that may sign and are installed on all of them, fewer than `needed`.
+        usable: Vec<AdminName>,
+        /// The administrators installed on the source and every target.
+        common: Vec<AdminName>,
+    },
     /// A guard plugged into the ceremony refuses to destroy what the unit holds
     /// ([`crate::guard::Guard`]).
     #[error("crypto unit {num} ({}): {} refused by the {} check", unit.uuid(), what.action(), guard)]
@@ -359,6 +388,37 @@ pub enum Rule {
         revocation: u8,
         /// The administrators installed then.
         admins: usize,
+    },
+    /// The unit holds another master key than the source of `auto-recover`: copying over
+    /// it would destroy the key its instance's key storage may be encrypted under.
+    #[error("holds another master key in its current master key register ({}) than recovery unit {from} ({}...): auto-recover copies only into empty current master key registers and leaves units holding the same key alone", found.map_or_else(|| "without a verification pattern".to_owned(), |v| format!("{}...", &v.to_hex()[..16])), &vp.to_hex()[..16])]
+    OtherMasterKey {
+        /// The unit's current verification pattern.
+        found: Option<Vp>,
+        /// `CRYPTO UNIT NUM` of the source.
+        from: usize,
+        /// The source's verification pattern.
+        vp: Vp,
+    },
+    /// The unit's thresholds differ from the source's (`auto-recover` needs every unit
+    /// configured the same).
+    #[error("has thresholds {}/{} (signature/revocation), and recovery unit {from} has {}/{}: every crypto unit of an instance needs the same thresholds", found.0, found.1, expected.0, expected.1)]
+    ThresholdsDiffer {
+        /// The unit's signature and revocation thresholds.
+        found: (u8, u8),
+        /// `CRYPTO UNIT NUM` of the source.
+        from: usize,
+        /// The source's.
+        expected: (u8, u8),
+    },
+    /// The new register of an `auto-recover` target holds a value other than the
+    /// source's (the copy goes through the new register).
+    #[error("has its new master key register {}{}, not the master key of recovery unit {from}: auto-recover needs it Empty (or holding that key, left by an interrupted run)", found.state.label(), found.vp.map_or_else(String::new, |v| format!(" ({}...)", &v.to_hex()[..16])))]
+    OtherNewValue {
+        /// The new register.
+        found: RegisterStatus,
+        /// `CRYPTO UNIT NUM` of the source.
+        from: usize,
     },
 }
 
