@@ -234,7 +234,7 @@ impl fmt::Display for AtRisk {
 /// The refusal of [`KeyStorageGuard`]: what the key storage holds and where its master
 /// key can be recovered from.
 #[derive(Clone, Debug, thiserror::Error)]
-#[error("{0}; type the instance id to confirm that these keys may be lost")]
+#[error("{0}")]
 pub struct KeysAtRisk(pub AtRisk);
 
 /// The zeroize guard: refuses to destroy a master key that an instance's key storage
@@ -403,9 +403,7 @@ impl Guard for KeyStorageGuard {
         let refused = self.at_risk().into_iter().find(|r| {
             &r.instance == unit.instance()
                 && match &r.storage {
-                    Storage::Keys { vps, .. } => {
-                        vps.iter().any(|(v, _)| at_stake.contains(v))
-                    }
+                    Storage::Keys { vps, .. } => vps.iter().any(|(v, _)| at_stake.contains(v)),
                     Storage::Unreadable { .. } => !at_stake.is_empty(),
                 }
         });

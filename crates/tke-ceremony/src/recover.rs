@@ -40,8 +40,7 @@ use tke_proto::{
     command::MAX_EXPORT_TARGETS,
     der::{asn1::OctetString, Decode},
     transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
-    AdminInfo, Command, Register, RegisterState, RegisterStatus, UnitStatus, UnitType,
-    Vp,
+    AdminInfo, Command, Register, RegisterState, RegisterStatus, UnitStatus, UnitType, Vp,
 };
 use tke_sigkey::Signer;
 
@@ -108,7 +107,7 @@ pub struct AutoRecoverPlan<'c> {
     source_status: UnitStatus,
     vp: Vp,
     targets: Vec<RecoverTarget<'c>>,
-    holding: Vec<&'c KnownUnit>,
+    holding: Vec<(&'c KnownUnit, UnitStatus)>,
     quorum: Vec<AdminInfo>,
     counters: Counters,
 }
@@ -233,7 +232,7 @@ impl AutoRecover {
             };
             if valid(&status) {
                 match status.current_register.vp {
-                    Some(v) if v == vp => holding.push(unit),
+                    Some(v) if v == vp => holding.push((unit, status)),
                     found => problems.push(problem(Rule::OtherMasterKey {
                         found,
                         from: source.num,
@@ -261,14 +260,13 @@ impl AutoRecover {
                     state: RegisterState::Empty,
                     ..
                 } => Some(Stage::Transfer),
-                RegisterStatus {
-                    state,
-                    vp: Some(v),
-                } if v == vp => Some(if state == RegisterState::FullCommitted {
-                    Stage::SetImmediate
-                } else {
-                    Stage::Commit
-                }),
+                RegisterStatus { state, vp: Some(v) } if v == vp => {
+                    Some(if state == RegisterState::FullCommitted {
+                        Stage::SetImmediate
+                    } else {
+                        Stage::Commit
+                    })
+                }
                 other => {
                     problems.push(problem(Rule::OtherNewValue {
                         found: other,
@@ -344,8 +342,13 @@ impl<'c> AutoRecoverPlan<'c> {
         &self.targets
     }
 
-    /// The other units, which hold the key already and are left alone.
-    pub fn holding(&self) -> &[&'c KnownUnit] {
+    /// The source's state when the plan was made.
+    pub fn source_status(&self) -> &UnitStatus {
+        &self.source_status
+    }
+
+    /// The other units, which hold the key already and are left alone, with their state.
+    pub fn holding(&self) -> &[(&'c KnownUnit, UnitStatus)] {
         &self.holding
     }
 
@@ -464,7 +467,12 @@ impl<'c> AutoRecoverPlan<'c> {
         for ((t, _), res) in jobs.iter().zip(parallel(&jobs, |(t, envelope)| {
             let u = t.unit;
             if let Some(envelope) = envelope {
-                counters.run(client, u, &Command::ImportMk(Box::new(envelope.clone())), &one)?;
+                counters.run(
+                    client,
+                    u,
+                    &Command::ImportMk(Box::new(envelope.clone())),
+                    &one,
+                )?;
                 crash::point("auto-recover:after-import");
             }
             if t.stage != Stage::SetImmediate {
@@ -519,7 +527,7 @@ impl<'c> AutoRecoverPlan<'c> {
             source: source.num,
             vp,
             recovered: self.targets.iter().map(|t| t.unit.num).collect(),
-            unchanged: self.holding.iter().map(|u| u.num).collect(),
+            unchanged: self.holding.iter().map(|(u, _)| u.num).collect(),
         })
     }
 }

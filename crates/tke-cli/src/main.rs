@@ -9,9 +9,11 @@
 
 mod admins;
 mod auto_init;
+mod auto_recover;
 mod context;
 mod control_points;
 mod failover;
+mod guard;
 mod keyparts;
 mod local;
 mod logging;
@@ -263,7 +265,7 @@ enum Cmd {
     /// Clear the current master key register of the selected crypto units (one signature, a
     /// recovery unit's signature threshold; asks first: key storage is unusable until the
     /// same value is loaded again).
-    CryptounitMkClrcur(registers::ConfirmArgs),
+    CryptounitMkClrcur(registers::ClearCurrentArgs),
     /// Return the selected crypto units to imprint mode
     ///
     /// Return the selected crypto units to imprint mode: administrators, thresholds and
@@ -275,6 +277,15 @@ enum Cmd {
     /// administrators, and a random master key generated in a recovery unit and copied to
     /// every other unit.
     AutoInit(auto_init::Args),
+    /// Copy a recovery unit's master key into units whose current register is empty
+    ///
+    /// Copy the current master key of a recovery crypto unit into every crypto unit of the
+    /// service instance whose current master key register is empty (zeroized and
+    /// re-imprinted with the instance's administrators and thresholds, or replaced).
+    /// Units that hold the same key are left alone; one holding another key is refused.
+    /// Run it again to finish an interrupted recovery.
+    #[command(visible_alias = "auto-mk-recover")]
+    AutoRecover(auto_recover::Args),
     /// Add failover crypto units to the selected service instance
     ///
     /// Add failover crypto units to the selected service instance (every unit of it
@@ -315,12 +326,7 @@ enum TargetCmd {
 
 /// Commands of the vendor's TKE CLI that `tke` does not have yet: naming one gets that
 /// answer rather than "unrecognized subcommand", which reads like a typo.
-const VENDOR_NOT_YET: &[&str] = &[
-    "auto-mk-rotate",
-    "auto-mk-recover",
-    "auto-recover",
-    "cryptounit-mk-rotate",
-];
+const VENDOR_NOT_YET: &[&str] = &["auto-mk-rotate", "cryptounit-mk-rotate"];
 
 /// Prints a usage error and exits 2; a vendor command `tke` lacks is said to be missing.
 fn usage_error(e: clap::Error) -> ! {
@@ -399,11 +405,16 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::CryptounitMkClrnew(a) => {
             registers::run(&ctx, RegisterAction::ClearNew, &a.signers, false)
         }
-        Cmd::CryptounitMkClrcur(a) => {
-            registers::run(&ctx, RegisterAction::ClearCurrent, &a.signers, a.yes)
-        }
+        Cmd::CryptounitMkClrcur(a) => registers::run_guarded(
+            &ctx,
+            RegisterAction::ClearCurrent,
+            &a.confirm.signers,
+            a.confirm.yes,
+            &a.force,
+        ),
         Cmd::CryptounitZeroize(a) => zeroize::run(&ctx, a),
         Cmd::AutoInit(a) => auto_init::run(&ctx, a),
+        Cmd::AutoRecover(a) => auto_recover::run(&ctx, a),
         Cmd::FailoverEnable(a) => failover::run(&ctx, a),
         Cmd::Sigkeys => sigkeys::sigkeys(&ctx),
         Cmd::SigkeyAdd {

@@ -9,7 +9,9 @@
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use tke_ceremony::{CeremonyError, MkRegister, Plan, Problem, RegisterAction, Rule};
+use tke_ceremony::{
+    guard::Destruction, CeremonyError, MkRegister, Plan, Problem, RegisterAction, Rule,
+};
 use tke_client::KnownUnit;
 use tke_proto::{AdminInfo, RegisterState, RegisterStatus, UnitStatus};
 
@@ -37,6 +39,15 @@ pub struct ConfirmArgs {
     pub yes: bool,
 }
 
+/// The flags of `cryptounit-mk-clrcur`: it asks first, and is guarded like zeroize.
+#[derive(clap::Args, Debug)]
+pub struct ClearCurrentArgs {
+    #[command(flatten)]
+    pub confirm: ConfirmArgs,
+    #[command(flatten)]
+    pub force: crate::guard::ForceArgs,
+}
+
 /// The plan of a register command: per unit its number, type, both registers and who
 /// signs its commands.
 pub fn plan_table<'a>(
@@ -62,7 +73,7 @@ pub fn plan_table<'a>(
 }
 
 /// A register as `Full Committed 599ed092b9e47faf...`.
-fn register(r: &RegisterStatus) -> String {
+pub fn register(r: &RegisterStatus) -> String {
     match r.vp {
         Some(vp) => format!("{} {}...", r.state.label(), &vp.to_hex()[..16]),
         None => r.state.label().to_owned(),
@@ -71,6 +82,24 @@ fn register(r: &RegisterStatus) -> String {
 
 /// Runs one register command on the selected units; `yes` answers its confirmation.
 pub fn run(ctx: &Ctx, action: RegisterAction, signers: &SignerArgs, yes: bool) -> Result<()> {
+    run_guarded(
+        ctx,
+        action,
+        signers,
+        yes,
+        &crate::guard::ForceArgs::default(),
+    )
+}
+
+/// As [`run`]; clearing the current register first asks the key-storage guard, which
+/// `force` may confirm ([`crate::guard`]).
+pub fn run_guarded(
+    ctx: &Ctx,
+    action: RegisterAction,
+    signers: &SignerArgs,
+    yes: bool,
+    force: &crate::guard::ForceArgs,
+) -> Result<()> {
     let fleet = ctx.connect()?;
     let client = &fleet.client;
     let units = ctx.selected(&fleet)?;
@@ -78,12 +107,25 @@ pub fn run(ctx: &Ctx, action: RegisterAction, signers: &SignerArgs, yes: bool) -
         bail!("no crypto units are selected: select them with `tke cryptounit-add` (see `tke cryptounits`)");
     }
     let keys = signing::preference(ctx, &signers.signer, "--signer")?;
-    let plan = MkRegister {
+    let guard = match action {
+        RegisterAction::ClearCurrent => Some(crate::guard::key_storage(
+            ctx,
+            client,
+            &units,
+            Destruction::ClearCurrent,
+            force,
+        )?),
+        _ => None,
+    };
+    let request = MkRegister {
         action,
         units,
         keys: signing::admin_infos(&keys),
+    };
+    let plan = match &guard {
+        Some(g) => request.plan_guarded(client, g),
+        None => request.plan(client),
     }
-    .plan(client)
     .map_err(hint)?;
 
     if !ctx.json {
@@ -190,7 +232,7 @@ fn done(action: RegisterAction) -> &'static str {
 
 /// A refused plan, with what the operator can do about it.
 pub fn hint(e: CeremonyError) -> anyhow::Error {
-    let mut advice = Vec::new();
+    let mut advice: Vec<&str> = crate::guard::advice(&e).into_iter().collect();
     if let CeremonyError::Problems(problems) = &e {
         let any = |f: fn(&Rule) -> bool| {
             problems

@@ -9,12 +9,14 @@
 //! changes nothing. This module chooses the keys, prints the plan, asks, opens the keys
 //! the plan needs and prints the result.
 //!
-//! Zeroizing destroys any current master key; these fleets have no key storage yet, so
-//! the confirmation names what is destroyed.
+//! Zeroizing destroys any current master key. While the instance's key storage holds keys
+//! wrapped under a key the command would destroy, it is refused unless the operator types
+//! the instance id (or gives `--force-with-keys INSTANCE-ID`), after being shown where the
+//! master key can be recovered from ([`crate::guard`]).
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use tke_ceremony::{CeremonyError, Problem, Zeroize};
+use tke_ceremony::{guard::Destruction, CeremonyError, Problem, Zeroize};
 use tke_proto::RegisterState;
 use tke_sigkey::Signer;
 
@@ -36,6 +38,8 @@ pub struct Args {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
+    #[command(flatten)]
+    pub force: crate::guard::ForceArgs,
 }
 
 /// Runs `cryptounit-zeroize`.
@@ -61,11 +65,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         "--admin"
     };
     let preference = signing::preference(ctx, &named, flag)?;
+    let guard = crate::guard::key_storage(ctx, client, &units, Destruction::Zeroize, &args.force)?;
     let plan = Zeroize {
         units,
         keys: signing::admin_infos(&preference),
     }
-    .plan(client)
+    .plan_guarded(client, &guard)
     .map_err(hint)?;
 
     if !ctx.json {
@@ -155,11 +160,14 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
 fn hint(e: CeremonyError) -> anyhow::Error {
     let short = matches!(&e, CeremonyError::Problems(p)
         if p.iter().any(|p| matches!(p, Problem::TooFewInstalledKeys { .. })));
+    let mut advice: Vec<&str> = Vec::new();
     if short {
-        anyhow::anyhow!(
-            "{e}\nA recovery unit needs the signature keys of as many of its administrators as its signature threshold: repeat --signer NAME for each, or select their keys with `tke sigkey-sel` (see `tke sigkeys`)."
-        )
-    } else {
+        advice.push("A recovery unit needs the signature keys of as many of its administrators as its signature threshold: repeat --signer NAME for each, or select their keys with `tke sigkey-sel` (see `tke sigkeys`).");
+    }
+    advice.extend(crate::guard::advice(&e));
+    if advice.is_empty() {
         e.into()
+    } else {
+        anyhow::anyhow!("{e}\n{}", advice.join("\n"))
     }
 }
