@@ -255,7 +255,7 @@ pub enum Problem {
     },
     /// Too few of the keys that may sign are installed on the source and on every
     /// target of `auto-recover` (the vendor's common administrator set).
-    #[error("copying the master key from recovery unit {from} needs the signatures of {needed} administrators (the signature threshold) installed on it and on every crypto unit it is copied to, and {} of the signature keys that may sign {} (administrators installed on all of them: {})", usable.len(), if usable.len() == 1 { "is" } else { "are" }, if common.is_empty() { "none".to_owned() } else { names(common) })]
+    #[error("copying the master key from recovery unit {from} needs the signatures of {needed} administrators (the signature threshold) installed on it and on every crypto unit it is copied to, and {} of the signature keys that may sign {} installed on all of them{} (administrators installed on all of them: {})", usable.len(), if usable.len() == 1 { "is" } else { "are" }, if usable.is_empty() { String::new() } else { format!(": {}", names(usable)) }, if common.is_empty() { "none".to_owned() } else { names(common) })]
     NoCommonQuorum {
         /// `CRYPTO UNIT NUM` of the source.
         from: usize,
