@@ -48,7 +48,10 @@ pub fn key_storage(
             );
         }
     }
-    let parts: Vec<String> = crate::keyparts::list(ctx)?
+    // Where the master key may come from besides a recovery unit (shown, not checked).
+    let parts: Vec<String> = ctx
+        .files
+        .key_parts()?
         .entries
         .iter()
         .map(|e| e.description.to_string())

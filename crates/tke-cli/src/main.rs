@@ -277,7 +277,7 @@ enum Cmd {
     /// administrators, and a random master key generated in a recovery unit and copied to
     /// every other unit.
     AutoInit(auto_init::Args),
-    /// Copy a recovery unit's master key into units whose current register is empty
+    /// Recover the master key from a recovery unit
     ///
     /// Copy the current master key of a recovery crypto unit into every crypto unit of the
     /// service instance whose current master key register is empty (zeroized and

@@ -173,9 +173,9 @@ fn adding_a_key_does_not_renumber_the_others() {
     assert_eq!(v[1]["name"], "a b");
 }
 
-/// `tke help`'s command list: the vendor's command table in its order (`cryptounit-mk-rotate`,
-/// `auto-mk-rotate` and `auto-recover` are not there yet), then tke's own commands.
-const VENDOR_ORDER: [&str; 33] = [
+/// `tke help`'s command list: the vendor's command table in its order (`cryptounit-mk-rotate`
+/// and `auto-mk-rotate` are not there yet), then tke's own commands.
+const VENDOR_ORDER: [&str; 34] = [
     "cryptounits",
     "cryptounit-add",
     "cryptounit-rm",
@@ -205,6 +205,7 @@ const VENDOR_ORDER: [&str; 33] = [
     "cryptounit-mk-clrcur",
     "cryptounit-zeroize",
     "auto-init",
+    "auto-recover",
     "failover-enable",
     "local",
     "target",
