@@ -253,6 +253,25 @@ fn auto_recover_needs_a_recovery_unit_of_the_instance_holding_a_master_key() {
         "auto_recover_instance_not_given",
         &["auto-recover", "--yes"],
     );
+
+    // The zeroize guard's override names an instance of the fleet, or nothing happens.
+    w.ok(&["cryptounit-add", "1"]);
+    for (name, command) in [
+        (
+            "zeroize_force_with_keys_unknown_instance",
+            "cryptounit-zeroize",
+        ),
+        (
+            "clrcur_force_with_keys_unknown_instance",
+            "cryptounit-mk-clrcur",
+        ),
+    ] {
+        refused(
+            &w,
+            name,
+            &[command, "--force-with-keys", "no-such-instance", "--yes"],
+        );
+    }
 }
 
 #[test]
