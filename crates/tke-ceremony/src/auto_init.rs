@@ -27,11 +27,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tke_client::{fanout::parallel, Client, ClientError, InstanceId, KnownUnit};
 use tke_proto::{
-    command::MAX_EXPORT_TARGETS,
-    der::{asn1::OctetString, Decode},
-    transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
-    AdminInfo, Command, Register, RegisterState, RegisterStatus, Threshold, UnitStatus, UnitType,
-    Vp,
+    transport::SignedEnvelope, AdminInfo, Command, Register, RegisterState, RegisterStatus,
+    Threshold, UnitStatus, UnitType, Vp,
 };
 use tke_sigkey::Signer;
 
@@ -39,6 +36,7 @@ use crate::{
     admin_set::{admin_info, admin_list_problems},
     on_all,
     postcondition::{interference, Counters, Expected},
+    transfer::{export_batches, export_request},
     CeremonyError, Checkpoint, Event, Problem, Progress,
 };
 
@@ -313,12 +311,7 @@ impl AutoInitPlan<'_, '_> {
             if u.id() == r.id() {
                 vp = Some(Vp::from_slice(der).map_err(unusable)?);
             } else {
-                importers.push(ExportRequest {
-                    register: Register::Current,
-                    target_certificate: OctetString::new(u.certificate.der().to_vec())
-                        .map_err(|e| unusable(e.into()))?,
-                    importer: CertifiedImporter::from_der(der).map_err(|e| unusable(e.into()))?,
-                });
+                importers.push(export_request(STEP_GENERATE, u, der, Register::Current)?);
                 targets.push(u);
             }
         }
@@ -329,28 +322,7 @@ impl AutoInitPlan<'_, '_> {
 
         // One quorum-signed export per batch of targets (one batch up to 16 units), so
         // the recovery unit answers once however many units wait for the key.
-        let mut envelopes = Vec::with_capacity(targets.len());
-        for batch in importers.chunks(MAX_EXPORT_TARGETS) {
-            let out = on_all(STEP_TRANSFER, &[r], |u| {
-                counters.run(client, u, &Command::ExportMkBatch(batch.to_vec()), &quorum)
-            })
-            .map_err(|e| interference(client, e, |_| None))?;
-            let batch_out = out
-                .first()
-                .map(|der| Vec::<SignedEnvelope>::from_der(der))
-                .transpose()
-                .map_err(|e| CeremonyError::Output {
-                    step: STEP_TRANSFER,
-                    num: r.num,
-                    source: e.into(),
-                })?
-                .filter(|e| e.len() == batch.len())
-                .ok_or(CeremonyError::Verification {
-                    num: r.num,
-                    what: "the export did not return one envelope per target",
-                })?;
-            envelopes.extend(batch_out);
-        }
+        let envelopes = export_batches(STEP_TRANSFER, client, counters, r, &importers, &quorum)?;
 
         let done = AtomicUsize::new(0);
         let total = targets.len();

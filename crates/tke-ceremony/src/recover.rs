@@ -37,10 +37,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tke_client::{fanout::parallel, Client, ClientError, InstanceId, KnownUnit};
 use tke_proto::{
-    command::MAX_EXPORT_TARGETS,
-    der::{asn1::OctetString, Decode},
-    transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
-    AdminInfo, Command, Register, RegisterState, RegisterStatus, UnitStatus, UnitType, Vp,
+    transport::SignedEnvelope, AdminInfo, Command, Register, RegisterState, RegisterStatus,
+    UnitStatus, UnitType, Vp,
 };
 use tke_sigkey::Signer;
 
@@ -48,6 +46,7 @@ use crate::{
     crash, on_all,
     postcondition::{check_each, interference, Counters, Expected},
     signers::choose,
+    transfer::{export_batches, export_request},
     CeremonyError, Event, Problem, Progress, Rule,
 };
 
@@ -406,45 +405,15 @@ impl<'c> AutoRecoverPlan<'c> {
             .map_err(|e| interference(client, e, |_| None))?
         };
         crash::point("auto-recover:after-importers");
-        let mut importers = Vec::with_capacity(fresh.len());
-        for (u, der) in fresh.iter().zip(&out) {
-            let unusable = |source: tke_proto::ProtoError| CeremonyError::Output {
-                step: STEP_IMPORTERS,
-                num: u.num,
-                source,
-            };
-            importers.push(ExportRequest {
-                register: Register::Current,
-                target_certificate: OctetString::new(u.certificate.der().to_vec())
-                    .map_err(|e| unusable(e.into()))?,
-                importer: CertifiedImporter::from_der(der).map_err(|e| unusable(e.into()))?,
-            });
-        }
+        let importers = fresh
+            .iter()
+            .zip(&out)
+            .map(|(u, der)| export_request(STEP_IMPORTERS, u, der, Register::Current))
+            .collect::<Result<Vec<_>, _>>()?;
 
         // 2. The source's current key, sealed to each importer key: one quorum-signed
         // command per 16 targets.
-        let mut envelopes: Vec<SignedEnvelope> = Vec::with_capacity(fresh.len());
-        for batch in importers.chunks(MAX_EXPORT_TARGETS) {
-            let out = on_all(STEP_EXPORT, &[source], |u| {
-                counters.run(client, u, &Command::ExportMkBatch(batch.to_vec()), &quorum)
-            })
-            .map_err(|e| interference(client, e, |_| None))?;
-            let batch_out = out
-                .first()
-                .map(|der| Vec::<SignedEnvelope>::from_der(der))
-                .transpose()
-                .map_err(|e| CeremonyError::Output {
-                    step: STEP_EXPORT,
-                    num: source.num,
-                    source: e.into(),
-                })?
-                .filter(|e| e.len() == batch.len())
-                .ok_or(CeremonyError::Verification {
-                    num: source.num,
-                    what: "the export did not return one envelope per target",
-                })?;
-            envelopes.extend(batch_out);
-        }
+        let envelopes = export_batches(STEP_EXPORT, client, counters, source, &importers, &quorum)?;
         if !fresh.is_empty() {
             crash::point("auto-recover:after-export");
         }

@@ -57,18 +57,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
     let client = &fleet.client;
     let instance = choose_instance(ctx, client, args.instance, "recover")?;
-    let named: Vec<String> = args
-        .signers
-        .signer
-        .iter()
-        .chain(&args.admin)
-        .cloned()
-        .collect();
-    let flag = if args.admin.is_empty() {
-        "--signer"
-    } else {
-        "--admin"
-    };
+    let (named, flag) = signing::named(&args.signers.signer, &args.admin);
     let preference = signing::preference(ctx, &named, flag)?;
     let plan = AutoRecover {
         instance: instance.clone(),

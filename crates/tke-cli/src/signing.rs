@@ -70,6 +70,18 @@ pub fn preference(ctx: &Ctx, named: &[String], flag: &str) -> Result<Vec<SigKeyE
     Ok(unique)
 }
 
+/// The keys named by `--signer` and by `--admin` (its other name on some commands), in
+/// that order, and the flag to name in errors.
+pub fn named(signer: &[String], admin: &[String]) -> (Vec<String>, &'static str) {
+    let names = signer.iter().chain(admin).cloned().collect();
+    let flag = if admin.is_empty() {
+        "--signer"
+    } else {
+        "--admin"
+    };
+    (names, flag)
+}
+
 /// The administrator name and SKI of each key, for a ceremony's plan.
 pub fn admin_infos(keys: &[SigKeyEntry]) -> Vec<AdminInfo> {
     keys.iter().map(admin_info).collect()

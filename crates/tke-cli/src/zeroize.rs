@@ -52,18 +52,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
 
     // The keys that may sign, in order of preference.
-    let named: Vec<String> = args
-        .signers
-        .signer
-        .iter()
-        .chain(&args.admin)
-        .cloned()
-        .collect();
-    let flag = if args.admin.is_empty() {
-        "--signer"
-    } else {
-        "--admin"
-    };
+    let (named, flag) = signing::named(&args.signers.signer, &args.admin);
     let preference = signing::preference(ctx, &named, flag)?;
     let guard = crate::guard::key_storage(ctx, client, &units, Destruction::Zeroize, &args.force)?;
     let plan = Zeroize {
