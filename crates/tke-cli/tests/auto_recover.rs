@@ -8,7 +8,10 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt as _;
 
-use common::Workstation;
+use common::{
+    terminal::{check_steps, Answer::Hidden, Answer::Line, Terminal},
+    Workstation,
+};
 use serde_json::Value;
 
 const PW: &[(&str, &str)] = &[
@@ -191,7 +194,33 @@ fn a_zeroized_operational_unit_gets_the_instance_master_key_back_after_every_che
         &["--secrets", &s, "auto-recover", "--yes"],
     );
 
-    // Its current register cleared (the accident the vendor names): recovered.
+    // Its current register cleared (the accident the vendor names): recovered. On a
+    // terminal it asks first (no changes nothing), then the passwords of the quorum.
+    w.ok(&["--secrets", &s, "cryptounit-mk-clrcur", "--yes"]);
+    check_steps(
+        &w,
+        "cancelled_auto_recover",
+        &["auto-recover"],
+        &[("(y/N)", Line("n"))],
+        3,
+    );
+    let mut t = Terminal::spawn(
+        &w,
+        &["auto-recover", "--signer", "bob", "--signer", "alice"],
+    );
+    for (at, answer) in [
+        ("(y/N)", Line("y")),
+        ("> ", Hidden("bob-password-22")),
+        ("> ", Hidden("alice-password-1")),
+    ] {
+        t.expect(at);
+        t.answer(&answer);
+    }
+    let (shown, code) = t.finish();
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("Signed by: bob, alice"), "{shown}");
+    assert_all_hold(&w, &vp);
+    select(&w, &["1"]);
     w.ok(&["--secrets", &s, "cryptounit-mk-clrcur", "--yes"]);
     let out = w.ok(&[
         "--secrets",
