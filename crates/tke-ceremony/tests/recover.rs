@@ -125,7 +125,7 @@ fn a_command_from_someone_else_stops_it_before_the_export_and_a_new_plan_finishe
         .unwrap();
     let source_before = w.statuses()[2].clone();
     let signers: [&dyn Signer; 2] = [&w.alice, &w.bob];
-    let err = plan.execute(&signers, &Silent).err().expect("interference");
+    let err = plan.execute(&signers, &Silent).expect_err("interference");
     let CeremonyError::Interference { units, .. } = &err else {
         panic!("{err}");
     };
