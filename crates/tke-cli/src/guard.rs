@@ -5,6 +5,8 @@
 //!
 //! The check itself is [`tke_ceremony::guard::KeyStorageGuard`], plugged into the
 //! ceremony's plan: without a confirmation the plan is refused and nothing is changed.
+//! Every other problem of the plan is reported first; the typed confirmation is asked
+//! only when the guard's refusal is all that stands in the way.
 
 use anyhow::{bail, Result};
 use tke_ceremony::{
@@ -25,14 +27,12 @@ pub struct ForceArgs {
     pub force_with_keys: Vec<String>,
 }
 
-/// The key-storage guard for doing `what` to `units`: every instance whose keys are at
-/// stake is shown with where its master key can be recovered from, then confirmed by
-/// `--force-with-keys` or by typing its id; on no terminal, an unconfirmed instance is
-/// left for the plan to refuse.
+/// The key-storage guard for doing `what` to `units`, with the instances given by
+/// `--force-with-keys` confirmed. Nothing is asked: a plan it refuses for nothing else is
+/// [`planned_again`] after the operator confirms on the terminal.
 ///
 /// # Errors
-/// A `--force-with-keys` value that names no service instance; a typed answer that is
-/// not the instance id ([`crate::Cancelled`]).
+/// A `--force-with-keys` value that names no service instance.
 pub fn key_storage(
     ctx: &Ctx,
     client: &Client,
@@ -57,17 +57,40 @@ pub fn key_storage(
         .map(|e| e.description.to_string())
         .collect();
     let mut guard = KeyStorageGuard::survey(client, units, what, &parts);
+    let forced: Vec<_> = guard
+        .at_risk()
+        .into_iter()
+        .filter(|r| force.force_with_keys.contains(&r.instance.to_string()))
+        .map(|r| r.instance.clone())
+        .collect();
+    for instance in &forced {
+        guard.confirm(instance);
+    }
+    Ok(guard)
+}
+
+/// A plan `planned` that the key-storage guard alone refused, planned again (`plan`)
+/// once the operator, shown each instance's keys at stake and where its master key can
+/// be recovered from, typed the id of each. Any other outcome, or no terminal to ask
+/// on, is returned as it is (the refusal names `--force-with-keys`).
+///
+/// # Errors
+/// A typed answer that is not the instance id ([`crate::Cancelled`]); no answer.
+pub fn planned_again<T>(
+    ctx: &Ctx,
+    guard: &mut KeyStorageGuard,
+    what: Destruction,
+    planned: Result<T, CeremonyError>,
+    plan: impl FnOnce(&KeyStorageGuard) -> Result<T, CeremonyError>,
+) -> Result<Result<T, CeremonyError>> {
+    let only_guarded = matches!(&planned, Err(CeremonyError::Problems(p))
+        if p.iter().all(|p| matches!(p, Problem::Guarded { guard: "key storage", .. })));
+    if !only_guarded || !ctx.prompt.interactive() {
+        return Ok(planned);
+    }
     let at_risk: Vec<_> = guard.at_risk().into_iter().cloned().collect();
     for risk in at_risk {
         let id = risk.instance.to_string();
-        if force.force_with_keys.contains(&id) {
-            guard.confirm(&risk.instance);
-            continue;
-        }
-        if !ctx.prompt.interactive() {
-            // The plan refuses it, saying what is at stake and which flag overrides.
-            continue;
-        }
         println!("WARNING: {risk}.\n");
         let typed = ctx.prompt.line(
             &format!(
@@ -81,7 +104,7 @@ pub fn key_storage(
         }
         guard.confirm(&risk.instance);
     }
-    Ok(guard)
+    Ok(plan(guard))
 }
 
 /// What to do about a plan the key-storage guard refused.

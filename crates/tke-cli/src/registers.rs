@@ -107,24 +107,20 @@ pub fn run_guarded(
         bail!("no crypto units are selected: select them with `tke cryptounit-add` (see `tke cryptounits`)");
     }
     let keys = signing::preference(ctx, &signers.signer, "--signer")?;
-    let guard = match action {
-        RegisterAction::ClearCurrent => Some(crate::guard::key_storage(
-            ctx,
-            client,
-            &units,
-            Destruction::ClearCurrent,
-            force,
-        )?),
-        _ => None,
-    };
-    let request = MkRegister {
+    let request = || MkRegister {
         action,
-        units,
+        units: units.clone(),
         keys: signing::admin_infos(&keys),
     };
-    let plan = match &guard {
-        Some(g) => request.plan_guarded(client, g),
-        None => request.plan(client),
+    let plan = if action == RegisterAction::ClearCurrent {
+        let what = Destruction::ClearCurrent;
+        let mut guard = crate::guard::key_storage(ctx, client, &units, what, force)?;
+        let planned = request().plan_guarded(client, &guard);
+        crate::guard::planned_again(ctx, &mut guard, what, planned, |g| {
+            request().plan_guarded(client, g)
+        })?
+    } else {
+        request().plan(client)
     }
     .map_err(hint)?;
 

@@ -54,12 +54,16 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     // The keys that may sign, in order of preference.
     let (named, flag) = signing::named(&args.signers.signer, &args.admin);
     let preference = signing::preference(ctx, &named, flag)?;
-    let guard = crate::guard::key_storage(ctx, client, &units, Destruction::Zeroize, &args.force)?;
-    let plan = Zeroize {
-        units,
+    let mut guard =
+        crate::guard::key_storage(ctx, client, &units, Destruction::Zeroize, &args.force)?;
+    let request = || Zeroize {
+        units: units.clone(),
         keys: signing::admin_infos(&preference),
-    }
-    .plan_guarded(client, &guard)
+    };
+    let planned = request().plan_guarded(client, &guard);
+    let plan = crate::guard::planned_again(ctx, &mut guard, Destruction::Zeroize, planned, |g| {
+        request().plan_guarded(client, g)
+    })?
     .map_err(hint)?;
 
     if !ctx.json {
