@@ -90,6 +90,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "auto-init:committed-on-a-unit",
     "auto-init:set-immediate-on-a-unit",
     "auto-init:key-transferred",
+    "auto-init:checked",
 ];
 
 /// What the operator asked for.
@@ -1051,6 +1052,8 @@ impl AutoInitPlan<'_, '_> {
             checkpoint: Checkpoint::Finished,
             units: units.len(),
         });
+        // Done on every unit; the caller removes its journal next.
+        crash::point("auto-init:checked");
         Ok(AutoInitReport {
             instance: self.instance.clone(),
             units: self.units(),

@@ -9,6 +9,7 @@
 
 mod admins;
 mod auto_init;
+mod auto_init_resume;
 mod context;
 mod control_points;
 mod failover;

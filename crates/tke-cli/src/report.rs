@@ -134,8 +134,10 @@ fn not_in_imprint_mode(err: &anyhow::Error) -> Option<String> {
     text.push('\n');
     if with_key.is_empty() {
         text.push_str(
-            "No current master key is set: zeroize the units with `tke cryptounit-zeroize` \
-             and rerun `tke auto-init`.",
+            "No current master key is set. If an earlier auto-init was interrupted, finish it \
+             with `tke auto-init --resume` (it keeps the administrators and thresholds the \
+             units hold); to start over instead, zeroize the units with `tke \
+             cryptounit-zeroize` and rerun `tke auto-init`.",
         );
     } else if with_key.len() == nums.len() {
         text.push_str(&format!(
@@ -147,8 +149,8 @@ fn not_in_imprint_mode(err: &anyhow::Error) -> Option<String> {
     } else {
         text.push_str(&format!(
             "Only c{} a current master key: an earlier auto-init was probably interrupted. \
-             Unless the instance's key storage holds keys encrypted under it, zeroize the units \
-             with `tke cryptounit-zeroize` and rerun `tke auto-init`.",
+             Finish it with `tke auto-init --resume`: it copies that master key to the other \
+             crypto units, with no zeroize.",
             &units(&with_key, "holds", "hold")[1..]
         ));
     }
@@ -197,16 +199,17 @@ mod tests {
             empty,
             "the service instance is not in imprint mode: crypto units 2 and 3 are already \
              initialized (see `tke cryptounit-compare`); no crypto unit was changed\n\
-             No current master key is set: zeroize the units with `tke cryptounit-zeroize` \
-             and rerun `tke auto-init`."
+             No current master key is set. If an earlier auto-init was interrupted, finish it \
+             with `tke auto-init --resume` (it keeps the administrators and thresholds the \
+             units hold); to start over instead, zeroize the units with `tke \
+             cryptounit-zeroize` and rerun `tke auto-init`."
         );
         let one = refused([false, true]);
         assert!(
             one.ends_with(
                 "\nOnly crypto unit 3 holds a current master key: an earlier auto-init was \
-                 probably interrupted. Unless the instance's key storage holds keys encrypted \
-                 under it, zeroize the units with `tke cryptounit-zeroize` and rerun `tke \
-                 auto-init`."
+                 probably interrupted. Finish it with `tke auto-init --resume`: it copies that \
+                 master key to the other crypto units, with no zeroize."
             ),
             "{one}"
         );
