@@ -374,10 +374,11 @@ fn interrupted(e: tke_ceremony::CeremonyError, log: &resume::JournalLog) -> anyh
         .lock()
         .map(|j| j.path().display().to_string())
         .unwrap_or_default();
-    anyhow::Error::from(e).context(format!(
-        "auto-init stopped; its journal {path} records where: once the cause is fixed, finish \
-         it with `tke auto-init --resume`"
-    ))
+    anyhow::anyhow!(
+        "{}\nThe journal {path} records where auto-init stopped: once the cause is fixed, \
+         finish it with `tke auto-init --resume`.",
+        tke_proto::ErrorChain(&e)
+    )
 }
 
 /// What an initialization (first or resumed) prints at its end.
