@@ -1067,3 +1067,180 @@ impl AutoInitPlan<'_, '_> {
         self.work.iter().find(|w| w.unit.id() == unit.id())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The states a resumed auto-init accepts on a unit, and those it refuses. The
+    //! crash test of the CLI (every crash point, then `--resume`) covers the states a real
+    //! interruption leaves; these cover the ones only someone else can make.
+    #![allow(clippy::unwrap_used)]
+    use tke_proto::{AdminName, ControlPoints, Ski};
+
+    use super::*;
+
+    fn admin(name: &str, b: u8) -> AdminInfo {
+        AdminInfo {
+            ski: Ski::from_slice(&[b; 32]).unwrap(),
+            name: AdminName::new(name).unwrap(),
+        }
+    }
+
+    fn vp(b: u8) -> Vp {
+        Vp::from_slice(&[b; 32]).unwrap()
+    }
+
+    fn reg(state: RegisterState, v: Option<Vp>) -> RegisterStatus {
+        RegisterStatus { state, vp: v }
+    }
+
+    /// A unit with `admins`, thresholds `t`/`t`, and these registers.
+    fn unit(
+        admins: &[AdminInfo],
+        t: u8,
+        new: RegisterStatus,
+        current: RegisterStatus,
+    ) -> UnitStatus {
+        UnitStatus {
+            unit_id: UnitId::random(),
+            unit_type: UnitType::Operational,
+            counter: 7,
+            sig_threshold: t,
+            rev_threshold: t,
+            admins: admins.to_vec(),
+            new_register: new,
+            current_register: current,
+            importer_pending: false,
+            control_points: ControlPoints::DEFAULT,
+        }
+    }
+
+    fn rules<'r>(admins: &'r [AdminInfo], key: Option<Vp>, done: &[&str]) -> Rules<'r> {
+        Rules {
+            admins,
+            sig: 2,
+            rev: 2,
+            vp: key,
+            cleared: done.contains(&steps::CLEARED),
+            left_imprint: done.contains(&steps::THRESHOLDS_SET),
+            generated: done.contains(&steps::KEY_GENERATED),
+        }
+    }
+
+    const E: RegisterStatus = RegisterStatus::EMPTY;
+
+    #[test]
+    fn what_is_left_follows_the_units_state() {
+        let ours = [admin("alice", 1), admin("bob", 2)];
+        let r = rules(&ours, None, &[steps::CLEARED]);
+        // Imprint mode with the first administrator: install the second, then the rest.
+        let (clear, install, thresholds, key) =
+            r.classify(&unit(&ours[..1], 0, E, E), false).unwrap();
+        assert_eq!(
+            (clear, install, thresholds, key),
+            (false, vec![1], true, KeyStage::Transfer)
+        );
+        // The recovery unit out of imprint mode with no key: generate.
+        let (_, install, thresholds, key) = r.classify(&unit(&ours, 2, E, E), true).unwrap();
+        assert_eq!(
+            (install, thresholds, key),
+            (vec![], false, KeyStage::Generate)
+        );
+
+        let k = vp(9);
+        let r = rules(&ours, Some(k), &[steps::CLEARED, steps::KEY_GENERATED]);
+        let at = |new, current| r.classify(&unit(&ours, 2, new, current), false).unwrap().3;
+        assert_eq!(at(E, E), KeyStage::Transfer);
+        assert_eq!(
+            at(reg(RegisterState::FullUncommitted, Some(k)), E),
+            KeyStage::Commit
+        );
+        assert_eq!(
+            at(reg(RegisterState::FullCommitted, Some(k)), E),
+            KeyStage::SetImmediate
+        );
+        assert_eq!(at(E, reg(RegisterState::Valid, Some(k))), KeyStage::Done);
+        let recovery = r
+            .classify(&unit(&ours, 2, E, reg(RegisterState::Valid, Some(k))), true)
+            .unwrap();
+        assert_eq!(
+            recovery.3,
+            KeyStage::Done,
+            "the key is never generated again"
+        );
+    }
+
+    #[test]
+    fn a_first_run_clears_foreign_administrators_in_imprint_mode_a_resumed_one_refuses_them() {
+        let ours = [admin("alice", 1), admin("bob", 2)];
+        let mallory = admin("mallory", 3);
+        let s = unit(&[mallory.clone()], 0, E, E);
+        let (clear, install, _, _) = rules(&ours, None, &[]).classify(&s, false).unwrap();
+        assert!(clear);
+        assert_eq!(install, vec![0, 1]);
+        let refused = rules(&ours, None, &[steps::CLEARED])
+            .classify(&s, false)
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            vec![Deviation::Administrators {
+                foreign: vec![mallory],
+                missing: vec![]
+            }]
+        );
+    }
+
+    #[test]
+    fn states_the_ceremony_cannot_have_left_are_refused() {
+        let ours = [admin("alice", 1), admin("bob", 2)];
+        let (k, other) = (vp(9), vp(8));
+        let done = [steps::CLEARED, steps::THRESHOLDS_SET, steps::KEY_GENERATED];
+        let r = rules(&ours, Some(k), &done);
+        let refused = |s: UnitStatus, recovery: bool| r.classify(&s, recovery).unwrap_err();
+
+        // Back in imprint mode after the thresholds were set (someone zeroized it).
+        let d = refused(unit(&[], 0, E, E), false);
+        assert!(
+            d.contains(&Deviation::SignatureThreshold {
+                expected: 2,
+                found: 0
+            }),
+            "{d:?}"
+        );
+        // Other thresholds, another administrator set.
+        let d = refused(unit(&ours[..1], 1, E, E), false);
+        assert!(matches!(d[0], Deviation::Administrators { .. }), "{d:?}");
+        assert!(
+            d.contains(&Deviation::SignatureThreshold {
+                expected: 2,
+                found: 1
+            }),
+            "{d:?}"
+        );
+        // Another key, current or new; the recovery unit without the generated key.
+        let d = refused(
+            unit(&ours, 2, E, reg(RegisterState::Valid, Some(other))),
+            false,
+        );
+        assert!(matches!(d[0], Deviation::CurrentRegister { .. }), "{d:?}");
+        let d = refused(
+            unit(&ours, 2, reg(RegisterState::FullCommitted, Some(other)), E),
+            false,
+        );
+        assert!(matches!(d[0], Deviation::NewRegister { .. }), "{d:?}");
+        let d = refused(unit(&ours, 2, E, E), true);
+        assert_eq!(
+            d,
+            vec![Deviation::CurrentRegister {
+                expected: valid(Some(k)),
+                found: E
+            }]
+        );
+        // An importer key where no import waits.
+        let mut s = unit(&ours, 2, E, reg(RegisterState::Valid, Some(k)));
+        s.importer_pending = true;
+        assert_eq!(
+            refused(s, false),
+            vec![Deviation::ImporterPending { found: true }]
+        );
+    }
+}
