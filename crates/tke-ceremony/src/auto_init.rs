@@ -1173,7 +1173,7 @@ mod tests {
     fn a_first_run_clears_foreign_administrators_in_imprint_mode_a_resumed_one_refuses_them() {
         let ours = [admin("alice", 1), admin("bob", 2)];
         let mallory = admin("mallory", 3);
-        let s = unit(&[mallory.clone()], 0, E, E);
+        let s = unit(std::slice::from_ref(&mallory), 0, E, E);
         let (clear, install, _, _) = rules(&ours, None, &[]).classify(&s, false).unwrap();
         assert!(clear);
         assert_eq!(install, vec![0, 1]);

@@ -1,39 +1,7 @@
 //! Ceremony journals: one file per running ceremony, so that an interrupted ceremony can
 //! be finished (`--resume`) with the parameters it was started with.
 //!
-//! A journal records the command, the service instance, the ceremony's parameters (a
-//! type of the ceremony's own, e.g. the administrators by SKI and the thresholds) and each
-//! step completed, in order. It never holds a secret: passwords, PINs and key values stay
-//! out of it. It is written before the ceremony changes any unit, rewritten (atomically,
-//! 0600) after each step, and removed when the ceremony ends well; a journal left behind
-//! means the ceremony stopped before its end.
-//!
-//! The units stay the truth: a resumed ceremony reads what they hold and uses the journal
-//! to know what was asked and to tell whether the units' state is one the ceremony can
-//! have left.
-//!
-//! ```
-//! use serde::{Deserialize, Serialize};
-//! use tke_workstation::{FilesDir, Journal};
-//!
-//! #[derive(Serialize, Deserialize)]
-//! #[serde(deny_unknown_fields)]
-//! struct Params {
-//!     threshold: u8,
-//! }
-//!
-//! let tmp = tempfile::tempdir()?;
-//! let dir = FilesDir::resolve(Some(tmp.path()))?;
-//! let mut j = Journal::create(&dir, "example", "instance-1", Params { threshold: 2 })?;
-//! j.record("first-step", None)?;
-//! // After a crash, the next run finds it:
-//! let j = Journal::<Params>::open(&dir, "example", "instance-1")?.expect("left behind");
-//! assert_eq!(j.params().threshold, 2);
-//! assert!(j.has("first-step"));
-//! j.finish()?; // the ceremony ended well: the file is gone
-//! assert!(Journal::<Params>::open(&dir, "example", "instance-1")?.is_none());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! See [`Journal`].
 
 use std::{fs, io, path::PathBuf};
 
@@ -74,7 +42,42 @@ struct JournalFileV1<P> {
     steps: Vec<JournalStep>,
 }
 
-/// The journal of one running ceremony (see the [module docs](self)).
+/// The journal of one running ceremony.
+///
+/// A journal records the command, the service instance, the ceremony's parameters (a
+/// type of the ceremony's own, e.g. the administrators by SKI and the thresholds) and each
+/// step completed, in order. It never holds a secret: passwords, PINs and key values stay
+/// out of it. It is written before the ceremony changes any unit, rewritten (atomically,
+/// 0600) after each step, and removed when the ceremony ends well; a journal left behind
+/// means the ceremony stopped before its end.
+///
+/// The units stay the truth: a resumed ceremony reads what they hold and uses the journal
+/// to know what was asked and to tell whether the units' state is one the ceremony can
+/// have left.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use tke_workstation::{FilesDir, Journal};
+///
+/// #[derive(Serialize, Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Params {
+///     threshold: u8,
+/// }
+///
+/// let tmp = tempfile::tempdir()?;
+/// let dir = FilesDir::resolve(Some(tmp.path()))?;
+/// let mut j = Journal::create(&dir, "example", "instance-1", Params { threshold: 2 })?;
+/// j.record("first-step", None)?;
+/// // After a crash, the next run finds it:
+/// let j = Journal::<Params>::open(&dir, "example", "instance-1")?.expect("left behind");
+/// assert_eq!(j.params().threshold, 2);
+/// assert!(j.has("first-step"));
+/// j.finish()?; // the ceremony ended well: the file is gone
+/// assert!(Journal::<Params>::open(&dir, "example", "instance-1")?.is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+
 pub struct Journal<P> {
     path: PathBuf,
     file: JournalFileV1<P>,
