@@ -444,13 +444,13 @@ impl Rules<'_> {
     /// ceremony can have left.
     fn classify(&self, s: &UnitStatus, is_recovery: bool) -> Result<Left, Vec<Deviation>> {
         let mut wrong = Vec::new();
-        let foreign: Vec<AdminInfo> = s
-            .admins
-            .iter()
-            .filter(|a| !self.admins.contains(a))
-            .cloned()
-            .collect();
         if s.imprint_mode() {
+            let foreign: Vec<AdminInfo> = s
+                .admins
+                .iter()
+                .filter(|a| !self.admins.contains(a))
+                .cloned()
+                .collect();
             if self.left_imprint {
                 wrong.push(Deviation::SignatureThreshold {
                     expected: self.sig,
@@ -494,27 +494,14 @@ impl Rules<'_> {
             return Ok((clear, install, true, key));
         }
 
-        let missing: Vec<AdminInfo> = self
-            .admins
-            .iter()
-            .filter(|a| !s.admins.contains(a))
-            .cloned()
-            .collect();
-        if !foreign.is_empty() || !missing.is_empty() {
-            wrong.push(Deviation::Administrators { foreign, missing });
-        }
-        if s.sig_threshold != self.sig {
-            wrong.push(Deviation::SignatureThreshold {
-                expected: self.sig,
-                found: s.sig_threshold,
-            });
-        }
-        if s.rev_threshold != self.rev {
-            wrong.push(Deviation::RevocationThreshold {
-                expected: self.rev,
-                found: s.rev_threshold,
-            });
-        }
+        wrong.extend(
+            Expected {
+                sig_threshold: self.sig,
+                rev_threshold: self.rev,
+                ..Expected::imprint(self.admins.to_vec())
+            }
+            .setup_deviations(s),
+        );
         let key = self.key_stage(s, is_recovery, &mut wrong);
         if wrong.is_empty() {
             Ok((false, Vec::new(), false, key))
@@ -631,18 +618,7 @@ pub fn interrupted(client: &Client, instance: &InstanceId) -> Result<Interrupted
             ..Expected::imprint(f.admins.clone())
         };
         for (u, s) in ok.iter().filter(|(_, s)| !s.imprint_mode()) {
-            let deviations: Vec<Deviation> = model
-                .deviations(s)
-                .into_iter()
-                .filter(|d| {
-                    matches!(
-                        d,
-                        Deviation::Administrators { .. }
-                            | Deviation::SignatureThreshold { .. }
-                            | Deviation::RevocationThreshold { .. }
-                    )
-                })
-                .collect();
+            let deviations = model.setup_deviations(s);
             if !deviations.is_empty() {
                 problems.push(Problem::Unexplained {
                     num: u.num,

@@ -30,21 +30,8 @@ fn new_fleet(w: &Workstation) {
     w.ok(&["local", "init", "--operational", "2", "--recovery", "1"]);
 }
 
-fn auto_init_args(s: &str) -> Vec<&str> {
-    vec![
-        "--secrets",
-        s,
-        "auto-init",
-        "--sig-threshold",
-        "2",
-        "--rev-threshold",
-        "1",
-        "--admin",
-        "alice",
-        "--admin",
-        "bob",
-        "--yes",
-    ]
+fn auto_init_args(s: &str) -> Vec<String> {
+    common::auto_init_args(s, (2, 1), &["alice", "bob"])
 }
 
 /// Runs auto-init with `TKE_CRASH_AT=point` and asserts that it was killed there.
@@ -170,16 +157,13 @@ fn a_rerun_after_a_crash_names_resume_and_the_units_suffice_without_the_journal(
     new_fleet(&w);
     crash_at(&w, &s, "auto-init:imported-on-a-unit");
     let before = state(&w);
-    w.check("auto_init_rerun_after_crash", &auto_init_args(&s), 1, &[]);
+    let rerun = auto_init_args(&s);
+    let rerun: Vec<&str> = rerun.iter().map(String::as_str).collect();
+    w.check("auto_init_rerun_after_crash", &rerun, 1, &[]);
     assert_unchanged(&w, &before, "the rerun");
 
     fs::remove_file(journal(&w).unwrap()).unwrap();
-    w.check(
-        "auto_init_rerun_after_crash_no_journal",
-        &auto_init_args(&s),
-        1,
-        &[],
-    );
+    w.check("auto_init_rerun_after_crash_no_journal", &rerun, 1, &[]);
     let vp = w.compare_json()[2]["current_mk"]["vp"]
         .as_str()
         .unwrap()

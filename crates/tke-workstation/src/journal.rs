@@ -77,7 +77,6 @@ struct JournalFileV1<P> {
 /// assert!(Journal::<Params>::open(&dir, "example", "instance-1")?.is_none());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-
 pub struct Journal<P> {
     path: PathBuf,
     file: JournalFileV1<P>,
