@@ -57,19 +57,19 @@ impl Params {
         units: &[&KnownUnit],
         recovery: &KnownUnit,
     ) -> Self {
-        Self {
-            sig_threshold: sig.get(),
-            rev_threshold: rev.get(),
+        Self::of(&Asked {
+            sig,
+            rev,
             admins: admins
                 .iter()
-                .map(|a| JournalAdmin {
-                    name: a.name().as_str().to_owned(),
-                    ski: a.ski().to_hex(),
+                .map(|a| AdminInfo {
+                    ski: a.ski(),
+                    name: a.name().clone(),
                 })
                 .collect(),
-            units: units.iter().map(|u| u.id().uuid()).collect(),
-            recovery: recovery.id().uuid(),
-        }
+            units: units.iter().map(|u| u.id()).collect(),
+            recovery: recovery.id(),
+        })
     }
 
     fn of(asked: &Asked) -> Self {
