@@ -374,11 +374,14 @@ fn interrupted(e: tke_ceremony::CeremonyError, log: &resume::JournalLog) -> anyh
         .lock()
         .map(|j| j.path().display().to_string())
         .unwrap_or_default();
-    anyhow::anyhow!(
-        "{}\nThe journal {path} records where auto-init stopped: once the cause is fixed, \
-         finish it with `tke auto-init --resume`.",
-        tke_proto::ErrorChain(&e)
-    )
+    crate::report::Stopped {
+        error: e.into(),
+        then: format!(
+            "The journal {path} records where auto-init stopped: once the cause is fixed, \
+             finish it with `tke auto-init --resume` (no zeroize is needed)."
+        ),
+    }
+    .into()
 }
 
 /// What an initialization (first or resumed) prints at its end.

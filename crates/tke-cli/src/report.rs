@@ -42,6 +42,9 @@ pub fn damaged_files(
 /// What `tke` prints after `FAILED`: a network failure in the vendor's style, any other
 /// error as its chain; then the advice for the errors the CLI knows what to do about.
 pub fn failure(err: &anyhow::Error, files: Option<&FilesDir>) -> String {
+    if let Some(s) = err.downcast_ref::<Stopped>() {
+        return format!("{}\n{}", failure(&s.error, files), s.then);
+    }
     let mut text = not_in_imprint_mode(err)
         .or_else(|| targets::explain(err, files))
         .unwrap_or_else(|| chain(err));
@@ -51,6 +54,24 @@ pub fn failure(err: &anyhow::Error, files: Option<&FilesDir>) -> String {
     }
     text
 }
+
+/// A ceremony that stopped part-way, and what to do once its cause is fixed (printed
+/// after the error and the advice for it, e.g. "finish it with `--resume`").
+#[derive(Debug)]
+pub struct Stopped {
+    /// Why it stopped.
+    pub error: anyhow::Error,
+    /// What to do then.
+    pub then: String,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n{}", chain(&self.error), self.then)
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// Advice that names `tke` commands or flags: the libraries' messages do not, since they
 /// do not know which program uses them.

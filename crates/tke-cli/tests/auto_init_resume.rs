@@ -147,6 +147,29 @@ fn killed_at_every_crash_point_then_resumed() {
     }
 }
 
+/// A resumed run that is killed in turn is resumed again, from its journal.
+#[test]
+fn a_killed_resume_is_resumed_again() {
+    let (w, s) = workstation();
+    new_fleet(&w);
+    crash_at(&w, &s, "auto-init:thresholds-on-a-unit");
+    let o = w
+        .tke()
+        .args(["--secrets", &s, "auto-init", "--resume", "--yes"])
+        .env(
+            tke_ceremony::crash::CRASH_AT,
+            "auto-init:committed-on-a-unit",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(o.status.signal(), Some(9), "{:?}", o.status);
+    let generated = journaled_vp(&w).expect("the resumed run generated the key");
+    let out = w.ok(&["--secrets", &s, "auto-init", "--resume", "--yes"]);
+    assert!(out.contains("(last step done: key-generated)"), "{out}");
+    assert_eq!(assert_initialized(&w, "resumed twice"), generated);
+    assert!(journal(&w).is_none());
+}
+
 /// After a crash, a plain rerun changes nothing and names `--resume`; the resumed run
 /// keeps the key the recovery unit holds. Without the journal (another workstation, or
 /// lost), the rerun still names `--resume`, and the resume reads the administrators and
