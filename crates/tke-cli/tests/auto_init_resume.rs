@@ -164,8 +164,18 @@ fn a_killed_resume_is_resumed_again() {
         .unwrap();
     assert_eq!(o.status.signal(), Some(9), "{:?}", o.status);
     let generated = journaled_vp(&w).expect("the resumed run generated the key");
-    let out = w.ok(&["--secrets", &s, "auto-init", "--resume", "--yes"]);
-    assert!(out.contains("(last step done: key-generated)"), "{out}");
+    let out = w.ok(&[
+        "--secrets",
+        &s,
+        "--output",
+        "json",
+        "auto-init",
+        "--resume",
+        "--yes",
+    ]);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["vp"], generated.as_str(), "{out}");
+    assert_eq!(report["units"], serde_json::json!([1, 2, 3]), "{out}");
     assert_eq!(assert_initialized(&w, "resumed twice"), generated);
     assert!(journal(&w).is_none());
 }
@@ -224,6 +234,16 @@ fn resume_refusals() {
     w.check("auto_init_resume_corrupt_journal", &resume, 1, &[]);
     assert_unchanged(&w, &before, "a corrupt journal");
     fs::write(&path, &good).unwrap();
+
+    // Without a terminal, the confirmation needs --yes; nothing is sent without it.
+    let before = state(&w);
+    w.check(
+        "auto_init_resume_without_yes",
+        &["--secrets", &s, "auto-init", "--resume"],
+        1,
+        &[],
+    );
+    assert_unchanged(&w, &before, "a resume without --yes");
 
     // Someone installs another administrator on a unit still in imprint mode (unsigned):
     // the journal cannot explain it.
