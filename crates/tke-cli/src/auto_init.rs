@@ -360,28 +360,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let log = resume::create(ctx, &instance, params)?;
     let report = plan
         .execute_logged(&Printer { quiet }, &log)
-        .map_err(|e| interrupted(e, &log))?;
+        .map_err(|e| log.stopped(e))?;
     log.finish()?;
     let certs: Vec<&tke_proto::AdminCertificate> =
         signers.iter().map(|s| s.certificate()).collect();
     print_report(ctx, &report, &certs)
-}
-
-/// A ceremony that stopped: its error, and how to finish it.
-fn interrupted(e: tke_ceremony::CeremonyError, log: &resume::JournalLog) -> anyhow::Error {
-    let path = log
-        .0
-        .lock()
-        .map(|j| j.path().display().to_string())
-        .unwrap_or_default();
-    crate::report::Stopped {
-        error: e.into(),
-        then: format!(
-            "The journal {path} records where auto-init stopped: once the cause is fixed, \
-             finish it with `tke auto-init --resume` (no zeroize is needed)."
-        ),
-    }
-    .into()
 }
 
 /// What an initialization (first or resumed) prints at its end.
@@ -460,7 +443,7 @@ fn run_resume(
     let log = resumed.journal(ctx, journal)?;
     let report = plan
         .execute_logged(&Printer { quiet }, &log)
-        .map_err(|e| interrupted(e, &log))?;
+        .map_err(|e| log.stopped(e))?;
     log.finish()?;
     let certs: Vec<&tke_proto::AdminCertificate> = resumed.admins.iter().collect();
     print_report(ctx, &report, &certs)

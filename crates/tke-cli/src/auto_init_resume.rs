@@ -2,20 +2,18 @@
 //! finishing an interrupted initialization from it (or, without it, from what the units
 //! hold).
 
-use std::sync::Mutex;
-
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tke_ceremony::{
     auto_init::{interrupted, COMMAND},
-    AutoInitPlan, AutoInitResume, CeremonyError, Problem, StepLog,
+    AutoInitPlan, AutoInitResume, CeremonyError, Problem,
 };
 use tke_client::{Client, InstanceId, KnownUnit};
-use tke_proto::{AdminInfo, AdminName, BoxError, Ski, Threshold, UnitId, Vp};
+use tke_proto::{AdminInfo, AdminName, Ski, Threshold, UnitId, Vp};
 use tke_sigkey::Signer;
 use tke_workstation::Journal;
 
-use crate::{context::Ctx, sigkeys::list};
+use crate::{context::Ctx, journal::JournalLog, sigkeys::list};
 
 /// What auto-init's journal records: everything a resumed run needs but the passwords.
 #[derive(Serialize, Deserialize)]
@@ -134,27 +132,6 @@ impl Params {
     }
 }
 
-/// The journal as the ceremony's [`StepLog`].
-pub struct JournalLog(pub Mutex<Journal<Params>>);
-
-impl StepLog for JournalLog {
-    fn record(&self, step: &'static str, detail: Option<String>) -> Result<(), BoxError> {
-        // A poisoned lock only means a panic elsewhere; the journal in it is whole.
-        let mut j = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        j.record(step, detail).map_err(|e| Box::new(e) as BoxError)
-    }
-}
-
-impl JournalLog {
-    /// The ceremony ended well: the journal is removed.
-    pub fn finish(self) -> Result<()> {
-        let j = self.0.into_inner().unwrap_or_else(|p| p.into_inner());
-        let path = j.path().to_owned();
-        j.finish()
-            .with_context(|| format!("the initialization is done, but its journal {} cannot be removed: remove it by hand", path.display()))
-    }
-}
-
 /// The journal of an interrupted auto-init of `instance`, if one is left.
 ///
 /// # Errors
@@ -167,10 +144,8 @@ pub fn open(ctx: &Ctx, instance: &InstanceId) -> Result<Option<Journal<Params>>>
 ///
 /// # Errors
 /// It cannot be written (names the file); nothing was changed.
-pub fn create(ctx: &Ctx, instance: &InstanceId, params: Params) -> Result<JournalLog> {
-    let j = Journal::create(&ctx.files, COMMAND, &instance.0, params)
-        .context("auto-init keeps a journal so that an interrupted run can be finished; no crypto unit was changed")?;
-    Ok(JournalLog(Mutex::new(j)))
+pub fn create(ctx: &Ctx, instance: &InstanceId, params: Params) -> Result<JournalLog<Params>> {
+    JournalLog::start(ctx, COMMAND, &instance.0, params)
 }
 
 /// The refusal of a plain run when a journal is left: where it stopped and how to finish.
@@ -318,9 +293,13 @@ impl<'c> Resumed<'c> {
     ///
     /// # Errors
     /// A new journal cannot be written.
-    pub fn journal(&self, ctx: &Ctx, journal: Option<Journal<Params>>) -> Result<JournalLog> {
+    pub fn journal(
+        &self,
+        ctx: &Ctx,
+        journal: Option<Journal<Params>>,
+    ) -> Result<JournalLog<Params>> {
         match journal {
-            Some(j) => Ok(JournalLog(Mutex::new(j))),
+            Some(j) => Ok(JournalLog::resume(j)),
             None => create(ctx, &self.instance, Params::of(&self.asked)),
         }
     }

@@ -13,6 +13,7 @@ mod auto_init_resume;
 mod context;
 mod control_points;
 mod failover;
+mod journal;
 mod keyparts;
 mod local;
 mod logging;
