@@ -167,7 +167,7 @@ fn last_step(journal: &Journal<Params>) -> String {
     }
 }
 
-/// A resumed plan with what it needs: the journal it records in and the keys.
+/// What a resumed run was asked, with the keys it signs with.
 pub struct Resumed<'c> {
     /// The keys opened (the first `sig_threshold` administrators).
     pub signers: Vec<Box<dyn Signer>>,

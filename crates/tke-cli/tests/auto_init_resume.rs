@@ -233,6 +233,13 @@ fn resume_refusals() {
     let before = state(&w);
     w.check("auto_init_resume_corrupt_journal", &resume, 1, &[]);
     assert_unchanged(&w, &before, "a corrupt journal");
+    // Well-formed JSON, but a field that does not parse.
+    let mut bad: Value = serde_json::from_slice(&good).unwrap();
+    bad["params"]["admins"][1]["ski"] = Value::from("not-a-ski");
+    fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+    let before = state(&w);
+    w.check("auto_init_resume_journal_bad_ski", &resume, 1, &[]);
+    assert_unchanged(&w, &before, "a journal with a bad SKI");
     fs::write(&path, &good).unwrap();
 
     // Without a terminal, the confirmation needs --yes; nothing is sent without it.
