@@ -266,6 +266,43 @@ pub enum Problem {
         /// The administrators installed on the source and every target.
         common: Vec<AdminName>,
     },
+    /// A unit holds a state that the interrupted ceremony being resumed cannot have left:
+    /// someone else changed it.
+    #[error("crypto unit {num} ({}) was changed in a way the interrupted ceremony cannot explain: {}", unit.uuid(), joined(deviations))]
+    Unexplained {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+        /// The unit.
+        unit: UnitId,
+        /// How it differs from every state the ceremony can have left.
+        deviations: Vec<crate::Deviation>,
+    },
+    /// The instance lists other units than the interrupted ceremony started on.
+    #[error("service instance {instance} does not list the crypto units the interrupted ceremony started on{}{}", if missing.is_empty() { String::new() } else { format!("; missing: {}", ids(missing)) }, if unexpected.is_empty() { String::new() } else { format!("; added since: {}", ids(unexpected)) })]
+    UnitsChanged {
+        /// The instance.
+        instance: InstanceId,
+        /// Units the ceremony started on that the instance no longer lists.
+        missing: Vec<UnitId>,
+        /// Units the instance lists that the ceremony did not start on.
+        unexpected: Vec<UnitId>,
+    },
+    /// Nothing of a ceremony to resume: every unit of the instance is as a first run
+    /// finds it (in imprint mode).
+    #[error("every crypto unit of service instance {instance} is in imprint mode: there is no interrupted initialization to finish")]
+    NothingToResume {
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// The keys given to sign a resumed ceremony are too few, or not all among its
+    /// administrators.
+    #[error("the signatures of {needed} of the ceremony's administrators are needed to finish it; the keys given are: {}", if given.is_empty() { "none".to_owned() } else { names(given) })]
+    ResumeSigners {
+        /// The keys given.
+        given: Vec<AdminName>,
+        /// The signature threshold.
+        needed: u8,
+    },
     /// A guard plugged into the ceremony refuses to destroy what the unit holds
     /// ([`crate::guard::Guard`]).
     #[error("crypto unit {num} ({}): {} refused by the {} check", unit.uuid(), what.action(), guard)]
@@ -281,6 +318,14 @@ pub enum Problem {
         /// Why it refuses.
         source: tke_proto::BoxError,
     },
+}
+
+/// Deviations, `; `-separated.
+fn joined(d: &[crate::Deviation]) -> String {
+    d.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A rule of a unit's state that a command needs and that does not hold
@@ -480,6 +525,15 @@ pub enum CeremonyError {
         after: &'static str,
         /// Every unit that differs, and how.
         units: Vec<UnitDeviations>,
+    },
+    /// A completed step could not be recorded in the ceremony's journal; nothing further
+    /// was sent.
+    #[error("the journal cannot record that step {step:?} is done; nothing further was sent")]
+    Journal {
+        /// The step.
+        step: &'static str,
+        /// Why.
+        source: tke_proto::BoxError,
     },
     /// The fleet could not add units to the instance; none was added.
     #[error("{STEP_ADD_UNITS} to service instance {instance} failed; no crypto unit was added")]

@@ -22,7 +22,7 @@ mod transfer;
 pub mod zeroize;
 
 pub use admin_set::{AdminChange, AdminChangePlan, AdminSet, Change, Order};
-pub use auto_init::{AutoInit, AutoInitPlan, AutoInitReport};
+pub use auto_init::{AutoInit, AutoInitPlan, AutoInitReport, AutoInitResume, Interrupted};
 pub use compare::{Aspect, CompareReport};
 pub use control_points::ControlPointChange;
 pub use error::{CeremonyError, Problem, Rule};
@@ -56,6 +56,12 @@ pub enum Event {
     SettingThresholds,
     /// Generating a random master key in a recovery unit.
     GeneratingMasterKey,
+    /// A resumed ceremony found the master key generated already in recovery unit `num`:
+    /// that key is transferred, and no other is generated.
+    MasterKeyFound {
+        /// Its `CRYPTO UNIT NUM`.
+        num: usize,
+    },
     /// Every unit was checked to hold exactly what the ceremony set so far.
     Verified {
         /// What was checked.
@@ -87,6 +93,30 @@ pub enum Checkpoint {
 pub trait Progress: Sync {
     /// One milestone.
     fn event(&self, event: &Event);
+}
+
+/// Where a ceremony records each step it completed: the workstation's journal, in the
+/// CLI, so that an interrupted ceremony can be finished with what was asked. Called once
+/// per step, in order, from the ceremony's own thread, before it goes on; never with a
+/// secret.
+pub trait StepLog: Sync {
+    /// `step` is done on every unit; `detail` is what a resumed ceremony needs to know of
+    /// it (e.g. a verification pattern in hex).
+    ///
+    /// # Errors
+    /// When the step cannot be recorded durably: the ceremony then stops
+    /// ([`CeremonyError::Journal`]).
+    fn record(&self, step: &'static str, detail: Option<String>)
+        -> Result<(), tke_proto::BoxError>;
+}
+
+/// A [`StepLog`] that records nothing.
+pub struct NoLog;
+
+impl StepLog for NoLog {
+    fn record(&self, _: &'static str, _: Option<String>) -> Result<(), tke_proto::BoxError> {
+        Ok(())
+    }
 }
 
 /// A [`Progress`] that ignores everything.

@@ -225,8 +225,8 @@ impl Expected {
         }
     }
 
-    /// Every way `status` differs from this state.
-    pub fn deviations(&self, status: &UnitStatus) -> Vec<Deviation> {
+    /// How `status` differs from this state in its administrators and thresholds only.
+    pub fn setup_deviations(&self, status: &UnitStatus) -> Vec<Deviation> {
         let mut found = Vec::new();
         let foreign: Vec<AdminInfo> = status
             .admins
@@ -255,6 +255,12 @@ impl Expected {
                 found: status.rev_threshold,
             });
         }
+        found
+    }
+
+    /// Every way `status` differs from this state.
+    pub fn deviations(&self, status: &UnitStatus) -> Vec<Deviation> {
+        let mut found = self.setup_deviations(status);
         if !register_matches(&self.new_register, &status.new_register) {
             found.push(Deviation::NewRegister {
                 expected: self.new_register,

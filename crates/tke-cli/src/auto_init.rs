@@ -10,6 +10,7 @@ use tke_proto::Threshold;
 use tke_sigkey::Signer;
 
 use crate::{
+    auto_init_resume as resume,
     context::Ctx,
     prompt::parse_numbers,
     sigkeys::{create_key, keynum_by_name, list, parse_name, print_table},
@@ -39,6 +40,11 @@ pub struct Args {
     /// Do not ask for confirmation before changing the crypto units.
     #[arg(long)]
     pub yes: bool,
+    /// Finish an interrupted auto-init from where it stopped, with the administrators and
+    /// thresholds it was started with (from its journal in the workstation directory, else
+    /// from what the crypto units hold). The master key already generated is kept.
+    #[arg(long, conflicts_with_all = ["sig_threshold", "rev_threshold", "admins", "new_admins"])]
+    pub resume: bool,
 }
 
 /// Prints the vendor's progress lines of the auto-* ceremonies (nothing when `quiet`).
@@ -61,6 +67,9 @@ impl Progress for Printer {
             }
             Event::SettingThresholds => "Setting signature thresholds....".to_owned(),
             Event::GeneratingMasterKey => "Generating a random master key value....".to_owned(),
+            Event::MasterKeyFound { num } => {
+                format!("Using the master key value generated in crypto unit {num}....")
+            }
             Event::TransferringMasterKey { index, total } => {
                 format!("Transferring the master key value to {index} of {total} crypto units....")
             }
@@ -133,11 +142,20 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     // 1. The instance.
     let instance = choose_instance(ctx, client, args.instance, "initialize")?;
 
+    let quiet = ctx.json;
+    // An interrupted run is finished with --resume, never started over.
+    let journal = resume::open(ctx, &instance)?;
+    if args.resume {
+        return run_resume(ctx, client, &instance, journal, args.yes);
+    }
+    if let Some(j) = &journal {
+        return Err(resume::refuse_rerun(j, &instance));
+    }
+
     // Every unit of the instance must be in imprint mode: check before asking anything.
     tke_ceremony::auto_init::precheck(client, &instance)?;
 
     // 2. Thresholds.
-    let quiet = ctx.json;
     let say = |s: &str| {
         if !quiet {
             println!("{s}");
@@ -292,6 +310,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
 
     // 6. Plan (every check, before any change), then act.
     let admins: Vec<&dyn Signer> = signers.iter().map(|s| s.as_ref()).collect();
+    let plan_admins = admins.clone();
     let plan = AutoInit {
         instance: instance.clone(),
         sig_threshold: sig,
@@ -303,8 +322,28 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     // after an interrupted run `cryptounit-compare` and `cryptounit-zeroize` address
     // exactly the units it touched.
     ctx.save_selected(&units)?;
-    let report = plan.execute(&Printer { quiet })?;
+    let recovery = units
+        .iter()
+        .copied()
+        .find(|u| u.num == plan.recovery())
+        .context("the plan's recovery crypto unit is not among the instance's units")?;
+    let params = resume::Params::new(sig, rev, &plan_admins, &units, recovery);
+    let log = resume::create(ctx, &instance, params)?;
+    let report = plan
+        .execute_logged(&Printer { quiet }, &log)
+        .map_err(|e| log.stopped(e))?;
+    log.finish()?;
+    let certs: Vec<&tke_proto::AdminCertificate> =
+        signers.iter().map(|s| s.certificate()).collect();
+    print_report(ctx, &report, &certs)
+}
 
+/// What an initialization (first or resumed) prints at its end.
+fn print_report(
+    ctx: &Ctx,
+    report: &tke_ceremony::AutoInitReport,
+    admins: &[&tke_proto::AdminCertificate],
+) -> Result<()> {
     if ctx.json {
         println!(
             "{}",
@@ -313,7 +352,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                 "units": report.units,
                 "generated_in": report.generated_in,
                 "vp": report.vp.to_hex(),
-                "admins": signers.iter().map(|s| json!({"name": s.name().as_str(), "ski": s.ski().to_hex()})).collect::<Vec<_>>(),
+                "admins": admins.iter().map(|c| json!({"name": c.name().as_str(), "ski": c.ski().to_hex()})).collect::<Vec<_>>(),
             }))?
         );
     } else {
@@ -363,6 +402,65 @@ pub fn choose_instance(
             instances[n - 1].clone()
         }
     })
+}
+
+/// `auto-init --resume`: finishes an interrupted initialization of `instance`.
+fn run_resume(
+    ctx: &Ctx,
+    client: &tke_client::Client,
+    instance: &tke_client::InstanceId,
+    journal: Option<tke_workstation::Journal<resume::Params>>,
+    yes: bool,
+) -> Result<()> {
+    let quiet = ctx.json;
+    let say = |s: &str| {
+        if !quiet {
+            println!("{s}");
+        }
+    };
+    let resumed = resume::prepare(ctx, client, instance, &journal, &say).map_err(resume::hint)?;
+    let plan = resumed.plan().map_err(resume::hint)?;
+    if let Some(vp) = plan.existing_key() {
+        say(&format!(
+            "Crypto unit {} holds the master key value generated already (verification pattern \
+             {}...): it is copied to the other crypto units, and no other is generated.",
+            plan.recovery(),
+            &vp.to_hex()[..16]
+        ));
+    }
+    let finished: Vec<usize> = plan
+        .finished_units()
+        .into_iter()
+        .filter(|n| *n != plan.recovery())
+        .collect();
+    if !finished.is_empty() {
+        let nums: Vec<String> = finished.iter().map(ToString::to_string).collect();
+        say(&format!(
+            "Crypto unit(s) {} hold it as their current master key already.",
+            nums.join(", ")
+        ));
+    }
+    let units = client.instance_units(instance);
+    if !ctx.prompt.confirm(
+        &format!(
+            "\nFinish the initialization of service instance {instance} ({} crypto units) at {}?",
+            units.len(),
+            client.describe().join(", ")
+        ),
+        yes,
+    )? {
+        println!("Cancelled. No crypto unit was changed.");
+        return Err(crate::Cancelled.into());
+    }
+    say("");
+    ctx.save_selected(&units)?;
+    let log = resumed.journal(ctx, journal)?;
+    let report = plan
+        .execute_logged(&Printer { quiet }, &log)
+        .map_err(|e| log.stopped(e))?;
+    log.finish()?;
+    let certs: Vec<&tke_proto::AdminCertificate> = resumed.admins.iter().collect();
+    print_report(ctx, &report, &certs)
 }
 
 /// Refuses a name for a new key that is the name of a key on the workstation (`--admin`

@@ -9,11 +9,13 @@
 
 mod admins;
 mod auto_init;
+mod auto_init_resume;
 mod auto_recover;
 mod context;
 mod control_points;
 mod failover;
 mod guard;
+mod journal;
 mod keyparts;
 mod local;
 mod logging;

@@ -42,6 +42,9 @@ pub fn damaged_files(
 /// What `tke` prints after `FAILED`: a network failure in the vendor's style, any other
 /// error as its chain; then the advice for the errors the CLI knows what to do about.
 pub fn failure(err: &anyhow::Error, files: Option<&FilesDir>) -> String {
+    if let Some(s) = err.downcast_ref::<Stopped>() {
+        return format!("{}\n{}", failure(&s.error, files), s.then);
+    }
     let mut text = not_in_imprint_mode(err)
         .or_else(|| targets::explain(err, files))
         .unwrap_or_else(|| chain(err));
@@ -51,6 +54,24 @@ pub fn failure(err: &anyhow::Error, files: Option<&FilesDir>) -> String {
     }
     text
 }
+
+/// A ceremony that stopped part-way, and what to do once its cause is fixed (printed
+/// after the error and the advice for it, e.g. "finish it with `--resume`").
+#[derive(Debug)]
+pub struct Stopped {
+    /// Why it stopped.
+    pub error: anyhow::Error,
+    /// What to do then.
+    pub then: String,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n{}", chain(&self.error), self.then)
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// Advice that names `tke` commands or flags: the libraries' messages do not, since they
 /// do not know which program uses them.
@@ -134,8 +155,10 @@ fn not_in_imprint_mode(err: &anyhow::Error) -> Option<String> {
     text.push('\n');
     if with_key.is_empty() {
         text.push_str(
-            "No current master key is set: zeroize the units with `tke cryptounit-zeroize` \
-             and rerun `tke auto-init`.",
+            "No current master key is set. If an earlier auto-init was interrupted, finish it \
+             with `tke auto-init --resume` (it keeps the administrators and thresholds the \
+             units hold); to start over instead, zeroize the units with `tke \
+             cryptounit-zeroize` and rerun `tke auto-init`.",
         );
     } else if with_key.len() == nums.len() {
         text.push_str(&format!(
@@ -147,8 +170,8 @@ fn not_in_imprint_mode(err: &anyhow::Error) -> Option<String> {
     } else {
         text.push_str(&format!(
             "Only c{} a current master key: an earlier auto-init was probably interrupted. \
-             Unless the instance's key storage holds keys encrypted under it, zeroize the units \
-             with `tke cryptounit-zeroize` and rerun `tke auto-init`.",
+             Finish it with `tke auto-init --resume`: it copies that master key to the other \
+             crypto units, with no zeroize.",
             &units(&with_key, "holds", "hold")[1..]
         ));
     }
@@ -197,16 +220,17 @@ mod tests {
             empty,
             "the service instance is not in imprint mode: crypto units 2 and 3 are already \
              initialized (see `tke cryptounit-compare`); no crypto unit was changed\n\
-             No current master key is set: zeroize the units with `tke cryptounit-zeroize` \
-             and rerun `tke auto-init`."
+             No current master key is set. If an earlier auto-init was interrupted, finish it \
+             with `tke auto-init --resume` (it keeps the administrators and thresholds the \
+             units hold); to start over instead, zeroize the units with `tke \
+             cryptounit-zeroize` and rerun `tke auto-init`."
         );
         let one = refused([false, true]);
         assert!(
             one.ends_with(
                 "\nOnly crypto unit 3 holds a current master key: an earlier auto-init was \
-                 probably interrupted. Unless the instance's key storage holds keys encrypted \
-                 under it, zeroize the units with `tke cryptounit-zeroize` and rerun `tke \
-                 auto-init`."
+                 probably interrupted. Finish it with `tke auto-init --resume`: it copies that \
+                 master key to the other crypto units, with no zeroize."
             ),
             "{one}"
         );

@@ -292,6 +292,40 @@ pub enum KeyFileError {
         source: serde_json::Error,
     },
 
+    /// A ceremony journal cannot be read: not JSON, an unknown or missing field, or
+    /// parameters of another shape (a journal is strict to decode: a journal misread
+    /// would resume a ceremony with parameters nobody asked for).
+    #[error("the ceremony journal {} is corrupt or was written by another version of TKE; it is left as it was: check the crypto units' state, then move the file away to start the ceremony over", path.display())]
+    Journal {
+        /// The journal file.
+        path: PathBuf,
+        /// The JSON error, with its line and column.
+        source: serde_json::Error,
+    },
+
+    /// A ceremony journal has a format version this library does not know.
+    #[error("the ceremony journal {} has format version {version}; this version of TKE reads version 1: finish the ceremony with the version of TKE that started it", path.display())]
+    JournalVersion {
+        /// The journal file.
+        path: PathBuf,
+        /// The version found.
+        version: u64,
+    },
+
+    /// A ceremony journal names another command or service instance than its file name
+    /// says (a file renamed or copied by hand).
+    #[error("the ceremony journal {} is the journal of {what} {found:?}, not {expected:?}: it was renamed or copied by hand; it is left as it was: move it away", path.display())]
+    JournalMismatch {
+        /// The journal file.
+        path: PathBuf,
+        /// What differs: `command` or `service instance`.
+        what: &'static str,
+        /// What the file says.
+        found: String,
+        /// What its name says.
+        expected: String,
+    },
+
     /// The selection file has a format version this library does not know.
     #[error("the selection file {} has format version {version}; this version of TKE reads version 1", path.display())]
     SelectionVersion {

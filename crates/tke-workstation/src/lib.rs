@@ -5,6 +5,7 @@ use tke_fs::atomic;
 mod created;
 mod dir;
 mod error;
+mod journal;
 mod keypart;
 mod selection;
 mod sigkey;
@@ -12,6 +13,7 @@ mod sigkey;
 pub use created::Listing;
 pub use dir::{DirOrigin, FilesDir};
 pub use error::{KeyFileError, Result};
+pub use journal::{Journal, JournalStep, JOURNAL_PREFIX};
 pub use keypart::{
     KeyPart, KeyPartEntry, KeyPartListing, PartDescription, PART_CREATED_SUFFIX, PART_PEM_LABEL,
     PART_SUFFIX,

@@ -190,21 +190,8 @@ impl Workstation {
     /// # Panics
     /// As [`Workstation::ok`].
     pub fn auto_init(&self, secrets: &str, thresholds: (u8, u8), admins: &[&str]) -> String {
-        let (sig, rev) = (thresholds.0.to_string(), thresholds.1.to_string());
-        let mut args = vec![
-            "--secrets",
-            secrets,
-            "auto-init",
-            "--sig-threshold",
-            &sig,
-            "--rev-threshold",
-            &rev,
-            "--yes",
-        ];
-        for a in admins {
-            args.extend(["--admin", a]);
-        }
-        self.ok(&args)
+        let args = auto_init_args(secrets, thresholds, admins);
+        self.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// `target add` for server `s`, with the fleet CA and API key of `fleet` (the server
@@ -295,6 +282,27 @@ impl Workstation {
         v.sort();
         v
     }
+}
+
+/// The arguments of [`Workstation::auto_init`]: `--secrets SECRETS auto-init` with
+/// thresholds `(signature, revocation)`, the workstation's keys of `admins`, `--yes`.
+pub fn auto_init_args(secrets: &str, thresholds: (u8, u8), admins: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--secrets",
+        secrets,
+        "auto-init",
+        "--sig-threshold",
+        &thresholds.0.to_string(),
+        "--rev-threshold",
+        &thresholds.1.to_string(),
+        "--yes",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for a in admins {
+        args.extend(["--admin".to_owned(), (*a).to_owned()]);
+    }
+    args
 }
 
 /// `target add` arguments for server `s` with the CA and API key of `fleet`, then `extra`.
