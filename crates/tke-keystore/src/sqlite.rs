@@ -57,6 +57,11 @@ CREATE TABLE rotation (
 const SELECT_RECORD: &str = "SELECT keys.rowid, id, name, created, wrapped, vp \
      FROM keys JOIN vps USING (vp_id)";
 
+/// What [`SqliteKeyStore::rewrap_rows`] calls: the batch's key ids and wrapped values in,
+/// the new values out, in the same order.
+type RowsRewrapFn<'a> =
+    dyn FnMut(&[KeyId], &[WrappedKey]) -> Result<Vec<WrappedKey>, StoreError> + 'a;
+
 /// The label of a store that has no file.
 const IN_MEMORY: &str = "(in-memory key store)";
 
@@ -201,7 +206,7 @@ impl SqliteKeyStore {
         from: &Vp,
         to: &Vp,
         limit: NonZeroUsize,
-        rewrap: &mut dyn FnMut(&[KeyId], &[WrappedKey]) -> Result<Vec<WrappedKey>, StoreError>,
+        rewrap: &mut RowsRewrapFn<'_>,
     ) -> Result<usize, StoreError> {
         if from == to {
             return Err(StoreError::SameVp {
