@@ -95,6 +95,8 @@ impl Unit {
             Err(_) => Err(ModuleError::INVALID_DATA),
             Ok(Request::Query(q)) => self.query(&q),
             Ok(Request::Command(c)) => self.command(&c),
+            // Answered by the service operations in the next commit.
+            Ok(Request::Service(_)) => Err(ModuleError::INVALID_DATA),
         };
         let response = self.respond(request_hash, outcome);
         Answer {
