@@ -3,6 +3,7 @@
 
 mod file;
 mod local;
+pub mod wire;
 
 pub use file::{WrappedDataKey, MAX_DATA_KEY};
 pub use local::{GeneratedKeys, InstanceUnits, LocalKms, UnitCallError, UnitRef};
