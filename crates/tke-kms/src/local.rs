@@ -119,6 +119,14 @@ impl core::fmt::Debug for LocalKms {
     }
 }
 
+/// Unit calls (of [`InstanceUnits::max_batch`] keys each) per store transaction during
+/// re-encryption: 8 × 1024 keys per commit. Measured on the rotation of 1,000,000 keys
+/// (crate documentation).
+const STORE_BATCH_CALLS: NonZeroUsize = match NonZeroUsize::new(8) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+
 /// The order units are asked in: operational, failover, then recovery units (which hold
 /// the master key too, but exist to restore it).
 fn preference(t: UnitType) -> u8 {
@@ -380,23 +388,32 @@ impl KeyService for LocalKms {
     fn reencrypt(&self, max_records: u64) -> Result<Progress, KmsError> {
         let marker = self.in_progress()?;
         let units = self.units()?;
-        let max = self.units.max_batch();
+        let per_call = self.units.max_batch();
+        // A store transaction spans several unit calls: one commit (one fsync) per
+        // STORE_BATCH_CALLS calls instead of one per call.
+        let per_tx = per_call.saturating_mul(STORE_BATCH_CALLS);
         let mut budget = max_records;
         let mut store = self.store();
         while budget > 0 {
-            let n = usize::try_from(budget).map_or(max, |b| {
-                NonZeroUsize::new(b.min(max.get())).unwrap_or(NonZeroUsize::MIN)
+            let n = usize::try_from(budget).map_or(per_tx, |b| {
+                NonZeroUsize::new(b.min(per_tx.get())).unwrap_or(NonZeroUsize::MIN)
             });
             let mut failure = None;
             let moved = store.rewrap_batch_whole(&marker.from, &marker.to, n, &mut |batch| {
-                on_some_unit(&units, "re-encrypt the key storage", &self.instance, |u| {
-                    self.units.rewrap(u, &marker.from, &marker.to, batch)
-                })
-                .map_err(|e| {
-                    let text = e.to_string();
-                    failure = Some(e);
-                    text.into()
-                })
+                let mut out = Vec::with_capacity(batch.len());
+                for chunk in batch.chunks(per_call.get()) {
+                    let rewrapped =
+                        on_some_unit(&units, "re-encrypt the key storage", &self.instance, |u| {
+                            self.units.rewrap(u, &marker.from, &marker.to, chunk)
+                        })
+                        .map_err(|e| {
+                            let text = e.to_string();
+                            failure = Some(e);
+                            text
+                        })?;
+                    out.extend(rewrapped);
+                }
+                Ok(out)
             });
             let moved = match (moved, failure) {
                 (Ok(m), _) => m,
