@@ -25,7 +25,7 @@ pub use response::{
 };
 pub use service::{
     GeneratedKeys, Rewrap, SecretOctets, ServiceOp, ServiceOutput, ServiceRequest, UnwrapData,
-    WrapData, MAX_SERVICE_BATCH, MAX_SERVICE_DATA,
+    WrapData, MAX_SERVICE_BATCH, MAX_SERVICE_DATA, SERVICE_DATA_MULTIPLE,
 };
 pub use types::{
     label_problem, labels_look_alike, AdminName, Digest32, InstanceId, Nonce, Register,
@@ -160,8 +160,8 @@ pub enum ProtoError {
         /// How many keys it named.
         count: usize,
     },
-    /// A `wrapData` request's data key is empty or too long.
-    #[error("a data key of {len} bytes cannot be wrapped: it must be 1 to {max} bytes", max = service::MAX_SERVICE_DATA)]
+    /// A `wrapData` request's data key is empty, too long, or not a multiple of 8 bytes.
+    #[error("a data key of {len} bytes cannot be wrapped: it must be 8 to {max} bytes, a multiple of 8", max = service::MAX_SERVICE_DATA)]
     ServiceData {
         /// The data key's length.
         len: usize,

@@ -314,8 +314,8 @@ impl ModuleError {
     /// A service batch names no key or more than [`crate::MAX_SERVICE_BATCH`]. Not a
     /// vendor code.
     pub const SERVICE_BATCH: Self = Self::new(33, 48);
-    /// A data key to wrap is empty or longer than [`crate::MAX_SERVICE_DATA`] bytes. Not a
-    /// vendor code.
+    /// A data key to wrap is not 8 to [`crate::MAX_SERVICE_DATA`] bytes, a multiple of 8.
+    /// Not a vendor code.
     pub const SERVICE_DATA: Self = Self::new(33, 49);
     /// `generateKeys` needs a Valid current register. Not a vendor code.
     pub const SERVICE_NO_CURRENT: Self = Self::new(102, 48);
@@ -343,7 +343,7 @@ impl ModuleError {
             (32, 49) => "The wrapped data is malformed or was not wrapped under this root key.",
             (32, _) => "Invalid data.",
             (33, 48) => "A key-service batch must name 1 to 1024 keys.",
-            (33, 49) => "A data key to wrap must be 1 to 4096 bytes.",
+            (33, 49) => "A data key to wrap must be 8 to 4096 bytes, a multiple of 8.",
             (33, _) => "Arguments missing or unexpected.",
             (80, 52) => "Random master key generation is not permitted on this crypto unit.",
             (80, 80) => "Loading master key parts is not permitted on this crypto unit.",

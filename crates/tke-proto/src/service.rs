@@ -27,6 +27,12 @@ pub const MAX_SERVICE_BATCH: usize = 1024;
 /// The longest data key `wrapData` takes, in bytes.
 pub const MAX_SERVICE_DATA: usize = 4096;
 
+/// A data key's length must be a multiple of this (every AES and HMAC key length is).
+/// PKCS#11 tokens wrap secret-key objects whose length is not a multiple of 8 in ways
+/// that differ from RFC 5649 (SoftHSM2 pads them with zeros first, and records the padded
+/// length), so the rule keeps every backend's bytes the same.
+pub const SERVICE_DATA_MULTIPLE: usize = 8;
+
 /// The length of a wrapped root key: AES-KWP of a 32-byte key.
 pub const WRAPPED_ROOT_LEN: usize = 40;
 
@@ -138,8 +144,8 @@ impl ServiceOp {
         }
     }
 
-    /// Checks the sizes the protocol allows: 1 to [`MAX_SERVICE_BATCH`] keys, 1 to
-    /// [`MAX_SERVICE_DATA`] bytes of data. A unit refuses a request that fails this with
+    /// Checks the sizes the protocol allows: 1 to [`MAX_SERVICE_BATCH`] keys; data keys
+    /// of 8 to [`MAX_SERVICE_DATA`] bytes, a multiple of [`SERVICE_DATA_MULTIPLE`]. A unit refuses a request that fails this with
     /// [`crate::ModuleError::SERVICE_BATCH`] or [`crate::ModuleError::SERVICE_DATA`].
     ///
     /// # Errors
@@ -157,7 +163,9 @@ impl ServiceOp {
             Self::Rewrap(r) => batch(r.keys.len()),
             Self::WrapData(w) => {
                 let len = w.data.as_bytes().len();
-                if (1..=MAX_SERVICE_DATA).contains(&len) {
+                if (1..=MAX_SERVICE_DATA).contains(&len)
+                    && len.is_multiple_of(SERVICE_DATA_MULTIPLE)
+                {
                     Ok(())
                 } else {
                     Err(ProtoError::ServiceData { len })
@@ -174,7 +182,7 @@ impl ServiceOp {
 /// WrapData ::= SEQUENCE {
 ///   vp    OCTET STRING (SIZE(32)),  -- the master key the root key is wrapped under
 ///   root  OCTET STRING,             -- the wrapped root key
-///   data  OCTET STRING (SIZE(1..4096)) }  -- the data key
+///   data  OCTET STRING (SIZE(8..4096)) }  -- the data key, a multiple of 8 bytes
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Sequence)]
 pub struct WrapData {

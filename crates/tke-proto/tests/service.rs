@@ -50,10 +50,18 @@ fn batch_and_data_sizes_are_checked() {
         e.to_string(),
         "a key-service batch of 0 keys is not allowed: send 1 to 1024 keys per request"
     );
-    for len in [1, MAX_SERVICE_DATA] {
+    for len in [8, 16, 32, MAX_SERVICE_DATA] {
         wrap(len).check().unwrap();
     }
-    for len in [0, MAX_SERVICE_DATA + 1] {
+    for len in [
+        0,
+        1,
+        7,
+        31,
+        MAX_SERVICE_DATA - 1,
+        MAX_SERVICE_DATA + 1,
+        MAX_SERVICE_DATA + 8,
+    ] {
         match wrap(len).check() {
             Err(ProtoError::ServiceData { len: l }) => assert_eq!(l, len),
             other => panic!("data of {len}: {other:?}"),
@@ -177,7 +185,10 @@ fn refusal_codes_have_their_own_texts() {
             "The wrapped data is malformed",
         ),
         (ModuleError::SERVICE_BATCH, "must name 1 to 1024 keys"),
-        (ModuleError::SERVICE_DATA, "must be 1 to 4096 bytes"),
+        (
+            ModuleError::SERVICE_DATA,
+            "must be 8 to 4096 bytes, a multiple of 8",
+        ),
         (
             ModuleError::SERVICE_NO_CURRENT,
             "needs a Valid current master key register",
