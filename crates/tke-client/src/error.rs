@@ -24,6 +24,28 @@ pub enum ClientError {
         /// Its codes.
         error: ModuleError,
     },
+    /// A unit refused a key-service operation (the codes say why: no register with that
+    /// verification pattern, a key that does not unwrap, a batch too big, ...).
+    #[error("crypto unit {} refused the key-service operation {op}: {error}", unit.uuid())]
+    ServiceRefused {
+        /// The unit.
+        unit: UnitId,
+        /// The operation's ASN.1 name (`generateKeys`, `wrapData`, `unwrapData`, `rewrap`).
+        op: &'static str,
+        /// Its codes.
+        error: ModuleError,
+    },
+    /// A key-service operation was not sent: its sizes break the protocol's limits (the
+    /// source says which).
+    #[error("the key-service operation {op} for crypto unit {} was not sent", unit.uuid())]
+    ServiceRequest {
+        /// The unit.
+        unit: UnitId,
+        /// The operation's ASN.1 name.
+        op: &'static str,
+        /// What is wrong.
+        source: ProtoError,
+    },
     /// A unit's answer could not be authenticated or decoded.
     #[error("crypto unit {}", unit.uuid())]
     Response {

@@ -893,16 +893,17 @@ impl Transport for HttpsTransport {
             .get(unit)
             .cloned()
             .ok_or(ClientError::UnknownUnit { unit: *unit })?;
-        // The CHOICE tag says what the request is: [0] a query, [1] a command.
-        let query = request_der.first() == Some(&0xa0);
-        let path = format!(
-            "/v1/tke/{}/hsms/{}/{}",
-            instance.0,
-            unit.uuid(),
-            if query { "query" } else { "command" }
-        );
+        // The CHOICE tag says what the request is: [0] a query, [1] a command, [2] a
+        // service request. Queries and service requests change nothing in the unit, so
+        // they may be sent again.
+        let (kind, idempotent) = match request_der.first() {
+            Some(0xa0) => ("query", true),
+            Some(0xa2) => ("service", true),
+            _ => ("command", false),
+        };
+        let path = format!("/v1/tke/{}/hsms/{}/{kind}", instance.0, unit.uuid());
         let answer = self
-            .request("POST", &path, Some(request_der), query)
+            .request("POST", &path, Some(request_der), idempotent)
             .map_err(|e| self.net_err(Some(*unit), e))?;
         if answer.content_type != RESPONSE_TYPE {
             return Err(self.net_err(

@@ -1125,7 +1125,7 @@ fn wrong_tags_refused() {
     assert!(Query::from_der(&q).is_err());
 }
 
-/// `docs/protocol.md` §14 quotes vectors after a `<!-- golden: NAME -->` line, NAME being a
+/// `docs/protocol.md` §14 (and §17) quotes vectors after a `<!-- golden: NAME -->` line, NAME being a
 /// name of [`ALL`]: the hex of the code block that follows (each line's leading hex
 /// tokens, up to the first annotation word) is that vector, byte for byte.
 #[test]
@@ -1178,6 +1178,9 @@ fn protocol_md_quotes_the_golden_vectors() {
         "AdminCommandAddControlPoints",
         "SealedPart",
         "AdminCommandImportMkParts",
+        "RequestServiceRewrap",
+        "RequestServiceGenerate",
+        "GeneratedKeys",
     ] {
         assert!(
             quoted.contains(&name),

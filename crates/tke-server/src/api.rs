@@ -21,14 +21,17 @@ pub enum Kind {
     Query,
     /// `Request.command` (`[1]`): `.../command`.
     Command,
+    /// `Request.service` (`[2]`, protocol version 4): `.../service`.
+    Service,
 }
 
 impl Kind {
-    /// `query` or `command`.
+    /// `query`, `command` or `service`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Query => "query",
             Self::Command => "command",
+            Self::Service => "service",
         }
     }
 }
@@ -46,7 +49,7 @@ pub enum Route<'a> {
     Units(&'a str),
     /// `GET /v1/tke/{instance}/hsms/{unit}/certificate`.
     Certificate(&'a str, &'a str),
-    /// `POST /v1/tke/{instance}/hsms/{unit}/query` or `.../command`.
+    /// `POST /v1/tke/{instance}/hsms/{unit}/query`, `.../command` or `.../service`.
     Exchange(&'a str, &'a str, Kind),
 }
 
@@ -66,6 +69,7 @@ impl<'a> Route<'a> {
             ["tke", i, "hsms", u, "certificate"] => Self::Certificate(i, u),
             ["tke", i, "hsms", u, "query"] => Self::Exchange(i, u, Kind::Query),
             ["tke", i, "hsms", u, "command"] => Self::Exchange(i, u, Kind::Command),
+            ["tke", i, "hsms", u, "service"] => Self::Exchange(i, u, Kind::Service),
             _ => return None,
         })
     }
@@ -159,6 +163,10 @@ mod tests {
         assert_eq!(
             Route::parse("/v1/tke/a/hsms/b/command"),
             Some(Route::Exchange("a", "b", Kind::Command))
+        );
+        assert_eq!(
+            Route::parse("/v1/tke/a/hsms/b/service"),
+            Some(Route::Exchange("a", "b", Kind::Service))
         );
         for bad in [
             "/",

@@ -853,15 +853,15 @@ async fn exchange(
                 log.counter = Some(cmd.counter);
             }
         }
+        (Request::Service(s), Kind::Service) => log.command = Some(s.op.name().to_owned()),
         (_, k) => {
             return Err(ApiError::new(
                 400,
                 "wrong_request_kind",
                 format!(
-                    "This endpoint takes a {} (Request.{}); send the other kind to .../{}.",
+                    "This endpoint takes a {} (Request.{}); send queries to .../query, commands to .../command and service requests to .../service.",
                     k.name(),
                     k.name(),
-                    if k == Kind::Query { "command" } else { "query" }
                 ),
             ))
         }
