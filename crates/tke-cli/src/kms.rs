@@ -30,7 +30,7 @@ pub enum Cmd {
     Delete(KeyArgs),
     /// Wrap a data key under a root key, inside a crypto unit
     ///
-    /// Wrap the data key in --in (1 to 4096 bytes) under a root key, inside a crypto
+    /// Wrap the data key in --in (8 to 4096 bytes, a multiple of 8) under a root key, inside a crypto
     /// unit, into a new file --out that `tke kms unwrap` reads.
     Wrap(FileArgs),
     /// Unwrap a data key that `tke kms wrap` wrapped, inside a crypto unit
@@ -81,11 +81,11 @@ pub struct FileArgs {
     #[command(flatten)]
     key: KeyArgs,
     /// The file to read.
-    #[arg(long = "in", value_name = "FILE")]
+    #[arg(id = "in", long = "in", value_name = "FILE")]
     input: PathBuf,
     /// The file to write: a new file, never one that exists.
-    #[arg(long = "out", value_name = "FILE")]
-    output: PathBuf,
+    #[arg(id = "out", long = "out", value_name = "FILE")]
+    out: PathBuf,
 }
 
 /// Runs a `tke kms` command.
@@ -133,7 +133,7 @@ fn service(ctx: &Ctx, arg: &InstanceArg) -> Result<Arc<dyn KeyService>> {
 }
 
 fn key_id(text: &str) -> Result<KeyId> {
-    Ok(KeyId::parse(text).map_err(|e| anyhow!("--key: {e}"))?)
+    KeyId::parse(text).map_err(|e| anyhow!("--key: {e}"))
 }
 
 fn key_json(k: &KeyInfo) -> Value {
@@ -214,10 +214,10 @@ fn delete(ctx: &Ctx, a: &KeyArgs) -> Result<()> {
 
 /// Reads `--in`, checks `--out` does not exist yet (before any unit is asked).
 fn read_input(a: &FileArgs) -> Result<Zeroizing<Vec<u8>>> {
-    if a.output.exists() {
+    if a.out.exists() {
         bail!(
             "--out {} exists; give a new file (nothing is ever overwritten)",
-            a.output.display()
+            a.out.display()
         );
     }
     let bytes =
@@ -226,8 +226,8 @@ fn read_input(a: &FileArgs) -> Result<Zeroizing<Vec<u8>>> {
 }
 
 fn write_output(a: &FileArgs, bytes: &[u8]) -> Result<()> {
-    tke_fs::atomic::create_private(&a.output, bytes)
-        .with_context(|| format!("cannot write --out {}", a.output.display()))
+    tke_fs::atomic::create_private(&a.out, bytes)
+        .with_context(|| format!("cannot write --out {}", a.out.display()))
 }
 
 fn wrap(ctx: &Ctx, a: &FileArgs) -> Result<()> {
@@ -239,7 +239,7 @@ fn wrap(ctx: &Ctx, a: &FileArgs) -> Result<()> {
     if !ctx.json {
         println!(
             "The data key was wrapped under key {id} into {}.",
-            a.output.display()
+            a.out.display()
         );
     }
     Ok(())
@@ -254,7 +254,7 @@ fn unwrap(ctx: &Ctx, a: &FileArgs) -> Result<()> {
     if !ctx.json {
         println!(
             "The data key was unwrapped with key {id} into {}.",
-            a.output.display()
+            a.out.display()
         );
     }
     Ok(())

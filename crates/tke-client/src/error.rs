@@ -16,6 +16,15 @@ pub enum ClientError {
         /// Its codes.
         error: ModuleError,
     },
+    /// The key store of a service instance cannot be created or opened.
+    #[error("the key storage of this service instance cannot be opened")]
+    KeyStore(#[source] Box<tke_keystore::StoreError>),
+    /// A service instance id that cannot name a key store file (not a UUID).
+    #[error("service instance {instance} has no key storage: its id is not a UUID")]
+    KeyStoreInstance {
+        /// The instance.
+        instance: crate::InstanceId,
+    },
     /// A unit refused a status query.
     #[error("crypto unit {} refused the status query: {error}", unit.uuid())]
     QueryRefused {
@@ -220,4 +229,10 @@ pub enum ClientError {
         /// The transport that listed it again.
         second: String,
     },
+}
+
+impl From<tke_keystore::StoreError> for ClientError {
+    fn from(e: tke_keystore::StoreError) -> Self {
+        Self::KeyStore(Box::new(e))
+    }
 }

@@ -51,6 +51,8 @@ use zeroize::Zeroizing;
 
 use crate::{untrusted::sanitize, ClientError, InstanceId, Transport, UnitDescriptor};
 
+mod kms;
+
 /// Media type of a request body: the DER of a TKE `Request`.
 pub const REQUEST_TYPE: &str = "application/vnd.tke.request+der";
 /// Media type of an exchange's answer: the DER of a TKE `SignedResponse`.
@@ -477,6 +479,21 @@ struct UnitEntry {
     device_certificate: String,
 }
 
+/// A request body: the DER of a TKE `Request`, or JSON (the key service).
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Der(&'a [u8]),
+    Json(&'a [u8]),
+}
+
+impl<'a> Body<'a> {
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Self::Der(b) | Self::Json(b) => b,
+        }
+    }
+}
+
 /// An answer: status, content type and body.
 #[derive(Debug)]
 struct Answer {
@@ -546,6 +563,34 @@ impl HttpsTransport {
     pub fn for_instance(mut self, instance: InstanceId) -> Self {
         self.instance = Some(instance);
         self
+    }
+
+    /// A transport to the same server with the same settings and its own connections
+    /// (for a service that outlives a borrow of this one).
+    ///
+    /// # Errors
+    /// [`HttpsError::Runtime`].
+    fn sibling(&self) -> Result<Self, HttpsError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tke-https")
+            .enable_all()
+            .build()
+            .map_err(|source| HttpsError::Runtime { source })?;
+        Ok(Self {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            server_name: self.server_name.clone(),
+            tls: self.tls.clone(),
+            runtime: Runtime(Some(runtime)),
+            key: ApiKey(self.key.0.clone()),
+            instance: self.instance.clone(),
+            options: self.options,
+            pool: Mutex::new(Vec::new()),
+            routes: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The target's name.
@@ -654,7 +699,7 @@ impl HttpsTransport {
         sender: &mut SendRequest<Full<Bytes>>,
         method: &str,
         path: &str,
-        body: Option<&[u8]>,
+        body: Option<Body<'_>>,
     ) -> Result<Option<Answer>, HttpsError> {
         if sender.ready().await.is_err() {
             return Ok(None);
@@ -679,13 +724,18 @@ impl HttpsTransport {
                 concat!("tke/", env!("CARGO_PKG_VERSION")),
             );
         request = match body {
-            Some(_) => request
+            Some(Body::Der(_)) => request
                 .header(header::CONTENT_TYPE, REQUEST_TYPE)
                 .header(header::ACCEPT, RESPONSE_TYPE),
+            Some(Body::Json(_)) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::ACCEPT, "application/json"),
             None => request.header(header::ACCEPT, "application/json"),
         };
         let request = request
-            .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
+            .body(Full::new(Bytes::copy_from_slice(
+                body.map(Body::bytes).unwrap_or_default(),
+            )))
             .map_err(bad_request)?;
         let exchange = async {
             let response = match sender.send_request(request).await {
@@ -739,7 +789,7 @@ impl HttpsTransport {
         &self,
         method: &str,
         path: &str,
-        body: Option<&[u8]>,
+        body: Option<Body<'_>>,
         idempotent: bool,
     ) -> Result<Answer, HttpsError> {
         let Some(runtime) = &self.runtime.0 else {
@@ -764,7 +814,7 @@ impl HttpsTransport {
         &self,
         method: &str,
         path: &str,
-        body: Option<&[u8]>,
+        body: Option<Body<'_>>,
         idempotent: bool,
     ) -> Result<Answer, HttpsError> {
         let fresh = if idempotent {
@@ -903,7 +953,7 @@ impl Transport for HttpsTransport {
         };
         let path = format!("/v1/tke/{}/hsms/{}/{kind}", instance.0, unit.uuid());
         let answer = self
-            .request("POST", &path, Some(request_der), idempotent)
+            .request("POST", &path, Some(Body::Der(request_der)), idempotent)
             .map_err(|e| self.net_err(Some(*unit), e))?;
         if answer.content_type != RESPONSE_TYPE {
             return Err(self.net_err(
@@ -914,6 +964,17 @@ impl Transport for HttpsTransport {
             ));
         }
         Ok(answer.body)
+    }
+
+    fn key_service(
+        &self,
+        instance: &InstanceId,
+    ) -> Result<Option<Arc<dyn tke_kms::KeyService>>, ClientError> {
+        let transport = self.sibling().map_err(|e| self.net_err(None, e))?;
+        Ok(Some(Arc::new(kms::RemoteKms::new(
+            transport,
+            instance.clone(),
+        ))))
     }
 }
 
@@ -1022,12 +1083,16 @@ mod tests {
             retry_backoff: Duration::from_millis(10),
             ..HttpsOptions::default()
         });
-        let q = t.request("POST", "/q", Some(&[0xa0]), true).unwrap_err();
+        let q = t
+            .request("POST", "/q", Some(Body::Der(&[0xa0])), true)
+            .unwrap_err();
         assert!(q.retryable(), "{q}");
         assert!(!q.may_have_reached_server(), "nothing was sent: {q}");
         let tried = count.load(Ordering::SeqCst);
         assert_eq!(tried, 3, "a query is tried 1 + 2 times");
-        let c = t.request("POST", "/c", Some(&[0xa1]), false).unwrap_err();
+        let c = t
+            .request("POST", "/c", Some(Body::Der(&[0xa1])), false)
+            .unwrap_err();
         assert!(
             matches!(c, HttpsError::Io { .. } | HttpsError::Tls { .. }),
             "{c}"

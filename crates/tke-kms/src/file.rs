@@ -22,8 +22,8 @@ pub const MAGIC: &[u8; 4] = b"TKEW";
 /// The format version this program writes and reads.
 pub const VERSION: u8 = 1;
 const HEADER: usize = MAGIC.len() + 1 + KeyId::LEN;
-/// The longest data key accepted, in bytes.
-pub const MAX_DATA_KEY: usize = 4096;
+/// The longest data key accepted, in bytes (the protocol's).
+pub const MAX_DATA_KEY: usize = tke_proto::MAX_SERVICE_DATA;
 /// The longest wrapped value accepted (AES-KWP adds at most 15 bytes).
 const MAX_WRAPPED: usize = MAX_DATA_KEY + 16;
 
@@ -98,9 +98,11 @@ impl WrappedDataKey {
 
 /// Checks a data key's length before any unit is asked.
 pub(crate) fn check_data_key(data: &[u8]) -> Result<(), KmsError> {
-    if data.is_empty() || data.len() > MAX_DATA_KEY {
+    let m = tke_proto::service::SERVICE_DATA_MULTIPLE;
+    if data.is_empty() || data.len() > MAX_DATA_KEY || !data.len().is_multiple_of(m) {
         return Err(KmsError::Input(format!(
-            "a data key is 1 to {MAX_DATA_KEY} bytes, this one has {}",
+            "a data key is {m} to {MAX_DATA_KEY} bytes, a multiple of {m} (as AES and HMAC \
+             keys are), this one has {}",
             data.len()
         )));
     }
@@ -134,6 +136,7 @@ mod tests {
     #[test]
     fn data_key_lengths_are_checked() {
         assert!(check_data_key(&[]).is_err());
+        assert!(check_data_key(&[0; 17]).is_err());
         assert!(check_data_key(&[0; MAX_DATA_KEY + 1]).is_err());
         check_data_key(&[0; 32]).unwrap();
     }

@@ -51,6 +51,8 @@ pub enum Route<'a> {
     Certificate(&'a str, &'a str),
     /// `POST /v1/tke/{instance}/hsms/{unit}/query`, `.../command` or `.../service`.
     Exchange(&'a str, &'a str, Kind),
+    /// The instance's key service: `/v1/tke/{instance}/keys...` and `.../keystore...`.
+    Kms(&'a str, crate::kms::KmsRoute),
 }
 
 impl<'a> Route<'a> {
@@ -70,6 +72,7 @@ impl<'a> Route<'a> {
             ["tke", i, "hsms", u, "query"] => Self::Exchange(i, u, Kind::Query),
             ["tke", i, "hsms", u, "command"] => Self::Exchange(i, u, Kind::Command),
             ["tke", i, "hsms", u, "service"] => Self::Exchange(i, u, Kind::Service),
+            ["tke", i, rest @ ..] => Self::Kms(i, crate::kms::KmsRoute::parse(rest)?),
             _ => return None,
         })
     }
@@ -78,6 +81,7 @@ impl<'a> Route<'a> {
     pub fn method(&self) -> &'static str {
         match self {
             Self::Exchange(..) => "POST",
+            Self::Kms(_, k) => k.method(),
             _ => "GET",
         }
     }
