@@ -281,7 +281,7 @@ enum Cmd {
     /// Add failover crypto units to the selected service instance (every unit of it
     /// selected): 2, or 2 or 3 when it has 3 operational units or more.
     FailoverEnable(failover::Args),
-    /// Root keys of a service instance's key storage, and data keys wrapped under them
+    /// Root keys in key storage, and data keys wrapped under them
     #[command(subcommand)]
     Kms(kms::Cmd),
     /// The embedded fleet of emulated crypto units
