@@ -3,10 +3,12 @@
 
 mod file;
 mod local;
+mod progress;
 pub mod wire;
 
 pub use file::{WrappedDataKey, MAX_DATA_KEY};
 pub use local::{GeneratedKeys, InstanceUnits, LocalKms, UnitCallError, UnitRef};
+pub use progress::{reencrypt_all, ProgressReport};
 use tke_keystore::{Created, KeyId, KeyName};
 use tke_proto::Vp;
 use zeroize::Zeroizing;

@@ -470,3 +470,30 @@ impl Counts for LocalKms {
         (n(a.vp()), n(b.vp()))
     }
 }
+
+#[test]
+fn reencrypt_all_reports_each_step_from_where_an_interrupted_run_stopped() {
+    let (a, b) = (MasterKey::random(), MasterKey::random());
+    let units = Units::new(Some(&a));
+    let kms = kms_over(&units);
+    kms.create(&name("k"), 250).unwrap();
+    units.set_new(&b);
+    kms.begin_rotation(Rotation {
+        from: a.vp(),
+        to: b.vp(),
+    })
+    .unwrap();
+    kms.reencrypt(50).unwrap();
+    let mut seen = Vec::new();
+    let p = tke_kms::reencrypt_all(&kms, 100, &mut |r| {
+        seen.push((r.progress.done, r.progress.total, r.moved))
+    })
+    .unwrap();
+    assert_eq!((p.done, p.remaining()), (250, 0));
+    assert_eq!(
+        seen,
+        [(50, 250, 0), (150, 250, 100), (250, 250, 200)],
+        "first what was already done, then each step"
+    );
+    kms.finish_rotation().unwrap();
+}
