@@ -212,50 +212,43 @@ fn delete(ctx: &Ctx, a: &KeyArgs) -> Result<()> {
     Ok(())
 }
 
-/// Reads `--in`, checks `--out` does not exist yet (before any unit is asked).
-fn read_input(a: &FileArgs) -> Result<Zeroizing<Vec<u8>>> {
+/// `wrap` or `unwrap`: reads `--in` (after checking that `--out` does not exist yet, so
+/// that nothing is asked of a unit in vain), runs `op` with the key's service, writes its
+/// result to the new file `--out` (0600, atomically).
+fn transform(
+    ctx: &Ctx,
+    a: &FileArgs,
+    done: &str,
+    op: impl FnOnce(&dyn KeyService, &KeyId, &[u8]) -> Result<Zeroizing<Vec<u8>>, tke_kms::KmsError>,
+) -> Result<()> {
+    let id = key_id(&a.key.key)?;
     if a.out.exists() {
         bail!(
             "--out {} exists; give a new file (nothing is ever overwritten)",
             a.out.display()
         );
     }
-    let bytes =
-        fs::read(&a.input).with_context(|| format!("cannot read --in {}", a.input.display()))?;
-    Ok(Zeroizing::new(bytes))
-}
-
-fn write_output(a: &FileArgs, bytes: &[u8]) -> Result<()> {
-    tke_fs::atomic::create_private(&a.out, bytes)
-        .with_context(|| format!("cannot write --out {}", a.out.display()))
+    let input = Zeroizing::new(
+        fs::read(&a.input).with_context(|| format!("cannot read --in {}", a.input.display()))?,
+    );
+    let kms = service(ctx, &a.key.instance)?;
+    let output = op(kms.as_ref(), &id, &input)?;
+    tke_fs::atomic::create_private(&a.out, &output)
+        .with_context(|| format!("cannot write --out {}", a.out.display()))?;
+    if !ctx.json {
+        println!("The data key was {done} key {id} into {}.", a.out.display());
+    }
+    Ok(())
 }
 
 fn wrap(ctx: &Ctx, a: &FileArgs) -> Result<()> {
-    let id = key_id(&a.key.key)?;
-    let data = read_input(a)?;
-    let kms = service(ctx, &a.key.instance)?;
-    let wrapped = kms.wrap(&id, &data)?;
-    write_output(a, &wrapped)?;
-    if !ctx.json {
-        println!(
-            "The data key was wrapped under key {id} into {}.",
-            a.out.display()
-        );
-    }
-    Ok(())
+    transform(ctx, a, "wrapped under", |kms, id, data| {
+        kms.wrap(id, data).map(Zeroizing::new)
+    })
 }
 
 fn unwrap(ctx: &Ctx, a: &FileArgs) -> Result<()> {
-    let id = key_id(&a.key.key)?;
-    let wrapped = read_input(a)?;
-    let kms = service(ctx, &a.key.instance)?;
-    let data = kms.unwrap(&id, &wrapped)?;
-    write_output(a, &data)?;
-    if !ctx.json {
-        println!(
-            "The data key was unwrapped with key {id} into {}.",
-            a.out.display()
-        );
-    }
-    Ok(())
+    transform(ctx, a, "unwrapped with", |kms, id, wrapped| {
+        kms.unwrap(id, wrapped)
+    })
 }

@@ -34,6 +34,11 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `kms VERB --key KEY --in IN --out OUT`.
+fn file_args<'a>(verb: &'a str, key: &'a str, input: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec!["kms", verb, "--key", key, "--in", input, "--out", out]
+}
+
 #[test]
 fn keys_are_created_listed_shown_deleted_and_data_keys_round_trip() {
     let w = initialized();
@@ -88,27 +93,14 @@ fn keys_are_created_listed_shown_deleted_and_data_keys_round_trip() {
     fs::write(&data, &bytes).unwrap();
     let wrapped = w.path().join("data.key.wrapped");
     let again = w.path().join("data.key.again");
-    w.ok(&[
-        "kms",
-        "wrap",
-        "--key",
-        &id,
-        "--in",
-        path_str(&data),
-        "--out",
-        path_str(&wrapped),
-    ]);
+    w.ok(&file_args("wrap", &id, path_str(&data), path_str(&wrapped)));
     assert_eq!(&fs::read(&wrapped).unwrap()[..4], b"TKEW");
-    w.ok(&[
-        "kms",
+    w.ok(&file_args(
         "unwrap",
-        "--key",
         &id,
-        "--in",
         path_str(&wrapped),
-        "--out",
         path_str(&again),
-    ]);
+    ));
     assert_eq!(fs::read(&again).unwrap(), bytes);
     assert_eq!(
         fs::metadata(&again).unwrap().permissions().mode() & 0o777,
@@ -137,55 +129,19 @@ fn keys_are_created_listed_shown_deleted_and_data_keys_round_trip() {
         ),
         (
             "kms_unwrap_under_another_key",
-            vec![
-                "kms",
-                "unwrap",
-                "--key",
-                &other,
-                "--in",
-                path_str(&wrapped),
-                "--out",
-                path_str(&fresh),
-            ],
+            file_args("unwrap", &other, path_str(&wrapped), path_str(&fresh)),
         ),
         (
             "kms_unwrap_not_a_wrapped_key",
-            vec![
-                "kms",
-                "unwrap",
-                "--key",
-                &id,
-                "--in",
-                path_str(&data),
-                "--out",
-                path_str(&fresh),
-            ],
+            file_args("unwrap", &id, path_str(&data), path_str(&fresh)),
         ),
         (
             "kms_wrap_out_exists",
-            vec![
-                "kms",
-                "wrap",
-                "--key",
-                &id,
-                "--in",
-                path_str(&data),
-                "--out",
-                path_str(&again),
-            ],
+            file_args("wrap", &id, path_str(&data), path_str(&again)),
         ),
         (
             "kms_wrap_empty_data_key",
-            vec![
-                "kms",
-                "wrap",
-                "--key",
-                &id,
-                "--in",
-                "/dev/null",
-                "--out",
-                path_str(&fresh),
-            ],
+            file_args("wrap", &id, "/dev/null", path_str(&fresh)),
         ),
     ];
     for (name, args) in &cases {
@@ -227,16 +183,7 @@ fn during_a_rotation_create_wrap_and_unwrap_are_refused_and_list_works() {
     let data = w.path().join("data.key");
     fs::write(&data, b"sixteen byte key").unwrap();
     let wrapped = w.path().join("data.key.wrapped");
-    w.ok(&[
-        "kms",
-        "wrap",
-        "--key",
-        &id,
-        "--in",
-        path_str(&data),
-        "--out",
-        path_str(&wrapped),
-    ]);
+    w.ok(&file_args("wrap", &id, path_str(&data), path_str(&wrapped)));
 
     // A rotation begun through the library, as a ceremony does.
     {
@@ -264,31 +211,13 @@ fn during_a_rotation_create_wrap_and_unwrap_are_refused_and_list_works() {
     );
     w.check(
         "kms_wrap_during_rotation",
-        &[
-            "kms",
-            "wrap",
-            "--key",
-            &id,
-            "--in",
-            path_str(&data),
-            "--out",
-            path_str(&out),
-        ],
+        &file_args("wrap", &id, path_str(&data), path_str(&out)),
         1,
         &[],
     );
     w.check(
         "kms_unwrap_during_rotation",
-        &[
-            "kms",
-            "unwrap",
-            "--key",
-            &id,
-            "--in",
-            path_str(&wrapped),
-            "--out",
-            path_str(&out),
-        ],
+        &file_args("unwrap", &id, path_str(&wrapped), path_str(&out)),
         1,
         &[],
     );
@@ -337,26 +266,13 @@ fn through_a_tke_unitd_server_the_same_commands_and_errors() {
     fs::write(&data, b"a remote data key of 32 bytes!!!").unwrap();
     let wrapped = w.path().join("wrapped");
     let again = w.path().join("again");
-    w.ok(&[
-        "kms",
-        "wrap",
-        "--key",
-        &id,
-        "--in",
-        path_str(&data),
-        "--out",
-        path_str(&wrapped),
-    ]);
-    w.ok(&[
-        "kms",
+    w.ok(&file_args("wrap", &id, path_str(&data), path_str(&wrapped)));
+    w.ok(&file_args(
         "unwrap",
-        "--key",
         &id,
-        "--in",
         path_str(&wrapped),
-        "--out",
         path_str(&again),
-    ]);
+    ));
     assert_eq!(
         fs::read(&again).unwrap(),
         b"a remote data key of 32 bytes!!!"
@@ -371,16 +287,12 @@ fn through_a_tke_unitd_server_the_same_commands_and_errors() {
     );
     let other = keys[1]["id"].as_str().unwrap();
     let err = w.fails(
-        &[
-            "kms",
+        &file_args(
             "unwrap",
-            "--key",
             other,
-            "--in",
             path_str(&wrapped),
-            "--out",
             path_str(&w.path().join("fresh")),
-        ],
+        ),
         1,
     );
     assert!(err.contains("was wrapped under root key"), "{err}");

@@ -674,11 +674,8 @@ impl Transport for EmbeddedFleet {
             .filter_map(|d| all.get(&d.unit_id).map(|u| (d.unit_id, u.clone())))
             .collect();
         drop(all);
-        let transport: Arc<dyn Transport> = Arc::new(InstanceUnits {
-            describe: self.describe(),
-            listing,
-            units,
-        });
+        let transport: Arc<dyn Transport> =
+            Arc::new(SharedUnits::new(self.describe(), listing, units));
         let client = crate::Client::connect(vec![(transport, self.ca.clone())])?;
         let kms = crate::kms::open_local(&self.dir.join(KEYS_DIR), client, instance)?;
         Ok(Some(kms))
@@ -688,14 +685,31 @@ impl Transport for EmbeddedFleet {
 /// The directory of the fleet's key stores, one file per instance.
 const KEYS_DIR: &str = "keys";
 
-/// The units of one instance of the fleet, shared with it: what its key service talks to.
-struct InstanceUnits {
+/// In-process units shared with their owner (an embedded fleet, a `tke-unitd` server),
+/// as a transport: what an instance's key service talks to, next to the units.
+pub struct SharedUnits {
     describe: String,
     listing: Vec<UnitDescriptor>,
     units: HashMap<UnitId, Arc<Mutex<Unit>>>,
 }
 
-impl Transport for InstanceUnits {
+impl SharedUnits {
+    /// The transport over `units`, which `listing` describes; `describe` names it in
+    /// messages.
+    pub fn new(
+        describe: String,
+        listing: Vec<UnitDescriptor>,
+        units: HashMap<UnitId, Arc<Mutex<Unit>>>,
+    ) -> Self {
+        Self {
+            describe,
+            listing,
+            units,
+        }
+    }
+}
+
+impl Transport for SharedUnits {
     fn describe(&self) -> String {
         self.describe.clone()
     }

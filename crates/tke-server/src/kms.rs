@@ -3,14 +3,15 @@
 //! `/v1/tke/{instance}/keystore` (`docs/protocol.md` §17).
 
 use std::{
-    collections::HashMap,
     path::Path,
     sync::{Arc, Mutex},
 };
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use tke_client::{Client, ClientError, InstanceId, Transport, UnitDescriptor};
+use tke_client::{
+    embedded::SharedUnits, Client, ClientError, InstanceId, Transport, UnitDescriptor,
+};
 use tke_keystore::{KeyId, KeyName};
 use tke_kms::{
     wire::{
@@ -19,7 +20,7 @@ use tke_kms::{
     },
     KeyService, KmsError,
 };
-use tke_proto::{CaCertificate, UnitId};
+use tke_proto::CaCertificate;
 use tke_unit::Unit;
 use zeroize::Zeroizing;
 
@@ -113,33 +114,6 @@ pub struct HostedRef {
     pub unit: Arc<Mutex<Unit>>,
 }
 
-/// The units of one instance of this server, in-process.
-struct Hosted {
-    units: HashMap<UnitId, Arc<Mutex<Unit>>>,
-    listing: Vec<UnitDescriptor>,
-}
-
-impl Transport for Hosted {
-    fn describe(&self) -> String {
-        "tke-unitd (in-process)".to_owned()
-    }
-
-    fn list_units(&self) -> Result<Vec<UnitDescriptor>, ClientError> {
-        Ok(self.listing.clone())
-    }
-
-    fn exchange(&self, unit: &UnitId, request_der: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let u = self
-            .units
-            .get(unit)
-            .ok_or(ClientError::UnknownUnit { unit: *unit })?;
-        Ok(u.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .answer(request_der)
-            .response)
-    }
-}
-
 /// Opens the key service of `instance` over `units`, its store in `dir`.
 ///
 /// # Errors
@@ -150,13 +124,14 @@ pub fn open(
     instance: &str,
     units: Vec<HostedRef>,
 ) -> Result<Arc<dyn KeyService>, ClientError> {
-    let hosted = Hosted {
-        listing: units.iter().map(|u| u.descriptor.clone()).collect(),
-        units: units
+    let hosted = SharedUnits::new(
+        "tke-unitd (in-process)".to_owned(),
+        units.iter().map(|u| u.descriptor.clone()).collect(),
+        units
             .into_iter()
             .map(|u| (u.descriptor.unit_id, u.unit))
             .collect(),
-    };
+    );
     let client = Client::connect(vec![(Arc::new(hosted) as Arc<dyn Transport>, ca.clone())])?;
     let kms = tke_client::kms::open_local(dir, client, &InstanceId(instance.to_owned()))?;
     Ok(kms)
