@@ -308,6 +308,19 @@ struct Idle {
 /// only tasks are idle connections).
 struct Runtime(Option<tokio::runtime::Runtime>);
 
+impl Runtime {
+    /// One worker thread: the transport's calls block on it one at a time.
+    fn start() -> Result<Self, HttpsError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tke-https")
+            .enable_all()
+            .build()
+            .map(|rt| Self(Some(rt)))
+            .map_err(|source| HttpsError::Runtime { source })
+    }
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
@@ -526,12 +539,7 @@ impl HttpsTransport {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("tke-https")
-            .enable_all()
-            .build()
-            .map_err(|source| HttpsError::Runtime { source })?;
+        let runtime = Runtime::start()?;
         let shown_host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -544,7 +552,7 @@ impl HttpsTransport {
             port,
             server_name,
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
-            runtime: Runtime(Some(runtime)),
+            runtime,
             key,
             instance: None,
             options: HttpsOptions::default(),
@@ -571,12 +579,7 @@ impl HttpsTransport {
     /// # Errors
     /// [`HttpsError::Runtime`].
     fn sibling(&self) -> Result<Self, HttpsError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("tke-https")
-            .enable_all()
-            .build()
-            .map_err(|source| HttpsError::Runtime { source })?;
+        let runtime = Runtime::start()?;
         Ok(Self {
             name: self.name.clone(),
             url: self.url.clone(),
@@ -584,7 +587,7 @@ impl HttpsTransport {
             port: self.port,
             server_name: self.server_name.clone(),
             tls: self.tls.clone(),
-            runtime: Runtime(Some(runtime)),
+            runtime,
             key: ApiKey(self.key.0.clone()),
             instance: self.instance.clone(),
             options: self.options,
