@@ -36,9 +36,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tke_client::{fanout::parallel, Client, ClientError, InstanceId, KnownUnit};
 use tke_proto::{
-    transport::SignedEnvelope,
-    AdminCertificate, AdminInfo, Command, Register, RegisterState, RegisterStatus, Threshold,
-    UnitId, UnitStatus, UnitType, Vp,
+    transport::SignedEnvelope, AdminCertificate, AdminInfo, Command, Register, RegisterState,
+    RegisterStatus, Threshold, UnitId, UnitStatus, UnitType, Vp,
 };
 use tke_sigkey::Signer;
 

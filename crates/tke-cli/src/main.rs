@@ -17,6 +17,7 @@ mod failover;
 mod guard;
 mod journal;
 mod keyparts;
+mod kms;
 mod local;
 mod logging;
 mod mk_load;
@@ -293,6 +294,9 @@ enum Cmd {
     /// Add failover crypto units to the selected service instance (every unit of it
     /// selected): 2, or 2 or 3 when it has 3 operational units or more.
     FailoverEnable(failover::Args),
+    /// Root keys in key storage, and data keys wrapped under them
+    #[command(subcommand)]
+    Kms(kms::Cmd),
     /// The embedded fleet of emulated crypto units
     #[command(subcommand)]
     Local(LocalCmd),
@@ -429,6 +433,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Mks => keyparts::mks(&ctx),
         Cmd::MkAdd(a) => keyparts::add(&ctx, a),
         Cmd::MkRm(a) => keyparts::rm(&ctx, a),
+        Cmd::Kms(c) => kms::run(&ctx, c),
         Cmd::Local(LocalCmd::Init(a)) => local::init(&ctx, a),
         Cmd::Target(TargetCmd::Add(a)) => targets::add(&ctx, a),
         Cmd::Target(TargetCmd::List) => targets::list(&ctx),

@@ -175,7 +175,7 @@ fn adding_a_key_does_not_renumber_the_others() {
 
 /// `tke help`'s command list: the vendor's command table in its order (`cryptounit-mk-rotate`
 /// and `auto-mk-rotate` are not there yet), then tke's own commands.
-const VENDOR_ORDER: [&str; 34] = [
+const VENDOR_ORDER: [&str; 35] = [
     "cryptounits",
     "cryptounit-add",
     "cryptounit-rm",
@@ -207,6 +207,7 @@ const VENDOR_ORDER: [&str; 34] = [
     "auto-init",
     "auto-recover",
     "failover-enable",
+    "kms",
     "local",
     "target",
     "help",
@@ -254,7 +255,11 @@ fn help_and_h_explain_commands() {
     assert!(listed.iter().all(|(_, about)| !about.is_empty()), "{top}");
     // `tke help CMD` and `tke CMD --help` show the same text, global options included.
     let mut commands: Vec<Vec<&str>> = VENDOR_ORDER.iter().map(|c| vec![*c]).collect();
-    commands.extend([vec!["local", "init"], vec!["target", "add"]]);
+    commands.extend([
+        vec!["local", "init"],
+        vec!["target", "add"],
+        vec!["kms", "create"],
+    ]);
     for c in &commands {
         let via_help = w.ok(&[&["help"][..], c].concat());
         let via_flag = w.ok(&[&c[..], &["--help"][..]].concat());

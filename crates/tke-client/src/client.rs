@@ -9,7 +9,8 @@ use std::{
 use tke_proto::{
     der::{Decode, Encode},
     CaCertificate, Command, DeviceCertificate, ModuleError, Nonce, Query, Request, ResponseBody,
-    SignedCommand, SignedResponse, UnitId, UnitStatus, UnitType,
+    ServiceOp, ServiceOutput, ServiceRequest, SignedCommand, SignedResponse, UnitId, UnitStatus,
+    UnitType,
 };
 use tke_sigkey::Signer;
 
@@ -312,6 +313,41 @@ impl Client {
             });
         }
         Ok(status)
+    }
+
+    /// Runs a key-service operation on a unit (protocol §17): unsigned, no counter, no
+    /// state change in the unit. The answer is signed by the unit's device key and bound
+    /// to this request, which carries a fresh nonce; its output is checked against the
+    /// request (as many keys as asked for).
+    ///
+    /// # Errors
+    /// [`ClientError::ServiceRequest`] if the operation breaks the protocol's size limits
+    /// (nothing is sent); [`ClientError::ServiceRefused`] if the unit refuses it;
+    /// [`ClientError::Response`] if the answer is not authentic or does not answer the
+    /// request; the transport's error.
+    pub fn service(&self, unit: &KnownUnit, op: ServiceOp) -> Result<ServiceOutput, ClientError> {
+        let name = op.name();
+        op.check().map_err(|source| ClientError::ServiceRequest {
+            unit: unit.id(),
+            op: name,
+            source,
+        })?;
+        let request = ServiceRequest::new(unit.id(), op);
+        // The clone is sent; the original checks the output against what was asked.
+        let body = self.exchange(unit, &Request::Service(request.clone()))?;
+        if let Some(error) = body.error() {
+            return Err(ClientError::ServiceRefused {
+                unit: unit.id(),
+                op: name,
+                error,
+            });
+        }
+        request
+            .decode_output(body.output.as_bytes())
+            .map_err(|source| ClientError::Response {
+                unit: unit.id(),
+                source,
+            })
     }
 
     /// Sends an already signed command and returns the unit's output.

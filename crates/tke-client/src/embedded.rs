@@ -10,6 +10,7 @@
 //! <fleet>/ca.pem            the fleet CA certificate (clients pin it)
 //! <fleet>/ca.key.pem        the fleet CA key (PKCS#8, 0600): issues device certificates
 //! <fleet>/units/<uuid>/     one directory per unit (see tke-unit)
+//! <fleet>/keys/<uuid>.keys  each instance's key storage (SQLite, 0600; made on first use)
 //! <fleet>/.lock             held while a process uses the fleet
 //! ```
 
@@ -651,6 +652,80 @@ impl Transport for EmbeddedFleet {
 
     fn provisioning(&self) -> Option<&dyn Provisioning> {
         Some(self)
+    }
+
+    /// The instance's key store is `<fleet>/keys/<instance id>.keys` (made on first use,
+    /// 0600 in a 0700 directory); its units are this fleet's, shared with it.
+    fn key_service(
+        &self,
+        instance: &InstanceId,
+    ) -> Result<Option<Arc<dyn tke_kms::KeyService>>, ClientError> {
+        let listing: Vec<UnitDescriptor> = read(&self.listing)
+            .iter()
+            .filter(|d| &d.instance == instance)
+            .cloned()
+            .collect();
+        if listing.is_empty() {
+            return Ok(None);
+        }
+        let all = read(&self.units);
+        let units = listing
+            .iter()
+            .filter_map(|d| all.get(&d.unit_id).map(|u| (d.unit_id, u.clone())))
+            .collect();
+        drop(all);
+        let transport: Arc<dyn Transport> =
+            Arc::new(SharedUnits::new(self.describe(), listing, units));
+        let client = crate::Client::connect(vec![(transport, self.ca.clone())])?;
+        let kms = crate::kms::open_local(&self.dir.join(KEYS_DIR), client, instance)?;
+        Ok(Some(kms))
+    }
+}
+
+/// The directory of the fleet's key stores, one file per instance.
+const KEYS_DIR: &str = "keys";
+
+/// In-process units shared with their owner (an embedded fleet, a `tke-unitd` server),
+/// as a transport: what an instance's key service talks to, next to the units.
+pub struct SharedUnits {
+    describe: String,
+    listing: Vec<UnitDescriptor>,
+    units: HashMap<UnitId, Arc<Mutex<Unit>>>,
+}
+
+impl SharedUnits {
+    /// The transport over `units`, which `listing` describes; `describe` names it in
+    /// messages.
+    pub fn new(
+        describe: String,
+        listing: Vec<UnitDescriptor>,
+        units: HashMap<UnitId, Arc<Mutex<Unit>>>,
+    ) -> Self {
+        Self {
+            describe,
+            listing,
+            units,
+        }
+    }
+}
+
+impl Transport for SharedUnits {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn list_units(&self) -> Result<Vec<UnitDescriptor>, ClientError> {
+        Ok(self.listing.clone())
+    }
+
+    fn exchange(&self, unit: &UnitId, request_der: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let u = self
+            .units
+            .get(unit)
+            .ok_or(ClientError::UnknownUnit { unit: *unit })?;
+        Ok(u.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handle(request_der))
     }
 }
 

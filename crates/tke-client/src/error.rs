@@ -16,6 +16,15 @@ pub enum ClientError {
         /// Its codes.
         error: ModuleError,
     },
+    /// The key store of a service instance cannot be created or opened.
+    #[error("the key storage of this service instance cannot be opened")]
+    KeyStore(#[source] Box<tke_keystore::StoreError>),
+    /// A service instance id that cannot name a key store file (not a UUID).
+    #[error("service instance {instance} has no key storage: its id is not a UUID")]
+    KeyStoreInstance {
+        /// The instance.
+        instance: crate::InstanceId,
+    },
     /// A unit refused a status query.
     #[error("crypto unit {} refused the status query: {error}", unit.uuid())]
     QueryRefused {
@@ -23,6 +32,28 @@ pub enum ClientError {
         unit: UnitId,
         /// Its codes.
         error: ModuleError,
+    },
+    /// A unit refused a key-service operation (the codes say why: no register with that
+    /// verification pattern, a key that does not unwrap, a batch too big, ...).
+    #[error("crypto unit {} refused the key-service operation {op}: {error}", unit.uuid())]
+    ServiceRefused {
+        /// The unit.
+        unit: UnitId,
+        /// The operation's ASN.1 name (`generateKeys`, `wrapData`, `unwrapData`, `rewrap`).
+        op: &'static str,
+        /// Its codes.
+        error: ModuleError,
+    },
+    /// A key-service operation was not sent: its sizes break the protocol's limits (the
+    /// source says which).
+    #[error("the key-service operation {op} for crypto unit {} was not sent", unit.uuid())]
+    ServiceRequest {
+        /// The unit.
+        unit: UnitId,
+        /// The operation's ASN.1 name.
+        op: &'static str,
+        /// What is wrong.
+        source: ProtoError,
     },
     /// A unit's answer could not be authenticated or decoded.
     #[error("crypto unit {}", unit.uuid())]
@@ -198,4 +229,10 @@ pub enum ClientError {
         /// The transport that listed it again.
         second: String,
     },
+}
+
+impl From<tke_keystore::StoreError> for ClientError {
+    fn from(e: tke_keystore::StoreError) -> Self {
+        Self::KeyStore(Box::new(e))
+    }
 }

@@ -51,6 +51,8 @@ use zeroize::Zeroizing;
 
 use crate::{untrusted::sanitize, ClientError, InstanceId, Transport, UnitDescriptor};
 
+mod kms;
+
 /// Media type of a request body: the DER of a TKE `Request`.
 pub const REQUEST_TYPE: &str = "application/vnd.tke.request+der";
 /// Media type of an exchange's answer: the DER of a TKE `SignedResponse`.
@@ -306,6 +308,19 @@ struct Idle {
 /// only tasks are idle connections).
 struct Runtime(Option<tokio::runtime::Runtime>);
 
+impl Runtime {
+    /// One worker thread: the transport's calls block on it one at a time.
+    fn start() -> Result<Self, HttpsError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tke-https")
+            .enable_all()
+            .build()
+            .map(|rt| Self(Some(rt)))
+            .map_err(|source| HttpsError::Runtime { source })
+    }
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
@@ -477,6 +492,21 @@ struct UnitEntry {
     device_certificate: String,
 }
 
+/// A request body: the DER of a TKE `Request`, or JSON (the key service).
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Der(&'a [u8]),
+    Json(&'a [u8]),
+}
+
+impl<'a> Body<'a> {
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Self::Der(b) | Self::Json(b) => b,
+        }
+    }
+}
+
 /// An answer: status, content type and body.
 #[derive(Debug)]
 struct Answer {
@@ -509,12 +539,7 @@ impl HttpsTransport {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("tke-https")
-            .enable_all()
-            .build()
-            .map_err(|source| HttpsError::Runtime { source })?;
+        let runtime = Runtime::start()?;
         let shown_host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -527,7 +552,7 @@ impl HttpsTransport {
             port,
             server_name,
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
-            runtime: Runtime(Some(runtime)),
+            runtime,
             key,
             instance: None,
             options: HttpsOptions::default(),
@@ -546,6 +571,29 @@ impl HttpsTransport {
     pub fn for_instance(mut self, instance: InstanceId) -> Self {
         self.instance = Some(instance);
         self
+    }
+
+    /// A transport to the same server with the same settings and its own connections
+    /// (for a service that outlives a borrow of this one).
+    ///
+    /// # Errors
+    /// [`HttpsError::Runtime`].
+    fn sibling(&self) -> Result<Self, HttpsError> {
+        let runtime = Runtime::start()?;
+        Ok(Self {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            server_name: self.server_name.clone(),
+            tls: self.tls.clone(),
+            runtime,
+            key: ApiKey(self.key.0.clone()),
+            instance: self.instance.clone(),
+            options: self.options,
+            pool: Mutex::new(Vec::new()),
+            routes: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The target's name.
@@ -654,7 +702,7 @@ impl HttpsTransport {
         sender: &mut SendRequest<Full<Bytes>>,
         method: &str,
         path: &str,
-        body: Option<&[u8]>,
+        body: Option<Body<'_>>,
     ) -> Result<Option<Answer>, HttpsError> {
         if sender.ready().await.is_err() {
             return Ok(None);
@@ -679,13 +727,18 @@ impl HttpsTransport {
                 concat!("tke/", env!("CARGO_PKG_VERSION")),
             );
         request = match body {
-            Some(_) => request
+            Some(Body::Der(_)) => request
                 .header(header::CONTENT_TYPE, REQUEST_TYPE)
                 .header(header::ACCEPT, RESPONSE_TYPE),
+            Some(Body::Json(_)) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::ACCEPT, "application/json"),
             None => request.header(header::ACCEPT, "application/json"),
         };
         let request = request
-            .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
+            .body(Full::new(Bytes::copy_from_slice(
+                body.map(Body::bytes).unwrap_or_default(),
+            )))
             .map_err(bad_request)?;
         let exchange = async {
             let response = match sender.send_request(request).await {
@@ -739,7 +792,7 @@ impl HttpsTransport {
         &self,
         method: &str,
         path: &str,
-        body: Option<&[u8]>,
+        body: Option<Body<'_>>,
         idempotent: bool,
     ) -> Result<Answer, HttpsError> {
         let Some(runtime) = &self.runtime.0 else {
@@ -764,7 +817,7 @@ impl HttpsTransport {
         &self,
         method: &str,
         path: &str,
-        body: Option<&[u8]>,
+        body: Option<Body<'_>>,
         idempotent: bool,
     ) -> Result<Answer, HttpsError> {
         let fresh = if idempotent {
@@ -893,16 +946,17 @@ impl Transport for HttpsTransport {
             .get(unit)
             .cloned()
             .ok_or(ClientError::UnknownUnit { unit: *unit })?;
-        // The CHOICE tag says what the request is: [0] a query, [1] a command.
-        let query = request_der.first() == Some(&0xa0);
-        let path = format!(
-            "/v1/tke/{}/hsms/{}/{}",
-            instance.0,
-            unit.uuid(),
-            if query { "query" } else { "command" }
-        );
+        // The CHOICE tag says what the request is: [0] a query, [1] a command, [2] a
+        // service request. Queries and service requests change nothing in the unit, so
+        // they may be sent again.
+        let (kind, idempotent) = match request_der.first() {
+            Some(0xa0) => ("query", true),
+            Some(0xa2) => ("service", true),
+            _ => ("command", false),
+        };
+        let path = format!("/v1/tke/{}/hsms/{}/{kind}", instance.0, unit.uuid());
         let answer = self
-            .request("POST", &path, Some(request_der), query)
+            .request("POST", &path, Some(Body::Der(request_der)), idempotent)
             .map_err(|e| self.net_err(Some(*unit), e))?;
         if answer.content_type != RESPONSE_TYPE {
             return Err(self.net_err(
@@ -913,6 +967,17 @@ impl Transport for HttpsTransport {
             ));
         }
         Ok(answer.body)
+    }
+
+    fn key_service(
+        &self,
+        instance: &InstanceId,
+    ) -> Result<Option<Arc<dyn tke_kms::KeyService>>, ClientError> {
+        let transport = self.sibling().map_err(|e| self.net_err(None, e))?;
+        Ok(Some(Arc::new(kms::RemoteKms::new(
+            transport,
+            instance.clone(),
+        ))))
     }
 }
 
@@ -1021,12 +1086,16 @@ mod tests {
             retry_backoff: Duration::from_millis(10),
             ..HttpsOptions::default()
         });
-        let q = t.request("POST", "/q", Some(&[0xa0]), true).unwrap_err();
+        let q = t
+            .request("POST", "/q", Some(Body::Der(&[0xa0])), true)
+            .unwrap_err();
         assert!(q.retryable(), "{q}");
         assert!(!q.may_have_reached_server(), "nothing was sent: {q}");
         let tried = count.load(Ordering::SeqCst);
         assert_eq!(tried, 3, "a query is tried 1 + 2 times");
-        let c = t.request("POST", "/c", Some(&[0xa1]), false).unwrap_err();
+        let c = t
+            .request("POST", "/c", Some(Body::Der(&[0xa1])), false)
+            .unwrap_err();
         assert!(
             matches!(c, HttpsError::Io { .. } | HttpsError::Tls { .. }),
             "{c}"

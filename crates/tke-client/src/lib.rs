@@ -8,6 +8,7 @@ mod error;
 pub mod fanout;
 #[cfg(feature = "https")]
 pub mod https;
+pub mod kms;
 pub mod provision;
 mod transport;
 pub mod untrusted;

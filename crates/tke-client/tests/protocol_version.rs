@@ -109,7 +109,7 @@ fn older_units_are_refused_naming_both_versions() {
             } => {
                 assert_eq!(
                     (*unit, *signer, *what, *found, *expected),
-                    (id, id, "response", version, 3)
+                    (id, id, "response", version, 4)
                 );
             }
             other => panic!("expected a protocol version error, got {other:?}"),
@@ -119,7 +119,7 @@ fn older_units_are_refused_naming_both_versions() {
             source.to_string(),
             format!(
                 "the response from crypto unit {} is signed under protocol version {version}; \
-                 version 3 is required",
+                 version 4 is required",
                 id.uuid()
             )
         );

@@ -16,6 +16,8 @@
 //! test (`cargo test --all-targets`, no `--bench`), it uses 1,000 records in batches of 100.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod floor;
+
 use std::{
     num::NonZeroUsize,
     path::{Path, PathBuf},
@@ -81,14 +83,6 @@ impl Bench {
         }
     }
 
-    /// A second connection to the store file with the store's settings (crate
-    /// documentation), so that only the code differs.
-    fn raw_connection(&self) -> rusqlite::Connection {
-        let raw = rusqlite::Connection::open(&self.path).unwrap();
-        raw.pragma_update(None, "synchronous", "FULL").unwrap();
-        raw
-    }
-
     /// Moves every record to the other master key with `rewrap_batch`; returns the time.
     fn rotate(&mut self, rewrap: OneRewrap) -> Duration {
         let (old, new) = (&self.keys[self.current], &self.keys[1 - self.current]);
@@ -108,8 +102,8 @@ impl Bench {
         took
     }
 
-    /// The same moves as plain SQL on a second connection, with the same batch size,
-    /// between the current VP and the shadow VP.
+    /// The same moves as plain SQL on a second connection ([`floor::rewrite`]), with
+    /// the same batch size, between the current VP and the shadow VP.
     fn rotate_sql(&mut self, raw: &mut rusqlite::Connection) -> Duration {
         let real = self.keys[self.current].vp();
         let shadow = tke_proto::Vp([0x5a; 32]);
@@ -118,51 +112,7 @@ impl Bench {
         } else {
             (real, shadow)
         };
-        let vp_id = |vp: &tke_proto::Vp| -> i64 {
-            raw.execute(
-                "INSERT OR IGNORE INTO vps (vp) VALUES (?1)",
-                [vp.as_bytes().as_slice()],
-            )
-            .unwrap();
-            raw.query_row(
-                "SELECT vp_id FROM vps WHERE vp = ?1",
-                [vp.as_bytes().as_slice()],
-                |r| r.get(0),
-            )
-            .unwrap()
-        };
-        let (from, to) = (vp_id(&old), vp_id(&new));
-        let limit = i64::try_from(self.batch.get()).unwrap();
-        let start = Instant::now();
-        loop {
-            let tx = raw
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .unwrap();
-            let rows: Vec<(i64, Vec<u8>)> = {
-                let mut sel = tx
-                    .prepare_cached("SELECT rowid, wrapped FROM keys WHERE vp_id = ?1 LIMIT ?2")
-                    .unwrap();
-                sel.query_map([from, limit], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap()
-            };
-            {
-                let mut upd = tx
-                    .prepare_cached(
-                        "UPDATE OR FAIL keys SET wrapped = ?1, vp_id = ?2 WHERE rowid = ?3",
-                    )
-                    .unwrap();
-                for (rowid, wrapped) in &rows {
-                    upd.execute(rusqlite::params![wrapped, to, rowid]).unwrap();
-                }
-            }
-            tx.commit().unwrap();
-            if rows.is_empty() {
-                break;
-            }
-        }
-        let took = start.elapsed();
+        let took = floor::rewrite(raw, &old, &new, self.batch.get());
         assert_eq!(self.store.count_by_vp(&old).unwrap(), 0);
         self.shadowed = !self.shadowed;
         took
@@ -208,7 +158,7 @@ fn rotation(c: &mut Criterion) {
     {
         // Closed before the store runs again: with a second connection open, the store's
         // rotation of 1M keys took twice as long.
-        let mut raw = bench.raw_connection();
+        let mut raw = floor::raw_connection(&bench.path);
         group.bench_function("sqlite_floor", |b| {
             b.iter_custom(|iters| (0..iters).map(|_| bench.rotate_sql(&mut raw)).sum())
         });

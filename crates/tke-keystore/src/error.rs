@@ -2,7 +2,7 @@
 
 use std::{io, path::PathBuf};
 
-use crate::KeyId;
+use crate::{KeyId, RotationMarker};
 
 /// A value that breaks the rules of its type ([`crate::KeyId`], [`crate::KeyName`],
 /// [`crate::WrappedKey`]).
@@ -175,6 +175,88 @@ pub enum StoreError {
         #[source]
         source: RewrapError,
     },
+    /// The batch rewrap function failed; the whole batch was left unchanged.
+    #[error(
+        "key store {}: rewrapping a batch of {count} keys (the first {first}) failed; the \
+         batch was left unchanged",
+        store.display()
+    )]
+    RewrapBatch {
+        /// The store file.
+        store: PathBuf,
+        /// The batch's first key.
+        first: KeyId,
+        /// How many keys the batch holds.
+        count: usize,
+        /// What the rewrap function reported.
+        #[source]
+        source: RewrapError,
+    },
+    /// The batch rewrap function returned another number of values than it was given.
+    #[error(
+        "key store {}: a batch rewrap returned {actual} keys for {expected}; the batch was \
+         left unchanged",
+        store.display()
+    )]
+    RewrapCount {
+        /// The store file.
+        store: PathBuf,
+        /// How many were given.
+        expected: usize,
+        /// How many came back.
+        actual: usize,
+    },
+    /// A rotation was begun while another one is in progress.
+    #[error(
+        "key store {}: a rotation from VP {} to VP {} is in progress; finish it first",
+        store.display(), in_progress.from, in_progress.to
+    )]
+    OtherRotation {
+        /// The store file.
+        store: PathBuf,
+        /// The rotation in progress.
+        in_progress: RotationMarker,
+    },
+    /// A rotation was ended that is not the one in progress (or none is).
+    #[error(
+        "key store {}: {}",
+        store.display(),
+        match in_progress {
+            Some(m) => format!("the rotation in progress is from VP {} to VP {}", m.from, m.to),
+            None => "no rotation is in progress".to_owned(),
+        }
+    )]
+    NotThisRotation {
+        /// The store file.
+        store: PathBuf,
+        /// The rotation in progress, if any.
+        in_progress: Option<RotationMarker>,
+    },
+    /// A rotation cannot end while records are still wrapped under its old master key.
+    #[error(
+        "key store {}: {count} keys are still wrapped under the master key with VP {vp}; \
+         re-encrypt them before the rotation ends",
+        store.display()
+    )]
+    RecordsLeft {
+        /// The store file.
+        store: PathBuf,
+        /// The old master key's VP.
+        vp: tke_proto::Vp,
+        /// How many records it still wraps.
+        count: u64,
+    },
+}
+
+impl StoreError {
+    /// The rotation in progress, when this error is about one.
+    pub fn rotation_in_progress(&self) -> Option<&RotationMarker> {
+        match self {
+            Self::OtherRotation { in_progress, .. } => Some(in_progress),
+            Self::NotThisRotation { in_progress, .. } => in_progress.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 /// What a rewrap function reports when it cannot rewrap a key (the unit's error, for

@@ -35,6 +35,22 @@ impl ListCursor {
 /// batch's `from` VP, returns it wrapped under the master key of the `to` VP.
 pub type RewrapFn<'a> = dyn FnMut(&KeyId, &WrappedKey) -> Result<WrappedKey, RewrapError> + 'a;
 
+/// Rewraps a whole batch in one go (one call to a unit): takes the batch's values
+/// wrapped under the master key of the `from` VP and returns them wrapped under the one
+/// of the `to` VP, as many and in the same order.
+pub type BatchRewrapFn<'a> = dyn FnMut(&[WrappedKey]) -> Result<Vec<WrappedKey>, RewrapError> + 'a;
+
+/// The master key rotation in progress on a store: its records are being moved from the
+/// master key with VP `from` to the one with VP `to`. Stored in the store itself, so
+/// that every process using the store sees it, and it survives a crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RotationMarker {
+    /// VP of the master key the records are moved away from.
+    pub from: Vp,
+    /// VP of the master key the records are moved to.
+    pub to: Vp,
+}
+
 /// The key storage of one service instance.
 ///
 /// Every record is tagged with the VP of the master key that wraps it, and each change
@@ -114,6 +130,44 @@ pub trait KeyStore {
         limit: NonZeroUsize,
         rewrap: &mut RewrapFn<'_>,
     ) -> Result<usize, StoreError>;
+
+    /// The same step as [`KeyStore::rewrap_batch`], with the whole batch given to
+    /// `rewrap` at once (a unit rewraps a batch in one call). If `rewrap` fails, or
+    /// returns another number of values than it was given, nothing of the batch changes.
+    ///
+    /// # Errors
+    /// [`StoreError::SameVp`]; [`StoreError::RewrapBatch`] naming the batch's first key;
+    /// [`StoreError::RewrapCount`]; [`StoreError::Malformed`]; [`StoreError::Database`].
+    fn rewrap_batch_whole(
+        &mut self,
+        from: &Vp,
+        to: &Vp,
+        limit: NonZeroUsize,
+        rewrap: &mut BatchRewrapFn<'_>,
+    ) -> Result<usize, StoreError>;
+
+    /// The rotation in progress, if any.
+    ///
+    /// # Errors
+    /// [`StoreError::Malformed`]; [`StoreError::Database`].
+    fn rotation(&self) -> Result<Option<RotationMarker>, StoreError>;
+
+    /// Records that `marker`'s rotation is in progress, durably (one transaction). Doing
+    /// it again for the same rotation changes nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::OtherRotation`] when another rotation is in progress;
+    /// [`StoreError::SameVp`] when `from` is `to`; [`StoreError::Database`].
+    fn begin_rotation(&mut self, marker: &RotationMarker) -> Result<(), StoreError>;
+
+    /// Ends `marker`'s rotation once no record is left under its `from` VP (checked in
+    /// the same transaction that clears the marker), then makes the store durable
+    /// ([`KeyStore::sync`]).
+    ///
+    /// # Errors
+    /// [`StoreError::NotThisRotation`] when `marker`'s rotation is not the one in
+    /// progress; [`StoreError::RecordsLeft`]; [`StoreError::Database`].
+    fn finish_rotation(&mut self, marker: &RotationMarker) -> Result<(), StoreError>;
 
     /// Makes every committed change durable (survives a power loss). Call it before
     /// acting on what the store says, e.g. before discarding an old master key.

@@ -18,15 +18,16 @@ use rusqlite::{
 use tke_proto::Vp;
 
 use crate::{
-    Created, KeyDataError, KeyId, KeyName, KeyStore, ListCursor, Record, RewrapFn, StoreError,
-    WrappedKey,
+    BatchRewrapFn, Created, KeyDataError, KeyId, KeyName, KeyStore, ListCursor, Record, RewrapFn,
+    RotationMarker, StoreError, WrappedKey,
 };
 
 /// `PRAGMA application_id` of a key store ("TKEK"), so that another SQLite file is
 /// never taken for one.
 const APPLICATION_ID: i64 = 0x544B_454B;
-/// `PRAGMA user_version`: the format of the tables below.
-const FORMAT_VERSION: i64 = 1;
+/// `PRAGMA user_version`: the format of the tables below. Version 1 had no `rotation`
+/// table; [`SqliteKeyStore::open`] adds it.
+const FORMAT_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE vps (
@@ -44,8 +45,22 @@ CREATE INDEX keys_vp ON keys (vp_id);
 CREATE INDEX keys_created ON keys (created, id);
 ";
 
+/// The rotation in progress: at most one row (format 2).
+const ROTATION_TABLE: &str = "
+CREATE TABLE rotation (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    from_vp BLOB NOT NULL CHECK (length(from_vp) = 32),
+    to_vp BLOB NOT NULL CHECK (length(to_vp) = 32)
+);
+";
+
 const SELECT_RECORD: &str = "SELECT keys.rowid, id, name, created, wrapped, vp \
      FROM keys JOIN vps USING (vp_id)";
+
+/// What [`SqliteKeyStore::rewrap_rows`] calls: the batch's key ids and wrapped values in,
+/// the new values out, in the same order.
+type RowsRewrapFn<'a> =
+    dyn FnMut(&[KeyId], &[WrappedKey]) -> Result<Vec<WrappedKey>, StoreError> + 'a;
 
 /// The label of a store that has no file.
 const IN_MEMORY: &str = "(in-memory key store)";
@@ -115,7 +130,10 @@ impl SqliteKeyStore {
             });
         }
         let version: i64 = store.pragma("user_version", "read the store header")?;
-        if version != FORMAT_VERSION {
+        let mut store = store;
+        if version == 1 {
+            store.upgrade_from_1()?;
+        } else if version != FORMAT_VERSION {
             return Err(StoreError::Version {
                 path: path.to_owned(),
                 found: version,
@@ -162,11 +180,100 @@ impl SqliteKeyStore {
     fn init_schema(&mut self) -> Result<(), StoreError> {
         let tx = write_tx(&mut self.conn, &self.path)?;
         tx.execute_batch(SCHEMA)
+            .and_then(|()| tx.execute_batch(ROTATION_TABLE))
             .and_then(|()| tx.pragma_update(None, "application_id", APPLICATION_ID))
             .and_then(|()| tx.pragma_update(None, "user_version", FORMAT_VERSION))
             .map_err(|e| db_err(&self.path, "create the tables", e))?;
         tx.commit()
             .map_err(|e| db_err(&self.path, "create the tables", e))
+    }
+
+    /// Format 1 to 2: the rotation marker's table, in one transaction.
+    fn upgrade_from_1(&mut self) -> Result<(), StoreError> {
+        let tx = write_tx(&mut self.conn, &self.path)?;
+        tx.execute_batch(ROTATION_TABLE)
+            .and_then(|()| tx.pragma_update(None, "user_version", FORMAT_VERSION))
+            .map_err(|e| db_err(&self.path, "upgrade the store to format 2", e))?;
+        tx.commit()
+            .map_err(|e| db_err(&self.path, "upgrade the store to format 2", e))
+    }
+
+    /// Reads up to `limit` records tagged `from` and stores what `rewrap` makes of them
+    /// tagged `to`, in one transaction; `rewrap` gets the batch's row ids, key ids and
+    /// wrapped values, and returns the new values in the same order.
+    fn rewrap_rows(
+        &mut self,
+        from: &Vp,
+        to: &Vp,
+        limit: NonZeroUsize,
+        rewrap: &mut RowsRewrapFn<'_>,
+    ) -> Result<usize, StoreError> {
+        if from == to {
+            return Err(StoreError::SameVp {
+                store: self.path.clone(),
+                vp: *from,
+            });
+        }
+        let path = self.path.clone();
+        let db = |e| db_err(&path, "rewrap a batch", e);
+        let tx = write_tx(&mut self.conn, &path)?;
+        let Some(from_id) = vp_id(&tx, from).map_err(db)? else {
+            return Ok(0);
+        };
+        // The batch is read whole before any row changes: updating the index a query is
+        // walking could skip rows or see them twice.
+        let cap = limit.get().min(65_536);
+        let (mut rowids, mut ids, mut wrapped) = (
+            Vec::with_capacity(cap),
+            Vec::with_capacity(cap),
+            Vec::with_capacity(cap),
+        );
+        {
+            let mut stmt = tx
+                .prepare_cached("SELECT rowid, id, wrapped FROM keys WHERE vp_id = ?1 LIMIT ?2")
+                .map_err(db)?;
+            let mut rows = stmt
+                .query(params![from_id, limit_param(limit)])
+                .map_err(db)?;
+            while let Some(row) = rows.next().map_err(db)? {
+                let rowid: i64 = row.get(0).map_err(db)?;
+                let malformed = |source| StoreError::Malformed {
+                    store: path.clone(),
+                    table: "keys",
+                    row: rowid,
+                    source,
+                };
+                ids.push(KeyId::from_slice(blob(row, 1).map_err(db)?).map_err(malformed)?);
+                wrapped.push(WrappedKey::new(row.get(2).map_err(db)?).map_err(malformed)?);
+                rowids.push(rowid);
+            }
+        }
+        if rowids.is_empty() {
+            return Ok(0);
+        }
+        // A failure returns before the commit: dropping `tx` rolls the batch back.
+        let new = rewrap(&ids, &wrapped)?;
+        if new.len() != rowids.len() {
+            return Err(StoreError::RewrapCount {
+                store: path.clone(),
+                expected: rowids.len(),
+                actual: new.len(),
+            });
+        }
+        let to_id = ensure_vp_id(&tx, to).map_err(db)?;
+        {
+            // OR FAIL: no statement journal for each row (a quarter of the time of a
+            // batch); a failure drops `tx`, which rolls the whole batch back anyway.
+            let mut stmt = tx
+                .prepare_cached("UPDATE OR FAIL keys SET wrapped = ?1, vp_id = ?2 WHERE rowid = ?3")
+                .map_err(db)?;
+            for (rowid, value) in rowids.iter().zip(&new) {
+                stmt.execute(params![value.as_bytes(), to_id, rowid])
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(rowids.len())
     }
 
     fn pragma(&self, name: &str, action: &'static str) -> Result<i64, StoreError> {
@@ -234,6 +341,30 @@ fn db_err(path: &Path, action: &'static str, source: rusqlite::Error) -> StoreEr
 /// Column `i` of `row` as a blob.
 fn blob<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<&'r [u8]> {
     Ok(row.get_ref(i)?.as_blob()?)
+}
+
+/// The rotation marker, read inside `conn` (a transaction or the connection).
+fn read_rotation(path: &Path, conn: &Connection) -> Result<Option<RotationMarker>, StoreError> {
+    let db = |e| db_err(path, "read the rotation marker", e);
+    let row: Option<(Vec<u8>, Vec<u8>)> = conn
+        .prepare_cached("SELECT from_vp, to_vp FROM rotation WHERE one = 1")
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(db)?;
+    let Some((from, to)) = row else {
+        return Ok(None);
+    };
+    let vp = |b: &[u8]| {
+        Vp::from_slice(b).map_err(|_| StoreError::Malformed {
+            store: path.to_owned(),
+            table: "rotation",
+            row: 1,
+            source: KeyDataError::VpLength { actual: b.len() },
+        })
+    };
+    Ok(Some(RotationMarker {
+        from: vp(&from)?,
+        to: vp(&to)?,
+    }))
 }
 
 /// The row id of `vp` in table `vps`, if it has one.
@@ -417,64 +548,104 @@ impl KeyStore for SqliteKeyStore {
         limit: NonZeroUsize,
         rewrap: &mut RewrapFn<'_>,
     ) -> Result<usize, StoreError> {
-        if from == to {
+        let path = self.path.clone();
+        self.rewrap_rows(from, to, limit, &mut |ids, wrapped| {
+            ids.iter()
+                .zip(wrapped)
+                .map(|(id, w)| {
+                    rewrap(id, w).map_err(|source| StoreError::Rewrap {
+                        store: path.clone(),
+                        id: *id,
+                        source,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn rewrap_batch_whole(
+        &mut self,
+        from: &Vp,
+        to: &Vp,
+        limit: NonZeroUsize,
+        rewrap: &mut BatchRewrapFn<'_>,
+    ) -> Result<usize, StoreError> {
+        let path = self.path.clone();
+        self.rewrap_rows(from, to, limit, &mut |ids, wrapped| {
+            rewrap(wrapped).map_err(|source| StoreError::RewrapBatch {
+                store: path.clone(),
+                first: ids[0],
+                count: ids.len(),
+                source,
+            })
+        })
+    }
+
+    fn rotation(&self) -> Result<Option<RotationMarker>, StoreError> {
+        read_rotation(&self.path, &self.conn)
+    }
+
+    fn begin_rotation(&mut self, marker: &RotationMarker) -> Result<(), StoreError> {
+        if marker.from == marker.to {
             return Err(StoreError::SameVp {
                 store: self.path.clone(),
-                vp: *from,
+                vp: marker.from,
             });
         }
         let path = self.path.clone();
-        let db = |e| db_err(&path, "rewrap a batch", e);
+        let db = |e| db_err(&path, "write the rotation marker", e);
         let tx = write_tx(&mut self.conn, &path)?;
-        let Some(from_id) = vp_id(&tx, from).map_err(db)? else {
-            return Ok(0);
-        };
-        // The batch is read whole before any row changes: updating the index a query is
-        // walking could skip rows or see them twice.
-        let mut batch: Vec<(i64, KeyId, WrappedKey)> = Vec::with_capacity(limit.get().min(65_536));
-        {
-            let mut stmt = tx
-                .prepare_cached("SELECT rowid, id, wrapped FROM keys WHERE vp_id = ?1 LIMIT ?2")
-                .map_err(db)?;
-            let mut rows = stmt
-                .query(params![from_id, limit_param(limit)])
-                .map_err(db)?;
-            while let Some(row) = rows.next().map_err(db)? {
-                let rowid: i64 = row.get(0).map_err(db)?;
-                let malformed = |source| StoreError::Malformed {
+        match read_rotation(&path, &tx)? {
+            Some(m) if m == *marker => return Ok(()),
+            Some(m) => {
+                return Err(StoreError::OtherRotation {
                     store: path.clone(),
-                    table: "keys",
-                    row: rowid,
-                    source,
-                };
-                let id = KeyId::from_slice(blob(row, 1).map_err(db)?).map_err(malformed)?;
-                let wrapped = WrappedKey::new(row.get(2).map_err(db)?).map_err(malformed)?;
-                batch.push((rowid, id, wrapped));
+                    in_progress: m,
+                })
+            }
+            None => {}
+        }
+        tx.execute(
+            "INSERT INTO rotation (one, from_vp, to_vp) VALUES (1, ?1, ?2)",
+            params![
+                marker.from.as_bytes().as_slice(),
+                marker.to.as_bytes().as_slice()
+            ],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    fn finish_rotation(&mut self, marker: &RotationMarker) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let db = |e| db_err(&path, "clear the rotation marker", e);
+        let tx = write_tx(&mut self.conn, &path)?;
+        match read_rotation(&path, &tx)? {
+            Some(m) if m == *marker => {}
+            in_progress => {
+                return Err(StoreError::NotThisRotation {
+                    store: path.clone(),
+                    in_progress,
+                })
             }
         }
-        if batch.is_empty() {
-            return Ok(0);
+        // Counted inside the transaction that clears the marker: no record can slip in
+        // under the old key between the check and the end.
+        let left: i64 = tx
+            .prepare_cached("SELECT count(*) FROM keys JOIN vps USING (vp_id) WHERE vp = ?1")
+            .and_then(|mut s| s.query_row([marker.from.as_bytes().as_slice()], |r| r.get(0)))
+            .map_err(db)?;
+        if left > 0 {
+            return Err(StoreError::RecordsLeft {
+                store: path.clone(),
+                vp: marker.from,
+                count: left.unsigned_abs(),
+            });
         }
-        let to_id = ensure_vp_id(&tx, to).map_err(db)?;
-        {
-            // OR FAIL: no statement journal for each row (a quarter of the time of a
-            // batch); a failure drops `tx`, which rolls the whole batch back anyway.
-            let mut stmt = tx
-                .prepare_cached("UPDATE OR FAIL keys SET wrapped = ?1, vp_id = ?2 WHERE rowid = ?3")
-                .map_err(db)?;
-            for (rowid, id, wrapped) in &batch {
-                // A failure returns before the commit: dropping `tx` rolls the batch back.
-                let new = rewrap(id, wrapped).map_err(|source| StoreError::Rewrap {
-                    store: path.clone(),
-                    id: *id,
-                    source,
-                })?;
-                stmt.execute(params![new.as_bytes(), to_id, rowid])
-                    .map_err(db)?;
-            }
-        }
+        tx.execute("DELETE FROM rotation", []).map_err(db)?;
         tx.commit().map_err(db)?;
-        Ok(batch.len())
+        // The marker's end is what lets the units discard the old key: on disk first.
+        self.sync()
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {

@@ -225,6 +225,32 @@ impl Created {
     }
 }
 
+/// In UTC, to the millisecond: `2026-11-29T07:20:38.123Z`.
+impl fmt::Display for Created {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.rem_euclid(86_400_000);
+        let days = self.0.div_euclid(86_400_000);
+        // Days since 1970-01-01 to a civil date (H. Hinnant's `civil_from_days`).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        )
+    }
+}
+
 /// One stored key: its id and name, when it was created, its material wrapped under a
 /// master key, and the verification pattern (VP) of that master key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,5 +277,19 @@ impl Record {
             wrapped,
             vp,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Created;
+
+    #[test]
+    fn created_shows_as_utc() {
+        let show = |ms| Created::from_unix_millis(ms).to_string();
+        assert_eq!(show(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(show(1_795_850_438_123), "2026-11-28T07:20:38.123Z");
+        assert_eq!(show(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(show(-1), "1969-12-31T23:59:59.999Z");
     }
 }

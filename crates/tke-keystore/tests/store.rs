@@ -5,7 +5,7 @@ use std::{num::NonZeroUsize, os::unix::fs::PermissionsExt, path::Path};
 
 use tke_keystore::{
     Created, KeyDataError, KeyId, KeyName, KeyStore, ListCursor, Record, RewrapError,
-    SqliteKeyStore, StoreError, WrappedKey,
+    RotationMarker, SqliteKeyStore, StoreError, WrappedKey,
 };
 use tke_proto::{transport, MasterKey, Vp};
 
@@ -36,6 +36,8 @@ on_every_store!(
     rewrap_moves_every_record_from_a_to_b_in_batches,
     a_failing_rewrap_leaves_its_whole_batch_untouched,
     rewrap_to_the_same_vp_is_refused_and_an_unknown_vp_has_nothing_to_move,
+    a_whole_batch_rewrap_is_one_call_and_all_or_nothing,
+    the_rotation_marker_is_one_at_a_time_and_ends_only_when_no_record_is_left,
 );
 
 fn n(v: usize) -> NonZeroUsize {
@@ -494,14 +496,14 @@ fn another_format_version_and_malformed_rows_are_reported_by_name() {
     assert_eq!(store.get(&keys[0].0.id).unwrap(), keys[0].0);
     drop(store);
 
-    raw.pragma_update(None, "user_version", 2).unwrap();
+    raw.pragma_update(None, "user_version", 3).unwrap();
     let err = SqliteKeyStore::open(&path).unwrap_err();
     assert!(
         matches!(
             err,
             StoreError::Version {
-                found: 2,
-                expected: 1,
+                found: 3,
+                expected: 2,
                 ..
             }
         ),
@@ -510,8 +512,165 @@ fn another_format_version_and_malformed_rows_are_reported_by_name() {
     assert_eq!(
         err.to_string(),
         format!(
-            "the key store {} has format version 2; this program reads version 1",
+            "the key store {} has format version 3; this program reads version 2",
             path.display()
         )
     );
+}
+
+fn a_whole_batch_rewrap_is_one_call_and_all_or_nothing(store: &mut dyn KeyStore) {
+    let (a, b) = (MasterKey::random(), MasterKey::random());
+    let keys = fill(store, &a, 12);
+    let mut one = rewrap_fn(&a, &b);
+    let mut calls = Vec::new();
+    let mut whole = |batch: &[WrappedKey]| -> Result<Vec<WrappedKey>, RewrapError> {
+        calls.push(batch.len());
+        batch.iter().map(|w| one(&KeyId::random(), w)).collect()
+    };
+    assert_eq!(
+        store
+            .rewrap_batch_whole(&a.vp(), &b.vp(), n(5), &mut whole)
+            .unwrap(),
+        5
+    );
+    let before: Vec<Record> = keys
+        .iter()
+        .map(|(r, _)| store.get(&r.id).unwrap())
+        .collect();
+
+    // A failing unit, and one that answers with a value missing: nothing changes.
+    let err = store
+        .rewrap_batch_whole(&a.vp(), &b.vp(), n(5), &mut |_| {
+            Err("unit 2 did not answer".into())
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::RewrapBatch { count: 5, source, .. }
+            if source.to_string() == "unit 2 did not answer"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("a batch of 5 keys"), "{err}");
+    let mut short = rewrap_fn(&a, &b);
+    let err = store
+        .rewrap_batch_whole(&a.vp(), &b.vp(), n(5), &mut |batch| {
+            batch[1..]
+                .iter()
+                .map(|w| short(&KeyId::random(), w))
+                .collect()
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::RewrapCount {
+                expected: 5,
+                actual: 4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let after: Vec<Record> = keys
+        .iter()
+        .map(|(r, _)| store.get(&r.id).unwrap())
+        .collect();
+    assert_eq!(after, before, "nothing of the failed batches changed");
+
+    while store
+        .rewrap_batch_whole(&a.vp(), &b.vp(), n(5), &mut whole)
+        .unwrap()
+        > 0
+    {}
+    assert_eq!(calls, [5, 5, 2], "one call per batch");
+    assert_all_readable(&*store, &keys, &[&b]);
+}
+
+fn the_rotation_marker_is_one_at_a_time_and_ends_only_when_no_record_is_left(
+    store: &mut dyn KeyStore,
+) {
+    let (a, b, c) = (
+        MasterKey::random(),
+        MasterKey::random(),
+        MasterKey::random(),
+    );
+    let keys = fill(store, &a, 3);
+    let ab = RotationMarker {
+        from: a.vp(),
+        to: b.vp(),
+    };
+    assert_eq!(store.rotation().unwrap(), None);
+    let err = store.finish_rotation(&ab).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NotThisRotation {
+                in_progress: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let same = RotationMarker {
+        from: a.vp(),
+        to: a.vp(),
+    };
+    assert!(matches!(
+        store.begin_rotation(&same),
+        Err(StoreError::SameVp { .. })
+    ));
+    store.begin_rotation(&ab).unwrap();
+    store.begin_rotation(&ab).unwrap();
+    assert_eq!(store.rotation().unwrap(), Some(ab));
+    let bc = RotationMarker {
+        from: b.vp(),
+        to: c.vp(),
+    };
+    let err = store.begin_rotation(&bc).unwrap_err();
+    assert_eq!(err.rotation_in_progress(), Some(&ab));
+    assert!(
+        err.to_string().contains("is in progress; finish it first"),
+        "{err}"
+    );
+
+    let err = store.finish_rotation(&ab).unwrap_err();
+    assert!(
+        matches!(err, StoreError::RecordsLeft { count: 3, vp, .. } if vp == a.vp()),
+        "{err:?}"
+    );
+    assert_eq!(store.rotation().unwrap(), Some(ab), "the marker stays");
+    while store
+        .rewrap_batch(&a.vp(), &b.vp(), n(2), &mut rewrap_fn(&a, &b))
+        .unwrap()
+        > 0
+    {}
+    store.finish_rotation(&ab).unwrap();
+    assert_eq!(store.rotation().unwrap(), None);
+    assert_all_readable(&*store, &keys, &[&b]);
+}
+
+#[test]
+fn a_format_1_store_is_upgraded_and_keeps_its_records_and_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("instance.keys");
+    let (a, b) = (MasterKey::random(), MasterKey::random());
+    let keys = {
+        let mut store = SqliteKeyStore::create(&path).unwrap();
+        fill(&mut store, &a, 2)
+    };
+    // Format 1: no rotation table.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch("DROP TABLE rotation; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(raw);
+    let mut store = SqliteKeyStore::open(&path).unwrap();
+    assert_eq!(store.rotation().unwrap(), None);
+    let ab = RotationMarker {
+        from: a.vp(),
+        to: b.vp(),
+    };
+    store.begin_rotation(&ab).unwrap();
+    drop(store);
+    let store = SqliteKeyStore::open(&path).unwrap();
+    assert_eq!(store.rotation().unwrap(), Some(ab), "the marker is durable");
+    assert_all_readable(&store, &keys, &[&a]);
 }

@@ -1,6 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod file;
+mod local;
+mod progress;
+pub mod wire;
+
+pub use file::{WrappedDataKey, MAX_DATA_KEY};
+pub use local::{GeneratedKeys, InstanceUnits, LocalKms, UnitCallError, UnitRef};
+pub use progress::{reencrypt_all, ProgressReport};
 use tke_keystore::{Created, KeyId, KeyName};
 use tke_proto::Vp;
 use zeroize::Zeroizing;
@@ -80,6 +88,15 @@ pub enum KmsError {
     /// VP needed, or none answers).
     #[error("{0}")]
     NoUnit(String),
+    /// No unit of the instance holds a master key: the instance was never initialized.
+    #[error(
+        "service instance {instance} has no master key yet: run `tke auto-init` first \
+         (key storage needs a master key)"
+    )]
+    NoMasterKey {
+        /// The instance.
+        instance: String,
+    },
     /// A unit refused or failed the operation.
     #[error("crypto unit {unit}: {message}")]
     Unit {

@@ -9,6 +9,7 @@ use der::{asn1::OctetString, Choice, Decode, Encode, Enumerated, Sequence};
 use crate::{
     cert::AdminCertificate,
     parts::{self, MkPartsRequest},
+    service::ServiceRequest,
     transport::{ExportRequest, SignedEnvelope},
     ControlPoints, Nonce, ProtoError, Register, Ski, Threshold, UnitId, Vp,
 };
@@ -352,7 +353,9 @@ pub struct Query {
 /// ```asn1
 /// Request ::= CHOICE {
 ///   query    [0] IMPLICIT Query,
-///   command  [1] IMPLICIT SignedCommand }
+///   command  [1] IMPLICIT SignedCommand,
+///   service  [2] IMPLICIT ServiceRequest }  -- protocol version 4
+///   -- [3] is reserved for the audit query
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Choice)]
 pub enum Request {
@@ -362,4 +365,7 @@ pub enum Request {
     /// Signed (or, in imprint mode, unsigned) administrative command.
     #[asn1(context_specific = "1", tag_mode = "IMPLICIT", constructed = "true")]
     Command(SignedCommand),
+    /// Unsigned key-service operation (no counter, no state change; see [`crate::service`]).
+    #[asn1(context_specific = "2", tag_mode = "IMPLICIT", constructed = "true")]
+    Service(ServiceRequest),
 }

@@ -1,4 +1,5 @@
-//! Domain separation of device-key signatures (protocol version 3; version 2 introduced it).
+//! Domain separation of device-key signatures (protocol version 3's labels, still those of
+//! version 4; version 2 introduced them).
 //!
 //! One device key signs three kinds of message: response bodies, importer keys and master
 //! key envelopes. Each kind is signed over its own fixed label followed by the message:
@@ -24,14 +25,20 @@
 //! ([`DeviceSigError::OlderVersion`]) only to refuse it with an error naming both
 //! versions: the messages of the versions differ (version 3 added the control points to
 //! `UnitStatus`), so a signature of another version is never accepted.
+//!
+//! Protocol version 4 added service requests ([`crate::service`]), a new alternative of
+//! `Request`, and kept version 3's labels: no message that a device key signs changed its
+//! bytes or their meaning, so a version 3 signature means the same under version 4. A
+//! version 3 unit refuses a service request as malformed.
 
 use p256::ecdsa::{DerSignature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::{Digest32, ProtoError, UnitId};
 
-/// The protocol version whose signature rules this crate implements.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// The protocol version this crate speaks (4: version 3's messages and signature labels,
+/// and service requests).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The kind of message a device key signs; each has its own label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -67,8 +74,9 @@ impl DeviceContext {
     }
 
     /// The bytes a device key of protocol `version` signs for `message`: the message
-    /// alone for version 1, the label of that version and the message for versions 2 and
-    /// 3 (the current one for any other value). For tests that play an older unit.
+    /// alone for version 1, the label of that version and the message for version 2, the
+    /// current label (version 3's) and the message for any other value. For tests that
+    /// play an older unit.
     pub fn signed_bytes_of_version(self, version: u32, message: &[u8]) -> Vec<u8> {
         match version {
             1 => message.to_vec(),

@@ -10,6 +10,7 @@ pub mod ecdsa_p256;
 pub mod error;
 pub mod parts;
 pub mod response;
+pub mod service;
 pub mod transport;
 mod types;
 pub mod vp;
@@ -21,6 +22,10 @@ pub use domain::{DeviceContext, PROTOCOL_VERSION};
 pub use error::{CertificateError, ErrorChain, TransportError};
 pub use response::{
     AdminInfo, ModuleError, RegisterStatus, ResponseBody, SignedResponse, UnitStatus,
+};
+pub use service::{
+    GeneratedKeys, Rewrap, SecretOctets, ServiceOp, ServiceOutput, ServiceRequest, UnwrapData,
+    WrapData, MAX_SERVICE_BATCH, MAX_SERVICE_DATA, SERVICE_DATA_MULTIPLE,
 };
 pub use types::{
     label_problem, labels_look_alike, AdminName, Digest32, InstanceId, Nonce, Register,
@@ -147,6 +152,26 @@ pub enum ProtoError {
         /// The unit asked.
         unit: UnitId,
         /// What differs.
+        what: &'static str,
+    },
+    /// A `generateKeys` or `rewrap` request names no key or more than a unit takes.
+    #[error("a key-service batch of {count} keys is not allowed: send 1 to {max} keys per request", max = service::MAX_SERVICE_BATCH)]
+    ServiceBatch {
+        /// How many keys it named.
+        count: usize,
+    },
+    /// A `wrapData` request's data key is empty, too long, or not a multiple of 8 bytes.
+    #[error("a data key of {len} bytes cannot be wrapped: it must be 8 to {max} bytes, a multiple of 8", max = service::MAX_SERVICE_DATA)]
+    ServiceData {
+        /// The data key's length.
+        len: usize,
+    },
+    /// A service answer does not answer the request (for example fewer keys than asked).
+    #[error("the service answer from crypto unit {} does not answer the request ({what})", unit.uuid())]
+    ServiceOutput {
+        /// The unit asked.
+        unit: UnitId,
+        /// What is wrong.
         what: &'static str,
     },
     /// A unit reported a status that breaks the protocol's invariants.

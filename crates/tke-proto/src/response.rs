@@ -302,6 +302,26 @@ impl ModuleError {
     pub const UNAUTHORIZED_SIGNER: Self = Self::new(257, 0);
     pub const TOO_MANY_ADMINS: Self = Self::new(261, 39);
     pub const INTERNAL: Self = Self::new(500, 0);
+    /// A service request names a verification pattern that neither the current register
+    /// (Valid) nor the new register (Full Committed) has. Not a vendor code.
+    pub const SERVICE_NO_REGISTER: Self = Self::new(96, 48);
+    /// A wrapped root key is malformed, or was not wrapped under the master key its
+    /// verification pattern names. Not a vendor code.
+    pub const SERVICE_WRAPPED_KEY: Self = Self::new(32, 48);
+    /// Wrapped data is malformed, or was not wrapped under the root key given. Not a
+    /// vendor code.
+    pub const SERVICE_WRAPPED_DATA: Self = Self::new(32, 49);
+    /// A service batch names no key or more than [`crate::MAX_SERVICE_BATCH`]. Not a
+    /// vendor code.
+    pub const SERVICE_BATCH: Self = Self::new(33, 48);
+    /// A data key to wrap is not 8 to [`crate::MAX_SERVICE_DATA`] bytes, a multiple of 8.
+    /// Not a vendor code.
+    pub const SERVICE_DATA: Self = Self::new(33, 49);
+    /// `generateKeys` needs a Valid current register. Not a vendor code.
+    pub const SERVICE_NO_CURRENT: Self = Self::new(102, 48);
+    /// `rewrap` needs the current register Valid with the `from` verification pattern and
+    /// the new register Full Committed with the `to` one. Not a vendor code.
+    pub const SERVICE_REWRAP_STATE: Self = Self::new(102, 49);
 
     /// A module error from its codes.
     pub const fn new(rc: u32, reason: u32) -> Self {
@@ -317,17 +337,30 @@ impl ModuleError {
                 "The master key parts are not independent: a part is zero, two parts are equal, or they combine to zero."
             }
             (32, 32) => "Administrator not found.",
+            (32, 48) => {
+                "A wrapped root key is malformed or was not wrapped under the master key its verification pattern names."
+            }
+            (32, 49) => "The wrapped data is malformed or was not wrapped under this root key.",
             (32, _) => "Invalid data.",
+            (33, 48) => "A key-service batch must name 1 to 1024 keys.",
+            (33, 49) => "A data key to wrap must be 8 to 4096 bytes, a multiple of 8.",
             (33, _) => "Arguments missing or unexpected.",
             (80, 52) => "Random master key generation is not permitted on this crypto unit.",
             (80, 80) => "Loading master key parts is not permitted on this crypto unit.",
             (80, 131) => "Master key export is not permitted on this crypto unit.",
             (80, _) => "The crypto unit's attributes forbid this command.",
+            (96, 48) => {
+                "No master key register has this verification pattern (the current register Valid, or the new register Full Committed)."
+            }
             (96, _) => "Key or certificate not found.",
             (101, 48) => {
                 "The verification pattern of the key being committed or activated does not match."
             }
             (102, 1) => "The new master key value equals the current value.",
+            (102, 48) => "Generating root keys needs a Valid current master key register.",
+            (102, 49) => {
+                "Rewrapping needs the current register Valid with the source verification pattern and the new register Full Committed with the target one."
+            }
             (102, _) => "The master key register is not in the state this command needs.",
             (163, _) => "Invalid transaction counter.",
             (179, _) => "Operation not allowed in imprint mode.",

@@ -145,7 +145,11 @@ fn labels_are_distinct_and_prefix_free() {
             "version 2 and 3 labels differ in the version only"
         );
     }
-    assert_eq!(PROTOCOL_VERSION, 3);
+    // Version 4 added service requests and kept version 3's labels.
+    assert_eq!(PROTOCOL_VERSION, 4);
+    for a in DeviceContext::ALL {
+        assert_eq!(a.signed_bytes_of_version(4, b"m"), a.signed_bytes(b"m"));
+    }
 }
 
 #[test]
@@ -216,7 +220,7 @@ fn older_signatures_are_refused_naming_both_versions() {
                 found,
                 expected,
             }) => {
-                assert_eq!((u, what, found, expected), (unit.id, kind, version, 3));
+                assert_eq!((u, what, found, expected), (unit.id, kind, version, 4));
             }
             other => panic!("expected ProtocolVersion for the {kind}, got {other:?}"),
         };
@@ -235,7 +239,7 @@ fn older_signatures_are_refused_naming_both_versions() {
             e,
             format!(
                 "the response from crypto unit {} is signed under protocol version {version}; \
-                 version 3 is required",
+                 version 4 is required",
                 f.a.id.uuid()
             )
         );

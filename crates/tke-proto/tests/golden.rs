@@ -16,9 +16,9 @@ use tke_proto::{
     parts::{MkPartsRequest, SealedPart},
     transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
     AdminCommand, AdminInfo, AdminName, CommandId, ControlPoint, ControlPoints, Digest32,
-    InstanceId, Nonce, Query, Register, RegisterState, RegisterStatus, Request, ResponseBody,
-    SignedCommand, SignedResponse, SignerInfo, Ski, UnitDescription, UnitId, UnitStatus, UnitType,
-    Vp,
+    GeneratedKeys, InstanceId, Nonce, Query, Register, RegisterState, RegisterStatus, Request,
+    ResponseBody, Rewrap, SecretOctets, ServiceOp, ServiceRequest, SignedCommand, SignedResponse,
+    SignerInfo, Ski, UnitDescription, UnitId, UnitStatus, UnitType, UnwrapData, Vp, WrapData,
 };
 
 // Fixed field values.
@@ -130,6 +130,58 @@ mod vectors {
         "302e",
         "302c", "0420", "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf",
         "0408", "3006020101020101",
+    );
+
+    /// `Request.service` (protocol 4): [2] IMPLICIT → A2, content a ServiceRequest whose op
+    /// is `generateKeys` [0] IMPLICIT INTEGER → 80.
+    pub const REQUEST_SERVICE_GENERATE: &str = concat!(
+        "a227",                                     // [2] constructed, 39 bytes
+        "0410", "00112233445566778899aabbccddeeff", //   unitId
+        "0410", "0f0e0d0c0b0a09080706050403020100", //   nonce
+        "800103",                                   //   op generateKeys [0] INTEGER 3
+    );
+
+    /// `wrapData` [1] IMPLICIT WrapData → A1.
+    pub const REQUEST_SERVICE_WRAP: &str = concat!(
+        "a28184",                                   // [2] constructed, 132 bytes
+        "0410", "00112233445566778899aabbccddeeff", //   unitId
+        "0410", "0f0e0d0c0b0a09080706050403020100", //   nonce
+        "a15e",                                     //   op wrapData [1], 94 bytes
+        "0420", "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff", // vp
+        "0428", "8b940aebb30e4357d9a42c0e504fe502e81e6a6881f4496ae319064912877bbdeb95445235be11a9", // root
+        "0410", "101112131415161718191a1b1c1d1e1f", //     data (16)
+    );
+
+    /// `unwrapData` [2] IMPLICIT UnwrapData → A2 (the same tag number as Request.service,
+    /// one level down).
+    pub const REQUEST_SERVICE_UNWRAP: &str = concat!(
+        "a2819c",                                   // [2] constructed, 156 bytes
+        "0410", "00112233445566778899aabbccddeeff", //   unitId
+        "0410", "0f0e0d0c0b0a09080706050403020100", //   nonce
+        "a276",                                     //   op unwrapData [2], 118 bytes
+        "0420", "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff", // vp
+        "0428", "8b940aebb30e4357d9a42c0e504fe502e81e6a6881f4496ae319064912877bbdeb95445235be11a9", // root
+        "0428", "8b940aebb30e4357d9a42c0e504fe502e81e6a6881f4496ae319064912877bbdeb95445235be11a9", // wrapped
+    );
+
+    /// `rewrap` [3] IMPLICIT Rewrap → A3, one key.
+    pub const REQUEST_SERVICE_REWRAP: &str = concat!(
+        "a28196",                                   // [2] constructed, 150 bytes
+        "0410", "00112233445566778899aabbccddeeff", //   unitId
+        "0410", "0f0e0d0c0b0a09080706050403020100", //   nonce
+        "a370",                                     //   op rewrap [3], 112 bytes
+        "0420", "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff", // from
+        "0420", "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f", // to
+        "302a",                                     //     keys SEQUENCE OF, 42 bytes
+        "0428", "8b940aebb30e4357d9a42c0e504fe502e81e6a6881f4496ae319064912877bbdeb95445235be11a9",
+    );
+
+    /// The output of `generateKeys`: the VP and one wrapped root key.
+    pub const GENERATED_KEYS: &str = concat!(
+        "304e",                                     // SEQUENCE, 78 bytes
+        "0420", "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff", // vp
+        "302a",                                     //   keys SEQUENCE OF, 42 bytes
+        "0428", "8b940aebb30e4357d9a42c0e504fe502e81e6a6881f4496ae319064912877bbdeb95445235be11a9",
     );
 
     pub const RESPONSE_BODY: &str = concat!(
@@ -588,6 +640,53 @@ fn request_vectors() {
     golden!(Request::Command(signed_command()), REQUEST_COMMAND);
 }
 
+fn service_request(op: ServiceOp) -> Request {
+    Request::Service(ServiceRequest {
+        unit_id: unit(),
+        nonce: Nonce::from_hex(NONCE).unwrap(),
+        op,
+    })
+}
+
+#[test]
+fn service_request_vectors() {
+    golden!(
+        service_request(ServiceOp::GenerateKeys(3)),
+        REQUEST_SERVICE_GENERATE
+    );
+    golden!(
+        service_request(ServiceOp::WrapData(WrapData {
+            vp: Vp::from_hex(VP1).unwrap(),
+            root: os(WRAPPED),
+            data: SecretOctets::new(h("101112131415161718191a1b1c1d1e1f")),
+        })),
+        REQUEST_SERVICE_WRAP
+    );
+    golden!(
+        service_request(ServiceOp::UnwrapData(UnwrapData {
+            vp: Vp::from_hex(VP1).unwrap(),
+            root: os(WRAPPED),
+            wrapped: os(WRAPPED),
+        })),
+        REQUEST_SERVICE_UNWRAP
+    );
+    golden!(
+        service_request(ServiceOp::Rewrap(Rewrap {
+            from: Vp::from_hex(VP1).unwrap(),
+            to: Vp::from_hex(VP2).unwrap(),
+            keys: vec![os(WRAPPED)],
+        })),
+        REQUEST_SERVICE_REWRAP
+    );
+    golden!(
+        GeneratedKeys {
+            vp: Vp::from_hex(VP1).unwrap(),
+            keys: vec![os(WRAPPED)],
+        },
+        GENERATED_KEYS
+    );
+}
+
 #[test]
 fn response_body_vectors() {
     golden!(response_body(), RESPONSE_BODY);
@@ -826,6 +925,11 @@ const ALL: &[(&str, &str)] = &[
     ("Query", QUERY),
     ("RequestQuery", REQUEST_QUERY),
     ("RequestCommand", REQUEST_COMMAND),
+    ("RequestServiceGenerate", REQUEST_SERVICE_GENERATE),
+    ("RequestServiceWrap", REQUEST_SERVICE_WRAP),
+    ("RequestServiceUnwrap", REQUEST_SERVICE_UNWRAP),
+    ("RequestServiceRewrap", REQUEST_SERVICE_REWRAP),
+    ("GeneratedKeys", GENERATED_KEYS),
     ("ResponseBody", RESPONSE_BODY),
     ("ResponseBodyError", RESPONSE_BODY_ERROR),
     ("SignedResponse", SIGNED_RESPONSE),
@@ -868,7 +972,13 @@ fn decode_as(name: &str, bytes: &[u8]) -> Result<Vec<u8>, der::Error> {
         "SignerInfo" => re::<SignerInfo>(bytes),
         "SignedCommand" | "SignedCommandUnsigned" => re::<SignedCommand>(bytes),
         "Query" => re::<Query>(bytes),
-        "RequestQuery" | "RequestCommand" => re::<Request>(bytes),
+        "RequestQuery"
+        | "RequestCommand"
+        | "RequestServiceGenerate"
+        | "RequestServiceWrap"
+        | "RequestServiceUnwrap"
+        | "RequestServiceRewrap" => re::<Request>(bytes),
+        "GeneratedKeys" => re::<GeneratedKeys>(bytes),
         "ResponseBody" | "ResponseBodyError" => re::<ResponseBody>(bytes),
         "SignedResponse" | "SignedResponseQuery" => re::<SignedResponse>(bytes),
         "AdminInfo" | "AdminInfoUtf8" => re::<AdminInfo>(bytes),
@@ -1008,14 +1118,14 @@ fn wrong_tags_refused() {
     assert!(Request::from_der(&seq).is_err());
     seq[0] = 0x80; // [0] primitive
     assert!(Request::from_der(&seq).is_err());
-    seq[0] = 0xa2; // [2]: no such alternative
+    seq[0] = 0xa3; // [3]: reserved, no such alternative in version 4
     assert!(Request::from_der(&seq).is_err());
     let mut q = h(QUERY);
     q[0] = 0xa0;
     assert!(Query::from_der(&q).is_err());
 }
 
-/// `docs/protocol.md` §14 quotes vectors after a `<!-- golden: NAME -->` line, NAME being a
+/// `docs/protocol.md` §14 (and §17) quotes vectors after a `<!-- golden: NAME -->` line, NAME being a
 /// name of [`ALL`]: the hex of the code block that follows (each line's leading hex
 /// tokens, up to the first annotation word) is that vector, byte for byte.
 #[test]
@@ -1068,6 +1178,9 @@ fn protocol_md_quotes_the_golden_vectors() {
         "AdminCommandAddControlPoints",
         "SealedPart",
         "AdminCommandImportMkParts",
+        "RequestServiceRewrap",
+        "RequestServiceGenerate",
+        "GeneratedKeys",
     ] {
         assert!(
             quoted.contains(&name),

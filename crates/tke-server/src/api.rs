@@ -21,14 +21,17 @@ pub enum Kind {
     Query,
     /// `Request.command` (`[1]`): `.../command`.
     Command,
+    /// `Request.service` (`[2]`, protocol version 4): `.../service`.
+    Service,
 }
 
 impl Kind {
-    /// `query` or `command`.
+    /// `query`, `command` or `service`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Query => "query",
             Self::Command => "command",
+            Self::Service => "service",
         }
     }
 }
@@ -46,8 +49,10 @@ pub enum Route<'a> {
     Units(&'a str),
     /// `GET /v1/tke/{instance}/hsms/{unit}/certificate`.
     Certificate(&'a str, &'a str),
-    /// `POST /v1/tke/{instance}/hsms/{unit}/query` or `.../command`.
+    /// `POST /v1/tke/{instance}/hsms/{unit}/query`, `.../command` or `.../service`.
     Exchange(&'a str, &'a str, Kind),
+    /// The instance's key service: `/v1/tke/{instance}/keys...` and `.../keystore...`.
+    Kms(&'a str, crate::kms::KmsRoute),
 }
 
 impl<'a> Route<'a> {
@@ -66,6 +71,8 @@ impl<'a> Route<'a> {
             ["tke", i, "hsms", u, "certificate"] => Self::Certificate(i, u),
             ["tke", i, "hsms", u, "query"] => Self::Exchange(i, u, Kind::Query),
             ["tke", i, "hsms", u, "command"] => Self::Exchange(i, u, Kind::Command),
+            ["tke", i, "hsms", u, "service"] => Self::Exchange(i, u, Kind::Service),
+            ["tke", i, rest @ ..] => Self::Kms(i, crate::kms::KmsRoute::parse(rest)?),
             _ => return None,
         })
     }
@@ -74,6 +81,7 @@ impl<'a> Route<'a> {
     pub fn method(&self) -> &'static str {
         match self {
             Self::Exchange(..) => "POST",
+            Self::Kms(_, k) => k.method(),
             _ => "GET",
         }
     }
@@ -159,6 +167,10 @@ mod tests {
         assert_eq!(
             Route::parse("/v1/tke/a/hsms/b/command"),
             Some(Route::Exchange("a", "b", Kind::Command))
+        );
+        assert_eq!(
+            Route::parse("/v1/tke/a/hsms/b/service"),
+            Some(Route::Exchange("a", "b", Kind::Service))
         );
         for bad in [
             "/",

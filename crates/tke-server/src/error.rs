@@ -96,6 +96,17 @@ pub enum ServerError {
         /// Why.
         source: Box<tke_unit::UnitError>,
     },
+    /// The key service of an instance (its key store in the data directory) cannot be
+    /// opened.
+    #[error("the key storage of service instance {instance} in {} cannot be opened", path.display())]
+    KeyService {
+        /// The instance.
+        instance: String,
+        /// The key store directory.
+        path: PathBuf,
+        /// Why.
+        source: Box<tke_client::ClientError>,
+    },
     /// A unit directory holds another unit than the configuration says.
     #[error("the crypto unit in {} does not match the configuration: {what}", path.display())]
     UnitMismatch {

@@ -8,6 +8,7 @@ pub mod config;
 mod error;
 pub mod http;
 pub mod init;
+pub mod kms;
 pub mod server;
 pub mod tlscert;
 

@@ -69,7 +69,8 @@ struct HostedUnit {
     location: String,
     cert_der: Vec<u8>,
     cert_pem: String,
-    unit: Mutex<Unit>,
+    /// Shared with the instance's key service.
+    unit: Arc<Mutex<Unit>>,
 }
 
 struct Shared {
@@ -77,6 +78,8 @@ struct Shared {
     instances: Vec<String>,
     order: Vec<UnitId>,
     units: HashMap<UnitId, HostedUnit>,
+    /// Each instance's key service.
+    kms: HashMap<String, Arc<dyn tke_kms::KeyService>>,
     keys: Vec<KeyConfig>,
     limits: Limits,
     /// `true` once a stop was asked for.
@@ -205,6 +208,48 @@ fn tls_config(cfg: &Config) -> Result<rustls::ServerConfig, ServerError> {
     Ok(c)
 }
 
+/// The key service of each instance, its store in `<data dir>/keys/` (the directory of
+/// the configuration file).
+fn open_key_services(
+    cfg: &Config,
+    ca: &CaCertificate,
+    order: &[UnitId],
+    units: &HashMap<UnitId, HostedUnit>,
+) -> Result<HashMap<String, Arc<dyn tke_kms::KeyService>>, ServerError> {
+    let dir = cfg
+        .path
+        .parent()
+        .unwrap_or_else(|| std::path::Path::new("."))
+        .join("keys");
+    let mut out = HashMap::new();
+    for instance in &cfg.instances {
+        let refs = order
+            .iter()
+            .filter_map(|id| units.get(id).map(|h| (id, h)))
+            .filter(|(_, h)| &h.instance == instance)
+            .map(|(id, h)| crate::kms::HostedRef {
+                descriptor: tke_client::UnitDescriptor {
+                    instance: tke_client::InstanceId(instance.clone()),
+                    unit_id: *id,
+                    unit_type: h.unit_type,
+                    location: h.location.clone(),
+                    device_certificate: h.cert_der.clone(),
+                },
+                unit: h.unit.clone(),
+            })
+            .collect();
+        let kms = crate::kms::open(&dir, ca, instance, refs).map_err(|source| {
+            ServerError::KeyService {
+                instance: instance.clone(),
+                path: dir.clone(),
+                source: Box::new(source),
+            }
+        })?;
+        out.insert(instance.clone(), kms);
+    }
+    Ok(out)
+}
+
 impl Server {
     /// Opens every configured unit (checking it against the configuration and the fleet
     /// CA), loads the TLS certificate and binds the listen address.
@@ -254,10 +299,11 @@ impl Server {
                     location: u.location.clone(),
                     cert_der: cert.der().to_vec(),
                     cert_pem,
-                    unit: Mutex::new(unit),
+                    unit: Arc::new(Mutex::new(unit)),
                 },
             );
         }
+        let kms = open_key_services(cfg, &ca, &order, &units)?;
         let tls = tls_config(cfg)?;
         let listener = TcpListener::bind(cfg.listen).map_err(|source| ServerError::Bind {
             addr: cfg.listen.to_string(),
@@ -281,6 +327,7 @@ impl Server {
                 instances: cfg.instances.clone(),
                 order,
                 units,
+                kms,
                 keys: cfg.keys.clone(),
                 limits: cfg.limits,
                 stop: watch::Sender::new(false),
@@ -724,7 +771,117 @@ async fn route(
             log.kind = Some(kind.name());
             exchange(shared, head, stream, buf, deadline, log, id, kind).await
         }
+        Route::Kms(i, k) => {
+            own(i)?;
+            log.kind = Some(k.name());
+            let kms = shared.kms.get(i).cloned().ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "instance_not_found",
+                    format!("Service instance {i} is not hosted on this server."),
+                )
+            })?;
+            let body = if k.has_body() {
+                read_body(shared, head, stream, buf, deadline, log, api::JSON_TYPE).await?
+            } else {
+                Vec::new()
+            };
+            let body = zeroize::Zeroizing::new(body);
+            // Units and the store block: on the blocking pool, like unit work.
+            let answer =
+                tokio::task::spawn_blocking(move || crate::kms::handle(kms.as_ref(), k, &body))
+                    .await;
+            match answer {
+                Ok(Ok(v)) => Ok(api::ok_json(&v)),
+                Ok(Err(e)) => Err(e),
+                Err(e) => match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(_) => Err(ApiError::new(
+                        503,
+                        "stopping",
+                        "The server stopped before the request was executed.",
+                    )),
+                },
+            }
+        }
     }
+}
+
+/// Reads a request body of media type `media` (Content-Length only, within the body
+/// limit and the deadline). Leaves any bytes of the next request in `buf`.
+async fn read_body(
+    shared: &Arc<Shared>,
+    head: &http::RequestHead,
+    stream: &mut Tls,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    log: &mut LogLine,
+    media: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let ct = head
+        .header("content-type")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or_default();
+    if !ct.eq_ignore_ascii_case(media) {
+        let what = if media == api::REQUEST_TYPE {
+            "the DER of a TKE Request"
+        } else {
+            "JSON"
+        };
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            format!("Send {what} with Content-Type: {media}."),
+        ));
+    }
+    if head.header("transfer-encoding").is_some() {
+        return Err(ApiError::new(
+            501,
+            "unsupported_transfer_encoding",
+            "Transfer-Encoding is not supported: send the body with Content-Length.",
+        ));
+    }
+    let max = shared.limits.max_body_bytes;
+    let len = content_length(head)?.ok_or_else(|| {
+        ApiError::new(
+            411,
+            "length_required",
+            "Send the request body with a Content-Length header.",
+        )
+    })?;
+    if len > max {
+        // Read (a bounded part of) the body first, so that the client sees the 413.
+        let already = std::mem::take(buf).len().min(len);
+        http::drain(stream, len - already, deadline).await;
+        return Err(ApiError::new(
+            413,
+            "payload_too_large",
+            format!("The request body is {len} bytes; this server accepts at most {max}."),
+        ));
+    }
+    let already = std::mem::take(buf);
+    let (body, rest) = if already.len() > len {
+        let mut b = already;
+        let rest = b.split_off(len);
+        (b, rest)
+    } else {
+        (already, Vec::new())
+    };
+    let body = http::read_body(stream, body, len, deadline)
+        .await
+        .map_err(|e| match e {
+            ReadError::Timeout => ApiError::new(
+                408,
+                "request_timeout",
+                "The request body did not arrive in time.",
+            ),
+            _ => ApiError::new(400, "bad_http", "The request body ended early."),
+        })?;
+    *buf = rest;
+    log.body_read = true;
+    Ok(body)
 }
 
 fn authenticate<'s>(
@@ -777,67 +934,7 @@ async fn exchange(
     id: UnitId,
     kind: Kind,
 ) -> Result<Response, ApiError> {
-    let ct = head
-        .header("content-type")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .unwrap_or_default();
-    if !ct.eq_ignore_ascii_case(api::REQUEST_TYPE) {
-        return Err(ApiError::new(
-            415,
-            "unsupported_media_type",
-            format!(
-                "Send the DER of a TKE Request with Content-Type: {}.",
-                api::REQUEST_TYPE
-            ),
-        ));
-    }
-    if head.header("transfer-encoding").is_some() {
-        return Err(ApiError::new(
-            501,
-            "unsupported_transfer_encoding",
-            "Transfer-Encoding is not supported: send the body with Content-Length.",
-        ));
-    }
-    let max = shared.limits.max_body_bytes;
-    let len = content_length(head)?.ok_or_else(|| {
-        ApiError::new(
-            411,
-            "length_required",
-            "Send the request body with a Content-Length header.",
-        )
-    })?;
-    if len > max {
-        // Read (a bounded part of) the body first, so that the client sees the 413.
-        let already = std::mem::take(buf).len().min(len);
-        http::drain(stream, len - already, deadline).await;
-        return Err(ApiError::new(
-            413,
-            "payload_too_large",
-            format!("The request body is {len} bytes; this server accepts at most {max}."),
-        ));
-    }
-    let already = std::mem::take(buf);
-    let (body, rest) = if already.len() > len {
-        let mut b = already;
-        let rest = b.split_off(len);
-        (b, rest)
-    } else {
-        (already, Vec::new())
-    };
-    let body = http::read_body(stream, body, len, deadline)
-        .await
-        .map_err(|e| match e {
-            ReadError::Timeout => ApiError::new(
-                408,
-                "request_timeout",
-                "The request body did not arrive in time.",
-            ),
-            _ => ApiError::new(400, "bad_http", "The request body ended early."),
-        })?;
-    *buf = rest;
-    log.body_read = true;
+    let body = read_body(shared, head, stream, buf, deadline, log, api::REQUEST_TYPE).await?;
     let request = Request::from_der(&body).map_err(|e| {
         ApiError::new(
             400,
@@ -853,15 +950,15 @@ async fn exchange(
                 log.counter = Some(cmd.counter);
             }
         }
+        (Request::Service(s), Kind::Service) => log.command = Some(s.op.name().to_owned()),
         (_, k) => {
             return Err(ApiError::new(
                 400,
                 "wrong_request_kind",
                 format!(
-                    "This endpoint takes a {} (Request.{}); send the other kind to .../{}.",
+                    "This endpoint takes a {} (Request.{}); send queries to .../query, commands to .../command and service requests to .../service.",
                     k.name(),
                     k.name(),
-                    if k == Kind::Query { "command" } else { "query" }
                 ),
             ))
         }

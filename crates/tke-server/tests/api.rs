@@ -109,7 +109,7 @@ fn init_writes_what_a_client_needs_and_the_server_lists_its_units() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["server"], "tke-unitd");
     assert_eq!(r.json()["api"], "v1");
-    assert_eq!(r.json()["protocol"], "TKE-Protocol-v3");
+    assert_eq!(r.json()["protocol"], "TKE-Protocol-v4");
     let u = &units[0];
     let r = raw(
         port,

@@ -28,7 +28,13 @@
 //! | set immediate (promotion new → current) | state (current := the new register's handle, new := empty), then [`Backend::retain`] (destroys the old current object) |
 //! | clear new / clear current | state, then [`Backend::retain`] |
 //! | zeroize | state, then [`Backend::zeroize`] |
+//! | service `generateKeys` | [`Backend::generate_root_keys`] under the current register's object |
+//! | service `wrapData` / `unwrapData` | [`Backend::wrap_data`] / [`Backend::unwrap_data`] under the object of the register the VP names |
+//! | service `rewrap` | [`Backend::rewrap_root_keys`] from the current to the new register's object |
 //! | every response | [`Backend::sign`] with the device key |
+//!
+//! The service operations read registers and change nothing: no state write, no object
+//! kept. Root keys exist in the clear only inside the backend and only during the call.
 //!
 //! # Crash safety
 //!
@@ -170,6 +176,22 @@ pub enum BackendError {
     /// A cryptographic operation failed inside the backend.
     #[error("cryptographic operation failed")]
     Crypto(#[source] ProtoError),
+    /// A wrapped root key does not unwrap under the master key: malformed, wrapped under
+    /// another master key, or not a 32-byte root key. The unit answers
+    /// [`tke_proto::ModuleError::SERVICE_WRAPPED_KEY`].
+    #[error(
+        "wrapped root key number {index} of the request does not unwrap under master key {handle}"
+    )]
+    WrappedKey {
+        /// The master key object.
+        handle: KeyHandle,
+        /// Its position in the request (0 for `wrapData` and `unwrapData`).
+        index: usize,
+    },
+    /// Wrapped data does not unwrap under the root key given. The unit answers
+    /// [`tke_proto::ModuleError::SERVICE_WRAPPED_DATA`].
+    #[error("the wrapped data does not unwrap under the root key given")]
+    WrappedData,
     /// A configuration file is not valid JSON of the expected shape.
     #[error("{} is corrupt", path.display())]
     Json {
@@ -318,6 +340,57 @@ pub trait Backend: Send + fmt::Debug {
         target: UnitId,
         parts: &[SealedPart],
     ) -> Result<(KeyHandle, Vp), BackendError>;
+
+    /// Generates `count` fresh AES-256 root keys and returns each wrapped with AES-KWP
+    /// (RFC 5649, 40 bytes) under the master key `handle`. No root key outlives the call.
+    ///
+    /// # Errors
+    /// [`BackendError::UnknownMasterKey`], or the backend's error.
+    fn generate_root_keys(
+        &self,
+        handle: &KeyHandle,
+        count: usize,
+    ) -> Result<Vec<Vec<u8>>, BackendError>;
+
+    /// Unwraps the root key `root` under the master key `handle` and wraps `data` under it
+    /// (AES-KWP).
+    ///
+    /// # Errors
+    /// [`BackendError::WrappedKey`] when `root` does not unwrap to a root key;
+    /// [`BackendError::UnknownMasterKey`], or the backend's error.
+    fn wrap_data(
+        &self,
+        handle: &KeyHandle,
+        root: &[u8],
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError>;
+
+    /// Unwraps the root key `root` under the master key `handle`, and `wrapped` under the
+    /// root key; returns the data key.
+    ///
+    /// # Errors
+    /// [`BackendError::WrappedKey`] for the root key, [`BackendError::WrappedData`] when
+    /// `wrapped` does not unwrap under it; [`BackendError::UnknownMasterKey`], or the
+    /// backend's error.
+    fn unwrap_data(
+        &self,
+        handle: &KeyHandle,
+        root: &[u8],
+        wrapped: &[u8],
+    ) -> Result<tke_proto::SecretOctets, BackendError>;
+
+    /// Rewraps root keys: unwraps each under the master key `from` and wraps it under
+    /// `to`, in order; all or nothing.
+    ///
+    /// # Errors
+    /// [`BackendError::WrappedKey`] naming the first key that does not unwrap;
+    /// [`BackendError::UnknownMasterKey`], or the backend's error. Nothing is returned then.
+    fn rewrap_root_keys(
+        &self,
+        from: &KeyHandle,
+        to: &KeyHandle,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Vec<u8>>, BackendError>;
 
     /// Destroys every master key object and importer key not listed in `live` (the
     /// device key stays). Clearing, promotion and importer consumption end here.

@@ -4,6 +4,7 @@
 mod answer;
 mod backend;
 mod error;
+mod kwp;
 mod latency;
 mod machine;
 #[cfg(feature = "pkcs11")]

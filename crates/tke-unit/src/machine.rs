@@ -10,9 +10,10 @@ use tke_proto::{
     p256::ecdsa::DerSignature,
     parts::{MkPartsRequest, SealedPart},
     transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
-    AdminCertificate, AdminCommand, Command, CommandId, DeviceCertificate, Digest32, ModuleError,
-    ProtoError, Query, Register, Request, ResponseBody, SignedCommand, SignedResponse, SignerInfo,
-    Ski, Threshold, TransportError, UnitType, Vp,
+    AdminCertificate, AdminCommand, Command, CommandId, DeviceCertificate, Digest32, GeneratedKeys,
+    ModuleError, ProtoError, Query, Register, Request, ResponseBody, ServiceOp, ServiceOutput,
+    ServiceRequest, SignedCommand, SignedResponse, SignerInfo, Ski, Threshold, TransportError,
+    UnitType, Vp,
 };
 
 use crate::{
@@ -33,6 +34,14 @@ const REV_THRESHOLD_ZERO: ModuleError = ModuleError::new(209, 77);
 
 fn boxed(e: BackendError) -> tke_proto::BoxError {
     Box::new(e)
+}
+
+/// Wrapped keys as OCTET STRINGs.
+fn octets(keys: Vec<Vec<u8>>) -> Result<Vec<OctetString>, ProtoError> {
+    Ok(keys
+        .into_iter()
+        .map(OctetString::new)
+        .collect::<der::Result<_>>()?)
 }
 
 /// Decodes the typed command, mapping each decoding failure to its module error.
@@ -95,6 +104,7 @@ impl Unit {
             Err(_) => Err(ModuleError::INVALID_DATA),
             Ok(Request::Query(q)) => self.query(&q),
             Ok(Request::Command(c)) => self.command(&c),
+            Ok(Request::Service(s)) => self.service(&s),
         };
         let response = self.respond(request_hash, outcome);
         Answer {
@@ -207,6 +217,97 @@ impl Unit {
             self.encode_failure("encode the response", e);
             Vec::new()
         })
+    }
+
+    /// A key-service operation: reads the registers, changes nothing (no counter, no
+    /// state write), and answers with the operation's output.
+    fn service(&mut self, request: &ServiceRequest) -> Outcome {
+        if request.unit_id != self.state.unit_id {
+            return Err(ModuleError::INVALID_UNIT);
+        }
+        request.op.check().map_err(|e| match e {
+            ProtoError::ServiceBatch { .. } => ModuleError::SERVICE_BATCH,
+            ProtoError::ServiceData { .. } => ModuleError::SERVICE_DATA,
+            _ => ModuleError::INVALID_DATA,
+        })?;
+        let output = match &request.op {
+            ServiceOp::GenerateKeys(count) => {
+                let CurrentRegister::Valid(current) = self.state.current else {
+                    return Err(ModuleError::SERVICE_NO_CURRENT);
+                };
+                let keys = self
+                    .backend
+                    .generate_root_keys(&current.key, *count as usize)
+                    .map_err(|e| self.service_failure("generate root keys", e))?;
+                ServiceOutput::Generated(GeneratedKeys {
+                    vp: current.vp,
+                    keys: octets(keys).map_err(|e| self.encode_failure("encode root keys", e))?,
+                })
+            }
+            ServiceOp::WrapData(w) => {
+                let slot = self.register_with(&w.vp)?;
+                let wrapped = self
+                    .backend
+                    .wrap_data(&slot.key, w.root.as_bytes(), w.data.as_bytes())
+                    .map_err(|e| self.service_failure("wrap data", e))?;
+                ServiceOutput::Wrapped(wrapped)
+            }
+            ServiceOp::UnwrapData(u) => {
+                let slot = self.register_with(&u.vp)?;
+                let data = self
+                    .backend
+                    .unwrap_data(&slot.key, u.root.as_bytes(), u.wrapped.as_bytes())
+                    .map_err(|e| self.service_failure("unwrap data", e))?;
+                ServiceOutput::Unwrapped(data)
+            }
+            ServiceOp::Rewrap(r) => {
+                let (CurrentRegister::Valid(from), NewRegister::Committed(to)) =
+                    (self.state.current, self.state.new)
+                else {
+                    return Err(ModuleError::SERVICE_REWRAP_STATE);
+                };
+                if from.vp != r.from || to.vp != r.to {
+                    return Err(ModuleError::SERVICE_REWRAP_STATE);
+                }
+                let keys: Vec<&[u8]> = r.keys.iter().map(OctetString::as_bytes).collect();
+                let rewrapped = self
+                    .backend
+                    .rewrap_root_keys(&from.key, &to.key, &keys)
+                    .map_err(|e| self.service_failure("rewrap root keys", e))?;
+                ServiceOutput::Rewrapped(
+                    octets(rewrapped).map_err(|e| self.encode_failure("encode root keys", e))?,
+                )
+            }
+        };
+        output
+            .to_output()
+            .map(|o| o.to_vec())
+            .map_err(|e| self.encode_failure("encode the service output", e))
+    }
+
+    /// The register whose value has this VP and may serve keys: the current register if
+    /// Valid, else the new register if Full Committed (during a rotation, a record is
+    /// readable whichever units have already promoted the new key).
+    fn register_with(&self, vp: &Vp) -> Result<Slot, ModuleError> {
+        match (self.state.current, self.state.new) {
+            (CurrentRegister::Valid(c), _) if c.vp == *vp => Ok(c),
+            (_, NewRegister::Committed(n)) if n.vp == *vp => Ok(n),
+            _ => Err(ModuleError::SERVICE_NO_REGISTER),
+        }
+    }
+
+    /// A backend failure of a service operation as a module error: a key or data that
+    /// does not unwrap is the request's fault; anything else is an internal error.
+    fn service_failure(&mut self, action: &'static str, e: BackendError) -> ModuleError {
+        match e {
+            BackendError::WrappedKey { .. } => ModuleError::SERVICE_WRAPPED_KEY,
+            BackendError::WrappedData => ModuleError::SERVICE_WRAPPED_DATA,
+            source => self.internal(InternalError::Backend {
+                unit: self.state.unit_id,
+                action,
+                source,
+            }),
+        }
     }
 
     fn command(&mut self, signed: &SignedCommand) -> Outcome {

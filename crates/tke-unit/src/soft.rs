@@ -24,7 +24,10 @@ use tke_proto::{
 };
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::backend::{Backend, BackendError, KeyHandle, LiveSecrets};
+use crate::{
+    backend::{Backend, BackendError, KeyHandle, LiveSecrets},
+    kwp,
+};
 
 /// The name of the soft backend's secrets file in a unit directory.
 pub const SECRETS_FILE: &str = "soft-secrets.der";
@@ -316,6 +319,14 @@ impl SoftBackend {
             .ok_or(BackendError::UnknownImporter { key_id: *key_id })
     }
 
+    /// The master key `handle` as a key-encryption key.
+    fn master_kek(&self, handle: &KeyHandle) -> Result<aes_kw::KekAes256, BackendError> {
+        self.master_keys
+            .get(handle)
+            .map(|k| kwp::kek(k.expose_secret()))
+            .ok_or(BackendError::UnknownMasterKey { handle: *handle })
+    }
+
     /// Stores `key` in a new master key object (written before this returns).
     fn store_master_key(&mut self, key: MasterKey) -> Result<(KeyHandle, Vp), BackendError> {
         let vp = key.vp();
@@ -423,6 +434,48 @@ impl Backend for SoftBackend {
             .get(handle)
             .map(MasterKey::vp)
             .ok_or(BackendError::UnknownMasterKey { handle: *handle })
+    }
+
+    fn generate_root_keys(
+        &self,
+        handle: &KeyHandle,
+        count: usize,
+    ) -> Result<Vec<Vec<u8>>, BackendError> {
+        let kek = self.master_kek(handle)?;
+        (0..count).map(|_| kwp::generate_root(&kek)).collect()
+    }
+
+    fn wrap_data(
+        &self,
+        handle: &KeyHandle,
+        root: &[u8],
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let root = kwp::unwrap_root(&self.master_kek(handle)?, handle, 0, root)?;
+        kwp::wrap_data(&root, data)
+    }
+
+    fn unwrap_data(
+        &self,
+        handle: &KeyHandle,
+        root: &[u8],
+        wrapped: &[u8],
+    ) -> Result<tke_proto::SecretOctets, BackendError> {
+        let root = kwp::unwrap_root(&self.master_kek(handle)?, handle, 0, root)?;
+        kwp::unwrap_data(&root, wrapped)
+    }
+
+    fn rewrap_root_keys(
+        &self,
+        from: &KeyHandle,
+        to: &KeyHandle,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Vec<u8>>, BackendError> {
+        let (old, new) = (self.master_kek(from)?, self.master_kek(to)?);
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| kwp::wrap_root(&new, &*kwp::unwrap_root(&old, from, i, k)?))
+            .collect()
     }
 
     fn generate_importer(&mut self) -> Result<PublicKey, BackendError> {

@@ -129,7 +129,7 @@ fn flag(s: &Session, o: ObjectHandle, which: AttributeType) -> bool {
 }
 
 /// The one master key object on the token of `s`, checked: sensitive, private, usable
-/// only to sign (the CMAC of the VP), not copyable, extractable exactly when `exportable`,
+/// only to sign (the CMAC of the VP) and to wrap and unwrap root keys, not copyable, extractable exactly when `exportable`,
 /// and (SoftHSM2 refuses `CKA_TRUSTED` to the user) not `CKA_WRAP_WITH_TRUSTED`.
 fn the_master_key_object(s: &Session, exportable: bool) -> ObjectHandle {
     let mks = objects(s, "tke-master-key");
@@ -140,11 +140,11 @@ fn the_master_key_object(s: &Session, exportable: bool) -> ObjectHandle {
     assert!(flag(s, mk, AttributeType::Sign), "CMAC for the VP");
     assert_eq!(flag(s, mk, AttributeType::Extractable), exportable);
     assert!(!flag(s, mk, AttributeType::Copyable));
+    assert!(flag(s, mk, AttributeType::Wrap), "wraps root keys");
+    assert!(flag(s, mk, AttributeType::Unwrap), "unwraps root keys");
     for usage in [
         AttributeType::Encrypt,
         AttributeType::Decrypt,
-        AttributeType::Wrap,
-        AttributeType::Unwrap,
         AttributeType::Derive,
     ] {
         assert!(!flag(s, mk, usage), "{usage:?}");
@@ -318,6 +318,8 @@ fn opensc_sees_a_sensitive_unextractable_master_key() {
     assert!(flags.contains(&"sensitive".to_owned()), "{flags:?}");
     assert!(!flags.contains(&"extractable".to_owned()), "{flags:?}");
     assert_eq!(flags, ["sensitive"], "{op_text}");
+    // Wrap and unwrap: the root keys of key storage (its CMAC signing is not listed).
+    assert!(op_text.contains("Usage:      wrap, unwrap\n"), "{op_text}");
     // The recovery unit's key may leave, wrapped: OpenSC shows it extractable.
     let rec_text = listing(&rec);
     assert!(
@@ -794,4 +796,45 @@ fn an_unwrapped_value_of_another_length_is_refused_as_such() {
     assert!(objects(&s, "tke-master-key").is_empty());
     b.discard().unwrap();
     assert!(objects(&s, "tke-device").is_empty() && objects(&s, "tke-importer").is_empty());
+}
+
+/// Key service across backends: a soft unit and a token unit with the same master key
+/// compute the same bytes (AES-KWP is deterministic) and read each other's root keys and
+/// wrapped data.
+#[test]
+fn service_operations_agree_with_the_soft_backend() {
+    use suite::service::{generate, service};
+    use tke_proto::{SecretOctets, ServiceOp, UnwrapData, WrapData};
+    let w = World::new(3);
+    let mut soft = w.ready(&SoftFactory, "soft", UnitType::Recovery);
+    let mut token = w.ready(&Pkcs11Factory, "token", UnitType::Operational);
+    let vp = auto_init(&w, &mut soft, &mut [&mut token]);
+    let (soft_roots, _) = generate(&w, &mut soft, 2);
+    let (token_roots, _) = generate(&w, &mut token, 2);
+    for root in soft_roots.iter().chain(&token_roots) {
+        // Data keys are a multiple of 8 bytes: SoftHSM2 wraps other lengths zero-padded,
+        // unlike RFC 5649 (see `SERVICE_DATA_MULTIPLE`).
+        for len in [8, 16, 24, 32, 40, 64, 4096] {
+            // Data that ends in zero bytes, which padding would hide.
+            let mut data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 + 1).collect();
+            data[len - 1] = 0;
+            data[len - 2] = 0;
+            let op = ServiceOp::WrapData(WrapData {
+                vp,
+                root: root.clone(),
+                data: SecretOctets::new(data.clone()),
+            });
+            let by_soft = ok(service(&w, &mut soft, op.clone()));
+            let by_token = ok(service(&w, &mut token, op));
+            assert_eq!(by_soft, by_token, "the same RFC 5649 bytes for {len} bytes");
+            for unit in [&mut soft, &mut token] {
+                let op = ServiceOp::UnwrapData(UnwrapData {
+                    vp,
+                    root: root.clone(),
+                    wrapped: OctetString::new(by_soft.clone()).unwrap(),
+                });
+                assert_eq!(ok(service(&w, unit, op)), data, "{len} bytes");
+            }
+        }
+    }
 }

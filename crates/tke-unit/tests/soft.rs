@@ -538,3 +538,59 @@ fn latency_delays_every_answer_and_is_off_by_default() {
     let (plain, _) = timed(&mut u);
     assert!(plain < Duration::from_millis(300), "reopened: {plain:?}");
 }
+
+/// Known answers: the soft unit's root keys are RFC 5649 wraps under its master key, and
+/// its wrapped data RFC 5649 wraps under the root key, as an independent implementation
+/// (the `aes-kw` crate, given the master key read from the secrets file) computes them.
+/// Service requests write nothing.
+#[test]
+fn service_outputs_are_rfc5649_under_the_master_key() {
+    use aes_kw::KekAes256;
+    use suite::service::{generate, service};
+    use tke_proto::{SecretOctets, ServiceOp, WrapData};
+    let w = World::new(3);
+    let dir = w.path("rec");
+    let mut rec = w.ready(&SoftFactory, "rec", UnitType::Recovery);
+    let vp = tke_proto::Vp::from_slice(&ok(run(
+        &mut rec,
+        &w.fleet.ca,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    )))
+    .unwrap();
+    let (n_mk, _, values) = secrets_in(&dir);
+    assert_eq!(n_mk, 1);
+    let mk: [u8; 32] = values[1].as_slice().try_into().unwrap();
+    let files = |d: &Path| {
+        file_names(d)
+            .into_iter()
+            .map(|n| (fs::read(d.join(&n)).unwrap(), n))
+            .collect::<Vec<_>>()
+    };
+    let before = files(&dir);
+    let (roots, _) = generate(&w, &mut rec, 2);
+    let root = KekAes256::from(mk)
+        .unwrap_with_padding_vec(roots[0].as_bytes())
+        .unwrap();
+    assert_eq!(root.len(), 32);
+    let root2 = KekAes256::from(mk)
+        .unwrap_with_padding_vec(roots[1].as_bytes())
+        .unwrap();
+    assert_ne!(root, root2);
+    let data = [0x5au8; 24];
+    let wrapped = ok(service(
+        &w,
+        &mut rec,
+        ServiceOp::WrapData(WrapData {
+            vp,
+            root: roots[0].clone(),
+            data: SecretOctets::new(data.to_vec()),
+        }),
+    ));
+    let root: [u8; 32] = root.try_into().unwrap();
+    assert_eq!(
+        wrapped,
+        KekAes256::from(root).wrap_with_padding_vec(&data).unwrap()
+    );
+    assert_eq!(files(&dir), before, "no file changed");
+}

@@ -23,10 +23,11 @@
 //! | --- | --- | --- | --- |
 //! | device key pair (P-256) | `tke-device` | the unit id (16 bytes) | private key: `CKA_SIGN`, `CKA_SENSITIVE`, not `CKA_EXTRACTABLE` |
 //! | importer key pairs (P-256, single use) | `tke-importer` | the key id: SHA-256 of the point (32 bytes) | private key: `CKA_DERIVE` only, `CKA_SENSITIVE`, not `CKA_EXTRACTABLE` |
-//! | master keys (`CKK_AES`, 32 bytes) | `tke-master-key` | the [`KeyHandle`] (16 bytes) | `CKA_SIGN` (for the CMAC of the VP) only, `CKA_SENSITIVE`, `CKA_COPYABLE` false; `CKA_EXTRACTABLE` false on operational and failover units, true on recovery units (see below) |
+//! | master keys (`CKK_AES`, 32 bytes) | `tke-master-key` | the [`KeyHandle`] (16 bytes) | `CKA_SIGN` (for the CMAC of the VP), `CKA_WRAP` and `CKA_UNWRAP` (root keys), `CKA_SENSITIVE`, `CKA_COPYABLE` false; `CKA_EXTRACTABLE` false on operational and failover units, true on recovery units (see below) |
 //!
-//! The ephemeral key pair of an export, the ECDH secret *Z* and the KEK are session
-//! objects (`CKA_TOKEN` false), destroyed right after use.
+//! The ephemeral key pair of an export, the ECDH secret *Z*, the KEK, and the root and
+//! data keys of the service operations are session objects (`CKA_TOKEN` false), destroyed
+//! right after use.
 //!
 //! # Mechanisms
 //!
@@ -40,6 +41,8 @@
 //! | KEK | `C_DeriveKey` `CKM_AES_ECB_ENCRYPT_DATA` from *Z* with the 32-byte [`kdf_context`] → `CKK_AES` 32 bytes |
 //! | export | `C_WrapKey` with RFC 5649 (see [`WrapMechanism`]) under the KEK |
 //! | import | `C_UnwrapKey` with RFC 5649 into a new master key object, then the VP check |
+//! | root keys (service) | `C_GenerateKey` `CKM_AES_KEY_GEN` into a session object, `C_WrapKey` / `C_UnwrapKey` RFC 5649 under a master key |
+//! | data keys (service) | a session generic secret, `C_WrapKey` / `C_UnwrapKey` RFC 5649 under a root key |
 //!
 //! **Which id computes RFC 5649.** PKCS#11 3.x names RFC 5649 `CKM_AES_KEY_WRAP_KWP`
 //! (0x210B); SoftHSM2 and others compute it under `CKM_AES_KEY_WRAP_PAD` (0x210A), which
@@ -97,6 +100,7 @@ use tke_pkcs11::{
 use tke_proto::{
     p256::{ecdsa::DerSignature, PublicKey, SecretKey},
     parts::{self, MasterKeyPart, SealedPart},
+    service::WRAPPED_ROOT_LEN,
     transport::{self, kdf_context, point_bytes, ImporterKey, MkEnvelope},
     vp, DeviceContext, Digest32, MasterKey, ProtoError, Ski, TransportError, UnitId, UnitType, Vp,
 };
@@ -442,6 +446,21 @@ impl Tok {
         }))
     }
 
+    /// Master keys made before the service operations cannot wrap: sets `CKA_WRAP` and
+    /// `CKA_UNWRAP` on one. Best effort: a token that refuses leaves the key as it was, and
+    /// the service operations on it then fail with the token's error.
+    fn allow_root_key_wrapping(&self, key: ObjectHandle) {
+        let can = self
+            .session
+            .get_attributes(key, &[AttributeType::Wrap, AttributeType::Unwrap])
+            .map(|a| a.contains(&Attribute::Wrap(true)) && a.contains(&Attribute::Unwrap(true)));
+        if matches!(can, Ok(false)) {
+            let _ = self
+                .session
+                .update_attributes(key, &[Attribute::Wrap(true), Attribute::Unwrap(true)]);
+        }
+    }
+
     fn wraps_with_trusted(&self, object: ObjectHandle) -> Result<bool, BackendError> {
         let attrs = self
             .session
@@ -690,24 +709,52 @@ impl Tok {
         drop(kek);
         match unwrapped {
             Ok(key) => Ok(self.temp(key)),
-            // SoftHSM2 answers CKR_GENERAL_ERROR to a wrapped key that fails its integrity
-            // check; PKCS#11 names the others. The KEK was derived just before, so these
-            // are the input's fault.
-            Err(CkError::Pkcs11(
-                RvError::WrappedKeyInvalid
-                | RvError::WrappedKeyLenRange
-                | RvError::EncryptedDataInvalid
-                | RvError::EncryptedDataLenRange
-                | RvError::DataInvalid
-                | RvError::DataLenRange
-                | RvError::GeneralError
-                | RvError::FunctionFailed,
-                _,
-            )) => Err(BackendError::Rejected(ProtoError::Transport(
+            // The KEK was derived just before, so these are the input's fault.
+            Err(e) if refuses_input(&e) => Err(BackendError::Rejected(ProtoError::Transport(
                 TransportError::WrappedKeyIntegrity,
             ))),
             Err(e) => Err(self.err("unwrapping a master key or a part")(e)),
         }
+    }
+
+    /// Unwraps root key number `index` of a request under the master key object `mk`
+    /// (named `handle` in errors) into a session object made from `template`
+    /// ([`root_key_template`]), destroyed when the guard drops.
+    fn unwrap_root(
+        &self,
+        mk: ObjectHandle,
+        handle: &KeyHandle,
+        index: usize,
+        wrapped: &[u8],
+        template: &[Attribute],
+    ) -> Result<Temp<'_>, BackendError> {
+        let refused = || BackendError::WrappedKey {
+            handle: *handle,
+            index,
+        };
+        if wrapped.len() != WRAPPED_ROOT_LEN {
+            return Err(refused());
+        }
+        match self
+            .session
+            .unwrap_key(&self.caps.wrap.mechanism(), mk, wrapped, template)
+        {
+            Ok(key) => Ok(self.temp(key)),
+            Err(e) if refuses_input(&e) => Err(refused()),
+            Err(e) => Err(self.err("unwrapping a root key under a master key")(e)),
+        }
+    }
+
+    /// Wraps `key` under `kek` (RFC 5649).
+    fn wrap_under(
+        &self,
+        kek: ObjectHandle,
+        key: ObjectHandle,
+        action: &'static str,
+    ) -> Result<Vec<u8>, BackendError> {
+        self.session
+            .wrap_key(&self.caps.wrap.mechanism(), kek, key)
+            .map_err(self.err(action))
     }
 
     /// Opens part `index` (1 to 3) sealed for `target` with the importer key `private`:
@@ -869,6 +916,59 @@ impl Tok {
 }
 
 /// The mechanisms every token must offer (the key wrap is chosen separately).
+/// Whether a failed `C_UnwrapKey` under a key that is known good refuses its input (the
+/// wrapped bytes). SoftHSM2 answers `CKR_GENERAL_ERROR` to a wrapped key that fails its
+/// integrity check; PKCS#11 names the others.
+fn refuses_input(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::WrappedKeyInvalid
+                | RvError::WrappedKeyLenRange
+                | RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::DataInvalid
+                | RvError::DataLenRange
+                | RvError::GeneralError
+                | RvError::FunctionFailed,
+            _,
+        )
+    )
+}
+
+/// A root key in the token: an AES session object, sensitive, that wraps and unwraps data
+/// keys and may itself be wrapped (under a master key) but never read.
+fn root_key_template() -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(true),
+        Attribute::Wrap(true),
+        Attribute::Unwrap(true),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Sign(false),
+        Attribute::Label(LABEL_SESSION.as_bytes().to_vec()),
+    ]
+}
+
+/// A data key in the token for the time of one call: a generic secret session object
+/// that can be wrapped, and read after an unwrap (it is the answer).
+fn data_key_template() -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(false),
+        Attribute::Extractable(true),
+        Attribute::Label(LABEL_SESSION.as_bytes().to_vec()),
+    ]
+}
+
 const REQUIRED: [(&str, MechanismType); 6] = [
     ("CKM_EC_KEY_PAIR_GEN", MechanismType::ECC_KEY_PAIR_GEN),
     ("CKM_ECDSA", MechanismType::ECDSA),
@@ -1190,6 +1290,9 @@ impl Pkcs11Backend {
         for (kind, class, label) in Kind::ALL {
             for handle in tok.find(class, label, None)? {
                 let id = tok.id_of(handle)?.unwrap_or_default();
+                if kind == Kind::MasterKey {
+                    tok.allow_root_key_wrapping(handle);
+                }
                 objects.push(Known { kind, id, handle });
             }
         }
@@ -1256,8 +1359,9 @@ impl Pkcs11Backend {
             Attribute::Verify(false),
             Attribute::Encrypt(false),
             Attribute::Decrypt(false),
-            Attribute::Wrap(false),
-            Attribute::Unwrap(false),
+            // Root keys of key storage are wrapped under master keys (service operations).
+            Attribute::Wrap(true),
+            Attribute::Unwrap(true),
             Attribute::Derive(false),
             Attribute::Copyable(false),
             Attribute::Label(LABEL_MASTER_KEY.as_bytes().to_vec()),
@@ -1362,6 +1466,120 @@ impl Backend for Pkcs11Backend {
     fn master_key_vp(&self, handle: &KeyHandle) -> Result<Vp, BackendError> {
         let key = self.master_key(handle)?;
         self.tok.vp_of(key)
+    }
+
+    fn generate_root_keys(
+        &self,
+        handle: &KeyHandle,
+        count: usize,
+    ) -> Result<Vec<Vec<u8>>, BackendError> {
+        let mk = self.master_key(handle)?;
+        let mut template = root_key_template();
+        template.push(Attribute::ValueLen(32.into()));
+        (0..count)
+            .map(|_| {
+                let root = self
+                    .tok
+                    .session
+                    .generate_key(&Mechanism::AesKeyGen, &template)
+                    .map_err(self.tok.err("generating a root key (CKM_AES_KEY_GEN)"))?;
+                let root = self.tok.temp(root);
+                self.tok
+                    .wrap_under(mk, root.handle, "wrapping a root key under a master key")
+            })
+            .collect()
+    }
+
+    fn wrap_data(
+        &self,
+        handle: &KeyHandle,
+        root: &[u8],
+        data: &[u8],
+    ) -> Result<Vec<u8>, BackendError> {
+        let mk = self.master_key(handle)?;
+        let root = self
+            .tok
+            .unwrap_root(mk, handle, 0, root, &root_key_template())?;
+        // The data key enters the token as a session object for this call only; its value
+        // is in the template only for the creation.
+        let mut template = data_key_template();
+        template.push(Attribute::Value(data.to_vec()));
+        let created = self.tok.session.create_object(&template);
+        for a in &mut template {
+            if let Attribute::Value(v) = a {
+                v.zeroize();
+            }
+        }
+        let data = self
+            .tok
+            .temp(created.map_err(self.tok.err("creating a session object for a data key"))?);
+        self.tok.wrap_under(
+            root.handle,
+            data.handle,
+            "wrapping a data key under a root key",
+        )
+    }
+
+    fn unwrap_data(
+        &self,
+        handle: &KeyHandle,
+        root: &[u8],
+        wrapped: &[u8],
+    ) -> Result<tke_proto::SecretOctets, BackendError> {
+        let mk = self.master_key(handle)?;
+        let root = self
+            .tok
+            .unwrap_root(mk, handle, 0, root, &root_key_template())?;
+        let data = match self.tok.session.unwrap_key(
+            &self.tok.caps.wrap.mechanism(),
+            root.handle,
+            wrapped,
+            &data_key_template(),
+        ) {
+            Ok(object) => self.tok.temp(object),
+            Err(e) if refuses_input(&e) => return Err(BackendError::WrappedData),
+            Err(e) => return Err(self.tok.err("unwrapping a data key under a root key")(e)),
+        };
+        let mut attrs = self
+            .tok
+            .session
+            .get_attributes(data.handle, &[AttributeType::Value])
+            .map_err(self.tok.err("reading an unwrapped data key"))?;
+        drop(data);
+        let value = attrs.iter_mut().find_map(|a| match a {
+            Attribute::Value(v) => Some(tke_proto::SecretOctets::new(core::mem::take(v))),
+            _ => None,
+        });
+        for a in &mut attrs {
+            if let Attribute::Value(v) = a {
+                v.zeroize();
+            }
+        }
+        value.ok_or_else(|| {
+            self.tok
+                .content("returned no value for an unwrapped data key")
+        })
+    }
+
+    fn rewrap_root_keys(
+        &self,
+        from: &KeyHandle,
+        to: &KeyHandle,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Vec<u8>>, BackendError> {
+        let (old, new) = (self.master_key(from)?, self.master_key(to)?);
+        let template = root_key_template();
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let root = self.tok.unwrap_root(old, from, i, k, &template)?;
+                self.tok.wrap_under(
+                    new,
+                    root.handle,
+                    "rewrapping a root key under the new master key",
+                )
+            })
+            .collect()
     }
 
     fn generate_importer(&mut self) -> Result<PublicKey, BackendError> {

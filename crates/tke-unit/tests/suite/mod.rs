@@ -19,7 +19,9 @@ use tke_unit::{InternalError, MemoryStore, StateStore, Unit};
 use crate::support::*;
 
 mod parts;
+pub mod service;
 pub use parts::{control_points, import_mk_parts, import_mk_parts_refusals};
+pub use service::{service_keys_through_a_rotation, service_refusals};
 
 /// Expands to one `#[test]` per shared body, for the factory given.
 macro_rules! backend_suite {
@@ -71,6 +73,8 @@ macro_rules! backend_suite {
             zeroize_keeps_counter,
             state_survives_reopen,
             fuzzed_requests_never_panic,
+            service_keys_through_a_rotation,
+            service_refusals,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
@@ -1775,7 +1779,7 @@ pub fn older_device_signatures_refused(f: &dyn UnitFactory) {
             assert!(
                 matches!(
                     e,
-                    ProtoError::ProtocolVersion { unit, what: w, found, expected: 3 }
+                    ProtoError::ProtocolVersion { unit, what: w, found, expected: 4 }
                         if unit == member_id && w == what && found == version
                 ),
                 "{}: {e:?}",
