@@ -189,7 +189,12 @@ impl Unit {
             })
         });
         let der = match signed {
-            Ok(s) => s.to_der().map_err(ProtoError::from),
+            Ok(s) => {
+                let der = s.to_der().map_err(ProtoError::from);
+                // The output may be a data key (unwrapData): only the answer keeps a copy.
+                zeroize::Zeroize::zeroize(&mut s.body.into_bytes());
+                der
+            }
             Err(e) => {
                 match sign_error {
                     Some(source) => self.internal_errors.push(InternalError::Backend {
@@ -212,6 +217,7 @@ impl Unit {
                     .map_err(ProtoError::from)
             }
         };
+        zeroize::Zeroize::zeroize(&mut body.output.into_bytes());
         der.unwrap_or_else(|e| {
             self.encode_failure("encode the response", e);
             Vec::new()
