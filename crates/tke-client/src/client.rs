@@ -263,17 +263,22 @@ impl Client {
             source: e.into(),
         })?;
         let transport = &self.endpoints[unit.endpoint].transport;
-        let answer = transport.exchange(&unit.id(), &der)?;
+        let mut answer = transport.exchange(&unit.id(), &der)?;
         let response = SignedResponse::from_der(&answer).map_err(|e| ClientError::Response {
             unit: unit.id(),
             source: e.into(),
-        })?;
-        response
+        });
+        // The answer may carry a data key (unwrapData): only the body returned keeps it.
+        zeroize::Zeroize::zeroize(&mut answer);
+        let response = response?;
+        let body = response
             .verify(&unit.certificate.verifying_key(), &unit.id(), &der)
             .map_err(|source| ClientError::Response {
                 unit: unit.id(),
                 source,
-            })
+            });
+        zeroize::Zeroize::zeroize(&mut response.body.into_bytes());
+        body
     }
 
     /// Asks a unit for its status. The answer is signed by the unit's device key and bound
@@ -342,12 +347,15 @@ impl Client {
                 error,
             });
         }
-        request
+        let output = request
             .decode_output(body.output.as_bytes())
             .map_err(|source| ClientError::Response {
                 unit: unit.id(),
                 source,
-            })
+            });
+        // A data key is now only in the output, which zeroizes it.
+        zeroize::Zeroize::zeroize(&mut body.output.into_bytes());
+        output
     }
 
     /// Sends an already signed command and returns the unit's output.

@@ -21,90 +21,33 @@
 //! every variant still wrote its state file: soft 544 ms, SoftHSM2 1.65 s (3.0x).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::{
     hint::black_box,
     time::{Duration, Instant},
 };
 
+use common::Fleet;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tke_proto::{
-    der::{asn1::OctetString, Decode, Encode},
-    p256::{
-        ecdsa::{signature::Signer as _, Signature, SigningKey},
-        PublicKey,
-    },
+    der::{asn1::OctetString, Decode},
     transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
-    CaCertificate, Command, DeviceCertificate, Register, Request, ResponseBody, SignedResponse,
-    Threshold, UnitId, UnitType, Vp,
+    Command, Register, Threshold, UnitId, UnitType, Vp,
 };
-use tke_sigkey::{sign_command, Signer};
-use tke_test_support::{softhsm, MemSigner, Tokens};
-use tke_unit::{MemorySecrets, MemoryStore, Pkcs11Backend, Pkcs11Config, SoftBackend, Unit};
+use tke_sigkey::Signer as _;
+use tke_test_support::{softhsm, Tokens};
+use tke_unit::{MemorySecrets, Pkcs11Backend, Pkcs11Config, SoftBackend, Unit};
 
 const TARGETS: usize = 3;
 
-struct Fleet {
-    ca_key: SigningKey,
-    ca: CaCertificate,
-    admins: Vec<MemSigner>,
+trait AutoInit {
+    fn auto_init(&self, units: &mut [Unit]) -> Vp;
+    fn zeroize(&self, units: &mut [Unit]);
+    fn units(&self, make: impl FnMut(usize, UnitId, UnitType) -> Unit) -> Vec<Unit>;
 }
 
-impl Fleet {
-    fn new() -> Self {
-        let ca_key = SigningKey::random(&mut rand_core::OsRng);
-        let k = ca_key.clone();
-        let ca = CaCertificate::build(
-            "bench",
-            &PublicKey::from(ca_key.verifying_key()),
-            Box::new(move |m| Ok(Signature::to_der(&k.sign(m)))),
-        )
-        .unwrap();
-        let admins = (1..=3)
-            .map(|i| MemSigner::new(&format!("admin{i}")))
-            .collect();
-        Self { ca_key, ca, admins }
-    }
-
-    fn issue(
-        &self,
-        id: UnitId,
-        unit_type: UnitType,
-        pk: &PublicKey,
-    ) -> Result<DeviceCertificate, tke_proto::ProtoError> {
-        let k = self.ca_key.clone();
-        let description = tke_proto::UnitDescription {
-            unit_type,
-            instance_id: tke_proto::InstanceId([0x1e; 16]),
-        };
-        DeviceCertificate::issue(
-            &self.ca,
-            &id,
-            &description,
-            pk,
-            Box::new(move |m| Ok(Signature::to_der(&k.sign(m)))),
-        )
-    }
-
-    /// Signs and sends `command`, checks the signed answer, returns its output.
-    fn run(&self, unit: &mut Unit, command: &Command, signers: usize) -> Vec<u8> {
-        let wire = command
-            .to_wire(unit.id(), unit.status().counter + 1)
-            .unwrap();
-        let signers: Vec<&dyn Signer> = self.admins[..signers]
-            .iter()
-            .map(|a| a as &dyn Signer)
-            .collect();
-        let req = Request::Command(sign_command(&wire, &signers).unwrap())
-            .to_der()
-            .unwrap();
-        let answer = SignedResponse::from_der(&unit.handle(&req)).unwrap();
-        let body: ResponseBody = answer
-            .verify(&unit.device_certificate().verifying_key(), &unit.id(), &req)
-            .unwrap();
-        assert_eq!(body.error(), None, "{command:?}");
-        body.output.as_bytes().to_vec()
-    }
-
+impl AutoInit for Fleet {
     /// One auto-init: administrators and thresholds everywhere, a random key on the
     /// recovery unit, moved to every target.
     fn auto_init(&self, units: &mut [Unit]) -> Vp {
@@ -162,19 +105,6 @@ impl Fleet {
                 make(i, UnitId::random(), ty)
             })
             .collect()
-    }
-
-    /// A unit made from parts, its state in memory.
-    fn in_memory(&self, id: UnitId, ty: UnitType, backend: Box<dyn tke_unit::Backend>) -> Unit {
-        Unit::create_from_parts(
-            Box::new(MemoryStore::new()),
-            backend,
-            id,
-            ty,
-            &self.ca,
-            &mut |pk| self.issue(id, ty, pk),
-        )
-        .unwrap()
     }
 }
 

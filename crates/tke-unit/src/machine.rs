@@ -11,9 +11,8 @@ use tke_proto::{
     parts::{MkPartsRequest, SealedPart},
     transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
     AdminCertificate, AdminCommand, Command, CommandId, DeviceCertificate, Digest32, GeneratedKeys,
-    ModuleError, ProtoError, Query, Register, Request, ResponseBody, ServiceOp, ServiceOutput,
-    ServiceRequest, SignedCommand, SignedResponse, SignerInfo, Ski, Threshold, TransportError,
-    UnitType, Vp,
+    ModuleError, ProtoError, Query, Register, Request, ResponseBody, ServiceOp, ServiceRequest,
+    SignedCommand, SignedResponse, SignerInfo, Ski, Threshold, TransportError, UnitType, Vp,
 };
 
 use crate::{
@@ -190,7 +189,12 @@ impl Unit {
             })
         });
         let der = match signed {
-            Ok(s) => s.to_der().map_err(ProtoError::from),
+            Ok(s) => {
+                let der = s.to_der().map_err(ProtoError::from);
+                // The output may be a data key (unwrapData): only the answer keeps a copy.
+                zeroize::Zeroize::zeroize(&mut s.body.into_bytes());
+                der
+            }
             Err(e) => {
                 match sign_error {
                     Some(source) => self.internal_errors.push(InternalError::Backend {
@@ -213,6 +217,7 @@ impl Unit {
                     .map_err(ProtoError::from)
             }
         };
+        zeroize::Zeroize::zeroize(&mut body.output.into_bytes());
         der.unwrap_or_else(|e| {
             self.encode_failure("encode the response", e);
             Vec::new()
@@ -220,7 +225,8 @@ impl Unit {
     }
 
     /// A key-service operation: reads the registers, changes nothing (no counter, no
-    /// state write), and answers with the operation's output.
+    /// state write), and answers with the operation's output (the `output` octets of
+    /// `docs/protocol.md` §17).
     fn service(&mut self, request: &ServiceRequest) -> Outcome {
         if request.unit_id != self.state.unit_id {
             return Err(ModuleError::INVALID_UNIT);
@@ -239,10 +245,15 @@ impl Unit {
                     .backend
                     .generate_root_keys(&current.key, *count as usize)
                     .map_err(|e| self.service_failure("generate root keys", e))?;
-                ServiceOutput::Generated(GeneratedKeys {
-                    vp: current.vp,
-                    keys: octets(keys).map_err(|e| self.encode_failure("encode root keys", e))?,
-                })
+                octets(keys)
+                    .and_then(|keys| {
+                        Ok(GeneratedKeys {
+                            vp: current.vp,
+                            keys,
+                        }
+                        .to_der()?)
+                    })
+                    .map_err(|e| self.encode_failure("encode root keys", e))?
             }
             ServiceOp::WrapData(w) => {
                 let slot = self.register_with(&w.vp)?;
@@ -250,7 +261,7 @@ impl Unit {
                     .backend
                     .wrap_data(&slot.key, w.root.as_bytes(), w.data.as_bytes())
                     .map_err(|e| self.service_failure("wrap data", e))?;
-                ServiceOutput::Wrapped(wrapped)
+                wrapped
             }
             ServiceOp::UnwrapData(u) => {
                 let slot = self.register_with(&u.vp)?;
@@ -258,7 +269,8 @@ impl Unit {
                     .backend
                     .unwrap_data(&slot.key, u.root.as_bytes(), u.wrapped.as_bytes())
                     .map_err(|e| self.service_failure("unwrap data", e))?;
-                ServiceOutput::Unwrapped(data)
+                // The data key is the answer.
+                data.as_bytes().to_vec()
             }
             ServiceOp::Rewrap(r) => {
                 let (CurrentRegister::Valid(from), NewRegister::Committed(to)) =
@@ -274,15 +286,12 @@ impl Unit {
                     .backend
                     .rewrap_root_keys(&from.key, &to.key, &keys)
                     .map_err(|e| self.service_failure("rewrap root keys", e))?;
-                ServiceOutput::Rewrapped(
-                    octets(rewrapped).map_err(|e| self.encode_failure("encode root keys", e))?,
-                )
+                octets(rewrapped)
+                    .and_then(|keys| Ok(keys.to_der()?))
+                    .map_err(|e| self.encode_failure("encode root keys", e))?
             }
         };
-        output
-            .to_output()
-            .map(|o| o.to_vec())
-            .map_err(|e| self.encode_failure("encode the service output", e))
+        Ok(output)
     }
 
     /// The register whose value has this VP and may serve keys: the current register if

@@ -786,15 +786,7 @@ impl Tok {
             &eph_point,
             &ctx,
             sealed.wrapped_part.as_bytes(),
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::GENERIC_SECRET),
-                Attribute::Token(false),
-                Attribute::Private(true),
-                Attribute::Sensitive(false),
-                Attribute::Extractable(true),
-                Attribute::Label(LABEL_SESSION.as_bytes().to_vec()),
-            ],
+            &readable_secret_template(),
         )?;
         let mut attrs = self
             .session
@@ -936,37 +928,38 @@ fn refuses_input(e: &CkError) -> bool {
     )
 }
 
+/// A secret-key session object of `key_type`, private to the user, extractable (so that
+/// it can be wrapped), sensitive or not; destroyed by the unit right after use.
+fn session_secret_template(key_type: KeyType, sensitive: bool) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(key_type),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(sensitive),
+        Attribute::Extractable(true),
+        Attribute::Label(LABEL_SESSION.as_bytes().to_vec()),
+    ]
+}
+
 /// A root key in the token: an AES session object, sensitive, that wraps and unwraps data
 /// keys and may itself be wrapped (under a master key) but never read.
 fn root_key_template() -> Vec<Attribute> {
-    vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::Token(false),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(true),
+    let mut t = session_secret_template(KeyType::AES, true);
+    t.extend([
         Attribute::Wrap(true),
         Attribute::Unwrap(true),
         Attribute::Encrypt(false),
         Attribute::Decrypt(false),
         Attribute::Sign(false),
-        Attribute::Label(LABEL_SESSION.as_bytes().to_vec()),
-    ]
+    ]);
+    t
 }
 
-/// A data key in the token for the time of one call: a generic secret session object
-/// that can be wrapped, and read after an unwrap (it is the answer).
-fn data_key_template() -> Vec<Attribute> {
-    vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::GENERIC_SECRET),
-        Attribute::Token(false),
-        Attribute::Private(true),
-        Attribute::Sensitive(false),
-        Attribute::Extractable(true),
-        Attribute::Label(LABEL_SESSION.as_bytes().to_vec()),
-    ]
+/// A value the unit reads for the time of one call (an unwrapped master key part, a data
+/// key): a generic secret session object, not sensitive.
+fn readable_secret_template() -> Vec<Attribute> {
+    session_secret_template(KeyType::GENERIC_SECRET, false)
 }
 
 const REQUIRED: [(&str, MechanismType); 6] = [
@@ -1502,7 +1495,7 @@ impl Backend for Pkcs11Backend {
             .unwrap_root(mk, handle, 0, root, &root_key_template())?;
         // The data key enters the token as a session object for this call only; its value
         // is in the template only for the creation.
-        let mut template = data_key_template();
+        let mut template = readable_secret_template();
         template.push(Attribute::Value(data.to_vec()));
         let created = self.tok.session.create_object(&template);
         for a in &mut template {
@@ -1534,7 +1527,7 @@ impl Backend for Pkcs11Backend {
             &self.tok.caps.wrap.mechanism(),
             root.handle,
             wrapped,
-            &data_key_template(),
+            &readable_secret_template(),
         ) {
             Ok(object) => self.tok.temp(object),
             Err(e) if refuses_input(&e) => return Err(BackendError::WrappedData),

@@ -2116,6 +2116,17 @@ pub fn fuzzed_requests_never_panic(f: &dyn UnitFactory) {
     )
     .unwrap();
     let id = rec.id();
+    let (roots, vp) = service::generate(&w, &mut rec, 2);
+    let service_request = |op| Request::Service(tke_proto::ServiceRequest::new(id, op));
+    let wrapped = ok(service::service(
+        &w,
+        &mut rec,
+        tke_proto::ServiceOp::WrapData(tke_proto::WrapData {
+            vp,
+            root: roots[0].clone(),
+            data: tke_proto::SecretOctets::new(vec![7; 16]),
+        }),
+    ));
     let seeds: Vec<Vec<u8>> = [
         Request::Command(signed_command(
             op.id(),
@@ -2170,9 +2181,28 @@ pub fn fuzzed_requests_never_panic(f: &dyn UnitFactory) {
     .iter()
     .map(|r| r.to_der().unwrap())
     .collect();
+    // Key-service requests, fuzzed in a pass of their own after the commands'.
+    let service_seeds: Vec<Vec<u8>> = [
+        service_request(tke_proto::ServiceOp::GenerateKeys(2)),
+        service_request(tke_proto::ServiceOp::UnwrapData(tke_proto::UnwrapData {
+            vp,
+            root: roots[0].clone(),
+            wrapped: OctetString::new(wrapped).unwrap(),
+        })),
+        service_request(tke_proto::ServiceOp::Rewrap(tke_proto::Rewrap {
+            from: vp,
+            to: vp,
+            keys: roots.clone(),
+        })),
+    ]
+    .iter()
+    .map(|r| r.to_der().unwrap())
+    .collect();
     let mut rng = tke_test_support::Rng(0x7ce1_2024_5eed_0001);
     let mut codes = std::collections::BTreeSet::new();
-    for i in 0..3000 {
+    for i in 0..4000 {
+        // 3000 mutated commands and queries, then 1000 mutated service requests.
+        let seeds = if i < 3000 { &seeds } else { &service_seeds };
         let mut input = seeds[rng.below(seeds.len())].clone();
         match i % 6 {
             0 => {
@@ -2205,11 +2235,12 @@ pub fn fuzzed_requests_never_panic(f: &dyn UnitFactory) {
         let body = send_raw(target, ca, &input);
         codes.insert(body.return_code);
         if body.return_code == 0 {
-            assert!(body.output.as_bytes().len() < 10_000);
+            // At most a full service batch (1,024 wrapped keys).
+            assert!(body.output.as_bytes().len() < 64 * 1024);
         }
     }
     // The mutations reached past the decoder into the checks behind it.
-    for rc in [3, 32, 163, 192] {
+    for rc in [3, 32, 96, 102, 163, 192] {
         assert!(
             codes.contains(&rc),
             "return code {rc} never seen: {codes:?}"

@@ -30,6 +30,16 @@ pub fn generate(w: &World, unit: &mut Unit, n: u32) -> (Vec<OctetString>, Vp) {
     (g.keys, g.vp)
 }
 
+/// A random master key in the unit (current register if empty, else new); its VP.
+fn random_mk(w: &World, unit: &mut Unit) -> Vp {
+    vp_of(&ok(run(
+        unit,
+        &w.fleet.ca,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    )))
+}
+
 fn wrap(vp: Vp, root: &OctetString, data: &[u8]) -> ServiceOp {
     ServiceOp::WrapData(WrapData {
         vp,
@@ -62,12 +72,7 @@ pub fn service_keys_through_a_rotation(f: &dyn UnitFactory) {
     let w = World::new(3);
     let ca = &w.fleet.ca;
     let mut rec = w.ready(f, "rec", UnitType::Recovery);
-    let vp1 = vp_of(&ok(run(
-        &mut rec,
-        ca,
-        &Command::GenerateRandomMk,
-        &[w.a(0)],
-    )));
+    let vp1 = random_mk(&w, &mut rec);
     let mut op = w.ready(f, "op", UnitType::Operational);
     assert_eq!(load(&w, &mut rec, &mut op), vp1);
 
@@ -92,12 +97,7 @@ pub fn service_keys_through_a_rotation(f: &dyn UnitFactory) {
     assert_unchanged(&rec, &before, false);
 
     // A new master key, not yet committed: it serves nothing, and no rewrap goes to it.
-    let vp2 = vp_of(&ok(run(
-        &mut rec,
-        ca,
-        &Command::GenerateRandomMk,
-        &[w.a(0)],
-    )));
+    let vp2 = random_mk(&w, &mut rec);
     fails(
         &service(&w, &mut rec, rewrap(vp1, vp2, &roots)),
         ModuleError::SERVICE_REWRAP_STATE,
@@ -169,18 +169,8 @@ pub fn service_refusals(f: &dyn UnitFactory) {
     assert_unchanged(&empty, &s, false);
 
     let mut rec = w.ready(f, "rec", UnitType::Recovery);
-    let vp1 = vp_of(&ok(run(
-        &mut rec,
-        ca,
-        &Command::GenerateRandomMk,
-        &[w.a(0)],
-    )));
-    let vp2 = vp_of(&ok(run(
-        &mut rec,
-        ca,
-        &Command::GenerateRandomMk,
-        &[w.a(0)],
-    )));
+    let vp1 = random_mk(&w, &mut rec);
+    let vp2 = random_mk(&w, &mut rec);
     ok(run(
         &mut rec,
         ca,
@@ -249,7 +239,7 @@ pub fn service_refusals(f: &dyn UnitFactory) {
     );
     // Malformed and foreign root keys: too short, too long, random, another unit's.
     let mut other = w.ready(f, "other", UnitType::Recovery);
-    ok(run(&mut other, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    random_mk(&w, &mut other);
     let (foreign, _) = generate(&w, &mut other, 1);
     let mut flipped = roots[0].as_bytes().to_vec();
     flipped[5] ^= 1;
