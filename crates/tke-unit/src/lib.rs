@@ -4,6 +4,7 @@
 mod answer;
 mod backend;
 mod error;
+mod journal;
 mod latency;
 mod machine;
 #[cfg(feature = "pkcs11")]
@@ -26,6 +27,9 @@ use tke_proto::{
 pub use answer::{Answer, InternalError};
 pub use backend::{Backend, BackendError, KeyHandle, LiveSecrets};
 pub use error::UnitError;
+pub use journal::{
+    Journal, JournalError, JournalOptions, JournalStats, JournalStore, Replay, JOURNAL_FILE,
+};
 pub use latency::{Latency, LatencyError, LatencyParseError};
 #[cfg(feature = "pkcs11")]
 pub use pkcs11::{Pkcs11Backend, Pkcs11Config, TokenRef, WrapMechanism};
@@ -341,7 +345,17 @@ impl Unit {
     /// (with [`BackendError::Foreign`]) for files of another unit;
     /// [`UnitError::Inconsistent`] when the state refers to secrets the backend lacks.
     pub fn open(dir: &Path) -> Result<Unit, UnitError> {
-        let (state, ca, device_cert) = Self::read_files(dir)?;
+        Self::open_with_store(dir, Box::new(FileStore::new(dir)))
+    }
+
+    /// Opens an existing unit directory as [`Unit::open`] does, with its state kept in
+    /// `store` rather than in the directory's own [`STATE_FILE`]: a [`JournalStore`]
+    /// shared with the other units of a host, as `tke-unitd` keeps them.
+    ///
+    /// # Errors
+    /// As [`Unit::open`]; a store holding no unit is [`UnitError::NotAUnit`].
+    pub fn open_with_store(dir: &Path, store: Box<dyn StateStore>) -> Result<Unit, UnitError> {
+        let (state, ca, device_cert) = Self::read_files(dir, store.as_ref())?;
         let backend: Box<dyn Backend> = match state.backend.as_str() {
             "soft" => Box::new(SoftBackend::open(dir, state.unit_id).map_err(|source| {
                 UnitError::Backend {
@@ -368,14 +382,7 @@ impl Unit {
                 })
             }
         };
-        Self::assemble(
-            Some(dir),
-            Box::new(FileStore::new(dir)),
-            state,
-            ca,
-            device_cert,
-            backend,
-        )
+        Self::assemble(Some(dir), store, state, ca, device_cert, backend)
     }
 
     /// Opens an existing unit directory with a backend opened by the caller (for
@@ -385,7 +392,7 @@ impl Unit {
     /// # Errors
     /// As [`Unit::open`], plus [`UnitError::BackendKind`] when the kinds differ.
     pub fn open_with_backend(dir: &Path, backend: Box<dyn Backend>) -> Result<Unit, UnitError> {
-        let (state, ca, device_cert) = Self::read_files(dir)?;
+        let (state, ca, device_cert) = Self::read_files(dir, &FileStore::new(dir))?;
         if state.backend != backend.kind() {
             return Err(UnitError::BackendKind {
                 path: dir.join(STATE_FILE),
@@ -456,16 +463,17 @@ impl Unit {
 
     fn read_files(
         dir: &Path,
+        store: &dyn StateStore,
     ) -> Result<(state::State, CaCertificate, DeviceCertificate), UnitError> {
-        let state_path = dir.join(STATE_FILE);
-        if !state_path.is_file() {
+        let state_path = store.location().to_owned();
+        if !dir.is_dir() {
             return Err(UnitError::NotAUnit {
                 dir: dir.to_owned(),
                 file: state_path,
             });
         }
         remove_stale_temporaries(dir);
-        let bytes = FileStore::new(dir)
+        let bytes = store
             .load()
             .map_err(io_err("read", &state_path))?
             .ok_or_else(|| UnitError::NotAUnit {
