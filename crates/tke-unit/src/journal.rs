@@ -71,10 +71,10 @@ pub enum JournalError {
         /// The file.
         path: PathBuf,
     },
-    /// A record in the middle of the journal is damaged: whole records follow it, so it
+    /// A record in the middle of the journal is damaged: more of the journal follows it, so it
     /// is not a write torn by a crash.
     #[error(
-        "{} is damaged: the record at byte {offset} {what}, and whole records follow it; \
+        "{} is damaged: the record at byte {offset} {what}, and more of the journal follows it; \
          restore the units directory (the unit directories with their journal) from a backup",
         path.display()
     )]
@@ -552,7 +552,10 @@ fn encode(buf: &mut Vec<u8>, unit: UnitId, record: Option<&[u8]>) {
 }
 
 fn checksum(len: &[u8; 4], body: &[u8]) -> [u8; 8] {
-    let digest = Sha256::new().chain_update(len).chain_update(body).finalize();
+    let digest = Sha256::new()
+        .chain_update(len)
+        .chain_update(body)
+        .finalize();
     let mut out = [0; 8];
     out.copy_from_slice(&digest[..8]);
     out
@@ -727,9 +730,8 @@ mod tests {
         assert_eq!(state(d.path(), b).as_deref(), Some(&b"b2"[..]));
         assert_eq!(fs::read(j.path()).unwrap(), MAGIC, "an empty journal again");
         assert_eq!(j.store(a).load().unwrap().as_deref(), Some(&b"a3"[..]));
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &fs::metadata(j.path()).unwrap().permissions(),
-        );
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(j.path()).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600);
 
         // Saved, visible at once, in the unit file after close.
@@ -817,14 +819,26 @@ mod tests {
             "{e:?}"
         );
         let text = e.to_string();
-        assert!(text.contains(JOURNAL_FILE) && text.contains(&format!("byte {second}")), "{text}");
+        assert!(
+            text.contains(JOURNAL_FILE) && text.contains(&format!("byte {second}")),
+            "{text}"
+        );
         // Nothing changed: the damaged journal is still there for whoever restores it.
         assert_eq!(fs::read(d.path().join(JOURNAL_FILE)).unwrap(), middle);
 
         let mut length = full.clone();
         length[second..second + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         let e = open(&length).unwrap_err();
-        assert!(matches!(e, JournalError::Corrupt { what: "has an impossible length", .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                JournalError::Corrupt {
+                    what: "has an impossible length",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
 
         let e = open(b"TKEJRNL2").unwrap_err();
         assert!(matches!(e, JournalError::NotAJournal { .. }), "{e:?}");
