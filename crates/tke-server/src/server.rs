@@ -150,8 +150,8 @@ impl Drop for Slot {
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
-    /// The units' journal, with what opening it replayed (journal store only).
-    journal: Option<(Journal, Replay)>,
+    /// The units' journal (journal store only).
+    journal: Option<Journal>,
     _lock: tke_fs::DirLock,
 }
 
@@ -197,6 +197,22 @@ fn open_journal(cfg: &Config) -> Result<Option<Journal>, ServerError> {
         }
         StateStoreKind::File => Ok(None),
     }
+}
+
+/// Says how the units' states are kept and what the journal's replay found.
+fn log_replay(path: &std::path::Path, replay: Replay) {
+    info!(
+        journal = %path.display(),
+        replayed_records = replay.records,
+        replayed_units = replay.units,
+        torn_bytes = replay.torn_bytes,
+        "unit states: journal with group commit{}",
+        if replay.torn_bytes > 0 {
+            " (a torn last record, never answered, was dropped)"
+        } else {
+            ""
+        }
+    );
 }
 
 fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
@@ -321,10 +337,7 @@ impl Server {
                 in_flight: AtomicUsize::new(0),
             }),
             listener,
-            journal: journal.map(|j| {
-                let replay = j.replay();
-                (j, replay)
-            }),
+            journal,
             _lock: lock,
         })
     }
@@ -346,6 +359,12 @@ impl Server {
     /// Logs one start-up line naming the address and every unit served.
     pub fn run(self) {
         let shared = self.shared.clone();
+        // Before the start-up line: whoever waits for that one finds this one too.
+        match &self.journal {
+            Some(j) => log_replay(j.path(), j.replay()),
+            None => info!("unit states: one file per unit"),
+        }
+
         let addr = self
             .listener
             .local_addr()
@@ -371,21 +390,6 @@ impl Server {
             shared.instances.len()
         );
 
-        match &self.journal {
-            Some((j, replay)) => info!(
-                journal = %j.path().display(),
-                replayed_records = replay.records,
-                replayed_units = replay.units,
-                torn_bytes = replay.torn_bytes,
-                "unit states: journal with group commit{}",
-                if replay.torn_bytes > 0 {
-                    " (a torn last record, never answered, was dropped)"
-                } else {
-                    ""
-                }
-            ),
-            None => info!("unit states: one file per unit"),
-        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("unitd")
@@ -402,7 +406,7 @@ impl Server {
         runtime.block_on(serve(shared.clone(), self.listener));
         // Whatever is left (only after the grace period) ends with the process.
         runtime.shutdown_timeout(Duration::from_secs(1));
-        if let Some((j, _)) = self.journal {
+        if let Some(j) = self.journal {
             let stats = j.stats();
             match j.close() {
                 Ok(()) => info!(

@@ -22,16 +22,26 @@ use tke_test_support::cli::snap::assert_run;
 /// Units of the server: 6 operational and 2 recovery, one client thread each.
 const UNITS: usize = 8;
 
-/// The number in `key=N` of the last log line that has it.
+/// The number in ` key=N` of the last log line that has it.
 fn logged(logs: &str, key: &str) -> Option<u64> {
     logs.lines().rev().find_map(|l| {
-        let at = l.find(&format!("{key}="))?;
-        l[at + key.len() + 1..]
+        let at = l.find(&format!(" {key}="))?;
+        l[at + key.len() + 2..]
             .split(|c: char| !c.is_ascii_digit())
             .next()?
             .parse()
             .ok()
     })
+}
+
+/// The log of the server's last start.
+fn last_log(server: &Server) -> String {
+    let path = (1..)
+        .map(|n| server.dir.join(format!("unitd-{n}.log")))
+        .take_while(|l| l.exists())
+        .last()
+        .unwrap();
+    fs::read_to_string(path).unwrap()
 }
 
 /// Each unit's counter after `set_up`: the commands below alternate AddAdmin(bob) and
@@ -162,14 +172,7 @@ fn a_server_killed_amid_concurrent_commands_restarts_with_every_answered_command
         );
 
         server.start();
-        let logs = fs::read_to_string(
-            (1..)
-                .map(|n| server.dir.join(format!("unitd-{n}.log")))
-                .take_while(|l| l.exists())
-                .last()
-                .unwrap(),
-        )
-        .unwrap();
+        let logs = last_log(&server);
         assert!(
             logs.contains("unit states: journal with group commit"),
             "{logs}"
@@ -191,6 +194,21 @@ fn a_server_killed_amid_concurrent_commands_restarts_with_every_answered_command
     let client = connect(&server.url());
     assert!(hammer(&client, &expect, &alice, &bob, 40) >= 40);
     server.stop();
+    // Group commit: the 8 clients' commands shared flushes.
+    let logs = last_log(&server);
+    assert!(
+        logs.contains("journal compacted into the unit files"),
+        "{logs}"
+    );
+    let (records, flushes) = (
+        logged(&logs, "records").unwrap(),
+        logged(&logs, "flushes").unwrap(),
+    );
+    assert!(
+        records >= 40 && flushes < records,
+        "{records} records in {flushes} flushes"
+    );
+    eprintln!("after the last restart: {records} records in {flushes} fdatasyncs");
     let journal = server.dir.join("units").join(tke_unit::JOURNAL_FILE);
     assert_eq!(fs::read(&journal).unwrap(), b"TKEJRNL1", "an empty journal");
     let file_store = ServerProc::start_with(&server.dir, server.port, &["--state-store", "file"]);

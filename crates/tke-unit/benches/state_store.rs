@@ -2,7 +2,8 @@
 //! in a unit directory under one root, as `tke-unitd` hosts them: the file store (each
 //! command rewrites `unit.json` atomically: write, fsync, rename, directory fsync) against
 //! the journal with group commit (one append and one `fdatasync` for every unit that saved
-//! meanwhile). Beside them, the fsync floor of this disk: one append of a state record
+//! meanwhile), and the same units with their state in memory (no disk write: the ceiling
+//! the units' own work sets). Beside them, the fsync floor of this disk: one append of a state record
 //! and `fdatasync`, and one atomic file write, single-threaded.
 //!
 //! Per iteration each client sends 50 `clearNew` commands, signed beforehand by the
@@ -25,7 +26,7 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tke_proto::{der::Encode, Command, Request, UnitId, UnitType};
-use tke_unit::{Journal, JournalOptions, StateStore, Unit, STATE_FILE};
+use tke_unit::{Journal, JournalOptions, MemoryStore, StateStore, Unit, STATE_FILE};
 
 use support::{init, signed_command, Fleet, MemSigner};
 
@@ -107,6 +108,23 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| (0..iters).map(|_| drive(&mut files, &admin)).sum())
     });
     drop(files);
+
+    // The ceiling: the same units with their state in memory, no disk write at all.
+    let mut memory: Vec<Unit> = ids
+        .iter()
+        .map(|id| {
+            let dir = root.join(id.uuid());
+            let mut store = MemoryStore::new();
+            store
+                .save(&std::fs::read(dir.join(STATE_FILE)).unwrap())
+                .unwrap();
+            Unit::open_with_store(&dir, Box::new(store)).unwrap()
+        })
+        .collect();
+    g.bench_function("memory_store_no_disk", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| drive(&mut memory, &admin)).sum())
+    });
+    drop(memory);
 
     let journal = Journal::open(&root, JournalOptions::default()).unwrap();
     let mut journaled: Vec<Unit> = ids

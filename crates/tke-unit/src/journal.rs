@@ -343,6 +343,17 @@ impl StateStore for JournalStore {
     }
 
     fn save(&mut self, record: &[u8]) -> io::Result<()> {
+        if BODY_HEAD + record.len() > MAX_BODY {
+            // Refused here, or the next open would take it for damage.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a state of {} bytes is larger than the journal {} takes ({MAX_BODY} bytes)",
+                    record.len(),
+                    self.shared.path.display()
+                ),
+            ));
+        }
         self.write(Some(record.to_vec()))
     }
 
@@ -361,7 +372,7 @@ struct Writer {
     records: usize,
     compact_after: usize,
     /// Set when a failed append could not be undone: the journal's end is unknown, so
-    /// nothing more is appended (every save fails) until the process restarts.
+    /// nothing more is appended (every save fails) until the journal is reopened.
     broken: Option<String>,
 }
 
@@ -460,8 +471,9 @@ impl Writer {
                         .and_then(|()| self.file.sync_data());
                     if let Err(u) = undone {
                         self.broken = Some(format!(
-                            "the journal {path} could not be written ({e}) nor restored \
-                             ({u}): restart tke-unitd"
+                            "the journal {path} could not be written ({e}) nor cut back to \
+                             its last durable record ({u}): it takes no more records until \
+                             it is reopened"
                         ));
                     }
                 }
@@ -539,7 +551,7 @@ fn compact(shared: &Shared) -> Result<File, JournalError> {
 fn encode(buf: &mut Vec<u8>, unit: UnitId, record: Option<&[u8]>) {
     let payload = record.unwrap_or_default();
     let len = BODY_HEAD + payload.len();
-    // A unit's state is a few KiB; MAX_BODY only guards reading.
+    // Saves above MAX_BODY are refused before they get here.
     let len_bytes = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
     let start = buf.len();
     buf.extend_from_slice(&len_bytes);
@@ -746,6 +758,54 @@ mod tests {
         assert_eq!(state(d.path(), b).as_deref(), Some(&b"b3"[..]));
         assert_eq!(state(d.path(), a), None);
         assert!(s.save(b"b4").unwrap_err().to_string().contains("is closed"));
+    }
+
+    #[test]
+    fn a_failed_append_fails_every_waiting_save_and_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let u = UnitId::random();
+        unit_dir(d.path(), u);
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+        j.store(u).save(b"before").unwrap();
+        // A writer whose journal is a device that takes no data (ENOSPC) and cannot be cut
+        // back either: the save fails, and so does every later one.
+        let (tx, rx) = mpsc::channel();
+        let full = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let writer = Writer::new(j.shared.clone(), full, usize::MAX);
+        let thread = std::thread::spawn(move || writer.run(&rx));
+        let mut s = JournalStore {
+            shared: j.shared.clone(),
+            tx,
+            unit: u,
+            location: j.shared.state_path(u),
+        };
+        let e = s.save(b"after").unwrap_err();
+        assert!(
+            e.to_string().contains("cannot append to the journal"),
+            "{e}"
+        );
+        assert!(e.to_string().contains(JOURNAL_FILE), "{e}");
+        let e = s.save(b"again").unwrap_err();
+        assert!(e.to_string().contains("until it is reopened"), "{e}");
+        assert_eq!(s.load().unwrap().as_deref(), Some(&b"before"[..]));
+        assert_eq!(j.stats().records, 1, "only the first save counted");
+        drop(s);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_state_too_large_for_the_journal_is_refused_and_nothing_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let u = UnitId::random();
+        unit_dir(d.path(), u);
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+        let mut s = j.store(u);
+        s.save(b"small").unwrap();
+        let e = s.save(&vec![b'x'; MAX_BODY]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains(JOURNAL_FILE), "{e}");
+        assert_eq!(s.load().unwrap().as_deref(), Some(&b"small"[..]));
+        assert_eq!(j.stats().records, 1);
     }
 
     #[test]
