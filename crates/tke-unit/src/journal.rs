@@ -548,6 +548,14 @@ fn compact(shared: &Shared) -> Result<File, JournalError> {
     Ok(file)
 }
 
+/// The journal beside the unit directory `dir` when it holds records not yet compacted
+/// into the unit files.
+pub(crate) fn pending(dir: &Path) -> Option<PathBuf> {
+    let journal = dir.parent()?.join(JOURNAL_FILE);
+    let len = fs::metadata(&journal).ok()?.len();
+    (len > MAGIC.len() as u64).then_some(journal)
+}
+
 fn encode(buf: &mut Vec<u8>, unit: UnitId, record: Option<&[u8]>) {
     let payload = record.unwrap_or_default();
     let len = BODY_HEAD + payload.len();

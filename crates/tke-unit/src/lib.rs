@@ -343,8 +343,11 @@ impl Unit {
     /// [`UnitError::StateSyntax`] / [`UnitError::CorruptState`] / [`UnitError::Certificate`]
     /// for damaged files; [`UnitError::ForeignCertificate`] / [`UnitError::Backend`]
     /// (with [`BackendError::Foreign`]) for files of another unit;
-    /// [`UnitError::Inconsistent`] when the state refers to secrets the backend lacks.
+    /// [`UnitError::Inconsistent`] when the state refers to secrets the backend lacks;
+    /// [`UnitError::StateInJournal`] when the directory's [`Journal`] holds records not yet
+    /// compacted (open it with [`Unit::open_with_store`] and the journal's store).
     pub fn open(dir: &Path) -> Result<Unit, UnitError> {
+        refuse_pending_journal(dir)?;
         Self::open_with_store(dir, Box::new(FileStore::new(dir)))
     }
 
@@ -392,6 +395,7 @@ impl Unit {
     /// # Errors
     /// As [`Unit::open`], plus [`UnitError::BackendKind`] when the kinds differ.
     pub fn open_with_backend(dir: &Path, backend: Box<dyn Backend>) -> Result<Unit, UnitError> {
+        refuse_pending_journal(dir)?;
         let (state, ca, device_cert) = Self::read_files(dir, &FileStore::new(dir))?;
         if state.backend != backend.kind() {
             return Err(UnitError::BackendKind {
@@ -720,6 +724,18 @@ impl Unit {
     /// The current status (same as a query's answer), for tests and tools.
     pub fn status(&self) -> UnitStatus {
         self.state.status()
+    }
+}
+
+/// A unit directory of a journal that holds records not yet in the unit files is opened
+/// through the journal only: its `unit.json` may be older than what the unit answered.
+fn refuse_pending_journal(dir: &Path) -> Result<(), UnitError> {
+    match journal::pending(dir) {
+        Some(journal) => Err(UnitError::StateInJournal {
+            dir: dir.to_owned(),
+            journal,
+        }),
+        None => Ok(()),
     }
 }
 
