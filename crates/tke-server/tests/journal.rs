@@ -54,7 +54,7 @@ struct Expect {
 
 impl Expect {
     fn command(&self, unit: usize, counter: u64, bob: &MemSigner) -> Command {
-        if (counter - self.base[unit]) % 2 == 0 {
+        if (counter - self.base[unit]).is_multiple_of(2) {
             Command::AddAdmin(bob.certificate().clone())
         } else {
             Command::RemoveAdmin(bob.certificate().ski())

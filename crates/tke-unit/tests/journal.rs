@@ -18,7 +18,7 @@ fn commands_saved_in_the_journal_survive_a_crash_and_the_directory_alone_is_refu
     let id = UnitId::random();
     let dir = root.path().join(id.uuid());
     let ty = UnitType::Operational;
-    let mut unit =
+    let unit =
         Unit::create_soft(&dir, id, ty, &fleet.ca, &mut |pk| fleet.issue(id, ty, pk)).unwrap();
     let file_state = unit.status();
     drop(unit);
