@@ -11,9 +11,11 @@
 
 use std::time::{Duration, Instant};
 
-use tke_proto::{Command, Threshold};
-use tke_sigkey::Signer as _;
-use tke_test_support::{server::*, MemSigner};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use tke_proto::Command;
 
 const CLIENTS: usize = 8;
 
@@ -61,23 +63,7 @@ fn main() {
     let alice = MemSigner::new("alice");
     {
         let server = ServerProc::start(&dir, port);
-        let client = client(&server);
-        let one = Threshold::new(1).unwrap();
-        for u in client.units() {
-            client
-                .run(u, &Command::AddAdmin(alice.certificate().clone()), &[])
-                .unwrap();
-            client
-                .run(
-                    u,
-                    &Command::SetThresholds {
-                        signature: one,
-                        revocation: one,
-                    },
-                    &[&alice],
-                )
-                .unwrap();
-        }
+        set_up(&client(&server), &alice);
         server.stop();
     }
     let (file, _) = measure(&dir, port, "file", n, &alice);
