@@ -8,6 +8,7 @@
 //! tls_key = "tls/server.key.pem"        # PKCS#8, mode 0600
 //! units_dir = "units"                   # one directory per unit (see tke-unit)
 //! latency_ms = 20                       # optional, test tooling: simulated HSM round trip
+//! state_store = "journal"               # optional: journal (default) | file
 //!
 //! [limits]                              # every field optional; these are the defaults
 //! max_body_bytes = 65536
@@ -74,6 +75,10 @@ pub struct ConfigFile {
     /// none. `serve --latency-ms` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// How the units' states are made durable ([`StateStoreKind`]). Absent: the journal.
+    /// `serve --state-store` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_store: Option<StateStoreKind>,
     /// Limits and timeouts.
     #[serde(default)]
     pub limits: Limits,
@@ -189,6 +194,30 @@ pub struct HostedUnitConfig {
     pub dir: PathBuf,
 }
 
+/// How `tke-unitd` makes each unit's state durable before the unit answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateStoreKind {
+    /// One journal for all the units of `units_dir` ([`tke_unit::Journal`]): a record
+    /// appended per command, the commands of every unit made durable together by one
+    /// `fdatasync` (group commit), compacted into each unit's `unit.json`.
+    #[default]
+    Journal,
+    /// Each unit's `unit.json`, rewritten atomically per command (temporary file, fsync,
+    /// rename, directory fsync), as the embedded fleet keeps units.
+    File,
+}
+
+impl StateStoreKind {
+    /// The name in the configuration and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Journal => "journal",
+            Self::File => "file",
+        }
+    }
+}
+
 /// An API key of a checked configuration.
 #[derive(Clone, Debug)]
 pub struct KeyConfig {
@@ -215,6 +244,8 @@ pub struct Config {
     pub units_dir: PathBuf,
     /// The units' simulated round trip ([`tke_unit::Unit::set_latency`]; test tooling).
     pub latency: Latency,
+    /// How the units' states are made durable.
+    pub state_store: StateStoreKind,
     /// Limits and timeouts.
     pub limits: Limits,
     /// Instance ids, in file order.
@@ -383,6 +414,7 @@ impl Config {
             tls_key: abs(&file.tls_key),
             units_dir,
             latency,
+            state_store: file.state_store.unwrap_or_default(),
             limits: l,
             instances,
             units,
@@ -433,6 +465,17 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
         assert_eq!(c.units.len(), 1);
         assert_eq!(c.units[0].unit_type, UnitType::Recovery);
         assert_eq!(c.latency, Latency::NONE, "no latency unless asked");
+        assert_eq!(
+            c.state_store,
+            StateStoreKind::Journal,
+            "the journal by default"
+        );
+        let c = load(&GOOD.replace(
+            "units_dir = \"units\"",
+            "units_dir = \"units\"\nstate_store = \"file\"",
+        ))
+        .unwrap();
+        assert_eq!(c.state_store, StateStoreKind::File);
         let c = load(&GOOD.replace(
             "units_dir = \"units\"",
             "units_dir = \"units\"\nlatency_ms = 20",
@@ -465,6 +508,13 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
             let err = load(&GOOD.replace(from, to)).unwrap_err();
             assert!(err.to_string().contains(what), "{from} -> {to}: {err}");
         }
+        let err = load(&GOOD.replace(
+            "units_dir = \"units\"",
+            "units_dir = \"units\"\nstate_store = \"sqlite\"",
+        ))
+        .unwrap_err();
+        let text = tke_proto::ErrorChain(&err).to_string();
+        assert!(text.contains("expected `journal` or `file`"), "{text}");
         let err = load(&GOOD.replace("workers = 4", "wrokers = 4")).unwrap_err();
         assert!(matches!(err, ServerError::ConfigSyntax { .. }), "{err}");
     }

@@ -107,6 +107,12 @@ pub enum ServerError {
         /// Why.
         source: Box<tke_client::ClientError>,
     },
+    /// The units' state journal cannot be opened, replayed or compacted.
+    #[error("the state journal of the crypto units")]
+    Journal {
+        /// Why (naming the file).
+        source: tke_unit::JournalError,
+    },
     /// A unit directory holds another unit than the configuration says.
     #[error("the crypto unit in {} does not match the configuration: {what}", path.display())]
     UnitMismatch {

@@ -596,6 +596,7 @@ fn build(
         tls_key: "tls/server.key.pem".into(),
         units_dir: "units".into(),
         latency_ms: None,
+        state_store: None,
         limits: Limits::default(),
         instances,
         api_keys,

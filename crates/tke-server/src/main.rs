@@ -16,7 +16,10 @@ use signal_hook::{
     iterator::Signals,
 };
 use tke_pkcs8::Password;
-use tke_server::{config::CONFIG_FILE, Config, InitOptions, InitReport, Server};
+use tke_server::{
+    config::{StateStoreKind, CONFIG_FILE},
+    Config, InitOptions, InitReport, Server,
+};
 
 /// Serves TKE crypto units of one or more service instances over HTTPS.
 #[derive(Parser, Debug)]
@@ -70,7 +73,22 @@ enum Cmd {
         /// HSM's round trip. Overrides `latency_ms` of the configuration; 0 turns it off.
         #[arg(long = "latency-ms", value_name = "MS")]
         latency: Option<tke_unit::Latency>,
+        /// How each unit's state is made durable before it answers: `journal` (one
+        /// journal for all units, the commands of several units made durable by one
+        /// fdatasync, compacted into the unit files) or `file` (each unit's unit.json
+        /// rewritten atomically). Overrides `state_store` of the configuration (default:
+        /// journal).
+        #[arg(long = "state-store", value_enum, value_name = "KIND")]
+        state_store: Option<StoreArg>,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum StoreArg {
+    /// One journal with group commit.
+    Journal,
+    /// One file per unit.
+    File,
 }
 
 #[derive(clap::Args, Debug)]
@@ -349,6 +367,7 @@ fn serve(
     format: LogFormat,
     level: LogLevel,
     latency: Option<tke_unit::Latency>,
+    state_store: Option<StoreArg>,
 ) -> Result<()> {
     let level = match level {
         LogLevel::Error => tracing::Level::ERROR,
@@ -374,6 +393,11 @@ fn serve(
     let mut cfg = Config::load(&path)?;
     if let Some(latency) = latency {
         cfg.latency = latency;
+    }
+    match state_store {
+        Some(StoreArg::Journal) => cfg.state_store = StateStoreKind::Journal,
+        Some(StoreArg::File) => cfg.state_store = StateStoreKind::File,
+        None => {}
     }
     if !cfg.latency.is_none() {
         tracing::warn!(
@@ -431,7 +455,8 @@ fn main() -> std::process::ExitCode {
             log_format,
             log_level,
             latency,
-        } => serve(config, log_format, log_level, latency),
+            state_store,
+        } => serve(config, log_format, log_level, latency, state_store),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

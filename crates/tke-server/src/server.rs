@@ -19,6 +19,9 @@
 //!   listener closes, connections with no request begun are closed, requests being read
 //!   or executed finish and are answered, then the server returns. A unit writes its
 //!   state durably before it answers, so what was answered is on disk.
+//! * Durability: by default the units' states go to one journal ([`tke_unit::Journal`]),
+//!   whose writer thread makes the commands of every unit that saved meanwhile durable
+//!   with one `fdatasync` (group commit); a stop compacts it into the units' files.
 
 use std::{
     collections::HashMap,
@@ -37,7 +40,7 @@ use tke_proto::{
     der::Decode, AdminCommand, CaCertificate, DeviceCertificate, ErrorChain, Request, ResponseBody,
     SignedResponse, UnitId, UnitType,
 };
-use tke_unit::Unit;
+use tke_unit::{Journal, JournalOptions, Replay, StateStore, Unit};
 use tokio::{
     io::AsyncWriteExt,
     net::TcpStream,
@@ -49,7 +52,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     api::{self, ApiError, Kind, Route},
     apikey::KeyHash,
-    config::{self, Config, KeyConfig, Limits},
+    config::{self, Config, KeyConfig, Limits, StateStoreKind},
     error::io_err,
     http::{self, HeadDeadlines, ReadError, Response},
     ServerError,
@@ -150,6 +153,8 @@ impl Drop for Slot {
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
+    /// The units' journal (journal store only).
+    journal: Option<Journal>,
     _lock: tke_fs::DirLock,
 }
 
@@ -174,6 +179,43 @@ fn lock_units(dir: &std::path::Path) -> Result<tke_fs::DirLock, ServerError> {
         tke_fs::LockError::Busy { dir, lock } => ServerError::Busy { dir, lock },
         tke_fs::LockError::Io { lock, source } => io_err("lock", &lock)(source),
     })
+}
+
+/// Opens the units' journal (replaying and compacting what a previous run left) for the
+/// journal store; for the file store, folds a journal left by an earlier journal run into
+/// the unit files and removes it, so that no answered command is lost by switching.
+fn open_journal(cfg: &Config) -> Result<Option<Journal>, ServerError> {
+    let journal_err = |source| ServerError::Journal { source };
+    let path = cfg.units_dir.join(tke_unit::JOURNAL_FILE);
+    match cfg.state_store {
+        StateStoreKind::Journal => Journal::open(&cfg.units_dir, JournalOptions::default())
+            .map(Some)
+            .map_err(journal_err),
+        StateStoreKind::File if path.exists() => {
+            Journal::open(&cfg.units_dir, JournalOptions::default())
+                .and_then(Journal::close)
+                .map_err(journal_err)?;
+            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            Ok(None)
+        }
+        StateStoreKind::File => Ok(None),
+    }
+}
+
+/// Says how the units' states are kept and what the journal's replay found.
+fn log_replay(path: &std::path::Path, replay: Replay) {
+    info!(
+        journal = %path.display(),
+        replayed_records = replay.records,
+        replayed_units = replay.units,
+        torn_bytes = replay.torn_bytes,
+        "unit states: journal with group commit{}",
+        if replay.torn_bytes > 0 {
+            " (a torn last record, never answered, was dropped)"
+        } else {
+            ""
+        }
+    );
 }
 
 fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
@@ -263,14 +305,20 @@ impl Server {
             path: cfg.ca.clone(),
             source,
         })?;
+        let journal = open_journal(cfg)?;
         let mut units = HashMap::new();
         let mut order = Vec::new();
         for u in &cfg.units {
-            let mut unit = Unit::open(&u.dir).map_err(|source| ServerError::Unit {
-                unit: u.id,
-                path: u.dir.clone(),
-                source: Box::new(source),
-            })?;
+            let store: Box<dyn StateStore> = match &journal {
+                Some(j) => Box::new(j.store(u.id)),
+                None => Box::new(tke_unit::FileStore::new(&u.dir)),
+            };
+            let mut unit =
+                Unit::open_with_store(&u.dir, store).map_err(|source| ServerError::Unit {
+                    unit: u.id,
+                    path: u.dir.clone(),
+                    source: Box::new(source),
+                })?;
             unit.set_latency(cfg.latency);
             let mismatch = |what| ServerError::UnitMismatch {
                 path: u.dir.clone(),
@@ -336,6 +384,7 @@ impl Server {
                 in_flight: AtomicUsize::new(0),
             }),
             listener,
+            journal,
             _lock: lock,
         })
     }
@@ -357,6 +406,12 @@ impl Server {
     /// Logs one start-up line naming the address and every unit served.
     pub fn run(self) {
         let shared = self.shared.clone();
+        // Before the start-up line: whoever waits for that one finds this one too.
+        match &self.journal {
+            Some(j) => log_replay(j.path(), j.replay()),
+            None => info!("unit states: one file per unit"),
+        }
+
         let addr = self
             .listener
             .local_addr()
@@ -398,6 +453,18 @@ impl Server {
         runtime.block_on(serve(shared.clone(), self.listener));
         // Whatever is left (only after the grace period) ends with the process.
         runtime.shutdown_timeout(Duration::from_secs(1));
+        if let Some(j) = self.journal {
+            let stats = j.stats();
+            match j.close() {
+                Ok(()) => info!(
+                    records = stats.records,
+                    flushes = stats.flushes,
+                    "journal compacted into the unit files"
+                ),
+                // Nothing is lost: the next start replays the journal.
+                Err(e) => error!(error = %ErrorChain(&e), "cannot compact the journal"),
+            }
+        }
         info!("tke-unitd stopped");
     }
 }

@@ -145,6 +145,21 @@ pub enum UnitError {
         /// The store's location.
         location: PathBuf,
     },
+    /// The unit's directory is one of a journal's ([`crate::Journal`]) that holds records
+    /// not yet compacted into the unit files (its host stopped without a graceful stop): the
+    /// unit's own state file may be older than what the unit answered.
+    #[error(
+        "the latest state of the crypto unit in {} may be in the journal {}, not yet in its \
+         state file: open the units through their journal (their host replays it when it starts)",
+        dir.display(),
+        journal.display()
+    )]
+    StateInJournal {
+        /// The unit directory.
+        dir: PathBuf,
+        /// The journal.
+        journal: PathBuf,
+    },
     /// The state store holds no unit.
     #[error("the state store {} holds no crypto unit", location.display())]
     EmptyStore {

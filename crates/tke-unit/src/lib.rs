@@ -4,6 +4,7 @@
 mod answer;
 mod backend;
 mod error;
+mod journal;
 mod kwp;
 mod latency;
 mod machine;
@@ -27,6 +28,9 @@ use tke_proto::{
 pub use answer::{Answer, InternalError};
 pub use backend::{Backend, BackendError, KeyHandle, LiveSecrets};
 pub use error::UnitError;
+pub use journal::{
+    Journal, JournalError, JournalOptions, JournalStats, JournalStore, Replay, JOURNAL_FILE,
+};
 pub use latency::{Latency, LatencyError, LatencyParseError};
 #[cfg(feature = "pkcs11")]
 pub use pkcs11::{Pkcs11Backend, Pkcs11Config, TokenRef, WrapMechanism};
@@ -340,9 +344,22 @@ impl Unit {
     /// [`UnitError::StateSyntax`] / [`UnitError::CorruptState`] / [`UnitError::Certificate`]
     /// for damaged files; [`UnitError::ForeignCertificate`] / [`UnitError::Backend`]
     /// (with [`BackendError::Foreign`]) for files of another unit;
-    /// [`UnitError::Inconsistent`] when the state refers to secrets the backend lacks.
+    /// [`UnitError::Inconsistent`] when the state refers to secrets the backend lacks;
+    /// [`UnitError::StateInJournal`] when the directory's [`Journal`] holds records not yet
+    /// compacted (open it with [`Unit::open_with_store`] and the journal's store).
     pub fn open(dir: &Path) -> Result<Unit, UnitError> {
-        let (state, ca, device_cert) = Self::read_files(dir)?;
+        refuse_pending_journal(dir)?;
+        Self::open_with_store(dir, Box::new(FileStore::new(dir)))
+    }
+
+    /// Opens an existing unit directory as [`Unit::open`] does, with its state kept in
+    /// `store` rather than in the directory's own [`STATE_FILE`]: a [`JournalStore`]
+    /// shared with the other units of a host, as `tke-unitd` keeps them.
+    ///
+    /// # Errors
+    /// As [`Unit::open`]; a store holding no unit is [`UnitError::NotAUnit`].
+    pub fn open_with_store(dir: &Path, store: Box<dyn StateStore>) -> Result<Unit, UnitError> {
+        let (state, ca, device_cert) = Self::read_files(dir, store.as_ref())?;
         let backend: Box<dyn Backend> = match state.backend.as_str() {
             "soft" => Box::new(SoftBackend::open(dir, state.unit_id).map_err(|source| {
                 UnitError::Backend {
@@ -369,14 +386,7 @@ impl Unit {
                 })
             }
         };
-        Self::assemble(
-            Some(dir),
-            Box::new(FileStore::new(dir)),
-            state,
-            ca,
-            device_cert,
-            backend,
-        )
+        Self::assemble(Some(dir), store, state, ca, device_cert, backend)
     }
 
     /// Opens an existing unit directory with a backend opened by the caller (for
@@ -386,7 +396,8 @@ impl Unit {
     /// # Errors
     /// As [`Unit::open`], plus [`UnitError::BackendKind`] when the kinds differ.
     pub fn open_with_backend(dir: &Path, backend: Box<dyn Backend>) -> Result<Unit, UnitError> {
-        let (state, ca, device_cert) = Self::read_files(dir)?;
+        refuse_pending_journal(dir)?;
+        let (state, ca, device_cert) = Self::read_files(dir, &FileStore::new(dir))?;
         if state.backend != backend.kind() {
             return Err(UnitError::BackendKind {
                 path: dir.join(STATE_FILE),
@@ -457,16 +468,17 @@ impl Unit {
 
     fn read_files(
         dir: &Path,
+        store: &dyn StateStore,
     ) -> Result<(state::State, CaCertificate, DeviceCertificate), UnitError> {
-        let state_path = dir.join(STATE_FILE);
-        if !state_path.is_file() {
+        let state_path = store.location().to_owned();
+        if !dir.is_dir() {
             return Err(UnitError::NotAUnit {
                 dir: dir.to_owned(),
                 file: state_path,
             });
         }
         remove_stale_temporaries(dir);
-        let bytes = FileStore::new(dir)
+        let bytes = store
             .load()
             .map_err(io_err("read", &state_path))?
             .ok_or_else(|| UnitError::NotAUnit {
@@ -713,6 +725,18 @@ impl Unit {
     /// The current status (same as a query's answer), for tests and tools.
     pub fn status(&self) -> UnitStatus {
         self.state.status()
+    }
+}
+
+/// A unit directory of a journal that holds records not yet in the unit files is opened
+/// through the journal only: its `unit.json` may be older than what the unit answered.
+fn refuse_pending_journal(dir: &Path) -> Result<(), UnitError> {
+    match journal::pending(dir) {
+        Some(journal) => Err(UnitError::StateInJournal {
+            dir: dir.to_owned(),
+            journal,
+        }),
+        None => Ok(()),
     }
 }
 

@@ -1,0 +1,945 @@
+//! The journaled state store: the units under one directory append their state records
+//! to one journal file, and a writer thread makes every pending record durable with one
+//! `fdatasync` (group commit). See "The journal" in the crate docs.
+//!
+//! File format (`state.journal`, mode 0600): the 8 magic bytes `TKEJRNL1`, then records
+//! `len: u32 LE | check: 8 bytes | body: len bytes`, where `check` is the first 8 bytes of
+//! SHA-256 over `len || body`, and `body` is `kind: u8 (1 save, 2 remove) | unit id: 16
+//! bytes | state record` (no state record for a removal). The last record of a unit wins.
+//!
+//! Recovery: a record cut short at the end of the file, or a last record that fails its
+//! check (a write torn by a crash: it was never acknowledged), is dropped; a record that
+//! fails its check with whole records after it is damage, and opening fails naming the
+//! file and the byte offset.
+//!
+//! Compaction: each unit's latest state is written to its own `unit.json` (atomically),
+//! then the journal is replaced by an empty one. The writer does it every
+//! [`JournalOptions::compact_after`] records, when the journal opens and when it closes,
+//! so that between runs the unit directories are complete on their own.
+
+use core::fmt;
+use std::{
+    collections::HashMap,
+    fs::{self, File, OpenOptions},
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+    sync::{mpsc, Arc, Mutex, PoisonError},
+    thread::JoinHandle,
+};
+
+use sha2::{Digest as _, Sha256};
+use tke_fs::atomic;
+use tke_proto::UnitId;
+
+use crate::{state::STATE_FILE, FileStore, StateStore};
+
+/// The journal's file name in the directory of the units it serves.
+pub const JOURNAL_FILE: &str = "state.journal";
+
+const MAGIC: &[u8; 8] = b"TKEJRNL1";
+/// Length and check.
+const HEAD: usize = 4 + 8;
+/// Kind and unit id.
+const BODY_HEAD: usize = 1 + 16;
+/// Far above any unit's state (a few KiB): a longer record is damage.
+const MAX_BODY: usize = 1 << 20;
+const SAVE: u8 = 1;
+const REMOVE: u8 = 2;
+
+/// Why a journal cannot be opened or closed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// A file could not be read or written.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What was being done: `read`, `write`, `remove`, `start the writer for`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file does not start with the journal's magic bytes.
+    #[error(
+        "{} is not a unit state journal (it does not start with {}); move it out of the \
+         units directory if it is something else",
+        path.display(),
+        String::from_utf8_lossy(MAGIC)
+    )]
+    NotAJournal {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A record in the middle of the journal is damaged: more of the journal follows it, so it
+    /// is not a write torn by a crash.
+    #[error(
+        "{} is damaged: the record at byte {offset} {what}, and more of the journal follows it; \
+         restore the units directory (the unit directories with their journal) from a backup",
+        path.display()
+    )]
+    Corrupt {
+        /// The journal file.
+        path: PathBuf,
+        /// Where the damaged record starts.
+        offset: u64,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+    /// The writer thread ended before it answered (it panicked).
+    #[error("the writer of the journal {} stopped unexpectedly", path.display())]
+    WriterGone {
+        /// The journal file.
+        path: PathBuf,
+    },
+}
+
+/// How a [`Journal`] works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalOptions {
+    /// Compact once the journal holds this many records (at least 1): each unit's latest
+    /// state goes to its `unit.json` and the journal starts again empty. Bounds the
+    /// journal's size and the work of the next open.
+    pub compact_after: usize,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        Self {
+            compact_after: 1024,
+        }
+    }
+}
+
+/// What [`Journal::open`] found in the journal left by the previous run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// Whole records replayed.
+    pub records: usize,
+    /// Units whose `unit.json` the replay brought up to date.
+    pub units: usize,
+    /// Bytes of a torn last record dropped (never acknowledged to any client).
+    pub torn_bytes: u64,
+}
+
+/// Counters of a running journal, for logs, tests and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Records made durable.
+    pub records: u64,
+    /// `fdatasync` calls that made them durable: fewer than `records` when the writer
+    /// grouped the commits of several units.
+    pub flushes: u64,
+    /// Compactions done (at open, every [`JournalOptions::compact_after`] records, at close).
+    pub compactions: u64,
+}
+
+/// What the writer thread and the stores share.
+struct Shared {
+    root: PathBuf,
+    path: PathBuf,
+    /// Each unit's latest durable record since the last compaction (`None`: removed).
+    latest: Mutex<HashMap<UnitId, Option<Vec<u8>>>>,
+    stats: Mutex<JournalStats>,
+}
+
+impl Shared {
+    fn latest<T>(&self, f: impl FnOnce(&mut HashMap<UnitId, Option<Vec<u8>>>) -> T) -> T {
+        // Every access replaces whole entries: a panic elsewhere leaves no half state.
+        f(&mut self.latest.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn stats<T>(&self, f: impl FnOnce(&mut JournalStats) -> T) -> T {
+        f(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn state_path(&self, unit: UnitId) -> PathBuf {
+        self.root.join(unit.uuid()).join(STATE_FILE)
+    }
+}
+
+enum Msg {
+    /// Append a record (`None`: the unit was removed), answer once it is durable.
+    Write {
+        unit: UnitId,
+        record: Option<Vec<u8>>,
+        reply: mpsc::SyncSender<io::Result<()>>,
+    },
+    /// Flush, compact, stop.
+    Close {
+        reply: mpsc::SyncSender<Result<(), JournalError>>,
+    },
+}
+
+/// The journal of the units under one directory, each in `<dir>/<unit id>`: one file,
+/// [`JOURNAL_FILE`], and one writer thread that appends the records of every unit and
+/// makes them durable together (group commit). [`Journal::store`] gives each unit its
+/// [`StateStore`]; a save returns once its record is durable.
+///
+/// One process at a time may open a directory's journal (the caller holds the
+/// directory's lock, as `tke-unitd` does).
+pub struct Journal {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Msg>,
+    writer: Option<JoinHandle<()>>,
+    replay: Replay,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal")
+            .field("path", &self.shared.path)
+            .field("replay", &self.replay)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Opens the journal of the unit directories under `dir` (created when absent):
+    /// replays what a previous run left (dropping a torn last record), writes each unit's
+    /// latest state to its `unit.json`, starts an empty journal and its writer thread.
+    ///
+    /// # Errors
+    /// [`JournalError::NotAJournal`], [`JournalError::Corrupt`] (nothing is changed then),
+    /// [`JournalError::Io`] naming the file that could not be read or written (such as
+    /// the `unit.json` of a unit whose directory is gone).
+    pub fn open(dir: &Path, options: JournalOptions) -> Result<Self, JournalError> {
+        let path = dir.join(JOURNAL_FILE);
+        let (latest, replay) = match fs::read(&path) {
+            Ok(bytes) => replay(&bytes, &path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (HashMap::new(), Replay::default()),
+            Err(source) => {
+                return Err(JournalError::Io {
+                    action: "read",
+                    path,
+                    source,
+                })
+            }
+        };
+        let shared = Arc::new(Shared {
+            root: dir.to_owned(),
+            path,
+            latest: Mutex::new(latest),
+            stats: Mutex::new(JournalStats::default()),
+        });
+        let file = compact(&shared)?;
+        let (tx, rx) = mpsc::channel();
+        let writer = {
+            let shared = shared.clone();
+            let compact_after = options.compact_after.max(1);
+            std::thread::Builder::new()
+                .name("state-journal".into())
+                .spawn(move || Writer::new(shared, file, compact_after).run(&rx))
+                .map_err(|source| JournalError::Io {
+                    action: "start the writer for",
+                    path: dir.join(JOURNAL_FILE),
+                    source,
+                })?
+        };
+        Ok(Self {
+            shared,
+            tx,
+            writer: Some(writer),
+            replay,
+        })
+    }
+
+    /// The store of the unit `unit`, whose directory is `<dir>/<unit id>`: it loads the
+    /// unit's latest record (from the journal, else from its `unit.json`) and saves
+    /// through the journal.
+    pub fn store(&self, unit: UnitId) -> JournalStore {
+        JournalStore {
+            shared: self.shared.clone(),
+            tx: self.tx.clone(),
+            unit,
+            location: self.shared.state_path(unit),
+        }
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// What opening replayed.
+    pub fn replay(&self) -> Replay {
+        self.replay
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> JournalStats {
+        self.shared.stats(|s| *s)
+    }
+
+    /// Makes every record sent so far durable, compacts and stops the writer: the unit
+    /// directories are then complete on their own. Saves made afterwards fail.
+    ///
+    /// # Errors
+    /// [`JournalError::Io`] when the compaction fails (the journal then still holds every
+    /// record, and the next open replays it); [`JournalError::WriterGone`].
+    pub fn close(mut self) -> Result<(), JournalError> {
+        let gone = || JournalError::WriterGone {
+            path: self.shared.path.clone(),
+        };
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.tx.send(Msg::Close { reply }).map_err(|_| gone())?;
+        let result = answer.recv().map_err(|_| gone())?;
+        if let Some(w) = self.writer.take() {
+            w.join().map_err(|_| gone())?;
+        }
+        result
+    }
+}
+
+/// The [`StateStore`] of one unit on a [`Journal`] ([`Journal::store`]). Its location is
+/// the unit's `unit.json`, where compaction puts its state.
+pub struct JournalStore {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Msg>,
+    unit: UnitId,
+    location: PathBuf,
+}
+
+impl fmt::Debug for JournalStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JournalStore")
+            .field("journal", &self.shared.path)
+            .field("unit", &self.unit.uuid())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JournalStore {
+    fn write(&self, record: Option<Vec<u8>>) -> io::Result<()> {
+        let closed = || {
+            io::Error::other(format!(
+                "the journal {} is closed",
+                self.shared.path.display()
+            ))
+        };
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.tx
+            .send(Msg::Write {
+                unit: self.unit,
+                record,
+                reply,
+            })
+            .map_err(|_| closed())?;
+        answer.recv().map_err(|_| closed())?
+    }
+}
+
+impl StateStore for JournalStore {
+    fn location(&self) -> &Path {
+        &self.location
+    }
+
+    fn load(&self) -> io::Result<Option<Vec<u8>>> {
+        match self.shared.latest(|l| l.get(&self.unit).cloned()) {
+            Some(record) => Ok(record),
+            None => FileStore::new(self.location.parent().unwrap_or(Path::new("."))).load(),
+        }
+    }
+
+    fn save(&mut self, record: &[u8]) -> io::Result<()> {
+        if BODY_HEAD + record.len() > MAX_BODY {
+            // Refused here, or the next open would take it for damage.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a state of {} bytes is larger than the journal {} takes ({MAX_BODY} bytes)",
+                    record.len(),
+                    self.shared.path.display()
+                ),
+            ));
+        }
+        self.write(Some(record.to_vec()))
+    }
+
+    fn remove(&mut self) -> io::Result<()> {
+        self.write(None)
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    shared: Arc<Shared>,
+    file: File,
+    /// The journal's durable length.
+    len: u64,
+    /// Records in the journal since the last compaction.
+    records: usize,
+    compact_after: usize,
+    /// Set when a failed append could not be undone: the journal's end is unknown, so
+    /// nothing more is appended (every save fails) until the journal is reopened.
+    broken: Option<String>,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>, file: File, compact_after: usize) -> Self {
+        Self {
+            shared,
+            file,
+            len: MAGIC.len() as u64,
+            records: 0,
+            compact_after,
+            broken: None,
+        }
+    }
+
+    fn run(mut self, rx: &mpsc::Receiver<Msg>) {
+        // Each round takes everything that arrived meanwhile: the records of every unit
+        // that saved during the previous fdatasync share the next one.
+        while let Ok(first) = rx.recv() {
+            let mut buf = Vec::new();
+            let mut written = Vec::new();
+            let mut close = None;
+            for msg in std::iter::once(first).chain(rx.try_iter()) {
+                match msg {
+                    Msg::Write {
+                        unit,
+                        record,
+                        reply,
+                    } => {
+                        encode(&mut buf, unit, record.as_deref());
+                        written.push((unit, record, reply));
+                    }
+                    Msg::Close { reply } => close = Some(reply),
+                }
+            }
+            if !written.is_empty() {
+                self.commit(&buf, written);
+            }
+            if let Some(reply) = close {
+                let _ = reply.send(self.compact());
+                return;
+            }
+            if self.records >= self.compact_after {
+                // A failed compaction loses nothing (the journal keeps every record): it
+                // is tried again after as many records.
+                if self.compact().is_err() {
+                    self.records = 0;
+                }
+            }
+        }
+        // Every store and the journal are gone: nothing is pending, nothing to compact
+        // that the next open would not.
+    }
+
+    /// Appends `buf`, makes it durable, then answers each writer.
+    #[allow(clippy::type_complexity)]
+    fn commit(
+        &mut self,
+        buf: &[u8],
+        written: Vec<(UnitId, Option<Vec<u8>>, mpsc::SyncSender<io::Result<()>>)>,
+    ) {
+        let result = match &self.broken {
+            Some(why) => Err(io::Error::other(why.clone())),
+            None => self
+                .file
+                .write_all(buf)
+                .and_then(|()| self.file.sync_data()),
+        };
+        match result {
+            Ok(()) => {
+                self.len += buf.len() as u64;
+                self.records += written.len();
+                self.shared.stats(|s| {
+                    s.records += written.len() as u64;
+                    s.flushes += 1;
+                });
+                let mut replies = Vec::with_capacity(written.len());
+                self.shared.latest(|l| {
+                    for (unit, record, reply) in written {
+                        l.insert(unit, record);
+                        replies.push(reply);
+                    }
+                });
+                for r in replies {
+                    let _ = r.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let path = self.shared.path.display().to_string();
+                if self.broken.is_none() {
+                    // Undo a partial append so that no unacknowledged record can surface
+                    // at the next open; if even that fails, stop appending.
+                    let undone = self
+                        .file
+                        .set_len(self.len)
+                        .and_then(|()| self.file.sync_data());
+                    if let Err(u) = undone {
+                        self.broken = Some(format!(
+                            "the journal {path} could not be written ({e}) nor cut back to \
+                             its last durable record ({u}): it takes no more records until \
+                             it is reopened"
+                        ));
+                    }
+                }
+                for (_, _, reply) in written {
+                    let _ = reply.send(Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot append to the journal {path}: {e}"),
+                    )));
+                }
+            }
+        }
+    }
+
+    fn compact(&mut self) -> Result<(), JournalError> {
+        if let Some(why) = &self.broken {
+            return Err(JournalError::Io {
+                action: "write",
+                path: self.shared.path.clone(),
+                source: io::Error::other(why.clone()),
+            });
+        }
+        self.file = compact(&self.shared)?;
+        self.len = MAGIC.len() as u64;
+        self.records = 0;
+        Ok(())
+    }
+}
+
+/// Writes each unit's latest state to its `unit.json` (or removes it), then replaces the
+/// journal with an empty one, and returns it open for appending. A crash at any point
+/// leaves the journal whole, or the unit files complete: the next open replays to the
+/// same states.
+fn compact(shared: &Shared) -> Result<File, JournalError> {
+    let latest = shared.latest(|l| l.clone());
+    let io = |action, path: &Path| {
+        let path = path.to_owned();
+        move |source| JournalError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    for (unit, record) in &latest {
+        let path = shared.state_path(*unit);
+        match record {
+            Some(r) => atomic::write_private(&path, r).map_err(io("write", &path))?,
+            None => {
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io("remove", &path)(e))
+                    }
+                    _ => {}
+                }
+                let dir = path.parent().unwrap_or(Path::new("."));
+                if dir.is_dir() {
+                    File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(io("write", dir))?;
+                }
+            }
+        }
+    }
+    atomic::write_private(&shared.path, MAGIC).map_err(io("write", &shared.path))?;
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&shared.path)
+        .map_err(io("write", &shared.path))?;
+    // Only the writer (or open, before it starts) changes the map: what was just written
+    // out is what it holds.
+    shared.latest(HashMap::clear);
+    shared.stats(|s| s.compactions += 1);
+    Ok(file)
+}
+
+/// The journal beside the unit directory `dir` when it holds records not yet compacted
+/// into the unit files.
+pub(crate) fn pending(dir: &Path) -> Option<PathBuf> {
+    let journal = dir.parent()?.join(JOURNAL_FILE);
+    let len = fs::metadata(&journal).ok()?.len();
+    (len > MAGIC.len() as u64).then_some(journal)
+}
+
+fn encode(buf: &mut Vec<u8>, unit: UnitId, record: Option<&[u8]>) {
+    let payload = record.unwrap_or_default();
+    let len = BODY_HEAD + payload.len();
+    // Saves above MAX_BODY are refused before they get here.
+    let len_bytes = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
+    let start = buf.len();
+    buf.extend_from_slice(&len_bytes);
+    buf.extend_from_slice(&[0; 8]);
+    buf.push(if record.is_some() { SAVE } else { REMOVE });
+    buf.extend_from_slice(unit.as_bytes());
+    buf.extend_from_slice(payload);
+    let check = checksum(&len_bytes, &buf[start + HEAD..]);
+    buf[start + 4..start + HEAD].copy_from_slice(&check);
+}
+
+fn checksum(len: &[u8; 4], body: &[u8]) -> [u8; 8] {
+    let digest = Sha256::new()
+        .chain_update(len)
+        .chain_update(body)
+        .finalize();
+    let mut out = [0; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
+}
+
+/// One decoded record, or why the bytes at an offset are not one.
+enum Decoded<'a> {
+    Record {
+        unit: UnitId,
+        record: Option<&'a [u8]>,
+        used: usize,
+    },
+    /// The bytes end before the record does.
+    Short,
+    /// A whole record (of `used` bytes, when its length is plausible) that is wrong.
+    Bad {
+        used: Option<usize>,
+        what: &'static str,
+    },
+}
+
+fn decode(rest: &[u8]) -> Decoded<'_> {
+    let Some((len_bytes, after)) = rest.split_first_chunk::<4>() else {
+        return Decoded::Short;
+    };
+    let len = u32::from_le_bytes(*len_bytes) as usize;
+    if !(BODY_HEAD..=MAX_BODY).contains(&len) {
+        return Decoded::Bad {
+            used: None,
+            what: "has an impossible length",
+        };
+    }
+    let Some((check, after)) = after.split_first_chunk::<8>() else {
+        return Decoded::Short;
+    };
+    let Some(body) = after.get(..len) else {
+        return Decoded::Short;
+    };
+    let used = Some(HEAD + len);
+    if checksum(len_bytes, body) != *check {
+        return Decoded::Bad {
+            used,
+            what: "fails its checksum",
+        };
+    }
+    let (kind, after) = (body[0], &body[1..]);
+    let Ok(unit) = UnitId::from_slice(&after[..16]) else {
+        return Decoded::Bad {
+            used,
+            what: "has no unit id",
+        };
+    };
+    let payload = &after[16..];
+    let record = match kind {
+        SAVE => Some(payload),
+        REMOVE if payload.is_empty() => None,
+        _ => {
+            return Decoded::Bad {
+                used,
+                what: "has an unknown kind",
+            }
+        }
+    };
+    Decoded::Record {
+        unit,
+        record,
+        used: HEAD + len,
+    }
+}
+
+type Latest = HashMap<UnitId, Option<Vec<u8>>>;
+
+/// Reads a journal: each unit's last record, and what was found.
+fn replay(bytes: &[u8], path: &Path) -> Result<(Latest, Replay), JournalError> {
+    let mut latest = HashMap::new();
+    let mut found = Replay::default();
+    if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
+        // Only an interrupted creation could leave this: no record was ever in it.
+        return Ok((latest, found));
+    }
+    let Some(mut rest) = bytes.strip_prefix(MAGIC) else {
+        return Err(JournalError::NotAJournal {
+            path: path.to_owned(),
+        });
+    };
+    while !rest.is_empty() {
+        match decode(rest) {
+            Decoded::Record { unit, record, used } => {
+                latest.insert(unit, record.map(<[u8]>::to_vec));
+                found.records += 1;
+                rest = &rest[used..];
+            }
+            Decoded::Short => {
+                found.torn_bytes = rest.len() as u64;
+                break;
+            }
+            // A last record torn by a crash: its end at the end of the file, or zeros
+            // where the file grew but its data never reached the disk.
+            Decoded::Bad { used, .. }
+                if used == Some(rest.len()) || rest.iter().all(|b| *b == 0) =>
+            {
+                found.torn_bytes = rest.len() as u64;
+                break;
+            }
+            Decoded::Bad { what, .. } => {
+                return Err(JournalError::Corrupt {
+                    path: path.to_owned(),
+                    offset: (bytes.len() - rest.len()) as u64,
+                    what,
+                })
+            }
+        }
+    }
+    found.units = latest.len();
+    Ok((latest, found))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit_dir(root: &Path, unit: UnitId) -> PathBuf {
+        let d = root.join(unit.uuid());
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn state(root: &Path, unit: UnitId) -> Option<Vec<u8>> {
+        FileStore::new(&root.join(unit.uuid())).load().unwrap()
+    }
+
+    /// A journal left as a crash leaves it: its records not compacted.
+    fn crashed(root: &Path, writes: &[(UnitId, &[u8])]) -> Vec<u8> {
+        let j = Journal::open(
+            root,
+            JournalOptions {
+                compact_after: usize::MAX,
+            },
+        )
+        .unwrap();
+        for (u, r) in writes {
+            j.store(*u).save(r).unwrap();
+        }
+        // Dropped, not closed: nothing compacts.
+        drop(j);
+        fs::read(root.join(JOURNAL_FILE)).unwrap()
+    }
+
+    #[test]
+    fn saves_are_replayed_and_compacted_into_the_unit_files() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (UnitId::random(), UnitId::random());
+        unit_dir(d.path(), a);
+        unit_dir(d.path(), b);
+        let bytes = crashed(
+            d.path(),
+            &[(a, b"a1"), (b, b"b1"), (a, b"a2"), (b, b"b2"), (a, b"a3")],
+        );
+        assert!(bytes.starts_with(MAGIC) && bytes.len() > MAGIC.len());
+        assert_eq!(state(d.path(), a), None, "not compacted yet");
+
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+        assert_eq!(
+            j.replay(),
+            Replay {
+                records: 5,
+                units: 2,
+                torn_bytes: 0
+            }
+        );
+        assert_eq!(state(d.path(), a).as_deref(), Some(&b"a3"[..]));
+        assert_eq!(state(d.path(), b).as_deref(), Some(&b"b2"[..]));
+        assert_eq!(fs::read(j.path()).unwrap(), MAGIC, "an empty journal again");
+        assert_eq!(j.store(a).load().unwrap().as_deref(), Some(&b"a3"[..]));
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(j.path()).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+
+        // Saved, visible at once, in the unit file after close.
+        let mut s = j.store(b);
+        s.save(b"b3").unwrap();
+        assert_eq!(s.load().unwrap().as_deref(), Some(&b"b3"[..]));
+        assert_eq!(state(d.path(), b).as_deref(), Some(&b"b2"[..]));
+        let mut ra = j.store(a);
+        ra.remove().unwrap();
+        assert_eq!(ra.load().unwrap(), None);
+        j.close().unwrap();
+        assert_eq!(state(d.path(), b).as_deref(), Some(&b"b3"[..]));
+        assert_eq!(state(d.path(), a), None);
+        assert!(s.save(b"b4").unwrap_err().to_string().contains("is closed"));
+    }
+
+    #[test]
+    fn a_failed_append_fails_every_waiting_save_and_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let u = UnitId::random();
+        unit_dir(d.path(), u);
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+        j.store(u).save(b"before").unwrap();
+        // A writer whose journal is a device that takes no data (ENOSPC) and cannot be cut
+        // back either: the save fails, and so does every later one.
+        let (tx, rx) = mpsc::channel();
+        let full = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let writer = Writer::new(j.shared.clone(), full, usize::MAX);
+        let thread = std::thread::spawn(move || writer.run(&rx));
+        let mut s = JournalStore {
+            shared: j.shared.clone(),
+            tx,
+            unit: u,
+            location: j.shared.state_path(u),
+        };
+        let e = s.save(b"after").unwrap_err();
+        assert!(
+            e.to_string().contains("cannot append to the journal"),
+            "{e}"
+        );
+        assert!(e.to_string().contains(JOURNAL_FILE), "{e}");
+        let e = s.save(b"again").unwrap_err();
+        assert!(e.to_string().contains("until it is reopened"), "{e}");
+        assert_eq!(s.load().unwrap().as_deref(), Some(&b"before"[..]));
+        assert_eq!(j.stats().records, 1, "only the first save counted");
+        drop(s);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_state_too_large_for_the_journal_is_refused_and_nothing_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let u = UnitId::random();
+        unit_dir(d.path(), u);
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+        let mut s = j.store(u);
+        s.save(b"small").unwrap();
+        let e = s.save(&vec![b'x'; MAX_BODY]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains(JOURNAL_FILE), "{e}");
+        assert_eq!(s.load().unwrap().as_deref(), Some(&b"small"[..]));
+        assert_eq!(j.stats().records, 1);
+    }
+
+    #[test]
+    fn every_truncated_tail_opens_to_the_last_whole_record() {
+        let d = tempfile::tempdir().unwrap();
+        let u = UnitId::random();
+        unit_dir(d.path(), u);
+        let writes: Vec<(UnitId, Vec<u8>)> = (1..=4)
+            .map(|i| (u, format!("state {i} {}", "x".repeat(i * 7)).into_bytes()))
+            .collect();
+        let refs: Vec<(UnitId, &[u8])> = writes.iter().map(|(u, r)| (*u, &r[..])).collect();
+        let full = crashed(d.path(), &refs);
+        // Where each record ends.
+        let mut ends = vec![MAGIC.len()];
+        for (_, r) in &writes {
+            ends.push(ends.last().unwrap() + HEAD + BODY_HEAD + r.len());
+        }
+        assert_eq!(*ends.last().unwrap(), full.len());
+        for cut in 0..=full.len() {
+            let root = tempfile::tempdir().unwrap();
+            unit_dir(root.path(), u);
+            fs::write(root.path().join(JOURNAL_FILE), &full[..cut]).unwrap();
+            let j = Journal::open(root.path(), JournalOptions::default())
+                .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let whole = ends.iter().filter(|e| **e <= cut).count().saturating_sub(1);
+            let expected = whole.checked_sub(1).map(|i| writes[i].1.clone());
+            assert_eq!(state(root.path(), u), expected, "cut at {cut}");
+            let torn = if cut < MAGIC.len() {
+                0
+            } else {
+                cut - ends[whole]
+            };
+            assert_eq!(j.replay().records, whole, "cut at {cut}");
+            assert_eq!(j.replay().torn_bytes, torn as u64, "cut at {cut}");
+            // The journal goes on after the dropped tail.
+            j.store(u).save(b"after").unwrap();
+            drop(j);
+            Journal::open(root.path(), JournalOptions::default()).unwrap();
+            assert_eq!(state(root.path(), u).as_deref(), Some(&b"after"[..]));
+        }
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_and_damage_in_the_middle_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let u = UnitId::random();
+        unit_dir(d.path(), u);
+        let full = crashed(d.path(), &[(u, b"one"), (u, b"two"), (u, b"three")]);
+        let second = MAGIC.len() + HEAD + BODY_HEAD + 3;
+        let open = |bytes: &[u8]| {
+            fs::write(d.path().join(JOURNAL_FILE), bytes).unwrap();
+            Journal::open(d.path(), JournalOptions::default()).map(|j| j.replay())
+        };
+
+        // The last record's bytes garbled, or zeros where the file grew: torn, dropped.
+        let mut last_garbled = full.clone();
+        *last_garbled.last_mut().unwrap() ^= 1;
+        assert_eq!(open(&last_garbled).unwrap().records, 2);
+        assert_eq!(state(d.path(), u).as_deref(), Some(&b"two"[..]));
+        let mut zeros = full.clone();
+        zeros.extend_from_slice(&[0; 100]);
+        let r = open(&zeros).unwrap();
+        assert_eq!((r.records, r.torn_bytes), (3, 100));
+
+        // The second record garbled, with a whole record after it: damage, named.
+        let mut middle = full.clone();
+        middle[second + HEAD + 2] ^= 1;
+        let e = open(&middle).unwrap_err();
+        assert!(
+            matches!(e, JournalError::Corrupt { offset, what: "fails its checksum", .. } if offset == second as u64),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(JOURNAL_FILE) && text.contains(&format!("byte {second}")),
+            "{text}"
+        );
+        // Nothing changed: the damaged journal is still there for whoever restores it.
+        assert_eq!(fs::read(d.path().join(JOURNAL_FILE)).unwrap(), middle);
+
+        let mut length = full.clone();
+        length[second..second + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let e = open(&length).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                JournalError::Corrupt {
+                    what: "has an impossible length",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+
+        let e = open(b"TKEJRNL2").unwrap_err();
+        assert!(matches!(e, JournalError::NotAJournal { .. }), "{e:?}");
+        assert!(e.to_string().contains("is not a unit state journal"), "{e}");
+    }
+
+    #[test]
+    fn concurrent_saves_are_all_durable() {
+        let d = tempfile::tempdir().unwrap();
+        let units: Vec<UnitId> = (0..8).map(|_| UnitId::random()).collect();
+        for u in &units {
+            unit_dir(d.path(), *u);
+        }
+        let j = Journal::open(d.path(), JournalOptions { compact_after: 100 }).unwrap();
+        std::thread::scope(|s| {
+            for u in &units {
+                let mut store = j.store(*u);
+                s.spawn(move || {
+                    for i in 0..60 {
+                        store.save(format!("{i}").as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        let stats = j.stats();
+        assert_eq!(stats.records, 480);
+        assert!(stats.flushes <= 480);
+        // Opening compacted once; 480 records, 100 at a time, at least four more times.
+        assert!(stats.compactions >= 5, "{stats:?}");
+        drop(j);
+        Journal::open(d.path(), JournalOptions::default()).unwrap();
+        for u in &units {
+            assert_eq!(state(d.path(), *u).as_deref(), Some(&b"59"[..]));
+        }
+    }
+}
