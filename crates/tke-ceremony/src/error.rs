@@ -252,6 +252,9 @@ pub enum Problem {
         /// Why it refuses.
         source: tke_proto::BoxError,
     },
+    /// A master key rotation cannot start or resume ([`crate::rotate`]).
+    #[error(transparent)]
+    Rotation(Box<crate::rotate::RotationProblem>),
 }
 
 /// A rule of a unit's state that a command needs and that does not hold
@@ -459,5 +462,16 @@ pub enum CeremonyError {
         units: Vec<UnitDeviations>,
         /// Other failures of the same step.
         failures: Vec<(usize, ClientError)>,
+    },
+    /// The instance's key storage refused a step of a master key rotation; the units
+    /// hold what the steps before reached.
+    #[error(
+        "the key storage of service instance {instance} failed during the master key rotation"
+    )]
+    KeyStorage {
+        /// The instance.
+        instance: InstanceId,
+        /// Why.
+        source: tke_kms::KmsError,
     },
 }

@@ -16,6 +16,7 @@ pub mod mk_load;
 pub mod plan;
 pub mod postcondition;
 pub mod registers;
+pub mod rotate;
 pub mod signers;
 pub mod zeroize;
 
@@ -30,6 +31,7 @@ pub use mk_load::{LoadPlan, LoadReport, LoadUnit, MkLoad, ReadyLoad};
 pub use plan::{FromPrevious, Plan, PlanReport, PlannedCommand, Planner, ToSend, UnitPlan};
 pub use postcondition::{check_each, Counters, Deviation, Expected, UnitDeviations};
 pub use registers::{MkRegister, RegisterAction};
+pub use rotate::{Flow, Rotate, RotatePlan, RotateReport, RotationEvent, RotationProblem, Stage};
 pub use signers::Quorum;
 pub use zeroize::{Zeroize, ZeroizePlan, ZeroizeReport, ZeroizeTarget};
 
@@ -67,6 +69,8 @@ pub enum Event {
         /// Number of units the key is copied to.
         total: usize,
     },
+    /// A milestone of a master key rotation ([`rotate`]).
+    Rotation(RotationEvent),
 }
 
 /// Where a ceremony checks its units' state ([`Event::Verified`]).
