@@ -57,7 +57,10 @@ use std::{
 };
 
 use tke_client::{fanout::parallel, Client, ClientError, InstanceId, KnownUnit};
-use tke_kms::{KeyService, KmsError, Progress as Reencryption, Rotation, Summary};
+use tke_kms::{KeyService, KmsError, Rotation, Summary};
+
+/// Where a key storage re-encryption stands (records done / total).
+pub use tke_kms::Progress as Reencryption;
 use tke_proto::{
     command::MAX_EXPORT_TARGETS,
     der::{asn1::OctetString, Decode},
@@ -793,6 +796,16 @@ impl<'c> RotatePlan<'c> {
     /// Where the rotation stands; [`Stage::NotStarted`] for a fresh start.
     pub fn stage(&self) -> &Stage {
         &self.stage
+    }
+
+    /// Whether the run finishes an interrupted rotation rather than starting one (the
+    /// key-part flow starts from new registers committed everywhere).
+    pub fn resumes(&self) -> bool {
+        match (self.flow, &self.stage) {
+            (_, Stage::NotStarted) => false,
+            (Flow::KeyParts, Stage::Committed { reencrypted: None }) => false,
+            _ => true,
+        }
     }
 
     /// Every unit of the instance with its state, in number order.

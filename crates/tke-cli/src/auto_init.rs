@@ -13,7 +13,6 @@ use crate::{
     context::Ctx,
     prompt::parse_numbers,
     sigkeys::{create_key, keynum_by_name, list, parse_name, print_table},
-    table::Table,
 };
 
 /// The answers `auto-init` takes as flags.
@@ -127,40 +126,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         crate::units::header(&fleet);
     }
     let client = &fleet.client;
-    let instances = client.instances();
-    if instances.is_empty() {
-        bail!("No service instances were found in the fleet.");
-    }
 
     // 1. The instance.
-    let instance = match args.instance {
-        Some(n) if n >= 1 && n <= instances.len() => instances[n - 1].clone(),
-        Some(n) => bail!(
-            "INSTANCE NUM {n} does not exist: there are {} service instance(s); nothing was changed",
-            instances.len()
-        ),
-        None if instances.len() == 1 => instances[0].clone(),
-        None => {
-            println!("More than one service instance is assigned to the current resource group.\n");
-            let mut t = Table::new(&["INSTANCE NUM", "INSTANCE ID"]);
-            for (i, inst) in instances.iter().enumerate() {
-                t.row(vec![(i + 1).to_string(), inst.to_string()]);
-            }
-            println!("{}", t.render());
-            let n = ctx.prompt.ask(
-                "Enter the INSTANCE NUM of the service instance you want to initialize.",
-                "--instance NUM",
-                |s| {
-                    let v = parse_numbers(s, instances.len(), "INSTANCE NUM")?;
-                    match v.as_slice() {
-                        [n] => Ok(*n),
-                        _ => bail!("enter one INSTANCE NUM"),
-                    }
-                },
-            )?;
-            instances[n - 1].clone()
-        }
-    };
+    let instance = crate::instance::choose(ctx, client, args.instance, "you want to initialize")?;
 
     // Every unit of the instance must be in imprint mode: check before asking anything.
     tke_ceremony::auto_init::precheck(client, &instance)?;
