@@ -923,10 +923,10 @@ impl<'c> RotatePlan<'c> {
             .collect();
         let each: Vec<(&KnownUnit, &Expected)> = committed.iter().map(|(u, e)| (*u, e)).collect();
         check_each(client, &each, Some(&counters), STEP_COMMIT)?;
+        event(RotationEvent::Committed);
         if matches!(self.stage, Stage::NotStarted | Stage::Generated { .. }) {
             point("after-commit");
         }
-        event(RotationEvent::Committed);
 
         // 3. Key storage, under the new key before any unit drops the old one.
         let mut reencrypted = None;

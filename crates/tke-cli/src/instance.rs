@@ -8,12 +8,7 @@ use crate::{context::Ctx, prompt::parse_numbers, table::Table};
 /// The service instance a command acts on: `--instance NUM`, the only one, or asked for
 /// with the vendor's `INSTANCE NUM | INSTANCE ID` table; `purpose` ends the question
 /// ("you want to initialize").
-pub fn choose(
-    ctx: &Ctx,
-    client: &Client,
-    arg: Option<usize>,
-    purpose: &str,
-) -> Result<InstanceId> {
+pub fn choose(ctx: &Ctx, client: &Client, arg: Option<usize>, purpose: &str) -> Result<InstanceId> {
     let instances = client.instances();
     if instances.is_empty() {
         bail!("No service instances were found in the fleet.");

@@ -19,9 +19,11 @@ use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tke_ceremony::{
-    CeremonyError, Event, Flow, Problem, Progress, Rotate, RotationEvent, RotationProblem, Stage,
+    CeremonyError, Event, Flow, Problem, Progress, Rotate, RotationEvent, RotationProblem, Rule,
+    Stage,
 };
 use tke_client::InstanceId;
+use tke_proto::RegisterState;
 use tke_sigkey::Signer;
 
 use crate::{
@@ -253,17 +255,17 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
     let stage = plan.stage().clone();
     if !ctx.json {
         let signers: Vec<&tke_proto::AdminInfo> = plan.keys_needed().iter().collect();
-        let rows = plan
-            .units()
-            .iter()
-            .map(|(u, s)| (*u, s, signers.clone()));
+        let rows = plan.units().iter().map(|(u, s)| (*u, s, signers.clone()));
         println!("{}", plan_table(rows));
         println!(
             "CURRENT MASTER KEY VERIFICATION PATTERN\n{}\n",
             vp_lines(Some(&plan.from()))
         );
         if let Some(to) = plan.to() {
-            println!("NEW MASTER KEY VERIFICATION PATTERN\n{}\n", vp_lines(Some(&to)));
+            println!(
+                "NEW MASTER KEY VERIFICATION PATTERN\n{}\n",
+                vp_lines(Some(&to))
+            );
         }
         if plan.resumes() {
             println!(
@@ -393,12 +395,21 @@ fn hint(e: CeremonyError, flow: Flow) -> anyhow::Error {
                 _ => {}
             }
         }
-        if flow == Flow::KeyParts
-            && problems.iter().any(|p| {
-                matches!(p, Problem::Precondition { rule: tke_ceremony::Rule::NewRegister { .. }, .. })
+        let new_register = |f: fn(RegisterState) -> bool| {
+            problems.iter().any(|p| {
+                matches!(p, Problem::Precondition { rule: Rule::NewRegister { found, .. }, .. } if f(*found))
             })
-        {
+        };
+        if flow == Flow::KeyParts && new_register(|s| s == RegisterState::FullUncommitted) {
+            advice.push("Commit the new master key register of every crypto unit with `tke cryptounit-mk-commit`, then run `tke cryptounit-mk-rotate`.".to_owned());
+        } else if flow == Flow::KeyParts && new_register(|s| s == RegisterState::Empty) {
             advice.push("Load the new master key from parts into every crypto unit of the instance with `tke cryptounit-mk-load`, commit it with `tke cryptounit-mk-commit`, then run `tke cryptounit-mk-rotate`.".to_owned());
+        }
+        if problems
+            .iter()
+            .any(|p| matches!(p, Problem::InstanceNotAllSelected { .. }))
+        {
+            advice.push("A rotation changes every crypto unit of the instance: select all of them with `tke cryptounit-add` (see `tke cryptounits`).".to_owned());
         }
     }
     advice.dedup();
