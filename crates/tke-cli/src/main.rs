@@ -256,6 +256,14 @@ enum Cmd {
     /// Make the committed new master key the current one in the selected crypto units (one
     /// signature; asks first: the current master key register changes).
     CryptounitMkSetimm(registers::ConfirmArgs),
+    /// Rotate the master key to the committed new value
+    ///
+    /// Rotate the master key of the selected service instance (every crypto unit of it
+    /// selected) to the value committed in every new master key register (after
+    /// `tke cryptounit-mk-load` and `tke cryptounit-mk-commit`): key storage is
+    /// re-encrypted under it, then it becomes current in every unit (one signature).
+    /// --resume finishes a rotation that was interrupted.
+    CryptounitMkRotate(rotate::Args),
     /// Clear the new master key register
     ///
     /// Clear the new master key register of the selected crypto units (one signature).
@@ -266,14 +274,6 @@ enum Cmd {
     /// recovery unit's signature threshold; asks first: key storage is unusable until the
     /// same value is loaded again).
     CryptounitMkClrcur(registers::ConfirmArgs),
-    /// Rotate the master key to a committed new value, re-encrypting key storage
-    ///
-    /// Rotate the master key of the selected service instance (every crypto unit of it
-    /// selected) to the value committed in every new master key register (after
-    /// `tke cryptounit-mk-load` and `tke cryptounit-mk-commit`): key storage is
-    /// re-encrypted under it, then it becomes current in every unit (one signature).
-    /// --resume finishes a rotation that was interrupted.
-    CryptounitMkRotate(rotate::Args),
     /// Return the selected crypto units to imprint mode
     ///
     /// Return the selected crypto units to imprint mode: administrators, thresholds and
@@ -285,7 +285,7 @@ enum Cmd {
     /// administrators, and a random master key generated in a recovery unit and copied to
     /// every other unit.
     AutoInit(auto_init::Args),
-    /// Rotate the master key to a random value generated in a recovery crypto unit
+    /// Rotate the master key to a random value from a recovery unit
     ///
     /// Rotate the master key of a service instance with recovery crypto units: a random
     /// value generated in a recovery unit's new master key register is copied to every

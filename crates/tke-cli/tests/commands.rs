@@ -173,9 +173,9 @@ fn adding_a_key_does_not_renumber_the_others() {
     assert_eq!(v[1]["name"], "a b");
 }
 
-/// `tke help`'s command list: the vendor's command table in its order (`cryptounit-mk-rotate`,
-/// `auto-mk-rotate` and `auto-recover` are not there yet), then tke's own commands.
-const VENDOR_ORDER: [&str; 33] = [
+/// `tke help`'s command list: the vendor's command table in its order (`auto-recover` is
+/// not there yet), then tke's own commands.
+const VENDOR_ORDER: [&str; 35] = [
     "cryptounits",
     "cryptounit-add",
     "cryptounit-rm",
@@ -201,10 +201,12 @@ const VENDOR_ORDER: [&str; 33] = [
     "cryptounit-mk-load",
     "cryptounit-mk-commit",
     "cryptounit-mk-setimm",
+    "cryptounit-mk-rotate",
     "cryptounit-mk-clrnew",
     "cryptounit-mk-clrcur",
     "cryptounit-zeroize",
     "auto-init",
+    "auto-mk-rotate",
     "failover-enable",
     "local",
     "target",
@@ -262,7 +264,7 @@ fn help_and_h_explain_commands() {
     }
     // An unknown command, or a vendor command tke lacks: the same message and exit code
     // both ways.
-    for c in ["no-such-command", "cryptounit-mk-rotate"] {
+    for c in ["no-such-command", "auto-recover"] {
         let a = w.run(&["help", c]);
         let b = w.run(&[c]);
         assert_eq!(a.status.code(), Some(2));
