@@ -471,7 +471,7 @@ pub enum CeremonyError {
     KeyStorage {
         /// The instance.
         instance: InstanceId,
-        /// Why.
-        source: tke_kms::KmsError,
+        /// Why (boxed: a store error is large, and every ceremony returns this enum).
+        source: Box<tke_kms::KmsError>,
     },
 }

@@ -578,7 +578,6 @@ impl<'c> Rotate<'c> {
         if !problems.is_empty() {
             return Err(CeremonyError::Problems(problems));
         }
-        let mut reachable = reachable;
         reachable.sort_by_key(|(u, _)| u.num);
         Ok(RotatePlan {
             client,
@@ -801,11 +800,10 @@ impl<'c> RotatePlan<'c> {
     /// Whether the run finishes an interrupted rotation rather than starting one (the
     /// key-part flow starts from new registers committed everywhere).
     pub fn resumes(&self) -> bool {
-        match (self.flow, &self.stage) {
-            (_, Stage::NotStarted) => false,
-            (Flow::KeyParts, Stage::Committed { reencrypted: None }) => false,
-            _ => true,
-        }
+        !matches!(
+            (self.flow, &self.stage),
+            (_, Stage::NotStarted) | (Flow::KeyParts, Stage::Committed { reencrypted: None })
+        )
     }
 
     /// Every unit of the instance with its state, in number order.
@@ -941,7 +939,7 @@ impl<'c> RotatePlan<'c> {
             {
                 let fail = |source| CeremonyError::KeyStorage {
                     instance: self.instance.clone(),
-                    source,
+                    source: Box::new(source),
                 };
                 keys.begin_rotation(Rotation {
                     from: self.from,

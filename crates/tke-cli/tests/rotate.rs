@@ -44,9 +44,12 @@ fn initialized() -> (Workstation, String) {
     (w, s)
 }
 
+/// A register as `cryptounit-compare --output json` shows it: state and VP (or null).
+type Reg = (String, Value);
+
 /// Every unit's (type, current register, new register) as `cryptounit-compare` shows
 /// them: `("recovery", ("valid", "VP"), ("empty", null))`.
-fn registers(w: &Workstation) -> Vec<(String, (String, Value), (String, Value))> {
+fn registers(w: &Workstation) -> Vec<(String, Reg, Reg)> {
     let reg = |v: &Value| (v["state"].as_str().unwrap().to_owned(), v["vp"].clone());
     w.compare_json()
         .as_array()
