@@ -23,13 +23,8 @@
 //! can reach them may change their administrators unsigned, so a counter moved by someone
 //! else stops the ceremony as interference ([`CeremonyError::Interference`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use tke_client::{fanout::parallel, Client, ClientError, InstanceId, KnownUnit};
+use tke_client::{fanout::parallel, Client, InstanceId, KnownUnit};
 use tke_proto::{
-    command::MAX_EXPORT_TARGETS,
-    der::{asn1::OctetString, Decode},
-    transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
     AdminInfo, Command, Register, RegisterState, RegisterStatus, Threshold, UnitStatus, UnitType,
     Vp,
 };
@@ -39,6 +34,7 @@ use crate::{
     admin_set::{admin_info, admin_list_problems},
     on_all,
     postcondition::{interference, Counters, Expected},
+    transfer::{copy, read_generated, STEP_GENERATE},
     CeremonyError, Checkpoint, Event, Problem, Progress,
 };
 
@@ -84,8 +80,6 @@ pub struct AutoInitReport {
 const STEP_CLEAR: &str = "Clearing half-initialized crypto units";
 const STEP_ADMINS: &str = "Installing administrators";
 const STEP_THRESHOLDS: &str = "Setting signature thresholds";
-const STEP_GENERATE: &str = "Generating a random master key value";
-const STEP_TRANSFER: &str = "Transferring the master key value";
 const STEP_CHECK: &str = "Checking the crypto units";
 
 impl<'a> AutoInit<'a> {
@@ -301,86 +295,17 @@ impl AutoInitPlan<'_, '_> {
             counters.run(client, u, &command, &one)
         })
         .map_err(|e| interference(client, e, |_| Some(initialized.clone())))?;
-        let mut vp = None;
-        let mut targets: Vec<&KnownUnit> = Vec::new();
-        let mut importers = Vec::new();
-        for (u, der) in self.units.iter().zip(&out) {
-            let unusable = |source: tke_proto::ProtoError| CeremonyError::Output {
-                step: STEP_GENERATE,
-                num: u.num,
-                source,
-            };
-            if u.id() == r.id() {
-                vp = Some(Vp::from_slice(der).map_err(unusable)?);
-            } else {
-                importers.push(ExportRequest {
-                    register: Register::Current,
-                    target_certificate: OctetString::new(u.certificate.der().to_vec())
-                        .map_err(|e| unusable(e.into()))?,
-                    importer: CertifiedImporter::from_der(der).map_err(|e| unusable(e.into()))?,
-                });
-                targets.push(u);
-            }
-        }
+        let (vp, targets) = read_generated(r, Register::Current, &self.units, &out)?;
         let vp = vp.ok_or(CeremonyError::Verification {
             num: r.num,
             what: "no verification pattern was returned",
         })?;
-
-        // One quorum-signed export per batch of targets (one batch up to 16 units), so
-        // the recovery unit answers once however many units wait for the key.
-        let mut envelopes = Vec::with_capacity(targets.len());
-        for batch in importers.chunks(MAX_EXPORT_TARGETS) {
-            let out = on_all(STEP_TRANSFER, &[r], |u| {
-                counters.run(client, u, &Command::ExportMkBatch(batch.to_vec()), &quorum)
-            })
-            .map_err(|e| interference(client, e, |_| None))?;
-            let batch_out = out
-                .first()
-                .map(|der| Vec::<SignedEnvelope>::from_der(der))
-                .transpose()
-                .map_err(|e| CeremonyError::Output {
-                    step: STEP_TRANSFER,
-                    num: r.num,
-                    source: e.into(),
-                })?
-                .filter(|e| e.len() == batch.len())
-                .ok_or(CeremonyError::Verification {
-                    num: r.num,
-                    what: "the export did not return one envelope per target",
-                })?;
-            envelopes.extend(batch_out);
-        }
-
-        let done = AtomicUsize::new(0);
-        let total = targets.len();
-        let jobs: Vec<(&KnownUnit, SignedEnvelope)> =
-            targets.iter().copied().zip(envelopes).collect();
-        let mut failures = Vec::new();
-        for ((u, _), res) in jobs.iter().zip(parallel(&jobs, |(u, envelope)| {
-            counters.run(
-                client,
-                u,
-                &Command::ImportMk(Box::new(envelope.clone())),
-                &one,
-            )?;
+        // Each target commits and activates the key as soon as it holds it.
+        copy(client, counters, r, targets, &quorum, &one, progress, |u| {
             counters.run(client, u, &Command::CommitMk(vp), &quorum)?;
             counters.run(client, u, &Command::SetImmediate(vp), &one)?;
-            let index = done.fetch_add(1, Ordering::SeqCst) + 1;
-            progress.event(&Event::TransferringMasterKey { index, total });
-            Ok::<(), ClientError>(())
-        })) {
-            if let Err(e) = res {
-                failures.push((u.num, e));
-            }
-        }
-        if !failures.is_empty() {
-            let failed = CeremonyError::Step {
-                step: STEP_TRANSFER,
-                failures,
-            };
-            return Err(interference(client, failed, |_| None));
-        }
+            Ok(())
+        })?;
 
         // The full post-condition: exactly our administrators and thresholds, the one
         // generated key current everywhere, nothing else held or pending.

@@ -18,6 +18,7 @@ pub mod postcondition;
 pub mod registers;
 pub mod rotate;
 pub mod signers;
+mod transfer;
 pub mod zeroize;
 
 pub use admin_set::{AdminChange, AdminChangePlan, AdminSet, Change, Order};

@@ -62,9 +62,6 @@ use tke_kms::{KeyService, KmsError, Rotation, Summary};
 /// Where a key storage re-encryption stands (records done / total).
 pub use tke_kms::Progress as Reencryption;
 use tke_proto::{
-    command::MAX_EXPORT_TARGETS,
-    der::{asn1::OctetString, Decode},
-    transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
     AdminInfo, AdminName, Command, Register, RegisterState, RegisterStatus, UnitStatus, UnitType,
     Vp,
 };
@@ -76,6 +73,7 @@ use crate::{
     on_all,
     postcondition::{check_each, interference, Counters, Expected},
     signers::choose,
+    transfer::{copy, read_generated, STEP_GENERATE},
     CeremonyError, Checkpoint, Event, Problem, Progress, Rule,
 };
 
@@ -385,8 +383,6 @@ pub struct RotateReport {
     pub key_storage: bool,
 }
 
-const STEP_GENERATE: &str = "Generating a random master key value";
-const STEP_TRANSFER: &str = "Transferring the master key value";
 const STEP_COMMIT: &str = "Committing the new master key value";
 const STEP_SETIMM: &str = "Setting the new master key value immediately";
 const STEP_CHECK: &str = "Checking the crypto units";
@@ -1052,83 +1048,30 @@ impl<'c> RotatePlan<'c> {
             counters.run(client, u, &command, one)
         })
         .map_err(|e| interference(client, e, |_| None))?;
-        let mut vp = self.to;
-        let mut importers = Vec::with_capacity(targets.len());
-        for (u, der) in stepping.iter().zip(&out) {
-            let unusable = |source: tke_proto::ProtoError| CeremonyError::Output {
-                step: STEP_GENERATE,
-                num: u.num,
-                source,
-            };
-            if u.id() == source.id() {
-                vp = Some(Vp::from_slice(der).map_err(unusable)?);
-            } else {
-                importers.push(ExportRequest {
-                    register: Register::New,
-                    target_certificate: OctetString::new(u.certificate.der().to_vec())
-                        .map_err(|e| unusable(e.into()))?,
-                    importer: CertifiedImporter::from_der(der).map_err(|e| unusable(e.into()))?,
-                });
-            }
-        }
-        let vp = vp.ok_or(CeremonyError::Verification {
+        let (generated, targets) = read_generated(source, Register::New, &stepping, &out)?;
+        let vp = generated.or(self.to).ok_or(CeremonyError::Verification {
             num: source.num,
             what: "no verification pattern was returned",
         })?;
         crash::point(&format!("{cmd}:after-generate"));
 
-        // One quorum-signed export of the new register per batch of targets.
-        let mut envelopes = Vec::with_capacity(targets.len());
-        for batch in importers.chunks(MAX_EXPORT_TARGETS) {
-            let out = on_all(STEP_TRANSFER, &[source], |u| {
-                counters.run(client, u, &Command::ExportMkBatch(batch.to_vec()), quorum)
-            })
-            .map_err(|e| interference(client, e, |_| None))?;
-            let batch_out = out
-                .first()
-                .map(|der| Vec::<SignedEnvelope>::from_der(der))
-                .transpose()
-                .map_err(|e| CeremonyError::Output {
-                    step: STEP_TRANSFER,
-                    num: source.num,
-                    source: e.into(),
-                })?
-                .filter(|e| e.len() == batch.len())
-                .ok_or(CeremonyError::Verification {
-                    num: source.num,
-                    what: "the export did not return one envelope per target",
-                })?;
-            envelopes.extend(batch_out);
-        }
-        let done = AtomicUsize::new(0);
-        let total = targets.len();
-        let jobs: Vec<(&KnownUnit, SignedEnvelope)> = targets.into_iter().zip(envelopes).collect();
-        let mut failures = Vec::new();
-        for ((u, _), res) in jobs.iter().zip(parallel(&jobs, |(u, envelope)| {
-            counters.run(
-                client,
-                u,
-                &Command::ImportMk(Box::new(envelope.clone())),
-                one,
-            )?;
-            let index = done.fetch_add(1, Ordering::SeqCst) + 1;
-            progress.event(&Event::TransferringMasterKey { index, total });
-            if index == 1 && total > 1 {
-                crash::point(&format!("{cmd}:during-transfer"));
-            }
-            Ok::<(), ClientError>(())
-        })) {
-            if let Err(e) = res {
-                failures.push((u.num, e));
-            }
-        }
-        if !failures.is_empty() {
-            let failed = CeremonyError::Step {
-                step: STEP_TRANSFER,
-                failures,
-            };
-            return Err(interference(client, failed, |_| None));
-        }
+        let imported = AtomicUsize::new(0);
+        let several = targets.len() > 1;
+        copy(
+            client,
+            counters,
+            source,
+            targets,
+            quorum,
+            one,
+            progress,
+            |_| {
+                if imported.fetch_add(1, Ordering::SeqCst) == 0 && several {
+                    crash::point(&format!("{cmd}:during-transfer"));
+                }
+                Ok(())
+            },
+        )?;
         crash::point(&format!("{cmd}:after-transfer"));
         Ok(vp)
     }

@@ -29,7 +29,7 @@ use tke_sigkey::Signer;
 use crate::{
     context::Ctx,
     registers::plan_table,
-    signing::{self, SignerArgs},
+    signing::{self, SignerOrAdminArgs},
     table::vp_lines,
     units::header,
 };
@@ -43,11 +43,9 @@ pub const REWRAPPED_LINE: &str = "KMS CRK rewrap successful, waiting on cryptoun
 /// The flags both rotation commands take.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// `--signer`, or `--admin`.
     #[command(flatten)]
-    pub signers: SignerArgs,
-    /// The same as --signer.
-    #[arg(long = "admin", value_name = "NAME")]
-    pub admin: Vec<String>,
+    pub signers: SignerOrAdminArgs,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -212,19 +210,7 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
             units
         }
     };
-    let named: Vec<String> = args
-        .signers
-        .signer
-        .iter()
-        .chain(&args.admin)
-        .cloned()
-        .collect();
-    let flag = if args.admin.is_empty() {
-        "--signer"
-    } else {
-        "--admin"
-    };
-    let keys = signing::preference(ctx, &named, flag)?;
+    let keys = args.signers.preference(ctx)?;
     let plan = match (Rotate {
         flow,
         units: units.clone(),
