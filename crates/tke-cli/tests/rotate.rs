@@ -354,18 +354,7 @@ fn cryptounit_mk_rotate_after_a_key_part_load_and_commit() {
     // The parts' passwords too.
     let s = w.secrets(PW).to_str().unwrap().to_owned();
     w.ok(&["cryptounit-add", "1", "2", "3", "4"]);
-    for admin in ["alice", "bob"] {
-        w.ok(&["--secrets", &s, "cryptounit-admin-add", "--admin", admin]);
-    }
-    w.ok(&[
-        "--secrets",
-        &s,
-        "cryptounit-thrhld-set",
-        "--sig-threshold",
-        "2",
-        "--rev-threshold",
-        "2",
-    ]);
+    w.install_admins(&s, &["alice", "bob"], (2, 2));
     for part in ["part a", "part b", "part c"] {
         w.ok(&["--secrets", &s, "mk-add", "--random", "--description", part]);
     }
