@@ -884,11 +884,12 @@ impl<'c> RotatePlan<'c> {
         // 2. Commit wherever the new key is not committed yet.
         if matches!(self.stage, Stage::NotStarted | Stage::Generated { .. }) {
             event(RotationEvent::Committing);
-            let statuses = on_all(STEP_COMMIT, &all, |u| client.query(u))?;
-            let uncommitted: Vec<&KnownUnit> = all
+            // Every unit whose new register was not committed when planned holds the key
+            // uncommitted now (generated or imported); the check below proves it.
+            let uncommitted: Vec<&KnownUnit> = self
+                .units
                 .iter()
-                .zip(&statuses)
-                .filter(|(_, s)| s.new_register.state == RegisterState::FullUncommitted)
+                .filter(|(_, s)| s.new_register.state != RegisterState::FullCommitted)
                 .map(|(u, _)| *u)
                 .collect();
             on_all(STEP_COMMIT, &uncommitted, |u| {

@@ -18,6 +18,7 @@ use std::{
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use tke_ceremony::rotate::Reencryption;
 use tke_ceremony::{
     CeremonyError, Event, Flow, Problem, Progress, Rotate, RotationEvent, RotationProblem, Rule,
     Stage,
@@ -72,12 +73,12 @@ struct Printer {
     instance: InstanceId,
     quiet: bool,
     terminal: bool,
-    reencryption: Mutex<Reencryption>,
+    reencryption: Mutex<Display>,
 }
 
 /// The re-encryption's display state.
 #[derive(Default)]
-struct Reencryption {
+struct Display {
     bar: Option<ProgressBar>,
     started: Option<(Instant, u64)>,
     last_line: Option<Instant>,
@@ -90,7 +91,7 @@ impl Printer {
         let _ = out.flush();
     }
 
-    fn reencrypting(&self, p: tke_ceremony::rotate::Reencryption) {
+    fn reencrypting(&self, p: Reencryption) {
         let mut r = self
             .reencryption
             .lock()
@@ -117,21 +118,27 @@ impl Printer {
             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
         if due || p.remaining() == 0 {
             r.last_line = Some(now);
-            let secs = now.duration_since(start).as_secs_f64();
-            let rate = if secs > 0.0 {
-                format!(
-                    "{:.0} keys/s",
-                    p.done.saturating_sub(start_done) as f64 / secs
-                )
-            } else {
-                "starting".to_owned()
-            };
-            self.line(&format!(
-                "Re-encrypting key storage: {} of {} keys ({rate})",
-                p.done, p.total
-            ));
+            self.line(&progress_line(p, start_done, now.duration_since(start)));
         }
     }
+}
+
+/// A progress line: keys done of total, and the rate since the first report, which found
+/// `start_done` keys done already (a resumed rotation), `elapsed` ago.
+fn progress_line(p: Reencryption, start_done: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        // Shown rounded to whole keys per second: the precision of an f64 is plenty.
+        #[allow(clippy::cast_precision_loss)]
+        let keys = p.done.saturating_sub(start_done) as f64;
+        format!("{:.0} keys/s", keys / secs)
+    } else {
+        "starting".to_owned()
+    };
+    format!(
+        "Re-encrypting key storage: {} of {} keys ({rate})",
+        p.done, p.total
+    )
 }
 
 impl Progress for Printer {
@@ -404,5 +411,24 @@ fn hint(e: CeremonyError, flow: Flow) -> anyhow::Error {
         e
     } else {
         anyhow::anyhow!("{e}\n{}", advice.join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_count_keys_and_the_rate_since_the_first_report() {
+        let p = |done| Reencryption { done, total: 1000 };
+        assert_eq!(
+            progress_line(p(0), 0, Duration::ZERO),
+            "Re-encrypting key storage: 0 of 1000 keys (starting)"
+        );
+        // A resumed rotation found 400 done: the rate counts only what this run did.
+        assert_eq!(
+            progress_line(p(1000), 400, Duration::from_secs(2)),
+            "Re-encrypting key storage: 1000 of 1000 keys (300 keys/s)"
+        );
     }
 }
