@@ -15,7 +15,13 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt as _;
 
-use common::Workstation;
+use common::{
+    terminal::{
+        Answer::{Hidden, Line},
+        Terminal,
+    },
+    Workstation,
+};
 use serde_json::Value;
 
 const PW: &[(&str, &str)] = &[
@@ -422,4 +428,53 @@ fn cryptounit_mk_rotate_after_a_key_part_load_and_commit() {
     assert!(out.contains("Signed by: alice\n"), "{out}");
     assert_eq!(one_current_value(&w), third);
     assert!(![first, second].contains(&third));
+}
+
+#[test]
+fn auto_mk_rotate_asks_for_the_instance_confirmation_and_passwords_on_a_terminal() {
+    let w = tke();
+    w.ok(&["local", "init", "--instances", "2"]);
+    let s = w.file_keys(&PW[..2]);
+    w.ok(&[
+        "--secrets",
+        &s,
+        "auto-init",
+        "--instance",
+        "2",
+        "--sig-threshold",
+        "2",
+        "--rev-threshold",
+        "1",
+        "--admin",
+        "alice",
+        "--admin",
+        "bob",
+        "--yes",
+    ]);
+    let old = one_current_value(&w);
+
+    let mut t = Terminal::spawn(&w, &["auto-mk-rotate"]);
+    for (at, answer) in [
+        ("More than one service instance is assigned", None),
+        (
+            "Enter the INSTANCE NUM of the service instance whose master key you want to rotate.",
+            Some(Line("2")),
+        ),
+        ("Rotate the master key of service instance", None),
+        ("(y/N)", Some(Line("y"))),
+        ("alice (", Some(Hidden("alice-password-1"))),
+        ("bob (", Some(Hidden("bob-password-22"))),
+        (REWRAPPED, None),
+    ] {
+        t.expect(at);
+        if let Some(a) = answer {
+            t.answer(&a);
+        }
+    }
+    let (text, code) = t.finish();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Master key rotation successful."), "{text}");
+    // The instance rotated (and is the selection `cryptounit-compare` shows).
+    let new = one_current_value(&w);
+    assert_ne!(new, old);
 }
