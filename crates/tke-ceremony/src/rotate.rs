@@ -109,11 +109,12 @@ pub enum Stage {
     /// No rotation under way: one current value everywhere, every new register empty,
     /// no rotation marker.
     NotStarted,
-    /// The new key was generated in recovery unit `source` and is not committed in
-    /// every unit yet: `holding` units hold it in their new register.
+    /// A new key is in some new registers and not committed in every unit yet:
+    /// generated in a recovery unit (`source`) by an interrupted `auto-mk-rotate`, or
+    /// loaded from parts and not committed everywhere.
     Generated {
         /// `CRYPTO UNIT NUM` of a recovery unit holding the new key in its new register.
-        source: usize,
+        source: Option<usize>,
         /// `CRYPTO UNIT NUM` of every unit holding it, in number order.
         holding: Vec<usize>,
         /// How many units the instance has.
@@ -140,12 +141,18 @@ impl fmt::Display for Stage {
                 source,
                 holding,
                 total,
-            } => write!(
-                f,
-                "the new master key was generated in recovery crypto unit {source} and reached {} of {total} crypto units ({}), not yet committed in all of them",
-                holding.len(),
-                nums(holding)
-            ),
+            } => {
+                match source {
+                    Some(r) => write!(f, "the new master key was generated in recovery crypto unit {r} and ")?,
+                    None => f.write_str("the new master key ")?,
+                }
+                write!(
+                    f,
+                    "is in the new master key register of {} of {total} crypto units ({}), not yet committed in all of them",
+                    holding.len(),
+                    nums(holding)
+                )
+            }
             Self::Committed { reencrypted: None } => f.write_str(
                 "the new master key is committed in every crypto unit; key storage is not re-encrypted yet",
             ),
@@ -231,7 +238,7 @@ pub enum RotationProblem {
     },
     /// The key-part flow found a rotation whose new key is not committed everywhere: only
     /// the ceremony that copies the key (auto) can finish it.
-    #[error("a master key rotation of service instance {instance} is under way: {stage}; the key-part rotation needs the new master key committed in every crypto unit, so it is finished by the rotation that generated it")]
+    #[error("service instance {instance} is not ready for the key-part rotation: {stage}; it starts from the new master key committed in every crypto unit")]
     NotCommitted {
         /// The instance.
         instance: InstanceId,
@@ -532,7 +539,7 @@ impl<'c> Rotate<'c> {
                 .find(|u| u.unit_type() == UnitType::Recovery)
                 .copied(),
             (Stage::Generated { source, .. }, _) => {
-                units.iter().find(|u| u.num == *source).copied()
+                units.iter().find(|u| Some(u.num) == *source).copied()
             }
             _ => None,
         };
@@ -705,7 +712,7 @@ fn classify(
             let source = units
                 .iter()
                 .find(|(u, s)| u.unit_type() == UnitType::Recovery && s.new_register.vp == Some(vp))
-                .map_or(0, |(u, _)| u.num);
+                .map(|(u, _)| u.num);
             Stage::Generated {
                 source,
                 holding,

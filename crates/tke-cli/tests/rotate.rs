@@ -391,6 +391,13 @@ fn cryptounit_mk_rotate_after_a_key_part_load_and_commit() {
         &["--secrets", &s, "cryptounit-mk-rotate", "--yes"],
         1,
     );
+    // Nor is there anything for --resume to finish: the key is not committed everywhere.
+    refused(
+        &w,
+        "rotate_key_parts_resume_not_committed",
+        &["--secrets", &s, "cryptounit-mk-rotate", "--yes", "--resume"],
+        1,
+    );
     w.ok(&["--secrets", &s, "cryptounit-mk-commit"]);
     let second = registers(&w)[0].2 .1.as_str().unwrap().to_owned();
 
