@@ -23,10 +23,12 @@
 //! can reach them may change their administrators unsigned, so a counter moved by someone
 //! else stops the ceremony as interference ([`CeremonyError::Interference`]).
 
-use tke_client::{fanout::parallel, Client, InstanceId, KnownUnit};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tke_client::{fanout::parallel, Client, ClientError, InstanceId, KnownUnit};
 use tke_proto::{
-    AdminInfo, Command, Register, RegisterState, RegisterStatus, Threshold, UnitStatus, UnitType,
-    Vp,
+    transport::SignedEnvelope, AdminInfo, Command, Register, RegisterState, RegisterStatus,
+    Threshold, UnitStatus, UnitType, Vp,
 };
 use tke_sigkey::Signer;
 
@@ -34,7 +36,7 @@ use crate::{
     admin_set::{admin_info, admin_list_problems},
     on_all,
     postcondition::{interference, Counters, Expected},
-    transfer::{copy, read_generated, STEP_GENERATE},
+    transfer::{export_batches, export_request},
     CeremonyError, Checkpoint, Event, Problem, Progress,
 };
 
@@ -80,6 +82,8 @@ pub struct AutoInitReport {
 const STEP_CLEAR: &str = "Clearing half-initialized crypto units";
 const STEP_ADMINS: &str = "Installing administrators";
 const STEP_THRESHOLDS: &str = "Setting signature thresholds";
+const STEP_GENERATE: &str = "Generating a random master key value";
+const STEP_TRANSFER: &str = "Transferring the master key value";
 const STEP_CHECK: &str = "Checking the crypto units";
 
 impl<'a> AutoInit<'a> {
@@ -295,17 +299,60 @@ impl AutoInitPlan<'_, '_> {
             counters.run(client, u, &command, &one)
         })
         .map_err(|e| interference(client, e, |_| Some(initialized.clone())))?;
-        let (vp, targets) = read_generated(r, Register::Current, &self.units, &out)?;
+        let mut vp = None;
+        let mut targets: Vec<&KnownUnit> = Vec::new();
+        let mut importers = Vec::new();
+        for (u, der) in self.units.iter().zip(&out) {
+            let unusable = |source: tke_proto::ProtoError| CeremonyError::Output {
+                step: STEP_GENERATE,
+                num: u.num,
+                source,
+            };
+            if u.id() == r.id() {
+                vp = Some(Vp::from_slice(der).map_err(unusable)?);
+            } else {
+                importers.push(export_request(STEP_GENERATE, u, der, Register::Current)?);
+                targets.push(u);
+            }
+        }
         let vp = vp.ok_or(CeremonyError::Verification {
             num: r.num,
             what: "no verification pattern was returned",
         })?;
-        // Each target commits and activates the key as soon as it holds it.
-        copy(client, counters, r, targets, &quorum, &one, progress, |u| {
+
+        // One quorum-signed export per batch of targets (one batch up to 16 units), so
+        // the recovery unit answers once however many units wait for the key.
+        let envelopes = export_batches(STEP_TRANSFER, client, counters, r, &importers, &quorum)?;
+
+        let done = AtomicUsize::new(0);
+        let total = targets.len();
+        let jobs: Vec<(&KnownUnit, SignedEnvelope)> =
+            targets.iter().copied().zip(envelopes).collect();
+        let mut failures = Vec::new();
+        for ((u, _), res) in jobs.iter().zip(parallel(&jobs, |(u, envelope)| {
+            counters.run(
+                client,
+                u,
+                &Command::ImportMk(Box::new(envelope.clone())),
+                &one,
+            )?;
             counters.run(client, u, &Command::CommitMk(vp), &quorum)?;
             counters.run(client, u, &Command::SetImmediate(vp), &one)?;
-            Ok(())
-        })?;
+            let index = done.fetch_add(1, Ordering::SeqCst) + 1;
+            progress.event(&Event::TransferringMasterKey { index, total });
+            Ok::<(), ClientError>(())
+        })) {
+            if let Err(e) = res {
+                failures.push((u.num, e));
+            }
+        }
+        if !failures.is_empty() {
+            let failed = CeremonyError::Step {
+                step: STEP_TRANSFER,
+                failures,
+            };
+            return Err(interference(client, failed, |_| None));
+        }
 
         // The full post-condition: exactly our administrators and thresholds, the one
         // generated key current everywhere, nothing else held or pending.

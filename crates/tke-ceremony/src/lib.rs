@@ -32,7 +32,9 @@ pub use mk_load::{LoadPlan, LoadReport, LoadUnit, MkLoad, ReadyLoad};
 pub use plan::{FromPrevious, Plan, PlanReport, PlannedCommand, Planner, ToSend, UnitPlan};
 pub use postcondition::{check_each, Counters, Deviation, Expected, UnitDeviations};
 pub use registers::{MkRegister, RegisterAction};
-pub use rotate::{Flow, Rotate, RotatePlan, RotateReport, RotationEvent, RotationProblem, Stage};
+pub use rotate::{
+    Flow, Rotate, RotatePlan, RotateReport, RotationEvent, RotationProblem, RotationStage,
+};
 pub use signers::Quorum;
 pub use zeroize::{Zeroize, ZeroizePlan, ZeroizeReport, ZeroizeTarget};
 

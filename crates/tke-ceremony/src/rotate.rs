@@ -19,7 +19,7 @@
 //!    one some records are wrapped under.
 //!
 //! [`Rotate::plan`] queries every unit and the key storage and works out where the
-//! instance stands ([`Stage`]): a run that finds a rotation under way refuses unless
+//! instance stands ([`RotationStage`]): a run that finds a rotation under way refuses unless
 //! asked to resume ([`RotationProblem::Interrupted`]), and a resume goes on from that
 //! stage without ever generating a second new key. Every pre-check of the vendor's
 //! rotation (one instance, all its units, none in imprint mode, one signature threshold,
@@ -62,8 +62,8 @@ use tke_kms::{KeyService, KmsError, Rotation, Summary};
 /// Where a key storage re-encryption stands (records done / total).
 pub use tke_kms::Progress as Reencryption;
 use tke_proto::{
-    AdminInfo, AdminName, Command, Register, RegisterState, RegisterStatus, UnitStatus, UnitType,
-    Vp,
+    transport::SignedEnvelope, AdminInfo, AdminName, Command, Register, RegisterState,
+    RegisterStatus, UnitStatus, UnitType, Vp,
 };
 use tke_sigkey::Signer;
 
@@ -73,7 +73,7 @@ use crate::{
     on_all,
     postcondition::{check_each, interference, Counters, Expected},
     signers::choose,
-    transfer::{copy, read_generated, STEP_GENERATE},
+    transfer::{export_batches, export_request},
     CeremonyError, Checkpoint, Event, Problem, Progress, Rule,
 };
 
@@ -105,7 +105,7 @@ impl Flow {
 /// Where a rotation of the instance stands, as the units' registers and the key
 /// storage's rotation marker say.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Stage {
+pub enum RotationStage {
     /// No rotation under way: one current value everywhere, every new register empty,
     /// no rotation marker.
     NotStarted,
@@ -133,7 +133,7 @@ pub enum Stage {
     },
 }
 
-impl fmt::Display for Stage {
+impl fmt::Display for RotationStage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotStarted => f.write_str("no rotation is under way"),
@@ -234,7 +234,7 @@ pub enum RotationProblem {
         /// The instance.
         instance: InstanceId,
         /// Where it stands.
-        stage: Stage,
+        stage: RotationStage,
     },
     /// The key-part flow found a rotation whose new key is not committed everywhere: only
     /// the ceremony that copies the key (auto) can finish it.
@@ -243,7 +243,7 @@ pub enum RotationProblem {
         /// The instance.
         instance: InstanceId,
         /// Where it stands.
-        stage: Stage,
+        stage: RotationStage,
     },
     /// Asked to resume, but nothing is under way.
     #[error("no interrupted master key rotation of service instance {instance} was found: {why}")]
@@ -357,7 +357,7 @@ pub struct RotatePlan<'c> {
     flow: Flow,
     instance: InstanceId,
     units: Vec<(&'c KnownUnit, UnitStatus)>,
-    stage: Stage,
+    stage: RotationStage,
     from: Vp,
     /// The new key's VP; `None` before it is generated.
     to: Option<Vp>,
@@ -378,7 +378,7 @@ pub struct RotateReport {
     /// `CRYPTO UNIT NUM` of every unit, in number order.
     pub units: Vec<usize>,
     /// Where the run started from.
-    pub resumed_from: Stage,
+    pub resumed_from: RotationStage,
     /// VP of the old master key.
     pub from: Vp,
     /// VP of the new master key, now current everywhere.
@@ -390,6 +390,8 @@ pub struct RotateReport {
     pub key_storage: bool,
 }
 
+const STEP_GENERATE: &str = "Generating a random master key value";
+const STEP_TRANSFER: &str = "Transferring the master key value";
 const STEP_COMMIT: &str = "Committing the new master key value";
 const STEP_SETIMM: &str = "Setting the new master key value immediately";
 const STEP_CHECK: &str = "Checking the crypto units";
@@ -409,7 +411,7 @@ fn group(vps: impl IntoIterator<Item = (Vp, usize)>) -> Vec<(Vp, Vec<usize>)> {
 }
 
 impl<'c> Rotate<'c> {
-    /// Queries every unit and the key storage, works out the [`Stage`] and checks every
+    /// Queries every unit and the key storage, works out the [`RotationStage`] and checks every
     /// precondition. Nothing is changed.
     ///
     /// # Errors
@@ -483,15 +485,15 @@ impl<'c> Rotate<'c> {
         };
         let stage = found.stage.clone();
         match (self.flow, self.resume, &stage) {
-            (Flow::Auto, false, Stage::NotStarted) => {}
-            (Flow::KeyParts, false, Stage::Committed { reencrypted: None }) => {}
-            (_, true, Stage::NotStarted) => {
+            (Flow::Auto, false, RotationStage::NotStarted) => {}
+            (Flow::KeyParts, false, RotationStage::Committed { reencrypted: None }) => {}
+            (_, true, RotationStage::NotStarted) => {
                 problems.push(rot(RotationProblem::NothingToResume {
                     instance: instance.clone(),
                     why: "every current master key register holds the same value and every new master key register is empty",
                 }));
             }
-            (Flow::KeyParts, _, Stage::NotStarted) => {
+            (Flow::KeyParts, _, RotationStage::NotStarted) => {
                 for (u, s) in &reachable {
                     problems.push(rule(
                         u,
@@ -502,7 +504,7 @@ impl<'c> Rotate<'c> {
                     ));
                 }
             }
-            (Flow::KeyParts, _, Stage::Generated { .. }) => {
+            (Flow::KeyParts, _, RotationStage::Generated { .. }) => {
                 // Loaded from parts but not committed everywhere, or an auto rotation
                 // stopped before its commit: the units say which by where the key is.
                 let uncommitted = reachable
@@ -534,16 +536,16 @@ impl<'c> Rotate<'c> {
 
         // The source of the key, for the auto flow before every unit holds it.
         let source = match (&stage, found.to) {
-            (Stage::NotStarted, _) => units
+            (RotationStage::NotStarted, _) => units
                 .iter()
                 .find(|u| u.unit_type() == UnitType::Recovery)
                 .copied(),
-            (Stage::Generated { source, .. }, _) => {
+            (RotationStage::Generated { source, .. }, _) => {
                 units.iter().find(|u| Some(u.num) == *source).copied()
             }
             _ => None,
         };
-        if let (Stage::Generated { holding, .. }, Some(vp), Flow::Auto) =
+        if let (RotationStage::Generated { holding, .. }, Some(vp), Flow::Auto) =
             (&stage, found.to, self.flow)
         {
             if source.is_none() {
@@ -558,7 +560,10 @@ impl<'c> Rotate<'c> {
 
         // Who signs: the generation, the transfer and the commit need the signature
         // threshold; set-immediate needs one administrator.
-        let quorum = matches!(stage, Stage::NotStarted | Stage::Generated { .. });
+        let quorum = matches!(
+            stage,
+            RotationStage::NotStarted | RotationStage::Generated { .. }
+        );
         let threshold = reachable
             .first()
             .map_or(1, |(_, s)| usize::from(s.sig_threshold));
@@ -600,7 +605,7 @@ impl<'c> Rotate<'c> {
 
 /// What [`classify`] found.
 struct Found {
-    stage: Stage,
+    stage: RotationStage,
     from: Vp,
     to: Option<Vp>,
     /// Whether key storage still needs re-encryption.
@@ -683,7 +688,7 @@ fn classify(
             || (s.new_register.state == RegisterState::FullCommitted && s.new_register.vp == to)
     });
     let stage = match to {
-        None => Stage::NotStarted,
+        None => RotationStage::NotStarted,
         Some(_) if !promoted.is_empty() => {
             // Promotion started: every other unit must still hold the new key committed.
             for (u, s) in units {
@@ -699,9 +704,9 @@ fn classify(
                     ));
                 }
             }
-            Stage::Promoting { promoted }
+            RotationStage::Promoting { promoted }
         }
-        Some(_) if committed_everywhere_else => Stage::Committed {
+        Some(_) if committed_everywhere_else => RotationStage::Committed {
             reencrypted: summary.and_then(|s| s.rotation).map(|_| Reencryption {
                 done: summary.map_or(0, |s| count_under(s, to)),
                 total: summary.map_or(0, |s| s.total),
@@ -713,7 +718,7 @@ fn classify(
                 .iter()
                 .find(|(u, s)| u.unit_type() == UnitType::Recovery && s.new_register.vp == Some(vp))
                 .map(|(u, _)| u.num);
-            Stage::Generated {
+            RotationStage::Generated {
                 source,
                 holding,
                 total: units.len(),
@@ -729,7 +734,10 @@ fn classify(
         for (vp, count) in &s.by_vp {
             let known = *vp == from
                 || (Some(*vp) == to
-                    && matches!(stage, Stage::Committed { .. } | Stage::Promoting { .. }));
+                    && matches!(
+                        stage,
+                        RotationStage::Committed { .. } | RotationStage::Promoting { .. }
+                    ));
             if !known {
                 problems.push(rot(RotationProblem::ForeignRecords {
                     location: s.location.clone(),
@@ -741,7 +749,10 @@ fn classify(
         if let Some(r) = s.rotation {
             if Some(r.to) != to
                 || r.from != from
-                || matches!(stage, Stage::NotStarted | Stage::Generated { .. })
+                || matches!(
+                    stage,
+                    RotationStage::NotStarted | RotationStage::Generated { .. }
+                )
             {
                 problems.push(rot(RotationProblem::ForeignRotation {
                     location: s.location.clone(),
@@ -756,7 +767,7 @@ fn classify(
             s.current_register.vp == Some(from)
                 && s.new_register.state == RegisterState::FullCommitted
         });
-        if reencrypt && left > 0 && !both && matches!(stage, Stage::Promoting { .. }) {
+        if reencrypt && left > 0 && !both && matches!(stage, RotationStage::Promoting { .. }) {
             problems.push(rot(RotationProblem::OldKeyGone {
                 location: s.location.clone(),
                 from,
@@ -795,8 +806,8 @@ impl<'c> RotatePlan<'c> {
         &self.instance
     }
 
-    /// Where the rotation stands; [`Stage::NotStarted`] for a fresh start.
-    pub fn stage(&self) -> &Stage {
+    /// Where the rotation stands; [`RotationStage::NotStarted`] for a fresh start.
+    pub fn stage(&self) -> &RotationStage {
         &self.stage
     }
 
@@ -805,7 +816,11 @@ impl<'c> RotatePlan<'c> {
     pub fn resumes(&self) -> bool {
         !matches!(
             (self.flow, &self.stage),
-            (_, Stage::NotStarted) | (Flow::KeyParts, Stage::Committed { reencrypted: None })
+            (_, RotationStage::NotStarted)
+                | (
+                    Flow::KeyParts,
+                    RotationStage::Committed { reencrypted: None }
+                )
         )
     }
 
@@ -879,7 +894,7 @@ impl<'c> RotatePlan<'c> {
 
         // 1. The new key in every unit's new register (auto, until every unit holds it).
         let to = match (&self.stage, self.source) {
-            (Stage::NotStarted | Stage::Generated { .. }, Some(source)) => {
+            (RotationStage::NotStarted | RotationStage::Generated { .. }, Some(source)) => {
                 self.transfer(source, &counters, &quorum, one, progress)?
             }
             _ => self.to.ok_or(CeremonyError::Verification {
@@ -889,7 +904,10 @@ impl<'c> RotatePlan<'c> {
         };
 
         // 2. Commit wherever the new key is not committed yet.
-        if matches!(self.stage, Stage::NotStarted | Stage::Generated { .. }) {
+        if matches!(
+            self.stage,
+            RotationStage::NotStarted | RotationStage::Generated { .. }
+        ) {
             event(RotationEvent::Committing);
             // Every unit whose new register was not committed when planned holds the key
             // uncommitted now (generated or imported); the check below proves it.
@@ -926,7 +944,10 @@ impl<'c> RotatePlan<'c> {
         let each: Vec<(&KnownUnit, &Expected)> = committed.iter().map(|(u, e)| (*u, e)).collect();
         check_each(client, &each, Some(&counters), STEP_COMMIT)?;
         event(RotationEvent::Committed);
-        if matches!(self.stage, Stage::NotStarted | Stage::Generated { .. }) {
+        if matches!(
+            self.stage,
+            RotationStage::NotStarted | RotationStage::Generated { .. }
+        ) {
             point("after-commit");
         }
 
@@ -938,7 +959,9 @@ impl<'c> RotatePlan<'c> {
                 if self.reencrypt
                     || matches!(
                         self.stage,
-                        Stage::NotStarted | Stage::Generated { .. } | Stage::Committed { .. }
+                        RotationStage::NotStarted
+                            | RotationStage::Generated { .. }
+                            | RotationStage::Committed { .. }
                     ) =>
             {
                 let fail = |source| CeremonyError::KeyStorage {
@@ -1056,30 +1079,58 @@ impl<'c> RotatePlan<'c> {
             counters.run(client, u, &command, one)
         })
         .map_err(|e| interference(client, e, |_| None))?;
-        let (generated, targets) = read_generated(source, Register::New, &stepping, &out)?;
-        let vp = generated.or(self.to).ok_or(CeremonyError::Verification {
+        let mut vp = self.to;
+        let mut requests = Vec::with_capacity(targets.len());
+        for (u, der) in stepping.iter().zip(&out) {
+            if u.id() == source.id() {
+                let vp_of = Vp::from_slice(der).map_err(|source_error| CeremonyError::Output {
+                    step: STEP_GENERATE,
+                    num: u.num,
+                    source: source_error,
+                })?;
+                vp = Some(vp_of);
+            } else {
+                requests.push(export_request(STEP_GENERATE, u, der, Register::New)?);
+            }
+        }
+        let vp = vp.ok_or(CeremonyError::Verification {
             num: source.num,
             what: "no verification pattern was returned",
         })?;
         crash::point(&format!("{cmd}:after-generate"));
 
-        let imported = AtomicUsize::new(0);
-        let several = targets.len() > 1;
-        copy(
-            client,
-            counters,
-            source,
-            targets,
-            quorum,
-            one,
-            progress,
-            |_| {
-                if imported.fetch_add(1, Ordering::SeqCst) == 0 && several {
-                    crash::point(&format!("{cmd}:during-transfer"));
-                }
-                Ok(())
-            },
-        )?;
+        // One quorum-signed export of the new register per batch of 16 targets, then
+        // every target imports its envelope, in parallel.
+        let envelopes = export_batches(STEP_TRANSFER, client, counters, source, &requests, quorum)?;
+        let done = AtomicUsize::new(0);
+        let total = targets.len();
+        let jobs: Vec<(&KnownUnit, SignedEnvelope)> = targets.into_iter().zip(envelopes).collect();
+        let mut failures = Vec::new();
+        for ((u, _), res) in jobs.iter().zip(parallel(&jobs, |(u, envelope)| {
+            counters.run(
+                client,
+                u,
+                &Command::ImportMk(Box::new(envelope.clone())),
+                one,
+            )?;
+            let index = done.fetch_add(1, Ordering::SeqCst) + 1;
+            progress.event(&Event::TransferringMasterKey { index, total });
+            if index == 1 && total > 1 {
+                crash::point(&format!("{cmd}:during-transfer"));
+            }
+            Ok::<(), ClientError>(())
+        })) {
+            if let Err(e) = res {
+                failures.push((u.num, e));
+            }
+        }
+        if !failures.is_empty() {
+            let failed = CeremonyError::Step {
+                step: STEP_TRANSFER,
+                failures,
+            };
+            return Err(interference(client, failed, |_| None));
+        }
         crash::point(&format!("{cmd}:after-transfer"));
         Ok(vp)
     }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use common::{info, World};
 use tke_ceremony::{
     rotate::Reencryption, CeremonyError, Event, Flow, Problem, Progress, Rotate, RotationEvent,
-    RotationProblem, Silent, Stage,
+    RotationProblem, RotationStage, Silent,
 };
 use tke_client::{Client, ClientError, InstanceId, Transport, UnitDescriptor};
 use tke_keystore::{KeyId, KeyName};
@@ -229,7 +229,7 @@ fn rotation_problems(e: CeremonyError) -> Vec<RotationProblem> {
 fn auto_rotation_reencrypts_every_record_before_setting_the_new_key() {
     let (w, client, keys, old) = fleet_with_keys(10);
     let plan = rotate(&w, &client, Flow::Auto, false).unwrap();
-    assert_eq!(plan.stage(), &Stage::NotStarted);
+    assert_eq!(plan.stage(), &RotationStage::NotStarted);
     assert!(plan.has_key_storage());
     let events = Events::default();
     let report = plan.execute(&signers(&w), &events).unwrap();
@@ -303,7 +303,7 @@ fn a_rotation_stopped_inside_the_reencryption_keeps_the_old_key_and_resumes() {
     keys.store().calls_left = None;
 
     // A plain rerun would generate another key: refused, saying where it stands.
-    let stage = Stage::Committed {
+    let stage = RotationStage::Committed {
         reencrypted: Some(Reencryption { done: 6, total: 10 }),
     };
     match rotation_problems(rotate(&w, &client, Flow::Auto, false).err().unwrap()).as_slice() {

@@ -13,6 +13,7 @@ use crate::{
     context::Ctx,
     prompt::parse_numbers,
     sigkeys::{create_key, keynum_by_name, list, parse_name, print_table},
+    table::Table,
 };
 
 /// The answers `auto-init` takes as flags.
@@ -40,8 +41,10 @@ pub struct Args {
     pub yes: bool,
 }
 
-struct Printer {
-    quiet: bool,
+/// Prints the vendor's progress lines of the auto-* ceremonies (nothing when `quiet`).
+pub struct Printer {
+    /// Print nothing (`--output json`).
+    pub quiet: bool,
 }
 
 impl Progress for Printer {
@@ -128,7 +131,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let client = &fleet.client;
 
     // 1. The instance.
-    let instance = crate::instance::choose(ctx, client, args.instance, "you want to initialize")?;
+    let instance = choose_instance(ctx, client, args.instance, "initialize")?;
 
     // Every unit of the instance must be in imprint mode: check before asking anything.
     tke_ceremony::auto_init::precheck(client, &instance)?;
@@ -317,6 +320,49 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         println!("\nOK\nThe selected service instance has been initialized.\nTo see what administrators are installed and what signature threshold and master key register values are set, use the 'tke cryptounit-compare' command.");
     }
     Ok(())
+}
+
+/// The service instance a command acts on: `--instance NUM` (its INSTANCE NUM), the only
+/// one, or asked for from the `INSTANCE NUM | INSTANCE ID` table; `verb` completes "the
+/// service instance you want to ...".
+pub fn choose_instance(
+    ctx: &Ctx,
+    client: &tke_client::Client,
+    arg: Option<usize>,
+    verb: &str,
+) -> Result<tke_client::InstanceId> {
+    let instances = client.instances();
+    if instances.is_empty() {
+        bail!("No service instances were found in the fleet.");
+    }
+    Ok(match arg {
+        Some(n) if n >= 1 && n <= instances.len() => instances[n - 1].clone(),
+        Some(n) => bail!(
+            "INSTANCE NUM {n} does not exist: there are {} service instance(s); nothing was changed",
+            instances.len()
+        ),
+        None if instances.len() == 1 => instances[0].clone(),
+        None => {
+            println!("More than one service instance is assigned to the current resource group.\n");
+            let mut t = Table::new(&["INSTANCE NUM", "INSTANCE ID"]);
+            for (i, inst) in instances.iter().enumerate() {
+                t.row(vec![(i + 1).to_string(), inst.to_string()]);
+            }
+            println!("{}", t.render());
+            let n = ctx.prompt.ask(
+                &format!("Enter the INSTANCE NUM of the service instance you want to {verb}."),
+                "--instance NUM",
+                |s| {
+                    let v = parse_numbers(s, instances.len(), "INSTANCE NUM")?;
+                    match v.as_slice() {
+                        [n] => Ok(*n),
+                        _ => bail!("enter one INSTANCE NUM"),
+                    }
+                },
+            )?;
+            instances[n - 1].clone()
+        }
+    })
 }
 
 /// Refuses a name for a new key that is the name of a key on the workstation (`--admin`

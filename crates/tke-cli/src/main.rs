@@ -12,7 +12,6 @@ mod auto_init;
 mod context;
 mod control_points;
 mod failover;
-mod instance;
 mod keyparts;
 mod local;
 mod logging;

@@ -20,17 +20,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tke_ceremony::rotate::Reencryption;
 use tke_ceremony::{
-    CeremonyError, Event, Flow, Problem, Progress, Rotate, RotationEvent, RotationProblem, Rule,
-    Stage,
+    CeremonyError, Event, Flow, Problem, Progress, Rotate, RotationEvent, RotationProblem,
+    RotationStage, Rule,
 };
 use tke_client::InstanceId;
 use tke_proto::RegisterState;
 use tke_sigkey::Signer;
 
 use crate::{
+    auto_init::{choose_instance, Printer as AutoPrinter},
     context::Ctx,
     registers::plan_table,
-    signing::{self, SignerOrAdminArgs},
+    signing::{self, SignerArgs},
     table::vp_lines,
     units::header,
 };
@@ -44,9 +45,11 @@ pub const REWRAPPED_LINE: &str = "KMS CRK rewrap successful, waiting on cryptoun
 /// The flags both rotation commands take.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// `--signer`, or `--admin`.
     #[command(flatten)]
-    pub signers: SignerOrAdminArgs,
+    pub signers: SignerArgs,
+    /// The same as --signer.
+    #[arg(long = "admin", value_name = "NAME")]
+    pub admin: Vec<String>,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -147,10 +150,6 @@ impl Progress for Printer {
             return;
         }
         match e {
-            Event::GeneratingMasterKey => self.line("Generating a random master key value...."),
-            Event::TransferringMasterKey { index, total } => self.line(&format!(
-                "Transferring the master key value to {index} of {total} crypto units...."
-            )),
             Event::Rotation(RotationEvent::Committing) => {
                 self.line("Committing the new master key value....");
             }
@@ -178,7 +177,8 @@ impl Progress for Printer {
             Event::Rotation(RotationEvent::SettingImmediate { units }) => self.line(&format!(
                 "Setting the new master key value immediately in {units} crypto unit(s)...."
             )),
-            _ => {}
+            // Generating and transferring the key: the lines auto-init prints.
+            other => AutoPrinter { quiet: false }.event(other),
         }
     }
 }
@@ -201,12 +201,7 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
     let client = &fleet.client;
     let units = match flow {
         Flow::Auto => {
-            let instance = crate::instance::choose(
-                ctx,
-                client,
-                instance,
-                "whose master key you want to rotate",
-            )?;
+            let instance = choose_instance(ctx, client, instance, "rotate the master key of")?;
             client.instance_units(&instance)
         }
         Flow::KeyParts => {
@@ -217,7 +212,8 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
             units
         }
     };
-    let keys = args.signers.preference(ctx)?;
+    let (named, flag) = signing::named(&args.signers.signer, &args.admin);
+    let keys = signing::preference(ctx, &named, flag)?;
     let plan = match (Rotate {
         flow,
         units: units.clone(),
@@ -265,7 +261,7 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
                 "A master key rotation of service instance {} was interrupted: {stage}.\nIt is finished from there{}.\n",
                 plan.instance(),
                 match stage {
-                    Stage::Generated { .. } => ", with the same new master key",
+                    RotationStage::Generated { .. } => ", with the same new master key",
                     _ => "",
                 }
             );
@@ -361,7 +357,7 @@ fn hint(e: CeremonyError, flow: Flow) -> anyhow::Error {
                         "Finish it with `tke {} --resume`{}.",
                         flow.command(),
                         match (flow, stage) {
-                            (Flow::Auto, Stage::Committed { .. } | Stage::Promoting { .. }) =>
+                            (Flow::Auto, RotationStage::Committed { .. } | RotationStage::Promoting { .. }) =>
                                 " (or `tke cryptounit-mk-rotate --resume` with every crypto unit of the instance selected)",
                             _ => "",
                         }

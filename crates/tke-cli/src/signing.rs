@@ -29,40 +29,6 @@ pub struct SignerArgs {
     pub signer: Vec<String>,
 }
 
-/// `--signer`, with `--admin` as another name for it: for the commands that install or
-/// remove no administrator (zeroize, rotation), where `--admin NAME` can only mean who
-/// signs.
-#[derive(clap::Args, Debug, Default)]
-pub struct SignerOrAdminArgs {
-    #[command(flatten)]
-    pub signers: SignerArgs,
-    /// The same as --signer.
-    #[arg(long = "admin", value_name = "NAME", hide = true)]
-    pub admin: Vec<String>,
-}
-
-impl SignerOrAdminArgs {
-    /// The signature keys that may sign ([`preference`]), from both flags.
-    ///
-    /// # Errors
-    /// As [`preference`].
-    pub fn preference(&self, ctx: &Ctx) -> Result<Vec<SigKeyEntry>> {
-        let named: Vec<String> = self
-            .signers
-            .signer
-            .iter()
-            .chain(&self.admin)
-            .cloned()
-            .collect();
-        let flag = if self.admin.is_empty() {
-            "--signer"
-        } else {
-            "--admin"
-        };
-        preference(ctx, &named, flag)
-    }
-}
-
 /// The signature keys that may sign, in order of preference, each once: the keys named
 /// (`--signer`), else the `sigkey-sel` selection, else every key of the workstation.
 ///
@@ -102,6 +68,18 @@ pub fn preference(ctx: &Ctx, named: &[String], flag: &str) -> Result<Vec<SigKeyE
         }
     }
     Ok(unique)
+}
+
+/// The keys named by `--signer` and by `--admin` (its other name on some commands), in
+/// that order, and the flag to name in errors.
+pub fn named(signer: &[String], admin: &[String]) -> (Vec<String>, &'static str) {
+    let names = signer.iter().chain(admin).cloned().collect();
+    let flag = if admin.is_empty() {
+        "--signer"
+    } else {
+        "--admin"
+    };
+    (names, flag)
 }
 
 /// The administrator name and SKI of each key, for a ceremony's plan.

@@ -20,7 +20,7 @@ use tke_sigkey::Signer;
 
 use crate::{
     context::Ctx,
-    signing::{self, SignerOrAdminArgs},
+    signing::{self, SignerArgs},
     table::Table,
     units::header,
 };
@@ -28,9 +28,11 @@ use crate::{
 /// The answers `cryptounit-zeroize` takes as flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// `--signer`, or `--admin` (the name this command first had).
     #[command(flatten)]
-    pub signers: SignerOrAdminArgs,
+    pub signers: SignerArgs,
+    /// The same as --signer (the name this command first had).
+    #[arg(long = "admin", value_name = "NAME", hide = true)]
+    pub admin: Vec<String>,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -46,7 +48,19 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
 
     // The keys that may sign, in order of preference.
-    let preference = args.signers.preference(ctx)?;
+    let named: Vec<String> = args
+        .signers
+        .signer
+        .iter()
+        .chain(&args.admin)
+        .cloned()
+        .collect();
+    let flag = if args.admin.is_empty() {
+        "--signer"
+    } else {
+        "--admin"
+    };
+    let preference = signing::preference(ctx, &named, flag)?;
     let plan = Zeroize {
         units,
         keys: signing::admin_infos(&preference),

@@ -464,7 +464,7 @@ fn auto_mk_rotate_asks_for_the_instance_confirmation_and_passwords_on_a_terminal
     for (at, answer) in [
         ("More than one service instance is assigned", None),
         (
-            "Enter the INSTANCE NUM of the service instance whose master key you want to rotate.",
+            "Enter the INSTANCE NUM of the service instance you want to rotate the master key of.",
             Some(Line("2")),
         ),
         ("Rotate the master key of service instance", None),
