@@ -318,6 +318,9 @@ pub enum Problem {
         /// Why it refuses.
         source: tke_proto::BoxError,
     },
+    /// A master key rotation cannot start or resume ([`crate::rotate`]).
+    #[error(transparent)]
+    Rotation(Box<crate::rotate::RotationProblem>),
 }
 
 /// Deviations, `; `-separated.
@@ -573,5 +576,16 @@ pub enum CeremonyError {
         units: Vec<UnitDeviations>,
         /// Other failures of the same step.
         failures: Vec<(usize, ClientError)>,
+    },
+    /// The instance's key storage refused a step of a master key rotation; the units
+    /// hold what the steps before reached.
+    #[error(
+        "the key storage of service instance {instance} failed during the master key rotation"
+    )]
+    KeyStorage {
+        /// The instance.
+        instance: InstanceId,
+        /// Why (boxed: a store error is large, and every ceremony returns this enum).
+        source: Box<tke_kms::KmsError>,
     },
 }

@@ -61,34 +61,8 @@ impl<'c> FailoverEnable<'c> {
     /// ([`Problem::AddingUnitsRefused`]), an instance that may have no more failover units
     /// ([`Problem::FailoverTotal`]).
     pub fn plan(self, client: &'c Client) -> Result<FailoverPlan<'c>, CeremonyError> {
-        let mut instances: Vec<&InstanceId> = Vec::new();
-        for u in &self.units {
-            if !instances.contains(&u.instance()) {
-                instances.push(u.instance());
-            }
-        }
-        let instance = match instances[..] {
-            [] => return Err(CeremonyError::Problems(vec![Problem::NoUnits])),
-            [one] => one.clone(),
-            _ => {
-                return Err(CeremonyError::Problems(vec![Problem::SeveralInstances {
-                    instances: instances.into_iter().cloned().collect(),
-                }]))
-            }
-        };
-        let mut problems = Vec::new();
+        let (instance, mut problems) = whole_instance(client, &self.units)?;
         let units = client.instance_units(&instance);
-        let unselected: Vec<usize> = units
-            .iter()
-            .filter(|u| !self.units.iter().any(|s| s.id() == u.id()))
-            .map(|u| u.num)
-            .collect();
-        if !unselected.is_empty() {
-            problems.push(Problem::InstanceNotAllSelected {
-                instance: instance.clone(),
-                unselected,
-            });
-        }
         let count = |t: UnitType| units.iter().filter(|u| u.unit_type() == t).count();
         let limits = FailoverLimits {
             operational: count(UnitType::Operational),
@@ -228,4 +202,45 @@ impl FailoverPlan<'_> {
             client,
         })
     }
+}
+
+/// The one service instance `selected` belongs to, and [`Problem::InstanceNotAllSelected`]
+/// when units of it are left out: for a command that acts on a whole instance.
+///
+/// # Errors
+/// [`Problem::NoUnits`] when nothing is selected, [`Problem::SeveralInstances`] when the
+/// units belong to several instances.
+pub(crate) fn whole_instance(
+    client: &Client,
+    selected: &[&KnownUnit],
+) -> Result<(InstanceId, Vec<Problem>), CeremonyError> {
+    let mut instances: Vec<&InstanceId> = Vec::new();
+    for u in selected {
+        if !instances.contains(&u.instance()) {
+            instances.push(u.instance());
+        }
+    }
+    let instance = match instances[..] {
+        [] => return Err(CeremonyError::Problems(vec![Problem::NoUnits])),
+        [one] => one.clone(),
+        _ => {
+            return Err(CeremonyError::Problems(vec![Problem::SeveralInstances {
+                instances: instances.into_iter().cloned().collect(),
+            }]))
+        }
+    };
+    let mut problems = Vec::new();
+    let unselected: Vec<usize> = client
+        .instance_units(&instance)
+        .iter()
+        .filter(|u| !selected.iter().any(|s| s.id() == u.id()))
+        .map(|u| u.num)
+        .collect();
+    if !unselected.is_empty() {
+        problems.push(Problem::InstanceNotAllSelected {
+            instance: instance.clone(),
+            unselected,
+        });
+    }
+    Ok((instance, problems))
 }

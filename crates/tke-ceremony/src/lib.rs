@@ -17,6 +17,7 @@ pub mod plan;
 pub mod postcondition;
 pub mod recover;
 pub mod registers;
+pub mod rotate;
 pub mod signers;
 mod transfer;
 pub mod zeroize;
@@ -33,6 +34,9 @@ pub use plan::{FromPrevious, Plan, PlanReport, PlannedCommand, Planner, ToSend, 
 pub use postcondition::{check_each, Counters, Deviation, Expected, UnitDeviations};
 pub use recover::{AutoRecover, AutoRecoverPlan, AutoRecoverReport, RecoverTarget, Stage};
 pub use registers::{MkRegister, RegisterAction};
+pub use rotate::{
+    Flow, Rotate, RotatePlan, RotateReport, RotationEvent, RotationProblem, RotationStage,
+};
 pub use signers::Quorum;
 pub use zeroize::{Zeroize, ZeroizePlan, ZeroizeReport, ZeroizeTarget};
 
@@ -76,6 +80,8 @@ pub enum Event {
         /// Number of units the key is copied to.
         total: usize,
     },
+    /// A milestone of a master key rotation ([`rotate`]).
+    Rotation(RotationEvent),
 }
 
 /// Where a ceremony checks its units' state ([`Event::Verified`]).

@@ -80,7 +80,6 @@ fn usage_errors_exit_2_and_touch_nothing() {
     let cases: &[(&str, &[&str])] = &[
         ("usage_no_command", &[]),
         ("usage_unknown_command", &["frobnicate"]),
-        ("usage_vendor_command_not_yet", &["cryptounit-mk-rotate"]),
         ("usage_unknown_flag", &["cryptounits", "--bogus"]),
         ("usage_missing_argument", &["target", "add", "only-a-name"]),
         ("usage_not_a_number", &["cryptounit-add", "two"]),

@@ -187,18 +187,7 @@ fn the_whole_key_part_ceremony_on_operational_and_failover_units() {
     w.ok(&["sigkey-sel", "1", "2", "3"]);
     // Administrators installed unsigned in imprint mode, then thresholds 2/2: leaving
     // imprint mode is signed by two of them.
-    for admin in ["alice", "bob", "carol"] {
-        w.ok(&["--secrets", &s, "cryptounit-admin-add", "--admin", admin]);
-    }
-    w.ok(&[
-        "--secrets",
-        &s,
-        "cryptounit-thrhld-set",
-        "--sig-threshold",
-        "2",
-        "--rev-threshold",
-        "2",
-    ]);
+    w.install_admins(&s, &["alice", "bob", "carol"], (2, 2));
     // Three parts, each made by its owner.
     for (d, v) in [("part a", A), ("part b", B), ("part c", C)] {
         add_part(&w, &s, d, v);

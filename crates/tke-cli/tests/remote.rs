@@ -145,6 +145,17 @@ fn auto_init_of_one_instance_spread_over_three_servers() {
     assert!(table.contains("configured identically"), "{table}");
     assert_eq!(table.matches("API endpoint:").count(), 3, "{table}");
 
+    // A rotation across the three servers: a new value in all five units.
+    let before = assert_one_valid_key(&w.compare_json(), 5);
+    let out = w.ok(&[
+        "--secrets",
+        secrets.to_str().unwrap(),
+        "auto-mk-rotate",
+        "--yes",
+    ]);
+    assert!(out.contains("Master key rotation successful."), "{out}");
+    assert_ne!(assert_one_valid_key(&w.compare_json(), 5), before);
+
     // The selection works across servers (units are kept by id).
     w.ok(&["cryptounit-rm", "5"]);
     assert_eq!(w.compare_json().as_array().unwrap().len(), 4);

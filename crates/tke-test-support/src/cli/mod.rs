@@ -194,6 +194,35 @@ impl Workstation {
         self.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
+    /// Installs the workstation's keys of `admins` in the selected units
+    /// (`cryptounit-admin-add`, unsigned in imprint mode), then sets thresholds
+    /// `(signature, revocation)` (`cryptounit-thrhld-set`, leaving imprint mode), with
+    /// the passwords of `secrets`.
+    ///
+    /// # Panics
+    /// As [`Workstation::ok`].
+    pub fn install_admins(&self, secrets: &str, admins: &[&str], thresholds: (u8, u8)) {
+        for admin in admins {
+            self.ok(&[
+                "--secrets",
+                secrets,
+                "cryptounit-admin-add",
+                "--admin",
+                admin,
+            ]);
+        }
+        let (sig, rev) = (thresholds.0.to_string(), thresholds.1.to_string());
+        self.ok(&[
+            "--secrets",
+            secrets,
+            "cryptounit-thrhld-set",
+            "--sig-threshold",
+            &sig,
+            "--rev-threshold",
+            &rev,
+        ]);
+    }
+
     /// `target add` for server `s`, with the fleet CA and API key of `fleet` (the server
     /// that made them; `s` itself when it made its own).
     pub fn add_target(&self, s: &crate::server::Server, fleet: &crate::server::Server) {

@@ -1,0 +1,487 @@
+//! Master key rotation through the real binary, on the embedded fleet: `auto-mk-rotate`
+//! after `auto-init` (the new value in every current register, the new registers empty,
+//! the vendor's milestone lines), every refusal of its pre-check with its snapshot and a
+//! check that nothing changed; the process killed with SIGKILL at each crash point, a
+//! plain rerun refused naming `--resume`, and `--resume` finishing with the value the
+//! interrupted run generated; `cryptounit-mk-rotate` after a key-part load and commit,
+//! interrupted and resumed the same way.
+//!
+//! These fleets have no key storage (`tke kms` comes with the key-management service):
+//! the crash points inside the re-encryption (`CMD:after-begin`, `CMD:during-reencrypt`,
+//! `CMD:after-reencrypt`) fire only where an instance has key storage.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt as _;
+
+use common::{
+    terminal::{
+        Answer::{Hidden, Line},
+        Terminal,
+    },
+    Workstation,
+};
+use serde_json::Value;
+
+const PW: &[(&str, &str)] = &[
+    ("alice", "alice-password-1"),
+    ("bob", "bob-password-22"),
+    ("\"part a\"", "part-a-password-1"),
+    ("\"part b\"", "part-b-password-22"),
+    ("\"part c\"", "part-c-password-333"),
+];
+
+/// The vendor's milestones, verbatim.
+const COMMITTED: &str = "Delaying 30 seconds to allow server to discover new master key values";
+const REWRAPPED: &str = "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm";
+
+fn tke() -> Workstation {
+    Workstation::new(env!("CARGO_BIN_EXE_tke"))
+}
+
+/// A fleet of 2 operational and 2 recovery units initialized by `auto-init` with alice
+/// and bob, thresholds 2/2; the secrets file's path.
+fn initialized() -> (Workstation, String) {
+    let w = tke();
+    w.ok(&["local", "init"]);
+    let s = w.file_keys(&PW[..2]);
+    w.auto_init(&s, (2, 2), &["alice", "bob"]);
+    (w, s)
+}
+
+/// A register as `cryptounit-compare --output json` shows it: state and VP (or null).
+type Reg = (String, Value);
+
+/// Every unit's (type, current register, new register) as `cryptounit-compare` shows
+/// them: `("recovery", ("valid", "VP"), ("empty", null))`.
+fn registers(w: &Workstation) -> Vec<(String, Reg, Reg)> {
+    let reg = |v: &Value| (v["state"].as_str().unwrap().to_owned(), v["vp"].clone());
+    w.compare_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["type"].as_str().unwrap().to_owned(),
+                reg(&u["current_mk"]),
+                reg(&u["new_mk"]),
+            )
+        })
+        .collect()
+}
+
+/// Asserts that every unit holds one current value, Valid, and an empty new register;
+/// returns that value.
+fn one_current_value(w: &Workstation) -> String {
+    let regs = registers(w);
+    let vp = regs[0].1 .1.as_str().unwrap().to_owned();
+    for (t, current, new) in &regs {
+        assert_eq!(
+            current,
+            &("valid".to_owned(), Value::from(vp.clone())),
+            "{t}"
+        );
+        assert_eq!(new, &("empty".to_owned(), Value::Null), "{t}");
+    }
+    vp
+}
+
+/// Runs `args` expecting the refusal snapshotted as `name` (exit `code`), and checks that
+/// no file of the workstation (the embedded fleet's units included) changed.
+fn refused(w: &Workstation, name: &str, args: &[&str], code: i32) {
+    let before = w.snapshot();
+    w.check(name, args, code, &[]);
+    assert_eq!(before, w.snapshot(), "{name}: something changed");
+}
+
+/// Runs `args` with the crash point `point` named, and asserts that the process killed
+/// itself there (SIGKILL) after printing the lines expected before it.
+fn crash(w: &Workstation, point: &str, args: &[&str]) -> String {
+    let o = w
+        .tke()
+        .env("TKE_CRASH_AT", point)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.signal(),
+        Some(9),
+        "{point}: not killed there\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The lines of `out` that are milestones of a rotation, in order.
+fn milestones(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| {
+            [
+                COMMITTED,
+                REWRAPPED,
+                "Master key rotation s",
+                "Generating",
+                "Committing",
+            ]
+            .iter()
+            .any(|m| l.starts_with(m))
+        })
+        .collect()
+}
+
+#[test]
+fn auto_mk_rotate_checks_everything_first_then_rotates_every_unit() {
+    let (w, s) = initialized();
+    let old = one_current_value(&w);
+
+    // Every refusal changes nothing.
+    refused(
+        &w,
+        "rotate_instance_does_not_exist",
+        &[
+            "--secrets",
+            &s,
+            "auto-mk-rotate",
+            "--instance",
+            "2",
+            "--yes",
+        ],
+        1,
+    );
+    // The signature threshold is 2: one key is too few to export and commit.
+    refused(
+        &w,
+        "rotate_too_few_signers",
+        &[
+            "--secrets",
+            &s,
+            "auto-mk-rotate",
+            "--signer",
+            "alice",
+            "--yes",
+        ],
+        1,
+    );
+    refused(
+        &w,
+        "rotate_without_a_terminal",
+        &["--secrets", &s, "auto-mk-rotate"],
+        1,
+    );
+    refused(
+        &w,
+        "rotate_nothing_to_resume",
+        &["--secrets", &s, "auto-mk-rotate", "--resume", "--yes"],
+        0,
+    );
+    // The key-part flow needs the new value committed everywhere first...
+    refused(
+        &w,
+        "rotate_key_parts_nothing_loaded",
+        &["--secrets", &s, "cryptounit-mk-rotate", "--yes"],
+        1,
+    );
+    // ... and every unit of the instance selected.
+    w.ok(&["cryptounit-rm", "4"]);
+    refused(
+        &w,
+        "rotate_key_parts_not_all_selected",
+        &["--secrets", &s, "cryptounit-mk-rotate", "--yes"],
+        1,
+    );
+    assert_eq!(one_current_value(&w), old);
+
+    // The rotation: the milestones in the vendor's order, then one new value everywhere.
+    let out = w.ok(&["--secrets", &s, "auto-mk-rotate", "--yes"]);
+    assert_eq!(
+        milestones(&out),
+        [
+            "Generating a random master key value....",
+            "Committing the new master key value....",
+            COMMITTED,
+            REWRAPPED,
+            "Master key rotation successful.",
+        ],
+        "{out}"
+    );
+    assert!(
+        out.contains("has no key storage reachable from this workstation"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Transferring the master key value to 3 of 3 crypto units...."),
+        "{out}"
+    );
+    assert!(out.contains("Signed by: alice, bob"), "{out}");
+    let new = one_current_value(&w);
+    assert_ne!(new, old);
+    // auto-* commands select the whole instance again.
+    let units = w.ok(&["cryptounits", "--output", "json"]);
+    let units: Value = serde_json::from_str(&units).unwrap();
+    assert!(
+        units
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["selected"] == true),
+        "{units}"
+    );
+
+    // Again, for scripts: JSON naming both values.
+    let out = w.ok(&[
+        "--secrets",
+        &s,
+        "--output",
+        "json",
+        "auto-mk-rotate",
+        "--yes",
+    ]);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["from"], new.as_str());
+    assert_eq!(report["to"], one_current_value(&w).as_str());
+    assert_ne!(report["to"], new.as_str());
+    assert_eq!(report["units"], serde_json::json!([1, 2, 3, 4]));
+    assert_eq!(report["resumed_from"], Value::Null);
+    assert_eq!(report["key_storage"], false);
+    assert_eq!(report["signed_by"], serde_json::json!(["alice", "bob"]));
+}
+
+#[test]
+fn auto_mk_rotate_killed_at_each_step_resumes_with_the_same_new_key() {
+    let (w, s) = initialized();
+    let args = ["--secrets", s.as_str(), "auto-mk-rotate", "--yes"];
+    let resume = [
+        "--secrets",
+        s.as_str(),
+        "auto-mk-rotate",
+        "--yes",
+        "--resume",
+    ];
+    for (i, step) in [
+        "after-generate",
+        "during-transfer",
+        "after-transfer",
+        "after-commit",
+        "during-setimm",
+        "after-setimm",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let old = one_current_value(&w);
+        let point = format!("auto-mk-rotate:{step}");
+        let out = crash(&w, &point, &args);
+        // The first milestone is printed once every unit holds the new value committed.
+        let committed = !matches!(
+            step,
+            "after-generate" | "during-transfer" | "after-transfer"
+        );
+        assert_eq!(out.contains(COMMITTED), committed, "{point}:\n{out}");
+
+        // The new value is in the recovery unit that generated it (unit 3), or already
+        // current in some units; no unit holds another one.
+        let regs = registers(&w);
+        let new = match &regs[2] {
+            (_, _, (_, vp)) if !vp.is_null() => vp.as_str().unwrap().to_owned(),
+            (_, (_, vp), _) => vp.as_str().unwrap().to_owned(),
+        };
+        assert_ne!(new, old, "{point}");
+        for (t, current, staged) in &regs {
+            let (c, n) = (current.1.as_str().unwrap(), staged.1.as_str());
+            assert!(c == old || c == new, "{point}: {t} holds {c}");
+            assert!(
+                n.is_none() || n == Some(new.as_str()),
+                "{point}: {t} holds {n:?}"
+            );
+            // Never set immediately before every unit held the new value committed.
+            assert!(c == old || committed, "{point}: {t} promoted early");
+        }
+
+        if step == "after-setimm" {
+            // Every unit was promoted: there is nothing left but to say so.
+            let out = w.ok(&resume);
+            assert!(out.contains("There is nothing to resume."), "{out}");
+        } else {
+            // A plain rerun would make a second new key: refused, naming --resume.
+            let before = w.snapshot();
+            let o = w.run(&args);
+            common::assert_failed(&o, 1, &args);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                stderr.contains("`tke auto-mk-rotate --resume`"),
+                "{point}: {stderr}"
+            );
+            if i == 0 {
+                w.check("rotate_interrupted_after_generate", &args, 1, &[]);
+            }
+            assert_eq!(
+                before,
+                w.snapshot(),
+                "{point}: the refused rerun changed something"
+            );
+
+            let out = w.ok(&resume);
+            assert!(out.contains("was interrupted"), "{point}:\n{out}");
+            assert!(out.contains(REWRAPPED), "{point}:\n{out}");
+            assert!(
+                out.contains("Master key rotation successful."),
+                "{point}:\n{out}"
+            );
+            // Resuming never generates a second key.
+            assert!(!out.contains("Generating"), "{point}:\n{out}");
+        }
+        assert_eq!(one_current_value(&w), new, "{point}");
+    }
+}
+
+/// Loads the parts into every selected unit and commits them; the new value's VP.
+fn load_and_commit(w: &Workstation, s: &str, parts: [&str; 2]) -> String {
+    w.ok(&[
+        "--secrets",
+        s,
+        "cryptounit-mk-load",
+        "--part",
+        parts[0],
+        "--part",
+        parts[1],
+    ]);
+    w.ok(&["--secrets", s, "cryptounit-mk-commit"]);
+    registers(w)[0].2 .1.as_str().unwrap().to_owned()
+}
+
+#[test]
+fn cryptounit_mk_rotate_after_a_key_part_load_and_commit() {
+    // An instance without recovery units, initialized from master key parts.
+    let w = tke();
+    w.ok(&["local", "init", "--recovery", "0", "--failover", "2"]);
+    w.file_keys(&PW[..2]);
+    // The parts' passwords too.
+    let s = w.secrets(PW).to_str().unwrap().to_owned();
+    w.ok(&["cryptounit-add", "1", "2", "3", "4"]);
+    w.install_admins(&s, &["alice", "bob"], (2, 2));
+    for part in ["part a", "part b", "part c"] {
+        w.ok(&["--secrets", &s, "mk-add", "--random", "--description", part]);
+    }
+    let first = load_and_commit(&w, &s, ["part a", "part b"]);
+    w.ok(&["--secrets", &s, "cryptounit-mk-setimm", "--yes"]);
+    assert_eq!(one_current_value(&w), first);
+
+    // Auto rotation needs a recovery unit.
+    refused(
+        &w,
+        "rotate_auto_no_recovery_unit",
+        &["--secrets", &s, "auto-mk-rotate", "--yes"],
+        1,
+    );
+    // Loaded but not committed: commit first.
+    w.ok(&[
+        "--secrets",
+        &s,
+        "cryptounit-mk-load",
+        "--part",
+        "part c",
+        "--part",
+        "part b",
+    ]);
+    refused(
+        &w,
+        "rotate_key_parts_not_committed",
+        &["--secrets", &s, "cryptounit-mk-rotate", "--yes"],
+        1,
+    );
+    // Nor is there anything for --resume to finish: the key is not committed everywhere.
+    refused(
+        &w,
+        "rotate_key_parts_resume_not_committed",
+        &["--secrets", &s, "cryptounit-mk-rotate", "--yes", "--resume"],
+        1,
+    );
+    w.ok(&["--secrets", &s, "cryptounit-mk-commit"]);
+    let second = registers(&w)[0].2 .1.as_str().unwrap().to_owned();
+
+    // Killed after the first unit was promoted: the plain rerun is refused, --resume
+    // promotes the others.
+    let args = ["--secrets", s.as_str(), "cryptounit-mk-rotate", "--yes"];
+    let out = crash(&w, "cryptounit-mk-rotate:during-setimm", &args);
+    assert!(out.contains(REWRAPPED), "{out}");
+    let promoted = registers(&w)
+        .iter()
+        .filter(|(_, c, _)| c.1 == second.as_str())
+        .count();
+    assert_eq!(promoted, 1);
+    refused(&w, "rotate_key_parts_interrupted", &args, 1);
+    let out = w.ok(&["--secrets", &s, "cryptounit-mk-rotate", "--yes", "--resume"]);
+    assert!(
+        out.contains("Setting the new master key value immediately in 3 crypto unit(s)"),
+        "{out}"
+    );
+    assert_eq!(one_current_value(&w), second);
+
+    // A plain key-part rotation: one signature, the vendor's messages.
+    let third = load_and_commit(&w, &s, ["part a", "part c"]);
+    let out = w.ok(&["--secrets", &s, "cryptounit-mk-rotate", "--yes"]);
+    assert_eq!(
+        milestones(&out),
+        [
+            "Master key rotation started.",
+            REWRAPPED,
+            "Master key rotation successful."
+        ],
+        "{out}"
+    );
+    assert!(!out.contains("was interrupted"), "{out}");
+    assert!(out.contains("Signed by: alice\n"), "{out}");
+    assert_eq!(one_current_value(&w), third);
+    assert!(![first, second].contains(&third));
+}
+
+#[test]
+fn auto_mk_rotate_asks_for_the_instance_confirmation_and_passwords_on_a_terminal() {
+    let w = tke();
+    w.ok(&["local", "init", "--instances", "2"]);
+    let s = w.file_keys(&PW[..2]);
+    w.ok(&[
+        "--secrets",
+        &s,
+        "auto-init",
+        "--instance",
+        "2",
+        "--sig-threshold",
+        "2",
+        "--rev-threshold",
+        "1",
+        "--admin",
+        "alice",
+        "--admin",
+        "bob",
+        "--yes",
+    ]);
+    let old = one_current_value(&w);
+
+    let mut t = Terminal::spawn(&w, &["auto-mk-rotate"]);
+    for (at, answer) in [
+        ("More than one service instance is assigned", None),
+        (
+            "Enter the INSTANCE NUM of the service instance you want to rotate the master key of.",
+            Some(Line("2")),
+        ),
+        ("Rotate the master key of service instance", None),
+        ("(y/N)", Some(Line("y"))),
+        ("alice (", Some(Hidden("alice-password-1"))),
+        ("bob (", Some(Hidden("bob-password-22"))),
+        (REWRAPPED, None),
+    ] {
+        t.expect(at);
+        if let Some(a) = answer {
+            t.answer(&a);
+        }
+    }
+    let (text, code) = t.finish();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Master key rotation successful."), "{text}");
+    // The instance rotated (and is the selection `cryptounit-compare` shows).
+    let new = one_current_value(&w);
+    assert_ne!(new, old);
+}
