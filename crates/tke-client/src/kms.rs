@@ -10,7 +10,7 @@ use std::{
     sync::Arc,
 };
 
-use tke_keystore::{KeyStore, SqliteKeyStore, WrappedKey};
+use tke_keystore::{KeyStore, LazySqliteKeyStore, WrappedKey};
 use tke_kms::{GeneratedKeys, InstanceUnits, KmsError, LocalKms, UnitCallError, UnitRef};
 use tke_proto::{
     der::asn1::OctetString, ModuleError, Rewrap, SecretOctets, ServiceOp, ServiceOutput,
@@ -152,11 +152,12 @@ pub fn store_path(dir: &Path, instance: &InstanceId) -> PathBuf {
 }
 
 /// Opens the key store of `instance` in `dir` (a private directory and a 0600 file, both
-/// made on first use) and the service over it and `client`'s units of the instance.
+/// made by the first write, so that reading an instance without keys changes nothing on
+/// disk) and the service over it and `client`'s units of the instance.
 ///
 /// # Errors
-/// [`ClientError::FleetIo`] when the directory cannot be made; [`ClientError::KeyStore`]
-/// when the store cannot be created or opened.
+/// [`ClientError::KeyStoreInstance`] when the instance id is not a UUID;
+/// [`ClientError::KeyStore`] when an existing store cannot be opened.
 pub fn open_local(
     dir: &Path,
     client: Client,
@@ -168,16 +169,10 @@ pub fn open_local(
             instance: instance.clone(),
         });
     }
-    tke_fs::create_private_dir(dir).map_err(|source| ClientError::FleetIo {
-        path: dir.to_owned(),
-        source,
-    })?;
+    // Reading a store that does not exist yet changes nothing on disk (the zeroize
+    // guard asks every instance); the first write makes the directory and the file.
     let path = store_path(dir, instance);
-    let store: Box<dyn KeyStore + Send> = if path.exists() {
-        Box::new(SqliteKeyStore::open(&path)?)
-    } else {
-        Box::new(SqliteKeyStore::create(&path)?)
-    };
+    let store: Box<dyn KeyStore + Send> = Box::new(LazySqliteKeyStore::open(&path)?);
     Ok(Arc::new(LocalKms::new(
         store,
         Box::new(ClientUnits::new(client, instance.clone())),

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod lazy;
 mod sqlite;
 mod types;
 
@@ -10,6 +11,7 @@ use std::{num::NonZeroUsize, path::Path};
 use tke_proto::Vp;
 
 pub use error::{KeyDataError, RewrapError, StoreError};
+pub use lazy::LazySqliteKeyStore;
 pub use sqlite::SqliteKeyStore;
 pub use types::{Created, KeyId, KeyName, Record, WrappedKey};
 
