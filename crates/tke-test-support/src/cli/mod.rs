@@ -294,7 +294,15 @@ impl Workstation {
             let entries = fs::read_dir(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             for e in entries {
                 let path = e.unwrap_or_else(|e| panic!("{}: {e}", p.display())).path();
-                if path.file_name().is_some_and(|n| n == ".lock") {
+                // A key store's SQLite write-ahead log and shared memory: SQLite folds the
+                // log a killed process left into the database when it next opens it, which
+                // changes no record (the database file itself is still compared).
+                if path.file_name().is_some_and(|n| {
+                    n == ".lock" || {
+                        let n = n.to_string_lossy();
+                        n.ends_with(".keys-wal") || n.ends_with(".keys-shm")
+                    }
+                }) {
                     continue;
                 }
                 if path.is_dir() {
