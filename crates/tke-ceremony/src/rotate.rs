@@ -158,6 +158,13 @@ impl fmt::Display for RotationStage {
             ),
             Self::Committed {
                 reencrypted: Some(p),
+            } if p.remaining() == 0 => write!(
+                f,
+                "the new master key is committed in every crypto unit; key storage is re-encrypted ({} keys), no crypto unit uses the new master key yet",
+                p.total
+            ),
+            Self::Committed {
+                reencrypted: Some(p),
             } => write!(
                 f,
                 "the new master key is committed in every crypto unit; key storage re-encryption began ({} of {} keys re-encrypted)",
@@ -707,10 +714,14 @@ fn classify(
             RotationStage::Promoting { promoted }
         }
         Some(_) if committed_everywhere_else => RotationStage::Committed {
-            reencrypted: summary.and_then(|s| s.rotation).map(|_| Reencryption {
-                done: summary.map_or(0, |s| count_under(s, to)),
-                total: summary.map_or(0, |s| s.total),
-            }),
+            // Records under the new key while no unit uses it yet: a re-encryption began,
+            // recorded or already finished (stopped before set-immediate).
+            reencrypted: summary
+                .filter(|s| s.rotation.is_some() || count_under(s, to) > 0)
+                .map(|s| Reencryption {
+                    done: count_under(s, to),
+                    total: s.total,
+                }),
         },
         Some(vp) => {
             let holding: Vec<usize> = news.first().map(|(_, u)| u.clone()).unwrap_or_default();

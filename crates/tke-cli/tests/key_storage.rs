@@ -126,8 +126,26 @@ fn keys_with_data(w: &Workstation, count: u32, sample: usize) -> Vec<DataKey> {
         fs::write(&data, &k.plain).unwrap();
         let root = k.root.to_string();
         let file = |p: &std::path::Path| p.to_str().unwrap().to_owned();
-        w.ok(&["kms", "wrap", "--key", &root, "--in", &file(&data), "--out", &file(&wrapped)]);
-        w.ok(&["kms", "unwrap", "--key", &root, "--in", &file(&wrapped), "--out", &file(&again)]);
+        w.ok(&[
+            "kms",
+            "wrap",
+            "--key",
+            &root,
+            "--in",
+            &file(&data),
+            "--out",
+            &file(&wrapped),
+        ]);
+        w.ok(&[
+            "kms",
+            "unwrap",
+            "--key",
+            &root,
+            "--in",
+            &file(&wrapped),
+            "--out",
+            &file(&again),
+        ]);
         assert_eq!(fs::read(&again).unwrap(), k.plain);
         // The CLI's file and the library's unwrap each other.
         let cli = fs::read(&wrapped).unwrap();
@@ -181,7 +199,12 @@ fn assert_readable_by(
 ) -> BTreeMap<Vp, usize> {
     let (client, instance) = library(w);
     let calls = ClientUnits::new(client, instance.clone());
-    let units: Vec<UnitRef> = calls.units().unwrap().into_iter().filter(|u| ask(u)).collect();
+    let units: Vec<UnitRef> = calls
+        .units()
+        .unwrap()
+        .into_iter()
+        .filter(|u| ask(u))
+        .collect();
     assert!(!units.is_empty());
     let store = SqliteKeyStore::open(&tke_client::kms::store_path(
         &w.path().join("local").join("keys"),
@@ -277,4 +300,216 @@ fn ten_thousand_root_keys_survive_auto_mk_rotate() {
     let new = one_current_value(&w);
     assert_ne!(new, old, "the VP changed in every unit");
     assert_every_key_unwraps(&w, &keys, &new);
+}
+
+/// `tke kms create` and `tke kms wrap` are refused with "rotation in progress", and
+/// nothing changes; `tke kms list` still lists every key.
+fn assert_create_and_wrap_wait(w: &Workstation, keys: &[DataKey], point: &str) {
+    let before = w.snapshot();
+    let err = w.fails(&["kms", "create", "--name", "late"], 1);
+    assert!(err.contains("rotation in progress"), "{point}: {err}");
+    let data = w.path().join("late.key");
+    fs::write(&data, [7u8; 32]).unwrap();
+    let before_data = w.snapshot();
+    let root = keys[0].root.to_string();
+    let out = w.path().join("late.key.wrapped");
+    let err = w.fails(
+        &[
+            "kms",
+            "wrap",
+            "--key",
+            &root,
+            "--in",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("rotation in progress"), "{point}: {err}");
+    assert_eq!(before_data, w.snapshot(), "{point}: a refused wrap wrote");
+    fs::remove_file(&data).unwrap();
+    assert_eq!(
+        before,
+        w.snapshot(),
+        "{point}: a refused create changed files"
+    );
+    assert_listed(w, keys.len(), point);
+}
+
+fn assert_listed(w: &Workstation, n: usize, point: &str) {
+    assert_eq!(
+        json(w, &["kms", "list"]).as_array().unwrap().len(),
+        n,
+        "{point}: list"
+    );
+}
+
+/// After a crash at `point` of a rotation from `old`: every record is readable with the
+/// VP it is tagged with, under the old VP or the new one (both only inside the
+/// re-encryption); while the rotation is recorded in key storage, create and wrap wait and
+/// list works; otherwise list works.
+fn assert_stopped_rotation(w: &Workstation, keys: &[DataKey], point: &str, old: &str) {
+    let by_vp = assert_readable_by(w, keys, 1, |_| true);
+    let step = point.split(':').nth(1).unwrap();
+    let vps: Vec<String> = by_vp.keys().map(Vp::to_hex).collect();
+    match step {
+        // The first batch is under the new key, the rest under the old one.
+        "during-reencrypt" => assert_eq!(vps.len(), 2, "{point}: {by_vp:?}"),
+        "after-reencrypt" | "during-setimm" | "after-setimm" => {
+            assert_eq!(vps.len(), 1, "{point}");
+            assert!(!vps[0].eq_ignore_ascii_case(old), "{point}: {by_vp:?}");
+        }
+        _ => assert!(
+            vps.len() == 1 && vps[0].eq_ignore_ascii_case(old),
+            "{point}: {by_vp:?}"
+        ),
+    }
+    if matches!(step, "after-begin" | "during-reencrypt") {
+        assert_create_and_wrap_wait(w, keys, point);
+    } else {
+        assert_listed(w, keys.len(), point);
+    }
+}
+
+/// Every crash point of `CMD`'s re-encryption and set-immediate steps.
+const REENCRYPTION_STEPS: [&str; 5] = [
+    "after-begin",
+    "during-reencrypt",
+    "after-reencrypt",
+    "during-setimm",
+    "after-setimm",
+];
+
+/// Runs `args` killed at `point`, checks the stopped state, finishes with `resume` (or,
+/// where nothing is left, sees it say so) and checks that every key unwraps under the
+/// new key.
+fn crash_and_resume(
+    w: &Workstation,
+    keys: &[DataKey],
+    point: &str,
+    args: &[&str],
+    resume: &[&str],
+) {
+    // The new register may hold the loaded key parts already (the key-part flow).
+    let old = registers(w)[0].1.as_str().unwrap().to_owned();
+    let out = crash(w, point, args);
+    assert!(
+        !out.contains("Master key rotation successful."),
+        "{point}:\n{out}"
+    );
+    assert_stopped_rotation(w, keys, point, &old);
+    if !point.ends_with("after-setimm") {
+        // A plain rerun is refused, naming --resume, and changes nothing.
+        let before = w.snapshot();
+        let err = w.fails(args, 1);
+        assert!(err.contains(" --resume`"), "{point}: {err}");
+        assert_eq!(
+            before,
+            w.snapshot(),
+            "{point}: the refused rerun changed files"
+        );
+    }
+    let out = w.ok(resume);
+    if point.ends_with("after-setimm") {
+        assert!(
+            out.contains("There is nothing to resume."),
+            "{point}:\n{out}"
+        );
+    } else {
+        assert!(out.contains("was interrupted"), "{point}:\n{out}");
+        assert!(
+            out.contains("Master key rotation successful."),
+            "{point}:\n{out}"
+        );
+        assert!(!out.contains("Generating"), "{point}: a second key\n{out}");
+    }
+    let new = one_current_value(w);
+    assert_ne!(new, old, "{point}");
+    assert_every_key_unwraps(w, keys, &new);
+}
+
+#[test]
+fn auto_mk_rotate_killed_at_each_step_with_keys_stored_resumes_and_loses_none() {
+    let (w, s) = initialized();
+    let mut keys = keys_with_data(&w, 200, 2);
+    let auto = ["--secrets", s.as_str(), "auto-mk-rotate", "--yes"];
+    let resume = [&auto[..], &["--resume"]].concat();
+    for step in [
+        "after-generate",
+        "during-transfer",
+        "after-transfer",
+        "after-commit",
+    ]
+    .into_iter()
+    .chain(REENCRYPTION_STEPS)
+    .filter(|s| *s != "during-reencrypt")
+    {
+        let point = format!("auto-mk-rotate:{step}");
+        crash_and_resume(&w, &keys, &point, &auto, &resume);
+    }
+    // More than one re-encryption step, so that `during-reencrypt` fires: the first
+    // batch under the new key, the rest under the old one, each readable.
+    let batch = u32::try_from(tke_ceremony::rotate::REENCRYPT_BATCH).unwrap();
+    keys.extend(keys_with_data(&w, batch, 0));
+    crash_and_resume(&w, &keys, "auto-mk-rotate:during-reencrypt", &auto, &resume);
+}
+
+/// Loads the parts into every selected unit and commits them.
+fn load_and_commit(w: &Workstation, s: &str, [a, b]: [&str; 2]) {
+    w.ok(&[
+        "--secrets",
+        s,
+        "cryptounit-mk-load",
+        "--part",
+        a,
+        "--part",
+        b,
+    ]);
+    w.ok(&["--secrets", s, "cryptounit-mk-commit"]);
+}
+
+#[test]
+fn cryptounit_mk_rotate_with_keys_stored_and_killed_at_each_step() {
+    // An instance without recovery units, initialized from master key parts.
+    let w = tke();
+    w.ok(&["local", "init", "--recovery", "0", "--failover", "2"]);
+    w.file_keys(&PW[..2]);
+    let s = w.secrets(PW).to_str().unwrap().to_owned();
+    w.ok(&["cryptounit-add", "1", "2", "3", "4"]);
+    w.install_admins(&s, &["alice", "bob"], (2, 2));
+    for part in ["part a", "part b", "part c"] {
+        w.ok(&["--secrets", &s, "mk-add", "--random", "--description", part]);
+    }
+    load_and_commit(&w, &s, ["part a", "part b"]);
+    w.ok(&["--secrets", &s, "cryptounit-mk-setimm", "--yes"]);
+    let keys = keys_with_data(&w, 1000, 2);
+    let old = one_current_value(&w);
+    assert_every_key_unwraps(&w, &keys, &old);
+
+    let args = ["--secrets", s.as_str(), "cryptounit-mk-rotate", "--yes"];
+    let resume = [&args[..], &["--resume"]].concat();
+    load_and_commit(&w, &s, ["part b", "part c"]);
+    let out = w.ok(&args);
+    assert!(out.contains(REWRAPPED), "{out}");
+    assert!(
+        out.contains("Re-encrypting key storage: 1000 of 1000 keys"),
+        "{out}"
+    );
+    let new = one_current_value(&w);
+    assert_ne!(new, old);
+    assert_every_key_unwraps(&w, &keys, &new);
+
+    // `during-reencrypt` needs more than one re-encryption step: the automated flow's
+    // test stops there (the step is the same code for both commands).
+    let parts = [["part a", "part c"], ["part a", "part b"]];
+    for (i, step) in REENCRYPTION_STEPS
+        .into_iter()
+        .filter(|s| *s != "during-reencrypt")
+        .enumerate()
+    {
+        load_and_commit(&w, &s, parts[i % parts.len()]);
+        let point = format!("cryptounit-mk-rotate:{step}");
+        crash_and_resume(&w, &keys, &point, &args, &resume);
+    }
 }

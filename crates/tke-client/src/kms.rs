@@ -10,7 +10,10 @@ use std::{
     sync::Arc,
 };
 
-use tke_keystore::{KeyStore, SqliteKeyStore, WrappedKey};
+use tke_keystore::{
+    BatchRewrapFn, KeyId, KeyStore, ListCursor, Record, RewrapFn, RotationMarker, SqliteKeyStore,
+    StoreError, WrappedKey,
+};
 use tke_kms::{GeneratedKeys, InstanceUnits, KmsError, LocalKms, UnitCallError, UnitRef};
 use tke_proto::{
     der::asn1::OctetString, ModuleError, Rewrap, SecretOctets, ServiceOp, ServiceOutput,
@@ -152,11 +155,10 @@ pub fn store_path(dir: &Path, instance: &InstanceId) -> PathBuf {
 }
 
 /// Opens the key store of `instance` in `dir` (a private directory and a 0600 file, both
-/// made on first use) and the service over it and `client`'s units of the instance.
+/// made by the first write: reading a store that does not exist finds it empty) and the service over it and `client`'s units of the instance.
 ///
 /// # Errors
-/// [`ClientError::FleetIo`] when the directory cannot be made; [`ClientError::KeyStore`]
-/// when the store cannot be created or opened.
+/// [`ClientError::KeyStore`] when the store cannot be opened.
 pub fn open_local(
     dir: &Path,
     client: Client,
@@ -168,19 +170,135 @@ pub fn open_local(
             instance: instance.clone(),
         });
     }
-    tke_fs::create_private_dir(dir).map_err(|source| ClientError::FleetIo {
-        path: dir.to_owned(),
-        source,
-    })?;
     let path = store_path(dir, instance);
     let store: Box<dyn KeyStore + Send> = if path.exists() {
         Box::new(SqliteKeyStore::open(&path)?)
     } else {
-        Box::new(SqliteKeyStore::create(&path)?)
+        Box::new(LazyStore { path, store: None })
     };
     Ok(Arc::new(LocalKms::new(
         store,
         Box::new(ClientUnits::new(client, instance.clone())),
         instance.to_string(),
     )))
+}
+
+/// The key store of an instance that has none on disk yet: it reads as empty and is
+/// created by its first write. A command that only reads (a pre-check, a refused
+/// ceremony, `tke kms list`) leaves no file behind: refused commands change nothing.
+struct LazyStore {
+    path: PathBuf,
+    store: Option<SqliteKeyStore>,
+}
+
+impl LazyStore {
+    fn made(&mut self) -> Result<&mut SqliteKeyStore, StoreError> {
+        if self.store.is_none() {
+            if let Some(dir) = self.path.parent() {
+                tke_fs::create_private_dir(dir).map_err(|source| StoreError::Create {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            }
+        }
+        match &mut self.store {
+            Some(s) => Ok(s),
+            slot => Ok(slot.insert(SqliteKeyStore::create(&self.path)?)),
+        }
+    }
+
+    fn not_found(&self, id: &KeyId) -> StoreError {
+        StoreError::NotFound {
+            store: self.path.clone(),
+            id: *id,
+        }
+    }
+}
+
+impl KeyStore for LazyStore {
+    fn location(&self) -> &Path {
+        &self.path
+    }
+
+    fn insert(&mut self, record: &Record) -> Result<(), StoreError> {
+        self.made()?.insert(record)
+    }
+
+    fn insert_all(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        self.made()?.insert_all(records)
+    }
+
+    fn get(&self, id: &KeyId) -> Result<Record, StoreError> {
+        match &self.store {
+            Some(s) => s.get(id),
+            None => Err(self.not_found(id)),
+        }
+    }
+
+    fn list(
+        &self,
+        after: Option<&ListCursor>,
+        limit: NonZeroUsize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.store
+            .as_ref()
+            .map_or(Ok(Vec::new()), |s| s.list(after, limit))
+    }
+
+    fn delete(&mut self, id: &KeyId) -> Result<(), StoreError> {
+        match &mut self.store {
+            Some(s) => s.delete(id),
+            None => Err(self.not_found(id)),
+        }
+    }
+
+    fn count(&self) -> Result<u64, StoreError> {
+        self.store.as_ref().map_or(Ok(0), KeyStore::count)
+    }
+
+    fn count_by_vp(&self, vp: &Vp) -> Result<u64, StoreError> {
+        self.store.as_ref().map_or(Ok(0), |s| s.count_by_vp(vp))
+    }
+
+    fn vp_counts(&self) -> Result<Vec<(Vp, u64)>, StoreError> {
+        self.store
+            .as_ref()
+            .map_or(Ok(Vec::new()), KeyStore::vp_counts)
+    }
+
+    fn rewrap_batch(
+        &mut self,
+        from: &Vp,
+        to: &Vp,
+        limit: NonZeroUsize,
+        rewrap: &mut RewrapFn<'_>,
+    ) -> Result<usize, StoreError> {
+        self.made()?.rewrap_batch(from, to, limit, rewrap)
+    }
+
+    fn rewrap_batch_whole(
+        &mut self,
+        from: &Vp,
+        to: &Vp,
+        limit: NonZeroUsize,
+        rewrap: &mut BatchRewrapFn<'_>,
+    ) -> Result<usize, StoreError> {
+        self.made()?.rewrap_batch_whole(from, to, limit, rewrap)
+    }
+
+    fn rotation(&self) -> Result<Option<RotationMarker>, StoreError> {
+        self.store.as_ref().map_or(Ok(None), KeyStore::rotation)
+    }
+
+    fn begin_rotation(&mut self, marker: &RotationMarker) -> Result<(), StoreError> {
+        self.made()?.begin_rotation(marker)
+    }
+
+    fn finish_rotation(&mut self, marker: &RotationMarker) -> Result<(), StoreError> {
+        self.made()?.finish_rotation(marker)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.store.as_mut().map_or(Ok(()), KeyStore::sync)
+    }
 }

@@ -285,7 +285,10 @@ impl Workstation {
     }
 
     /// Every file below the directory with its bytes (to prove nothing changed). Lock files
-    /// are left out: a command that only reads a fleet creates one too.
+    /// are left out: a command that only reads a fleet creates one too. So are a key
+    /// store's SQLite index (`-shm`) and an empty write-ahead log (`-wal`): a process
+    /// killed with the store open leaves them, and the next one to open it removes them;
+    /// they hold no record.
     ///
     /// # Panics
     /// When the directory cannot be read.
@@ -302,6 +305,12 @@ impl Workstation {
                 } else {
                     let bytes =
                         fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    let name = path.to_string_lossy();
+                    if name.ends_with(".keys-shm")
+                        || (name.ends_with(".keys-wal") && bytes.is_empty())
+                    {
+                        continue;
+                    }
                     out.push((path, bytes));
                 }
             }
