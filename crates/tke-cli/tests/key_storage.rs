@@ -513,3 +513,140 @@ fn cryptounit_mk_rotate_with_keys_stored_and_killed_at_each_step() {
         crash_and_resume(&w, &keys, &point, &args, &resume);
     }
 }
+
+/// Selects exactly the units `nums`.
+fn select(w: &Workstation, nums: &[&str]) {
+    w.ok(&["cryptounit-rm", "1", "2", "3", "4"]);
+    w.ok(&[&["cryptounit-add"], nums].concat());
+}
+
+/// Installs alice and bob in the selected units (in imprint mode) and sets thresholds
+/// 2/2, as the instance's other units have.
+fn reimprint(w: &Workstation, s: &str) {
+    w.ok(&["--secrets", s, "cryptounit-admin-add", "--admin", "alice"]);
+    w.ok(&["--secrets", s, "cryptounit-admin-add", "--admin", "bob"]);
+    let thresholds = ["--sig-threshold", "2", "--rev-threshold", "2"];
+    w.ok(&[&["--secrets", s, "cryptounit-thrhld-set"], &thresholds[..]].concat());
+}
+
+/// The crypto unit numbered `num`, as the key service labels it (`NUM (UUID)`).
+fn unit_num(num: usize) -> impl Fn(&UnitRef) -> bool {
+    move |u| u.label.starts_with(&format!("{num} ("))
+}
+
+#[test]
+fn the_zeroize_guard_then_auto_recover_with_keys_stored() {
+    let (w, s) = initialized();
+    let keys = keys_with_data(&w, 50, 1);
+    let vp = one_current_value(&w);
+    let instance = library(&w).1.to_string();
+    let paths: [(&std::path::Path, &str); 0] = [];
+
+    // Zeroize and clear-current refused while key storage holds keys: nothing changed.
+    select(&w, &["1"]);
+    for (name, command) in [
+        ("zeroize_refused_with_keys", "cryptounit-zeroize"),
+        ("clrcur_refused_with_keys", "cryptounit-mk-clrcur"),
+    ] {
+        let before = w.snapshot();
+        w.check(name, &["--secrets", &s, command, "--yes"], 1, &paths);
+        assert_eq!(before, w.snapshot(), "{command}: something changed");
+    }
+    // A wrong id typed on the terminal cancels; nothing changed.
+    let before = w.snapshot();
+    let mut t = common::terminal::Terminal::spawn(&w, &["--secrets", &s, "cryptounit-zeroize"]);
+    t.expect("type the service instance id");
+    t.answer(&common::terminal::Answer::Line("not-the-id"));
+    let (text, code) = t.finish();
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("Cancelled. No crypto unit was changed."),
+        "{text}"
+    );
+    assert_eq!(
+        before,
+        w.snapshot(),
+        "a cancelled zeroize changed something"
+    );
+
+    // The typed confirmation on a terminal: unit 1 zeroized.
+    let mut t = common::terminal::Terminal::spawn(&w, &["--secrets", &s, "cryptounit-zeroize"]);
+    t.expect("type the service instance id");
+    t.answer(&common::terminal::Answer::Line(&instance));
+    // Then the confirmation every zeroize asks.
+    t.expect("(y/N)");
+    t.answer(&common::terminal::Answer::Line("y"));
+    let (text, code) = t.finish();
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(registers(&w)[0].1, Value::Null, "unit 1 zeroized");
+    // --force-with-keys: clear-current of unit 2 done.
+    select(&w, &["2"]);
+    w.ok(&[
+        "--secrets",
+        &s,
+        "cryptounit-mk-clrcur",
+        "--force-with-keys",
+        &instance,
+        "--yes",
+    ]);
+    select(&w, &["1", "2", "3", "4"]);
+    assert_eq!(registers(&w)[1].1, Value::Null, "unit 2 cleared");
+
+    // Unit 1 cannot unwrap anything now; the recovery unit still can.
+    {
+        let (client, inst) = library(&w);
+        let store = SqliteKeyStore::open(&tke_client::kms::store_path(
+            &w.path().join("local").join("keys"),
+            &inst,
+        ))
+        .unwrap();
+        let calls = ClientUnits::new(client, inst);
+        let one = calls
+            .units()
+            .unwrap()
+            .into_iter()
+            .find(unit_num(1))
+            .unwrap();
+        let record = store.get(&keys[0].root).unwrap();
+        let file = WrappedDataKey::parse(&keys[0].wrapped).unwrap();
+        assert!(calls
+            .unwrap_data(&one, &record.vp, &record.wrapped, &file.wrapped)
+            .is_err());
+    }
+    assert_readable_by(&w, &keys, 1, unit_num(3));
+
+    // Killed at each step of auto-recover into unit 1 (re-imprinted) and unit 2 (its
+    // current register cleared): every record readable while stopped, the rerun finishes.
+    select(&w, &["1"]);
+    reimprint(&w, &s);
+    for point in [
+        "after-importers",
+        "after-export",
+        "after-import",
+        "after-commit",
+        "after-setimm",
+    ] {
+        let point = format!("auto-recover:{point}");
+        crash(&w, &point, &["--secrets", &s, "auto-recover", "--yes"]);
+        assert_readable_by(&w, &keys, 1, |_| true);
+        assert_listed(&w, keys.len(), &point);
+        w.ok(&["--secrets", &s, "auto-recover", "--resume", "--yes"]);
+        select(&w, &["1", "2", "3", "4"]);
+        assert_eq!(one_current_value(&w), vp, "{point}");
+        assert_every_key_unwraps(&w, &keys, &vp);
+        // Unit 1 alone, asked directly, unwraps every data key.
+        assert_readable_by(&w, &keys, 1, unit_num(1));
+        assert_readable_by(&w, &keys, 1, unit_num(2));
+        // Take unit 1's key away again for the next point.
+        select(&w, &["1"]);
+        w.ok(&[
+            "--secrets",
+            &s,
+            "cryptounit-zeroize",
+            "--force-with-keys",
+            &instance,
+            "--yes",
+        ]);
+        reimprint(&w, &s);
+    }
+}
