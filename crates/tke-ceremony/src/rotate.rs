@@ -335,8 +335,9 @@ pub enum RotationEvent {
     Committed,
     /// The instance has no key storage reachable here: only the registers are rotated.
     NoKeyStorage,
-    /// Key storage re-encryption: where it stands (first before any batch).
-    Reencrypting(Reencryption),
+    /// Key storage re-encryption: where it stands, with this run's rate (first before any
+    /// batch).
+    Reencrypting(tke_kms::ProgressReport),
     /// Key storage is under the new key (the vendor's second milestone).
     Rewrapped,
     /// Setting the new key immediately on every unit not promoted yet.
@@ -985,21 +986,16 @@ impl<'c> RotatePlan<'c> {
                 })
                 .map_err(fail)?;
                 point("after-begin");
-                let summary = keys.summary().map_err(fail)?;
-                let mut at = Reencryption {
-                    done: count_under(&summary, Some(to)),
-                    total: summary.total,
-                };
-                event(RotationEvent::Reencrypting(at));
-                let mut first = true;
-                while at.remaining() > 0 || first {
-                    at = keys.reencrypt(REENCRYPT_BATCH).map_err(fail)?;
-                    event(RotationEvent::Reencrypting(at));
-                    if first && at.remaining() > 0 {
+                // Reports: where an interrupted run stopped, then after each batch.
+                let mut reports = 0;
+                let at = tke_kms::reencrypt_all(keys.as_ref(), REENCRYPT_BATCH, &mut |r| {
+                    event(RotationEvent::Reencrypting(*r));
+                    reports += 1;
+                    if reports == 2 && r.progress.remaining() > 0 {
                         point("during-reencrypt");
                     }
-                    first = false;
-                }
+                })
+                .map_err(fail)?;
                 keys.finish_rotation().map_err(fail)?;
                 reencrypted = Some(at);
                 point("after-reencrypt");

@@ -650,3 +650,96 @@ fn the_zeroize_guard_then_auto_recover_with_keys_stored() {
         reimprint(&w, &s);
     }
 }
+
+#[test]
+fn a_unit_server_killed_during_a_rotation_is_restarted_and_resume_finishes() {
+    let root = tempfile::tempdir().unwrap();
+    let mut server = tke_test_support::Server::init(
+        root.path(),
+        "srv",
+        &["--operational", "2", "--recovery", "2"],
+    );
+    server.start();
+    let w = tke();
+    w.add_target(&server, &server);
+    w.file_keys(&PW[..2]);
+    let s = w.secrets(PW).to_str().unwrap().to_owned();
+    w.auto_init(&s, (2, 2), &["alice", "bob"]);
+    // Root keys in the server's key storage, a data key wrapped under each of a few.
+    let made = json(&w, &["kms", "create", "--name", "r", "--count", "20"]);
+    let ids: Vec<&str> = made
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    let file = |name: String| w.path().join(name).to_str().unwrap().to_owned();
+    for (i, id) in ids.iter().enumerate().take(4) {
+        fs::write(file(format!("d{i}")), format!("remote data key {i:016}")).unwrap();
+        w.ok(&[
+            "kms",
+            "wrap",
+            "--key",
+            id,
+            "--in",
+            &file(format!("d{i}")),
+            "--out",
+            &file(format!("w{i}")),
+        ]);
+    }
+    let unwrap_all = |round: &str| {
+        for (i, id) in ids.iter().enumerate().take(4) {
+            let out = file(format!("u{i}-{round}"));
+            w.ok(&[
+                "kms",
+                "unwrap",
+                "--key",
+                id,
+                "--in",
+                &file(format!("w{i}")),
+                "--out",
+                &out,
+            ]);
+            assert_eq!(
+                fs::read(&out).unwrap(),
+                fs::read(file(format!("d{i}"))).unwrap()
+            );
+        }
+    };
+    let args = ["--secrets", s.as_str(), "auto-mk-rotate", "--yes"];
+    let resume = [&args[..], &["--resume"]].concat();
+    for step in ["during-transfer", "after-begin", "during-setimm"] {
+        let point = format!("auto-mk-rotate:{step}");
+        let old = one_current_value(&w);
+        crash(&w, &point, &args);
+        // The server killed too, with no chance to finish anything: while it is down,
+        // --resume says it cannot reach the units and changes nothing.
+        server.kill();
+        let before = w.snapshot();
+        let err = w.fails(&resume, 1);
+        assert!(err.contains("127.0.0.1"), "{point}: {err}");
+        assert_eq!(before, w.snapshot(), "{point}");
+        server.start();
+        if step == "after-begin" {
+            // The rotation record survived the kill: create waits, list works.
+            let err = w.fails(&["kms", "create", "--name", "late"], 1);
+            assert!(err.contains("rotation in progress"), "{point}: {err}");
+            assert_listed(&w, ids.len(), &point);
+        }
+        let out = w.ok(&resume);
+        assert!(
+            out.contains("Master key rotation successful."),
+            "{point}:\n{out}"
+        );
+        let new = one_current_value(&w);
+        assert_ne!(new, old, "{point}");
+        let list = json(&w, &["kms", "list"]);
+        assert!(list
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["vp"].as_str().unwrap().eq_ignore_ascii_case(&new)));
+        unwrap_all(step);
+    }
+    server.stop();
+}
