@@ -18,26 +18,19 @@
 
 mod common;
 
-use std::{collections::BTreeMap, fs, os::unix::process::ExitStatusExt as _, sync::Arc};
+use std::{collections::BTreeMap, fs, sync::Arc};
 
 use common::Workstation;
 use serde_json::Value;
 use tke_client::{kms::ClientUnits, Client, EmbeddedFleet, InstanceId, Transport};
 use tke_keystore::{KeyId, KeyStore as _, SqliteKeyStore};
 use tke_kms::{InstanceUnits as _, KeyService, UnitRef, WrappedDataKey};
-use tke_proto::{UnitType, Vp};
-
-const PW: &[(&str, &str)] = &[
-    ("alice", "alice-password-1"),
-    ("bob", "bob-password-22"),
-    ("\"part a\"", "part-a-password-1"),
-    ("\"part b\"", "part-b-password-22"),
-    ("\"part c\"", "part-c-password-333"),
-];
+use tke_proto::Vp;
 
 /// The vendor's milestones, verbatim.
-const COMMITTED: &str = "Delaying 30 seconds to allow server to discover new master key values";
-const REWRAPPED: &str = "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm";
+const COMMITTED: &str = common::ROTATION_COMMITTED;
+const REWRAPPED: &str = common::ROTATION_REWRAPPED;
+const PW: &[(&str, &str)] = common::PASSWORDS;
 
 fn tke() -> Workstation {
     Workstation::new(env!("CARGO_BIN_EXE_tke"))
@@ -265,25 +258,6 @@ fn one_current_value(w: &Workstation) -> String {
     vp
 }
 
-/// Runs `args` with the crash point `point` named, asserts that the process killed itself
-/// there (SIGKILL); returns what it printed.
-fn crash(w: &Workstation, point: &str, args: &[&str]) -> String {
-    let o = w
-        .tke()
-        .env("TKE_CRASH_AT", point)
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.signal(),
-        Some(9),
-        "{point}: not killed there\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
 #[test]
 fn ten_thousand_root_keys_survive_auto_mk_rotate() {
     let (w, s) = initialized();
@@ -393,7 +367,7 @@ fn crash_and_resume(
 ) {
     // The new register may hold the loaded key parts already (the key-part flow).
     let old = registers(w)[0].1.as_str().unwrap().to_owned();
-    let out = crash(w, point, args);
+    let out = w.crash(point, args);
     assert!(
         !out.contains("Master key rotation successful."),
         "{point}:\n{out}"
@@ -627,7 +601,7 @@ fn the_zeroize_guard_then_auto_recover_with_keys_stored() {
         "after-setimm",
     ] {
         let point = format!("auto-recover:{point}");
-        crash(&w, &point, &["--secrets", &s, "auto-recover", "--yes"]);
+        w.crash(&point, &["--secrets", &s, "auto-recover", "--yes"]);
         assert_readable_by(&w, &keys, 1, |_| true);
         assert_listed(&w, keys.len(), &point);
         w.ok(&["--secrets", &s, "auto-recover", "--resume", "--yes"]);
@@ -711,7 +685,7 @@ fn a_unit_server_killed_during_a_rotation_is_restarted_and_resume_finishes() {
     for step in ["during-transfer", "after-begin", "during-setimm"] {
         let point = format!("auto-mk-rotate:{step}");
         let old = one_current_value(&w);
-        crash(&w, &point, &args);
+        w.crash(&point, &args);
         // The server killed too, with no chance to finish anything: while it is down,
         // --resume says it cannot reach the units and changes nothing.
         server.kill();

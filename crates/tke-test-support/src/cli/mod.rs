@@ -20,13 +20,30 @@
 use std::{
     ffi::OsString,
     fs,
-    os::unix::fs::PermissionsExt,
+    os::unix::{fs::PermissionsExt, process::ExitStatusExt as _},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
 
 pub mod snap;
 pub mod terminal;
+
+/// The vendor's first rotation milestone, verbatim: the new master key is committed in
+/// every unit.
+pub const ROTATION_COMMITTED: &str =
+    "Delaying 30 seconds to allow server to discover new master key values";
+/// The vendor's second rotation milestone, verbatim: key storage is under the new key.
+pub const ROTATION_REWRAPPED: &str = "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm";
+
+/// The passwords of the tests' administrators (alice, bob) and master key parts (`part
+/// a` … `part c`), as secrets-file entries.
+pub const PASSWORDS: &[(&str, &str)] = &[
+    ("alice", "alice-password-1"),
+    ("bob", "bob-password-22"),
+    ("\"part a\"", "part-a-password-1"),
+    ("\"part b\"", "part-b-password-22"),
+    ("\"part c\"", "part-c-password-333"),
+];
 
 /// Asserts that a run of `tke` failed with exit code `code`: 1 failure (`FAILED` and the
 /// reason on standard error), 2 usage error, 3 cancelled at a confirmation.
@@ -143,6 +160,29 @@ impl Workstation {
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {} {args:?}: {e}", self.bin.display()))
+    }
+
+    /// Runs `tke` with the crash point `point` named (`TKE_CRASH_AT`, see
+    /// `tke_ceremony::crash`) and asserts that the process killed itself there with
+    /// SIGKILL; returns what it printed before.
+    ///
+    /// # Panics
+    /// When it was not killed there, or its stdout is not UTF-8.
+    pub fn crash(&self, point: &str, args: &[&str]) -> String {
+        let o = self
+            .tke()
+            .env("TKE_CRASH_AT", point)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} {args:?}: {e}", self.bin.display()));
+        assert_eq!(
+            o.status.signal(),
+            Some(9),
+            "{point}: not killed there\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap_or_else(|e| panic!("{point}: stdout: {e}"))
     }
 
     /// Runs `tke` and asserts success; returns stdout.
