@@ -9,7 +9,13 @@
 //! and `list` working, then `--resume` (or the rerun) losing no key; `auto-recover` into a
 //! zeroized operational unit, after which that unit alone unwraps every data key; the
 //! zeroize guard refusing `cryptounit-zeroize` and `cryptounit-mk-clrcur` while keys are
-//! stored, and doing them with the typed confirmation.
+//! stored, and doing them with the typed confirmation; with `tke-unitd`, the server
+//! SIGKILLed while a rotation is stopped, `--resume` refused while it is down and
+//! finishing once it is back.
+//!
+//! `during-reencrypt` fires only with more than one re-encryption step
+//! (`REENCRYPT_BATCH` records): the automated flow's test grows its store past that for
+//! that one point, so that the other points stay cheap.
 //!
 //! The bulk wrap and unwrap of data keys goes through the library's `KeyService` (one
 //! process; a `tke kms wrap` per key costs a process start and a fleet load each), and a
