@@ -158,6 +158,13 @@ impl fmt::Display for RotationStage {
             ),
             Self::Committed {
                 reencrypted: Some(p),
+            } if p.remaining() == 0 => write!(
+                f,
+                "the new master key is committed in every crypto unit; key storage is re-encrypted ({} keys), no crypto unit uses the new master key yet",
+                p.total
+            ),
+            Self::Committed {
+                reencrypted: Some(p),
             } => write!(
                 f,
                 "the new master key is committed in every crypto unit; key storage re-encryption began ({} of {} keys re-encrypted)",
@@ -328,8 +335,9 @@ pub enum RotationEvent {
     Committed,
     /// The instance has no key storage reachable here: only the registers are rotated.
     NoKeyStorage,
-    /// Key storage re-encryption: where it stands (first before any batch).
-    Reencrypting(Reencryption),
+    /// Key storage re-encryption: where it stands, with this run's rate (first before any
+    /// batch).
+    Reencrypting(tke_kms::ProgressReport),
     /// Key storage is under the new key (the vendor's second milestone).
     Rewrapped,
     /// Setting the new key immediately on every unit not promoted yet.
@@ -707,10 +715,14 @@ fn classify(
             RotationStage::Promoting { promoted }
         }
         Some(_) if committed_everywhere_else => RotationStage::Committed {
-            reencrypted: summary.and_then(|s| s.rotation).map(|_| Reencryption {
-                done: summary.map_or(0, |s| count_under(s, to)),
-                total: summary.map_or(0, |s| s.total),
-            }),
+            // Records under the new key while no unit uses it yet: a re-encryption began,
+            // recorded or already finished (stopped before set-immediate).
+            reencrypted: summary
+                .filter(|s| s.rotation.is_some() || count_under(s, to) > 0)
+                .map(|s| Reencryption {
+                    done: count_under(s, to),
+                    total: s.total,
+                }),
         },
         Some(vp) => {
             let holding: Vec<usize> = news.first().map(|(_, u)| u.clone()).unwrap_or_default();
@@ -974,21 +986,16 @@ impl<'c> RotatePlan<'c> {
                 })
                 .map_err(fail)?;
                 point("after-begin");
-                let summary = keys.summary().map_err(fail)?;
-                let mut at = Reencryption {
-                    done: count_under(&summary, Some(to)),
-                    total: summary.total,
-                };
-                event(RotationEvent::Reencrypting(at));
-                let mut first = true;
-                while at.remaining() > 0 || first {
-                    at = keys.reencrypt(REENCRYPT_BATCH).map_err(fail)?;
-                    event(RotationEvent::Reencrypting(at));
-                    if first && at.remaining() > 0 {
+                // Reports: where an interrupted run stopped, then after each batch.
+                let mut reports = 0;
+                let at = tke_kms::reencrypt_all(keys.as_ref(), REENCRYPT_BATCH, &mut |r| {
+                    event(RotationEvent::Reencrypting(*r));
+                    reports += 1;
+                    if reports == 2 && r.progress.remaining() > 0 {
                         point("during-reencrypt");
                     }
-                    first = false;
-                }
+                })
+                .map_err(fail)?;
                 keys.finish_rotation().map_err(fail)?;
                 reencrypted = Some(at);
                 point("after-reencrypt");

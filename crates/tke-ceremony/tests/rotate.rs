@@ -243,7 +243,8 @@ fn auto_rotation_reencrypts_every_record_before_setting_the_new_key() {
             total: 10
         })
     );
-    // Every record under the new key, the marker gone; begin, batches of 3, finish.
+    // Every record under the new key, the marker gone; begin, where it stands (a call of
+    // 0 records), batches of 3, finish.
     let s = keys.store();
     assert!(s.records.iter().all(|v| *v == report.to));
     assert_eq!(s.rotation, None);
@@ -251,6 +252,7 @@ fn auto_rotation_reencrypts_every_record_before_setting_the_new_key() {
         s.log,
         [
             "begin",
+            "reencrypt",
             "reencrypt",
             "reencrypt",
             "reencrypt",
@@ -263,20 +265,14 @@ fn auto_rotation_reencrypts_every_record_before_setting_the_new_key() {
     // set immediate.
     let ev = events.0.lock().unwrap().clone();
     let at = |e: &RotationEvent| ev.iter().position(|x| x == e).unwrap();
+    let reencrypting = |done| {
+        ev.iter()
+            .position(|x| matches!(x, RotationEvent::Reencrypting(r) if r.progress == Reencryption { done, total: 10 }))
+            .unwrap()
+    };
     let rewrapped = at(&RotationEvent::Rewrapped);
-    assert!(
-        at(&RotationEvent::Committed)
-            < at(&RotationEvent::Reencrypting(Reencryption {
-                done: 0,
-                total: 10
-            }))
-    );
-    assert!(
-        at(&RotationEvent::Reencrypting(Reencryption {
-            done: 10,
-            total: 10
-        })) < rewrapped
-    );
+    assert!(at(&RotationEvent::Committed) < reencrypting(0));
+    assert!(reencrypting(10) < rewrapped);
     assert!(rewrapped < at(&RotationEvent::SettingImmediate { units: 4 }));
     for s in w.statuses() {
         assert_eq!(s.current_register.vp, Some(report.to));
@@ -287,8 +283,9 @@ fn auto_rotation_reencrypts_every_record_before_setting_the_new_key() {
 #[test]
 fn a_rotation_stopped_inside_the_reencryption_keeps_the_old_key_and_resumes() {
     let (w, client, keys, old) = fleet_with_keys(10);
-    // Two batches succeed, then key storage fails.
-    keys.store().calls_left = Some(2);
+    // The call that says where it stands and two batches succeed, then key storage
+    // fails.
+    keys.store().calls_left = Some(3);
     let plan = rotate(&w, &client, Flow::Auto, false).unwrap();
     let err = plan.execute(&signers(&w), &Silent).unwrap_err();
     assert!(matches!(err, CeremonyError::KeyStorage { .. }), "{err}");

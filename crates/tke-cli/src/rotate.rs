@@ -18,12 +18,12 @@ use std::{
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tke_ceremony::rotate::Reencryption;
 use tke_ceremony::{
     CeremonyError, Event, Flow, Problem, Progress, Rotate, RotationEvent, RotationProblem,
     RotationStage, Rule,
 };
 use tke_client::InstanceId;
+use tke_kms::ProgressReport;
 use tke_proto::RegisterState;
 use tke_sigkey::Signer;
 
@@ -83,7 +83,6 @@ struct Printer {
 #[derive(Default)]
 struct Display {
     bar: Option<ProgressBar>,
-    started: Option<(Instant, u64)>,
     last_line: Option<Instant>,
 }
 
@@ -94,15 +93,15 @@ impl Printer {
         let _ = out.flush();
     }
 
-    fn reencrypting(&self, p: Reencryption) {
-        let mut r = self
+    /// The key service's report, as a bar on a terminal, as lines otherwise.
+    fn reencrypting(&self, r: &ProgressReport) {
+        let mut d = self
             .reencryption
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
-        let (start, start_done) = *r.started.get_or_insert((now, p.done));
+        let p = r.progress;
         if self.terminal {
-            let bar = r.bar.get_or_insert_with(|| {
+            let bar = d.bar.get_or_insert_with(|| {
                 let bar = ProgressBar::new(p.total);
                 if let Ok(style) = ProgressStyle::with_template(
                     "Re-encrypting key storage [{bar:40}] {pos}/{len} keys ({per_sec}, {eta} left)",
@@ -116,32 +115,15 @@ impl Printer {
             return;
         }
         // Lines: the first, then at most one a second, and the last.
-        let due = r
+        let now = Instant::now();
+        let due = d
             .last_line
             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
         if due || p.remaining() == 0 {
-            r.last_line = Some(now);
-            self.line(&progress_line(p, start_done, now.duration_since(start)));
+            d.last_line = Some(now);
+            self.line(&r.to_string());
         }
     }
-}
-
-/// A progress line: keys done of total, and the rate since the first report, which found
-/// `start_done` keys done already (a resumed rotation), `elapsed` ago.
-fn progress_line(p: Reencryption, start_done: u64, elapsed: Duration) -> String {
-    let secs = elapsed.as_secs_f64();
-    let rate = if secs > 0.0 {
-        // Shown rounded to whole keys per second: the precision of an f64 is plenty.
-        #[allow(clippy::cast_precision_loss)]
-        let keys = p.done.saturating_sub(start_done) as f64;
-        format!("{:.0} keys/s", keys / secs)
-    } else {
-        "starting".to_owned()
-    };
-    format!(
-        "Re-encrypting key storage: {} of {} keys ({rate})",
-        p.done, p.total
-    )
 }
 
 impl Progress for Printer {
@@ -162,7 +144,7 @@ impl Progress for Printer {
                 "Service instance {} has no key storage reachable from this workstation: only the master key registers are rotated.",
                 self.instance
             )),
-            Event::Rotation(RotationEvent::Reencrypting(p)) => self.reencrypting(*p),
+            Event::Rotation(RotationEvent::Reencrypting(r)) => self.reencrypting(r),
             Event::Rotation(RotationEvent::Rewrapped) => {
                 let r = self
                     .reencryption
@@ -407,24 +389,5 @@ fn hint(e: CeremonyError, flow: Flow) -> anyhow::Error {
         e
     } else {
         anyhow::anyhow!("{e}\n{}", advice.join("\n"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_lines_count_keys_and_the_rate_since_the_first_report() {
-        let p = |done| Reencryption { done, total: 1000 };
-        assert_eq!(
-            progress_line(p(0), 0, Duration::ZERO),
-            "Re-encrypting key storage: 0 of 1000 keys (starting)"
-        );
-        // A resumed rotation found 400 done: the rate counts only what this run did.
-        assert_eq!(
-            progress_line(p(1000), 400, Duration::from_secs(2)),
-            "Re-encrypting key storage: 1000 of 1000 keys (300 keys/s)"
-        );
     }
 }

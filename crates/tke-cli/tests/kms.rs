@@ -174,6 +174,9 @@ fn before_auto_init_create_says_run_auto_init_first() {
         &[],
     );
     assert_eq!(json(&w, &["kms", "list"]), Value::Array(Vec::new()));
+    // Neither the refused create nor the list made a key store: it is made by the
+    // first write.
+    assert!(!w.path().join("local").join("keys").exists());
 }
 
 #[test]

@@ -6,14 +6,11 @@
 //! interrupted run generated; `cryptounit-mk-rotate` after a key-part load and commit,
 //! interrupted and resumed the same way.
 //!
-//! These fleets have no key storage (`tke kms` comes with the key-management service):
-//! the crash points inside the re-encryption (`CMD:after-begin`, `CMD:during-reencrypt`,
-//! `CMD:after-reencrypt`) fire only where an instance has key storage.
+//! These fleets' key storage is empty: the crash points inside the re-encryption, and
+//! rotations with keys stored, are tested in `key_storage.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-
-use std::os::unix::process::ExitStatusExt as _;
 
 use common::{
     terminal::{
@@ -24,17 +21,10 @@ use common::{
 };
 use serde_json::Value;
 
-const PW: &[(&str, &str)] = &[
-    ("alice", "alice-password-1"),
-    ("bob", "bob-password-22"),
-    ("\"part a\"", "part-a-password-1"),
-    ("\"part b\"", "part-b-password-22"),
-    ("\"part c\"", "part-c-password-333"),
-];
-
 /// The vendor's milestones, verbatim.
-const COMMITTED: &str = "Delaying 30 seconds to allow server to discover new master key values";
-const REWRAPPED: &str = "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm";
+const COMMITTED: &str = common::ROTATION_COMMITTED;
+const REWRAPPED: &str = common::ROTATION_REWRAPPED;
+const PW: &[(&str, &str)] = common::PASSWORDS;
 
 fn tke() -> Workstation {
     Workstation::new(env!("CARGO_BIN_EXE_tke"))
@@ -93,25 +83,6 @@ fn refused(w: &Workstation, name: &str, args: &[&str], code: i32) {
     let before = w.snapshot();
     w.check(name, args, code, &[]);
     assert_eq!(before, w.snapshot(), "{name}: something changed");
-}
-
-/// Runs `args` with the crash point `point` named, and asserts that the process killed
-/// itself there (SIGKILL) after printing the lines expected before it.
-fn crash(w: &Workstation, point: &str, args: &[&str]) -> String {
-    let o = w
-        .tke()
-        .env("TKE_CRASH_AT", point)
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.signal(),
-        Some(9),
-        "{point}: not killed there\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
 }
 
 /// The lines of `out` that are milestones of a rotation, in order.
@@ -206,9 +177,9 @@ fn auto_mk_rotate_checks_everything_first_then_rotates_every_unit() {
         ],
         "{out}"
     );
-    // The embedded fleet keeps each instance's key storage: it is rotated too (empty here).
+    // The embedded fleet's instance has key storage (empty here): it is re-encrypted.
     assert!(
-        !out.contains("has no key storage reachable from this workstation"),
+        out.contains("Re-encrypting key storage: 0 of 0 keys"),
         "{out}"
     );
     assert!(
@@ -246,6 +217,10 @@ fn auto_mk_rotate_checks_everything_first_then_rotates_every_unit() {
     assert_eq!(report["units"], serde_json::json!([1, 2, 3, 4]));
     assert_eq!(report["resumed_from"], Value::Null);
     assert_eq!(report["key_storage"], true);
+    assert_eq!(
+        report["reencrypted"],
+        serde_json::json!({"done": 0, "total": 0})
+    );
     assert_eq!(report["signed_by"], serde_json::json!(["alice", "bob"]));
 }
 
@@ -273,7 +248,7 @@ fn auto_mk_rotate_killed_at_each_step_resumes_with_the_same_new_key() {
     {
         let old = one_current_value(&w);
         let point = format!("auto-mk-rotate:{step}");
-        let out = crash(&w, &point, &args);
+        let out = w.crash(&point, &args);
         // The first milestone is printed once every unit holds the new value committed.
         let committed = !matches!(
             step,
@@ -405,7 +380,7 @@ fn cryptounit_mk_rotate_after_a_key_part_load_and_commit() {
     // Killed after the first unit was promoted: the plain rerun is refused, --resume
     // promotes the others.
     let args = ["--secrets", s.as_str(), "cryptounit-mk-rotate", "--yes"];
-    let out = crash(&w, "cryptounit-mk-rotate:during-setimm", &args);
+    let out = w.crash("cryptounit-mk-rotate:during-setimm", &args);
     assert!(out.contains(REWRAPPED), "{out}");
     let promoted = registers(&w)
         .iter()

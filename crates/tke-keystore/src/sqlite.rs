@@ -651,9 +651,10 @@ impl KeyStore for SqliteKeyStore {
     fn sync(&mut self) -> Result<(), StoreError> {
         // With synchronous = FULL every commit is already on disk; the checkpoint also
         // moves the WAL into the database file and fsyncs it, so a later open reads
-        // everything from the main file.
+        // everything from the main file. TRUNCATE empties the WAL too: a process killed
+        // after a sync leaves no journal for the next one to fold in.
         self.conn
-            .query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(|e| db_err(&self.path, "checkpoint the journal", e))
     }
 }

@@ -1,12 +1,13 @@
 //! Running a rotation's re-encryption to its end with progress reports: keys done, total
-//! and rate, for a progress bar or progress lines.
+//! and rate, for a progress bar or progress lines (the one re-encryption loop: the
+//! rotation ceremonies run it, the CLI shows its reports).
 
 use std::time::{Duration, Instant};
 
 use crate::{KeyService, KmsError, Progress};
 
 /// Where a re-encryption stands, as reported after each step.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProgressReport {
     /// Records under the new key, and in all.
     pub progress: Progress,
@@ -47,26 +48,6 @@ impl core::fmt::Display for ProgressReport {
             self.progress.done,
             self.progress.total,
             self.percent(),
-            self.rate()
-        )
-    }
-}
-
-impl ProgressReport {
-    /// A progress bar `width` cells wide followed by the counts and rate, for a terminal
-    /// (the caller rewrites the line with `\r`):
-    /// `[#########...........]  45.0 %  450000/1000000 keys  41000 keys/s`.
-    pub fn bar(&self, width: usize) -> String {
-        // A cell fills once its share is reached.
-        let filled = ((self.percent() / 100.0) * width as f64).floor() as usize;
-        let filled = filled.min(width);
-        format!(
-            "[{}{}] {:5.1} %  {}/{} keys  {:.0} keys/s",
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            self.percent(),
-            self.progress.done,
-            self.progress.total,
             self.rate()
         )
     }
@@ -125,18 +106,14 @@ mod tests {
     }
 
     #[test]
-    fn lines_and_bars_show_counts_percent_and_rate() {
+    fn lines_show_counts_percent_and_rate() {
         let r = report(450, 1000, 400, 2);
         assert_eq!(r.rate(), 200.0);
         assert_eq!(
             r.to_string(),
             "Re-encrypting key storage: 450 of 1000 keys (45.0 %), 200 keys/s"
         );
-        assert_eq!(r.bar(10), "[####......]  45.0 %  450/1000 keys  200 keys/s");
-        assert_eq!(
-            report(0, 0, 0, 0).bar(4),
-            "[####] 100.0 %  0/0 keys  0 keys/s"
-        );
+        assert_eq!(report(0, 0, 0, 0).percent(), 100.0);
         assert_eq!(report(0, 0, 0, 0).rate(), 0.0);
     }
 }

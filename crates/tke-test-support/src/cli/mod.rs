@@ -20,13 +20,30 @@
 use std::{
     ffi::OsString,
     fs,
-    os::unix::fs::PermissionsExt,
+    os::unix::{fs::PermissionsExt, process::ExitStatusExt as _},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
 
 pub mod snap;
 pub mod terminal;
+
+/// The vendor's first rotation milestone, verbatim: the new master key is committed in
+/// every unit.
+pub const ROTATION_COMMITTED: &str =
+    "Delaying 30 seconds to allow server to discover new master key values";
+/// The vendor's second rotation milestone, verbatim: key storage is under the new key.
+pub const ROTATION_REWRAPPED: &str = "KMS CRK rewrap successful, waiting on cryptounit-mk-setimm";
+
+/// The passwords of the tests' administrators (alice, bob) and master key parts (`part
+/// a` … `part c`), as secrets-file entries.
+pub const PASSWORDS: &[(&str, &str)] = &[
+    ("alice", "alice-password-1"),
+    ("bob", "bob-password-22"),
+    ("\"part a\"", "part-a-password-1"),
+    ("\"part b\"", "part-b-password-22"),
+    ("\"part c\"", "part-c-password-333"),
+];
 
 /// Asserts that a run of `tke` failed with exit code `code`: 1 failure (`FAILED` and the
 /// reason on standard error), 2 usage error, 3 cancelled at a confirmation.
@@ -143,6 +160,29 @@ impl Workstation {
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {} {args:?}: {e}", self.bin.display()))
+    }
+
+    /// Runs `tke` with the crash point `point` named (`TKE_CRASH_AT`, see
+    /// `tke_ceremony::crash`) and asserts that the process killed itself there with
+    /// SIGKILL; returns what it printed before.
+    ///
+    /// # Panics
+    /// When it was not killed there, or its stdout is not UTF-8.
+    pub fn crash(&self, point: &str, args: &[&str]) -> String {
+        let o = self
+            .tke()
+            .env("TKE_CRASH_AT", point)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} {args:?}: {e}", self.bin.display()));
+        assert_eq!(
+            o.status.signal(),
+            Some(9),
+            "{point}: not killed there\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap_or_else(|e| panic!("{point}: stdout: {e}"))
     }
 
     /// Runs `tke` and asserts success; returns stdout.
@@ -285,7 +325,10 @@ impl Workstation {
     }
 
     /// Every file below the directory with its bytes (to prove nothing changed). Lock files
-    /// are left out: a command that only reads a fleet creates one too.
+    /// are left out: a command that only reads a fleet creates one too. So are a key
+    /// store's SQLite index (`-shm`) and an empty write-ahead log (`-wal`): a process
+    /// killed with the store open leaves them, and the next one to open it removes them;
+    /// they hold no record.
     ///
     /// # Panics
     /// When the directory cannot be read.
@@ -294,15 +337,7 @@ impl Workstation {
             let entries = fs::read_dir(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             for e in entries {
                 let path = e.unwrap_or_else(|e| panic!("{}: {e}", p.display())).path();
-                // A key store's SQLite write-ahead log and shared memory: SQLite folds the
-                // log a killed process left into the database when it next opens it, which
-                // changes no record (the database file itself is still compared).
-                if path.file_name().is_some_and(|n| {
-                    n == ".lock" || {
-                        let n = n.to_string_lossy();
-                        n.ends_with(".keys-wal") || n.ends_with(".keys-shm")
-                    }
-                }) {
+                if path.file_name().is_some_and(|n| n == ".lock") {
                     continue;
                 }
                 if path.is_dir() {
@@ -310,6 +345,12 @@ impl Workstation {
                 } else {
                     let bytes =
                         fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    let name = path.to_string_lossy();
+                    if name.ends_with(".keys-shm")
+                        || (name.ends_with(".keys-wal") && bytes.is_empty())
+                    {
+                        continue;
+                    }
                     out.push((path, bytes));
                 }
             }
