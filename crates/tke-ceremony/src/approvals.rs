@@ -24,8 +24,8 @@ use tke_client::{Client, ClientError, KnownUnit};
 use tke_proto::{
     der::{asn1::OctetString, Decode, Encode},
     p256::ecdsa::DerSignature,
-    AdminCertificate, AdminCommand, AdminInfo, AdminName, Command, SignedCommand, SignerInfo,
-    Ski, UnitId, UnitStatus,
+    AdminCertificate, AdminCommand, AdminInfo, AdminName, Command, SignedCommand, SignerInfo, Ski,
+    UnitId, UnitStatus,
 };
 use tke_sigkey::{SignError, Signer};
 
@@ -161,7 +161,9 @@ pub enum FileError {
         found: String,
     },
     /// An approval's certificate that does not decode.
-    #[error("round {round}, crypto unit {num}: the certificate of approval {index} does not decode")]
+    #[error(
+        "round {round}, crypto unit {num}: the certificate of approval {index} does not decode"
+    )]
     Certificate {
         /// 1-based round.
         round: usize,
@@ -523,9 +525,11 @@ fn decode_command(round: usize, c: CommandJson) -> Result<UnitCommand, FileError
             return Err(mismatch("ski", ski.to_hex(), a.ski));
         }
         let signature = hex_field("signature", &a.signature)?;
-        let verifies = DerSignature::from_bytes(&signature).ok().is_some_and(|sig| {
-            tke_proto::ecdsa_p256::verify(&certificate.verifying_key(), &bytes, &sig).is_ok()
-        });
+        let verifies = DerSignature::from_bytes(&signature)
+            .ok()
+            .is_some_and(|sig| {
+                tke_proto::ecdsa_p256::verify(&certificate.verifying_key(), &bytes, &sig).is_ok()
+            });
         if !verifies {
             return Err(FileError::BadSignature {
                 round,
@@ -569,7 +573,10 @@ pub fn merge(copies: Vec<CeremonyFile>) -> Result<CeremonyFile, FileError> {
             && copy.rounds.len() == merged.rounds.len()
             && copy.rounds.iter().zip(&merged.rounds).all(|(a, b)| {
                 a.commands.len() == b.commands.len()
-                    && a.commands.iter().zip(&b.commands).all(|(x, y)| x.bytes == y.bytes)
+                    && a.commands
+                        .iter()
+                        .zip(&b.commands)
+                        .all(|(x, y)| x.bytes == y.bytes)
             });
         if !same_plan {
             return Err(FileError::MergeMismatch { index: i + 2 });
@@ -679,17 +686,11 @@ pub enum ApplyError {
         /// Each unit short of approvals.
         units: Vec<Shortfall>,
     },
-    /// A unit whose counter moved since the plan: its command can never run.
-    #[error("crypto unit {num} ({}) is at transaction counter {found}, the plan was made at {planned}: the ceremony file is stale; nothing was sent", unit.uuid())]
+    /// Units whose counters moved since the plan: their commands can never run.
+    #[error("the ceremony file is stale; nothing was sent:\n{}", units.iter().map(|u| format!("  - {u}")).collect::<Vec<_>>().join("\n"))]
     Stale {
-        /// Its `CRYPTO UNIT NUM`.
-        num: usize,
-        /// Its id.
-        unit: UnitId,
-        /// The counter the plan expected the unit to be at.
-        planned: u64,
-        /// The unit's counter now.
-        found: u64,
+        /// Every unit whose counter moved.
+        units: Vec<StaleUnit>,
     },
     /// A unit of the file that the client does not know.
     #[error("crypto unit {num} of the file ({}) is not among the crypto units reached", unit.uuid())]
@@ -711,6 +712,32 @@ pub enum ApplyError {
     /// hold what was planned).
     #[error(transparent)]
     Ceremony(#[from] CeremonyError),
+}
+
+/// A unit whose counter moved since the plan ([`ApplyError::Stale`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaleUnit {
+    /// Its `CRYPTO UNIT NUM`.
+    pub num: usize,
+    /// Its id.
+    pub unit: UnitId,
+    /// The counter the unit was at when planned.
+    pub planned: u64,
+    /// The unit's counter now.
+    pub found: u64,
+}
+
+impl fmt::Display for StaleUnit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "crypto unit {} ({}) is at transaction counter {}, but was at {} when the file was planned",
+            self.num,
+            self.unit.uuid(),
+            self.found,
+            self.planned
+        )
+    }
 }
 
 /// What [`apply`] did on one unit.
@@ -812,6 +839,7 @@ pub fn apply(client: &Client, file: &CeremonyFile) -> Result<Vec<Applied>, Apply
         let statuses = crate::on_all(step, &units, |u| client.query(u))?;
         let mut to_send: Vec<(&KnownUnit, &UnitCommand, SignedCommand, Expected)> = Vec::new();
         let mut short = Vec::new();
+        let mut stale = Vec::new();
         for ((unit, c), status) in units.iter().zip(&round.commands).zip(&statuses) {
             let planned = c.admin_command.counter.wrapping_sub(1);
             if status.counter == c.admin_command.counter && holds(&c.command, status) {
@@ -823,12 +851,13 @@ pub fn apply(client: &Client, file: &CeremonyFile) -> Result<Vec<Applied>, Apply
                 continue;
             }
             if status.counter != planned {
-                return Err(ApplyError::Stale {
+                stale.push(StaleUnit {
                     num: unit.num,
                     unit: unit.id(),
                     planned,
                     found: status.counter,
                 });
+                continue;
             }
             let needed = needed(unit.num, &c.command, status)?;
             let installed = |ski: Ski| status.admins.iter().any(|a| a.ski == ski);
@@ -869,6 +898,9 @@ pub fn apply(client: &Client, file: &CeremonyFile) -> Result<Vec<Applied>, Apply
                 signer_infos,
             };
             to_send.push((unit, c, signed, after(&c.command, status)));
+        }
+        if !stale.is_empty() {
+            return Err(ApplyError::Stale { units: stale });
         }
         if !short.is_empty() {
             return Err(ApplyError::ShortOfApprovals { units: short });

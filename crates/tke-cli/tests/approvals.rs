@@ -1,0 +1,336 @@
+//! Detached approvals through the real binary: `tke plan`, `tke approve` on each
+//! administrator's own workstation directory (holding only that administrator's key),
+//! `tke approve --merge`, and `tke apply` from a third directory that holds no key.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{fs, path::Path, path::PathBuf};
+
+use common::{snap, Workstation};
+use serde_json::Value;
+
+/// The operator's workstation (the embedded fleet, every unit selected, after auto-init
+/// with alice and bob, signature threshold 2, revocation threshold 1, and no key left on
+/// it), and the administrators' own workstations, each with its own key only.
+struct Setup {
+    operator: Workstation,
+    alice: (Workstation, String),
+    bob: (Workstation, String),
+}
+
+fn admin(name: &str, password: &str) -> (Workstation, String) {
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    let s = w.file_keys(&[(name, password)]);
+    (w, s)
+}
+
+/// The key files (`.key.pem`, `.crt.pem`) of a workstation directory.
+fn key_files(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_str().unwrap();
+            n.ends_with(".key.pem") || n.ends_with(".crt.pem")
+        })
+        .collect()
+}
+
+fn setup() -> Setup {
+    let operator = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    operator.ok(&["local", "init"]);
+    operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
+    let alice = admin("alice", "alice-password-1");
+    let bob = admin("bob", "bob-password-22");
+    // Auto-init signs with both keys here; then the operator's directory holds none.
+    let copied: Vec<PathBuf> = [alice.0.path(), bob.0.path()]
+        .iter()
+        .flat_map(|d| key_files(d))
+        .map(|from| {
+            let to = operator.path().join(from.file_name().unwrap());
+            fs::copy(&from, &to).unwrap();
+            to
+        })
+        .collect();
+    let s = operator.secrets(&[("alice", "alice-password-1"), ("bob", "bob-password-22")]);
+    operator.auto_init(s.to_str().unwrap(), (2, 1), &["alice", "bob"]);
+    for f in copied {
+        fs::remove_file(f).unwrap();
+    }
+    fs::remove_file(s).unwrap();
+    Setup {
+        operator,
+        alice,
+        bob,
+    }
+}
+
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Copies the ceremony file to `w`'s directory (as if mailed) and returns the copy.
+fn mail(from: &Path, w: &Workstation) -> PathBuf {
+    let to = w.path().join("ceremony.json");
+    fs::copy(from, &to).unwrap();
+    to
+}
+
+fn approve(admin: &(Workstation, String), file: &Path, name: &str) -> String {
+    admin.0.ok(&[
+        "--secrets",
+        &admin.1,
+        "approve",
+        arg(file),
+        "--admin",
+        name,
+        "--yes",
+    ])
+}
+
+/// Each unit's thresholds, `(signature, revocation)`.
+fn thresholds(w: &Workstation) -> Vec<(u64, u64)> {
+    let out = w.ok(&["cryptounit-thrhlds", "--output", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["sig_threshold"].as_u64().unwrap(),
+                u["rev_threshold"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn plan_thresholds(w: &Workstation, sig: &str, rev: &str, out: &Path) {
+    w.ok(&[
+        "plan",
+        "cryptounit-thrhld-set",
+        "--sig-threshold",
+        sig,
+        "--rev-threshold",
+        rev,
+        "--out",
+        arg(out),
+    ]);
+}
+
+/// Stderr of a failed run, with the directories labelled, for a snapshot.
+fn failure(w: &Workstation, args: &[&str], code: i32, paths: &[(&Path, &str)]) -> String {
+    let stderr = w.fails(args, code);
+    let mut all = vec![(w.path(), "[WS]")];
+    all.extend_from_slice(paths);
+    snap::redact_paths(&stderr, &all)
+}
+
+#[test]
+fn two_administrators_approve_a_threshold_change_on_their_own_workstations() {
+    let Setup {
+        operator,
+        alice,
+        bob,
+    } = setup();
+    assert!(
+        key_files(operator.path()).is_empty(),
+        "the operator holds no key"
+    );
+    let plan = operator.path().join("thresholds.json");
+    plan_thresholds(&operator, "2", "2", &plan);
+    // The file carries no secret, and each summary is what its bytes say.
+    let text = fs::read_to_string(&plan).unwrap();
+    assert!(!text.contains("password"));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let commands = v["rounds"][0]["commands"].as_array().unwrap();
+    assert_eq!(commands.len(), 4, "one command per unit");
+    for c in commands {
+        assert_eq!(
+            c["summary"],
+            "set the signature threshold to 2 and the revocation signature threshold to 2"
+        );
+        assert!(c["approvals"].as_array().unwrap().is_empty());
+    }
+
+    let at_alice = mail(&plan, &alice.0);
+    let at_bob = mail(&plan, &bob.0);
+    let out = approve(&alice, &at_alice, "alice");
+    assert!(
+        out.contains("alice (") && out.contains("approved 4 command(s)"),
+        "{out}"
+    );
+    // Approving twice adds nothing.
+    let again = approve(&alice, &at_alice, "alice");
+    assert!(
+        again.contains("approved every command of this file already"),
+        "{again}"
+    );
+
+    // One approval of the two the signature threshold asks: exit code 4, nothing sent.
+    let alone = failure(
+        &operator,
+        &["apply", arg(&at_alice), "--yes"],
+        4,
+        &[(alice.0.path(), "[ALICE]")],
+    );
+    snap::assert_snapshot("approvals_apply_lacks_approvals", &alone);
+    assert_eq!(thresholds(&operator), vec![(2, 1); 4]);
+
+    approve(&bob, &at_bob, "bob");
+    let merged = operator.path().join("merged.json");
+    operator.ok(&[
+        "approve",
+        "--merge",
+        arg(&merged),
+        arg(&at_alice),
+        arg(&at_bob),
+    ]);
+    let out = operator.ok(&["apply", arg(&merged), "--yes"]);
+    assert!(
+        out.contains("Crypto unit 1: signed by alice, bob."),
+        "{out}"
+    );
+    assert_eq!(thresholds(&operator), vec![(2, 2); 4]);
+
+    // Applying twice does nothing the second time.
+    let counters = operator.ok(&["cryptounit-compare", "--output", "json"]);
+    let out = operator.ok(&["apply", arg(&merged), "--yes"]);
+    assert!(out.contains("applied already; nothing was sent"), "{out}");
+    assert_eq!(
+        operator.ok(&["cryptounit-compare", "--output", "json"]),
+        counters
+    );
+}
+
+/// Edits `field` of the first command of the ceremony file at `path` with `edit`.
+fn edit(path: &Path, edit: impl Fn(&mut Value)) {
+    let mut v: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut v["rounds"][0]["commands"][0]);
+    fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn edited_files_outsiders_and_stale_counters_are_refused_before_sending() {
+    let Setup {
+        operator,
+        alice,
+        bob,
+    } = setup();
+    let plan = operator.path().join("thresholds.json");
+    plan_thresholds(&operator, "2", "2", &plan);
+    let at_alice = mail(&plan, &alice.0);
+    approve(&alice, &at_alice, "alice");
+    let approved = fs::read_to_string(&at_alice).unwrap();
+    let paths = [(alice.0.path(), "[ALICE]"), (bob.0.path(), "[BOB]")];
+
+    // One byte of the command, the summary with it (so that only the signature tells),
+    // the summary alone, the counter: refused by approve and by apply.
+    let edits: [(&str, Box<dyn Fn(&mut Value)>); 4] = [
+        (
+            "approvals_edited_command_byte",
+            Box::new(|c: &mut Value| {
+                let hex = c["command"].as_str().unwrap().to_owned();
+                c["command"] = Value::from(format!("{}3", &hex[..hex.len() - 1]));
+            }),
+        ),
+        (
+            "approvals_edited_command_and_summary",
+            Box::new(|c: &mut Value| {
+                let hex = c["command"].as_str().unwrap().to_owned();
+                c["command"] = Value::from(format!("{}3", &hex[..hex.len() - 1]));
+                c["summary"] = Value::from(
+                    "set the signature threshold to 2 and the revocation signature threshold to 3",
+                );
+            }),
+        ),
+        (
+            "approvals_edited_summary",
+            Box::new(|c: &mut Value| {
+                c["summary"] = Value::from(
+                    "set the signature threshold to 1 and the revocation signature threshold to 1",
+                );
+            }),
+        ),
+        (
+            "approvals_edited_counter",
+            Box::new(|c: &mut Value| {
+                c["counter"] = Value::from(c["counter"].as_u64().unwrap() + 1);
+            }),
+        ),
+    ];
+    for (name, change) in &edits {
+        let at_bob = mail(&at_alice, &bob.0);
+        edit(&at_bob, change);
+        let before = fs::read(&at_bob).unwrap();
+        let refused = failure(
+            &bob.0,
+            &[
+                "--secrets",
+                &bob.1,
+                "approve",
+                arg(&at_bob),
+                "--admin",
+                "bob",
+                "--yes",
+            ],
+            1,
+            &paths,
+        );
+        snap::assert_snapshot(&format!("{name}_approve"), &refused);
+        assert_eq!(
+            fs::read(&at_bob).unwrap(),
+            before,
+            "{name}: the file is unchanged"
+        );
+        let refused = failure(&operator, &["apply", arg(&at_bob), "--yes"], 1, &paths);
+        snap::assert_snapshot(&format!("{name}_apply"), &refused);
+        assert_eq!(
+            thresholds(&operator),
+            vec![(2, 1); 4],
+            "{name}: nothing was sent"
+        );
+    }
+
+    // An approval by someone who is not an administrator does not count: exit code 4,
+    // naming her, before anything is sent.
+    let mallory = admin("mallory", "mallory-password-3");
+    let at_mallory = mail(&at_alice, &mallory.0);
+    approve(&mallory, &at_mallory, "mallory");
+    let outsider = failure(
+        &operator,
+        &["apply", arg(&at_mallory), "--yes"],
+        4,
+        &[(mallory.0.path(), "[MALLORY]")],
+    );
+    snap::assert_snapshot("approvals_apply_not_an_administrator", &outsider);
+    assert_eq!(thresholds(&operator), vec![(2, 1); 4]);
+
+    // Another approved ceremony runs first (carol is added, from her certificate file):
+    // the threshold plan is stale, and the error names the unit.
+    let carol = admin("carol", "carol-password-4");
+    let cert = key_files(carol.0.path())
+        .into_iter()
+        .find(|p| p.to_str().unwrap().ends_with(".crt.pem"))
+        .unwrap();
+    let add = operator.path().join("add.json");
+    operator.ok(&[
+        "plan",
+        "cryptounit-admin-add",
+        "--admin-cert",
+        arg(&cert),
+        "--out",
+        arg(&add),
+    ]);
+    let add_alice = alice.0.path().join("add.json");
+    fs::copy(&add, &add_alice).unwrap();
+    approve(&alice, &add_alice, "alice");
+    approve(&bob, &add_alice, "bob");
+    operator.ok(&["apply", arg(&add_alice), "--yes"]);
+    let at_bob = mail(&at_alice, &bob.0);
+    fs::write(&at_bob, &approved).unwrap();
+    approve(&bob, &at_bob, "bob");
+    let stale = failure(&operator, &["apply", arg(&at_bob), "--yes"], 1, &paths);
+    snap::assert_snapshot("approvals_apply_stale", &stale);
+    assert_eq!(thresholds(&operator), vec![(2, 1); 4]);
+}
