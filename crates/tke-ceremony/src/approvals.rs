@@ -24,8 +24,8 @@ use tke_client::{Client, ClientError, KnownUnit};
 use tke_proto::{
     der::{asn1::OctetString, Decode, Encode},
     p256::ecdsa::DerSignature,
-    AdminCertificate, AdminCommand, AdminInfo, AdminName, Command, SignedCommand, SignerInfo, Ski,
-    UnitId, UnitStatus,
+    AdminCertificate, AdminCommand, AdminInfo, AdminName, Command, CommandId, SignedCommand,
+    SignerInfo, Ski, UnitId, UnitStatus,
 };
 use tke_sigkey::{SignError, Signer};
 
@@ -44,8 +44,6 @@ pub const VERSION: u32 = 1;
 /// A ceremony as a file: rounds of per-unit commands and their approvals.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CeremonyFile {
-    /// What the ceremony does (e.g. "Setting signature thresholds").
-    pub ceremony: String,
     /// The rounds, in the order they run.
     pub rounds: Vec<Round>,
 }
@@ -120,6 +118,14 @@ pub enum FileError {
         format: String,
         /// The `version` field found.
         version: u32,
+    },
+    /// A title that is not the one the commands give.
+    #[error("the ceremony title says {found:?} but its commands are {expected:?}")]
+    Title {
+        /// What the commands give.
+        expected: String,
+        /// What the field says.
+        found: String,
     },
     /// A file with no command.
     #[error("the ceremony file has no command")]
@@ -360,12 +366,30 @@ impl CeremonyFile {
             .flat_map(|(i, r)| r.commands.iter().map(move |c| (i + 1, c)))
     }
 
+    /// What the ceremony does, from its commands' ids (e.g. "Setting signature
+    /// thresholds").
+    pub fn title(&self) -> String {
+        let mut ids = self.commands().map(|(_, c)| c.admin_command.command);
+        let Some(first) = ids.next() else {
+            return "Nothing".to_owned();
+        };
+        if ids.any(|id| id != first) {
+            return "Several kinds of commands".to_owned();
+        }
+        match first {
+            CommandId::SetThresholds => "Setting signature thresholds".to_owned(),
+            CommandId::AddAdmin => "Adding an administrator".to_owned(),
+            CommandId::RemoveAdmin => "Removing an administrator".to_owned(),
+            other => format!("{other:?} commands"),
+        }
+    }
+
     /// The JSON form, pretty-printed.
     pub fn to_json(&self) -> String {
         let file = FileJson {
             format: FORMAT.to_owned(),
             version: VERSION,
-            ceremony: self.ceremony.clone(),
+            ceremony: self.title(),
             rounds: self
                 .rounds
                 .iter()
@@ -423,12 +447,17 @@ impl CeremonyFile {
                 .collect::<Result<Vec<_>, _>>()?;
             rounds.push(Round { commands });
         }
-        let parsed = Self {
-            ceremony: file.ceremony,
-            rounds,
-        };
+        let parsed = Self { rounds };
         if parsed.commands().next().is_none() {
             return Err(FileError::Empty);
+        }
+        // The title is shown to approvers: it too must say what the bytes say.
+        let title = parsed.title();
+        if file.ceremony != title {
+            return Err(FileError::Title {
+                expected: title,
+                found: file.ceremony,
+            });
         }
         Ok(parsed)
     }
@@ -569,8 +598,7 @@ pub fn merge(copies: Vec<CeremonyFile>) -> Result<CeremonyFile, FileError> {
     let mut copies = copies.into_iter();
     let mut merged = copies.next().ok_or(FileError::Empty)?;
     for (i, copy) in copies.enumerate() {
-        let same_plan = copy.ceremony == merged.ceremony
-            && copy.rounds.len() == merged.rounds.len()
+        let same_plan = copy.rounds.len() == merged.rounds.len()
             && copy.rounds.iter().zip(&merged.rounds).all(|(a, b)| {
                 a.commands.len() == b.commands.len()
                     && a.commands
@@ -647,7 +675,6 @@ pub fn plan_admin_change(
         return Ok(None);
     }
     Ok(Some(CeremonyFile {
-        ceremony: step.to_owned(),
         rounds: vec![Round { commands }],
     }))
 }

@@ -17,7 +17,6 @@ fn thresholds_file() -> CeremonyFile {
     };
     let admin_command = command.to_wire(unit, 8).unwrap();
     CeremonyFile {
-        ceremony: "Setting signature thresholds".to_owned(),
         rounds: vec![Round {
             commands: vec![UnitCommand {
                 num: 1,
@@ -181,6 +180,10 @@ fn strict_decoding_refuses_every_edit() {
         refused(&twice),
         FileError::DuplicateApproval { .. }
     ));
+
+    let mut v: Value = serde_json::from_str(&file.to_json()).unwrap();
+    v["ceremony"] = Value::from("Harmless test");
+    assert!(matches!(refused(&v.to_string()), FileError::Title { .. }));
 
     let empty = edited(&file, |_| {});
     let mut v: Value = serde_json::from_str(&empty).unwrap();

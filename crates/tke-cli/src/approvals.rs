@@ -166,6 +166,12 @@ pub fn plan(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
             )
         }
     };
+    if out.exists() {
+        bail!(
+            "--out {}: the file exists; a ceremony file is never replaced (its approvals would be lost): choose another file",
+            out.display()
+        );
+    }
     let Some(ceremony) =
         file::plan_admin_change(&fleet.client, step, units, &change).map_err(signing::hint)?
     else {
@@ -227,7 +233,7 @@ fn read(path: &Path) -> Result<CeremonyFile> {
 
 /// Every command of the file: round, unit, counter, what it does, who approved.
 fn print_commands(ceremony: &CeremonyFile) {
-    println!("{}", ceremony.ceremony);
+    println!("{}", ceremony.title());
     let mut t = Table::new(&[
         "ROUND",
         "CRYPTO UNIT NUM",
@@ -319,12 +325,12 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
     let fleet = ctx.connect()?;
     if !ctx.json {
         print_commands(&ceremony);
-        if !ctx
-            .prompt
-            .confirm("Send these commands to the crypto units?", args.yes)?
-        {
-            return Err(Cancelled.into());
-        }
+    }
+    if !ctx
+        .prompt
+        .confirm("Send these commands to the crypto units?", args.yes)?
+    {
+        return Err(Cancelled.into());
     }
     let applied = match file::apply(&fleet.client, &ceremony) {
         Ok(a) => a,
@@ -369,7 +375,7 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
     } else {
         println!(
             "OK\n{} is done on the crypto units of the file.",
-            ceremony.ceremony
+            ceremony.title()
         );
     }
     Ok(())

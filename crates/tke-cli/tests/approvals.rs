@@ -153,8 +153,74 @@ fn two_administrators_approve_a_threshold_change_on_their_own_workstations() {
         assert!(c["approvals"].as_array().unwrap().is_empty());
     }
 
+    // Refusals that change nothing: an existing file is never replaced, an administrator
+    // who is not installed cannot be planned away.
+    let exists = failure(
+        &operator,
+        &[
+            "plan",
+            "cryptounit-thrhld-set",
+            "--sig-threshold",
+            "2",
+            "--rev-threshold",
+            "2",
+            "--out",
+            arg(&plan),
+        ],
+        1,
+        &[],
+    );
+    snap::assert_snapshot("approvals_plan_out_exists", &exists);
+    assert_eq!(fs::read_to_string(&plan).unwrap(), text);
+    let nobody = failure(
+        &operator,
+        &[
+            "plan",
+            "cryptounit-admin-rm",
+            "--admin",
+            "carol",
+            "--out",
+            "rm.json",
+        ],
+        1,
+        &[],
+    );
+    snap::assert_snapshot("approvals_plan_rm_not_installed", &nobody);
+
     let at_alice = mail(&plan, &alice.0);
     let at_bob = mail(&plan, &bob.0);
+    // Without a terminal, the confirmation needs --yes; a key this workstation does not
+    // hold cannot approve. Neither changes the file.
+    let no_yes = failure(
+        &alice.0,
+        &[
+            "--secrets",
+            &alice.1,
+            "approve",
+            arg(&at_alice),
+            "--admin",
+            "alice",
+        ],
+        1,
+        &[],
+    );
+    snap::assert_snapshot("approvals_approve_needs_yes", &no_yes);
+    let not_here = failure(
+        &alice.0,
+        &[
+            "--secrets",
+            &alice.1,
+            "approve",
+            arg(&at_alice),
+            "--admin",
+            "bob",
+            "--yes",
+        ],
+        1,
+        &[],
+    );
+    snap::assert_snapshot("approvals_approve_key_not_here", &not_here);
+    assert_eq!(fs::read_to_string(&at_alice).unwrap(), text);
     let out = approve(&alice, &at_alice, "alice");
     assert!(
         out.contains("alice (") && out.contains("approved 4 command(s)"),
@@ -326,6 +392,21 @@ fn edited_files_outsiders_and_stale_counters_are_refused_before_sending() {
     fs::copy(&add, &add_alice).unwrap();
     approve(&alice, &add_alice, "alice");
     approve(&bob, &add_alice, "bob");
+    let other_plan = operator.path().join("other.json");
+    let mismatch = failure(
+        &operator,
+        &[
+            "approve",
+            "--merge",
+            arg(&other_plan),
+            arg(&at_alice),
+            arg(&add_alice),
+        ],
+        1,
+        &paths,
+    );
+    snap::assert_snapshot("approvals_merge_other_plan", &mismatch);
+    assert!(!other_plan.exists());
     operator.ok(&["apply", arg(&add_alice), "--yes"]);
     let at_bob = mail(&at_alice, &bob.0);
     fs::write(&at_bob, &approved).unwrap();
