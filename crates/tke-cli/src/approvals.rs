@@ -26,6 +26,8 @@ use crate::{
 
 /// The ceremony commands `tke plan` writes as files.
 #[derive(clap::Subcommand, Debug)]
+// The names are the vendor's command names, which `tke plan` prefixes.
+#[allow(clippy::enum_variant_names)]
 pub enum PlanCmd {
     /// Plan setting both thresholds of the selected crypto units
     CryptounitThrhldSet(PlanThresholds),

@@ -269,6 +269,9 @@ fn two_administrators_approve_a_threshold_change_on_their_own_workstations() {
     );
 }
 
+/// A change made to one command of a ceremony file.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 /// Edits `field` of the first command of the ceremony file at `path` with `edit`.
 fn edit(path: &Path, edit: impl Fn(&mut Value)) {
     let mut v: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
@@ -292,7 +295,7 @@ fn edited_files_outsiders_and_stale_counters_are_refused_before_sending() {
 
     // One byte of the command, the summary with it (so that only the signature tells),
     // the summary alone, the counter: refused by approve and by apply.
-    let edits: [(&str, Box<dyn Fn(&mut Value)>); 4] = [
+    let edits: [(&str, Edit); 4] = [
         (
             "approvals_edited_command_byte",
             Box::new(|c: &mut Value| {
