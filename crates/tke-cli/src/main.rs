@@ -313,14 +313,14 @@ enum Cmd {
     /// Add failover crypto units to the selected service instance (every unit of it
     /// selected): 2, or 2 or 3 when it has 3 operational units or more.
     FailoverEnable(failover::Args),
-    /// Write a ceremony to a file for administrators to approve, instead of signing
+    /// Write a ceremony file for administrators to approve instead of signing
     ///
     /// Write the commands of a ceremony on the selected crypto units to a ceremony file
     /// (docs/approvals.md) instead of signing and sending them: each administrator approves
     /// it on their own workstation (`tke approve`), then `tke apply` sends it.
     #[command(subcommand)]
     Plan(approvals::PlanCmd),
-    /// Approve a ceremony file with an administrator's signature key, offline
+    /// Approve a ceremony file offline with an administrator's signature key
     ///
     /// Show every command of a ceremony file, decoded from the bytes that are signed, and
     /// sign them all with the signature key of one administrator (--admin NAME). No crypto
