@@ -77,16 +77,15 @@ fn mail(from: &Path, w: &Workstation) -> PathBuf {
     to
 }
 
+/// `--secrets S approve FILE --admin NAME` on the administrator's workstation.
+fn approving<'a>(admin: &'a (Workstation, String), file: &'a Path, name: &'a str) -> Vec<&'a str> {
+    vec!["--secrets", &admin.1, "approve", arg(file), "--admin", name]
+}
+
 fn approve(admin: &(Workstation, String), file: &Path, name: &str) -> String {
-    admin.0.ok(&[
-        "--secrets",
-        &admin.1,
-        "approve",
-        arg(file),
-        "--admin",
-        name,
-        "--yes",
-    ])
+    admin
+        .0
+        .ok(&[approving(admin, file, name), vec!["--yes"]].concat())
 }
 
 /// Each unit's thresholds, `(signature, revocation)`.
@@ -124,6 +123,14 @@ fn failure(w: &Workstation, args: &[&str], code: i32, paths: &[(&Path, &str)]) -
     let mut all = vec![(w.path(), "[WS]")];
     all.extend_from_slice(paths);
     snap::redact_paths(&stderr, &all)
+}
+
+/// `tke apply FILE` exits with code 4 (stderr as snapshot `name`) and changes nothing:
+/// the units keep thresholds 2/1.
+fn lacks_approvals(operator: &Workstation, file: &Path, name: &str) {
+    let stderr = failure(operator, &["apply", arg(file), "--yes"], 4, &[]);
+    snap::assert_snapshot(name, &stderr);
+    assert_eq!(thresholds(operator), vec![(2, 1); 4]);
 }
 
 #[test]
@@ -191,31 +198,11 @@ fn two_administrators_approve_a_threshold_change_on_their_own_workstations() {
     let at_bob = mail(&plan, &bob.0);
     // Without a terminal, the confirmation needs --yes; a key this workstation does not
     // hold cannot approve. Neither changes the file.
-    let no_yes = failure(
-        &alice.0,
-        &[
-            "--secrets",
-            &alice.1,
-            "approve",
-            arg(&at_alice),
-            "--admin",
-            "alice",
-        ],
-        1,
-        &[],
-    );
+    let no_yes = failure(&alice.0, &approving(&alice, &at_alice, "alice"), 1, &[]);
     snap::assert_snapshot("approvals_approve_needs_yes", &no_yes);
     let not_here = failure(
         &alice.0,
-        &[
-            "--secrets",
-            &alice.1,
-            "approve",
-            arg(&at_alice),
-            "--admin",
-            "bob",
-            "--yes",
-        ],
+        &[approving(&alice, &at_alice, "bob"), vec!["--yes"]].concat(),
         1,
         &[],
     );
@@ -234,14 +221,7 @@ fn two_administrators_approve_a_threshold_change_on_their_own_workstations() {
     );
 
     // One approval of the two the signature threshold asks: exit code 4, nothing sent.
-    let alone = failure(
-        &operator,
-        &["apply", arg(&at_alice), "--yes"],
-        4,
-        &[(alice.0.path(), "[ALICE]")],
-    );
-    snap::assert_snapshot("approvals_apply_lacks_approvals", &alone);
-    assert_eq!(thresholds(&operator), vec![(2, 1); 4]);
+    lacks_approvals(&operator, &at_alice, "approvals_apply_lacks_approvals");
 
     approve(&bob, &at_bob, "bob");
     let merged = operator.path().join("merged.json");
@@ -332,20 +312,8 @@ fn edited_files_outsiders_and_stale_counters_are_refused_before_sending() {
         let at_bob = mail(&at_alice, &bob.0);
         edit(&at_bob, change);
         let before = fs::read(&at_bob).unwrap();
-        let refused = failure(
-            &bob.0,
-            &[
-                "--secrets",
-                &bob.1,
-                "approve",
-                arg(&at_bob),
-                "--admin",
-                "bob",
-                "--yes",
-            ],
-            1,
-            &paths,
-        );
+        let args = [approving(&bob, &at_bob, "bob"), vec!["--yes"]].concat();
+        let refused = failure(&bob.0, &args, 1, &paths);
         snap::assert_snapshot(&format!("{name}_approve"), &refused);
         assert_eq!(
             fs::read(&at_bob).unwrap(),
@@ -366,14 +334,11 @@ fn edited_files_outsiders_and_stale_counters_are_refused_before_sending() {
     let mallory = admin("mallory", "mallory-password-3");
     let at_mallory = mail(&at_alice, &mallory.0);
     approve(&mallory, &at_mallory, "mallory");
-    let outsider = failure(
+    lacks_approvals(
         &operator,
-        &["apply", arg(&at_mallory), "--yes"],
-        4,
-        &[(mallory.0.path(), "[MALLORY]")],
+        &at_mallory,
+        "approvals_apply_not_an_administrator",
     );
-    snap::assert_snapshot("approvals_apply_not_an_administrator", &outsider);
-    assert_eq!(thresholds(&operator), vec![(2, 1); 4]);
 
     // Another approved ceremony runs first (carol is added, from her certificate file):
     // the threshold plan is stale, and the error names the unit.
