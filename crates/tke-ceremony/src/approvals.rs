@@ -369,12 +369,25 @@ impl CeremonyFile {
     /// What the ceremony does, from its commands' ids (e.g. "Setting signature
     /// thresholds").
     pub fn title(&self) -> String {
-        let mut ids = self.commands().map(|(_, c)| c.admin_command.command);
-        let Some(first) = ids.next() else {
+        let ids: Vec<CommandId> = self
+            .commands()
+            .map(|(_, c)| c.admin_command.command)
+            .collect();
+        let Some(&first) = ids.first() else {
             return "Nothing".to_owned();
         };
-        if ids.any(|id| id != first) {
-            return "Several kinds of commands".to_owned();
+        if ids.iter().any(|id| *id != first) {
+            let admin = |id: &CommandId| {
+                matches!(
+                    id,
+                    CommandId::AddAdmin | CommandId::RemoveAdmin | CommandId::SetThresholds
+                )
+            };
+            return if ids.iter().all(admin) {
+                "Changing administrators and thresholds".to_owned()
+            } else {
+                "Several kinds of commands".to_owned()
+            };
         }
         match first {
             CommandId::SetThresholds => "Setting signature thresholds".to_owned(),
@@ -624,9 +637,10 @@ pub fn merge(copies: Vec<CeremonyFile>) -> Result<CeremonyFile, FileError> {
 
 /// Plans an administrator or threshold change on `units` as a ceremony file: every unit
 /// queried, every problem found (as [`crate::AdminChange::plan`]), nothing signed or sent.
-/// Only single-command changes ([`Change::Add`], [`Change::Remove`],
-/// [`Change::Thresholds`]) fit one round; units that hold the change already get no
-/// command. Returns `None` when no unit needs a command.
+/// A unit's commands (several for a whole-set change, [`Change::Set`], in the safe order
+/// of [`crate::admin_set`]) are bound to its consecutive counters and all known now: one
+/// round. Units that hold the change already get no command. Returns `None` when no unit
+/// needs a command.
 ///
 /// # Errors
 /// [`CeremonyError::Problems`] listing every problem found, as the direct command would.
@@ -661,12 +675,13 @@ pub fn plan_admin_change(
     planner.check()?;
     let mut commands = Vec::new();
     for (c, (unit, status)) in changes.iter().zip(&reachable) {
-        for s in &c.steps {
+        // A unit's commands run one after the other, each at the next counter.
+        for (i, s) in (1u64..).zip(&c.steps) {
             commands.push(UnitCommand::new(
                 step,
                 unit.num,
                 unit.id(),
-                status.counter.wrapping_add(1),
+                status.counter.wrapping_add(i),
                 s.action.command(),
             )?);
         }
@@ -809,9 +824,8 @@ fn encoding_failed(
     }
 }
 
-/// The state a unit holds after `command` ran on it in state `status`.
-fn after(command: &Command, status: &UnitStatus) -> Expected {
-    let mut s = status.clone();
+/// The state a unit in state `status` holds after `command` ran on it.
+fn after(command: &Command, mut s: UnitStatus) -> UnitStatus {
     match command {
         Command::AddAdmin(cert) => s.admins.push(crate::admin_set::admin_info(cert)),
         Command::RemoveAdmin(ski) => s.admins.retain(|a| a.ski != *ski),
@@ -824,7 +838,8 @@ fn after(command: &Command, status: &UnitStatus) -> Expected {
         }
         _ => {}
     }
-    Expected::of(&s)
+    s.counter = s.counter.wrapping_add(1);
+    s
 }
 
 /// Whether `status` shows `command` ran already (it holds what the command sets).
@@ -840,91 +855,143 @@ fn holds(command: &Command, status: &UnitStatus) -> bool {
     }
 }
 
+/// One unit's commands of a round, ready to send, and the state it holds afterwards.
+struct Sending<'a> {
+    unit: &'a KnownUnit,
+    signed: Vec<SignedCommand>,
+    signed_by: Vec<AdminInfo>,
+    expected: Expected,
+}
+
+/// Each unit of a round and its commands, in the file's order.
+fn by_unit<'a, 'c>(
+    client: &'c Client,
+    round: &'a Round,
+) -> Result<Vec<(&'c KnownUnit, Vec<&'a UnitCommand>)>, ApplyError> {
+    let mut units: Vec<(&KnownUnit, Vec<&UnitCommand>)> = Vec::new();
+    for c in &round.commands {
+        let unit = client.unit(&c.unit()).ok_or(ApplyError::UnknownUnit {
+            num: c.num,
+            unit: c.unit(),
+        })?;
+        match units.iter_mut().find(|(u, _)| u.id() == unit.id()) {
+            Some((_, v)) => v.push(c),
+            None => units.push((unit, vec![c])),
+        }
+    }
+    Ok(units)
+}
+
+/// What one unit needs: nothing (it ran its commands already), or its commands signed by
+/// enough of its installed approvers, step by step on the state each step leaves.
+enum Check<'a> {
+    Already,
+    Send(Sending<'a>),
+    Short(Shortfall),
+    Stale(StaleUnit),
+}
+
+fn check_unit<'a>(
+    step: &'static str,
+    unit: &'a KnownUnit,
+    commands: &[&UnitCommand],
+    status: &UnitStatus,
+) -> Result<Check<'a>, ApplyError> {
+    let (Some(first), Some(last)) = (commands.first(), commands.last()) else {
+        return Ok(Check::Already);
+    };
+    let planned = first.admin_command.counter.wrapping_sub(1);
+    if status.counter == last.admin_command.counter && holds(&last.command, status) {
+        return Ok(Check::Already);
+    }
+    if status.counter != planned {
+        return Ok(Check::Stale(StaleUnit {
+            num: unit.num,
+            unit: unit.id(),
+            planned,
+            found: status.counter,
+        }));
+    }
+    let encoding = |e: tke_proto::der::Error| encoding_failed(step, unit.num, unit.id(), e.into());
+    let mut sim = status.clone();
+    let mut signed = Vec::with_capacity(commands.len());
+    let mut signed_by: Vec<AdminInfo> = Vec::new();
+    for c in commands {
+        let needed = needed(unit.num, &c.command, &sim)?;
+        let (counted, not_installed): (Vec<&Approval>, Vec<&Approval>) = c
+            .approvals
+            .iter()
+            .partition(|a| sim.admins.iter().any(|i| i.ski == a.certificate.ski()));
+        if counted.len() < needed {
+            return Ok(Check::Short(Shortfall {
+                num: unit.num,
+                unit: unit.id(),
+                needed,
+                approved: counted.iter().map(|a| a.admin()).collect(),
+                may_approve: sim
+                    .admins
+                    .iter()
+                    .filter(|a| !c.approved_by(a.ski))
+                    .cloned()
+                    .collect(),
+                not_installed: not_installed.iter().map(|a| a.admin()).collect(),
+            }));
+        }
+        let mut signer_infos = Vec::with_capacity(needed);
+        for a in counted.iter().take(needed) {
+            signer_infos.push(SignerInfo {
+                ski: a.certificate.ski(),
+                signature: OctetString::new(a.signature.clone()).map_err(encoding)?,
+            });
+            if !signed_by.iter().any(|b| b.ski == a.certificate.ski()) {
+                signed_by.push(a.admin());
+            }
+        }
+        signed.push(SignedCommand {
+            command: OctetString::new(c.bytes.clone()).map_err(encoding)?,
+            signer_infos,
+        });
+        sim = after(&c.command, sim);
+    }
+    Ok(Check::Send(Sending {
+        unit,
+        signed,
+        signed_by,
+        expected: Expected::of(&sim),
+    }))
+}
+
 /// Applies a ceremony file: queries every unit of it; a unit at the planned counter
-/// needs enough approvals of administrators installed on it (its thresholds, as the unit
-/// counts them), a unit one past it that holds what its command sets ran it already (a
-/// second apply sends nothing), any other counter makes the file stale. Only when every
-/// unit passes is anything sent: each unit its command with the installed approvers'
+/// needs, for each of its commands, enough approvals of administrators installed on it
+/// at that step (its thresholds, as the unit counts them); a unit at the counter of its
+/// last command that holds what that command sets ran them already (a second apply
+/// sends nothing); any other counter makes the file stale. Only when every unit passes
+/// is anything sent: each unit its commands in order with the installed approvers'
 /// signatures, units in parallel; then every unit's full post-condition is checked.
 ///
 /// # Errors
-/// [`ApplyError::ShortOfApprovals`], [`ApplyError::Stale`], [`ApplyError::UnknownUnit`],
+/// [`ApplyError::Stale`], [`ApplyError::ShortOfApprovals`], [`ApplyError::UnknownUnit`],
 /// [`ApplyError::Unsupported`] before anything is sent; [`ApplyError::Ceremony`] for a
-/// unit that cannot be queried, refuses the command or does not hold what was planned.
+/// unit that cannot be queried, refuses a command or does not hold what was planned.
 pub fn apply(client: &Client, file: &CeremonyFile) -> Result<Vec<Applied>, ApplyError> {
     let step: &'static str = "Applying the ceremony file";
     let mut report = Vec::new();
     for round in &file.rounds {
-        let mut units: Vec<&KnownUnit> = Vec::with_capacity(round.commands.len());
-        for c in &round.commands {
-            let unit = client.unit(&c.unit()).ok_or(ApplyError::UnknownUnit {
-                num: c.num,
-                unit: c.unit(),
-            })?;
-            units.push(unit);
-        }
-        let statuses = crate::on_all(step, &units, |u| client.query(u))?;
-        let mut to_send: Vec<(&KnownUnit, &UnitCommand, SignedCommand, Expected)> = Vec::new();
-        let mut short = Vec::new();
-        let mut stale = Vec::new();
-        for ((unit, c), status) in units.iter().zip(&round.commands).zip(&statuses) {
-            let planned = c.admin_command.counter.wrapping_sub(1);
-            if status.counter == c.admin_command.counter && holds(&c.command, status) {
-                report.push(Applied {
+        let units = by_unit(client, round)?;
+        let only: Vec<&KnownUnit> = units.iter().map(|(u, _)| *u).collect();
+        let statuses = crate::on_all(step, &only, |u| client.query(u))?;
+        let (mut sending, mut short, mut stale) = (Vec::new(), Vec::new(), Vec::new());
+        for ((unit, commands), status) in units.iter().zip(&statuses) {
+            match check_unit(step, unit, commands, status)? {
+                Check::Already => report.push(Applied {
                     num: unit.num,
                     signed_by: Vec::new(),
                     already: true,
-                });
-                continue;
+                }),
+                Check::Send(s) => sending.push(s),
+                Check::Short(s) => short.push(s),
+                Check::Stale(s) => stale.push(s),
             }
-            if status.counter != planned {
-                stale.push(StaleUnit {
-                    num: unit.num,
-                    unit: unit.id(),
-                    planned,
-                    found: status.counter,
-                });
-                continue;
-            }
-            let needed = needed(unit.num, &c.command, status)?;
-            let installed = |ski: Ski| status.admins.iter().any(|a| a.ski == ski);
-            let (counted, not_installed): (Vec<&Approval>, Vec<&Approval>) = c
-                .approvals
-                .iter()
-                .partition(|a| installed(a.certificate.ski()));
-            if counted.len() < needed {
-                short.push(Shortfall {
-                    num: unit.num,
-                    unit: unit.id(),
-                    needed,
-                    approved: counted.iter().map(|a| a.admin()).collect(),
-                    may_approve: status
-                        .admins
-                        .iter()
-                        .filter(|a| !c.approved_by(a.ski))
-                        .cloned()
-                        .collect(),
-                    not_installed: not_installed.iter().map(|a| a.admin()).collect(),
-                });
-                continue;
-            }
-            let encoding =
-                |e: tke_proto::der::Error| encoding_failed(step, unit.num, unit.id(), e.into());
-            let signer_infos = counted
-                .iter()
-                .take(needed)
-                .map(|a| {
-                    Ok(SignerInfo {
-                        ski: a.certificate.ski(),
-                        signature: OctetString::new(a.signature.clone()).map_err(encoding)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, CeremonyError>>()?;
-            let signed = SignedCommand {
-                command: OctetString::new(c.bytes.clone()).map_err(encoding)?,
-                signer_infos,
-            };
-            to_send.push((unit, c, signed, after(&c.command, status)));
         }
         if !stale.is_empty() {
             return Err(ApplyError::Stale { units: stale });
@@ -932,30 +999,25 @@ pub fn apply(client: &Client, file: &CeremonyFile) -> Result<Vec<Applied>, Apply
         if !short.is_empty() {
             return Err(ApplyError::ShortOfApprovals { units: short });
         }
-        let sending: Vec<&KnownUnit> = to_send.iter().map(|(u, ..)| *u).collect();
-        crate::on_all(step, &sending, |u| {
-            let Some((_, _, signed, _)) = to_send.iter().find(|(v, ..)| v.id() == u.id()) else {
-                return Ok(Vec::new());
-            };
-            client.submit(u, signed)
+        let targets: Vec<&KnownUnit> = sending.iter().map(|s| s.unit).collect();
+        crate::on_all(step, &targets, |u| {
+            for s in sending.iter().filter(|s| s.unit.id() == u.id()) {
+                for command in &s.signed {
+                    client.submit(u, command)?;
+                }
+            }
+            Ok(())
         })?;
         let expected: Vec<(&KnownUnit, &Expected)> =
-            to_send.iter().map(|(u, _, _, e)| (*u, e)).collect();
+            sending.iter().map(|s| (s.unit, &s.expected)).collect();
         if !expected.is_empty() {
             check_each(client, &expected, None, step)?;
         }
-        for (u, c, signed, _) in &to_send {
-            report.push(Applied {
-                num: u.num,
-                signed_by: signed
-                    .signer_infos
-                    .iter()
-                    .filter_map(|s| c.approvals.iter().find(|a| a.certificate.ski() == s.ski))
-                    .map(Approval::admin)
-                    .collect(),
-                already: false,
-            });
-        }
+        report.extend(sending.into_iter().map(|s| Applied {
+            num: s.unit.num,
+            signed_by: s.signed_by,
+            already: false,
+        }));
     }
     Ok(report)
 }
