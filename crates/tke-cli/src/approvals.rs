@@ -9,20 +9,50 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 use tke_ceremony::{
     approvals::{self as file, ApplyError, CeremonyFile, Shortfall},
-    Change,
+    AdminSet, Change,
 };
-use tke_client::fanout::parallel;
-use tke_proto::{AdminCertificate, AdminInfo};
+use tke_client::{fanout::parallel, KnownUnit};
+use tke_proto::{AdminCertificate, AdminInfo, Command, Threshold};
 
 use crate::{
     admins::start,
     auto_init::thresholds,
-    context::Ctx,
+    context::{Ctx, Fleet},
     sigkeys::{keynum_by_name, list},
     signing,
     table::Table,
     Cancelled,
 };
+
+/// `tke plan`: a ceremony command, or `--desired FILE`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct PlanArgs {
+    #[command(subcommand)]
+    pub command: Option<PlanCmd>,
+    /// Plan the difference between the administrators and thresholds a TOML file states
+    /// and what the crypto units of the service instance hold (docs/approvals.md).
+    #[arg(long, value_name = "FILE", requires = "out")]
+    pub desired: Option<PathBuf>,
+    /// The INSTANCE NUM of the service instance (with --desired; asked for when there are
+    /// several).
+    #[arg(long, value_name = "NUM", requires = "desired")]
+    pub instance: Option<usize>,
+    /// Write the ceremony file here (with --desired; a new file).
+    #[arg(long, value_name = "FILE", requires = "desired")]
+    pub out: Option<PathBuf>,
+}
+
+/// The state a `--desired` file states. Strict: unknown keys are refused.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Desired {
+    /// Certificate files (relative to the desired file) or names of signature keys on
+    /// this workstation.
+    admins: Vec<String>,
+    sig_threshold: u32,
+    rev_threshold: u32,
+}
 
 /// The ceremony commands `tke plan` writes as files.
 #[derive(clap::Subcommand, Debug)]
@@ -129,7 +159,71 @@ impl std::fmt::Display for LacksApprovals {
 impl std::error::Error for LacksApprovals {}
 
 /// `tke plan …`.
-pub fn plan(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
+pub fn plan(ctx: &Ctx, args: &PlanArgs) -> Result<()> {
+    match (&args.command, &args.desired, &args.out) {
+        (Some(cmd), _, _) => plan_command(ctx, cmd),
+        (None, Some(desired), Some(out)) => plan_desired(ctx, desired, args.instance, out),
+        _ => bail!("give a ceremony command (`tke plan cryptounit-thrhld-set …`) or --desired FILE --out FILE; see `tke help plan`"),
+    }
+}
+
+/// The administrator certificates of a `--desired` file's entries: a certificate file
+/// (relative to the file), else a signature key of that name on this workstation.
+fn desired_admins(ctx: &Ctx, path: &Path, entries: &[String]) -> Result<Vec<AdminCertificate>> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let keys = list(ctx)?;
+    entries
+        .iter()
+        .map(|e| {
+            let file = dir.join(e);
+            if file.is_file() {
+                return read_certificate(&file);
+            }
+            match keys.iter().find(|k| k.name.as_str() == e) {
+                Some(k) => Ok(k.certificate.clone()),
+                None => bail!(
+                    "{}: administrator {e:?} is neither a certificate file (next to it) nor a signature key on this workstation (see `tke sigkeys`); no ceremony file was written",
+                    path.display()
+                ),
+            }
+        })
+        .collect()
+}
+
+/// `tke plan --desired FILE --out FILE`: the difference, in the safe order.
+fn plan_desired(ctx: &Ctx, path: &Path, instance: Option<usize>, out: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the desired state {}", path.display()))?;
+    let desired: Desired = toml::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a desired state (admins, sig_threshold, rev_threshold)",
+            path.display()
+        )
+    })?;
+    let sig = Threshold::new(desired.sig_threshold)
+        .with_context(|| format!("{}: sig_threshold", path.display()))?;
+    let rev = Threshold::new(desired.rev_threshold)
+        .with_context(|| format!("{}: rev_threshold", path.display()))?;
+    let admins = desired_admins(ctx, path, &desired.admins)?;
+    let fleet = ctx.connect()?;
+    let instance = crate::auto_init::choose_instance(ctx, &fleet.client, instance, "plan")?;
+    let units = fleet.client.instance_units(&instance);
+    let change = Change::Set(AdminSet {
+        admins,
+        sig_threshold: sig,
+        rev_threshold: rev,
+    });
+    write_plan(
+        &fleet,
+        units,
+        "Changing administrators and thresholds",
+        &change,
+        out,
+    )
+}
+
+/// `tke plan CEREMONY …`.
+fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
     let fleet = ctx.connect()?;
     let units = start(ctx, &fleet)?;
     let (step, change, out): (&'static str, Change, &Path) = match cmd {
@@ -168,6 +262,17 @@ pub fn plan(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
             )
         }
     };
+    write_plan(&fleet, units, step, &change, out)
+}
+
+/// Plans `change` on `units` and writes the ceremony file `out` (a new file).
+fn write_plan(
+    fleet: &Fleet,
+    units: Vec<&KnownUnit>,
+    step: &'static str,
+    change: &Change,
+    out: &Path,
+) -> Result<()> {
     if out.exists() {
         bail!(
             "--out {}: the file exists; a ceremony file is never replaced (its approvals would be lost): choose another file",
@@ -175,11 +280,12 @@ pub fn plan(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
         );
     }
     let Some(ceremony) =
-        file::plan_admin_change(&fleet.client, step, units, &change).map_err(signing::hint)?
+        file::plan_admin_change(&fleet.client, step, units, change).map_err(signing::hint)?
     else {
         println!("OK\nThe selected crypto units hold this already; no ceremony file was written.");
         return Ok(());
     };
+    print_diff(&fleet.client, &ceremony)?;
     print_commands(&ceremony);
     tke_fs::atomic::create_private(out, ceremony.to_json().as_bytes())
         .with_context(|| format!("cannot write the ceremony file {}", out.display()))?;
@@ -219,6 +325,59 @@ fn read_certificate(path: &Path) -> Result<AdminCertificate> {
         _ => AdminCertificate::from_der(&bytes),
     };
     cert.with_context(|| format!("{} is not an administrator certificate", path.display()))
+}
+
+/// The plan as a difference, per unit, in the order of its commands (`+ admin carol`,
+/// `- admin bob`, `~ signature threshold 2 → 3`).
+fn print_diff(client: &tke_client::Client, ceremony: &CeremonyFile) -> Result<()> {
+    let mut shown: Vec<tke_proto::UnitId> = Vec::new();
+    for (_, c) in ceremony.commands() {
+        if shown.contains(&c.unit()) {
+            continue;
+        }
+        shown.push(c.unit());
+        let Some(unit) = client.unit(&c.unit()) else {
+            continue;
+        };
+        let mut status = client.query(unit)?;
+        println!("crypto unit {}:", unit.num);
+        for (_, d) in ceremony.commands().filter(|(_, d)| d.unit() == c.unit()) {
+            match &d.command {
+                Command::AddAdmin(cert) => println!("  + admin {}", cert.name()),
+                Command::RemoveAdmin(ski) => {
+                    let name = status
+                        .admins
+                        .iter()
+                        .find(|a| a.ski == *ski)
+                        .map_or_else(|| ski.short(), |a| a.name.to_string());
+                    println!("  - admin {name}");
+                    status.admins.retain(|a| a.ski != *ski);
+                }
+                Command::SetThresholds {
+                    signature,
+                    revocation,
+                } => {
+                    for (what, from, to) in [
+                        ("signature threshold", status.sig_threshold, signature.get()),
+                        (
+                            "revocation signature threshold",
+                            status.rev_threshold,
+                            revocation.get(),
+                        ),
+                    ] {
+                        if from != to {
+                            println!("  ~ {what} {from} → {to}");
+                        }
+                    }
+                    status.sig_threshold = signature.get();
+                    status.rev_threshold = revocation.get();
+                }
+                other => println!("  ~ {}", file::describe(other)),
+            }
+        }
+    }
+    println!();
+    Ok(())
 }
 
 /// Reads and checks a ceremony file.

@@ -318,8 +318,7 @@ enum Cmd {
     /// Write the commands of a ceremony on the selected crypto units to a ceremony file
     /// (docs/approvals.md) instead of signing and sending them: each administrator approves
     /// it on their own workstation (`tke approve`), then `tke apply` sends it.
-    #[command(subcommand)]
-    Plan(approvals::PlanCmd),
+    Plan(approvals::PlanArgs),
     /// Approve a ceremony file offline with an administrator's signature key
     ///
     /// Show every command of a ceremony file, decoded from the bytes that are signed, and

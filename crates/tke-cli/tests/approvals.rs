@@ -383,3 +383,94 @@ fn edited_files_outsiders_and_stale_counters_are_refused_before_sending() {
     snap::assert_snapshot("approvals_apply_stale", &stale);
     assert_eq!(thresholds(&operator), vec![(2, 1); 4]);
 }
+
+/// The certificate file of the only key of `w`'s directory.
+fn certificate(w: &Workstation) -> PathBuf {
+    key_files(w.path())
+        .into_iter()
+        .find(|p| p.to_str().unwrap().ends_with(".crt.pem"))
+        .unwrap()
+}
+
+/// Administrator names installed on each unit, sorted.
+fn admin_names(w: &Workstation) -> Vec<Vec<String>> {
+    let out = w.ok(&["cryptounit-admins", "--output", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            let mut names: Vec<String> = u["admins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["name"].as_str().unwrap().to_owned())
+                .collect();
+            names.sort();
+            names
+        })
+        .collect()
+}
+
+#[test]
+fn a_desired_state_plans_the_difference_in_a_safe_order() {
+    let Setup {
+        operator,
+        alice,
+        bob,
+    } = setup();
+    let carol = admin("carol", "carol-password-4");
+    // The desired state names certificate files, copied next to it (they are public).
+    let dir = operator.path().join("desired");
+    fs::create_dir(&dir).unwrap();
+    for (w, name) in [(&alice.0, "alice"), (&bob.0, "bob"), (&carol.0, "carol")] {
+        fs::copy(certificate(w), dir.join(format!("{name}.crt.pem"))).unwrap();
+    }
+    let desired = dir.join("instance.toml");
+    let out = operator.path().join("desired.json");
+    let plan = ["plan", "--desired", arg(&desired), "--out", arg(&out)];
+
+    // Desired = current: nothing to plan, no file.
+    fs::write(
+        &desired,
+        "admins = [\"alice.crt.pem\", \"bob.crt.pem\"]\nsig_threshold = 2\nrev_threshold = 1\n",
+    )
+    .unwrap();
+    let same = operator.ok(&plan);
+    assert!(same.contains("hold this already"), "{same}");
+    assert!(!out.exists());
+
+    // Carol added and the revocation threshold raised: carol first, then the thresholds
+    // (there would be too few administrators for 3 before her).
+    fs::write(
+        &desired,
+        "admins = [\"alice.crt.pem\", \"bob.crt.pem\", \"carol.crt.pem\"]\nsig_threshold = 2\nrev_threshold = 3\n",
+    )
+    .unwrap();
+    operator.check("approvals_plan_desired", &plan, 0, &[]);
+    let at_alice = mail(&out, &alice.0);
+    approve(&alice, &at_alice, "alice");
+    approve(&bob, &at_alice, "bob");
+    operator.ok(&["apply", arg(&at_alice), "--yes"]);
+    assert_eq!(thresholds(&operator), vec![(2, 3); 4]);
+    assert_eq!(
+        admin_names(&operator),
+        vec![vec!["alice", "bob", "carol"]; 4]
+    );
+
+    // Now in the desired state: nothing more to plan.
+    let out = operator.path().join("again.json");
+    let plan = ["plan", "--desired", arg(&desired), "--out", arg(&out)];
+    let again = operator.ok(&plan);
+    assert!(!out.exists());
+    assert!(again.contains("hold this already"), "{again}");
+
+    // An entry that is neither a certificate file nor a key here changes nothing.
+    fs::write(
+        &desired,
+        "admins = [\"alice.crt.pem\", \"dave\"]\nsig_threshold = 1\nrev_threshold = 1\n",
+    )
+    .unwrap();
+    let refused = failure(&operator, &plan, 1, &[]);
+    snap::assert_snapshot("approvals_plan_desired_unknown_admin", &refused);
+}
