@@ -474,3 +474,62 @@ fn a_desired_state_plans_the_difference_in_a_safe_order() {
     let refused = failure(&operator, &plan, 1, &[]);
     snap::assert_snapshot("approvals_plan_desired_unknown_admin", &refused);
 }
+
+/// An administrator whose key is on a PKCS#11 token (SoftHSM2) approves as one with a key
+/// file does: the same signing code, the PIN from `--secrets`.
+#[test]
+fn an_administrator_approves_with_a_key_on_a_pkcs11_token() {
+    let tokens = tke_test_support::Tokens::temp(&["bob"]);
+    let operator = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    operator.ok(&["local", "init"]);
+    operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
+    let alice = admin("alice", "alice-password-1");
+    for from in key_files(alice.0.path()) {
+        fs::copy(&from, operator.path().join(from.file_name().unwrap())).unwrap();
+    }
+    let s = operator.secrets(&[("alice", "alice-password-1")]);
+    operator.auto_init(s.to_str().unwrap(), (1, 1), &["alice"]);
+    for f in key_files(operator.path()) {
+        fs::remove_file(f).unwrap();
+    }
+
+    let mut bob_ws = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    bob_ws.set_env("SOFTHSM2_CONF", tokens.conf());
+    let pin = tokens.pin("bob");
+    let secrets = bob_ws.secrets(&[("bob", &pin)]);
+    let uri = tokens.uri("bob", "bob");
+    let bob = (bob_ws, secrets.to_str().unwrap().to_owned());
+    bob.0.ok(&[
+        "--secrets",
+        &bob.1,
+        "sigkey-add",
+        "--pkcs11",
+        &uri,
+        "--name",
+        "bob",
+    ]);
+
+    // Bob is added (alice approves), then bob alone approves raising the signature
+    // threshold (the current threshold, 1, is what it needs): his token's signature is the
+    // one the units check.
+    let add = operator.path().join("add.json");
+    let bob_cert = certificate(&bob.0);
+    operator.ok(&[
+        "plan",
+        "cryptounit-admin-add",
+        "--admin-cert",
+        arg(&bob_cert),
+        "--out",
+        arg(&add),
+    ]);
+    approve(&alice, &add, "alice");
+    operator.ok(&["apply", arg(&add), "--yes"]);
+    let raise = operator.path().join("raise.json");
+    plan_thresholds(&operator, "2", "1", &raise);
+    let out = approve(&bob, &raise, "bob");
+    assert!(out.contains("approved 4 command(s)"), "{out}");
+    let out = operator.ok(&["apply", arg(&raise), "--yes"]);
+    assert!(out.contains("Crypto unit 1: signed by bob."), "{out}");
+    assert_eq!(thresholds(&operator), vec![(2, 1); 4]);
+    assert_eq!(admin_names(&operator), vec![vec!["alice", "bob"]; 4]);
+}
