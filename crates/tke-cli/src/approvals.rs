@@ -501,6 +501,14 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
         Err(e @ ApplyError::Stale { .. }) => bail!(
             "{e}\nRe-plan: make a new ceremony file with `tke plan …` and have it approved again."
         ),
+        Err(ApplyError::Ceremony(e)) => {
+            return Err(signing::partly_failed(
+                e,
+                "Applying the ceremony file",
+                "changed",
+                "`tke cryptounit-admins` and `tke cryptounit-thrhlds`",
+            ))
+        }
         Err(e) => return Err(e.into()),
     };
     if ctx.json {
