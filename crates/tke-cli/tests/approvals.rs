@@ -213,6 +213,8 @@ fn two_administrators_approve_a_threshold_change_on_their_own_workstations() {
         out.contains("alice (") && out.contains("approved 4 command(s)"),
         "{out}"
     );
+    // Offline: the administrators' directories have no fleet and no target to reach.
+    assert!(!alice.0.path().join("local").exists());
     // Approving twice adds nothing.
     let again = approve(&alice, &at_alice, "alice");
     assert!(
