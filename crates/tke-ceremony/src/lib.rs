@@ -4,6 +4,7 @@
 use tke_client::{fanout::parallel, ClientError, KnownUnit};
 
 pub mod admin_set;
+pub mod approvals;
 pub mod auto_init;
 pub mod compare;
 pub mod control_points;

@@ -1,13 +1,15 @@
 //! `tke`: the TKE command line. Commands are named and behave as the vendor's TKE CLI.
 //!
 //! Exit codes: 0 success, 1 failure (`FAILED` and the reason on standard error),
-//! 2 usage error, 3 cancelled at a confirmation.
+//! 2 usage error, 3 cancelled at a confirmation, 4 a ceremony file that still lacks
+//! approvals (`tke apply`).
 //!
 //! `TKE_LOG=error|warn|info|debug|trace` writes diagnostics to standard error; they never
 //! hold a password, PIN or key.
 #![forbid(unsafe_code)]
 
 mod admins;
+mod approvals;
 mod auto_init;
 mod auto_init_resume;
 mod auto_recover;
@@ -311,6 +313,24 @@ enum Cmd {
     /// Add failover crypto units to the selected service instance (every unit of it
     /// selected): 2, or 2 or 3 when it has 3 operational units or more.
     FailoverEnable(failover::Args),
+    /// Write a ceremony file for administrators to approve instead of signing
+    ///
+    /// Write the commands of a ceremony on the selected crypto units to a ceremony file
+    /// (docs/approvals.md) instead of signing and sending them: each administrator approves
+    /// it on their own workstation (`tke approve`), then `tke apply` sends it.
+    Plan(approvals::PlanArgs),
+    /// Approve a ceremony file offline with an administrator's signature key
+    ///
+    /// Show every command of a ceremony file, decoded from the bytes that are signed, and
+    /// sign them all with the signature key of one administrator (--admin NAME). No crypto
+    /// unit is contacted. `--merge OUT IN IN…` unites the approvals of copies.
+    Approve(approvals::ApproveArgs),
+    /// Send the commands of an approved ceremony file
+    ///
+    /// Check that every crypto unit's command in the file carries the signatures of enough
+    /// administrators installed on that unit, then send them and check the result. Exit
+    /// code 4 when approvals are missing (nothing is sent).
+    Apply(approvals::ApplyArgs),
     /// Root keys in key storage, and data keys wrapped under them
     #[command(subcommand)]
     Kms(kms::Cmd),
@@ -431,6 +451,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Mks => keyparts::mks(&ctx),
         Cmd::MkAdd(a) => keyparts::add(&ctx, a),
         Cmd::MkRm(a) => keyparts::rm(&ctx, a),
+        Cmd::Plan(c) => approvals::plan(&ctx, c),
+        Cmd::Approve(a) => approvals::approve(&ctx, a),
+        Cmd::Apply(a) => approvals::apply(&ctx, a),
         Cmd::Kms(c) => kms::run(&ctx, c),
         Cmd::Local(LocalCmd::Init(a)) => local::init(&ctx, a),
         Cmd::Target(TargetCmd::Add(a)) => targets::add(&ctx, a),
@@ -457,6 +480,10 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if e.is::<Cancelled>() => std::process::ExitCode::from(3),
+        Err(e) if e.is::<approvals::LacksApprovals>() => {
+            eprintln!("FAILED\n{}", printable(&e.to_string()));
+            std::process::ExitCode::from(4)
+        }
         Err(e) => {
             // Network failures get the vendor's explanation (status code, message, advice).
             let files = tke_workstation::FilesDir::resolve(files_dir.as_deref()).ok();

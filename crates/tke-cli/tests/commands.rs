@@ -175,7 +175,7 @@ fn adding_a_key_does_not_renumber_the_others() {
 
 /// `tke help`'s command list: the vendor's command table in its order, then tke's own
 /// commands.
-const VENDOR_ORDER: [&str; 37] = [
+const VENDOR_ORDER: [&str; 40] = [
     "cryptounits",
     "cryptounit-add",
     "cryptounit-rm",
@@ -209,6 +209,9 @@ const VENDOR_ORDER: [&str; 37] = [
     "auto-mk-rotate",
     "auto-recover",
     "failover-enable",
+    "plan",
+    "approve",
+    "apply",
     "kms",
     "local",
     "target",
@@ -261,6 +264,7 @@ fn help_and_h_explain_commands() {
         vec!["local", "init"],
         vec!["target", "add"],
         vec!["kms", "create"],
+        vec!["plan", "cryptounit-thrhld-set"],
     ]);
     for c in &commands {
         let via_help = w.ok(&[&["help"][..], c].concat());

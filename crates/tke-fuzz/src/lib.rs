@@ -8,6 +8,7 @@ use p256::{
     ecdsa::{signature::Signer as _, Signature, SigningKey},
     PublicKey,
 };
+use tke_ceremony::approvals::{CeremonyFile, Round, UnitCommand};
 use tke_proto::{
     der::{Decode, Encode},
     parts::{seal_parts, MasterKeyPart, MkPartsRequest},
@@ -24,7 +25,7 @@ use tke_unit::{MemorySecrets, MemoryStore, SoftBackend, Unit};
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its corpus directory and fuzzer binary.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("request", request),
     ("response", response),
     ("envelope", envelope),
@@ -33,6 +34,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("pkcs11_uri", pkcs11_uri),
     ("http_head", http_head),
     ("unit", unit),
+    ("ceremony_file", ceremony_file),
 ];
 
 /// Asserts that DER `input`, which decoded to `value`, encodes back to exactly `input`.
@@ -107,6 +109,59 @@ pub fn envelope(data: &[u8]) {
     if let Ok(r) = MkPartsRequest::from_der(data) {
         canonical("MkPartsRequest", &r, data);
     }
+}
+
+/// A ceremony file (`tke approve`, `tke apply`): whatever decodes writes back to JSON
+/// that decodes to the same file, and that JSON is stable.
+pub fn ceremony_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(file) = CeremonyFile::from_json(text) else {
+        return;
+    };
+    let json = file.to_json();
+    let again = CeremonyFile::from_json(&json).expect("a ceremony file's own JSON decodes");
+    assert_eq!(
+        again, file,
+        "a ceremony file decodes to another file than it wrote"
+    );
+    assert_eq!(
+        again.to_json(),
+        json,
+        "a ceremony file's JSON is not stable"
+    );
+}
+
+/// A ceremony file of two units' commands, approved by the world's administrator.
+fn ceremony_file_seed(w: &World) -> Vec<u8> {
+    let two = Threshold::new(2).unwrap();
+    let commands = [
+        Command::AddAdmin(w.admin.certificate().clone()),
+        Command::SetThresholds {
+            signature: two,
+            revocation: two,
+        },
+    ];
+    let commands = commands
+        .into_iter()
+        .enumerate()
+        .map(|(i, command)| {
+            let admin_command = command.to_wire(UnitId::random(), 5 + i as u64).unwrap();
+            UnitCommand {
+                num: i + 1,
+                bytes: admin_command.to_der().unwrap(),
+                admin_command,
+                command,
+                approvals: Vec::new(),
+            }
+        })
+        .collect();
+    let mut file = CeremonyFile {
+        rounds: vec![Round { commands }],
+    };
+    file.approve(&w.admin).unwrap();
+    file.to_json().into_bytes()
 }
 
 /// Certificates: administrator, fleet CA, device (verified against the fleet CA).
@@ -289,6 +344,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let w = world();
     let mut out: Vec<(&'static str, Vec<u8>)> = Vec::new();
     let admin: &dyn Signer = &w.admin;
+    out.push(("ceremony_file", ceremony_file_seed(w)));
 
     // A query and its signed answer, from the world's unit.
     let query = Request::Query(Query {

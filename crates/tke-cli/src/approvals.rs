@@ -1,0 +1,586 @@
+//! Detached approvals: `tke plan …` writes a ceremony file instead of signing, `tke
+//! approve` adds one administrator's signatures offline, `tke apply` sends the approved
+//! commands. The file's logic is [`tke_ceremony::approvals`]; this module parses, asks,
+//! and prints.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::json;
+use tke_ceremony::{
+    approvals::{self as file, ApplyError, CeremonyFile, Shortfall},
+    AdminSet, Change,
+};
+use tke_client::{fanout::parallel, KnownUnit};
+use tke_proto::{AdminCertificate, AdminInfo, Command, Threshold};
+
+use crate::{
+    admins::start,
+    auto_init::thresholds,
+    context::{Ctx, Fleet},
+    sigkeys::{keynum_by_name, list},
+    signing,
+    table::Table,
+    Cancelled,
+};
+
+/// `tke plan`: a ceremony command, or `--desired FILE`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct PlanArgs {
+    #[command(subcommand)]
+    pub command: Option<PlanCmd>,
+    /// Plan the difference between the administrators and thresholds a TOML file states
+    /// and what the crypto units of the service instance hold (docs/approvals.md).
+    #[arg(long, value_name = "FILE", requires = "out")]
+    pub desired: Option<PathBuf>,
+    /// The INSTANCE NUM of the service instance (with --desired; asked for when there are
+    /// several).
+    #[arg(long, value_name = "NUM", requires = "desired")]
+    pub instance: Option<usize>,
+    /// Write the ceremony file here (with --desired; a new file).
+    #[arg(long, value_name = "FILE", requires = "desired")]
+    pub out: Option<PathBuf>,
+}
+
+/// The state a `--desired` file states. Strict: unknown keys are refused.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Desired {
+    /// Certificate files (relative to the desired file) or names of signature keys on
+    /// this workstation.
+    admins: Vec<String>,
+    sig_threshold: u32,
+    rev_threshold: u32,
+}
+
+/// The ceremony commands `tke plan` writes as files.
+#[derive(clap::Subcommand, Debug)]
+// The names are the vendor's command names, which `tke plan` prefixes.
+#[allow(clippy::enum_variant_names)]
+pub enum PlanCmd {
+    /// Plan setting both thresholds of the selected crypto units
+    CryptounitThrhldSet(PlanThresholds),
+    /// Plan installing an administrator in the selected crypto units
+    CryptounitAdminAdd(PlanAdd),
+    /// Plan removing an administrator from the selected crypto units
+    CryptounitAdminRm(PlanRm),
+}
+
+/// `--out FILE`, for every `tke plan` command.
+#[derive(clap::Args, Debug)]
+pub struct Out {
+    /// Write the ceremony file here (a new file: an existing one is never replaced).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `tke plan cryptounit-thrhld-set` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanThresholds {
+    /// Signatures required on commands (1-8).
+    #[arg(long, value_name = "N")]
+    pub sig_threshold: Option<u32>,
+    /// Signatures required to remove an administrator (1-8).
+    #[arg(long, value_name = "N")]
+    pub rev_threshold: Option<u32>,
+    #[command(flatten)]
+    pub out: Out,
+}
+
+/// `tke plan cryptounit-admin-add` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanAdd {
+    /// Install the signature key of this administrator on this workstation (only its
+    /// certificate is read: no password is asked).
+    #[arg(
+        long = "admin",
+        value_name = "NAME",
+        required_unless_present = "admin_cert"
+    )]
+    pub admin: Option<String>,
+    /// Install the administrator of this certificate file (PEM or DER, as made by `tke
+    /// sigkey-add` on the administrator's own machine).
+    #[arg(long, value_name = "FILE", conflicts_with = "admin")]
+    pub admin_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: Out,
+}
+
+/// `tke plan cryptounit-admin-rm` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanRm {
+    /// Remove the administrator of this name (see `tke cryptounit-admins`).
+    #[arg(long = "admin", value_name = "NAME")]
+    pub admin: String,
+    #[command(flatten)]
+    pub out: Out,
+}
+
+/// `tke approve` flags.
+#[derive(clap::Args, Debug)]
+pub struct ApproveArgs {
+    /// The ceremony file to approve (it is rewritten with the approvals added).
+    #[arg(value_name = "FILE", required_unless_present = "merge")]
+    pub file: Option<PathBuf>,
+    /// Approve with the signature key of this administrator.
+    #[arg(long = "admin", value_name = "NAME", required_unless_present = "merge")]
+    pub admin: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Merge the approvals of copies of one ceremony file: `--merge OUT IN IN…` writes
+    /// OUT (a new file) with every approval of the IN files.
+    #[arg(long, value_name = "FILE", num_args = 3.., conflicts_with_all = ["file", "admin"])]
+    pub merge: Vec<PathBuf>,
+}
+
+/// `tke apply` flags.
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    /// The approved ceremony file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// Units whose commands lack approvals: `tke apply` exits with code 4.
+#[derive(Debug)]
+pub struct LacksApprovals(pub String);
+
+impl std::fmt::Display for LacksApprovals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LacksApprovals {}
+
+/// `tke plan …`.
+pub fn plan(ctx: &Ctx, args: &PlanArgs) -> Result<()> {
+    match (&args.command, &args.desired, &args.out) {
+        (Some(cmd), _, _) => plan_command(ctx, cmd),
+        (None, Some(desired), Some(out)) => plan_desired(ctx, desired, args.instance, out),
+        _ => bail!("give a ceremony command (`tke plan cryptounit-thrhld-set …`) or --desired FILE --out FILE; see `tke help plan`"),
+    }
+}
+
+/// The administrator certificates of a `--desired` file's entries: a certificate file
+/// (relative to the file), else a signature key of that name on this workstation.
+fn desired_admins(ctx: &Ctx, path: &Path, entries: &[String]) -> Result<Vec<AdminCertificate>> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let keys = list(ctx)?;
+    entries
+        .iter()
+        .map(|e| {
+            let file = dir.join(e);
+            if file.is_file() {
+                return read_certificate(&file);
+            }
+            match keys.iter().find(|k| k.name.as_str() == e) {
+                Some(k) => Ok(k.certificate.clone()),
+                None => bail!(
+                    "{}: administrator {e:?} is neither a certificate file (next to it) nor a signature key on this workstation (see `tke sigkeys`); no ceremony file was written",
+                    path.display()
+                ),
+            }
+        })
+        .collect()
+}
+
+/// `tke plan --desired FILE --out FILE`: the difference, in the safe order.
+fn plan_desired(ctx: &Ctx, path: &Path, instance: Option<usize>, out: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the desired state {}", path.display()))?;
+    let desired: Desired = toml::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a desired state (admins, sig_threshold, rev_threshold)",
+            path.display()
+        )
+    })?;
+    let sig = Threshold::new(desired.sig_threshold)
+        .with_context(|| format!("{}: sig_threshold", path.display()))?;
+    let rev = Threshold::new(desired.rev_threshold)
+        .with_context(|| format!("{}: rev_threshold", path.display()))?;
+    let admins = desired_admins(ctx, path, &desired.admins)?;
+    let fleet = ctx.connect()?;
+    let instance = crate::auto_init::choose_instance(ctx, &fleet.client, instance, "plan")?;
+    let units = fleet.client.instance_units(&instance);
+    let change = Change::Set(AdminSet {
+        admins,
+        sig_threshold: sig,
+        rev_threshold: rev,
+    });
+    write_plan(
+        &fleet,
+        units,
+        "Changing administrators and thresholds",
+        &change,
+        out,
+    )
+}
+
+/// `tke plan CEREMONY …`.
+fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
+    let fleet = ctx.connect()?;
+    let units = start(ctx, &fleet)?;
+    let (step, change, out): (&'static str, Change, &Path) = match cmd {
+        PlanCmd::CryptounitThrhldSet(a) => {
+            let say = |s: &str| println!("{s}");
+            let (signature, revocation) = thresholds(ctx, a.sig_threshold, a.rev_threshold, &say)?;
+            let change = Change::Thresholds {
+                signature,
+                revocation,
+            };
+            ("Setting signature thresholds", change, &a.out.out)
+        }
+        PlanCmd::CryptounitAdminAdd(a) => {
+            let cert = match (&a.admin, &a.admin_cert) {
+                (_, Some(path)) => read_certificate(path)?,
+                (Some(name), None) => {
+                    let entries = list(ctx)?;
+                    let n = keynum_by_name(
+                        ctx,
+                        &entries,
+                        name,
+                        "or give its certificate with --admin-cert FILE",
+                    )?;
+                    entries[n - 1].certificate.clone()
+                }
+                (None, None) => bail!("give --admin NAME or --admin-cert FILE"),
+            };
+            ("Adding an administrator", Change::Add(cert), &a.out.out)
+        }
+        PlanCmd::CryptounitAdminRm(a) => {
+            let admin = installed_named(&fleet.client, &units, &a.admin)?;
+            (
+                "Removing an administrator",
+                Change::Remove(admin),
+                &a.out.out,
+            )
+        }
+    };
+    write_plan(&fleet, units, step, &change, out)
+}
+
+/// Plans `change` on `units` and writes the ceremony file `out` (a new file).
+fn write_plan(
+    fleet: &Fleet,
+    units: Vec<&KnownUnit>,
+    step: &'static str,
+    change: &Change,
+    out: &Path,
+) -> Result<()> {
+    if out.exists() {
+        bail!(
+            "--out {}: the file exists; a ceremony file is never replaced (its approvals would be lost): choose another file",
+            out.display()
+        );
+    }
+    let Some(ceremony) =
+        file::plan_admin_change(&fleet.client, step, units, change).map_err(signing::hint)?
+    else {
+        println!("OK\nThe selected crypto units hold this already; no ceremony file was written.");
+        return Ok(());
+    };
+    print_diff(&fleet.client, &ceremony)?;
+    print_commands(&ceremony);
+    tke_fs::atomic::create_private(out, ceremony.to_json().as_bytes())
+        .with_context(|| format!("cannot write the ceremony file {}", out.display()))?;
+    println!(
+        "OK\nThe ceremony file {} is written. Each administrator approves it on their own workstation with `tke approve FILE --admin NAME`; then `tke apply FILE` sends it.",
+        out.display()
+    );
+    Ok(())
+}
+
+/// The administrator installed under `name` on the units (one key), for a removal.
+fn installed_named(
+    client: &tke_client::Client,
+    units: &[&tke_client::KnownUnit],
+    name: &str,
+) -> Result<AdminInfo> {
+    let mut found: Vec<AdminInfo> = Vec::new();
+    for s in parallel(units, |u| client.query(u)).into_iter().flatten() {
+        for a in s.admins {
+            if a.name.as_str() == name && !found.iter().any(|b| b.ski == a.ski) {
+                found.push(a);
+            }
+        }
+    }
+    match found.as_slice() {
+        [a] => Ok(a.clone()),
+        [] => bail!("--admin {name:?}: no administrator of that name is installed in the selected crypto units (see `tke cryptounit-admins`); no ceremony file was written"),
+        _ => bail!("--admin {name:?}: administrators with different keys have that name on the selected crypto units; select the units of one of them; no ceremony file was written"),
+    }
+}
+
+/// An administrator certificate file, PEM or DER.
+fn read_certificate(path: &Path) -> Result<AdminCertificate> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let cert = match std::str::from_utf8(&bytes) {
+        Ok(text) if text.contains("-----BEGIN") => AdminCertificate::from_pem(text),
+        _ => AdminCertificate::from_der(&bytes),
+    };
+    cert.with_context(|| format!("{} is not an administrator certificate", path.display()))
+}
+
+/// The plan as a difference, per unit, in the order of its commands (`+ admin carol`,
+/// `- admin bob`, `~ signature threshold 2 → 3`).
+fn print_diff(client: &tke_client::Client, ceremony: &CeremonyFile) -> Result<()> {
+    let mut shown: Vec<tke_proto::UnitId> = Vec::new();
+    for (_, c) in ceremony.commands() {
+        if shown.contains(&c.unit()) {
+            continue;
+        }
+        shown.push(c.unit());
+        let Some(unit) = client.unit(&c.unit()) else {
+            continue;
+        };
+        let mut status = client.query(unit)?;
+        println!("crypto unit {}:", unit.num);
+        for (_, d) in ceremony.commands().filter(|(_, d)| d.unit() == c.unit()) {
+            match &d.command {
+                Command::AddAdmin(cert) => println!("  + admin {}", cert.name()),
+                Command::RemoveAdmin(ski) => {
+                    let name = status
+                        .admins
+                        .iter()
+                        .find(|a| a.ski == *ski)
+                        .map_or_else(|| ski.short(), |a| a.name.to_string());
+                    println!("  - admin {name}");
+                    status.admins.retain(|a| a.ski != *ski);
+                }
+                Command::SetThresholds {
+                    signature,
+                    revocation,
+                } => {
+                    for (what, from, to) in [
+                        ("signature threshold", status.sig_threshold, signature.get()),
+                        (
+                            "revocation signature threshold",
+                            status.rev_threshold,
+                            revocation.get(),
+                        ),
+                    ] {
+                        if from != to {
+                            println!("  ~ {what} {from} → {to}");
+                        }
+                    }
+                    status.sig_threshold = signature.get();
+                    status.rev_threshold = revocation.get();
+                }
+                other => println!("  ~ {}", file::describe(other)),
+            }
+        }
+    }
+    println!();
+    Ok(())
+}
+
+/// Reads and checks a ceremony file.
+fn read(path: &Path) -> Result<CeremonyFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the ceremony file {}", path.display()))?;
+    CeremonyFile::from_json(&text).with_context(|| {
+        format!(
+            "the ceremony file {} is refused; nothing was signed or sent",
+            path.display()
+        )
+    })
+}
+
+/// Every command of the file: round, unit, counter, what it does, who approved.
+fn print_commands(ceremony: &CeremonyFile) {
+    println!("{}", ceremony.title());
+    let mut t = Table::new(&[
+        "ROUND",
+        "CRYPTO UNIT NUM",
+        "CRYPTO UNIT ID",
+        "COUNTER",
+        "COMMAND",
+        "APPROVED BY",
+    ]);
+    for (round, c) in ceremony.commands() {
+        let by: Vec<AdminInfo> = c.approvals.iter().map(|a| a.admin()).collect();
+        t.row(vec![
+            round.to_string(),
+            c.num.to_string(),
+            c.unit().uuid(),
+            c.admin_command.counter.to_string(),
+            c.summary(),
+            if by.is_empty() {
+                "(nobody yet)".to_owned()
+            } else {
+                signing::names(&by)
+            },
+        ]);
+    }
+    println!("{}", t.render());
+}
+
+/// `tke approve FILE --admin NAME` and `tke approve --merge OUT IN…`.
+pub fn approve(ctx: &Ctx, args: &ApproveArgs) -> Result<()> {
+    if let [out, inputs @ ..] = args.merge.as_slice() {
+        let copies = inputs.iter().map(|p| read(p)).collect::<Result<Vec<_>>>()?;
+        let merged = file::merge(copies).context("the copies are not merged")?;
+        tke_fs::atomic::create_private(out, merged.to_json().as_bytes())
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        print_commands(&merged);
+        println!(
+            "OK\nThe approvals of {} copies are in {}.",
+            inputs.len(),
+            out.display()
+        );
+        return Ok(());
+    }
+    let (Some(path), Some(name)) = (&args.file, &args.admin) else {
+        bail!("give the ceremony FILE and --admin NAME, or --merge OUT IN IN…");
+    };
+    let mut ceremony = read(path)?;
+    let entries = list(ctx)?;
+    let n = keynum_by_name(
+        ctx,
+        &entries,
+        name,
+        "approve on the workstation that holds that administrator's key",
+    )?;
+    let entry = &entries[n - 1];
+    print_commands(&ceremony);
+    if ceremony.commands().all(|(_, c)| c.approved_by(entry.ski)) {
+        println!(
+            "OK\n{} ({}) approved every command of this file already; it is unchanged.",
+            entry.name,
+            entry.ski.short()
+        );
+        return Ok(());
+    }
+    if !ctx.prompt.confirm(
+        &format!(
+            "Sign every command above as administrator {} ({})?",
+            entry.name,
+            entry.ski.short()
+        ),
+        args.yes,
+    )? {
+        return Err(Cancelled.into());
+    }
+    let signer = ctx.open_signer(entry)?;
+    let signed = ceremony.approve(signer.as_ref())?;
+    tke_fs::atomic::write_private(path, ceremony.to_json().as_bytes())
+        .with_context(|| format!("cannot write the ceremony file {}", path.display()))?;
+    println!(
+        "OK\n{} ({}) approved {signed} command(s); the approvals are in {}.",
+        entry.name,
+        entry.ski.short(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// `tke apply FILE`.
+pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
+    let ceremony = read(&args.file)?;
+    let fleet = ctx.connect()?;
+    if !ctx.json {
+        print_commands(&ceremony);
+    }
+    if !ctx
+        .prompt
+        .confirm("Send these commands to the crypto units?", args.yes)?
+    {
+        return Err(Cancelled.into());
+    }
+    let applied = match file::apply(&fleet.client, &ceremony) {
+        Ok(a) => a,
+        Err(ApplyError::ShortOfApprovals { units }) => {
+            return Err(LacksApprovals(shortfalls(&units)).into())
+        }
+        Err(e @ ApplyError::Stale { .. }) => bail!(
+            "{e}\nRe-plan: make a new ceremony file with `tke plan …` and have it approved again."
+        ),
+        Err(ApplyError::Ceremony(e)) => {
+            return Err(signing::partly_failed(
+                e,
+                "Applying the ceremony file",
+                "changed",
+                "`tke cryptounit-admins` and `tke cryptounit-thrhlds`",
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if ctx.json {
+        let v: Vec<_> = applied
+            .iter()
+            .map(|a| {
+                json!({
+                    "num": a.num,
+                    "already_applied": a.already,
+                    "signed_by": a.signed_by.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json!({ "units": v }))?);
+        return Ok(());
+    }
+    for a in &applied {
+        if a.already {
+            println!(
+                "Crypto unit {}: had run this command already; nothing was sent.",
+                a.num
+            );
+        } else {
+            println!(
+                "Crypto unit {}: signed by {}.",
+                a.num,
+                signing::names(&a.signed_by)
+            );
+        }
+    }
+    if applied.iter().all(|a| a.already) {
+        println!("OK\nThe ceremony file was applied already; nothing was sent.");
+    } else {
+        println!(
+            "OK\n{} is done on the crypto units of the file.",
+            ceremony.title()
+        );
+    }
+    Ok(())
+}
+
+/// What each unit short of approvals still needs, and from whom.
+fn shortfalls(units: &[Shortfall]) -> String {
+    let mut text = format!(
+        "{} crypto unit(s) lack approvals; nothing was sent to any crypto unit:",
+        units.len()
+    );
+    for u in units {
+        text.push_str(&format!(
+            "\n  - crypto unit {}: {} more approval(s) needed ({} of the installed administrators); approved by: {}; may still approve: {}",
+            u.num,
+            u.missing(),
+            u.needed,
+            who(&u.approved),
+            who(&u.may_approve),
+        ));
+        if !u.not_installed.is_empty() {
+            text.push_str(&format!(
+                "; not counted, not administrators of this crypto unit: {}",
+                signing::names(&u.not_installed)
+            ));
+        }
+    }
+    text.push_str("\nHave them approve with `tke approve FILE --admin NAME`, merge copies with `tke approve --merge OUT IN…`, then apply again.");
+    text
+}
+
+/// `alice, bob`, or `nobody`.
+fn who(admins: &[AdminInfo]) -> String {
+    if admins.is_empty() {
+        "nobody".to_owned()
+    } else {
+        signing::names(admins)
+    }
+}
