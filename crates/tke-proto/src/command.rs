@@ -7,6 +7,7 @@
 use der::{asn1::OctetString, Choice, Decode, Encode, Enumerated, Sequence};
 
 use crate::{
+    audit::AuditQuery,
     cert::AdminCertificate,
     parts::{self, MkPartsRequest},
     service::ServiceRequest,
@@ -354,8 +355,8 @@ pub struct Query {
 /// Request ::= CHOICE {
 ///   query    [0] IMPLICIT Query,
 ///   command  [1] IMPLICIT SignedCommand,
-///   service  [2] IMPLICIT ServiceRequest }  -- protocol version 4
-///   -- [3] is reserved for the audit query
+///   service  [2] IMPLICIT ServiceRequest,  -- protocol version 4
+///   audit    [3] IMPLICIT AuditQuery }     -- the audit log, docs/protocol.md §18
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Choice)]
 pub enum Request {
@@ -368,4 +369,7 @@ pub enum Request {
     /// Unsigned key-service operation (no counter, no state change; see [`crate::service`]).
     #[asn1(context_specific = "2", tag_mode = "IMPLICIT", constructed = "true")]
     Service(ServiceRequest),
+    /// Unsigned request for audit records (see [`crate::audit`]).
+    #[asn1(context_specific = "3", tag_mode = "IMPLICIT", constructed = "true")]
+    Audit(AuditQuery),
 }

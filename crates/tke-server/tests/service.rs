@@ -153,6 +153,6 @@ fn service_requests_reach_the_units_of_a_server() {
     assert_eq!(
         r.json()["message"],
         "This endpoint takes a query (Request.query); send queries to .../query, commands to \
-         .../command and service requests to .../service."
+         .../command, service requests to .../service and audit queries to .../audit."
     );
 }
