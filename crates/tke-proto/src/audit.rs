@@ -193,11 +193,11 @@ pub enum AuditTamper {
         /// The counter it holds.
         found: u64,
     },
-    /// A record does not hold the hash of the one before it: that one, or the link, was
-    /// edited.
-    #[error("the record at counter {counter} was edited: the next record does not hold its hash")]
+    /// A record does not hold the hash of the one before it: one of the two was edited
+    /// (the chain cannot tell which).
+    #[error("the hash chain breaks at counter {counter}: that record does not hold the hash of the record before it, so one of the two was edited")]
     Edited {
-        /// The record whose hash no longer matches.
+        /// The record that does not hold its predecessor's hash.
         counter: u64,
     },
     /// The last record is not the unit's head: it was edited.
@@ -257,9 +257,7 @@ pub fn verify_chain(log: &AuditLog) -> Result<Vec<AuditRecord>, AuditTamper> {
             });
         }
         if record.prev != expected_prev {
-            return Err(AuditTamper::Edited {
-                counter: counter.saturating_sub(1),
-            });
+            return Err(AuditTamper::Edited { counter });
         }
         expected_prev = Digest32::sha256(bytes);
         out.push(record);

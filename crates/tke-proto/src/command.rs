@@ -54,6 +54,31 @@ pub enum CommandId {
     ImportMkParts = 0x41,
 }
 
+impl CommandId {
+    /// The identifier's ASN.1 name (`addAdmin`, `setThresholds`, …), as audit records and
+    /// logs show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AddAdmin => "addAdmin",
+            Self::RemoveAdmin => "removeAdmin",
+            Self::SetThresholds => "setThresholds",
+            Self::GenerateImporter => "generateImporter",
+            Self::GenerateRandomMk => "generateRandomMk",
+            Self::ExportMk => "exportMk",
+            Self::ImportMk => "importMk",
+            Self::CommitMk => "commitMk",
+            Self::SetImmediate => "setImmediate",
+            Self::Zeroize => "zeroize",
+            Self::AddControlPoints => "addControlPoints",
+            Self::RemoveControlPoints => "removeControlPoints",
+            Self::ClearCurrent => "clearCurrent",
+            Self::ClearNew => "clearNew",
+            Self::ExportMkBatch => "exportMkBatch",
+            Self::ImportMkParts => "importMkParts",
+        }
+    }
+}
+
 /// The most targets one `exportMkBatch` command names.
 pub const MAX_EXPORT_TARGETS: usize = 16;
 

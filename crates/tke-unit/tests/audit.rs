@@ -216,7 +216,7 @@ fn an_edited_a_removed_or_a_cut_record_on_disk_is_detected() {
         r.time += 1;
         l[1] = hex::encode(tke_proto::der::Encode::to_der(&r).unwrap());
     };
-    check(&edit_time, AuditTamper::Edited { counter: 2 });
+    check(&edit_time, AuditTamper::Edited { counter: 3 });
     check(
         &|l: &mut Vec<String>| {
             let mut r = AuditRecord::decode_checked(&hex::decode(&l[2]).unwrap()).unwrap();
