@@ -70,15 +70,21 @@ impl AuditRecord {
     /// [`ProtoError::Der`] or [`ProtoError::AuditSize`].
     pub fn decode_checked(bytes: &[u8]) -> Result<Self, ProtoError> {
         let record = Self::from_der(bytes)?;
-        if record.signers.len() > MAX_AUDIT_SIGNERS {
-            return Err(ProtoError::AuditSize {
-                what: "signers in a record",
-                count: record.signers.len(),
-                max: MAX_AUDIT_SIGNERS,
-            });
-        }
+        at_most(
+            "signers in a record",
+            record.signers.len(),
+            MAX_AUDIT_SIGNERS,
+        )?;
         Ok(record)
     }
+}
+
+/// [`ProtoError::AuditSize`] when `count` exceeds `max`.
+fn at_most(what: &'static str, count: usize, max: usize) -> Result<(), ProtoError> {
+    if count > max {
+        return Err(ProtoError::AuditSize { what, count, max });
+    }
+    Ok(())
 }
 
 /// A request for a unit's audit records (`Request.audit`, `[3]`). Unsigned: the log is
@@ -146,13 +152,7 @@ impl AuditPage {
     /// [`ProtoError::Der`] or [`ProtoError::AuditSize`].
     pub fn decode_checked(bytes: &[u8]) -> Result<Self, ProtoError> {
         let page = Self::from_der(bytes)?;
-        if page.records.len() > MAX_AUDIT_PAGE {
-            return Err(ProtoError::AuditSize {
-                what: "records in a page",
-                count: page.records.len(),
-                max: MAX_AUDIT_PAGE,
-            });
-        }
+        at_most("records in a page", page.records.len(), MAX_AUDIT_PAGE)?;
         Ok(page)
     }
 }
