@@ -270,12 +270,14 @@ fn help_and_h_explain_commands() {
         assert!(via_help.contains("--files-dir"), "{c:?}: {via_help}");
     }
     // An unknown command: the same message and exit code both ways.
-    let c = "no-such-command";
-    let a = w.run(&["help", c]);
-    let b = w.run(&[c]);
-    assert_eq!(a.status.code(), Some(2));
-    assert_eq!(a.status.code(), b.status.code());
-    assert_eq!(a.stderr, b.stderr);
+    {
+        let c = "no-such-command";
+        let a = w.run(&["help", c]);
+        let b = w.run(&[c]);
+        assert_eq!(a.status.code(), Some(2));
+        assert_eq!(a.status.code(), b.status.code());
+        assert_eq!(a.stderr, b.stderr);
+    }
     // Help needs no workstation directory.
     assert!(!w.path().join("local").exists());
 }
