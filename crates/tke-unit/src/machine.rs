@@ -460,9 +460,9 @@ impl Unit {
             .and_then(|der| {
                 next.audit_head = Digest32::sha256(&der);
                 self.audit.append(der).map_err(|source| {
-                    self.internal(InternalError::SaveState {
+                    self.internal(InternalError::SaveAudit {
                         unit: self.state.unit_id,
-                        location: self.place().join(AUDIT_FILE),
+                        path: self.place().join(AUDIT_FILE),
                         source,
                     })
                 })
