@@ -381,3 +381,34 @@ fn an_audit_query_for_another_unit_is_refused() {
     );
     fails(&body, ModuleError::INVALID_UNIT);
 }
+
+#[test]
+fn a_unit_written_before_units_kept_a_log_starts_its_log_with_its_next_command() {
+    let fleet = Fleet::new("audit upgrade");
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("u");
+    let mut unit = new_unit(&fleet, &dir);
+    let a = admins(1);
+    init(&mut unit, &fleet.ca, &a, 1, 1);
+    drop(unit);
+    // As such a unit's files were: no log, no `audit` in its state.
+    let state_path = dir.join(tke_unit::STATE_FILE);
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&fs::read(&state_path).unwrap()).unwrap();
+    state.as_object_mut().unwrap().remove("audit").unwrap();
+    fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    fs::remove_file(dir.join(AUDIT_FILE)).unwrap();
+
+    let mut unit = Unit::open(&dir).unwrap();
+    assert_eq!(unit.status().counter, 2);
+    let log = fetch(&mut unit, &fleet.ca, 0);
+    assert_eq!((log.first, log.records.len()), (3, 0));
+    assert!(verify_chain(&log).unwrap().is_empty());
+    ok(run(&mut unit, &fleet.ca, &Command::ClearNew, &[&a[0]]));
+    let records = verified(&mut unit, &fleet.ca, 0);
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].counter, records[0].prev),
+        (3, tke_proto::Digest32([0; 32]))
+    );
+}
