@@ -63,18 +63,22 @@ fn skis(signers: &[&MemSigner]) -> Vec<Ski> {
     v
 }
 
-fn new_unit(fleet: &Fleet, dir: &Path) -> Unit {
+/// A new operational unit in `root`, in a directory named by its id (as `tke-unitd`
+/// keeps them, so that a journal in `root` may hold its state).
+fn new_unit(fleet: &Fleet, root: &Path) -> (std::path::PathBuf, Unit) {
     let id = UnitId::random();
     let ty = UnitType::Operational;
-    Unit::create_soft(dir, id, ty, &fleet.ca, &mut |pk| fleet.issue(id, ty, pk)).unwrap()
+    let dir = root.join(id.uuid());
+    let unit =
+        Unit::create_soft(&dir, id, ty, &fleet.ca, &mut |pk| fleet.issue(id, ty, pk)).unwrap();
+    (dir, unit)
 }
 
 #[test]
 fn each_executed_command_is_recorded_with_its_signers_and_zeroize_keeps_the_log() {
     let fleet = Fleet::new("audit");
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("u");
-    let mut unit = new_unit(&fleet, &dir);
+    let (dir, mut unit) = new_unit(&fleet, root.path());
     assert!(
         verified(&mut unit, &fleet.ca, 0).is_empty(),
         "a new unit has no record"
@@ -160,7 +164,7 @@ fn each_executed_command_is_recorded_with_its_signers_and_zeroize_keeps_the_log(
 fn pages_hold_at_most_the_protocol_limit_and_chain_across_pages() {
     let fleet = Fleet::new("audit pages");
     let root = tempfile::tempdir().unwrap();
-    let mut unit = new_unit(&fleet, &root.path().join("u"));
+    let mut unit = new_unit(&fleet, root.path()).1;
     let a = admins(1);
     init(&mut unit, &fleet.ca, &a, 1, 1);
     for _ in 0..MAX_AUDIT_PAGE {
@@ -196,8 +200,7 @@ fn write_lines(dir: &Path, lines: &[String]) {
 fn an_edited_a_removed_or_a_cut_record_on_disk_is_detected() {
     let fleet = Fleet::new("audit tamper");
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("u");
-    let mut unit = new_unit(&fleet, &dir);
+    let (dir, mut unit) = new_unit(&fleet, root.path());
     init(&mut unit, &fleet.ca, &admins(2), 1, 1);
     drop(unit);
     let good = lines(&dir);
@@ -327,8 +330,8 @@ fn crash_between_log_and_state(
 fn a_crash_between_log_and_state_loses_neither_with_the_file_store() {
     let fleet = Fleet::new("audit crash");
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("u");
-    drop(new_unit(&fleet, &dir));
+    let (dir, unit) = new_unit(&fleet, root.path());
+    drop(unit);
     crash_between_log_and_state(&fleet, &dir, Box::new(FileStore::new(&dir)), &|| {
         Unit::open(&dir).unwrap()
     });
@@ -338,10 +341,9 @@ fn a_crash_between_log_and_state_loses_neither_with_the_file_store() {
 fn a_crash_between_log_and_state_loses_neither_with_the_journal() {
     let fleet = Fleet::new("audit crash journal");
     let root = tempfile::tempdir().unwrap();
-    let id = UnitId::random();
-    let dir = root.path().join(id.uuid());
-    let ty = UnitType::Operational;
-    drop(Unit::create_soft(&dir, id, ty, &fleet.ca, &mut |pk| fleet.issue(id, ty, pk)).unwrap());
+    let (dir, unit) = new_unit(&fleet, root.path());
+    let id = unit.id();
+    drop(unit);
     let journal = Journal::open(root.path(), JournalOptions::default()).unwrap();
     crash_between_log_and_state(&fleet, &dir, Box::new(journal.store(id)), &|| {
         Unit::open_with_store(&dir, Box::new(journal.store(id))).unwrap()
@@ -373,7 +375,7 @@ fn a_failed_state_save_takes_the_record_back() {
 fn an_audit_query_for_another_unit_is_refused() {
     let fleet = Fleet::new("audit other");
     let root = tempfile::tempdir().unwrap();
-    let mut unit = new_unit(&fleet, &root.path().join("u"));
+    let mut unit = new_unit(&fleet, root.path()).1;
     let body = send(
         &mut unit,
         &fleet.ca,
@@ -386,8 +388,7 @@ fn an_audit_query_for_another_unit_is_refused() {
 fn a_unit_written_before_units_kept_a_log_starts_its_log_with_its_next_command() {
     let fleet = Fleet::new("audit upgrade");
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("u");
-    let mut unit = new_unit(&fleet, &dir);
+    let (dir, mut unit) = new_unit(&fleet, root.path());
     let a = admins(1);
     init(&mut unit, &fleet.ca, &a, 1, 1);
     drop(unit);
