@@ -10,6 +10,7 @@
 
 mod admins;
 mod approvals;
+mod audit;
 mod auto_init;
 mod auto_init_resume;
 mod auto_recover;
@@ -313,6 +314,13 @@ enum Cmd {
     /// Add failover crypto units to the selected service instance (every unit of it
     /// selected): 2, or 2 or 3 when it has 3 operational units or more.
     FailoverEnable(failover::Args),
+    /// Show and check the audit log of the selected crypto units
+    ///
+    /// Fetch the audit log of every selected crypto unit (one record per command it ran:
+    /// counter, command, signers, result, time), check its hash chain and the unit's
+    /// signature, and show who did what. An edited record, a gap or a truncated log is
+    /// reported as tampering, naming the unit and the counter, and the command fails.
+    CryptounitAudit(audit::Args),
     /// Write a ceremony file for administrators to approve instead of signing
     ///
     /// Write the commands of a ceremony on the selected crypto units to a ceremony file
@@ -440,6 +448,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::AutoMkRotate(a) => rotate::auto(&ctx, a),
         Cmd::CryptounitMkRotate(a) => rotate::key_parts(&ctx, a),
         Cmd::FailoverEnable(a) => failover::run(&ctx, a),
+        Cmd::CryptounitAudit(a) => audit::run(&ctx, a),
         Cmd::Sigkeys => sigkeys::sigkeys(&ctx),
         Cmd::SigkeyAdd {
             name,

@@ -175,7 +175,7 @@ fn adding_a_key_does_not_renumber_the_others() {
 
 /// `tke help`'s command list: the vendor's command table in its order, then tke's own
 /// commands.
-const VENDOR_ORDER: [&str; 40] = [
+const VENDOR_ORDER: [&str; 41] = [
     "cryptounits",
     "cryptounit-add",
     "cryptounit-rm",
@@ -209,6 +209,7 @@ const VENDOR_ORDER: [&str; 40] = [
     "auto-mk-rotate",
     "auto-recover",
     "failover-enable",
+    "cryptounit-audit",
     "plan",
     "approve",
     "apply",

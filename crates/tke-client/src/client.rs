@@ -7,10 +7,10 @@ use std::{
 };
 
 use tke_proto::{
-    der::{Decode, Encode},
-    CaCertificate, Command, DeviceCertificate, ModuleError, Nonce, Query, Request, ResponseBody,
-    ServiceOp, ServiceOutput, ServiceRequest, SignedCommand, SignedResponse, UnitId, UnitStatus,
-    UnitType,
+    der::{asn1::OctetString, Decode, Encode},
+    AuditLog, AuditPage, AuditQuery, CaCertificate, Command, DeviceCertificate, ModuleError, Nonce,
+    Query, Request, ResponseBody, ServiceOp, ServiceOutput, ServiceRequest, SignedCommand,
+    SignedResponse, UnitId, UnitStatus, UnitType, MAX_AUDIT_PAGE,
 };
 use tke_sigkey::Signer;
 
@@ -318,6 +318,64 @@ impl Client {
             });
         }
         Ok(status)
+    }
+
+    /// Fetches a unit's audit records from counter `from` on (protocol §18), page by page.
+    /// Each page is signed by the unit's device key and bound to a fresh nonce; the log
+    /// returned carries the counter and head hash of the last page, for
+    /// [`tke_proto::audit::verify_chain`] (this only fetches: a damaged log is for the
+    /// caller to report).
+    ///
+    /// # Errors
+    /// [`ClientError::Response`] if an answer is not authentic or not a valid page;
+    /// [`ClientError::QueryRefused`] if the unit refuses; the transport's error.
+    pub fn audit(&self, unit: &KnownUnit, from: u64) -> Result<AuditLog, ClientError> {
+        let (counter, page) = self.audit_page(unit, from)?;
+        let mut full = page.records.len() == MAX_AUDIT_PAGE;
+        let mut log = AuditLog {
+            counter,
+            first: page.first,
+            head: page.head,
+            start: from.max(page.first),
+            prev: page.prev,
+            records: page
+                .records
+                .into_iter()
+                .map(OctetString::into_bytes)
+                .collect(),
+        };
+        loop {
+            let next = log.start.saturating_add(log.records.len() as u64);
+            // Stop at the unit's counter too, so that a log padded past it cannot keep
+            // the client asking.
+            if !full || next > log.counter {
+                return Ok(log);
+            }
+            let (counter, page) = self.audit_page(unit, next)?;
+            full = page.records.len() == MAX_AUDIT_PAGE;
+            log.counter = counter;
+            log.head = page.head;
+            log.records
+                .extend(page.records.into_iter().map(OctetString::into_bytes));
+        }
+    }
+
+    /// One audit page from `from` on, with the unit's counter from the signed answer.
+    fn audit_page(&self, unit: &KnownUnit, from: u64) -> Result<(u64, AuditPage), ClientError> {
+        let body = self.exchange(unit, &Request::Audit(AuditQuery::new(unit.id(), from)))?;
+        if let Some(error) = body.error() {
+            return Err(ClientError::QueryRefused {
+                unit: unit.id(),
+                error,
+            });
+        }
+        let page = AuditPage::decode_checked(body.output.as_bytes()).map_err(|source| {
+            ClientError::Response {
+                unit: unit.id(),
+                source,
+            }
+        })?;
+        Ok((body.counter, page))
     }
 
     /// Runs a key-service operation on a unit (protocol §17): unsigned, no counter, no

@@ -947,11 +947,12 @@ impl Transport for HttpsTransport {
             .cloned()
             .ok_or(ClientError::UnknownUnit { unit: *unit })?;
         // The CHOICE tag says what the request is: [0] a query, [1] a command, [2] a
-        // service request. Queries and service requests change nothing in the unit, so
-        // they may be sent again.
+        // service request, [3] an audit query. All but commands change nothing in the
+        // unit, so they may be sent again.
         let (kind, idempotent) = match request_der.first() {
             Some(0xa0) => ("query", true),
             Some(0xa2) => ("service", true),
+            Some(0xa3) => ("audit", true),
             _ => ("command", false),
         };
         let path = format!("/v1/tke/{}/hsms/{}/{kind}", instance.0, unit.uuid());

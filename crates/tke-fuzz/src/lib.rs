@@ -13,9 +13,10 @@ use tke_proto::{
     der::{Decode, Encode},
     parts::{seal_parts, MasterKeyPart, MkPartsRequest},
     transport::{CertifiedImporter, ExportRequest, MkEnvelope, SignedEnvelope},
-    AdminCertificate, AdminCommand, CaCertificate, Command, ControlPoint, ControlPoints,
-    DeviceCertificate, InstanceId, Nonce, Query, Register, Request, ResponseBody, SignedCommand,
-    SignedResponse, Threshold, UnitDescription, UnitId, UnitStatus, UnitType,
+    AdminCertificate, AdminCommand, AuditLog, AuditPage, AuditQuery, AuditRecord, CaCertificate,
+    Command, ControlPoint, ControlPoints, DeviceCertificate, InstanceId, Nonce, Query, Register,
+    Request, ResponseBody, SignedCommand, SignedResponse, Threshold, UnitDescription, UnitId,
+    UnitStatus, UnitType,
 };
 use tke_sigkey::{sign_command, Signer};
 use tke_test_support::MemSigner;
@@ -71,8 +72,9 @@ pub fn request(data: &[u8]) {
 }
 
 /// What a unit answers: `SignedResponse` (verified as a client verifies it), and the
-/// `ResponseBody` and `UnitStatus` inside one (which a fuzzer cannot sign, so they are
-/// decoded directly).
+/// `ResponseBody`, `UnitStatus` and `AuditPage` inside one (which a fuzzer cannot sign, so
+/// they are decoded directly); a page's records are checked as `tke cryptounit-audit`
+/// checks them.
 pub fn response(data: &[u8]) {
     let w = world();
     if let Ok(r) = SignedResponse::from_der(data) {
@@ -84,6 +86,27 @@ pub fn response(data: &[u8]) {
     }
     if let Ok(s) = UnitStatus::decode_checked(data) {
         canonical("UnitStatus", &s, data);
+    }
+    if let Ok(p) = AuditPage::decode_checked(data) {
+        canonical("AuditPage", &p, data);
+        let records: Vec<Vec<u8>> = p.records.iter().map(|r| r.as_bytes().to_vec()).collect();
+        for r in &records {
+            if let Ok(record) = AuditRecord::decode_checked(r) {
+                canonical("AuditRecord", &record, r);
+            }
+        }
+        let log = AuditLog {
+            counter: p
+                .first
+                .saturating_add(records.len() as u64)
+                .saturating_sub(1),
+            first: p.first,
+            head: p.head,
+            start: p.first,
+            prev: p.prev,
+            records,
+        };
+        let _ = tke_proto::audit::verify_chain(&log);
     }
 }
 
@@ -435,6 +458,16 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     );
     out.push(("request", req.clone()));
     out.push(("unit", req));
+
+    // An audit query of R, which ran commands, and its signed page.
+    let audit = Request::Audit(AuditQuery::new(r_id, 0)).to_der().unwrap();
+    let answer = r.answer(&audit).response;
+    let signed = SignedResponse::from_der(&answer).unwrap();
+    let body = ResponseBody::from_der(signed.body.as_bytes()).unwrap();
+    out.push(("request", audit.clone()));
+    out.push(("unit", audit));
+    out.push(("response", answer));
+    out.push(("response", body.output.as_bytes().to_vec()));
 
     // Certificates.
     out.push(("certificate", w.admin.certificate().der().to_vec()));

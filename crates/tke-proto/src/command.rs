@@ -7,6 +7,7 @@
 use der::{asn1::OctetString, Choice, Decode, Encode, Enumerated, Sequence};
 
 use crate::{
+    audit::AuditQuery,
     cert::AdminCertificate,
     parts::{self, MkPartsRequest},
     service::ServiceRequest,
@@ -51,6 +52,31 @@ pub enum CommandId {
     ClearNew = 0x1C,
     ExportMkBatch = 0x40,
     ImportMkParts = 0x41,
+}
+
+impl CommandId {
+    /// The identifier's ASN.1 name (`addAdmin`, `setThresholds`, …), as audit records and
+    /// logs show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AddAdmin => "addAdmin",
+            Self::RemoveAdmin => "removeAdmin",
+            Self::SetThresholds => "setThresholds",
+            Self::GenerateImporter => "generateImporter",
+            Self::GenerateRandomMk => "generateRandomMk",
+            Self::ExportMk => "exportMk",
+            Self::ImportMk => "importMk",
+            Self::CommitMk => "commitMk",
+            Self::SetImmediate => "setImmediate",
+            Self::Zeroize => "zeroize",
+            Self::AddControlPoints => "addControlPoints",
+            Self::RemoveControlPoints => "removeControlPoints",
+            Self::ClearCurrent => "clearCurrent",
+            Self::ClearNew => "clearNew",
+            Self::ExportMkBatch => "exportMkBatch",
+            Self::ImportMkParts => "importMkParts",
+        }
+    }
 }
 
 /// The most targets one `exportMkBatch` command names.
@@ -354,8 +380,8 @@ pub struct Query {
 /// Request ::= CHOICE {
 ///   query    [0] IMPLICIT Query,
 ///   command  [1] IMPLICIT SignedCommand,
-///   service  [2] IMPLICIT ServiceRequest }  -- protocol version 4
-///   -- [3] is reserved for the audit query
+///   service  [2] IMPLICIT ServiceRequest,  -- protocol version 4
+///   audit    [3] IMPLICIT AuditQuery }     -- the audit log, docs/protocol.md §18
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Choice)]
 pub enum Request {
@@ -368,4 +394,7 @@ pub enum Request {
     /// Unsigned key-service operation (no counter, no state change; see [`crate::service`]).
     #[asn1(context_specific = "2", tag_mode = "IMPLICIT", constructed = "true")]
     Service(ServiceRequest),
+    /// Unsigned request for audit records (see [`crate::audit`]).
+    #[asn1(context_specific = "3", tag_mode = "IMPLICIT", constructed = "true")]
+    Audit(AuditQuery),
 }

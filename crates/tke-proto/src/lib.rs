@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cert;
 pub mod command;
 pub mod control;
@@ -15,6 +16,7 @@ pub mod transport;
 mod types;
 pub mod vp;
 
+pub use audit::{AuditLog, AuditPage, AuditQuery, AuditRecord, AuditTamper, MAX_AUDIT_PAGE};
 pub use cert::{AdminCertificate, CaCertificate, DeviceCertificate, UnitDescription};
 pub use command::{AdminCommand, Command, CommandId, Query, Request, SignedCommand, SignerInfo};
 pub use control::{ControlPoint, ControlPoints};
@@ -159,6 +161,16 @@ pub enum ProtoError {
     ServiceBatch {
         /// How many keys it named.
         count: usize,
+    },
+    /// An audit page or record holds more entries than the protocol allows.
+    #[error("an audit answer holds {count} {what}, more than the {max} the protocol allows")]
+    AuditSize {
+        /// What was counted.
+        what: &'static str,
+        /// How many there were.
+        count: usize,
+        /// The most allowed.
+        max: usize,
     },
     /// A `wrapData` request's data key is empty, too long, or not a multiple of 8 bytes.
     #[error("a data key of {len} bytes cannot be wrapped: it must be 8 to {max} bytes, a multiple of 8", max = service::MAX_SERVICE_DATA)]

@@ -15,10 +15,11 @@ use tke_proto::{
     command::ThresholdsInput,
     parts::{MkPartsRequest, SealedPart},
     transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
-    AdminCommand, AdminInfo, AdminName, CommandId, ControlPoint, ControlPoints, Digest32,
-    GeneratedKeys, InstanceId, Nonce, Query, Register, RegisterState, RegisterStatus, Request,
-    ResponseBody, Rewrap, SecretOctets, ServiceOp, ServiceRequest, SignedCommand, SignedResponse,
-    SignerInfo, Ski, UnitDescription, UnitId, UnitStatus, UnitType, UnwrapData, Vp, WrapData,
+    AdminCommand, AdminInfo, AdminName, AuditPage, AuditQuery, AuditRecord, CommandId,
+    ControlPoint, ControlPoints, Digest32, GeneratedKeys, InstanceId, Nonce, Query, Register,
+    RegisterState, RegisterStatus, Request, ResponseBody, Rewrap, SecretOctets, ServiceOp,
+    ServiceRequest, SignedCommand, SignedResponse, SignerInfo, Ski, UnitDescription, UnitId,
+    UnitStatus, UnitType, UnwrapData, Vp, WrapData,
 };
 
 // Fixed field values.
@@ -629,6 +630,44 @@ fn signed_command_vectors() {
     assert_eq!(unsigned.admin_command().unwrap(), admin_command_zeroize());
 }
 
+fn audit_record() -> AuditRecord {
+    AuditRecord {
+        counter: 5,
+        command: CommandId::SetThresholds,
+        command_hash: Digest32::from_hex(DIGEST).unwrap(),
+        signers: vec![Ski::from_hex(SKI_A).unwrap(), Ski::from_hex(SKI_B).unwrap()],
+        return_code: 0,
+        reason_code: 0,
+        time: 1_764_403_200,
+        prev: Digest32::from_hex(VP1).unwrap(),
+    }
+}
+
+#[test]
+fn audit_vectors() {
+    golden!(audit_record(), AUDIT_RECORD);
+    golden!(
+        Request::Audit(AuditQuery {
+            unit_id: unit(),
+            nonce: Nonce::from_hex(NONCE).unwrap(),
+            from: 5,
+        }),
+        REQUEST_AUDIT
+    );
+    let page = AuditPage {
+        first: 1,
+        head: Digest32::from_hex(DIGEST).unwrap(),
+        prev: Digest32([0; 32]),
+        records: vec![OctetString::new(h(AUDIT_RECORD)).unwrap()],
+    };
+    golden!(page, AUDIT_PAGE);
+    assert_eq!(AuditPage::decode_checked(&h(AUDIT_PAGE)).unwrap(), page);
+    assert_eq!(
+        AuditRecord::decode_checked(&h(AUDIT_RECORD)).unwrap(),
+        audit_record()
+    );
+}
+
 #[test]
 fn query_vector() {
     golden!(query(), QUERY);
@@ -914,6 +953,49 @@ fn openssl_asn1parse_reads_every_vector() {
     }
 }
 
+/// `AuditRecord`: counter 5, `setThresholds` signed by SKI A and B, done, at
+/// 2025-11-29T08:00:00Z (1764403200), previous record hash VP1's bytes.
+const AUDIT_RECORD: &str = concat!(
+    "30819c", // AuditRecord (156 bytes)
+    "020105", // counter 5
+    "0a0108", // command setThresholds(8)
+    "0420606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f", // commandHash
+    "3044",   // signers (2 SKIs)
+    "0420a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf", // SKI A
+    "0420c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf", // SKI B
+    "020100", // returnCode 0
+    "020100", // reasonCode 0
+    "0204692aa800", // time 1764403200 (2025-11-29T08:00:00Z)
+    "0420e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff", // prev
+);
+/// `Request.audit` (`[3]`): unit A, the nonce, from counter 5.
+const REQUEST_AUDIT: &str = concat!(
+    "a327",                                 // [3] IMPLICIT AuditQuery (39 bytes)
+    "041000112233445566778899aabbccddeeff", // unitId
+    "04100f0e0d0c0b0a09080706050403020100", // nonce
+    "020105",                               // from 5
+);
+/// `AuditPage`: first 1, head DIGEST, prev zeros, one record: [`AUDIT_RECORD`].
+const AUDIT_PAGE: &str = concat!(
+    "3081ec", // AuditPage (236 bytes)
+    "020101", // first 1
+    "0420606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f", // head
+    "04200000000000000000000000000000000000000000000000000000000000000000", // prev
+    "3081a2", // records
+    "04819f", // OCTET STRING (159 bytes): DER of AuditRecord, as AUDIT_RECORD
+    "30819c",
+    "020105",
+    "0a0108",
+    "0420606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f",
+    "3044",
+    "0420a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf",
+    "0420c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf",
+    "020100",
+    "020100",
+    "0204692aa800",
+    "0420e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
+);
+
 /// Every vector, for the strictness tests below.
 const ALL: &[(&str, &str)] = &[
     ("ThresholdsInput", THRESHOLDS_INPUT),
@@ -954,6 +1036,9 @@ const ALL: &[(&str, &str)] = &[
     ("AdminCommandImportMkParts", ADMIN_COMMAND_IMPORT_MK_PARTS),
     ("UnitDescription", UNIT_DESCRIPTION),
     ("UnitDescriptionExtension", UNIT_DESCRIPTION_EXTENSION),
+    ("AuditRecord", AUDIT_RECORD),
+    ("RequestAudit", REQUEST_AUDIT),
+    ("AuditPage", AUDIT_PAGE),
 ];
 
 /// Decodes `bytes` as the type the vector `name` belongs to, and re-encodes the value.
@@ -977,7 +1062,10 @@ fn decode_as(name: &str, bytes: &[u8]) -> Result<Vec<u8>, der::Error> {
         | "RequestServiceGenerate"
         | "RequestServiceWrap"
         | "RequestServiceUnwrap"
-        | "RequestServiceRewrap" => re::<Request>(bytes),
+        | "RequestServiceRewrap"
+        | "RequestAudit" => re::<Request>(bytes),
+        "AuditRecord" => re::<AuditRecord>(bytes),
+        "AuditPage" => re::<AuditPage>(bytes),
         "GeneratedKeys" => re::<GeneratedKeys>(bytes),
         "ResponseBody" | "ResponseBodyError" => re::<ResponseBody>(bytes),
         "SignedResponse" | "SignedResponseQuery" => re::<SignedResponse>(bytes),
@@ -1118,7 +1206,9 @@ fn wrong_tags_refused() {
     assert!(Request::from_der(&seq).is_err());
     seq[0] = 0x80; // [0] primitive
     assert!(Request::from_der(&seq).is_err());
-    seq[0] = 0xa3; // [3]: reserved, no such alternative in version 4
+    seq[0] = 0xa3; // [3]: an AuditQuery, which has a `from` a Query lacks
+    assert!(Request::from_der(&seq).is_err());
+    seq[0] = 0xa4; // [4]: no such alternative
     assert!(Request::from_der(&seq).is_err());
     let mut q = h(QUERY);
     q[0] = 0xa0;
@@ -1181,6 +1271,9 @@ fn protocol_md_quotes_the_golden_vectors() {
         "RequestServiceRewrap",
         "RequestServiceGenerate",
         "GeneratedKeys",
+        "AuditRecord",
+        "RequestAudit",
+        "AuditPage",
     ] {
         assert!(
             quoted.contains(&name),

@@ -707,9 +707,9 @@ fn every_command_round_trips() {
         let req = tke_proto::Request::Command(signed);
         let back = match tke_proto::Request::from_der(&req.to_der().unwrap()).unwrap() {
             tke_proto::Request::Command(c) => c.admin_command().unwrap(),
-            tke_proto::Request::Query(_) | tke_proto::Request::Service(_) => {
-                panic!("not a command")
-            }
+            tke_proto::Request::Query(_)
+            | tke_proto::Request::Service(_)
+            | tke_proto::Request::Audit(_) => panic!("not a command"),
         };
         assert_eq!(back, wire);
         assert_eq!(back.counter, counter);

@@ -23,15 +23,18 @@ pub enum Kind {
     Command,
     /// `Request.service` (`[2]`, protocol version 4): `.../service`.
     Service,
+    /// `Request.audit` (`[3]`, the audit log): `.../audit`.
+    Audit,
 }
 
 impl Kind {
-    /// `query`, `command` or `service`.
+    /// `query`, `command`, `service` or `audit`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Query => "query",
             Self::Command => "command",
             Self::Service => "service",
+            Self::Audit => "audit",
         }
     }
 }
@@ -72,6 +75,7 @@ impl<'a> Route<'a> {
             ["tke", i, "hsms", u, "query"] => Self::Exchange(i, u, Kind::Query),
             ["tke", i, "hsms", u, "command"] => Self::Exchange(i, u, Kind::Command),
             ["tke", i, "hsms", u, "service"] => Self::Exchange(i, u, Kind::Service),
+            ["tke", i, "hsms", u, "audit"] => Self::Exchange(i, u, Kind::Audit),
             ["tke", i, rest @ ..] => Self::Kms(i, crate::kms::KmsRoute::parse(rest)?),
             _ => return None,
         })
@@ -171,6 +175,10 @@ mod tests {
         assert_eq!(
             Route::parse("/v1/tke/a/hsms/b/service"),
             Some(Route::Exchange("a", "b", Kind::Service))
+        );
+        assert_eq!(
+            Route::parse("/v1/tke/a/hsms/b/audit"),
+            Some(Route::Exchange("a", "b", Kind::Audit))
         );
         for bad in [
             "/",

@@ -1018,12 +1018,13 @@ async fn exchange(
             }
         }
         (Request::Service(s), Kind::Service) => log.command = Some(s.op.name().to_owned()),
+        (Request::Audit(_), Kind::Audit) => {}
         (_, k) => {
             return Err(ApiError::new(
                 400,
                 "wrong_request_kind",
                 format!(
-                    "This endpoint takes a {} (Request.{}); send queries to .../query, commands to .../command and service requests to .../service.",
+                    "This endpoint takes a {} (Request.{}); send queries to .../query, commands to .../command, service requests to .../service and audit queries to .../audit.",
                     k.name(),
                     k.name(),
                 ),

@@ -540,7 +540,8 @@ fn a_unit_that_cannot_save_its_state_answers_an_internal_error_and_the_log_says_
     let client = client(&server);
     let u = &client.units()[0];
     let before = client.query(u).unwrap();
-    // The unit's directory goes away under the running server: its next save fails.
+    // The unit's directory goes away under the running server: its next write fails (the
+    // command's audit record, appended before the state is saved).
     let unit_dir = dir.join("units").join(u.id().uuid());
     fs::rename(&unit_dir, dir.join("units").join("moved-away")).unwrap();
     let alice = MemSigner::new("alice");
@@ -564,8 +565,8 @@ fn a_unit_that_cannot_save_its_state_answers_an_internal_error_and_the_log_says_
     let uuid = u.id().uuid().to_string();
     for part in [
         uuid.as_str(),
-        "cannot save its state to",
-        &unit_dir.join("unit.json").display().to_string(),
+        "cannot append the command's record to its audit log",
+        &unit_dir.join("audit.log").display().to_string(),
         "No such file or directory",
     ] {
         assert!(line.contains(part), "{part:?} missing in {line}");

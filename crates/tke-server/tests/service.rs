@@ -129,6 +129,22 @@ fn service_requests_reach_the_units_of_a_server() {
     server.wait_for_log("command=\"rewrap\"", Duration::from_secs(10));
     assert!(server.logs().contains("kind=\"service\""));
 
+    // The audit log through `.../audit` (the server's journal store): every command that
+    // used the counter, chained up to the head the unit signed; service requests are not
+    // commands and leave no record.
+    let log = client.audit(rec, 0).unwrap();
+    let records = tke_proto::audit::verify_chain(&log).unwrap();
+    let counter = client.query(rec).unwrap().counter;
+    assert_eq!(
+        records.iter().map(|r| r.counter).collect::<Vec<_>>(),
+        (1..=counter).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        records.last().unwrap().command,
+        tke_proto::CommandId::CommitMk
+    );
+    server.wait_for_log("kind=\"audit\"", Duration::from_secs(10));
+
     // A service request at the query endpoint: 400, and it never reaches the unit.
     let r = raw(
         port,
@@ -153,6 +169,6 @@ fn service_requests_reach_the_units_of_a_server() {
     assert_eq!(
         r.json()["message"],
         "This endpoint takes a query (Request.query); send queries to .../query, commands to \
-         .../command and service requests to .../service."
+         .../command, service requests to .../service and audit queries to .../audit."
     );
 }

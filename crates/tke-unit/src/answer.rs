@@ -38,6 +38,19 @@ pub enum InternalError {
         #[source]
         source: io::Error,
     },
+    /// The command's audit record could not be appended to the unit's audit log, which
+    /// comes before the state is saved: the unit kept its previous state (the counter is
+    /// not consumed) and destroyed any secret the command made.
+    #[error("crypto unit {} cannot append the command's record to its audit log {}", unit.uuid(), path.display())]
+    SaveAudit {
+        /// The unit.
+        unit: UnitId,
+        /// The audit log ([`crate::AUDIT_FILE`] in the unit directory).
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// The backend failed (other than refusing an envelope, which is invalid data).
     #[error("the backend of crypto unit {} cannot {action}", unit.uuid())]
     Backend {

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod answer;
+mod audit;
 mod backend;
 mod error;
 mod journal;
@@ -26,6 +27,7 @@ use tke_proto::{
 };
 
 pub use answer::{Answer, InternalError};
+pub use audit::AUDIT_FILE;
 pub use backend::{Backend, BackendError, KeyHandle, LiveSecrets};
 pub use error::UnitError;
 pub use journal::{
@@ -55,6 +57,8 @@ pub struct Unit {
     internal_errors: Vec<InternalError>,
     /// Waited before each answer ([`Unit::set_latency`]).
     latency: Latency,
+    /// One record per command that consumed the counter.
+    audit: audit::AuditLog,
 }
 
 // The client keeps units behind a `Mutex` and drives them from several threads.
@@ -273,6 +277,19 @@ impl Unit {
                 return Err(e);
             }
         };
+        let log = match dir {
+            Some(dir) => {
+                audit::AuditLog::create(dir).map_err(io_err("write", &dir.join(AUDIT_FILE)))
+            }
+            None => Ok(audit::AuditLog::in_memory()),
+        };
+        let audit = match log {
+            Ok(log) => log,
+            Err(e) => {
+                let _ = backend.discard();
+                return Err(e);
+            }
+        };
         let state = state::State::new(unit_id, unit_type, backend.kind());
         let mut unit = Unit {
             dir: dir.map(Path::to_owned),
@@ -283,6 +300,7 @@ impl Unit {
             device_cert,
             internal_errors: Vec::new(),
             latency: Latency::NONE,
+            audit,
         };
         if let Err(e) = unit.write_state() {
             let _ = unit.backend.discard();
@@ -581,6 +599,11 @@ impl Unit {
             }
         }
         backend.retain(&state.live()).map_err(backend_err)?;
+        let audit = match dir {
+            Some(dir) => audit::AuditLog::open(dir, state.counter)
+                .map_err(io_err("read", &dir.join(AUDIT_FILE)))?,
+            None => audit::AuditLog::in_memory(),
+        };
         Ok(Unit {
             dir: dir.map(Path::to_owned),
             store,
@@ -590,6 +613,7 @@ impl Unit {
             device_cert,
             internal_errors: Vec::new(),
             latency: Latency::NONE,
+            audit,
         })
     }
 
@@ -704,7 +728,7 @@ impl Unit {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
-        for name in [CA_FILE, DEVICE_FILE, SECRETS_FILE, PKCS11_FILE] {
+        for name in [CA_FILE, DEVICE_FILE, SECRETS_FILE, PKCS11_FILE, AUDIT_FILE] {
             let path = dir.join(name);
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -770,9 +794,16 @@ fn remove_stale_temporaries(dir: &Path) {
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        let stale = [STATE_FILE, CA_FILE, DEVICE_FILE, SECRETS_FILE, PKCS11_FILE]
-            .iter()
-            .any(|f| name.starts_with(&format!(".{f}.tmp-")));
+        let stale = [
+            STATE_FILE,
+            CA_FILE,
+            DEVICE_FILE,
+            SECRETS_FILE,
+            PKCS11_FILE,
+            AUDIT_FILE,
+        ]
+        .iter()
+        .any(|f| name.starts_with(&format!(".{f}.tmp-")));
         if stale && e.file_type().is_ok_and(|t| t.is_file()) {
             let _ = fs::remove_file(e.path());
         }

@@ -10,16 +10,17 @@ use tke_proto::{
     p256::ecdsa::DerSignature,
     parts::{MkPartsRequest, SealedPart},
     transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
-    AdminCertificate, AdminCommand, Command, CommandId, DeviceCertificate, Digest32, GeneratedKeys,
-    ModuleError, ProtoError, Query, Register, Request, ResponseBody, ServiceOp, ServiceRequest,
-    SignedCommand, SignedResponse, SignerInfo, Ski, Threshold, TransportError, UnitType, Vp,
+    AdminCertificate, AdminCommand, AuditQuery, AuditRecord, Command, CommandId, DeviceCertificate,
+    Digest32, GeneratedKeys, ModuleError, ProtoError, Query, Register, Request, ResponseBody,
+    ServiceOp, ServiceRequest, SignedCommand, SignedResponse, SignerInfo, Ski, Threshold,
+    TransportError, UnitType, Vp,
 };
 
 use crate::{
     answer::{Answer, InternalError},
     backend::BackendError,
     state::{CurrentRegister, NewRegister, Slot, State, MAX_ADMINS},
-    Unit,
+    Unit, AUDIT_FILE,
 };
 
 /// More signer infos than this are refused (33) before any signature is verified: a
@@ -104,6 +105,7 @@ impl Unit {
             Ok(Request::Query(q)) => self.query(&q),
             Ok(Request::Command(c)) => self.command(&c),
             Ok(Request::Service(s)) => self.service(&s),
+            Ok(Request::Audit(a)) => self.audit_page(&a),
         };
         let response = self.respond(request_hash, outcome);
         Answer {
@@ -148,6 +150,19 @@ impl Unit {
             .status()
             .to_der()
             .map_err(|e| self.encode_failure("encode its status", e.into()))
+    }
+
+    /// The audit records from `q.from` on: a read, like a query (no counter, no state
+    /// change).
+    fn audit_page(&mut self, q: &AuditQuery) -> Outcome {
+        if q.unit_id != self.state.unit_id {
+            return Err(ModuleError::INVALID_UNIT);
+        }
+        let page = self
+            .audit
+            .page(q.from, self.state.audit_first, self.state.audit_head)
+            .and_then(|p| p.to_der());
+        page.map_err(|e| self.encode_failure("encode its audit records", e.into()))
     }
 
     /// Signs the response. If the device key cannot sign, the response carries an empty
@@ -320,13 +335,14 @@ impl Unit {
     }
 
     fn command(&mut self, signed: &SignedCommand) -> Outcome {
-        let command = self.authorize(signed)?;
-        self.execute(&command)
+        let authorized = self.authorize(signed)?;
+        self.execute(&authorized)
     }
 
     /// Every check that comes before the counter is consumed: decoding, unit id, counter,
-    /// signatures, imprint mode, signature count. Changes nothing.
-    fn authorize(&self, signed: &SignedCommand) -> Result<Command, ModuleError> {
+    /// signatures, imprint mode, signature count. Changes nothing, and so is not audited:
+    /// a refused command here did not run.
+    fn authorize(&self, signed: &SignedCommand) -> Result<Authorized, ModuleError> {
         let wire = AdminCommand::from_der(signed.command.as_bytes())
             .map_err(|_| ModuleError::INVALID_DATA)?;
         if wire.unit_id != self.state.unit_id {
@@ -344,7 +360,12 @@ impl Unit {
         if signers.len() < self.required_signatures(&command)? {
             return Err(ModuleError::NOT_ENOUGH_SIGNATURES);
         }
-        Ok(command)
+        Ok(Authorized {
+            command,
+            id: wire.command,
+            hash: Digest32::sha256(signed.command.as_bytes()),
+            signers,
+        })
     }
 
     /// Checks every signer info and returns the distinct administrators who signed.
@@ -411,16 +432,49 @@ impl Unit {
         })
     }
 
-    /// Runs an authorized command. The counter is consumed whatever the outcome: the new
-    /// state (counter + 1, and the command's effects if it succeeded) is written before
-    /// the answer, then the backend destroys what the state no longer refers to.
-    fn execute(&mut self, command: &Command) -> Outcome {
+    /// Runs an authorized command. The counter is consumed whatever the outcome: the
+    /// command's audit record is appended, then the new state (counter + 1, the record's
+    /// hash, and the command's effects if it succeeded) is written before the answer, then
+    /// the backend destroys what the state no longer refers to.
+    fn execute(&mut self, authorized: &Authorized) -> Outcome {
+        let command = &authorized.command;
         let mut next = self.state.clone();
         next.counter = self.state.counter.saturating_add(1);
         let outcome = self.run(command, &mut next);
+        let record = AuditRecord {
+            counter: next.counter,
+            command: authorized.id,
+            command_hash: authorized.hash,
+            signers: authorized.signers.iter().copied().collect(),
+            return_code: outcome.as_ref().err().map_or(0, |e| e.rc),
+            reason_code: outcome.as_ref().err().map_or(0, |e| e.reason),
+            time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            prev: self.state.audit_head,
+        };
+        let appended = record
+            .to_der()
+            .map_err(ProtoError::from)
+            .map_err(|e| self.encode_failure("encode its audit record", e))
+            .and_then(|der| {
+                next.audit_head = Digest32::sha256(&der);
+                self.audit.append(der).map_err(|source| {
+                    self.internal(InternalError::SaveAudit {
+                        unit: self.state.unit_id,
+                        path: self.place().join(AUDIT_FILE),
+                        source,
+                    })
+                })
+            });
+        if let Err(e) = appended {
+            let _ = self.backend.retain(&self.state.live());
+            return Err(e);
+        }
         if let Err(source) = self.persist(&next) {
-            // Nothing changed in the store: keep the old state, and destroy any secret the
-            // backend made for the command (an orphan now).
+            // Nothing changed in the store: keep the old state and log, and destroy any
+            // secret the backend made for the command (an orphan now).
+            self.audit.undo_append();
             let _ = self.backend.retain(&self.state.live());
             return Err(self.internal(InternalError::SaveState {
                 unit: self.state.unit_id,
@@ -622,6 +676,15 @@ impl Unit {
         let record = state.to_json()?;
         self.store.save(&record)
     }
+}
+
+/// A command that passed every check before the counter: what the audit record names.
+struct Authorized {
+    command: Command,
+    id: CommandId,
+    /// SHA-256 of the `AdminCommand` DER as signed.
+    hash: Digest32,
+    signers: BTreeSet<Ski>,
 }
 
 /// The importer key check of an import: `key_id` must be the pending importer key (96).

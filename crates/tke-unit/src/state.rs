@@ -113,6 +113,12 @@ pub(crate) struct State {
     pub importer: Option<Digest32>,
     /// The control points (zeroize keeps them, as EP11 does).
     pub control_points: ControlPoints,
+    /// The counter of the audit log's first record: 1, or for a unit made before units
+    /// kept a log, the first counter after it got one.
+    pub audit_first: u64,
+    /// SHA-256 of the audit log's last record (zeros when none): saved with the counter,
+    /// so that the record and the state commit together (zeroize keeps both).
+    pub audit_head: Digest32,
 }
 
 impl State {
@@ -130,6 +136,8 @@ impl State {
             current: CurrentRegister::Empty,
             importer: None,
             control_points: ControlPoints::DEFAULT,
+            audit_first: 1,
+            audit_head: Digest32([0; 32]),
         }
     }
 
@@ -215,6 +223,10 @@ impl State {
             ),
             importer_key_id: self.importer.map(|k| k.to_hex()),
             control_points: Some(self.control_points.to_hex()),
+            audit: Some(AuditJson {
+                first: self.audit_first,
+                head: self.audit_head.to_hex(),
+            }),
         };
         let mut out = serde_json::to_vec_pretty(&file)?;
         out.push(b'\n');
@@ -311,7 +323,21 @@ impl State {
             .map(Digest32::from_hex)
             .transpose()
             .map_err(|_| corrupt("importer_key_id is not 32 bytes of hex"))?;
+        let (audit_first, audit_head) = match &file.audit {
+            Some(a) => (
+                a.first,
+                Digest32::from_hex(&a.head)
+                    .map_err(|_| corrupt("audit.head is not 32 bytes of hex"))?,
+            ),
+            // Written before units kept an audit log: it starts with the next command.
+            None => (file.counter.saturating_add(1), Digest32([0; 32])),
+        };
+        if audit_first == 0 || audit_first > file.counter.saturating_add(1) {
+            return Err(corrupt("audit.first is 0 or past the next counter"));
+        }
         Ok(Self {
+            audit_first,
+            audit_head,
             unit_id,
             unit_type: file.unit_type.into(),
             backend: file.backend,
@@ -345,6 +371,18 @@ struct StateFile {
     /// The control point mask, 32 hex digits; absent in format 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     control_points: Option<String>,
+    /// Where the audit log starts and its head; absent in files written before units kept
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit: Option<AuditJson>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditJson {
+    first: u64,
+    /// SHA-256 of the last record, hex.
+    head: String,
 }
 
 #[derive(Serialize, Deserialize)]

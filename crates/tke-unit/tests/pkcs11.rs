@@ -73,8 +73,8 @@ use tke_proto::{
     Command, ProtoError, Register, RegisterState, UnitId, UnitType, Vp,
 };
 use tke_unit::{
-    Backend, BackendError, Pkcs11Backend, Pkcs11Config, Unit, UnitError, WrapMechanism, CA_FILE,
-    DEVICE_FILE, PKCS11_FILE, SECRETS_FILE, STATE_FILE,
+    Backend, BackendError, Pkcs11Backend, Pkcs11Config, Unit, UnitError, WrapMechanism, AUDIT_FILE,
+    CA_FILE, DEVICE_FILE, PKCS11_FILE, SECRETS_FILE, STATE_FILE,
 };
 
 /// The error and every cause below it, as a printer walking `source()` shows them.
@@ -494,7 +494,7 @@ fn unit_directory_records_the_token_not_the_pin() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let mut expected = vec![CA_FILE, DEVICE_FILE, PKCS11_FILE, STATE_FILE];
+    let mut expected = vec![AUDIT_FILE, CA_FILE, DEVICE_FILE, PKCS11_FILE, STATE_FILE];
     expected.sort();
     assert_eq!(
         names, expected,

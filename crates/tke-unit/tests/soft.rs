@@ -35,7 +35,7 @@ use der::{asn1::OctetStringRef, Decode, Sequence};
 use suite::World;
 use support::{ok, run, Fleet, UnitFactory};
 use tke_proto::{Command, DeviceCertificate, ProtoError, UnitId, UnitType};
-use tke_unit::{Unit, UnitError, CA_FILE, DEVICE_FILE, SECRETS_FILE, STATE_FILE};
+use tke_unit::{Unit, UnitError, AUDIT_FILE, CA_FILE, DEVICE_FILE, SECRETS_FILE, STATE_FILE};
 
 /// Mirror of the secrets file (see `SoftSecrets` in src/soft.rs).
 #[derive(Sequence)]
@@ -90,7 +90,7 @@ fn files_are_private_and_secrets_stay_in_their_file() {
     ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
     ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
     ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
-    let mut expected = vec![CA_FILE, DEVICE_FILE, SECRETS_FILE, STATE_FILE];
+    let mut expected = vec![AUDIT_FILE, CA_FILE, DEVICE_FILE, SECRETS_FILE, STATE_FILE];
     expected.sort();
     for u in [&rec, &op] {
         let dir = u.dir().unwrap();
@@ -145,7 +145,14 @@ fn stale_temporary_files_do_not_break_open() {
     let u = Unit::open(&dir).unwrap();
     assert_eq!(u.status(), status);
     // The leftovers (which may hold secrets) are gone; other files are not ours to touch.
-    let mut expected = vec![CA_FILE, DEVICE_FILE, SECRETS_FILE, STATE_FILE, "notes.txt"];
+    let mut expected = vec![
+        AUDIT_FILE,
+        CA_FILE,
+        DEVICE_FILE,
+        SECRETS_FILE,
+        STATE_FILE,
+        "notes.txt",
+    ];
     expected.sort();
     assert_eq!(file_names(&dir), expected);
 }
