@@ -120,6 +120,9 @@ pub struct LocalKms {
     instance: String,
     /// Units that rewrap at once during re-encryption.
     rewrap_workers: NonZeroUsize,
+    /// The rotation's last counts (records in all, left under `from`), so that a
+    /// re-encryption step in the middle reports progress without counting the store.
+    counts: Mutex<Option<(RotationMarker, u64, u64)>>,
 }
 
 impl core::fmt::Debug for LocalKms {
@@ -143,7 +146,7 @@ const STORE_BATCH_CALLS: NonZeroUsize = match NonZeroUsize::new(8) {
 const PIPELINE_DEPTH: usize = 2;
 
 /// Units that rewrap at once by default (crate documentation: measured on 2 cores).
-pub const DEFAULT_REWRAP_WORKERS: NonZeroUsize = match NonZeroUsize::new(1) {
+pub const DEFAULT_REWRAP_WORKERS: NonZeroUsize = match NonZeroUsize::new(2) {
     Some(n) => n,
     None => NonZeroUsize::MIN,
 };
@@ -224,6 +227,7 @@ impl LocalKms {
             units,
             instance: instance.into(),
             rewrap_workers: DEFAULT_REWRAP_WORKERS,
+            counts: Mutex::new(None),
         }
     }
 
@@ -294,7 +298,7 @@ impl LocalKms {
         marker: &RotationMarker,
         units: &[UnitRef],
         max_records: u64,
-    ) -> Result<(), KmsError> {
+    ) -> Result<u64, KmsError> {
         let per_call = self.units.max_batch();
         // A store transaction spans several unit calls: one commit (one fsync) per
         // STORE_BATCH_CALLS calls instead of one per call.
@@ -377,7 +381,7 @@ impl LocalKms {
 
 /// The store's side of [`LocalKms::pipeline`]: reads up to [`PIPELINE_DEPTH`] batches
 /// ahead, hands their unit calls to the workers (`jobs`, in turn), and commits each batch,
-/// in order, once `done` brought every answer of it.
+/// in order, once `done` brought every answer of it. Returns how many records moved.
 fn commit_in_order(
     store: &mut (dyn KeyStore + Send),
     marker: &RotationMarker,
@@ -386,7 +390,7 @@ fn commit_in_order(
     per_tx: NonZeroUsize,
     jobs: &[mpsc::Sender<Job>],
     done: &mpsc::Receiver<Done>,
-) -> Result<(), KmsError> {
+) -> Result<u64, KmsError> {
     let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(PIPELINE_DEPTH);
     // The sequence number of the batch at the front of `in_flight`.
     let mut front_seq = 0;
@@ -394,6 +398,7 @@ fn commit_in_order(
     let mut to_read = max_records;
     let mut exhausted = false;
     let mut next_worker = 0;
+    let mut moved = 0u64;
     loop {
         while in_flight.len() < PIPELINE_DEPTH && !exhausted && to_read > 0 {
             let n = usize::try_from(to_read).map_or(per_tx, |b| {
@@ -433,7 +438,7 @@ fn commit_in_order(
             });
         }
         let Some(front) = in_flight.front() else {
-            return Ok(());
+            return Ok(moved);
         };
         let mut missing = front.missing;
         while missing > 0 {
@@ -451,11 +456,11 @@ fn commit_in_order(
             missing = in_flight.front().map_or(0, |f| f.missing);
         }
         let Some(front) = in_flight.pop_front() else {
-            return Ok(());
+            return Ok(moved);
         };
         front_seq += 1;
         let new: Vec<WrappedKey> = front.parts.into_iter().flatten().flatten().collect();
-        store.commit_batch(&marker.from, &marker.to, &front.batch, &new)?;
+        moved += store.commit_batch(&marker.from, &marker.to, &front.batch, &new)? as u64;
     }
 }
 
@@ -569,7 +574,14 @@ impl KeyService for LocalKms {
     }
 
     fn delete(&self, id: &KeyId) -> Result<(), KmsError> {
-        self.store().delete(id).map_err(|e| no_such_key(e, id))
+        let mut store = self.store();
+        store.delete(id).map_err(|e| no_such_key(e, id))?;
+        // The rotation's counts are taken again at its next step.
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        Ok(())
     }
 
     fn wrap(&self, id: &KeyId, data_key: &[u8]) -> Result<Vec<u8>, KmsError> {
@@ -625,9 +637,31 @@ impl KeyService for LocalKms {
         let marker = self.in_progress()?;
         let units = self.units()?;
         let mut store = self.store();
-        self.pipeline(&mut **store, &marker, &units, max_records)?;
-        let total = store.count()?;
-        let left = store.count_by_vp(&marker.from)?;
+        let moved = self.pipeline(&mut **store, &marker, &units, max_records);
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let moved = match moved {
+            Ok(m) => m,
+            Err(e) => {
+                *counts = None;
+                return Err(e);
+            }
+        };
+        // In the middle of a rotation (the ceremony calls this every few thousand
+        // records), the counts follow from the last ones: counting a million records
+        // takes longer than rewrapping thousands. The first step, and any step that
+        // would leave none or moved none, counts the store: whether the rotation is done
+        // is never taken from an estimate (records deleted by another process meanwhile
+        // make the estimate too high, and then a step moves none and counts).
+        let (total, left) = match *counts {
+            Some((of, total, left)) if of == marker && moved > 0 && left > moved => {
+                (total, left - moved)
+            }
+            _ => (store.count()?, store.count_by_vp(&marker.from)?),
+        };
+        *counts = Some((marker, total, left));
         Ok(Progress {
             done: total.saturating_sub(left),
             total,

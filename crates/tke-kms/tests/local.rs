@@ -701,3 +701,44 @@ fn pipelined_rotation_child() {
     // Returns only if the abort point is never reached, which the parent refuses.
     kms.reencrypt(u64::MAX).unwrap();
 }
+
+#[test]
+fn progress_between_steps_stays_exact_when_keys_are_deleted_during_the_rotation() {
+    let (a, b) = (MasterKey::random(), MasterKey::random());
+    let units = Units::new(Some(&a));
+    let kms = kms_over(&units);
+    let ids: Vec<KeyId> = kms
+        .create(&name("k"), 450)
+        .unwrap()
+        .iter()
+        .map(|k| k.id)
+        .collect();
+    units.set_new(&b);
+    kms.begin_rotation(Rotation {
+        from: a.vp(),
+        to: b.vp(),
+    })
+    .unwrap();
+    let p = kms.reencrypt(100).unwrap();
+    assert_eq!((p.done, p.total), (100, 450));
+    let p = kms.reencrypt(100).unwrap();
+    assert_eq!((p.done, p.total), (200, 450));
+    // One key still under `a` and one already under `b` deleted mid-way.
+    let under = |vp: Vp| {
+        *ids.iter()
+            .find(|id| kms.show(id).unwrap().vp == vp)
+            .unwrap()
+    };
+    kms.delete(&under(a.vp())).unwrap();
+    kms.delete(&under(b.vp())).unwrap();
+    let p = kms.reencrypt(100).unwrap();
+    assert_eq!((p.done, p.total), (299, 448));
+    let mut steps = 0;
+    let mut p = p;
+    while p.remaining() > 0 {
+        p = kms.reencrypt(100).unwrap();
+        steps += 1;
+    }
+    assert_eq!((p.done, p.total, steps), (448, 448, 2));
+    kms.finish_rotation().unwrap();
+}
