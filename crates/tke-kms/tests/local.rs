@@ -539,92 +539,116 @@ fn roots(path: &std::path::Path, a: &MasterKey, b: &MasterKey) -> Vec<(KeyId, Vp
         .collect()
 }
 
+/// A key store file with keys under `a`, a rotation to `b` begun, units holding both.
+struct Underway {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    units: Units,
+    a: MasterKey,
+    b: MasterKey,
+    /// Data keys wrapped under the first 50 root keys.
+    wrapped: Vec<(KeyId, Vec<u8>, Vec<u8>)>,
+    /// Each record's root key, before the rotation.
+    roots: Vec<(KeyId, Vp, Vec<u8>)>,
+}
+
+impl Underway {
+    fn new(count: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("instance.keys");
+        let (a, b) = (MasterKey::random(), MasterKey::random());
+        let units = Units::new(Some(&a));
+        let kms = LocalKms::new(
+            Box::new(SqliteKeyStore::create(&path).unwrap()),
+            Box::new(units.clone()),
+            "instance-1",
+        );
+        let ids: Vec<KeyId> = kms
+            .create(&name("k"), count)
+            .unwrap()
+            .iter()
+            .map(|k| k.id)
+            .collect();
+        let wrapped = wrap_each(&kms, &ids[..50]);
+        units.set_new(&b);
+        kms.begin_rotation(Rotation {
+            from: a.vp(),
+            to: b.vp(),
+        })
+        .unwrap();
+        let roots = roots(&path, &a, &b);
+        Self {
+            _dir: dir,
+            path,
+            units,
+            a,
+            b,
+            wrapped,
+            roots,
+        }
+    }
+
+    /// The service over the store file, `workers` units rewrapping at once.
+    fn kms(&self, workers: usize) -> LocalKms {
+        LocalKms::new(
+            Box::new(SqliteKeyStore::open(&self.path).unwrap()),
+            Box::new(self.units.clone()),
+            "instance-1",
+        )
+        .with_rewrap_workers(NonZeroUsize::new(workers).unwrap())
+    }
+
+    /// Checks every record still holds its root key, under `a` or `b`; returns how many
+    /// are under `b`.
+    fn check(&self) -> usize {
+        let after = roots(&self.path, &self.a, &self.b);
+        let strip = |v: &[(KeyId, Vp, Vec<u8>)]| -> Vec<(KeyId, Vec<u8>)> {
+            v.iter().map(|(id, _, r)| (*id, r.clone())).collect()
+        };
+        assert_eq!(
+            strip(&self.roots),
+            strip(&after),
+            "every record holds the same root key, under a VP it is tagged with"
+        );
+        after.iter().filter(|(_, vp, _)| *vp == self.b.vp()).count()
+    }
+
+    /// Resumes the rotation to its end; every data key still unwraps.
+    fn finish(&self) {
+        let kms = self.kms(2);
+        let p = kms.reencrypt(u64::MAX).unwrap();
+        assert_eq!(p.remaining(), 0);
+        assert_eq!(p.total, self.roots.len() as u64);
+        kms.finish_rotation().unwrap();
+        assert_unwrap_all(&kms, &self.wrapped);
+    }
+}
+
 #[test]
 fn a_pipelined_rotation_failing_in_a_later_batch_keeps_every_record_readable() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("instance.keys");
-    let (a, b) = (MasterKey::random(), MasterKey::random());
-    let units = Units::new(Some(&a));
-    let kms = LocalKms::new(
-        Box::new(SqliteKeyStore::create(&path).unwrap()),
-        Box::new(units.clone()),
-        "instance-1",
-    )
-    .with_rewrap_workers(NonZeroUsize::new(2).unwrap());
-    let ids: Vec<KeyId> = kms
-        .create(&name("k"), 4000)
-        .unwrap()
-        .iter()
-        .map(|k| k.id)
-        .collect();
-    let wrapped = wrap_each(&kms, &ids[..50]);
-    let before = roots(&path, &a, &b);
-    units.set_new(&b);
-    kms.begin_rotation(Rotation {
-        from: a.vp(),
-        to: b.vp(),
-    })
-    .unwrap();
+    let r = Underway::new(4000);
+    let kms = r.kms(2);
     // Every unit fails from the 20th call on: batches of 8 calls were read ahead and
     // rewrapped on two units at once; those not committed stay under `a`.
-    units.fail_rewrap_at.store(20, Ordering::SeqCst);
-    units
+    r.units.fail_rewrap_at.store(20, Ordering::SeqCst);
+    r.units
         .fail_rewrap_count
         .store(usize::MAX / 2, Ordering::SeqCst);
     let err = kms.reencrypt(u64::MAX).unwrap_err();
     assert!(matches!(err, KmsError::NoUnit(_)), "{err:?}");
-    let (in_a, in_b) = kms.store_counts(&a, &b);
-    assert_eq!(in_a + in_b, 4000);
-    assert!(
-        in_b % 800 == 0 && in_b <= 2 * 800,
-        "whole batches only: {in_b}"
-    );
     drop(kms);
-    let after = roots(&path, &a, &b);
-    assert_eq!(
-        before.iter().map(|(id, _, r)| (id, r)).collect::<Vec<_>>(),
-        after.iter().map(|(id, _, r)| (id, r)).collect::<Vec<_>>(),
-        "every record holds the same root key, under a VP it is tagged with"
+    let moved = r.check();
+    assert!(
+        moved % 800 == 0 && moved <= 2 * 800,
+        "whole batches only: {moved}"
     );
-
-    units.fail_rewrap_at.store(0, Ordering::SeqCst);
-    let kms = LocalKms::new(
-        Box::new(SqliteKeyStore::open(&path).unwrap()),
-        Box::new(units.clone()),
-        "instance-1",
-    );
-    let p = kms.reencrypt(u64::MAX).unwrap();
-    assert_eq!((p.done, p.total), (4000, 4000));
-    kms.finish_rotation().unwrap();
-    assert_unwrap_all(&kms, &wrapped);
+    r.units.fail_rewrap_at.store(0, Ordering::SeqCst);
+    r.finish();
 }
 
 #[test]
 fn a_pipelined_rotation_killed_mid_way_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("instance.keys");
-    let (a, b) = (MasterKey::random(), MasterKey::random());
-    let units = Units::new(Some(&a));
-    let kms = LocalKms::new(
-        Box::new(SqliteKeyStore::create(&path).unwrap()),
-        Box::new(units.clone()),
-        "instance-1",
-    );
-    let ids: Vec<KeyId> = kms
-        .create(&name("k"), PIPELINE_KEYS)
-        .unwrap()
-        .iter()
-        .map(|k| k.id)
-        .collect();
-    let wrapped = wrap_each(&kms, &ids[..50]);
-    units.set_new(&b);
-    kms.begin_rotation(Rotation {
-        from: a.vp(),
-        to: b.vp(),
-    })
-    .unwrap();
-    let before = roots(&path, &a, &b);
-    drop(kms);
+    let r = Underway::new(PIPELINE_KEYS);
     // The child re-encrypts on two units at once and aborts in its 12th batch (call
     // 93 of 160), with batches committed, one rewrapped and not committed, and one read
     // ahead.
@@ -635,13 +659,13 @@ fn a_pipelined_rotation_killed_mid_way_loses_nothing() {
             "--ignored",
             "--test-threads=1",
         ])
-        .env(ENV_STORE, &path)
+        .env(ENV_STORE, &r.path)
         .env(
             ENV_KEYS,
             format!(
                 "{} {}",
-                hex::encode(a.expose_secret()),
-                hex::encode(b.expose_secret())
+                hex::encode(r.a.expose_secret()),
+                hex::encode(r.b.expose_secret())
             ),
         )
         .env(ENV_ABORT_AT, "93")
@@ -652,30 +676,12 @@ fn a_pipelined_rotation_killed_mid_way_loses_nothing() {
         Some(6),
         "the child must have died of SIGABRT: {out:?}"
     );
-    let after = roots(&path, &a, &b);
-    let moved = after.iter().filter(|(_, vp, _)| *vp == b.vp()).count();
+    let moved = r.check();
     assert!(
         moved % 800 == 0 && (8 * 800..=12 * 800).contains(&moved),
         "whole batches committed before the crash, none after: {moved}"
     );
-    assert_eq!(
-        before.iter().map(|(id, _, r)| (id, r)).collect::<Vec<_>>(),
-        after.iter().map(|(id, _, r)| (id, r)).collect::<Vec<_>>(),
-        "every record holds the same root key, under a VP it is tagged with"
-    );
-
-    let kms = LocalKms::new(
-        Box::new(SqliteKeyStore::open(&path).unwrap()),
-        Box::new(units.clone()),
-        "instance-1",
-    );
-    let p = kms.reencrypt(u64::MAX).unwrap();
-    assert_eq!(
-        (p.done, p.total),
-        (PIPELINE_KEYS.into(), PIPELINE_KEYS.into())
-    );
-    kms.finish_rotation().unwrap();
-    assert_unwrap_all(&kms, &wrapped);
+    r.finish();
 }
 
 /// The re-encryption that `a_pipelined_rotation_killed_mid_way_loses_nothing` runs in a

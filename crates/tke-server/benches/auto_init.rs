@@ -157,16 +157,7 @@ fn one_run(admins: &[MemSigner], servers: usize, instances: usize, layout: &[&st
         server_cpu: srv1 - srv0,
     };
 
-    let keys: Vec<AdminInfo> = admins
-        .iter()
-        .map(|a| {
-            let cert = a.certificate();
-            AdminInfo {
-                ski: cert.ski(),
-                name: cert.name().clone(),
-            }
-        })
-        .collect();
+    let keys: Vec<AdminInfo> = admins.iter().map(MemSigner::admin_info).collect();
     let (cpu0, srv0) = (own_cpu(), servers_cpu());
     let t = Instant::now();
     let rotated = parallel(&client.instances(), |instance| {

@@ -5,7 +5,7 @@
 
 use tke_ceremony::{AutoInit, Flow, Rotate, Silent};
 use tke_client::{embedded::Latency, fanout::parallel, Client, FleetSpec, InstanceId};
-use tke_proto::{AdminInfo, Threshold};
+use tke_proto::Threshold;
 use tke_sigkey::Signer;
 use tke_test_support::{fanout::LatencyFleet, MemSigner};
 
@@ -116,16 +116,7 @@ fn auto_init(client: &Client, instance: &InstanceId, admins: &[MemSigner]) {
 /// quorum of 2 is chosen by the plan). The fleets have no key storage: the units' part
 /// of the rotation is measured.
 fn auto_mk_rotate(client: &Client, instance: &InstanceId, admins: &[MemSigner]) {
-    let keys = admins
-        .iter()
-        .map(|a| {
-            let cert = a.certificate();
-            AdminInfo {
-                ski: cert.ski(),
-                name: cert.name().clone(),
-            }
-        })
-        .collect();
+    let keys = admins.iter().map(MemSigner::admin_info).collect();
     let signers: Vec<&dyn Signer> = admins.iter().map(|a| a as &dyn Signer).collect();
     Rotate {
         flow: Flow::Auto,
