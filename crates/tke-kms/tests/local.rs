@@ -650,8 +650,8 @@ fn a_pipelined_rotation_failing_in_a_later_batch_keeps_every_record_readable() {
 fn a_pipelined_rotation_killed_mid_way_loses_nothing() {
     let r = Underway::new(PIPELINE_KEYS);
     // The child re-encrypts on two units at once and aborts in its 12th batch (call
-    // 93 of 160), with batches committed, one rewrapped and not committed, and one read
-    // ahead.
+    // 93 of 160), with batches committed and up to three more read, some rewrapped,
+    // none committed.
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
