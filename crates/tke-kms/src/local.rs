@@ -147,7 +147,7 @@ const STORE_BATCH_CALLS: NonZeroUsize = match NonZeroUsize::new(8) {
 const PIPELINE_DEPTH: usize = 4;
 
 /// Units that rewrap at once by default (crate documentation: measured on 2 cores).
-pub const DEFAULT_REWRAP_WORKERS: NonZeroUsize = match NonZeroUsize::new(2) {
+pub const DEFAULT_REWRAP_WORKERS: NonZeroUsize = match NonZeroUsize::new(1) {
     Some(n) => n,
     None => NonZeroUsize::MIN,
 };

@@ -639,7 +639,7 @@ fn a_pipelined_rotation_failing_in_a_later_batch_keeps_every_record_readable() {
     drop(kms);
     let moved = r.check();
     assert!(
-        moved % 800 == 0 && moved <= 2 * 800,
+        moved.is_multiple_of(800) && moved <= 2 * 800,
         "whole batches only: {moved}"
     );
     r.units.fail_rewrap_at.store(0, Ordering::SeqCst);
@@ -678,7 +678,7 @@ fn a_pipelined_rotation_killed_mid_way_loses_nothing() {
     );
     let moved = r.check();
     assert!(
-        moved % 800 == 0 && (8 * 800..=12 * 800).contains(&moved),
+        moved.is_multiple_of(800) && (8 * 800..=12 * 800).contains(&moved),
         "whole batches committed before the crash, none after: {moved}"
     );
     r.finish();
