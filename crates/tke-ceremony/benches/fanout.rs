@@ -32,7 +32,7 @@ use std::{
 
 use cpu_time::ProcessTime;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
-use fanout_sizes::{admins, on_every_instance, CEREMONIES, SIZES};
+use fanout_sizes::{admins, on_every_instance, set_up, CEREMONIES, SIZES};
 use tke_client::embedded::Latency;
 
 /// The simulated round trip of every unit.
@@ -55,7 +55,8 @@ fn bench(c: &mut Criterion) {
     let latency = Latency::from_millis(LATENCY_MS).unwrap();
     let admins = admins();
     let results: Mutex<Vec<Measured>> = Mutex::new(Vec::new());
-    for (name, ceremony) in CEREMONIES {
+    for ceremony in CEREMONIES {
+        let name = ceremony.name;
         let mut g = c.benchmark_group(format!("fanout_{name}"));
         // One run per sample: a run takes a fresh fleet, and tenths of a second.
         g.sampling_mode(SamplingMode::Flat);
@@ -75,8 +76,9 @@ fn bench(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let fleet = size.fleet(latency);
+                        set_up(&fleet, ceremony, &admins);
                         let (start, cpu) = (Instant::now(), ProcessTime::now());
-                        on_every_instance(&fleet, *ceremony, &admins);
+                        on_every_instance(&fleet, ceremony.run, &admins);
                         let took = start.elapsed();
                         total += took;
                         measured.times.push(took);

@@ -42,6 +42,90 @@ pub type RewrapFn<'a> = dyn FnMut(&KeyId, &WrappedKey) -> Result<WrappedKey, Rew
 /// of the `to` VP, as many and in the same order.
 pub type BatchRewrapFn<'a> = dyn FnMut(&[WrappedKey]) -> Result<Vec<WrappedKey>, RewrapError> + 'a;
 
+/// Where a pipelined re-encryption reads on ([`KeyStore::read_batch`]): after the last
+/// record of the batch it came from, in the store's own order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BatchCursor(i64);
+
+impl BatchCursor {
+    /// The cursor after the record at `position` (a store's own row position).
+    pub fn after(position: i64) -> Self {
+        Self(position)
+    }
+
+    /// The position it continues after.
+    pub fn position(self) -> i64 {
+        self.0
+    }
+}
+
+/// Records read for re-encryption and not changed yet ([`KeyStore::read_batch`]): each
+/// one's position in the store, id and wrapped value. Once a unit has rewrapped the
+/// values, [`KeyStore::commit_batch`] stores them.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    positions: Vec<i64>,
+    ids: Vec<KeyId>,
+    wrapped: Vec<WrappedKey>,
+}
+
+impl ReadBatch {
+    /// A batch from its records' positions (ascending, in the store's own numbering),
+    /// ids and wrapped values, all of the same length: for [`KeyStore`] implementations.
+    ///
+    /// # Errors
+    /// [`StoreError::RewrapCount`] (naming `store`) when the lengths differ.
+    pub fn new(
+        store: &Path,
+        positions: Vec<i64>,
+        ids: Vec<KeyId>,
+        wrapped: Vec<WrappedKey>,
+    ) -> Result<Self, StoreError> {
+        if ids.len() != positions.len() || wrapped.len() != positions.len() {
+            return Err(StoreError::RewrapCount {
+                store: store.to_owned(),
+                expected: positions.len(),
+                actual: ids.len().min(wrapped.len()),
+            });
+        }
+        Ok(Self {
+            positions,
+            ids,
+            wrapped,
+        })
+    }
+
+    /// The records' positions in the store.
+    pub fn positions(&self) -> &[i64] {
+        &self.positions
+    }
+
+    /// The records' ids.
+    pub fn ids(&self) -> &[KeyId] {
+        &self.ids
+    }
+
+    /// The records' values, wrapped under the master key the batch was read for.
+    pub fn wrapped(&self) -> &[WrappedKey] {
+        &self.wrapped
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// Whether it holds no record: none is left to read.
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
+    /// Where the next read continues; `None` for an empty batch.
+    pub fn next(&self) -> Option<BatchCursor> {
+        self.positions.last().copied().map(BatchCursor)
+    }
+}
+
 /// The master key rotation in progress on a store: its records are being moved from the
 /// master key with VP `from` to the one with VP `to`. Stored in the store itself, so
 /// that every process using the store sees it, and it survives a crash.
@@ -146,6 +230,36 @@ pub trait KeyStore {
         to: &Vp,
         limit: NonZeroUsize,
         rewrap: &mut BatchRewrapFn<'_>,
+    ) -> Result<usize, StoreError>;
+
+    /// The first half of a pipelined rotation step: reads, without changing anything, up
+    /// to `limit` records tagged `from` that come after `after` in the store's order (from
+    /// the first when `None`). The reader can read the next batch while a unit rewraps
+    /// this one; an empty batch means none is left after `after`.
+    ///
+    /// # Errors
+    /// [`StoreError::Malformed`]; [`StoreError::Database`].
+    fn read_batch(
+        &self,
+        from: &Vp,
+        after: Option<BatchCursor>,
+        limit: NonZeroUsize,
+    ) -> Result<ReadBatch, StoreError>;
+
+    /// The second half: stores `new` (the values of `batch`, rewrapped from `from` to
+    /// `to`, in the same order) tagged `to`, all in one transaction. A record of the batch
+    /// that is no longer the one read under `from` (deleted or moved meanwhile) is left
+    /// as it is. Returns how many records moved.
+    ///
+    /// # Errors
+    /// [`StoreError::SameVp`]; [`StoreError::RewrapCount`] when `new` is not as long as
+    /// the batch (nothing changes); [`StoreError::Database`].
+    fn commit_batch(
+        &mut self,
+        from: &Vp,
+        to: &Vp,
+        batch: &ReadBatch,
+        new: &[WrappedKey],
     ) -> Result<usize, StoreError>;
 
     /// The rotation in progress, if any.

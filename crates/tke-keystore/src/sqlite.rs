@@ -18,8 +18,8 @@ use rusqlite::{
 use tke_proto::Vp;
 
 use crate::{
-    BatchRewrapFn, Created, KeyDataError, KeyId, KeyName, KeyStore, ListCursor, Record, RewrapFn,
-    RotationMarker, StoreError, WrappedKey,
+    BatchCursor, BatchRewrapFn, Created, KeyDataError, KeyId, KeyName, KeyStore, ListCursor,
+    ReadBatch, Record, RewrapFn, RotationMarker, StoreError, WrappedKey,
 };
 
 /// `PRAGMA application_id` of a key store ("TKEK"), so that another SQLite file is
@@ -208,72 +208,34 @@ impl SqliteKeyStore {
         limit: NonZeroUsize,
         rewrap: &mut RowsRewrapFn<'_>,
     ) -> Result<usize, StoreError> {
-        if from == to {
-            return Err(StoreError::SameVp {
-                store: self.path.clone(),
-                vp: *from,
-            });
-        }
+        self.distinct(from, to)?;
         let path = self.path.clone();
         let db = |e| db_err(&path, "rewrap a batch", e);
         let tx = write_tx(&mut self.conn, &path)?;
         let Some(from_id) = vp_id(&tx, from).map_err(db)? else {
             return Ok(0);
         };
-        // The batch is read whole before any row changes: updating the index a query is
-        // walking could skip rows or see them twice.
-        let cap = limit.get().min(65_536);
-        let (mut rowids, mut ids, mut wrapped) = (
-            Vec::with_capacity(cap),
-            Vec::with_capacity(cap),
-            Vec::with_capacity(cap),
-        );
-        {
-            let mut stmt = tx
-                .prepare_cached("SELECT rowid, id, wrapped FROM keys WHERE vp_id = ?1 LIMIT ?2")
-                .map_err(db)?;
-            let mut rows = stmt
-                .query(params![from_id, limit_param(limit)])
-                .map_err(db)?;
-            while let Some(row) = rows.next().map_err(db)? {
-                let rowid: i64 = row.get(0).map_err(db)?;
-                let malformed = |source| StoreError::Malformed {
-                    store: path.clone(),
-                    table: "keys",
-                    row: rowid,
-                    source,
-                };
-                ids.push(KeyId::from_slice(blob(row, 1).map_err(db)?).map_err(malformed)?);
-                wrapped.push(WrappedKey::new(row.get(2).map_err(db)?).map_err(malformed)?);
-                rowids.push(rowid);
-            }
-        }
-        if rowids.is_empty() {
+        let batch = read_rows(&tx, &path, from_id, None, limit)?;
+        if batch.is_empty() {
             return Ok(0);
         }
         // A failure returns before the commit: dropping `tx` rolls the batch back.
-        let new = rewrap(&ids, &wrapped)?;
-        if new.len() != rowids.len() {
-            return Err(StoreError::RewrapCount {
-                store: path.clone(),
-                expected: rowids.len(),
-                actual: new.len(),
+        let new = rewrap(batch.ids(), batch.wrapped())?;
+        let to_id = ensure_vp_id(&tx, to).map_err(db)?;
+        let moved = update_rows(&tx, &path, from_id, to_id, &batch, &new)?;
+        tx.commit().map_err(db)?;
+        Ok(moved)
+    }
+
+    /// A rotation step must move records between two different master keys.
+    fn distinct(&self, from: &Vp, to: &Vp) -> Result<(), StoreError> {
+        if from == to {
+            return Err(StoreError::SameVp {
+                store: self.path.clone(),
+                vp: *from,
             });
         }
-        let to_id = ensure_vp_id(&tx, to).map_err(db)?;
-        {
-            // OR FAIL: no statement journal for each row (a quarter of the time of a
-            // batch); a failure drops `tx`, which rolls the whole batch back anyway.
-            let mut stmt = tx
-                .prepare_cached("UPDATE OR FAIL keys SET wrapped = ?1, vp_id = ?2 WHERE rowid = ?3")
-                .map_err(db)?;
-            for (rowid, value) in rowids.iter().zip(&new) {
-                stmt.execute(params![value.as_bytes(), to_id, rowid])
-                    .map_err(db)?;
-            }
-        }
-        tx.commit().map_err(db)?;
-        Ok(rowids.len())
+        Ok(())
     }
 
     fn pragma(&self, name: &str, action: &'static str) -> Result<i64, StoreError> {
@@ -365,6 +327,92 @@ fn read_rotation(path: &Path, conn: &Connection) -> Result<Option<RotationMarker
         from: vp(&from)?,
         to: vp(&to)?,
     }))
+}
+
+/// Reads up to `limit` records tagged with VP row `from_id` after row `after`, in row
+/// order, inside `conn` (a transaction or the connection). The batch is read whole
+/// before any row changes: updating the index a query is walking could skip rows or see
+/// them twice.
+fn read_rows(
+    conn: &Connection,
+    path: &Path,
+    from_id: i64,
+    after: Option<BatchCursor>,
+    limit: NonZeroUsize,
+) -> Result<ReadBatch, StoreError> {
+    let db = |e| db_err(path, "read a batch to rewrap", e);
+    let cap = limit.get().min(65_536);
+    let (mut rowids, mut ids, mut wrapped) = (
+        Vec::with_capacity(cap),
+        Vec::with_capacity(cap),
+        Vec::with_capacity(cap),
+    );
+    // The index on vp_id holds (vp_id, rowid): the range after `after` is one seek.
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT rowid, id, wrapped FROM keys WHERE vp_id = ?1 AND rowid > ?2 \
+             ORDER BY rowid LIMIT ?3",
+        )
+        .map_err(db)?;
+    let after = after.map_or(i64::MIN, BatchCursor::position);
+    let mut rows = stmt
+        .query(params![from_id, after, limit_param(limit)])
+        .map_err(db)?;
+    while let Some(row) = rows.next().map_err(db)? {
+        let rowid: i64 = row.get(0).map_err(db)?;
+        let malformed = |source| StoreError::Malformed {
+            store: path.to_owned(),
+            table: "keys",
+            row: rowid,
+            source,
+        };
+        ids.push(KeyId::from_slice(blob(row, 1).map_err(db)?).map_err(malformed)?);
+        wrapped.push(WrappedKey::new(row.get(2).map_err(db)?).map_err(malformed)?);
+        rowids.push(rowid);
+    }
+    ReadBatch::new(path, rowids, ids, wrapped)
+}
+
+/// Stores `new` for the rows of `batch` still tagged `from_id` with the same id, tagged
+/// `to_id`, inside the caller's transaction; returns how many rows changed.
+fn update_rows(
+    tx: &Transaction<'_>,
+    path: &Path,
+    from_id: i64,
+    to_id: i64,
+    batch: &ReadBatch,
+    new: &[WrappedKey],
+) -> Result<usize, StoreError> {
+    if new.len() != batch.len() {
+        return Err(StoreError::RewrapCount {
+            store: path.to_owned(),
+            expected: batch.len(),
+            actual: new.len(),
+        });
+    }
+    let db = |e| db_err(path, "store a rewrapped batch", e);
+    // OR FAIL: no statement journal for each row (a quarter of the time of a batch); a
+    // failure drops the transaction, which rolls the whole batch back anyway. The VP and
+    // id guards keep a row deleted (or moved) since it was read as it is.
+    let mut stmt = tx
+        .prepare_cached(
+            "UPDATE OR FAIL keys SET wrapped = ?1, vp_id = ?2 \
+             WHERE rowid = ?3 AND vp_id = ?4 AND id = ?5",
+        )
+        .map_err(db)?;
+    let mut moved = 0;
+    for ((rowid, id), value) in batch.positions().iter().zip(batch.ids()).zip(new) {
+        moved += stmt
+            .execute(params![
+                value.as_bytes(),
+                to_id,
+                rowid,
+                from_id,
+                id.as_bytes().as_slice()
+            ])
+            .map_err(db)?;
+    }
+    Ok(moved)
 }
 
 /// The row id of `vp` in table `vps`, if it has one.
@@ -579,6 +627,43 @@ impl KeyStore for SqliteKeyStore {
                 source,
             })
         })
+    }
+
+    fn read_batch(
+        &self,
+        from: &Vp,
+        after: Option<BatchCursor>,
+        limit: NonZeroUsize,
+    ) -> Result<ReadBatch, StoreError> {
+        match vp_id(&self.conn, from)
+            .map_err(|e| db_err(&self.path, "read a batch to rewrap", e))?
+        {
+            Some(from_id) => read_rows(&self.conn, &self.path, from_id, after, limit),
+            None => Ok(ReadBatch::default()),
+        }
+    }
+
+    fn commit_batch(
+        &mut self,
+        from: &Vp,
+        to: &Vp,
+        batch: &ReadBatch,
+        new: &[WrappedKey],
+    ) -> Result<usize, StoreError> {
+        self.distinct(from, to)?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let path = self.path.clone();
+        let db = |e| db_err(&path, "store a rewrapped batch", e);
+        let tx = write_tx(&mut self.conn, &path)?;
+        let Some(from_id) = vp_id(&tx, from).map_err(db)? else {
+            return Ok(0);
+        };
+        let to_id = ensure_vp_id(&tx, to).map_err(db)?;
+        let moved = update_rows(&tx, &path, from_id, to_id, batch, new)?;
+        tx.commit().map_err(db)?;
+        Ok(moved)
     }
 
     fn rotation(&self) -> Result<Option<RotationMarker>, StoreError> {

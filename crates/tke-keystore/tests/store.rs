@@ -4,7 +4,7 @@
 use std::{num::NonZeroUsize, os::unix::fs::PermissionsExt, path::Path};
 
 use tke_keystore::{
-    Created, KeyDataError, KeyId, KeyName, KeyStore, ListCursor, Record, RewrapError,
+    Created, KeyDataError, KeyId, KeyName, KeyStore, ListCursor, ReadBatch, Record, RewrapError,
     RotationMarker, SqliteKeyStore, StoreError, WrappedKey,
 };
 use tke_proto::{transport, MasterKey, Vp};
@@ -38,6 +38,7 @@ on_every_store!(
     rewrap_to_the_same_vp_is_refused_and_an_unknown_vp_has_nothing_to_move,
     a_whole_batch_rewrap_is_one_call_and_all_or_nothing,
     the_rotation_marker_is_one_at_a_time_and_ends_only_when_no_record_is_left,
+    batches_read_ahead_then_committed_move_each_record_once,
 );
 
 fn n(v: usize) -> NonZeroUsize {
@@ -559,17 +560,7 @@ fn a_whole_batch_rewrap_is_one_call_and_all_or_nothing(store: &mut dyn KeyStore)
                 .collect()
         })
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::RewrapCount {
-                expected: 5,
-                actual: 4,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_one_value_missing(&err);
     let after: Vec<Record> = keys
         .iter()
         .map(|(r, _)| store.get(&r.id).unwrap())
@@ -673,4 +664,105 @@ fn a_format_1_store_is_upgraded_and_keeps_its_records_and_marker() {
     let store = SqliteKeyStore::open(&path).unwrap();
     assert_eq!(store.rotation().unwrap(), Some(ab), "the marker is durable");
     assert_all_readable(&store, &keys, &[&a]);
+}
+
+/// The values of `batch` rewrapped from `old` to `new`, as a unit would return them.
+fn rewrapped(batch: &ReadBatch, old: &MasterKey, new: &MasterKey) -> Vec<WrappedKey> {
+    let mut one = rewrap_fn(old, new);
+    batch
+        .ids()
+        .iter()
+        .zip(batch.wrapped())
+        .map(|(id, w)| one(id, w).unwrap())
+        .collect()
+}
+
+fn batches_read_ahead_then_committed_move_each_record_once(store: &mut dyn KeyStore) {
+    let (a, b) = (MasterKey::random(), MasterKey::random());
+    let keys = fill(store, &a, 12);
+    // Three batches read one after the other before any is committed: none overlaps.
+    let first = store.read_batch(&a.vp(), None, n(5)).unwrap();
+    let second = store.read_batch(&a.vp(), first.next(), n(5)).unwrap();
+    let third = store.read_batch(&a.vp(), second.next(), n(5)).unwrap();
+    assert_eq!((first.len(), second.len(), third.len()), (5, 5, 2));
+    let mut ids: Vec<KeyId> = [&first, &second, &third]
+        .iter()
+        .flat_map(|b| b.ids().to_vec())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "every record read once");
+    assert!(store
+        .read_batch(&a.vp(), third.next(), n(5))
+        .unwrap()
+        .is_empty());
+
+    // A short answer and the same VP on both sides are refused, and change nothing.
+    let new_second = rewrapped(&second, &a, &b);
+    let err = store
+        .commit_batch(&a.vp(), &b.vp(), &second, &new_second[1..])
+        .unwrap_err();
+    assert_one_value_missing(&err);
+    let err = store
+        .commit_batch(&a.vp(), &a.vp(), &second, &new_second)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::SameVp { .. }), "{err:?}");
+    assert_eq!(store.count_by_vp(&a.vp()).unwrap(), 12);
+
+    // Committed out of order; a record deleted after it was read is left deleted.
+    let gone = second.ids()[0];
+    store.delete(&gone).unwrap();
+    assert_eq!(
+        store
+            .commit_batch(&a.vp(), &b.vp(), &second, &new_second)
+            .unwrap(),
+        4
+    );
+    assert!(matches!(store.get(&gone), Err(StoreError::NotFound { .. })));
+    let new_first = rewrapped(&first, &a, &b);
+    assert_eq!(
+        store
+            .commit_batch(&a.vp(), &b.vp(), &first, &new_first)
+            .unwrap(),
+        5
+    );
+    // Committed twice (a retry): the records already moved are left as they are.
+    assert_eq!(
+        store
+            .commit_batch(&a.vp(), &b.vp(), &first, &new_first)
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        (
+            store.count_by_vp(&a.vp()).unwrap(),
+            store.count_by_vp(&b.vp()).unwrap()
+        ),
+        (2, 9)
+    );
+    let new_third = rewrapped(&third, &a, &b);
+    store
+        .commit_batch(&a.vp(), &b.vp(), &third, &new_third)
+        .unwrap();
+    let left: Vec<_> = keys.into_iter().filter(|(r, _)| r.id != gone).collect();
+    let by_vp: u64 = store.vp_counts().unwrap().iter().map(|(_, c)| c).sum();
+    assert_eq!(by_vp, 11);
+    for (original, data) in &left {
+        assert_eq!(&open_with(&b, &store.get(&original.id).unwrap()), data);
+    }
+}
+
+/// `err` says a batch of 5 came back with 4 values.
+fn assert_one_value_missing(err: &StoreError) {
+    assert!(
+        matches!(
+            err,
+            StoreError::RewrapCount {
+                expected: 5,
+                actual: 4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }

@@ -7,7 +7,9 @@ mod progress;
 pub mod wire;
 
 pub use file::{WrappedDataKey, MAX_DATA_KEY};
-pub use local::{GeneratedKeys, InstanceUnits, LocalKms, UnitCallError, UnitRef};
+pub use local::{
+    GeneratedKeys, InstanceUnits, LocalKms, UnitCallError, UnitRef, DEFAULT_REWRAP_WORKERS,
+};
 pub use progress::{reencrypt_all, ProgressReport};
 use tke_keystore::{Created, KeyId, KeyName};
 use tke_proto::Vp;

@@ -46,6 +46,8 @@ struct Units {
     /// `fail_rewrap_count - 1` after it.
     fail_rewrap_at: Arc<AtomicUsize>,
     fail_rewrap_count: Arc<AtomicUsize>,
+    /// Abort the process at this rewrap call (from 1; 0: never), as a crash would.
+    abort_rewrap_at: Arc<AtomicUsize>,
 }
 
 impl Units {
@@ -69,6 +71,7 @@ impl Units {
             rewrap_calls: Arc::default(),
             fail_rewrap_at: Arc::default(),
             fail_rewrap_count: Arc::default(),
+            abort_rewrap_at: Arc::default(),
         }
     }
 
@@ -177,6 +180,9 @@ impl InstanceUnits for Units {
         keys: &[WrappedKey],
     ) -> Result<Vec<WrappedKey>, UnitCallError> {
         let call = self.rewrap_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if call == self.abort_rewrap_at.load(Ordering::SeqCst) {
+            std::process::abort();
+        }
         let at = self.fail_rewrap_at.load(Ordering::SeqCst);
         if at > 0 && (at..at + self.fail_rewrap_count.load(Ordering::SeqCst)).contains(&call) {
             return Err(UnitCallError::Failed("the unit was switched off".into()));
@@ -399,18 +405,22 @@ fn a_rotation_interrupted_by_a_failing_unit_or_a_crash_loses_nothing_and_resumes
     let path = dir.path().join("instance.keys");
     let (a, b) = (MasterKey::random(), MasterKey::random());
     let units = Units::new(Some(&a));
+    // One unit call at a time: the calls made to fail are the ones counted below.
+    let one = NonZeroUsize::MIN;
     let open = |path: &std::path::Path| {
         LocalKms::new(
             Box::new(SqliteKeyStore::open(path).unwrap()),
             Box::new(units.clone()),
             "instance-1",
         )
+        .with_rewrap_workers(one)
     };
     let kms = LocalKms::new(
         Box::new(SqliteKeyStore::create(&path).unwrap()),
         Box::new(units.clone()),
         "instance-1",
-    );
+    )
+    .with_rewrap_workers(one);
     let ids: Vec<KeyId> = kms
         .create(&name("k"), 300)
         .unwrap()
@@ -495,5 +505,246 @@ fn reencrypt_all_reports_each_step_from_where_an_interrupted_run_stopped() {
         [(50, 250, 0), (150, 250, 100), (250, 250, 200)],
         "first what was already done, then each step"
     );
+    kms.finish_rotation().unwrap();
+}
+
+/// Where the child of `a_pipelined_rotation_killed_mid_way_loses_nothing` finds the store
+/// and the two master keys (hex), and the rewrap call at which it aborts.
+const ENV_STORE: &str = "TKE_KMS_CRASH_STORE";
+const ENV_KEYS: &str = "TKE_KMS_CRASH_KEYS";
+const ENV_ABORT_AT: &str = "TKE_KMS_CRASH_ABORT_AT";
+
+/// 20 store batches of 800 keys (8 unit calls of 100 each) when re-encrypted.
+const PIPELINE_KEYS: u32 = 16_000;
+
+/// The root key inside each record, read with the master key its VP names (`a` or `b`);
+/// also checks that every record is under one of the two.
+fn roots(path: &std::path::Path, a: &MasterKey, b: &MasterKey) -> Vec<(KeyId, Vp, Vec<u8>)> {
+    use tke_keystore::KeyStore as _;
+    let store = SqliteKeyStore::open(path).unwrap();
+    let page = NonZeroUsize::new(100_000).unwrap();
+    store
+        .list(None, page)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let mk = [a, b]
+                .into_iter()
+                .find(|m| m.vp() == r.vp)
+                .unwrap_or_else(|| panic!("record {} is under an unknown VP", r.id));
+            let root = kwp_unwrap(mk.expose_secret(), r.wrapped.as_bytes())
+                .unwrap_or_else(|_| panic!("record {} does not open under its VP", r.id));
+            (r.id, r.vp, root)
+        })
+        .collect()
+}
+
+/// A key store file with keys under `a`, a rotation to `b` begun, units holding both.
+struct Underway {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    units: Units,
+    a: MasterKey,
+    b: MasterKey,
+    /// Data keys wrapped under the first 50 root keys.
+    wrapped: Vec<(KeyId, Vec<u8>, Vec<u8>)>,
+    /// Each record's root key, before the rotation.
+    roots: Vec<(KeyId, Vp, Vec<u8>)>,
+}
+
+impl Underway {
+    fn new(count: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("instance.keys");
+        let (a, b) = (MasterKey::random(), MasterKey::random());
+        let units = Units::new(Some(&a));
+        let kms = LocalKms::new(
+            Box::new(SqliteKeyStore::create(&path).unwrap()),
+            Box::new(units.clone()),
+            "instance-1",
+        );
+        let ids: Vec<KeyId> = kms
+            .create(&name("k"), count)
+            .unwrap()
+            .iter()
+            .map(|k| k.id)
+            .collect();
+        let wrapped = wrap_each(&kms, &ids[..50]);
+        units.set_new(&b);
+        kms.begin_rotation(Rotation {
+            from: a.vp(),
+            to: b.vp(),
+        })
+        .unwrap();
+        let roots = roots(&path, &a, &b);
+        Self {
+            _dir: dir,
+            path,
+            units,
+            a,
+            b,
+            wrapped,
+            roots,
+        }
+    }
+
+    /// The service over the store file, `workers` units rewrapping at once.
+    fn kms(&self, workers: usize) -> LocalKms {
+        LocalKms::new(
+            Box::new(SqliteKeyStore::open(&self.path).unwrap()),
+            Box::new(self.units.clone()),
+            "instance-1",
+        )
+        .with_rewrap_workers(NonZeroUsize::new(workers).unwrap())
+    }
+
+    /// Checks every record still holds its root key, under `a` or `b`; returns how many
+    /// are under `b`.
+    fn check(&self) -> usize {
+        let after = roots(&self.path, &self.a, &self.b);
+        let strip = |v: &[(KeyId, Vp, Vec<u8>)]| -> Vec<(KeyId, Vec<u8>)> {
+            v.iter().map(|(id, _, r)| (*id, r.clone())).collect()
+        };
+        assert_eq!(
+            strip(&self.roots),
+            strip(&after),
+            "every record holds the same root key, under a VP it is tagged with"
+        );
+        after.iter().filter(|(_, vp, _)| *vp == self.b.vp()).count()
+    }
+
+    /// Resumes the rotation to its end; every data key still unwraps.
+    fn finish(&self) {
+        let kms = self.kms(2);
+        let p = kms.reencrypt(u64::MAX).unwrap();
+        assert_eq!(p.remaining(), 0);
+        assert_eq!(p.total, self.roots.len() as u64);
+        kms.finish_rotation().unwrap();
+        assert_unwrap_all(&kms, &self.wrapped);
+    }
+}
+
+#[test]
+fn a_pipelined_rotation_failing_in_a_later_batch_keeps_every_record_readable() {
+    let r = Underway::new(4000);
+    let kms = r.kms(2);
+    // Every unit fails from the 20th call on: batches of 8 calls were read ahead and
+    // rewrapped on two units at once; those not committed stay under `a`.
+    r.units.fail_rewrap_at.store(20, Ordering::SeqCst);
+    r.units
+        .fail_rewrap_count
+        .store(usize::MAX / 2, Ordering::SeqCst);
+    let err = kms.reencrypt(u64::MAX).unwrap_err();
+    assert!(matches!(err, KmsError::NoUnit(_)), "{err:?}");
+    drop(kms);
+    let moved = r.check();
+    assert!(
+        moved.is_multiple_of(800) && moved <= 2 * 800,
+        "whole batches only: {moved}"
+    );
+    r.units.fail_rewrap_at.store(0, Ordering::SeqCst);
+    r.finish();
+}
+
+#[test]
+fn a_pipelined_rotation_killed_mid_way_loses_nothing() {
+    let r = Underway::new(PIPELINE_KEYS);
+    // The child re-encrypts on two units at once and aborts in its 12th batch (call
+    // 93 of 160), with batches committed and up to three more read, some rewrapped,
+    // none committed.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "pipelined_rotation_child",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(ENV_STORE, &r.path)
+        .env(
+            ENV_KEYS,
+            format!(
+                "{} {}",
+                hex::encode(r.a.expose_secret()),
+                hex::encode(r.b.expose_secret())
+            ),
+        )
+        .env(ENV_ABORT_AT, "93")
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(6),
+        "the child must have died of SIGABRT: {out:?}"
+    );
+    let moved = r.check();
+    assert!(
+        moved.is_multiple_of(800) && (8 * 800..=12 * 800).contains(&moved),
+        "whole batches committed before the crash, none after: {moved}"
+    );
+    r.finish();
+}
+
+/// The re-encryption that `a_pipelined_rotation_killed_mid_way_loses_nothing` runs in a
+/// child process, aborted by a unit call.
+#[test]
+#[ignore = "run as a child process by a_pipelined_rotation_killed_mid_way_loses_nothing"]
+fn pipelined_rotation_child() {
+    let path = std::path::PathBuf::from(std::env::var_os(ENV_STORE).unwrap());
+    let keys = std::env::var(ENV_KEYS).unwrap();
+    let (a, b) = keys.split_once(' ').unwrap();
+    let a = MasterKey::from_slice(&hex::decode(a).unwrap()).unwrap();
+    let b = MasterKey::from_slice(&hex::decode(b).unwrap()).unwrap();
+    let units = Units::new(Some(&a));
+    units.set_new(&b);
+    let at: usize = std::env::var(ENV_ABORT_AT).unwrap().parse().unwrap();
+    units.abort_rewrap_at.store(at, Ordering::SeqCst);
+    let kms = LocalKms::new(
+        Box::new(SqliteKeyStore::open(&path).unwrap()),
+        Box::new(units),
+        "instance-1",
+    )
+    .with_rewrap_workers(NonZeroUsize::new(2).unwrap());
+    // Returns only if the abort point is never reached, which the parent refuses.
+    kms.reencrypt(u64::MAX).unwrap();
+}
+
+#[test]
+fn progress_between_steps_stays_exact_when_keys_are_deleted_during_the_rotation() {
+    let (a, b) = (MasterKey::random(), MasterKey::random());
+    let units = Units::new(Some(&a));
+    let kms = kms_over(&units);
+    let ids: Vec<KeyId> = kms
+        .create(&name("k"), 450)
+        .unwrap()
+        .iter()
+        .map(|k| k.id)
+        .collect();
+    units.set_new(&b);
+    kms.begin_rotation(Rotation {
+        from: a.vp(),
+        to: b.vp(),
+    })
+    .unwrap();
+    let p = kms.reencrypt(100).unwrap();
+    assert_eq!((p.done, p.total), (100, 450));
+    let p = kms.reencrypt(100).unwrap();
+    assert_eq!((p.done, p.total), (200, 450));
+    // One key still under `a` and one already under `b` deleted mid-way.
+    let under = |vp: Vp| {
+        *ids.iter()
+            .find(|id| kms.show(id).unwrap().vp == vp)
+            .unwrap()
+    };
+    kms.delete(&under(a.vp())).unwrap();
+    kms.delete(&under(b.vp())).unwrap();
+    let p = kms.reencrypt(100).unwrap();
+    assert_eq!((p.done, p.total), (299, 448));
+    let mut steps = 0;
+    let mut p = p;
+    while p.remaining() > 0 {
+        p = kms.reencrypt(100).unwrap();
+        steps += 1;
+    }
+    assert_eq!((p.done, p.total, steps), (448, 448, 2));
     kms.finish_rotation().unwrap();
 }

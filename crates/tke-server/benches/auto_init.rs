@@ -1,4 +1,4 @@
-//! `auto-init` wall time over HTTPS for an instance of 2 units vs 8 units vs 8 instances
+//! `auto-init`, then `auto-mk-rotate`, wall time over HTTPS for an instance of 2 units vs 8 units vs 8 instances
 //! of 8 units on 4 servers (64 units, every instance initialized at once), with the
 //! administrators' keys already open (passwords preloaded), the units answering after a
 //! simulated HSM round trip of 20 ms (`tke-unitd serve --latency-ms 20`).
@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tke_ceremony::{AutoInit, Event, Progress};
+use tke_ceremony::{AutoInit, Event, Flow, Progress, Rotate, Silent};
 use tke_test_support::{server::*, MemSigner};
 
 /// The simulated round trip of every unit, in milliseconds.
@@ -54,7 +54,7 @@ impl Progress for Steps {
     }
 }
 use tke_client::{fanout::parallel, Client, Transport};
-use tke_proto::Threshold;
+use tke_proto::{AdminInfo, Threshold};
 use tke_sigkey::Signer;
 
 /// CPU time used so far by this process (every thread, also those that ended).
@@ -78,7 +78,7 @@ fn server_cpu(pid: u32) -> Duration {
     Duration::from_nanos(ns)
 }
 
-/// Wall time, client CPU and server CPU of one auto-init.
+/// Wall time, client CPU and server CPU of one ceremony.
 struct Run {
     wall: Duration,
     client_cpu: Duration,
@@ -86,8 +86,10 @@ struct Run {
 }
 
 /// One fleet of `servers` tke-unitd processes, each made with `layout` and holding
-/// `instances` instances (one API key each), every instance initialized at once.
-fn one_run(admins: &[MemSigner], servers: usize, instances: usize, layout: &[&str]) -> Run {
+/// `instances` instances (one API key each), every instance initialized at once, then
+/// every instance's master key rotated at once (`auto-mk-rotate`, each instance's key
+/// storage on its server, empty): the two runs.
+fn one_run(admins: &[MemSigner], servers: usize, instances: usize, layout: &[&str]) -> (Run, Run) {
     // Each real unit has storage of its own: units of several servers on one disk would
     // queue their state writes behind each other.
     let d = tke_test_support::fanout::memory_tempdir();
@@ -149,11 +151,36 @@ fn one_run(admins: &[MemSigner], servers: usize, instances: usize, layout: &[&st
     }
     let initialized: usize = reports.iter().map(|r| r.units.len()).sum();
     assert_eq!(initialized, client.units().len());
-    Run {
+    let init = Run {
         wall: elapsed,
         client_cpu: cpu1 - cpu0,
         server_cpu: srv1 - srv0,
-    }
+    };
+
+    let keys: Vec<AdminInfo> = admins.iter().map(MemSigner::admin_info).collect();
+    let (cpu0, srv0) = (own_cpu(), servers_cpu());
+    let t = Instant::now();
+    let rotated = parallel(&client.instances(), |instance| {
+        Rotate {
+            flow: Flow::Auto,
+            units: client.instance_units(instance),
+            keys: keys.clone(),
+            resume: false,
+        }
+        .plan(&client)
+        .unwrap()
+        .execute(&signers, &Silent)
+        .unwrap()
+    });
+    let elapsed = t.elapsed();
+    let (cpu1, srv1) = (own_cpu(), servers_cpu());
+    assert!(rotated.iter().all(|r| r.from != r.to));
+    let rotate = Run {
+        wall: elapsed,
+        client_cpu: cpu1 - cpu0,
+        server_cpu: srv1 - srv0,
+    };
+    (init, rotate)
 }
 
 fn median(v: &[Run], f: impl Fn(&Run) -> Duration) -> Duration {
@@ -209,21 +236,29 @@ fn main() {
         MemSigner::new("bob"),
         MemSigner::new("carol"),
     ];
-    let mut runs: Vec<Vec<Run>> = SIZES.iter().map(|_| Vec::new()).collect();
+    let mut init: Vec<Vec<Run>> = SIZES.iter().map(|_| Vec::new()).collect();
+    let mut rotate: Vec<Vec<Run>> = SIZES.iter().map(|_| Vec::new()).collect();
     for _ in 0..reps {
-        for (size, runs) in SIZES.iter().zip(&mut runs) {
-            runs.push(one_run(&admins, size.servers, size.instances, size.layout));
+        for ((size, i), r) in SIZES.iter().zip(&mut init).zip(&mut rotate) {
+            let (a, b) = one_run(&admins, size.servers, size.instances, size.layout);
+            i.push(a);
+            r.push(b);
         }
     }
-    println!(
-        "auto-init over loopback HTTPS, units answering after {LATENCY_MS} ms, 3 administrators, thresholds 2/2, every instance at once, {reps} run(s) each"
-    );
     if !full {
-        println!("  (smoke run under `cargo test`, not a measurement: use `cargo bench`)");
+        println!("(smoke run under `cargo test`, not a measurement: use `cargo bench`)");
     }
+    report("auto-init", &init, reps);
+    report("auto-mk-rotate (after the auto-init)", &rotate, reps);
+}
+
+fn report(ceremony: &str, runs: &[Vec<Run>], reps: usize) {
+    println!(
+        "{ceremony} over loopback HTTPS, units answering after {LATENCY_MS} ms, 3 administrators, thresholds 2/2, every instance at once, {reps} run(s) each"
+    );
     let m2 = median(&runs[0], |r| r.wall);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for (size, runs) in SIZES.iter().zip(&runs) {
+    for (size, runs) in SIZES.iter().zip(runs) {
         let m = median(runs, |r| r.wall);
         let walls: Vec<String> = runs.iter().map(|r| format!("{:.1}", ms(r.wall))).collect();
         let cpu = median(runs, |r| r.client_cpu) + median(runs, |r| r.server_cpu);

@@ -4,7 +4,7 @@
 use tke_proto::{
     ecdsa_p256::EcdsaKey,
     p256::{ecdsa::DerSignature, PublicKey},
-    AdminCertificate, AdminName,
+    AdminCertificate, AdminInfo, AdminName,
 };
 use tke_sigkey::{SignError, Signer, SignerKind};
 
@@ -27,6 +27,15 @@ impl MemSigner {
         let cert = AdminCertificate::build(&name, &public, Box::new(|m: &[u8]| Ok(key.sign(m)?)))
             .unwrap_or_else(|e| panic!("administrator certificate of {name}: {e}"));
         Self { key, cert }
+    }
+
+    /// The administrator as a ceremony names the keys that may sign: its key's SKI and
+    /// its name.
+    pub fn admin_info(&self) -> AdminInfo {
+        AdminInfo {
+            ski: self.cert.ski(),
+            name: self.cert.name().clone(),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! entry in [`CEREMONIES`].
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use tke_ceremony::{AutoInit, Silent};
+use tke_ceremony::{AutoInit, Flow, Rotate, Silent};
 use tke_client::{embedded::Latency, fanout::parallel, Client, FleetSpec, InstanceId};
 use tke_proto::Threshold;
 use tke_sigkey::Signer;
@@ -73,8 +73,30 @@ impl Size {
 /// A ceremony run on one instance, by the given administrators.
 pub type Ceremony = fn(&Client, &InstanceId, &[MemSigner]);
 
-/// The ceremonies measured, by name.
-pub const CEREMONIES: &[(&str, Ceremony)] = &[("auto_init", auto_init)];
+/// A ceremony measured: its name, what brings a fresh fleet (in imprint mode) to where
+/// it starts, on every instance (not measured), and the ceremony itself.
+pub struct Case {
+    /// The benchmark's name for it.
+    pub name: &'static str,
+    /// Run first, on every instance at once; the timeline is cleared after it.
+    pub setup: Option<Ceremony>,
+    /// The ceremony measured.
+    pub run: Ceremony,
+}
+
+/// The ceremonies measured.
+pub const CEREMONIES: &[Case] = &[
+    Case {
+        name: "auto_init",
+        setup: None,
+        run: auto_init,
+    },
+    Case {
+        name: "auto_mk_rotate",
+        setup: Some(auto_init),
+        run: auto_mk_rotate,
+    },
+];
 
 /// `auto-init`, thresholds 2/2, every administrator installed.
 fn auto_init(client: &Client, instance: &InstanceId, admins: &[MemSigner]) {
@@ -87,6 +109,24 @@ fn auto_init(client: &Client, instance: &InstanceId, admins: &[MemSigner]) {
     .plan(client)
     .unwrap()
     .execute(&Silent)
+    .unwrap();
+}
+
+/// `auto-mk-rotate` of an instance `auto_init` made, any administrator may sign (the
+/// quorum of 2 is chosen by the plan). The fleets have no key storage: the units' part
+/// of the rotation is measured.
+fn auto_mk_rotate(client: &Client, instance: &InstanceId, admins: &[MemSigner]) {
+    let keys = admins.iter().map(MemSigner::admin_info).collect();
+    let signers: Vec<&dyn Signer> = admins.iter().map(|a| a as &dyn Signer).collect();
+    Rotate {
+        flow: Flow::Auto,
+        units: client.instance_units(instance),
+        keys,
+        resume: false,
+    }
+    .plan(client)
+    .unwrap()
+    .execute(&signers, &Silent)
     .unwrap();
 }
 
@@ -103,4 +143,13 @@ pub fn admins() -> Vec<MemSigner> {
 pub fn on_every_instance(fleet: &LatencyFleet, ceremony: Ceremony, admins: &[MemSigner]) {
     let client = &fleet.client;
     parallel(&client.instances(), |i| ceremony(client, i, admins));
+}
+
+/// Brings `fleet` to where `case` starts, on every instance at once, and forgets
+/// those exchanges.
+pub fn set_up(fleet: &LatencyFleet, case: &Case, admins: &[MemSigner]) {
+    if let Some(setup) = case.setup {
+        on_every_instance(fleet, setup, admins);
+        fleet.timeline.clear();
+    }
 }
