@@ -10,8 +10,8 @@ use std::{
 use tke_proto::Vp;
 
 use crate::{
-    BatchRewrapFn, KeyId, KeyStore, ListCursor, Record, RewrapFn, RotationMarker, SqliteKeyStore,
-    StoreError,
+    BatchCursor, BatchRewrapFn, KeyId, KeyStore, ListCursor, ReadBatch, Record, RewrapFn,
+    RotationMarker, SqliteKeyStore, StoreError, WrappedKey,
 };
 
 /// [`SqliteKeyStore`] at `path`, opened if the file exists and created (0600) by the first
@@ -147,6 +147,34 @@ impl KeyStore for LazySqliteKeyStore {
     ) -> Result<usize, StoreError> {
         match &mut self.store {
             Some(s) => s.rewrap_batch_whole(from, to, limit, rewrap),
+            None if from == to => Err(StoreError::SameVp {
+                store: self.path.clone(),
+                vp: *from,
+            }),
+            None => Ok(0),
+        }
+    }
+
+    fn read_batch(
+        &self,
+        from: &Vp,
+        after: Option<BatchCursor>,
+        limit: NonZeroUsize,
+    ) -> Result<ReadBatch, StoreError> {
+        self.store.as_ref().map_or(Ok(ReadBatch::default()), |s| {
+            s.read_batch(from, after, limit)
+        })
+    }
+
+    fn commit_batch(
+        &mut self,
+        from: &Vp,
+        to: &Vp,
+        batch: &ReadBatch,
+        new: &[WrappedKey],
+    ) -> Result<usize, StoreError> {
+        match &mut self.store {
+            Some(s) => s.commit_batch(from, to, batch, new),
             None if from == to => Err(StoreError::SameVp {
                 store: self.path.clone(),
                 vp: *from,
