@@ -34,7 +34,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tke_client::{fanout::parallel, Client, ClientError, InstanceId, KnownUnit};
+use tke_client::{fanout::parallel, Client, InstanceId, KnownUnit};
 use tke_proto::{
     transport::SignedEnvelope, AdminCertificate, AdminInfo, Command, Register, RegisterState,
     RegisterStatus, Threshold, UnitId, UnitStatus, UnitType, Vp,
@@ -43,7 +43,7 @@ use tke_sigkey::Signer;
 
 use crate::{
     admin_set::{admin_info, admin_list_problems},
-    crash, on_all,
+    crash, on_all, on_each,
     postcondition::{check_each, interference, Counters, Deviation, Expected},
     transfer::{export_batches, export_request},
     CeremonyError, Checkpoint, Event, Problem, Progress, StepLog,
@@ -952,38 +952,32 @@ impl AutoInitPlan<'_, '_> {
         );
         let done = AtomicUsize::new(0);
         let total = jobs.len();
-        let mut failures = Vec::new();
-        for ((u, _, _), res) in jobs.iter().zip(parallel(&jobs, |(u, stage, envelope)| {
-            if let Some(envelope) = envelope {
-                counters.run(
-                    client,
-                    u,
-                    &Command::ImportMk(Box::new(envelope.clone())),
-                    &one,
-                )?;
-                crash::point("auto-init:imported-on-a-unit");
-            }
-            if *stage != KeyStage::SetImmediate {
-                counters.run(client, u, &Command::CommitMk(vp), &quorum)?;
-                crash::point("auto-init:committed-on-a-unit");
-            }
-            counters.run(client, u, &Command::SetImmediate(vp), &one)?;
-            crash::point("auto-init:set-immediate-on-a-unit");
-            let index = done.fetch_add(1, Ordering::SeqCst) + 1;
-            progress.event(&Event::TransferringMasterKey { index, total });
-            Ok::<(), ClientError>(())
-        })) {
-            if let Err(e) = res {
-                failures.push((u.num, e));
-            }
-        }
-        if !failures.is_empty() {
-            let failed = CeremonyError::Step {
-                step: STEP_TRANSFER,
-                failures,
-            };
-            return Err(interference(client, failed, |_| None));
-        }
+        on_each(
+            STEP_TRANSFER,
+            &jobs,
+            |(u, _, _)| *u,
+            |(u, stage, envelope)| {
+                if let Some(envelope) = envelope {
+                    counters.run(
+                        client,
+                        u,
+                        &Command::ImportMk(Box::new(envelope.clone())),
+                        &one,
+                    )?;
+                    crash::point("auto-init:imported-on-a-unit");
+                }
+                if *stage != KeyStage::SetImmediate {
+                    counters.run(client, u, &Command::CommitMk(vp), &quorum)?;
+                    crash::point("auto-init:committed-on-a-unit");
+                }
+                counters.run(client, u, &Command::SetImmediate(vp), &one)?;
+                crash::point("auto-init:set-immediate-on-a-unit");
+                let index = done.fetch_add(1, Ordering::SeqCst) + 1;
+                progress.event(&Event::TransferringMasterKey { index, total });
+                Ok(())
+            },
+        )
+        .map_err(|e| interference(client, e, |_| None))?;
         mark(steps::KEY_TRANSFERRED, None)?;
 
         // The full post-condition: exactly our administrators and thresholds, the one

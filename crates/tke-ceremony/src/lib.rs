@@ -139,12 +139,23 @@ fn on_all<T: Send>(
     units: &[&KnownUnit],
     f: impl Fn(&KnownUnit) -> Result<T, ClientError> + Sync,
 ) -> Result<Vec<T>, CeremonyError> {
+    on_each(step, units, |u| u, |u| f(u))
+}
+
+/// Runs `f` on every job in parallel, `unit` naming the unit a job is about; collects
+/// every failure.
+fn on_each<'u, J: Sync, T: Send>(
+    step: &'static str,
+    jobs: &[J],
+    unit: impl Fn(&J) -> &'u KnownUnit,
+    f: impl Fn(&J) -> Result<T, ClientError> + Sync,
+) -> Result<Vec<T>, CeremonyError> {
     let mut ok = Vec::new();
     let mut failures = Vec::new();
-    for (u, r) in units.iter().zip(parallel(units, |u| f(u))) {
+    for (j, r) in jobs.iter().zip(parallel(jobs, f)) {
         match r {
             Ok(v) => ok.push(v),
-            Err(e) => failures.push((u.num, e)),
+            Err(e) => failures.push((unit(j).num, e)),
         }
     }
     if failures.is_empty() {

@@ -35,7 +35,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tke_client::{fanout::parallel, Client, ClientError, InstanceId, KnownUnit};
+use tke_client::{fanout::parallel, Client, InstanceId, KnownUnit};
 use tke_proto::{
     transport::SignedEnvelope, AdminInfo, Command, Register, RegisterState, RegisterStatus,
     UnitStatus, UnitType, Vp,
@@ -43,7 +43,7 @@ use tke_proto::{
 use tke_sigkey::Signer;
 
 use crate::{
-    crash, on_all,
+    crash, on_all, on_each,
     postcondition::{check_each, interference, Counters, Expected},
     signers::choose,
     transfer::{export_batches, export_request},
@@ -432,39 +432,33 @@ impl<'c> AutoRecoverPlan<'c> {
             .collect();
         let done = AtomicUsize::new(0);
         let total = jobs.len();
-        let mut failures = Vec::new();
-        for ((t, _), res) in jobs.iter().zip(parallel(&jobs, |(t, envelope)| {
-            let u = t.unit;
-            if let Some(envelope) = envelope {
-                counters.run(
-                    client,
-                    u,
-                    &Command::ImportMk(Box::new(envelope.clone())),
-                    &one,
-                )?;
-                crash::point("auto-recover:after-import");
-            }
-            if t.stage != Stage::SetImmediate {
-                counters.run(client, u, &Command::CommitMk(vp), &quorum)?;
-                crash::point("auto-recover:after-commit");
-            }
-            counters.run(client, u, &Command::SetImmediate(vp), &one)?;
-            crash::point("auto-recover:after-setimm");
-            let index = done.fetch_add(1, Ordering::SeqCst) + 1;
-            progress.event(&Event::TransferringMasterKey { index, total });
-            Ok::<(), ClientError>(())
-        })) {
-            if let Err(e) = res {
-                failures.push((t.unit.num, e));
-            }
-        }
-        if !failures.is_empty() {
-            let failed = CeremonyError::Step {
-                step: STEP_TRANSFER,
-                failures,
-            };
-            return Err(interference(client, failed, |_| None));
-        }
+        on_each(
+            STEP_TRANSFER,
+            &jobs,
+            |(t, _)| t.unit,
+            |(t, envelope)| {
+                let u = t.unit;
+                if let Some(envelope) = envelope {
+                    counters.run(
+                        client,
+                        u,
+                        &Command::ImportMk(Box::new(envelope.clone())),
+                        &one,
+                    )?;
+                    crash::point("auto-recover:after-import");
+                }
+                if t.stage != Stage::SetImmediate {
+                    counters.run(client, u, &Command::CommitMk(vp), &quorum)?;
+                    crash::point("auto-recover:after-commit");
+                }
+                counters.run(client, u, &Command::SetImmediate(vp), &one)?;
+                crash::point("auto-recover:after-setimm");
+                let index = done.fetch_add(1, Ordering::SeqCst) + 1;
+                progress.event(&Event::TransferringMasterKey { index, total });
+                Ok(())
+            },
+        )
+        .map_err(|e| interference(client, e, |_| None))?;
 
         // 4. The full post-condition: the source unchanged, each target with the key
         // current and nothing else changed.

@@ -70,7 +70,7 @@ use tke_sigkey::Signer;
 use crate::{
     crash,
     failover::whole_instance,
-    on_all,
+    on_all, on_each,
     postcondition::{check_each, interference, Counters, Expected},
     signers::choose,
     transfer::{export_batches, export_request},
@@ -1112,32 +1112,26 @@ impl<'c> RotatePlan<'c> {
         let done = AtomicUsize::new(0);
         let total = targets.len();
         let jobs: Vec<(&KnownUnit, SignedEnvelope)> = targets.into_iter().zip(envelopes).collect();
-        let mut failures = Vec::new();
-        for ((u, _), res) in jobs.iter().zip(parallel(&jobs, |(u, envelope)| {
-            counters.run(
-                client,
-                u,
-                &Command::ImportMk(Box::new(envelope.clone())),
-                one,
-            )?;
-            let index = done.fetch_add(1, Ordering::SeqCst) + 1;
-            progress.event(&Event::TransferringMasterKey { index, total });
-            if index == 1 && total > 1 {
-                crash::point(&format!("{cmd}:during-transfer"));
-            }
-            Ok::<(), ClientError>(())
-        })) {
-            if let Err(e) = res {
-                failures.push((u.num, e));
-            }
-        }
-        if !failures.is_empty() {
-            let failed = CeremonyError::Step {
-                step: STEP_TRANSFER,
-                failures,
-            };
-            return Err(interference(client, failed, |_| None));
-        }
+        on_each(
+            STEP_TRANSFER,
+            &jobs,
+            |(u, _)| *u,
+            |(u, envelope)| {
+                counters.run(
+                    client,
+                    u,
+                    &Command::ImportMk(Box::new(envelope.clone())),
+                    one,
+                )?;
+                let index = done.fetch_add(1, Ordering::SeqCst) + 1;
+                progress.event(&Event::TransferringMasterKey { index, total });
+                if index == 1 && total > 1 {
+                    crash::point(&format!("{cmd}:during-transfer"));
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| interference(client, e, |_| None))?;
         crash::point(&format!("{cmd}:after-transfer"));
         Ok(vp)
     }
