@@ -177,6 +177,7 @@ fn export_request(w: &World, target: &mut Unit, register: Register) -> ExportReq
         register,
         target_certificate: OctetString::new(target.device_certificate().der().to_vec()).unwrap(),
         importer,
+        target_instance: None,
     }
 }
 
@@ -255,6 +256,7 @@ pub fn happy_path(f: &dyn UnitFactory) {
         register: Register::Current,
         target_certificate: OctetString::new(op.device_certificate().der().to_vec()).unwrap(),
         importer,
+        target_instance: None,
     };
     let out = ok(run(
         &mut rec,
@@ -932,6 +934,7 @@ pub fn master_key_commands_in_imprint_mode(f: &dyn UnitFactory) {
         envelope: OctetString::new(vec![1]).unwrap(),
         signature: OctetString::new(vec![2]).unwrap(),
         source_certificate: OctetString::new(vec![3]).unwrap(),
+        source_instance: None,
     };
     let vp = Vp([7; 32]);
     let parts_req = tke_proto::parts::MkPartsRequest {
@@ -1476,6 +1479,7 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
             target_certificate: OctetString::new(foreign.device_certificate().der().to_vec())
                 .unwrap(),
             importer: CertifiedImporter::from_der(&out).unwrap(),
+            target_instance: None,
         }
     };
     // The recovery unit itself as the target.
@@ -1689,6 +1693,7 @@ pub fn device_signatures_bound_to_their_kind(f: &dyn UnitFactory) {
             envelope: message.clone(),
             signature: signature.clone(),
             source_certificate: cert_der.clone(),
+            source_instance: None,
         }
         .verify(ca)
         .map(drop);
@@ -1726,6 +1731,7 @@ pub fn device_signatures_bound_to_their_kind(f: &dyn UnitFactory) {
         envelope: response.body.clone(),
         signature: response.signature.clone(),
         source_certificate: cert_der,
+        source_instance: None,
     };
     fails(
         &run(&mut op, ca, &Command::ImportMk(Box::new(forged)), &[w.a(0)]),
@@ -1819,6 +1825,7 @@ pub fn older_device_signatures_refused(f: &dyn UnitFactory) {
             register: Register::Current,
             target_certificate: OctetString::new(member_cert.der().to_vec()).unwrap(),
             importer,
+            target_instance: None,
         };
         let old = CertifiedImporter::sign(&key, old_signer).unwrap();
         version_error(old.verify(&member_cert).unwrap_err(), "importer key");
