@@ -10,8 +10,8 @@ use tke_proto::{
     der::{asn1::OctetString, Decode, Encode},
     transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
     AdminCommand, Command, CommandId, ModuleError, Nonce, Query, Register, RegisterState,
-    RegisterStatus, Request, SignedCommand, SignerInfo, Threshold, UnitId, UnitStatus, UnitType,
-    Vp,
+    RegisterStatus, Request, ResponseBody, SignedCommand, SignerInfo, Threshold, UnitId,
+    UnitStatus, UnitType, Vp,
 };
 use tke_sigkey::Signer as _;
 use tke_unit::{InternalError, MemoryStore, StateStore, Unit};
@@ -62,6 +62,8 @@ macro_rules! backend_suite {
             export_checks_target,
             import_only_from_a_recovery_unit_of_the_instance,
             export_only_to_the_instance,
+            cross_instance_transport,
+            cross_instance_needs_the_same_fleet_ca,
             device_signatures_bound_to_their_kind,
             older_device_signatures_refused,
             export_batch,
@@ -1629,6 +1631,240 @@ pub fn export_only_to_the_instance(f: &dyn UnitFactory) {
     let mut op = w.ready(f, "op", UnitType::Operational);
     let vp = load(&w, &mut rec, &mut op);
     assert_eq!(op.status().current_register, valid(vp));
+}
+
+/// A unit of `fleet` (another instance of `w`'s CA, or another CA) with its own three
+/// administrators installed and thresholds 2/2.
+fn world_of(fleet: Fleet) -> World {
+    World {
+        dir: tempfile::tempdir().unwrap(),
+        fleet,
+        admins: support_admins(3),
+    }
+}
+
+/// `exportMk` of `rec`'s current register to a fresh importer of `target`, naming
+/// `target_instance`.
+fn export_naming(
+    w: &World,
+    rec: &mut Unit,
+    tw: &World,
+    target: &mut Unit,
+    target_instance: Option<tke_proto::InstanceId>,
+) -> ResponseBody {
+    let req = ExportRequest {
+        target_instance,
+        ..export_request(tw, target, Register::Current)
+    };
+    run(
+        rec,
+        &w.fleet.ca,
+        &Command::ExportMk(Box::new(req)),
+        &[w.a(0), w.a(1)],
+    )
+}
+
+/// A master key crosses service instances of one fleet CA only when both quorums name
+/// the other instance (`docs/protocol.md` §11.3): the export names the target's instance,
+/// the import (under the target's signature threshold) names the source's, and the target
+/// holds no key of its own. Every refusal changes nothing but the counter.
+pub fn cross_instance_transport(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let vp = vp_of(&ok(run(
+        &mut rec,
+        ca,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    )));
+    let b = world_of(w.fleet.another_instance());
+    let third = w.fleet.another_instance().instance;
+    let mut op_b = b.ready(f, "op-b", UnitType::Operational);
+
+    // The source side: the export must name exactly the target's instance.
+    let rec_before = rec.status();
+    let mut spent = 0;
+    for named in [None, Some(third), Some(w.fleet.instance)] {
+        fails(
+            &export_naming(&w, &mut rec, &b, &mut op_b, named),
+            ModuleError::INVALID_IMPORTER,
+        );
+        spent += 1;
+    }
+    // Naming an instance for a target of the source's own instance is refused too.
+    let mut op_a = w.ready(f, "op-a", UnitType::Operational);
+    fails(
+        &export_naming(&w, &mut rec, &w, &mut op_a, Some(b.fleet.instance)),
+        ModuleError::INVALID_IMPORTER,
+    );
+    spent += 1;
+    let mut expected = rec_before;
+    expected.counter += spent;
+    assert_eq!(rec.status(), expected);
+    let out = ok(export_naming(
+        &w,
+        &mut rec,
+        &b,
+        &mut op_b,
+        Some(b.fleet.instance),
+    ));
+    let envelope = SignedEnvelope::from_der(&out).unwrap();
+    assert_eq!(envelope.source_instance, None, "a unit never fills it in");
+
+    // The target side: the import must name exactly the source's instance, with the
+    // target's signature threshold.
+    let bca = &b.fleet.ca;
+    let before = op_b.status();
+    assert!(before.importer_pending);
+    let naming = |i| SignedEnvelope {
+        source_instance: i,
+        ..envelope.clone()
+    };
+    let mut spent = 0;
+    for named in [None, Some(third), Some(b.fleet.instance)] {
+        fails(
+            &run(
+                &mut op_b,
+                bca,
+                &Command::ImportMk(Box::new(naming(named))),
+                &[b.a(0), b.a(1)],
+            ),
+            ModuleError::INVALID_IMPORTER,
+        );
+        spent += 1;
+    }
+    let import = Command::ImportMk(Box::new(naming(Some(w.fleet.instance))));
+    // One signature is enough for a same-instance import, not for this one (refused
+    // before the counter).
+    fails(
+        &run(&mut op_b, bca, &import, &[b.a(0)]),
+        ModuleError::NOT_ENOUGH_SIGNATURES,
+    );
+    let mut expected = before;
+    expected.counter += spent;
+    assert_eq!(op_b.status(), expected, "importer still pending");
+    assert_eq!(
+        vp_of(&ok(run(&mut op_b, bca, &import, &[b.a(0), b.a(1)]))),
+        vp
+    );
+    ok(run(
+        &mut op_b,
+        bca,
+        &Command::CommitMk(vp),
+        &[b.a(0), b.a(1)],
+    ));
+    ok(run(&mut op_b, bca, &Command::SetImmediate(vp), &[b.a(0)]));
+    assert_eq!(op_b.status().current_register, valid(vp));
+
+    // A target holding a key of its own never takes one from another instance: it stays,
+    // and the importer key is used up.
+    let mut rec_b = b.ready(f, "rec-b", UnitType::Recovery);
+    ok(run(&mut rec_b, bca, &Command::GenerateRandomMk, &[b.a(0)]));
+    let mut holder = b.ready(f, "holder-b", UnitType::Operational);
+    let own_vp = load(&b, &mut rec_b, &mut holder);
+    let out = ok(export_naming(
+        &w,
+        &mut rec,
+        &b,
+        &mut holder,
+        Some(b.fleet.instance),
+    ));
+    let envelope = SignedEnvelope {
+        source_instance: Some(w.fleet.instance),
+        ..SignedEnvelope::from_der(&out).unwrap()
+    };
+    let before = holder.status();
+    fails(
+        &run(
+            &mut holder,
+            bca,
+            &Command::ImportMk(Box::new(envelope)),
+            &[b.a(0), b.a(1)],
+        ),
+        ModuleError::REGISTER_STATE,
+    );
+    let mut expected = before;
+    expected.counter += 1;
+    expected.importer_pending = false;
+    assert_eq!(holder.status(), expected);
+    assert_eq!(holder.status().current_register, valid(own_vp));
+}
+
+/// Naming the instance does not widen trust beyond the fleet CA: a target or a source
+/// certified by another CA is refused whatever the fields say.
+pub fn cross_instance_needs_the_same_fleet_ca(f: &dyn UnitFactory) {
+    use tke_proto::p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
+    use tke_proto::transport::{wrap, MkEnvelope};
+    use tke_proto::{MasterKey, UnitDescription};
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let x = world_of(Fleet::new("another fleet"));
+    let mut op_x = x.ready(f, "op-x", UnitType::Operational);
+    let before = rec.status();
+    fails(
+        &export_naming(&w, &mut rec, &x, &mut op_x, Some(x.fleet.instance)),
+        ModuleError::INVALID_IMPORTER,
+    );
+    assert_unchanged(&rec, &before, true);
+
+    // The import side: a recovery unit certified by the other CA, for the other CA's
+    // instance, seals a key for this unit's importer; named or not, it is refused.
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    let importer = certified_importer(&w, &mut op)
+        .verify(op.device_certificate())
+        .unwrap();
+    let source_key = SigningKey::random(&mut rand_core::OsRng);
+    let source_id = UnitId::random();
+    let mk = MasterKey::from_slice(&[0x42; 32]).unwrap();
+    let (eph_point, kek) = member_kek(source_id, op.id(), &importer.key().unwrap());
+    let envelope = MkEnvelope {
+        source_unit_id: source_id,
+        target_unit_id: op.id(),
+        importer_key_id: importer.key_id,
+        ephemeral_public_key: OctetString::new(eph_point.to_vec()).unwrap(),
+        wrapped_key: OctetString::new(wrap(kek.expose_secret(), &mk).unwrap()).unwrap(),
+        vp: mk.vp(),
+    };
+    let cert = x
+        .fleet
+        .issue_described(
+            source_id,
+            &UnitDescription {
+                unit_type: UnitType::Recovery,
+                instance_id: x.fleet.instance,
+            },
+            &source_key.verifying_key().into(),
+        )
+        .unwrap();
+    let signed = SignedEnvelope::sign(&envelope, &cert, |c, b| {
+        let s: Signature = source_key.sign(&c.signed_bytes(b));
+        Ok(s.to_der())
+    })
+    .unwrap();
+    let before = op.status();
+    let mut spent = 0;
+    for named in [None, Some(x.fleet.instance)] {
+        let naming = SignedEnvelope {
+            source_instance: named,
+            ..signed.clone()
+        };
+        fails(
+            &run(
+                &mut op,
+                ca,
+                &Command::ImportMk(Box::new(naming)),
+                &[w.a(0), w.a(1)],
+            ),
+            ModuleError::INVALID_IMPORTER,
+        );
+        spent += 1;
+    }
+    let mut expected = before;
+    expected.counter += spent;
+    assert_eq!(op.status(), expected);
 }
 
 /// `exportMkBatch`: one quorum-signed command seals the key for several targets, in
