@@ -44,6 +44,8 @@ fn every_problem_is_reported_at_once_and_nothing_changes() {
         instance: instance.clone(),
         source: None,
         keys: vec![info(&w.alice)],
+        to_instances: Vec::new(),
+        force_with_keys: Vec::new(),
     }
     .plan(&w.client)
     .err()
@@ -84,6 +86,8 @@ fn every_problem_is_reported_at_once_and_nothing_changes() {
         instance,
         source: None,
         keys: vec![info(&w.alice), info(&w.bob)],
+        to_instances: Vec::new(),
+        force_with_keys: Vec::new(),
     }
     .plan(&w.client)
     .err()
@@ -106,6 +110,8 @@ fn a_command_from_someone_else_stops_it_before_the_export_and_a_new_plan_finishe
         instance: instance.clone(),
         source: None,
         keys: keys.clone(),
+        to_instances: Vec::new(),
+        force_with_keys: Vec::new(),
     }
     .plan(&w.client)
     .unwrap();
@@ -143,6 +149,8 @@ fn a_command_from_someone_else_stops_it_before_the_export_and_a_new_plan_finishe
         instance,
         source: None,
         keys,
+        to_instances: Vec::new(),
+        force_with_keys: Vec::new(),
     }
     .plan(&w.client)
     .unwrap()
