@@ -248,8 +248,7 @@ impl AutoRecover {
             };
             // The unit checks it too; here it is reported before anything is sent.
             if unit.instance() != &self.instance
-                && DeviceCertificate::verify(unit.certificate.der(), client.ca_of(source))
-                    .is_err()
+                && DeviceCertificate::verify(unit.certificate.der(), client.ca_of(source)).is_err()
             {
                 problems.push(problem(Rule::OtherFleetCa { from: source.num }));
                 continue;
