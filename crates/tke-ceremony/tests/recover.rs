@@ -166,3 +166,67 @@ fn a_command_from_someone_else_stops_it_before_the_export_and_a_new_plan_finishe
         assert!(!s.importer_pending);
     }
 }
+
+/// Another instance certified by another fleet CA never receives the key: every one of
+/// its units is refused before anything is sent, and nothing changes anywhere.
+#[test]
+fn another_instance_of_another_fleet_ca_is_refused() {
+    use std::sync::Arc;
+    use tke_client::{Client, EmbeddedFleet, FleetSpec, Transport};
+    let w = common::World::initialized();
+    // A second embedded fleet, with a CA of its own, out of imprint mode like the first.
+    let dir = tempfile::tempdir().unwrap();
+    let other = EmbeddedFleet::create(dir.path(), FleetSpec::default()).unwrap();
+    let other_ca = other.ca().clone();
+    let other: Arc<dyn Transport> = Arc::new(other);
+    let alone = Client::connect(vec![(other.clone(), other_ca.clone())]).unwrap();
+    for u in alone.units() {
+        for a in [&w.alice, &w.bob] {
+            alone
+                .run(u, &Command::AddAdmin(a.certificate().clone()), &[])
+                .unwrap();
+        }
+        let cmd = Command::SetThresholds {
+            signature: Threshold::new(2).unwrap(),
+            revocation: Threshold::new(1).unwrap(),
+        };
+        alone.run(u, &cmd, &[&w.alice, &w.bob]).unwrap();
+    }
+    let both = Client::connect(vec![(w.fleet.clone(), w.ca.clone()), (other, other_ca)]).unwrap();
+    let before: Vec<_> = both
+        .units()
+        .iter()
+        .map(|u| both.query(u).unwrap())
+        .collect();
+    let err = AutoRecover {
+        instance: w.client.instances()[0].clone(),
+        source: None,
+        keys: vec![info(&w.alice), info(&w.bob)],
+        to_instances: vec![alone.instances()[0].clone()],
+        force_with_keys: Vec::new(),
+    }
+    .plan(&both)
+    .err()
+    .expect("refused");
+    let CeremonyError::Problems(problems) = &err else {
+        panic!("{err}");
+    };
+    let refused: Vec<usize> = problems
+        .iter()
+        .map(|p| match p {
+            Problem::Precondition {
+                num,
+                rule: Rule::OtherFleetCa { from: 3 },
+                ..
+            } => *num,
+            other => panic!("unexpected problem: {other}"),
+        })
+        .collect();
+    assert_eq!(refused, [5, 6, 7, 8], "{err}");
+    let after: Vec<_> = both
+        .units()
+        .iter()
+        .map(|u| both.query(u).unwrap())
+        .collect();
+    assert_eq!(before, after);
+}
