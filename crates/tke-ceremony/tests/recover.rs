@@ -230,3 +230,54 @@ fn another_instance_of_another_fleet_ca_is_refused() {
         .collect();
     assert_eq!(before, after);
 }
+
+/// What an approver reads of an export or import that crosses instances names the other
+/// instance; the same-instance ones read as before.
+#[test]
+fn approval_summaries_name_the_other_instance() {
+    use tke_ceremony::approvals::describe;
+    use tke_proto::{
+        der::asn1::OctetString,
+        transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
+        InstanceId, Register,
+    };
+    let os = |b: &[u8]| OctetString::new(b.to_vec()).unwrap();
+    let other = InstanceId::from_uuid("0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a").unwrap();
+    let envelope = |source_instance| {
+        Command::ImportMk(Box::new(SignedEnvelope {
+            envelope: os(b"e"),
+            signature: os(b"s"),
+            source_certificate: os(b"c"),
+            source_instance,
+        }))
+    };
+    let request = |target_instance| ExportRequest {
+        register: Register::Current,
+        target_certificate: os(b"c"),
+        importer: CertifiedImporter {
+            importer: os(b"i"),
+            signature: os(b"s"),
+        },
+        target_instance,
+    };
+    assert_eq!(
+        describe(&envelope(None)),
+        "import a master key into the new register"
+    );
+    assert_eq!(
+        describe(&envelope(Some(other))),
+        "import a master key from a recovery unit of ANOTHER service instance, 0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a, into the new register"
+    );
+    assert_eq!(
+        describe(&Command::ExportMk(Box::new(request(Some(other))))),
+        "export the Current master key register to a crypto unit of ANOTHER service instance, 0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a"
+    );
+    assert_eq!(
+        describe(&Command::ExportMkBatch(vec![
+            request(None),
+            request(Some(other)),
+            request(Some(other)),
+        ])),
+        "export a master key register to 3 other crypto units (2 of them of ANOTHER service instance: 0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a)"
+    );
+}
