@@ -1350,6 +1350,70 @@ fn member_kek(
     (eph_point, derive_kek(&z, &ctx))
 }
 
+/// A source the test holds the keys of, which seals the key `0x42…` to `target`'s pending
+/// importer `importer` as a fleet member would (`docs/protocol.md` §11, step 3), and
+/// signs the envelope as the unit any CA certifies it to be.
+struct Member {
+    key: tke_proto::p256::ecdsa::SigningKey,
+    id: UnitId,
+    mk: tke_proto::MasterKey,
+    envelope: tke_proto::transport::MkEnvelope,
+}
+
+impl Member {
+    fn sealing_for(target: &Unit, importer: &tke_proto::transport::ImporterKey) -> Self {
+        use tke_proto::transport::{wrap, MkEnvelope};
+        let id = UnitId::random();
+        let mk = tke_proto::MasterKey::from_slice(&[0x42; 32]).unwrap();
+        let (eph_point, kek) = member_kek(id, target.id(), &importer.key().unwrap());
+        let envelope = MkEnvelope {
+            source_unit_id: id,
+            target_unit_id: target.id(),
+            importer_key_id: importer.key_id,
+            ephemeral_public_key: OctetString::new(eph_point.to_vec()).unwrap(),
+            wrapped_key: OctetString::new(wrap(kek.expose_secret(), &mk).unwrap()).unwrap(),
+            vp: mk.vp(),
+        };
+        Self {
+            key: tke_proto::p256::ecdsa::SigningKey::random(&mut rand_core::OsRng),
+            id,
+            mk,
+            envelope,
+        }
+    }
+
+    /// The envelope, signed as the unit `fleet`'s CA certifies as `description`.
+    fn signed_as(&self, fleet: &Fleet, description: tke_proto::UnitDescription) -> SignedEnvelope {
+        use tke_proto::p256::ecdsa::{signature::Signer as _, Signature};
+        let cert = fleet
+            .issue_described(self.id, &description, &self.key.verifying_key().into())
+            .unwrap();
+        SignedEnvelope::sign(&self.envelope, &cert, |c, b| {
+            let s: Signature = self.key.sign(&c.signed_bytes(b));
+            Ok(s.to_der())
+        })
+        .unwrap()
+    }
+}
+
+/// Runs each of `commands` on `unit`, signed by `signers`: each is refused with
+/// `expected`, and nothing changed but the counter, consumed once per command.
+#[track_caller]
+fn all_refused(
+    unit: &mut Unit,
+    ca: &tke_proto::CaCertificate,
+    commands: impl IntoIterator<Item = Command>,
+    signers: &[&MemSigner],
+    expected: ModuleError,
+) {
+    let mut status = unit.status();
+    for command in commands {
+        fails(&run(unit, ca, &command, signers), expected);
+        status.counter += 1;
+        assert_eq!(unit.status(), status, "{command:?}");
+    }
+}
+
 /// A fleet member that wraps, correctly, a value of another length than 32 bytes: a
 /// 40-byte RFC 5649 envelope holds 25 to 32 bytes.
 pub fn import_wrong_length_key_from_fleet_member(f: &dyn UnitFactory) {
@@ -1520,79 +1584,39 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
 /// good: signed by the key its certificate certifies, wrapped for the pending importer,
 /// and accepted once its source is certified as a recovery unit of the instance.
 pub fn import_only_from_a_recovery_unit_of_the_instance(f: &dyn UnitFactory) {
-    use tke_proto::p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
-    use tke_proto::transport::{wrap, MkEnvelope};
-    use tke_proto::{MasterKey, UnitDescription};
+    use tke_proto::UnitDescription;
     let w = World::new(3);
     let ca = &w.fleet.ca;
     let mut op = w.ready(f, "op", UnitType::Operational);
-    let out = ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
-    let importer = CertifiedImporter::from_der(&out)
-        .unwrap()
+    let importer = certified_importer(&w, &mut op)
         .verify(op.device_certificate())
         .unwrap();
-
     // A fleet member (the test holds the CA key) seals a key for that importer.
-    let source_key = SigningKey::random(&mut rand_core::OsRng);
-    let source_id = UnitId::random();
-    let mk = MasterKey::from_slice(&[0x42; 32]).unwrap();
-    let (eph_point, kek) = member_kek(source_id, op.id(), &importer.key().unwrap());
-    let envelope = MkEnvelope {
-        source_unit_id: source_id,
-        target_unit_id: op.id(),
-        importer_key_id: importer.key_id,
-        ephemeral_public_key: OctetString::new(eph_point.to_vec()).unwrap(),
-        wrapped_key: OctetString::new(wrap(kek.expose_secret(), &mk).unwrap()).unwrap(),
-        vp: mk.vp(),
-    };
-    let signed_as = |description: UnitDescription| {
-        let cert = w
-            .fleet
-            .issue_described(source_id, &description, &source_key.verifying_key().into())
-            .unwrap();
-        SignedEnvelope::sign(&envelope, &cert, |c, b| {
-            let s: Signature = source_key.sign(&c.signed_bytes(b));
-            Ok(s.to_der())
-        })
-        .unwrap()
+    let member = Member::sealing_for(&op, &importer);
+    let signed_as = |unit_type, instance_id| {
+        let described = UnitDescription {
+            unit_type,
+            instance_id,
+        };
+        Command::ImportMk(Box::new(member.signed_as(&w.fleet, described)))
     };
     let other_instance = w.fleet.another_instance().instance;
-    let before = op.status();
-    let mut n = 0;
-    for (what, description) in [
-        (
-            "an operational source",
-            (UnitType::Operational, w.fleet.instance),
-        ),
-        ("a failover source", (UnitType::Failover, w.fleet.instance)),
-        (
-            "a recovery unit of another instance",
-            (UnitType::Recovery, other_instance),
-        ),
-    ] {
-        let signed = signed_as(UnitDescription {
-            unit_type: description.0,
-            instance_id: description.1,
-        });
-        let body = run(&mut op, ca, &Command::ImportMk(Box::new(signed)), &[w.a(0)]);
-        assert_eq!(body.error(), Some(ModuleError::INVALID_IMPORTER), "{what}");
-        n += 1;
-        // Nothing changed: the importer key is still pending, the registers are empty.
-        let mut expected = before.clone();
-        expected.counter += n;
-        assert_eq!(op.status(), expected, "{what}");
-    }
-    let signed = signed_as(UnitDescription {
-        unit_type: UnitType::Recovery,
-        instance_id: w.fleet.instance,
-    });
-    let vp = vp_of(&ok(run(
+    // An operational source, a failover source, a recovery unit of another instance:
+    // nothing changes, the importer key is still pending.
+    all_refused(
         &mut op,
         ca,
-        &Command::ImportMk(Box::new(signed)),
+        [
+            signed_as(UnitType::Operational, w.fleet.instance),
+            signed_as(UnitType::Failover, w.fleet.instance),
+            signed_as(UnitType::Recovery, other_instance),
+        ],
         &[w.a(0)],
-    )));
-    assert_eq!(vp, mk.vp());
+        ModuleError::INVALID_IMPORTER,
+    );
+    let signed = signed_as(UnitType::Recovery, w.fleet.instance);
+    let vp = vp_of(&ok(run(&mut op, ca, &signed, &[w.a(0)])));
+    assert_eq!(vp, member.mk.vp());
 }
 
 /// A recovery unit exports only to a target whose certificate names its own instance,
@@ -1682,26 +1706,27 @@ pub fn cross_instance_transport(f: &dyn UnitFactory) {
     let third = w.fleet.another_instance().instance;
     let mut op_b = b.ready(f, "op-b", UnitType::Operational);
 
-    // The source side: the export must name exactly the target's instance.
-    let rec_before = rec.status();
-    let mut spent = 0;
-    for named in [None, Some(third), Some(w.fleet.instance)] {
-        fails(
-            &export_naming(&w, &mut rec, &b, &mut op_b, named),
-            ModuleError::INVALID_IMPORTER,
-        );
-        spent += 1;
-    }
-    // Naming an instance for a target of the source's own instance is refused too.
+    // The source side: the export must name exactly the target's instance; naming an
+    // instance for a target of the source's own instance is refused too.
+    let export = |tw: &World, target: &mut Unit, target_instance| {
+        Command::ExportMk(Box::new(ExportRequest {
+            target_instance,
+            ..export_request(tw, target, Register::Current)
+        }))
+    };
     let mut op_a = w.ready(f, "op-a", UnitType::Operational);
-    fails(
-        &export_naming(&w, &mut rec, &w, &mut op_a, Some(b.fleet.instance)),
+    all_refused(
+        &mut rec,
+        ca,
+        [
+            export(&b, &mut op_b, None),
+            export(&b, &mut op_b, Some(third)),
+            export(&b, &mut op_b, Some(w.fleet.instance)),
+            export(&w, &mut op_a, Some(b.fleet.instance)),
+        ],
+        &[w.a(0), w.a(1)],
         ModuleError::INVALID_IMPORTER,
     );
-    spent += 1;
-    let mut expected = rec_before;
-    expected.counter += spent;
-    assert_eq!(rec.status(), expected);
     let out = ok(export_naming(
         &w,
         &mut rec,
@@ -1717,33 +1742,28 @@ pub fn cross_instance_transport(f: &dyn UnitFactory) {
     let bca = &b.fleet.ca;
     let before = op_b.status();
     assert!(before.importer_pending);
-    let naming = |i| SignedEnvelope {
-        source_instance: i,
-        ..envelope.clone()
+    let naming = |i| {
+        Command::ImportMk(Box::new(SignedEnvelope {
+            source_instance: i,
+            ..envelope.clone()
+        }))
     };
-    let mut spent = 0;
-    for named in [None, Some(third), Some(b.fleet.instance)] {
-        fails(
-            &run(
-                &mut op_b,
-                bca,
-                &Command::ImportMk(Box::new(naming(named))),
-                &[b.a(0), b.a(1)],
-            ),
-            ModuleError::INVALID_IMPORTER,
-        );
-        spent += 1;
-    }
-    let import = Command::ImportMk(Box::new(naming(Some(w.fleet.instance))));
+    all_refused(
+        &mut op_b,
+        bca,
+        [None, Some(third), Some(b.fleet.instance)].map(naming),
+        &[b.a(0), b.a(1)],
+        ModuleError::INVALID_IMPORTER,
+    );
+    let import = naming(Some(w.fleet.instance));
     // One signature is enough for a same-instance import, not for this one (refused
     // before the counter).
+    let refused = op_b.status();
     fails(
         &run(&mut op_b, bca, &import, &[b.a(0)]),
         ModuleError::NOT_ENOUGH_SIGNATURES,
     );
-    let mut expected = before;
-    expected.counter += spent;
-    assert_eq!(op_b.status(), expected, "importer still pending");
+    assert_eq!(op_b.status(), refused, "importer still pending");
     assert_eq!(
         vp_of(&ok(run(&mut op_b, bca, &import, &[b.a(0), b.a(1)]))),
         vp
@@ -1794,9 +1814,6 @@ pub fn cross_instance_transport(f: &dyn UnitFactory) {
 /// Naming the instance does not widen trust beyond the fleet CA: a target or a source
 /// certified by another CA is refused whatever the fields say.
 pub fn cross_instance_needs_the_same_fleet_ca(f: &dyn UnitFactory) {
-    use tke_proto::p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
-    use tke_proto::transport::{wrap, MkEnvelope};
-    use tke_proto::{MasterKey, UnitDescription};
     let w = World::new(3);
     let ca = &w.fleet.ca;
     let mut rec = w.ready(f, "rec", UnitType::Recovery);
@@ -1816,55 +1833,26 @@ pub fn cross_instance_needs_the_same_fleet_ca(f: &dyn UnitFactory) {
     let importer = certified_importer(&w, &mut op)
         .verify(op.device_certificate())
         .unwrap();
-    let source_key = SigningKey::random(&mut rand_core::OsRng);
-    let source_id = UnitId::random();
-    let mk = MasterKey::from_slice(&[0x42; 32]).unwrap();
-    let (eph_point, kek) = member_kek(source_id, op.id(), &importer.key().unwrap());
-    let envelope = MkEnvelope {
-        source_unit_id: source_id,
-        target_unit_id: op.id(),
-        importer_key_id: importer.key_id,
-        ephemeral_public_key: OctetString::new(eph_point.to_vec()).unwrap(),
-        wrapped_key: OctetString::new(wrap(kek.expose_secret(), &mk).unwrap()).unwrap(),
-        vp: mk.vp(),
-    };
-    let cert = x
-        .fleet
-        .issue_described(
-            source_id,
-            &UnitDescription {
-                unit_type: UnitType::Recovery,
-                instance_id: x.fleet.instance,
-            },
-            &source_key.verifying_key().into(),
-        )
-        .unwrap();
-    let signed = SignedEnvelope::sign(&envelope, &cert, |c, b| {
-        let s: Signature = source_key.sign(&c.signed_bytes(b));
-        Ok(s.to_der())
-    })
-    .unwrap();
-    let before = op.status();
-    let mut spent = 0;
-    for named in [None, Some(x.fleet.instance)] {
-        let naming = SignedEnvelope {
-            source_instance: named,
+    let signed = Member::sealing_for(&op, &importer).signed_as(
+        &x.fleet,
+        tke_proto::UnitDescription {
+            unit_type: UnitType::Recovery,
+            instance_id: x.fleet.instance,
+        },
+    );
+    let naming = |source_instance| {
+        Command::ImportMk(Box::new(SignedEnvelope {
+            source_instance,
             ..signed.clone()
-        };
-        fails(
-            &run(
-                &mut op,
-                ca,
-                &Command::ImportMk(Box::new(naming)),
-                &[w.a(0), w.a(1)],
-            ),
-            ModuleError::INVALID_IMPORTER,
-        );
-        spent += 1;
-    }
-    let mut expected = before;
-    expected.counter += spent;
-    assert_eq!(op.status(), expected);
+        }))
+    };
+    all_refused(
+        &mut op,
+        ca,
+        [naming(None), naming(Some(x.fleet.instance))],
+        &[w.a(0), w.a(1)],
+        ModuleError::INVALID_IMPORTER,
+    );
 }
 
 /// `exportMkBatch`: one quorum-signed command seals the key for several targets, in
