@@ -203,6 +203,20 @@ fn another_instance_receives_the_key_only_when_named_and_then_unwraps_its_data_k
     );
     assert_eq!(before, w.snapshot(), "a cancelled run changed files");
 
+    // A run killed after the first import into B is finished by the next one, which
+    // resumes those units at commit.
+    let args = recover(&["--to-instance", &b, "--force-with-keys", &b, "--yes"]);
+    w.crash(
+        "auto-recover:after-import",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(
+        registers(&w)[4..]
+            .iter()
+            .any(|r| (r.0.as_str(), r.2.as_str()) == ("empty", "full_uncommitted")),
+        "{:?}",
+        registers(&w)
+    );
     let args = recover(&[
         "--to-instance",
         &b,
@@ -215,6 +229,7 @@ fn another_instance_receives_the_key_only_when_named_and_then_unwraps_its_data_k
     let out: Value =
         serde_json::from_str(&w.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
     assert_eq!(out["recovered"], serde_json::json!([5, 6, 7, 8]), "{out}");
+    assert!(!out["resumed"].as_array().unwrap().is_empty(), "{out}");
     assert_eq!(out["to_instances"], serde_json::json!([b]), "{out}");
     assert_eq!(out["vp"], vp_a.as_str());
     for (num, r) in registers(&w).iter().enumerate() {
