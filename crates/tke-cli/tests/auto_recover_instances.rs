@@ -3,7 +3,7 @@
 //! (a unit holding another key, other thresholds, the other instance's keys under its own
 //! master key, no confirmation, an instance that is not another one) changes nothing;
 //! afterwards both instances hold one key, and a data key wrapped on one unwraps on the
-//! other.
+//! other. Another fleet CA's instance (a second `tke-unitd`) is refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,6 +15,7 @@ use common::{
     Workstation,
 };
 use serde_json::Value;
+use tke_test_support::Server;
 
 const PW: &[(&str, &str)] = &[("alice", "alice-password-1"), ("bob", "bob-password-22")];
 
@@ -305,4 +306,54 @@ fn another_instance_receives_the_key_only_when_named_and_then_unwraps_its_data_k
         back.to_str().unwrap(),
     ]);
     assert_eq!(fs::read(&back).unwrap(), bytes);
+}
+
+/// Two `tke-unitd` servers, each with a fleet CA of its own: the other server's instance
+/// never receives the key, each of its units refused before anything is sent.
+#[test]
+fn an_instance_of_another_fleet_ca_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let mut a = Server::init(r, "a", &["--operational", "1", "--recovery", "1"]);
+    let mut b = Server::init(r, "b", &["--operational", "1", "--recovery", "1"]);
+    a.start();
+    b.start();
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    w.file_keys(PW);
+    let s = w.secrets(PW).to_str().unwrap().to_owned();
+    w.add_target(&a, &a);
+    w.add_target(&b, &b);
+    let units: Value = serde_json::from_str(&w.ok(&["cryptounits", "--output", "json"])).unwrap();
+    let other = units[2]["instance"].as_str().unwrap().to_owned();
+    w.ok(&["cryptounit-add", "1", "2"]);
+    let mut args = common::auto_init_args(&s, (2, 1), &["alice", "bob"]);
+    args.extend(["--instance".to_owned(), "1".to_owned()]);
+    w.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // The other instance out of imprint mode, as the first.
+    w.ok(&["cryptounit-rm", "1", "2"]);
+    w.ok(&["cryptounit-add", "3", "4"]);
+    w.install_admins(&s, &["alice", "bob"], (2, 1));
+    let before = w.snapshot();
+    w.check(
+        "auto_recover_to_instance_other_fleet_ca",
+        &[
+            "--secrets",
+            &s,
+            "auto-recover",
+            "--instance",
+            "1",
+            "--to-instance",
+            &other,
+            "--yes",
+        ],
+        1,
+        &[(r, "[SERVERS]")],
+    );
+    assert_eq!(before, w.snapshot(), "a refused run changed files");
+    // The other server's units: out of imprint mode, both registers still empty.
+    w.ok(&["cryptounit-add", "1", "2", "3", "4"]);
+    for u in w.compare_json().as_array().unwrap()[2..].iter() {
+        assert_eq!(u["current_mk"]["state"], "empty", "{u}");
+        assert_eq!(u["new_mk"]["state"], "empty", "{u}");
+    }
 }
