@@ -318,7 +318,7 @@ fn hint(e: CeremonyError) -> anyhow::Error {
                 Problem::KeysUnderAnotherMasterKey { .. } | Problem::KeyStorageUnreadable { .. }
             )
         }) {
-            advice.push("Those keys stay unusable until their own master key is loaded back into that instance. To copy the master key into it anyway, give --force-with-keys INSTANCE-ID for that instance.");
+            advice.push("Keys wrapped under another master key stay unusable until that master key is loaded back into their instance. To copy the master key into it anyway, give --force-with-keys INSTANCE-ID for that instance.");
         }
         if problems
             .iter()

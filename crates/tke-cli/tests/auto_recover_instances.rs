@@ -179,6 +179,19 @@ fn another_instance_receives_the_key_only_when_named_and_then_unwraps_its_data_k
         "auto_recover_to_instance_keys_under_another_key",
         &["--to-instance", &b, "--yes"],
     );
+    // A key storage that cannot be read counts as holding such keys.
+    let b_store = w
+        .path()
+        .join("local")
+        .join("keys")
+        .join(format!("{b}.keys"));
+    let kept = fs::read(&b_store).unwrap();
+    fs::write(&b_store, b"not a key storage, but no less than a hundred bytes long: SQLite must read a header from it").unwrap();
+    run(
+        "auto_recover_to_instance_key_storage_unreadable",
+        &["--to-instance", &b, "--yes"],
+    );
+    fs::write(&b_store, kept).unwrap();
     // No confirmation (no terminal, no --yes): refused, the question naming instance B.
     run(
         "auto_recover_to_instance_not_confirmed",
