@@ -303,6 +303,41 @@ pub enum Problem {
         /// The signature threshold.
         needed: u8,
     },
+    /// An instance named to receive the master key of another (`auto-recover
+    /// --to-instance`) cannot.
+    #[error("service instance {instance} cannot receive the master key of service instance {from}: {why}")]
+    NotAnotherInstance {
+        /// The instance named.
+        instance: InstanceId,
+        /// The instance of the recovery unit the key is copied from.
+        from: InstanceId,
+        /// Why.
+        why: &'static str,
+    },
+    /// The key storage of another instance that would receive a master key holds keys
+    /// wrapped under another master key, which none of its units would hold any more.
+    #[error("the key storage of service instance {instance} ({location}) holds {} key(s) wrapped under another master key ({}) than the one copied from recovery unit {from}: once its crypto units hold that key instead, those keys can be used again only after their own master key is loaded back", vps.iter().map(|(_, n)| n).sum::<u64>(), vps.iter().map(|(v, n)| format!("{n} under {}...", &v.to_hex()[..16])).collect::<Vec<_>>().join(", "))]
+    KeysUnderAnotherMasterKey {
+        /// The instance.
+        instance: InstanceId,
+        /// `CRYPTO UNIT NUM` of the source.
+        from: usize,
+        /// Where its key storage lives.
+        location: String,
+        /// Each other master key (VP) with the number of records it wraps.
+        vps: Vec<(Vp, u64)>,
+    },
+    /// The key storage of another instance that would receive a master key cannot be
+    /// read: it may hold keys wrapped under another master key.
+    #[error("the key storage of service instance {instance} cannot be read ({}), so it may hold keys wrapped under another master key than the one copied from recovery unit {from}", ErrorChain(reason.as_ref()))]
+    KeyStorageUnreadable {
+        /// The instance.
+        instance: InstanceId,
+        /// `CRYPTO UNIT NUM` of the source.
+        from: usize,
+        /// Why it cannot be read.
+        reason: tke_proto::BoxError,
+    },
     /// A guard plugged into the ceremony refuses to destroy what the unit holds
     /// ([`crate::guard::Guard`]).
     #[error("crypto unit {num} ({}): {} refused by the {} check", unit.uuid(), what.action(), guard)]
@@ -447,6 +482,14 @@ pub enum Rule {
         from: usize,
         /// The source's verification pattern.
         vp: Vp,
+    },
+    /// The unit is of another instance and not certified by the fleet CA of the source
+    /// (`auto-recover`): a unit takes a master key only from a unit its own CA
+    /// certified.
+    #[error("is not certified by the fleet CA of recovery unit {from}: a master key moves only between crypto units of one fleet CA")]
+    OtherFleetCa {
+        /// `CRYPTO UNIT NUM` of the source.
+        from: usize,
     },
     /// The unit's thresholds differ from the source's (`auto-recover` needs every unit
     /// configured the same).

@@ -17,6 +17,14 @@
 //! - enough of the keys that may sign installed on the source *and* on every target to
 //!   meet the signature threshold (the vendor's "common administrator set").
 //!
+//! **Other instances.** The units of each instance named in [`AutoRecover::to_instances`]
+//! are planned as the source's own (the same checks, every unit of the instance), and
+//! besides: each is certified by the source's fleet CA ([`Rule::OtherFleetCa`]), and the
+//! instance's key storage holds no key wrapped under another master key
+//! ([`Problem::KeysUnderAnotherMasterKey`]) unless [`AutoRecover::force_with_keys`] names
+//! it. Their export requests name their instance and their imports name the source's,
+//! signed by the quorum (`docs/protocol.md` §11.3): each side's administrators consent.
+//!
 //! [`AutoRecoverPlan::execute`] then, per target and in parallel where the units differ:
 //! importer key (one signature), one quorum-signed `exportMkBatch` of the source's
 //! *current* register to every target waiting for the key (16 targets per command),
@@ -37,8 +45,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tke_client::{fanout::parallel, Client, InstanceId, KnownUnit};
 use tke_proto::{
-    transport::SignedEnvelope, AdminInfo, Command, Register, RegisterState, RegisterStatus,
-    UnitStatus, UnitType, Vp,
+    transport::SignedEnvelope, AdminInfo, Command, DeviceCertificate, Register, RegisterState,
+    RegisterStatus, UnitStatus, UnitType, Vp,
 };
 use tke_sigkey::Signer;
 
@@ -66,6 +74,13 @@ pub struct AutoRecover {
     /// preference: the first signature-threshold ones installed on the source and on
     /// every target sign.
     pub keys: Vec<AdminInfo>,
+    /// Other service instances of the fleet whose units receive the key too (every unit
+    /// of each); empty: only the source's own instance.
+    pub to_instances: Vec<InstanceId>,
+    /// Those of `to_instances` whose key storage may keep keys wrapped under another
+    /// master key (the operator accepted that they cannot be used until it is loaded
+    /// back).
+    pub force_with_keys: Vec<InstanceId>,
 }
 
 /// Where a target stands: the steps it still needs, read from its registers.
@@ -141,7 +156,7 @@ impl AutoRecover {
     /// of them ([`Problem::NoCommonQuorum`]).
     pub fn plan(self, client: &Client) -> Result<AutoRecoverPlan<'_>, CeremonyError> {
         let mut problems = Vec::new();
-        let units = client.instance_units(&self.instance);
+        let mut units = client.instance_units(&self.instance);
         if units.is_empty() {
             problems.push(Problem::UnknownInstance {
                 instance: self.instance.clone(),
@@ -149,6 +164,8 @@ impl AutoRecover {
         } else if !units.iter().any(|u| u.unit_type() == UnitType::Recovery) {
             problems.push(Problem::NoRecoveryUnit);
         }
+        let others = self.other_units(client, &mut problems);
+        units.extend(others.iter().flat_map(|(_, u)| u.iter().copied()));
         let mut reachable: Vec<(&KnownUnit, UnitStatus)> = Vec::with_capacity(units.len());
         for (u, s) in units.iter().zip(parallel(&units, |u| client.query(u))) {
             match s {
@@ -170,7 +187,7 @@ impl AutoRecover {
                 Some(u) if u.instance() != &self.instance => {
                     problems.push(Problem::NotARecoverySource {
                         num,
-                        why: "it belongs to another service instance: a crypto unit accepts a master key only from a recovery unit of its own instance",
+                        why: "it belongs to another service instance: the master key is copied from a recovery unit of the instance being recovered",
                     });
                     None
                 }
@@ -229,6 +246,13 @@ impl AutoRecover {
                 unit: unit.id(),
                 rule,
             };
+            // The unit checks it too; here it is reported before anything is sent.
+            if unit.instance() != &self.instance
+                && DeviceCertificate::verify(unit.certificate.der(), client.ca_of(source)).is_err()
+            {
+                problems.push(problem(Rule::OtherFleetCa { from: source.num }));
+                continue;
+            }
             if valid(&status) {
                 match status.current_register.vp {
                     Some(v) if v == vp => holding.push((unit, status)),
@@ -300,6 +324,14 @@ impl AutoRecover {
                 common: common.iter().map(|a| a.name.clone()).collect(),
             });
         }
+        // Another instance's keys under its own master key would outlive every copy of it.
+        for (instance, _) in &others {
+            if targets.iter().any(|t| t.unit.instance() == instance)
+                && !self.force_with_keys.contains(instance)
+            {
+                problems.extend(keys_under_another(client, instance, source.num, vp));
+            }
+        }
 
         if !problems.is_empty() {
             return Err(CeremonyError::Problems(problems));
@@ -322,6 +354,74 @@ impl AutoRecover {
             quorum,
             counters,
         })
+    }
+}
+
+impl AutoRecover {
+    /// The units of each instance of [`Self::to_instances`], by instance; a name that is
+    /// the source's instance or no instance of the fleet is a problem.
+    fn other_units<'c>(
+        &self,
+        client: &'c Client,
+        problems: &mut Vec<Problem>,
+    ) -> Vec<(InstanceId, Vec<&'c KnownUnit>)> {
+        let mut others: Vec<(InstanceId, Vec<&KnownUnit>)> = Vec::new();
+        for other in &self.to_instances {
+            let why = if other == &self.instance {
+                "it is the instance the master key is copied from"
+            } else if others.iter().any(|(i, _)| i == other) {
+                continue;
+            } else {
+                let units = client.instance_units(other);
+                if !units.is_empty() {
+                    others.push((other.clone(), units));
+                    continue;
+                }
+                "no crypto unit of the fleet belongs to it (see `tke cryptounits`)"
+            };
+            problems.push(Problem::NotAnotherInstance {
+                instance: other.clone(),
+                from: self.instance.clone(),
+                why,
+            });
+        }
+        others
+    }
+}
+
+/// What the key storage of `instance` holds under another master key than `vp`: a
+/// problem, or none when it holds nothing else (or the instance has no key storage here).
+fn keys_under_another(
+    client: &Client,
+    instance: &InstanceId,
+    from: usize,
+    vp: Vp,
+) -> Option<Problem> {
+    let unreadable = |reason: tke_proto::BoxError| Problem::KeyStorageUnreadable {
+        instance: instance.clone(),
+        from,
+        reason,
+    };
+    let summary = match client.key_service(instance) {
+        Ok(None) => return None,
+        Ok(Some(ks)) => ks.summary().map_err(|e| unreadable(Box::new(e))),
+        Err(e) => Err(unreadable(Box::new(e))),
+    };
+    match summary {
+        Ok(summary) => {
+            let vps: Vec<(Vp, u64)> = summary
+                .by_vp
+                .into_iter()
+                .filter(|(v, n)| *n > 0 && *v != vp)
+                .collect();
+            (!vps.is_empty()).then(|| Problem::KeysUnderAnotherMasterKey {
+                instance: instance.clone(),
+                from,
+                location: summary.location,
+                vps,
+            })
+        }
+        Err(problem) => Some(problem),
     }
 }
 
@@ -405,11 +505,19 @@ impl<'c> AutoRecoverPlan<'c> {
             .map_err(|e| interference(client, e, |_| None))?
         };
         crash::point("auto-recover:after-importers");
+        // A target of another instance is named in the export, as the source is in its
+        // import: the consent of each side's quorum (docs/protocol.md §11.3).
+        let instance = &self.instance;
+        let foreign = |u: &KnownUnit| u.instance() != instance;
         let importers = fresh
             .iter()
             .zip(&out)
-            .map(|(u, der)| export_request(STEP_IMPORTERS, u, der, Register::Current))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(u, der)| {
+                let mut request = export_request(STEP_IMPORTERS, u, der, Register::Current)?;
+                request.target_instance = foreign(u).then(|| u.certificate.instance_id());
+                Ok(request)
+            })
+            .collect::<Result<Vec<_>, CeremonyError>>()?;
 
         // 2. The source's current key, sealed to each importer key: one quorum-signed
         // command per 16 targets.
@@ -439,12 +547,16 @@ impl<'c> AutoRecoverPlan<'c> {
             |(t, envelope)| {
                 let u = t.unit;
                 if let Some(envelope) = envelope {
-                    counters.run(
-                        client,
-                        u,
-                        &Command::ImportMk(Box::new(envelope.clone())),
-                        &one,
-                    )?;
+                    let (envelope, signers) = if foreign(u) {
+                        let named = SignedEnvelope {
+                            source_instance: Some(source.certificate.instance_id()),
+                            ..envelope.clone()
+                        };
+                        (named, &quorum)
+                    } else {
+                        (envelope.clone(), &one)
+                    };
+                    counters.run(client, u, &Command::ImportMk(Box::new(envelope)), signers)?;
                     crash::point("auto-recover:after-import");
                 }
                 if t.stage != Stage::SetImmediate {

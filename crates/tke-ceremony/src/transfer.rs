@@ -36,6 +36,7 @@ pub(crate) fn export_request(
         target_certificate: OctetString::new(unit.certificate.der().to_vec())
             .map_err(|e| unusable(e.into()))?,
         importer: CertifiedImporter::from_der(importer).map_err(|e| unusable(e.into()))?,
+        target_instance: None,
     })
 }
 

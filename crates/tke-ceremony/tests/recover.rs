@@ -44,6 +44,8 @@ fn every_problem_is_reported_at_once_and_nothing_changes() {
         instance: instance.clone(),
         source: None,
         keys: vec![info(&w.alice)],
+        to_instances: Vec::new(),
+        force_with_keys: Vec::new(),
     }
     .plan(&w.client)
     .err()
@@ -84,6 +86,8 @@ fn every_problem_is_reported_at_once_and_nothing_changes() {
         instance,
         source: None,
         keys: vec![info(&w.alice), info(&w.bob)],
+        to_instances: Vec::new(),
+        force_with_keys: Vec::new(),
     }
     .plan(&w.client)
     .err()
@@ -106,6 +110,8 @@ fn a_command_from_someone_else_stops_it_before_the_export_and_a_new_plan_finishe
         instance: instance.clone(),
         source: None,
         keys: keys.clone(),
+        to_instances: Vec::new(),
+        force_with_keys: Vec::new(),
     }
     .plan(&w.client)
     .unwrap();
@@ -143,6 +149,8 @@ fn a_command_from_someone_else_stops_it_before_the_export_and_a_new_plan_finishe
         instance,
         source: None,
         keys,
+        to_instances: Vec::new(),
+        force_with_keys: Vec::new(),
     }
     .plan(&w.client)
     .unwrap()
@@ -157,4 +165,119 @@ fn a_command_from_someone_else_stops_it_before_the_export_and_a_new_plan_finishe
         assert_eq!(s.new_register.state, RegisterState::Empty);
         assert!(!s.importer_pending);
     }
+}
+
+/// Another instance certified by another fleet CA never receives the key: every one of
+/// its units is refused before anything is sent, and nothing changes anywhere.
+#[test]
+fn another_instance_of_another_fleet_ca_is_refused() {
+    use std::sync::Arc;
+    use tke_client::{Client, EmbeddedFleet, FleetSpec, Transport};
+    let w = common::World::initialized();
+    // A second embedded fleet, with a CA of its own, out of imprint mode like the first.
+    let dir = tempfile::tempdir().unwrap();
+    let other = EmbeddedFleet::create(dir.path(), FleetSpec::default()).unwrap();
+    let other_ca = other.ca().clone();
+    let other: Arc<dyn Transport> = Arc::new(other);
+    let alone = Client::connect(vec![(other.clone(), other_ca.clone())]).unwrap();
+    for u in alone.units() {
+        for a in [&w.alice, &w.bob] {
+            alone
+                .run(u, &Command::AddAdmin(a.certificate().clone()), &[])
+                .unwrap();
+        }
+        let cmd = Command::SetThresholds {
+            signature: Threshold::new(2).unwrap(),
+            revocation: Threshold::new(1).unwrap(),
+        };
+        alone.run(u, &cmd, &[&w.alice, &w.bob]).unwrap();
+    }
+    let both = Client::connect(vec![(w.fleet.clone(), w.ca.clone()), (other, other_ca)]).unwrap();
+    let before: Vec<_> = both
+        .units()
+        .iter()
+        .map(|u| both.query(u).unwrap())
+        .collect();
+    let err = AutoRecover {
+        instance: w.client.instances()[0].clone(),
+        source: None,
+        keys: vec![info(&w.alice), info(&w.bob)],
+        to_instances: vec![alone.instances()[0].clone()],
+        force_with_keys: Vec::new(),
+    }
+    .plan(&both)
+    .err()
+    .expect("refused");
+    let CeremonyError::Problems(problems) = &err else {
+        panic!("{err}");
+    };
+    let refused: Vec<usize> = problems
+        .iter()
+        .map(|p| match p {
+            Problem::Precondition {
+                num,
+                rule: Rule::OtherFleetCa { from: 3 },
+                ..
+            } => *num,
+            other => panic!("unexpected problem: {other}"),
+        })
+        .collect();
+    assert_eq!(refused, [5, 6, 7, 8], "{err}");
+    let after: Vec<_> = both
+        .units()
+        .iter()
+        .map(|u| both.query(u).unwrap())
+        .collect();
+    assert_eq!(before, after);
+}
+
+/// What an approver reads of an export or import that crosses instances names the other
+/// instance; the same-instance ones read as before.
+#[test]
+fn approval_summaries_name_the_other_instance() {
+    use tke_ceremony::approvals::describe;
+    use tke_proto::{
+        der::asn1::OctetString,
+        transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
+        InstanceId, Register,
+    };
+    let os = |b: &[u8]| OctetString::new(b.to_vec()).unwrap();
+    let other = InstanceId::from_uuid("0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a").unwrap();
+    let envelope = |source_instance| {
+        Command::ImportMk(Box::new(SignedEnvelope {
+            envelope: os(b"e"),
+            signature: os(b"s"),
+            source_certificate: os(b"c"),
+            source_instance,
+        }))
+    };
+    let request = |target_instance| ExportRequest {
+        register: Register::Current,
+        target_certificate: os(b"c"),
+        importer: CertifiedImporter {
+            importer: os(b"i"),
+            signature: os(b"s"),
+        },
+        target_instance,
+    };
+    assert_eq!(
+        describe(&envelope(None)),
+        "import a master key into the new register"
+    );
+    assert_eq!(
+        describe(&envelope(Some(other))),
+        "import a master key from a recovery unit of ANOTHER service instance, 0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a, into the new register"
+    );
+    assert_eq!(
+        describe(&Command::ExportMk(Box::new(request(Some(other))))),
+        "export the Current master key register to a crypto unit of ANOTHER service instance, 0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a"
+    );
+    assert_eq!(
+        describe(&Command::ExportMkBatch(vec![
+            request(None),
+            request(Some(other)),
+            request(Some(other)),
+        ])),
+        "export a master key register to 3 other crypto units (2 of them of ANOTHER service instance: 0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a)"
+    );
 }

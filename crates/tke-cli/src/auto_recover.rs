@@ -1,5 +1,6 @@
 //! `auto-recover` (`auto-mk-recover`): copy a recovery unit's current master key into the
-//! units of an instance whose current register is empty.
+//! units of an instance whose current register is empty — and, with `--to-instance ID`,
+//! into the units of other instances of the fleet, which then share the key.
 //!
 //! The ceremony is [`tke_ceremony::AutoRecover`]: every check (a recovery unit holding a
 //! key, targets out of imprint mode with the same thresholds, no unit holding another key,
@@ -8,9 +9,10 @@
 //! left part-way by an interrupted run and where they resume), asks, opens the keys the
 //! plan needs and prints the result.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde_json::json;
 use tke_ceremony::{AutoRecover, CeremonyError, Problem, Rule, Stage};
+use tke_client::InstanceId;
 use tke_sigkey::Signer;
 
 use crate::{
@@ -47,6 +49,16 @@ pub struct Args {
     /// each unit stands is read from its registers.
     #[arg(long)]
     pub resume: bool,
+    /// Copy the key into every crypto unit of this other service instance of the fleet as
+    /// well (the INSTANCE ID `tke cryptounits` shows; repeat it for each instance): both
+    /// instances then share one master key.
+    #[arg(long = "to-instance", value_name = "INSTANCE-ID")]
+    pub to_instance: Vec<String>,
+    /// Copy the key into the units of this instance of --to-instance even though its key
+    /// storage holds keys wrapped under another master key, which cannot be used until
+    /// that master key is loaded back (repeat it for each instance).
+    #[arg(long = "force-with-keys", value_name = "INSTANCE-ID")]
+    pub force_with_keys: Vec<String>,
 }
 
 /// Runs `auto-recover`.
@@ -57,15 +69,36 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
     let client = &fleet.client;
     let instance = choose_instance(ctx, client, args.instance, "recover")?;
+    for id in &args.force_with_keys {
+        if !args.to_instance.contains(id) {
+            bail!(
+                "--force-with-keys {id:?}: it is not an instance of --to-instance; only the key storage of another instance receiving the master key is checked; nothing was changed"
+            );
+        }
+    }
+    let ids = |v: &[String]| v.iter().cloned().map(InstanceId).collect::<Vec<_>>();
     let (named, flag) = signing::named(&args.signers.signer, &args.admin);
     let preference = signing::preference(ctx, &named, flag)?;
     let plan = AutoRecover {
         instance: instance.clone(),
         source: args.source,
         keys: signing::admin_infos(&preference),
+        to_instances: ids(&args.to_instance),
+        force_with_keys: ids(&args.force_with_keys),
     }
     .plan(client)
     .map_err(hint)?;
+    // The other instances that receive the key, with their units that do.
+    let mut others: Vec<(&InstanceId, Vec<usize>)> = Vec::new();
+    for t in plan.targets() {
+        if t.unit.instance() == &instance {
+            continue;
+        }
+        match others.iter_mut().find(|(i, _)| *i == t.unit.instance()) {
+            Some((_, nums)) => nums.push(t.unit.num),
+            None => others.push((t.unit.instance(), vec![t.unit.num])),
+        }
+    }
 
     let source = plan.source();
     let vp = plan.vp().to_hex();
@@ -107,7 +140,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                 Stage::Commit => "resume: commit, set immediate",
                 Stage::SetImmediate => "resume: set immediate",
             };
-            rows.push(row(target.unit, &target.status, action));
+            let action = if target.unit.instance() == &instance {
+                action.to_owned()
+            } else {
+                format!("{action} (service instance {})", target.unit.instance())
+            };
+            rows.push(row(target.unit, &target.status, &action));
         }
         for (u, s) in plan.holding() {
             rows.push(row(u, s, "holds the master key: left alone"));
@@ -147,23 +185,47 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                     "recovered": targets,
                     "unchanged": unchanged,
                     "resumed": resumed,
+                    "to_instances": Vec::<String>::new(),
                     "signed_by": Vec::<String>::new(),
                 }))?
             );
         } else {
+            let mut all = vec![instance.to_string()];
+            all.extend(args.to_instance.iter().cloned());
             println!(
-                "OK\nEvery crypto unit of service instance {instance} holds the master key of recovery crypto unit {}: there is nothing to recover.",
+                "OK\nEvery crypto unit of service instance {} holds the master key of recovery crypto unit {}: there is nothing to recover.",
+                all.join(" and of service instance "),
                 source.num
             );
         }
         return Ok(());
     }
 
+    let own: Vec<usize> = plan
+        .targets()
+        .iter()
+        .filter(|t| t.unit.instance() == &instance)
+        .map(|t| t.unit.num)
+        .collect();
+    let mut into = Vec::new();
+    if !own.is_empty() {
+        into.push(format!(
+            "crypto unit(s) {} of service instance {instance}",
+            join(&own)
+        ));
+    }
+    // Said plainly: another instance ends up sharing this instance's master key.
+    for (other, nums) in &others {
+        into.push(format!(
+            "crypto unit(s) {} of ANOTHER service instance, {other}, which will then share the master key of service instance {instance}",
+            join(nums)
+        ));
+    }
     if !ctx.prompt.confirm(
         &format!(
-            "Copy the master key of recovery crypto unit {} into crypto unit(s) {} of service instance {instance} at {}?",
+            "Copy the master key of recovery crypto unit {} into {} at {}?",
             source.num,
-            join(&targets),
+            into.join(", and "),
             client.describe().join(", ")
         ),
         args.yes,
@@ -173,7 +235,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
     // The vendor's auto-* commands select the whole instance; done before acting, so that
     // after an interruption `cryptounit-compare` shows exactly these units.
-    ctx.save_selected(&client.instance_units(&instance))?;
+    let mut selected = client.instance_units(&instance);
+    for (other, _) in &others {
+        selected.extend(client.instance_units(other));
+    }
+    ctx.save_selected(&selected)?;
 
     let needed: Vec<tke_proto::AdminInfo> = plan.keys_needed().into_iter().cloned().collect();
     let refs: Vec<&tke_proto::AdminInfo> = needed.iter().collect();
@@ -199,6 +265,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                 "recovered": report.recovered,
                 "unchanged": report.unchanged,
                 "resumed": resumed,
+                "to_instances": others.iter().map(|(i, _)| i.0.as_str()).collect::<Vec<_>>(),
                 "signed_by": needed.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
             }))?
         );
@@ -241,6 +308,17 @@ fn hint(e: CeremonyError) -> anyhow::Error {
         }
         if rule(|r| matches!(r, Rule::OtherMasterKey { .. })) {
             advice.push("A unit that holds another master key is never overwritten: compare the keys with `tke cryptounit-mk`. If that unit's key protects nothing, zeroize it (`tke cryptounit-zeroize`), bring it out of imprint mode again and rerun `tke auto-recover`.");
+        }
+        if rule(|r| matches!(r, Rule::OtherFleetCa { .. })) {
+            advice.push("A master key moves only between crypto units certified by one fleet CA: leave that instance out of --to-instance.");
+        }
+        if problems.iter().any(|p| {
+            matches!(
+                p,
+                Problem::KeysUnderAnotherMasterKey { .. } | Problem::KeyStorageUnreadable { .. }
+            )
+        }) {
+            advice.push("Keys wrapped under another master key stay unusable until that master key is loaded back into their instance. To copy the master key into it anyway, give --force-with-keys INSTANCE-ID for that instance.");
         }
         if problems
             .iter()

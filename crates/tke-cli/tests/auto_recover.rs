@@ -258,7 +258,8 @@ fn auto_recover_needs_a_recovery_unit_of_the_instance_holding_a_master_key() {
         "auto_recover_no_source",
         &["--secrets", s, "auto-recover", "--instance", "1", "--yes"],
     );
-    // Units 5-8 are instance 2's: a unit takes a key only from its own instance.
+    // Units 5-8 are instance 2's: the source is a recovery unit of the instance recovered
+    // (another instance receives the key with --to-instance, auto_recover_instances.rs).
     for (name, source) in [
         ("auto_recover_source_missing", "9"),
         ("auto_recover_source_other_instance", "7"),

@@ -187,6 +187,12 @@ impl Client {
             .collect()
     }
 
+    /// The fleet CA that certified `unit` (its transport's): a unit trusts only units
+    /// its own CA certified.
+    pub fn ca_of(&self, unit: &KnownUnit) -> &CaCertificate {
+        &self.endpoints[unit.endpoint].ca
+    }
+
     /// Looks a unit up by id.
     pub fn unit(&self, id: &UnitId) -> Option<&KnownUnit> {
         self.units.iter().find(|u| u.id() == *id)

@@ -409,6 +409,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         register: Register::Current,
         target_certificate: tke_proto::der::asn1::OctetString::new(t_cert.der().to_vec()).unwrap(),
         importer: CertifiedImporter::from_der(&importer).unwrap(),
+        target_instance: None,
     };
     out.push(("envelope", export.to_der().unwrap()));
     let (req, envelope) = run(

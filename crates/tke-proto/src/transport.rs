@@ -35,7 +35,8 @@ use zeroize::Zeroizing;
 use crate::{
     cert::{CaCertificate, DeviceCertificate},
     domain::{DeviceContext, DeviceSigError},
-    vp, BoxError, Digest32, MasterKey, ProtoError, Register, TransportError, UnitId, Vp,
+    vp, BoxError, Digest32, InstanceId, MasterKey, ProtoError, Register, TransportError, UnitId,
+    Vp,
 };
 
 /// Label that starts the KDF context.
@@ -187,8 +188,15 @@ fn verify_sig(
 /// ExportRequest ::= SEQUENCE {
 ///   register           Register,           -- current(0) new(1)
 ///   targetCertificate  OCTET STRING,       -- DER of the target's device certificate
-///   importer           CertifiedImporter }
+///   importer           CertifiedImporter,
+///   targetInstance     [0] IMPLICIT OCTET STRING (SIZE(16)) OPTIONAL }
+///                      -- the target's service instance, when it is not the source's
 /// ```
+///
+/// `targetInstance` is the source quorum's consent to a master key leaving its service
+/// instance (`docs/protocol.md` §11.3): absent, the target must belong to the source's own
+/// instance, as before it existed; present, it must be the instance the target's device
+/// certificate names.
 #[derive(Clone, Debug, PartialEq, Eq, Sequence)]
 pub struct ExportRequest {
     /// The register to export.
@@ -197,6 +205,9 @@ pub struct ExportRequest {
     pub target_certificate: OctetString,
     /// The target's certified importer key.
     pub importer: CertifiedImporter,
+    /// The target's service instance, named when it differs from the source's.
+    #[asn1(context_specific = "0", tag_mode = "IMPLICIT", optional = "true")]
+    pub target_instance: Option<InstanceId>,
 }
 
 /// A wrapped master key on its way from a source unit to a target unit.
@@ -233,8 +244,17 @@ pub struct MkEnvelope {
 ///   envelope           OCTET STRING,   -- DER of MkEnvelope
 ///   signature          OCTET STRING,   -- ECDSA-Sig-Value by the source's device key
 ///                                      -- over "TKE-Protocol-v3 MkEnvelope" 00 ‖ envelope
-///   sourceCertificate  OCTET STRING }  -- DER of the source's device certificate
+///   sourceCertificate  OCTET STRING,   -- DER of the source's device certificate
+///   sourceInstance     [0] IMPLICIT OCTET STRING (SIZE(16)) OPTIONAL }
+///                      -- importMk only: the source's service instance, when it is not
+///                      -- the target's
 /// ```
+///
+/// `sourceInstance` is outside the source's signature: the client adds it to the input of
+/// `importMk`, whose signers (the target's administrators) consent with it to a master
+/// key from another service instance (`docs/protocol.md` §11.3). A unit never puts it in
+/// the output of an export. Absent, the source must belong to the target's own instance,
+/// as before it existed.
 #[derive(Clone, Debug, PartialEq, Eq, Sequence)]
 pub struct SignedEnvelope {
     /// DER of [`MkEnvelope`].
@@ -244,6 +264,10 @@ pub struct SignedEnvelope {
     pub signature: OctetString,
     /// DER of the source unit's device certificate.
     pub source_certificate: OctetString,
+    /// In `importMk`'s input, the source's service instance when it differs from the
+    /// target's.
+    #[asn1(context_specific = "0", tag_mode = "IMPLICIT", optional = "true")]
+    pub source_instance: Option<InstanceId>,
 }
 
 impl SignedEnvelope {
@@ -265,6 +289,7 @@ impl SignedEnvelope {
             envelope: OctetString::new(bytes)?,
             signature: OctetString::new(sig.as_bytes())?,
             source_certificate: OctetString::new(source_certificate.der().to_vec())?,
+            source_instance: None,
         })
     }
 

@@ -45,6 +45,7 @@ fn verify_as(
             envelope: message,
             signature,
             source_certificate: OctetString::new(signer.cert.der()).unwrap(),
+            source_instance: None,
         }
         .verify(&f.ca)
         .map(drop),

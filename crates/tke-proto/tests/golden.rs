@@ -323,6 +323,21 @@ mod vectors {
         "0408", "3006020101020101",
     );
 
+    /// EXPORT_REQUEST naming the target's instance (another than the source's, §11.3).
+    pub const EXPORT_REQUEST_CROSS_INSTANCE: &str = concat!(
+        "3081a3",       // SEQUENCE, 163 bytes
+        "0a0101",       //   register new(1)
+        "0404deadbeef", //   targetCertificate (placeholder bytes: not decoded here)
+        "308185",       //   importer: CERTIFIED_IMPORTER
+        "0479",
+        "3077", "0410", "ffeeddccbbaa99887766554433221100",
+        "0420", "698bea63dc44a344663ff1429aea10842df27b6b991ef25866b2c6c02cdcc5be",
+        "0441", "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296",
+        "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
+        "0408", "3006020101020101",
+        "8010", "0b6f0c8e5d6a4b8e9a510c2f8e7d6b1a", //   targetInstance [0] IMPLICIT (16)
+    );
+
     pub const MK_ENVELOPE: &str = concat!(
         "3081d5",                                   // SEQUENCE, 213 bytes
         "0410", "00112233445566778899aabbccddeeff", //   sourceUnitId
@@ -349,6 +364,23 @@ mod vectors {
         "0420", "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
         "0408", "3006020101020101", //   signature
         "0404deadbeef",             //   sourceCertificate (placeholder bytes)
+    );
+
+    /// SIGNED_ENVELOPE as the input of an importMk naming the source's instance (§11.3).
+    pub const SIGNED_ENVELOPE_CROSS_INSTANCE: &str = concat!(
+        "3081fd", // SEQUENCE, 253 bytes
+        "0481d8", //   envelope OCTET STRING (216): MK_ENVELOPE
+        "3081d5",
+        "0410", "00112233445566778899aabbccddeeff",
+        "0410", "ffeeddccbbaa99887766554433221100",
+        "0420", "698bea63dc44a344663ff1429aea10842df27b6b991ef25866b2c6c02cdcc5be",
+        "0441", "047cf27b188d034f7e8a52380304b51ac3c08969e277f21b35a60b48fc47669978",
+        "07775510db8ed040293d9ac69f7430dbba7dade63ce982299e04b79d227873d1",
+        "0428", "8b940aebb30e4357d9a42c0e504fe502e81e6a6881f4496ae319064912877bbdeb95445235be11a9",
+        "0420", "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
+        "0408", "3006020101020101",                 //   signature
+        "0404deadbeef",                             //   sourceCertificate (placeholder bytes)
+        "8010", "0b6f0c8e5d6a4b8e9a510c2f8e7d6b1a", //   sourceInstance [0] IMPLICIT (16)
     );
 
     /// `addControlPoints` of XCP_CPB_BTC (bit 66) on unit A at counter 9.
@@ -828,9 +860,24 @@ fn export_request_vector() {
             register: Register::New,
             target_certificate: os("deadbeef"),
             importer: certified_importer(),
+            target_instance: None,
         },
         EXPORT_REQUEST
     );
+    golden!(
+        ExportRequest {
+            register: Register::New,
+            target_certificate: os("deadbeef"),
+            importer: certified_importer(),
+            target_instance: Some(golden_instance()),
+        },
+        EXPORT_REQUEST_CROSS_INSTANCE
+    );
+}
+
+/// The instance id of the vectors (UNIT_DESCRIPTION's).
+fn golden_instance() -> InstanceId {
+    InstanceId::from_uuid("0b6f0c8e-5d6a-4b8e-9a51-0c2f8e7d6b1a").unwrap()
 }
 
 #[test]
@@ -845,8 +892,18 @@ fn signed_envelope_vector() {
             envelope: OctetString::new(mk_envelope().to_der().unwrap()).unwrap(),
             signature: os(SIG),
             source_certificate: os("deadbeef"),
+            source_instance: None,
         },
         SIGNED_ENVELOPE
+    );
+    golden!(
+        SignedEnvelope {
+            envelope: OctetString::new(mk_envelope().to_der().unwrap()).unwrap(),
+            signature: os(SIG),
+            source_certificate: os("deadbeef"),
+            source_instance: Some(golden_instance()),
+        },
+        SIGNED_ENVELOPE_CROSS_INSTANCE
     );
 }
 
@@ -1025,8 +1082,13 @@ const ALL: &[(&str, &str)] = &[
     ("ImporterKey", IMPORTER_KEY),
     ("CertifiedImporter", CERTIFIED_IMPORTER),
     ("ExportRequest", EXPORT_REQUEST),
+    ("ExportRequestCrossInstance", EXPORT_REQUEST_CROSS_INSTANCE),
     ("MkEnvelope", MK_ENVELOPE),
     ("SignedEnvelope", SIGNED_ENVELOPE),
+    (
+        "SignedEnvelopeCrossInstance",
+        SIGNED_ENVELOPE_CROSS_INSTANCE,
+    ),
     (
         "AdminCommandAddControlPoints",
         ADMIN_COMMAND_ADD_CONTROL_POINTS,
@@ -1074,9 +1136,9 @@ fn decode_as(name: &str, bytes: &[u8]) -> Result<Vec<u8>, der::Error> {
         "UnitStatus" | "UnitStatusImprint" => re::<UnitStatus>(bytes),
         "ImporterKey" => re::<ImporterKey>(bytes),
         "CertifiedImporter" => re::<CertifiedImporter>(bytes),
-        "ExportRequest" => re::<ExportRequest>(bytes),
+        "ExportRequest" | "ExportRequestCrossInstance" => re::<ExportRequest>(bytes),
         "MkEnvelope" => re::<MkEnvelope>(bytes),
-        "SignedEnvelope" => re::<SignedEnvelope>(bytes),
+        "SignedEnvelope" | "SignedEnvelopeCrossInstance" => re::<SignedEnvelope>(bytes),
         "UnitDescription" => re::<UnitDescription>(bytes),
         "UnitDescriptionExtension" => re::<x509_cert::ext::Extension>(bytes),
         other => panic!("no decoder for {other}"),
@@ -1260,8 +1322,10 @@ fn protocol_md_quotes_the_golden_vectors() {
         "ImporterKey",
         "CertifiedImporter",
         "ExportRequest",
+        "ExportRequestCrossInstance",
         "MkEnvelope",
         "SignedEnvelope",
+        "SignedEnvelopeCrossInstance",
         "UnitDescriptionExtension",
         "UnitStatus",
         "UnitStatusImprint",

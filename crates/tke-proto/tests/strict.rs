@@ -562,6 +562,7 @@ fn der_inputs_refuse_trailing_bytes() {
         register: Register::Current,
         target_certificate: OctetString::new(fleet.b.cert.der().to_vec()).unwrap(),
         importer: certified,
+        target_instance: None,
     };
     // ExportMkBatch: a SEQUENCE OF ExportRequest, 1 to 16 of them.
     let batch = Command::ExportMkBatch(vec![req.clone(), req.clone()]);
@@ -730,4 +731,54 @@ fn query_round_trip() {
     // Random unit ids read like version-4 UUIDs.
     let u = UnitId::random().uuid();
     assert_eq!(&u[14..15], "4", "{u}");
+}
+
+/// `targetInstance` and `sourceInstance` (§11.3): exactly `[0] IMPLICIT` 16 bytes, last;
+/// any other form is refused rather than read as "same instance".
+#[test]
+fn instance_fields_are_strict() {
+    let instance = "0b6f0c8e5d6a4b8e9a510c2f8e7d6b1a";
+    // Each message's content up to the optional field, and how to wrap it again.
+    let export = "0a01000404deadbeef3006040130040130";
+    let envelope = "040130040130040130";
+    let wrap = |content: &str| {
+        let content = h(content);
+        let mut out = vec![0x30, u8::try_from(content.len()).unwrap()];
+        out.extend(content);
+        out
+    };
+    let export_ok = ExportRequest::from_der(&wrap(&format!("{export}8010{instance}"))).unwrap();
+    assert_eq!(export_ok.target_instance.unwrap().to_hex(), instance);
+    let env_ok = SignedEnvelope::from_der(&wrap(&format!("{envelope}8010{instance}"))).unwrap();
+    assert_eq!(env_ok.source_instance.unwrap().to_hex(), instance);
+    // Without it: the old encoding, same instance only.
+    assert_eq!(
+        ExportRequest::from_der(&wrap(export))
+            .unwrap()
+            .target_instance,
+        None
+    );
+    assert_eq!(
+        SignedEnvelope::from_der(&wrap(envelope))
+            .unwrap()
+            .source_instance,
+        None
+    );
+    for bad in [
+        format!("800f{}", &instance[..30]),      // 15 bytes
+        format!("8011{instance}00"),             // 17 bytes
+        format!("0410{instance}"),               // untagged OCTET STRING
+        format!("8110{instance}"),               // [1]
+        format!("a0120410{instance}"),           // EXPLICIT [0]
+        format!("8010{instance}8010{instance}"), // twice
+    ] {
+        assert!(
+            ExportRequest::from_der(&wrap(&format!("{export}{bad}"))).is_err(),
+            "ExportRequest accepted {bad}"
+        );
+        assert!(
+            SignedEnvelope::from_der(&wrap(&format!("{envelope}{bad}"))).is_err(),
+            "SignedEnvelope accepted {bad}"
+        );
+    }
 }

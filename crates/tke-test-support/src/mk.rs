@@ -42,6 +42,7 @@ pub fn load_new_register(
             target_certificate: OctetString::new(t.certificate.der().to_vec())
                 .unwrap_or_else(|e| panic!("crypto unit {}: certificate: {e}", t.num)),
             importer,
+            target_instance: None,
         };
         let envelope =
             SignedEnvelope::from_der(&run(source, &Command::ExportMk(Box::new(request))))

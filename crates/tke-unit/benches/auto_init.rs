@@ -75,6 +75,7 @@ impl AutoInit for Fleet {
                 target_certificate: OctetString::new(t.device_certificate().der().to_vec())
                     .unwrap(),
                 importer,
+                target_instance: None,
             };
             let env =
                 SignedEnvelope::from_der(&self.run(rec, &Command::ExportMk(Box::new(req)), 2))

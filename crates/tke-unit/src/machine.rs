@@ -11,9 +11,9 @@ use tke_proto::{
     parts::{MkPartsRequest, SealedPart},
     transport::{CertifiedImporter, ExportRequest, ImporterKey, MkEnvelope, SignedEnvelope},
     AdminCertificate, AdminCommand, AuditQuery, AuditRecord, Command, CommandId, DeviceCertificate,
-    Digest32, GeneratedKeys, ModuleError, ProtoError, Query, Register, Request, ResponseBody,
-    ServiceOp, ServiceRequest, SignedCommand, SignedResponse, SignerInfo, Ski, Threshold,
-    TransportError, UnitType, Vp,
+    Digest32, GeneratedKeys, InstanceId, ModuleError, ProtoError, Query, Register, Request,
+    ResponseBody, ServiceOp, ServiceRequest, SignedCommand, SignedResponse, SignerInfo, Ski,
+    Threshold, TransportError, UnitType, Vp,
 };
 
 use crate::{
@@ -411,6 +411,9 @@ impl Unit {
                 false,
             ) => sig,
             (Command::RemoveAdmin(_), false) => rev,
+            // Taking a master key from another service instance is the target quorum's
+            // consent, as sending it there is the source quorum's.
+            (Command::ImportMk(env), false) if env.source_instance.is_some() => sig,
             // A recovery unit holds the instance's last copy of the master key: destroying
             // it takes the quorum, not one administrator (a difference from the vendor).
             (Command::ClearCurrent | Command::Zeroize, false)
@@ -600,9 +603,14 @@ impl Unit {
             .verify(&target)
             .map_err(|_| ModuleError::INVALID_IMPORTER)?;
         // A master key goes only to a unit of this service instance, as the fleet CA
-        // certified it: the CA may serve several instances.
+        // certified it (the CA may serve several instances), unless the quorum that
+        // signed this export named the target's other instance.
         if target.unit_id() == self.state.unit_id
-            || target.instance_id() != self.device_cert.instance_id()
+            || !instance_named(
+                self.device_cert.instance_id(),
+                target.instance_id(),
+                req.target_instance,
+            )
         {
             return Err(ModuleError::INVALID_IMPORTER);
         }
@@ -626,11 +634,13 @@ impl Unit {
         let (envelope, source) = signed
             .verify(&self.ca)
             .map_err(|_| ModuleError::INVALID_IMPORTER)?;
-        // Only a recovery unit of this instance, as the fleet CA certified it, may be the
-        // source of a master key. Checked before the importer key is used up, so a refused
-        // envelope changes nothing.
+        // Only a recovery unit, as the fleet CA certified it, may be the source of a
+        // master key: one of this instance, or of the other instance the signers of this
+        // import named. Checked before the importer key is used up, so a refused envelope
+        // changes nothing.
+        let own = self.device_cert.instance_id();
         if source.unit_type() != UnitType::Recovery
-            || source.instance_id() != self.device_cert.instance_id()
+            || !instance_named(own, source.instance_id(), signed.source_instance)
         {
             return Err(ModuleError::INVALID_IMPORTER);
         }
@@ -638,6 +648,11 @@ impl Unit {
             return Err(ModuleError::INVALID_UNIT);
         }
         use_up_importer(next, &envelope.importer_key_id)?;
+        // Another instance's key never stands beside (and so never replaces, once set
+        // immediate) a key of this unit's own: its key storage may be under it.
+        if source.instance_id() != own && next.current != CurrentRegister::Empty {
+            return Err(ModuleError::REGISTER_STATE);
+        }
         if !envelope_shape_ok(&envelope) {
             return Err(ModuleError::INVALID_DATA);
         }
@@ -685,6 +700,16 @@ struct Authorized {
     /// SHA-256 of the `AdminCommand` DER as signed.
     hash: Digest32,
     signers: BTreeSet<Ski>,
+}
+
+/// Whether a master key may move between a unit of instance `own` and a unit of instance
+/// `other`: within an instance when the command names none; across instances only when
+/// the command names exactly `other` (`docs/protocol.md` §11.3).
+fn instance_named(own: InstanceId, other: InstanceId, named: Option<InstanceId>) -> bool {
+    match named {
+        None => other == own,
+        Some(named) => named == other,
+    }
 }
 
 /// The importer key check of an import: `key_id` must be the pending importer key (96).

@@ -165,6 +165,7 @@ fn auto_init(w: &World, rec: &mut Unit, targets: &mut [&mut Unit]) -> Vp {
             register: Register::Current,
             target_certificate: OctetString::new(t.device_certificate().der().to_vec()).unwrap(),
             importer: CertifiedImporter::from_der(&out).unwrap(),
+            target_instance: None,
         };
         let env = ok(run(
             rec,

@@ -281,15 +281,34 @@ pub fn describe(command: &Command) -> String {
         ),
         Command::GenerateImporter => "generate a single-use importer key".to_owned(),
         Command::GenerateRandomMk => "generate a random master key".to_owned(),
-        Command::ExportMk(req) => format!(
-            "export the {:?} master key register to another crypto unit",
-            req.register
-        ),
-        Command::ExportMkBatch(reqs) => format!(
-            "export a master key register to {} other crypto units",
-            reqs.len()
-        ),
-        Command::ImportMk(_) => "import a master key into the new register".to_owned(),
+        // Whoever approves a key crossing instances reads which instance (protocol.md
+        // §11.3).
+        Command::ExportMk(req) => match req.target_instance {
+            None => format!(
+                "export the {:?} master key register to another crypto unit",
+                req.register
+            ),
+            Some(i) => format!(
+                "export the {:?} master key register to a crypto unit of ANOTHER service instance, {}",
+                req.register,
+                i.uuid()
+            ),
+        },
+        Command::ExportMkBatch(reqs) => {
+            let named: Vec<_> = reqs.iter().filter_map(|r| r.target_instance).collect();
+            format!(
+                "export a master key register to {} other crypto units{}",
+                reqs.len(),
+                to_instance(&named)
+            )
+        }
+        Command::ImportMk(env) => match env.source_instance {
+            None => "import a master key into the new register".to_owned(),
+            Some(i) => format!(
+                "import a master key from a recovery unit of ANOTHER service instance, {}, into the new register",
+                i.uuid()
+            ),
+        },
         Command::ImportMkParts(req) => format!(
             "load the new master key register from {} master key parts",
             req.parts.len()
@@ -1020,4 +1039,21 @@ pub fn apply(client: &Client, file: &CeremonyFile) -> Result<Vec<Applied>, Apply
         }));
     }
     Ok(report)
+}
+
+/// ` (N of them of ANOTHER service instance: X)` for the targets of a batch that name
+/// another instance, or nothing.
+fn to_instance(named: &[tke_proto::InstanceId]) -> String {
+    let mut ids: Vec<String> = named.iter().map(tke_proto::InstanceId::uuid).collect();
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({} of them of ANOTHER service instance: {})",
+            named.len(),
+            ids.join(", ")
+        )
+    }
 }

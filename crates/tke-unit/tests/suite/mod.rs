@@ -10,8 +10,8 @@ use tke_proto::{
     der::{asn1::OctetString, Decode, Encode},
     transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
     AdminCommand, Command, CommandId, ModuleError, Nonce, Query, Register, RegisterState,
-    RegisterStatus, Request, SignedCommand, SignerInfo, Threshold, UnitId, UnitStatus, UnitType,
-    Vp,
+    RegisterStatus, Request, ResponseBody, SignedCommand, SignerInfo, Threshold, UnitId,
+    UnitStatus, UnitType, Vp,
 };
 use tke_sigkey::Signer as _;
 use tke_unit::{InternalError, MemoryStore, StateStore, Unit};
@@ -62,6 +62,8 @@ macro_rules! backend_suite {
             export_checks_target,
             import_only_from_a_recovery_unit_of_the_instance,
             export_only_to_the_instance,
+            cross_instance_transport,
+            cross_instance_needs_the_same_fleet_ca,
             device_signatures_bound_to_their_kind,
             older_device_signatures_refused,
             export_batch,
@@ -177,6 +179,7 @@ fn export_request(w: &World, target: &mut Unit, register: Register) -> ExportReq
         register,
         target_certificate: OctetString::new(target.device_certificate().der().to_vec()).unwrap(),
         importer,
+        target_instance: None,
     }
 }
 
@@ -255,6 +258,7 @@ pub fn happy_path(f: &dyn UnitFactory) {
         register: Register::Current,
         target_certificate: OctetString::new(op.device_certificate().der().to_vec()).unwrap(),
         importer,
+        target_instance: None,
     };
     let out = ok(run(
         &mut rec,
@@ -932,6 +936,7 @@ pub fn master_key_commands_in_imprint_mode(f: &dyn UnitFactory) {
         envelope: OctetString::new(vec![1]).unwrap(),
         signature: OctetString::new(vec![2]).unwrap(),
         source_certificate: OctetString::new(vec![3]).unwrap(),
+        source_instance: None,
     };
     let vp = Vp([7; 32]);
     let parts_req = tke_proto::parts::MkPartsRequest {
@@ -1345,6 +1350,70 @@ fn member_kek(
     (eph_point, derive_kek(&z, &ctx))
 }
 
+/// A source the test holds the keys of, which seals the key `0x42…` to `target`'s pending
+/// importer `importer` as a fleet member would (`docs/protocol.md` §11, step 3), and
+/// signs the envelope as the unit any CA certifies it to be.
+struct Member {
+    key: tke_proto::p256::ecdsa::SigningKey,
+    id: UnitId,
+    mk: tke_proto::MasterKey,
+    envelope: tke_proto::transport::MkEnvelope,
+}
+
+impl Member {
+    fn sealing_for(target: &Unit, importer: &tke_proto::transport::ImporterKey) -> Self {
+        use tke_proto::transport::{wrap, MkEnvelope};
+        let id = UnitId::random();
+        let mk = tke_proto::MasterKey::from_slice(&[0x42; 32]).unwrap();
+        let (eph_point, kek) = member_kek(id, target.id(), &importer.key().unwrap());
+        let envelope = MkEnvelope {
+            source_unit_id: id,
+            target_unit_id: target.id(),
+            importer_key_id: importer.key_id,
+            ephemeral_public_key: OctetString::new(eph_point.to_vec()).unwrap(),
+            wrapped_key: OctetString::new(wrap(kek.expose_secret(), &mk).unwrap()).unwrap(),
+            vp: mk.vp(),
+        };
+        Self {
+            key: tke_proto::p256::ecdsa::SigningKey::random(&mut rand_core::OsRng),
+            id,
+            mk,
+            envelope,
+        }
+    }
+
+    /// The envelope, signed as the unit `fleet`'s CA certifies as `description`.
+    fn signed_as(&self, fleet: &Fleet, description: tke_proto::UnitDescription) -> SignedEnvelope {
+        use tke_proto::p256::ecdsa::{signature::Signer as _, Signature};
+        let cert = fleet
+            .issue_described(self.id, &description, &self.key.verifying_key().into())
+            .unwrap();
+        SignedEnvelope::sign(&self.envelope, &cert, |c, b| {
+            let s: Signature = self.key.sign(&c.signed_bytes(b));
+            Ok(s.to_der())
+        })
+        .unwrap()
+    }
+}
+
+/// Runs each of `commands` on `unit`, signed by `signers`: each is refused with
+/// `expected`, and nothing changed but the counter, consumed once per command.
+#[track_caller]
+fn all_refused(
+    unit: &mut Unit,
+    ca: &tke_proto::CaCertificate,
+    commands: impl IntoIterator<Item = Command>,
+    signers: &[&MemSigner],
+    expected: ModuleError,
+) {
+    let mut status = unit.status();
+    for command in commands {
+        fails(&run(unit, ca, &command, signers), expected);
+        status.counter += 1;
+        assert_eq!(unit.status(), status, "{command:?}");
+    }
+}
+
 /// A fleet member that wraps, correctly, a value of another length than 32 bytes: a
 /// 40-byte RFC 5649 envelope holds 25 to 32 bytes.
 pub fn import_wrong_length_key_from_fleet_member(f: &dyn UnitFactory) {
@@ -1476,6 +1545,7 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
             target_certificate: OctetString::new(foreign.device_certificate().der().to_vec())
                 .unwrap(),
             importer: CertifiedImporter::from_der(&out).unwrap(),
+            target_instance: None,
         }
     };
     // The recovery unit itself as the target.
@@ -1514,79 +1584,39 @@ pub fn export_checks_target(f: &dyn UnitFactory) {
 /// good: signed by the key its certificate certifies, wrapped for the pending importer,
 /// and accepted once its source is certified as a recovery unit of the instance.
 pub fn import_only_from_a_recovery_unit_of_the_instance(f: &dyn UnitFactory) {
-    use tke_proto::p256::ecdsa::{signature::Signer as _, Signature, SigningKey};
-    use tke_proto::transport::{wrap, MkEnvelope};
-    use tke_proto::{MasterKey, UnitDescription};
+    use tke_proto::UnitDescription;
     let w = World::new(3);
     let ca = &w.fleet.ca;
     let mut op = w.ready(f, "op", UnitType::Operational);
-    let out = ok(run(&mut op, ca, &Command::GenerateImporter, &[w.a(0)]));
-    let importer = CertifiedImporter::from_der(&out)
-        .unwrap()
+    let importer = certified_importer(&w, &mut op)
         .verify(op.device_certificate())
         .unwrap();
-
     // A fleet member (the test holds the CA key) seals a key for that importer.
-    let source_key = SigningKey::random(&mut rand_core::OsRng);
-    let source_id = UnitId::random();
-    let mk = MasterKey::from_slice(&[0x42; 32]).unwrap();
-    let (eph_point, kek) = member_kek(source_id, op.id(), &importer.key().unwrap());
-    let envelope = MkEnvelope {
-        source_unit_id: source_id,
-        target_unit_id: op.id(),
-        importer_key_id: importer.key_id,
-        ephemeral_public_key: OctetString::new(eph_point.to_vec()).unwrap(),
-        wrapped_key: OctetString::new(wrap(kek.expose_secret(), &mk).unwrap()).unwrap(),
-        vp: mk.vp(),
-    };
-    let signed_as = |description: UnitDescription| {
-        let cert = w
-            .fleet
-            .issue_described(source_id, &description, &source_key.verifying_key().into())
-            .unwrap();
-        SignedEnvelope::sign(&envelope, &cert, |c, b| {
-            let s: Signature = source_key.sign(&c.signed_bytes(b));
-            Ok(s.to_der())
-        })
-        .unwrap()
+    let member = Member::sealing_for(&op, &importer);
+    let signed_as = |unit_type, instance_id| {
+        let described = UnitDescription {
+            unit_type,
+            instance_id,
+        };
+        Command::ImportMk(Box::new(member.signed_as(&w.fleet, described)))
     };
     let other_instance = w.fleet.another_instance().instance;
-    let before = op.status();
-    let mut n = 0;
-    for (what, description) in [
-        (
-            "an operational source",
-            (UnitType::Operational, w.fleet.instance),
-        ),
-        ("a failover source", (UnitType::Failover, w.fleet.instance)),
-        (
-            "a recovery unit of another instance",
-            (UnitType::Recovery, other_instance),
-        ),
-    ] {
-        let signed = signed_as(UnitDescription {
-            unit_type: description.0,
-            instance_id: description.1,
-        });
-        let body = run(&mut op, ca, &Command::ImportMk(Box::new(signed)), &[w.a(0)]);
-        assert_eq!(body.error(), Some(ModuleError::INVALID_IMPORTER), "{what}");
-        n += 1;
-        // Nothing changed: the importer key is still pending, the registers are empty.
-        let mut expected = before.clone();
-        expected.counter += n;
-        assert_eq!(op.status(), expected, "{what}");
-    }
-    let signed = signed_as(UnitDescription {
-        unit_type: UnitType::Recovery,
-        instance_id: w.fleet.instance,
-    });
-    let vp = vp_of(&ok(run(
+    // An operational source, a failover source, a recovery unit of another instance:
+    // nothing changes, the importer key is still pending.
+    all_refused(
         &mut op,
         ca,
-        &Command::ImportMk(Box::new(signed)),
+        [
+            signed_as(UnitType::Operational, w.fleet.instance),
+            signed_as(UnitType::Failover, w.fleet.instance),
+            signed_as(UnitType::Recovery, other_instance),
+        ],
         &[w.a(0)],
-    )));
-    assert_eq!(vp, mk.vp());
+        ModuleError::INVALID_IMPORTER,
+    );
+    let signed = signed_as(UnitType::Recovery, w.fleet.instance);
+    let vp = vp_of(&ok(run(&mut op, ca, &signed, &[w.a(0)])));
+    assert_eq!(vp, member.mk.vp());
 }
 
 /// A recovery unit exports only to a target whose certificate names its own instance,
@@ -1625,6 +1655,204 @@ pub fn export_only_to_the_instance(f: &dyn UnitFactory) {
     let mut op = w.ready(f, "op", UnitType::Operational);
     let vp = load(&w, &mut rec, &mut op);
     assert_eq!(op.status().current_register, valid(vp));
+}
+
+/// A unit of `fleet` (another instance of `w`'s CA, or another CA) with its own three
+/// administrators installed and thresholds 2/2.
+fn world_of(fleet: Fleet) -> World {
+    World {
+        dir: tempfile::tempdir().unwrap(),
+        fleet,
+        admins: support_admins(3),
+    }
+}
+
+/// `exportMk` of `rec`'s current register to a fresh importer of `target`, naming
+/// `target_instance`.
+fn export_naming(
+    w: &World,
+    rec: &mut Unit,
+    tw: &World,
+    target: &mut Unit,
+    target_instance: Option<tke_proto::InstanceId>,
+) -> ResponseBody {
+    let req = ExportRequest {
+        target_instance,
+        ..export_request(tw, target, Register::Current)
+    };
+    run(
+        rec,
+        &w.fleet.ca,
+        &Command::ExportMk(Box::new(req)),
+        &[w.a(0), w.a(1)],
+    )
+}
+
+/// A master key crosses service instances of one fleet CA only when both quorums name
+/// the other instance (`docs/protocol.md` §11.3): the export names the target's instance,
+/// the import (under the target's signature threshold) names the source's, and the target
+/// holds no key of its own. Every refusal changes nothing but the counter.
+pub fn cross_instance_transport(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    let vp = vp_of(&ok(run(
+        &mut rec,
+        ca,
+        &Command::GenerateRandomMk,
+        &[w.a(0)],
+    )));
+    let b = world_of(w.fleet.another_instance());
+    let third = w.fleet.another_instance().instance;
+    let mut op_b = b.ready(f, "op-b", UnitType::Operational);
+
+    // The source side: the export must name exactly the target's instance; naming an
+    // instance for a target of the source's own instance is refused too.
+    let export = |tw: &World, target: &mut Unit, target_instance| {
+        Command::ExportMk(Box::new(ExportRequest {
+            target_instance,
+            ..export_request(tw, target, Register::Current)
+        }))
+    };
+    let mut op_a = w.ready(f, "op-a", UnitType::Operational);
+    all_refused(
+        &mut rec,
+        ca,
+        [
+            export(&b, &mut op_b, None),
+            export(&b, &mut op_b, Some(third)),
+            export(&b, &mut op_b, Some(w.fleet.instance)),
+            export(&w, &mut op_a, Some(b.fleet.instance)),
+        ],
+        &[w.a(0), w.a(1)],
+        ModuleError::INVALID_IMPORTER,
+    );
+    let out = ok(export_naming(
+        &w,
+        &mut rec,
+        &b,
+        &mut op_b,
+        Some(b.fleet.instance),
+    ));
+    let envelope = SignedEnvelope::from_der(&out).unwrap();
+    assert_eq!(envelope.source_instance, None, "a unit never fills it in");
+
+    // The target side: the import must name exactly the source's instance, with the
+    // target's signature threshold.
+    let bca = &b.fleet.ca;
+    let before = op_b.status();
+    assert!(before.importer_pending);
+    let naming = |i| {
+        Command::ImportMk(Box::new(SignedEnvelope {
+            source_instance: i,
+            ..envelope.clone()
+        }))
+    };
+    all_refused(
+        &mut op_b,
+        bca,
+        [None, Some(third), Some(b.fleet.instance)].map(naming),
+        &[b.a(0), b.a(1)],
+        ModuleError::INVALID_IMPORTER,
+    );
+    let import = naming(Some(w.fleet.instance));
+    // One signature is enough for a same-instance import, not for this one (refused
+    // before the counter).
+    let refused = op_b.status();
+    fails(
+        &run(&mut op_b, bca, &import, &[b.a(0)]),
+        ModuleError::NOT_ENOUGH_SIGNATURES,
+    );
+    assert_eq!(op_b.status(), refused, "importer still pending");
+    assert_eq!(
+        vp_of(&ok(run(&mut op_b, bca, &import, &[b.a(0), b.a(1)]))),
+        vp
+    );
+    ok(run(
+        &mut op_b,
+        bca,
+        &Command::CommitMk(vp),
+        &[b.a(0), b.a(1)],
+    ));
+    ok(run(&mut op_b, bca, &Command::SetImmediate(vp), &[b.a(0)]));
+    assert_eq!(op_b.status().current_register, valid(vp));
+
+    // A target holding a key of its own never takes one from another instance: it stays,
+    // and the importer key is used up.
+    let mut rec_b = b.ready(f, "rec-b", UnitType::Recovery);
+    ok(run(&mut rec_b, bca, &Command::GenerateRandomMk, &[b.a(0)]));
+    let mut holder = b.ready(f, "holder-b", UnitType::Operational);
+    let own_vp = load(&b, &mut rec_b, &mut holder);
+    let out = ok(export_naming(
+        &w,
+        &mut rec,
+        &b,
+        &mut holder,
+        Some(b.fleet.instance),
+    ));
+    let envelope = SignedEnvelope {
+        source_instance: Some(w.fleet.instance),
+        ..SignedEnvelope::from_der(&out).unwrap()
+    };
+    let before = holder.status();
+    fails(
+        &run(
+            &mut holder,
+            bca,
+            &Command::ImportMk(Box::new(envelope)),
+            &[b.a(0), b.a(1)],
+        ),
+        ModuleError::REGISTER_STATE,
+    );
+    let mut expected = before;
+    expected.counter += 1;
+    expected.importer_pending = false;
+    assert_eq!(holder.status(), expected);
+    assert_eq!(holder.status().current_register, valid(own_vp));
+}
+
+/// Naming the instance does not widen trust beyond the fleet CA: a target or a source
+/// certified by another CA is refused whatever the fields say.
+pub fn cross_instance_needs_the_same_fleet_ca(f: &dyn UnitFactory) {
+    let w = World::new(3);
+    let ca = &w.fleet.ca;
+    let mut rec = w.ready(f, "rec", UnitType::Recovery);
+    ok(run(&mut rec, ca, &Command::GenerateRandomMk, &[w.a(0)]));
+    let x = world_of(Fleet::new("another fleet"));
+    let mut op_x = x.ready(f, "op-x", UnitType::Operational);
+    let before = rec.status();
+    fails(
+        &export_naming(&w, &mut rec, &x, &mut op_x, Some(x.fleet.instance)),
+        ModuleError::INVALID_IMPORTER,
+    );
+    assert_unchanged(&rec, &before, true);
+
+    // The import side: a recovery unit certified by the other CA, for the other CA's
+    // instance, seals a key for this unit's importer; named or not, it is refused.
+    let mut op = w.ready(f, "op", UnitType::Operational);
+    let importer = certified_importer(&w, &mut op)
+        .verify(op.device_certificate())
+        .unwrap();
+    let signed = Member::sealing_for(&op, &importer).signed_as(
+        &x.fleet,
+        tke_proto::UnitDescription {
+            unit_type: UnitType::Recovery,
+            instance_id: x.fleet.instance,
+        },
+    );
+    let naming = |source_instance| {
+        Command::ImportMk(Box::new(SignedEnvelope {
+            source_instance,
+            ..signed.clone()
+        }))
+    };
+    all_refused(
+        &mut op,
+        ca,
+        [naming(None), naming(Some(x.fleet.instance))],
+        &[w.a(0), w.a(1)],
+        ModuleError::INVALID_IMPORTER,
+    );
 }
 
 /// `exportMkBatch`: one quorum-signed command seals the key for several targets, in
@@ -1689,6 +1917,7 @@ pub fn device_signatures_bound_to_their_kind(f: &dyn UnitFactory) {
             envelope: message.clone(),
             signature: signature.clone(),
             source_certificate: cert_der.clone(),
+            source_instance: None,
         }
         .verify(ca)
         .map(drop);
@@ -1726,6 +1955,7 @@ pub fn device_signatures_bound_to_their_kind(f: &dyn UnitFactory) {
         envelope: response.body.clone(),
         signature: response.signature.clone(),
         source_certificate: cert_der,
+        source_instance: None,
     };
     fails(
         &run(&mut op, ca, &Command::ImportMk(Box::new(forged)), &[w.a(0)]),
@@ -1819,6 +2049,7 @@ pub fn older_device_signatures_refused(f: &dyn UnitFactory) {
             register: Register::Current,
             target_certificate: OctetString::new(member_cert.der().to_vec()).unwrap(),
             importer,
+            target_instance: None,
         };
         let old = CertifiedImporter::sign(&key, old_signer).unwrap();
         version_error(old.verify(&member_cert).unwrap_err(), "importer key");

@@ -10,7 +10,7 @@ use tke_test_support::softhsm::{self, Pool};
 use tke_unit::Pkcs11Config;
 
 /// Tokens made for one test binary; a test that runs out says so.
-pub const POOL_SIZE: usize = 216;
+pub const POOL_SIZE: usize = 240;
 
 /// The PKCS#11 module (`TKE_PKCS11_MODULE`, default SoftHSM2's Debian path).
 pub fn module() -> &'static str {
