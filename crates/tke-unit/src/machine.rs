@@ -445,9 +445,10 @@ impl Unit {
     }
 
     /// Runs an authorized command. The counter is consumed whatever the outcome: the
-    /// command's audit record is appended, then the new state (counter + 1, the record's
-    /// hash, and the command's effects if it succeeded) is written before the answer, then
-    /// the backend destroys what the state no longer refers to.
+    /// command's audit record is appended (or, with a store that carries it, saved with
+    /// the state), then the new state (counter + 1, the record's hash, and the command's
+    /// effects if it succeeded) is written before the answer, then the backend destroys
+    /// what the state no longer refers to.
     fn execute(&mut self, authorized: &Authorized) -> Outcome {
         let command = &authorized.command;
         let mut next = self.state.clone();
