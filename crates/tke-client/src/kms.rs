@@ -177,10 +177,12 @@ pub fn open_local(
     // guard asks every instance); the first write makes the directory and the file.
     let path = store_path(dir, instance);
     let store: Box<dyn KeyStore + Send> = Box::new(LazySqliteKeyStore::open(&path)?);
-    Ok(Arc::new(LocalKms::new(
-        store,
-        Box::new(ClientUnits::new(client, instance.clone())),
-        instance.to_string(),
-    )
-    .with_rewrap_workers(rewrap_workers)))
+    Ok(Arc::new(
+        LocalKms::new(
+            store,
+            Box::new(ClientUnits::new(client, instance.clone())),
+            instance.to_string(),
+        )
+        .with_rewrap_workers(rewrap_workers),
+    ))
 }

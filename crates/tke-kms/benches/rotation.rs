@@ -20,12 +20,12 @@
 //! `TKE_KMS_BENCH=soft` the soft part only.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tke-unit/benches/bare_token/mod.rs"]
+mod bare_token;
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../../tke-keystore/benches/floor/mod.rs"]
 mod floor;
-#[path = "../../tke-unit/benches/bare_token/mod.rs"]
-mod bare_token;
 
 use std::{
     num::NonZeroUsize,
@@ -34,11 +34,11 @@ use std::{
 };
 
 use aes_kw::KekAes256;
+use bare_token::BareToken;
 use cpu_time::{ProcessTime, ThreadTime};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
-use bare_token::BareToken;
 use tke_client::{
-    embedded::{Placement, Pkcs11Placement, Pkcs11Units},
+    embedded::{Pkcs11Placement, Pkcs11Units, Placement},
     kms::{store_path, ClientUnits},
 };
 use tke_keystore::{KeyName, SqliteKeyStore};
@@ -324,9 +324,15 @@ fn rotation_softhsm2(_: &mut Criterion) {
     }));
     let start = Instant::now();
     local_kms(&rig, true, 1)
-        .create(&KeyName::new("bench").unwrap(), u32::try_from(keys).unwrap())
+        .create(
+            &KeyName::new("bench").unwrap(),
+            u32::try_from(keys).unwrap(),
+        )
         .unwrap();
-    eprintln!("created {keys} root keys in SoftHSM2 units in {:.1?}", start.elapsed());
+    eprintln!(
+        "created {keys} root keys in SoftHSM2 units in {:.1?}",
+        start.elapsed()
+    );
     let (one, default) = (local_kms(&rig, false, 1), {
         let w = tke_kms::default_rewrap_workers(["pkcs11"]);
         local_kms(&rig, false, w.get())

@@ -134,8 +134,7 @@ pub fn open(
     );
     let workers = hosted.rewrap_workers();
     let client = Client::connect(vec![(Arc::new(hosted) as Arc<dyn Transport>, ca.clone())])?;
-    let kms =
-        tke_client::kms::open_local(dir, client, &InstanceId(instance.to_owned()), workers)?;
+    let kms = tke_client::kms::open_local(dir, client, &InstanceId(instance.to_owned()), workers)?;
     Ok(kms)
 }
 

@@ -468,10 +468,13 @@ impl Writer {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(v) => {
                 let path = self.shared.audit_path(unit);
-                let opened = OpenOptions::new().append(true).open(&path).and_then(|file| {
-                    let end = file.metadata()?.len();
-                    Ok(AuditFile { file, end })
-                });
+                let opened = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .and_then(|file| {
+                        let end = file.metadata()?.len();
+                        Ok(AuditFile { file, end })
+                    });
                 v.insert(opened.map_err(|e| {
                     io::Error::new(
                         e.kind(),

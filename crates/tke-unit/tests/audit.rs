@@ -461,7 +461,10 @@ fn a_unit_with_ten_thousand_records_serves_pages_from_the_middle_and_the_end() {
     init(&mut unit, &fleet.ca, &a, 1, 1);
     drop(unit);
     grow_history(&dir, 10_000, &a[0]);
-    let all: Vec<Vec<u8>> = lines(&dir).iter().map(|l| hex::decode(l).unwrap()).collect();
+    let all: Vec<Vec<u8>> = lines(&dir)
+        .iter()
+        .map(|l| hex::decode(l).unwrap())
+        .collect();
     assert_eq!(all.len(), 10_002);
 
     let mut unit = Unit::open(&dir).unwrap();
@@ -547,7 +550,14 @@ fn with_the_journal_a_log_tail_lost_in_a_crash_is_restored_from_the_journal() {
     drop(unit);
     drop(journal);
     let full = fs::read(dir.join(AUDIT_FILE)).unwrap();
-    let third = full.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(1).unwrap().0 + 10;
+    let third = full
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(1)
+        .unwrap()
+        .0
+        + 10;
     fs::write(dir.join(AUDIT_FILE), &full[..third]).unwrap();
 
     let journal = Journal::open(root.path(), no_compaction).unwrap();

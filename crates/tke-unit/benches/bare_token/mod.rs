@@ -98,4 +98,3 @@ impl BareToken {
         self.keys.len()
     }
 }
-
