@@ -110,7 +110,7 @@ impl AuditLog {
             if n == 0 {
                 break;
             }
-            if count % STRIDE == 0 {
+            if count.is_multiple_of(STRIDE) {
                 index.push(len);
             }
             last = len;
@@ -128,7 +128,7 @@ impl AuditLog {
         if uncommitted {
             count -= 1;
             len = last;
-            if count % STRIDE == 0 {
+            if count.is_multiple_of(STRIDE) {
                 index.pop();
             }
             let file = OpenOptions::new().write(true).open(&path)?;
@@ -174,7 +174,7 @@ impl AuditLog {
     /// Counts a record whose line starts at `at` in the file.
     fn note_at(&mut self, at: u64, der: &[u8]) {
         if let Records::File { len, index, .. } = &mut self.records {
-            if self.count % STRIDE == 0 {
+            if self.count.is_multiple_of(STRIDE) {
                 index.push(at);
             }
             *len = at + line(der).len() as u64;
@@ -194,7 +194,7 @@ impl AuditLog {
             Records::File { path, len, index } => {
                 if let Some(before) = self.undo.take() {
                     self.count -= 1;
-                    if self.count % STRIDE == 0 {
+                    if self.count.is_multiple_of(STRIDE) {
                         index.pop();
                     }
                     *len = before;
