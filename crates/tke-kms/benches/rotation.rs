@@ -406,5 +406,7 @@ fn rotation_softhsm2(_: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, rotation, rotation_softhsm2);
+// The SoftHSM2 part first: it sets the tokens' configuration for the process while it is
+// single-threaded.
+criterion_group!(benches, rotation_softhsm2, rotation);
 criterion_main!(benches);
