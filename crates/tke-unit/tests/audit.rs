@@ -393,11 +393,9 @@ fn a_unit_written_before_units_kept_a_log_starts_its_log_with_its_next_command()
     init(&mut unit, &fleet.ca, &a, 1, 1);
     drop(unit);
     // As such a unit's files were: no log, no `audit` in its state.
-    let state_path = dir.join(tke_unit::STATE_FILE);
-    let mut state: serde_json::Value =
-        serde_json::from_slice(&fs::read(&state_path).unwrap()).unwrap();
-    state.as_object_mut().unwrap().remove("audit").unwrap();
-    fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    edit_state(&dir, |state| {
+        state.as_object_mut().unwrap().remove("audit").unwrap();
+    });
     fs::remove_file(dir.join(AUDIT_FILE)).unwrap();
 
     let mut unit = Unit::open(&dir).unwrap();
@@ -437,12 +435,18 @@ fn grow_history(dir: &Path, n: u64, signer: &MemSigner) {
         log.push(hex::encode(der));
     }
     write_lines(dir, &log);
-    let state_path = dir.join(tke_unit::STATE_FILE);
-    let mut state: serde_json::Value =
-        serde_json::from_slice(&fs::read(&state_path).unwrap()).unwrap();
-    state["counter"] = (last.counter + n).into();
-    state["audit"]["head"] = prev.to_hex().into();
-    fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    edit_state(dir, |state| {
+        state["counter"] = (last.counter + n).into();
+        state["audit"]["head"] = prev.to_hex().into();
+    });
+}
+
+/// Rewrites the `unit.json` of the unit in `dir` (closed) as `f` edits it.
+fn edit_state(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join(tke_unit::STATE_FILE);
+    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    f(&mut state);
+    fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
 }
 
 /// One page from `from`, as the unit answers it.
