@@ -289,3 +289,58 @@ pub(crate) enum PageError {
     #[error(transparent)]
     Encode(#[from] tke_proto::der::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every page of `file` equals the same page of `memory`, for every start.
+    fn same_pages(file: &AuditLog, memory: &AuditLog) {
+        assert_eq!(file.count, memory.count);
+        let head = Digest32([7; 32]);
+        for from in 0..=file.count + 2 {
+            let (f, m) = (
+                file.page(from, 1, head).unwrap(),
+                memory.page(from, 1, head).unwrap(),
+            );
+            assert_eq!(f, m, "page from {from}");
+        }
+    }
+
+    fn record(i: u64) -> Vec<u8> {
+        // Records of varied lengths: offsets are not a multiple of anything.
+        vec![u8::try_from(i % 251).unwrap(); 1 + usize::try_from(i % 17).unwrap()]
+    }
+
+    #[test]
+    fn pages_read_from_the_file_match_the_records_across_the_index_stride() {
+        let d = tempfile::tempdir().unwrap();
+        let mut file = AuditLog::create(d.path()).unwrap();
+        let mut memory = AuditLog::in_memory();
+        for i in 0..2 * STRIDE + 1 {
+            file.append(record(i)).unwrap();
+            memory.append(record(i)).unwrap();
+        }
+        same_pages(&file, &memory);
+        // Taken back at the stride's boundary (record 128 had an index entry), then
+        // another record in its place.
+        file.undo_append();
+        memory.undo_append();
+        same_pages(&file, &memory);
+        file.append(record(1000)).unwrap();
+        memory.append(record(1000)).unwrap();
+        same_pages(&file, &memory);
+        // A record that the journal wrote to the file itself, then counted.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.path().join(AUDIT_FILE))
+            .unwrap();
+        f.write_all(&line(&record(1001))).unwrap();
+        file.note(record(1001));
+        memory.note(record(1001));
+        same_pages(&file, &memory);
+        // Reopened: the index built from the file gives the same pages.
+        let reopened = AuditLog::open(d.path(), u64::MAX - 1).unwrap();
+        same_pages(&reopened, &memory);
+    }
+}

@@ -1187,4 +1187,49 @@ mod tests {
             assert_eq!(state(d.path(), *u).as_deref(), Some(&b"59"[..]));
         }
     }
+
+    #[test]
+    fn carried_audit_records_are_written_synced_at_compaction_and_restored_at_replay() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (UnitId::random(), UnitId::random());
+        for u in [a, b] {
+            fs::write(unit_dir(d.path(), u).join(AUDIT_FILE), b"").unwrap();
+        }
+        let log = |u: UnitId| fs::read(d.path().join(u.uuid()).join(AUDIT_FILE)).unwrap();
+        let no_compaction = JournalOptions {
+            compact_after: usize::MAX,
+        };
+        let j = Journal::open(d.path(), no_compaction).unwrap();
+        let (mut sa, mut sb) = (j.store(a), j.store(b));
+        assert!(sa.carries_audit());
+        sa.save_audited(b"a1", b"\x01\x02").unwrap();
+        sb.save_audited(b"b1", b"\x03").unwrap();
+        sa.save(b"a2").unwrap();
+        sa.save_audited(b"a3", b"\x04").unwrap();
+        // Written by the time the save returns.
+        assert_eq!(log(a), b"0102\n04\n");
+        assert_eq!(log(b), b"03\n");
+        drop(j);
+        // A crash: unit a's log lost its tail, and b's got a torn line after its records.
+        fs::write(d.path().join(a.uuid()).join(AUDIT_FILE), b"01").unwrap();
+        let mut torn = log(b);
+        torn.extend_from_slice(b"0a0b");
+        fs::write(d.path().join(b.uuid()).join(AUDIT_FILE), torn).unwrap();
+
+        let j = Journal::open(d.path(), no_compaction).unwrap();
+        assert_eq!(j.replay().records, 4);
+        assert_eq!(log(a), b"0102\n04\n", "restored from the journal");
+        assert_eq!(log(b), b"03\n", "the torn line is gone");
+        assert_eq!(state(d.path(), a).as_deref(), Some(&b"a3"[..]));
+        // The next records go on at the logs' ends; a unit removed meanwhile leaves its
+        // records out of the replay.
+        j.store(b).save_audited(b"b2", b"\x05").unwrap();
+        j.store(a).remove().unwrap();
+        drop(j);
+        fs::remove_dir_all(d.path().join(a.uuid())).unwrap();
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+        assert_eq!(log(b), b"03\n05\n");
+        j.close().unwrap();
+        assert_eq!(fs::read(d.path().join(JOURNAL_FILE)).unwrap(), MAGIC);
+    }
 }
