@@ -633,8 +633,14 @@ impl Writer {
                         ));
                     }
                 }
-                // The lines reserved were not written: each log's end is its length.
-                self.audit.clear();
+                // The lines reserved were not written: each log ends where the batch's
+                // first line for it would have started. (The logs stay open: lines
+                // written by earlier batches are synced at the next compaction.)
+                for p in written.iter().rev() {
+                    if let (Some((at, _)), Some(log)) = (&p.audit, self.audit.get_mut(&p.unit)) {
+                        log.end = *at;
+                    }
+                }
                 for Pending { reply, .. } in written {
                     let _ = reply.send(Err(io::Error::new(
                         e.kind(),
@@ -1231,5 +1237,50 @@ mod tests {
         assert_eq!(log(b), b"03\n05\n");
         j.close().unwrap();
         assert_eq!(fs::read(d.path().join(JOURNAL_FILE)).unwrap(), MAGIC);
+    }
+
+    #[test]
+    fn a_failed_append_gives_back_the_log_lines_it_reserved_and_keeps_the_log_to_sync() {
+        let d = tempfile::tempdir().unwrap();
+        let u = UnitId::random();
+        fs::write(unit_dir(d.path(), u).join(AUDIT_FILE), b"").unwrap();
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.path().join("other.journal"))
+            .unwrap();
+        let mut w = Writer::new(j.shared.clone(), file, usize::MAX);
+        let mut batch = |w: &mut Writer, der: &[u8]| {
+            let at = w.reserve(u, der).unwrap();
+            let mut buf = Vec::new();
+            encode(&mut buf, u, Some(b"state"), Some((at, der)));
+            let (reply, answer) = mpsc::sync_channel(1);
+            let pending = Pending {
+                unit: u,
+                record: Some(b"state".to_vec()),
+                audit: Some((at, der.to_vec())),
+                reply,
+            };
+            w.commit(&buf, vec![pending]);
+            (at, answer.recv().unwrap())
+        };
+        let (first, done) = batch(&mut w, b"\x01");
+        assert_eq!((first, done.is_ok()), (0, true));
+        // An append that fails (as a full disk would make it) writes no line...
+        w.broken = Some("no space".into());
+        let (second, failed) = batch(&mut w, b"\x02\x02");
+        assert!(failed.is_err());
+        assert_eq!(second, 3);
+        // ...keeps the log open, for the next compaction to sync the first line...
+        assert!(w.audit.contains_key(&u));
+        // ...and the next line goes where the failed one would have.
+        w.broken = None;
+        let (third, done) = batch(&mut w, b"\x03");
+        assert_eq!((third, done.is_ok()), (3, true));
+        assert_eq!(
+            fs::read(d.path().join(u.uuid()).join(AUDIT_FILE)).unwrap(),
+            b"01\n03\n"
+        );
     }
 }
