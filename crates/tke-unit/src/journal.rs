@@ -1251,7 +1251,7 @@ mod tests {
             .open(d.path().join("other.journal"))
             .unwrap();
         let mut w = Writer::new(j.shared.clone(), file, usize::MAX);
-        let mut batch = |w: &mut Writer, der: &[u8]| {
+        let batch = |w: &mut Writer, der: &[u8]| {
             let at = w.reserve(u, der).unwrap();
             let mut buf = Vec::new();
             encode(&mut buf, u, Some(b"state"), Some((at, der)));
