@@ -674,10 +674,11 @@ impl Transport for EmbeddedFleet {
             .filter_map(|d| all.get(&d.unit_id).map(|u| (d.unit_id, u.clone())))
             .collect();
         drop(all);
-        let transport: Arc<dyn Transport> =
-            Arc::new(SharedUnits::new(self.describe(), listing, units));
+        let shared = SharedUnits::new(self.describe(), listing, units);
+        let workers = shared.rewrap_workers();
+        let transport: Arc<dyn Transport> = Arc::new(shared);
         let client = crate::Client::connect(vec![(transport, self.ca.clone())])?;
-        let kms = crate::kms::open_local(&self.dir.join(KEYS_DIR), client, instance)?;
+        let kms = crate::kms::open_local(&self.dir.join(KEYS_DIR), client, instance, workers)?;
         Ok(Some(kms))
     }
 }
@@ -706,6 +707,17 @@ impl SharedUnits {
             listing,
             units,
         }
+    }
+
+    /// How many of these units should rewrap at once during a rotation's re-encryption,
+    /// by their backends ([`tke_kms::default_rewrap_workers`]).
+    pub fn rewrap_workers(&self) -> std::num::NonZeroUsize {
+        let kinds: Vec<&'static str> = self
+            .units
+            .values()
+            .map(|u| u.lock().unwrap_or_else(|p| p.into_inner()).backend_kind())
+            .collect();
+        tke_kms::default_rewrap_workers(kinds)
     }
 }
 

@@ -153,7 +153,10 @@ pub fn store_path(dir: &Path, instance: &InstanceId) -> PathBuf {
 
 /// Opens the key store of `instance` in `dir` (a private directory and a 0600 file, both
 /// made by the first write, so that reading an instance without keys changes nothing on
-/// disk) and the service over it and `client`'s units of the instance.
+/// disk) and the service over it and `client`'s units of the instance, with
+/// `rewrap_workers` units rewrapping at once during re-encryption
+/// ([`LocalKms::with_rewrap_workers`]; the embedded fleet and `tke-unitd` choose it by
+/// their units' backends, [`tke_kms::default_rewrap_workers`]).
 ///
 /// # Errors
 /// [`ClientError::KeyStoreInstance`] when the instance id is not a UUID;
@@ -162,6 +165,7 @@ pub fn open_local(
     dir: &Path,
     client: Client,
     instance: &InstanceId,
+    rewrap_workers: NonZeroUsize,
 ) -> Result<Arc<LocalKms>, ClientError> {
     // The id names a file: only a UUID is taken.
     if tke_proto::InstanceId::from_uuid(&instance.0).is_err() {
@@ -173,9 +177,12 @@ pub fn open_local(
     // guard asks every instance); the first write makes the directory and the file.
     let path = store_path(dir, instance);
     let store: Box<dyn KeyStore + Send> = Box::new(LazySqliteKeyStore::open(&path)?);
-    Ok(Arc::new(LocalKms::new(
-        store,
-        Box::new(ClientUnits::new(client, instance.clone())),
-        instance.to_string(),
-    )))
+    Ok(Arc::new(
+        LocalKms::new(
+            store,
+            Box::new(ClientUnits::new(client, instance.clone())),
+            instance.to_string(),
+        )
+        .with_rewrap_workers(rewrap_workers),
+    ))
 }

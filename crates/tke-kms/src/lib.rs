@@ -8,7 +8,8 @@ pub mod wire;
 
 pub use file::{WrappedDataKey, MAX_DATA_KEY};
 pub use local::{
-    GeneratedKeys, InstanceUnits, LocalKms, UnitCallError, UnitRef, DEFAULT_REWRAP_WORKERS,
+    default_rewrap_workers, GeneratedKeys, InstanceUnits, LocalKms, UnitCallError, UnitRef,
+    DEFAULT_REWRAP_WORKERS, PKCS11_REWRAP_WORKERS,
 };
 pub use progress::{reencrypt_all, ProgressReport};
 use tke_keystore::{Created, KeyId, KeyName};

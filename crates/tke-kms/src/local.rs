@@ -152,6 +152,28 @@ pub const DEFAULT_REWRAP_WORKERS: NonZeroUsize = match NonZeroUsize::new(1) {
     None => NonZeroUsize::MIN,
 };
 
+/// Units that rewrap at once by default when a unit of the instance keeps its master key
+/// on a PKCS#11 token: there the token's calls dominate a rotation (about 13,000 keys/s
+/// per SoftHSM2 unit against 750,000 for a soft unit), so each operational unit rewraps
+/// beside the others (crate documentation: measured with SoftHSM2 on 2 cores).
+pub const PKCS11_REWRAP_WORKERS: NonZeroUsize = match NonZeroUsize::new(4) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+
+/// The default of [`LocalKms::with_rewrap_workers`] for an instance whose units have the
+/// backends `kinds` (`soft`, `pkcs11`, as `tke_unit::Unit::backend_kind` names them):
+/// [`PKCS11_REWRAP_WORKERS`] when one of them is `pkcs11`, else
+/// [`DEFAULT_REWRAP_WORKERS`]. At most one worker per operational (or failover) unit is
+/// used whatever the figure.
+pub fn default_rewrap_workers<'a>(kinds: impl IntoIterator<Item = &'a str>) -> NonZeroUsize {
+    if kinds.into_iter().any(|k| k == "pkcs11") {
+        PKCS11_REWRAP_WORKERS
+    } else {
+        DEFAULT_REWRAP_WORKERS
+    }
+}
+
 /// One unit call of a re-encryption: keys `range` of the `seq`-th batch read.
 struct Job {
     seq: usize,

@@ -132,8 +132,9 @@ pub fn open(
             .map(|u| (u.descriptor.unit_id, u.unit))
             .collect(),
     );
+    let workers = hosted.rewrap_workers();
     let client = Client::connect(vec![(Arc::new(hosted) as Arc<dyn Transport>, ca.clone())])?;
-    let kms = tke_client::kms::open_local(dir, client, &InstanceId(instance.to_owned()))?;
+    let kms = tke_client::kms::open_local(dir, client, &InstanceId(instance.to_owned()), workers)?;
     Ok(kms)
 }
 

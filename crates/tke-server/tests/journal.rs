@@ -1,6 +1,7 @@
 //! The units' state journal of `tke-unitd` (group commit): a server killed with SIGKILL
 //! in the middle of many concurrent signed commands restarts with every answered command
-//! in its units' states; a stop compacts the journal into the unit files, which the file
+//! in its units' states and each one's record in its unit's audit log (carried in the
+//! journal with the state, the log's tail restored from it); a stop compacts the journal into the unit files, which the file
 //! store then serves; a damaged journal or an unknown store kind is refused, naming it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +16,7 @@ use std::{
 
 use common::*;
 use tke_client::Client;
-use tke_proto::Command;
+use tke_proto::{audit::verify_chain, Command, CommandId};
 use tke_sigkey::Signer as _;
 use tke_test_support::cli::snap::assert_run;
 
@@ -61,9 +62,10 @@ impl Expect {
         }
     }
 
-    /// Every answered command is in the state, and the state is the one its counter says.
-    /// The counters go on from the state: a command that ran but whose answer was lost
-    /// counts.
+    /// Every answered command is in the state, and the state is the one its counter says;
+    /// the audit log holds a record for each counter, chained up to the head the unit
+    /// signs, the last one for the state's command. The counters go on from the state: a
+    /// command that ran but whose answer was lost counts.
     fn check(&self, client: &Client, bob: &MemSigner) {
         for (i, u) in client.units().iter().enumerate() {
             let status = client.query(u).unwrap();
@@ -84,6 +86,22 @@ impl Expect {
                 "unit {i} at counter {}",
                 status.counter
             );
+            let log = client.audit(u, 0).unwrap();
+            let records = verify_chain(&log)
+                .unwrap_or_else(|e| panic!("unit {i} at counter {}: {e}", status.counter));
+            let last = records.last().unwrap();
+            assert_eq!(
+                (records.len() as u64, last.counter),
+                (status.counter, status.counter),
+                "unit {i}: one record per command"
+            );
+            if status.counter > self.base[i] {
+                let expected = match self.command(i, status.counter - 1, bob) {
+                    Command::AddAdmin(_) => CommandId::AddAdmin,
+                    _ => CommandId::RemoveAdmin,
+                };
+                assert_eq!(last.command, expected, "unit {i}");
+            }
             self.acked[i].store(status.counter, Ordering::SeqCst);
         }
     }

@@ -21,25 +21,18 @@
 //! (`cargo test --all-targets`) it runs once with 2,048 keys.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod bare_token;
 mod common;
 
 use std::{
     hint::black_box,
-    path::Path,
     time::{Duration, Instant},
 };
 
 use aes_kw::KekAes256;
+use bare_token::BareToken;
 use common::Fleet;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tke_pkcs11::{
-    cryptoki::{
-        mechanism::Mechanism,
-        object::{Attribute, KeyType, ObjectClass, ObjectHandle},
-        session::Session,
-    },
-    Module, Pin, TokenQuery,
-};
 use tke_proto::{
     der::{asn1::OctetString, Decode, Encode},
     Command, Request, Rewrap, ServiceOp, ServiceOutput, ServiceRequest, SignedResponse, Threshold,
@@ -175,91 +168,6 @@ impl BareSoft {
             let mut out = [0u8; 40];
             self.new.wrap_with_padding(&root, &mut out).unwrap();
             black_box(out);
-        }
-        self.keys.len()
-    }
-}
-
-/// The bare token rewrap: `C_UnwrapKey` + `C_WrapKey` (+ `C_DestroyObject`) per key,
-/// under two AES keys that are session objects, or token objects as a unit's master keys
-/// are (SoftHSM2 checks a token object's file at each use, which costs).
-struct BareToken {
-    session: Session,
-    mechanism: Mechanism<'static>,
-    old: ObjectHandle,
-    new: ObjectHandle,
-    template: Vec<Attribute>,
-    keys: Vec<Vec<u8>>,
-}
-
-impl BareToken {
-    fn new(
-        tokens: &Tokens,
-        label: &str,
-        mechanism: Mechanism<'static>,
-        token_keks: bool,
-        n: usize,
-    ) -> Self {
-        let module = Module::load(Path::new(softhsm::module_text())).unwrap();
-        let token = module.find_token(&TokenQuery::label(label)).unwrap();
-        let pin = Pin::from_file(&tokens.pin_path(label)).unwrap();
-        let session = token.open_user_session(&pin).unwrap();
-        let aes = |extractable: bool| {
-            vec![
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::Token(false),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(extractable),
-                Attribute::Wrap(true),
-                Attribute::Unwrap(true),
-            ]
-        };
-        let kek = || {
-            let mut t = aes(false);
-            t.retain(|a| !matches!(a, Attribute::Token(_)));
-            t.extend([
-                Attribute::Token(token_keks),
-                Attribute::Private(true),
-                Attribute::ValueLen(32.into()),
-            ]);
-            session.generate_key(&Mechanism::AesKeyGen, &t).unwrap()
-        };
-        let (old, new) = (kek(), kek());
-        let mut root_template = aes(true);
-        root_template.push(Attribute::ValueLen(32.into()));
-        let keys = (0..n)
-            .map(|_| {
-                let root = session
-                    .generate_key(&Mechanism::AesKeyGen, &root_template)
-                    .unwrap();
-                let wrapped = session.wrap_key(&mechanism, old, root).unwrap();
-                session.destroy_object(root).unwrap();
-                wrapped
-            })
-            .collect();
-        Self {
-            session,
-            mechanism,
-            old,
-            new,
-            template: aes(true),
-            keys,
-        }
-    }
-
-    fn rewrap(&self) -> usize {
-        for k in &self.keys {
-            let root = self
-                .session
-                .unwrap_key(&self.mechanism, self.old, k, &self.template)
-                .unwrap();
-            black_box(
-                self.session
-                    .wrap_key(&self.mechanism, self.new, root)
-                    .unwrap(),
-            );
-            self.session.destroy_object(root).unwrap();
         }
         self.keys.len()
     }

@@ -51,6 +51,17 @@ pub enum InternalError {
         #[source]
         source: io::Error,
     },
+    /// The unit's audit log could not be read to answer an audit query (nothing changed).
+    #[error("crypto unit {} cannot read its audit log {}", unit.uuid(), path.display())]
+    ReadAudit {
+        /// The unit.
+        unit: UnitId,
+        /// The audit log ([`crate::AUDIT_FILE`] in the unit directory).
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// The backend failed (other than refusing an envelope, which is invalid data).
     #[error("the backend of crypto unit {} cannot {action}", unit.uuid())]
     Backend {

@@ -6,6 +6,17 @@
 //! `len: u32 LE | check: 8 bytes | body: len bytes`, where `check` is the first 8 bytes of
 //! SHA-256 over `len || body`, and `body` is `kind: u8 (1 save, 2 remove) | unit id: 16
 //! bytes | state record` (no state record for a removal). The last record of a unit wins.
+//! A save with its command's audit record (kind 3) puts `at: u64 LE | audit len: u32 LE |
+//! audit record` before the state record: `at` is where the record's line starts in the
+//! unit's `audit.log`.
+//!
+//! Audit records: a save that carries one ([`StateStore::save_audited`]) makes it durable
+//! in the journal with the state (the same `fdatasync`), then the writer appends its line
+//! to the unit's `audit.log` without a sync of its own, at `at`. The log files are synced
+//! at compaction, before the journal is emptied; a replay cuts each unit's log back to the
+//! first `at` of its records and writes them again. So every answered command's record is
+//! in the log after a crash, and nothing past it: until compaction, the journal is the
+//! record of the log's tail.
 //!
 //! Recovery: a record cut short at the end of the file, or a last record that fails its
 //! check (a write torn by a crash: it was never acknowledged), is dropped; a record that
@@ -19,9 +30,10 @@
 
 use core::fmt;
 use std::{
-    collections::HashMap,
+    collections::{hash_map::Entry, HashMap, HashSet},
     fs::{self, File, OpenOptions},
-    io::{self, Write as _},
+    io::{self, Seek as _, SeekFrom, Write as _},
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     sync::{mpsc, Arc, Mutex, PoisonError},
     thread::JoinHandle,
@@ -31,7 +43,7 @@ use sha2::{Digest as _, Sha256};
 use tke_fs::atomic;
 use tke_proto::UnitId;
 
-use crate::{state::STATE_FILE, FileStore, StateStore};
+use crate::{audit, state::STATE_FILE, FileStore, StateStore, AUDIT_FILE};
 
 /// The journal's file name in the directory of the units it serves.
 pub const JOURNAL_FILE: &str = "state.journal";
@@ -45,6 +57,9 @@ const BODY_HEAD: usize = 1 + 16;
 const MAX_BODY: usize = 1 << 20;
 const SAVE: u8 = 1;
 const REMOVE: u8 = 2;
+const SAVE_AUDITED: u8 = 3;
+/// `at` and the audit record's length.
+const AUDIT_HEAD: usize = 8 + 4;
 
 /// Why a journal cannot be opened or closed.
 #[derive(Debug, thiserror::Error)]
@@ -156,13 +171,23 @@ impl Shared {
     fn state_path(&self, unit: UnitId) -> PathBuf {
         self.root.join(unit.uuid()).join(STATE_FILE)
     }
+
+    fn audit_path(&self, unit: UnitId) -> PathBuf {
+        self.root.join(unit.uuid()).join(AUDIT_FILE)
+    }
 }
+
+/// The audit records a journal holds for one unit: where each line starts in its
+/// `audit.log`, and the record's DER, in order.
+type AuditTail = Vec<(u64, Vec<u8>)>;
 
 enum Msg {
     /// Append a record (`None`: the unit was removed), answer once it is durable.
     Write {
         unit: UnitId,
         record: Option<Vec<u8>>,
+        /// The command's audit record, carried with the state.
+        audit: Option<Vec<u8>>,
         reply: mpsc::SyncSender<io::Result<()>>,
     },
     /// Flush, compact, stop.
@@ -206,9 +231,11 @@ impl Journal {
     /// the `unit.json` of a unit whose directory is gone).
     pub fn open(dir: &Path, options: JournalOptions) -> Result<Self, JournalError> {
         let path = dir.join(JOURNAL_FILE);
-        let (latest, replay) = match fs::read(&path) {
+        let (latest, audits, replay) = match fs::read(&path) {
             Ok(bytes) => replay(&bytes, &path)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (HashMap::new(), Replay::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                (HashMap::new(), HashMap::new(), Replay::default())
+            }
             Err(source) => {
                 return Err(JournalError::Io {
                     action: "read",
@@ -217,6 +244,11 @@ impl Journal {
                 })
             }
         };
+        // The logs first: the compaction that follows empties the journal that holds
+        // their tails. (A unit removed since has no tail.)
+        for (unit, tail) in &audits {
+            restore_audit(&dir.join(unit.uuid()).join(AUDIT_FILE), tail)?;
+        }
         let shared = Arc::new(Shared {
             root: dir.to_owned(),
             path,
@@ -311,7 +343,7 @@ impl fmt::Debug for JournalStore {
 }
 
 impl JournalStore {
-    fn write(&self, record: Option<Vec<u8>>) -> io::Result<()> {
+    fn write(&self, record: Option<Vec<u8>>, audit: Option<Vec<u8>>) -> io::Result<()> {
         let closed = || {
             io::Error::other(format!(
                 "the journal {} is closed",
@@ -323,6 +355,7 @@ impl JournalStore {
             .send(Msg::Write {
                 unit: self.unit,
                 record,
+                audit,
                 reply,
             })
             .map_err(|_| closed())?;
@@ -343,22 +376,39 @@ impl StateStore for JournalStore {
     }
 
     fn save(&mut self, record: &[u8]) -> io::Result<()> {
-        if BODY_HEAD + record.len() > MAX_BODY {
+        self.check_size(record.len())?;
+        self.write(Some(record.to_vec()), None)
+    }
+
+    fn carries_audit(&self) -> bool {
+        true
+    }
+
+    fn save_audited(&mut self, record: &[u8], audit: &[u8]) -> io::Result<()> {
+        self.check_size(AUDIT_HEAD + audit.len() + record.len())?;
+        self.write(Some(record.to_vec()), Some(audit.to_vec()))
+    }
+
+    fn remove(&mut self) -> io::Result<()> {
+        self.write(None, None)
+    }
+}
+
+impl JournalStore {
+    /// Refuses a record of `len` bytes that the journal does not take.
+    fn check_size(&self, len: usize) -> io::Result<()> {
+        if BODY_HEAD + len > MAX_BODY {
             // Refused here, or the next open would take it for damage.
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
                     "a state of {} bytes is larger than the journal {} takes ({MAX_BODY} bytes)",
-                    record.len(),
+                    len,
                     self.shared.path.display()
                 ),
             ));
         }
-        self.write(Some(record.to_vec()))
-    }
-
-    fn remove(&mut self) -> io::Result<()> {
-        self.write(None)
+        Ok(())
     }
 }
 
@@ -374,6 +424,27 @@ struct Writer {
     /// Set when a failed append could not be undone: the journal's end is unknown, so
     /// nothing more is appended (every save fails) until the journal is reopened.
     broken: Option<String>,
+    /// The audit logs written since the last compaction, synced by the next one.
+    audit: HashMap<UnitId, AuditFile>,
+    /// Units whose log missed a line after the journal made it durable: rewritten from
+    /// the journal before anything else is written to them.
+    repair: HashSet<UnitId>,
+}
+
+/// A unit's `audit.log` as the writer appends to it.
+struct AuditFile {
+    file: File,
+    /// Where the next line starts.
+    end: u64,
+}
+
+/// A save waiting for the flush.
+struct Pending {
+    unit: UnitId,
+    record: Option<Vec<u8>>,
+    /// The audit record, where its line goes.
+    audit: Option<(u64, Vec<u8>)>,
+    reply: mpsc::SyncSender<io::Result<()>>,
 }
 
 impl Writer {
@@ -385,7 +456,80 @@ impl Writer {
             records: 0,
             compact_after,
             broken: None,
+            audit: HashMap::new(),
+            repair: HashSet::new(),
         }
+    }
+
+    /// Where `der`'s line goes in `unit`'s audit log; opens the log at its first record
+    /// since the last compaction.
+    fn reserve(&mut self, unit: UnitId, der: &[u8]) -> io::Result<u64> {
+        let log = match self.audit.entry(unit) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
+                let path = self.shared.audit_path(unit);
+                let opened = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .and_then(|file| {
+                        let end = file.metadata()?.len();
+                        Ok(AuditFile { file, end })
+                    });
+                v.insert(opened.map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot open the audit log {}: {e}", path.display()),
+                    )
+                })?)
+            }
+        };
+        let at = log.end;
+        log.end += audit::line(der).len() as u64;
+        Ok(at)
+    }
+
+    /// Appends the lines of records the journal made durable. A line that cannot be
+    /// written is not lost (the journal holds it): its log is rewritten from the journal.
+    fn write_audit(&mut self, pending: &[Pending]) {
+        for p in pending {
+            let Some((_, der)) = &p.audit else { continue };
+            if self.repair.contains(&p.unit) {
+                continue;
+            }
+            let written = match self.audit.get_mut(&p.unit) {
+                Some(log) => log.file.write_all(&audit::line(der)),
+                None => Err(io::Error::other("not open")),
+            };
+            if written.is_err() {
+                self.repair.insert(p.unit);
+            }
+        }
+        // Tried now, and again before each compaction (which fails until it succeeds).
+        let _ = self.repair();
+    }
+
+    /// Rewrites the log of each unit in `repair` from the journal.
+    fn repair(&mut self) -> Result<(), JournalError> {
+        if self.repair.is_empty() {
+            return Ok(());
+        }
+        let bytes = fs::read(&self.shared.path).map_err(|source| JournalError::Io {
+            action: "read",
+            path: self.shared.path.clone(),
+            source,
+        })?;
+        let (_, audits, _) = replay(&bytes, &self.shared.path)?;
+        for unit in self.repair.clone() {
+            if let Some(tail) = audits.get(&unit) {
+                let path = self.shared.audit_path(unit);
+                let end = restore_audit(&path, tail)?;
+                if let Some(log) = self.audit.get_mut(&unit) {
+                    log.end = end;
+                }
+            }
+            self.repair.remove(&unit);
+        }
+        Ok(())
     }
 
     fn run(mut self, rx: &mpsc::Receiver<Msg>) {
@@ -400,10 +544,26 @@ impl Writer {
                     Msg::Write {
                         unit,
                         record,
+                        audit,
                         reply,
                     } => {
-                        encode(&mut buf, unit, record.as_deref());
-                        written.push((unit, record, reply));
+                        let audit = match audit.map(|der| (self.reserve(unit, &der), der)) {
+                            None => None,
+                            Some((Ok(at), der)) => Some((at, der)),
+                            Some((Err(e), _)) => {
+                                // Nothing written: the save fails, its state unchanged.
+                                let _ = reply.send(Err(e));
+                                continue;
+                            }
+                        };
+                        let carried = audit.as_ref().map(|(at, der)| (*at, &der[..]));
+                        encode(&mut buf, unit, record.as_deref(), carried);
+                        written.push(Pending {
+                            unit,
+                            record,
+                            audit,
+                            reply,
+                        });
                     }
                     Msg::Close { reply } => close = Some(reply),
                 }
@@ -427,13 +587,8 @@ impl Writer {
         // that the next open would not.
     }
 
-    /// Appends `buf`, makes it durable, then answers each writer.
-    #[allow(clippy::type_complexity)]
-    fn commit(
-        &mut self,
-        buf: &[u8],
-        written: Vec<(UnitId, Option<Vec<u8>>, mpsc::SyncSender<io::Result<()>>)>,
-    ) {
+    /// Appends `buf`, makes it durable, writes the audit lines, then answers each writer.
+    fn commit(&mut self, buf: &[u8], written: Vec<Pending>) {
         let result = match &self.broken {
             Some(why) => Err(io::Error::other(why.clone())),
             None => self
@@ -449,11 +604,12 @@ impl Writer {
                     s.records += written.len() as u64;
                     s.flushes += 1;
                 });
+                self.write_audit(&written);
                 let mut replies = Vec::with_capacity(written.len());
                 self.shared.latest(|l| {
-                    for (unit, record, reply) in written {
-                        l.insert(unit, record);
-                        replies.push(reply);
+                    for p in written {
+                        l.insert(p.unit, p.record);
+                        replies.push(p.reply);
                     }
                 });
                 for r in replies {
@@ -477,7 +633,15 @@ impl Writer {
                         ));
                     }
                 }
-                for (_, _, reply) in written {
+                // The lines reserved were not written: each log ends where the batch's
+                // first line for it would have started. (The logs stay open: lines
+                // written by earlier batches are synced at the next compaction.)
+                for p in written.iter().rev() {
+                    if let (Some((at, _)), Some(log)) = (&p.audit, self.audit.get_mut(&p.unit)) {
+                        log.end = *at;
+                    }
+                }
+                for Pending { reply, .. } in written {
                     let _ = reply.send(Err(io::Error::new(
                         e.kind(),
                         format!("cannot append to the journal {path}: {e}"),
@@ -495,6 +659,16 @@ impl Writer {
                 source: io::Error::other(why.clone()),
             });
         }
+        // The logs' tails are durable before the journal that holds them is emptied.
+        self.repair()?;
+        for (unit, log) in &self.audit {
+            log.file.sync_data().map_err(|source| JournalError::Io {
+                action: "write",
+                path: self.shared.audit_path(*unit),
+                source,
+            })?;
+        }
+        self.audit.clear();
         self.file = compact(&self.shared)?;
         self.len = MAGIC.len() as u64;
         self.records = 0;
@@ -556,16 +730,27 @@ pub(crate) fn pending(dir: &Path) -> Option<PathBuf> {
     (len > MAGIC.len() as u64).then_some(journal)
 }
 
-fn encode(buf: &mut Vec<u8>, unit: UnitId, record: Option<&[u8]>) {
+fn encode(buf: &mut Vec<u8>, unit: UnitId, record: Option<&[u8]>, audit: Option<(u64, &[u8])>) {
     let payload = record.unwrap_or_default();
-    let len = BODY_HEAD + payload.len();
+    let carried = audit.map_or(0, |(_, der)| AUDIT_HEAD + der.len());
+    let len = BODY_HEAD + carried + payload.len();
     // Saves above MAX_BODY are refused before they get here.
     let len_bytes = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
     let start = buf.len();
     buf.extend_from_slice(&len_bytes);
     buf.extend_from_slice(&[0; 8]);
-    buf.push(if record.is_some() { SAVE } else { REMOVE });
+    buf.push(match (record, audit) {
+        (None, _) => REMOVE,
+        (Some(_), None) => SAVE,
+        (Some(_), Some(_)) => SAVE_AUDITED,
+    });
     buf.extend_from_slice(unit.as_bytes());
+    if let Some((at, der)) = audit {
+        buf.extend_from_slice(&at.to_le_bytes());
+        // Saves above MAX_BODY are refused before they get here.
+        buf.extend_from_slice(&u32::try_from(der.len()).unwrap_or(u32::MAX).to_le_bytes());
+        buf.extend_from_slice(der);
+    }
     buf.extend_from_slice(payload);
     let check = checksum(&len_bytes, &buf[start + HEAD..]);
     buf[start + 4..start + HEAD].copy_from_slice(&check);
@@ -586,6 +771,8 @@ enum Decoded<'a> {
     Record {
         unit: UnitId,
         record: Option<&'a [u8]>,
+        /// The audit record carried, and where its line starts in the unit's log.
+        audit: Option<(u64, &'a [u8])>,
         used: usize,
     },
     /// The bytes end before the record does.
@@ -629,32 +816,82 @@ fn decode(rest: &[u8]) -> Decoded<'_> {
         };
     };
     let payload = &after[16..];
-    let record = match kind {
-        SAVE => Some(payload),
-        REMOVE if payload.is_empty() => None,
-        _ => {
-            return Decoded::Bad {
-                used,
-                what: "has an unknown kind",
+    let unknown = Decoded::Bad {
+        used,
+        what: "has an unknown kind",
+    };
+    let (record, audit) = match kind {
+        SAVE => (Some(payload), None),
+        REMOVE if payload.is_empty() => (None, None),
+        SAVE_AUDITED => match split_audit(payload) {
+            Some((at, der, state)) => (Some(state), Some((at, der))),
+            None => {
+                return Decoded::Bad {
+                    used,
+                    what: "has an audit record longer than itself",
+                }
             }
-        }
+        },
+        _ => return unknown,
     };
     Decoded::Record {
         unit,
         record,
+        audit,
         used: HEAD + len,
     }
 }
 
-type Latest = HashMap<UnitId, Option<Vec<u8>>>;
+/// `at`, the audit record and the state record of a [`SAVE_AUDITED`] payload.
+fn split_audit(payload: &[u8]) -> Option<(u64, &[u8], &[u8])> {
+    let (at, rest) = payload.split_first_chunk::<8>()?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+    (len <= rest.len()).then(|| (u64::from_le_bytes(*at), &rest[..len], &rest[len..]))
+}
 
-/// Reads a journal: each unit's last record, and what was found.
-fn replay(bytes: &[u8], path: &Path) -> Result<(Latest, Replay), JournalError> {
+type Latest = HashMap<UnitId, Option<Vec<u8>>>;
+type Audits = HashMap<UnitId, AuditTail>;
+
+/// Cuts the audit log `path` back to where the first record of `tail` starts and writes
+/// the records of `tail` after it, then makes it durable; returns its length.
+fn restore_audit(path: &Path, tail: &AuditTail) -> Result<u64, JournalError> {
+    let Some((start, _)) = tail.first() else {
+        return Ok(0);
+    };
+    let mut lines = Vec::new();
+    for (_, der) in tail {
+        lines.extend_from_slice(&audit::line(der));
+    }
+    let restored = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| {
+            file.set_len(*start)?;
+            file.seek(SeekFrom::Start(*start))?;
+            file.write_all(&lines)?;
+            file.sync_data()
+        });
+    restored.map_err(|source| JournalError::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(start + lines.len() as u64)
+}
+
+/// Reads a journal: each unit's last record, the audit records it carries, and what was
+/// found.
+fn replay(bytes: &[u8], path: &Path) -> Result<(Latest, Audits, Replay), JournalError> {
     let mut latest = HashMap::new();
+    let mut audits: Audits = HashMap::new();
     let mut found = Replay::default();
     if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
         // Only an interrupted creation could leave this: no record was ever in it.
-        return Ok((latest, found));
+        return Ok((latest, audits, found));
     }
     let Some(mut rest) = bytes.strip_prefix(MAGIC) else {
         return Err(JournalError::NotAJournal {
@@ -663,7 +900,21 @@ fn replay(bytes: &[u8], path: &Path) -> Result<(Latest, Replay), JournalError> {
     };
     while !rest.is_empty() {
         match decode(rest) {
-            Decoded::Record { unit, record, used } => {
+            Decoded::Record {
+                unit,
+                record,
+                audit,
+                used,
+            } => {
+                match (record, audit) {
+                    (None, _) => {
+                        audits.remove(&unit);
+                    }
+                    (Some(_), Some((at, der))) => {
+                        audits.entry(unit).or_default().push((at, der.to_vec()));
+                    }
+                    (Some(_), None) => {}
+                }
                 latest.insert(unit, record.map(<[u8]>::to_vec));
                 found.records += 1;
                 rest = &rest[used..];
@@ -690,7 +941,7 @@ fn replay(bytes: &[u8], path: &Path) -> Result<(Latest, Replay), JournalError> {
         }
     }
     found.units = latest.len();
-    Ok((latest, found))
+    Ok((latest, audits, found))
 }
 
 #[cfg(test)]
@@ -941,5 +1192,95 @@ mod tests {
         for u in &units {
             assert_eq!(state(d.path(), *u).as_deref(), Some(&b"59"[..]));
         }
+    }
+
+    #[test]
+    fn carried_audit_records_are_written_synced_at_compaction_and_restored_at_replay() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (UnitId::random(), UnitId::random());
+        for u in [a, b] {
+            fs::write(unit_dir(d.path(), u).join(AUDIT_FILE), b"").unwrap();
+        }
+        let log = |u: UnitId| fs::read(d.path().join(u.uuid()).join(AUDIT_FILE)).unwrap();
+        let no_compaction = JournalOptions {
+            compact_after: usize::MAX,
+        };
+        let j = Journal::open(d.path(), no_compaction).unwrap();
+        let (mut sa, mut sb) = (j.store(a), j.store(b));
+        assert!(sa.carries_audit());
+        sa.save_audited(b"a1", b"\x01\x02").unwrap();
+        sb.save_audited(b"b1", b"\x03").unwrap();
+        sa.save(b"a2").unwrap();
+        sa.save_audited(b"a3", b"\x04").unwrap();
+        // Written by the time the save returns.
+        assert_eq!(log(a), b"0102\n04\n");
+        assert_eq!(log(b), b"03\n");
+        drop(j);
+        // A crash: unit a's log lost its tail, and b's got a torn line after its records.
+        fs::write(d.path().join(a.uuid()).join(AUDIT_FILE), b"01").unwrap();
+        let mut torn = log(b);
+        torn.extend_from_slice(b"0a0b");
+        fs::write(d.path().join(b.uuid()).join(AUDIT_FILE), torn).unwrap();
+
+        let j = Journal::open(d.path(), no_compaction).unwrap();
+        assert_eq!(j.replay().records, 4);
+        assert_eq!(log(a), b"0102\n04\n", "restored from the journal");
+        assert_eq!(log(b), b"03\n", "the torn line is gone");
+        assert_eq!(state(d.path(), a).as_deref(), Some(&b"a3"[..]));
+        // The next records go on at the logs' ends; a unit removed meanwhile leaves its
+        // records out of the replay.
+        j.store(b).save_audited(b"b2", b"\x05").unwrap();
+        j.store(a).remove().unwrap();
+        drop(j);
+        fs::remove_dir_all(d.path().join(a.uuid())).unwrap();
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+        assert_eq!(log(b), b"03\n05\n");
+        j.close().unwrap();
+        assert_eq!(fs::read(d.path().join(JOURNAL_FILE)).unwrap(), MAGIC);
+    }
+
+    #[test]
+    fn a_failed_append_gives_back_the_log_lines_it_reserved_and_keeps_the_log_to_sync() {
+        let d = tempfile::tempdir().unwrap();
+        let u = UnitId::random();
+        fs::write(unit_dir(d.path(), u).join(AUDIT_FILE), b"").unwrap();
+        let j = Journal::open(d.path(), JournalOptions::default()).unwrap();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.path().join("other.journal"))
+            .unwrap();
+        let mut w = Writer::new(j.shared.clone(), file, usize::MAX);
+        let batch = |w: &mut Writer, der: &[u8]| {
+            let at = w.reserve(u, der).unwrap();
+            let mut buf = Vec::new();
+            encode(&mut buf, u, Some(b"state"), Some((at, der)));
+            let (reply, answer) = mpsc::sync_channel(1);
+            let pending = Pending {
+                unit: u,
+                record: Some(b"state".to_vec()),
+                audit: Some((at, der.to_vec())),
+                reply,
+            };
+            w.commit(&buf, vec![pending]);
+            (at, answer.recv().unwrap())
+        };
+        let (first, done) = batch(&mut w, b"\x01");
+        assert_eq!((first, done.is_ok()), (0, true));
+        // An append that fails (as a full disk would make it) writes no line...
+        w.broken = Some("no space".into());
+        let (second, failed) = batch(&mut w, b"\x02\x02");
+        assert!(failed.is_err());
+        assert_eq!(second, 3);
+        // ...keeps the log open, for the next compaction to sync the first line...
+        assert!(w.audit.contains_key(&u));
+        // ...and the next line goes where the failed one would have.
+        w.broken = None;
+        let (third, done) = batch(&mut w, b"\x03");
+        assert_eq!((third, done.is_ok()), (3, true));
+        assert_eq!(
+            fs::read(d.path().join(u.uuid()).join(AUDIT_FILE)).unwrap(),
+            b"01\n03\n"
+        );
     }
 }

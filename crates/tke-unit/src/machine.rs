@@ -18,6 +18,7 @@ use tke_proto::{
 
 use crate::{
     answer::{Answer, InternalError},
+    audit::PageError,
     backend::BackendError,
     state::{CurrentRegister, NewRegister, Slot, State, MAX_ADMINS},
     Unit, AUDIT_FILE,
@@ -160,9 +161,20 @@ impl Unit {
         }
         let page = self
             .audit
-            .page(q.from, self.state.audit_first, self.state.audit_head)
-            .and_then(|p| p.to_der());
-        page.map_err(|e| self.encode_failure("encode its audit records", e.into()))
+            .page(q.from, self.state.audit_first, self.state.audit_head);
+        match page {
+            Ok(p) => p
+                .to_der()
+                .map_err(|e| self.encode_failure("encode its audit records", e.into())),
+            Err(PageError::Encode(e)) => {
+                Err(self.encode_failure("encode its audit records", e.into()))
+            }
+            Err(PageError::Read(source)) => Err(self.internal(InternalError::ReadAudit {
+                unit: self.state.unit_id,
+                path: self.place().join(AUDIT_FILE),
+                source,
+            })),
+        }
     }
 
     /// Signs the response. If the device key cannot sign, the response carries an empty
@@ -436,9 +448,10 @@ impl Unit {
     }
 
     /// Runs an authorized command. The counter is consumed whatever the outcome: the
-    /// command's audit record is appended, then the new state (counter + 1, the record's
-    /// hash, and the command's effects if it succeeded) is written before the answer, then
-    /// the backend destroys what the state no longer refers to.
+    /// command's audit record is appended (or, with a store that carries it, saved with
+    /// the state), then the new state (counter + 1, the record's hash, and the command's
+    /// effects if it succeeded) is written before the answer, then the backend destroys
+    /// what the state no longer refers to.
     fn execute(&mut self, authorized: &Authorized) -> Outcome {
         let command = &authorized.command;
         let mut next = self.state.clone();
@@ -456,34 +469,49 @@ impl Unit {
                 .map_or(0, |d| d.as_secs()),
             prev: self.state.audit_head,
         };
+        // A store that carries the record makes it durable with the state (one flush);
+        // otherwise it is appended and made durable first, the state's save committing it.
+        let carried = self.store.carries_audit();
         let appended = record
             .to_der()
             .map_err(ProtoError::from)
             .map_err(|e| self.encode_failure("encode its audit record", e))
             .and_then(|der| {
                 next.audit_head = Digest32::sha256(&der);
-                self.audit.append(der).map_err(|source| {
+                if carried {
+                    return Ok(der);
+                }
+                self.audit.append(der.clone()).map_err(|source| {
                     self.internal(InternalError::SaveAudit {
                         unit: self.state.unit_id,
                         path: self.place().join(AUDIT_FILE),
                         source,
                     })
-                })
+                })?;
+                Ok(der)
             });
-        if let Err(e) = appended {
-            let _ = self.backend.retain(&self.state.live());
-            return Err(e);
-        }
-        if let Err(source) = self.persist(&next) {
+        let der = match appended {
+            Ok(der) => der,
+            Err(e) => {
+                let _ = self.backend.retain(&self.state.live());
+                return Err(e);
+            }
+        };
+        if let Err(source) = self.persist(&next, carried.then_some(&der[..])) {
             // Nothing changed in the store: keep the old state and log, and destroy any
             // secret the backend made for the command (an orphan now).
-            self.audit.undo_append();
+            if !carried {
+                self.audit.undo_append();
+            }
             let _ = self.backend.retain(&self.state.live());
             return Err(self.internal(InternalError::SaveState {
                 unit: self.state.unit_id,
                 location: self.store.location().to_owned(),
                 source,
             }));
+        }
+        if carried {
+            self.audit.note(der);
         }
         self.state = next;
         // A failure here leaves orphans, destroyed by the next command or open.
@@ -687,9 +715,13 @@ impl Unit {
     }
 
     /// Saves `state` in the unit's store.
-    pub(crate) fn persist(&mut self, state: &State) -> std::io::Result<()> {
+    /// Saves `state`, with the audit record that the store carries, if any.
+    pub(crate) fn persist(&mut self, state: &State, audit: Option<&[u8]>) -> std::io::Result<()> {
         let record = state.to_json()?;
-        self.store.save(&record)
+        match audit {
+            Some(audit) => self.store.save_audited(&record, audit),
+            None => self.store.save(&record),
+        }
     }
 }
 

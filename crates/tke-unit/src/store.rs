@@ -45,6 +45,33 @@ pub trait StateStore: Send + fmt::Debug {
     /// internal error.
     fn save(&mut self, record: &[u8]) -> io::Result<()>;
 
+    /// Whether the store carries the audit record of each command with its state
+    /// ([`StateStore::save_audited`]). When `false` (the default) the unit appends the
+    /// record to its audit log and makes it durable before it calls [`StateStore::save`].
+    fn carries_audit(&self) -> bool {
+        false
+    }
+
+    /// Replaces the record, as [`StateStore::save`] does, and makes `audit` (the DER of
+    /// the audit record of the command that produced the state) durable with it, in the
+    /// same flush; then writes that record to the unit's audit log ([`crate::AUDIT_FILE`],
+    /// one line at its end) before it returns, so that the log reads it. Called only when
+    /// [`StateStore::carries_audit`] is `true`.
+    ///
+    /// # Errors
+    /// As [`StateStore::save`]: neither the state nor the audit record was saved. The
+    /// default refuses (the store does not carry audit records).
+    fn save_audited(&mut self, record: &[u8], audit: &[u8]) -> io::Result<()> {
+        let _ = (record, audit);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "the state store {} does not carry audit records",
+                self.location().display()
+            ),
+        ))
+    }
+
     /// Removes the record: the store no longer holds a unit ([`crate::Unit::discard`]).
     /// Removing from an empty store succeeds.
     ///

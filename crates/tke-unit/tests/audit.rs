@@ -393,11 +393,9 @@ fn a_unit_written_before_units_kept_a_log_starts_its_log_with_its_next_command()
     init(&mut unit, &fleet.ca, &a, 1, 1);
     drop(unit);
     // As such a unit's files were: no log, no `audit` in its state.
-    let state_path = dir.join(tke_unit::STATE_FILE);
-    let mut state: serde_json::Value =
-        serde_json::from_slice(&fs::read(&state_path).unwrap()).unwrap();
-    state.as_object_mut().unwrap().remove("audit").unwrap();
-    fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    edit_state(&dir, |state| {
+        state.as_object_mut().unwrap().remove("audit").unwrap();
+    });
     fs::remove_file(dir.join(AUDIT_FILE)).unwrap();
 
     let mut unit = Unit::open(&dir).unwrap();
@@ -412,4 +410,171 @@ fn a_unit_written_before_units_kept_a_log_starts_its_log_with_its_next_command()
         (records[0].counter, records[0].prev),
         (3, tke_proto::Digest32([0; 32]))
     );
+}
+
+/// Appends `n` chained records after the last one of the unit in `dir` (closed), as the
+/// unit would have written them, and moves its state to the last: a long history without
+/// running as many signed commands.
+fn grow_history(dir: &Path, n: u64, signer: &MemSigner) {
+    let mut log = lines(dir);
+    let last = AuditRecord::decode_checked(&hex::decode(log.last().unwrap()).unwrap()).unwrap();
+    let mut prev = tke_proto::Digest32::sha256(&hex::decode(log.last().unwrap()).unwrap());
+    for counter in last.counter + 1..=last.counter + n {
+        let der = tke_proto::der::Encode::to_der(&AuditRecord {
+            counter,
+            command: CommandId::ClearNew,
+            command_hash: tke_proto::Digest32::sha256(&counter.to_be_bytes()),
+            signers: skis(&[signer]),
+            return_code: 0,
+            reason_code: 0,
+            time: 1_800_000_000 + counter,
+            prev,
+        })
+        .unwrap();
+        prev = tke_proto::Digest32::sha256(&der);
+        log.push(hex::encode(der));
+    }
+    write_lines(dir, &log);
+    edit_state(dir, |state| {
+        state["counter"] = (last.counter + n).into();
+        state["audit"]["head"] = prev.to_hex().into();
+    });
+}
+
+/// Rewrites the `unit.json` of the unit in `dir` (closed) as `f` edits it.
+fn edit_state(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join(tke_unit::STATE_FILE);
+    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    f(&mut state);
+    fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+}
+
+/// One page from `from`, as the unit answers it.
+fn page(unit: &mut Unit, ca: &CaCertificate, from: u64) -> AuditPage {
+    let body = send(unit, ca, &Request::Audit(AuditQuery::new(unit.id(), from)));
+    assert_eq!(body.error(), None);
+    AuditPage::decode_checked(body.output.as_bytes()).unwrap()
+}
+
+#[test]
+fn a_unit_with_ten_thousand_records_serves_pages_from_the_middle_and_the_end() {
+    let fleet = Fleet::new("audit long");
+    let root = tempfile::tempdir().unwrap();
+    let (dir, mut unit) = new_unit(&fleet, root.path());
+    let a = admins(1);
+    init(&mut unit, &fleet.ca, &a, 1, 1);
+    drop(unit);
+    grow_history(&dir, 10_000, &a[0]);
+    let all: Vec<Vec<u8>> = lines(&dir)
+        .iter()
+        .map(|l| hex::decode(l).unwrap())
+        .collect();
+    assert_eq!(all.len(), 10_002);
+
+    let mut unit = Unit::open(&dir).unwrap();
+    assert_eq!(unit.status().counter, 10_002);
+    // Counters start at 1: record `c` is `all[c - 1]`.
+    for from in [1, 64, 65, 5_000, 5_057, 9_939, 9_990, 10_002] {
+        let p = page(&mut unit, &fleet.ca, from);
+        let start = usize::try_from(from).unwrap() - 1;
+        let end = (start + MAX_AUDIT_PAGE).min(all.len());
+        let got: Vec<&[u8]> = p.records.iter().map(|r| r.as_bytes()).collect();
+        let want: Vec<&[u8]> = all[start..end].iter().map(Vec::as_slice).collect();
+        assert_eq!(got, want, "page from {from}");
+        let prev = match start {
+            0 => tke_proto::Digest32([0; 32]),
+            i => tke_proto::Digest32::sha256(&all[i - 1]),
+        };
+        assert_eq!(p.prev, prev, "page from {from}");
+    }
+    // Past the end: no record, the last one's hash.
+    let p = page(&mut unit, &fleet.ca, 10_003);
+    assert!(p.records.is_empty());
+    assert_eq!(p.prev, tke_proto::Digest32::sha256(&all[10_001]));
+    // The tail checks against the head the unit signs, and a new command chains on.
+    assert_eq!(verified(&mut unit, &fleet.ca, 9_990).len(), 13);
+    ok(run(&mut unit, &fleet.ca, &Command::ClearNew, &[&a[0]]));
+    let tail = verified(&mut unit, &fleet.ca, 10_000);
+    assert_eq!(tail.len(), 4);
+    assert_eq!(tail[3].counter, 10_003);
+    drop(unit);
+
+    // Tampering in the middle of a long log is found as before.
+    let good = lines(&dir);
+    let mut edited = good.clone();
+    let mut r = AuditRecord::decode_checked(&hex::decode(&edited[6_999]).unwrap()).unwrap();
+    r.return_code = 1;
+    edited[6_999] = hex::encode(tke_proto::der::Encode::to_der(&r).unwrap());
+    write_lines(&dir, &edited);
+    let mut unit = Unit::open(&dir).unwrap();
+    assert_eq!(
+        verify_chain(&fetch(&mut unit, &fleet.ca, 6_990)),
+        Err(AuditTamper::Edited { counter: 7_001 })
+    );
+    edited.remove(8_000);
+    write_lines(&dir, &edited);
+    let mut unit = Unit::open(&dir).unwrap();
+    assert_eq!(
+        verify_chain(&fetch(&mut unit, &fleet.ca, 7_990)),
+        Err(AuditTamper::Gap {
+            expected: 8_001,
+            found: 8_002
+        })
+    );
+}
+
+#[test]
+fn with_the_journal_a_log_tail_lost_in_a_crash_is_restored_from_the_journal() {
+    let fleet = Fleet::new("audit journal tail");
+    let root = tempfile::tempdir().unwrap();
+    let (dir, unit) = new_unit(&fleet, root.path());
+    let id = unit.id();
+    drop(unit);
+    let no_compaction = JournalOptions {
+        compact_after: usize::MAX,
+    };
+    let journal = Journal::open(root.path(), no_compaction).unwrap();
+    let mut unit = Unit::open_with_store(&dir, Box::new(journal.store(id))).unwrap();
+    let a = admins(1);
+    init(&mut unit, &fleet.ca, &a, 1, 1);
+    for _ in 0..3 {
+        ok(run(&mut unit, &fleet.ca, &Command::ClearNew, &[&a[0]]));
+    }
+    // The journal's writer wrote each line: the unit serves them at once.
+    let before = verified(&mut unit, &fleet.ca, 0);
+    assert_eq!(before.len(), 5);
+    let stats = journal.stats();
+    assert_eq!(
+        (stats.records, stats.flushes),
+        (5, 5),
+        "one flush per command for state and record together (one unit, one at a time)"
+    );
+    // A crash: nothing compacts, and the log's unsynced tail did not reach the disk (cut
+    // in the middle of its third line).
+    drop(unit);
+    drop(journal);
+    let full = fs::read(dir.join(AUDIT_FILE)).unwrap();
+    let third = full
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(1)
+        .unwrap()
+        .0
+        + 10;
+    fs::write(dir.join(AUDIT_FILE), &full[..third]).unwrap();
+
+    let journal = Journal::open(root.path(), no_compaction).unwrap();
+    assert_eq!(journal.replay().records, 5);
+    assert_eq!(fs::read(dir.join(AUDIT_FILE)).unwrap(), full, "restored");
+    let mut unit = Unit::open_with_store(&dir, Box::new(journal.store(id))).unwrap();
+    assert_eq!(verified(&mut unit, &fleet.ca, 0), before);
+    ok(run(&mut unit, &fleet.ca, &Command::ClearNew, &[&a[0]]));
+    assert_eq!(verified(&mut unit, &fleet.ca, 0).len(), 6);
+    drop(unit);
+    // A graceful stop syncs the log and empties the journal: the file store then serves
+    // the same log.
+    journal.close().unwrap();
+    let mut unit = Unit::open(&dir).unwrap();
+    assert_eq!(verified(&mut unit, &fleet.ca, 0).len(), 6);
 }

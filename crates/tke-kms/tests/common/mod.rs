@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use tke_ceremony::{AutoInit, MkRegister, RegisterAction};
-use tke_client::{Client, EmbeddedFleet, FleetSpec, InstanceId, KnownUnit, Transport};
+use tke_client::{
+    embedded::Placement, Client, EmbeddedFleet, FleetSpec, InstanceId, KnownUnit, Transport,
+};
 use tke_kms::{KeyService, Rotation};
 use tke_proto::{AdminInfo, Threshold, Vp};
 use tke_sigkey::Signer;
@@ -24,8 +26,16 @@ pub struct Rig {
 
 impl Rig {
     pub fn new() -> Self {
+        Self::with_placement(&Placement::soft())
+    }
+
+    /// The default fleet with its units placed as `placement` says (e.g. on SoftHSM2
+    /// tokens).
+    pub fn with_placement(placement: &Placement) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let fleet = EmbeddedFleet::create(&dir.path().join("local"), FleetSpec::default()).unwrap();
+        let fleet =
+            EmbeddedFleet::create_with(&dir.path().join("local"), FleetSpec::default(), placement)
+                .unwrap();
         let ca = fleet.ca().clone();
         let fleet: Arc<dyn Transport> = Arc::new(fleet);
         let client = Client::connect(vec![(fleet.clone(), ca.clone())]).unwrap();
