@@ -955,9 +955,7 @@ impl<'c> RotatePlan<'c> {
         // 1. The new key in every unit's new register (auto, until every unit holds it).
         let to = match (&self.stage, self.source) {
             (RotationStage::NotStarted | RotationStage::Generated { .. }, Some(source)) => {
-                let to = self.transfer(source, &counters, &quorum, one, progress, log)?;
-                record(steps::KEY_TRANSFERRED, None)?;
-                to
+                self.transfer(source, &counters, &quorum, one, progress, log)?
             }
             _ => self.to.ok_or(CeremonyError::Verification {
                 num: self.units.first().map_or(0, |(u, _)| u.num),
@@ -1166,10 +1164,12 @@ impl<'c> RotatePlan<'c> {
             num: source.num,
             what: "no verification pattern was returned",
         })?;
+        let record = |step: &'static str, detail: Option<String>| {
+            log.record(step, detail)
+                .map_err(|source| CeremonyError::Journal { step, source })
+        };
         if generate {
-            let step = steps::KEY_GENERATED;
-            log.record(step, Some(vp.to_hex()))
-                .map_err(|source| CeremonyError::Journal { step, source })?;
+            record(steps::KEY_GENERATED, Some(vp.to_hex()))?;
         }
         crash::point(&format!("{cmd}:after-generate"));
 
@@ -1199,6 +1199,7 @@ impl<'c> RotatePlan<'c> {
             },
         )
         .map_err(|e| interference(client, e, |_| None))?;
+        record(steps::KEY_TRANSFERRED, None)?;
         crash::point(&format!("{cmd}:after-transfer"));
         Ok(vp)
     }

@@ -333,6 +333,8 @@ fn a_recovery_killed_at_each_step_is_finished_by_the_next_run() {
             stopped.contains(&new_after_kill),
             "{point}: new registers {stopped:?}"
         );
+        // The workstation's journal of the run is left (0600, no password in it).
+        assert!(w.journal("auto-recover").is_some(), "{point}: no journal");
 
         let out = w.ok(&[
             "--secrets",
@@ -364,5 +366,6 @@ fn a_recovery_killed_at_each_step_is_finished_by_the_next_run() {
         done.sort_unstable();
         assert_eq!(done, [1, 2, 4], "{point}: {out}");
         assert_all_hold(&w, &vp);
+        assert_eq!(w.journal("auto-recover"), None, "{point}: the journal is left");
     }
 }

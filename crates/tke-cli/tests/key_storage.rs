@@ -361,9 +361,24 @@ const REENCRYPTION_STEPS: [&str; 5] = [
     "after-setimm",
 ];
 
-/// Runs `args` killed at `point`, checks the stopped state, finishes with `resume` (or,
-/// where nothing is left, sees it say so) and checks that every key unwraps under the
-/// new key.
+/// The last step a rotation's journal records when the run is killed at `point`
+/// (`CMD:step`): a step is recorded once done everywhere, before the next begins.
+fn journaled_step(point: &str) -> &'static str {
+    match point.split(':').nth(1).unwrap() {
+        "after-generate" | "during-transfer" => "key-generated",
+        "after-transfer" => "key-transferred",
+        "after-commit" => "key-committed",
+        "after-begin" | "during-reencrypt" => "reencryption-begun",
+        "after-reencrypt" | "during-setimm" => "key-storage-reencrypted",
+        "after-setimm" => "set-immediate",
+        other => panic!("no crash point {other}"),
+    }
+}
+
+/// Runs `args` killed at `point`, checks the stopped state and the journal left (the
+/// plain rerun and `--resume` say where it stopped), finishes with `resume` (or, where
+/// nothing is left, sees it say so), checks that the journal is gone and that every key
+/// unwraps under the new key.
 fn crash_and_resume(
     w: &Workstation,
     keys: &[DataKey],
@@ -379,11 +394,25 @@ fn crash_and_resume(
         "{point}:\n{out}"
     );
     assert_stopped_rotation(w, keys, point, &old);
+    let command = point.split(':').next().unwrap();
+    let journal = w.journal(command).unwrap_or_else(|| panic!("{point}: no journal"));
+    let step = journaled_step(point);
+    assert!(
+        journal.contains(&format!("\"step\": \"{step}\"")),
+        "{point}: {journal}"
+    );
+    let stopped = format!("{command} of service instance ");
+    let after = format!(" was interrupted after step {step} at ");
     if !point.ends_with("after-setimm") {
-        // A plain rerun is refused, naming --resume, and changes nothing.
+        // A plain rerun is refused, naming --resume and where it stopped, and changes
+        // nothing.
         let before = w.snapshot();
         let err = w.fails(args, 1);
         assert!(err.contains(" --resume`"), "{point}: {err}");
+        assert!(
+            err.contains(&stopped) && err.contains(&after),
+            "{point}: {err}"
+        );
         assert_eq!(
             before,
             w.snapshot(),
@@ -391,9 +420,18 @@ fn crash_and_resume(
         );
     }
     let out = w.ok(resume);
+    assert!(
+        out.contains(&stopped) && out.contains(&after),
+        "{point}:\n{out}"
+    );
+    assert_eq!(w.journal(command), None, "{point}: the journal is left");
     if point.ends_with("after-setimm") {
         assert!(
             out.contains("There is nothing to resume."),
+            "{point}:\n{out}"
+        );
+        assert!(
+            out.contains("the crypto units show the rotation finished. The journal is removed."),
             "{point}:\n{out}"
         );
     } else {
@@ -610,7 +648,25 @@ fn the_zeroize_guard_then_auto_recover_with_keys_stored() {
         w.crash(&point, &["--secrets", &s, "auto-recover", "--yes"]);
         assert_readable_by(&w, &keys, 1, |_| true);
         assert_listed(&w, keys.len(), &point);
-        w.ok(&["--secrets", &s, "auto-recover", "--resume", "--yes"]);
+        // The journal says where it stopped; the resumed run says so and removes it.
+        let step = if point.ends_with("after-importers") {
+            "importers-generated"
+        } else {
+            "key-exported"
+        };
+        let journal = w.journal("auto-recover").expect("a journal");
+        assert!(
+            journal.contains(&format!("\"step\": \"{step}\"")),
+            "{point}: {journal}"
+        );
+        let out = w.ok(&["--secrets", &s, "auto-recover", "--resume", "--yes"]);
+        assert!(
+            out.contains(&format!(
+                "auto-recover of service instance {instance} was interrupted after step {step} at "
+            )),
+            "{point}:\n{out}"
+        );
+        assert_eq!(w.journal("auto-recover"), None, "{point}: the journal is left");
         select(&w, &["1", "2", "3", "4"]);
         assert_eq!(one_current_value(&w), vp, "{point}");
         assert_every_key_unwraps(&w, &keys, &vp);

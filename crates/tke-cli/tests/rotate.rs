@@ -249,6 +249,7 @@ fn auto_mk_rotate_killed_at_each_step_resumes_with_the_same_new_key() {
         let old = one_current_value(&w);
         let point = format!("auto-mk-rotate:{step}");
         let out = w.crash(&point, &args);
+        assert!(w.journal("auto-mk-rotate").is_some(), "{point}: no journal");
         // The first milestone is printed once every unit holds the new value committed.
         let committed = !matches!(
             step,
@@ -309,6 +310,7 @@ fn auto_mk_rotate_killed_at_each_step_resumes_with_the_same_new_key() {
             assert!(!out.contains("Generating"), "{point}:\n{out}");
         }
         assert_eq!(one_current_value(&w), new, "{point}");
+        assert_eq!(w.journal("auto-mk-rotate"), None, "{point}: the journal is left");
     }
 }
 
