@@ -290,7 +290,7 @@ fn check_journal(j: &Journal<RecoverParams>, plan: &AutoRecoverPlan<'_>) -> Resu
                  crypto unit {} ({})",
                 p.source,
                 source.num,
-                source.id()
+                source.id().uuid()
             ),
         ));
     }

@@ -469,7 +469,7 @@ fn check_journal(j: &Journal<RotateParams>, plan: &RotatePlan<'_>) -> Result<Vec
         .units()
         .iter()
         .filter(|(u, _)| !asked.contains(&u.id().uuid()))
-        .map(|(u, _)| format!("{} ({})", u.num, u.id()))
+        .map(|(u, _)| format!("{} ({})", u.num, u.id().uuid()))
         .collect();
     if !gone.is_empty() || !added.is_empty() {
         let mut why = Vec::new();
