@@ -65,15 +65,28 @@ impl<P: Serialize + DeserializeOwned> JournalLog<P> {
 impl<P> JournalLog<P> {
     /// The error of a run that stopped, then where its journal is and how to finish.
     pub fn stopped(&self, error: impl Into<anyhow::Error>) -> anyhow::Error {
+        self.stopped_with(error, None)
+    }
+
+    /// [`Self::stopped`], with `advice` on the cause before how to finish.
+    pub fn stopped_with(
+        &self,
+        error: impl Into<anyhow::Error>,
+        advice: Option<&str>,
+    ) -> anyhow::Error {
         let j = self.lock();
+        let finish = format!(
+            "The journal {} records where {command} stopped: once the cause is fixed, finish \
+             it with `tke {command} --resume` (no zeroize is needed).",
+            j.path().display(),
+            command = j.command()
+        );
         crate::report::Stopped {
             error: error.into(),
-            then: format!(
-                "The journal {} records where {command} stopped: once the cause is fixed, \
-                 finish it with `tke {command} --resume` (no zeroize is needed).",
-                j.path().display(),
-                command = j.command()
-            ),
+            then: match advice {
+                Some(a) => format!("{a}\n{finish}"),
+                None => finish,
+            },
         }
         .into()
     }

@@ -353,10 +353,15 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
             )?
         }
     };
+    let nums: Vec<usize> = plan.units().iter().map(|(u, _)| u.num).collect();
     let report = plan.execute_logged(&signers, &printer, &log).map_err(|e| {
-        log.stopped(anyhow::Error::new(e).context(
-            "the master key rotation stopped before it finished; the crypto units and key storage hold what its steps reached (`tke cryptounit-mk` shows the registers)",
-        ))
+        let advice = unreachable_storage(&e, &nums);
+        log.stopped_with(
+            anyhow::Error::new(e).context(
+                "the master key rotation stopped before it finished; the crypto units and key storage hold what its steps reached (`tke cryptounit-mk` shows the registers)",
+            ),
+            advice.as_deref(),
+        )
     })?;
     log.finish()?;
     if ctx.json {
@@ -573,6 +578,31 @@ fn settle(j: Journal<RotateParams>, current: Option<Vp>) -> Result<String> {
         )
     })?;
     Ok(note)
+}
+
+/// What to do when the key storage stopped answering mid-rotation (its `tke-unitd`
+/// killed, the network down): nothing is lost, and the server must be back first.
+fn unreachable_storage(e: &CeremonyError, units: &[usize]) -> Option<String> {
+    match e {
+        CeremonyError::KeyStorage { instance, source }
+            if matches!(source.as_ref(), tke_kms::KmsError::Transport(_)) =>
+        {
+            Some(format!(
+                "The unit server that keeps the key storage of service instance {instance} \
+                 stopped answering (named above). Nothing is lost: every record stays under \
+                 the old or the new master key, both held by crypto units {} of the \
+                 instance, and the rotation stays recorded in key storage (create, wrap and \
+                 unwrap wait for it). Start that server again (`tke cryptounits` lists its \
+                 crypto units once it answers).",
+                units
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// The instance of a rotation a plain run found under way.

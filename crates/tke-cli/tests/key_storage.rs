@@ -11,7 +11,12 @@
 //! zeroize guard refusing `cryptounit-zeroize` and `cryptounit-mk-clrcur` while keys are
 //! stored, and doing them with the typed confirmation; with `tke-unitd`, the server
 //! SIGKILLed while a rotation is stopped, `--resume` refused while it is down and
-//! finishing once it is back.
+//! finishing once it is back; and `tke-unitd` SIGKILLed while `auto-mk-rotate` runs (slow
+//! units, killed during a re-encryption call): `tke` fails naming the server, the units
+//! and `--resume` (snapshot), nothing is lost, and `--resume` finishes after a restart.
+//! Every crash test also checks the workstation's journal: left at the crash (0600, no
+//! password), where it stopped said by the refused rerun and by `--resume`, removed at
+//! the end.
 //!
 //! `during-reencrypt` fires only with more than one re-encryption step
 //! (`REENCRYPT_BATCH` records): the automated flow's test grows its store past that for
@@ -86,6 +91,16 @@ struct DataKey {
 /// key (through the library); `sample` of them also wrapped and unwrapped through `tke kms
 /// wrap` and `tke kms unwrap`.
 fn keys_with_data(w: &Workstation, count: u32, sample: usize) -> Vec<DataKey> {
+    keys_with_data_in(w, key_service(w).as_ref(), count, sample)
+}
+
+/// [`keys_with_data`], the data keys wrapped through `kms`.
+fn keys_with_data_in(
+    w: &Workstation,
+    kms: &dyn KeyService,
+    count: u32,
+    sample: usize,
+) -> Vec<DataKey> {
     let made = json(
         w,
         &[
@@ -99,7 +114,6 @@ fn keys_with_data(w: &Workstation, count: u32, sample: usize) -> Vec<DataKey> {
     );
     let made = made.as_array().unwrap();
     assert_eq!(made.len(), count as usize);
-    let kms = key_service(w);
     let keys: Vec<DataKey> = made
         .iter()
         .enumerate()
@@ -156,8 +170,11 @@ fn keys_with_data(w: &Workstation, count: u32, sample: usize) -> Vec<DataKey> {
 /// Every data key unwraps through the key service to the same bytes; key storage lists
 /// exactly the same root key ids, every one under the master key `vp`.
 fn assert_every_key_unwraps(w: &Workstation, keys: &[DataKey], vp: &str) {
-    let kms = key_service(w);
-    for k in keys {
+    assert_every_key_unwraps_in(w, key_service(w).as_ref(), keys, vp);
+}
+
+/// [`assert_every_key_unwraps`] through `kms`.
+fn assert_every_key_unwraps_in(w: &Workstation, kms: &dyn KeyService, keys: &[DataKey], vp: &str) {    for k in keys {
         let plain = kms
             .unwrap(&k.root, &k.wrapped)
             .unwrap_or_else(|e| panic!("root key {}: {e}", k.root));
@@ -196,7 +213,17 @@ fn assert_readable_by(
     step: usize,
     ask: impl Fn(&UnitRef) -> bool,
 ) -> BTreeMap<Vp, usize> {
-    let (client, instance) = library(w);
+    readable_by(library(w), &w.path().join("local").join("keys"), keys, step, ask)
+}
+
+/// [`assert_readable_by`] through `client` and the key store in `stores`.
+fn readable_by(
+    (client, instance): (Client, InstanceId),
+    stores: &std::path::Path,
+    keys: &[DataKey],
+    step: usize,
+    ask: impl Fn(&UnitRef) -> bool,
+) -> BTreeMap<Vp, usize> {
     let calls = ClientUnits::new(client, instance.clone());
     let units: Vec<UnitRef> = calls
         .units()
@@ -205,11 +232,7 @@ fn assert_readable_by(
         .filter(|u| ask(u))
         .collect();
     assert!(!units.is_empty());
-    let store = SqliteKeyStore::open(&tke_client::kms::store_path(
-        &w.path().join("local").join("keys"),
-        &instance,
-    ))
-    .unwrap();
+    let store = SqliteKeyStore::open(&tke_client::kms::store_path(stores, &instance)).unwrap();
     let mut by_vp = BTreeMap::new();
     for k in keys.iter().step_by(step.max(1)) {
         let record = store.get(&k.root).unwrap();
@@ -777,5 +800,137 @@ fn a_unit_server_killed_during_a_rotation_is_restarted_and_resume_finishes() {
             .all(|k| k["vp"].as_str().unwrap().eq_ignore_ascii_case(&new)));
         unwrap_all(step);
     }
+    server.stop();
+}
+
+/// The units and key storage of `server`'s one instance through the library, over HTTPS
+/// with the server's own API key.
+fn server_library(server: &tke_test_support::Server) -> (Client, InstanceId) {
+    use tke_test_support::server::{ca_of, transport};
+    let ca = ca_of(std::path::Path::new(&server.path("")));
+    let t = transport(
+        &server.url(),
+        &ca,
+        std::path::Path::new(&server.path("api-key")),
+    );
+    let client = Client::connect(vec![(Arc::new(t) as Arc<dyn Transport>, ca)]).unwrap();
+    let instance = client.instances()[0].clone();
+    (client, instance)
+}
+
+#[test]
+fn tke_unitd_killed_while_auto_mk_rotate_re_encrypts_fails_naming_it_and_resume_finishes() {
+    use std::io::{BufRead as _, BufReader};
+    let root = tempfile::tempdir().unwrap();
+    let mut server = tke_test_support::Server::init(
+        root.path(),
+        "srv",
+        &["--operational", "2", "--recovery", "2"],
+    );
+    server.start();
+    let w = tke();
+    w.add_target(&server, &server);
+    w.file_keys(&PW[..2]);
+    let s = w.secrets(PW).to_str().unwrap().to_owned();
+    w.auto_init(&s, (2, 2), &["alice", "bob"]);
+    // Two re-encryption calls' worth of root keys, and data keys wrapped under a few more.
+    let batch = u32::try_from(tke_ceremony::rotate::REENCRYPT_BATCH).unwrap();
+    json(&w, &["kms", "create", "--name", "bulk", "--count", &(2 * batch).to_string()]);
+    let (client, instance) = server_library(&server);
+    let kms = client.key_service(&instance).unwrap().unwrap();
+    let keys = keys_with_data_in(&w, kms.as_ref(), 40, 2);
+    let total = 2 * batch as usize + keys.len();
+    let old = one_current_value(&w);
+
+    // Units as slow as a real HSM's round trip, so that re-encryption takes seconds;
+    // tke-unitd SIGKILLed while `tke` waits for a re-encryption call.
+    server.stop();
+    server.start_with(&["--latency-ms", "400"]);
+    let args = ["--secrets", s.as_str(), "auto-mk-rotate", "--yes"];
+    let mut child = w
+        .tke()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut before_kill = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        before_kill.push_str(&line);
+        before_kill.push('\n');
+        if line.starts_with("Re-encrypting key storage: 0 of ") {
+            break;
+        }
+    }
+    assert!(
+        before_kill.contains(&format!("Re-encrypting key storage: 0 of {total} keys")),
+        "{before_kill}"
+    );
+    // The first call is on its way (each takes over a second at this latency).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.kill();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // The transport's own words for the broken connection depend on the moment it broke.
+    let cut = "connection failure while waiting for the answer: ";
+    let at = stderr.find(cut).unwrap_or_else(|| panic!("{stderr}")) + cut.len();
+    let end = at + stderr[at..].find('\n').unwrap();
+    let stderr = format!("{}[CAUSE]{}", &stderr[..at], &stderr[end..]);
+    common::snap::assert_snapshot(
+        "rotate_unit_server_killed",
+        &common::snap::redact_paths(&stderr, &[(w.path(), "[WS]")]),
+    );
+    let journal = w.journal("auto-mk-rotate").expect("a journal");
+    assert!(
+        journal.contains("\"step\": \"reencryption-begun\""),
+        "{journal}"
+    );
+
+    // Nothing lost: back up, every record is under the old key or the new one, each
+    // readable by a unit under the VP it is tagged with; create waits, list works.
+    server.start();
+    let stores = std::path::PathBuf::from(server.path("keys"));
+    readable_by(server_library(&server), &stores, &keys, 1, |_| true);
+    let (client, instance) = server_library(&server);
+    let summary = client.key_service(&instance).unwrap().unwrap().summary().unwrap();
+    assert_eq!(summary.total as usize, total);
+    let rotation = summary.rotation.expect("the rotation marker survived");
+    assert!(rotation.from.to_hex().eq_ignore_ascii_case(&old));
+    assert!(
+        summary.by_vp.iter().all(|(vp, _)| *vp == rotation.from || *vp == rotation.to),
+        "every record under the old key or the new one: {:?}",
+        summary.by_vp
+    );
+    let err = w.fails(&["kms", "create", "--name", "late"], 1);
+    assert!(err.contains("rotation in progress"), "{err}");
+    assert_listed(&w, total, "killed");
+
+    // --resume says where it stopped and finishes; every data key unwraps to the same
+    // bytes under the new key; the journal is gone.
+    let out = w.ok(&[&args[..], &["--resume"]].concat());
+    assert!(
+        out.contains(&format!(
+            "auto-mk-rotate of service instance {instance} was interrupted after step reencryption-begun at "
+        )),
+        "{out}"
+    );
+    assert!(out.contains("Master key rotation successful."), "{out}");
+    assert_eq!(w.journal("auto-mk-rotate"), None);
+    let new = one_current_value(&w);
+    assert_ne!(new, old);
+    let (client, instance) = server_library(&server);
+    let kms = client.key_service(&instance).unwrap().unwrap();
+    for k in &keys {
+        assert_eq!(&*kms.unwrap(&k.root, &k.wrapped).unwrap(), k.plain.as_slice());
+    }
+    let list = json(&w, &["kms", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), total);
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k["vp"].as_str().unwrap().eq_ignore_ascii_case(&new)));
     server.stop();
 }
