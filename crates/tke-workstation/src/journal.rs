@@ -345,12 +345,28 @@ mod tests {
         assert!(j.has("admins-installed") && !j.has("thresholds-set"));
         assert_eq!(j.detail("key-generated"), Some("00ff"));
         assert_eq!(j.last_step().unwrap().step, "key-generated");
+        // Each step carries when it was recorded, for "interrupted after ... at ...".
+        assert!(j.steps().iter().all(|s| s.at.is_some_and(|t| t >= j.started())));
+        assert_eq!(Some(j.last_moved()), j.last_step().unwrap().at);
         let path = j.path().to_owned();
         j.finish().unwrap();
         assert!(!path.exists());
         assert!(Journal::<Params>::open(&d, "auto-init", "inst/1")
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn a_journal_without_step_times_opens_and_dates_from_its_start() {
+        let (_t, d) = dir();
+        fs::write(
+            d.journal_path("auto-init", "i"),
+            br#"{"version":1,"command":"auto-init","instance":"i","started":7,"params":{"admins":[],"threshold":2},"steps":[{"step":"a"}]}"#,
+        )
+        .unwrap();
+        let j = Journal::<Params>::open(&d, "auto-init", "i").unwrap().unwrap();
+        assert_eq!(j.steps()[0].at, None);
+        assert_eq!(j.last_moved(), 7);
     }
 
     #[test]
