@@ -280,7 +280,12 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
             Some(j) => println!("The {}.", where_stopped(j)),
             None if plan.resumes() => println!(
                 "{}",
-                not_found(&ctx.files, flow.command(), &plan.instance().0, " and key storage")
+                not_found(
+                    &ctx.files,
+                    flow.command(),
+                    &plan.instance().0,
+                    " and key storage"
+                )
             ),
             None => {}
         }
@@ -481,7 +486,10 @@ fn check_journal(j: &Journal<RotateParams>, plan: &RotatePlan<'_>) -> Result<Vec
         if !gone.is_empty() {
             why.push(format!(
                 "it records crypto unit(s) {} that are not in service instance {}",
-                gone.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                gone.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 plan.instance()
             ));
         }

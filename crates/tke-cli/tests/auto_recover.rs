@@ -366,6 +366,10 @@ fn a_recovery_killed_at_each_step_is_finished_by_the_next_run() {
         done.sort_unstable();
         assert_eq!(done, [1, 2, 4], "{point}: {out}");
         assert_all_hold(&w, &vp);
-        assert_eq!(w.journal("auto-recover"), None, "{point}: the journal is left");
+        assert_eq!(
+            w.journal("auto-recover"),
+            None,
+            "{point}: the journal is left"
+        );
     }
 }

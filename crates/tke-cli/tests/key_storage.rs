@@ -174,7 +174,8 @@ fn assert_every_key_unwraps(w: &Workstation, keys: &[DataKey], vp: &str) {
 }
 
 /// [`assert_every_key_unwraps`] through `kms`.
-fn assert_every_key_unwraps_in(w: &Workstation, kms: &dyn KeyService, keys: &[DataKey], vp: &str) {    for k in keys {
+fn assert_every_key_unwraps_in(w: &Workstation, kms: &dyn KeyService, keys: &[DataKey], vp: &str) {
+    for k in keys {
         let plain = kms
             .unwrap(&k.root, &k.wrapped)
             .unwrap_or_else(|e| panic!("root key {}: {e}", k.root));
@@ -213,7 +214,13 @@ fn assert_readable_by(
     step: usize,
     ask: impl Fn(&UnitRef) -> bool,
 ) -> BTreeMap<Vp, usize> {
-    readable_by(library(w), &w.path().join("local").join("keys"), keys, step, ask)
+    readable_by(
+        library(w),
+        &w.path().join("local").join("keys"),
+        keys,
+        step,
+        ask,
+    )
 }
 
 /// [`assert_readable_by`] through `client` and the key store in `stores`.
@@ -418,7 +425,9 @@ fn crash_and_resume(
     );
     assert_stopped_rotation(w, keys, point, &old);
     let command = point.split(':').next().unwrap();
-    let journal = w.journal(command).unwrap_or_else(|| panic!("{point}: no journal"));
+    let journal = w
+        .journal(command)
+        .unwrap_or_else(|| panic!("{point}: no journal"));
     let step = journaled_step(point);
     assert!(
         journal.contains(&format!("\"step\": \"{step}\"")),
@@ -689,7 +698,11 @@ fn the_zeroize_guard_then_auto_recover_with_keys_stored() {
             )),
             "{point}:\n{out}"
         );
-        assert_eq!(w.journal("auto-recover"), None, "{point}: the journal is left");
+        assert_eq!(
+            w.journal("auto-recover"),
+            None,
+            "{point}: the journal is left"
+        );
         select(&w, &["1", "2", "3", "4"]);
         assert_eq!(one_current_value(&w), vp, "{point}");
         assert_every_key_unwraps(&w, &keys, &vp);
@@ -835,7 +848,17 @@ fn tke_unitd_killed_while_auto_mk_rotate_re_encrypts_fails_naming_it_and_resume_
     w.auto_init(&s, (2, 2), &["alice", "bob"]);
     // Two re-encryption calls' worth of root keys, and data keys wrapped under a few more.
     let batch = u32::try_from(tke_ceremony::rotate::REENCRYPT_BATCH).unwrap();
-    json(&w, &["kms", "create", "--name", "bulk", "--count", &(2 * batch).to_string()]);
+    json(
+        &w,
+        &[
+            "kms",
+            "create",
+            "--name",
+            "bulk",
+            "--count",
+            &(2 * batch).to_string(),
+        ],
+    );
     let (client, instance) = server_library(&server);
     let kms = client.key_service(&instance).unwrap().unwrap();
     let keys = keys_with_data_in(&w, kms.as_ref(), 40, 2);
@@ -894,12 +917,20 @@ fn tke_unitd_killed_while_auto_mk_rotate_re_encrypts_fails_naming_it_and_resume_
     let stores = std::path::PathBuf::from(server.path("keys"));
     readable_by(server_library(&server), &stores, &keys, 1, |_| true);
     let (client, instance) = server_library(&server);
-    let summary = client.key_service(&instance).unwrap().unwrap().summary().unwrap();
+    let summary = client
+        .key_service(&instance)
+        .unwrap()
+        .unwrap()
+        .summary()
+        .unwrap();
     assert_eq!(summary.total as usize, total);
     let rotation = summary.rotation.expect("the rotation marker survived");
     assert!(rotation.from.to_hex().eq_ignore_ascii_case(&old));
     assert!(
-        summary.by_vp.iter().all(|(vp, _)| *vp == rotation.from || *vp == rotation.to),
+        summary
+            .by_vp
+            .iter()
+            .all(|(vp, _)| *vp == rotation.from || *vp == rotation.to),
         "every record under the old key or the new one: {:?}",
         summary.by_vp
     );
@@ -923,7 +954,10 @@ fn tke_unitd_killed_while_auto_mk_rotate_re_encrypts_fails_naming_it_and_resume_
     let (client, instance) = server_library(&server);
     let kms = client.key_service(&instance).unwrap().unwrap();
     for k in &keys {
-        assert_eq!(&*kms.unwrap(&k.root, &k.wrapped).unwrap(), k.plain.as_slice());
+        assert_eq!(
+            &*kms.unwrap(&k.root, &k.wrapped).unwrap(),
+            k.plain.as_slice()
+        );
     }
     let list = json(&w, &["kms", "list"]);
     assert_eq!(list.as_array().unwrap().len(), total);

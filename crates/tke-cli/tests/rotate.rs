@@ -313,7 +313,11 @@ fn auto_mk_rotate_killed_at_each_step_resumes_with_the_same_new_key() {
             assert!(!out.contains("Generating"), "{point}:\n{out}");
         }
         assert_eq!(one_current_value(&w), new, "{point}");
-        assert_eq!(w.journal("auto-mk-rotate"), None, "{point}: the journal is left");
+        assert_eq!(
+            w.journal("auto-mk-rotate"),
+            None,
+            "{point}: the journal is left"
+        );
     }
 }
 
@@ -498,8 +502,16 @@ fn a_rotation_journal_is_checked_against_the_units_which_stay_the_truth() {
     // nothing changed (the journal left as it was).
     let other = "00".repeat(32);
     for (name, from_text, to_text) in [
-        ("rotate_journal_of_another_rotation", from.as_str(), other.as_str()),
-        ("rotate_journal_from_another_key", other.as_str(), to.as_str()),
+        (
+            "rotate_journal_of_another_rotation",
+            from.as_str(),
+            other.as_str(),
+        ),
+        (
+            "rotate_journal_from_another_key",
+            other.as_str(),
+            to.as_str(),
+        ),
         ("rotate_journal_of_other_units", from.as_str(), to.as_str()),
     ] {
         let mut text = kept.replace(&from, from_text).replace(&to, to_text);

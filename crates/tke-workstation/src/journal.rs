@@ -346,7 +346,10 @@ mod tests {
         assert_eq!(j.detail("key-generated"), Some("00ff"));
         assert_eq!(j.last_step().unwrap().step, "key-generated");
         // Each step carries when it was recorded, for "interrupted after ... at ...".
-        assert!(j.steps().iter().all(|s| s.at.is_some_and(|t| t >= j.started())));
+        assert!(j
+            .steps()
+            .iter()
+            .all(|s| s.at.is_some_and(|t| t >= j.started())));
         assert_eq!(Some(j.last_moved()), j.last_step().unwrap().at);
         let path = j.path().to_owned();
         j.finish().unwrap();
@@ -364,7 +367,9 @@ mod tests {
             br#"{"version":1,"command":"auto-init","instance":"i","started":7,"params":{"admins":[],"threshold":2},"steps":[{"step":"a"}]}"#,
         )
         .unwrap();
-        let j = Journal::<Params>::open(&d, "auto-init", "i").unwrap().unwrap();
+        let j = Journal::<Params>::open(&d, "auto-init", "i")
+            .unwrap()
+            .unwrap();
         assert_eq!(j.steps()[0].at, None);
         assert_eq!(j.last_moved(), 7);
     }

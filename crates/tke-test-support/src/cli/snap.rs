@@ -27,7 +27,10 @@ const FILTERS: &[(&str, &str)] = &[
     (r"-[0-9a-f]{8}\.mkpart\.", "-[ID8].mkpart."),
     (r"(127\.0\.0\.1|localhost):[0-9]+", "$1:[PORT]"),
     // Times in UTC to the second (e.g. when a journaled ceremony stopped).
-    (r"\b[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", "[TIME]"),
+    (
+        r"\b[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z",
+        "[TIME]",
+    ),
     // tke-unitd names its host after its port in unit locations.
     (r"unitd-[0-9]+", "unitd-[PORT]"),
     // Any temporary directory the test did not label.
