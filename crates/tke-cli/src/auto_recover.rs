@@ -298,8 +298,8 @@ fn check_journal(j: &Journal<RecoverParams>, plan: &AutoRecoverPlan<'_>) -> Resu
         return Err(not_this(
             j,
             &format!(
-                "it records a recovery of the master key with verification pattern {}, and \
-                 recovery crypto unit {} holds {}",
+                "it records a recovery of the master key with verification pattern {}..., \
+                 and recovery crypto unit {} holds {}...",
                 p.vp.get(..16).unwrap_or(&p.vp),
                 source.num,
                 &plan.vp().to_hex()[..16]

@@ -1,7 +1,8 @@
 //! End-to-end `auto-recover` through the real `tke` binary, on the embedded fleet: a
 //! zeroized unit, brought out of imprint mode again, receives the instance's master key;
 //! every pre-check refuses with nothing changed; a run killed at each crash point is
-//! finished by the next.
+//! finished by the next, its workstation journal left meanwhile and removed at the end; a
+//! journal of another recovery is refused, a missing one said.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -372,4 +373,57 @@ fn a_recovery_killed_at_each_step_is_finished_by_the_next_run() {
             "{point}: the journal is left"
         );
     }
+}
+
+#[test]
+fn a_recovery_journal_is_checked_against_the_units_and_a_missing_one_is_said() {
+    let (w, s, vp) = initialized();
+    zeroize_and_reimprint(&w, &s, &["2"], "2");
+    let args = ["--secrets", s.as_str(), "auto-recover", "--yes"];
+    w.crash("auto-recover:after-import", &args);
+    let path = std::fs::read_dir(w.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("journal-auto-recover-")
+        })
+        .expect("a journal of auto-recover");
+    let kept = std::fs::read_to_string(&path).unwrap();
+    let journal: Value = serde_json::from_str(&kept).unwrap();
+    let source = journal["params"]["source"].as_str().unwrap();
+    let target = journal["params"]["targets"][0].as_str().unwrap();
+    let nobody = "00000000-0000-4000-8000-000000000000";
+
+    // The journal of another recovery: refused, naming the file and what differs;
+    // nothing changed.
+    for (name, from, to) in [
+        (
+            "recover_journal_of_another_key",
+            vp.as_str(),
+            &*"00".repeat(32),
+        ),
+        ("recover_journal_from_another_unit", source, nobody),
+        ("recover_journal_of_other_targets", target, nobody),
+    ] {
+        std::fs::write(&path, kept.replace(from, to)).unwrap();
+        refused(&w, name, &args);
+    }
+
+    // No journal: the run says so, finishes from the units, and leaves none.
+    std::fs::remove_file(&path).unwrap();
+    let out = w.ok(&args);
+    assert!(
+        out.contains(&format!(
+            "No journal of an interrupted auto-recover of service instance {} is in {}",
+            journal["instance"].as_str().unwrap(),
+            w.path().display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("Resuming an interrupted recovery"), "{out}");
+    assert_eq!(w.journal("auto-recover"), None);
+    assert_all_hold(&w, &vp);
 }
