@@ -556,4 +556,19 @@ fn a_rotation_journal_is_checked_against_the_units_which_stay_the_truth() {
     );
     assert!(out.contains("Master key rotation successful."), "{out}");
     assert_eq!(w.journal("auto-mk-rotate"), None);
+
+    // An abandoned rotation: killed after generating, then the new key cleared by hand.
+    // The next rotation says so, removes that journal, and runs with a journal of its own.
+    w.crash("auto-mk-rotate:after-generate", &args);
+    w.ok(&["cryptounit-rm", "1", "2", "3", "4"]);
+    w.ok(&["cryptounit-add", "3"]);
+    w.ok(&["--secrets", &s, "cryptounit-mk-clrnew"]);
+    let out = w.ok(&args);
+    assert!(
+        out.contains("was interrupted after step key-generated at ")
+            && out.contains("any more: the rotation was abandoned. The journal is removed."),
+        "{out}"
+    );
+    assert!(out.contains("Master key rotation successful."), "{out}");
+    assert_eq!(w.journal("auto-mk-rotate"), None);
 }
