@@ -381,16 +381,7 @@ fn a_recovery_journal_is_checked_against_the_units_and_a_missing_one_is_said() {
     zeroize_and_reimprint(&w, &s, &["2"], "2");
     let args = ["--secrets", s.as_str(), "auto-recover", "--yes"];
     w.crash("auto-recover:after-import", &args);
-    let path = std::fs::read_dir(w.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("journal-auto-recover-")
-        })
-        .expect("a journal of auto-recover");
+    let path = w.journal_path("auto-recover").expect("a journal");
     let kept = std::fs::read_to_string(&path).unwrap();
     let journal: Value = serde_json::from_str(&kept).unwrap();
     let source = journal["params"]["source"].as_str().unwrap();

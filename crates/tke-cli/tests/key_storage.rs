@@ -723,20 +723,25 @@ fn the_zeroize_guard_then_auto_recover_with_keys_stored() {
     }
 }
 
-#[test]
-fn a_unit_server_killed_during_a_rotation_is_restarted_and_resume_finishes() {
-    let root = tempfile::tempdir().unwrap();
-    let mut server = tke_test_support::Server::init(
-        root.path(),
-        "srv",
-        &["--operational", "2", "--recovery", "2"],
-    );
+/// A `tke-unitd` in `root` with 2 operational and 2 recovery units, started, and a
+/// workstation targeting it, initialized by `auto-init` with alice and bob, thresholds
+/// 2/2; the secrets file's path.
+fn server_fleet(root: &std::path::Path) -> (tke_test_support::Server, Workstation, String) {
+    let mut server =
+        tke_test_support::Server::init(root, "srv", &["--operational", "2", "--recovery", "2"]);
     server.start();
     let w = tke();
     w.add_target(&server, &server);
     w.file_keys(&PW[..2]);
     let s = w.secrets(PW).to_str().unwrap().to_owned();
     w.auto_init(&s, (2, 2), &["alice", "bob"]);
+    (server, w, s)
+}
+
+#[test]
+fn a_unit_server_killed_during_a_rotation_is_restarted_and_resume_finishes() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut server, w, s) = server_fleet(root.path());
     // Root keys in the server's key storage, a data key wrapped under each of a few.
     let made = json(&w, &["kms", "create", "--name", "r", "--count", "20"]);
     let ids: Vec<&str> = made
@@ -835,17 +840,7 @@ fn server_library(server: &tke_test_support::Server) -> (Client, InstanceId) {
 fn tke_unitd_killed_while_auto_mk_rotate_re_encrypts_fails_naming_it_and_resume_finishes() {
     use std::io::{BufRead as _, BufReader};
     let root = tempfile::tempdir().unwrap();
-    let mut server = tke_test_support::Server::init(
-        root.path(),
-        "srv",
-        &["--operational", "2", "--recovery", "2"],
-    );
-    server.start();
-    let w = tke();
-    w.add_target(&server, &server);
-    w.file_keys(&PW[..2]);
-    let s = w.secrets(PW).to_str().unwrap().to_owned();
-    w.auto_init(&s, (2, 2), &["alice", "bob"]);
+    let (mut server, w, s) = server_fleet(root.path());
     // Two re-encryption calls' worth of root keys, and data keys wrapped under a few more.
     let batch = u32::try_from(tke_ceremony::rotate::REENCRYPT_BATCH).unwrap();
     json(

@@ -473,15 +473,7 @@ fn auto_mk_rotate_asks_for_the_instance_confirmation_and_passwords_on_a_terminal
 
 /// The journal file of the one `auto-mk-rotate` left in `w`.
 fn rotate_journal(w: &Workstation) -> std::path::PathBuf {
-    std::fs::read_dir(w.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("journal-auto-mk-rotate-")
-        })
+    w.journal_path("auto-mk-rotate")
         .expect("a journal of auto-mk-rotate")
 }
 

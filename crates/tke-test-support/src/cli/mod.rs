@@ -361,15 +361,12 @@ impl Workstation {
         v
     }
 
-    /// The ceremony journal of `command` left in the workstation directory
-    /// (`journal-COMMAND-INSTANCE.json`), if any, as text, after asserting that it is
-    /// the only one of that command, readable by its owner alone (0600) and holds none of
-    /// the passwords of [`PASSWORDS`].
+    /// The path of the ceremony journal of `command` left in the workstation directory
+    /// (`journal-COMMAND-INSTANCE.json`), if any.
     ///
     /// # Panics
-    /// When there are several, or one is not private, or holds a password.
-    pub fn journal(&self, command: &str) -> Option<String> {
-        use std::os::unix::fs::PermissionsExt as _;
+    /// When there are several, or the directory cannot be read.
+    pub fn journal_path(&self, command: &str) -> Option<PathBuf> {
         let prefix = format!("journal-{command}-");
         let mut found = Vec::new();
         for e in fs::read_dir(self.path()).unwrap_or_else(|e| panic!("{e}")) {
@@ -380,7 +377,19 @@ impl Workstation {
             }
         }
         assert!(found.len() <= 1, "several journals of {command}: {found:?}");
-        let path = found.pop()?;
+        found.pop()
+    }
+
+    /// The ceremony journal of `command` left in the workstation directory
+    /// (`journal-COMMAND-INSTANCE.json`), if any, as text, after asserting that it is
+    /// the only one of that command, readable by its owner alone (0600) and holds none of
+    /// the passwords of [`PASSWORDS`].
+    ///
+    /// # Panics
+    /// When there are several, or one is not private, or holds a password.
+    pub fn journal(&self, command: &str) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.journal_path(command)?;
         let mode = fs::metadata(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
             .permissions()
