@@ -91,13 +91,14 @@ struct DataKey {
 /// key (through the library); `sample` of them also wrapped and unwrapped through `tke kms
 /// wrap` and `tke kms unwrap`.
 fn keys_with_data(w: &Workstation, count: u32, sample: usize) -> Vec<DataKey> {
-    keys_with_data_in(w, key_service(w).as_ref(), count, sample)
+    keys_with_data_in(w, || key_service(w), count, sample)
 }
 
-/// [`keys_with_data`], the data keys wrapped through `kms`.
+/// [`keys_with_data`], the data keys wrapped through the key service `open` opens once
+/// the root keys are made.
 fn keys_with_data_in(
     w: &Workstation,
-    kms: &dyn KeyService,
+    open: impl Fn() -> Arc<dyn KeyService>,
     count: u32,
     sample: usize,
 ) -> Vec<DataKey> {
@@ -114,6 +115,7 @@ fn keys_with_data_in(
     );
     let made = made.as_array().unwrap();
     assert_eq!(made.len(), count as usize);
+    let kms = open();
     let keys: Vec<DataKey> = made
         .iter()
         .enumerate()
@@ -854,9 +856,15 @@ fn tke_unitd_killed_while_auto_mk_rotate_re_encrypts_fails_naming_it_and_resume_
             &(2 * batch).to_string(),
         ],
     );
-    let (client, instance) = server_library(&server);
-    let kms = client.key_service(&instance).unwrap().unwrap();
-    let keys = keys_with_data_in(&w, kms.as_ref(), 40, 2);
+    let keys = keys_with_data_in(
+        &w,
+        || {
+            let (client, instance) = server_library(&server);
+            client.key_service(&instance).unwrap().unwrap()
+        },
+        40,
+        2,
+    );
     let total = 2 * batch as usize + keys.len();
     let old = one_current_value(&w);
 
