@@ -250,12 +250,16 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
         }
     };
     // The journal an interrupted run left: checked against the units before anything is
-    // asked; a stale one (the units show no rotation under way) is settled after the
-    // confirmation.
+    // asked; a stale one (the units show no rotation under way, or the one it records
+    // finished: its new key is their current one) is settled after the confirmation.
     let left = open_journal(ctx, flow, plan.instance())?;
-    let resuming = left
-        .as_ref()
-        .filter(|_| plan.stage() != &RotationStage::NotStarted);
+    let stale = match &left {
+        Some(j) => {
+            plan.stage() == &RotationStage::NotStarted || journal_to(j)? == Some(plan.from())
+        }
+        None => false,
+    };
+    let resuming = left.as_ref().filter(|_| !stale);
     let notes = match resuming {
         Some(j) => check_journal(j, &plan)?,
         None => Vec::new(),
@@ -342,7 +346,7 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
     };
     let resumed = plan.resumes();
     let log = match left {
-        Some(j) if plan.stage() != &RotationStage::NotStarted => JournalLog::resume(j),
+        Some(j) if !stale => JournalLog::resume(j),
         left => {
             if let Some(j) = left {
                 let note = settle(j, Some(plan.from()))?;

@@ -563,4 +563,17 @@ fn a_rotation_journal_is_checked_against_the_units_which_stay_the_truth() {
     );
     assert!(out.contains("Master key rotation successful."), "{out}");
     assert_eq!(w.journal("auto-mk-rotate"), None);
+
+    // A journal left by a rotation that finished (killed after its last command) stops
+    // no later rotation: it is said and removed.
+    w.crash("auto-mk-rotate:after-setimm", &args);
+    let done = one_current_value(&w);
+    let out = w.ok(&args);
+    assert!(
+        out.contains("the crypto units show the rotation finished. The journal is removed."),
+        "{out}"
+    );
+    assert!(out.contains("Master key rotation successful."), "{out}");
+    assert_ne!(one_current_value(&w), done);
+    assert_eq!(w.journal("auto-mk-rotate"), None);
 }
