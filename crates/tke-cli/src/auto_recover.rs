@@ -73,7 +73,14 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
     .plan(client)
     .map_err(hint)?;
-    let left: Option<Journal<RecoverParams>> = Journal::open(&ctx.files, COMMAND, &instance.0)?;
+    let left: Option<Journal<RecoverParams>> = Journal::open(&ctx.files, COMMAND, &instance.0)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{:#}\nA recovery needs no journal to be finished: with the file moved away, \
+                 `tke auto-recover` finishes it from what the crypto units hold.",
+                anyhow::Error::new(e)
+            )
+        })?;
     if let Some(j) = &left {
         check_journal(j, &plan)?;
     }

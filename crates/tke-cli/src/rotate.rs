@@ -438,7 +438,16 @@ fn open_journal(
         Flow::KeyParts => Flow::Auto,
     };
     for f in [flow, other] {
-        if let Some(j) = Journal::open(&ctx.files, f.command(), &instance.0)? {
+        let left = Journal::open(&ctx.files, f.command(), &instance.0).map_err(|e| {
+            anyhow::anyhow!(
+                "{:#}\nA rotation needs no journal to be finished: with the file moved away, \
+                 `tke {} --resume` finishes it from what the crypto units and key storage \
+                 hold.",
+                anyhow::Error::new(e),
+                f.command()
+            )
+        })?;
+        if let Some(j) = left {
             return Ok(Some(j));
         }
     }

@@ -402,6 +402,9 @@ fn a_recovery_journal_is_checked_against_the_units_and_a_missing_one_is_said() {
         std::fs::write(&path, kept.replace(from, to)).unwrap();
         refused(&w, name, &args);
     }
+    // A journal cut short (or of another version) is not guessed at.
+    std::fs::write(&path, &kept[..kept.len() / 2]).unwrap();
+    refused(&w, "recover_journal_corrupt", &args);
 
     // No journal: the run says so, finishes from the units, and leaves none.
     std::fs::remove_file(&path).unwrap();

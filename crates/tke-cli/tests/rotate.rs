@@ -513,6 +513,9 @@ fn a_rotation_journal_is_checked_against_the_units_which_stay_the_truth() {
         std::fs::write(&path, &text).unwrap();
         refused(&w, name, &resume, 1);
     }
+    // A journal cut short (or of another version) is not guessed at.
+    std::fs::write(&path, &kept[..kept.len() / 2]).unwrap();
+    refused(&w, "rotate_journal_corrupt", &resume, 1);
     std::fs::write(&path, &kept).unwrap();
 
     // Someone cleared unit 1's new register after the run stopped: the journal records
