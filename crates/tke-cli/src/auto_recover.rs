@@ -22,7 +22,7 @@ use tke_workstation::Journal;
 use crate::{
     auto_init::{choose_instance, Printer},
     context::Ctx,
-    journal::{not_found, not_this, where_stopped, JournalLog},
+    journal::{not_found, not_this, stopped_json, where_stopped, JournalLog},
     registers::register,
     signing::{self, SignerArgs},
     table::Table,
@@ -84,6 +84,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     if let Some(j) = &left {
         check_journal(j, &plan)?;
     }
+    let interrupted = left.as_ref().map(stopped_json);
 
     let source = plan.source();
     let vp = plan.vp().to_hex();
@@ -186,6 +187,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                     "recovered": targets,
                     "unchanged": unchanged,
                     "resumed": resumed,
+                    "interrupted": interrupted,
                     "signed_by": Vec::<String>::new(),
                 }))?
             );
@@ -243,6 +245,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                 "recovered": report.recovered,
                 "unchanged": report.unchanged,
                 "resumed": resumed,
+                "interrupted": interrupted,
                 "signed_by": needed.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
             }))?
         );

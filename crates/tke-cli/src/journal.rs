@@ -122,6 +122,15 @@ pub fn where_stopped<P>(journal: &Journal<P>) -> String {
     )
 }
 
+/// Where the ceremony of `journal` stopped, for `--output json`: `{"step", "at"}` (the
+/// last step done, or null, and when).
+pub fn stopped_json<P>(journal: &Journal<P>) -> serde_json::Value {
+    serde_json::json!({
+        "step": journal.last_step().map(|s| s.step.clone()),
+        "at": utc(journal.last_moved()),
+    })
+}
+
 /// What a resumed run says when no journal is left: it goes on from what the units (and
 /// `also`, e.g. key storage) hold.
 pub fn not_found(files: &FilesDir, command: &str, instance: &str, also: &str) -> String {

@@ -36,7 +36,7 @@ use tke_workstation::Journal;
 use crate::{
     auto_init::{choose_instance, Printer as AutoPrinter},
     context::Ctx,
-    journal::{not_found, not_this, where_stopped, JournalLog},
+    journal::{not_found, not_this, stopped_json, where_stopped, JournalLog},
     registers::plan_table,
     signing::{self, SignerArgs},
     table::vp_lines,
@@ -260,6 +260,7 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
         None => false,
     };
     let resuming = left.as_ref().filter(|_| !stale);
+    let interrupted = resuming.map(stopped_json);
     let notes = match resuming {
         Some(j) => check_journal(j, &plan)?,
         None => Vec::new(),
@@ -382,6 +383,7 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
                 "from": report.from.to_hex(),
                 "to": report.to.to_hex(),
                 "resumed_from": resumed.then(|| report.resumed_from.to_string()),
+                "interrupted": interrupted,
                 "key_storage": report.key_storage,
                 "reencrypted": report.reencrypted.map(|p| json!({"done": p.done, "total": p.total})),
                 "signed_by": names,

@@ -348,6 +348,13 @@ fn a_recovery_killed_at_each_step_is_finished_by_the_next_run() {
         ]);
         let report: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(report["vp"], vp.as_str(), "{point}");
+        // Where the journal says the killed run stopped.
+        let step = if point == "after-importers" {
+            "importers-generated"
+        } else {
+            "key-exported"
+        };
+        assert_eq!(report["interrupted"]["step"], step, "{point}: {out}");
         let resumed = report["resumed"].as_array().unwrap();
         // Killed after the import or commit of one target, the run resumes there (after
         // set immediate the other target may be part-way too); before any import, there
