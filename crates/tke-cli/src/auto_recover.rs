@@ -153,7 +153,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                 "Resuming an interrupted recovery: crypto unit(s) {} already hold the master key in their new register.\n",
                 join(&resumed)
             );
-        } else if args.resume {
+        } else if args.resume && left.is_none() {
             println!(
                 "No interrupted recovery was found: the units are recovered from the start.\n"
             );
