@@ -700,6 +700,10 @@ fn the_zeroize_guard_then_auto_recover_with_keys_stored() {
             )),
             "{point}:\n{out}"
         );
+        assert!(
+            !out.contains("No interrupted recovery was found"),
+            "{point}:\n{out}"
+        );
         assert_eq!(
             w.journal("auto-recover"),
             None,
