@@ -81,9 +81,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                 anyhow::Error::new(e)
             )
         })?;
-    if let Some(j) = &left {
-        check_journal(j, &plan)?;
-    }
+    let notes = match &left {
+        Some(j) => check_journal(j, &plan)?,
+        None => Vec::new(),
+    };
     let interrupted = left.as_ref().map(stopped_json);
 
     let source = plan.source();
@@ -142,7 +143,13 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             crate::table::vp_lines(Some(&plan.vp()))
         );
         match &left {
-            Some(j) => println!("The {}.\n", where_stopped(j)),
+            Some(j) => {
+                println!("The {}.", where_stopped(j));
+                for note in &notes {
+                    println!("{note}");
+                }
+                println!();
+            }
             None if !resumed.is_empty() => {
                 println!("{}", not_found(&ctx.files, COMMAND, &instance.0, ""));
             }
@@ -288,8 +295,8 @@ impl RecoverParams {
 
 /// Refuses the journal of another recovery: another source or key, or targets that are
 /// no longer units of the instance. Targets that now hold the key were finished; new ones
-/// are recovered too (the plan checked them).
-fn check_journal(j: &Journal<RecoverParams>, plan: &AutoRecoverPlan<'_>) -> Result<()> {
+/// are recovered too (the plan checked them), which the returned note says.
+fn check_journal(j: &Journal<RecoverParams>, plan: &AutoRecoverPlan<'_>) -> Result<Vec<String>> {
     let p = j.params();
     let source = plan.source();
     if p.source != source.id().uuid() {
@@ -339,7 +346,22 @@ fn check_journal(j: &Journal<RecoverParams>, plan: &AutoRecoverPlan<'_>) -> Resu
             ),
         ));
     }
-    Ok(())
+    let added: Vec<usize> = plan
+        .targets()
+        .iter()
+        .filter(|t| !p.targets.contains(&t.unit.id().uuid()))
+        .map(|t| t.unit.num)
+        .collect();
+    Ok(if added.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "Crypto unit(s) {} need the master key too and are not in the journal of the \
+             interrupted recovery (their current master key register was emptied since): \
+             they receive it as well.",
+            join(&added)
+        )]
+    })
 }
 
 /// `1, 2, 5`.

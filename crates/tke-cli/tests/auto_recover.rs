@@ -413,8 +413,23 @@ fn a_recovery_journal_is_checked_against_the_units_and_a_missing_one_is_said() {
     std::fs::write(&path, &kept[..kept.len() / 2]).unwrap();
     refused(&w, "recover_journal_corrupt", &args);
 
+    // The journal as it was, and unit 1 has lost the key since: the run says where the
+    // interrupted one stopped, that unit 1 is not in its journal, and recovers both.
+    std::fs::write(&path, &kept).unwrap();
+    zeroize_and_reimprint(&w, &s, &["1"], "2");
+    let out = w.ok(&args);
+    assert!(
+        out.contains("was interrupted after step key-exported at ")
+            && out.contains("Crypto unit(s) 1 need the master key too and are not in the journal"),
+        "{out}"
+    );
+    assert_eq!(w.journal("auto-recover"), None);
+    assert_all_hold(&w, &vp);
+
     // No journal: the run says so, finishes from the units, and leaves none.
-    std::fs::remove_file(&path).unwrap();
+    zeroize_and_reimprint(&w, &s, &["2"], "2");
+    w.crash("auto-recover:after-import", &args);
+    std::fs::remove_file(w.journal_path("auto-recover").unwrap()).unwrap();
     let out = w.ok(&args);
     assert!(
         out.contains(&format!(
