@@ -40,6 +40,10 @@
 //! pending importer key from the stopped run is simply replaced. Crash points
 //! ([`crate::crash`]): `auto-recover:after-importers`, `auto-recover:after-export`,
 //! `auto-recover:after-import`, `auto-recover:after-commit`, `auto-recover:after-setimm`.
+//!
+//! [`AutoRecoverPlan::execute_logged`] also records each step done in the caller's
+//! journal ([`StepLog`], the [`steps`]), so that the workstation can say where an
+//! interrupted recovery stopped.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -55,8 +59,19 @@ use crate::{
     postcondition::{check_each, interference, Counters, Expected},
     signers::choose,
     transfer::{export_batches, export_request},
-    CeremonyError, Event, Problem, Progress, Rule,
+    CeremonyError, Event, NoLog, Problem, Progress, Rule, StepLog,
 };
+
+/// The steps a recovery records in its journal ([`StepLog`]), in order, each once done on
+/// every target that needed it.
+pub mod steps {
+    /// An importer key on every target waiting for the key.
+    pub const IMPORTERS: &str = "importers-generated";
+    /// The source's key exported, sealed to each importer key.
+    pub const EXPORTED: &str = "key-exported";
+    /// The key current in every target: the recovery is done.
+    pub const RECOVERED: &str = "key-current";
+}
 
 const STEP_IMPORTERS: &str = "Generating importer keys";
 const STEP_EXPORT: &str = "Exporting the master key value";
@@ -474,6 +489,24 @@ impl<'c> AutoRecoverPlan<'c> {
         signers: &[&dyn Signer],
         progress: &dyn Progress,
     ) -> Result<AutoRecoverReport, CeremonyError> {
+        self.execute_logged(signers, progress, &NoLog)
+    }
+
+    /// [`Self::execute`], recording each step done in `log` ([`steps`]) before going on.
+    ///
+    /// # Errors
+    /// As [`Self::execute`]; [`CeremonyError::Journal`] when a step cannot be recorded
+    /// (nothing further is sent).
+    pub fn execute_logged(
+        self,
+        signers: &[&dyn Signer],
+        progress: &dyn Progress,
+        log: &dyn StepLog,
+    ) -> Result<AutoRecoverReport, CeremonyError> {
+        let record = |step: &'static str| {
+            log.record(step, None)
+                .map_err(|source| CeremonyError::Journal { step, source })
+        };
         let mut quorum: Vec<&dyn Signer> = Vec::with_capacity(self.quorum.len());
         for k in self.keys_needed() {
             match signers.iter().find(|s| s.ski() == k.ski) {
@@ -504,6 +537,9 @@ impl<'c> AutoRecoverPlan<'c> {
             })
             .map_err(|e| interference(client, e, |_| None))?
         };
+        if !fresh.is_empty() {
+            record(steps::IMPORTERS)?;
+        }
         crash::point("auto-recover:after-importers");
         // A target of another instance is named in the export, as the source is in its
         // import: the consent of each side's quorum (docs/protocol.md §11.3).
@@ -523,6 +559,7 @@ impl<'c> AutoRecoverPlan<'c> {
         // command per 16 targets.
         let envelopes = export_batches(STEP_EXPORT, client, counters, source, &importers, &quorum)?;
         if !fresh.is_empty() {
+            record(steps::EXPORTED)?;
             crash::point("auto-recover:after-export");
         }
 
@@ -571,6 +608,9 @@ impl<'c> AutoRecoverPlan<'c> {
             },
         )
         .map_err(|e| interference(client, e, |_| None))?;
+        if !self.targets.is_empty() {
+            record(steps::RECOVERED)?;
+        }
 
         // 4. The full post-condition: the source unchanged, each target with the key
         // current and nothing else changed.

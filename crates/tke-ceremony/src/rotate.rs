@@ -27,6 +27,10 @@
 //! current value, the new registers as the flow needs them) and of key storage (every
 //! record under a value the units hold) is reported at once, before any change.
 //!
+//! [`RotatePlan::execute_logged`] records each step done in the caller's journal
+//! ([`StepLog`], the [`steps`]) before it goes on, so that the workstation can say where an
+//! interrupted rotation stopped; the units and the key storage stay the truth on resume.
+//!
 //! [`RotatePlan::execute`] accounts for every transaction counter value it uses
 //! ([`Counters`]), checks that every unit holds the new key committed before key storage
 //! is touched, and ends with every unit's full post-condition.
@@ -74,8 +78,28 @@ use crate::{
     postcondition::{check_each, interference, Counters, Expected},
     signers::choose,
     transfer::{export_batches, export_request},
-    CeremonyError, Checkpoint, Event, Problem, Progress, Rule,
+    CeremonyError, Checkpoint, Event, NoLog, Problem, Progress, Rule, StepLog,
 };
+
+/// The steps a rotation records in its journal ([`StepLog`]), in order. Each is recorded
+/// once this run has done it on every unit (or in key storage), before the next begins;
+/// a resumed run records only the steps it does itself.
+pub mod steps {
+    /// (auto) The new master key is generated in the recovery unit's new register;
+    /// detail: its verification pattern in hex.
+    pub const KEY_GENERATED: &str = "key-generated";
+    /// (auto) Every unit holds the new master key in its new register.
+    pub const KEY_TRANSFERRED: &str = "key-transferred";
+    /// The new master key is committed in every unit.
+    pub const KEY_COMMITTED: &str = "key-committed";
+    /// Key storage's rotation marker is written: create and wrap wait from here.
+    pub const REENCRYPTION_BEGUN: &str = "reencryption-begun";
+    /// Key storage is under the new master key and its marker removed; detail: how many
+    /// records it holds.
+    pub const REENCRYPTED: &str = "key-storage-reencrypted";
+    /// The new master key is current in every unit: the rotation is done.
+    pub const SET_IMMEDIATE: &str = "set-immediate";
+}
 
 /// Records re-encrypted per [`KeyService::reencrypt`] call: each call is one store
 /// transaction and one progress report.
@@ -851,6 +875,12 @@ impl<'c> RotatePlan<'c> {
         self.to
     }
 
+    /// The recovery unit that generates the new key, or holds it (auto flow, until every
+    /// unit holds it).
+    pub fn source(&self) -> Option<&'c KnownUnit> {
+        self.source
+    }
+
     /// Whether the instance has key storage reachable here.
     pub fn has_key_storage(&self) -> bool {
         self.keys.is_some()
@@ -883,6 +913,24 @@ impl<'c> RotatePlan<'c> {
         signers: &[&dyn Signer],
         progress: &dyn Progress,
     ) -> Result<RotateReport, CeremonyError> {
+        self.execute_logged(signers, progress, &NoLog)
+    }
+
+    /// [`Self::execute`], recording each step done in `log` ([`steps`]) before going on.
+    ///
+    /// # Errors
+    /// As [`Self::execute`]; [`CeremonyError::Journal`] when a step cannot be recorded
+    /// (nothing further is sent).
+    pub fn execute_logged(
+        self,
+        signers: &[&dyn Signer],
+        progress: &dyn Progress,
+        log: &dyn StepLog,
+    ) -> Result<RotateReport, CeremonyError> {
+        let record = |step: &'static str, detail: Option<String>| {
+            log.record(step, detail)
+                .map_err(|source| CeremonyError::Journal { step, source })
+        };
         let mut quorum: Vec<&dyn Signer> = Vec::with_capacity(self.signers.len());
         for k in &self.signers {
             let s = signers.iter().find(|s| s.ski() == k.ski).copied().ok_or(
@@ -907,7 +955,7 @@ impl<'c> RotatePlan<'c> {
         // 1. The new key in every unit's new register (auto, until every unit holds it).
         let to = match (&self.stage, self.source) {
             (RotationStage::NotStarted | RotationStage::Generated { .. }, Some(source)) => {
-                self.transfer(source, &counters, &quorum, one, progress)?
+                self.transfer(source, &counters, &quorum, one, progress, log)?
             }
             _ => self.to.ok_or(CeremonyError::Verification {
                 num: self.units.first().map_or(0, |(u, _)| u.num),
@@ -960,6 +1008,7 @@ impl<'c> RotatePlan<'c> {
             self.stage,
             RotationStage::NotStarted | RotationStage::Generated { .. }
         ) {
+            record(steps::KEY_COMMITTED, None)?;
             point("after-commit");
         }
 
@@ -985,6 +1034,14 @@ impl<'c> RotatePlan<'c> {
                     to,
                 })
                 .map_err(fail)?;
+                if !matches!(
+                    self.stage,
+                    RotationStage::Committed {
+                        reencrypted: Some(_)
+                    }
+                ) {
+                    record(steps::REENCRYPTION_BEGUN, None)?;
+                }
                 point("after-begin");
                 // Reports: where an interrupted run stopped, then after each batch.
                 let mut reports = 0;
@@ -997,6 +1054,7 @@ impl<'c> RotatePlan<'c> {
                 })
                 .map_err(fail)?;
                 keys.finish_rotation().map_err(fail)?;
+                record(steps::REENCRYPTED, Some(at.total.to_string()))?;
                 reencrypted = Some(at);
                 point("after-reencrypt");
             }
@@ -1021,6 +1079,7 @@ impl<'c> RotatePlan<'c> {
             point("during-setimm");
             on_all(STEP_SETIMM, rest, setimm).map_err(|e| interference(client, e, |_| None))?;
         }
+        record(steps::SET_IMMEDIATE, None)?;
         point("after-setimm");
 
         // The full post-condition: the new key current everywhere, nothing pending.
@@ -1061,6 +1120,7 @@ impl<'c> RotatePlan<'c> {
         quorum: &[&dyn Signer],
         one: &[&dyn Signer],
         progress: &dyn Progress,
+        log: &dyn StepLog,
     ) -> Result<Vp, CeremonyError> {
         let client = self.client;
         let cmd = self.flow.command();
@@ -1104,6 +1164,13 @@ impl<'c> RotatePlan<'c> {
             num: source.num,
             what: "no verification pattern was returned",
         })?;
+        let record = |step: &'static str, detail: Option<String>| {
+            log.record(step, detail)
+                .map_err(|source| CeremonyError::Journal { step, source })
+        };
+        if generate {
+            record(steps::KEY_GENERATED, Some(vp.to_hex()))?;
+        }
         crash::point(&format!("{cmd}:after-generate"));
 
         // One quorum-signed export of the new register per batch of 16 targets, then
@@ -1132,6 +1199,7 @@ impl<'c> RotatePlan<'c> {
             },
         )
         .map_err(|e| interference(client, e, |_| None))?;
+        record(steps::KEY_TRANSFERRED, None)?;
         crash::point(&format!("{cmd}:after-transfer"));
         Ok(vp)
     }

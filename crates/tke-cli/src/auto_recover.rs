@@ -8,16 +8,23 @@
 //! module picks the instance, prints the plan (which units receive the key, which were
 //! left part-way by an interrupted run and where they resume), asks, opens the keys the
 //! plan needs and prints the result.
+//!
+//! Each run keeps a journal in the workstation directory ([`RecoverParams`], the steps of
+//! [`tke_ceremony::recover::steps`]): a rerun (with or without `--resume`) says from it
+//! where the recovery stopped and checks it against the units, which stay the truth.
 
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tke_ceremony::{AutoRecover, CeremonyError, Problem, Rule, Stage};
+use tke_ceremony::{AutoRecover, AutoRecoverPlan, CeremonyError, Problem, Rule, Stage};
 use tke_client::InstanceId;
 use tke_sigkey::Signer;
+use tke_workstation::Journal;
 
 use crate::{
     auto_init::{choose_instance, Printer},
     context::Ctx,
+    journal::{not_found, not_this, stopped_json, where_stopped, JournalLog},
     registers::register,
     signing::{self, SignerArgs},
     table::Table,
@@ -99,6 +106,19 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             None => others.push((t.unit.instance(), vec![t.unit.num])),
         }
     }
+    let left: Option<Journal<RecoverParams>> = Journal::open(&ctx.files, COMMAND, &instance.0)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{:#}\nA recovery needs no journal to be finished: with the file moved away, \
+                 `tke auto-recover` finishes it from what the crypto units hold.",
+                anyhow::Error::new(e)
+            )
+        })?;
+    let notes = match &left {
+        Some(j) => check_journal(j, &plan)?,
+        None => Vec::new(),
+    };
+    let interrupted = left.as_ref().map(stopped_json);
 
     let source = plan.source();
     let vp = plan.vp().to_hex();
@@ -160,12 +180,25 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             source.num,
             crate::table::vp_lines(Some(&plan.vp()))
         );
+        match &left {
+            Some(j) => {
+                println!("The {}.", where_stopped(j));
+                for note in &notes {
+                    println!("{note}");
+                }
+                println!();
+            }
+            None if !resumed.is_empty() => {
+                println!("{}", not_found(&ctx.files, COMMAND, &instance.0, ""));
+            }
+            None => {}
+        }
         if !resumed.is_empty() {
             println!(
                 "Resuming an interrupted recovery: crypto unit(s) {} already hold the master key in their new register.\n",
                 join(&resumed)
             );
-        } else if args.resume {
+        } else if args.resume && left.is_none() {
             println!(
                 "No interrupted recovery was found: the units are recovered from the start.\n"
             );
@@ -175,6 +208,20 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let targets: Vec<usize> = plan.targets().iter().map(|t| t.unit.num).collect();
     let unchanged: Vec<usize> = plan.holding().iter().map(|(u, _)| u.num).collect();
     if targets.is_empty() {
+        if let Some(j) = left {
+            // Every target holds the key: the run that left it finished but for this.
+            let path = j.path().to_owned();
+            j.finish().map_err(|e| {
+                anyhow::anyhow!(
+                    "the journal {} of a finished recovery cannot be removed ({e}): remove it \
+                     by hand",
+                    path.display()
+                )
+            })?;
+            if !ctx.json {
+                println!("The recovery it records is finished: its journal is removed.");
+            }
+        }
         if ctx.json {
             println!(
                 "{}",
@@ -186,6 +233,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                     "unchanged": unchanged,
                     "resumed": resumed,
                     "to_instances": Vec::<String>::new(),
+                    "interrupted": interrupted,
                     "signed_by": Vec::<String>::new(),
                 }))?
             );
@@ -245,16 +293,21 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let refs: Vec<&tke_proto::AdminInfo> = needed.iter().collect();
     let opened = signing::open(ctx, &preference, &refs)?;
     let signers: Vec<&dyn Signer> = opened.iter().map(|s| s.as_ref()).collect();
+    let log = match left {
+        Some(j) => JournalLog::resume(j),
+        None => JournalLog::start(ctx, COMMAND, &instance.0, RecoverParams::of(&plan))?,
+    };
     let report = plan
-        .execute(&signers, &Printer { quiet: ctx.json })
+        .execute_logged(&signers, &Printer { quiet: ctx.json }, &log)
         .map_err(|e| {
-            signing::partly_failed(
+            log.stopped(signing::partly_failed(
                 e,
-                "auto-recover",
+                COMMAND,
                 "changed",
-                "`tke cryptounit-mk`; run `tke auto-recover` again to finish",
-            )
+                "`tke cryptounit-mk`",
+            ))
         })?;
+    log.finish()?;
     if ctx.json {
         println!(
             "{}",
@@ -266,6 +319,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
                 "unchanged": report.unchanged,
                 "resumed": resumed,
                 "to_instances": others.iter().map(|(i, _)| i.0.as_str()).collect::<Vec<_>>(),
+                "interrupted": interrupted,
                 "signed_by": needed.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
             }))?
         );
@@ -278,6 +332,103 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The command, which names its journal.
+const COMMAND: &str = "auto-recover";
+
+/// What a recovery's journal records: the recovery unit copied from, the key's
+/// verification pattern and the units it is copied into. Never a secret.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverParams {
+    /// The recovery unit, as a UUID.
+    source: String,
+    /// The master key's verification pattern, in hex.
+    vp: String,
+    /// The units the key is copied into, as UUIDs.
+    targets: Vec<String>,
+}
+
+impl RecoverParams {
+    fn of(plan: &AutoRecoverPlan<'_>) -> Self {
+        Self {
+            source: plan.source().id().uuid(),
+            vp: plan.vp().to_hex(),
+            targets: plan.targets().iter().map(|t| t.unit.id().uuid()).collect(),
+        }
+    }
+}
+
+/// Refuses the journal of another recovery: another source or key, or targets that are
+/// no longer units of the instance. Targets that now hold the key were finished; new ones
+/// are recovered too (the plan checked them), which the returned note says.
+fn check_journal(j: &Journal<RecoverParams>, plan: &AutoRecoverPlan<'_>) -> Result<Vec<String>> {
+    let p = j.params();
+    let source = plan.source();
+    if p.source != source.id().uuid() {
+        return Err(not_this(
+            j,
+            &format!(
+                "it records a recovery from crypto unit {}, and this one copies from recovery \
+                 crypto unit {} ({})",
+                p.source,
+                source.num,
+                source.id().uuid()
+            ),
+        ));
+    }
+    if !p.vp.eq_ignore_ascii_case(&plan.vp().to_hex()) {
+        return Err(not_this(
+            j,
+            &format!(
+                "it records a recovery of the master key with verification pattern {}..., \
+                 and recovery crypto unit {} holds {}...",
+                p.vp.get(..16).unwrap_or(&p.vp),
+                source.num,
+                &plan.vp().to_hex()[..16]
+            ),
+        ));
+    }
+    let known: Vec<String> = plan
+        .targets()
+        .iter()
+        .map(|t| t.unit.id().uuid())
+        .chain(plan.holding().iter().map(|(u, _)| u.id().uuid()))
+        .collect();
+    let gone: Vec<&str> = p
+        .targets
+        .iter()
+        .filter(|t| !known.contains(t))
+        .map(String::as_str)
+        .collect();
+    if !gone.is_empty() {
+        return Err(not_this(
+            j,
+            &format!(
+                "it records crypto unit(s) {} as targets, which are not units of service \
+                 instance {} able to receive the key",
+                gone.join(", "),
+                j.instance()
+            ),
+        ));
+    }
+    let added: Vec<usize> = plan
+        .targets()
+        .iter()
+        .filter(|t| !p.targets.contains(&t.unit.id().uuid()))
+        .map(|t| t.unit.num)
+        .collect();
+    Ok(if added.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "Crypto unit(s) {} need the master key too and are not in the journal of the \
+             interrupted recovery (their current master key register was emptied since): \
+             they receive it as well.",
+            join(&added)
+        )]
+    })
 }
 
 /// `1, 2, 5`.

@@ -1,8 +1,9 @@
 //! A ceremony's workstation journal as the [`StepLog`] it records its steps in, for every
-//! command with `--resume` (`auto-init` today; rotation and recovery can adopt it):
-//! [`JournalLog::start`] before the first change, [`JournalLog::resume`] for the journal
-//! an interrupted run left, [`JournalLog::stopped`] for the error of a run that stops,
-//! [`JournalLog::finish`] when it ends well.
+//! command with `--resume` (`auto-init`, `auto-mk-rotate`, `cryptounit-mk-rotate`,
+//! `auto-recover`): [`JournalLog::start`] before the first change, [`JournalLog::resume`]
+//! for the journal an interrupted run left, [`JournalLog::stopped`] for the error of a run
+//! that stops, [`JournalLog::finish`] when it ends well; [`where_stopped`],
+//! [`not_found`] and [`not_this`] for what a resumed run says of the journal.
 
 use std::sync::Mutex;
 
@@ -10,7 +11,7 @@ use anyhow::{Context as _, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use tke_ceremony::StepLog;
 use tke_proto::BoxError;
-use tke_workstation::Journal;
+use tke_workstation::{FilesDir, Journal};
 
 use crate::context::Ctx;
 
@@ -64,15 +65,28 @@ impl<P: Serialize + DeserializeOwned> JournalLog<P> {
 impl<P> JournalLog<P> {
     /// The error of a run that stopped, then where its journal is and how to finish.
     pub fn stopped(&self, error: impl Into<anyhow::Error>) -> anyhow::Error {
+        self.stopped_with(error, None)
+    }
+
+    /// [`Self::stopped`], with `advice` on the cause before how to finish.
+    pub fn stopped_with(
+        &self,
+        error: impl Into<anyhow::Error>,
+        advice: Option<&str>,
+    ) -> anyhow::Error {
         let j = self.lock();
+        let finish = format!(
+            "The journal {} records where {command} stopped: once the cause is fixed, finish \
+             it with `tke {command} --resume` (no zeroize is needed).",
+            j.path().display(),
+            command = j.command()
+        );
         crate::report::Stopped {
             error: error.into(),
-            then: format!(
-                "The journal {} records where {command} stopped: once the cause is fixed, \
-                 finish it with `tke {command} --resume` (no zeroize is needed).",
-                j.path().display(),
-                command = j.command()
-            ),
+            then: match advice {
+                Some(a) => format!("{a}\n{finish}"),
+                None => finish,
+            },
         }
         .into()
     }
@@ -81,4 +95,62 @@ impl<P> JournalLog<P> {
         // A poisoned lock only means a panic elsewhere; the journal in it is whole.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Unix seconds as `2026-11-29T10:15:02Z`.
+pub fn utc(secs: u64) -> String {
+    let millis = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let text = tke_keystore::Created::from_unix_millis(millis).to_string();
+    // Whole seconds: the milliseconds are always `.000`.
+    text.strip_suffix(".000Z")
+        .map_or(text.clone(), |t| format!("{t}Z"))
+}
+
+/// Where the ceremony of `journal` stopped: `auto-mk-rotate of service instance X was
+/// interrupted after step key-committed at 2026-11-29T10:15:02Z (journal PATH)`.
+pub fn where_stopped<P>(journal: &Journal<P>) -> String {
+    let step = match journal.last_step() {
+        Some(s) => format!("after step {}", s.step),
+        None => "before its first step".to_owned(),
+    };
+    format!(
+        "{} of service instance {} was interrupted {step} at {} (journal {})",
+        journal.command(),
+        journal.instance(),
+        utc(journal.last_moved()),
+        journal.path().display()
+    )
+}
+
+/// Where the ceremony of `journal` stopped, for `--output json`: `{"step", "at"}` (the
+/// last step done, or null, and when).
+pub fn stopped_json<P>(journal: &Journal<P>) -> serde_json::Value {
+    serde_json::json!({
+        "step": journal.last_step().map(|s| s.step.clone()),
+        "at": utc(journal.last_moved()),
+    })
+}
+
+/// What a resumed run says when no journal is left: it goes on from what the units (and
+/// `also`, e.g. key storage) hold.
+pub fn not_found(files: &FilesDir, command: &str, instance: &str, also: &str) -> String {
+    format!(
+        "No journal of an interrupted {command} of service instance {instance} is in {} (it \
+         ran on another workstation, or its journal was removed): resuming from what the \
+         crypto units{also} hold.",
+        files.path().display()
+    )
+}
+
+/// The refusal of a journal left by another ceremony than the one the units show (`why`):
+/// nothing is changed, and the operator decides what the journal was.
+pub fn not_this<P>(journal: &Journal<P>, why: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the journal {path} is not the journal of this {command}: {why}; no crypto unit was \
+         changed\nIf the {command} it records is over or was abandoned, move the journal \
+         away (it holds no secret) and rerun `tke {command} --resume`: it then goes on from \
+         what the crypto units hold.",
+        path = journal.path().display(),
+        command = journal.command()
+    )
 }

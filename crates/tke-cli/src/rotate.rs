@@ -8,6 +8,10 @@
 //! parts), prints the plan and where an interrupted rotation stopped, asks, opens the
 //! keys the plan needs, prints the vendor's milestone lines and the re-encryption's
 //! progress (a bar on a terminal, lines otherwise), and the result.
+//!
+//! Each run keeps a journal in the workstation directory ([`RotateParams`], the steps of
+//! [`tke_ceremony::rotate::steps`]): `--resume` says from it where the rotation stopped and
+//! checks it against the units and key storage, which stay the truth.
 
 use std::{
     io::{IsTerminal as _, Write as _},
@@ -17,19 +21,22 @@ use std::{
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tke_ceremony::{
-    CeremonyError, Event, Flow, Problem, Progress, Rotate, RotationEvent, RotationProblem,
-    RotationStage, Rule,
+    rotate::steps, CeremonyError, Event, Flow, Problem, Progress, Rotate, RotatePlan,
+    RotationEvent, RotationProblem, RotationStage, Rule,
 };
 use tke_client::InstanceId;
 use tke_kms::ProgressReport;
-use tke_proto::RegisterState;
+use tke_proto::{RegisterState, Vp};
 use tke_sigkey::Signer;
+use tke_workstation::Journal;
 
 use crate::{
     auto_init::{choose_instance, Printer as AutoPrinter},
     context::Ctx,
+    journal::{not_found, not_this, stopped_json, where_stopped, JournalLog},
     registers::plan_table,
     signing::{self, SignerArgs},
     table::vp_lines,
@@ -207,6 +214,18 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
         Ok(plan) => plan,
         Err(e) => {
             if let Some(RotationProblem::NothingToResume { instance, why }) = only_rotation(&e) {
+                if let Some(j) = open_journal(ctx, flow, instance)? {
+                    // Every unit holds one current value (the plan found no rotation).
+                    let current = client
+                        .instance_units(instance)
+                        .first()
+                        .and_then(|u| client.query(u).ok())
+                        .and_then(|s| s.current_register.vp);
+                    let note = settle(j, current)?;
+                    if !ctx.json {
+                        println!("{note}");
+                    }
+                }
                 if ctx.json {
                     println!(
                         "{}",
@@ -219,8 +238,32 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
                 }
                 return Ok(());
             }
-            return Err(hint(e, flow));
+            let left = match interrupted_instance(&e) {
+                Some(instance) => open_journal(ctx, flow, instance)?,
+                None => None,
+            };
+            let e = hint(e, flow);
+            return Err(match left {
+                Some(j) => anyhow::anyhow!("{e}\nThe {}.", where_stopped(&j)),
+                None => e,
+            });
         }
+    };
+    // The journal an interrupted run left: checked against the units before anything is
+    // asked; a stale one (the units show no rotation under way, or the one it records
+    // finished: its new key is their current one) is settled after the confirmation.
+    let left = open_journal(ctx, flow, plan.instance())?;
+    let stale = match &left {
+        Some(j) => {
+            plan.stage() == &RotationStage::NotStarted || journal_to(j)? == Some(plan.from())
+        }
+        None => false,
+    };
+    let resuming = left.as_ref().filter(|_| !stale);
+    let interrupted = resuming.map(stopped_json);
+    let notes = match resuming {
+        Some(j) => check_journal(j, &plan)?,
+        None => Vec::new(),
     };
 
     let stage = plan.stage().clone();
@@ -237,6 +280,22 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
                 "NEW MASTER KEY VERIFICATION PATTERN\n{}\n",
                 vp_lines(Some(&to))
             );
+        }
+        match resuming {
+            Some(j) => println!("The {}.", where_stopped(j)),
+            None if plan.resumes() => println!(
+                "{}",
+                not_found(
+                    &ctx.files,
+                    flow.command(),
+                    &plan.instance().0,
+                    " and key storage"
+                )
+            ),
+            None => {}
+        }
+        for note in &notes {
+            println!("{note}");
         }
         if plan.resumes() {
             println!(
@@ -287,12 +346,34 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
         reencryption: Mutex::default(),
     };
     let resumed = plan.resumes();
-    let report = plan.execute(&signers, &printer).map_err(|e| {
-        anyhow::Error::new(e).context(format!(
-            "the master key rotation stopped before it finished; the crypto units and key storage hold what its steps reached: `tke {} --resume` finishes it from there (`tke cryptounit-mk` shows the registers)",
-            flow.command()
-        ))
+    let log = match left {
+        Some(j) if !stale => JournalLog::resume(j),
+        left => {
+            if let Some(j) = left {
+                let note = settle(j, Some(plan.from()))?;
+                if !quiet {
+                    println!("{note}");
+                }
+            }
+            JournalLog::start(
+                ctx,
+                flow.command(),
+                &plan.instance().0,
+                RotateParams::of(&plan),
+            )?
+        }
+    };
+    let nums: Vec<usize> = plan.units().iter().map(|(u, _)| u.num).collect();
+    let report = plan.execute_logged(&signers, &printer, &log).map_err(|e| {
+        let advice = unreachable_storage(&e, &nums);
+        log.stopped_with(
+            anyhow::Error::new(e).context(
+                "the master key rotation stopped before it finished; the crypto units and key storage hold what its steps reached (`tke cryptounit-mk` shows the registers)",
+            ),
+            advice.as_deref(),
+        )
     })?;
+    log.finish()?;
     if ctx.json {
         println!(
             "{}",
@@ -302,6 +383,7 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
                 "from": report.from.to_hex(),
                 "to": report.to.to_hex(),
                 "resumed_from": resumed.then(|| report.resumed_from.to_string()),
+                "interrupted": interrupted,
                 "key_storage": report.key_storage,
                 "reencrypted": report.reencrypted.map(|p| json!({"done": p.done, "total": p.total})),
                 "signed_by": names,
@@ -314,6 +396,250 @@ fn run(ctx: &Ctx, flow: Flow, instance: Option<usize>, args: &Args) -> Result<()
         );
     }
     Ok(())
+}
+
+/// What a rotation's journal records: the units, the recovery unit generating the key and
+/// both verification patterns (the new one once known: at the start when the key was
+/// loaded from parts, else with step `key-generated`). Never a secret.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateParams {
+    /// Every unit of the instance, as UUIDs, in number order.
+    units: Vec<String>,
+    /// The recovery unit the new key is generated in or copied from (auto), as a UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    /// The current master key's verification pattern, in hex.
+    from: String,
+    /// The new master key's verification pattern, in hex, when known at the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+}
+
+impl RotateParams {
+    fn of(plan: &RotatePlan<'_>) -> Self {
+        Self {
+            units: plan.units().iter().map(|(u, _)| u.id().uuid()).collect(),
+            source: plan.source().map(|u| u.id().uuid()),
+            from: plan.from().to_hex(),
+            to: plan.to().map(|vp| vp.to_hex()),
+        }
+    }
+}
+
+/// The journal of an interrupted rotation of `instance`: this flow's, else the other
+/// flow's (an `auto-mk-rotate` can be finished by `cryptounit-mk-rotate --resume` once
+/// the new key is committed everywhere, and the reverse).
+fn open_journal(
+    ctx: &Ctx,
+    flow: Flow,
+    instance: &InstanceId,
+) -> Result<Option<Journal<RotateParams>>> {
+    let other = match flow {
+        Flow::Auto => Flow::KeyParts,
+        Flow::KeyParts => Flow::Auto,
+    };
+    for f in [flow, other] {
+        let left = Journal::open(&ctx.files, f.command(), &instance.0).map_err(|e| {
+            anyhow::anyhow!(
+                "{:#}\nA rotation needs no journal to be finished: with the file moved away, \
+                 `tke {} --resume` finishes it from what the crypto units and key storage \
+                 hold.",
+                anyhow::Error::new(e),
+                f.command()
+            )
+        })?;
+        if let Some(j) = left {
+            return Ok(Some(j));
+        }
+    }
+    Ok(None)
+}
+
+/// The new master key's VP the journal records, if known; a bad value is an error naming
+/// the journal.
+fn journal_vp(j: &Journal<RotateParams>, field: &str, hex: Option<&str>) -> Result<Option<Vp>> {
+    hex.map(|h| {
+        Vp::from_hex(h).map_err(|_| {
+            anyhow::anyhow!(
+                "the journal {} is corrupt: {field} is not a 64-hex-digit verification pattern; \
+                 it is left as it was: move it away (it holds no secret) and rerun with --resume",
+                j.path().display()
+            )
+        })
+    })
+    .transpose()
+}
+
+/// The new VP the journal records.
+fn journal_to(j: &Journal<RotateParams>) -> Result<Option<Vp>> {
+    let to = journal_vp(j, "to", j.params().to.as_deref())?;
+    let generated = journal_vp(j, steps::KEY_GENERATED, j.detail(steps::KEY_GENERATED))?;
+    Ok(to.or(generated))
+}
+
+/// `0123456789abcdef...`.
+fn short(vp: &Vp) -> String {
+    format!("{}...", &vp.to_hex()[..16])
+}
+
+/// Checks the journal of an interrupted rotation against what the plan found: another
+/// instance's units, another current or new key is refused; a journal that records more
+/// than the units show is explained (the units are followed). Returns the explanations.
+fn check_journal(j: &Journal<RotateParams>, plan: &RotatePlan<'_>) -> Result<Vec<String>> {
+    let asked = &j.params().units;
+    let units: Vec<String> = plan.units().iter().map(|(u, _)| u.id().uuid()).collect();
+    let gone: Vec<&String> = asked.iter().filter(|u| !units.contains(u)).collect();
+    let added: Vec<String> = plan
+        .units()
+        .iter()
+        .filter(|(u, _)| !asked.contains(&u.id().uuid()))
+        .map(|(u, _)| format!("{} ({})", u.num, u.id().uuid()))
+        .collect();
+    if !gone.is_empty() || !added.is_empty() {
+        let mut why = Vec::new();
+        if !gone.is_empty() {
+            why.push(format!(
+                "it records crypto unit(s) {} that are not in service instance {}",
+                gone.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                plan.instance()
+            ));
+        }
+        if !added.is_empty() {
+            why.push(format!(
+                "crypto unit(s) {} of the instance are not in it",
+                added.join(", ")
+            ));
+        }
+        return Err(not_this(j, &why.join(", and ")));
+    }
+    let from = journal_vp(j, "from", Some(&j.params().from))?;
+    if from != Some(plan.from()) {
+        return Err(not_this(
+            j,
+            &format!(
+                "it records a rotation from the master key with verification pattern {}, and \
+                 the crypto units' current master key is {}",
+                from.as_ref().map_or_else(String::new, short),
+                short(&plan.from())
+            ),
+        ));
+    }
+    if let (Some(recorded), Some(held)) = (journal_to(j)?, plan.to()) {
+        if recorded != held {
+            return Err(not_this(
+                j,
+                &format!(
+                    "it records a rotation to the master key with verification pattern {}, and \
+                     the crypto units' new master key registers hold {}",
+                    short(&recorded),
+                    short(&held)
+                ),
+            ));
+        }
+    }
+    // How far each says the rotation went; the units may be ahead (a step done, the run
+    // killed before recording it), never behind without someone else's change.
+    let order = [
+        steps::KEY_GENERATED,
+        steps::KEY_TRANSFERRED,
+        steps::KEY_COMMITTED,
+        steps::REENCRYPTION_BEGUN,
+        steps::REENCRYPTED,
+        steps::SET_IMMEDIATE,
+    ];
+    let recorded = j
+        .steps()
+        .iter()
+        .filter_map(|s| order.iter().position(|o| *o == s.step))
+        .max();
+    let reached = match plan.stage() {
+        RotationStage::NotStarted => None,
+        RotationStage::Generated { holding, total, .. } => {
+            Some(if holding.len() == *total { 1 } else { 0 })
+        }
+        RotationStage::Committed { reencrypted: None } => Some(2),
+        RotationStage::Committed { .. } => Some(3),
+        RotationStage::Promoting { .. } => Some(4),
+    };
+    Ok(match recorded {
+        Some(r) if reached.is_none_or(|u| r > u) => vec![format!(
+            "The journal records step {} done, but {}: someone changed the crypto units or key \
+             storage after the run stopped, or a crypto unit lost its state. The crypto units \
+             and key storage are the truth: the rotation is finished from what they hold.",
+            order[r],
+            plan.stage()
+        )],
+        _ => Vec::new(),
+    })
+}
+
+/// Removes the journal of a rotation the units show as over (`current`: their one
+/// current value, when known): finished, with only the journal's removal missed, or
+/// abandoned. Says which.
+fn settle(j: Journal<RotateParams>, current: Option<Vp>) -> Result<String> {
+    let to = journal_to(&j)?;
+    let what = match (to, current) {
+        (Some(to), Some(current)) if to != current => format!(
+            "no crypto unit holds its new master key ({}) any more: the rotation was abandoned",
+            short(&to)
+        ),
+        (None, _) => "it stopped before any crypto unit was changed".to_owned(),
+        (Some(_), Some(_)) => "the crypto units show the rotation finished".to_owned(),
+        (Some(_), None) => "the crypto units show no rotation under way".to_owned(),
+    };
+    let note = format!("The {}; {what}. The journal is removed.", where_stopped(&j));
+    let path = j.path().to_owned();
+    j.finish().map_err(|e| {
+        anyhow::anyhow!(
+            "the journal {} of an interrupted rotation cannot be removed ({e}): remove it by \
+             hand; no crypto unit was changed",
+            path.display()
+        )
+    })?;
+    Ok(note)
+}
+
+/// What to do when the key storage stopped answering mid-rotation (its `tke-unitd`
+/// killed, the network down): nothing is lost, and the server must be back first.
+fn unreachable_storage(e: &CeremonyError, units: &[usize]) -> Option<String> {
+    match e {
+        CeremonyError::KeyStorage { instance, source }
+            if matches!(source.as_ref(), tke_kms::KmsError::Transport(_)) =>
+        {
+            Some(format!(
+                "The unit server that keeps the key storage of service instance {instance} \
+                 stopped answering (named above). Nothing is lost: every record stays under \
+                 the old or the new master key, both held by crypto units {} of the \
+                 instance, and the rotation stays recorded in key storage (create, wrap and \
+                 unwrap wait for it). Start that server again (`tke cryptounits` lists its \
+                 crypto units once it answers).",
+                units
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The instance of a rotation a plain run found under way.
+fn interrupted_instance(e: &CeremonyError) -> Option<&InstanceId> {
+    match e {
+        CeremonyError::Problems(p) => p.iter().find_map(|p| match p {
+            Problem::Rotation(r) => match r.as_ref() {
+                RotationProblem::Interrupted { instance, .. } => Some(instance),
+                _ => None,
+            },
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
 /// The one rotation problem a plan was refused for, if that is all.

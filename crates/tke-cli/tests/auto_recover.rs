@@ -1,7 +1,8 @@
 //! End-to-end `auto-recover` through the real `tke` binary, on the embedded fleet: a
 //! zeroized unit, brought out of imprint mode again, receives the instance's master key;
 //! every pre-check refuses with nothing changed; a run killed at each crash point is
-//! finished by the next.
+//! finished by the next, its workstation journal left meanwhile and removed at the end; a
+//! journal of another recovery is refused, a missing one said.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -334,6 +335,8 @@ fn a_recovery_killed_at_each_step_is_finished_by_the_next_run() {
             stopped.contains(&new_after_kill),
             "{point}: new registers {stopped:?}"
         );
+        // The workstation's journal of the run is left (0600, no password in it).
+        assert!(w.journal("auto-recover").is_some(), "{point}: no journal");
 
         let out = w.ok(&[
             "--secrets",
@@ -346,6 +349,13 @@ fn a_recovery_killed_at_each_step_is_finished_by_the_next_run() {
         ]);
         let report: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(report["vp"], vp.as_str(), "{point}");
+        // Where the journal says the killed run stopped.
+        let step = if point == "after-importers" {
+            "importers-generated"
+        } else {
+            "key-exported"
+        };
+        assert_eq!(report["interrupted"]["step"], step, "{point}: {out}");
         let resumed = report["resumed"].as_array().unwrap();
         // Killed after the import or commit of one target, the run resumes there (after
         // set immediate the other target may be part-way too); before any import, there
@@ -365,5 +375,72 @@ fn a_recovery_killed_at_each_step_is_finished_by_the_next_run() {
         done.sort_unstable();
         assert_eq!(done, [1, 2, 4], "{point}: {out}");
         assert_all_hold(&w, &vp);
+        assert_eq!(
+            w.journal("auto-recover"),
+            None,
+            "{point}: the journal is left"
+        );
     }
+}
+
+#[test]
+fn a_recovery_journal_is_checked_against_the_units_and_a_missing_one_is_said() {
+    let (w, s, vp) = initialized();
+    zeroize_and_reimprint(&w, &s, &["2"], "2");
+    let args = ["--secrets", s.as_str(), "auto-recover", "--yes"];
+    w.crash("auto-recover:after-import", &args);
+    let path = w.journal_path("auto-recover").expect("a journal");
+    let kept = std::fs::read_to_string(&path).unwrap();
+    let journal: Value = serde_json::from_str(&kept).unwrap();
+    let source = journal["params"]["source"].as_str().unwrap();
+    let target = journal["params"]["targets"][0].as_str().unwrap();
+    let nobody = "00000000-0000-4000-8000-000000000000";
+
+    // The journal of another recovery: refused, naming the file and what differs;
+    // nothing changed.
+    for (name, from, to) in [
+        (
+            "recover_journal_of_another_key",
+            vp.as_str(),
+            &*"00".repeat(32),
+        ),
+        ("recover_journal_from_another_unit", source, nobody),
+        ("recover_journal_of_other_targets", target, nobody),
+    ] {
+        std::fs::write(&path, kept.replace(from, to)).unwrap();
+        refused(&w, name, &args);
+    }
+    // A journal cut short (or of another version) is not guessed at.
+    std::fs::write(&path, &kept[..kept.len() / 2]).unwrap();
+    refused(&w, "recover_journal_corrupt", &args);
+
+    // The journal as it was, and unit 1 has lost the key since: the run says where the
+    // interrupted one stopped, that unit 1 is not in its journal, and recovers both.
+    std::fs::write(&path, &kept).unwrap();
+    zeroize_and_reimprint(&w, &s, &["1"], "2");
+    let out = w.ok(&args);
+    assert!(
+        out.contains("was interrupted after step key-exported at ")
+            && out.contains("Crypto unit(s) 1 need the master key too and are not in the journal"),
+        "{out}"
+    );
+    assert_eq!(w.journal("auto-recover"), None);
+    assert_all_hold(&w, &vp);
+
+    // No journal: the run says so, finishes from the units, and leaves none.
+    zeroize_and_reimprint(&w, &s, &["2"], "2");
+    w.crash("auto-recover:after-import", &args);
+    std::fs::remove_file(w.journal_path("auto-recover").unwrap()).unwrap();
+    let out = w.ok(&args);
+    assert!(
+        out.contains(&format!(
+            "No journal of an interrupted auto-recover of service instance {} is in {}",
+            journal["instance"].as_str().unwrap(),
+            w.path().display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("Resuming an interrupted recovery"), "{out}");
+    assert_eq!(w.journal("auto-recover"), None);
+    assert_all_hold(&w, &vp);
 }

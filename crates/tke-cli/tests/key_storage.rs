@@ -11,7 +11,12 @@
 //! zeroize guard refusing `cryptounit-zeroize` and `cryptounit-mk-clrcur` while keys are
 //! stored, and doing them with the typed confirmation; with `tke-unitd`, the server
 //! SIGKILLed while a rotation is stopped, `--resume` refused while it is down and
-//! finishing once it is back.
+//! finishing once it is back; and `tke-unitd` SIGKILLed while `auto-mk-rotate` runs (slow
+//! units, killed during a re-encryption call): `tke` fails naming the server, the units
+//! and `--resume` (snapshot), nothing is lost, and `--resume` finishes after a restart.
+//! Every crash test also checks the workstation's journal: left at the crash (0600, no
+//! password), where it stopped said by the refused rerun and by `--resume`, removed at
+//! the end.
 //!
 //! `during-reencrypt` fires only with more than one re-encryption step
 //! (`REENCRYPT_BATCH` records): the automated flow's test grows its store past that for
@@ -86,6 +91,17 @@ struct DataKey {
 /// key (through the library); `sample` of them also wrapped and unwrapped through `tke kms
 /// wrap` and `tke kms unwrap`.
 fn keys_with_data(w: &Workstation, count: u32, sample: usize) -> Vec<DataKey> {
+    keys_with_data_in(w, || key_service(w), count, sample)
+}
+
+/// [`keys_with_data`], the data keys wrapped through the key service `open` opens once
+/// the root keys are made.
+fn keys_with_data_in(
+    w: &Workstation,
+    open: impl Fn() -> Arc<dyn KeyService>,
+    count: u32,
+    sample: usize,
+) -> Vec<DataKey> {
     let made = json(
         w,
         &[
@@ -99,7 +115,7 @@ fn keys_with_data(w: &Workstation, count: u32, sample: usize) -> Vec<DataKey> {
     );
     let made = made.as_array().unwrap();
     assert_eq!(made.len(), count as usize);
-    let kms = key_service(w);
+    let kms = open();
     let keys: Vec<DataKey> = made
         .iter()
         .enumerate()
@@ -156,7 +172,11 @@ fn keys_with_data(w: &Workstation, count: u32, sample: usize) -> Vec<DataKey> {
 /// Every data key unwraps through the key service to the same bytes; key storage lists
 /// exactly the same root key ids, every one under the master key `vp`.
 fn assert_every_key_unwraps(w: &Workstation, keys: &[DataKey], vp: &str) {
-    let kms = key_service(w);
+    assert_every_key_unwraps_in(w, key_service(w).as_ref(), keys, vp);
+}
+
+/// [`assert_every_key_unwraps`] through `kms`.
+fn assert_every_key_unwraps_in(w: &Workstation, kms: &dyn KeyService, keys: &[DataKey], vp: &str) {
     for k in keys {
         let plain = kms
             .unwrap(&k.root, &k.wrapped)
@@ -196,7 +216,23 @@ fn assert_readable_by(
     step: usize,
     ask: impl Fn(&UnitRef) -> bool,
 ) -> BTreeMap<Vp, usize> {
-    let (client, instance) = library(w);
+    readable_by(
+        library(w),
+        &w.path().join("local").join("keys"),
+        keys,
+        step,
+        ask,
+    )
+}
+
+/// [`assert_readable_by`] through `client` and the key store in `stores`.
+fn readable_by(
+    (client, instance): (Client, InstanceId),
+    stores: &std::path::Path,
+    keys: &[DataKey],
+    step: usize,
+    ask: impl Fn(&UnitRef) -> bool,
+) -> BTreeMap<Vp, usize> {
     let calls = ClientUnits::new(client, instance.clone());
     let units: Vec<UnitRef> = calls
         .units()
@@ -205,11 +241,7 @@ fn assert_readable_by(
         .filter(|u| ask(u))
         .collect();
     assert!(!units.is_empty());
-    let store = SqliteKeyStore::open(&tke_client::kms::store_path(
-        &w.path().join("local").join("keys"),
-        &instance,
-    ))
-    .unwrap();
+    let store = SqliteKeyStore::open(&tke_client::kms::store_path(stores, &instance)).unwrap();
     let mut by_vp = BTreeMap::new();
     for k in keys.iter().step_by(step.max(1)) {
         let record = store.get(&k.root).unwrap();
@@ -361,9 +393,24 @@ const REENCRYPTION_STEPS: [&str; 5] = [
     "after-setimm",
 ];
 
-/// Runs `args` killed at `point`, checks the stopped state, finishes with `resume` (or,
-/// where nothing is left, sees it say so) and checks that every key unwraps under the
-/// new key.
+/// The last step a rotation's journal records when the run is killed at `point`
+/// (`CMD:step`): a step is recorded once done everywhere, before the next begins.
+fn journaled_step(point: &str) -> &'static str {
+    match point.split(':').nth(1).unwrap() {
+        "after-generate" | "during-transfer" => "key-generated",
+        "after-transfer" => "key-transferred",
+        "after-commit" => "key-committed",
+        "after-begin" | "during-reencrypt" => "reencryption-begun",
+        "after-reencrypt" | "during-setimm" => "key-storage-reencrypted",
+        "after-setimm" => "set-immediate",
+        other => panic!("no crash point {other}"),
+    }
+}
+
+/// Runs `args` killed at `point`, checks the stopped state and the journal left (the
+/// plain rerun and `--resume` say where it stopped), finishes with `resume` (or, where
+/// nothing is left, sees it say so), checks that the journal is gone and that every key
+/// unwraps under the new key.
 fn crash_and_resume(
     w: &Workstation,
     keys: &[DataKey],
@@ -379,11 +426,27 @@ fn crash_and_resume(
         "{point}:\n{out}"
     );
     assert_stopped_rotation(w, keys, point, &old);
+    let command = point.split(':').next().unwrap();
+    let journal = w
+        .journal(command)
+        .unwrap_or_else(|| panic!("{point}: no journal"));
+    let step = journaled_step(point);
+    assert!(
+        journal.contains(&format!("\"step\": \"{step}\"")),
+        "{point}: {journal}"
+    );
+    let stopped = format!("{command} of service instance ");
+    let after = format!(" was interrupted after step {step} at ");
     if !point.ends_with("after-setimm") {
-        // A plain rerun is refused, naming --resume, and changes nothing.
+        // A plain rerun is refused, naming --resume and where it stopped, and changes
+        // nothing.
         let before = w.snapshot();
         let err = w.fails(args, 1);
         assert!(err.contains(" --resume`"), "{point}: {err}");
+        assert!(
+            err.contains(&stopped) && err.contains(&after),
+            "{point}: {err}"
+        );
         assert_eq!(
             before,
             w.snapshot(),
@@ -391,9 +454,18 @@ fn crash_and_resume(
         );
     }
     let out = w.ok(resume);
+    assert!(
+        out.contains(&stopped) && out.contains(&after),
+        "{point}:\n{out}"
+    );
+    assert_eq!(w.journal(command), None, "{point}: the journal is left");
     if point.ends_with("after-setimm") {
         assert!(
             out.contains("There is nothing to resume."),
+            "{point}:\n{out}"
+        );
+        assert!(
+            out.contains("the crypto units show the rotation finished. The journal is removed."),
             "{point}:\n{out}"
         );
     } else {
@@ -610,7 +682,33 @@ fn the_zeroize_guard_then_auto_recover_with_keys_stored() {
         w.crash(&point, &["--secrets", &s, "auto-recover", "--yes"]);
         assert_readable_by(&w, &keys, 1, |_| true);
         assert_listed(&w, keys.len(), &point);
-        w.ok(&["--secrets", &s, "auto-recover", "--resume", "--yes"]);
+        // The journal says where it stopped; the resumed run says so and removes it.
+        let step = if point.ends_with("after-importers") {
+            "importers-generated"
+        } else {
+            "key-exported"
+        };
+        let journal = w.journal("auto-recover").expect("a journal");
+        assert!(
+            journal.contains(&format!("\"step\": \"{step}\"")),
+            "{point}: {journal}"
+        );
+        let out = w.ok(&["--secrets", &s, "auto-recover", "--resume", "--yes"]);
+        assert!(
+            out.contains(&format!(
+                "auto-recover of service instance {instance} was interrupted after step {step} at "
+            )),
+            "{point}:\n{out}"
+        );
+        assert!(
+            !out.contains("No interrupted recovery was found"),
+            "{point}:\n{out}"
+        );
+        assert_eq!(
+            w.journal("auto-recover"),
+            None,
+            "{point}: the journal is left"
+        );
         select(&w, &["1", "2", "3", "4"]);
         assert_eq!(one_current_value(&w), vp, "{point}");
         assert_every_key_unwraps(&w, &keys, &vp);
@@ -631,20 +729,25 @@ fn the_zeroize_guard_then_auto_recover_with_keys_stored() {
     }
 }
 
-#[test]
-fn a_unit_server_killed_during_a_rotation_is_restarted_and_resume_finishes() {
-    let root = tempfile::tempdir().unwrap();
-    let mut server = tke_test_support::Server::init(
-        root.path(),
-        "srv",
-        &["--operational", "2", "--recovery", "2"],
-    );
+/// A `tke-unitd` in `root` with 2 operational and 2 recovery units, started, and a
+/// workstation targeting it, initialized by `auto-init` with alice and bob, thresholds
+/// 2/2; the secrets file's path.
+fn server_fleet(root: &std::path::Path) -> (tke_test_support::Server, Workstation, String) {
+    let mut server =
+        tke_test_support::Server::init(root, "srv", &["--operational", "2", "--recovery", "2"]);
     server.start();
     let w = tke();
     w.add_target(&server, &server);
     w.file_keys(&PW[..2]);
     let s = w.secrets(PW).to_str().unwrap().to_owned();
     w.auto_init(&s, (2, 2), &["alice", "bob"]);
+    (server, w, s)
+}
+
+#[test]
+fn a_unit_server_killed_during_a_rotation_is_restarted_and_resume_finishes() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut server, w, s) = server_fleet(root.path());
     // Root keys in the server's key storage, a data key wrapped under each of a few.
     let made = json(&w, &["kms", "create", "--name", "r", "--count", "20"]);
     let ids: Vec<&str> = made
@@ -721,5 +824,155 @@ fn a_unit_server_killed_during_a_rotation_is_restarted_and_resume_finishes() {
             .all(|k| k["vp"].as_str().unwrap().eq_ignore_ascii_case(&new)));
         unwrap_all(step);
     }
+    server.stop();
+}
+
+/// The units and key storage of `server`'s one instance through the library, over HTTPS
+/// with the server's own API key.
+fn server_library(server: &tke_test_support::Server) -> (Client, InstanceId) {
+    use tke_test_support::server::{ca_of, transport};
+    let ca = ca_of(std::path::Path::new(&server.path("")));
+    let t = transport(
+        &server.url(),
+        &ca,
+        std::path::Path::new(&server.path("api-key")),
+    );
+    let client = Client::connect(vec![(Arc::new(t) as Arc<dyn Transport>, ca)]).unwrap();
+    let instance = client.instances()[0].clone();
+    (client, instance)
+}
+
+#[test]
+fn tke_unitd_killed_while_auto_mk_rotate_re_encrypts_fails_naming_it_and_resume_finishes() {
+    use std::io::{BufRead as _, BufReader};
+    let root = tempfile::tempdir().unwrap();
+    let (mut server, w, s) = server_fleet(root.path());
+    // Two re-encryption calls' worth of root keys, and data keys wrapped under a few more.
+    let batch = u32::try_from(tke_ceremony::rotate::REENCRYPT_BATCH).unwrap();
+    json(
+        &w,
+        &[
+            "kms",
+            "create",
+            "--name",
+            "bulk",
+            "--count",
+            &(2 * batch).to_string(),
+        ],
+    );
+    let keys = keys_with_data_in(
+        &w,
+        || {
+            let (client, instance) = server_library(&server);
+            client.key_service(&instance).unwrap().unwrap()
+        },
+        40,
+        2,
+    );
+    let total = 2 * batch as usize + keys.len();
+    let old = one_current_value(&w);
+
+    // Units as slow as a real HSM's round trip, so that re-encryption takes seconds;
+    // tke-unitd SIGKILLed while `tke` waits for a re-encryption call.
+    server.stop();
+    server.start_with(&["--latency-ms", "400"]);
+    let args = ["--secrets", s.as_str(), "auto-mk-rotate", "--yes"];
+    let mut child = w
+        .tke()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut before_kill = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        before_kill.push_str(&line);
+        before_kill.push('\n');
+        if line.starts_with("Re-encrypting key storage: 0 of ") {
+            break;
+        }
+    }
+    assert!(
+        before_kill.contains(&format!("Re-encrypting key storage: 0 of {total} keys")),
+        "{before_kill}"
+    );
+    // The first call is on its way (each takes over a second at this latency).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.kill();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // The transport's own words for the broken connection depend on the moment it broke
+    // (waiting for the answer, almost always).
+    let cut = "connection failure while ";
+    let at = stderr.find(cut).unwrap_or_else(|| panic!("{stderr}")) + cut.len();
+    let end = at + stderr[at..].find('\n').unwrap();
+    let stderr = format!("{}[CAUSE]{}", &stderr[..at], &stderr[end..]);
+    common::snap::assert_snapshot(
+        "rotate_unit_server_killed",
+        &common::snap::redact_paths(&stderr, &[(w.path(), "[WS]")]),
+    );
+    let journal = w.journal("auto-mk-rotate").expect("a journal");
+    assert!(
+        journal.contains("\"step\": \"reencryption-begun\""),
+        "{journal}"
+    );
+
+    // Nothing lost: back up, every record is under the old key or the new one, each
+    // readable by a unit under the VP it is tagged with; create waits, list works.
+    server.start();
+    let stores = std::path::PathBuf::from(server.path("keys"));
+    readable_by(server_library(&server), &stores, &keys, 1, |_| true);
+    let (client, instance) = server_library(&server);
+    let summary = client
+        .key_service(&instance)
+        .unwrap()
+        .unwrap()
+        .summary()
+        .unwrap();
+    assert_eq!(summary.total as usize, total);
+    let rotation = summary.rotation.expect("the rotation marker survived");
+    assert!(rotation.from.to_hex().eq_ignore_ascii_case(&old));
+    assert!(
+        summary
+            .by_vp
+            .iter()
+            .all(|(vp, _)| *vp == rotation.from || *vp == rotation.to),
+        "every record under the old key or the new one: {:?}",
+        summary.by_vp
+    );
+    let err = w.fails(&["kms", "create", "--name", "late"], 1);
+    assert!(err.contains("rotation in progress"), "{err}");
+    assert_listed(&w, total, "killed");
+
+    // --resume says where it stopped and finishes; every data key unwraps to the same
+    // bytes under the new key; the journal is gone.
+    let out = w.ok(&[&args[..], &["--resume"]].concat());
+    assert!(
+        out.contains(&format!(
+            "auto-mk-rotate of service instance {instance} was interrupted after step reencryption-begun at "
+        )),
+        "{out}"
+    );
+    assert!(out.contains("Master key rotation successful."), "{out}");
+    assert_eq!(w.journal("auto-mk-rotate"), None);
+    let new = one_current_value(&w);
+    assert_ne!(new, old);
+    let (client, instance) = server_library(&server);
+    let kms = client.key_service(&instance).unwrap().unwrap();
+    for k in &keys {
+        assert_eq!(
+            &*kms.unwrap(&k.root, &k.wrapped).unwrap(),
+            k.plain.as_slice()
+        );
+    }
+    let list = json(&w, &["kms", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), total);
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k["vp"].as_str().unwrap().eq_ignore_ascii_case(&new)));
     server.stop();
 }

@@ -4,7 +4,10 @@
 //! check that nothing changed; the process killed with SIGKILL at each crash point, a
 //! plain rerun refused naming `--resume`, and `--resume` finishing with the value the
 //! interrupted run generated; `cryptounit-mk-rotate` after a key-part load and commit,
-//! interrupted and resumed the same way.
+//! interrupted and resumed the same way; the workstation's journal of an interrupted
+//! rotation checked against the units (another rotation's or other units' journal
+//! refused, a journal ahead of the units explained and the units followed, a missing one
+//! said and the resume finished from the units).
 //!
 //! These fleets' key storage is empty: the crash points inside the re-encryption, and
 //! rotations with keys stored, are tested in `key_storage.rs`.
@@ -249,6 +252,7 @@ fn auto_mk_rotate_killed_at_each_step_resumes_with_the_same_new_key() {
         let old = one_current_value(&w);
         let point = format!("auto-mk-rotate:{step}");
         let out = w.crash(&point, &args);
+        assert!(w.journal("auto-mk-rotate").is_some(), "{point}: no journal");
         // The first milestone is printed once every unit holds the new value committed.
         let committed = !matches!(
             step,
@@ -309,6 +313,11 @@ fn auto_mk_rotate_killed_at_each_step_resumes_with_the_same_new_key() {
             assert!(!out.contains("Generating"), "{point}:\n{out}");
         }
         assert_eq!(one_current_value(&w), new, "{point}");
+        assert_eq!(
+            w.journal("auto-mk-rotate"),
+            None,
+            "{point}: the journal is left"
+        );
     }
 }
 
@@ -460,4 +469,114 @@ fn auto_mk_rotate_asks_for_the_instance_confirmation_and_passwords_on_a_terminal
     // The instance rotated (and is the selection `cryptounit-compare` shows).
     let new = one_current_value(&w);
     assert_ne!(new, old);
+}
+
+/// The journal file of the one `auto-mk-rotate` left in `w`.
+fn rotate_journal(w: &Workstation) -> std::path::PathBuf {
+    w.journal_path("auto-mk-rotate")
+        .expect("a journal of auto-mk-rotate")
+}
+
+#[test]
+fn a_rotation_journal_is_checked_against_the_units_which_stay_the_truth() {
+    let (w, s) = initialized();
+    let args = ["--secrets", s.as_str(), "auto-mk-rotate", "--yes"];
+    let resume = [&args[..], &["--resume"]].concat();
+    w.crash("auto-mk-rotate:after-transfer", &args);
+    let path = rotate_journal(&w);
+    let kept = std::fs::read_to_string(&path).unwrap();
+    let journal: Value = serde_json::from_str(&kept).unwrap();
+    let from = journal["params"]["from"].as_str().unwrap().to_owned();
+    let to = journal["steps"][0]["detail"].as_str().unwrap().to_owned();
+    let unit = journal["params"]["units"][0].as_str().unwrap().to_owned();
+
+    // The journal of another rotation: refused, naming the file and what differs;
+    // nothing changed (the journal left as it was).
+    let other = "00".repeat(32);
+    for (name, from_text, to_text) in [
+        (
+            "rotate_journal_of_another_rotation",
+            from.as_str(),
+            other.as_str(),
+        ),
+        (
+            "rotate_journal_from_another_key",
+            other.as_str(),
+            to.as_str(),
+        ),
+        ("rotate_journal_of_other_units", from.as_str(), to.as_str()),
+    ] {
+        let mut text = kept.replace(&from, from_text).replace(&to, to_text);
+        if name.ends_with("other_units") {
+            text = text.replace(&unit, "00000000-0000-4000-8000-000000000000");
+        }
+        std::fs::write(&path, &text).unwrap();
+        refused(&w, name, &resume, 1);
+    }
+    // A journal cut short (or of another version) is not guessed at.
+    std::fs::write(&path, &kept[..kept.len() / 2]).unwrap();
+    refused(&w, "rotate_journal_corrupt", &resume, 1);
+    std::fs::write(&path, &kept).unwrap();
+
+    // Someone cleared unit 1's new register after the run stopped: the journal records
+    // the transfer done, the units show it is not; the units are followed and the key
+    // copied to unit 1 again.
+    w.ok(&["cryptounit-rm", "1", "2", "3", "4"]);
+    w.ok(&["cryptounit-add", "1"]);
+    w.ok(&["--secrets", &s, "cryptounit-mk-clrnew"]);
+    let out = w.ok(&resume);
+    assert!(
+        out.contains(
+            "The journal records step key-transferred done, but the new master key was generated in recovery crypto unit 3 and is in the new master key register of 3 of 4 crypto units (2, 3, 4)"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("Master key rotation successful."), "{out}");
+    assert_eq!(one_current_value(&w), to);
+    assert!(!path.exists(), "the journal is left");
+
+    // No journal (another workstation stopped, or it was removed): the units and key
+    // storage allow the resume, which says so and goes on; a journal is kept from there
+    // and removed at the end.
+    w.crash("auto-mk-rotate:after-commit", &args);
+    std::fs::remove_file(rotate_journal(&w)).unwrap();
+    let out = w.ok(&resume);
+    assert!(
+        out.contains(&format!(
+            "No journal of an interrupted auto-mk-rotate of service instance {} is in {} (it ran on another workstation, or its journal was removed): resuming from what the crypto units and key storage hold.",
+            journal["instance"].as_str().unwrap(),
+            w.path().display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("Master key rotation successful."), "{out}");
+    assert_eq!(w.journal("auto-mk-rotate"), None);
+
+    // An abandoned rotation: killed after generating, then the new key cleared by hand.
+    // The next rotation says so, removes that journal, and runs with a journal of its own.
+    w.crash("auto-mk-rotate:after-generate", &args);
+    w.ok(&["cryptounit-rm", "1", "2", "3", "4"]);
+    w.ok(&["cryptounit-add", "3"]);
+    w.ok(&["--secrets", &s, "cryptounit-mk-clrnew"]);
+    let out = w.ok(&args);
+    assert!(
+        out.contains("was interrupted after step key-generated at ")
+            && out.contains("any more: the rotation was abandoned. The journal is removed."),
+        "{out}"
+    );
+    assert!(out.contains("Master key rotation successful."), "{out}");
+    assert_eq!(w.journal("auto-mk-rotate"), None);
+
+    // A journal left by a rotation that finished (killed after its last command) stops
+    // no later rotation: it is said and removed.
+    w.crash("auto-mk-rotate:after-setimm", &args);
+    let done = one_current_value(&w);
+    let out = w.ok(&args);
+    assert!(
+        out.contains("the crypto units show the rotation finished. The journal is removed."),
+        "{out}"
+    );
+    assert!(out.contains("Master key rotation successful."), "{out}");
+    assert_ne!(one_current_value(&w), done);
+    assert_eq!(w.journal("auto-mk-rotate"), None);
 }

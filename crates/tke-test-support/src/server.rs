@@ -418,6 +418,14 @@ impl Server {
         self.process = Some(ServerProc::start(&self.dir, self.port));
     }
 
+    /// As [`Server::start`], with more arguments for `serve` (such as `--latency-ms 20`).
+    ///
+    /// # Panics
+    /// As [`ServerProc::start`].
+    pub fn start_with(&mut self, args: &[&str]) {
+        self.process = Some(ServerProc::start_with(&self.dir, self.port, args));
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill(&mut self) {
         self.process = None;

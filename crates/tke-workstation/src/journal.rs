@@ -27,6 +27,10 @@ pub struct JournalStep {
     /// secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Unix time in seconds when the step was recorded (absent in journals written before
+    /// steps were timed), so that a resumed run can say when the ceremony stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
 }
 
 /// The journal file, version 1.
@@ -115,10 +119,7 @@ impl<P: Serialize + DeserializeOwned> Journal<P> {
     /// there (an interrupted ceremony to resume, or one running now);
     /// [`KeyFileError::Io`] when it cannot be written.
     pub fn create(dir: &FilesDir, command: &str, instance: &str, params: P) -> Result<Self> {
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let started = now();
         let journal = Self {
             path: dir.journal_path(command, instance),
             file: JournalFileV1 {
@@ -194,6 +195,7 @@ impl<P: Serialize + DeserializeOwned> Journal<P> {
         self.file.steps.push(JournalStep {
             step: step.to_owned(),
             detail,
+            at: Some(now()),
         });
         let written = self.bytes().and_then(|b| {
             atomic::write_private(&self.path, &b).map_err(io_err("write", &self.path))
@@ -228,7 +230,26 @@ impl<P: Serialize + DeserializeOwned> Journal<P> {
     }
 }
 
+/// Unix time in seconds (0 if the clock is before 1970).
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
 impl<P> Journal<P> {
+    /// When the ceremony last moved: the time of its last step, else when it started
+    /// (Unix seconds).
+    pub fn last_moved(&self) -> u64 {
+        self.file
+            .steps
+            .iter()
+            .rev()
+            .find_map(|s| s.at)
+            .unwrap_or(self.file.started)
+    }
+
     /// The file.
     pub fn path(&self) -> &std::path::Path {
         &self.path
@@ -324,12 +345,33 @@ mod tests {
         assert!(j.has("admins-installed") && !j.has("thresholds-set"));
         assert_eq!(j.detail("key-generated"), Some("00ff"));
         assert_eq!(j.last_step().unwrap().step, "key-generated");
+        // Each step carries when it was recorded, for "interrupted after ... at ...".
+        assert!(j
+            .steps()
+            .iter()
+            .all(|s| s.at.is_some_and(|t| t >= j.started())));
+        assert_eq!(Some(j.last_moved()), j.last_step().unwrap().at);
         let path = j.path().to_owned();
         j.finish().unwrap();
         assert!(!path.exists());
         assert!(Journal::<Params>::open(&d, "auto-init", "inst/1")
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn a_journal_without_step_times_opens_and_dates_from_its_start() {
+        let (_t, d) = dir();
+        fs::write(
+            d.journal_path("auto-init", "i"),
+            br#"{"version":1,"command":"auto-init","instance":"i","started":7,"params":{"admins":[],"threshold":2},"steps":[{"step":"a"}]}"#,
+        )
+        .unwrap();
+        let j = Journal::<Params>::open(&d, "auto-init", "i")
+            .unwrap()
+            .unwrap();
+        assert_eq!(j.steps()[0].at, None);
+        assert_eq!(j.last_moved(), 7);
     }
 
     #[test]

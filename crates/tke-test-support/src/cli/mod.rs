@@ -360,6 +360,47 @@ impl Workstation {
         v.sort();
         v
     }
+
+    /// The path of the ceremony journal of `command` left in the workstation directory
+    /// (`journal-COMMAND-INSTANCE.json`), if any.
+    ///
+    /// # Panics
+    /// When there are several, or the directory cannot be read.
+    pub fn journal_path(&self, command: &str) -> Option<PathBuf> {
+        let prefix = format!("journal-{command}-");
+        let mut found = Vec::new();
+        for e in fs::read_dir(self.path()).unwrap_or_else(|e| panic!("{e}")) {
+            let path = e.unwrap_or_else(|e| panic!("{e}")).path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json")) {
+                found.push(path);
+            }
+        }
+        assert!(found.len() <= 1, "several journals of {command}: {found:?}");
+        found.pop()
+    }
+
+    /// The ceremony journal of `command` left in the workstation directory
+    /// (`journal-COMMAND-INSTANCE.json`), if any, as text, after asserting that it is
+    /// the only one of that command, readable by its owner alone (0600) and holds none of
+    /// the passwords of [`PASSWORDS`].
+    ///
+    /// # Panics
+    /// When there are several, or one is not private, or holds a password.
+    pub fn journal(&self, command: &str) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.journal_path(command)?;
+        let mode = fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (_, password) in PASSWORDS {
+            assert!(!text.contains(password), "{}: a password", path.display());
+        }
+        Some(text)
+    }
 }
 
 /// The arguments of [`Workstation::auto_init`]: `--secrets SECRETS auto-init` with

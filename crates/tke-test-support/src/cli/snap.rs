@@ -5,8 +5,8 @@
 //!
 //! What changes between runs is redacted: temporary directories (by the label the test
 //! gives, else `[TMP]`), UUIDs, SKIs and other long hex strings, the 8 SKI digits in key
-//! file names, the 8 random digits in master key part file names, loopback ports and the
-//! package version.
+//! file names, the 8 random digits in master key part file names, loopback ports, times in UTC
+//! and the package version.
 
 use std::{
     path::{Path, PathBuf},
@@ -26,6 +26,11 @@ const FILTERS: &[(&str, &str)] = &[
     // Master key part file stems are `DESCRIPTION-` and 8 random hex digits.
     (r"-[0-9a-f]{8}\.mkpart\.", "-[ID8].mkpart."),
     (r"(127\.0\.0\.1|localhost):[0-9]+", "$1:[PORT]"),
+    // Times in UTC to the second (e.g. when a journaled ceremony stopped).
+    (
+        r"\b[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z",
+        "[TIME]",
+    ),
     // tke-unitd names its host after its port in unit locations.
     (r"unitd-[0-9]+", "unitd-[PORT]"),
     // Any temporary directory the test did not label.
