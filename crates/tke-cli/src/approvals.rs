@@ -69,6 +69,28 @@ pub enum PlanCmd {
     /// and keys; the export; import, commit, set immediate) from the administrators'
     /// certificate files
     AutoInit(PlanAutoInit),
+    /// Plan loading the new master key register of the selected crypto units from 2 or
+    /// 3 master key parts (two rounds: importer keys; the parts sealed to them, made with
+    /// --seal by whoever holds the part files and their passwords)
+    CryptounitMkLoad(PlanMkLoad),
+}
+
+/// `tke plan cryptounit-mk-load` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanMkLoad {
+    /// Load the master key part of this description (see `tke mks`); give it 2 or 3
+    /// times, in load order. Asked for by KEYNUM when omitted. Only the parts'
+    /// verification patterns are read: no password.
+    #[arg(long = "part", value_name = "DESCRIPTION")]
+    pub parts: Vec<String>,
+    /// Write the ceremony file here (a new file).
+    #[arg(long, value_name = "FILE", required_unless_present = "seal")]
+    pub out: Option<PathBuf>,
+    /// Make round 2 of this ceremony file, once its round 1 is applied: open the planned
+    /// parts (their passwords from --secrets FILE or asked) and seal them to each unit's
+    /// importer key; the file is rewritten.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["parts", "out"])]
+    pub seal: Option<PathBuf>,
 }
 
 /// `tke plan auto-init` flags.
@@ -262,11 +284,70 @@ fn plan_auto_init(ctx: &Ctx, a: &PlanAutoInit) -> Result<()> {
     let say = |s: &str| println!("{s}");
     let (sig, rev) = thresholds(ctx, a.sig_threshold, a.rev_threshold, &say)?;
     let ceremony =
-        file::plan_auto_init(&fleet.client, &instance, sig, rev, &admins).map_err(|e| match e {
-            file::PlanError::Ceremony(e) => signing::hint(e),
-            e => e.into(),
-        })?;
+        file::plan_auto_init(&fleet.client, &instance, sig, rev, &admins).map_err(plan_error)?;
     write_new(&ceremony, &a.out.out)
+}
+
+/// `tke plan cryptounit-mk-load …`: round 1 (importer keys) with `--out`, round 2 (the
+/// sealed parts) with `--seal`.
+fn plan_mk_load(ctx: &Ctx, a: &PlanMkLoad) -> Result<()> {
+    if let Some(path) = &a.seal {
+        return seal_mk_load(ctx, path);
+    }
+    let Some(out) = &a.out else {
+        bail!("give --out FILE (a new ceremony file), or --seal FILE");
+    };
+    refuse_existing(out)?;
+    let fleet = ctx.connect()?;
+    let units = crate::units::require_selected(ctx, &fleet)?;
+    let listing = crate::keyparts::list(ctx)?;
+    let chosen = crate::mk_load::choose_parts(ctx, &listing, &a.parts)?;
+    let vps: Vec<_> = chosen.iter().map(|(_, e)| e.vp).collect();
+    let ceremony = file::plan_mk_load(&fleet.client, units, &vps).map_err(plan_error)?;
+    println!("Master key parts to load:");
+    crate::keyparts::print_numbered(chosen.iter().map(|(n, e)| (*n, *e)));
+    println!();
+    write_new(&ceremony, out)
+}
+
+/// `tke plan cryptounit-mk-load --seal FILE`: the planned parts, opened with their
+/// owners' passwords, sealed to the importer keys round 1 recorded.
+fn seal_mk_load(ctx: &Ctx, path: &Path) -> Result<()> {
+    let mut ceremony = read(path)?;
+    let planned = file::mk_load::parts_to_seal(&ceremony)
+        .with_context(|| format!("{} cannot be sealed", path.display()))?;
+    let listing = crate::keyparts::list(ctx)?;
+    let mut parts = Vec::with_capacity(planned.len());
+    for (i, vp) in planned.iter().enumerate() {
+        let Some(entry) = listing.entries.iter().find(|e| e.vp == *vp) else {
+            bail!(
+                "master key part {} of the plan (verification pattern {}) is not in {}: copy its owner's part file there; nothing was written",
+                i + 1,
+                vp.to_hex(),
+                ctx.files.path().display()
+            );
+        };
+        let keynum = listing.keynum_of(&entry.path).unwrap_or_default();
+        parts.push(crate::mk_load::open_part(ctx, keynum, entry)?);
+    }
+    file::seal_round(&mut ceremony, &parts).map_err(plan_error)?;
+    drop(parts);
+    print_commands(&ceremony);
+    tke_fs::atomic::write_private(path, ceremony.to_json().as_bytes())
+        .with_context(|| format!("cannot write the ceremony file {}", path.display()))?;
+    println!(
+        "OK\nRound 2 (the parts sealed to each crypto unit's importer key) is in {}. Each administrator approves it with `tke approve FILE --admin NAME`; then `tke apply FILE` sends it.",
+        path.display()
+    );
+    Ok(())
+}
+
+/// A refused plan, with the advice the direct commands give.
+fn plan_error(e: file::PlanError) -> anyhow::Error {
+    match e {
+        file::PlanError::Ceremony(e) => signing::hint(e),
+        e => e.into(),
+    }
 }
 
 /// Refuses an `--out` file that exists: its approvals would be lost.
@@ -300,8 +381,10 @@ fn write_new(ceremony: &CeremonyFile, out: &Path) -> Result<()> {
 
 /// `tke plan CEREMONY …`.
 fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
-    if let PlanCmd::AutoInit(a) = cmd {
-        return plan_auto_init(ctx, a);
+    match cmd {
+        PlanCmd::AutoInit(a) => return plan_auto_init(ctx, a),
+        PlanCmd::CryptounitMkLoad(a) => return plan_mk_load(ctx, a),
+        _ => {}
     }
     let fleet = ctx.connect()?;
     let units = start(ctx, &fleet)?;
@@ -341,6 +424,7 @@ fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
             )
         }
         PlanCmd::AutoInit(a) => return plan_auto_init(ctx, a),
+        PlanCmd::CryptounitMkLoad(a) => return plan_mk_load(ctx, a),
     };
     write_plan(&fleet, units, step, &change, out)
 }
@@ -524,9 +608,14 @@ pub fn approve(ctx: &Ctx, args: &ApproveArgs) -> Result<()> {
     let entry = &entries[n - 1];
     print_commands(&ceremony);
     let Some(current) = ceremony.current_round() else {
-        println!(
-            "OK\nEvery round of this file is applied; there is nothing to approve. It is unchanged."
-        );
+        match ceremony.awaits_planner() {
+            Some((round, next_by)) => println!(
+                "OK\nThere is nothing to approve yet: round {round} is not made yet ({next_by}). The file is unchanged."
+            ),
+            None => println!(
+                "OK\nEvery round of this file is applied; there is nothing to approve. It is unchanged."
+            ),
+        }
         return Ok(());
     };
     if ceremony.rounds[current]
@@ -619,6 +708,25 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
         Err(e @ ApplyError::Stale { .. }) => bail!(
             "{e}\nRe-plan: make a new ceremony file with `tke plan …` and have it approved again."
         ),
+        Err(ApplyError::AwaitsPlanner {
+            round,
+            rounds,
+            applied,
+            next_by,
+        }) => {
+            let mut text = String::new();
+            if applied > 0 {
+                text.push_str(&format!(
+                    "round {} of {rounds} applied; the units' answers are in {}.\n",
+                    round - 1,
+                    args.file.display()
+                ));
+            }
+            text.push_str(&format!(
+                "round {round} of {rounds} is not made yet: {next_by}; nothing further was sent."
+            ));
+            return Err(LacksApprovals(text).into());
+        }
         Err(e @ ApplyError::Save { .. }) => {
             return Err(anyhow::Error::new(e).context(format!(
                 "{}: the units ran the round, but their answers could not be written; nothing further was sent",

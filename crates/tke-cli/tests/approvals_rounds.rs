@@ -308,3 +308,177 @@ fn two_administrators_approve_auto_init_round_by_round_on_their_own_workstations
     let out = approve(&alice, "alice", &file);
     assert!(out.contains("Every round of this file is applied"), "{out}");
 }
+
+/// The operator's workstation, its instance initialized directly by alice and bob
+/// (thresholds 2/1) whose keys are then removed from it, units 1 and 2 (operational)
+/// selected, and two master key parts "part a" and "part b" held by the operator (the
+/// planner, who needs their passwords to seal them); and its secrets file (the parts'
+/// passwords only).
+fn loaded_operator(
+    alice: &(Workstation, String),
+    bob: &(Workstation, String),
+) -> (Workstation, String) {
+    let operator = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    operator.ok(&["local", "init"]);
+    operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
+    let copied: Vec<PathBuf> = [alice.0.path(), bob.0.path()]
+        .iter()
+        .flat_map(|d| fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
+        .filter(|p| {
+            let n = p.to_str().unwrap();
+            n.ends_with(".key.pem") || n.ends_with(".crt.pem")
+        })
+        .map(|from| {
+            let to = operator.path().join(from.file_name().unwrap());
+            fs::copy(&from, &to).unwrap();
+            to
+        })
+        .collect();
+    let s = operator.secrets(&[
+        ("alice", "alice-password-1"),
+        ("bob", "bob-password-22"),
+        ("\"part a\"", "part-a-password-1"),
+        ("\"part b\"", "part-b-password-22"),
+    ]);
+    operator.auto_init(s.to_str().unwrap(), (2, 1), &["alice", "bob"]);
+    for f in copied {
+        fs::remove_file(f).unwrap();
+    }
+    let s = operator.secrets(&[
+        ("\"part a\"", "part-a-password-1"),
+        ("\"part b\"", "part-b-password-22"),
+    ]);
+    let s = s.to_str().unwrap().to_owned();
+    for part in ["part a", "part b"] {
+        operator.ok(&["--secrets", &s, "mk-add", "--random", "--description", part]);
+    }
+    operator.ok(&["cryptounit-rm", "3", "4"]);
+    (operator, s)
+}
+
+#[test]
+fn a_key_part_load_is_planned_sealed_by_the_planner_and_approved_round_by_round() {
+    let alice = admin("alice", "alice-password-1");
+    let bob = admin("bob", "bob-password-22");
+    let (operator, s) = loaded_operator(&alice, &bob);
+    let before = registers(&operator);
+    let file = operator.path().join("load.json");
+    // Round 1 needs no password: only the parts' verification patterns.
+    operator.ok(&[
+        "plan",
+        "cryptounit-mk-load",
+        "--part",
+        "part a",
+        "--part",
+        "part b",
+        "--out",
+        arg(&file),
+    ]);
+    let v = json(&file);
+    assert_eq!(v["kind"], "mk-load");
+    assert_eq!(v["params"]["parts"].as_array().unwrap().len(), 2);
+
+    // Round 2 cannot be sealed before round 1 ran.
+    let stderr = operator.fails(
+        &[
+            "--secrets",
+            &s,
+            "plan",
+            "cryptounit-mk-load",
+            "--seal",
+            arg(&file),
+        ],
+        1,
+    );
+    assert!(stderr.contains("cannot be sealed"), "{stderr}");
+
+    // One approval (generateImporter needs one signature); apply runs round 1, then
+    // stops: round 2 is the planner's.
+    approve(&alice, "alice", &file);
+    let stderr = operator.fails(&["apply", arg(&file), "--yes"], 4);
+    assert!(
+        stderr.contains("round 1 of 2 applied") && stderr.contains("round 2 of 2 is not made yet"),
+        "{stderr}"
+    );
+    snap::assert_snapshot(
+        "approvals_rounds_mk_load_awaits_planner",
+        &snap::redact_paths(&stderr, &[(operator.path(), "[WS]")]),
+    );
+    let out = approve(&alice, "alice", &file);
+    assert!(out.contains("There is nothing to approve yet"), "{out}");
+    assert_eq!(registers(&operator), before, "round 1 changes no register");
+
+    let out = operator.ok(&[
+        "--secrets",
+        &s,
+        "plan",
+        "cryptounit-mk-load",
+        "--seal",
+        arg(&file),
+    ]);
+    assert!(out.contains("Round 2"), "{out}");
+    let text = fs::read_to_string(&file).unwrap();
+    assert!(
+        !text.contains("part-a-password"),
+        "the file holds no secret"
+    );
+
+    // A sealed part swapped for one claiming another verification pattern: its summary
+    // still matches, nobody approved it yet, but it is not the planned part.
+    let bad = operator.path().join("edited.json");
+    edited(&file, &bad, |v| {
+        let c = &mut v["rounds"][1]["commands"][0];
+        let ac = AdminCommand::from_der(&unhex(c["command"].as_str().unwrap())).unwrap();
+        let Command::ImportMkParts(mut req) =
+            Command::from_wire(ac.command, ac.input.as_bytes()).unwrap()
+        else {
+            panic!("round 2 is the load");
+        };
+        req.parts.swap(0, 1);
+        let other = Command::ImportMkParts(req)
+            .to_wire(ac.unit_id, ac.counter)
+            .unwrap();
+        c["command"] = Value::from(tohex(&other.to_der().unwrap()));
+    });
+    let (approve_err, _) = refused_by_both(
+        &operator,
+        &alice,
+        &bad,
+        "round 2: crypto unit 1's commands are not those",
+    );
+    snap::assert_snapshot("approvals_rounds_mk_load_edited_parts", &approve_err);
+
+    approve(&bob, "bob", &file);
+    let out = operator.ok(&["apply", arg(&file), "--yes"]);
+    assert!(out.contains("OK"), "{out}");
+    let v = json(&file);
+    let vp = v["rounds"][1]["commands"][0]["answer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let after = w_new_registers(&operator);
+    assert_eq!(after, vec![("full_uncommitted".to_owned(), vp.clone()); 2]);
+    // Current registers unchanged.
+    assert_eq!(
+        registers(&operator)
+            .iter()
+            .map(|r| r.1.clone())
+            .collect::<Vec<_>>(),
+        before.iter().map(|r| r.1.clone()).collect::<Vec<_>>()
+    );
+}
+
+/// Every selected unit's (new register state, new register VP).
+fn w_new_registers(w: &Workstation) -> Vec<(String, String)> {
+    w.compare_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["new_mk"]["state"].as_str().unwrap().to_owned(),
+                u["new_mk"]["vp"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}

@@ -24,8 +24,8 @@ use tke_proto::{
 };
 
 use super::{
-    counter_after, parse_params, CeremonyFile, FileError, Kind, MultiRound, PlanError, Round,
-    UnitCommand,
+    counter_after, device_certificate, fleet_ca, parse_params, CeremonyFile, FileError, Kind,
+    MultiRound, PlanError, Round, UnitCommand,
 };
 use crate::{
     admin_set::{admin_info, admin_list_problems},
@@ -125,17 +125,10 @@ fn parse(params: &serde_json::Value) -> Result<Parsed, FileError> {
     if let Some(p) = admin_list_problems(&infos, sig.get().max(rev.get())).first() {
         return Err(bad(p.to_string()));
     }
-    let ca = CaCertificate::from_der(&unhex("fleet_ca", &p.fleet_ca)?)
-        .map_err(|e| bad(format!("fleet_ca: {e}")))?;
+    let ca = fleet_ca(KIND, &p.fleet_ca)?;
     let mut units: Vec<Unit> = Vec::with_capacity(p.units.len());
     for u in &p.units {
-        let cert = DeviceCertificate::verify(&unhex("a unit certificate", &u.certificate)?, &ca)
-            .map_err(|e| {
-                bad(format!(
-                    "the certificate of crypto unit {} does not chain to fleet_ca: {e}",
-                    u.num
-                ))
-            })?;
+        let cert = device_certificate(KIND, u.num, &u.certificate, &ca)?;
         if cert.instance_id().uuid() != p.instance {
             return Err(bad(format!(
                 "crypto unit {} belongs to service instance {}, not {}",

@@ -37,10 +37,15 @@ use crate::{
 };
 
 pub mod auto_init;
+pub mod mk_load;
 mod rounds;
 
 pub use auto_init::plan_auto_init;
-pub use rounds::{counter_after, kind, parse_params, Kind, MultiRound, KINDS};
+pub use mk_load::{plan_mk_load, seal_round};
+pub use rounds::{
+    counter_after, device_certificate, fleet_ca, kind, parse_params, same_commands, Kind,
+    MultiRound, KINDS,
+};
 
 /// The `format` field of every ceremony file.
 pub const FORMAT: &str = "tke-ceremony";
@@ -651,23 +656,7 @@ impl CeremonyFile {
             });
         }
         for (i, round) in self.rounds.iter().enumerate() {
-            let expected = k.round(&c.params, &self.rounds[..i])?;
-            let differs = |a: Option<&UnitCommand>, b: Option<&UnitCommand>| match (a, b) {
-                (Some(a), Some(b)) => a.num != b.num || a.bytes != b.bytes,
-                (None, None) => false,
-                _ => true,
-            };
-            let n = round.commands.len().max(expected.commands.len());
-            if let Some(j) =
-                (0..n).find(|j| differs(round.commands.get(*j), expected.commands.get(*j)))
-            {
-                let num = round
-                    .commands
-                    .get(j)
-                    .or_else(|| expected.commands.get(j))
-                    .map_or(0, |c| c.num);
-                return Err(FileError::RoundDiffers { round: i + 1, num });
-            }
+            k.check_round(&c.params, &self.rounds[..i], round)?;
             if round.applied {
                 k.check_answers(&c.params, &self.rounds[..i], round)?;
             }
@@ -689,7 +678,8 @@ impl CeremonyFile {
     }
 
     /// The next round of a multi-round ceremony whose rounds so far are all applied,
-    /// built from its parameters and their answers; `None` when it has no more.
+    /// built from its parameters and their answers; `None` when it has no more, or when
+    /// its planner makes it ([`CeremonyFile::awaits_planner`]).
     ///
     /// # Errors
     /// [`FileError::UnknownKind`], [`FileError::Params`] or [`FileError::Answer`].
@@ -700,10 +690,24 @@ impl CeremonyFile {
         let k = kind(&c.kind).ok_or_else(|| FileError::UnknownKind {
             kind: c.kind.clone(),
         })?;
-        if self.current_round().is_some() || self.rounds.len() >= k.rounds(&c.params)? {
+        if self.current_round().is_some()
+            || self.rounds.len() >= k.rounds(&c.params)?
+            || !k.built_by_apply(&c.params, &self.rounds)
+        {
             return Ok(None);
         }
         k.round(&c.params, &self.rounds).map(Some)
+    }
+
+    /// When every round so far is applied and the next one is made by the planner (it
+    /// needs a secret the planner holds, [`MultiRound::built_by_apply`]): the 1-based
+    /// number of that round and the command that makes it ([`MultiRound::next_by`]).
+    pub fn awaits_planner(&self) -> Option<(usize, &'static str)> {
+        let c = self.ceremony.as_ref()?;
+        let k = kind(&c.kind)?;
+        let more = self.rounds.len() < k.rounds(&c.params).ok()?;
+        (self.current_round().is_none() && more && !k.built_by_apply(&c.params, &self.rounds))
+            .then(|| (self.rounds.len() + 1, k.next_by()))
     }
 
     /// Signs every command of the round to approve next ([`CeremonyFile::current_round`])
@@ -1002,6 +1006,19 @@ pub enum ApplyError {
         applied: usize,
         /// Each unit short of approvals.
         units: Vec<Shortfall>,
+    },
+    /// The next round is made by the planner, who holds a secret (the master key parts
+    /// to seal): nothing was sent for it.
+    #[error("round {round} of {rounds} is made by the planner: {next_by}")]
+    AwaitsPlanner {
+        /// The 1-based round to make.
+        round: usize,
+        /// How many rounds the ceremony has.
+        rounds: usize,
+        /// How many rounds this run applied before.
+        applied: usize,
+        /// The command the planner runs.
+        next_by: &'static str,
     },
     /// Units whose counters moved since the plan: their commands can never run.
     #[error("the ceremony file is stale; nothing was sent:\n{}", units.iter().map(|u| format!("  - {u}")).collect::<Vec<_>>().join("\n"))]
@@ -1362,6 +1379,14 @@ pub fn apply(
     let mut applied_now = 0;
     loop {
         let Some(index) = file.current_round() else {
+            if let Some((round, next_by)) = file.awaits_planner() {
+                return Err(ApplyError::AwaitsPlanner {
+                    round,
+                    rounds: total,
+                    applied: applied_now,
+                    next_by,
+                });
+            }
             match file.next_round()? {
                 Some(next) => {
                     file.rounds.push(next);
@@ -1445,6 +1470,13 @@ pub fn apply(
         }
         round.applied = true;
         applied_now += 1;
+        if let Some(c) = &file.ceremony {
+            // What the next round is built from must be sound before it is written.
+            let k = kind(&c.kind).ok_or_else(|| FileError::UnknownKind {
+                kind: c.kind.clone(),
+            })?;
+            k.check_answers(&c.params, &file.rounds[..index], &file.rounds[index])?;
+        }
         save(file).map_err(|source| ApplyError::Save {
             round: round_no,
             source,
@@ -1471,7 +1503,9 @@ pub fn apply(
                 .ok_or(ApplyError::UnknownUnit { num: 0, unit: *id })?;
             each.push((unit, e));
         }
-        check_each(client, &each, None, "Checking the crypto units")?;
+        if !each.is_empty() {
+            check_each(client, &each, None, "Checking the crypto units")?;
+        }
     }
     if report.is_empty() {
         // Every round was applied before: nothing was sent; say so per unit of the

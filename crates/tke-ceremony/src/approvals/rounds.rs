@@ -10,9 +10,9 @@
 //! approvers check offline what they sign.
 
 use serde::de::DeserializeOwned;
-use tke_proto::UnitId;
+use tke_proto::{CaCertificate, DeviceCertificate, UnitId};
 
-use super::{FileError, Round};
+use super::{FileError, Round, UnitCommand};
 use crate::postcondition::Expected;
 
 /// A multi-round ceremony's kind and parameters, as the file states them.
@@ -50,6 +50,37 @@ pub trait MultiRound: Sync {
     /// round (e.g. an answer that does not decode).
     fn round(&self, params: &serde_json::Value, before: &[Round]) -> Result<Round, FileError>;
 
+    /// Whether `tke apply` builds the round after `before` itself ([`MultiRound::round`]),
+    /// as by default. A kind whose next round needs a secret only its planner holds
+    /// (master key parts sealed to the units' importer keys) returns `false`: `apply`
+    /// stops after the round before, saying what the planner runs ([`MultiRound::next_by`]).
+    fn built_by_apply(&self, params: &serde_json::Value, before: &[Round]) -> bool {
+        let _ = (params, before);
+        true
+    }
+
+    /// The command that adds the next round when `apply` does not build it.
+    fn next_by(&self) -> &'static str {
+        ""
+    }
+
+    /// Checks that `round` is the round after `before`. By default it is rebuilt with
+    /// [`MultiRound::round`] and must hold the same commands, byte for byte. A round not
+    /// built by `apply` is checked by its kind for what can be checked without the
+    /// planner's secret.
+    ///
+    /// # Errors
+    /// [`FileError::RoundDiffers`] naming the first unit whose commands differ, or what
+    /// [`MultiRound::round`] returns.
+    fn check_round(
+        &self,
+        params: &serde_json::Value,
+        before: &[Round],
+        round: &Round,
+    ) -> Result<(), FileError> {
+        same_commands(before.len() + 1, round, &self.round(params, before)?)
+    }
+
     /// Checks offline what can be checked of an applied round's answers (e.g. that an
     /// importer key is certified by the device key of the unit's certificate in the
     /// parameters). `before` are the rounds before it.
@@ -76,7 +107,10 @@ pub trait MultiRound: Sync {
 }
 
 /// Every multi-round ceremony this version of `tke` plans and applies.
-pub static KINDS: &[&dyn MultiRound] = &[&super::auto_init::AutoInitRounds];
+pub static KINDS: &[&dyn MultiRound] = &[
+    &super::auto_init::AutoInitRounds,
+    &super::mk_load::MkLoadRounds,
+];
 
 /// The kind of that name.
 pub fn kind(name: &str) -> Option<&'static dyn MultiRound> {
@@ -107,4 +141,63 @@ pub fn counter_after(start: u64, unit: UnitId, before: &[Round]) -> u64 {
         .filter(|c| c.unit() == unit)
         .count() as u64;
     start.wrapping_add(used).wrapping_add(1)
+}
+
+/// Whether `found` holds the same commands as `expected` (round `round`, 1-based), byte
+/// for byte and with the same unit numbers.
+///
+/// # Errors
+/// [`FileError::RoundDiffers`] naming the first unit whose commands differ.
+pub fn same_commands(round: usize, found: &Round, expected: &Round) -> Result<(), FileError> {
+    let differs = |a: Option<&UnitCommand>, b: Option<&UnitCommand>| match (a, b) {
+        (Some(a), Some(b)) => a.num != b.num || a.bytes != b.bytes,
+        (None, None) => false,
+        _ => true,
+    };
+    let n = found.commands.len().max(expected.commands.len());
+    match (0..n).find(|j| differs(found.commands.get(*j), expected.commands.get(*j))) {
+        Some(j) => Err(FileError::RoundDiffers {
+            round,
+            num: found
+                .commands
+                .get(j)
+                .or_else(|| expected.commands.get(j))
+                .map_or(0, |c| c.num),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The fleet CA certificate of a kind's parameters (hex of the DER).
+///
+/// # Errors
+/// [`FileError::Params`] when it is not hex or not a CA certificate.
+pub fn fleet_ca(kind: &'static str, hex_der: &str) -> Result<CaCertificate, FileError> {
+    let bad = |what: String| FileError::Params { kind, what };
+    let der = hex::decode(hex_der).map_err(|_| bad("fleet_ca is not hexadecimal".to_owned()))?;
+    CaCertificate::from_der(&der).map_err(|e| bad(format!("fleet_ca: {e}")))
+}
+
+/// The device certificate (hex of the DER) of unit `num` in a kind's parameters, checked
+/// against the parameters' fleet CA.
+///
+/// # Errors
+/// [`FileError::Params`] when it is not hex or does not chain to `ca`.
+pub fn device_certificate(
+    kind: &'static str,
+    num: usize,
+    hex_der: &str,
+    ca: &CaCertificate,
+) -> Result<DeviceCertificate, FileError> {
+    let bad = |what: String| FileError::Params { kind, what };
+    let der = hex::decode(hex_der).map_err(|_| {
+        bad(format!(
+            "the certificate of crypto unit {num} is not hexadecimal"
+        ))
+    })?;
+    DeviceCertificate::verify(&der, ca).map_err(|e| {
+        bad(format!(
+            "the certificate of crypto unit {num} does not chain to fleet_ca: {e}"
+        ))
+    })
 }
