@@ -52,6 +52,10 @@ struct Desired {
     admins: Vec<String>,
     sig_threshold: u32,
     rev_threshold: u32,
+    /// Every unit holds one master key, current: when none holds one, the plan makes it
+    /// (auto-init's rounds).
+    #[serde(default)]
+    master_key_present: bool,
 }
 
 /// The ceremony commands `tke plan` writes as files.
@@ -257,6 +261,61 @@ fn plan_desired(ctx: &Ctx, path: &Path, instance: Option<usize>, out: &Path) -> 
     let fleet = ctx.connect()?;
     let instance = crate::auto_init::choose_instance(ctx, &fleet.client, instance, "plan")?;
     let units = fleet.client.instance_units(&instance);
+    if desired.master_key_present {
+        let statuses: Vec<_> = parallel(&units, |u| fleet.client.query(u))
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                anyhow::Error::new(e)
+                    .context("the crypto units cannot be queried; no ceremony file was written")
+            })?;
+        let keyless =
+            |s: &tke_proto::UnitStatus| s.current_register.state == tke_proto::RegisterState::Empty;
+        if statuses.iter().all(tke_proto::UnitStatus::imprint_mode) {
+            // Nothing is set up yet: the whole of auto-init.
+            refuse_existing(out)?;
+            let ceremony = file::plan_auto_init(&fleet.client, &instance, sig, rev, &admins)
+                .map_err(plan_error)?;
+            println!("+ administrators, thresholds and a master key (auto-init)\n");
+            return write_new(&ceremony, out);
+        }
+        if statuses.iter().all(keyless) {
+            refuse_existing(out)?;
+            let change = Change::Set(AdminSet {
+                admins: admins.clone(),
+                sig_threshold: sig,
+                rev_threshold: rev,
+            });
+            let setup = file::plan_admin_change(
+                &fleet.client,
+                "Changing administrators and thresholds",
+                units.clone(),
+                &change,
+            )
+            .map_err(signing::hint)?;
+            let ceremony =
+                file::plan_desired_key(&fleet.client, &instance, sig, rev, &admins, setup.as_ref())
+                    .map_err(plan_error)?;
+            if let Some(setup) = &setup {
+                print_diff(&fleet.client, setup)?;
+            }
+            println!("+ master key: generated in a recovery crypto unit, copied to every crypto unit of the service instance\n");
+            return write_new(&ceremony, out);
+        }
+        if !statuses.iter().all(|s| !keyless(s)) {
+            let without: Vec<String> = units
+                .iter()
+                .zip(&statuses)
+                .filter(|(_, s)| keyless(s))
+                .map(|(u, _)| u.num.to_string())
+                .collect();
+            bail!(
+                "{}: master_key_present, but crypto unit(s) {} hold no current master key while the others do: copy it to them with `tke auto-recover` first; no ceremony file was written",
+                path.display(),
+                without.join(", ")
+            );
+        }
+    }
     let change = Change::Set(AdminSet {
         admins,
         sig_threshold: sig,

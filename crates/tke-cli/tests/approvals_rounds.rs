@@ -148,6 +148,22 @@ fn two_administrators_approve_auto_init_round_by_round_on_their_own_workstations
         certificate(&alice.0, &operator),
         certificate(&bob.0, &operator),
     );
+    // Declaratively, a service instance in imprint mode with a master key wanted is
+    // the whole auto-init.
+    let desired = operator.path().join("instance.toml");
+    fs::write(
+        &desired,
+        format!(
+            "admins = [{:?}, {:?}]\nsig_threshold = 2\nrev_threshold = 2\nmaster_key_present = true\n",
+            a_cert.file_name().unwrap().to_str().unwrap(),
+            b_cert.file_name().unwrap().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let declared = operator.path().join("declared.json");
+    operator.ok(&["plan", "--desired", arg(&desired), "--out", arg(&declared)]);
+    assert_eq!(json(&declared)["kind"], "auto-init");
+
     let file = operator.path().join("init.json");
     let out = operator.ok(&[
         "plan",
@@ -310,14 +326,13 @@ fn two_administrators_approve_auto_init_round_by_round_on_their_own_workstations
 }
 
 /// The operator's workstation, its instance initialized directly by alice and bob
-/// (thresholds 2/1) whose keys are then removed from it, units 1 and 2 (operational)
-/// selected, and two master key parts "part a" and "part b" held by the operator (the
-/// planner, who needs their passwords to seal them); and its secrets file (the parts'
-/// passwords only).
-fn loaded_operator(
+/// (thresholds 2/1, every unit selected); `then` runs with their keys and the secrets
+/// file `s` on it; then the keys are removed from it.
+fn initialized(
     alice: &(Workstation, String),
     bob: &(Workstation, String),
-) -> (Workstation, String) {
+    then: impl FnOnce(&Workstation, &str),
+) -> Workstation {
     let operator = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     operator.ok(&["local", "init"]);
     operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
@@ -341,9 +356,21 @@ fn loaded_operator(
         ("\"part b\"", "part-b-password-22"),
     ]);
     operator.auto_init(s.to_str().unwrap(), (2, 1), &["alice", "bob"]);
+    then(&operator, s.to_str().unwrap());
     for f in copied {
         fs::remove_file(f).unwrap();
     }
+    operator
+}
+
+/// [`initialized`], units 1 and 2 (operational) selected, and two master key parts
+/// "part a" and "part b" held by the operator (the planner, who needs their passwords to
+/// seal them); and its secrets file (the parts' passwords only).
+fn loaded_operator(
+    alice: &(Workstation, String),
+    bob: &(Workstation, String),
+) -> (Workstation, String) {
+    let operator = initialized(alice, bob, |_, _| {});
     let s = operator.secrets(&[
         ("\"part a\"", "part-a-password-1"),
         ("\"part b\"", "part-b-password-22"),
@@ -481,4 +508,83 @@ fn w_new_registers(w: &Workstation) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+#[test]
+fn a_desired_state_with_a_master_key_plans_the_key_rounds_when_the_units_hold_none() {
+    let alice = admin("alice", "alice-password-1");
+    let bob = admin("bob", "bob-password-22");
+    let carol = admin("carol", "carol-password-333");
+    // An initialized instance whose current registers were all cleared.
+    let operator = initialized(&alice, &bob, |w, s| {
+        w.ok(&["--secrets", s, "cryptounit-mk-clrcur", "--yes"]);
+    });
+    assert!(registers(&operator).iter().all(|r| r.0 == "empty"));
+    let dir = operator.path().join("desired");
+    fs::create_dir(&dir).unwrap();
+    let certs: Vec<String> = [&alice.0, &bob.0, &carol.0]
+        .iter()
+        .map(|w| {
+            let c = certificate(w, &operator);
+            let to = dir.join(c.file_name().unwrap());
+            fs::rename(&c, &to).unwrap();
+            format!("{:?}", to.file_name().unwrap().to_str().unwrap())
+        })
+        .collect();
+    let desired = dir.join("instance.toml");
+    fs::write(
+        &desired,
+        format!(
+            "admins = [{}]\nsig_threshold = 2\nrev_threshold = 2\nmaster_key_present = true\n",
+            certs.join(", ")
+        ),
+    )
+    .unwrap();
+    let file = operator.path().join("desired.json");
+    let plan = ["plan", "--desired", arg(&desired), "--out", arg(&file)];
+    let out = operator.ok(&plan);
+    assert!(
+        out.contains("+ admin carol") && out.contains("+ master key"),
+        "{out}"
+    );
+    assert_eq!(json(&file)["kind"], "desired-key");
+
+    for round in 1..=3 {
+        approve(&alice, "alice", &file);
+        approve(&bob, "bob", &file);
+        let o = operator.run(&["apply", arg(&file), "--yes"]);
+        let expected = if round < 3 { 4 } else { 0 };
+        assert_eq!(o.status.code(), Some(expected), "round {round}: {o:?}");
+    }
+    let vp = json(&file)["rounds"][0]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["summary"] == "generate a random master key")
+        .unwrap()["answer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for r in registers(&operator) {
+        assert_eq!(
+            (r.0.as_str(), r.1.as_str(), r.2.as_str()),
+            ("valid", vp.as_str(), "empty")
+        );
+    }
+    let admins = operator.ok(&["cryptounit-admins", "--output", "json"]);
+    assert!(admins.contains("carol"), "{admins}");
+    let thresholds: Value =
+        serde_json::from_str(&operator.ok(&["cryptounit-thrhlds", "--output", "json"])).unwrap();
+    for u in thresholds.as_array().unwrap() {
+        assert_eq!(
+            (&u["sig_threshold"], &u["rev_threshold"]),
+            (&Value::from(2), &Value::from(2))
+        );
+    }
+
+    // In the desired state now: nothing to plan.
+    fs::remove_file(&file).unwrap();
+    let out = operator.ok(&plan);
+    assert!(out.contains("no ceremony file was written"), "{out}");
+    assert!(!file.exists());
 }

@@ -69,6 +69,11 @@ pub struct PlannedUnit {
     pub counter: u64,
     /// Whether it is cleared first (imprint mode, administrators left by someone).
     pub clear: bool,
+    /// Kind `desired-key` only: the administrator and threshold commands the unit runs
+    /// before the key (hex of each `AdminCommand` DER, at its consecutive counters), as
+    /// the declarative plan found them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<Vec<String>>,
 }
 
 /// The parameters, decoded and checked.
@@ -86,7 +91,8 @@ struct Unit {
     num: usize,
     cert: DeviceCertificate,
     counter: u64,
-    clear: bool,
+    /// Its commands of round 1 before the key's.
+    setup: Vec<Command>,
 }
 
 impl Unit {
@@ -102,12 +108,51 @@ fn bad(what: impl Into<String>) -> FileError {
     }
 }
 
-fn unhex(field: &str, text: &str) -> Result<Vec<u8>, FileError> {
-    hex::decode(text).map_err(|_| bad(format!("{field} is not hexadecimal")))
+/// The kind of an initialized instance's declarative plan that makes its master key
+/// (`tke plan --desired` with `master_key_present`): the units' administrator and
+/// threshold changes, then the key as auto-init makes it.
+pub const DESIRED_KEY: &str = "desired-key";
+
+/// Decodes a unit's recorded setup commands (kind [`DESIRED_KEY`]): each an
+/// administrator or threshold command for that unit, at consecutive counters from its
+/// planned one.
+fn setup_commands(u: &PlannedUnit, id: UnitId) -> Result<Vec<Command>, FileError> {
+    let bad = |what: String| FileError::Params {
+        kind: DESIRED_KEY,
+        what: format!("crypto unit {}: {what}", u.num),
+    };
+    let mut out = Vec::new();
+    for (i, h) in u.setup.iter().flatten().enumerate() {
+        let der = hex::decode(h).map_err(|_| bad("a setup command is not hexadecimal".into()))?;
+        let ac = tke_proto::AdminCommand::from_der(&der)
+            .map_err(|e| bad(format!("a setup command does not decode: {e}")))?;
+        let command = Command::from_wire(ac.command, ac.input.as_bytes())
+            .map_err(|e| bad(format!("a setup command does not decode: {e}")))?;
+        let expected_counter = u.counter.wrapping_add(i as u64).wrapping_add(1);
+        if ac.unit_id != id || ac.counter != expected_counter {
+            return Err(bad("a setup command is for another unit or counter".into()));
+        }
+        if !matches!(
+            command,
+            Command::AddAdmin(_) | Command::RemoveAdmin(_) | Command::SetThresholds { .. }
+        ) {
+            return Err(bad(format!(
+                "{:?} is not an administrator or threshold command",
+                command.id()
+            )));
+        }
+        out.push(command);
+    }
+    Ok(out)
 }
 
-fn parse(params: &serde_json::Value) -> Result<Parsed, FileError> {
-    let p: AutoInitParams = parse_params(KIND, params)?;
+/// The parameters of `kind` ([`KIND`] or [`DESIRED_KEY`]).
+fn parse_kind(kind: &'static str, params: &serde_json::Value) -> Result<Parsed, FileError> {
+    let bad = |what: String| FileError::Params { kind, what };
+    let unhex = |field: &str, text: &str| {
+        hex::decode(text).map_err(|_| bad(format!("{field} is not hexadecimal")))
+    };
+    let p: AutoInitParams = parse_params(kind, params)?;
     let threshold =
         |n: u32, which: &str| Threshold::new(n).map_err(|e| bad(format!("{which}: {e}")));
     let sig = threshold(p.sig_threshold, "sig_threshold")?;
@@ -140,17 +185,43 @@ fn parse(params: &serde_json::Value) -> Result<Parsed, FileError> {
         if units.iter().any(|v| v.id() == cert.unit_id()) {
             return Err(bad(format!("crypto unit {} is listed twice", u.num)));
         }
+        let setup = if kind == DESIRED_KEY {
+            if u.clear {
+                return Err(bad(format!(
+                    "crypto unit {}: an initialized unit is never cleared",
+                    u.num
+                )));
+            }
+            setup_commands(u, cert.unit_id())?
+        } else {
+            if u.setup.is_some() {
+                return Err(bad(format!(
+                    "crypto unit {}: auto-init records no setup commands",
+                    u.num
+                )));
+            }
+            let mut list = Vec::new();
+            if u.clear {
+                list.push(Command::Zeroize);
+            }
+            list.extend(admins.iter().cloned().map(Command::AddAdmin));
+            list.push(Command::SetThresholds {
+                signature: sig,
+                revocation: rev,
+            });
+            list
+        };
         units.push(Unit {
             num: u.num,
             cert,
             counter: u.counter,
-            clear: u.clear,
+            setup,
         });
     }
     let recovery = units
         .iter()
         .position(|u| u.id().uuid() == p.recovery && u.cert.unit_type() == UnitType::Recovery)
-        .ok_or_else(|| bad("recovery is not a recovery unit of the file"))?;
+        .ok_or_else(|| bad("recovery is not a recovery unit of the file".to_owned()))?;
     Ok(Parsed {
         sig,
         rev,
@@ -279,38 +350,24 @@ impl Parsed {
     }
 }
 
-/// Auto-init as a [`MultiRound`] ceremony.
-pub struct AutoInitRounds;
-
-impl MultiRound for AutoInitRounds {
-    fn kind(&self) -> &'static str {
-        KIND
+impl Parsed {
+    fn rounds(&self) -> usize {
+        if self.units.len() > 1 {
+            3
+        } else {
+            1
+        }
     }
 
-    fn title(&self) -> &'static str {
-        "Initializing a service instance"
-    }
-
-    fn rounds(&self, params: &serde_json::Value) -> Result<usize, FileError> {
-        Ok(if parse(params)?.units.len() > 1 { 3 } else { 1 })
-    }
-
-    fn round(&self, params: &serde_json::Value, before: &[Round]) -> Result<Round, FileError> {
-        let p = parse(params)?;
+    /// The round after `before` (see the module documentation).
+    fn round(&self, before: &[Round]) -> Result<Round, FileError> {
+        let p = self;
         let r = p.recovery();
         let mut commands = Vec::new();
         match before {
             [] => {
                 for u in &p.units {
-                    let mut list = Vec::new();
-                    if u.clear {
-                        list.push(Command::Zeroize);
-                    }
-                    list.extend(p.admins.iter().cloned().map(Command::AddAdmin));
-                    list.push(Command::SetThresholds {
-                        signature: p.sig,
-                        revocation: p.rev,
-                    });
+                    let mut list = u.setup.clone();
                     list.push(if u.id() == r.id() {
                         Command::GenerateRandomMk
                     } else {
@@ -355,24 +412,90 @@ impl MultiRound for AutoInitRounds {
         Ok(Round::planned(commands))
     }
 
+    fn check_answers(&self, before: &[Round], round: &Round) -> Result<(), FileError> {
+        match before {
+            [] => {
+                self.vp(round)?;
+                self.importers(round)?;
+            }
+            [first] => {
+                self.envelopes(first, round)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Every unit: exactly the administrators and thresholds asked, the generated key
+    /// current, nothing in the new register, no importer key waiting.
+    fn postcondition(&self, rounds: &[Round]) -> Result<Vec<(UnitId, Expected)>, FileError> {
+        let first = rounds
+            .first()
+            .ok_or_else(|| bad("the ceremony has no round"))?;
+        let vp = self.vp(first)?;
+        let expected = Expected {
+            sig_threshold: self.sig.get(),
+            rev_threshold: self.rev.get(),
+            current_register: RegisterStatus {
+                state: RegisterState::Valid,
+                vp: Some(vp),
+            },
+            ..Expected::imprint(self.admins.iter().map(admin_info).collect())
+        };
+        Ok(self
+            .units
+            .iter()
+            .map(|u| (u.id(), expected.clone()))
+            .collect())
+    }
+}
+
+/// A kind whose rounds are auto-init's: auto-init itself ([`AUTO_INIT_ROUNDS`]) and the
+/// declarative plan that makes an initialized instance's master key
+/// ([`DESIRED_KEY_ROUNDS`]). They differ in the parameters' setup commands only.
+pub struct KeyRounds {
+    kind: &'static str,
+    title: &'static str,
+}
+
+/// Auto-init as a [`MultiRound`] ceremony (kind [`KIND`]).
+pub static AUTO_INIT_ROUNDS: KeyRounds = KeyRounds {
+    kind: KIND,
+    title: "Initializing a service instance",
+};
+
+/// The declarative plan of an initialized instance whose units hold no master key
+/// (kind [`DESIRED_KEY`]): round 1 holds each unit's administrator and threshold changes,
+/// then auto-init's key commands; rounds 2 and 3 are auto-init's.
+pub static DESIRED_KEY_ROUNDS: KeyRounds = KeyRounds {
+    kind: DESIRED_KEY,
+    title: "Reaching the desired state (administrators, thresholds, master key)",
+};
+
+impl MultiRound for KeyRounds {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn title(&self) -> &'static str {
+        self.title
+    }
+
+    fn rounds(&self, params: &serde_json::Value) -> Result<usize, FileError> {
+        Ok(parse_kind(self.kind, params)?.rounds())
+    }
+
+    fn round(&self, params: &serde_json::Value, before: &[Round]) -> Result<Round, FileError> {
+        parse_kind(self.kind, params)?.round(before)
+    }
+
     fn check_answers(
         &self,
         params: &serde_json::Value,
         before: &[Round],
         round: &Round,
     ) -> Result<(), FileError> {
-        let p = parse(params)?;
-        match before {
-            [] => {
-                p.vp(round)?;
-                p.importers(round)?;
-            }
-            [first] => {
-                p.envelopes(first, round)?;
-            }
-            _ => {}
-        }
-        Ok(())
+        parse_kind(self.kind, params)?.check_answers(before, round)
     }
 
     fn postcondition(
@@ -380,21 +503,7 @@ impl MultiRound for AutoInitRounds {
         params: &serde_json::Value,
         rounds: &[Round],
     ) -> Result<Vec<(UnitId, Expected)>, FileError> {
-        let p = parse(params)?;
-        let first = rounds
-            .first()
-            .ok_or_else(|| bad("the ceremony has no round"))?;
-        let vp = p.vp(first)?;
-        let expected = Expected {
-            sig_threshold: p.sig.get(),
-            rev_threshold: p.rev.get(),
-            current_register: RegisterStatus {
-                state: RegisterState::Valid,
-                vp: Some(vp),
-            },
-            ..Expected::imprint(p.admins.iter().map(admin_info).collect())
-        };
-        Ok(p.units.iter().map(|u| (u.id(), expected.clone())).collect())
+        parse_kind(self.kind, params)?.postcondition(rounds)
     }
 }
 
@@ -429,6 +538,7 @@ pub fn plan_auto_init(
             certificate: hex::encode(u.certificate.der()),
             counter: s.counter,
             clear: !s.admins.is_empty(),
+            setup: None,
         });
     }
     let ca = ca.ok_or(CeremonyError::Problems(vec![Problem::UnknownInstance {
@@ -444,10 +554,116 @@ pub fn plan_auto_init(
         units,
     };
     let params = serde_json::to_value(&params).map_err(|e| bad(e.to_string()))?;
-    let first = AutoInitRounds.round(&params, &[])?;
+    let first = parse_kind(KIND, &params)?.round(&[])?;
     Ok(CeremonyFile {
         ceremony: Some(Kind {
             kind: KIND.to_owned(),
+            params,
+        }),
+        rounds: vec![first],
+    })
+}
+
+/// Plans the declarative change of an initialized `instance` whose units hold no master
+/// key to `admins` and both thresholds with a master key present: round 1 holds each
+/// unit's administrator and threshold commands of `setup` (the single-round plan of that
+/// change, `None` when the units hold it already), then the key's commands as auto-init
+/// makes them; rounds 2 and 3 are auto-init's. Every unit is queried first: it must be
+/// reachable and out of imprint mode, its registers Empty and no importer key waiting;
+/// the instance must have a recovery unit (the first generates the key).
+///
+/// # Errors
+/// [`PlanError::Ceremony`] with [`CeremonyError::Problems`] listing every problem found.
+pub fn plan_desired_key(
+    client: &Client,
+    instance: &InstanceId,
+    sig_threshold: Threshold,
+    rev_threshold: Threshold,
+    admins: &[AdminCertificate],
+    setup: Option<&CeremonyFile>,
+) -> Result<CeremonyFile, PlanError> {
+    let units = client.instance_units(instance);
+    let mut problems = Vec::new();
+    if units.is_empty() {
+        problems.push(Problem::UnknownInstance {
+            instance: instance.clone(),
+        });
+    }
+    let recovery = units
+        .iter()
+        .find(|u| u.unit_type() == UnitType::Recovery)
+        .copied();
+    if recovery.is_none() && !units.is_empty() {
+        problems.push(Problem::NoRecoveryUnit);
+    }
+    let mut planned = Vec::with_capacity(units.len());
+    let mut ca = None;
+    for (u, status) in units
+        .iter()
+        .zip(tke_client::fanout::parallel(&units, |u| client.query(u)))
+    {
+        let s = match status {
+            Ok(s) => s,
+            Err(source) => {
+                problems.push(Problem::Unreachable { num: u.num, source });
+                continue;
+            }
+        };
+        let rule = if s.imprint_mode() {
+            Some(crate::Rule::ImprintMode)
+        } else if s.current_register.state != RegisterState::Empty {
+            Some(crate::Rule::CurrentRegister {
+                found: s.current_register.state,
+                needed: &[RegisterState::Empty],
+            })
+        } else if s.new_register.state != RegisterState::Empty {
+            Some(crate::Rule::NewRegister {
+                found: s.new_register.state,
+                needed: &[RegisterState::Empty],
+            })
+        } else {
+            None
+        };
+        if let Some(rule) = rule {
+            problems.push(Problem::Precondition {
+                num: u.num,
+                unit: u.id(),
+                rule,
+            });
+            continue;
+        }
+        ca = ca.or(client.ca_of(u));
+        let commands: Vec<String> = setup
+            .iter()
+            .flat_map(|f| f.commands())
+            .filter(|(_, c)| c.unit() == u.id())
+            .map(|(_, c)| hex::encode(&c.bytes))
+            .collect();
+        planned.push(PlannedUnit {
+            num: u.num,
+            certificate: hex::encode(u.certificate.der()),
+            counter: s.counter,
+            clear: false,
+            setup: Some(commands),
+        });
+    }
+    let (Some(recovery), Some(ca), true) = (recovery, ca, problems.is_empty()) else {
+        return Err(CeremonyError::Problems(problems).into());
+    };
+    let params = AutoInitParams {
+        instance: instance.0.clone(),
+        sig_threshold: u32::from(sig_threshold.get()),
+        rev_threshold: u32::from(rev_threshold.get()),
+        admins: admins.iter().map(|a| hex::encode(a.der())).collect(),
+        fleet_ca: hex::encode(ca.der()),
+        recovery: recovery.id().uuid(),
+        units: planned,
+    };
+    let params = serde_json::to_value(&params).map_err(|e| bad(e.to_string()))?;
+    let first = parse_kind(DESIRED_KEY, &params)?.round(&[])?;
+    Ok(CeremonyFile {
+        ceremony: Some(Kind {
+            kind: DESIRED_KEY.to_owned(),
             params,
         }),
         rounds: vec![first],

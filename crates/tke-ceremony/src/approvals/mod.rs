@@ -40,7 +40,7 @@ pub mod auto_init;
 pub mod mk_load;
 mod rounds;
 
-pub use auto_init::plan_auto_init;
+pub use auto_init::{plan_auto_init, plan_desired_key};
 pub use mk_load::{plan_mk_load, seal_round};
 pub use rounds::{
     counter_after, device_certificate, fleet_ca, kind, parse_params, same_commands, Kind,

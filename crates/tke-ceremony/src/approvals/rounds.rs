@@ -108,7 +108,8 @@ pub trait MultiRound: Sync {
 
 /// Every multi-round ceremony this version of `tke` plans and applies.
 pub static KINDS: &[&dyn MultiRound] = &[
-    &super::auto_init::AutoInitRounds,
+    &super::auto_init::AUTO_INIT_ROUNDS,
+    &super::auto_init::DESIRED_KEY_ROUNDS,
     &super::mk_load::MkLoadRounds,
 ];
 
