@@ -668,6 +668,22 @@ pub(crate) struct Survey<'c> {
 /// Queries every unit of `instance`: the instance must exist and have a recovery unit,
 /// and every unit must be in imprint mode.
 pub(crate) fn survey<'c>(client: &'c Client, instance: &InstanceId) -> Survey<'c> {
+    survey_with(client, instance, |u, s| {
+        (!s.imprint_mode()).then(|| Problem::NotInImprintMode {
+            num: u.num,
+            unit: u.id(),
+            current_mk_set: s.current_register.state != RegisterState::Empty,
+        })
+    })
+}
+
+/// Queries every unit of `instance`: the instance must exist and have a recovery unit,
+/// and each unit must pass `check` (a problem with its state, or `None`).
+pub(crate) fn survey_with<'c>(
+    client: &'c Client,
+    instance: &InstanceId,
+    check: impl Fn(&KnownUnit, &UnitStatus) -> Option<Problem>,
+) -> Survey<'c> {
     let mut problems = Vec::new();
     let units = client.instance_units(instance);
     if units.is_empty() {
@@ -686,12 +702,10 @@ pub(crate) fn survey<'c>(client: &'c Client, instance: &InstanceId) -> Survey<'c
     for (u, status) in units.iter().zip(parallel(&units, |u| client.query(u))) {
         match status {
             Err(source) => problems.push(Problem::Unreachable { num: u.num, source }),
-            Ok(s) if !s.imprint_mode() => problems.push(Problem::NotInImprintMode {
-                num: u.num,
-                unit: u.id(),
-                current_mk_set: s.current_register.state != tke_proto::RegisterState::Empty,
-            }),
-            Ok(s) => statuses.push(s),
+            Ok(s) => match check(u, &s) {
+                Some(problem) => problems.push(problem),
+                None => statuses.push(s),
+            },
         }
     }
     Survey {

@@ -87,6 +87,28 @@ fn edited(file: &Path, to: &Path, edit: impl Fn(&mut Value)) {
     fs::write(to, v.to_string()).unwrap();
 }
 
+/// The file's command `c` replaced by `change` of it, for the same unit and counter (a
+/// valid command whose summary may well be the same).
+fn recoded(c: &mut Value, change: impl FnOnce(Command) -> Command) {
+    let ac = AdminCommand::from_der(&unhex(c["command"].as_str().unwrap())).unwrap();
+    let command = change(Command::from_wire(ac.command, ac.input.as_bytes()).unwrap());
+    let other = command.to_wire(ac.unit_id, ac.counter).unwrap();
+    c["command"] = Value::from(tohex(&other.to_der().unwrap()));
+}
+
+/// The verification pattern the recovery unit answered in round 1 (hex).
+fn generated_vp(v: &Value) -> String {
+    v["rounds"][0]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["summary"] == "generate a random master key")
+        .unwrap()["answer"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Every unit's (current state, current VP, new state).
 fn registers(w: &Workstation) -> Vec<(String, String, String)> {
     w.compare_json()
@@ -250,16 +272,7 @@ fn two_administrators_approve_auto_init_round_by_round_on_their_own_workstations
         }
 
         if round == 1 {
-            let v = json(&file);
-            vp = v["rounds"][0]["commands"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["summary"] == "generate a random master key")
-                .unwrap()["answer"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            vp = generated_vp(&json(&file));
             // Between rounds: a recorded answer edited (one byte of an importer key) is
             // refused offline: it is no longer certified by the unit's device key.
             let bad = operator.path().join("edited.json");
@@ -283,19 +296,13 @@ fn two_administrators_approve_auto_init_round_by_round_on_their_own_workstations
             // matches the bytes and no approval is broken (none yet), but the round is
             // not the one the parameters and round 1's answers give.
             edited(&file, &bad, |v| {
-                let c = &mut v["rounds"][1]["commands"][0];
-                let der = unhex(c["command"].as_str().unwrap());
-                let ac = AdminCommand::from_der(&der).unwrap();
-                let Command::ExportMkBatch(mut reqs) =
-                    Command::from_wire(ac.command, ac.input.as_bytes()).unwrap()
-                else {
-                    panic!("round 2 is the export");
-                };
-                reqs[0].register = Register::New;
-                let other = Command::ExportMkBatch(reqs)
-                    .to_wire(ac.unit_id, ac.counter)
-                    .unwrap();
-                c["command"] = Value::from(tohex(&other.to_der().unwrap()));
+                recoded(&mut v["rounds"][1]["commands"][0], |c| {
+                    let Command::ExportMkBatch(mut reqs) = c else {
+                        panic!("round 2 is the export");
+                    };
+                    reqs[0].register = Register::New;
+                    Command::ExportMkBatch(reqs)
+                });
             });
             let (approve_err, _) = refused_by_both(
                 &operator,
@@ -454,18 +461,13 @@ fn a_key_part_load_is_planned_sealed_by_the_planner_and_approved_round_by_round(
     // still matches, nobody approved it yet, but it is not the planned part.
     let bad = operator.path().join("edited.json");
     edited(&file, &bad, |v| {
-        let c = &mut v["rounds"][1]["commands"][0];
-        let ac = AdminCommand::from_der(&unhex(c["command"].as_str().unwrap())).unwrap();
-        let Command::ImportMkParts(mut req) =
-            Command::from_wire(ac.command, ac.input.as_bytes()).unwrap()
-        else {
-            panic!("round 2 is the load");
-        };
-        req.parts.swap(0, 1);
-        let other = Command::ImportMkParts(req)
-            .to_wire(ac.unit_id, ac.counter)
-            .unwrap();
-        c["command"] = Value::from(tohex(&other.to_der().unwrap()));
+        recoded(&mut v["rounds"][1]["commands"][0], |c| {
+            let Command::ImportMkParts(mut req) = c else {
+                panic!("round 2 is the load");
+            };
+            req.parts.swap(0, 1);
+            Command::ImportMkParts(req)
+        });
     });
     let (approve_err, _) = refused_by_both(
         &operator,
@@ -556,15 +558,7 @@ fn a_desired_state_with_a_master_key_plans_the_key_rounds_when_the_units_hold_no
         let expected = if round < 3 { 4 } else { 0 };
         assert_eq!(o.status.code(), Some(expected), "round {round}: {o:?}");
     }
-    let vp = json(&file)["rounds"][0]["commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["summary"] == "generate a random master key")
-        .unwrap()["answer"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let vp = generated_vp(&json(&file));
     for r in registers(&operator) {
         assert_eq!(
             (r.0.as_str(), r.1.as_str(), r.2.as_str()),

@@ -24,12 +24,12 @@ use tke_proto::{
 };
 
 use super::{
-    counter_after, device_certificate, fleet_ca, parse_params, CeremonyFile, FileError, Kind,
-    MultiRound, PlanError, Round, UnitCommand,
+    counter_after, device_certificate, fleet_ca, parse_params, CeremonyFile, FileError, MultiRound,
+    PlanError, Round, UnitCommand,
 };
 use crate::{
     admin_set::{admin_info, admin_list_problems},
-    auto_init::survey,
+    auto_init::{survey, survey_with},
     postcondition::Expected,
     CeremonyError, Problem,
 };
@@ -553,15 +553,7 @@ pub fn plan_auto_init(
         recovery: recovery.id().uuid(),
         units,
     };
-    let params = serde_json::to_value(&params).map_err(|e| bad(e.to_string()))?;
-    let first = parse_kind(KIND, &params)?.round(&[])?;
-    Ok(CeremonyFile {
-        ceremony: Some(Kind {
-            kind: KIND.to_owned(),
-            params,
-        }),
-        rounds: vec![first],
-    })
+    Ok(CeremonyFile::multi_round(&AUTO_INIT_ROUNDS, &params)?)
 }
 
 /// Plans the declarative change of an initialized `instance` whose units hold no master
@@ -582,33 +574,7 @@ pub fn plan_desired_key(
     admins: &[AdminCertificate],
     setup: Option<&CeremonyFile>,
 ) -> Result<CeremonyFile, PlanError> {
-    let units = client.instance_units(instance);
-    let mut problems = Vec::new();
-    if units.is_empty() {
-        problems.push(Problem::UnknownInstance {
-            instance: instance.clone(),
-        });
-    }
-    let recovery = units
-        .iter()
-        .find(|u| u.unit_type() == UnitType::Recovery)
-        .copied();
-    if recovery.is_none() && !units.is_empty() {
-        problems.push(Problem::NoRecoveryUnit);
-    }
-    let mut planned = Vec::with_capacity(units.len());
-    let mut ca = None;
-    for (u, status) in units
-        .iter()
-        .zip(tke_client::fanout::parallel(&units, |u| client.query(u)))
-    {
-        let s = match status {
-            Ok(s) => s,
-            Err(source) => {
-                problems.push(Problem::Unreachable { num: u.num, source });
-                continue;
-            }
-        };
+    let survey = survey_with(client, instance, |u, s| {
         let rule = if s.imprint_mode() {
             Some(crate::Rule::ImprintMode)
         } else if s.current_register.state != RegisterState::Empty {
@@ -624,14 +590,18 @@ pub fn plan_desired_key(
         } else {
             None
         };
-        if let Some(rule) = rule {
-            problems.push(Problem::Precondition {
-                num: u.num,
-                unit: u.id(),
-                rule,
-            });
-            continue;
-        }
+        rule.map(|rule| Problem::Precondition {
+            num: u.num,
+            unit: u.id(),
+            rule,
+        })
+    });
+    let (Some(recovery), true) = (survey.recovery, survey.problems.is_empty()) else {
+        return Err(CeremonyError::Problems(survey.problems).into());
+    };
+    let mut planned = Vec::with_capacity(survey.units.len());
+    let mut ca = None;
+    for (u, s) in survey.units.iter().zip(&survey.statuses) {
         ca = ca.or(client.ca_of(u));
         let commands: Vec<String> = setup
             .iter()
@@ -647,9 +617,7 @@ pub fn plan_desired_key(
             setup: Some(commands),
         });
     }
-    let (Some(recovery), Some(ca), true) = (recovery, ca, problems.is_empty()) else {
-        return Err(CeremonyError::Problems(problems).into());
-    };
+    let ca = ca.ok_or(CeremonyError::Problems(vec![Problem::NoUnits]))?;
     let params = AutoInitParams {
         instance: instance.0.clone(),
         sig_threshold: u32::from(sig_threshold.get()),
@@ -659,13 +627,5 @@ pub fn plan_desired_key(
         recovery: recovery.id().uuid(),
         units: planned,
     };
-    let params = serde_json::to_value(&params).map_err(|e| bad(e.to_string()))?;
-    let first = parse_kind(DESIRED_KEY, &params)?.round(&[])?;
-    Ok(CeremonyFile {
-        ceremony: Some(Kind {
-            kind: DESIRED_KEY.to_owned(),
-            params,
-        }),
-        rounds: vec![first],
-    })
+    Ok(CeremonyFile::multi_round(&DESIRED_KEY_ROUNDS, &params)?)
 }

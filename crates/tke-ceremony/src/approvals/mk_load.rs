@@ -26,8 +26,8 @@ use tke_proto::{
 };
 
 use super::{
-    counter_after, device_certificate, fleet_ca, parse_params, CeremonyFile, FileError, Kind,
-    MultiRound, PlanError, Round, UnitCommand,
+    counter_after, device_certificate, fleet_ca, parse_params, CeremonyFile, FileError, MultiRound,
+    PlanError, Round, UnitCommand,
 };
 use crate::{
     mk_load::{part_problems, unit_rule, STEP},
@@ -311,15 +311,7 @@ pub fn plan_mk_load(
         fleet_ca: hex::encode(ca.der()),
         units: entries,
     };
-    let params = serde_json::to_value(&params).map_err(|e| bad(e.to_string()))?;
-    let first = MkLoadRounds.round(&params, &[])?;
-    Ok(CeremonyFile {
-        ceremony: Some(Kind {
-            kind: KIND.to_owned(),
-            params,
-        }),
-        rounds: vec![first],
-    })
+    Ok(CeremonyFile::multi_round(&MkLoadRounds, &params)?)
 }
 
 /// The verification patterns of the parts a key-part load file was planned with, in

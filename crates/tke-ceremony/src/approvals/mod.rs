@@ -664,6 +664,30 @@ impl CeremonyFile {
         Ok(())
     }
 
+    /// A new multi-round file of `kind` with these parameters, its first round built by
+    /// the kind ([`MultiRound::round`]): what every planner of a multi-round ceremony
+    /// returns.
+    ///
+    /// # Errors
+    /// [`FileError::Params`] when the parameters do not make a first round.
+    pub fn multi_round(
+        kind: &'static dyn MultiRound,
+        params: &impl Serialize,
+    ) -> Result<Self, FileError> {
+        let params = serde_json::to_value(params).map_err(|e| FileError::Params {
+            kind: kind.kind(),
+            what: e.to_string(),
+        })?;
+        let first = kind.round(&params, &[])?;
+        Ok(Self {
+            ceremony: Some(Kind {
+                kind: kind.kind().to_owned(),
+                params,
+            }),
+            rounds: vec![first],
+        })
+    }
+
     /// The 0-based index of the round to approve and apply next: the first not applied.
     pub fn current_round(&self) -> Option<usize> {
         self.rounds.iter().position(|r| !r.applied)
