@@ -26,14 +26,16 @@ fn admin(name: &str, password: &str) -> (Workstation, String) {
 }
 
 /// The administrator's certificate file (`NAME-XXXXXXXX.crt.pem`), as mailed to the
-/// operator.
-fn certificate(admin: &Workstation, to: &Workstation) -> PathBuf {
+/// operator, who keeps it in `dir` (a directory of its own: a certificate without its
+/// key in the workstation directory is warned about).
+fn certificate(admin: &Workstation, dir: &Path) -> PathBuf {
     let from = fs::read_dir(admin.path())
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.to_str().unwrap().ends_with(".crt.pem"))
         .unwrap();
-    let to = to.path().join(from.file_name().unwrap());
+    fs::create_dir_all(dir).unwrap();
+    let to = dir.join(from.file_name().unwrap());
     fs::copy(&from, &to).unwrap();
     to
 }
@@ -166,13 +168,12 @@ fn two_administrators_approve_auto_init_round_by_round_on_their_own_workstations
     operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
     let alice = admin("alice", "alice-password-1");
     let bob = admin("bob", "bob-password-22");
-    let (a_cert, b_cert) = (
-        certificate(&alice.0, &operator),
-        certificate(&bob.0, &operator),
-    );
+    let mallory = admin("mallory", "mallory-password-4444");
+    let certs = operator.path().join("certs");
+    let (a_cert, b_cert) = (certificate(&alice.0, &certs), certificate(&bob.0, &certs));
     // Declaratively, a service instance in imprint mode with a master key wanted is
     // the whole auto-init.
-    let desired = operator.path().join("instance.toml");
+    let desired = certs.join("instance.toml");
     fs::write(
         &desired,
         format!(
@@ -238,6 +239,17 @@ fn two_administrators_approve_auto_init_round_by_round_on_their_own_workstations
             "{stderr}"
         );
         assert!(stderr.contains("may still approve: bob"), "{stderr}");
+        if round == 1 {
+            // An approval by a key that is not one of the plan's administrators does not
+            // count: nothing is sent.
+            approve(&mallory, "mallory", &file);
+            let stderr = operator.fails(&["apply", arg(&file), "--yes"], 4);
+            assert!(
+                stderr.contains("not counted, not administrators of this crypto unit: mallory"),
+                "{stderr}"
+            );
+            assert!(registers(&operator).iter().all(|r| r.0 == "empty"));
+        }
         approve(&bob, "bob", &file);
 
         if round == 1 {
@@ -523,14 +535,11 @@ fn a_desired_state_with_a_master_key_plans_the_key_rounds_when_the_units_hold_no
     });
     assert!(registers(&operator).iter().all(|r| r.0 == "empty"));
     let dir = operator.path().join("desired");
-    fs::create_dir(&dir).unwrap();
     let certs: Vec<String> = [&alice.0, &bob.0, &carol.0]
         .iter()
         .map(|w| {
-            let c = certificate(w, &operator);
-            let to = dir.join(c.file_name().unwrap());
-            fs::rename(&c, &to).unwrap();
-            format!("{:?}", to.file_name().unwrap().to_str().unwrap())
+            let c = certificate(w, &dir);
+            format!("{:?}", c.file_name().unwrap().to_str().unwrap())
         })
         .collect();
     let desired = dir.join("instance.toml");
@@ -580,5 +589,44 @@ fn a_desired_state_with_a_master_key_plans_the_key_rounds_when_the_units_hold_no
     fs::remove_file(&file).unwrap();
     let out = operator.ok(&plan);
     assert!(out.contains("no ceremony file was written"), "{out}");
+    assert!(!file.exists());
+}
+
+#[test]
+fn a_desired_master_key_is_refused_when_only_some_units_hold_one() {
+    let alice = admin("alice", "alice-password-1");
+    let bob = admin("bob", "bob-password-22");
+    // Unit 1's current register cleared; the others keep the key.
+    let operator = initialized(&alice, &bob, |w, s| {
+        w.ok(&["cryptounit-rm", "2", "3", "4"]);
+        w.ok(&["--secrets", s, "cryptounit-mk-clrcur", "--yes"]);
+        w.ok(&["cryptounit-add", "2", "3", "4"]);
+    });
+    let dir = operator.path().join("desired");
+    let desired = dir.join("instance.toml");
+    let certs: Vec<String> = [&alice.0, &bob.0]
+        .iter()
+        .map(|w| {
+            let c = certificate(w, &dir);
+            format!("{:?}", c.file_name().unwrap().to_str().unwrap())
+        })
+        .collect();
+    fs::write(
+        &desired,
+        format!(
+            "admins = [{}]\nsig_threshold = 2\nrev_threshold = 1\nmaster_key_present = true\n",
+            certs.join(", ")
+        ),
+    )
+    .unwrap();
+    let file = operator.path().join("desired.json");
+    let stderr = operator.fails(
+        &["plan", "--desired", arg(&desired), "--out", arg(&file)],
+        1,
+    );
+    snap::assert_snapshot(
+        "approvals_rounds_desired_key_mixed",
+        &snap::redact_paths(&stderr, &[(operator.path(), "[WS]")]),
+    );
     assert!(!file.exists());
 }
