@@ -839,10 +839,16 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
     }
     if applied.iter().all(|a| a.already) {
         println!("OK\nThe ceremony file was applied already; nothing was sent.");
-    } else {
+        return Ok(());
+    }
+    println!(
+        "OK\n{} is done on the crypto units of the file.",
+        ceremony.title()
+    );
+    if let Some(vp) = ceremony.loaded_vp() {
         println!(
-            "OK\n{} is done on the crypto units of the file.",
-            ceremony.title()
+            "\nVERIFICATION PATTERN OF THE NEW MASTER KEY\n{}\n\nCommit it with `tke plan cryptounit-mk-commit` or `tke cryptounit-mk-commit`, then make it current (set immediate), or rotate to it.",
+            crate::table::vp_lines(Some(&vp))
         );
     }
     Ok(())

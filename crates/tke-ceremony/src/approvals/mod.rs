@@ -688,6 +688,20 @@ impl CeremonyFile {
         })
     }
 
+    /// The verification pattern of the key a key-part load file's last round loaded
+    /// (every unit answered it), once that round is applied.
+    pub fn loaded_vp(&self) -> Option<Vp> {
+        let c = self.ceremony.as_ref()?;
+        let last = self.rounds.last().filter(|r| r.applied)?;
+        if c.kind != mk_load::KIND || self.rounds.len() < 2 {
+            return None;
+        }
+        last.commands
+            .first()
+            .and_then(|c| c.answer.as_deref())
+            .and_then(|a| Vp::from_slice(a).ok())
+    }
+
     /// The 0-based index of the round to approve and apply next: the first not applied.
     pub fn current_round(&self) -> Option<usize> {
         self.rounds.iter().position(|r| !r.applied)
@@ -1522,9 +1536,13 @@ pub fn apply(
         let expected = k.postcondition(&c.params, &file.rounds)?;
         let mut each = Vec::with_capacity(expected.len());
         for (id, e) in &expected {
-            let unit = client
-                .unit(id)
-                .ok_or(ApplyError::UnknownUnit { num: 0, unit: *id })?;
+            let unit = client.unit(id).ok_or_else(|| ApplyError::UnknownUnit {
+                num: file
+                    .commands()
+                    .find(|(_, c)| c.unit() == *id)
+                    .map_or(0, |(_, c)| c.num),
+                unit: *id,
+            })?;
             each.push((unit, e));
         }
         if !each.is_empty() {
