@@ -288,6 +288,13 @@ fn two_administrators_approve_auto_init_round_by_round_on_their_own_workstations
 
         if round == 1 {
             vp = generated_vp(&json(&file));
+            // The other plan of the same instance (the declarative one) is stale now:
+            // every unit's counter moved; it names each unit and sends nothing.
+            let stale = operator.fails(&["apply", arg(&declared), "--yes"], 1);
+            assert!(stale.contains("Re-plan"), "{stale}");
+            for num in 1..=4 {
+                assert!(stale.contains(&format!("crypto unit {num} (")), "{stale}");
+            }
             // Between rounds: a recorded answer edited (one byte of an importer key) is
             // refused offline: it is no longer certified by the unit's device key.
             let bad = operator.path().join("edited.json");
