@@ -14,13 +14,13 @@
 //! A service instance of one unit has round 1 only.
 
 use serde::{Deserialize, Serialize};
-use tke_client::{Client, InstanceId};
+use tke_client::{Client, InstanceId, KnownUnit};
 use tke_proto::{
     command::MAX_EXPORT_TARGETS,
     der::{asn1::OctetString, Decode},
     transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
     AdminCertificate, CaCertificate, Command, CommandId, DeviceCertificate, Register,
-    RegisterState, RegisterStatus, Threshold, UnitId, UnitType, Vp,
+    RegisterState, RegisterStatus, Threshold, UnitId, UnitStatus, UnitType, Vp,
 };
 
 use super::{
@@ -522,38 +522,73 @@ pub fn plan_auto_init(
     rev_threshold: Threshold,
     admins: &[AdminCertificate],
 ) -> Result<CeremonyFile, PlanError> {
-    let infos: Vec<_> = admins.iter().map(admin_info).collect();
-    let mut problems = admin_list_problems(&infos, sig_threshold.get().max(rev_threshold.get()));
-    let survey = survey(client, instance);
-    problems.extend(survey.problems);
-    let (Some(recovery), true) = (survey.recovery, problems.is_empty()) else {
-        return Err(CeremonyError::Problems(problems).into());
+    let wanted = Wanted {
+        instance,
+        sig_threshold,
+        rev_threshold,
+        admins,
     };
-    let mut units = Vec::with_capacity(survey.units.len());
-    let mut ca = None;
-    for (u, s) in survey.units.iter().zip(&survey.statuses) {
-        ca = ca.or(client.ca_of(u));
-        units.push(PlannedUnit {
-            num: u.num,
-            certificate: hex::encode(u.certificate.der()),
-            counter: s.counter,
-            clear: !s.admins.is_empty(),
-            setup: None,
-        });
+    wanted.plan(
+        &AUTO_INIT_ROUNDS,
+        survey(client, instance),
+        client,
+        |_, s| (!s.admins.is_empty(), None),
+    )
+}
+
+/// What a key-rounds plan sets up.
+struct Wanted<'a> {
+    instance: &'a InstanceId,
+    sig_threshold: Threshold,
+    rev_threshold: Threshold,
+    admins: &'a [AdminCertificate],
+}
+
+impl Wanted<'_> {
+    /// The file of `rounds` for the surveyed units, each unit's `clear` and setup
+    /// commands from `unit`; every problem of the survey and of the administrators
+    /// reported first.
+    fn plan(
+        &self,
+        rounds: &'static KeyRounds,
+        survey: crate::auto_init::Survey<'_>,
+        client: &Client,
+        unit: impl Fn(&KnownUnit, &UnitStatus) -> (bool, Option<Vec<String>>),
+    ) -> Result<CeremonyFile, PlanError> {
+        let infos: Vec<_> = self.admins.iter().map(admin_info).collect();
+        let needed = self.sig_threshold.get().max(self.rev_threshold.get());
+        let mut problems = admin_list_problems(&infos, needed);
+        problems.extend(survey.problems);
+        let (Some(recovery), true) = (survey.recovery, problems.is_empty()) else {
+            return Err(CeremonyError::Problems(problems).into());
+        };
+        let mut units = Vec::with_capacity(survey.units.len());
+        let mut ca = None;
+        for (u, s) in survey.units.iter().zip(&survey.statuses) {
+            ca = ca.or(client.ca_of(u));
+            let (clear, setup) = unit(u, s);
+            units.push(PlannedUnit {
+                num: u.num,
+                certificate: hex::encode(u.certificate.der()),
+                counter: s.counter,
+                clear,
+                setup,
+            });
+        }
+        let ca = ca.ok_or(CeremonyError::Problems(vec![Problem::UnknownInstance {
+            instance: self.instance.clone(),
+        }]))?;
+        let params = AutoInitParams {
+            instance: self.instance.0.clone(),
+            sig_threshold: u32::from(self.sig_threshold.get()),
+            rev_threshold: u32::from(self.rev_threshold.get()),
+            admins: self.admins.iter().map(|a| hex::encode(a.der())).collect(),
+            fleet_ca: hex::encode(ca.der()),
+            recovery: recovery.id().uuid(),
+            units,
+        };
+        Ok(CeremonyFile::multi_round(rounds, &params)?)
     }
-    let ca = ca.ok_or(CeremonyError::Problems(vec![Problem::UnknownInstance {
-        instance: instance.clone(),
-    }]))?;
-    let params = AutoInitParams {
-        instance: instance.0.clone(),
-        sig_threshold: u32::from(sig_threshold.get()),
-        rev_threshold: u32::from(rev_threshold.get()),
-        admins: admins.iter().map(|a| hex::encode(a.der())).collect(),
-        fleet_ca: hex::encode(ca.der()),
-        recovery: recovery.id().uuid(),
-        units,
-    };
-    Ok(CeremonyFile::multi_round(&AUTO_INIT_ROUNDS, &params)?)
 }
 
 /// Plans the declarative change of an initialized `instance` whose units hold no master
@@ -596,36 +631,19 @@ pub fn plan_desired_key(
             rule,
         })
     });
-    let (Some(recovery), true) = (survey.recovery, survey.problems.is_empty()) else {
-        return Err(CeremonyError::Problems(survey.problems).into());
+    let wanted = Wanted {
+        instance,
+        sig_threshold,
+        rev_threshold,
+        admins,
     };
-    let mut planned = Vec::with_capacity(survey.units.len());
-    let mut ca = None;
-    for (u, s) in survey.units.iter().zip(&survey.statuses) {
-        ca = ca.or(client.ca_of(u));
-        let commands: Vec<String> = setup
+    wanted.plan(&DESIRED_KEY_ROUNDS, survey, client, |u, _| {
+        let commands = setup
             .iter()
             .flat_map(|f| f.commands())
             .filter(|(_, c)| c.unit() == u.id())
             .map(|(_, c)| hex::encode(&c.bytes))
             .collect();
-        planned.push(PlannedUnit {
-            num: u.num,
-            certificate: hex::encode(u.certificate.der()),
-            counter: s.counter,
-            clear: false,
-            setup: Some(commands),
-        });
-    }
-    let ca = ca.ok_or(CeremonyError::Problems(vec![Problem::NoUnits]))?;
-    let params = AutoInitParams {
-        instance: instance.0.clone(),
-        sig_threshold: u32::from(sig_threshold.get()),
-        rev_threshold: u32::from(rev_threshold.get()),
-        admins: admins.iter().map(|a| hex::encode(a.der())).collect(),
-        fleet_ca: hex::encode(ca.der()),
-        recovery: recovery.id().uuid(),
-        units: planned,
-    };
-    Ok(CeremonyFile::multi_round(&DESIRED_KEY_ROUNDS, &params)?)
+        (false, Some(commands))
+    })
 }
