@@ -419,6 +419,27 @@ fn a_key_part_load_is_planned_sealed_by_the_planner_and_approved_round_by_round(
     let (operator, s) = loaded_operator(&alice, &bob);
     let before = registers(&operator);
     let file = operator.path().join("load.json");
+    // A recovery unit selected: refused as the direct load refuses it, no file written.
+    operator.ok(&["cryptounit-add", "3"]);
+    let refused = operator.fails(
+        &[
+            "plan",
+            "cryptounit-mk-load",
+            "--part",
+            "part a",
+            "--part",
+            "part b",
+            "--out",
+            arg(&file),
+        ],
+        1,
+    );
+    snap::assert_snapshot(
+        "approvals_rounds_mk_load_recovery_unit",
+        &snap::redact_paths(&refused, &[(operator.path(), "[WS]")]),
+    );
+    assert!(!file.exists());
+    operator.ok(&["cryptounit-rm", "3"]);
     // Round 1 needs no password: only the parts' verification patterns.
     operator.ok(&[
         "plan",
@@ -654,6 +675,36 @@ fn a_desired_master_key_is_refused_when_only_some_units_hold_one() {
     )
     .unwrap();
     let file = operator.path().join("desired.json");
+    // auto-init is planned only for units in imprint mode; without a terminal a missing
+    // threshold is an error naming its flag.
+    let cert = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_str().unwrap().ends_with(".crt.pem"))
+        .unwrap();
+    let init = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "auto-init",
+            "--instance",
+            "1",
+            "--admin-cert",
+            arg(&cert),
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", arg(&file)]);
+        let stderr = operator.fails(&args, 1);
+        snap::redact_paths(&stderr, &[(operator.path(), "[WS]")])
+    };
+    snap::assert_snapshot(
+        "approvals_rounds_plan_auto_init_not_imprint",
+        &init(&["--sig-threshold", "1", "--rev-threshold", "1"]),
+    );
+    snap::assert_snapshot(
+        "approvals_rounds_plan_auto_init_needs_threshold",
+        &init(&["--rev-threshold", "1"]),
+    );
+    assert!(!file.exists());
     let stderr = operator.fails(
         &["plan", "--desired", arg(&desired), "--out", arg(&file)],
         1,
