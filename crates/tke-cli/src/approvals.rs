@@ -750,14 +750,7 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
             applied,
             units,
         }) => {
-            let mut text = String::new();
-            if applied > 0 {
-                text.push_str(&format!(
-                    "round {} of {rounds} applied; the units' answers and round {round} are in {}.\n",
-                    round - 1,
-                    args.file.display()
-                ));
-            }
+            let mut text = applied_before(applied, round, rounds, &args.file, true);
             if rounds > 1 {
                 text.push_str(&format!("round {round} of {rounds} needs approvals: "));
             }
@@ -773,14 +766,7 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
             applied,
             next_by,
         }) => {
-            let mut text = String::new();
-            if applied > 0 {
-                text.push_str(&format!(
-                    "round {} of {rounds} applied; the units' answers are in {}.\n",
-                    round - 1,
-                    args.file.display()
-                ));
-            }
+            let mut text = applied_before(applied, round, rounds, &args.file, false);
             text.push_str(&format!(
                 "round {round} of {rounds} is not made yet: {next_by}; nothing further was sent."
             ));
@@ -852,6 +838,24 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `round k of n applied; …` when this run applied rounds before `round` (`next`: the
+/// file holds `round` too), else nothing.
+fn applied_before(applied: usize, round: usize, rounds: usize, file: &Path, next: bool) -> String {
+    if applied == 0 {
+        return String::new();
+    }
+    let with = if next {
+        format!(" and round {round}")
+    } else {
+        String::new()
+    };
+    format!(
+        "round {} of {rounds} applied; the units' answers{with} are in {}.\n",
+        round - 1,
+        file.display()
+    )
 }
 
 /// What each unit short of approvals still needs, and from whom.

@@ -420,28 +420,7 @@ fn a_key_part_load_is_planned_sealed_by_the_planner_and_approved_round_by_round(
     let before = registers(&operator);
     let file = operator.path().join("load.json");
     // A recovery unit selected: refused as the direct load refuses it, no file written.
-    operator.ok(&["cryptounit-add", "3"]);
-    let refused = operator.fails(
-        &[
-            "plan",
-            "cryptounit-mk-load",
-            "--part",
-            "part a",
-            "--part",
-            "part b",
-            "--out",
-            arg(&file),
-        ],
-        1,
-    );
-    snap::assert_snapshot(
-        "approvals_rounds_mk_load_recovery_unit",
-        &snap::redact_paths(&refused, &[(operator.path(), "[WS]")]),
-    );
-    assert!(!file.exists());
-    operator.ok(&["cryptounit-rm", "3"]);
-    // Round 1 needs no password: only the parts' verification patterns.
-    operator.ok(&[
+    let plan = [
         "plan",
         "cryptounit-mk-load",
         "--part",
@@ -450,7 +429,17 @@ fn a_key_part_load_is_planned_sealed_by_the_planner_and_approved_round_by_round(
         "part b",
         "--out",
         arg(&file),
-    ]);
+    ];
+    operator.ok(&["cryptounit-add", "3"]);
+    let refused = operator.fails(&plan, 1);
+    snap::assert_snapshot(
+        "approvals_rounds_mk_load_recovery_unit",
+        &snap::redact_paths(&refused, &[(operator.path(), "[WS]")]),
+    );
+    assert!(!file.exists());
+    operator.ok(&["cryptounit-rm", "3"]);
+    // Round 1 needs no password: only the parts' verification patterns.
+    operator.ok(&plan);
     let v = json(&file);
     assert_eq!(v["kind"], "mk-load");
     assert_eq!(v["params"]["parts"].as_array().unwrap().len(), 2);
