@@ -654,20 +654,36 @@ pub fn interrupted(client: &Client, instance: &InstanceId) -> Result<Interrupted
 }
 
 /// What [`survey`] found.
-struct Survey<'c> {
+pub(crate) struct Survey<'c> {
     /// The instance's units.
-    units: Vec<&'c KnownUnit>,
+    pub(crate) units: Vec<&'c KnownUnit>,
     /// The first recovery unit.
-    recovery: Option<&'c KnownUnit>,
+    pub(crate) recovery: Option<&'c KnownUnit>,
     /// The state of each unit, in the order of `units` (complete only without problems).
-    statuses: Vec<UnitStatus>,
+    pub(crate) statuses: Vec<UnitStatus>,
     /// Every problem found.
-    problems: Vec<Problem>,
+    pub(crate) problems: Vec<Problem>,
 }
 
 /// Queries every unit of `instance`: the instance must exist and have a recovery unit,
 /// and every unit must be in imprint mode.
-fn survey<'c>(client: &'c Client, instance: &InstanceId) -> Survey<'c> {
+pub(crate) fn survey<'c>(client: &'c Client, instance: &InstanceId) -> Survey<'c> {
+    survey_with(client, instance, |u, s| {
+        (!s.imprint_mode()).then(|| Problem::NotInImprintMode {
+            num: u.num,
+            unit: u.id(),
+            current_mk_set: s.current_register.state != RegisterState::Empty,
+        })
+    })
+}
+
+/// Queries every unit of `instance`: the instance must exist and have a recovery unit,
+/// and each unit must pass `check` (a problem with its state, or `None`).
+pub(crate) fn survey_with<'c>(
+    client: &'c Client,
+    instance: &InstanceId,
+    check: impl Fn(&KnownUnit, &UnitStatus) -> Option<Problem>,
+) -> Survey<'c> {
     let mut problems = Vec::new();
     let units = client.instance_units(instance);
     if units.is_empty() {
@@ -686,12 +702,10 @@ fn survey<'c>(client: &'c Client, instance: &InstanceId) -> Survey<'c> {
     for (u, status) in units.iter().zip(parallel(&units, |u| client.query(u))) {
         match status {
             Err(source) => problems.push(Problem::Unreachable { num: u.num, source }),
-            Ok(s) if !s.imprint_mode() => problems.push(Problem::NotInImprintMode {
-                num: u.num,
-                unit: u.id(),
-                current_mk_set: s.current_register.state != tke_proto::RegisterState::Empty,
-            }),
-            Ok(s) => statuses.push(s),
+            Ok(s) => match check(u, &s) {
+                Some(problem) => problems.push(problem),
+                None => statuses.push(s),
+            },
         }
     }
     Survey {

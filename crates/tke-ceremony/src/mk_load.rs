@@ -160,37 +160,12 @@ impl<'c> MkLoad<'c> {
     /// on which none of the keys that may sign is installed ([`Problem::TooFewSigners`]).
     pub fn plan(self, client: &'c Client) -> Result<LoadPlan<'c>, CeremonyError> {
         let mut planner = Planner::start(client, STEP, self.units, self.keys);
-        if parts::check_count(self.parts.len()).is_err() {
-            planner.problem(Problem::PartCount {
-                count: self.parts.len(),
-            });
-        }
-        for (i, a) in self.parts.iter().enumerate() {
-            for (j, b) in self.parts.iter().enumerate().skip(i + 1) {
-                if a == b {
-                    planner.problem(Problem::SameParts {
-                        first: i + 1,
-                        second: j + 1,
-                        vp: *a,
-                    });
-                }
-            }
+        for p in part_problems(&self.parts) {
+            planner.problem(p);
         }
         let mut units = Vec::new();
         for (unit, status) in planner.reachable() {
-            let rule = if unit.unit_type() == UnitType::Recovery {
-                Some(Rule::RecoveryUnitLoad)
-            } else if status.imprint_mode() {
-                Some(Rule::ImprintMode)
-            } else if status.new_register.state != RegisterState::Empty {
-                Some(Rule::NewRegister {
-                    found: status.new_register.state,
-                    needed: EMPTY,
-                })
-            } else {
-                None
-            };
-            if let Some(rule) = rule {
+            if let Some(rule) = unit_rule(unit, &status) {
                 planner.problem(Problem::Precondition {
                     num: unit.num,
                     unit: unit.id(),
@@ -210,6 +185,44 @@ impl<'c> MkLoad<'c> {
             parts: self.parts,
             units,
         })
+    }
+}
+
+/// What is wrong with loading parts of these verification patterns: not 2 or 3, or two
+/// alike.
+pub(crate) fn part_problems(parts: &[Vp]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if parts::check_count(parts.len()).is_err() {
+        problems.push(Problem::PartCount { count: parts.len() });
+    }
+    for (i, a) in parts.iter().enumerate() {
+        for (j, b) in parts.iter().enumerate().skip(i + 1) {
+            if a == b {
+                problems.push(Problem::SameParts {
+                    first: i + 1,
+                    second: j + 1,
+                    vp: *a,
+                });
+            }
+        }
+    }
+    problems
+}
+
+/// The rule a unit in state `status` breaks for a load: a recovery unit, imprint mode, a
+/// new register not Empty.
+pub(crate) fn unit_rule(unit: &KnownUnit, status: &UnitStatus) -> Option<Rule> {
+    if unit.unit_type() == UnitType::Recovery {
+        Some(Rule::RecoveryUnitLoad)
+    } else if status.imprint_mode() {
+        Some(Rule::ImprintMode)
+    } else if status.new_register.state != RegisterState::Empty {
+        Some(Rule::NewRegister {
+            found: status.new_register.state,
+            needed: EMPTY,
+        })
+    } else {
+        None
     }
 }
 

@@ -52,6 +52,10 @@ struct Desired {
     admins: Vec<String>,
     sig_threshold: u32,
     rev_threshold: u32,
+    /// Every unit holds one master key, current: when none holds one, the plan makes it
+    /// (auto-init's rounds).
+    #[serde(default)]
+    master_key_present: bool,
 }
 
 /// The ceremony commands `tke plan` writes as files.
@@ -65,6 +69,55 @@ pub enum PlanCmd {
     CryptounitAdminAdd(PlanAdd),
     /// Plan removing an administrator from the selected crypto units
     CryptounitAdminRm(PlanRm),
+    /// Plan initializing a service instance (three rounds: administrators, thresholds
+    /// and keys; the export; import, commit, set immediate) from the administrators'
+    /// certificate files
+    AutoInit(PlanAutoInit),
+    /// Plan loading the new master key register of the selected crypto units from 2 or
+    /// 3 master key parts (two rounds: importer keys; the parts sealed to them, made with
+    /// --seal by whoever holds the part files and their passwords)
+    CryptounitMkLoad(PlanMkLoad),
+}
+
+/// `tke plan cryptounit-mk-load` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanMkLoad {
+    /// Load the master key part of this description (see `tke mks`); give it 2 or 3
+    /// times, in load order. Asked for by KEYNUM when omitted. Only the parts'
+    /// verification patterns are read: no password.
+    #[arg(long = "part", value_name = "DESCRIPTION")]
+    pub parts: Vec<String>,
+    /// Write the ceremony file here (a new file).
+    #[arg(long, value_name = "FILE", required_unless_present = "seal")]
+    pub out: Option<PathBuf>,
+    /// Make round 2 of this ceremony file, once its round 1 is applied: open the planned
+    /// parts (their passwords from --secrets FILE or asked) and seal them to each unit's
+    /// importer key; the file is rewritten.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["parts", "out"])]
+    pub seal: Option<PathBuf>,
+}
+
+/// `tke plan auto-init` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanAutoInit {
+    /// The INSTANCE NUM of the service instance to initialize (asked for when there are
+    /// several).
+    #[arg(long, value_name = "NUM", allow_negative_numbers = true,
+          value_parser = |s: &str| crate::prompt::whole_number(s, "INSTANCE NUM"))]
+    pub instance: Option<usize>,
+    /// Signatures required on commands (1-8).
+    #[arg(long, value_name = "N")]
+    pub sig_threshold: Option<u32>,
+    /// Signatures required to remove an administrator (1-8).
+    #[arg(long, value_name = "N")]
+    pub rev_threshold: Option<u32>,
+    /// An administrator's certificate file (PEM or DER, made by `tke sigkey-add` on the
+    /// administrator's own machine), in the order to install; repeatable, at least as
+    /// many as the larger threshold.
+    #[arg(long, value_name = "FILE", required = true, num_args = 1..)]
+    pub admin_cert: Vec<PathBuf>,
+    #[command(flatten)]
+    pub out: Out,
 }
 
 /// `--out FILE`, for every `tke plan` command.
@@ -208,6 +261,61 @@ fn plan_desired(ctx: &Ctx, path: &Path, instance: Option<usize>, out: &Path) -> 
     let fleet = ctx.connect()?;
     let instance = crate::auto_init::choose_instance(ctx, &fleet.client, instance, "plan")?;
     let units = fleet.client.instance_units(&instance);
+    if desired.master_key_present {
+        let statuses: Vec<_> = parallel(&units, |u| fleet.client.query(u))
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                anyhow::Error::new(e)
+                    .context("the crypto units cannot be queried; no ceremony file was written")
+            })?;
+        let keyless =
+            |s: &tke_proto::UnitStatus| s.current_register.state == tke_proto::RegisterState::Empty;
+        if statuses.iter().all(tke_proto::UnitStatus::imprint_mode) {
+            // Nothing is set up yet: the whole of auto-init.
+            refuse_existing(out)?;
+            let ceremony = file::plan_auto_init(&fleet.client, &instance, sig, rev, &admins)
+                .map_err(plan_error)?;
+            println!("+ administrators, thresholds and a master key (auto-init)\n");
+            return write_new(&ceremony, out);
+        }
+        if statuses.iter().all(keyless) {
+            refuse_existing(out)?;
+            let change = Change::Set(AdminSet {
+                admins: admins.clone(),
+                sig_threshold: sig,
+                rev_threshold: rev,
+            });
+            let setup = file::plan_admin_change(
+                &fleet.client,
+                "Changing administrators and thresholds",
+                units.clone(),
+                &change,
+            )
+            .map_err(signing::hint)?;
+            let ceremony =
+                file::plan_desired_key(&fleet.client, &instance, sig, rev, &admins, setup.as_ref())
+                    .map_err(plan_error)?;
+            if let Some(setup) = &setup {
+                print_diff(&fleet.client, setup)?;
+            }
+            println!("+ master key: generated in a recovery crypto unit, copied to every crypto unit of the service instance\n");
+            return write_new(&ceremony, out);
+        }
+        if !statuses.iter().all(|s| !keyless(s)) {
+            let without: Vec<String> = units
+                .iter()
+                .zip(&statuses)
+                .filter(|(_, s)| keyless(s))
+                .map(|(u, _)| u.num.to_string())
+                .collect();
+            bail!(
+                "{}: master_key_present, but crypto unit(s) {} hold no current master key while the others do: copy it to them with `tke auto-recover` first; no ceremony file was written",
+                path.display(),
+                without.join(", ")
+            );
+        }
+    }
     let change = Change::Set(AdminSet {
         admins,
         sig_threshold: sig,
@@ -222,8 +330,121 @@ fn plan_desired(ctx: &Ctx, path: &Path, instance: Option<usize>, out: &Path) -> 
     )
 }
 
+/// `tke plan auto-init …`: the first round now; `tke apply` writes the others.
+fn plan_auto_init(ctx: &Ctx, a: &PlanAutoInit) -> Result<()> {
+    refuse_existing(&a.out.out)?;
+    let admins = a
+        .admin_cert
+        .iter()
+        .map(|p| read_certificate(p))
+        .collect::<Result<Vec<_>>>()?;
+    let fleet = ctx.connect()?;
+    let instance = crate::auto_init::choose_instance(ctx, &fleet.client, a.instance, "plan")?;
+    let say = |s: &str| println!("{s}");
+    let (sig, rev) = thresholds(ctx, a.sig_threshold, a.rev_threshold, &say)?;
+    let ceremony =
+        file::plan_auto_init(&fleet.client, &instance, sig, rev, &admins).map_err(plan_error)?;
+    write_new(&ceremony, &a.out.out)
+}
+
+/// `tke plan cryptounit-mk-load …`: round 1 (importer keys) with `--out`, round 2 (the
+/// sealed parts) with `--seal`.
+fn plan_mk_load(ctx: &Ctx, a: &PlanMkLoad) -> Result<()> {
+    if let Some(path) = &a.seal {
+        return seal_mk_load(ctx, path);
+    }
+    let Some(out) = &a.out else {
+        bail!("give --out FILE (a new ceremony file), or --seal FILE");
+    };
+    refuse_existing(out)?;
+    let fleet = ctx.connect()?;
+    let units = crate::units::require_selected(ctx, &fleet)?;
+    let listing = crate::keyparts::list(ctx)?;
+    let chosen = crate::mk_load::choose_parts(ctx, &listing, &a.parts)?;
+    let vps: Vec<_> = chosen.iter().map(|(_, e)| e.vp).collect();
+    let ceremony = file::plan_mk_load(&fleet.client, units, &vps).map_err(plan_error)?;
+    println!("Master key parts to load:");
+    crate::keyparts::print_numbered(chosen.iter().map(|(n, e)| (*n, *e)));
+    println!();
+    write_new(&ceremony, out)
+}
+
+/// `tke plan cryptounit-mk-load --seal FILE`: the planned parts, opened with their
+/// owners' passwords, sealed to the importer keys round 1 recorded.
+fn seal_mk_load(ctx: &Ctx, path: &Path) -> Result<()> {
+    let mut ceremony = read(path)?;
+    let planned = file::mk_load::parts_to_seal(&ceremony)
+        .with_context(|| format!("{} cannot be sealed", path.display()))?;
+    let listing = crate::keyparts::list(ctx)?;
+    let mut parts = Vec::with_capacity(planned.len());
+    for (i, vp) in planned.iter().enumerate() {
+        let Some(entry) = listing.entries.iter().find(|e| e.vp == *vp) else {
+            bail!(
+                "master key part {} of the plan (verification pattern {}) is not in {}: copy its owner's part file there; nothing was written",
+                i + 1,
+                vp.to_hex(),
+                ctx.files.path().display()
+            );
+        };
+        let keynum = listing.keynum_of(&entry.path).unwrap_or_default();
+        parts.push(crate::mk_load::open_part(ctx, keynum, entry)?);
+    }
+    file::seal_round(&mut ceremony, &parts).map_err(plan_error)?;
+    drop(parts);
+    print_commands(&ceremony);
+    tke_fs::atomic::write_private(path, ceremony.to_json().as_bytes())
+        .with_context(|| format!("cannot write the ceremony file {}", path.display()))?;
+    println!(
+        "OK\nRound 2 (the parts sealed to each crypto unit's importer key) is in {}. Each administrator approves it with `tke approve FILE --admin NAME`; then `tke apply FILE` sends it.",
+        path.display()
+    );
+    Ok(())
+}
+
+/// A refused plan, with the advice the direct commands give.
+fn plan_error(e: file::PlanError) -> anyhow::Error {
+    match e {
+        file::PlanError::Ceremony(e) => signing::hint(e),
+        e => e.into(),
+    }
+}
+
+/// Refuses an `--out` file that exists: its approvals would be lost.
+fn refuse_existing(out: &Path) -> Result<()> {
+    if out.exists() {
+        bail!(
+            "--out {}: the file exists; a ceremony file is never replaced (its approvals would be lost): choose another file",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Shows the planned commands and writes the new ceremony file `out`.
+fn write_new(ceremony: &CeremonyFile, out: &Path) -> Result<()> {
+    print_commands(ceremony);
+    tke_fs::atomic::create_private(out, ceremony.to_json().as_bytes())
+        .with_context(|| format!("cannot write the ceremony file {}", out.display()))?;
+    let rounds = ceremony.total_rounds();
+    let then = if rounds > 1 {
+        format!(" Its {rounds} rounds are approved and applied one after the other: each `tke apply` writes the next round into the file.")
+    } else {
+        String::new()
+    };
+    println!(
+        "OK\nThe ceremony file {} is written. Each administrator approves it on their own workstation with `tke approve FILE --admin NAME`; then `tke apply FILE` sends it.{then}",
+        out.display()
+    );
+    Ok(())
+}
+
 /// `tke plan CEREMONY …`.
 fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
+    match cmd {
+        PlanCmd::AutoInit(a) => return plan_auto_init(ctx, a),
+        PlanCmd::CryptounitMkLoad(a) => return plan_mk_load(ctx, a),
+        _ => {}
+    }
     let fleet = ctx.connect()?;
     let units = start(ctx, &fleet)?;
     let (step, change, out): (&'static str, Change, &Path) = match cmd {
@@ -261,6 +482,8 @@ fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
                 &a.out.out,
             )
         }
+        PlanCmd::AutoInit(a) => return plan_auto_init(ctx, a),
+        PlanCmd::CryptounitMkLoad(a) => return plan_mk_load(ctx, a),
     };
     write_plan(&fleet, units, step, &change, out)
 }
@@ -273,12 +496,7 @@ fn write_plan(
     change: &Change,
     out: &Path,
 ) -> Result<()> {
-    if out.exists() {
-        bail!(
-            "--out {}: the file exists; a ceremony file is never replaced (its approvals would be lost): choose another file",
-            out.display()
-        );
-    }
+    refuse_existing(out)?;
     let Some(ceremony) =
         file::plan_admin_change(&fleet.client, step, units, change).map_err(signing::hint)?
     else {
@@ -286,14 +504,7 @@ fn write_plan(
         return Ok(());
     };
     print_diff(&fleet.client, &ceremony)?;
-    print_commands(&ceremony);
-    tke_fs::atomic::create_private(out, ceremony.to_json().as_bytes())
-        .with_context(|| format!("cannot write the ceremony file {}", out.display()))?;
-    println!(
-        "OK\nThe ceremony file {} is written. Each administrator approves it on their own workstation with `tke approve FILE --admin NAME`; then `tke apply FILE` sends it.",
-        out.display()
-    );
-    Ok(())
+    write_new(&ceremony, out)
 }
 
 /// The administrator installed under `name` on the units (one key), for a removal.
@@ -403,10 +614,16 @@ fn print_commands(ceremony: &CeremonyFile) {
         "COMMAND",
         "APPROVED BY",
     ]);
+    let total = ceremony.total_rounds();
     for (round, c) in ceremony.commands() {
         let by: Vec<AdminInfo> = c.approvals.iter().map(|a| a.admin()).collect();
+        let applied = ceremony.rounds.get(round - 1).is_some_and(|r| r.applied);
         t.row(vec![
-            round.to_string(),
+            if total > 1 {
+                format!("{round}/{total}{}", if applied { " (applied)" } else { "" })
+            } else {
+                round.to_string()
+            },
             c.num.to_string(),
             c.unit().uuid(),
             c.admin_command.counter.to_string(),
@@ -449,17 +666,46 @@ pub fn approve(ctx: &Ctx, args: &ApproveArgs) -> Result<()> {
     )?;
     let entry = &entries[n - 1];
     print_commands(&ceremony);
-    if ceremony.commands().all(|(_, c)| c.approved_by(entry.ski)) {
+    let Some(current) = ceremony.current_round() else {
+        match ceremony.awaits_planner() {
+            Some((round, next_by)) => println!(
+                "OK\nThere is nothing to approve yet: round {round} is not made yet ({next_by}). The file is unchanged."
+            ),
+            None => println!(
+                "OK\nEvery round of this file is applied; there is nothing to approve. It is unchanged."
+            ),
+        }
+        return Ok(());
+    };
+    if ceremony.rounds[current]
+        .commands
+        .iter()
+        .all(|c| c.approved_by(entry.ski))
+    {
+        let of = if ceremony.total_rounds() > 1 {
+            format!("round {} of this file", current + 1)
+        } else {
+            "this file".to_owned()
+        };
         println!(
-            "OK\n{} ({}) approved every command of this file already; it is unchanged.",
+            "OK\n{} ({}) approved every command of {of} already; it is unchanged.",
             entry.name,
-            entry.ski.short()
+            entry.ski.short(),
         );
         return Ok(());
     }
+    let what = if ceremony.total_rounds() > 1 {
+        format!(
+            "every command of round {} of {} above",
+            current + 1,
+            ceremony.total_rounds()
+        )
+    } else {
+        "every command above".to_owned()
+    };
     if !ctx.prompt.confirm(
         &format!(
-            "Sign every command above as administrator {} ({})?",
+            "Sign {what} as administrator {} ({})?",
             entry.name,
             entry.ski.short()
         ),
@@ -482,7 +728,7 @@ pub fn approve(ctx: &Ctx, args: &ApproveArgs) -> Result<()> {
 
 /// `tke apply FILE`.
 pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
-    let ceremony = read(&args.file)?;
+    let mut ceremony = read(&args.file)?;
     let fleet = ctx.connect()?;
     if !ctx.json {
         print_commands(&ceremony);
@@ -493,14 +739,45 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
     {
         return Err(Cancelled.into());
     }
-    let applied = match file::apply(&fleet.client, &ceremony) {
+    // After each round: the units' answers and the next round, atomically, 0600.
+    let path = args.file.clone();
+    let mut save = |f: &CeremonyFile| tke_fs::atomic::write_private(&path, f.to_json().as_bytes());
+    let applied = match file::apply(&fleet.client, &mut ceremony, &mut save) {
         Ok(a) => a,
-        Err(ApplyError::ShortOfApprovals { units }) => {
-            return Err(LacksApprovals(shortfalls(&units)).into())
+        Err(ApplyError::ShortOfApprovals {
+            round,
+            rounds,
+            applied,
+            units,
+        }) => {
+            let mut text = applied_before(applied, round, rounds, &args.file, true);
+            if rounds > 1 {
+                text.push_str(&format!("round {round} of {rounds} needs approvals: "));
+            }
+            text.push_str(&shortfalls(&units));
+            return Err(LacksApprovals(text).into());
         }
         Err(e @ ApplyError::Stale { .. }) => bail!(
             "{e}\nRe-plan: make a new ceremony file with `tke plan …` and have it approved again."
         ),
+        Err(ApplyError::AwaitsPlanner {
+            round,
+            rounds,
+            applied,
+            next_by,
+        }) => {
+            let mut text = applied_before(applied, round, rounds, &args.file, false);
+            text.push_str(&format!(
+                "round {round} of {rounds} is not made yet: {next_by}; nothing further was sent."
+            ));
+            return Err(LacksApprovals(text).into());
+        }
+        Err(e @ ApplyError::Save { .. }) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "{}: the units ran the round, but their answers could not be written; nothing further was sent",
+                args.file.display()
+            )))
+        }
         Err(ApplyError::Ceremony(e)) => {
             return Err(signing::partly_failed(
                 e,
@@ -516,6 +793,7 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
             .iter()
             .map(|a| {
                 json!({
+                    "round": a.round,
                     "num": a.num,
                     "already_applied": a.already,
                     "signed_by": a.signed_by.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
@@ -525,15 +803,21 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&json!({ "units": v }))?);
         return Ok(());
     }
+    let several = ceremony.total_rounds() > 1;
     for a in &applied {
+        let round = if several {
+            format!("Round {}, crypto unit", a.round)
+        } else {
+            "Crypto unit".to_owned()
+        };
         if a.already {
             println!(
-                "Crypto unit {}: had run this command already; nothing was sent.",
+                "{round} {}: had run this command already; nothing was sent.",
                 a.num
             );
         } else {
             println!(
-                "Crypto unit {}: signed by {}.",
+                "{round} {}: signed by {}.",
                 a.num,
                 signing::names(&a.signed_by)
             );
@@ -541,13 +825,37 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
     }
     if applied.iter().all(|a| a.already) {
         println!("OK\nThe ceremony file was applied already; nothing was sent.");
-    } else {
+        return Ok(());
+    }
+    println!(
+        "OK\n{} is done on the crypto units of the file.",
+        ceremony.title()
+    );
+    if let Some(vp) = ceremony.loaded_vp() {
         println!(
-            "OK\n{} is done on the crypto units of the file.",
-            ceremony.title()
+            "\nVERIFICATION PATTERN OF THE NEW MASTER KEY\n{}\n\nCommit it with `tke plan cryptounit-mk-commit` or `tke cryptounit-mk-commit`, then make it current (set immediate), or rotate to it.",
+            crate::table::vp_lines(Some(&vp))
         );
     }
     Ok(())
+}
+
+/// `round k of n applied; …` when this run applied rounds before `round` (`next`: the
+/// file holds `round` too), else nothing.
+fn applied_before(applied: usize, round: usize, rounds: usize, file: &Path, next: bool) -> String {
+    if applied == 0 {
+        return String::new();
+    }
+    let with = if next {
+        format!(" and round {round}")
+    } else {
+        String::new()
+    };
+    format!(
+        "round {} of {rounds} applied; the units' answers{with} are in {}.\n",
+        round - 1,
+        file.display()
+    )
 }
 
 /// What each unit short of approvals still needs, and from whom.

@@ -153,7 +153,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
 
 /// The parts to load, with their KEYNUMs: by `--part` description, else asked for by
 /// KEYNUM from the list.
-fn choose_parts<'l>(
+pub(crate) fn choose_parts<'l>(
     ctx: &Ctx,
     listing: &'l tke_workstation::KeyPartListing,
     described: &[String],
@@ -195,7 +195,7 @@ fn choose_parts<'l>(
 
 /// Opens a part with its owner's password: from `--secrets` (by description), else a
 /// hidden prompt, asked again (up to three times) after a wrong password typed there.
-fn open_part(ctx: &Ctx, keynum: usize, entry: &KeyPartEntry) -> Result<MasterKeyPart> {
+pub(crate) fn open_part(ctx: &Ctx, keynum: usize, entry: &KeyPartEntry) -> Result<MasterKeyPart> {
     let description = entry.description.as_str();
     let scripted = ctx.secrets.as_ref().and_then(|s| s.get(description));
     let mut tries = 0;

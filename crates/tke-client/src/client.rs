@@ -188,7 +188,8 @@ impl Client {
     }
 
     /// The fleet CA that certified `unit` (its transport's): a unit trusts only units
-    /// its own CA certified.
+    /// its own CA certified. Public: a ceremony file records it so that approvers check
+    /// the units' answers offline.
     pub fn ca_of(&self, unit: &KnownUnit) -> &CaCertificate {
         &self.endpoints[unit.endpoint].ca
     }

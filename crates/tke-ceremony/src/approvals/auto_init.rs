@@ -1,0 +1,650 @@
+//! `tke plan auto-init`: the initialization of a service instance as a multi-round
+//! ceremony file, planned by someone who holds no administrator key.
+//!
+//! Three rounds, as the direct `auto-init` runs them (`crate::auto_init`):
+//!
+//! 1. on every unit (in imprint mode): a zeroize where someone left administrators,
+//!    every administrator installed, both thresholds set (leaving imprint mode); then
+//!    the recovery unit generates a random master key in its current register and every
+//!    other unit an importer key;
+//! 2. the recovery unit exports its key to every other unit (`exportMkBatch`, one per 16
+//!    targets), to the certified importer keys the units answered in round 1;
+//! 3. on every other unit: import its envelope, commit, set immediate.
+//!
+//! A service instance of one unit has round 1 only.
+
+use serde::{Deserialize, Serialize};
+use tke_client::{Client, InstanceId, KnownUnit};
+use tke_proto::{
+    command::MAX_EXPORT_TARGETS,
+    der::{asn1::OctetString, Decode},
+    transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
+    AdminCertificate, CaCertificate, Command, CommandId, DeviceCertificate, Register,
+    RegisterState, RegisterStatus, Threshold, UnitId, UnitStatus, UnitType, Vp,
+};
+
+use super::{
+    counter_after, device_certificate, fleet_ca, parse_params, CeremonyFile, FileError, MultiRound,
+    PlanError, Round, UnitCommand,
+};
+use crate::{
+    admin_set::{admin_info, admin_list_problems},
+    auto_init::{survey, survey_with},
+    postcondition::Expected,
+    CeremonyError, Problem,
+};
+
+/// The `kind` of an auto-init file.
+pub const KIND: &str = "auto-init";
+
+/// The parameters of an auto-init file: everything its rounds are built from. Public.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoInitParams {
+    /// The service instance.
+    pub instance: String,
+    /// Signatures required on commands.
+    pub sig_threshold: u32,
+    /// Signatures required to remove an administrator.
+    pub rev_threshold: u32,
+    /// The administrators' certificates (hex of the DER), in the order installed.
+    pub admins: Vec<String>,
+    /// The fleet CA certificate (hex of the DER) the units' certificates chain to.
+    pub fleet_ca: String,
+    /// The unit id (UUID) of the recovery unit that generates the master key.
+    pub recovery: String,
+    /// Every unit of the instance, in `CRYPTO UNIT NUM` order.
+    pub units: Vec<PlannedUnit>,
+}
+
+/// One unit of an auto-init file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedUnit {
+    /// Its `CRYPTO UNIT NUM` when planned.
+    pub num: usize,
+    /// Its device certificate (hex of the DER).
+    pub certificate: String,
+    /// Its transaction counter when planned: its first command uses the next value.
+    pub counter: u64,
+    /// Whether it is cleared first (imprint mode, administrators left by someone).
+    pub clear: bool,
+    /// Kind `desired-key` only: the administrator and threshold commands the unit runs
+    /// before the key (hex of each `AdminCommand` DER, at its consecutive counters), as
+    /// the declarative plan found them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<Vec<String>>,
+}
+
+/// The parameters, decoded and checked.
+struct Parsed {
+    sig: Threshold,
+    rev: Threshold,
+    admins: Vec<AdminCertificate>,
+    ca: CaCertificate,
+    units: Vec<Unit>,
+    /// Index of the recovery unit in `units`.
+    recovery: usize,
+}
+
+struct Unit {
+    num: usize,
+    cert: DeviceCertificate,
+    counter: u64,
+    /// Its commands of round 1 before the key's.
+    setup: Vec<Command>,
+}
+
+impl Unit {
+    fn id(&self) -> UnitId {
+        self.cert.unit_id()
+    }
+}
+
+fn bad(what: impl Into<String>) -> FileError {
+    FileError::Params {
+        kind: KIND,
+        what: what.into(),
+    }
+}
+
+/// The kind of an initialized instance's declarative plan that makes its master key
+/// (`tke plan --desired` with `master_key_present`): the units' administrator and
+/// threshold changes, then the key as auto-init makes it.
+pub const DESIRED_KEY: &str = "desired-key";
+
+/// Decodes a unit's recorded setup commands (kind [`DESIRED_KEY`]): each an
+/// administrator or threshold command for that unit, at consecutive counters from its
+/// planned one.
+fn setup_commands(u: &PlannedUnit, id: UnitId) -> Result<Vec<Command>, FileError> {
+    let bad = |what: String| FileError::Params {
+        kind: DESIRED_KEY,
+        what: format!("crypto unit {}: {what}", u.num),
+    };
+    let mut out = Vec::new();
+    for (i, h) in u.setup.iter().flatten().enumerate() {
+        let der = hex::decode(h).map_err(|_| bad("a setup command is not hexadecimal".into()))?;
+        let ac = tke_proto::AdminCommand::from_der(&der)
+            .map_err(|e| bad(format!("a setup command does not decode: {e}")))?;
+        let command = Command::from_wire(ac.command, ac.input.as_bytes())
+            .map_err(|e| bad(format!("a setup command does not decode: {e}")))?;
+        let expected_counter = u.counter.wrapping_add(i as u64).wrapping_add(1);
+        if ac.unit_id != id || ac.counter != expected_counter {
+            return Err(bad("a setup command is for another unit or counter".into()));
+        }
+        if !matches!(
+            command,
+            Command::AddAdmin(_) | Command::RemoveAdmin(_) | Command::SetThresholds { .. }
+        ) {
+            return Err(bad(format!(
+                "{:?} is not an administrator or threshold command",
+                command.id()
+            )));
+        }
+        out.push(command);
+    }
+    Ok(out)
+}
+
+/// The parameters of `kind` ([`KIND`] or [`DESIRED_KEY`]).
+fn parse_kind(kind: &'static str, params: &serde_json::Value) -> Result<Parsed, FileError> {
+    let bad = |what: String| FileError::Params { kind, what };
+    let unhex = |field: &str, text: &str| {
+        hex::decode(text).map_err(|_| bad(format!("{field} is not hexadecimal")))
+    };
+    let p: AutoInitParams = parse_params(kind, params)?;
+    let threshold =
+        |n: u32, which: &str| Threshold::new(n).map_err(|e| bad(format!("{which}: {e}")));
+    let sig = threshold(p.sig_threshold, "sig_threshold")?;
+    let rev = threshold(p.rev_threshold, "rev_threshold")?;
+    let admins = p
+        .admins
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            AdminCertificate::from_der(&unhex("an administrator certificate", a)?)
+                .map_err(|e| bad(format!("administrator certificate {}: {e}", i + 1)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let infos: Vec<_> = admins.iter().map(admin_info).collect();
+    if let Some(p) = admin_list_problems(&infos, sig.get().max(rev.get())).first() {
+        return Err(bad(p.to_string()));
+    }
+    let ca = fleet_ca(KIND, &p.fleet_ca)?;
+    let mut units: Vec<Unit> = Vec::with_capacity(p.units.len());
+    for u in &p.units {
+        let cert = device_certificate(KIND, u.num, &u.certificate, &ca)?;
+        if cert.instance_id().uuid() != p.instance {
+            return Err(bad(format!(
+                "crypto unit {} belongs to service instance {}, not {}",
+                u.num,
+                cert.instance_id().uuid(),
+                p.instance
+            )));
+        }
+        if units.iter().any(|v| v.id() == cert.unit_id()) {
+            return Err(bad(format!("crypto unit {} is listed twice", u.num)));
+        }
+        let setup = if kind == DESIRED_KEY {
+            if u.clear {
+                return Err(bad(format!(
+                    "crypto unit {}: an initialized unit is never cleared",
+                    u.num
+                )));
+            }
+            setup_commands(u, cert.unit_id())?
+        } else {
+            if u.setup.is_some() {
+                return Err(bad(format!(
+                    "crypto unit {}: auto-init records no setup commands",
+                    u.num
+                )));
+            }
+            let mut list = Vec::new();
+            if u.clear {
+                list.push(Command::Zeroize);
+            }
+            list.extend(admins.iter().cloned().map(Command::AddAdmin));
+            list.push(Command::SetThresholds {
+                signature: sig,
+                revocation: rev,
+            });
+            list
+        };
+        units.push(Unit {
+            num: u.num,
+            cert,
+            counter: u.counter,
+            setup,
+        });
+    }
+    let recovery = units
+        .iter()
+        .position(|u| u.id().uuid() == p.recovery && u.cert.unit_type() == UnitType::Recovery)
+        .ok_or_else(|| bad("recovery is not a recovery unit of the file".to_owned()))?;
+    Ok(Parsed {
+        sig,
+        rev,
+        admins,
+        ca,
+        units,
+        recovery,
+    })
+}
+
+/// A unit's commands of a round, each at the next counter.
+fn push_all(
+    out: &mut Vec<UnitCommand>,
+    u: &Unit,
+    before: &[Round],
+    commands: Vec<Command>,
+) -> Result<(), FileError> {
+    let mut counter = counter_after(u.counter, u.id(), before);
+    for command in commands {
+        out.push(
+            UnitCommand::build(u.num, u.id(), counter, command).map_err(|e| {
+                bad(format!(
+                    "crypto unit {}: a command cannot be encoded: {e}",
+                    u.num
+                ))
+            })?,
+        );
+        counter = counter.wrapping_add(1);
+    }
+    Ok(())
+}
+
+fn answer_error(round: usize, num: usize, what: impl Into<String>) -> FileError {
+    FileError::Answer {
+        round,
+        num,
+        what: what.into(),
+    }
+}
+
+impl Parsed {
+    fn recovery(&self) -> &Unit {
+        &self.units[self.recovery]
+    }
+
+    /// The units that receive the key, in order.
+    fn targets(&self) -> impl Iterator<Item = &Unit> {
+        let r = self.recovery().id();
+        self.units.iter().filter(move |u| u.id() != r)
+    }
+
+    /// The generated key's verification pattern: the recovery unit's answer in round 1.
+    fn vp(&self, first: &Round) -> Result<Vp, FileError> {
+        let r = self.recovery();
+        let answer = first
+            .answer(r.id(), CommandId::GenerateRandomMk, 0)
+            .ok_or_else(|| answer_error(1, r.num, "the verification pattern is missing"))?;
+        Vp::from_slice(answer)
+            .map_err(|e| answer_error(1, r.num, format!("not a verification pattern: {e}")))
+    }
+
+    /// Each target's certified importer key (round 1's answers).
+    fn importers(&self, first: &Round) -> Result<Vec<CertifiedImporter>, FileError> {
+        self.targets()
+            .map(|u| {
+                let answer = first
+                    .answer(u.id(), CommandId::GenerateImporter, 0)
+                    .ok_or_else(|| answer_error(1, u.num, "the importer key is missing"))?;
+                let importer = CertifiedImporter::from_der(answer)
+                    .map_err(|e| answer_error(1, u.num, format!("not an importer key: {e}")))?;
+                importer.verify(&u.cert).map_err(|e| {
+                    answer_error(
+                        1,
+                        u.num,
+                        format!("the importer key is not certified by the unit's device key: {e}"),
+                    )
+                })?;
+                Ok(importer)
+            })
+            .collect()
+    }
+
+    /// Each target's envelope (round 2's answers, in order), checked: signed by the
+    /// recovery unit under the fleet CA, for that target, holding the generated key.
+    fn envelopes(&self, first: &Round, second: &Round) -> Result<Vec<SignedEnvelope>, FileError> {
+        let r = self.recovery();
+        let vp = self.vp(first)?;
+        let mut all = Vec::new();
+        for (i, c) in second.commands.iter().enumerate() {
+            let answer = c
+                .answer
+                .as_deref()
+                .ok_or_else(|| answer_error(2, r.num, "the envelopes are missing"))?;
+            let batch = Vec::<SignedEnvelope>::from_der(answer)
+                .map_err(|e| answer_error(2, r.num, format!("not envelopes: {e}")))?;
+            let expected = self
+                .targets()
+                .skip(i * MAX_EXPORT_TARGETS)
+                .take(MAX_EXPORT_TARGETS)
+                .count();
+            if batch.len() != expected {
+                return Err(answer_error(
+                    2,
+                    r.num,
+                    format!("{} envelopes for {expected} crypto units", batch.len()),
+                ));
+            }
+            all.extend(batch);
+        }
+        for (e, u) in all.iter().zip(self.targets()) {
+            let (env, source) = e
+                .verify(&self.ca)
+                .map_err(|e| answer_error(2, r.num, format!("an envelope does not verify: {e}")))?;
+            if source.unit_id() != r.id() || env.target_unit_id != u.id() || env.vp != vp {
+                return Err(answer_error(
+                    2,
+                    r.num,
+                    format!(
+                        "the envelope for crypto unit {} is not from the recovery unit to it with the generated key",
+                        u.num
+                    ),
+                ));
+            }
+        }
+        Ok(all)
+    }
+}
+
+impl Parsed {
+    fn rounds(&self) -> usize {
+        if self.units.len() > 1 {
+            3
+        } else {
+            1
+        }
+    }
+
+    /// The round after `before` (see the module documentation).
+    fn round(&self, before: &[Round]) -> Result<Round, FileError> {
+        let p = self;
+        let r = p.recovery();
+        let mut commands = Vec::new();
+        match before {
+            [] => {
+                for u in &p.units {
+                    let mut list = u.setup.clone();
+                    list.push(if u.id() == r.id() {
+                        Command::GenerateRandomMk
+                    } else {
+                        Command::GenerateImporter
+                    });
+                    push_all(&mut commands, u, before, list)?;
+                }
+            }
+            [first] => {
+                let importers = p.importers(first)?;
+                let requests = p
+                    .targets()
+                    .zip(importers)
+                    .map(|(u, importer)| {
+                        Ok(ExportRequest {
+                            register: Register::Current,
+                            target_certificate: OctetString::new(u.cert.der().to_vec())
+                                .map_err(|e| bad(e.to_string()))?,
+                            importer,
+                            target_instance: None,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, FileError>>()?;
+                let list = requests
+                    .chunks(MAX_EXPORT_TARGETS)
+                    .map(|b| Command::ExportMkBatch(b.to_vec()))
+                    .collect();
+                push_all(&mut commands, r, before, list)?;
+            }
+            [first, second] => {
+                let vp = p.vp(first)?;
+                for (u, e) in p.targets().zip(p.envelopes(first, second)?) {
+                    let list = vec![
+                        Command::ImportMk(Box::new(e)),
+                        Command::CommitMk(vp),
+                        Command::SetImmediate(vp),
+                    ];
+                    push_all(&mut commands, u, before, list)?;
+                }
+            }
+            _ => return Err(bad("the ceremony has three rounds")),
+        }
+        Ok(Round::planned(commands))
+    }
+
+    fn check_answers(&self, before: &[Round], round: &Round) -> Result<(), FileError> {
+        match before {
+            [] => {
+                self.vp(round)?;
+                self.importers(round)?;
+            }
+            [first] => {
+                self.envelopes(first, round)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Every unit: exactly the administrators and thresholds asked, the generated key
+    /// current, nothing in the new register, no importer key waiting.
+    fn postcondition(&self, rounds: &[Round]) -> Result<Vec<(UnitId, Expected)>, FileError> {
+        let first = rounds
+            .first()
+            .ok_or_else(|| bad("the ceremony has no round"))?;
+        let vp = self.vp(first)?;
+        let expected = Expected {
+            sig_threshold: self.sig.get(),
+            rev_threshold: self.rev.get(),
+            current_register: RegisterStatus {
+                state: RegisterState::Valid,
+                vp: Some(vp),
+            },
+            ..Expected::imprint(self.admins.iter().map(admin_info).collect())
+        };
+        Ok(self
+            .units
+            .iter()
+            .map(|u| (u.id(), expected.clone()))
+            .collect())
+    }
+}
+
+/// A kind whose rounds are auto-init's: auto-init itself ([`AUTO_INIT_ROUNDS`]) and the
+/// declarative plan that makes an initialized instance's master key
+/// ([`DESIRED_KEY_ROUNDS`]). They differ in the parameters' setup commands only.
+pub struct KeyRounds {
+    kind: &'static str,
+    title: &'static str,
+}
+
+/// Auto-init as a [`MultiRound`] ceremony (kind [`KIND`]).
+pub static AUTO_INIT_ROUNDS: KeyRounds = KeyRounds {
+    kind: KIND,
+    title: "Initializing a service instance",
+};
+
+/// The declarative plan of an initialized instance whose units hold no master key
+/// (kind [`DESIRED_KEY`]): round 1 holds each unit's administrator and threshold changes,
+/// then auto-init's key commands; rounds 2 and 3 are auto-init's.
+pub static DESIRED_KEY_ROUNDS: KeyRounds = KeyRounds {
+    kind: DESIRED_KEY,
+    title: "Reaching the desired state (administrators, thresholds, master key)",
+};
+
+impl MultiRound for KeyRounds {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn title(&self) -> &'static str {
+        self.title
+    }
+
+    fn rounds(&self, params: &serde_json::Value) -> Result<usize, FileError> {
+        Ok(parse_kind(self.kind, params)?.rounds())
+    }
+
+    fn round(&self, params: &serde_json::Value, before: &[Round]) -> Result<Round, FileError> {
+        parse_kind(self.kind, params)?.round(before)
+    }
+
+    fn check_answers(
+        &self,
+        params: &serde_json::Value,
+        before: &[Round],
+        round: &Round,
+    ) -> Result<(), FileError> {
+        parse_kind(self.kind, params)?.check_answers(before, round)
+    }
+
+    fn postcondition(
+        &self,
+        params: &serde_json::Value,
+        rounds: &[Round],
+    ) -> Result<Vec<(UnitId, Expected)>, FileError> {
+        parse_kind(self.kind, params)?.postcondition(rounds)
+    }
+}
+
+/// Plans the initialization of `instance` as a ceremony file: every unit queried and
+/// every problem found as the direct `auto-init` finds them (the instance exists, has a
+/// recovery unit, every unit is in imprint mode; the administrators and thresholds fit),
+/// nothing signed or sent. The first recovery unit generates the key. Returns the file
+/// with its first round.
+///
+/// # Errors
+/// [`PlanError::Ceremony`] with [`CeremonyError::Problems`] listing every problem found.
+pub fn plan_auto_init(
+    client: &Client,
+    instance: &InstanceId,
+    sig_threshold: Threshold,
+    rev_threshold: Threshold,
+    admins: &[AdminCertificate],
+) -> Result<CeremonyFile, PlanError> {
+    let wanted = Wanted {
+        instance,
+        sig_threshold,
+        rev_threshold,
+        admins,
+    };
+    wanted.plan(
+        &AUTO_INIT_ROUNDS,
+        survey(client, instance),
+        client,
+        |_, s| (!s.admins.is_empty(), None),
+    )
+}
+
+/// What a key-rounds plan sets up.
+struct Wanted<'a> {
+    instance: &'a InstanceId,
+    sig_threshold: Threshold,
+    rev_threshold: Threshold,
+    admins: &'a [AdminCertificate],
+}
+
+impl Wanted<'_> {
+    /// The file of `rounds` for the surveyed units, each unit's `clear` and setup
+    /// commands from `unit`; every problem of the survey and of the administrators
+    /// reported first.
+    fn plan(
+        &self,
+        rounds: &'static KeyRounds,
+        survey: crate::auto_init::Survey<'_>,
+        client: &Client,
+        unit: impl Fn(&KnownUnit, &UnitStatus) -> (bool, Option<Vec<String>>),
+    ) -> Result<CeremonyFile, PlanError> {
+        let infos: Vec<_> = self.admins.iter().map(admin_info).collect();
+        let needed = self.sig_threshold.get().max(self.rev_threshold.get());
+        let mut problems = admin_list_problems(&infos, needed);
+        problems.extend(survey.problems);
+        let (Some(recovery), true) = (survey.recovery, problems.is_empty()) else {
+            return Err(CeremonyError::Problems(problems).into());
+        };
+        let mut units = Vec::with_capacity(survey.units.len());
+        let mut ca = None;
+        for (u, s) in survey.units.iter().zip(&survey.statuses) {
+            ca = ca.or(Some(client.ca_of(u)));
+            let (clear, setup) = unit(u, s);
+            units.push(PlannedUnit {
+                num: u.num,
+                certificate: hex::encode(u.certificate.der()),
+                counter: s.counter,
+                clear,
+                setup,
+            });
+        }
+        let ca = ca.ok_or(CeremonyError::Problems(vec![Problem::UnknownInstance {
+            instance: self.instance.clone(),
+        }]))?;
+        let params = AutoInitParams {
+            instance: self.instance.0.clone(),
+            sig_threshold: u32::from(self.sig_threshold.get()),
+            rev_threshold: u32::from(self.rev_threshold.get()),
+            admins: self.admins.iter().map(|a| hex::encode(a.der())).collect(),
+            fleet_ca: hex::encode(ca.der()),
+            recovery: recovery.id().uuid(),
+            units,
+        };
+        Ok(CeremonyFile::multi_round(rounds, &params)?)
+    }
+}
+
+/// Plans the declarative change of an initialized `instance` whose units hold no master
+/// key to `admins` and both thresholds with a master key present: round 1 holds each
+/// unit's administrator and threshold commands of `setup` (the single-round plan of that
+/// change, `None` when the units hold it already), then the key's commands as auto-init
+/// makes them; rounds 2 and 3 are auto-init's. Every unit is queried first: it must be
+/// reachable and out of imprint mode, its registers Empty and no importer key waiting;
+/// the instance must have a recovery unit (the first generates the key).
+///
+/// # Errors
+/// [`PlanError::Ceremony`] with [`CeremonyError::Problems`] listing every problem found.
+pub fn plan_desired_key(
+    client: &Client,
+    instance: &InstanceId,
+    sig_threshold: Threshold,
+    rev_threshold: Threshold,
+    admins: &[AdminCertificate],
+    setup: Option<&CeremonyFile>,
+) -> Result<CeremonyFile, PlanError> {
+    let survey = survey_with(client, instance, |u, s| {
+        let rule = if s.imprint_mode() {
+            Some(crate::Rule::ImprintMode)
+        } else if s.current_register.state != RegisterState::Empty {
+            Some(crate::Rule::CurrentRegister {
+                found: s.current_register.state,
+                needed: &[RegisterState::Empty],
+            })
+        } else if s.new_register.state != RegisterState::Empty {
+            Some(crate::Rule::NewRegister {
+                found: s.new_register.state,
+                needed: &[RegisterState::Empty],
+            })
+        } else {
+            None
+        };
+        rule.map(|rule| Problem::Precondition {
+            num: u.num,
+            unit: u.id(),
+            rule,
+        })
+    });
+    let wanted = Wanted {
+        instance,
+        sig_threshold,
+        rev_threshold,
+        admins,
+    };
+    wanted.plan(&DESIRED_KEY_ROUNDS, survey, client, |u, _| {
+        let commands = setup
+            .iter()
+            .flat_map(|f| f.commands())
+            .filter(|(_, c)| c.unit() == u.id())
+            .map(|(_, c)| hex::encode(&c.bytes))
+            .collect();
+        (false, Some(commands))
+    })
+}
