@@ -365,6 +365,15 @@ impl KeyStorageGuard {
             .collect()
     }
 
+    /// The instances whose keys the ceremony would put at risk that were confirmed (a
+    /// ceremony file records them for its approvers).
+    pub fn confirmed(&self) -> Vec<&AtRisk> {
+        self.at_risk
+            .iter()
+            .filter(|r| self.confirmed.contains(&r.instance))
+            .collect()
+    }
+
     /// The operator confirmed, by typing the instance's id, that the keys of `instance`
     /// may be lost: its units are no longer refused.
     pub fn confirm(&mut self, instance: &InstanceId) {

@@ -9,7 +9,8 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 use tke_ceremony::{
     approvals::{self as file, ApplyError, CeremonyFile, Shortfall},
-    AdminSet, Change,
+    guard::{Destruction, KeyStorageGuard},
+    AdminSet, CeremonyError, Change, RegisterAction,
 };
 use tke_client::{fanout::parallel, KnownUnit};
 use tke_proto::{AdminCertificate, AdminInfo, Command, Threshold};
@@ -18,6 +19,7 @@ use crate::{
     admins::start,
     auto_init::thresholds,
     context::{Ctx, Fleet},
+    registers::hint,
     sigkeys::{keynum_by_name, list},
     signing,
     table::Table,
@@ -65,6 +67,25 @@ pub enum PlanCmd {
     CryptounitAdminAdd(PlanAdd),
     /// Plan removing an administrator from the selected crypto units
     CryptounitAdminRm(PlanRm),
+    /// Plan committing the new master key register of the selected crypto units
+    CryptounitMkCommit(Out),
+    /// Plan making the new master key register current on the selected crypto units
+    CryptounitMkSetimm(Out),
+    /// Plan clearing the new master key register of the selected crypto units
+    CryptounitMkClrnew(Out),
+    /// Plan clearing the current master key register of the selected crypto units
+    CryptounitMkClrcur(PlanDestroy),
+    /// Plan zeroizing the selected crypto units
+    CryptounitZeroize(PlanDestroy),
+}
+
+/// `tke plan cryptounit-zeroize` and `cryptounit-mk-clrcur` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanDestroy {
+    #[command(flatten)]
+    pub force: crate::guard::ForceArgs,
+    #[command(flatten)]
+    pub out: Out,
 }
 
 /// `--out FILE`, for every `tke plan` command.
@@ -144,6 +165,10 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
+    // A zeroize or clear current file destroys stored keys only when it was planned with
+    // the same --force-with-keys.
+    #[command(flatten)]
+    pub force: crate::guard::ForceArgs,
 }
 
 /// Units whose commands lack approvals: `tke apply` exits with code 4.
@@ -226,7 +251,28 @@ fn plan_desired(ctx: &Ctx, path: &Path, instance: Option<usize>, out: &Path) -> 
 fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
     let fleet = ctx.connect()?;
     let units = start(ctx, &fleet)?;
+    let client = &fleet.client;
+    let register = |action, out: &Out| {
+        new_out(&out.out)?;
+        let planned = file::plan_register(client, action, units.clone(), None).map_err(hint)?;
+        write_file(&fleet, planned, &out.out)
+    };
     let (step, change, out): (&'static str, Change, &Path) = match cmd {
+        PlanCmd::CryptounitMkCommit(out) => return register(RegisterAction::Commit, out),
+        PlanCmd::CryptounitMkSetimm(out) => return register(RegisterAction::SetImmediate, out),
+        PlanCmd::CryptounitMkClrnew(out) => return register(RegisterAction::ClearNew, out),
+        PlanCmd::CryptounitMkClrcur(a) => {
+            let plan = |g: &KeyStorageGuard| {
+                file::plan_register(client, RegisterAction::ClearCurrent, units.clone(), Some(g))
+            };
+            let planned = destroying(ctx, &fleet, &units, Destruction::ClearCurrent, a, plan)?;
+            return write_file(&fleet, planned, &a.out.out);
+        }
+        PlanCmd::CryptounitZeroize(a) => {
+            let plan = |g: &KeyStorageGuard| file::plan_zeroize(client, units.clone(), g);
+            let planned = destroying(ctx, &fleet, &units, Destruction::Zeroize, a, plan)?;
+            return write_file(&fleet, planned, &a.out.out);
+        }
         PlanCmd::CryptounitThrhldSet(a) => {
             let say = |s: &str| println!("{s}");
             let (signature, revocation) = thresholds(ctx, a.sig_threshold, a.rev_threshold, &say)?;
@@ -265,6 +311,34 @@ fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
     write_plan(&fleet, units, step, &change, out)
 }
 
+/// Refuses an `--out` file that exists: a ceremony file is never replaced.
+fn new_out(out: &Path) -> Result<()> {
+    if out.exists() {
+        bail!(
+            "--out {}: the file exists; a ceremony file is never replaced (its approvals would be lost): choose another file",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Plans a ceremony that destroys a master key (`what`) with the key-storage guard:
+/// `--force-with-keys`, or the instance id typed on a terminal, lets an instance through
+/// and is recorded in the file.
+fn destroying(
+    ctx: &Ctx,
+    fleet: &Fleet,
+    units: &[&KnownUnit],
+    what: Destruction,
+    args: &PlanDestroy,
+    plan: impl Fn(&KeyStorageGuard) -> Result<Option<CeremonyFile>, CeremonyError>,
+) -> Result<Option<CeremonyFile>> {
+    new_out(&args.out.out)?;
+    let mut guard = crate::guard::key_storage(ctx, &fleet.client, units, what, &args.force)?;
+    let planned = plan(&guard);
+    crate::guard::planned_again(ctx, &mut guard, what, planned, &plan)?.map_err(hint)
+}
+
 /// Plans `change` on `units` and writes the ceremony file `out` (a new file).
 fn write_plan(
     fleet: &Fleet,
@@ -273,15 +347,15 @@ fn write_plan(
     change: &Change,
     out: &Path,
 ) -> Result<()> {
-    if out.exists() {
-        bail!(
-            "--out {}: the file exists; a ceremony file is never replaced (its approvals would be lost): choose another file",
-            out.display()
-        );
-    }
-    let Some(ceremony) =
-        file::plan_admin_change(&fleet.client, step, units, change).map_err(signing::hint)?
-    else {
+    new_out(out)?;
+    let planned =
+        file::plan_admin_change(&fleet.client, step, units, change).map_err(signing::hint)?;
+    write_file(fleet, planned, out)
+}
+
+/// Shows the planned file and writes it to `out` (a new file); `None`: nothing to do.
+fn write_file(fleet: &Fleet, planned: Option<CeremonyFile>, out: &Path) -> Result<()> {
+    let Some(ceremony) = planned else {
         println!("OK\nThe selected crypto units hold this already; no ceremony file was written.");
         return Ok(());
     };
@@ -419,6 +493,12 @@ fn print_commands(ceremony: &CeremonyFile) {
         ]);
     }
     println!("{}", t.render());
+    for f in &ceremony.force_with_keys {
+        println!("WARNING: {f}.");
+    }
+    if !ceremony.force_with_keys.is_empty() {
+        println!();
+    }
 }
 
 /// `tke approve FILE --admin NAME` and `tke approve --merge OUT IN…`.
@@ -493,7 +573,14 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
     {
         return Err(Cancelled.into());
     }
-    let applied = match file::apply(&fleet.client, &ceremony) {
+    let parts = crate::guard::key_part_files(ctx)?;
+    let guards = file::apply_guard(
+        &fleet.client,
+        &ceremony,
+        &args.force.force_with_keys,
+        &parts,
+    )?;
+    let applied = match file::apply_guarded(&fleet.client, &ceremony, &guards) {
         Ok(a) => a,
         Err(ApplyError::ShortOfApprovals { units }) => {
             return Err(LacksApprovals(shortfalls(&units)).into())
@@ -501,6 +588,9 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
         Err(e @ ApplyError::Stale { .. }) => bail!(
             "{e}\nRe-plan: make a new ceremony file with `tke plan …` and have it approved again."
         ),
+        Err(ApplyError::Ceremony(e @ CeremonyError::Problems(_))) => {
+            return Err(guard_refused(e, &ceremony))
+        }
         Err(ApplyError::Ceremony(e)) => {
             return Err(signing::partly_failed(
                 e,
@@ -548,6 +638,25 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A file the key-storage guard refused at apply time, with what to do: give the
+/// instance the file records with --force-with-keys, or plan again.
+fn guard_refused(e: CeremonyError, ceremony: &CeremonyFile) -> anyhow::Error {
+    let recorded: Vec<&str> = ceremony
+        .force_with_keys
+        .iter()
+        .map(|f| f.instance.as_str())
+        .collect();
+    let advice = if recorded.is_empty() {
+        "The ceremony file was not planned with --force-with-keys: recover the master key elsewhere first (`tke auto-recover`), or plan the file again with --force-with-keys INSTANCE-ID so that its approvers see the keys at stake.".to_owned()
+    } else {
+        format!(
+            "The ceremony file was planned with --force-with-keys {}: to destroy the master key anyway, apply it with the same --force-with-keys; for another instance, plan the file again.",
+            recorded.join(", ")
+        )
+    };
+    anyhow::anyhow!("{e}\n{advice}")
 }
 
 /// What each unit short of approvals still needs, and from whom.

@@ -182,6 +182,7 @@ fn ceremony_file_seed(w: &World) -> Vec<u8> {
         .collect();
     let mut file = CeremonyFile {
         rounds: vec![Round { commands }],
+        force_with_keys: Vec::new(),
     };
     file.approve(&w.admin).unwrap();
     file.to_json().into_bytes()

@@ -36,6 +36,9 @@ use crate::{
     CeremonyError,
 };
 
+mod registers;
+pub use registers::{apply_guard, plan_register, plan_zeroize, ForcedKeys};
+
 /// The `format` field of every ceremony file.
 pub const FORMAT: &str = "tke-ceremony";
 /// The format version this code writes and reads.
@@ -46,6 +49,9 @@ pub const VERSION: u32 = 1;
 pub struct CeremonyFile {
     /// The rounds, in the order they run.
     pub rounds: Vec<Round>,
+    /// The instances whose stored keys the planner agreed to lose (`--force-with-keys`),
+    /// shown to approvers; empty for a file that destroys no master key.
+    pub force_with_keys: Vec<ForcedKeys>,
 }
 
 /// The commands of one round: at most one per unit, sent together.
@@ -217,6 +223,14 @@ pub enum FileError {
         #[source]
         source: SignError,
     },
+    /// A `force_with_keys` record that cannot be right.
+    #[error("the record --force-with-keys {instance:?} is refused: {reason}")]
+    Forced {
+        /// The instance it names.
+        instance: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Copies of a file that do not hold the same commands.
     #[error("copy {index} holds other commands than the first (a different plan): only approvals of the same plan merge")]
     MergeMismatch {
@@ -233,6 +247,8 @@ struct FileJson {
     version: u32,
     ceremony: String,
     rounds: Vec<RoundJson>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    force_with_keys: Vec<registers::ForcedJson>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -393,7 +409,9 @@ impl CeremonyFile {
             CommandId::SetThresholds => "Setting signature thresholds".to_owned(),
             CommandId::AddAdmin => "Adding an administrator".to_owned(),
             CommandId::RemoveAdmin => "Removing an administrator".to_owned(),
-            other => format!("{other:?} commands"),
+            other => {
+                registers::title(other).map_or_else(|| format!("{other:?} commands"), str::to_owned)
+            }
         }
     }
 
@@ -430,6 +448,7 @@ impl CeremonyFile {
                         .collect(),
                 })
                 .collect(),
+            force_with_keys: self.force_with_keys.iter().map(|f| f.to_json()).collect(),
         };
         // Plain strings and numbers: serializing cannot fail.
         let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
@@ -460,10 +479,14 @@ impl CeremonyFile {
                 .collect::<Result<Vec<_>, _>>()?;
             rounds.push(Round { commands });
         }
-        let parsed = Self { rounds };
+        let mut parsed = Self {
+            rounds,
+            force_with_keys: Vec::new(),
+        };
         if parsed.commands().next().is_none() {
             return Err(FileError::Empty);
         }
+        parsed.force_with_keys = registers::forced_from_json(&parsed, file.force_with_keys)?;
         // The title is shown to approvers: it too must say what the bytes say.
         let title = parsed.title();
         if file.ceremony != title {
@@ -611,7 +634,8 @@ pub fn merge(copies: Vec<CeremonyFile>) -> Result<CeremonyFile, FileError> {
     let mut copies = copies.into_iter();
     let mut merged = copies.next().ok_or(FileError::Empty)?;
     for (i, copy) in copies.enumerate() {
-        let same_plan = copy.rounds.len() == merged.rounds.len()
+        let same_plan = copy.force_with_keys == merged.force_with_keys
+            && copy.rounds.len() == merged.rounds.len()
             && copy.rounds.iter().zip(&merged.rounds).all(|(a, b)| {
                 a.commands.len() == b.commands.len()
                     && a.commands
@@ -654,14 +678,7 @@ pub fn plan_admin_change(
     // installed administrator counts as a possible signer.
     let mut planner = Planner::start(client, step, units, Vec::new());
     let reachable = planner.reachable();
-    let mut anyone: Vec<AdminInfo> = Vec::new();
-    for (_, s) in &reachable {
-        for a in &s.admins {
-            if !anyone.iter().any(|b| b.ski == a.ski) {
-                anyone.push(a.clone());
-            }
-        }
-    }
+    let anyone = registers::installed_anywhere(reachable.iter().map(|(_, s)| s));
     let nums: Vec<(usize, &UnitStatus)> = reachable.iter().map(|(u, s)| (u.num, s)).collect();
     let changes = match plan_change(&nums, change, &anyone) {
         Ok(c) => c,
@@ -691,6 +708,7 @@ pub fn plan_admin_change(
     }
     Ok(Some(CeremonyFile {
         rounds: vec![Round { commands }],
+        force_with_keys: Vec::new(),
     }))
 }
 
@@ -741,6 +759,13 @@ pub enum ApplyError {
         num: usize,
         /// Its id.
         unit: UnitId,
+    },
+    /// `--force-with-keys` given to apply for an instance the file does not record: its
+    /// approvers did not see that the keys would be lost.
+    #[error("--force-with-keys {instance}: the ceremony file was not planned with --force-with-keys for this service instance, so its approvers did not agree to lose its keys; nothing was sent")]
+    ForceNotPlanned {
+        /// The instance given.
+        instance: String,
     },
     /// A command that `apply` does not run from a file yet.
     #[error("crypto unit {num}: {command:?} commands are not applied from ceremony files yet")]
@@ -802,12 +827,10 @@ fn needed(num: usize, command: &Command, status: &UnitStatus) -> Result<usize, A
         Command::AddAdmin(_) | Command::RemoveAdmin(_) if imprint => 0,
         Command::RemoveAdmin(_) => usize::from(status.rev_threshold),
         Command::AddAdmin(_) | Command::SetThresholds { .. } => usize::from(status.sig_threshold),
-        other => {
-            return Err(ApplyError::Unsupported {
-                num,
-                command: other.id(),
-            })
-        }
+        other => registers::needed(other, status).ok_or(ApplyError::Unsupported {
+            num,
+            command: other.id(),
+        })?,
     })
 }
 
@@ -836,7 +859,7 @@ fn after(command: &Command, mut s: UnitStatus) -> UnitStatus {
             s.sig_threshold = signature.get();
             s.rev_threshold = revocation.get();
         }
-        _ => {}
+        other => registers::after(other, &mut s),
     }
     s.counter = s.counter.wrapping_add(1);
     s
@@ -851,7 +874,7 @@ fn holds(command: &Command, status: &UnitStatus) -> bool {
             signature,
             revocation,
         } => status.sig_threshold == signature.get() && status.rev_threshold == revocation.get(),
-        _ => false,
+        other => registers::holds(other, status),
     }
 }
 
@@ -974,6 +997,21 @@ fn check_unit<'a>(
 /// [`ApplyError::Unsupported`] before anything is sent; [`ApplyError::Ceremony`] for a
 /// unit that cannot be queried, refuses a command or does not hold what was planned.
 pub fn apply(client: &Client, file: &CeremonyFile) -> Result<Vec<Applied>, ApplyError> {
+    apply_guarded(client, file, &[])
+}
+
+/// As [`apply`], and before anything is sent each command that destroys a master key
+/// (zeroize, clear current) is put to the key-storage guard of its kind in `guards`
+/// ([`apply_guard`]).
+///
+/// # Errors
+/// As [`apply`]; [`ApplyError::Ceremony`] with a [`crate::Problem::Guarded`] per unit a
+/// guard refuses (nothing is sent).
+pub fn apply_guarded(
+    client: &Client,
+    file: &CeremonyFile,
+    guards: &[(crate::guard::Destruction, crate::guard::KeyStorageGuard)],
+) -> Result<Vec<Applied>, ApplyError> {
     let step: &'static str = "Applying the ceremony file";
     let mut report = Vec::new();
     for round in &file.rounds {
@@ -995,6 +1033,15 @@ pub fn apply(client: &Client, file: &CeremonyFile) -> Result<Vec<Applied>, Apply
         }
         if !stale.is_empty() {
             return Err(ApplyError::Stale { units: stale });
+        }
+        let refused: Vec<crate::Problem> = units
+            .iter()
+            .zip(&statuses)
+            .filter(|((u, _), _)| sending.iter().any(|s| s.unit.id() == u.id()))
+            .flat_map(|((u, commands), status)| registers::guarded(guards, u, status, commands))
+            .collect();
+        if !refused.is_empty() {
+            return Err(CeremonyError::Problems(refused).into());
         }
         if !short.is_empty() {
             return Err(ApplyError::ShortOfApprovals { units: short });

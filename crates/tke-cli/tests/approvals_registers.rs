@@ -1,0 +1,383 @@
+//! Ceremony files of the master key register commands and of zeroize through the real
+//! binary: `tke plan cryptounit-mk-commit | -setimm | -clrnew | -clrcur |
+//! cryptounit-zeroize`, approved by alice and bob each in their own workstation directory
+//! (holding only their own key), applied from the operator's directory, which holds no
+//! key; the key-storage guard when planned and again when applied.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use common::{snap, Workstation};
+use serde_json::Value;
+use tke_client::{Client, EmbeddedFleet, Transport};
+use tke_sigkey::Signer;
+use tke_sigkey_file::FileSigner;
+use tke_test_support::mk::load_new_register;
+use tke_workstation::{FilesDir, Password};
+
+const ALICE: (&str, &str) = ("alice", "alice-password-1");
+const BOB: (&str, &str) = ("bob", "bob-password-22");
+
+/// An administrator's own workstation (their key only) and its secrets file.
+struct Admin {
+    w: Workstation,
+    secrets: String,
+    name: &'static str,
+    password: &'static str,
+}
+
+fn admin((name, password): (&'static str, &'static str)) -> Admin {
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    let secrets = w.file_keys(&[(name, password)]);
+    Admin {
+        w,
+        secrets,
+        name,
+        password,
+    }
+}
+
+impl Admin {
+    /// Approves its own copy of `file` (mailed to it) and returns the copy.
+    fn approve(&self, file: &Path) -> PathBuf {
+        let copy = self.w.path().join(file.file_name().unwrap());
+        if copy != file {
+            fs::copy(file, &copy).unwrap();
+        }
+        self.w.ok(&[
+            "--secrets",
+            &self.secrets,
+            "approve",
+            arg(&copy),
+            "--admin",
+            self.name,
+            "--yes",
+        ]);
+        copy
+    }
+
+    /// Its signature key, opened.
+    fn signer(&self) -> FileSigner {
+        let files = FilesDir::resolve(Some(self.w.path())).unwrap();
+        let keys = files.signature_keys().unwrap();
+        FileSigner::open(&keys.entries[0], &Password::new(self.password)).unwrap()
+    }
+}
+
+/// The operator's workstation (the embedded fleet: units 1, 2 operational, 3, 4 recovery,
+/// every unit selected) after auto-init with alice and bob, thresholds 2/1; the keys were
+/// copied in for auto-init and removed again.
+struct Setup {
+    operator: Workstation,
+    alice: Admin,
+    bob: Admin,
+}
+
+fn setup() -> Setup {
+    let operator = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    operator.ok(&["local", "init"]);
+    operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
+    let (alice, bob) = (admin(ALICE), admin(BOB));
+    let mut copied = Vec::new();
+    for a in [&alice, &bob] {
+        for e in fs::read_dir(a.w.path()).unwrap() {
+            let from = e.unwrap().path();
+            let name = from.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.ends_with(".key.pem") || name.ends_with(".crt.pem") {
+                let to = operator.path().join(name);
+                fs::copy(&from, &to).unwrap();
+                copied.push(to);
+            }
+        }
+    }
+    let s = operator.secrets(&[ALICE, BOB]);
+    operator.auto_init(s.to_str().unwrap(), (2, 1), &["alice", "bob"]);
+    for f in copied {
+        fs::remove_file(f).unwrap();
+    }
+    fs::remove_file(s).unwrap();
+    Setup {
+        operator,
+        alice,
+        bob,
+    }
+}
+
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The embedded fleet of `w` through the library.
+fn library(w: &Workstation) -> Client {
+    let fleet = EmbeddedFleet::open(&w.path().join("local")).unwrap();
+    let ca = fleet.ca().clone();
+    Client::connect(vec![(Arc::new(fleet) as Arc<dyn Transport>, ca)]).unwrap()
+}
+
+/// A random value generated in recovery unit 3's new register and copied into the new
+/// registers of `targets`, signed by alice and bob (through the library).
+fn load_new(s: &Setup, targets: &[usize]) {
+    let keys = [s.alice.signer(), s.bob.signer()];
+    let signers: Vec<&dyn Signer> = keys.iter().map(|k| k as &dyn Signer).collect();
+    let client = library(&s.operator);
+    let unit = |n: usize| &client.units()[n - 1];
+    let targets: Vec<_> = targets.iter().map(|&n| unit(n)).collect();
+    load_new_register(&client, unit(3), &targets, &signers);
+}
+
+/// Per unit: (new register state, current register state, imprint mode).
+fn states(w: &Workstation) -> Vec<(String, String, bool)> {
+    w.compare_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["new_mk"]["state"].as_str().unwrap().to_owned(),
+                u["current_mk"]["state"].as_str().unwrap().to_owned(),
+                u["imprint_mode"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `tke plan COMMAND --out DIR/NAME.json` (with `extra` flags) on the operator's
+/// workstation; the file's path.
+fn plan(w: &Workstation, command: &str, extra: &[&str]) -> PathBuf {
+    let out = w.path().join(format!("{command}.json"));
+    w.ok(&[&["plan", command], extra, &["--out", arg(&out)]].concat());
+    out
+}
+
+/// The summaries of the file's commands, one per unit, in order.
+fn summaries(file: &Path) -> Vec<(u64, String)> {
+    let v: Value = serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap();
+    v["rounds"][0]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["num"].as_u64().unwrap(),
+                c["summary"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Stderr of a failed run, the directories labelled, for a snapshot.
+fn failure(s: &Setup, w: &Workstation, args: &[&str], code: i32) -> String {
+    let stderr = w.fails(args, code);
+    let paths = [
+        (s.operator.path(), "[WS]"),
+        (s.alice.w.path(), "[ALICE]"),
+        (s.bob.w.path(), "[BOB]"),
+    ];
+    snap::redact_paths(&stderr, &paths)
+}
+
+/// `tke apply FILE --yes` exits with `code` (stderr as snapshot `name`) and no file of
+/// the operator's workstation (the units included) changes.
+fn refused(s: &Setup, file: &Path, extra: &[&str], code: i32, name: &str) {
+    let before = s.operator.snapshot();
+    let args = [&["apply", arg(file), "--yes"], extra].concat();
+    snap::assert_snapshot(name, &failure(s, &s.operator, &args, code));
+    assert_eq!(before, s.operator.snapshot(), "{name}: something changed");
+}
+
+fn apply(s: &Setup, file: &Path, extra: &[&str]) -> String {
+    s.operator
+        .ok(&[&["apply", arg(file), "--yes"], extra].concat())
+}
+
+#[test]
+fn register_commands_and_zeroize_are_planned_approved_on_two_workstations_and_applied() {
+    let s = setup();
+    let w = &s.operator;
+    let full = |state: &str, current: &str| vec![(state.to_owned(), current.to_owned(), false); 4];
+
+    // Commit: the signature threshold (2) on every unit. Nothing is sent before both
+    // approved; then every new register is committed, and a second apply sends nothing.
+    load_new(&s, &[1, 2, 4]);
+    let commit = plan(w, "cryptounit-mk-commit", &[]);
+    let text = fs::read_to_string(&commit).unwrap();
+    assert!(text.contains("\"ceremony\": \"Committing the new master key register\""));
+    let said = summaries(&commit);
+    assert_eq!(said.len(), 4, "one command per unit: {said:?}");
+    assert!(said
+        .iter()
+        .all(|(_, t)| t.starts_with("commit the new master key register (verification pattern ")));
+    refused(&s, &commit, &[], 4, "approvals_registers_commit_unapproved");
+    let at_alice = s.alice.approve(&commit);
+    refused(
+        &s,
+        &at_alice,
+        &[],
+        4,
+        "approvals_registers_commit_one_approval",
+    );
+    let at_bob = s.bob.approve(&at_alice);
+    let out = apply(&s, &at_bob, &[]);
+    assert!(
+        out.contains("Crypto unit 3: signed by alice, bob."),
+        "{out}"
+    );
+    assert_eq!(states(w), full("full_committed", "valid"));
+    let again = apply(&s, &at_bob, &[]);
+    assert!(
+        again.contains("applied already; nothing was sent"),
+        "{again}"
+    );
+    // Planned again: every unit holds the result; no file.
+    let out = w.ok(&["plan", "cryptounit-mk-commit", "--out", "again.json"]);
+    assert!(out.contains("no ceremony file was written"), "{out}");
+    assert!(!w.path().join("again.json").exists());
+
+    // Set immediate: one signature per unit, so alice's approval alone applies.
+    let setimm = plan(w, "cryptounit-mk-setimm", &[]);
+    let at_alice = s.alice.approve(&setimm);
+    apply(&s, &at_alice, &[]);
+    assert_eq!(states(w), full("empty", "valid"));
+
+    // Clear new, where unit 4's new register is empty already: it gets no command.
+    load_new(&s, &[1, 2]);
+    let clrnew = plan(w, "cryptounit-mk-clrnew", &[]);
+    let nums: Vec<u64> = summaries(&clrnew).iter().map(|(n, _)| *n).collect();
+    assert_eq!(nums, vec![1, 2, 3]);
+    apply(&s, &s.alice.approve(&clrnew), &[]);
+    assert_eq!(states(w), full("empty", "valid"));
+
+    // Clear current: the recovery units need their signature threshold. With alice's
+    // approval only, nothing is sent to any unit (exit code 4 names units 3 and 4).
+    let clrcur = plan(w, "cryptounit-mk-clrcur", &[]);
+    let at_alice = s.alice.approve(&clrcur);
+    refused(
+        &s,
+        &at_alice,
+        &[],
+        4,
+        "approvals_registers_clrcur_recovery_quorum",
+    );
+    apply(&s, &s.bob.approve(&at_alice), &[]);
+    assert_eq!(states(w), full("empty", "empty"));
+
+    // Zeroize: an edited file is refused by approve and by apply, naming the field; the
+    // approved one returns every unit to imprint mode.
+    let zeroize = plan(w, "cryptounit-zeroize", &[]);
+    let at_alice = s.alice.approve(&zeroize);
+    let mut v: Value = serde_json::from_str(&fs::read_to_string(&at_alice).unwrap()).unwrap();
+    v["rounds"][0]["commands"][0]["summary"] = Value::from("clear the new master key register");
+    let edited = s.bob.w.path().join("edited.json");
+    fs::write(&edited, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let args = [
+        "--secrets",
+        &s.bob.secrets,
+        "approve",
+        arg(&edited),
+        "--admin",
+        "bob",
+        "--yes",
+    ];
+    let err = failure(&s, &s.bob.w, &args, 1);
+    snap::assert_snapshot("approvals_registers_zeroize_edited_approve", &err);
+    refused(
+        &s,
+        &edited,
+        &[],
+        1,
+        "approvals_registers_zeroize_edited_apply",
+    );
+    apply(&s, &s.bob.approve(&at_alice), &[]);
+    assert_eq!(
+        states(w),
+        vec![("empty".to_owned(), "empty".to_owned(), true); 4]
+    );
+    let out = w.ok(&["plan", "cryptounit-zeroize", "--out", "again.json"]);
+    assert!(out.contains("no ceremony file was written"), "{out}");
+}
+
+#[test]
+fn the_key_storage_guard_refuses_when_planned_and_again_when_applied() {
+    let s = setup();
+    let w = &s.operator;
+    w.ok(&["cryptounit-rm", "2", "3", "4"]);
+    let instance = library(w).instances()[0].to_string();
+    let unit1 = |w: &Workstation| states(w)[0].clone();
+    let valid = ("empty".to_owned(), "valid".to_owned(), false);
+
+    // Clear current planned and approved while key storage is empty; keys stored since
+    // refuse it when applied. Giving --force-with-keys then is refused too: the
+    // approvers never saw the keys at stake.
+    let clrcur = plan(w, "cryptounit-mk-clrcur", &[]);
+    let text = fs::read_to_string(&clrcur).unwrap();
+    assert!(!text.contains("force_with_keys"), "{text}");
+    let at_alice = s.alice.approve(&clrcur);
+    w.ok(&["kms", "create", "--name", "root", "--count", "3"]);
+    refused(
+        &s,
+        &at_alice,
+        &[],
+        1,
+        "approvals_registers_clrcur_keys_stored_since",
+    );
+    refused(
+        &s,
+        &at_alice,
+        &["--force-with-keys", &instance],
+        1,
+        "approvals_registers_clrcur_force_not_planned",
+    );
+
+    // Zeroize: refused when planned (no file); planned with --force-with-keys, the file
+    // records it and approvers are shown it.
+    let out = w.path().join("zeroize.json");
+    let args = ["plan", "cryptounit-zeroize", "--out", arg(&out)];
+    snap::assert_snapshot(
+        "approvals_registers_zeroize_plan_guarded",
+        &failure(&s, w, &args, 1),
+    );
+    assert!(!out.exists());
+    let zeroize = plan(w, "cryptounit-zeroize", &["--force-with-keys", &instance]);
+    let v: Value = serde_json::from_str(&fs::read_to_string(&zeroize).unwrap()).unwrap();
+    assert_eq!(v["force_with_keys"][0]["instance"], instance.as_str());
+    assert_eq!(v["force_with_keys"][0]["keys"], 3);
+    let copy = s.alice.w.path().join("zeroize.json");
+    fs::copy(&zeroize, &copy).unwrap();
+    let shown = s.alice.w.ok(&[
+        "--secrets",
+        &s.alice.secrets,
+        "approve",
+        arg(&copy),
+        "--admin",
+        "alice",
+        "--yes",
+    ]);
+    assert!(
+        shown.contains(&format!(
+            "WARNING: planned with --force-with-keys {instance}: the key storage of service instance {instance} held 3 key(s)"
+        )),
+        "{shown}"
+    );
+
+    // Applied without --force-with-keys: refused again, nothing sent; with it: done.
+    refused(
+        &s,
+        &copy,
+        &[],
+        1,
+        "approvals_registers_zeroize_apply_guarded",
+    );
+    assert_eq!(unit1(w), valid);
+    apply(&s, &copy, &["--force-with-keys", &instance]);
+    assert_eq!(
+        unit1(w),
+        ("empty".to_owned(), "empty".to_owned(), true),
+        "unit 1 zeroized"
+    );
+}
