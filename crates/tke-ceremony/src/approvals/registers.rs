@@ -24,7 +24,7 @@ use tke_proto::{
 
 use super::{ApplyError, CeremonyFile, FileError, Round, UnitCommand};
 use crate::{
-    guard::{Destruction, Guard, KeyStorageGuard, Storage, Unguarded},
+    guard::{keys_under, unit_list, Destruction, Guard, KeyStorageGuard, Storage, Unguarded},
     registers::{MkRegister, RegisterAction},
     zeroize::Zeroize,
     CeremonyError, Problem, Rule,
@@ -49,26 +49,14 @@ pub struct ForcedKeys {
 
 impl fmt::Display for ForcedKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let units = self
-            .units
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let units = unit_list(&self.units);
         let instance = tke_client::InstanceId(self.instance.clone());
         match self.keys {
-            Some(keys) => {
-                let under: Vec<String> = self
-                    .under
-                    .iter()
-                    .map(|(vp, n)| format!("{n} under {}...", &vp.to_hex()[..16]))
-                    .collect();
-                write!(
-                    f,
-                    "planned with --force-with-keys {instance}: the key storage of service instance {instance} held {keys} key(s) wrapped under the master key of crypto unit(s) {units} ({}); they are lost unless that master key is recovered",
-                    under.join(", ")
-                )
-            }
+            Some(keys) => write!(
+                f,
+                "planned with --force-with-keys {instance}: the key storage of service instance {instance} held {keys} key(s) wrapped under the master key of crypto unit(s) {units} ({}); they are lost unless that master key is recovered",
+                keys_under(&self.under)
+            ),
             None => write!(
                 f,
                 "planned with --force-with-keys {instance}: the key storage of service instance {instance} could not be read, so it may hold keys wrapped under the master key of crypto unit(s) {units}"
