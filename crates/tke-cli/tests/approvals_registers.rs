@@ -381,3 +381,37 @@ fn the_key_storage_guard_refuses_when_planned_and_again_when_applied() {
         "unit 1 zeroized"
     );
 }
+
+#[test]
+fn a_unit_committed_with_another_value_refuses_the_commit_plan() {
+    let s = setup();
+    let w = &s.operator;
+    let select = |nums: &[&str]| {
+        w.ok(&["cryptounit-rm", "1", "2", "3", "4"]);
+        w.ok(&[&["cryptounit-add"], nums].concat());
+    };
+    // Units 1 and 3 commit one value; unit 3 clears it and, with 2 and 4, loads another.
+    load_new(&s, &[1]);
+    select(&["1", "3"]);
+    let commit = plan(w, "cryptounit-mk-commit", &[]);
+    apply(&s, &s.bob.approve(&s.alice.approve(&commit)), &[]);
+    select(&["3"]);
+    apply(
+        &s,
+        &s.alice.approve(&plan(w, "cryptounit-mk-clrnew", &[])),
+        &[],
+    );
+    load_new(&s, &[2, 4]);
+
+    // Committing on every unit: unit 1 holds the other value committed already.
+    select(&["1", "2", "3", "4"]);
+    let out = w.path().join("commit-all.json");
+    let before = w.snapshot();
+    let args = ["plan", "cryptounit-mk-commit", "--out", arg(&out)];
+    snap::assert_snapshot(
+        "approvals_registers_commit_other_value",
+        &failure(&s, w, &args, 1),
+    );
+    assert!(!out.exists());
+    assert_eq!(before, w.snapshot(), "nothing changed");
+}
