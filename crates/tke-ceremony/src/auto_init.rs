@@ -654,20 +654,20 @@ pub fn interrupted(client: &Client, instance: &InstanceId) -> Result<Interrupted
 }
 
 /// What [`survey`] found.
-struct Survey<'c> {
+pub(crate) struct Survey<'c> {
     /// The instance's units.
-    units: Vec<&'c KnownUnit>,
+    pub(crate) units: Vec<&'c KnownUnit>,
     /// The first recovery unit.
-    recovery: Option<&'c KnownUnit>,
+    pub(crate) recovery: Option<&'c KnownUnit>,
     /// The state of each unit, in the order of `units` (complete only without problems).
-    statuses: Vec<UnitStatus>,
+    pub(crate) statuses: Vec<UnitStatus>,
     /// Every problem found.
-    problems: Vec<Problem>,
+    pub(crate) problems: Vec<Problem>,
 }
 
 /// Queries every unit of `instance`: the instance must exist and have a recovery unit,
 /// and every unit must be in imprint mode.
-fn survey<'c>(client: &'c Client, instance: &InstanceId) -> Survey<'c> {
+pub(crate) fn survey<'c>(client: &'c Client, instance: &InstanceId) -> Survey<'c> {
     let mut problems = Vec::new();
     let units = client.instance_units(instance);
     if units.is_empty() {

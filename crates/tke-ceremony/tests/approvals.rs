@@ -17,15 +17,15 @@ fn thresholds_file() -> CeremonyFile {
     };
     let admin_command = command.to_wire(unit, 8).unwrap();
     CeremonyFile {
-        rounds: vec![Round {
-            commands: vec![UnitCommand {
-                num: 1,
-                bytes: admin_command.to_der().unwrap(),
-                admin_command,
-                command,
-                approvals: Vec::new(),
-            }],
-        }],
+        ceremony: None,
+        rounds: vec![Round::planned(vec![UnitCommand {
+            num: 1,
+            bytes: admin_command.to_der().unwrap(),
+            admin_command,
+            command,
+            approvals: Vec::new(),
+            answer: None,
+        }])],
         force_with_keys: Vec::new(),
     }
 }
@@ -43,7 +43,9 @@ fn the_json_form_round_trips_with_golden_command_bytes() {
     let json = file.to_json();
     let v: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["format"], "tke-ceremony");
-    assert_eq!(v["version"], 1);
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["rounds"][0]["state"], "planned");
+    assert!(v.get("kind").is_none(), "a single-round file has no kind");
     let c = &v["rounds"][0]["commands"][0];
     assert_eq!(c["unit"], "01010101-0101-0101-0101-010101010101");
     assert_eq!(c["counter"], 8);
@@ -105,11 +107,32 @@ fn strict_decoding_refuses_every_edit() {
     let unknown = edited(&file, |c| c["comment"] = Value::from("hello"));
     assert!(matches!(refused(&unknown), FileError::Json { .. }));
 
+    // Version 1 (no round state) is still read; its fields of version 2 are not.
     let mut v: Value = serde_json::from_str(&file.to_json()).unwrap();
-    v["version"] = Value::from(2);
+    v["version"] = Value::from(1);
+    v["rounds"][0].as_object_mut().unwrap().remove("state");
+    assert_eq!(CeremonyFile::from_json(&v.to_string()).unwrap(), file);
+    v["rounds"][0]["state"] = Value::from("planned");
+    assert!(matches!(refused(&v.to_string()), FileError::Layout { .. }));
+    let mut v: Value = serde_json::from_str(&file.to_json()).unwrap();
+    v["rounds"][0].as_object_mut().unwrap().remove("state");
+    assert!(matches!(refused(&v.to_string()), FileError::Layout { .. }));
+    // An answer in a round not applied, and an unknown ceremony kind.
+    let answered = edited(&file, |c| c["answer"] = Value::from("00"));
+    assert!(matches!(refused(&answered), FileError::Layout { .. }));
+    let mut v: Value = serde_json::from_str(&file.to_json()).unwrap();
+    v["kind"] = Value::from("tea-ceremony");
+    v["params"] = Value::from(1);
     assert!(matches!(
         refused(&v.to_string()),
-        FileError::Version { version: 2, .. }
+        FileError::UnknownKind { .. }
+    ));
+
+    let mut v: Value = serde_json::from_str(&file.to_json()).unwrap();
+    v["version"] = Value::from(3);
+    assert!(matches!(
+        refused(&v.to_string()),
+        FileError::Version { version: 3, .. }
     ));
 
     // A trailing byte after the AdminCommand.

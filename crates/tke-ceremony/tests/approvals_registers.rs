@@ -10,15 +10,15 @@ use tke_proto::{der::Encode, Command, UnitId, Vp};
 fn file_of(command: Command) -> CeremonyFile {
     let admin_command = command.to_wire(UnitId([1; 16]), 8).unwrap();
     CeremonyFile {
-        rounds: vec![Round {
-            commands: vec![UnitCommand {
-                num: 1,
-                bytes: admin_command.to_der().unwrap(),
-                admin_command,
-                command,
-                approvals: Vec::new(),
-            }],
-        }],
+        ceremony: None,
+        rounds: vec![Round::planned(vec![UnitCommand {
+            num: 1,
+            bytes: admin_command.to_der().unwrap(),
+            admin_command,
+            command,
+            approvals: Vec::new(),
+            answer: None,
+        }])],
         force_with_keys: Vec::new(),
     }
 }

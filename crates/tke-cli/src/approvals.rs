@@ -77,6 +77,10 @@ pub enum PlanCmd {
     CryptounitMkClrcur(PlanDestroy),
     /// Plan zeroizing the selected crypto units
     CryptounitZeroize(PlanDestroy),
+    /// Plan initializing a service instance (three rounds: administrators, thresholds
+    /// and keys; the export; import, commit, set immediate) from the administrators'
+    /// certificate files
+    AutoInit(PlanAutoInit),
 }
 
 /// `tke plan cryptounit-zeroize` and `cryptounit-mk-clrcur` flags.
@@ -84,6 +88,29 @@ pub enum PlanCmd {
 pub struct PlanDestroy {
     #[command(flatten)]
     pub force: crate::guard::ForceArgs,
+    #[command(flatten)]
+    pub out: Out,
+}
+
+/// `tke plan auto-init` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanAutoInit {
+    /// The INSTANCE NUM of the service instance to initialize (asked for when there are
+    /// several).
+    #[arg(long, value_name = "NUM", allow_negative_numbers = true,
+          value_parser = |s: &str| crate::prompt::whole_number(s, "INSTANCE NUM"))]
+    pub instance: Option<usize>,
+    /// Signatures required on commands (1-8).
+    #[arg(long, value_name = "N")]
+    pub sig_threshold: Option<u32>,
+    /// Signatures required to remove an administrator (1-8).
+    #[arg(long, value_name = "N")]
+    pub rev_threshold: Option<u32>,
+    /// An administrator's certificate file (PEM or DER, made by `tke sigkey-add` on the
+    /// administrator's own machine), in the order to install; repeatable, at least as
+    /// many as the larger threshold.
+    #[arg(long, value_name = "FILE", required = true, num_args = 1..)]
+    pub admin_cert: Vec<PathBuf>,
     #[command(flatten)]
     pub out: Out,
 }
@@ -247,13 +274,65 @@ fn plan_desired(ctx: &Ctx, path: &Path, instance: Option<usize>, out: &Path) -> 
     )
 }
 
+/// `tke plan auto-init …`: the first round now; `tke apply` writes the others.
+fn plan_auto_init(ctx: &Ctx, a: &PlanAutoInit) -> Result<()> {
+    refuse_existing(&a.out.out)?;
+    let admins = a
+        .admin_cert
+        .iter()
+        .map(|p| read_certificate(p))
+        .collect::<Result<Vec<_>>>()?;
+    let fleet = ctx.connect()?;
+    let instance = crate::auto_init::choose_instance(ctx, &fleet.client, a.instance, "plan")?;
+    let say = |s: &str| println!("{s}");
+    let (sig, rev) = thresholds(ctx, a.sig_threshold, a.rev_threshold, &say)?;
+    let ceremony =
+        file::plan_auto_init(&fleet.client, &instance, sig, rev, &admins).map_err(|e| match e {
+            file::PlanError::Ceremony(e) => signing::hint(e),
+            e => e.into(),
+        })?;
+    write_new(&ceremony, &a.out.out)
+}
+
+/// Refuses an `--out` file that exists: its approvals would be lost.
+fn refuse_existing(out: &Path) -> Result<()> {
+    if out.exists() {
+        bail!(
+            "--out {}: the file exists; a ceremony file is never replaced (its approvals would be lost): choose another file",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Shows the planned commands and writes the new ceremony file `out`.
+fn write_new(ceremony: &CeremonyFile, out: &Path) -> Result<()> {
+    print_commands(ceremony);
+    tke_fs::atomic::create_private(out, ceremony.to_json().as_bytes())
+        .with_context(|| format!("cannot write the ceremony file {}", out.display()))?;
+    let rounds = ceremony.total_rounds();
+    let then = if rounds > 1 {
+        format!(" Its {rounds} rounds are approved and applied one after the other: each `tke apply` writes the next round into the file.")
+    } else {
+        String::new()
+    };
+    println!(
+        "OK\nThe ceremony file {} is written. Each administrator approves it on their own workstation with `tke approve FILE --admin NAME`; then `tke apply FILE` sends it.{then}",
+        out.display()
+    );
+    Ok(())
+}
+
 /// `tke plan CEREMONY …`.
 fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
+    if let PlanCmd::AutoInit(a) = cmd {
+        return plan_auto_init(ctx, a);
+    }
     let fleet = ctx.connect()?;
     let units = start(ctx, &fleet)?;
     let client = &fleet.client;
     let register = |action, out: &Out| {
-        new_out(&out.out)?;
+        refuse_existing(&out.out)?;
         let planned = file::plan_register(client, action, units.clone(), None).map_err(hint)?;
         write_file(&fleet, planned, &out.out)
     };
@@ -307,19 +386,9 @@ fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
                 &a.out.out,
             )
         }
+        PlanCmd::AutoInit(a) => return plan_auto_init(ctx, a),
     };
     write_plan(&fleet, units, step, &change, out)
-}
-
-/// Refuses an `--out` file that exists: a ceremony file is never replaced.
-fn new_out(out: &Path) -> Result<()> {
-    if out.exists() {
-        bail!(
-            "--out {}: the file exists; a ceremony file is never replaced (its approvals would be lost): choose another file",
-            out.display()
-        );
-    }
-    Ok(())
 }
 
 /// Plans a ceremony that destroys a master key (`what`) with the key-storage guard:
@@ -333,7 +402,7 @@ fn destroying(
     args: &PlanDestroy,
     plan: impl Fn(&KeyStorageGuard) -> Result<Option<CeremonyFile>, CeremonyError>,
 ) -> Result<Option<CeremonyFile>> {
-    new_out(&args.out.out)?;
+    refuse_existing(&args.out.out)?;
     let mut guard = crate::guard::key_storage(ctx, &fleet.client, units, what, &args.force)?;
     let planned = plan(&guard);
     crate::guard::planned_again(ctx, &mut guard, what, planned, &plan)?.map_err(hint)
@@ -347,7 +416,7 @@ fn write_plan(
     change: &Change,
     out: &Path,
 ) -> Result<()> {
-    new_out(out)?;
+    refuse_existing(out)?;
     let planned =
         file::plan_admin_change(&fleet.client, step, units, change).map_err(signing::hint)?;
     write_file(fleet, planned, out)
@@ -360,14 +429,7 @@ fn write_file(fleet: &Fleet, planned: Option<CeremonyFile>, out: &Path) -> Resul
         return Ok(());
     };
     print_diff(&fleet.client, &ceremony)?;
-    print_commands(&ceremony);
-    tke_fs::atomic::create_private(out, ceremony.to_json().as_bytes())
-        .with_context(|| format!("cannot write the ceremony file {}", out.display()))?;
-    println!(
-        "OK\nThe ceremony file {} is written. Each administrator approves it on their own workstation with `tke approve FILE --admin NAME`; then `tke apply FILE` sends it.",
-        out.display()
-    );
-    Ok(())
+    write_new(&ceremony, out)
 }
 
 /// The administrator installed under `name` on the units (one key), for a removal.
@@ -477,10 +539,16 @@ fn print_commands(ceremony: &CeremonyFile) {
         "COMMAND",
         "APPROVED BY",
     ]);
+    let total = ceremony.total_rounds();
     for (round, c) in ceremony.commands() {
         let by: Vec<AdminInfo> = c.approvals.iter().map(|a| a.admin()).collect();
+        let applied = ceremony.rounds.get(round - 1).is_some_and(|r| r.applied);
         t.row(vec![
-            round.to_string(),
+            if total > 1 {
+                format!("{round}/{total}{}", if applied { " (applied)" } else { "" })
+            } else {
+                round.to_string()
+            },
             c.num.to_string(),
             c.unit().uuid(),
             c.admin_command.counter.to_string(),
@@ -529,17 +597,41 @@ pub fn approve(ctx: &Ctx, args: &ApproveArgs) -> Result<()> {
     )?;
     let entry = &entries[n - 1];
     print_commands(&ceremony);
-    if ceremony.commands().all(|(_, c)| c.approved_by(entry.ski)) {
+    let Some(current) = ceremony.current_round() else {
         println!(
-            "OK\n{} ({}) approved every command of this file already; it is unchanged.",
+            "OK\nEvery round of this file is applied; there is nothing to approve. It is unchanged."
+        );
+        return Ok(());
+    };
+    if ceremony.rounds[current]
+        .commands
+        .iter()
+        .all(|c| c.approved_by(entry.ski))
+    {
+        let of = if ceremony.total_rounds() > 1 {
+            format!("round {} of this file", current + 1)
+        } else {
+            "this file".to_owned()
+        };
+        println!(
+            "OK\n{} ({}) approved every command of {of} already; it is unchanged.",
             entry.name,
-            entry.ski.short()
+            entry.ski.short(),
         );
         return Ok(());
     }
+    let what = if ceremony.total_rounds() > 1 {
+        format!(
+            "every command of round {} of {} above",
+            current + 1,
+            ceremony.total_rounds()
+        )
+    } else {
+        "every command above".to_owned()
+    };
     if !ctx.prompt.confirm(
         &format!(
-            "Sign every command above as administrator {} ({})?",
+            "Sign {what} as administrator {} ({})?",
             entry.name,
             entry.ski.short()
         ),
@@ -562,7 +654,7 @@ pub fn approve(ctx: &Ctx, args: &ApproveArgs) -> Result<()> {
 
 /// `tke apply FILE`.
 pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
-    let ceremony = read(&args.file)?;
+    let mut ceremony = read(&args.file)?;
     let fleet = ctx.connect()?;
     if !ctx.json {
         print_commands(&ceremony);
@@ -580,14 +672,40 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
         &args.force.force_with_keys,
         &parts,
     )?;
-    let applied = match file::apply_guarded(&fleet.client, &ceremony, &guards) {
+    // After each round: the units' answers and the next round, atomically, 0600.
+    let path = args.file.clone();
+    let mut save = |f: &CeremonyFile| tke_fs::atomic::write_private(&path, f.to_json().as_bytes());
+    let applied = match file::apply_guarded(&fleet.client, &mut ceremony, &mut save, &guards) {
         Ok(a) => a,
-        Err(ApplyError::ShortOfApprovals { units }) => {
-            return Err(LacksApprovals(shortfalls(&units)).into())
+        Err(ApplyError::ShortOfApprovals {
+            round,
+            rounds,
+            applied,
+            units,
+        }) => {
+            let mut text = String::new();
+            if applied > 0 {
+                text.push_str(&format!(
+                    "round {} of {rounds} applied; the units' answers and round {round} are in {}.\n",
+                    round - 1,
+                    args.file.display()
+                ));
+            }
+            if rounds > 1 {
+                text.push_str(&format!("round {round} of {rounds} needs approvals: "));
+            }
+            text.push_str(&shortfalls(&units));
+            return Err(LacksApprovals(text).into());
         }
         Err(e @ ApplyError::Stale { .. }) => bail!(
             "{e}\nRe-plan: make a new ceremony file with `tke plan …` and have it approved again."
         ),
+        Err(e @ ApplyError::Save { .. }) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "{}: the units ran the round, but their answers could not be written; nothing further was sent",
+                args.file.display()
+            )))
+        }
         Err(ApplyError::Ceremony(e @ CeremonyError::Problems(_))) => {
             return Err(guard_refused(e, &ceremony))
         }
@@ -606,6 +724,7 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
             .iter()
             .map(|a| {
                 json!({
+                    "round": a.round,
                     "num": a.num,
                     "already_applied": a.already,
                     "signed_by": a.signed_by.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
@@ -615,15 +734,21 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&json!({ "units": v }))?);
         return Ok(());
     }
+    let several = ceremony.total_rounds() > 1;
     for a in &applied {
+        let round = if several {
+            format!("Round {}, crypto unit", a.round)
+        } else {
+            "Crypto unit".to_owned()
+        };
         if a.already {
             println!(
-                "Crypto unit {}: had run this command already; nothing was sent.",
+                "{round} {}: had run this command already; nothing was sent.",
                 a.num
             );
         } else {
             println!(
-                "Crypto unit {}: signed by {}.",
+                "{round} {}: signed by {}.",
                 a.num,
                 signing::names(&a.signed_by)
             );

@@ -192,6 +192,13 @@ impl Client {
         self.units.iter().find(|u| u.id() == *id)
     }
 
+    /// The fleet CA certificate that `unit`'s device certificate was checked against
+    /// (public: a ceremony file records it so that approvers check the units' answers
+    /// offline).
+    pub fn ca_of(&self, unit: &KnownUnit) -> Option<&CaCertificate> {
+        self.endpoints.get(unit.endpoint).map(|e| &e.ca)
+    }
+
     /// Lists the units again through the same transports, each checked against its
     /// fleet CA as [`Client::connect`] does: after units were added, a new client that
     /// knows them (and numbers them as the vendor does).

@@ -177,11 +177,13 @@ fn ceremony_file_seed(w: &World) -> Vec<u8> {
                 admin_command,
                 command,
                 approvals: Vec::new(),
+                answer: None,
             }
         })
         .collect();
     let mut file = CeremonyFile {
-        rounds: vec![Round { commands }],
+        ceremony: None,
+        rounds: vec![Round::planned(commands)],
         force_with_keys: Vec::new(),
     };
     file.approve(&w.admin).unwrap();

@@ -24,8 +24,8 @@ use tke_client::{Client, ClientError, KnownUnit};
 use tke_proto::{
     der::{asn1::OctetString, Decode, Encode},
     p256::ecdsa::DerSignature,
-    AdminCertificate, AdminCommand, AdminInfo, AdminName, Command, CommandId, SignedCommand,
-    SignerInfo, Ski, UnitId, UnitStatus,
+    AdminCertificate, AdminCommand, AdminInfo, AdminName, Command, CommandId, RegisterState,
+    RegisterStatus, SignedCommand, SignerInfo, Ski, UnitId, UnitStatus, UnitType, Vp,
 };
 use tke_sigkey::{SignError, Signer};
 
@@ -36,29 +36,65 @@ use crate::{
     CeremonyError,
 };
 
+pub mod auto_init;
 mod registers;
+mod rounds;
+
+pub use auto_init::plan_auto_init;
 pub use registers::{apply_guard, plan_register, plan_zeroize, ForcedKeys};
+pub use rounds::{counter_after, kind, parse_params, Kind, MultiRound, KINDS};
 
 /// The `format` field of every ceremony file.
 pub const FORMAT: &str = "tke-ceremony";
-/// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this code writes. It reads this one and every version in
+/// [`READS`].
+pub const VERSION: u32 = 2;
+/// The format versions this code reads: 1 (single-round files, no `kind`, `params`,
+/// `state` or `answer`) and 2.
+pub const READS: [u32; 2] = [1, 2];
 
 /// A ceremony as a file: rounds of per-unit commands and their approvals.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CeremonyFile {
-    /// The rounds, in the order they run.
+    /// A multi-round ceremony's kind and parameters, from which every round is rebuilt
+    /// ([`MultiRound`]); `None` for a ceremony whose commands were all known when planned
+    /// (one round).
+    pub ceremony: Option<Kind>,
+    /// The rounds, in the order they run: applied ones first, then at most one planned.
     pub rounds: Vec<Round>,
     /// The instances whose stored keys the planner agreed to lose (`--force-with-keys`),
     /// shown to approvers; empty for a file that destroys no master key.
     pub force_with_keys: Vec<ForcedKeys>,
 }
 
-/// The commands of one round: at most one per unit, sent together.
+/// The commands of one round, sent together (a unit's commands in order, units in
+/// parallel).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Round {
-    /// One command per unit.
+    /// The commands, a unit's at consecutive counters.
     pub commands: Vec<UnitCommand>,
+    /// Whether the round ran: then each command holds the unit's answer.
+    pub applied: bool,
+}
+
+impl Round {
+    /// A round not applied yet.
+    pub fn planned(commands: Vec<UnitCommand>) -> Self {
+        Self {
+            commands,
+            applied: false,
+        }
+    }
+
+    /// The answer `unit` gave to its `index`-th command (0-based) of this round with
+    /// id `id`, if the round was applied.
+    pub fn answer(&self, unit: UnitId, id: CommandId, index: usize) -> Option<&[u8]> {
+        self.commands
+            .iter()
+            .filter(|c| c.unit() == unit && c.admin_command.command == id)
+            .nth(index)
+            .and_then(|c| c.answer.as_deref())
+    }
 }
 
 /// One unit's command and who approved it.
@@ -74,6 +110,9 @@ pub struct UnitCommand {
     pub bytes: Vec<u8>,
     /// The approvals so far, each verified over `bytes`, one per administrator key.
     pub approvals: Vec<Approval>,
+    /// The unit's answer (the output of its signed response: public data such as a
+    /// certified importer key, envelopes or a verification pattern), once applied.
+    pub answer: Option<Vec<u8>>,
 }
 
 /// One administrator's signature over a unit's command.
@@ -118,7 +157,7 @@ pub enum FileError {
         source: serde_json::Error,
     },
     /// Another format, or a version this code does not read.
-    #[error("format {format:?} version {version} is not a ceremony file this version of tke reads (format {FORMAT:?} version {VERSION})")]
+    #[error("format {format:?} version {version} is not a ceremony file this version of tke reads (format {FORMAT:?} version 1 or {VERSION})")]
     Version {
         /// The `format` field found.
         format: String,
@@ -232,10 +271,50 @@ pub enum FileError {
         reason: &'static str,
     },
     /// Copies of a file that do not hold the same commands.
-    #[error("copy {index} holds other commands than the first (a different plan): only approvals of the same plan merge")]
+    #[error("copy {index} holds other commands than the first (a different plan, or another round of it): only approvals of the same round of the same plan merge")]
     MergeMismatch {
         /// 1-based copy.
         index: usize,
+    },
+    /// A field that version 1 files do not have, or a version 2 round without its state.
+    #[error("{what}")]
+    Layout {
+        /// What is wrong, naming the round and field.
+        what: String,
+    },
+    /// A ceremony kind this version of `tke` does not know.
+    #[error("the ceremony kind {kind:?} is not one this version of tke knows ({})", KINDS.iter().map(|k| k.kind()).collect::<Vec<_>>().join(", "))]
+    UnknownKind {
+        /// The `kind` field.
+        kind: String,
+    },
+    /// Parameters that are not those of the ceremony kind.
+    #[error("the parameters of the {kind} ceremony are refused: {what}")]
+    Params {
+        /// The ceremony kind.
+        kind: &'static str,
+        /// What is wrong.
+        what: String,
+    },
+    /// A round other than the one the parameters and the earlier rounds' answers give:
+    /// the file was edited (or made by another planner).
+    #[error("round {round}: crypto unit {num}'s commands are not those the ceremony's parameters and the answers of the earlier rounds give; the file was edited after it was planned")]
+    RoundDiffers {
+        /// 1-based round.
+        round: usize,
+        /// The first unit (number in the file) whose commands differ.
+        num: usize,
+    },
+    /// A recorded answer that is not what the unit's command answers (it does not
+    /// decode, is not signed by the unit's device key, or names something else).
+    #[error("round {round}, crypto unit {num}: the recorded answer is refused: {what}")]
+    Answer {
+        /// 1-based round.
+        round: usize,
+        /// The unit's number in the file.
+        num: usize,
+        /// What is wrong.
+        what: String,
     },
 }
 
@@ -246,6 +325,10 @@ struct FileJson {
     format: String,
     version: u32,
     ceremony: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    params: Option<serde_json::Value>,
     rounds: Vec<RoundJson>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     force_with_keys: Vec<registers::ForcedJson>,
@@ -254,7 +337,17 @@ struct FileJson {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RoundJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<RoundState>,
     commands: Vec<CommandJson>,
+}
+
+/// A round's `state` field (version 2).
+#[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RoundState {
+    Planned,
+    Applied,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -266,6 +359,8 @@ struct CommandJson {
     summary: String,
     command: String,
     approvals: Vec<ApprovalJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    answer: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -335,7 +430,29 @@ pub fn describe(command: &Command) -> String {
 }
 
 impl UnitCommand {
-    /// The command for `unit` (numbered `num`) at `counter`.
+    /// The command for `unit` (numbered `num`) at `counter`, not approved yet.
+    ///
+    /// # Errors
+    /// The command cannot be encoded.
+    pub fn build(
+        num: usize,
+        unit: UnitId,
+        counter: u64,
+        command: Command,
+    ) -> Result<Self, tke_proto::ProtoError> {
+        let admin_command = command.to_wire(unit, counter)?;
+        let bytes = admin_command.to_der()?;
+        Ok(Self {
+            num,
+            admin_command,
+            command,
+            bytes,
+            approvals: Vec::new(),
+            answer: None,
+        })
+    }
+
+    /// [`UnitCommand::build`], failing as `step` on unit `num`.
     fn new(
         step: &'static str,
         num: usize,
@@ -343,18 +460,8 @@ impl UnitCommand {
         counter: u64,
         command: Command,
     ) -> Result<Self, CeremonyError> {
-        let encoding = |source| encoding_failed(step, num, unit, source);
-        let admin_command = command.to_wire(unit, counter).map_err(encoding)?;
-        let bytes = admin_command
-            .to_der()
-            .map_err(|e| encoding(tke_proto::ProtoError::from(e)))?;
-        Ok(Self {
-            num,
-            admin_command,
-            command,
-            bytes,
-            approvals: Vec::new(),
-        })
+        Self::build(num, unit, counter, command)
+            .map_err(|source| encoding_failed(step, num, unit, source))
     }
 
     /// The unit that runs it.
@@ -382,9 +489,12 @@ impl CeremonyFile {
             .flat_map(|(i, r)| r.commands.iter().map(move |c| (i + 1, c)))
     }
 
-    /// What the ceremony does, from its commands' ids (e.g. "Setting signature
-    /// thresholds").
+    /// What the ceremony does: a multi-round ceremony's title, else from its commands'
+    /// ids (e.g. "Setting signature thresholds").
     pub fn title(&self) -> String {
+        if let Some(k) = self.ceremony.as_ref().and_then(|c| kind(&c.kind)) {
+            return k.title().to_owned();
+        }
         let ids: Vec<CommandId> = self
             .commands()
             .map(|(_, c)| c.admin_command.command)
@@ -421,10 +531,17 @@ impl CeremonyFile {
             format: FORMAT.to_owned(),
             version: VERSION,
             ceremony: self.title(),
+            kind: self.ceremony.as_ref().map(|c| c.kind.clone()),
+            params: self.ceremony.as_ref().map(|c| c.params.clone()),
             rounds: self
                 .rounds
                 .iter()
                 .map(|r| RoundJson {
+                    state: Some(if r.applied {
+                        RoundState::Applied
+                    } else {
+                        RoundState::Planned
+                    }),
                     commands: r
                         .commands
                         .iter()
@@ -444,6 +561,7 @@ impl CeremonyFile {
                                     signature: hex::encode(&a.signature),
                                 })
                                 .collect(),
+                            answer: c.answer.as_ref().map(hex::encode),
                         })
                         .collect(),
                 })
@@ -456,35 +574,76 @@ impl CeremonyFile {
         text
     }
 
-    /// Reads the JSON form, strictly: see the module documentation.
+    /// Reads the JSON form, strictly: see the module documentation. A multi-round file
+    /// is checked round by round against its kind: each round must be the one its
+    /// parameters and the answers of the earlier rounds give ([`MultiRound::round`]),
+    /// and each applied round's answers must pass [`MultiRound::check_answers`].
     ///
     /// # Errors
     /// [`FileError`] naming the round, the unit and the field that is wrong.
     pub fn from_json(text: &str) -> Result<Self, FileError> {
         let file: FileJson =
             serde_json::from_str(text).map_err(|source| FileError::Json { source })?;
-        if file.format != FORMAT || file.version != VERSION {
+        if file.format != FORMAT || !READS.contains(&file.version) {
             return Err(FileError::Version {
                 format: file.format,
                 version: file.version,
             });
         }
+        let layout = |what: String| FileError::Layout { what };
+        let v1 = file.version == 1;
+        if v1 && (file.kind.is_some() || file.params.is_some()) {
+            return Err(layout(
+                "a version 1 ceremony file has no kind or params".to_owned(),
+            ));
+        }
+        let ceremony = match (file.kind, file.params) {
+            (Some(kind), Some(params)) => Some(Kind { kind, params }),
+            (None, None) => None,
+            _ => {
+                return Err(layout(
+                    "a multi-round ceremony file needs both kind and params".to_owned(),
+                ))
+            }
+        };
         let mut rounds = Vec::with_capacity(file.rounds.len());
         for (i, r) in file.rounds.into_iter().enumerate() {
             let round = i + 1;
+            let applied = match (v1, r.state) {
+                (true, None) => false,
+                (false, Some(state)) => state == RoundState::Applied,
+                (true, Some(_)) => {
+                    return Err(layout(format!(
+                        "round {round}: a version 1 ceremony file has no state"
+                    )))
+                }
+                (false, None) => {
+                    return Err(layout(format!(
+                        "round {round}: the state (planned or applied) is missing"
+                    )))
+                }
+            };
             let commands = r
                 .commands
                 .into_iter()
-                .map(|c| decode_command(round, c))
+                .map(|c| decode_command(round, applied, c))
                 .collect::<Result<Vec<_>, _>>()?;
-            rounds.push(Round { commands });
+            if applied && rounds.iter().any(|r: &Round| !r.applied) {
+                return Err(layout(format!(
+                    "round {round} is applied but an earlier round is not"
+                )));
+            }
+            rounds.push(Round { commands, applied });
         }
         let mut parsed = Self {
+            ceremony,
             rounds,
             force_with_keys: Vec::new(),
         };
-        if parsed.commands().next().is_none() {
-            return Err(FileError::Empty);
+        match &parsed.ceremony {
+            Some(c) => parsed.check_rounds(c)?,
+            None if parsed.commands().next().is_none() => return Err(FileError::Empty),
+            None => {}
         }
         parsed.force_with_keys = registers::forced_from_json(&parsed, file.force_with_keys)?;
         // The title is shown to approvers: it too must say what the bytes say.
@@ -498,31 +657,107 @@ impl CeremonyFile {
         Ok(parsed)
     }
 
-    /// Signs every command `signer` has not approved yet and adds the approvals. Contacts
-    /// no unit. Returns how many commands it signed (0: approved already).
+    /// Checks a multi-round file's rounds against its kind: each rebuilt from the
+    /// parameters and the rounds before it, each applied one's answers checked.
+    fn check_rounds(&self, c: &Kind) -> Result<(), FileError> {
+        let k = kind(&c.kind).ok_or_else(|| FileError::UnknownKind {
+            kind: c.kind.clone(),
+        })?;
+        let total = k.rounds(&c.params)?;
+        if self.rounds.is_empty() || self.rounds.len() > total {
+            return Err(FileError::Layout {
+                what: format!(
+                    "the {} ceremony has {total} round(s), the file holds {}",
+                    k.kind(),
+                    self.rounds.len()
+                ),
+            });
+        }
+        for (i, round) in self.rounds.iter().enumerate() {
+            let expected = k.round(&c.params, &self.rounds[..i])?;
+            let differs = |a: Option<&UnitCommand>, b: Option<&UnitCommand>| match (a, b) {
+                (Some(a), Some(b)) => a.num != b.num || a.bytes != b.bytes,
+                (None, None) => false,
+                _ => true,
+            };
+            let n = round.commands.len().max(expected.commands.len());
+            if let Some(j) =
+                (0..n).find(|j| differs(round.commands.get(*j), expected.commands.get(*j)))
+            {
+                let num = round
+                    .commands
+                    .get(j)
+                    .or_else(|| expected.commands.get(j))
+                    .map_or(0, |c| c.num);
+                return Err(FileError::RoundDiffers { round: i + 1, num });
+            }
+            if round.applied {
+                k.check_answers(&c.params, &self.rounds[..i], round)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The 0-based index of the round to approve and apply next: the first not applied.
+    pub fn current_round(&self) -> Option<usize> {
+        self.rounds.iter().position(|r| !r.applied)
+    }
+
+    /// How many rounds the ceremony has: its kind's count, else the file's.
+    pub fn total_rounds(&self) -> usize {
+        self.ceremony
+            .as_ref()
+            .and_then(|c| kind(&c.kind).and_then(|k| k.rounds(&c.params).ok()))
+            .unwrap_or(self.rounds.len())
+    }
+
+    /// The next round of a multi-round ceremony whose rounds so far are all applied,
+    /// built from its parameters and their answers; `None` when it has no more.
+    ///
+    /// # Errors
+    /// [`FileError::UnknownKind`], [`FileError::Params`] or [`FileError::Answer`].
+    pub fn next_round(&self) -> Result<Option<Round>, FileError> {
+        let Some(c) = &self.ceremony else {
+            return Ok(None);
+        };
+        let k = kind(&c.kind).ok_or_else(|| FileError::UnknownKind {
+            kind: c.kind.clone(),
+        })?;
+        if self.current_round().is_some() || self.rounds.len() >= k.rounds(&c.params)? {
+            return Ok(None);
+        }
+        k.round(&c.params, &self.rounds).map(Some)
+    }
+
+    /// Signs every command of the round to approve next ([`CeremonyFile::current_round`])
+    /// that `signer` has not approved yet, and adds the approvals: a later round is made
+    /// only once the units answered this one, and an applied round's approvals are
+    /// history. Contacts no unit. Returns how many commands it signed (0: approved
+    /// already, or nothing left to approve).
     ///
     /// # Errors
     /// [`FileError::Sign`] when the key cannot sign (nothing is added then).
     pub fn approve(&mut self, signer: &dyn Signer) -> Result<usize, FileError> {
         let ski = signer.ski();
+        let Some(r) = self.current_round() else {
+            return Ok(0);
+        };
         let mut added = Vec::new();
-        for (r, round) in self.rounds.iter().enumerate() {
-            for (c, command) in round.commands.iter().enumerate() {
-                if command.approved_by(ski) {
-                    continue;
-                }
-                let signature = signer
-                    .sign(&command.bytes)
-                    .map_err(|source| FileError::Sign {
-                        num: command.num,
-                        admin: signer.name().clone(),
-                        source,
-                    })?;
-                added.push((r, c, signature.as_bytes().to_vec()));
+        for (c, command) in self.rounds[r].commands.iter().enumerate() {
+            if command.approved_by(ski) {
+                continue;
             }
+            let signature = signer
+                .sign(&command.bytes)
+                .map_err(|source| FileError::Sign {
+                    num: command.num,
+                    admin: signer.name().clone(),
+                    source,
+                })?;
+            added.push((c, signature.as_bytes().to_vec()));
         }
         let count = added.len();
-        for (r, c, signature) in added {
+        for (c, signature) in added {
             self.rounds[r].commands[c].approvals.push(Approval {
                 certificate: signer.certificate().clone(),
                 signature,
@@ -532,8 +767,9 @@ impl CeremonyFile {
     }
 }
 
-/// Decodes and checks one command of round `round`.
-fn decode_command(round: usize, c: CommandJson) -> Result<UnitCommand, FileError> {
+/// Decodes and checks one command of round `round` (applied or not: only an applied
+/// round's commands carry the units' answers).
+fn decode_command(round: usize, applied: bool, c: CommandJson) -> Result<UnitCommand, FileError> {
     let num = c.num;
     let hex_field = |field: &'static str, text: &str| {
         hex::decode(text).map_err(|_| FileError::Hex { round, num, field })
@@ -546,6 +782,20 @@ fn decode_command(round: usize, c: CommandJson) -> Result<UnitCommand, FileError
         found,
     };
     let bytes = hex_field("command", &c.command)?;
+    let answer = match (applied, &c.answer) {
+        (true, Some(a)) => Some(hex_field("answer", a)?),
+        (false, None) => None,
+        (true, None) => {
+            return Err(FileError::Layout {
+                what: format!("round {round}, crypto unit {num}: the round is applied but the answer is missing"),
+            })
+        }
+        (false, Some(_)) => {
+            return Err(FileError::Layout {
+                what: format!("round {round}, crypto unit {num}: the round is not applied, yet the command has an answer"),
+            })
+        }
+    };
     let command_error = |source| FileError::Command { round, num, source };
     let admin_command = AdminCommand::from_der(&bytes)
         .map_err(|e| command_error(tke_proto::ProtoError::from(e)))?;
@@ -622,6 +872,7 @@ fn decode_command(round: usize, c: CommandJson) -> Result<UnitCommand, FileError
         command,
         bytes,
         approvals,
+        answer,
     })
 }
 
@@ -634,14 +885,18 @@ pub fn merge(copies: Vec<CeremonyFile>) -> Result<CeremonyFile, FileError> {
     let mut copies = copies.into_iter();
     let mut merged = copies.next().ok_or(FileError::Empty)?;
     for (i, copy) in copies.enumerate() {
-        let same_plan = copy.force_with_keys == merged.force_with_keys
+        // The same plan at the same round: same parameters, same commands, the same
+        // rounds applied with the same answers.
+        let same_plan = copy.ceremony == merged.ceremony
+            && copy.force_with_keys == merged.force_with_keys
             && copy.rounds.len() == merged.rounds.len()
             && copy.rounds.iter().zip(&merged.rounds).all(|(a, b)| {
-                a.commands.len() == b.commands.len()
+                a.applied == b.applied
+                    && a.commands.len() == b.commands.len()
                     && a.commands
                         .iter()
                         .zip(&b.commands)
-                        .all(|(x, y)| x.bytes == y.bytes)
+                        .all(|(x, y)| x.bytes == y.bytes && x.answer == y.answer)
             });
         if !same_plan {
             return Err(FileError::MergeMismatch { index: i + 2 });
@@ -707,9 +962,23 @@ pub fn plan_admin_change(
         return Ok(None);
     }
     Ok(Some(CeremonyFile {
-        rounds: vec![Round { commands }],
+        ceremony: None,
+        rounds: vec![Round::planned(commands)],
         force_with_keys: Vec::new(),
     }))
+}
+
+/// Why a multi-round ceremony could not be planned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The units are not fit for it: every problem found, as the direct command finds
+    /// them.
+    #[error(transparent)]
+    Ceremony(#[from] CeremonyError),
+    /// The first round cannot be made from what the units and the planner give.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 /// A unit whose command lacks approvals ([`ApplyError::ShortOfApprovals`]).
@@ -740,9 +1009,15 @@ impl Shortfall {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApplyError {
-    /// Units whose command lacks approvals: nothing was sent to any unit.
-    #[error("{} crypto unit(s) lack approvals; nothing was sent", units.len())]
+    /// Units whose command lacks approvals: nothing of this round was sent to any unit.
+    #[error("round {round} of {rounds}: {} crypto unit(s) lack approvals; nothing was sent", units.len())]
     ShortOfApprovals {
+        /// The 1-based round that lacks approvals.
+        round: usize,
+        /// How many rounds the ceremony has.
+        rounds: usize,
+        /// How many rounds this run applied before (their answers are in the file).
+        applied: usize,
         /// Each unit short of approvals.
         units: Vec<Shortfall>,
     },
@@ -774,6 +1049,19 @@ pub enum ApplyError {
         num: usize,
         /// The command.
         command: tke_proto::CommandId,
+    },
+    /// The next round could not be built from the answers (a unit answered something
+    /// the ceremony cannot use).
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The file could not be rewritten with a round's answers or the next round.
+    #[error("the ceremony file could not be rewritten after round {round} was applied")]
+    Save {
+        /// The 1-based round just applied.
+        round: usize,
+        /// What the write found.
+        #[source]
+        source: std::io::Error,
     },
     /// The ceremony failed (a unit could not be queried, refused the command, or does not
     /// hold what was planned).
@@ -807,9 +1095,11 @@ impl fmt::Display for StaleUnit {
     }
 }
 
-/// What [`apply`] did on one unit.
+/// What [`apply`] did on one unit in one round.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {
+    /// The 1-based round.
+    pub round: usize,
     /// Its `CRYPTO UNIT NUM`.
     pub num: usize,
     /// The administrators whose signatures were sent (empty when `already`).
@@ -818,19 +1108,44 @@ pub struct Applied {
     pub already: bool,
 }
 
-/// The signatures `command` needs on a unit in state `status`: the rule of the unit
-/// (`tke-unit`), as [`crate::admin_set`] replays it.
-fn needed(num: usize, command: &Command, status: &UnitStatus) -> Result<usize, ApplyError> {
+/// The signatures `command` needs on a unit of type `unit_type` in state `status`: the
+/// rule of the unit (`tke-unit`), as [`crate::admin_set`] replays it.
+fn needed(
+    num: usize,
+    unit_type: UnitType,
+    command: &Command,
+    status: &UnitStatus,
+) -> Result<usize, ApplyError> {
     let imprint = status.imprint_mode();
+    let sig = usize::from(status.sig_threshold);
     Ok(match command {
         Command::SetThresholds { signature, .. } if imprint => usize::from(signature.get()),
-        Command::AddAdmin(_) | Command::RemoveAdmin(_) if imprint => 0,
+        Command::AddAdmin(_) | Command::RemoveAdmin(_) | Command::Zeroize if imprint => 0,
+        other if imprint => {
+            // The unit refuses every other command in imprint mode.
+            return Err(ApplyError::Unsupported {
+                num,
+                command: other.id(),
+            });
+        }
         Command::RemoveAdmin(_) => usize::from(status.rev_threshold),
-        Command::AddAdmin(_) | Command::SetThresholds { .. } => usize::from(status.sig_threshold),
-        other => registers::needed(other, status).ok_or(ApplyError::Unsupported {
-            num,
-            command: other.id(),
-        })?,
+        Command::AddAdmin(_)
+        | Command::SetThresholds { .. }
+        | Command::CommitMk(_)
+        | Command::ExportMk(_)
+        | Command::ExportMkBatch(_)
+        | Command::AddControlPoints(_)
+        | Command::RemoveControlPoints(_) => sig,
+        // A recovery unit's last copy of the key takes the quorum to destroy.
+        Command::ClearCurrent | Command::Zeroize if unit_type == UnitType::Recovery => sig,
+        Command::GenerateImporter
+        | Command::GenerateRandomMk
+        | Command::ImportMk(_)
+        | Command::ImportMkParts(_)
+        | Command::SetImmediate(_)
+        | Command::ClearNew
+        | Command::ClearCurrent
+        | Command::Zeroize => 1,
     })
 }
 
@@ -847,8 +1162,14 @@ fn encoding_failed(
     }
 }
 
-/// The state a unit in state `status` holds after `command` ran on it.
-fn after(command: &Command, mut s: UnitStatus) -> UnitStatus {
+/// A register holding a key (`vp`, or any value when the answer did not give it).
+fn full(state: RegisterState, vp: Option<Vp>) -> RegisterStatus {
+    RegisterStatus { state, vp }
+}
+
+/// The state a unit in state `status` holds after `command` ran on it and gave
+/// `answer` (the unit's rules, `tke-unit`): what each round's check expects.
+fn after(command: &Command, answer: Option<&[u8]>, mut s: UnitStatus) -> UnitStatus {
     match command {
         Command::AddAdmin(cert) => s.admins.push(crate::admin_set::admin_info(cert)),
         Command::RemoveAdmin(ski) => s.admins.retain(|a| a.ski != *ski),
@@ -859,7 +1180,47 @@ fn after(command: &Command, mut s: UnitStatus) -> UnitStatus {
             s.sig_threshold = signature.get();
             s.rev_threshold = revocation.get();
         }
-        other => registers::after(other, &mut s),
+        Command::GenerateImporter => s.importer_pending = true,
+        Command::GenerateRandomMk => {
+            let vp = answer.and_then(|a| Vp::from_slice(a).ok());
+            if s.current_register.state == RegisterState::Empty {
+                s.current_register = full(RegisterState::Valid, vp);
+            } else {
+                s.new_register = full(RegisterState::FullUncommitted, vp);
+            }
+        }
+        Command::ImportMk(envelope) => {
+            let vp = tke_proto::transport::MkEnvelope::from_der(envelope.envelope.as_bytes())
+                .ok()
+                .map(|e| e.vp);
+            s.importer_pending = false;
+            s.new_register = full(RegisterState::FullUncommitted, vp);
+        }
+        Command::ImportMkParts(_) => {
+            let vp = answer.and_then(|a| Vp::from_slice(a).ok());
+            s.importer_pending = false;
+            s.new_register = full(RegisterState::FullUncommitted, vp);
+        }
+        Command::CommitMk(vp) => s.new_register = full(RegisterState::FullCommitted, Some(*vp)),
+        Command::SetImmediate(vp) => {
+            s.current_register = full(RegisterState::Valid, Some(*vp));
+            s.new_register = RegisterStatus::EMPTY;
+        }
+        Command::ClearNew => s.new_register = RegisterStatus::EMPTY,
+        Command::ClearCurrent => s.current_register = RegisterStatus::EMPTY,
+        Command::Zeroize => {
+            s.admins.clear();
+            s.sig_threshold = 0;
+            s.rev_threshold = 0;
+            s.new_register = RegisterStatus::EMPTY;
+            s.current_register = RegisterStatus::EMPTY;
+            s.importer_pending = false;
+        }
+        Command::AddControlPoints(mask) => s.control_points = s.control_points.union(*mask),
+        Command::RemoveControlPoints(mask) => {
+            s.control_points = s.control_points.difference(*mask);
+        }
+        Command::ExportMk(_) | Command::ExportMkBatch(_) => {}
     }
     s.counter = s.counter.wrapping_add(1);
     s
@@ -878,12 +1239,13 @@ fn holds(command: &Command, status: &UnitStatus) -> bool {
     }
 }
 
-/// One unit's commands of a round, ready to send, and the state it holds afterwards.
+/// One unit's commands of a round, ready to send, and its state before them.
 struct Sending<'a> {
     unit: &'a KnownUnit,
     signed: Vec<SignedCommand>,
     signed_by: Vec<AdminInfo>,
-    expected: Expected,
+    commands: Vec<Command>,
+    before: UnitStatus,
 }
 
 /// Each unit of a round and its commands, in the file's order.
@@ -914,17 +1276,20 @@ enum Check<'a> {
     Stale(StaleUnit),
 }
 
+/// `single`: the file is one round known when planned (the units' state alone tells
+/// whether it ran); a multi-round file records that instead.
 fn check_unit<'a>(
     step: &'static str,
     unit: &'a KnownUnit,
     commands: &[&UnitCommand],
     status: &UnitStatus,
+    single: bool,
 ) -> Result<Check<'a>, ApplyError> {
     let (Some(first), Some(last)) = (commands.first(), commands.last()) else {
         return Ok(Check::Already);
     };
     let planned = first.admin_command.counter.wrapping_sub(1);
-    if status.counter == last.admin_command.counter && holds(&last.command, status) {
+    if single && status.counter == last.admin_command.counter && holds(&last.command, status) {
         return Ok(Check::Already);
     }
     if status.counter != planned {
@@ -940,7 +1305,7 @@ fn check_unit<'a>(
     let mut signed = Vec::with_capacity(commands.len());
     let mut signed_by: Vec<AdminInfo> = Vec::new();
     for c in commands {
-        let needed = needed(unit.num, &c.command, &sim)?;
+        let needed = needed(unit.num, unit.unit_type(), &c.command, &sim)?;
         let (counted, not_installed): (Vec<&Approval>, Vec<&Approval>) = c
             .approvals
             .iter()
@@ -974,54 +1339,91 @@ fn check_unit<'a>(
             command: OctetString::new(c.bytes.clone()).map_err(encoding)?,
             signer_infos,
         });
-        sim = after(&c.command, sim);
+        // What the unit needs is counted on the state the earlier commands leave; their
+        // answers do not change who may sign.
+        sim = after(&c.command, None, sim);
     }
     Ok(Check::Send(Sending {
         unit,
         signed,
         signed_by,
-        expected: Expected::of(&sim),
+        commands: commands.iter().map(|c| c.command.clone()).collect(),
+        before: status.clone(),
     }))
 }
 
-/// Applies a ceremony file: queries every unit of it; a unit at the planned counter
-/// needs, for each of its commands, enough approvals of administrators installed on it
-/// at that step (its thresholds, as the unit counts them); a unit at the counter of its
-/// last command that holds what that command sets ran them already (a second apply
-/// sends nothing); any other counter makes the file stale. Only when every unit passes
-/// is anything sent: each unit its commands in order with the installed approvers'
-/// signatures, units in parallel; then every unit's full post-condition is checked.
+/// Applies a ceremony file, round by round from the first not applied, and writes the
+/// file (`save`) after each round with the units' answers and the next round.
+///
+/// For each round: queries every unit of it; a unit at the planned counter needs, for
+/// each of its commands, enough approvals of administrators installed on it at that step
+/// (its thresholds, as the unit counts them); in a single-round file, a unit at the
+/// counter of its last command that holds what that command sets ran them already (a
+/// second apply sends nothing); any other counter makes the file stale. Only when every
+/// unit passes is anything sent: each unit its commands in order with the installed
+/// approvers' signatures, units in parallel. Then every unit's full state is checked
+/// against what its commands and answers leave; the answers are recorded, the round is
+/// marked applied, the next round (of a multi-round ceremony) is built from the
+/// parameters and the answers, and `save` writes the file. After the last round, the
+/// ceremony's own post-condition ([`MultiRound::postcondition`]) is checked on every
+/// unit.
 ///
 /// # Errors
-/// [`ApplyError::Stale`], [`ApplyError::ShortOfApprovals`], [`ApplyError::UnknownUnit`],
-/// [`ApplyError::Unsupported`] before anything is sent; [`ApplyError::Ceremony`] for a
-/// unit that cannot be queried, refuses a command or does not hold what was planned.
-pub fn apply(client: &Client, file: &CeremonyFile) -> Result<Vec<Applied>, ApplyError> {
-    apply_guarded(client, file, &[])
+/// [`ApplyError::ShortOfApprovals`] when the next round lacks approvals (earlier rounds
+/// of this run are applied and saved); [`ApplyError::Stale`],
+/// [`ApplyError::UnknownUnit`], [`ApplyError::Unsupported`] before anything of the round
+/// is sent; [`ApplyError::Ceremony`] for a unit that cannot be queried, refuses a command
+/// or does not hold what was planned; [`ApplyError::File`] when answers cannot make the
+/// next round; [`ApplyError::Save`] when `save` fails.
+pub fn apply(
+    client: &Client,
+    file: &mut CeremonyFile,
+    save: &mut dyn FnMut(&CeremonyFile) -> std::io::Result<()>,
+) -> Result<Vec<Applied>, ApplyError> {
+    apply_guarded(client, file, save, &[])
 }
 
-/// As [`apply`], and before anything is sent each command that destroys a master key
-/// (zeroize, clear current) is put to the key-storage guard of its kind in `guards`
-/// ([`apply_guard`]).
+/// As [`apply`], and before anything of a round is sent each command that destroys a
+/// master key (zeroize, clear current) is put to the key-storage guard of its kind in
+/// `guards` ([`apply_guard`]).
 ///
 /// # Errors
 /// As [`apply`]; [`ApplyError::Ceremony`] with a [`crate::Problem::Guarded`] per unit a
-/// guard refuses (nothing is sent).
+/// guard refuses (nothing of the round is sent).
 pub fn apply_guarded(
     client: &Client,
-    file: &CeremonyFile,
+    file: &mut CeremonyFile,
+    save: &mut dyn FnMut(&CeremonyFile) -> std::io::Result<()>,
     guards: &[(crate::guard::Destruction, crate::guard::KeyStorageGuard)],
 ) -> Result<Vec<Applied>, ApplyError> {
     let step: &'static str = "Applying the ceremony file";
     let mut report = Vec::new();
-    for round in &file.rounds {
-        let units = by_unit(client, round)?;
+    let single = file.ceremony.is_none();
+    let total = file.total_rounds();
+    let mut applied_now = 0;
+    loop {
+        let Some(index) = file.current_round() else {
+            match file.next_round()? {
+                Some(next) => {
+                    file.rounds.push(next);
+                    save(file).map_err(|source| ApplyError::Save {
+                        round: index_of_last(file),
+                        source,
+                    })?;
+                    continue;
+                }
+                None => break,
+            }
+        };
+        let round_no = index + 1;
+        let units = by_unit(client, &file.rounds[index])?;
         let only: Vec<&KnownUnit> = units.iter().map(|(u, _)| *u).collect();
         let statuses = crate::on_all(step, &only, |u| client.query(u))?;
         let (mut sending, mut short, mut stale) = (Vec::new(), Vec::new(), Vec::new());
         for ((unit, commands), status) in units.iter().zip(&statuses) {
-            match check_unit(step, unit, commands, status)? {
+            match check_unit(step, unit, commands, status, single)? {
                 Check::Already => report.push(Applied {
+                    round: round_no,
                     num: unit.num,
                     signed_by: Vec::new(),
                     already: true,
@@ -1044,27 +1446,102 @@ pub fn apply_guarded(
             return Err(CeremonyError::Problems(refused).into());
         }
         if !short.is_empty() {
-            return Err(ApplyError::ShortOfApprovals { units: short });
+            return Err(ApplyError::ShortOfApprovals {
+                round: round_no,
+                rounds: total,
+                applied: applied_now,
+                units: short,
+            });
         }
         let targets: Vec<&KnownUnit> = sending.iter().map(|s| s.unit).collect();
-        crate::on_all(step, &targets, |u| {
+        let answers = crate::on_all(step, &targets, |u| {
+            let mut out = Vec::new();
             for s in sending.iter().filter(|s| s.unit.id() == u.id()) {
                 for command in &s.signed {
-                    client.submit(u, command)?;
+                    out.push(client.submit(u, command)?);
                 }
             }
-            Ok(())
+            Ok(out)
         })?;
-        let expected: Vec<(&KnownUnit, &Expected)> =
-            sending.iter().map(|s| (s.unit, &s.expected)).collect();
-        if !expected.is_empty() {
-            check_each(client, &expected, None, step)?;
+        let expected: Vec<Expected> = sending
+            .iter()
+            .zip(&answers)
+            .map(|(s, out)| {
+                let end = s
+                    .commands
+                    .iter()
+                    .zip(out)
+                    .fold(s.before.clone(), |st, (c, a)| after(c, Some(a), st));
+                Expected::of(&end)
+            })
+            .collect();
+        let each: Vec<(&KnownUnit, &Expected)> =
+            sending.iter().map(|s| s.unit).zip(&expected).collect();
+        // Record the answers before anything else can fail: they are what the next
+        // round is built from.
+        let round = &mut file.rounds[index];
+        for (s, out) in sending.iter().zip(answers) {
+            let mine = round
+                .commands
+                .iter_mut()
+                .filter(|c| c.unit() == s.unit.id());
+            for (c, a) in mine.zip(out) {
+                c.answer = Some(a);
+            }
+        }
+        for c in round.commands.iter_mut().filter(|c| c.answer.is_none()) {
+            // A unit that had run its commands already (single-round files only).
+            c.answer = Some(Vec::new());
+        }
+        round.applied = true;
+        applied_now += 1;
+        save(file).map_err(|source| ApplyError::Save {
+            round: round_no,
+            source,
+        })?;
+        if !each.is_empty() {
+            check_each(client, &each, None, step)?;
         }
         report.extend(sending.into_iter().map(|s| Applied {
+            round: round_no,
             num: s.unit.num,
             signed_by: s.signed_by,
             already: false,
         }));
     }
+    if let (Some(c), true) = (&file.ceremony, applied_now > 0) {
+        let k = kind(&c.kind).ok_or_else(|| FileError::UnknownKind {
+            kind: c.kind.clone(),
+        })?;
+        let expected = k.postcondition(&c.params, &file.rounds)?;
+        let mut each = Vec::with_capacity(expected.len());
+        for (id, e) in &expected {
+            let unit = client
+                .unit(id)
+                .ok_or(ApplyError::UnknownUnit { num: 0, unit: *id })?;
+            each.push((unit, e));
+        }
+        check_each(client, &each, None, "Checking the crypto units")?;
+    }
+    if report.is_empty() {
+        // Every round was applied before: nothing was sent; say so per unit of the
+        // last round.
+        let last = file.rounds.len();
+        for c in file.rounds.iter().flat_map(|r| &r.commands) {
+            if !report.iter().any(|a: &Applied| a.num == c.num) {
+                report.push(Applied {
+                    round: last,
+                    num: c.num,
+                    signed_by: Vec::new(),
+                    already: true,
+                });
+            }
+        }
+    }
     Ok(report)
+}
+
+/// The 1-based number of the file's last round.
+fn index_of_last(file: &CeremonyFile) -> usize {
+    file.rounds.len()
 }

@@ -18,9 +18,7 @@
 use std::fmt;
 
 use tke_client::{fanout::parallel, Client, KnownUnit};
-use tke_proto::{
-    AdminInfo, Command, CommandId, RegisterState, RegisterStatus, UnitStatus, UnitType, Vp,
-};
+use tke_proto::{AdminInfo, Command, CommandId, RegisterState, UnitStatus, Vp};
 
 use super::{ApplyError, CeremonyFile, FileError, Round, UnitCommand};
 use crate::{
@@ -169,54 +167,6 @@ pub(super) fn title(id: CommandId) -> Option<&'static str> {
     })
 }
 
-/// The signatures `command` needs on a unit in state `status`, as `tke-unit` counts them
-/// (`None`: not one of these commands). In imprint mode the unit refuses the register
-/// commands: the plans never make them there.
-pub(super) fn needed(command: &Command, status: &UnitStatus) -> Option<usize> {
-    let sig = usize::from(status.sig_threshold);
-    let recovery = status.unit_type == UnitType::Recovery;
-    Some(match command {
-        Command::Zeroize if status.imprint_mode() => 0,
-        Command::CommitMk(_) => sig,
-        // A recovery unit may hold the instance's last copy of the master key.
-        Command::ClearCurrent | Command::Zeroize if recovery => sig,
-        Command::SetImmediate(_) | Command::ClearNew | Command::ClearCurrent | Command::Zeroize => {
-            1
-        }
-        _ => return None,
-    })
-}
-
-/// `status` as it is after `command` ran (the registers, or everything for zeroize).
-pub(super) fn after(command: &Command, s: &mut UnitStatus) {
-    match command {
-        Command::CommitMk(vp) => {
-            s.new_register = RegisterStatus {
-                state: RegisterState::FullCommitted,
-                vp: Some(*vp),
-            }
-        }
-        Command::SetImmediate(vp) => {
-            s.current_register = RegisterStatus {
-                state: RegisterState::Valid,
-                vp: Some(*vp),
-            };
-            s.new_register = RegisterStatus::EMPTY;
-        }
-        Command::ClearNew => s.new_register = RegisterStatus::EMPTY,
-        Command::ClearCurrent => s.current_register = RegisterStatus::EMPTY,
-        Command::Zeroize => {
-            s.admins.clear();
-            s.sig_threshold = 0;
-            s.rev_threshold = 0;
-            s.new_register = RegisterStatus::EMPTY;
-            s.current_register = RegisterStatus::EMPTY;
-            s.importer_pending = false;
-        }
-        _ => {}
-    }
-}
-
 /// Whether `status` holds what `command` leaves (`false` for other commands).
 pub(super) fn holds(command: &Command, status: &UnitStatus) -> bool {
     let new = status.new_register;
@@ -300,7 +250,8 @@ fn file_of(
         })
         .collect();
     Ok(Some(CeremonyFile {
-        rounds: vec![Round { commands: planned }],
+        ceremony: None,
+        rounds: vec![Round::planned(planned)],
         force_with_keys,
     }))
 }
