@@ -862,6 +862,12 @@ impl<'c> RotatePlan<'c> {
         &self.signers
     }
 
+    /// The recovery unit that generates the new key or holds it (auto flow, before the
+    /// commit).
+    pub fn source(&self) -> Option<&'c KnownUnit> {
+        self.source
+    }
+
     /// Which rotation.
     pub fn flow(&self) -> Flow {
         self.flow

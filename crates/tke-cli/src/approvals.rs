@@ -81,6 +81,43 @@ pub enum PlanCmd {
     /// and keys; the export; import, commit, set immediate) from the administrators'
     /// certificate files
     AutoInit(PlanAutoInit),
+    /// Plan rotating the master key of a service instance (four rounds: generate and
+    /// importer keys; the export; import and commit; set immediate, after `tke apply`
+    /// re-encrypts the key storage)
+    AutoMkRotate(PlanRotate),
+    /// Plan copying a recovery unit's master key into the units of a service instance
+    /// whose current master key register is empty (importer keys; the export; import,
+    /// commit, set immediate)
+    #[command(alias = "auto-mk-recover")]
+    AutoRecover(PlanRecover),
+}
+
+/// `tke plan auto-mk-rotate` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanRotate {
+    /// The INSTANCE NUM of the service instance (asked for when there are several).
+    #[arg(long, value_name = "NUM", allow_negative_numbers = true,
+          value_parser = |s: &str| crate::prompt::whole_number(s, "INSTANCE NUM"))]
+    pub instance: Option<usize>,
+    #[command(flatten)]
+    pub out: Out,
+}
+
+/// `tke plan auto-recover` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanRecover {
+    /// The INSTANCE NUM of the service instance whose units receive the key (asked for
+    /// when there are several).
+    #[arg(long, value_name = "NUM", allow_negative_numbers = true,
+          value_parser = |s: &str| crate::prompt::whole_number(s, "INSTANCE NUM"))]
+    pub instance: Option<usize>,
+    /// The CRYPTO UNIT NUM of the recovery unit to copy the key from. Default: the first
+    /// recovery unit of the instance whose current master key register is Valid.
+    #[arg(long, value_name = "NUM", allow_negative_numbers = true,
+          value_parser = |s: &str| crate::prompt::whole_number(s, "CRYPTO UNIT NUM"))]
+    pub source: Option<usize>,
+    #[command(flatten)]
+    pub out: Out,
 }
 
 /// `tke plan cryptounit-zeroize` and `cryptounit-mk-clrcur` flags.
@@ -294,6 +331,28 @@ fn plan_auto_init(ctx: &Ctx, a: &PlanAutoInit) -> Result<()> {
     write_new(&ceremony, &a.out.out)
 }
 
+/// `tke plan auto-mk-rotate` and `tke plan auto-recover`: the instance chosen (`what`
+/// names the ceremony in the question), the file planned and written.
+fn plan_transfer(
+    ctx: &Ctx,
+    instance: Option<usize>,
+    out: &Out,
+    what: &str,
+    plan: impl FnOnce(
+        &tke_client::Client,
+        &tke_client::InstanceId,
+    ) -> Result<CeremonyFile, file::PlanError>,
+) -> Result<()> {
+    refuse_existing(&out.out)?;
+    let fleet = ctx.connect()?;
+    let instance = crate::auto_init::choose_instance(ctx, &fleet.client, instance, what)?;
+    let ceremony = plan(&fleet.client, &instance).map_err(|e| match e {
+        file::PlanError::Ceremony(e) => signing::hint(e),
+        e => e.into(),
+    })?;
+    write_new(&ceremony, &out.out)
+}
+
 /// Refuses an `--out` file that exists: its approvals would be lost.
 fn refuse_existing(out: &Path) -> Result<()> {
     if out.exists() {
@@ -325,8 +384,8 @@ fn write_new(ceremony: &CeremonyFile, out: &Path) -> Result<()> {
 
 /// `tke plan CEREMONY …`.
 fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
-    if let PlanCmd::AutoInit(a) = cmd {
-        return plan_auto_init(ctx, a);
+    if let Some(done) = plan_instance(ctx, cmd) {
+        return done;
     }
     let fleet = ctx.connect()?;
     let units = start(ctx, &fleet)?;
@@ -386,9 +445,30 @@ fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
                 &a.out.out,
             )
         }
-        PlanCmd::AutoInit(a) => return plan_auto_init(ctx, a),
+        PlanCmd::AutoInit(_) | PlanCmd::AutoMkRotate(_) | PlanCmd::AutoRecover(_) => {
+            return plan_instance(ctx, cmd).unwrap_or(Ok(()))
+        }
     };
     write_plan(&fleet, units, step, &change, out)
+}
+
+/// The ceremonies of a whole service instance, which take no selection: `None` when
+/// `cmd` is not one of them.
+fn plan_instance(ctx: &Ctx, cmd: &PlanCmd) -> Option<Result<()>> {
+    Some(match cmd {
+        PlanCmd::AutoInit(a) => plan_auto_init(ctx, a),
+        PlanCmd::AutoMkRotate(a) => plan_transfer(
+            ctx,
+            a.instance,
+            &a.out,
+            "rotate the master key of",
+            |c, i| file::plan_rotate(c, i),
+        ),
+        PlanCmd::AutoRecover(a) => plan_transfer(ctx, a.instance, &a.out, "recover", |c, i| {
+            file::plan_recover(c, i, a.source)
+        }),
+        _ => return None,
+    })
 }
 
 /// Plans a ceremony that destroys a master key (`what`) with the key-storage guard:

@@ -38,10 +38,12 @@ use crate::{
 
 pub mod auto_init;
 mod registers;
+pub mod rotate;
 mod rounds;
 
 pub use auto_init::plan_auto_init;
 pub use registers::{apply_guard, plan_register, plan_zeroize, ForcedKeys};
+pub use rotate::{plan_recover, plan_rotate};
 pub use rounds::{counter_after, kind, parse_params, Kind, MultiRound, KINDS};
 
 /// The `format` field of every ceremony file.
@@ -1452,6 +1454,11 @@ pub fn apply_guarded(
                 applied: applied_now,
                 units: short,
             });
+        }
+        if let Some(c) = file.ceremony.as_ref().filter(|_| !sending.is_empty()) {
+            if let Some(k) = kind(&c.kind) {
+                k.before_sending(client, &c.params, &file.rounds[..index])?;
+            }
         }
         let targets: Vec<&KnownUnit> = sending.iter().map(|s| s.unit).collect();
         let answers = crate::on_all(step, &targets, |u| {

@@ -1,0 +1,747 @@
+//! `tke plan auto-mk-rotate` and `tke plan auto-recover`: the two ceremonies that copy a
+//! recovery unit's master key to other units, as multi-round ceremony files.
+//!
+//! **Rotation** (every unit of the instance, as [`crate::rotate`] with [`Flow::Auto`]):
+//!
+//! 1. the recovery unit generates a random key in its new register; every other unit
+//!    makes an importer key;
+//! 2. the recovery unit exports its new register to the importer keys
+//!    (`exportMkBatch`, one per 16 targets);
+//! 3. every other unit imports its envelope and commits; the recovery unit commits;
+//! 4. every unit sets the new key immediately. Before this round is sent, `tke apply`
+//!    itself re-encrypts the instance's key storage from the old key to the new one
+//!    ([`MultiRound::before_sending`]): the service operations are unsigned, and no unit
+//!    drops the old key before every record is under the new one.
+//!
+//! **Recovery** (as [`crate::recover`]): the units of the instance whose current register
+//! is empty make importer keys (1); the recovery unit exports its *current* register to
+//! them (2); each imports, commits and sets immediate (3). A target a stopped direct run
+//! left holding the key in its new register only commits and sets immediate (or only
+//! sets immediate); when no target needs the transfer, the file has round 3 only.
+//!
+//! The plans are the direct ceremonies' (every problem they find is reported before a
+//! file is written), with every installed administrator as a possible approver.
+
+use serde::{Deserialize, Serialize};
+use tke_client::{Client, InstanceId, KnownUnit};
+use tke_kms::Rotation;
+use tke_proto::{
+    command::MAX_EXPORT_TARGETS,
+    der::{asn1::OctetString, Decode},
+    transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
+    AdminInfo, AdminName, CaCertificate, Command, CommandId, DeviceCertificate, Register,
+    RegisterState, RegisterStatus, Ski, UnitId, UnitStatus, UnitType, Vp,
+};
+
+use super::{
+    counter_after, parse_params, registers::installed_anywhere, ApplyError, CeremonyFile,
+    FileError, Kind, MultiRound, PlanError, Round, UnitCommand,
+};
+use crate::{
+    postcondition::Expected,
+    recover::{AutoRecover, Stage},
+    rotate::{Flow, Rotate, RotationProblem, REENCRYPT_BATCH},
+    CeremonyError, Problem,
+};
+
+/// The `kind` of a rotation file.
+pub const ROTATE: &str = "auto-mk-rotate";
+/// The `kind` of a recovery file.
+pub const RECOVER: &str = "auto-recover";
+
+/// The parameters of a rotation or recovery file: everything its rounds are built from.
+/// Public.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferParams {
+    /// The service instance.
+    pub instance: String,
+    /// The fleet CA certificate (hex of the DER) the units' certificates chain to.
+    pub fleet_ca: String,
+    /// Rotation: the verification pattern of the current (old) master key. Recovery: of
+    /// the key copied.
+    pub vp: String,
+    /// The units, in `CRYPTO UNIT NUM` order: the recovery unit the key comes from
+    /// (`step` "source") and the units it goes to.
+    pub units: Vec<TransferUnit>,
+}
+
+/// One unit of a rotation or recovery file, with its state when planned.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferUnit {
+    /// Its `CRYPTO UNIT NUM` when planned.
+    pub num: usize,
+    /// Its device certificate (hex of the DER).
+    pub certificate: String,
+    /// Its transaction counter when planned: its first command uses the next value.
+    pub counter: u64,
+    /// "source", or where a receiving unit starts: "transfer" (importer key, import,
+    /// commit, set immediate), "commit" (the key in its new register uncommitted),
+    /// "set-immediate" (committed).
+    pub step: String,
+    /// Its signature threshold (unchanged by the ceremony).
+    pub sig_threshold: u8,
+    /// Its revocation signature threshold (unchanged).
+    pub rev_threshold: u8,
+    /// Its administrators (unchanged).
+    pub admins: Vec<AdminJson>,
+}
+
+/// An installed administrator in the parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminJson {
+    /// The name.
+    pub name: String,
+    /// The SKI, 64 hex digits.
+    pub ski: String,
+}
+
+/// Where a unit of the file starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Source,
+    Transfer,
+    Commit,
+    SetImmediate,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Transfer => "transfer",
+            Self::Commit => "commit",
+            Self::SetImmediate => "set-immediate",
+        }
+    }
+}
+
+struct Unit {
+    num: usize,
+    cert: DeviceCertificate,
+    counter: u64,
+    step: Step,
+    sig: u8,
+    rev: u8,
+    admins: Vec<AdminInfo>,
+}
+
+impl Unit {
+    fn id(&self) -> UnitId {
+        self.cert.unit_id()
+    }
+}
+
+/// The parameters, decoded and checked.
+struct Parsed {
+    kind: &'static str,
+    instance: InstanceId,
+    ca: CaCertificate,
+    vp: Vp,
+    units: Vec<Unit>,
+    source: usize,
+}
+
+/// What one round of the ceremony does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Rotation: the source generates; the receiving units make importer keys.
+    Start,
+    /// The source exports.
+    Export,
+    /// The receiving units import and commit (recovery: and set immediate); rotation:
+    /// the source commits too.
+    Import,
+    /// Rotation: every unit sets immediate.
+    SetImmediate,
+}
+
+fn bad(kind: &'static str, what: impl Into<String>) -> FileError {
+    FileError::Params {
+        kind,
+        what: what.into(),
+    }
+}
+
+fn answer_error(round: usize, num: usize, what: impl Into<String>) -> FileError {
+    FileError::Answer {
+        round,
+        num,
+        what: what.into(),
+    }
+}
+
+fn parse(kind: &'static str, params: &serde_json::Value) -> Result<Parsed, FileError> {
+    let p: TransferParams = parse_params(kind, params)?;
+    let bad = |what: String| bad(kind, what);
+    let unhex = |field: &str, text: &str| {
+        hex::decode(text).map_err(|_| bad(format!("{field} is not hexadecimal")))
+    };
+    let ca = CaCertificate::from_der(&unhex("fleet_ca", &p.fleet_ca)?)
+        .map_err(|e| bad(format!("fleet_ca: {e}")))?;
+    let vp = Vp::from_hex(&p.vp).map_err(|e| bad(format!("vp: {e}")))?;
+    let mut units: Vec<Unit> = Vec::with_capacity(p.units.len());
+    for u in &p.units {
+        let cert = DeviceCertificate::verify(&unhex("a unit certificate", &u.certificate)?, &ca)
+            .map_err(|e| {
+                bad(format!(
+                    "the certificate of crypto unit {} does not chain to fleet_ca: {e}",
+                    u.num
+                ))
+            })?;
+        if cert.instance_id().uuid() != p.instance {
+            return Err(bad(format!(
+                "crypto unit {} belongs to service instance {}, not {}",
+                u.num,
+                cert.instance_id().uuid(),
+                p.instance
+            )));
+        }
+        if units.iter().any(|v| v.id() == cert.unit_id()) {
+            return Err(bad(format!("crypto unit {} is listed twice", u.num)));
+        }
+        let step = [
+            Step::Source,
+            Step::Transfer,
+            Step::Commit,
+            Step::SetImmediate,
+        ]
+        .into_iter()
+        .find(|s| s.name() == u.step)
+        .filter(|s| kind == RECOVER || matches!(s, Step::Source | Step::Transfer))
+        .ok_or_else(|| bad(format!("crypto unit {}: step {:?}", u.num, u.step)))?;
+        let admins = u
+            .admins
+            .iter()
+            .map(|a| {
+                Ok(AdminInfo {
+                    name: AdminName::new(&a.name).map_err(|e| bad(e.to_string()))?,
+                    ski: Ski::from_hex(&a.ski).map_err(|e| bad(e.to_string()))?,
+                })
+            })
+            .collect::<Result<Vec<_>, FileError>>()?;
+        units.push(Unit {
+            num: u.num,
+            cert,
+            counter: u.counter,
+            step,
+            sig: u.sig_threshold,
+            rev: u.rev_threshold,
+            admins,
+        });
+    }
+    let sources: Vec<usize> = (0..units.len())
+        .filter(|i| units[*i].step == Step::Source)
+        .collect();
+    let source = match sources.as_slice() {
+        [s] if units[*s].cert.unit_type() == UnitType::Recovery => *s,
+        _ => return Err(bad("one unit, a recovery unit, is the source".to_owned())),
+    };
+    Ok(Parsed {
+        kind,
+        instance: InstanceId(p.instance),
+        ca,
+        vp,
+        units,
+        source,
+    })
+}
+
+impl Parsed {
+    fn source(&self) -> &Unit {
+        &self.units[self.source]
+    }
+
+    /// The units that receive it by a transfer (importer key, export, import).
+    fn transfer(&self) -> impl Iterator<Item = &Unit> {
+        self.units.iter().filter(|u| u.step == Step::Transfer)
+    }
+
+    /// The rounds, in order.
+    fn phases(&self) -> Vec<Phase> {
+        let transfer = self.transfer().next().is_some();
+        match (self.kind, transfer) {
+            (ROTATE, true) => vec![
+                Phase::Start,
+                Phase::Export,
+                Phase::Import,
+                Phase::SetImmediate,
+            ],
+            (ROTATE, false) => vec![Phase::Start, Phase::Import, Phase::SetImmediate],
+            (_, true) => vec![Phase::Start, Phase::Export, Phase::Import],
+            (_, false) => vec![Phase::Import],
+        }
+    }
+
+    /// The key copied: rotation, the source's answer in round 1; recovery, the one given.
+    fn key(&self, before: &[Round]) -> Result<Vp, FileError> {
+        if self.kind != ROTATE {
+            return Ok(self.vp);
+        }
+        let s = self.source();
+        let first = before
+            .first()
+            .ok_or_else(|| bad(self.kind, "the key is generated in round 1"))?;
+        let answer = first
+            .answer(s.id(), CommandId::GenerateRandomMk, 0)
+            .ok_or_else(|| answer_error(1, s.num, "the verification pattern is missing"))?;
+        let vp = Vp::from_slice(answer)
+            .map_err(|e| answer_error(1, s.num, format!("not a verification pattern: {e}")))?;
+        if vp == self.vp {
+            return Err(answer_error(1, s.num, "the new key is the old one"));
+        }
+        Ok(vp)
+    }
+
+    /// Each transfer unit's certified importer key (round 1's answers).
+    fn importers(&self, first: &Round) -> Result<Vec<CertifiedImporter>, FileError> {
+        self.transfer()
+            .map(|u| {
+                let answer = first
+                    .answer(u.id(), CommandId::GenerateImporter, 0)
+                    .ok_or_else(|| answer_error(1, u.num, "the importer key is missing"))?;
+                let importer = CertifiedImporter::from_der(answer)
+                    .map_err(|e| answer_error(1, u.num, format!("not an importer key: {e}")))?;
+                importer.verify(&u.cert).map_err(|e| {
+                    answer_error(
+                        1,
+                        u.num,
+                        format!("the importer key is not certified by the unit's device key: {e}"),
+                    )
+                })?;
+                Ok(importer)
+            })
+            .collect()
+    }
+
+    /// Each transfer unit's envelope (round 2's answers, in order), checked: signed by
+    /// the source under the fleet CA, for that unit, holding the key.
+    fn envelopes(&self, before: &[Round]) -> Result<Vec<SignedEnvelope>, FileError> {
+        let s = self.source();
+        let vp = self.key(before)?;
+        let second = before
+            .get(1)
+            .ok_or_else(|| bad(self.kind, "the envelopes are the answers of round 2"))?;
+        let mut all = Vec::new();
+        for (i, c) in second.commands.iter().enumerate() {
+            let answer = c
+                .answer
+                .as_deref()
+                .ok_or_else(|| answer_error(2, s.num, "the envelopes are missing"))?;
+            let batch = Vec::<SignedEnvelope>::from_der(answer)
+                .map_err(|e| answer_error(2, s.num, format!("not envelopes: {e}")))?;
+            let expected = self
+                .transfer()
+                .skip(i * MAX_EXPORT_TARGETS)
+                .take(MAX_EXPORT_TARGETS)
+                .count();
+            if batch.len() != expected {
+                return Err(answer_error(
+                    2,
+                    s.num,
+                    format!("{} envelopes for {expected} crypto units", batch.len()),
+                ));
+            }
+            all.extend(batch);
+        }
+        for (e, u) in all.iter().zip(self.transfer()) {
+            let (env, from) = e
+                .verify(&self.ca)
+                .map_err(|e| answer_error(2, s.num, format!("an envelope does not verify: {e}")))?;
+            if from.unit_id() != s.id() || env.target_unit_id != u.id() || env.vp != vp {
+                return Err(answer_error(
+                    2,
+                    s.num,
+                    format!(
+                        "the envelope for crypto unit {} is not from the recovery unit to it with the key",
+                        u.num
+                    ),
+                ));
+            }
+        }
+        Ok(all)
+    }
+
+    /// A unit's commands of a round, each at the next counter.
+    fn push_all(
+        &self,
+        out: &mut Vec<UnitCommand>,
+        u: &Unit,
+        before: &[Round],
+        commands: Vec<Command>,
+    ) -> Result<(), FileError> {
+        let mut counter = counter_after(u.counter, u.id(), before);
+        for command in commands {
+            out.push(
+                UnitCommand::build(u.num, u.id(), counter, command).map_err(|e| {
+                    bad(
+                        self.kind,
+                        format!("crypto unit {}: a command cannot be encoded: {e}", u.num),
+                    )
+                })?,
+            );
+            counter = counter.wrapping_add(1);
+        }
+        Ok(())
+    }
+
+    fn round(&self, before: &[Round]) -> Result<Round, FileError> {
+        let phases = self.phases();
+        let phase = *phases.get(before.len()).ok_or_else(|| {
+            bad(
+                self.kind,
+                format!("the ceremony has {} rounds", phases.len()),
+            )
+        })?;
+        let s = self.source();
+        let mut out = Vec::new();
+        match phase {
+            Phase::Start => {
+                for u in &self.units {
+                    if u.step == Step::Source && self.kind == ROTATE {
+                        self.push_all(&mut out, u, before, vec![Command::GenerateRandomMk])?;
+                    } else if u.step == Step::Transfer {
+                        self.push_all(&mut out, u, before, vec![Command::GenerateImporter])?;
+                    }
+                }
+            }
+            Phase::Export => {
+                let register = if self.kind == ROTATE {
+                    Register::New
+                } else {
+                    Register::Current
+                };
+                let requests = self
+                    .transfer()
+                    .zip(self.importers(&before[0])?)
+                    .map(|(u, importer)| {
+                        Ok(ExportRequest {
+                            register,
+                            target_certificate: OctetString::new(u.cert.der().to_vec())
+                                .map_err(|e| bad(self.kind, e.to_string()))?,
+                            importer,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, FileError>>()?;
+                let list = requests
+                    .chunks(MAX_EXPORT_TARGETS)
+                    .map(|b| Command::ExportMkBatch(b.to_vec()))
+                    .collect();
+                self.push_all(&mut out, s, before, list)?;
+            }
+            Phase::Import => {
+                let vp = self.key(before)?;
+                let mut envelopes = if self.transfer().next().is_some() {
+                    self.envelopes(before)?.into_iter()
+                } else {
+                    Vec::new().into_iter()
+                };
+                for u in &self.units {
+                    let mut list = Vec::new();
+                    if u.step == Step::Transfer {
+                        let e = envelopes
+                            .next()
+                            .ok_or_else(|| answer_error(2, s.num, "an envelope is missing"))?;
+                        list.push(Command::ImportMk(Box::new(e)));
+                    }
+                    let commit = match u.step {
+                        Step::Source => self.kind == ROTATE,
+                        Step::Transfer | Step::Commit => true,
+                        Step::SetImmediate => false,
+                    };
+                    if commit {
+                        list.push(Command::CommitMk(vp));
+                    }
+                    if self.kind == RECOVER && u.step != Step::Source {
+                        list.push(Command::SetImmediate(vp));
+                    }
+                    if !list.is_empty() {
+                        self.push_all(&mut out, u, before, list)?;
+                    }
+                }
+            }
+            Phase::SetImmediate => {
+                let vp = self.key(before)?;
+                for u in &self.units {
+                    self.push_all(&mut out, u, before, vec![Command::SetImmediate(vp)])?;
+                }
+            }
+        }
+        Ok(Round::planned(out))
+    }
+
+    fn check_answers(&self, before: &[Round], round: &Round) -> Result<(), FileError> {
+        let mut all = before.to_vec();
+        all.push(round.clone());
+        match self.phases().get(before.len()) {
+            Some(Phase::Start) => {
+                self.key(&all)?;
+                self.importers(round)?;
+            }
+            Some(Phase::Export) => {
+                self.envelopes(&all)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn postcondition(&self, rounds: &[Round]) -> Result<Vec<(UnitId, Expected)>, FileError> {
+        let vp = self.key(rounds)?;
+        // A recovery's source only exported: the rounds' own checks covered it.
+        let changed = |u: &&Unit| self.kind == ROTATE || u.step != Step::Source;
+        Ok(self
+            .units
+            .iter()
+            .filter(changed)
+            .map(|u| {
+                let mut e = Expected::imprint(u.admins.clone());
+                e.sig_threshold = u.sig;
+                e.rev_threshold = u.rev;
+                e.current_register = RegisterStatus {
+                    state: RegisterState::Valid,
+                    vp: Some(vp),
+                };
+                (u.id(), e)
+            })
+            .collect())
+    }
+}
+
+/// Rotation ([`ROTATE`]) or recovery ([`RECOVER`]) as a [`MultiRound`] ceremony.
+pub struct TransferRounds(&'static str);
+
+/// Rotation as a [`MultiRound`] ceremony.
+pub static ROTATE_ROUNDS: TransferRounds = TransferRounds(ROTATE);
+/// Recovery as a [`MultiRound`] ceremony.
+pub static RECOVER_ROUNDS: TransferRounds = TransferRounds(RECOVER);
+
+impl MultiRound for TransferRounds {
+    fn kind(&self) -> &'static str {
+        self.0
+    }
+
+    fn title(&self) -> &'static str {
+        if self.0 == ROTATE {
+            "Rotating the master key"
+        } else {
+            "Recovering the master key"
+        }
+    }
+
+    fn rounds(&self, params: &serde_json::Value) -> Result<usize, FileError> {
+        Ok(parse(self.0, params)?.phases().len())
+    }
+
+    fn round(&self, params: &serde_json::Value, before: &[Round]) -> Result<Round, FileError> {
+        parse(self.0, params)?.round(before)
+    }
+
+    fn check_answers(
+        &self,
+        params: &serde_json::Value,
+        before: &[Round],
+        round: &Round,
+    ) -> Result<(), FileError> {
+        parse(self.0, params)?.check_answers(before, round)
+    }
+
+    fn postcondition(
+        &self,
+        params: &serde_json::Value,
+        rounds: &[Round],
+    ) -> Result<Vec<(UnitId, Expected)>, FileError> {
+        parse(self.0, params)?.postcondition(rounds)
+    }
+
+    fn before_sending(
+        &self,
+        client: &Client,
+        params: &serde_json::Value,
+        before: &[Round],
+    ) -> Result<(), ApplyError> {
+        let p = parse(self.0, params)?;
+        if p.phases().get(before.len()) != Some(&Phase::SetImmediate) {
+            return Ok(());
+        }
+        let to = p.key(before)?;
+        Ok(reencrypt(client, &p.instance, p.vp, to)?)
+    }
+}
+
+/// Re-encrypts the key storage of `instance` from `from` to `to`, unless nothing is left
+/// under `from` and no rotation is in progress (an earlier apply did it).
+fn reencrypt(
+    client: &Client,
+    instance: &InstanceId,
+    from: Vp,
+    to: Vp,
+) -> Result<(), CeremonyError> {
+    let fail = |source: tke_kms::KmsError| CeremonyError::KeyStorage {
+        instance: instance.clone(),
+        source: Box::new(source),
+    };
+    let unreachable = |source| {
+        let p = RotationProblem::KeyService {
+            instance: instance.clone(),
+            source,
+        };
+        CeremonyError::Problems(vec![Problem::Rotation(Box::new(p))])
+    };
+    let Some(keys) = client.key_service(instance).map_err(unreachable)? else {
+        return Ok(());
+    };
+    let summary = keys.summary().map_err(fail)?;
+    let left = summary.by_vp.iter().any(|(vp, n)| *vp == from && *n > 0);
+    if summary.rotation.is_none() && !left {
+        return Ok(());
+    }
+    keys.begin_rotation(Rotation { from, to }).map_err(fail)?;
+    tke_kms::reencrypt_all(keys.as_ref(), REENCRYPT_BATCH, &mut |_| {}).map_err(fail)?;
+    keys.finish_rotation().map_err(fail)
+}
+
+/// The parameters' form of a unit in state `s`.
+fn unit_json(u: &KnownUnit, s: &UnitStatus, step: Step) -> TransferUnit {
+    TransferUnit {
+        num: u.num,
+        certificate: hex::encode(u.certificate.der()),
+        counter: s.counter,
+        step: step.name().to_owned(),
+        sig_threshold: s.sig_threshold,
+        rev_threshold: s.rev_threshold,
+        admins: s
+            .admins
+            .iter()
+            .map(|a| AdminJson {
+                name: a.name.to_string(),
+                ski: a.ski.to_hex(),
+            })
+            .collect(),
+    }
+}
+
+/// The file of `kind` with these parameters and its first round.
+fn file_of(
+    client: &Client,
+    kind: &'static TransferRounds,
+    instance: &InstanceId,
+    vp: Vp,
+    units: Vec<TransferUnit>,
+    any: &KnownUnit,
+) -> Result<CeremonyFile, PlanError> {
+    let ca = client
+        .ca_of(any)
+        .ok_or(CeremonyError::Problems(vec![Problem::UnknownInstance {
+            instance: instance.clone(),
+        }]))?;
+    let params = TransferParams {
+        instance: instance.0.clone(),
+        fleet_ca: hex::encode(ca.der()),
+        vp: vp.to_hex(),
+        units,
+    };
+    let params = serde_json::to_value(&params).map_err(|e| bad(kind.0, e.to_string()))?;
+    let first = kind.round(&params, &[])?;
+    Ok(CeremonyFile {
+        ceremony: Some(Kind {
+            kind: kind.0.to_owned(),
+            params,
+        }),
+        rounds: vec![first],
+        force_with_keys: Vec::new(),
+    })
+}
+
+/// Plans a rotation of the master key of `instance` (every unit) as a ceremony file:
+/// every check of the direct `auto-mk-rotate` ([`Rotate::plan`]) with every installed
+/// administrator as a possible approver; a rotation under way is refused (finish it with
+/// `auto-mk-rotate --resume`). The first recovery unit generates the key.
+///
+/// # Errors
+/// [`PlanError::Ceremony`] with [`CeremonyError::Problems`] listing every problem found.
+pub fn plan_rotate(client: &Client, instance: &InstanceId) -> Result<CeremonyFile, PlanError> {
+    let units = client.instance_units(instance);
+    let statuses: Vec<UnitStatus> = tke_client::fanout::parallel(&units, |u| client.query(u))
+        .into_iter()
+        .flatten()
+        .collect();
+    let plan = Rotate {
+        flow: Flow::Auto,
+        units: units.clone(),
+        keys: installed_anywhere(&statuses),
+        resume: false,
+    }
+    .plan(client)?;
+    let source = plan
+        .source()
+        .ok_or(CeremonyError::Problems(vec![Problem::UnknownInstance {
+            instance: instance.clone(),
+        }]))?;
+    let listed = plan
+        .units()
+        .iter()
+        .map(|(u, s)| {
+            let step = if u.id() == source.id() {
+                Step::Source
+            } else {
+                Step::Transfer
+            };
+            unit_json(u, s, step)
+        })
+        .collect();
+    file_of(
+        client,
+        &ROTATE_ROUNDS,
+        instance,
+        plan.from(),
+        listed,
+        source,
+    )
+}
+
+/// Plans copying a recovery unit's current master key into the units of `instance`
+/// whose current register is empty, as a ceremony file: every check of the direct
+/// `auto-recover` ([`AutoRecover::plan`]; `source` is the recovery unit's `CRYPTO UNIT
+/// NUM`, or the first that holds a key) with every installed administrator as a
+/// possible approver.
+///
+/// # Errors
+/// [`PlanError::Ceremony`] with [`CeremonyError::Problems`] listing every problem found.
+pub fn plan_recover(
+    client: &Client,
+    instance: &InstanceId,
+    source: Option<usize>,
+) -> Result<CeremonyFile, PlanError> {
+    let units = client.instance_units(instance);
+    let statuses: Vec<UnitStatus> = tke_client::fanout::parallel(&units, |u| client.query(u))
+        .into_iter()
+        .flatten()
+        .collect();
+    let plan = AutoRecover {
+        instance: instance.clone(),
+        source,
+        keys: installed_anywhere(&statuses),
+    }
+    .plan(client)?;
+    let mut listed = vec![unit_json(plan.source(), plan.source_status(), Step::Source)];
+    for t in plan.targets() {
+        let step = match t.stage {
+            Stage::Transfer => Step::Transfer,
+            Stage::Commit => Step::Commit,
+            Stage::SetImmediate => Step::SetImmediate,
+        };
+        listed.push(unit_json(t.unit, &t.status, step));
+    }
+    listed.sort_by_key(|u| u.num);
+    file_of(
+        client,
+        &RECOVER_ROUNDS,
+        instance,
+        plan.vp(),
+        listed,
+        plan.source(),
+    )
+}
