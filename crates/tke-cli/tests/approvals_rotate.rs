@@ -9,7 +9,7 @@ mod common;
 
 use std::{fs, path::Path};
 
-use approvals_setup::{apply, arg, library, plan, setup, states, Setup};
+use approvals_setup::{apply, arg, library, plan, setup, states, summaries, Setup};
 use common::Workstation;
 use serde_json::Value;
 use tke_client::kms::ClientUnits;
@@ -97,23 +97,6 @@ fn apply_round(s: &Setup, file: &Path, applied: usize, rounds: usize) {
     );
 }
 
-/// The commands of the file's last round: (CRYPTO UNIT NUM, summary).
-fn last_round(file: &Path) -> Vec<(u64, String)> {
-    let v: Value = serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap();
-    let rounds = v["rounds"].as_array().unwrap();
-    rounds.last().unwrap()["commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["num"].as_u64().unwrap(),
-                c["summary"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn a_rotation_is_approved_round_by_round_and_the_stored_keys_unwrap_afterwards() {
     let s = setup();
@@ -126,7 +109,7 @@ fn a_rotation_is_approved_round_by_round_and_the_stored_keys_unwrap_afterwards()
     let v: Value = serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(v["kind"], "auto-mk-rotate");
     assert_eq!(v["ceremony"], "Rotating the master key");
-    let first = last_round(&file);
+    let first = summaries(&file);
     assert_eq!(
         first,
         vec![
@@ -149,7 +132,7 @@ fn a_rotation_is_approved_round_by_round_and_the_stored_keys_unwrap_afterwards()
     // Key storage is untouched until round 4 is sent.
     assert_eq!(stored_vps(w), vec![old.clone(); 3]);
     unwraps(w, &key);
-    let round4 = last_round(&file);
+    let round4 = summaries(&file);
     assert_eq!(round4.len(), 4);
     assert!(round4
         .iter()
@@ -191,14 +174,14 @@ fn a_recovery_is_approved_round_by_round_and_the_recovered_unit_unwraps_alone() 
     // set immediate.
     let file = plan(w, "auto-recover", &["--instance", "1"]);
     assert_eq!(
-        last_round(&file),
+        summaries(&file),
         vec![(2, "generate a single-use importer key".to_owned())]
     );
     for round in 1..=2 {
         approve_round(&s, &file);
         apply_round(&s, &file, round, 3);
     }
-    let third: Vec<u64> = last_round(&file).iter().map(|(n, _)| *n).collect();
+    let third: Vec<u64> = summaries(&file).iter().map(|(n, _)| *n).collect();
     assert_eq!(third, vec![2, 2, 2]);
     approve_round(&s, &file);
     apply(&s, &file, &[]);

@@ -40,6 +40,7 @@ pub mod auto_init;
 mod registers;
 pub mod rotate;
 mod rounds;
+mod transfer;
 
 pub use auto_init::plan_auto_init;
 pub use registers::{apply_guard, plan_register, plan_zeroize, ForcedKeys};

@@ -210,6 +210,13 @@ pub(super) fn installed_anywhere<'s>(
     anyone
 }
 
+/// Every administrator installed on any of `units` (the planner holds no key: any may
+/// approve).
+pub(super) fn anyone(client: &Client, units: &[&KnownUnit]) -> Vec<AdminInfo> {
+    let statuses = parallel(units, |u| client.query(u));
+    installed_anywhere(statuses.iter().flatten())
+}
+
 /// The file of one round of `(unit, command)`, each at the unit's next counter; `None`
 /// when there is no command. The instances `guard` was told to let through are recorded.
 fn file_of(
@@ -380,13 +387,9 @@ pub fn plan_zeroize(
     units: Vec<&KnownUnit>,
     guard: &KeyStorageGuard,
 ) -> Result<Option<CeremonyFile>, CeremonyError> {
-    let statuses: Vec<UnitStatus> = parallel(&units, |u| client.query(u))
-        .into_iter()
-        .flatten()
-        .collect();
     let plan = Zeroize {
+        keys: anyone(client, &units),
         units,
-        keys: installed_anywhere(&statuses),
     }
     .plan_guarded(client, guard)?;
     let commands = plan

@@ -26,16 +26,18 @@ use serde::{Deserialize, Serialize};
 use tke_client::{Client, InstanceId, KnownUnit};
 use tke_kms::Rotation;
 use tke_proto::{
-    command::MAX_EXPORT_TARGETS,
-    der::{asn1::OctetString, Decode},
-    transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
+    transport::{CertifiedImporter, SignedEnvelope},
     AdminInfo, AdminName, CaCertificate, Command, CommandId, DeviceCertificate, Register,
     RegisterState, RegisterStatus, Ski, UnitId, UnitStatus, UnitType, Vp,
 };
 
 use super::{
-    counter_after, parse_params, registers::installed_anywhere, ApplyError, CeremonyFile,
-    FileError, Kind, MultiRound, PlanError, Round, UnitCommand,
+    parse_params,
+    registers::anyone,
+    transfer::{
+        answer_error, bad, envelopes, exports, importer, push_all, unhex, unit_certificate,
+    },
+    ApplyError, CeremonyFile, FileError, Kind, MultiRound, PlanError, Round, UnitCommand,
 };
 use crate::{
     postcondition::Expected,
@@ -158,50 +160,16 @@ enum Phase {
     SetImmediate,
 }
 
-fn bad(kind: &'static str, what: impl Into<String>) -> FileError {
-    FileError::Params {
-        kind,
-        what: what.into(),
-    }
-}
-
-fn answer_error(round: usize, num: usize, what: impl Into<String>) -> FileError {
-    FileError::Answer {
-        round,
-        num,
-        what: what.into(),
-    }
-}
-
 fn parse(kind: &'static str, params: &serde_json::Value) -> Result<Parsed, FileError> {
     let p: TransferParams = parse_params(kind, params)?;
     let bad = |what: String| bad(kind, what);
-    let unhex = |field: &str, text: &str| {
-        hex::decode(text).map_err(|_| bad(format!("{field} is not hexadecimal")))
-    };
-    let ca = CaCertificate::from_der(&unhex("fleet_ca", &p.fleet_ca)?)
+    let ca = CaCertificate::from_der(&unhex(kind, "fleet_ca", &p.fleet_ca)?)
         .map_err(|e| bad(format!("fleet_ca: {e}")))?;
     let vp = Vp::from_hex(&p.vp).map_err(|e| bad(format!("vp: {e}")))?;
     let mut units: Vec<Unit> = Vec::with_capacity(p.units.len());
     for u in &p.units {
-        let cert = DeviceCertificate::verify(&unhex("a unit certificate", &u.certificate)?, &ca)
-            .map_err(|e| {
-                bad(format!(
-                    "the certificate of crypto unit {} does not chain to fleet_ca: {e}",
-                    u.num
-                ))
-            })?;
-        if cert.instance_id().uuid() != p.instance {
-            return Err(bad(format!(
-                "crypto unit {} belongs to service instance {}, not {}",
-                u.num,
-                cert.instance_id().uuid(),
-                p.instance
-            )));
-        }
-        if units.iter().any(|v| v.id() == cert.unit_id()) {
-            return Err(bad(format!("crypto unit {} is listed twice", u.num)));
-        }
+        let listed: Vec<UnitId> = units.iter().map(Unit::id).collect();
+        let cert = unit_certificate(kind, &ca, &p.instance, u.num, &u.certificate, &listed)?;
         let step = [
             Step::Source,
             Step::Transfer,
@@ -298,21 +266,7 @@ impl Parsed {
     /// Each transfer unit's certified importer key (round 1's answers).
     fn importers(&self, first: &Round) -> Result<Vec<CertifiedImporter>, FileError> {
         self.transfer()
-            .map(|u| {
-                let answer = first
-                    .answer(u.id(), CommandId::GenerateImporter, 0)
-                    .ok_or_else(|| answer_error(1, u.num, "the importer key is missing"))?;
-                let importer = CertifiedImporter::from_der(answer)
-                    .map_err(|e| answer_error(1, u.num, format!("not an importer key: {e}")))?;
-                importer.verify(&u.cert).map_err(|e| {
-                    answer_error(
-                        1,
-                        u.num,
-                        format!("the importer key is not certified by the unit's device key: {e}"),
-                    )
-                })?;
-                Ok(importer)
-            })
+            .map(|u| importer(first, u.num, &u.cert))
             .collect()
     }
 
@@ -320,48 +274,17 @@ impl Parsed {
     /// the source under the fleet CA, for that unit, holding the key.
     fn envelopes(&self, before: &[Round]) -> Result<Vec<SignedEnvelope>, FileError> {
         let s = self.source();
-        let vp = self.key(before)?;
         let second = before
             .get(1)
             .ok_or_else(|| bad(self.kind, "the envelopes are the answers of round 2"))?;
-        let mut all = Vec::new();
-        for (i, c) in second.commands.iter().enumerate() {
-            let answer = c
-                .answer
-                .as_deref()
-                .ok_or_else(|| answer_error(2, s.num, "the envelopes are missing"))?;
-            let batch = Vec::<SignedEnvelope>::from_der(answer)
-                .map_err(|e| answer_error(2, s.num, format!("not envelopes: {e}")))?;
-            let expected = self
-                .transfer()
-                .skip(i * MAX_EXPORT_TARGETS)
-                .take(MAX_EXPORT_TARGETS)
-                .count();
-            if batch.len() != expected {
-                return Err(answer_error(
-                    2,
-                    s.num,
-                    format!("{} envelopes for {expected} crypto units", batch.len()),
-                ));
-            }
-            all.extend(batch);
-        }
-        for (e, u) in all.iter().zip(self.transfer()) {
-            let (env, from) = e
-                .verify(&self.ca)
-                .map_err(|e| answer_error(2, s.num, format!("an envelope does not verify: {e}")))?;
-            if from.unit_id() != s.id() || env.target_unit_id != u.id() || env.vp != vp {
-                return Err(answer_error(
-                    2,
-                    s.num,
-                    format!(
-                        "the envelope for crypto unit {} is not from the recovery unit to it with the key",
-                        u.num
-                    ),
-                ));
-            }
-        }
-        Ok(all)
+        let targets: Vec<(usize, UnitId)> = self.transfer().map(|u| (u.num, u.id())).collect();
+        envelopes(
+            second,
+            &self.ca,
+            (s.num, s.id()),
+            &targets,
+            self.key(before)?,
+        )
     }
 
     /// A unit's commands of a round, each at the next counter.
@@ -372,19 +295,7 @@ impl Parsed {
         before: &[Round],
         commands: Vec<Command>,
     ) -> Result<(), FileError> {
-        let mut counter = counter_after(u.counter, u.id(), before);
-        for command in commands {
-            out.push(
-                UnitCommand::build(u.num, u.id(), counter, command).map_err(|e| {
-                    bad(
-                        self.kind,
-                        format!("crypto unit {}: a command cannot be encoded: {e}", u.num),
-                    )
-                })?,
-            );
-            counter = counter.wrapping_add(1);
-        }
-        Ok(())
+        push_all(self.kind, out, (u.num, u.id(), u.counter), before, commands)
     }
 
     fn round(&self, before: &[Round]) -> Result<Round, FileError> {
@@ -413,22 +324,11 @@ impl Parsed {
                 } else {
                     Register::Current
                 };
-                let requests = self
+                let targets = self
                     .transfer()
-                    .zip(self.importers(&before[0])?)
-                    .map(|(u, importer)| {
-                        Ok(ExportRequest {
-                            register,
-                            target_certificate: OctetString::new(u.cert.der().to_vec())
-                                .map_err(|e| bad(self.kind, e.to_string()))?,
-                            importer,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, FileError>>()?;
-                let list = requests
-                    .chunks(MAX_EXPORT_TARGETS)
-                    .map(|b| Command::ExportMkBatch(b.to_vec()))
-                    .collect();
+                    .map(|u| &u.cert)
+                    .zip(self.importers(&before[0])?);
+                let list = exports(self.kind, register, targets)?;
                 self.push_all(&mut out, s, before, list)?;
             }
             Phase::Import => {
@@ -664,14 +564,10 @@ fn file_of(
 /// [`PlanError::Ceremony`] with [`CeremonyError::Problems`] listing every problem found.
 pub fn plan_rotate(client: &Client, instance: &InstanceId) -> Result<CeremonyFile, PlanError> {
     let units = client.instance_units(instance);
-    let statuses: Vec<UnitStatus> = tke_client::fanout::parallel(&units, |u| client.query(u))
-        .into_iter()
-        .flatten()
-        .collect();
     let plan = Rotate {
         flow: Flow::Auto,
         units: units.clone(),
-        keys: installed_anywhere(&statuses),
+        keys: anyone(client, &units),
         resume: false,
     }
     .plan(client)?;
@@ -716,14 +612,10 @@ pub fn plan_recover(
     source: Option<usize>,
 ) -> Result<CeremonyFile, PlanError> {
     let units = client.instance_units(instance);
-    let statuses: Vec<UnitStatus> = tke_client::fanout::parallel(&units, |u| client.query(u))
-        .into_iter()
-        .flatten()
-        .collect();
     let plan = AutoRecover {
         instance: instance.clone(),
         source,
-        keys: installed_anywhere(&statuses),
+        keys: anyone(client, &units),
     }
     .plan(client)?;
     let mut listed = vec![unit_json(plan.source(), plan.source_status(), Step::Source)];

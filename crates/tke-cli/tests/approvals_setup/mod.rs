@@ -138,10 +138,12 @@ pub fn plan(w: &Workstation, command: &str, extra: &[&str]) -> PathBuf {
     out
 }
 
-/// The summaries of the file's commands, one per unit, in order.
+/// The commands of the file's last round (its only one in a single-round file): `(CRYPTO
+/// UNIT NUM, summary)`, in order.
 pub fn summaries(file: &Path) -> Vec<(u64, String)> {
     let v: Value = serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap();
-    v["rounds"][0]["commands"]
+    let rounds = v["rounds"].as_array().unwrap();
+    rounds.last().unwrap()["commands"]
         .as_array()
         .unwrap()
         .iter()
