@@ -462,7 +462,7 @@ fn plan_instance(ctx: &Ctx, cmd: &PlanCmd) -> Option<Result<()>> {
             a.instance,
             &a.out,
             "rotate the master key of",
-            |c, i| file::plan_rotate(c, i),
+            file::plan_rotate,
         ),
         PlanCmd::AutoRecover(a) => plan_transfer(ctx, a.instance, &a.out, "recover", |c, i| {
             file::plan_recover(c, i, a.source)
