@@ -9,8 +9,8 @@ mod common;
 
 use std::{fs, path::Path};
 
-use approvals_setup::{apply, arg, library, plan, setup, states, summaries, Setup};
-use common::Workstation;
+use approvals_setup::{apply, arg, failure, library, plan, setup, states, summaries, Setup};
+use common::{snap, Workstation};
 use serde_json::Value;
 use tke_client::kms::ClientUnits;
 use tke_keystore::{KeyId, KeyStore as _, SqliteKeyStore};
@@ -97,6 +97,35 @@ fn apply_round(s: &Setup, file: &Path, applied: usize, rounds: usize) {
     );
 }
 
+/// The export's recorded answer (the envelopes) with one hex digit changed: refused by
+/// `approve` and by `apply`, offline, before anything is signed or sent.
+fn edited_envelopes_are_refused(s: &Setup, file: &Path) {
+    let mut v: Value = serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap();
+    let answer = &mut v["rounds"][1]["commands"][0]["answer"];
+    let hex = answer.as_str().unwrap().to_owned();
+    let flipped = if hex.ends_with('0') { '1' } else { '0' };
+    *answer = Value::from(format!("{}{flipped}", &hex[..hex.len() - 1]));
+    let edited = s.alice.w.path().join("edited.json");
+    fs::write(&edited, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let before = fs::read(&edited).unwrap();
+    let args = [
+        "--secrets",
+        &s.alice.secrets,
+        "approve",
+        arg(&edited),
+        "--admin",
+        "alice",
+        "--yes",
+    ];
+    let refused = failure(s, &s.alice.w, &args, 1);
+    snap::assert_snapshot("approvals_rotate_edited_envelopes", &refused);
+    assert_eq!(fs::read(&edited).unwrap(), before);
+    let states_before = states(&s.operator);
+    let refused = failure(s, &s.operator, &["apply", arg(&edited), "--yes"], 1);
+    assert!(refused.contains("round 2, crypto unit 3"), "{refused}");
+    assert_eq!(states(&s.operator), states_before, "nothing was sent");
+}
+
 #[test]
 fn a_rotation_is_approved_round_by_round_and_the_stored_keys_unwrap_afterwards() {
     let s = setup();
@@ -124,6 +153,9 @@ fn a_rotation_is_approved_round_by_round_and_the_stored_keys_unwrap_afterwards()
     for round in 1..=3 {
         approve_round(&s, &file);
         apply_round(&s, &file, round, 4);
+        if round == 2 {
+            edited_envelopes_are_refused(&s, &file);
+        }
     }
     let new = states(w);
     assert!(new
