@@ -77,6 +77,9 @@ pub enum PlanCmd {
     CryptounitMkClrcur(PlanDestroy),
     /// Plan zeroizing the selected crypto units
     CryptounitZeroize(PlanDestroy),
+    /// Plan rotating the selected crypto units (every unit of an instance) to the master
+    /// key loaded from parts and committed in their new registers
+    CryptounitMkRotate(Out),
     /// Plan initializing a service instance (three rounds: administrators, thresholds
     /// and keys; the export; import, commit, set immediate) from the administrators'
     /// certificate files
@@ -324,11 +327,16 @@ fn plan_auto_init(ctx: &Ctx, a: &PlanAutoInit) -> Result<()> {
     let say = |s: &str| println!("{s}");
     let (sig, rev) = thresholds(ctx, a.sig_threshold, a.rev_threshold, &say)?;
     let ceremony =
-        file::plan_auto_init(&fleet.client, &instance, sig, rev, &admins).map_err(|e| match e {
-            file::PlanError::Ceremony(e) => signing::hint(e),
-            e => e.into(),
-        })?;
+        file::plan_auto_init(&fleet.client, &instance, sig, rev, &admins).map_err(plan_error)?;
     write_new(&ceremony, &a.out.out)
+}
+
+/// A multi-round plan refused, with the advice of the signing commands.
+fn plan_error(e: file::PlanError) -> anyhow::Error {
+    match e {
+        file::PlanError::Ceremony(e) => signing::hint(e),
+        e => e.into(),
+    }
 }
 
 /// `tke plan auto-mk-rotate` and `tke plan auto-recover`: the instance chosen (`what`
@@ -346,10 +354,7 @@ fn plan_transfer(
     refuse_existing(&out.out)?;
     let fleet = ctx.connect()?;
     let instance = crate::auto_init::choose_instance(ctx, &fleet.client, instance, what)?;
-    let ceremony = plan(&fleet.client, &instance).map_err(|e| match e {
-        file::PlanError::Ceremony(e) => signing::hint(e),
-        e => e.into(),
-    })?;
+    let ceremony = plan(&fleet.client, &instance).map_err(plan_error)?;
     write_new(&ceremony, &out.out)
 }
 
@@ -405,6 +410,11 @@ fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
             };
             let planned = destroying(ctx, &fleet, &units, Destruction::ClearCurrent, a, plan)?;
             return write_file(&fleet, planned, &a.out.out);
+        }
+        PlanCmd::CryptounitMkRotate(out) => {
+            refuse_existing(&out.out)?;
+            let ceremony = file::plan_rotate_loaded(client, units.clone()).map_err(plan_error)?;
+            return write_new(&ceremony, &out.out);
         }
         PlanCmd::CryptounitZeroize(a) => {
             let plan = |g: &KeyStorageGuard| file::plan_zeroize(client, units.clone(), g);

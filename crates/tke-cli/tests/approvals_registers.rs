@@ -11,23 +11,10 @@ mod common;
 use std::fs;
 
 use approvals_setup::{
-    apply, arg, failure, library, plan, refused, setup, states, summaries, Setup,
+    apply, arg, failure, library, load_new, plan, refused, setup, states, summaries,
 };
 use common::{snap, Workstation};
 use serde_json::Value;
-use tke_sigkey::Signer;
-use tke_test_support::mk::load_new_register;
-
-/// A random value generated in recovery unit 3's new register and copied into the new
-/// registers of `targets`, signed by alice and bob (through the library).
-fn load_new(s: &Setup, targets: &[usize]) {
-    let keys = [s.alice.signer(), s.bob.signer()];
-    let signers: Vec<&dyn Signer> = keys.iter().map(|k| k as &dyn Signer).collect();
-    let client = library(&s.operator);
-    let unit = |n: usize| &client.units()[n - 1];
-    let targets: Vec<_> = targets.iter().map(|&n| unit(n)).collect();
-    load_new_register(&client, unit(3), &targets, &signers);
-}
 
 #[test]
 fn register_commands_and_zeroize_are_planned_approved_on_two_workstations_and_applied() {

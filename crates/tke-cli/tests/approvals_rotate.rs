@@ -9,7 +9,9 @@ mod common;
 
 use std::{fs, path::Path};
 
-use approvals_setup::{apply, arg, failure, library, plan, setup, states, summaries, Setup};
+use approvals_setup::{
+    apply, arg, failure, library, load_new, plan, setup, states, summaries, Setup,
+};
 use common::{snap, Workstation};
 use serde_json::Value;
 use tke_client::kms::ClientUnits;
@@ -244,4 +246,43 @@ fn a_recovery_is_approved_round_by_round_and_the_recovered_unit_unwraps_alone() 
         .unwrap_data(&two, &record.vp, &record.wrapped, &file.wrapped)
         .unwrap();
     assert_eq!(&*plain, data.as_slice());
+}
+
+#[test]
+fn a_rotation_to_a_loaded_key_is_one_approved_round_after_the_key_storage() {
+    let s = setup();
+    let w = &s.operator;
+    let key = stored_key(w);
+    let old = current_vps(w)[0].as_str().unwrap().to_owned();
+
+    // A new key in every new register, not committed yet: refused, no file.
+    load_new(&s, &[1, 2, 4]);
+    let out = w.path().join("rotate.json");
+    let args = ["plan", "cryptounit-mk-rotate", "--out", arg(&out)];
+    snap::assert_snapshot(
+        "approvals_rotate_loaded_not_committed",
+        &failure(&s, w, &args, 1),
+    );
+    assert!(!out.exists());
+
+    // Committed (a file too), then rotated: one round of set immediate, one approval each.
+    let commit = plan(w, "cryptounit-mk-commit", &[]);
+    approve_round(&s, &commit);
+    apply(&s, &commit, &[]);
+    let file = plan(w, "cryptounit-mk-rotate", &[]);
+    let v: Value = serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(v["kind"], "cryptounit-mk-rotate");
+    let round = summaries(&file);
+    assert_eq!(round.len(), 4);
+    assert!(round
+        .iter()
+        .all(|(_, t)| t.starts_with("make the new master key current")));
+    assert_eq!(stored_vps(w), vec![old.clone(); 3]);
+    apply(&s, &s.alice.approve(&file), &[]);
+    let current = current_vps(w);
+    let to = current[0].as_str().unwrap().to_owned();
+    assert_ne!(to, old);
+    assert_eq!(current, vec![Value::from(to.as_str()); 4]);
+    assert_eq!(stored_vps(w), vec![to; 3]);
+    unwraps(w, &key);
 }

@@ -44,7 +44,7 @@ mod transfer;
 
 pub use auto_init::plan_auto_init;
 pub use registers::{apply_guard, plan_register, plan_zeroize, ForcedKeys};
-pub use rotate::{plan_recover, plan_rotate};
+pub use rotate::{plan_recover, plan_rotate, plan_rotate_loaded};
 pub use rounds::{counter_after, kind, parse_params, Kind, MultiRound, KINDS};
 
 /// The `format` field of every ceremony file.

@@ -50,6 +50,8 @@ use crate::{
 pub const ROTATE: &str = "auto-mk-rotate";
 /// The `kind` of a recovery file.
 pub const RECOVER: &str = "auto-recover";
+/// The `kind` of a rotation to a key loaded from parts and committed beforehand.
+pub const KEY_PARTS: &str = "cryptounit-mk-rotate";
 
 /// The parameters of a rotation or recovery file: everything its rounds are built from.
 /// Public.
@@ -63,6 +65,10 @@ pub struct TransferParams {
     /// Rotation: the verification pattern of the current (old) master key. Recovery: of
     /// the key copied.
     pub vp: String,
+    /// Rotation to a key loaded from parts: its verification pattern (committed in every
+    /// new register when planned). Absent for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
     /// The units, in `CRYPTO UNIT NUM` order: the recovery unit the key comes from
     /// (`step` "source") and the units it goes to.
     pub units: Vec<TransferUnit>,
@@ -142,8 +148,11 @@ struct Parsed {
     instance: InstanceId,
     ca: CaCertificate,
     vp: Vp,
+    /// [`KEY_PARTS`]: the key rotated to.
+    to: Option<Vp>,
     units: Vec<Unit>,
-    source: usize,
+    /// The index of the source in `units` ([`ROTATE`], [`RECOVER`]).
+    source: Option<usize>,
 }
 
 /// What one round of the ceremony does.
@@ -178,7 +187,11 @@ fn parse(kind: &'static str, params: &serde_json::Value) -> Result<Parsed, FileE
         ]
         .into_iter()
         .find(|s| s.name() == u.step)
-        .filter(|s| kind == RECOVER || matches!(s, Step::Source | Step::Transfer))
+        .filter(|s| match kind {
+            RECOVER => true,
+            KEY_PARTS => *s == Step::SetImmediate,
+            _ => matches!(s, Step::Source | Step::Transfer),
+        })
         .ok_or_else(|| bad(format!("crypto unit {}: step {:?}", u.num, u.step)))?;
         let admins = u
             .admins
@@ -203,23 +216,35 @@ fn parse(kind: &'static str, params: &serde_json::Value) -> Result<Parsed, FileE
     let sources: Vec<usize> = (0..units.len())
         .filter(|i| units[*i].step == Step::Source)
         .collect();
-    let source = match sources.as_slice() {
-        [s] if units[*s].cert.unit_type() == UnitType::Recovery => *s,
+    let source = match (kind, sources.as_slice()) {
+        (KEY_PARTS, []) => None,
+        (KEY_PARTS, _) => return Err(bad("the rotation to a loaded key has no source".to_owned())),
+        (_, [s]) if units[*s].cert.unit_type() == UnitType::Recovery => Some(*s),
         _ => return Err(bad("one unit, a recovery unit, is the source".to_owned())),
+    };
+    let to = match (kind, &p.to) {
+        (KEY_PARTS, Some(to)) => Some(Vp::from_hex(to).map_err(|e| bad(format!("to: {e}")))?),
+        (KEY_PARTS, None) => return Err(bad("to (the key rotated to) is missing".to_owned())),
+        (_, Some(_)) => return Err(bad("only a rotation to a loaded key has to".to_owned())),
+        (_, None) => None,
     };
     Ok(Parsed {
         kind,
         instance: InstanceId(p.instance),
         ca,
         vp,
+        to,
         units,
         source,
     })
 }
 
 impl Parsed {
-    fn source(&self) -> &Unit {
-        &self.units[self.source]
+    /// The recovery unit the key comes from (not in a rotation to a loaded key).
+    fn source(&self) -> Result<&Unit, FileError> {
+        self.source
+            .and_then(|i| self.units.get(i))
+            .ok_or_else(|| bad(self.kind, "the ceremony has no source unit"))
     }
 
     /// The units that receive it by a transfer (importer key, export, import).
@@ -231,6 +256,7 @@ impl Parsed {
     fn phases(&self) -> Vec<Phase> {
         let transfer = self.transfer().next().is_some();
         match (self.kind, transfer) {
+            (KEY_PARTS, _) => vec![Phase::SetImmediate],
             (ROTATE, true) => vec![
                 Phase::Start,
                 Phase::Export,
@@ -243,12 +269,16 @@ impl Parsed {
         }
     }
 
-    /// The key copied: rotation, the source's answer in round 1; recovery, the one given.
+    /// The key copied: rotation, the source's answer in round 1; recovery, the one given;
+    /// rotation to a loaded key, `to`.
     fn key(&self, before: &[Round]) -> Result<Vp, FileError> {
+        if let Some(to) = self.to {
+            return Ok(to);
+        }
         if self.kind != ROTATE {
             return Ok(self.vp);
         }
-        let s = self.source();
+        let s = self.source()?;
         let first = before
             .first()
             .ok_or_else(|| bad(self.kind, "the key is generated in round 1"))?;
@@ -273,7 +303,7 @@ impl Parsed {
     /// Each transfer unit's envelope (round 2's answers, in order), checked: signed by
     /// the source under the fleet CA, for that unit, holding the key.
     fn envelopes(&self, before: &[Round]) -> Result<Vec<SignedEnvelope>, FileError> {
-        let s = self.source();
+        let s = self.source()?;
         let second = before
             .get(1)
             .ok_or_else(|| bad(self.kind, "the envelopes are the answers of round 2"))?;
@@ -306,7 +336,6 @@ impl Parsed {
                 format!("the ceremony has {} rounds", phases.len()),
             )
         })?;
-        let s = self.source();
         let mut out = Vec::new();
         match phase {
             Phase::Start => {
@@ -324,12 +353,12 @@ impl Parsed {
                 } else {
                     Register::Current
                 };
-                let targets = self
-                    .transfer()
-                    .map(|u| &u.cert)
-                    .zip(self.importers(&before[0])?);
+                let first = before
+                    .first()
+                    .ok_or_else(|| bad(self.kind, "the importer keys are made in round 1"))?;
+                let targets = self.transfer().map(|u| &u.cert).zip(self.importers(first)?);
                 let list = exports(self.kind, register, targets)?;
-                self.push_all(&mut out, s, before, list)?;
+                self.push_all(&mut out, self.source()?, before, list)?;
             }
             Phase::Import => {
                 let vp = self.key(before)?;
@@ -341,9 +370,9 @@ impl Parsed {
                 for u in &self.units {
                     let mut list = Vec::new();
                     if u.step == Step::Transfer {
-                        let e = envelopes
-                            .next()
-                            .ok_or_else(|| answer_error(2, s.num, "an envelope is missing"))?;
+                        let e = envelopes.next().ok_or_else(|| {
+                            answer_error(2, u.num, "no envelope was exported to it")
+                        })?;
                         list.push(Command::ImportMk(Box::new(e)));
                     }
                     let commit = match u.step {
@@ -391,7 +420,7 @@ impl Parsed {
     fn postcondition(&self, rounds: &[Round]) -> Result<Vec<(UnitId, Expected)>, FileError> {
         let vp = self.key(rounds)?;
         // A recovery's source only exported: the rounds' own checks covered it.
-        let changed = |u: &&Unit| self.kind == ROTATE || u.step != Step::Source;
+        let changed = |u: &&Unit| self.kind != RECOVER || u.step != Step::Source;
         Ok(self
             .units
             .iter()
@@ -417,6 +446,8 @@ pub struct TransferRounds(&'static str);
 pub static ROTATE_ROUNDS: TransferRounds = TransferRounds(ROTATE);
 /// Recovery as a [`MultiRound`] ceremony.
 pub static RECOVER_ROUNDS: TransferRounds = TransferRounds(RECOVER);
+/// Rotation to a key loaded from parts as a [`MultiRound`] ceremony.
+pub static KEY_PART_ROUNDS: TransferRounds = TransferRounds(KEY_PARTS);
 
 impl MultiRound for TransferRounds {
     fn kind(&self) -> &'static str {
@@ -424,10 +455,10 @@ impl MultiRound for TransferRounds {
     }
 
     fn title(&self) -> &'static str {
-        if self.0 == ROTATE {
-            "Rotating the master key"
-        } else {
-            "Recovering the master key"
+        match self.0 {
+            ROTATE => "Rotating the master key",
+            KEY_PARTS => "Rotating to the master key loaded from parts",
+            _ => "Recovering the master key",
         }
     }
 
@@ -528,7 +559,7 @@ fn file_of(
     client: &Client,
     kind: &'static TransferRounds,
     instance: &InstanceId,
-    vp: Vp,
+    (vp, to): (Vp, Option<Vp>),
     units: Vec<TransferUnit>,
     any: &KnownUnit,
 ) -> Result<CeremonyFile, PlanError> {
@@ -541,6 +572,7 @@ fn file_of(
         instance: instance.0.clone(),
         fleet_ca: hex::encode(ca.der()),
         vp: vp.to_hex(),
+        to: to.map(|v| v.to_hex()),
         units,
     };
     let params = serde_json::to_value(&params).map_err(|e| bad(kind.0, e.to_string()))?;
@@ -592,7 +624,7 @@ pub fn plan_rotate(client: &Client, instance: &InstanceId) -> Result<CeremonyFil
         client,
         &ROTATE_ROUNDS,
         instance,
-        plan.from(),
+        (plan.from(), None),
         listed,
         source,
     )
@@ -632,8 +664,48 @@ pub fn plan_recover(
         client,
         &RECOVER_ROUNDS,
         instance,
-        plan.vp(),
+        (plan.vp(), None),
         listed,
         plan.source(),
+    )
+}
+
+/// Plans `cryptounit-mk-rotate` on `units` (every unit of one instance) as a ceremony
+/// file of one round: every check of the direct command ([`Rotate::plan`] with
+/// [`Flow::KeyParts`]: the key loaded from parts is committed in every new register, no
+/// rotation under way), with every installed administrator as a possible approver. The
+/// round sets the loaded key immediately on every unit; `tke apply` re-encrypts the
+/// instance's key storage before sending it.
+///
+/// # Errors
+/// [`PlanError::Ceremony`] with [`CeremonyError::Problems`] listing every problem found.
+pub fn plan_rotate_loaded(
+    client: &Client,
+    units: Vec<&KnownUnit>,
+) -> Result<CeremonyFile, PlanError> {
+    let plan = Rotate {
+        flow: Flow::KeyParts,
+        keys: anyone(client, &units),
+        units,
+        resume: false,
+    }
+    .plan(client)?;
+    let instance = plan.instance().clone();
+    let first = plan.units().first().map(|(u, _)| *u);
+    let (Some(to), Some(any)) = (plan.to(), first) else {
+        return Err(CeremonyError::Problems(vec![Problem::NoUnits]).into());
+    };
+    let listed = plan
+        .units()
+        .iter()
+        .map(|(u, s)| unit_json(u, s, Step::SetImmediate))
+        .collect();
+    file_of(
+        client,
+        &KEY_PART_ROUNDS,
+        &instance,
+        (plan.from(), Some(to)),
+        listed,
+        any,
     )
 }

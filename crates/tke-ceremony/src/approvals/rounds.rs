@@ -95,6 +95,7 @@ pub static KINDS: &[&dyn MultiRound] = &[
     &super::auto_init::AutoInitRounds,
     &super::rotate::ROTATE_ROUNDS,
     &super::rotate::RECOVER_ROUNDS,
+    &super::rotate::KEY_PART_ROUNDS,
 ];
 
 /// The kind of that name.

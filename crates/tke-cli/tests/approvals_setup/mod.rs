@@ -10,7 +10,9 @@ use std::{
 
 use serde_json::Value;
 use tke_client::{Client, EmbeddedFleet, Transport};
+use tke_sigkey::Signer;
 use tke_sigkey_file::FileSigner;
+use tke_test_support::mk::load_new_register;
 use tke_workstation::{FilesDir, Password};
 
 use crate::common::{snap, Workstation};
@@ -179,4 +181,15 @@ pub fn refused(s: &Setup, file: &Path, extra: &[&str], code: i32, name: &str) {
 pub fn apply(s: &Setup, file: &Path, extra: &[&str]) -> String {
     s.operator
         .ok(&[&["apply", arg(file), "--yes"], extra].concat())
+}
+
+/// A random value generated in recovery unit 3's new register and copied into the new
+/// registers of `targets`, signed by alice and bob (through the library).
+pub fn load_new(s: &Setup, targets: &[usize]) {
+    let keys = [s.alice.signer(), s.bob.signer()];
+    let signers: Vec<&dyn Signer> = keys.iter().map(|k| k as &dyn Signer).collect();
+    let client = library(&s.operator);
+    let unit = |n: usize| &client.units()[n - 1];
+    let targets: Vec<_> = targets.iter().map(|&n| unit(n)).collect();
+    load_new_register(&client, unit(3), &targets, &signers);
 }
