@@ -109,16 +109,8 @@ pub struct PlanRotate {
 /// `tke plan auto-recover` flags.
 #[derive(clap::Args, Debug)]
 pub struct PlanRecover {
-    /// The INSTANCE NUM of the service instance whose units receive the key (asked for
-    /// when there are several).
-    #[arg(long, value_name = "NUM", allow_negative_numbers = true,
-          value_parser = |s: &str| crate::prompt::whole_number(s, "INSTANCE NUM"))]
-    pub instance: Option<usize>,
-    /// The CRYPTO UNIT NUM of the recovery unit to copy the key from. Default: the first
-    /// recovery unit of the instance whose current master key register is Valid.
-    #[arg(long, value_name = "NUM", allow_negative_numbers = true,
-          value_parser = |s: &str| crate::prompt::whole_number(s, "CRYPTO UNIT NUM"))]
-    pub source: Option<usize>,
+    #[command(flatten)]
+    pub copy: crate::auto_recover::Copy,
     #[command(flatten)]
     pub out: Out,
 }
@@ -474,9 +466,11 @@ fn plan_instance(ctx: &Ctx, cmd: &PlanCmd) -> Option<Result<()>> {
             "rotate the master key of",
             file::plan_rotate,
         ),
-        PlanCmd::AutoRecover(a) => plan_transfer(ctx, a.instance, &a.out, "recover", |c, i| {
-            file::plan_recover(c, i, a.source)
-        }),
+        PlanCmd::AutoRecover(a) => {
+            plan_transfer(ctx, a.copy.instance, &a.out, "recover", |c, i| {
+                file::plan_recover(c, i, a.copy.source)
+            })
+        }
         _ => return None,
     })
 }
