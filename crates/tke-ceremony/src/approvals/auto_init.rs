@@ -16,13 +16,15 @@
 use serde::{Deserialize, Serialize};
 use tke_client::{Client, InstanceId};
 use tke_proto::{
-    transport::{CertifiedImporter, SignedEnvelope},
+    command::MAX_EXPORT_TARGETS,
+    der::{asn1::OctetString, Decode},
+    transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
     AdminCertificate, CaCertificate, Command, CommandId, DeviceCertificate, Register,
     RegisterState, RegisterStatus, Threshold, UnitId, UnitType, Vp,
 };
 
 use super::{
-    parse_params, transfer, CeremonyFile, FileError, Kind, MultiRound, PlanError, Round,
+    counter_after, parse_params, CeremonyFile, FileError, Kind, MultiRound, PlanError, Round,
     UnitCommand,
 };
 use crate::{
@@ -94,11 +96,14 @@ impl Unit {
 }
 
 fn bad(what: impl Into<String>) -> FileError {
-    transfer::bad(KIND, what)
+    FileError::Params {
+        kind: KIND,
+        what: what.into(),
+    }
 }
 
 fn unhex(field: &str, text: &str) -> Result<Vec<u8>, FileError> {
-    transfer::unhex(KIND, field, text)
+    hex::decode(text).map_err(|_| bad(format!("{field} is not hexadecimal")))
 }
 
 fn parse(params: &serde_json::Value) -> Result<Parsed, FileError> {
@@ -124,9 +129,24 @@ fn parse(params: &serde_json::Value) -> Result<Parsed, FileError> {
         .map_err(|e| bad(format!("fleet_ca: {e}")))?;
     let mut units: Vec<Unit> = Vec::with_capacity(p.units.len());
     for u in &p.units {
-        let listed: Vec<UnitId> = units.iter().map(Unit::id).collect();
-        let cert =
-            transfer::unit_certificate(KIND, &ca, &p.instance, u.num, &u.certificate, &listed)?;
+        let cert = DeviceCertificate::verify(&unhex("a unit certificate", &u.certificate)?, &ca)
+            .map_err(|e| {
+                bad(format!(
+                    "the certificate of crypto unit {} does not chain to fleet_ca: {e}",
+                    u.num
+                ))
+            })?;
+        if cert.instance_id().uuid() != p.instance {
+            return Err(bad(format!(
+                "crypto unit {} belongs to service instance {}, not {}",
+                u.num,
+                cert.instance_id().uuid(),
+                p.instance
+            )));
+        }
+        if units.iter().any(|v| v.id() == cert.unit_id()) {
+            return Err(bad(format!("crypto unit {} is listed twice", u.num)));
+        }
         units.push(Unit {
             num: u.num,
             cert,
@@ -155,7 +175,27 @@ fn push_all(
     before: &[Round],
     commands: Vec<Command>,
 ) -> Result<(), FileError> {
-    transfer::push_all(KIND, out, (u.num, u.id(), u.counter), before, commands)
+    let mut counter = counter_after(u.counter, u.id(), before);
+    for command in commands {
+        out.push(
+            UnitCommand::build(u.num, u.id(), counter, command).map_err(|e| {
+                bad(format!(
+                    "crypto unit {}: a command cannot be encoded: {e}",
+                    u.num
+                ))
+            })?,
+        );
+        counter = counter.wrapping_add(1);
+    }
+    Ok(())
+}
+
+fn answer_error(round: usize, num: usize, what: impl Into<String>) -> FileError {
+    FileError::Answer {
+        round,
+        num,
+        what: what.into(),
+    }
 }
 
 impl Parsed {
@@ -174,18 +214,29 @@ impl Parsed {
         let r = self.recovery();
         let answer = first
             .answer(r.id(), CommandId::GenerateRandomMk, 0)
-            .ok_or_else(|| {
-                transfer::answer_error(1, r.num, "the verification pattern is missing")
-            })?;
-        Vp::from_slice(answer).map_err(|e| {
-            transfer::answer_error(1, r.num, format!("not a verification pattern: {e}"))
-        })
+            .ok_or_else(|| answer_error(1, r.num, "the verification pattern is missing"))?;
+        Vp::from_slice(answer)
+            .map_err(|e| answer_error(1, r.num, format!("not a verification pattern: {e}")))
     }
 
     /// Each target's certified importer key (round 1's answers).
     fn importers(&self, first: &Round) -> Result<Vec<CertifiedImporter>, FileError> {
         self.targets()
-            .map(|u| transfer::importer(first, u.num, &u.cert))
+            .map(|u| {
+                let answer = first
+                    .answer(u.id(), CommandId::GenerateImporter, 0)
+                    .ok_or_else(|| answer_error(1, u.num, "the importer key is missing"))?;
+                let importer = CertifiedImporter::from_der(answer)
+                    .map_err(|e| answer_error(1, u.num, format!("not an importer key: {e}")))?;
+                importer.verify(&u.cert).map_err(|e| {
+                    answer_error(
+                        1,
+                        u.num,
+                        format!("the importer key is not certified by the unit's device key: {e}"),
+                    )
+                })?;
+                Ok(importer)
+            })
             .collect()
     }
 
@@ -193,8 +244,45 @@ impl Parsed {
     /// recovery unit under the fleet CA, for that target, holding the generated key.
     fn envelopes(&self, first: &Round, second: &Round) -> Result<Vec<SignedEnvelope>, FileError> {
         let r = self.recovery();
-        let targets: Vec<(usize, UnitId)> = self.targets().map(|u| (u.num, u.id())).collect();
-        transfer::envelopes(second, &self.ca, (r.num, r.id()), &targets, self.vp(first)?)
+        let vp = self.vp(first)?;
+        let mut all = Vec::new();
+        for (i, c) in second.commands.iter().enumerate() {
+            let answer = c
+                .answer
+                .as_deref()
+                .ok_or_else(|| answer_error(2, r.num, "the envelopes are missing"))?;
+            let batch = Vec::<SignedEnvelope>::from_der(answer)
+                .map_err(|e| answer_error(2, r.num, format!("not envelopes: {e}")))?;
+            let expected = self
+                .targets()
+                .skip(i * MAX_EXPORT_TARGETS)
+                .take(MAX_EXPORT_TARGETS)
+                .count();
+            if batch.len() != expected {
+                return Err(answer_error(
+                    2,
+                    r.num,
+                    format!("{} envelopes for {expected} crypto units", batch.len()),
+                ));
+            }
+            all.extend(batch);
+        }
+        for (e, u) in all.iter().zip(self.targets()) {
+            let (env, source) = e
+                .verify(&self.ca)
+                .map_err(|e| answer_error(2, r.num, format!("an envelope does not verify: {e}")))?;
+            if source.unit_id() != r.id() || env.target_unit_id != u.id() || env.vp != vp {
+                return Err(answer_error(
+                    2,
+                    r.num,
+                    format!(
+                        "the envelope for crypto unit {} is not from the recovery unit to it with the generated key",
+                        u.num
+                    ),
+                ));
+            }
+        }
+        Ok(all)
     }
 }
 
@@ -239,8 +327,23 @@ impl MultiRound for AutoInitRounds {
                 }
             }
             [first] => {
-                let targets = p.targets().map(|u| &u.cert).zip(p.importers(first)?);
-                let list = transfer::exports(KIND, Register::Current, targets)?;
+                let importers = p.importers(first)?;
+                let requests = p
+                    .targets()
+                    .zip(importers)
+                    .map(|(u, importer)| {
+                        Ok(ExportRequest {
+                            register: Register::Current,
+                            target_certificate: OctetString::new(u.cert.der().to_vec())
+                                .map_err(|e| bad(e.to_string()))?,
+                            importer,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, FileError>>()?;
+                let list = requests
+                    .chunks(MAX_EXPORT_TARGETS)
+                    .map(|b| Command::ExportMkBatch(b.to_vec()))
+                    .collect();
                 push_all(&mut commands, r, before, list)?;
             }
             [first, second] => {
