@@ -189,14 +189,26 @@ pub enum Storage {
     },
 }
 
+/// `1, 2`: unit numbers, for messages.
+pub(crate) fn unit_list(units: &[usize]) -> String {
+    units
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `3 under 0b5e21c9a4f7d3e8..., 1 under …`: the keys wrapped under each master key.
+pub(crate) fn keys_under(vps: &[(Vp, u64)]) -> String {
+    vps.iter()
+        .map(|(vp, n)| format!("{n} under {}...", &vp.to_hex()[..16]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl fmt::Display for AtRisk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let units = self
-            .units
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let units = unit_list(&self.units);
         match &self.storage {
             Storage::Keys {
                 location,
@@ -204,15 +216,11 @@ impl fmt::Display for AtRisk {
                 vps,
                 sources,
             } => {
-                let under: Vec<String> = vps
-                    .iter()
-                    .map(|(vp, n)| format!("{n} under {}...", &vp.to_hex()[..16]))
-                    .collect();
                 write!(
                     f,
                     "the key storage of service instance {} ({location}) holds {keys} key(s) wrapped under the master key of crypto unit(s) {units} ({}); ",
                     self.instance,
-                    under.join(", ")
+                    keys_under(vps)
                 )?;
                 if sources.is_empty() {
                     f.write_str("no recovery crypto unit keeps that master key and no master key part file is on this workstation: the keys would be lost")
@@ -362,6 +370,15 @@ impl KeyStorageGuard {
         self.at_risk
             .iter()
             .filter(|r| !self.confirmed.contains(&r.instance))
+            .collect()
+    }
+
+    /// The instances whose keys the ceremony would put at risk that were confirmed (a
+    /// ceremony file records them for its approvers).
+    pub fn confirmed(&self) -> Vec<&AtRisk> {
+        self.at_risk
+            .iter()
+            .filter(|r| self.confirmed.contains(&r.instance))
             .collect()
     }
 

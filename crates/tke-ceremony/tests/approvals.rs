@@ -26,6 +26,7 @@ fn thresholds_file() -> CeremonyFile {
             approvals: Vec::new(),
             answer: None,
         }])],
+        force_with_keys: Vec::new(),
     }
 }
 

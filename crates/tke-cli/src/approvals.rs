@@ -9,7 +9,8 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 use tke_ceremony::{
     approvals::{self as file, ApplyError, CeremonyFile, Shortfall},
-    AdminSet, Change,
+    guard::{Destruction, KeyStorageGuard},
+    AdminSet, CeremonyError, Change, RegisterAction,
 };
 use tke_client::{fanout::parallel, KnownUnit};
 use tke_proto::{AdminCertificate, AdminInfo, Command, Threshold};
@@ -18,6 +19,7 @@ use crate::{
     admins::start,
     auto_init::thresholds,
     context::{Ctx, Fleet},
+    registers::hint,
     sigkeys::{keynum_by_name, list},
     signing,
     table::Table,
@@ -69,6 +71,19 @@ pub enum PlanCmd {
     CryptounitAdminAdd(PlanAdd),
     /// Plan removing an administrator from the selected crypto units
     CryptounitAdminRm(PlanRm),
+    /// Plan committing the new master key register of the selected crypto units
+    CryptounitMkCommit(Out),
+    /// Plan making the new master key register current on the selected crypto units
+    CryptounitMkSetimm(Out),
+    /// Plan clearing the new master key register of the selected crypto units
+    CryptounitMkClrnew(Out),
+    /// Plan clearing the current master key register of the selected crypto units
+    CryptounitMkClrcur(PlanDestroy),
+    /// Plan zeroizing the selected crypto units
+    CryptounitZeroize(PlanDestroy),
+    /// Plan rotating the selected crypto units (every unit of an instance) to the master
+    /// key loaded from parts and committed in their new registers
+    CryptounitMkRotate(Out),
     /// Plan initializing a service instance (three rounds: administrators, thresholds
     /// and keys; the export; import, commit, set immediate) from the administrators'
     /// certificate files
@@ -77,6 +92,15 @@ pub enum PlanCmd {
     /// 3 master key parts (two rounds: importer keys; the parts sealed to them, made with
     /// --seal by whoever holds the part files and their passwords)
     CryptounitMkLoad(PlanMkLoad),
+    /// Plan rotating the master key of a service instance (four rounds: generate and
+    /// importer keys; the export; import and commit; set immediate, after `tke apply`
+    /// re-encrypts the key storage)
+    AutoMkRotate(PlanRotate),
+    /// Plan copying a recovery unit's master key into the units of a service instance
+    /// whose current master key register is empty (importer keys; the export; import,
+    /// commit, set immediate)
+    #[command(alias = "auto-mk-recover")]
+    AutoRecover(PlanRecover),
 }
 
 /// `tke plan cryptounit-mk-load` flags.
@@ -95,6 +119,35 @@ pub struct PlanMkLoad {
     /// importer key; the file is rewritten.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["parts", "out"])]
     pub seal: Option<PathBuf>,
+}
+
+/// `tke plan auto-mk-rotate` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanRotate {
+    /// The INSTANCE NUM of the service instance (asked for when there are several).
+    #[arg(long, value_name = "NUM", allow_negative_numbers = true,
+          value_parser = |s: &str| crate::prompt::whole_number(s, "INSTANCE NUM"))]
+    pub instance: Option<usize>,
+    #[command(flatten)]
+    pub out: Out,
+}
+
+/// `tke plan auto-recover` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanRecover {
+    #[command(flatten)]
+    pub copy: crate::auto_recover::Copy,
+    #[command(flatten)]
+    pub out: Out,
+}
+
+/// `tke plan cryptounit-zeroize` and `cryptounit-mk-clrcur` flags.
+#[derive(clap::Args, Debug)]
+pub struct PlanDestroy {
+    #[command(flatten)]
+    pub force: crate::guard::ForceArgs,
+    #[command(flatten)]
+    pub out: Out,
 }
 
 /// `tke plan auto-init` flags.
@@ -197,6 +250,10 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
+    // A zeroize or clear current file destroys stored keys only when it was planned with
+    // the same --force-with-keys.
+    #[command(flatten)]
+    pub force: crate::guard::ForceArgs,
 }
 
 /// Units whose commands lack approvals: `tke apply` exits with code 4.
@@ -409,6 +466,25 @@ fn plan_error(e: file::PlanError) -> anyhow::Error {
     }
 }
 
+/// `tke plan auto-mk-rotate` and `tke plan auto-recover`: the instance chosen (`what`
+/// names the ceremony in the question), the file planned and written.
+fn plan_transfer(
+    ctx: &Ctx,
+    instance: Option<usize>,
+    out: &Out,
+    what: &str,
+    plan: impl FnOnce(
+        &tke_client::Client,
+        &tke_client::InstanceId,
+    ) -> Result<CeremonyFile, file::PlanError>,
+) -> Result<()> {
+    refuse_existing(&out.out)?;
+    let fleet = ctx.connect()?;
+    let instance = crate::auto_init::choose_instance(ctx, &fleet.client, instance, what)?;
+    let ceremony = plan(&fleet.client, &instance).map_err(plan_error)?;
+    write_new(&ceremony, &out.out)
+}
+
 /// Refuses an `--out` file that exists: its approvals would be lost.
 fn refuse_existing(out: &Path) -> Result<()> {
     if out.exists() {
@@ -440,14 +516,38 @@ fn write_new(ceremony: &CeremonyFile, out: &Path) -> Result<()> {
 
 /// `tke plan CEREMONY …`.
 fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
-    match cmd {
-        PlanCmd::AutoInit(a) => return plan_auto_init(ctx, a),
-        PlanCmd::CryptounitMkLoad(a) => return plan_mk_load(ctx, a),
-        _ => {}
+    if let Some(done) = plan_instance(ctx, cmd) {
+        return done;
     }
     let fleet = ctx.connect()?;
     let units = start(ctx, &fleet)?;
+    let client = &fleet.client;
+    let register = |action, out: &Out| {
+        refuse_existing(&out.out)?;
+        let planned = file::plan_register(client, action, units.clone(), None).map_err(hint)?;
+        write_file(&fleet, planned, &out.out)
+    };
     let (step, change, out): (&'static str, Change, &Path) = match cmd {
+        PlanCmd::CryptounitMkCommit(out) => return register(RegisterAction::Commit, out),
+        PlanCmd::CryptounitMkSetimm(out) => return register(RegisterAction::SetImmediate, out),
+        PlanCmd::CryptounitMkClrnew(out) => return register(RegisterAction::ClearNew, out),
+        PlanCmd::CryptounitMkClrcur(a) => {
+            let plan = |g: &KeyStorageGuard| {
+                file::plan_register(client, RegisterAction::ClearCurrent, units.clone(), Some(g))
+            };
+            let planned = destroying(ctx, &fleet, &units, Destruction::ClearCurrent, a, plan)?;
+            return write_file(&fleet, planned, &a.out.out);
+        }
+        PlanCmd::CryptounitMkRotate(out) => {
+            refuse_existing(&out.out)?;
+            let ceremony = file::plan_rotate_loaded(client, units.clone()).map_err(plan_error)?;
+            return write_new(&ceremony, &out.out);
+        }
+        PlanCmd::CryptounitZeroize(a) => {
+            let plan = |g: &KeyStorageGuard| file::plan_zeroize(client, units.clone(), g);
+            let planned = destroying(ctx, &fleet, &units, Destruction::Zeroize, a, plan)?;
+            return write_file(&fleet, planned, &a.out.out);
+        }
         PlanCmd::CryptounitThrhldSet(a) => {
             let say = |s: &str| println!("{s}");
             let (signature, revocation) = thresholds(ctx, a.sig_threshold, a.rev_threshold, &say)?;
@@ -482,10 +582,51 @@ fn plan_command(ctx: &Ctx, cmd: &PlanCmd) -> Result<()> {
                 &a.out.out,
             )
         }
-        PlanCmd::AutoInit(a) => return plan_auto_init(ctx, a),
-        PlanCmd::CryptounitMkLoad(a) => return plan_mk_load(ctx, a),
+        PlanCmd::AutoInit(_)
+        | PlanCmd::CryptounitMkLoad(_)
+        | PlanCmd::AutoMkRotate(_)
+        | PlanCmd::AutoRecover(_) => return plan_instance(ctx, cmd).unwrap_or(Ok(())),
     };
     write_plan(&fleet, units, step, &change, out)
+}
+
+/// The ceremonies of a whole service instance, which take no selection: `None` when
+/// `cmd` is not one of them.
+fn plan_instance(ctx: &Ctx, cmd: &PlanCmd) -> Option<Result<()>> {
+    Some(match cmd {
+        PlanCmd::AutoInit(a) => plan_auto_init(ctx, a),
+        PlanCmd::CryptounitMkLoad(a) => plan_mk_load(ctx, a),
+        PlanCmd::AutoMkRotate(a) => plan_transfer(
+            ctx,
+            a.instance,
+            &a.out,
+            "rotate the master key of",
+            file::plan_rotate,
+        ),
+        PlanCmd::AutoRecover(a) => {
+            plan_transfer(ctx, a.copy.instance, &a.out, "recover", |c, i| {
+                file::plan_recover(c, i, a.copy.source)
+            })
+        }
+        _ => return None,
+    })
+}
+
+/// Plans a ceremony that destroys a master key (`what`) with the key-storage guard:
+/// `--force-with-keys`, or the instance id typed on a terminal, lets an instance through
+/// and is recorded in the file.
+fn destroying(
+    ctx: &Ctx,
+    fleet: &Fleet,
+    units: &[&KnownUnit],
+    what: Destruction,
+    args: &PlanDestroy,
+    plan: impl Fn(&KeyStorageGuard) -> Result<Option<CeremonyFile>, CeremonyError>,
+) -> Result<Option<CeremonyFile>> {
+    refuse_existing(&args.out.out)?;
+    let mut guard = crate::guard::key_storage(ctx, &fleet.client, units, what, &args.force)?;
+    let planned = plan(&guard);
+    crate::guard::planned_again(ctx, &mut guard, what, planned, &plan)?.map_err(hint)
 }
 
 /// Plans `change` on `units` and writes the ceremony file `out` (a new file).
@@ -497,9 +638,14 @@ fn write_plan(
     out: &Path,
 ) -> Result<()> {
     refuse_existing(out)?;
-    let Some(ceremony) =
-        file::plan_admin_change(&fleet.client, step, units, change).map_err(signing::hint)?
-    else {
+    let planned =
+        file::plan_admin_change(&fleet.client, step, units, change).map_err(signing::hint)?;
+    write_file(fleet, planned, out)
+}
+
+/// Shows the planned file and writes it to `out` (a new file); `None`: nothing to do.
+fn write_file(fleet: &Fleet, planned: Option<CeremonyFile>, out: &Path) -> Result<()> {
+    let Some(ceremony) = planned else {
         println!("OK\nThe selected crypto units hold this already; no ceremony file was written.");
         return Ok(());
     };
@@ -636,6 +782,12 @@ fn print_commands(ceremony: &CeremonyFile) {
         ]);
     }
     println!("{}", t.render());
+    for f in &ceremony.force_with_keys {
+        println!("WARNING: {f}.");
+    }
+    if !ceremony.force_with_keys.is_empty() {
+        println!();
+    }
 }
 
 /// `tke approve FILE --admin NAME` and `tke approve --merge OUT IN…`.
@@ -739,10 +891,17 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
     {
         return Err(Cancelled.into());
     }
+    let parts = crate::guard::key_part_files(ctx)?;
+    let guards = file::apply_guard(
+        &fleet.client,
+        &ceremony,
+        &args.force.force_with_keys,
+        &parts,
+    )?;
     // After each round: the units' answers and the next round, atomically, 0600.
     let path = args.file.clone();
     let mut save = |f: &CeremonyFile| tke_fs::atomic::write_private(&path, f.to_json().as_bytes());
-    let applied = match file::apply(&fleet.client, &mut ceremony, &mut save) {
+    let applied = match file::apply_guarded(&fleet.client, &mut ceremony, &mut save, &guards) {
         Ok(a) => a,
         Err(ApplyError::ShortOfApprovals {
             round,
@@ -777,6 +936,9 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
                 "{}: the units ran the round, but their answers could not be written; nothing further was sent",
                 args.file.display()
             )))
+        }
+        Err(ApplyError::Ceremony(e @ CeremonyError::Problems(_))) => {
+            return Err(guard_refused(e, &ceremony))
         }
         Err(ApplyError::Ceremony(e)) => {
             return Err(signing::partly_failed(
@@ -856,6 +1018,25 @@ fn applied_before(applied: usize, round: usize, rounds: usize, file: &Path, next
         round - 1,
         file.display()
     )
+}
+
+/// A file the key-storage guard refused at apply time, with what to do: give the
+/// instance the file records with --force-with-keys, or plan again.
+fn guard_refused(e: CeremonyError, ceremony: &CeremonyFile) -> anyhow::Error {
+    let recorded: Vec<&str> = ceremony
+        .force_with_keys
+        .iter()
+        .map(|f| f.instance.as_str())
+        .collect();
+    let advice = if recorded.is_empty() {
+        "The ceremony file was not planned with --force-with-keys: recover the master key elsewhere first (`tke auto-recover`), or plan the file again with --force-with-keys INSTANCE-ID so that its approvers see the keys at stake.".to_owned()
+    } else {
+        format!(
+            "The ceremony file was planned with --force-with-keys {}: to destroy the master key anyway, apply it with the same --force-with-keys; for another instance, plan the file again.",
+            recorded.join(", ")
+        )
+    };
+    anyhow::anyhow!("{e}\n{advice}")
 }
 
 /// What each unit short of approvals still needs, and from whom.

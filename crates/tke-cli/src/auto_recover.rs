@@ -31,9 +31,10 @@ use crate::{
     units::header,
 };
 
-/// The answers `auto-recover` takes as flags.
+/// Where `auto-recover` (and `tke plan auto-recover`) copies the key: `--instance`,
+/// `--source`.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct Copy {
     /// The INSTANCE NUM of the service instance whose units receive the key (as listed
     /// when there are several).
     #[arg(long, value_name = "NUM", allow_negative_numbers = true,
@@ -44,6 +45,13 @@ pub struct Args {
     #[arg(long, value_name = "NUM", allow_negative_numbers = true,
           value_parser = |s: &str| crate::prompt::whole_number(s, "CRYPTO UNIT NUM"))]
     pub source: Option<usize>,
+}
+
+/// The answers `auto-recover` takes as flags.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub copy: Copy,
     #[command(flatten)]
     pub signers: SignerArgs,
     /// The same as --signer.
@@ -75,7 +83,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         header(&fleet);
     }
     let client = &fleet.client;
-    let instance = choose_instance(ctx, client, args.instance, "recover")?;
+    let instance = choose_instance(ctx, client, args.copy.instance, "recover")?;
     for id in &args.force_with_keys {
         if !args.to_instance.contains(id) {
             bail!(
@@ -88,7 +96,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let preference = signing::preference(ctx, &named, flag)?;
     let plan = AutoRecover {
         instance: instance.clone(),
-        source: args.source,
+        source: args.copy.source,
         keys: signing::admin_infos(&preference),
         to_instances: ids(&args.to_instance),
         force_with_keys: ids(&args.force_with_keys),

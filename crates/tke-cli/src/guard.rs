@@ -48,15 +48,7 @@ pub fn key_storage(
             );
         }
     }
-    // Where the master key may come from besides a recovery unit (shown, not checked).
-    let parts: Vec<String> = ctx
-        .files
-        .key_parts()?
-        .entries
-        .iter()
-        .map(|e| e.description.to_string())
-        .collect();
-    let mut guard = KeyStorageGuard::survey(client, units, what, &parts);
+    let mut guard = KeyStorageGuard::survey(client, units, what, &key_part_files(ctx)?);
     let forced: Vec<_> = guard
         .at_risk()
         .into_iter()
@@ -67,6 +59,21 @@ pub fn key_storage(
         guard.confirm(instance);
     }
     Ok(guard)
+}
+
+/// The descriptions of the master key part files on this workstation: where a master key
+/// may come from besides a recovery unit (shown, not checked).
+///
+/// # Errors
+/// The key part list cannot be read.
+pub fn key_part_files(ctx: &Ctx) -> Result<Vec<String>> {
+    Ok(ctx
+        .files
+        .key_parts()?
+        .entries
+        .iter()
+        .map(|e| e.description.to_string())
+        .collect())
 }
 
 /// A plan `planned` that the key-storage guard alone refused, planned again (`plan`)

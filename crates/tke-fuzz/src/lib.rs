@@ -184,6 +184,7 @@ fn ceremony_file_seed(w: &World) -> Vec<u8> {
     let mut file = CeremonyFile {
         ceremony: None,
         rounds: vec![Round::planned(commands)],
+        force_with_keys: Vec::new(),
     };
     file.approve(&w.admin).unwrap();
     file.to_json().into_bytes()

@@ -38,10 +38,15 @@ use crate::{
 
 pub mod auto_init;
 pub mod mk_load;
+mod registers;
+pub mod rotate;
 mod rounds;
+mod transfer;
 
 pub use auto_init::{plan_auto_init, plan_desired_key};
 pub use mk_load::{plan_mk_load, seal_round};
+pub use registers::{apply_guard, plan_register, plan_zeroize, ForcedKeys};
+pub use rotate::{plan_recover, plan_rotate, plan_rotate_loaded};
 pub use rounds::{
     counter_after, device_certificate, fleet_ca, kind, parse_params, same_commands, Kind,
     MultiRound, KINDS,
@@ -65,6 +70,9 @@ pub struct CeremonyFile {
     pub ceremony: Option<Kind>,
     /// The rounds, in the order they run: applied ones first, then at most one planned.
     pub rounds: Vec<Round>,
+    /// The instances whose stored keys the planner agreed to lose (`--force-with-keys`),
+    /// shown to approvers; empty for a file that destroys no master key.
+    pub force_with_keys: Vec<ForcedKeys>,
 }
 
 /// The commands of one round, sent together (a unit's commands in order, units in
@@ -262,6 +270,14 @@ pub enum FileError {
         #[source]
         source: SignError,
     },
+    /// A `force_with_keys` record that cannot be right.
+    #[error("the record --force-with-keys {instance:?} is refused: {reason}")]
+    Forced {
+        /// The instance it names.
+        instance: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Copies of a file that do not hold the same commands.
     #[error("copy {index} holds other commands than the first (a different plan, or another round of it): only approvals of the same round of the same plan merge")]
     MergeMismatch {
@@ -322,6 +338,8 @@ struct FileJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     params: Option<serde_json::Value>,
     rounds: Vec<RoundJson>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    force_with_keys: Vec<registers::ForcedJson>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -528,7 +546,9 @@ impl CeremonyFile {
             CommandId::SetThresholds => "Setting signature thresholds".to_owned(),
             CommandId::AddAdmin => "Adding an administrator".to_owned(),
             CommandId::RemoveAdmin => "Removing an administrator".to_owned(),
-            other => format!("{other:?} commands"),
+            other => {
+                registers::title(other).map_or_else(|| format!("{other:?} commands"), str::to_owned)
+            }
         }
     }
 
@@ -573,6 +593,7 @@ impl CeremonyFile {
                         .collect(),
                 })
                 .collect(),
+            force_with_keys: self.force_with_keys.iter().map(|f| f.to_json()).collect(),
         };
         // Plain strings and numbers: serializing cannot fail.
         let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
@@ -641,12 +662,17 @@ impl CeremonyFile {
             }
             rounds.push(Round { commands, applied });
         }
-        let parsed = Self { ceremony, rounds };
+        let mut parsed = Self {
+            ceremony,
+            rounds,
+            force_with_keys: Vec::new(),
+        };
         match &parsed.ceremony {
             Some(c) => parsed.check_rounds(c)?,
             None if parsed.commands().next().is_none() => return Err(FileError::Empty),
             None => {}
         }
+        parsed.force_with_keys = registers::forced_from_json(&parsed, file.force_with_keys)?;
         // The title is shown to approvers: it too must say what the bytes say.
         let title = parsed.title();
         if file.ceremony != title {
@@ -704,6 +730,7 @@ impl CeremonyFile {
                 params,
             }),
             rounds: vec![first],
+            force_with_keys: Vec::new(),
         })
     }
 
@@ -926,6 +953,7 @@ pub fn merge(copies: Vec<CeremonyFile>) -> Result<CeremonyFile, FileError> {
         // The same plan at the same round: same parameters, same commands, the same
         // rounds applied with the same answers.
         let same_plan = copy.ceremony == merged.ceremony
+            && copy.force_with_keys == merged.force_with_keys
             && copy.rounds.len() == merged.rounds.len()
             && copy.rounds.iter().zip(&merged.rounds).all(|(a, b)| {
                 a.applied == b.applied
@@ -970,14 +998,7 @@ pub fn plan_admin_change(
     // installed administrator counts as a possible signer.
     let mut planner = Planner::start(client, step, units, Vec::new());
     let reachable = planner.reachable();
-    let mut anyone: Vec<AdminInfo> = Vec::new();
-    for (_, s) in &reachable {
-        for a in &s.admins {
-            if !anyone.iter().any(|b| b.ski == a.ski) {
-                anyone.push(a.clone());
-            }
-        }
-    }
+    let anyone = registers::installed_anywhere(reachable.iter().map(|(_, s)| s));
     let nums: Vec<(usize, &UnitStatus)> = reachable.iter().map(|(u, s)| (u.num, s)).collect();
     let changes = match plan_change(&nums, change, &anyone) {
         Ok(c) => c,
@@ -1008,6 +1029,7 @@ pub fn plan_admin_change(
     Ok(Some(CeremonyFile {
         ceremony: None,
         rounds: vec![Round::planned(commands)],
+        force_with_keys: Vec::new(),
     }))
 }
 
@@ -1090,6 +1112,13 @@ pub enum ApplyError {
         num: usize,
         /// Its id.
         unit: UnitId,
+    },
+    /// `--force-with-keys` given to apply for an instance the file does not record: its
+    /// approvers did not see that the keys would be lost.
+    #[error("--force-with-keys {instance}: the ceremony file was not planned with --force-with-keys for this service instance, so its approvers did not agree to lose its keys; nothing was sent")]
+    ForceNotPlanned {
+        /// The instance given.
+        instance: String,
     },
     /// A command that `apply` does not run from a file yet.
     #[error("crypto unit {num}: {command:?} commands are not applied from ceremony files yet")]
@@ -1286,7 +1315,7 @@ fn holds(command: &Command, status: &UnitStatus) -> bool {
             signature,
             revocation,
         } => status.sig_threshold == signature.get() && status.rev_threshold == revocation.get(),
-        _ => false,
+        other => registers::holds(other, status),
     }
 }
 
@@ -1431,6 +1460,22 @@ pub fn apply(
     file: &mut CeremonyFile,
     save: &mut dyn FnMut(&CeremonyFile) -> std::io::Result<()>,
 ) -> Result<Vec<Applied>, ApplyError> {
+    apply_guarded(client, file, save, &[])
+}
+
+/// As [`apply`], and before anything of a round is sent each command that destroys a
+/// master key (zeroize, clear current) is put to the key-storage guard of its kind in
+/// `guards` ([`apply_guard`]).
+///
+/// # Errors
+/// As [`apply`]; [`ApplyError::Ceremony`] with a [`crate::Problem::Guarded`] per unit a
+/// guard refuses (nothing of the round is sent).
+pub fn apply_guarded(
+    client: &Client,
+    file: &mut CeremonyFile,
+    save: &mut dyn FnMut(&CeremonyFile) -> std::io::Result<()>,
+    guards: &[(crate::guard::Destruction, crate::guard::KeyStorageGuard)],
+) -> Result<Vec<Applied>, ApplyError> {
     let step: &'static str = "Applying the ceremony file";
     let mut report = Vec::new();
     let single = file.ceremony.is_none();
@@ -1479,6 +1524,15 @@ pub fn apply(
         if !stale.is_empty() {
             return Err(ApplyError::Stale { units: stale });
         }
+        let refused: Vec<crate::Problem> = units
+            .iter()
+            .zip(&statuses)
+            .filter(|((u, _), _)| sending.iter().any(|s| s.unit.id() == u.id()))
+            .flat_map(|((u, commands), status)| registers::guarded(guards, u, status, commands))
+            .collect();
+        if !refused.is_empty() {
+            return Err(CeremonyError::Problems(refused).into());
+        }
         if !short.is_empty() {
             return Err(ApplyError::ShortOfApprovals {
                 round: round_no,
@@ -1486,6 +1540,11 @@ pub fn apply(
                 applied: applied_now,
                 units: short,
             });
+        }
+        if let Some(c) = file.ceremony.as_ref().filter(|_| !sending.is_empty()) {
+            if let Some(k) = kind(&c.kind) {
+                k.before_sending(client, &c.params, &file.rounds[..index])?;
+            }
         }
         let targets: Vec<&KnownUnit> = sending.iter().map(|s| s.unit).collect();
         let answers = crate::on_all(step, &targets, |u| {

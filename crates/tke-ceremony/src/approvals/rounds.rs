@@ -104,6 +104,21 @@ pub trait MultiRound: Sync {
         params: &serde_json::Value,
         rounds: &[Round],
     ) -> Result<Vec<(UnitId, Expected)>, FileError>;
+
+    /// Work `tke apply` does itself, without signatures, once the round that follows
+    /// `before` has passed every check and just before its commands are sent (a
+    /// rotation re-encrypts the key storage before set immediate). None by default.
+    ///
+    /// # Errors
+    /// Whatever stops the round: nothing of it is sent then.
+    fn before_sending(
+        &self,
+        _client: &tke_client::Client,
+        _params: &serde_json::Value,
+        _before: &[Round],
+    ) -> Result<(), super::ApplyError> {
+        Ok(())
+    }
 }
 
 /// Every multi-round ceremony this version of `tke` plans and applies.
@@ -111,6 +126,9 @@ pub static KINDS: &[&dyn MultiRound] = &[
     &super::auto_init::AUTO_INIT_ROUNDS,
     &super::auto_init::DESIRED_KEY_ROUNDS,
     &super::mk_load::MkLoadRounds,
+    &super::rotate::ROTATE_ROUNDS,
+    &super::rotate::RECOVER_ROUNDS,
+    &super::rotate::KEY_PART_ROUNDS,
 ];
 
 /// The kind of that name.

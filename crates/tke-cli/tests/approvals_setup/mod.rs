@@ -1,0 +1,195 @@
+//! What the ceremony-file tests share: the operator's workstation after auto-init (holding
+//! no key afterwards) and the administrators' own workstations, each with its own key.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use serde_json::Value;
+use tke_client::{Client, EmbeddedFleet, Transport};
+use tke_sigkey::Signer;
+use tke_sigkey_file::FileSigner;
+use tke_test_support::mk::load_new_register;
+use tke_workstation::{FilesDir, Password};
+
+use crate::common::{snap, Workstation};
+
+pub const ALICE: (&str, &str) = ("alice", "alice-password-1");
+pub const BOB: (&str, &str) = ("bob", "bob-password-22");
+
+/// An administrator's own workstation (their key only) and its secrets file.
+pub struct Admin {
+    pub w: Workstation,
+    pub secrets: String,
+    pub name: &'static str,
+    pub password: &'static str,
+}
+
+pub fn admin((name, password): (&'static str, &'static str)) -> Admin {
+    let w = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    let secrets = w.file_keys(&[(name, password)]);
+    Admin {
+        w,
+        secrets,
+        name,
+        password,
+    }
+}
+
+impl Admin {
+    /// Approves its own copy of `file` (mailed to it) and returns the copy.
+    pub fn approve(&self, file: &Path) -> PathBuf {
+        let copy = self.w.path().join(file.file_name().unwrap());
+        if copy != file {
+            fs::copy(file, &copy).unwrap();
+        }
+        self.w.ok(&[
+            "--secrets",
+            &self.secrets,
+            "approve",
+            arg(&copy),
+            "--admin",
+            self.name,
+            "--yes",
+        ]);
+        copy
+    }
+
+    /// Its signature key, opened.
+    pub fn signer(&self) -> FileSigner {
+        let files = FilesDir::resolve(Some(self.w.path())).unwrap();
+        let keys = files.signature_keys().unwrap();
+        FileSigner::open(&keys.entries[0], &Password::new(self.password)).unwrap()
+    }
+}
+
+/// The operator's workstation (the embedded fleet: units 1, 2 operational, 3, 4 recovery,
+/// every unit selected) after auto-init with alice and bob, thresholds 2/1; the keys were
+/// copied in for auto-init and removed again.
+pub struct Setup {
+    pub operator: Workstation,
+    pub alice: Admin,
+    pub bob: Admin,
+}
+
+pub fn setup() -> Setup {
+    let operator = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    operator.ok(&["local", "init"]);
+    operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
+    let (alice, bob) = (admin(ALICE), admin(BOB));
+    let mut copied = Vec::new();
+    for a in [&alice, &bob] {
+        for e in fs::read_dir(a.w.path()).unwrap() {
+            let from = e.unwrap().path();
+            let name = from.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.ends_with(".key.pem") || name.ends_with(".crt.pem") {
+                let to = operator.path().join(name);
+                fs::copy(&from, &to).unwrap();
+                copied.push(to);
+            }
+        }
+    }
+    let s = operator.secrets(&[ALICE, BOB]);
+    operator.auto_init(s.to_str().unwrap(), (2, 1), &["alice", "bob"]);
+    for f in copied {
+        fs::remove_file(f).unwrap();
+    }
+    fs::remove_file(s).unwrap();
+    Setup {
+        operator,
+        alice,
+        bob,
+    }
+}
+
+pub fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The embedded fleet of `w` through the library.
+pub fn library(w: &Workstation) -> Client {
+    let fleet = EmbeddedFleet::open(&w.path().join("local")).unwrap();
+    let ca = fleet.ca().clone();
+    Client::connect(vec![(Arc::new(fleet) as Arc<dyn Transport>, ca)]).unwrap()
+}
+
+/// Per unit: (new register state, current register state, imprint mode).
+pub fn states(w: &Workstation) -> Vec<(String, String, bool)> {
+    w.compare_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["new_mk"]["state"].as_str().unwrap().to_owned(),
+                u["current_mk"]["state"].as_str().unwrap().to_owned(),
+                u["imprint_mode"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `tke plan COMMAND --out DIR/NAME.json` (with `extra` flags) on the operator's
+/// workstation; the file's path.
+pub fn plan(w: &Workstation, command: &str, extra: &[&str]) -> PathBuf {
+    let out = w.path().join(format!("{command}.json"));
+    w.ok(&[&["plan", command], extra, &["--out", arg(&out)]].concat());
+    out
+}
+
+/// The commands of the file's last round (its only one in a single-round file): `(CRYPTO
+/// UNIT NUM, summary)`, in order.
+pub fn summaries(file: &Path) -> Vec<(u64, String)> {
+    let v: Value = serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap();
+    let rounds = v["rounds"].as_array().unwrap();
+    rounds.last().unwrap()["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["num"].as_u64().unwrap(),
+                c["summary"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Stderr of a failed run, the directories labelled, for a snapshot.
+pub fn failure(s: &Setup, w: &Workstation, args: &[&str], code: i32) -> String {
+    let stderr = w.fails(args, code);
+    let paths = [
+        (s.operator.path(), "[WS]"),
+        (s.alice.w.path(), "[ALICE]"),
+        (s.bob.w.path(), "[BOB]"),
+    ];
+    snap::redact_paths(&stderr, &paths)
+}
+
+/// `tke apply FILE --yes` exits with `code` (stderr as snapshot `name`) and no file of
+/// the operator's workstation (the units included) changes.
+pub fn refused(s: &Setup, file: &Path, extra: &[&str], code: i32, name: &str) {
+    let before = s.operator.snapshot();
+    let args = [&["apply", arg(file), "--yes"], extra].concat();
+    snap::assert_snapshot(name, &failure(s, &s.operator, &args, code));
+    assert_eq!(before, s.operator.snapshot(), "{name}: something changed");
+}
+
+pub fn apply(s: &Setup, file: &Path, extra: &[&str]) -> String {
+    s.operator
+        .ok(&[&["apply", arg(file), "--yes"], extra].concat())
+}
+
+/// A random value generated in recovery unit 3's new register and copied into the new
+/// registers of `targets`, signed by alice and bob (through the library).
+pub fn load_new(s: &Setup, targets: &[usize]) {
+    let keys = [s.alice.signer(), s.bob.signer()];
+    let signers: Vec<&dyn Signer> = keys.iter().map(|k| k as &dyn Signer).collect();
+    let client = library(&s.operator);
+    let unit = |n: usize| &client.units()[n - 1];
+    let targets: Vec<_> = targets.iter().map(|&n| unit(n)).collect();
+    load_new_register(&client, unit(3), &targets, &signers);
+}
