@@ -16,16 +16,16 @@
 use serde::{Deserialize, Serialize};
 use tke_client::{Client, InstanceId, KnownUnit};
 use tke_proto::{
-    command::MAX_EXPORT_TARGETS,
-    der::{asn1::OctetString, Decode},
-    transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
+    der::Decode,
+    transport::{CertifiedImporter, SignedEnvelope},
     AdminCertificate, CaCertificate, Command, CommandId, DeviceCertificate, Register,
     RegisterState, RegisterStatus, Threshold, UnitId, UnitStatus, UnitType, Vp,
 };
 
 use super::{
-    counter_after, device_certificate, fleet_ca, parse_params, CeremonyFile, FileError, MultiRound,
-    PlanError, Round, UnitCommand,
+    device_certificate, fleet_ca, parse_params,
+    transfer::{self, answer_error},
+    CeremonyFile, FileError, MultiRound, PlanError, Round, UnitCommand,
 };
 use crate::{
     admin_set::{admin_info, admin_list_problems},
@@ -102,10 +102,7 @@ impl Unit {
 }
 
 fn bad(what: impl Into<String>) -> FileError {
-    FileError::Params {
-        kind: KIND,
-        what: what.into(),
-    }
+    transfer::bad(KIND, what)
 }
 
 /// The kind of an initialized instance's declarative plan that makes its master key
@@ -239,27 +236,7 @@ fn push_all(
     before: &[Round],
     commands: Vec<Command>,
 ) -> Result<(), FileError> {
-    let mut counter = counter_after(u.counter, u.id(), before);
-    for command in commands {
-        out.push(
-            UnitCommand::build(u.num, u.id(), counter, command).map_err(|e| {
-                bad(format!(
-                    "crypto unit {}: a command cannot be encoded: {e}",
-                    u.num
-                ))
-            })?,
-        );
-        counter = counter.wrapping_add(1);
-    }
-    Ok(())
-}
-
-fn answer_error(round: usize, num: usize, what: impl Into<String>) -> FileError {
-    FileError::Answer {
-        round,
-        num,
-        what: what.into(),
-    }
+    transfer::push_all(KIND, out, (u.num, u.id(), u.counter), before, commands)
 }
 
 impl Parsed {
@@ -286,21 +263,7 @@ impl Parsed {
     /// Each target's certified importer key (round 1's answers).
     fn importers(&self, first: &Round) -> Result<Vec<CertifiedImporter>, FileError> {
         self.targets()
-            .map(|u| {
-                let answer = first
-                    .answer(u.id(), CommandId::GenerateImporter, 0)
-                    .ok_or_else(|| answer_error(1, u.num, "the importer key is missing"))?;
-                let importer = CertifiedImporter::from_der(answer)
-                    .map_err(|e| answer_error(1, u.num, format!("not an importer key: {e}")))?;
-                importer.verify(&u.cert).map_err(|e| {
-                    answer_error(
-                        1,
-                        u.num,
-                        format!("the importer key is not certified by the unit's device key: {e}"),
-                    )
-                })?;
-                Ok(importer)
-            })
+            .map(|u| transfer::importer(first, u.num, &u.cert).map(|(certified, _)| certified))
             .collect()
     }
 
@@ -308,45 +271,8 @@ impl Parsed {
     /// recovery unit under the fleet CA, for that target, holding the generated key.
     fn envelopes(&self, first: &Round, second: &Round) -> Result<Vec<SignedEnvelope>, FileError> {
         let r = self.recovery();
-        let vp = self.vp(first)?;
-        let mut all = Vec::new();
-        for (i, c) in second.commands.iter().enumerate() {
-            let answer = c
-                .answer
-                .as_deref()
-                .ok_or_else(|| answer_error(2, r.num, "the envelopes are missing"))?;
-            let batch = Vec::<SignedEnvelope>::from_der(answer)
-                .map_err(|e| answer_error(2, r.num, format!("not envelopes: {e}")))?;
-            let expected = self
-                .targets()
-                .skip(i * MAX_EXPORT_TARGETS)
-                .take(MAX_EXPORT_TARGETS)
-                .count();
-            if batch.len() != expected {
-                return Err(answer_error(
-                    2,
-                    r.num,
-                    format!("{} envelopes for {expected} crypto units", batch.len()),
-                ));
-            }
-            all.extend(batch);
-        }
-        for (e, u) in all.iter().zip(self.targets()) {
-            let (env, source) = e
-                .verify(&self.ca)
-                .map_err(|e| answer_error(2, r.num, format!("an envelope does not verify: {e}")))?;
-            if source.unit_id() != r.id() || env.target_unit_id != u.id() || env.vp != vp {
-                return Err(answer_error(
-                    2,
-                    r.num,
-                    format!(
-                        "the envelope for crypto unit {} is not from the recovery unit to it with the generated key",
-                        u.num
-                    ),
-                ));
-            }
-        }
-        Ok(all)
+        let targets: Vec<(usize, UnitId)> = self.targets().map(|u| (u.num, u.id())).collect();
+        transfer::envelopes(second, &self.ca, (r.num, r.id()), &targets, self.vp(first)?)
     }
 }
 
@@ -378,23 +304,11 @@ impl Parsed {
             }
             [first] => {
                 let importers = p.importers(first)?;
-                let requests = p
-                    .targets()
-                    .zip(importers)
-                    .map(|(u, importer)| {
-                        Ok(ExportRequest {
-                            register: Register::Current,
-                            target_certificate: OctetString::new(u.cert.der().to_vec())
-                                .map_err(|e| bad(e.to_string()))?,
-                            importer,
-                            target_instance: None,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, FileError>>()?;
-                let list = requests
-                    .chunks(MAX_EXPORT_TARGETS)
-                    .map(|b| Command::ExportMkBatch(b.to_vec()))
-                    .collect();
+                let list = transfer::exports(
+                    KIND,
+                    Register::Current,
+                    p.targets().map(|u| &u.cert).zip(importers),
+                )?;
                 push_all(&mut commands, r, before, list)?;
             }
             [first, second] => {

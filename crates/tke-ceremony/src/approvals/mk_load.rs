@@ -19,15 +19,15 @@
 use serde::{Deserialize, Serialize};
 use tke_client::{Client, KnownUnit};
 use tke_proto::{
-    der::Decode,
     parts::{self, MasterKeyPart},
     transport::{CertifiedImporter, ImporterKey},
     Command, CommandId, DeviceCertificate, ProtoError, UnitId, Vp,
 };
 
 use super::{
-    counter_after, device_certificate, fleet_ca, parse_params, CeremonyFile, FileError, MultiRound,
-    PlanError, Round, UnitCommand,
+    counter_after, device_certificate, fleet_ca, parse_params,
+    transfer::{self, answer_error},
+    CeremonyFile, FileError, MultiRound, PlanError, Round, UnitCommand,
 };
 use crate::{
     mk_load::{part_problems, unit_rule, STEP},
@@ -72,18 +72,7 @@ struct Parsed {
 }
 
 fn bad(what: impl Into<String>) -> FileError {
-    FileError::Params {
-        kind: KIND,
-        what: what.into(),
-    }
-}
-
-fn answer_error(round: usize, num: usize, what: impl Into<String>) -> FileError {
-    FileError::Answer {
-        round,
-        num,
-        what: what.into(),
-    }
+    transfer::bad(KIND, what)
 }
 
 fn parse(params: &serde_json::Value) -> Result<Parsed, FileError> {
@@ -121,21 +110,7 @@ impl Parsed {
     fn importers(&self, first: &Round) -> Result<Vec<(CertifiedImporter, ImporterKey)>, FileError> {
         self.units
             .iter()
-            .map(|(num, cert, _)| {
-                let answer = first
-                    .answer(cert.unit_id(), CommandId::GenerateImporter, 0)
-                    .ok_or_else(|| answer_error(1, *num, "the importer key is missing"))?;
-                let certified = CertifiedImporter::from_der(answer)
-                    .map_err(|e| answer_error(1, *num, format!("not an importer key: {e}")))?;
-                let key = certified.verify(cert).map_err(|e| {
-                    answer_error(
-                        1,
-                        *num,
-                        format!("the importer key is not certified by the unit's device key: {e}"),
-                    )
-                })?;
-                Ok((certified, key))
-            })
+            .map(|(num, cert, _)| transfer::importer(first, *num, cert))
             .collect()
     }
 }

@@ -296,7 +296,7 @@ impl Parsed {
     /// Each transfer unit's certified importer key (round 1's answers).
     fn importers(&self, first: &Round) -> Result<Vec<CertifiedImporter>, FileError> {
         self.transfer()
-            .map(|u| importer(first, u.num, &u.cert))
+            .map(|u| importer(first, u.num, &u.cert).map(|(certified, _)| certified))
             .collect()
     }
 

@@ -5,7 +5,7 @@
 use tke_proto::{
     command::MAX_EXPORT_TARGETS,
     der::{asn1::OctetString, Decode},
-    transport::{CertifiedImporter, ExportRequest, SignedEnvelope},
+    transport::{CertifiedImporter, ExportRequest, ImporterKey, SignedEnvelope},
     CaCertificate, Command, CommandId, DeviceCertificate, Register, UnitId, Vp,
 };
 
@@ -66,25 +66,25 @@ pub(super) fn unit_certificate(
 }
 
 /// The certified importer key unit `num` (`cert`) answered in round 1, checked: made by
-/// that unit's device key.
+/// that unit's device key; with the key it certifies.
 pub(super) fn importer(
     first: &Round,
     num: usize,
     cert: &DeviceCertificate,
-) -> Result<CertifiedImporter, FileError> {
+) -> Result<(CertifiedImporter, ImporterKey), FileError> {
     let answer = first
         .answer(cert.unit_id(), CommandId::GenerateImporter, 0)
         .ok_or_else(|| answer_error(1, num, "the importer key is missing"))?;
     let importer = CertifiedImporter::from_der(answer)
         .map_err(|e| answer_error(1, num, format!("not an importer key: {e}")))?;
-    importer.verify(cert).map_err(|e| {
+    let key = importer.verify(cert).map_err(|e| {
         answer_error(
             1,
             num,
             format!("the importer key is not certified by the unit's device key: {e}"),
         )
     })?;
-    Ok(importer)
+    Ok((importer, key))
 }
 
 /// The `exportMkBatch` commands (16 targets each) that export `register` to each target
