@@ -1,0 +1,195 @@
+//! An interrupted `tke apply` loses nothing: the units ran a round but the file was not
+//! rewritten with their answers (`TKE_CRASH_AT` kills `tke apply` there). The stale file
+//! is refused; planning again continues the ceremony from where the units stand, and two
+//! administrators approving each round finish it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod approvals_setup;
+mod common;
+
+use std::{fs, os::unix::process::ExitStatusExt, path::Path};
+
+use approvals_setup::{apply, arg, failure, plan, setup, states, summaries, Setup};
+use common::snap;
+use serde_json::Value;
+
+fn json(s: &Setup, args: &[&str]) -> Value {
+    let out = s.operator.ok(&[&["--output", "json"], args].concat());
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}:\n{out}"))
+}
+
+/// Approves the file's current round by alice then bob and brings it back.
+fn approve_round(s: &Setup, file: &Path) {
+    let at_bob = s.bob.approve(&s.alice.approve(file));
+    fs::copy(at_bob, file).unwrap();
+}
+
+/// `tke apply FILE --yes` with `TKE_CRASH_AT=point`: killed there.
+fn apply_killed_at(s: &Setup, file: &Path, point: &str) {
+    let o = s
+        .operator
+        .tke()
+        .args(["apply", arg(file), "--yes"])
+        .env(tke_ceremony::crash::CRASH_AT, point)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.signal(),
+        Some(9),
+        "apply was not killed at {point}: {:?}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Approves and applies every round of `file`: exit 4 after each but the last.
+fn finish(s: &Setup, file: &Path, rounds: usize) {
+    for round in 1..rounds {
+        approve_round(s, file);
+        let err = s.operator.fails(&["apply", arg(file), "--yes"], 4);
+        assert!(
+            err.contains(&format!("round {round} of {rounds} applied")),
+            "{err}"
+        );
+    }
+    approve_round(s, file);
+    apply(s, file, &[]);
+}
+
+fn ceremony(file: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap()
+}
+
+/// Every unit's current VP.
+fn current_vps(s: &Setup) -> Vec<Value> {
+    s.operator
+        .compare_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["current_mk"]["vp"].clone())
+        .collect()
+}
+
+/// The VP of every record in key storage.
+fn stored_vps(s: &Setup) -> Vec<String> {
+    json(s, &["kms", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["vp"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Three root keys; one wraps a data key: its id, the data and the wrapped file.
+fn stored_key(s: &Setup) -> (String, Vec<u8>, Vec<u8>) {
+    let made = json(s, &["kms", "create", "--name", "root", "--count", "3"]);
+    let root = made[0]["id"].as_str().unwrap().to_owned();
+    let data = b"data key 0123456789abcdef.......".to_vec();
+    let w = &s.operator;
+    let (plain, wrapped) = (w.path().join("data"), w.path().join("data.wrapped"));
+    fs::write(&plain, &data).unwrap();
+    let args = ["kms", "wrap", "--key", &root, "--in", arg(&plain)];
+    w.ok(&[&args[..], &["--out", arg(&wrapped)]].concat());
+    (root, data, fs::read(&wrapped).unwrap())
+}
+
+/// `tke kms unwrap` of the wrapped data key gives the same bytes.
+fn unwraps(s: &Setup, (root, data, wrapped): &(String, Vec<u8>, Vec<u8>)) {
+    let w = &s.operator;
+    let (from, to) = (w.path().join("in.wrapped"), w.path().join("out"));
+    fs::write(&from, wrapped).unwrap();
+    let _ = fs::remove_file(&to);
+    let args = ["kms", "unwrap", "--key", root, "--in", arg(&from)];
+    w.ok(&[&args[..], &["--out", arg(&to)]].concat());
+    assert_eq!(&fs::read(&to).unwrap(), data);
+}
+
+#[test]
+fn a_rotation_killed_after_round_2_and_after_the_reencryption_is_planned_again_and_finished() {
+    let s = setup();
+    let key = stored_key(&s);
+    let old = current_vps(&s)[0].as_str().unwrap().to_owned();
+
+    // Round 1 applied; round 2 (the export) sent, the process killed before the file
+    // got the envelopes.
+    let file = plan(&s.operator, "auto-mk-rotate", &["--instance", "1"]);
+    approve_round(&s, &file);
+    s.operator.fails(&["apply", arg(&file), "--yes"], 4);
+    approve_round(&s, &file);
+    apply_killed_at(&s, &file, "apply:round-2-sent");
+
+    // The file is stale (the source's counter moved): refused, nothing sent.
+    let before = s.operator.snapshot();
+    let args = ["apply", arg(&file), "--yes"];
+    snap::assert_snapshot(
+        "approvals_replan_stale_after_crash",
+        &failure(&s, &s.operator, &args, 1),
+    );
+    assert_eq!(before, s.operator.snapshot());
+
+    // Planned again: the new key stays in recovery unit 3, the others make new importer
+    // keys, and the file says what it continues.
+    fs::remove_file(&file).unwrap();
+    let file = plan(&s.operator, "auto-mk-rotate", &["--instance", "1"]);
+    let v = ceremony(&file);
+    let title = v["ceremony"].as_str().unwrap();
+    assert!(
+        title.starts_with("Rotating the master key (continues the auto-mk-rotate that stopped: the new master key was generated in recovery crypto unit 3"),
+        "{title}"
+    );
+    let to = v["params"]["to"].as_str().unwrap().to_owned();
+    assert_ne!(to, old);
+    assert_eq!(
+        summaries(&file),
+        vec![
+            (1, "generate a single-use importer key".to_owned()),
+            (2, "generate a single-use importer key".to_owned()),
+            (4, "generate a single-use importer key".to_owned()),
+        ]
+    );
+
+    // Rounds 1 to 3 of the new file; round 4 killed once key storage is re-encrypted.
+    for round in 1..=3 {
+        approve_round(&s, &file);
+        let err = s.operator.fails(&["apply", arg(&file), "--yes"], 4);
+        assert!(
+            err.contains(&format!("round {round} of 4 applied")),
+            "{err}"
+        );
+    }
+    assert!(states(&s.operator)
+        .iter()
+        .all(|(n, c, _)| n == "full_committed" && c == "valid"));
+    approve_round(&s, &file);
+    apply_killed_at(&s, &file, "apply:after-reencrypt");
+    assert_eq!(stored_vps(&s), vec![to.clone(); 3]);
+    assert_eq!(current_vps(&s), vec![Value::from(old.as_str()); 4]);
+
+    // Planned again: set immediate only (the re-encryption is done and not redone).
+    fs::remove_file(&file).unwrap();
+    let file = plan(&s.operator, "auto-mk-rotate", &["--instance", "1"]);
+    let v = ceremony(&file);
+    assert_eq!(v["params"]["to"], Value::from(to.as_str()));
+    assert!(
+        v["ceremony"]
+            .as_str()
+            .unwrap()
+            .contains("key storage is re-encrypted (3 keys)"),
+        "{}",
+        v["ceremony"]
+    );
+    let round = summaries(&file);
+    assert_eq!(round.len(), 4);
+    assert!(round
+        .iter()
+        .all(|(_, t)| t.starts_with("make the new master key current")));
+    finish(&s, &file, 1);
+
+    assert_eq!(current_vps(&s), vec![Value::from(to.as_str()); 4]);
+    assert!(states(&s.operator)
+        .iter()
+        .all(|(n, c, imprint)| n == "empty" && c == "valid" && !imprint));
+    assert_eq!(stored_vps(&s), vec![to; 3]);
+    unwraps(&s, &key);
+}
