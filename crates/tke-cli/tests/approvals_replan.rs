@@ -9,8 +9,10 @@ mod common;
 
 use std::{fs, os::unix::process::ExitStatusExt, path::Path};
 
-use approvals_setup::{apply, arg, failure, plan, setup, states, summaries, Setup};
-use common::snap;
+use approvals_setup::{
+    admin, apply, arg, failure, plan, setup, states, summaries, Admin, Setup, ALICE, BOB,
+};
+use common::{snap, Workstation};
 use serde_json::Value;
 
 fn json(s: &Setup, args: &[&str]) -> Value {
@@ -192,4 +194,109 @@ fn a_rotation_killed_after_round_2_and_after_the_reencryption_is_planned_again_a
         .all(|(n, c, imprint)| n == "empty" && c == "valid" && !imprint));
     assert_eq!(stored_vps(&s), vec![to; 3]);
     unwraps(&s, &key);
+}
+
+/// The operator's fresh workstation (units 1, 2 operational, 3, 4 recovery, in imprint
+/// mode) holding alice's and bob's certificates only, in a directory of their own.
+fn fresh() -> (Setup, Vec<String>) {
+    let operator = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    operator.ok(&["local", "init"]);
+    operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
+    let (alice, bob) = (admin(ALICE), admin(BOB));
+    let certs = operator.path().join("certs");
+    fs::create_dir_all(&certs).unwrap();
+    let certificate = |a: &Admin| {
+        let from = fs::read_dir(a.w.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_str().unwrap().ends_with(".crt.pem"))
+            .unwrap();
+        let to = certs.join(from.file_name().unwrap());
+        fs::copy(&from, &to).unwrap();
+        to.to_str().unwrap().to_owned()
+    };
+    let paths = vec![certificate(&alice), certificate(&bob)];
+    let s = Setup {
+        operator,
+        alice,
+        bob,
+    };
+    (s, paths)
+}
+
+/// `tke plan auto-init` of instance 1 with thresholds `sig`/2 for alice and bob.
+fn auto_init_args<'a>(certs: &'a [String], sig: &'a str, out: &'a Path) -> Vec<&'a str> {
+    let mut args = vec!["plan", "auto-init", "--instance", "1"];
+    args.extend(["--sig-threshold", sig, "--rev-threshold", "2"]);
+    for c in certs {
+        args.extend(["--admin-cert", c.as_str()]);
+    }
+    args.extend(["--out", arg(out)]);
+    args
+}
+
+fn plan_auto_init(s: &Setup, certs: &[String]) -> std::path::PathBuf {
+    let out = s.operator.path().join("init.json");
+    let _ = fs::remove_file(&out);
+    s.operator.ok(&auto_init_args(certs, "2", &out));
+    out
+}
+
+#[test]
+fn an_auto_init_killed_after_round_1_and_after_round_2_is_planned_again_and_finished() {
+    let (s, certs) = fresh();
+    let file = plan_auto_init(&s, &certs);
+    approve_round(&s, &file);
+    apply_killed_at(&s, &file, "apply:round-1-sent");
+    // Every unit left imprint mode; the recovery unit holds the key; the file lost it.
+    assert!(states(&s.operator).iter().all(|(_, _, imprint)| !imprint));
+
+    // Other thresholds than the units hold: refused, nothing written.
+    let other = s.operator.path().join("other.json");
+    let args = auto_init_args(&certs, "1", &other);
+    snap::assert_snapshot(
+        "approvals_replan_auto_init_other_thresholds",
+        &failure(&s, &s.operator, &args, 1),
+    );
+    assert!(!other.exists());
+
+    // Planned again: the importer keys, the export, the import: the key stays.
+    let file = plan_auto_init(&s, &certs);
+    let v = ceremony(&file);
+    let title = v["ceremony"].as_str().unwrap();
+    assert!(
+        title.starts_with("Initializing a service instance (continues the auto-init that stopped part-way: the master key "),
+        "{title}"
+    );
+    assert!(
+        title.contains("to transfer the key to: crypto unit(s) 1, 2, 4"),
+        "{title}"
+    );
+    let vp = v["params"]["vp"].as_str().unwrap().to_owned();
+    let importers = vec![
+        (1, "generate a single-use importer key".to_owned()),
+        (2, "generate a single-use importer key".to_owned()),
+        (4, "generate a single-use importer key".to_owned()),
+    ];
+    assert_eq!(summaries(&file), importers);
+
+    // Round 1 applied, round 2 (the export) sent and the process killed: planned again,
+    // the same three rounds.
+    approve_round(&s, &file);
+    s.operator.fails(&["apply", arg(&file), "--yes"], 4);
+    approve_round(&s, &file);
+    apply_killed_at(&s, &file, "apply:round-2-sent");
+    let file = plan_auto_init(&s, &certs);
+    assert_eq!(ceremony(&file)["params"]["vp"], Value::from(vp.as_str()));
+    assert_eq!(summaries(&file), importers);
+    finish(&s, &file, 3);
+
+    assert_eq!(current_vps(&s), vec![Value::from(vp.as_str()); 4]);
+    assert!(states(&s.operator)
+        .iter()
+        .all(|(n, c, imprint)| n == "empty" && c == "valid" && !imprint));
+    // Initialized: planning again is refused as for any initialized instance.
+    let again = s.operator.path().join("again.json");
+    let refused = failure(&s, &s.operator, &auto_init_args(&certs, "2", &again), 1);
+    assert!(refused.contains("is not in imprint mode"), "{refused}");
 }
