@@ -300,3 +300,62 @@ fn an_auto_init_killed_after_round_1_and_after_round_2_is_planned_again_and_fini
     let refused = failure(&s, &s.operator, &auto_init_args(&certs, "2", &again), 1);
     assert!(refused.contains("is not in imprint mode"), "{refused}");
 }
+
+#[test]
+fn a_recovery_and_a_key_part_load_killed_after_a_round_are_planned_again_and_finished() {
+    let s = setup();
+    let w = &s.operator;
+    let old = current_vps(&s)[0].clone();
+
+    // Unit 2's current register cleared through a file (no key is stored).
+    w.ok(&["cryptounit-rm", "1", "3", "4"]);
+    let clrcur = plan(w, "cryptounit-mk-clrcur", &[]);
+    apply(&s, &s.alice.approve(&clrcur), &[]);
+    w.ok(&["cryptounit-add", "1", "3", "4"]);
+
+    // Killed after round 1 (unit 2's importer key), then after round 2 (the export) of
+    // the file planned again: each time the plan starts over with a new importer key.
+    let importer = vec![(2, "generate a single-use importer key".to_owned())];
+    let file = plan(w, "auto-recover", &["--instance", "1"]);
+    approve_round(&s, &file);
+    apply_killed_at(&s, &file, "apply:round-1-sent");
+    fs::remove_file(&file).unwrap();
+    let file = plan(w, "auto-recover", &["--instance", "1"]);
+    assert_eq!(summaries(&file), importer);
+    approve_round(&s, &file);
+    w.fails(&["apply", arg(&file), "--yes"], 4);
+    approve_round(&s, &file);
+    apply_killed_at(&s, &file, "apply:round-2-sent");
+    fs::remove_file(&file).unwrap();
+    let file = plan(w, "auto-recover", &["--instance", "1"]);
+    assert_eq!(summaries(&file), importer);
+    finish(&s, &file, 3);
+    assert_eq!(current_vps(&s), vec![old; 4]);
+
+    // A key-part load into units 1 and 2 killed after round 1 (the importer keys):
+    // planned again, it makes new importer keys and loads.
+    let secrets = w.secrets(&[
+        ("\"part a\"", "part-a-password-1"),
+        ("\"part b\"", "part-b-password-22"),
+    ]);
+    let secrets = secrets.to_str().unwrap();
+    for part in ["part a", "part b"] {
+        w.ok(&["--secrets", secrets, "mk-add", "--random", "--description", part]);
+    }
+    w.ok(&["cryptounit-rm", "3", "4"]);
+    let parts = ["--part", "part a", "--part", "part b"];
+    let file = plan(w, "cryptounit-mk-load", &parts);
+    fs::copy(s.alice.approve(&file), &file).unwrap();
+    apply_killed_at(&s, &file, "apply:round-1-sent");
+    fs::remove_file(&file).unwrap();
+    let file = plan(w, "cryptounit-mk-load", &parts);
+    fs::copy(s.alice.approve(&file), &file).unwrap();
+    w.fails(&["apply", arg(&file), "--yes"], 4);
+    let seal = ["--secrets", secrets, "plan", "cryptounit-mk-load", "--seal"];
+    w.ok(&[&seal[..], &[arg(&file)]].concat());
+    fs::copy(s.alice.approve(&file), &file).unwrap();
+    apply(&s, &file, &[]);
+    let loaded = states(w);
+    assert_eq!(loaded.len(), 2);
+    assert!(loaded.iter().all(|(n, _, _)| n == "full_uncommitted"), "{loaded:?}");
+}
