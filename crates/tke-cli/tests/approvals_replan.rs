@@ -7,7 +7,7 @@
 mod approvals_setup;
 mod common;
 
-use std::{fs, os::unix::process::ExitStatusExt, path::Path};
+use std::{fs, path::Path};
 
 use approvals_setup::{
     admin, apply, arg, failure, plan, setup, states, summaries, Admin, Setup, ALICE, BOB,
@@ -28,34 +28,60 @@ fn approve_round(s: &Setup, file: &Path) {
 
 /// `tke apply FILE --yes` with `TKE_CRASH_AT=point`: killed there.
 fn apply_killed_at(s: &Setup, file: &Path, point: &str) {
-    let o = s
-        .operator
-        .tke()
-        .args(["apply", arg(file), "--yes"])
-        .env(tke_ceremony::crash::CRASH_AT, point)
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.signal(),
-        Some(9),
-        "apply was not killed at {point}: {:?}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
+    s.operator.crash(point, &["apply", arg(file), "--yes"]);
 }
 
-/// Approves and applies every round of `file`: exit 4 after each but the last.
-fn finish(s: &Setup, file: &Path, rounds: usize) {
-    for round in 1..rounds {
-        approve_round(s, file);
-        let err = s.operator.fails(&["apply", arg(file), "--yes"], 4);
-        assert!(
-            err.contains(&format!("round {round} of {rounds} applied")),
-            "{err}"
-        );
+/// Runs `f` on the operator's workstation with alice's and bob's keys copied in (as a
+/// direct ceremony needs them) and their secrets file; removes the keys again.
+fn with_keys(s: &Setup, f: impl FnOnce(&str)) {
+    let mut copied = Vec::new();
+    for a in [&s.alice, &s.bob] {
+        for e in fs::read_dir(a.w.path()).unwrap() {
+            let from = e.unwrap().path();
+            let name = from.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.ends_with(".key.pem") || name.ends_with(".crt.pem") {
+                let to = s.operator.path().join(name);
+                fs::copy(&from, &to).unwrap();
+                copied.push(to);
+            }
+        }
     }
-    approve_round(s, file);
-    apply(s, file, &[]);
+    let secrets = s.operator.secrets(&[ALICE, BOB]);
+    f(secrets.to_str().unwrap());
+    for c in copied {
+        fs::remove_file(c).unwrap();
+    }
+}
+
+/// The `step` of each unit in the file's parameters.
+fn steps(file: &Path) -> Vec<String> {
+    ceremony(file)["params"]["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["step"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Approves and applies every round of `file` (exit 4 after each but the last);
+/// returns how many there were.
+fn finish(s: &Setup, file: &Path) -> usize {
+    for round in 1.. {
+        approve_round(s, file);
+        let o = s
+            .operator
+            .tke()
+            .args(["apply", arg(file), "--yes"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        match o.status.code() {
+            Some(0) => return round,
+            Some(4) => assert!(stderr.contains(&format!("round {round} of ")), "{stderr}"),
+            _ => panic!("apply failed: {:?}\n{stderr}", o.status),
+        }
+    }
+    unreachable!()
 }
 
 fn ceremony(file: &Path) -> Value {
@@ -186,7 +212,7 @@ fn a_rotation_killed_after_round_2_and_after_the_reencryption_is_planned_again_a
     assert!(round
         .iter()
         .all(|(_, t)| t.starts_with("make the new master key current")));
-    finish(&s, &file, 1);
+    assert_eq!(finish(&s, &file), 1);
 
     assert_eq!(current_vps(&s), vec![Value::from(to.as_str()); 4]);
     assert!(states(&s.operator)
@@ -289,7 +315,7 @@ fn an_auto_init_killed_after_round_1_and_after_round_2_is_planned_again_and_fini
     let file = plan_auto_init(&s, &certs);
     assert_eq!(ceremony(&file)["params"]["vp"], Value::from(vp.as_str()));
     assert_eq!(summaries(&file), importers);
-    finish(&s, &file, 3);
+    assert_eq!(finish(&s, &file), 3);
 
     assert_eq!(current_vps(&s), vec![Value::from(vp.as_str()); 4]);
     assert!(states(&s.operator)
@@ -329,7 +355,7 @@ fn a_recovery_and_a_key_part_load_killed_after_a_round_are_planned_again_and_fin
     fs::remove_file(&file).unwrap();
     let file = plan(w, "auto-recover", &["--instance", "1"]);
     assert_eq!(summaries(&file), importer);
-    finish(&s, &file, 3);
+    assert_eq!(finish(&s, &file), 3);
     assert_eq!(current_vps(&s), vec![old; 4]);
 
     // A key-part load into units 1 and 2 killed after round 1 (the importer keys):
@@ -340,7 +366,14 @@ fn a_recovery_and_a_key_part_load_killed_after_a_round_are_planned_again_and_fin
     ]);
     let secrets = secrets.to_str().unwrap();
     for part in ["part a", "part b"] {
-        w.ok(&["--secrets", secrets, "mk-add", "--random", "--description", part]);
+        w.ok(&[
+            "--secrets",
+            secrets,
+            "mk-add",
+            "--random",
+            "--description",
+            part,
+        ]);
     }
     w.ok(&["cryptounit-rm", "3", "4"]);
     let parts = ["--part", "part a", "--part", "part b"];
@@ -357,5 +390,112 @@ fn a_recovery_and_a_key_part_load_killed_after_a_round_are_planned_again_and_fin
     apply(&s, &file, &[]);
     let loaded = states(w);
     assert_eq!(loaded.len(), 2);
-    assert!(loaded.iter().all(|(n, _, _)| n == "full_uncommitted"), "{loaded:?}");
+    assert!(
+        loaded.iter().all(|(n, _, _)| n == "full_uncommitted"),
+        "{loaded:?}"
+    );
+}
+
+#[test]
+fn a_rotation_a_direct_run_left_during_the_transfer_or_the_set_immediate_is_finished_by_a_file() {
+    let s = setup();
+    let key = stored_key(&s);
+    let args = ["--secrets", "", "auto-mk-rotate", "--yes"];
+    with_keys(&s, |secrets| {
+        let args = [&["--secrets", secrets], &args[2..]].concat();
+        s.operator.crash("auto-mk-rotate:during-transfer", &args);
+    });
+    // The source holds the key, units imported it (the imports run in parallel: some
+    // or all), the others wait for it: their transfer first, then the commits.
+    let file = plan(&s.operator, "auto-mk-rotate", &["--instance", "1"]);
+    let found = steps(&file);
+    let transfer = found.iter().any(|s| s == "transfer");
+    let source = if transfer { "source" } else { "commit" };
+    assert_eq!(found[2], source, "{found:?}");
+    assert!(found.iter().any(|s| s == "commit"), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .all(|s| ["source", "commit", "transfer"].contains(&s.as_str())),
+        "{found:?}"
+    );
+    let to = ceremony(&file)["params"]["to"].as_str().unwrap().to_owned();
+    assert_eq!(finish(&s, &file), if transfer { 4 } else { 2 });
+    assert_eq!(current_vps(&s), vec![Value::from(to.as_str()); 4]);
+    assert_eq!(stored_vps(&s), vec![to.clone(); 3]);
+
+    // A second rotation stopped once one unit uses the new key.
+    fs::remove_file(&file).unwrap();
+    with_keys(&s, |secrets| {
+        let args = [&["--secrets", secrets], &args[2..]].concat();
+        s.operator.crash("auto-mk-rotate:during-setimm", &args);
+    });
+    let file = plan(&s.operator, "auto-mk-rotate", &["--instance", "1"]);
+    let title = ceremony(&file)["ceremony"].as_str().unwrap().to_owned();
+    assert!(title.contains("already use the new master key"), "{title}");
+    let found = steps(&file);
+    assert_eq!(
+        found.iter().filter(|s| *s == "done").count(),
+        1,
+        "{found:?}"
+    );
+    assert_eq!(summaries(&file).len(), 3);
+    assert_eq!(finish(&s, &file), 1);
+    let current = current_vps(&s);
+    assert_ne!(current[0], Value::from(to.as_str()));
+    assert_eq!(current, vec![current[0].clone(); 4]);
+    assert!(states(&s.operator).iter().all(|(n, _, _)| n == "empty"));
+    assert_eq!(
+        stored_vps(&s),
+        vec![current[0].as_str().unwrap().to_owned(); 3]
+    );
+    unwraps(&s, &key);
+}
+
+#[test]
+fn an_auto_init_a_direct_run_left_part_way_is_finished_by_a_file() {
+    for point in [
+        "auto-init:thresholds-on-a-unit",
+        "auto-init:committed-on-a-unit",
+    ] {
+        let (s, certs) = fresh();
+        with_keys(&s, |secrets| {
+            let args = common::auto_init_args(secrets, (2, 2), &["alice", "bob"]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            s.operator.crash(point, &args);
+        });
+        let file = plan_auto_init(&s, &certs);
+        let v = ceremony(&file);
+        let title = v["ceremony"].as_str().unwrap();
+        assert!(
+            title.contains("continues the auto-init"),
+            "{point}: {title}"
+        );
+        if point.ends_with("committed-on-a-unit") {
+            // Round 3 stopped after a unit committed: the rest of round 3 only, and
+            // the transfer again to the units that had not imported.
+            assert!(
+                title.contains("to set immediate: crypto unit(s)"),
+                "{title}"
+            );
+        } else {
+            // Stopped while setting thresholds: round 1 sets up the rest.
+            assert!(
+                title.contains("administrators or thresholds to set"),
+                "{title}"
+            );
+        }
+        let transfer = title.contains("to transfer the key to");
+        let rounds = finish(&s, &file);
+        assert_eq!(rounds, if transfer { 3 } else { 1 }, "{point}: {title}");
+        let current = current_vps(&s);
+        assert!(current[0].is_string(), "{point}");
+        assert_eq!(current, vec![current[0].clone(); 4], "{point}");
+        assert!(
+            states(&s.operator)
+                .iter()
+                .all(|(n, c, imprint)| n == "empty" && c == "valid" && !imprint),
+            "{point}"
+        );
+    }
 }
