@@ -12,6 +12,12 @@
 //! 3. on every other unit: import its envelope, commit, set immediate.
 //!
 //! A service instance of one unit has round 1 only.
+//!
+//! An instance an interrupted auto-init left part-way (units out of imprint mode) is
+//! planned from what is left on each unit, as `auto-init --resume` finds it
+//! ([`crate::auto_init::AutoInitResume`]): the file has the rounds left only (each unit's
+//! `left` in the parameters), and the key the recovery unit holds already is not
+//! generated again.
 
 use serde::{Deserialize, Serialize};
 use tke_client::{Client, InstanceId, KnownUnit};
@@ -657,8 +663,17 @@ pub fn plan_auto_init(
         .iter()
         .any(|p| matches!(p, Problem::NotInImprintMode { .. }));
     if part_way {
-        if let Some(file) = wanted.continued(client)? {
-            return Ok(file);
+        match wanted.continued(client) {
+            Ok(Some(file)) => return Ok(file),
+            Ok(None) => {}
+            // Why it cannot be continued, after the units not in imprint mode (what a
+            // first run finds).
+            Err(PlanError::Ceremony(CeremonyError::Problems(why))) => {
+                let mut problems = survey.problems;
+                problems.extend(why);
+                return Err(CeremonyError::Problems(problems).into());
+            }
+            Err(e) => return Err(e),
         }
     }
     wanted.plan(&AUTO_INIT_ROUNDS, survey, client, |_, s| {

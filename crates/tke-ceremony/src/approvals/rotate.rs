@@ -13,6 +13,10 @@
 //!    ([`MultiRound::before_sending`]): the service operations are unsigned, and no unit
 //!    drops the old key before every record is under the new one.
 //!
+//! A rotation under way (an interrupted `tke apply` or direct run) is planned from the
+//! stage `auto-mk-rotate --resume` finds: the rounds left, for the new key the units hold
+//! (`to`), each unit starting where it stands.
+//!
 //! **Recovery** (as [`crate::recover`]): the units of the instance whose current register
 //! is empty make importer keys (1); the recovery unit exports its *current* register to
 //! them (2); each imports, commits and sets immediate (3). A target a stopped direct run
