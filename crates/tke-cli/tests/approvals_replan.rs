@@ -10,47 +10,15 @@ mod common;
 use std::{fs, path::Path};
 
 use approvals_setup::{
-    admin, apply, arg, failure, plan, setup, states, summaries, Admin, Setup, ALICE, BOB,
+    admin, apply, arg, current_vps, failure, plan, setup, states, stored_key, stored_vps,
+    summaries, unwraps, Admin, Setup, ALICE, BOB,
 };
 use common::{snap, Workstation};
 use serde_json::Value;
 
-fn json(s: &Setup, args: &[&str]) -> Value {
-    let out = s.operator.ok(&[&["--output", "json"], args].concat());
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}:\n{out}"))
-}
-
-/// Approves the file's current round by alice then bob and brings it back.
-fn approve_round(s: &Setup, file: &Path) {
-    let at_bob = s.bob.approve(&s.alice.approve(file));
-    fs::copy(at_bob, file).unwrap();
-}
-
 /// `tke apply FILE --yes` with `TKE_CRASH_AT=point`: killed there.
 fn apply_killed_at(s: &Setup, file: &Path, point: &str) {
     s.operator.crash(point, &["apply", arg(file), "--yes"]);
-}
-
-/// Runs `f` on the operator's workstation with alice's and bob's keys copied in (as a
-/// direct ceremony needs them) and their secrets file; removes the keys again.
-fn with_keys(s: &Setup, f: impl FnOnce(&str)) {
-    let mut copied = Vec::new();
-    for a in [&s.alice, &s.bob] {
-        for e in fs::read_dir(a.w.path()).unwrap() {
-            let from = e.unwrap().path();
-            let name = from.file_name().unwrap().to_str().unwrap().to_owned();
-            if name.ends_with(".key.pem") || name.ends_with(".crt.pem") {
-                let to = s.operator.path().join(name);
-                fs::copy(&from, &to).unwrap();
-                copied.push(to);
-            }
-        }
-    }
-    let secrets = s.operator.secrets(&[ALICE, BOB]);
-    f(secrets.to_str().unwrap());
-    for c in copied {
-        fs::remove_file(c).unwrap();
-    }
 }
 
 /// The `step` of each unit in the file's parameters.
@@ -67,7 +35,7 @@ fn steps(file: &Path) -> Vec<String> {
 /// returns how many there were.
 fn finish(s: &Setup, file: &Path) -> usize {
     for round in 1.. {
-        approve_round(s, file);
+        s.approve_round(file);
         let o = s
             .operator
             .tke()
@@ -84,67 +52,36 @@ fn finish(s: &Setup, file: &Path) -> usize {
     unreachable!()
 }
 
+/// `file` with `edit` applied to its JSON, approved by alice: refused (stderr as
+/// snapshot `name`), the file unchanged.
+fn edited_refused(s: &Setup, file: &Path, name: &str, edit: impl FnOnce(&mut Value)) {
+    let mut v = ceremony(file);
+    edit(&mut v);
+    let edited = s.alice.w.path().join("edited.json");
+    fs::write(&edited, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let before = fs::read(&edited).unwrap();
+    let args = ["--secrets", &s.alice.secrets, "approve", arg(&edited)];
+    let args = [&args[..], &["--admin", "alice", "--yes"]].concat();
+    snap::assert_snapshot(name, &failure(s, &s.alice.w, &args, 1));
+    assert_eq!(fs::read(&edited).unwrap(), before);
+}
+
 fn ceremony(file: &Path) -> Value {
     serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap()
-}
-
-/// Every unit's current VP.
-fn current_vps(s: &Setup) -> Vec<Value> {
-    s.operator
-        .compare_json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["current_mk"]["vp"].clone())
-        .collect()
-}
-
-/// The VP of every record in key storage.
-fn stored_vps(s: &Setup) -> Vec<String> {
-    json(s, &["kms", "list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["vp"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// Three root keys; one wraps a data key: its id, the data and the wrapped file.
-fn stored_key(s: &Setup) -> (String, Vec<u8>, Vec<u8>) {
-    let made = json(s, &["kms", "create", "--name", "root", "--count", "3"]);
-    let root = made[0]["id"].as_str().unwrap().to_owned();
-    let data = b"data key 0123456789abcdef.......".to_vec();
-    let w = &s.operator;
-    let (plain, wrapped) = (w.path().join("data"), w.path().join("data.wrapped"));
-    fs::write(&plain, &data).unwrap();
-    let args = ["kms", "wrap", "--key", &root, "--in", arg(&plain)];
-    w.ok(&[&args[..], &["--out", arg(&wrapped)]].concat());
-    (root, data, fs::read(&wrapped).unwrap())
-}
-
-/// `tke kms unwrap` of the wrapped data key gives the same bytes.
-fn unwraps(s: &Setup, (root, data, wrapped): &(String, Vec<u8>, Vec<u8>)) {
-    let w = &s.operator;
-    let (from, to) = (w.path().join("in.wrapped"), w.path().join("out"));
-    fs::write(&from, wrapped).unwrap();
-    let _ = fs::remove_file(&to);
-    let args = ["kms", "unwrap", "--key", root, "--in", arg(&from)];
-    w.ok(&[&args[..], &["--out", arg(&to)]].concat());
-    assert_eq!(&fs::read(&to).unwrap(), data);
 }
 
 #[test]
 fn a_rotation_killed_after_round_2_and_after_the_reencryption_is_planned_again_and_finished() {
     let s = setup();
-    let key = stored_key(&s);
-    let old = current_vps(&s)[0].as_str().unwrap().to_owned();
+    let key = stored_key(&s.operator);
+    let old = current_vps(&s.operator)[0].as_str().unwrap().to_owned();
 
     // Round 1 applied; round 2 (the export) sent, the process killed before the file
     // got the envelopes.
     let file = plan(&s.operator, "auto-mk-rotate", &["--instance", "1"]);
-    approve_round(&s, &file);
+    s.approve_round(&file);
     s.operator.fails(&["apply", arg(&file), "--yes"], 4);
-    approve_round(&s, &file);
+    s.approve_round(&file);
     apply_killed_at(&s, &file, "apply:round-2-sent");
 
     // The file is stale (the source's counter moved): refused, nothing sent.
@@ -168,6 +105,10 @@ fn a_rotation_killed_after_round_2_and_after_the_reencryption_is_planned_again_a
     );
     let to = v["params"]["to"].as_str().unwrap().to_owned();
     assert_ne!(to, old);
+    // The key continued with cannot be edited into the old one.
+    edited_refused(&s, &file, "approvals_replan_rotate_to_is_old", |v| {
+        v["params"]["to"] = v["params"]["vp"].clone();
+    });
     assert_eq!(
         summaries(&file),
         vec![
@@ -179,7 +120,7 @@ fn a_rotation_killed_after_round_2_and_after_the_reencryption_is_planned_again_a
 
     // Rounds 1 to 3 of the new file; round 4 killed once key storage is re-encrypted.
     for round in 1..=3 {
-        approve_round(&s, &file);
+        s.approve_round(&file);
         let err = s.operator.fails(&["apply", arg(&file), "--yes"], 4);
         assert!(
             err.contains(&format!("round {round} of 4 applied")),
@@ -189,10 +130,10 @@ fn a_rotation_killed_after_round_2_and_after_the_reencryption_is_planned_again_a
     assert!(states(&s.operator)
         .iter()
         .all(|(n, c, _)| n == "full_committed" && c == "valid"));
-    approve_round(&s, &file);
+    s.approve_round(&file);
     apply_killed_at(&s, &file, "apply:after-reencrypt");
-    assert_eq!(stored_vps(&s), vec![to.clone(); 3]);
-    assert_eq!(current_vps(&s), vec![Value::from(old.as_str()); 4]);
+    assert_eq!(stored_vps(&s.operator), vec![to.clone(); 3]);
+    assert_eq!(current_vps(&s.operator), vec![Value::from(old.as_str()); 4]);
 
     // Planned again: set immediate only (the re-encryption is done and not redone).
     fs::remove_file(&file).unwrap();
@@ -214,12 +155,12 @@ fn a_rotation_killed_after_round_2_and_after_the_reencryption_is_planned_again_a
         .all(|(_, t)| t.starts_with("make the new master key current")));
     assert_eq!(finish(&s, &file), 1);
 
-    assert_eq!(current_vps(&s), vec![Value::from(to.as_str()); 4]);
+    assert_eq!(current_vps(&s.operator), vec![Value::from(to.as_str()); 4]);
     assert!(states(&s.operator)
         .iter()
         .all(|(n, c, imprint)| n == "empty" && c == "valid" && !imprint));
-    assert_eq!(stored_vps(&s), vec![to; 3]);
-    unwraps(&s, &key);
+    assert_eq!(stored_vps(&s.operator), vec![to; 3]);
+    unwraps(&s.operator, &key);
 }
 
 /// The operator's fresh workstation (units 1, 2 operational, 3, 4 recovery, in imprint
@@ -272,7 +213,7 @@ fn plan_auto_init(s: &Setup, certs: &[String]) -> std::path::PathBuf {
 fn an_auto_init_killed_after_round_1_and_after_round_2_is_planned_again_and_finished() {
     let (s, certs) = fresh();
     let file = plan_auto_init(&s, &certs);
-    approve_round(&s, &file);
+    s.approve_round(&file);
     apply_killed_at(&s, &file, "apply:round-1-sent");
     // Every unit left imprint mode; the recovery unit holds the key; the file lost it.
     assert!(states(&s.operator).iter().all(|(_, _, imprint)| !imprint));
@@ -299,6 +240,10 @@ fn an_auto_init_killed_after_round_1_and_after_round_2_is_planned_again_and_fini
         "{title}"
     );
     let vp = v["params"]["vp"].as_str().unwrap().to_owned();
+    // Without the key held already, the recovery unit would have to generate one.
+    edited_refused(&s, &file, "approvals_replan_auto_init_no_vp", |v| {
+        v["params"].as_object_mut().unwrap().remove("vp").unwrap();
+    });
     let importers = vec![
         (1, "generate a single-use importer key".to_owned()),
         (2, "generate a single-use importer key".to_owned()),
@@ -308,16 +253,16 @@ fn an_auto_init_killed_after_round_1_and_after_round_2_is_planned_again_and_fini
 
     // Round 1 applied, round 2 (the export) sent and the process killed: planned again,
     // the same three rounds.
-    approve_round(&s, &file);
+    s.approve_round(&file);
     s.operator.fails(&["apply", arg(&file), "--yes"], 4);
-    approve_round(&s, &file);
+    s.approve_round(&file);
     apply_killed_at(&s, &file, "apply:round-2-sent");
     let file = plan_auto_init(&s, &certs);
     assert_eq!(ceremony(&file)["params"]["vp"], Value::from(vp.as_str()));
     assert_eq!(summaries(&file), importers);
     assert_eq!(finish(&s, &file), 3);
 
-    assert_eq!(current_vps(&s), vec![Value::from(vp.as_str()); 4]);
+    assert_eq!(current_vps(&s.operator), vec![Value::from(vp.as_str()); 4]);
     assert!(states(&s.operator)
         .iter()
         .all(|(n, c, imprint)| n == "empty" && c == "valid" && !imprint));
@@ -331,7 +276,7 @@ fn an_auto_init_killed_after_round_1_and_after_round_2_is_planned_again_and_fini
 fn a_recovery_and_a_key_part_load_killed_after_a_round_are_planned_again_and_finished() {
     let s = setup();
     let w = &s.operator;
-    let old = current_vps(&s)[0].clone();
+    let old = current_vps(&s.operator)[0].clone();
 
     // Unit 2's current register cleared through a file (no key is stored).
     w.ok(&["cryptounit-rm", "1", "3", "4"]);
@@ -343,20 +288,20 @@ fn a_recovery_and_a_key_part_load_killed_after_a_round_are_planned_again_and_fin
     // the file planned again: each time the plan starts over with a new importer key.
     let importer = vec![(2, "generate a single-use importer key".to_owned())];
     let file = plan(w, "auto-recover", &["--instance", "1"]);
-    approve_round(&s, &file);
+    s.approve_round(&file);
     apply_killed_at(&s, &file, "apply:round-1-sent");
     fs::remove_file(&file).unwrap();
     let file = plan(w, "auto-recover", &["--instance", "1"]);
     assert_eq!(summaries(&file), importer);
-    approve_round(&s, &file);
+    s.approve_round(&file);
     w.fails(&["apply", arg(&file), "--yes"], 4);
-    approve_round(&s, &file);
+    s.approve_round(&file);
     apply_killed_at(&s, &file, "apply:round-2-sent");
     fs::remove_file(&file).unwrap();
     let file = plan(w, "auto-recover", &["--instance", "1"]);
     assert_eq!(summaries(&file), importer);
     assert_eq!(finish(&s, &file), 3);
-    assert_eq!(current_vps(&s), vec![old; 4]);
+    assert_eq!(current_vps(&s.operator), vec![old; 4]);
 
     // A key-part load into units 1 and 2 killed after round 1 (the importer keys):
     // planned again, it makes new importer keys and loads.
@@ -399,9 +344,9 @@ fn a_recovery_and_a_key_part_load_killed_after_a_round_are_planned_again_and_fin
 #[test]
 fn a_rotation_a_direct_run_left_during_the_transfer_or_the_set_immediate_is_finished_by_a_file() {
     let s = setup();
-    let key = stored_key(&s);
+    let key = stored_key(&s.operator);
     let args = ["--secrets", "", "auto-mk-rotate", "--yes"];
-    with_keys(&s, |secrets| {
+    s.with_keys(|secrets| {
         let args = [&["--secrets", secrets], &args[2..]].concat();
         s.operator.crash("auto-mk-rotate:during-transfer", &args);
     });
@@ -421,12 +366,12 @@ fn a_rotation_a_direct_run_left_during_the_transfer_or_the_set_immediate_is_fini
     );
     let to = ceremony(&file)["params"]["to"].as_str().unwrap().to_owned();
     assert_eq!(finish(&s, &file), if transfer { 4 } else { 2 });
-    assert_eq!(current_vps(&s), vec![Value::from(to.as_str()); 4]);
-    assert_eq!(stored_vps(&s), vec![to.clone(); 3]);
+    assert_eq!(current_vps(&s.operator), vec![Value::from(to.as_str()); 4]);
+    assert_eq!(stored_vps(&s.operator), vec![to.clone(); 3]);
 
     // A second rotation stopped once one unit uses the new key.
     fs::remove_file(&file).unwrap();
-    with_keys(&s, |secrets| {
+    s.with_keys(|secrets| {
         let args = [&["--secrets", secrets], &args[2..]].concat();
         s.operator.crash("auto-mk-rotate:during-setimm", &args);
     });
@@ -441,15 +386,15 @@ fn a_rotation_a_direct_run_left_during_the_transfer_or_the_set_immediate_is_fini
     );
     assert_eq!(summaries(&file).len(), 3);
     assert_eq!(finish(&s, &file), 1);
-    let current = current_vps(&s);
+    let current = current_vps(&s.operator);
     assert_ne!(current[0], Value::from(to.as_str()));
     assert_eq!(current, vec![current[0].clone(); 4]);
     assert!(states(&s.operator).iter().all(|(n, _, _)| n == "empty"));
     assert_eq!(
-        stored_vps(&s),
+        stored_vps(&s.operator),
         vec![current[0].as_str().unwrap().to_owned(); 3]
     );
-    unwraps(&s, &key);
+    unwraps(&s.operator, &key);
 }
 
 #[test]
@@ -459,7 +404,7 @@ fn an_auto_init_a_direct_run_left_part_way_is_finished_by_a_file() {
         "auto-init:committed-on-a-unit",
     ] {
         let (s, certs) = fresh();
-        with_keys(&s, |secrets| {
+        s.with_keys(|secrets| {
             let args = common::auto_init_args(secrets, (2, 2), &["alice", "bob"]);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             s.operator.crash(point, &args);
@@ -488,7 +433,7 @@ fn an_auto_init_a_direct_run_left_part_way_is_finished_by_a_file() {
         let transfer = title.contains("to transfer the key to");
         let rounds = finish(&s, &file);
         assert_eq!(rounds, if transfer { 3 } else { 1 }, "{point}: {title}");
-        let current = current_vps(&s);
+        let current = current_vps(&s.operator);
         assert!(current[0].is_string(), "{point}");
         assert_eq!(current, vec![current[0].clone(); 4], "{point}");
         assert!(
