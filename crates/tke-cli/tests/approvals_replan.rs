@@ -169,8 +169,19 @@ fn fresh() -> (Setup, Vec<String>) {
     let operator = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     operator.ok(&["local", "init"]);
     operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
-    let (alice, bob) = (admin(ALICE), admin(BOB));
-    let certs = operator.path().join("certs");
+    let s = Setup {
+        operator,
+        alice: admin(ALICE),
+        bob: admin(BOB),
+    };
+    let certs = certificates(&s);
+    (s, certs)
+}
+
+/// alice's and bob's certificate files (as mailed to the operator), in the operator's
+/// directory `certs`.
+fn certificates(s: &Setup) -> Vec<String> {
+    let certs = s.operator.path().join("certs");
     fs::create_dir_all(&certs).unwrap();
     let certificate = |a: &Admin| {
         let from = fs::read_dir(a.w.path())
@@ -182,13 +193,7 @@ fn fresh() -> (Setup, Vec<String>) {
         fs::copy(&from, &to).unwrap();
         to.to_str().unwrap().to_owned()
     };
-    let paths = vec![certificate(&alice), certificate(&bob)];
-    let s = Setup {
-        operator,
-        alice,
-        bob,
-    };
-    (s, paths)
+    vec![certificate(&s.alice), certificate(&s.bob)]
 }
 
 /// `tke plan auto-init` of instance 1 with thresholds `sig`/2 for alice and bob.
@@ -446,4 +451,50 @@ fn an_auto_init_a_direct_run_left_part_way_is_finished_by_a_file() {
             "{point}"
         );
     }
+}
+
+#[test]
+fn a_desired_master_key_killed_after_round_1_is_finished_by_a_planned_recovery() {
+    let s = setup();
+    let w = &s.operator;
+    s.with_keys(|secrets| {
+        w.ok(&["--secrets", secrets, "cryptounit-mk-clrcur", "--yes"]);
+    });
+    let certs = certificates(&s);
+    let names: Vec<String> = certs
+        .iter()
+        .map(|c| format!("{:?}", Path::new(c).file_name().unwrap().to_str().unwrap()))
+        .collect();
+    let desired = w.path().join("certs").join("instance.toml");
+    let toml = format!(
+        "admins = [{}]\nsig_threshold = 2\nrev_threshold = 1\nmaster_key_present = true\n",
+        names.join(", ")
+    );
+    fs::write(&desired, toml).unwrap();
+    let file = w.path().join("desired.json");
+    let args = ["plan", "--desired", arg(&desired), "--out", arg(&file)];
+    w.ok(&args);
+    assert_eq!(ceremony(&file)["kind"], "desired-key");
+    s.approve_round(&file);
+    apply_killed_at(&s, &file, "apply:round-1-sent");
+
+    // The recovery unit holds the key, the others do not: the desired state names the
+    // way on, a recovery, which is planned as a file too.
+    fs::remove_file(&file).unwrap();
+    let refused = w.fails(&args, 1);
+    assert!(
+        refused.contains("copy it to them with `tke auto-recover`"),
+        "{refused}"
+    );
+    let file = plan(w, "auto-recover", &["--instance", "1"]);
+    assert_eq!(finish(&s, &file), 3);
+    let current = current_vps(w);
+    assert!(current[0].is_string());
+    assert_eq!(current, vec![current[0].clone(); 4]);
+    assert!(states(w)
+        .iter()
+        .all(|(n, c, _)| n == "empty" && c == "valid"));
+    // In the desired state now: nothing to plan.
+    let out = w.ok(&args);
+    assert!(out.contains("no ceremony file was written"), "{out}");
 }
