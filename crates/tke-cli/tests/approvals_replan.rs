@@ -289,12 +289,13 @@ fn a_recovery_and_a_key_part_load_killed_after_a_round_are_planned_again_and_fin
     apply(&s, &s.alice.approve(&clrcur), &[]);
     w.ok(&["cryptounit-add", "1", "3", "4"]);
 
-    // Killed after round 1 (unit 2's importer key), then after round 2 (the export) of
-    // the file planned again: each time the plan starts over with a new importer key.
+    // Killed once unit 2 (the only unit of round 1) made its importer key, then after
+    // round 2 (the export) of the file planned again: each time the plan starts over
+    // with a new importer key.
     let importer = vec![(2, "generate a single-use importer key".to_owned())];
     let file = plan(w, "auto-recover", &["--instance", "1"]);
     s.approve_round(&file);
-    apply_killed_at(&s, &file, "apply:round-1-sent");
+    apply_killed_at(&s, &file, "apply:round-1-unit-2-sent");
     fs::remove_file(&file).unwrap();
     let file = plan(w, "auto-recover", &["--instance", "1"]);
     assert_eq!(summaries(&file), importer);
