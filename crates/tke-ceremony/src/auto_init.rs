@@ -147,7 +147,7 @@ pub struct Interrupted {
 
 /// How far the master key has come on one unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KeyStage {
+pub(crate) enum KeyStage {
     /// The recovery unit: generate the key in its current register.
     Generate,
     /// A new importer key, the export, the import, commit, set immediate.
@@ -161,17 +161,17 @@ enum KeyStage {
 }
 
 /// What is left to do on one unit.
-struct UnitWork<'c> {
-    unit: &'c KnownUnit,
+pub(crate) struct UnitWork<'c> {
+    pub(crate) unit: &'c KnownUnit,
     /// Its state when the plan was made.
-    status: UnitStatus,
+    pub(crate) status: UnitStatus,
     /// Zeroize first (imprint mode, administrators that are not the ceremony's).
-    clear: bool,
+    pub(crate) clear: bool,
     /// The administrators to install (indices into the ceremony's list).
-    install: Vec<usize>,
+    pub(crate) install: Vec<usize>,
     /// Set the thresholds (leaving imprint mode).
-    thresholds: bool,
-    key: KeyStage,
+    pub(crate) thresholds: bool,
+    pub(crate) key: KeyStage,
 }
 
 /// A checked plan, ready to run.
@@ -315,7 +315,41 @@ impl<'a> AutoInitResume<'a> {
             });
         }
         problems.extend(signer_problems(&self.signers));
+        let left = self.left(client);
+        problems.extend(left.problems);
+        match left.recovery {
+            Some(recovery) if problems.is_empty() => {
+                let counters = Counters::default();
+                for w in &left.work {
+                    counters.start(w.unit, &w.status);
+                }
+                Ok(AutoInitPlan {
+                    client,
+                    instance: self.instance,
+                    sig_threshold: self.sig_threshold,
+                    rev_threshold: self.rev_threshold,
+                    admins: self.admins,
+                    signers: self.signers,
+                    work: left.work,
+                    recovery,
+                    vp: left.vp,
+                    done: self.done,
+                    counters,
+                })
+            }
+            None if problems.is_empty() => {
+                Err(CeremonyError::Problems(vec![Problem::NoRecoveryUnit]))
+            }
+            _ => Err(CeremonyError::Problems(problems)),
+        }
+    }
 
+    /// Queries every unit and works out what is left on each (the stage logic of
+    /// [`AutoInitResume::plan`], without the signers): also what a ceremony file that
+    /// continues an interrupted auto-init plans.
+    pub(crate) fn left<'c>(&self, client: &'c Client) -> Left<'c> {
+        let infos: Vec<AdminInfo> = self.admins.iter().map(admin_info).collect();
+        let mut problems = Vec::new();
         let units = client.instance_units(&self.instance);
         if units.is_empty() {
             problems.push(Problem::UnknownInstance {
@@ -391,32 +425,25 @@ impl<'a> AutoInitResume<'a> {
                 }),
             }
         }
-        match recovery {
-            Some(recovery) if problems.is_empty() => {
-                let counters = Counters::default();
-                for w in &work {
-                    counters.start(w.unit, &w.status);
-                }
-                Ok(AutoInitPlan {
-                    client,
-                    instance: self.instance,
-                    sig_threshold: self.sig_threshold,
-                    rev_threshold: self.rev_threshold,
-                    admins: self.admins,
-                    signers: self.signers,
-                    work,
-                    recovery,
-                    vp,
-                    done: self.done,
-                    counters,
-                })
-            }
-            None if problems.is_empty() => {
-                Err(CeremonyError::Problems(vec![Problem::NoRecoveryUnit]))
-            }
-            _ => Err(CeremonyError::Problems(problems)),
+        Left {
+            work,
+            recovery,
+            vp,
+            problems,
         }
     }
+}
+
+/// What is left of an interrupted auto-init ([`AutoInitResume::left`]).
+pub(crate) struct Left<'c> {
+    /// What is left on each unit reached and explained.
+    pub(crate) work: Vec<UnitWork<'c>>,
+    /// The recovery unit that generates (or generated) the key.
+    pub(crate) recovery: Option<&'c KnownUnit>,
+    /// The key generated, if it was.
+    pub(crate) vp: Option<Vp>,
+    /// Every problem found.
+    pub(crate) problems: Vec<Problem>,
 }
 
 /// What a resumed auto-init accepts on a unit.
@@ -435,12 +462,12 @@ struct Rules<'r> {
 }
 
 /// What is left on one unit: clear, administrators to install, thresholds, key stage.
-type Left = (bool, Vec<usize>, bool, KeyStage);
+type UnitLeft = (bool, Vec<usize>, bool, KeyStage);
 
 impl Rules<'_> {
     /// What is left to do on a unit in state `s`, or how it differs from every state the
     /// ceremony can have left.
-    fn classify(&self, s: &UnitStatus, is_recovery: bool) -> Result<Left, Vec<Deviation>> {
+    fn classify(&self, s: &UnitStatus, is_recovery: bool) -> Result<UnitLeft, Vec<Deviation>> {
         let mut wrong = Vec::new();
         if s.imprint_mode() {
             let foreign: Vec<AdminInfo> = s

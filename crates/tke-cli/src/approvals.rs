@@ -86,7 +86,7 @@ pub enum PlanCmd {
     CryptounitMkRotate(Out),
     /// Plan initializing a service instance (three rounds: administrators, thresholds
     /// and keys; the export; import, commit, set immediate) from the administrators'
-    /// certificate files
+    /// certificate files; an initialization left part-way is continued from the units
     AutoInit(PlanAutoInit),
     /// Plan loading the new master key register of the selected crypto units from 2 or
     /// 3 master key parts (two rounds: importer keys; the parts sealed to them, made with
@@ -94,7 +94,7 @@ pub enum PlanCmd {
     CryptounitMkLoad(PlanMkLoad),
     /// Plan rotating the master key of a service instance (four rounds: generate and
     /// importer keys; the export; import and commit; set immediate, after `tke apply`
-    /// re-encrypts the key storage)
+    /// re-encrypts the key storage); a rotation under way is continued from the units
     AutoMkRotate(PlanRotate),
     /// Plan copying a recovery unit's master key into the units of a service instance
     /// whose current master key register is empty (importer keys; the export; import,

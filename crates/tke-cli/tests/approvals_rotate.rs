@@ -10,84 +10,14 @@ mod common;
 use std::{fs, path::Path};
 
 use approvals_setup::{
-    apply, arg, failure, library, load_new, plan, setup, states, summaries, Setup,
+    apply, arg, current_vps, failure, library, load_new, plan, setup, states, stored_key,
+    stored_vps, summaries, unwraps, Setup,
 };
-use common::{snap, Workstation};
+use common::snap;
 use serde_json::Value;
 use tke_client::kms::ClientUnits;
 use tke_keystore::{KeyId, KeyStore as _, SqliteKeyStore};
 use tke_kms::{InstanceUnits as _, WrappedDataKey};
-
-fn json(w: &Workstation, args: &[&str]) -> Value {
-    let out = w.ok(&[&["--output", "json"], args].concat());
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}:\n{out}"))
-}
-
-/// A root key made by `tke kms create --count 3` (the first) wrapping a data key with
-/// `tke kms wrap`: its id, the data and the wrapped file.
-fn stored_key(w: &Workstation) -> (String, Vec<u8>, Vec<u8>) {
-    let made = json(w, &["kms", "create", "--name", "root", "--count", "3"]);
-    let root = made[0]["id"].as_str().unwrap().to_owned();
-    let data = b"data key 0123456789abcdef.......".to_vec();
-    let (plain, wrapped) = (w.path().join("data"), w.path().join("data.wrapped"));
-    fs::write(&plain, &data).unwrap();
-    w.ok(&[
-        "kms",
-        "wrap",
-        "--key",
-        &root,
-        "--in",
-        arg(&plain),
-        "--out",
-        arg(&wrapped),
-    ]);
-    (root, data, fs::read(&wrapped).unwrap())
-}
-
-/// `tke kms unwrap` of the wrapped data key gives the data again.
-fn unwraps(w: &Workstation, (root, data, wrapped): &(String, Vec<u8>, Vec<u8>)) {
-    let (from, to) = (w.path().join("in.wrapped"), w.path().join("out"));
-    fs::write(&from, wrapped).unwrap();
-    let _ = fs::remove_file(&to);
-    w.ok(&[
-        "kms",
-        "unwrap",
-        "--key",
-        root,
-        "--in",
-        arg(&from),
-        "--out",
-        arg(&to),
-    ]);
-    assert_eq!(&fs::read(&to).unwrap(), data);
-}
-
-/// The VP of every record in key storage.
-fn stored_vps(w: &Workstation) -> Vec<String> {
-    json(w, &["kms", "list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["vp"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// Every unit's current VP.
-fn current_vps(w: &Workstation) -> Vec<Value> {
-    w.compare_json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["current_mk"]["vp"].clone())
-        .collect()
-}
-
-/// Approves the file's current round by alice then bob (each on their own copy, mailed
-/// on) and brings it back to the operator.
-fn approve_round(s: &Setup, file: &Path) {
-    let at_bob = s.bob.approve(&s.alice.approve(file));
-    fs::copy(at_bob, file).unwrap();
-}
 
 /// `tke apply` when the round after the one it applied needs approvals: exit code 4,
 /// saying which round was applied.
@@ -153,7 +83,7 @@ fn a_rotation_is_approved_round_by_round_and_the_stored_keys_unwrap_afterwards()
 
     // Rounds 1 to 3: the key generated, exported, imported and committed everywhere.
     for round in 1..=3 {
-        approve_round(&s, &file);
+        s.approve_round(&file);
         apply_round(&s, &file, round, 4);
         if round == 2 {
             edited_envelopes_are_refused(&s, &file);
@@ -173,7 +103,7 @@ fn a_rotation_is_approved_round_by_round_and_the_stored_keys_unwrap_afterwards()
         .all(|(_, t)| t.starts_with("make the new master key current")));
 
     // Round 4: apply re-encrypts key storage, then sets the key immediately everywhere.
-    approve_round(&s, &file);
+    s.approve_round(&file);
     apply(&s, &file, &[]);
     let current = current_vps(w);
     let to = current[0].as_str().unwrap().to_owned();
@@ -212,12 +142,12 @@ fn a_recovery_is_approved_round_by_round_and_the_recovered_unit_unwraps_alone() 
         vec![(2, "generate a single-use importer key".to_owned())]
     );
     for round in 1..=2 {
-        approve_round(&s, &file);
+        s.approve_round(&file);
         apply_round(&s, &file, round, 3);
     }
     let third: Vec<u64> = summaries(&file).iter().map(|(n, _)| *n).collect();
     assert_eq!(third, vec![2, 2, 2]);
-    approve_round(&s, &file);
+    s.approve_round(&file);
     apply(&s, &file, &[]);
     let current = current_vps(w);
     assert_eq!(current, vec![current[0].clone(); 4], "one key everywhere");
@@ -267,7 +197,7 @@ fn a_rotation_to_a_loaded_key_is_one_approved_round_after_the_key_storage() {
 
     // Committed (a file too), then rotated: one round of set immediate, one approval each.
     let commit = plan(w, "cryptounit-mk-commit", &[]);
-    approve_round(&s, &commit);
+    s.approve_round(&commit);
     apply(&s, &commit, &[]);
     let file = plan(w, "cryptounit-mk-rotate", &[]);
     let v: Value = serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();

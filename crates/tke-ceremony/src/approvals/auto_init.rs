@@ -12,6 +12,12 @@
 //! 3. on every other unit: import its envelope, commit, set immediate.
 //!
 //! A service instance of one unit has round 1 only.
+//!
+//! An instance an interrupted auto-init left part-way (units out of imprint mode) is
+//! planned from what is left on each unit, as `auto-init --resume` finds it
+//! ([`crate::auto_init::AutoInitResume`]): the file has the rounds left only (each unit's
+//! `left` in the parameters), and the key the recovery unit holds already is not
+//! generated again.
 
 use serde::{Deserialize, Serialize};
 use tke_client::{Client, InstanceId, KnownUnit};
@@ -29,7 +35,7 @@ use super::{
 };
 use crate::{
     admin_set::{admin_info, admin_list_problems},
-    auto_init::{survey, survey_with},
+    auto_init::{interrupted, survey, survey_with, AutoInitResume, KeyStage},
     postcondition::Expected,
     CeremonyError, Problem,
 };
@@ -55,6 +61,27 @@ pub struct AutoInitParams {
     pub recovery: String,
     /// Every unit of the instance, in `CRYPTO UNIT NUM` order.
     pub units: Vec<PlannedUnit>,
+    /// A plan that continues an interrupted auto-init: the master key the recovery unit
+    /// holds already (absent when it is generated in round 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vp: Option<String>,
+    /// A plan that continues an interrupted auto-init: where it stopped, shown to the
+    /// approvers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<String>,
+}
+
+/// What is left on a unit of a plan that continues an interrupted auto-init.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitLeft {
+    /// The administrators still to install (0-based indices into `admins`), in order.
+    pub install: Vec<usize>,
+    /// Whether the thresholds are still to set (the unit is in imprint mode).
+    pub thresholds: bool,
+    /// How far the master key has come: "generate" (the recovery unit), "transfer"
+    /// (importer key, import, commit, set immediate), "commit", "set-immediate" or "done".
+    pub key: String,
 }
 
 /// One unit of an auto-init file.
@@ -74,6 +101,61 @@ pub struct PlannedUnit {
     /// the declarative plan found them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup: Option<Vec<String>>,
+    /// Kind `auto-init` continuing an interrupted one: what is left on the unit (its
+    /// `clear` still says whether it is zeroized first). Absent: everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<UnitLeft>,
+}
+
+/// How far the master key has come on a unit of the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Key {
+    Generate,
+    Transfer,
+    Commit,
+    SetImmediate,
+    Done,
+}
+
+impl Key {
+    const ALL: [Key; 5] = [
+        Key::Generate,
+        Key::Transfer,
+        Key::Commit,
+        Key::SetImmediate,
+        Key::Done,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Generate => "generate",
+            Self::Transfer => "transfer",
+            Self::Commit => "commit",
+            Self::SetImmediate => "set-immediate",
+            Self::Done => "done",
+        }
+    }
+
+    fn of(stage: KeyStage) -> Self {
+        match stage {
+            KeyStage::Generate => Self::Generate,
+            KeyStage::Transfer => Self::Transfer,
+            KeyStage::Commit => Self::Commit,
+            KeyStage::SetImmediate => Self::SetImmediate,
+            KeyStage::Done => Self::Done,
+        }
+    }
+}
+
+/// What one round does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Administrators and thresholds, then the key generated and the importer keys made.
+    Start,
+    /// The recovery unit exports the key to the importer keys.
+    Export,
+    /// Import, commit, set immediate.
+    Last,
 }
 
 /// The parameters, decoded and checked.
@@ -85,6 +167,10 @@ struct Parsed {
     units: Vec<Unit>,
     /// Index of the recovery unit in `units`.
     recovery: usize,
+    /// The key the recovery unit holds already (a continued auto-init).
+    vp: Option<Vp>,
+    /// A continued auto-init: where it stopped.
+    continues: Option<String>,
 }
 
 struct Unit {
@@ -93,6 +179,8 @@ struct Unit {
     counter: u64,
     /// Its commands of round 1 before the key's.
     setup: Vec<Command>,
+    /// How far the key has come on it.
+    key: Key,
 }
 
 impl Unit {
@@ -182,7 +270,41 @@ fn parse_kind(kind: &'static str, params: &serde_json::Value) -> Result<Parsed, 
         if units.iter().any(|v| v.id() == cert.unit_id()) {
             return Err(bad(format!("crypto unit {} is listed twice", u.num)));
         }
-        let setup = if kind == DESIRED_KEY {
+        let mut key = None;
+        let setup = if let Some(left) = &u.left {
+            if kind == DESIRED_KEY {
+                return Err(bad(format!(
+                    "crypto unit {}: only auto-init continues an interrupted one",
+                    u.num
+                )));
+            }
+            key = Some(
+                Key::ALL
+                    .into_iter()
+                    .find(|k| k.name() == left.key)
+                    .ok_or_else(|| bad(format!("crypto unit {}: key {:?}", u.num, left.key)))?,
+            );
+            let mut list = Vec::new();
+            if u.clear {
+                list.push(Command::Zeroize);
+            }
+            for i in &left.install {
+                let a = admins.get(*i).ok_or_else(|| {
+                    bad(format!(
+                        "crypto unit {}: there is no administrator {i} to install",
+                        u.num
+                    ))
+                })?;
+                list.push(Command::AddAdmin(a.clone()));
+            }
+            if left.thresholds {
+                list.push(Command::SetThresholds {
+                    signature: sig,
+                    revocation: rev,
+                });
+            }
+            list
+        } else if kind == DESIRED_KEY {
             if u.clear {
                 return Err(bad(format!(
                     "crypto unit {}: an initialized unit is never cleared",
@@ -208,17 +330,53 @@ fn parse_kind(kind: &'static str, params: &serde_json::Value) -> Result<Parsed, 
             });
             list
         };
+        let is_recovery = cert.unit_id().uuid() == p.recovery;
         units.push(Unit {
             num: u.num,
             cert,
             counter: u.counter,
             setup,
+            // A first run: the recovery unit generates, every other unit receives.
+            key: key.unwrap_or(if is_recovery {
+                Key::Generate
+            } else {
+                Key::Transfer
+            }),
         });
     }
     let recovery = units
         .iter()
         .position(|u| u.id().uuid() == p.recovery && u.cert.unit_type() == UnitType::Recovery)
         .ok_or_else(|| bad("recovery is not a recovery unit of the file".to_owned()))?;
+    let continued = p.units.iter().filter(|u| u.left.is_some()).count();
+    if continued != 0 && continued != p.units.len() {
+        return Err(bad(
+            "either every unit or none says what is left on it".to_owned()
+        ));
+    }
+    if (continued == 0) != p.continues.is_none() {
+        return Err(bad(
+            "continues goes with what is left on each unit".to_owned()
+        ));
+    }
+    let vp =
+        p.vp.as_deref()
+            .map(|v| Vp::from_hex(v).map_err(|e| bad(format!("vp: {e}"))))
+            .transpose()?;
+    // Only the recovery unit generates; a key it holds already is the params' vp.
+    let generates = units[recovery].key == Key::Generate;
+    let other_generates = units
+        .iter()
+        .enumerate()
+        .any(|(i, u)| i != recovery && u.key == Key::Generate);
+    if other_generates || !matches!(units[recovery].key, Key::Generate | Key::Done) {
+        return Err(bad("only the recovery unit generates the key".to_owned()));
+    }
+    if generates == vp.is_some() {
+        return Err(bad(
+            "vp is given exactly when the recovery unit holds the key already".to_owned(),
+        ));
+    }
     Ok(Parsed {
         sig,
         rev,
@@ -226,6 +384,8 @@ fn parse_kind(kind: &'static str, params: &serde_json::Value) -> Result<Parsed, 
         ca,
         units,
         recovery,
+        vp,
+        continues: p.continues,
     })
 }
 
@@ -244,14 +404,17 @@ impl Parsed {
         &self.units[self.recovery]
     }
 
-    /// The units that receive the key, in order.
+    /// The units that receive the key by a transfer, in order.
     fn targets(&self) -> impl Iterator<Item = &Unit> {
-        let r = self.recovery().id();
-        self.units.iter().filter(move |u| u.id() != r)
+        self.units.iter().filter(|u| u.key == Key::Transfer)
     }
 
-    /// The generated key's verification pattern: the recovery unit's answer in round 1.
+    /// The key's verification pattern: the one the recovery unit held already, else its
+    /// answer in round 1.
     fn vp(&self, first: &Round) -> Result<Vp, FileError> {
+        if let Some(vp) = self.vp {
+            return Ok(vp);
+        }
         let r = self.recovery();
         let answer = first
             .answer(r.id(), CommandId::GenerateRandomMk, 0)
@@ -277,32 +440,53 @@ impl Parsed {
 }
 
 impl Parsed {
-    fn rounds(&self) -> usize {
-        if self.units.len() > 1 {
-            3
-        } else {
-            1
+    /// The rounds, in order: a first run has all three (one unit: the first only); a
+    /// continued one those left.
+    fn phases(&self) -> Vec<Phase> {
+        let any = |f: &dyn Fn(&Unit) -> bool| self.units.iter().any(f);
+        let mut out = Vec::new();
+        if any(&|u| !u.setup.is_empty() || matches!(u.key, Key::Generate | Key::Transfer)) {
+            out.push(Phase::Start);
         }
+        if any(&|u| u.key == Key::Transfer) {
+            out.push(Phase::Export);
+        }
+        if any(&|u| matches!(u.key, Key::Transfer | Key::Commit | Key::SetImmediate)) {
+            out.push(Phase::Last);
+        }
+        out
     }
 
-    /// The round after `before` (see the module documentation).
+    fn rounds(&self) -> usize {
+        self.phases().len()
+    }
+
+    /// The round after `before` (see the module documentation). The importer keys are
+    /// answers of the first round and the envelopes of the second whenever there is a
+    /// transfer (it has all three rounds).
     fn round(&self, before: &[Round]) -> Result<Round, FileError> {
         let p = self;
         let r = p.recovery();
         let mut commands = Vec::new();
-        match before {
-            [] => {
+        let phases = p.phases();
+        let phase = phases
+            .get(before.len())
+            .ok_or_else(|| bad(format!("the ceremony has {} rounds", phases.len())))?;
+        match (phase, before) {
+            (Phase::Start, _) => {
                 for u in &p.units {
                     let mut list = u.setup.clone();
-                    list.push(if u.id() == r.id() {
-                        Command::GenerateRandomMk
-                    } else {
-                        Command::GenerateImporter
-                    });
-                    push_all(&mut commands, u, before, list)?;
+                    match u.key {
+                        Key::Generate => list.push(Command::GenerateRandomMk),
+                        Key::Transfer => list.push(Command::GenerateImporter),
+                        _ => {}
+                    }
+                    if !list.is_empty() {
+                        push_all(&mut commands, u, before, list)?;
+                    }
                 }
             }
-            [first] => {
+            (Phase::Export, [first]) => {
                 let importers = p.importers(first)?;
                 let list = transfer::exports(
                     KIND,
@@ -311,29 +495,52 @@ impl Parsed {
                 )?;
                 push_all(&mut commands, r, before, list)?;
             }
-            [first, second] => {
-                let vp = p.vp(first)?;
-                for (u, e) in p.targets().zip(p.envelopes(first, second)?) {
-                    let list = vec![
-                        Command::ImportMk(Box::new(e)),
-                        Command::CommitMk(vp),
-                        Command::SetImmediate(vp),
-                    ];
-                    push_all(&mut commands, u, before, list)?;
+            (Phase::Last, _) => {
+                let vp = p.key(before)?;
+                let mut envelopes = match before {
+                    [first, second] if p.targets().next().is_some() => {
+                        p.envelopes(first, second)?.into_iter()
+                    }
+                    _ => Vec::new().into_iter(),
+                };
+                for u in &p.units {
+                    let mut list = Vec::new();
+                    if u.key == Key::Transfer {
+                        let e = envelopes.next().ok_or_else(|| {
+                            answer_error(2, u.num, "no envelope was exported to it")
+                        })?;
+                        list.push(Command::ImportMk(Box::new(e)));
+                    }
+                    if matches!(u.key, Key::Transfer | Key::Commit) {
+                        list.push(Command::CommitMk(vp));
+                    }
+                    if matches!(u.key, Key::Transfer | Key::Commit | Key::SetImmediate) {
+                        list.push(Command::SetImmediate(vp));
+                        push_all(&mut commands, u, before, list)?;
+                    }
                 }
             }
-            _ => return Err(bad("the ceremony has three rounds")),
+            _ => return Err(bad("the export follows the importer keys of round 1")),
         }
         Ok(Round::planned(commands))
     }
 
+    /// The key: held already, else generated in the first round of `rounds`.
+    fn key(&self, rounds: &[Round]) -> Result<Vp, FileError> {
+        match (self.vp, rounds.first()) {
+            (Some(vp), _) => Ok(vp),
+            (None, Some(first)) => self.vp(first),
+            (None, None) => Err(bad("the key is generated in round 1")),
+        }
+    }
+
     fn check_answers(&self, before: &[Round], round: &Round) -> Result<(), FileError> {
-        match before {
-            [] => {
+        match (self.phases().get(before.len()), before) {
+            (Some(Phase::Start), _) => {
                 self.vp(round)?;
                 self.importers(round)?;
             }
-            [first] => {
+            (Some(Phase::Export), [first]) => {
                 self.envelopes(first, round)?;
             }
             _ => {}
@@ -344,10 +551,7 @@ impl Parsed {
     /// Every unit: exactly the administrators and thresholds asked, the generated key
     /// current, nothing in the new register, no importer key waiting.
     fn postcondition(&self, rounds: &[Round]) -> Result<Vec<(UnitId, Expected)>, FileError> {
-        let first = rounds
-            .first()
-            .ok_or_else(|| bad("the ceremony has no round"))?;
-        let vp = self.vp(first)?;
+        let vp = self.key(rounds)?;
         let expected = Expected {
             sig_threshold: self.sig.get(),
             rev_threshold: self.rev.get(),
@@ -420,6 +624,10 @@ impl MultiRound for KeyRounds {
     ) -> Result<Vec<(UnitId, Expected)>, FileError> {
         parse_kind(self.kind, params)?.postcondition(rounds)
     }
+
+    fn continues(&self, params: &serde_json::Value) -> Option<String> {
+        parse_kind(self.kind, params).ok()?.continues
+    }
 }
 
 /// Plans the initialization of `instance` as a ceremony file: every unit queried and
@@ -427,6 +635,12 @@ impl MultiRound for KeyRounds {
 /// recovery unit, every unit is in imprint mode; the administrators and thresholds fit),
 /// nothing signed or sent. The first recovery unit generates the key. Returns the file
 /// with its first round.
+///
+/// An instance an interrupted auto-init left part-way (an interrupted `tke apply` or
+/// direct run: units out of imprint mode with exactly these administrators and
+/// thresholds) is continued: the file holds the rounds left, from what each unit holds
+/// as `auto-init --resume` finds it, and says where the ceremony stopped. Units with
+/// other administrators or thresholds are refused.
 ///
 /// # Errors
 /// [`PlanError::Ceremony`] with [`CeremonyError::Problems`] listing every problem found.
@@ -443,12 +657,28 @@ pub fn plan_auto_init(
         rev_threshold,
         admins,
     };
-    wanted.plan(
-        &AUTO_INIT_ROUNDS,
-        survey(client, instance),
-        client,
-        |_, s| (!s.admins.is_empty(), None),
-    )
+    let survey = survey(client, instance);
+    let part_way = survey
+        .problems
+        .iter()
+        .any(|p| matches!(p, Problem::NotInImprintMode { .. }));
+    if part_way {
+        match wanted.continued(client) {
+            Ok(Some(file)) => return Ok(file),
+            Ok(None) => {}
+            // Why it cannot be continued, after the units not in imprint mode (what a
+            // first run finds).
+            Err(PlanError::Ceremony(CeremonyError::Problems(why))) => {
+                let mut problems = survey.problems;
+                problems.extend(why);
+                return Err(CeremonyError::Problems(problems).into());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    wanted.plan(&AUTO_INIT_ROUNDS, survey, client, |_, s| {
+        (!s.admins.is_empty(), None)
+    })
 }
 
 /// What a key-rounds plan sets up.
@@ -460,6 +690,72 @@ struct Wanted<'a> {
 }
 
 impl Wanted<'_> {
+    /// The file that continues an interrupted auto-init of the instance (some units out
+    /// of imprint mode), from what is left on each unit; `None` when nothing is (the
+    /// instance is initialized: the plan refuses it as any first run).
+    fn continued(&self, client: &Client) -> Result<Option<CeremonyFile>, PlanError> {
+        let found = interrupted(client, self.instance)?;
+        let resume = AutoInitResume {
+            instance: self.instance.clone(),
+            sig_threshold: self.sig_threshold,
+            rev_threshold: self.rev_threshold,
+            admins: self.admins.to_vec(),
+            signers: Vec::new(),
+            units: found.units,
+            recovery: found.recovery,
+            done: Vec::new(),
+            vp: found.vp,
+        };
+        let infos: Vec<_> = self.admins.iter().map(admin_info).collect();
+        let needed = self.sig_threshold.get().max(self.rev_threshold.get());
+        let mut problems = admin_list_problems(&infos, needed);
+        let mut left = resume.left(client);
+        problems.extend(left.problems);
+        let (Some(recovery), true) = (left.recovery, problems.is_empty()) else {
+            return Err(CeremonyError::Problems(problems).into());
+        };
+        let nothing = |w: &crate::auto_init::UnitWork<'_>| {
+            !w.clear && w.install.is_empty() && !w.thresholds && w.key == KeyStage::Done
+        };
+        if left.work.iter().all(nothing) {
+            return Ok(None);
+        }
+        left.work.sort_by_key(|w| w.unit.num);
+        let generated = left
+            .work
+            .iter()
+            .any(|w| w.unit.id() == recovery.id() && w.key == KeyStage::Done);
+        let vp = left.vp.filter(|_| generated);
+        let units = left
+            .work
+            .iter()
+            .map(|w| PlannedUnit {
+                num: w.unit.num,
+                certificate: hex::encode(w.unit.certificate.der()),
+                counter: w.status.counter,
+                clear: w.clear,
+                setup: None,
+                left: Some(UnitLeft {
+                    install: w.install.clone(),
+                    thresholds: w.thresholds,
+                    key: Key::of(w.key).name().to_owned(),
+                }),
+            })
+            .collect();
+        let params = AutoInitParams {
+            instance: self.instance.0.clone(),
+            sig_threshold: u32::from(self.sig_threshold.get()),
+            rev_threshold: u32::from(self.rev_threshold.get()),
+            admins: self.admins.iter().map(|a| hex::encode(a.der())).collect(),
+            fleet_ca: hex::encode(client.ca_of(recovery).der()),
+            recovery: recovery.id().uuid(),
+            units,
+            vp: vp.map(|v| v.to_hex()),
+            continues: Some(stopped(&left.work, recovery, vp)),
+        };
+        Ok(Some(CeremonyFile::multi_round(&AUTO_INIT_ROUNDS, &params)?))
+    }
+
     /// The file of `rounds` for the surveyed units, each unit's `clear` and setup
     /// commands from `unit`; every problem of the survey and of the administrators
     /// reported first.
@@ -488,6 +784,7 @@ impl Wanted<'_> {
                 counter: s.counter,
                 clear,
                 setup,
+                left: None,
             });
         }
         let ca = ca.ok_or(CeremonyError::Problems(vec![Problem::UnknownInstance {
@@ -501,9 +798,63 @@ impl Wanted<'_> {
             fleet_ca: hex::encode(ca.der()),
             recovery: recovery.id().uuid(),
             units,
+            vp: None,
+            continues: None,
         };
         Ok(CeremonyFile::multi_round(rounds, &params)?)
     }
+}
+
+/// Where an interrupted auto-init stopped, for the approvers: `continues the auto-init
+/// that stopped part-way: the master key 0123456789abcdef... is in recovery crypto unit 3;
+/// to transfer: crypto units 1, 2; done: crypto unit 4`.
+fn stopped(
+    work: &[crate::auto_init::UnitWork<'_>],
+    recovery: &KnownUnit,
+    vp: Option<Vp>,
+) -> String {
+    let key = match vp {
+        Some(vp) => format!(
+            "the master key {}... is in recovery crypto unit {}",
+            &vp.to_hex()[..16],
+            recovery.num
+        ),
+        None => format!(
+            "recovery crypto unit {} has not generated the master key yet",
+            recovery.num
+        ),
+    };
+    let mut parts = vec![key];
+    let setup: Vec<String> = work
+        .iter()
+        .filter(|w| w.clear || !w.install.is_empty() || w.thresholds)
+        .map(|w| w.unit.num.to_string())
+        .collect();
+    if !setup.is_empty() {
+        parts.push(format!(
+            "administrators or thresholds to set: crypto unit(s) {}",
+            setup.join(", ")
+        ));
+    }
+    for (stage, what) in [
+        (KeyStage::Transfer, "to transfer the key to"),
+        (KeyStage::Commit, "to commit"),
+        (KeyStage::SetImmediate, "to set immediate"),
+        (KeyStage::Done, "holding the key"),
+    ] {
+        let nums: Vec<String> = work
+            .iter()
+            .filter(|w| w.key == stage && w.unit.id() != recovery.id())
+            .map(|w| w.unit.num.to_string())
+            .collect();
+        if !nums.is_empty() {
+            parts.push(format!("{what}: crypto unit(s) {}", nums.join(", ")));
+        }
+    }
+    format!(
+        "continues the auto-init that stopped part-way: {}",
+        parts.join("; ")
+    )
 }
 
 /// Plans the declarative change of an initialized `instance` whose units hold no master

@@ -519,8 +519,15 @@ impl CeremonyFile {
     /// What the ceremony does: a multi-round ceremony's title, else from its commands'
     /// ids (e.g. "Setting signature thresholds").
     pub fn title(&self) -> String {
-        if let Some(k) = self.ceremony.as_ref().and_then(|c| kind(&c.kind)) {
-            return k.title().to_owned();
+        if let Some((k, c)) = self
+            .ceremony
+            .as_ref()
+            .and_then(|c| Some((kind(&c.kind)?, c)))
+        {
+            return match k.continues(&c.params) {
+                Some(what) => format!("{} ({what})", k.title()),
+                None => k.title().to_owned(),
+            };
         }
         let ids: Vec<CommandId> = self
             .commands()
@@ -1554,8 +1561,11 @@ pub fn apply_guarded(
                     out.push(client.submit(u, command)?);
                 }
             }
+            crate::crash::point(&format!("apply:round-{round_no}-unit-{}-sent", u.num));
             Ok(out)
         })?;
+        // The units ran the round; their answers are not in the file yet.
+        crate::crash::point(&format!("apply:round-{round_no}-sent"));
         let expected: Vec<Expected> = sending
             .iter()
             .zip(&answers)

@@ -13,6 +13,10 @@
 //!    ([`MultiRound::before_sending`]): the service operations are unsigned, and no unit
 //!    drops the old key before every record is under the new one.
 //!
+//! A rotation under way (an interrupted `tke apply` or direct run) is planned from the
+//! stage `auto-mk-rotate --resume` finds: the rounds left, for the new key the units hold
+//! (`to`), each unit starting where it stands.
+//!
 //! **Recovery** (as [`crate::recover`]): the units of the instance whose current register
 //! is empty make importer keys (1); the recovery unit exports its *current* register to
 //! them (2); each imports, commits and sets immediate (3). A target a stopped direct run
@@ -42,7 +46,7 @@ use super::{
 use crate::{
     postcondition::Expected,
     recover::{AutoRecover, Stage},
-    rotate::{Flow, Rotate, RotationProblem, REENCRYPT_BATCH},
+    rotate::{Flow, Rotate, RotationProblem, RotationStage, REENCRYPT_BATCH},
     CeremonyError, Problem,
 };
 
@@ -66,9 +70,14 @@ pub struct TransferParams {
     /// the key copied.
     pub vp: String,
     /// Rotation to a key loaded from parts: its verification pattern (committed in every
-    /// new register when planned). Absent for the others.
+    /// new register when planned). A rotation that continues an interrupted one: the new
+    /// key the units hold already. Absent for the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// A rotation that continues an interrupted one: where the units and the key storage
+    /// stood when planned, shown to the approvers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<String>,
     /// The units, in `CRYPTO UNIT NUM` order: the recovery unit the key comes from
     /// (`step` "source") and the units it goes to.
     pub units: Vec<TransferUnit>,
@@ -86,7 +95,8 @@ pub struct TransferUnit {
     pub counter: u64,
     /// "source", or where a receiving unit starts: "transfer" (importer key, import,
     /// commit, set immediate), "commit" (the key in its new register uncommitted),
-    /// "set-immediate" (committed).
+    /// "set-immediate" (committed). A continued rotation also has "source-committed"
+    /// (the source holds the new key committed) and "done" (the new key is current).
     pub step: String,
     /// Its signature threshold (unchanged by the ceremony).
     pub sig_threshold: u8,
@@ -110,19 +120,38 @@ pub struct AdminJson {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
     Source,
+    /// A continued rotation's source whose new register is committed already.
+    SourceCommitted,
     Transfer,
     Commit,
     SetImmediate,
+    /// A continued rotation's unit that uses the new key already.
+    Done,
 }
 
 impl Step {
+    const ALL: [Step; 6] = [
+        Step::Source,
+        Step::SourceCommitted,
+        Step::Transfer,
+        Step::Commit,
+        Step::SetImmediate,
+        Step::Done,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Self::Source => "source",
+            Self::SourceCommitted => "source-committed",
             Self::Transfer => "transfer",
             Self::Commit => "commit",
             Self::SetImmediate => "set-immediate",
+            Self::Done => "done",
         }
+    }
+
+    fn is_source(self) -> bool {
+        matches!(self, Self::Source | Self::SourceCommitted)
     }
 }
 
@@ -148,8 +177,10 @@ struct Parsed {
     instance: InstanceId,
     ca: CaCertificate,
     vp: Vp,
-    /// [`KEY_PARTS`]: the key rotated to.
+    /// [`KEY_PARTS`], or a continued [`ROTATE`]: the key rotated to.
     to: Option<Vp>,
+    /// A continued rotation: where it stood when planned.
+    continues: Option<String>,
     units: Vec<Unit>,
     /// The index of the source in `units` ([`ROTATE`], [`RECOVER`]).
     source: Option<usize>,
@@ -179,20 +210,17 @@ fn parse(kind: &'static str, params: &serde_json::Value) -> Result<Parsed, FileE
     for u in &p.units {
         let listed: Vec<UnitId> = units.iter().map(Unit::id).collect();
         let cert = unit_certificate(kind, &ca, &p.instance, u.num, &u.certificate, &listed)?;
-        let step = [
-            Step::Source,
-            Step::Transfer,
-            Step::Commit,
-            Step::SetImmediate,
-        ]
-        .into_iter()
-        .find(|s| s.name() == u.step)
-        .filter(|s| match kind {
-            RECOVER => true,
-            KEY_PARTS => *s == Step::SetImmediate,
-            _ => matches!(s, Step::Source | Step::Transfer),
-        })
-        .ok_or_else(|| bad(format!("crypto unit {}: step {:?}", u.num, u.step)))?;
+        let step = Step::ALL
+            .into_iter()
+            .find(|s| s.name() == u.step)
+            .filter(|s| match (kind, &p.to) {
+                (RECOVER, _) => !matches!(s, Step::SourceCommitted | Step::Done),
+                (KEY_PARTS, _) => *s == Step::SetImmediate,
+                // A continued rotation starts each unit where it stands.
+                (_, Some(_)) => true,
+                _ => matches!(s, Step::Source | Step::Transfer),
+            })
+            .ok_or_else(|| bad(format!("crypto unit {}: step {:?}", u.num, u.step)))?;
         let admins = u
             .admins
             .iter()
@@ -214,26 +242,42 @@ fn parse(kind: &'static str, params: &serde_json::Value) -> Result<Parsed, FileE
         });
     }
     let sources: Vec<usize> = (0..units.len())
-        .filter(|i| units[*i].step == Step::Source)
+        .filter(|i| units[*i].step.is_source())
         .collect();
+    let transfers = units.iter().any(|u| u.step == Step::Transfer);
     let source = match (kind, sources.as_slice()) {
         (KEY_PARTS, []) => None,
         (KEY_PARTS, _) => return Err(bad("the rotation to a loaded key has no source".to_owned())),
+        // A continued rotation whose every unit holds the new key needs no source.
+        (ROTATE, []) if p.to.is_some() && !transfers => None,
         (_, [s]) if units[*s].cert.unit_type() == UnitType::Recovery => Some(*s),
         _ => return Err(bad("one unit, a recovery unit, is the source".to_owned())),
     };
     let to = match (kind, &p.to) {
         (KEY_PARTS, Some(to)) => Some(Vp::from_hex(to).map_err(|e| bad(format!("to: {e}")))?),
         (KEY_PARTS, None) => return Err(bad("to (the key rotated to) is missing".to_owned())),
-        (_, Some(_)) => return Err(bad("only a rotation to a loaded key has to".to_owned())),
+        (ROTATE, Some(to)) => {
+            let to = Vp::from_hex(to).map_err(|e| bad(format!("to: {e}")))?;
+            if to == vp {
+                return Err(bad("to is the current master key".to_owned()));
+            }
+            Some(to)
+        }
+        (_, Some(_)) => return Err(bad("a recovery has no to".to_owned())),
         (_, None) => None,
     };
+    if p.continues.is_some() && (kind != ROTATE || to.is_none()) {
+        return Err(bad(
+            "only a rotation that continues an interrupted one has continues".to_owned(),
+        ));
+    }
     Ok(Parsed {
         kind,
         instance: InstanceId(p.instance),
         ca,
         vp,
         to,
+        continues: p.continues,
         units,
         source,
     })
@@ -255,8 +299,18 @@ impl Parsed {
     /// The rounds, in order.
     fn phases(&self) -> Vec<Phase> {
         let transfer = self.transfer().next().is_some();
+        let commit = self
+            .units
+            .iter()
+            .any(|u| matches!(u.step, Step::Source | Step::Transfer | Step::Commit));
         match (self.kind, transfer) {
             (KEY_PARTS, _) => vec![Phase::SetImmediate],
+            // A continued rotation: the key exists; the rounds left from where the units
+            // stand.
+            (ROTATE, false) if self.to.is_some() && commit => {
+                vec![Phase::Import, Phase::SetImmediate]
+            }
+            (ROTATE, false) if self.to.is_some() => vec![Phase::SetImmediate],
             (ROTATE, true) => vec![
                 Phase::Start,
                 Phase::Export,
@@ -340,7 +394,7 @@ impl Parsed {
         match phase {
             Phase::Start => {
                 for u in &self.units {
-                    if u.step == Step::Source && self.kind == ROTATE {
+                    if u.step == Step::Source && self.kind == ROTATE && self.to.is_none() {
                         self.push_all(&mut out, u, before, vec![Command::GenerateRandomMk])?;
                     } else if u.step == Step::Transfer {
                         self.push_all(&mut out, u, before, vec![Command::GenerateImporter])?;
@@ -378,7 +432,7 @@ impl Parsed {
                     let commit = match u.step {
                         Step::Source => self.kind == ROTATE,
                         Step::Transfer | Step::Commit => true,
-                        Step::SetImmediate => false,
+                        Step::SourceCommitted | Step::SetImmediate | Step::Done => false,
                     };
                     if commit {
                         list.push(Command::CommitMk(vp));
@@ -393,7 +447,7 @@ impl Parsed {
             }
             Phase::SetImmediate => {
                 let vp = self.key(before)?;
-                for u in &self.units {
+                for u in self.units.iter().filter(|u| u.step != Step::Done) {
                     self.push_all(&mut out, u, before, vec![Command::SetImmediate(vp)])?;
                 }
             }
@@ -420,7 +474,7 @@ impl Parsed {
     fn postcondition(&self, rounds: &[Round]) -> Result<Vec<(UnitId, Expected)>, FileError> {
         let vp = self.key(rounds)?;
         // A recovery's source only exported: the rounds' own checks covered it.
-        let changed = |u: &&Unit| self.kind != RECOVER || u.step != Step::Source;
+        let changed = |u: &&Unit| self.kind != RECOVER || !u.step.is_source();
         Ok(self
             .units
             .iter()
@@ -487,6 +541,10 @@ impl MultiRound for TransferRounds {
         parse(self.0, params)?.postcondition(rounds)
     }
 
+    fn continues(&self, params: &serde_json::Value) -> Option<String> {
+        parse(self.0, params).ok()?.continues
+    }
+
     fn before_sending(
         &self,
         client: &Client,
@@ -531,7 +589,10 @@ fn reencrypt(
     }
     keys.begin_rotation(Rotation { from, to }).map_err(fail)?;
     tke_kms::reencrypt_all(keys.as_ref(), REENCRYPT_BATCH, &mut |_| {}).map_err(fail)?;
-    keys.finish_rotation().map_err(fail)
+    keys.finish_rotation().map_err(fail)?;
+    // Every record is under the new key; no unit uses it yet.
+    crate::crash::point("apply:after-reencrypt");
+    Ok(())
 }
 
 /// The parameters' form of a unit in state `s`.
@@ -560,6 +621,7 @@ fn file_of(
     kind: &'static TransferRounds,
     instance: &InstanceId,
     (vp, to): (Vp, Option<Vp>),
+    continues: Option<String>,
     units: Vec<TransferUnit>,
     any: &KnownUnit,
 ) -> Result<CeremonyFile, PlanError> {
@@ -569,6 +631,7 @@ fn file_of(
         fleet_ca: hex::encode(ca.der()),
         vp: vp.to_hex(),
         to: to.map(|v| v.to_hex()),
+        continues,
         units,
     };
     let params = serde_json::to_value(&params).map_err(|e| bad(kind.0, e.to_string()))?;
@@ -585,33 +648,84 @@ fn file_of(
 
 /// Plans a rotation of the master key of `instance` (every unit) as a ceremony file:
 /// every check of the direct `auto-mk-rotate` ([`Rotate::plan`]) with every installed
-/// administrator as a possible approver; a rotation under way is refused (finish it with
-/// `auto-mk-rotate --resume`). The first recovery unit generates the key.
+/// administrator as a possible approver. The first recovery unit generates the key.
+///
+/// A rotation under way (an interrupted `tke apply` or direct run) is continued from
+/// where the units and the key storage stand, as `auto-mk-rotate --resume` finds it
+/// ([`crate::rotate::RotationStage`]): the file holds the rounds left, for the new key
+/// the units hold, and says where the rotation stopped.
 ///
 /// # Errors
 /// [`PlanError::Ceremony`] with [`CeremonyError::Problems`] listing every problem found.
 pub fn plan_rotate(client: &Client, instance: &InstanceId) -> Result<CeremonyFile, PlanError> {
     let units = client.instance_units(instance);
-    let plan = Rotate {
+    let rotate = |resume| Rotate {
         flow: Flow::Auto,
         units: units.clone(),
         keys: anyone(client, &units),
-        resume: false,
-    }
-    .plan(client)?;
-    let source = plan
-        .source()
-        .ok_or(CeremonyError::Problems(vec![Problem::UnknownInstance {
+        resume,
+    };
+    let plan = match rotate(false).plan(client) {
+        Err(CeremonyError::Problems(p)) if p.iter().any(interrupted) => {
+            rotate(true).plan(client)?
+        }
+        other => other?,
+    };
+    let none = || {
+        CeremonyError::Problems(vec![Problem::UnknownInstance {
             instance: instance.clone(),
-        }]))?;
+        }])
+    };
+    let any = plan.units().first().map(|(u, _)| *u).ok_or_else(none)?;
+    let (to, continues) = match plan.stage() {
+        RotationStage::NotStarted => (None, None),
+        stage => (
+            plan.to(),
+            Some(format!(
+                "continues the auto-mk-rotate that stopped: {stage}"
+            )),
+        ),
+    };
+    let Some(to) = to else {
+        // A fresh rotation: the first recovery unit generates the key.
+        let source = plan.source().ok_or_else(none)?;
+        let listed = plan
+            .units()
+            .iter()
+            .map(|(u, s)| {
+                let step = if u.id() == source.id() {
+                    Step::Source
+                } else {
+                    Step::Transfer
+                };
+                unit_json(u, s, step)
+            })
+            .collect();
+        return file_of(
+            client,
+            &ROTATE_ROUNDS,
+            instance,
+            (plan.from(), None),
+            None,
+            listed,
+            source,
+        );
+    };
+    let holds = |s: &UnitStatus| s.current_register.vp == Some(to) || s.new_register.vp == Some(to);
+    let transfer = plan.units().iter().any(|(_, s)| !holds(s));
+    let source = plan.source().filter(|_| transfer).map(KnownUnit::id);
     let listed = plan
         .units()
         .iter()
         .map(|(u, s)| {
-            let step = if u.id() == source.id() {
-                Step::Source
-            } else {
-                Step::Transfer
+            let committed = s.new_register.state == RegisterState::FullCommitted;
+            let step = match (Some(u.id()) == source, committed) {
+                _ if s.current_register.vp == Some(to) => Step::Done,
+                (true, false) => Step::Source,
+                (true, true) => Step::SourceCommitted,
+                _ if s.new_register.vp != Some(to) => Step::Transfer,
+                (false, false) => Step::Commit,
+                (false, true) => Step::SetImmediate,
             };
             unit_json(u, s, step)
         })
@@ -620,10 +734,16 @@ pub fn plan_rotate(client: &Client, instance: &InstanceId) -> Result<CeremonyFil
         client,
         &ROTATE_ROUNDS,
         instance,
-        (plan.from(), None),
+        (plan.from(), Some(to)),
+        continues,
         listed,
-        source,
+        any,
     )
+}
+
+/// Whether `p` says a rotation is under way (what a continued plan picks up).
+fn interrupted(p: &Problem) -> bool {
+    matches!(p, Problem::Rotation(r) if matches!(**r, RotationProblem::Interrupted { .. }))
 }
 
 /// Plans copying a recovery unit's current master key into the units of `instance`
@@ -663,6 +783,7 @@ pub fn plan_recover(
         &RECOVER_ROUNDS,
         instance,
         (plan.vp(), None),
+        None,
         listed,
         plan.source(),
     )
@@ -703,6 +824,7 @@ pub fn plan_rotate_loaded(
         &KEY_PART_ROUNDS,
         &instance,
         (plan.from(), Some(to)),
+        None,
         listed,
         any,
     )

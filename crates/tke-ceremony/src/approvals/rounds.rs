@@ -105,6 +105,14 @@ pub trait MultiRound: Sync {
         rounds: &[Round],
     ) -> Result<Vec<(UnitId, Expected)>, FileError>;
 
+    /// A ceremony that continues an interrupted one (re-planned from where the units
+    /// stand): what it continues, shown with the title so that approvers know. `None` by
+    /// default.
+    fn continues(&self, params: &serde_json::Value) -> Option<String> {
+        let _ = params;
+        None
+    }
+
     /// Work `tke apply` does itself, without signatures, once the round that follows
     /// `before` has passed every check and just before its commands are sent (a
     /// rotation re-encrypts the key storage before set immediate). None by default.

@@ -79,30 +79,96 @@ pub fn setup() -> Setup {
     let operator = Workstation::new(env!("CARGO_BIN_EXE_tke"));
     operator.ok(&["local", "init"]);
     operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
-    let (alice, bob) = (admin(ALICE), admin(BOB));
-    let mut copied = Vec::new();
-    for a in [&alice, &bob] {
-        for e in fs::read_dir(a.w.path()).unwrap() {
-            let from = e.unwrap().path();
-            let name = from.file_name().unwrap().to_str().unwrap().to_owned();
-            if name.ends_with(".key.pem") || name.ends_with(".crt.pem") {
-                let to = operator.path().join(name);
-                fs::copy(&from, &to).unwrap();
-                copied.push(to);
+    let s = Setup {
+        operator,
+        alice: admin(ALICE),
+        bob: admin(BOB),
+    };
+    s.with_keys(|secrets| {
+        s.operator.auto_init(secrets, (2, 1), &["alice", "bob"]);
+    });
+    s
+}
+
+impl Setup {
+    /// Runs `f` on the operator's workstation with alice's and bob's keys copied in (as
+    /// a direct ceremony needs them) and their secrets file; removes both again.
+    pub fn with_keys(&self, f: impl FnOnce(&str)) {
+        let mut copied = Vec::new();
+        for a in [&self.alice, &self.bob] {
+            for e in fs::read_dir(a.w.path()).unwrap() {
+                let from = e.unwrap().path();
+                let name = from.file_name().unwrap().to_str().unwrap().to_owned();
+                if name.ends_with(".key.pem") || name.ends_with(".crt.pem") {
+                    let to = self.operator.path().join(name);
+                    fs::copy(&from, &to).unwrap();
+                    copied.push(to);
+                }
             }
         }
+        let secrets = self.operator.secrets(&[ALICE, BOB]);
+        f(secrets.to_str().unwrap());
+        for c in copied {
+            fs::remove_file(c).unwrap();
+        }
+        fs::remove_file(secrets).unwrap();
     }
-    let s = operator.secrets(&[ALICE, BOB]);
-    operator.auto_init(s.to_str().unwrap(), (2, 1), &["alice", "bob"]);
-    for f in copied {
-        fs::remove_file(f).unwrap();
+
+    /// Approves the file's current round by alice then bob (each on their own copy,
+    /// mailed on) and brings it back to the operator.
+    pub fn approve_round(&self, file: &Path) {
+        let at_bob = self.bob.approve(&self.alice.approve(file));
+        fs::copy(at_bob, file).unwrap();
     }
-    fs::remove_file(s).unwrap();
-    Setup {
-        operator,
-        alice,
-        bob,
-    }
+}
+
+/// `tke --output json ARGS` on `w`, parsed.
+pub fn json(w: &Workstation, args: &[&str]) -> Value {
+    let out = w.ok(&[&["--output", "json"], args].concat());
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}:\n{out}"))
+}
+
+/// A root key made by `tke kms create --count 3` (the first) wrapping a data key with
+/// `tke kms wrap`: its id, the data and the wrapped file.
+pub fn stored_key(w: &Workstation) -> (String, Vec<u8>, Vec<u8>) {
+    let made = json(w, &["kms", "create", "--name", "root", "--count", "3"]);
+    let root = made[0]["id"].as_str().unwrap().to_owned();
+    let data = b"data key 0123456789abcdef.......".to_vec();
+    let (plain, wrapped) = (w.path().join("data"), w.path().join("data.wrapped"));
+    fs::write(&plain, &data).unwrap();
+    let args = ["kms", "wrap", "--key", &root, "--in", arg(&plain)];
+    w.ok(&[&args[..], &["--out", arg(&wrapped)]].concat());
+    (root, data, fs::read(&wrapped).unwrap())
+}
+
+/// `tke kms unwrap` of the wrapped data key gives the data again.
+pub fn unwraps(w: &Workstation, (root, data, wrapped): &(String, Vec<u8>, Vec<u8>)) {
+    let (from, to) = (w.path().join("in.wrapped"), w.path().join("out"));
+    fs::write(&from, wrapped).unwrap();
+    let _ = fs::remove_file(&to);
+    let args = ["kms", "unwrap", "--key", root, "--in", arg(&from)];
+    w.ok(&[&args[..], &["--out", arg(&to)]].concat());
+    assert_eq!(&fs::read(&to).unwrap(), data);
+}
+
+/// The VP of every record in key storage.
+pub fn stored_vps(w: &Workstation) -> Vec<String> {
+    json(w, &["kms", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["vp"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every unit's current VP.
+pub fn current_vps(w: &Workstation) -> Vec<Value> {
+    w.compare_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["current_mk"]["vp"].clone())
+        .collect()
 }
 
 pub fn arg(p: &Path) -> &str {
