@@ -157,7 +157,8 @@ fn not_in_imprint_mode(err: &anyhow::Error) -> Option<String> {
         text.push_str(
             "No current master key is set. If an earlier auto-init was interrupted, finish it \
              with `tke auto-init --resume` (it keeps the administrators and thresholds the \
-             units hold); to start over instead, zeroize the units with `tke \
+             units hold), or plan the rest as a ceremony file with `tke plan auto-init` \
+             and those administrators and thresholds; to start over instead, zeroize the units with `tke \
              cryptounit-zeroize` and rerun `tke auto-init`.",
         );
     } else if with_key.len() == nums.len() {
@@ -170,8 +171,8 @@ fn not_in_imprint_mode(err: &anyhow::Error) -> Option<String> {
     } else {
         text.push_str(&format!(
             "Only c{} a current master key: an earlier auto-init was probably interrupted. \
-             Finish it with `tke auto-init --resume`: it copies that master key to the other \
-             crypto units, with no zeroize.",
+             Finish it with `tke auto-init --resume` (or `tke plan auto-init` for a ceremony \
+             file): it copies that master key to the other crypto units, with no zeroize.",
             &units(&with_key, "holds", "hold")[1..]
         ));
     }
@@ -222,15 +223,17 @@ mod tests {
              initialized (see `tke cryptounit-compare`); no crypto unit was changed\n\
              No current master key is set. If an earlier auto-init was interrupted, finish it \
              with `tke auto-init --resume` (it keeps the administrators and thresholds the \
-             units hold); to start over instead, zeroize the units with `tke \
+             units hold), or plan the rest as a ceremony file with `tke plan auto-init` \
+             and those administrators and thresholds; to start over instead, zeroize the units with `tke \
              cryptounit-zeroize` and rerun `tke auto-init`."
         );
         let one = refused([false, true]);
         assert!(
             one.ends_with(
                 "\nOnly crypto unit 3 holds a current master key: an earlier auto-init was \
-                 probably interrupted. Finish it with `tke auto-init --resume`: it copies that \
-                 master key to the other crypto units, with no zeroize."
+                 probably interrupted. Finish it with `tke auto-init --resume` (or `tke plan \
+                 auto-init` for a ceremony file): it copies that master key to the other \
+                 crypto units, with no zeroize."
             ),
             "{one}"
         );
