@@ -171,8 +171,9 @@ fn not_in_imprint_mode(err: &anyhow::Error) -> Option<String> {
     } else {
         text.push_str(&format!(
             "Only c{} a current master key: an earlier auto-init was probably interrupted. \
-             Finish it with `tke auto-init --resume` (or `tke plan auto-init` for a ceremony \
-             file): it copies that master key to the other crypto units, with no zeroize.",
+             Finish it with `tke auto-init --resume`, or as a ceremony file with `tke plan \
+             auto-init` and the administrators and thresholds the units hold: it copies that \
+             master key to the other crypto units, with no zeroize.",
             &units(&with_key, "holds", "hold")[1..]
         ));
     }
@@ -231,9 +232,10 @@ mod tests {
         assert!(
             one.ends_with(
                 "\nOnly crypto unit 3 holds a current master key: an earlier auto-init was \
-                 probably interrupted. Finish it with `tke auto-init --resume` (or `tke plan \
-                 auto-init` for a ceremony file): it copies that master key to the other \
-                 crypto units, with no zeroize."
+                 probably interrupted. Finish it with `tke auto-init --resume`, or as a \
+                 ceremony file with `tke plan auto-init` and the administrators and \
+                 thresholds the units hold: it copies that master key to the other crypto \
+                 units, with no zeroize."
             ),
             "{one}"
         );
