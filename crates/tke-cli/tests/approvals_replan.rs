@@ -10,10 +10,10 @@ mod common;
 use std::{fs, path::Path};
 
 use approvals_setup::{
-    admin, apply, arg, current_vps, failure, plan, setup, states, stored_key, stored_vps,
-    summaries, unwraps, Admin, Setup, ALICE, BOB,
+    apply, arg, current_vps, failure, plan, setup, states, stored_key, stored_vps, summaries,
+    unwraps, Admin, Setup,
 };
-use common::{snap, Workstation};
+use common::snap;
 use serde_json::Value;
 
 /// `tke apply FILE --yes` with `TKE_CRASH_AT=point`: killed there.
@@ -166,14 +166,7 @@ fn a_rotation_killed_after_round_2_and_after_the_reencryption_is_planned_again_a
 /// The operator's fresh workstation (units 1, 2 operational, 3, 4 recovery, in imprint
 /// mode) holding alice's and bob's certificates only, in a directory of their own.
 fn fresh() -> (Setup, Vec<String>) {
-    let operator = Workstation::new(env!("CARGO_BIN_EXE_tke"));
-    operator.ok(&["local", "init"]);
-    operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
-    let s = Setup {
-        operator,
-        alice: admin(ALICE),
-        bob: admin(BOB),
-    };
+    let s = approvals_setup::imprint();
     let certs = certificates(&s);
     (s, certs)
 }

@@ -76,18 +76,24 @@ pub struct Setup {
 }
 
 pub fn setup() -> Setup {
-    let operator = Workstation::new(env!("CARGO_BIN_EXE_tke"));
-    operator.ok(&["local", "init"]);
-    operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
-    let s = Setup {
-        operator,
-        alice: admin(ALICE),
-        bob: admin(BOB),
-    };
+    let s = imprint();
     s.with_keys(|secrets| {
         s.operator.auto_init(secrets, (2, 1), &["alice", "bob"]);
     });
     s
+}
+
+/// The operator's fresh workstation (units 1, 2 operational, 3, 4 recovery, all selected,
+/// in imprint mode) and alice's and bob's own workstations.
+pub fn imprint() -> Setup {
+    let operator = Workstation::new(env!("CARGO_BIN_EXE_tke"));
+    operator.ok(&["local", "init"]);
+    operator.ok(&["cryptounit-add", "1", "2", "3", "4"]);
+    Setup {
+        operator,
+        alice: admin(ALICE),
+        bob: admin(BOB),
+    }
 }
 
 impl Setup {
