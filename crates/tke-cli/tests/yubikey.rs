@@ -178,6 +178,53 @@ fn yubikey_and_file_administrators_initialize_and_both_sign_a_command() {
         assert_eq!(client.query(unit).unwrap().rev_threshold, 1);
     }
     drop(yubikey);
+    // The fleet is one process's at a time.
+    drop(client);
+
+    // A ceremony file approved with the YubiKey (`tke approve`, offline) and the file key,
+    // then applied: the revocation threshold back to 2.
+    let plan = w.path().join("thresholds.json");
+    let plan_s = plan.to_str().unwrap();
+    w.ok(&[
+        "plan",
+        "cryptounit-thrhld-set",
+        "--sig-threshold",
+        "2",
+        "--rev-threshold",
+        "2",
+        "--out",
+        plan_s,
+    ]);
+    for admin in ["yuki", "filey"] {
+        let o = run_with_env(
+            &w,
+            &[("TKE_LOG", "trace")],
+            &["--secrets", s, "approve", plan_s, "--admin", admin, "--yes"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let log = stderr(&o);
+        for f in forms(YUKI_PIN).into_iter().chain(forms("filey-password-1")) {
+            assert!(!log.contains(&f), "a secret ({f}) is in the log");
+        }
+    }
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    for c in file["rounds"][0]["commands"].as_array().unwrap() {
+        let by: Vec<&str> = c["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["admin"].as_str().unwrap())
+            .collect();
+        assert_eq!(by, ["yuki", "filey"], "{c}");
+    }
+    w.ok(&["apply", plan_s, "--yes"]);
+    for u in w.compare_json().as_array().unwrap() {
+        assert_eq!(
+            (&u["sig_threshold"], &u["rev_threshold"]),
+            (&2.into(), &2.into())
+        );
+    }
+
     let card = inserted.remove();
     assert_eq!(card.pin_tries_left(), 3);
 }
