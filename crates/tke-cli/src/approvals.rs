@@ -892,12 +892,25 @@ pub fn apply(ctx: &Ctx, args: &ApplyArgs) -> Result<()> {
         return Err(Cancelled.into());
     }
     let parts = crate::guard::key_part_files(ctx)?;
-    let guards = file::apply_guard(
+    let mut guards = file::apply_guard(
         &fleet.client,
         &ceremony,
         &args.force.force_with_keys,
         &parts,
     )?;
+    // On a terminal, an instance the file records as forced (its approvers were shown
+    // the keys at stake) is let through once the operator types its id, as the direct
+    // commands ask; without a terminal it takes --force-with-keys.
+    if ctx.prompt.interactive() {
+        for (what, guard) in &mut guards {
+            crate::guard::typed(ctx, guard, *what, |r| {
+                ceremony
+                    .force_with_keys
+                    .iter()
+                    .any(|f| f.instance == r.instance.0)
+            })?;
+        }
+    }
     // After each round: the units' answers and the next round, atomically, 0600.
     let path = args.file.clone();
     let mut save = |f: &CeremonyFile| tke_fs::atomic::write_private(&path, f.to_json().as_bytes());
@@ -1032,7 +1045,7 @@ fn guard_refused(e: CeremonyError, ceremony: &CeremonyFile) -> anyhow::Error {
         "The ceremony file was not planned with --force-with-keys: recover the master key elsewhere first (`tke auto-recover`), or plan the file again with --force-with-keys INSTANCE-ID so that its approvers see the keys at stake.".to_owned()
     } else {
         format!(
-            "The ceremony file was planned with --force-with-keys {}: to destroy the master key anyway, apply it with the same --force-with-keys; for another instance, plan the file again.",
+            "The ceremony file was planned with --force-with-keys {}: to destroy the master key anyway, apply it with the same --force-with-keys, or on a terminal and type the instance id when asked; for another instance, plan the file again.",
             recorded.join(", ")
         )
     };

@@ -10,7 +10,7 @@
 
 use anyhow::{bail, Result};
 use tke_ceremony::{
-    guard::{Destruction, KeyStorageGuard},
+    guard::{AtRisk, Destruction, KeyStorageGuard},
     CeremonyError, Problem,
 };
 use tke_client::{Client, KnownUnit};
@@ -95,7 +95,28 @@ pub fn planned_again<T>(
     if !only_guarded || !ctx.prompt.interactive() {
         return Ok(planned);
     }
-    let at_risk: Vec<_> = guard.at_risk().into_iter().cloned().collect();
+    typed(ctx, guard, what, |_| true)?;
+    Ok(plan(guard))
+}
+
+/// Each instance of `guard` still at risk that `ask` selects, shown with its keys at
+/// stake and where its master key can be recovered from, confirmed by the operator
+/// typing its id (call it on a terminal only).
+///
+/// # Errors
+/// A typed answer that is not the instance id ([`crate::Cancelled`]); no answer.
+pub fn typed(
+    ctx: &Ctx,
+    guard: &mut KeyStorageGuard,
+    what: Destruction,
+    ask: impl Fn(&AtRisk) -> bool,
+) -> Result<()> {
+    let at_risk: Vec<AtRisk> = guard
+        .at_risk()
+        .into_iter()
+        .filter(|r| ask(r))
+        .cloned()
+        .collect();
     for risk in at_risk {
         let id = risk.instance.to_string();
         println!("WARNING: {risk}.\n");
@@ -111,7 +132,7 @@ pub fn planned_again<T>(
         }
         guard.confirm(&risk.instance);
     }
-    Ok(plan(guard))
+    Ok(())
 }
 
 /// What to do about a plan the key-storage guard refused.

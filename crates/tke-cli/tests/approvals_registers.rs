@@ -13,7 +13,11 @@ use std::fs;
 use approvals_setup::{
     apply, arg, failure, library, load_new, plan, refused, setup, states, summaries,
 };
-use common::{snap, Workstation};
+use common::{
+    snap,
+    terminal::{Answer, Terminal},
+    Workstation,
+};
 use serde_json::Value;
 
 #[test]
@@ -194,7 +198,26 @@ fn the_key_storage_guard_refuses_when_planned_and_again_when_applied() {
         "approvals_registers_zeroize_apply_guarded",
     );
     assert_eq!(unit1(w), valid);
-    apply(&s, &copy, &["--force-with-keys", &instance]);
+    // On a terminal, apply asks for the id of the instance the file records: a wrong
+    // one cancels with nothing sent.
+    let before = w.snapshot();
+    let mut t = Terminal::spawn(w, &["apply", arg(&copy), "--yes"]);
+    t.expect("type the service instance id");
+    t.answer(&Answer::Line("not-the-id"));
+    let (text, code) = t.finish();
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("Cancelled. No crypto unit was changed."),
+        "{text}"
+    );
+    assert_eq!(before, w.snapshot(), "a cancelled apply changed something");
+    // The right id lets it through (--force-with-keys does the same in scripts:
+    // approvals_rotate's recovery test).
+    let mut t = Terminal::spawn(w, &["apply", arg(&copy), "--yes"]);
+    t.expect("type the service instance id");
+    t.answer(&Answer::Line(&instance));
+    let (text, code) = t.finish();
+    assert_eq!(code, 0, "{text}");
     assert_eq!(
         unit1(w),
         ("empty".to_owned(), "empty".to_owned(), true),
