@@ -18,7 +18,7 @@
 //! of the key-storage guard.
 
 use tke_client::{fanout::parallel, Client, KnownUnit};
-use tke_proto::{AdminInfo, Command, UnitStatus, UnitType};
+use tke_proto::{AdminInfo, Command, UnitStatus};
 use tke_sigkey::Signer;
 
 use crate::{
@@ -157,11 +157,10 @@ impl<'c> Zeroize<'c> {
 /// How many administrator signatures the unit needs to zeroize: none in imprint mode, the
 /// signature threshold on a recovery unit, one on any other.
 fn signatures_needed(status: &UnitStatus) -> usize {
-    match status.unit_type {
-        _ if status.imprint_mode() => 0,
-        UnitType::Recovery => usize::from(status.sig_threshold),
-        _ => 1,
-    }
+    // A unit takes a zeroize in any state: the rule always gives a count.
+    Command::Zeroize
+        .signatures_required(status.unit_type, status.sig_threshold, status.rev_threshold)
+        .unwrap_or(0)
 }
 
 impl<'c> ZeroizePlan<'c> {

@@ -12,7 +12,7 @@ use crate::{
     parts::{self, MkPartsRequest},
     service::ServiceRequest,
     transport::{ExportRequest, SignedEnvelope},
-    ControlPoints, Nonce, ProtoError, Register, Ski, Threshold, UnitId, Vp,
+    ControlPoints, Nonce, ProtoError, Register, Ski, Threshold, UnitId, UnitType, Vp,
 };
 
 /// Administrative command identifiers. The numbering follows the vendor's EP11
@@ -168,6 +168,64 @@ pub enum Command {
 }
 
 impl Command {
+    /// The distinct administrator signatures a unit of type `unit_type` with thresholds
+    /// `sig_threshold` and `rev_threshold` (both 0 in imprint mode) asks for this command
+    /// (`docs/protocol.md`, the command table), or `None` when it refuses the command in
+    /// imprint mode. The one rule the units enforce and the clients count approvals by.
+    ///
+    /// ```
+    /// use tke_proto::{Command, Threshold, UnitType};
+    /// let t = |n| Threshold::new(n).unwrap();
+    /// let set = Command::SetThresholds { signature: t(2), revocation: t(1) };
+    /// // Leaving imprint mode takes the new signature threshold.
+    /// assert_eq!(set.signatures_required(UnitType::Operational, 0, 0), Some(2));
+    /// assert_eq!(Command::ClearNew.signatures_required(UnitType::Operational, 0, 0), None);
+    /// // A recovery unit's last copy of the key takes the quorum to destroy.
+    /// assert_eq!(Command::Zeroize.signatures_required(UnitType::Recovery, 3, 2), Some(3));
+    /// assert_eq!(Command::Zeroize.signatures_required(UnitType::Operational, 3, 2), Some(1));
+    /// ```
+    pub fn signatures_required(
+        &self,
+        unit_type: UnitType,
+        sig_threshold: u8,
+        rev_threshold: u8,
+    ) -> Option<usize> {
+        let sig = usize::from(sig_threshold);
+        Some(match (self, sig_threshold == 0) {
+            (Self::AddAdmin(_) | Self::RemoveAdmin(_) | Self::Zeroize, true) => 0,
+            (Self::SetThresholds { signature, .. }, true) => usize::from(signature.get()),
+            (_, true) => return None,
+            (
+                Self::AddAdmin(_)
+                | Self::SetThresholds { .. }
+                | Self::CommitMk(_)
+                | Self::ExportMk(_)
+                | Self::ExportMkBatch(_)
+                | Self::AddControlPoints(_)
+                | Self::RemoveControlPoints(_),
+                false,
+            ) => sig,
+            (Self::RemoveAdmin(_), false) => usize::from(rev_threshold),
+            // Taking a master key from another service instance is the target quorum's
+            // consent, as sending it there is the source quorum's.
+            (Self::ImportMk(env), false) if env.source_instance.is_some() => sig,
+            // A recovery unit holds the instance's last copy of the master key: destroying
+            // it takes the quorum, not one administrator (a difference from the vendor).
+            (Self::ClearCurrent | Self::Zeroize, false) if unit_type == UnitType::Recovery => sig,
+            (
+                Self::GenerateImporter
+                | Self::GenerateRandomMk
+                | Self::ImportMk(_)
+                | Self::ImportMkParts(_)
+                | Self::SetImmediate(_)
+                | Self::ClearNew
+                | Self::ClearCurrent
+                | Self::Zeroize,
+                false,
+            ) => 1,
+        })
+    }
+
     /// The command id.
     pub fn id(&self) -> CommandId {
         match self {

@@ -401,50 +401,13 @@ impl Unit {
         Ok(signers)
     }
 
-    /// How many distinct administrator signatures `command` needs now (§1.6 of the domain
-    /// reference, except that a recovery unit's `zeroize` and `clearCurrent` need the
-    /// signature threshold); master key commands are refused in imprint mode.
+    /// How many distinct administrator signatures `command` needs now
+    /// ([`Command::signatures_required`]); master key commands are refused in imprint mode.
     fn required_signatures(&self, command: &Command) -> Result<usize, ModuleError> {
         let s = &self.state;
-        let sig = usize::from(s.sig_threshold);
-        let rev = usize::from(s.rev_threshold);
-        Ok(match (command, s.imprint_mode()) {
-            (Command::AddAdmin(_) | Command::RemoveAdmin(_) | Command::Zeroize, true) => 0,
-            (Command::SetThresholds { signature, .. }, true) => usize::from(signature.get()),
-            (_, true) => return Err(ModuleError::IMPRINT_MODE),
-            (
-                Command::AddAdmin(_)
-                | Command::SetThresholds { .. }
-                | Command::CommitMk(_)
-                | Command::ExportMk(_)
-                | Command::ExportMkBatch(_)
-                | Command::AddControlPoints(_)
-                | Command::RemoveControlPoints(_),
-                false,
-            ) => sig,
-            (Command::RemoveAdmin(_), false) => rev,
-            // Taking a master key from another service instance is the target quorum's
-            // consent, as sending it there is the source quorum's.
-            (Command::ImportMk(env), false) if env.source_instance.is_some() => sig,
-            // A recovery unit holds the instance's last copy of the master key: destroying
-            // it takes the quorum, not one administrator (a difference from the vendor).
-            (Command::ClearCurrent | Command::Zeroize, false)
-                if s.unit_type == UnitType::Recovery =>
-            {
-                sig
-            }
-            (
-                Command::GenerateImporter
-                | Command::GenerateRandomMk
-                | Command::ImportMk(_)
-                | Command::ImportMkParts(_)
-                | Command::SetImmediate(_)
-                | Command::ClearNew
-                | Command::ClearCurrent
-                | Command::Zeroize,
-                false,
-            ) => 1,
-        })
+        command
+            .signatures_required(s.unit_type, s.sig_threshold, s.rev_threshold)
+            .ok_or(ModuleError::IMPRINT_MODE)
     }
 
     /// Runs an authorized command. The counter is consumed whatever the outcome: the

@@ -1194,46 +1194,20 @@ pub struct Applied {
 }
 
 /// The signatures `command` needs on a unit of type `unit_type` in state `status`: the
-/// rule of the unit (`tke-unit`), as [`crate::admin_set`] replays it.
+/// units' own rule ([`Command::signatures_required`]); a command the unit refuses in
+/// imprint mode is not supported in a file.
 fn needed(
     num: usize,
     unit_type: UnitType,
     command: &Command,
     status: &UnitStatus,
 ) -> Result<usize, ApplyError> {
-    let imprint = status.imprint_mode();
-    let sig = usize::from(status.sig_threshold);
-    Ok(match command {
-        Command::SetThresholds { signature, .. } if imprint => usize::from(signature.get()),
-        Command::AddAdmin(_) | Command::RemoveAdmin(_) | Command::Zeroize if imprint => 0,
-        other if imprint => {
-            // The unit refuses every other command in imprint mode.
-            return Err(ApplyError::Unsupported {
-                num,
-                command: other.id(),
-            });
-        }
-        Command::RemoveAdmin(_) => usize::from(status.rev_threshold),
-        Command::AddAdmin(_)
-        | Command::SetThresholds { .. }
-        | Command::CommitMk(_)
-        | Command::ExportMk(_)
-        | Command::ExportMkBatch(_)
-        | Command::AddControlPoints(_)
-        | Command::RemoveControlPoints(_) => sig,
-        // A recovery unit's last copy of the key takes the quorum to destroy.
-        Command::ClearCurrent | Command::Zeroize if unit_type == UnitType::Recovery => sig,
-        // Another instance's master key comes in only with the target's quorum.
-        Command::ImportMk(envelope) if envelope.source_instance.is_some() => sig,
-        Command::GenerateImporter
-        | Command::GenerateRandomMk
-        | Command::ImportMk(_)
-        | Command::ImportMkParts(_)
-        | Command::SetImmediate(_)
-        | Command::ClearNew
-        | Command::ClearCurrent
-        | Command::Zeroize => 1,
-    })
+    command
+        .signatures_required(unit_type, status.sig_threshold, status.rev_threshold)
+        .ok_or(ApplyError::Unsupported {
+            num,
+            command: command.id(),
+        })
 }
 
 /// A command that cannot be encoded, as the failure of `step` on unit `num`.
