@@ -773,10 +773,10 @@ impl Wanted<'_> {
         let (Some(recovery), true) = (survey.recovery, problems.is_empty()) else {
             return Err(CeremonyError::Problems(problems).into());
         };
+        // One fleet CA certified the instance's units, the recovery unit among them.
+        let ca = client.ca_of(recovery);
         let mut units = Vec::with_capacity(survey.units.len());
-        let mut ca = None;
         for (u, s) in survey.units.iter().zip(&survey.statuses) {
-            ca = ca.or(Some(client.ca_of(u)));
             let (clear, setup) = unit(u, s);
             units.push(PlannedUnit {
                 num: u.num,
@@ -787,9 +787,6 @@ impl Wanted<'_> {
                 left: None,
             });
         }
-        let ca = ca.ok_or(CeremonyError::Problems(vec![Problem::UnknownInstance {
-            instance: self.instance.clone(),
-        }]))?;
         let params = AutoInitParams {
             instance: self.instance.0.clone(),
             sig_threshold: u32::from(self.sig_threshold.get()),
